@@ -1,0 +1,47 @@
+"""The ``strongroom`` command: one Typer app, one module per command group."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+from rich.console import Console
+
+from strongroom.cli import age_cmd, audit_cmd, weights_cmd, witness_cmd
+from strongroom.errors import StrongroomError
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="strongroom",
+    help="Keep model weights and algorithmic secrets encrypted, approved, audited and metered.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+for module in (age_cmd, weights_cmd, audit_cmd, witness_cmd):
+    module.register(app)
+
+_err = Console(stderr=True, highlight=False)
+
+
+def main() -> None:
+    """Entry point: run the app, print strongroom errors without a traceback."""
+    try:
+        app(standalone_mode=False)
+    except StrongroomError as exc:
+        _err.print(f"[bold red]error:[/] {exc}", markup=True, soft_wrap=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        _err.print("interrupted")
+        sys.exit(130)
+    except (typer.Abort, typer.Exit) as exc:
+        sys.exit(getattr(exc, "exit_code", 1))
+    except Exception as exc:
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise

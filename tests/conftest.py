@@ -1,0 +1,99 @@
+"""Fixtures shared by the whole suite.
+
+Stores are parametrized over SQLite and PostgreSQL. PostgreSQL and the S3
+server are started by ``make test`` (``scripts/services.sh``) and found through
+``STRONGROOM_TEST_*`` variables; when ``STRONGROOM_TEST_REQUIRE_SERVICES=1``
+(as ``make test`` sets it) a missing service fails the test instead of
+skipping it, so CI can never pass by silently skipping a backend.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from strongroom.store.db import Store
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CONFORMANCE = REPO_ROOT.parent / "shared" / "conformance"
+
+
+def _require_services() -> bool:
+    return os.environ.get("STRONGROOM_TEST_REQUIRE_SERVICES") == "1"
+
+
+def need_service(variable: str, what: str) -> str:
+    """Return the service URL from ``variable`` or skip (fail under make test)."""
+    value = os.environ.get(variable)
+    if not value:
+        message = f"{what} not available: set {variable} (make test starts it)"
+        if _require_services():
+            pytest.fail(message)
+        pytest.skip(message)
+    return value
+
+
+def need_tool(name: str) -> str:
+    """Return the path of an external tool or skip (fail under make test)."""
+    path = shutil.which(name)
+    if path is None:
+        message = f"`{name}` is not installed (make test installs it)"
+        if _require_services():
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+@pytest.fixture(scope="session")
+def conformance_dir() -> Path:
+    """The shared public test vectors; skipped (never silently passed) when absent."""
+    if not CONFORMANCE.is_dir():
+        pytest.skip(f"conformance vectors not found at {CONFORMANCE}")
+    return CONFORMANCE
+
+
+def _pg_schema_url(base: str, schema: str) -> str:
+    sep = "&" if "?" in base else "?"
+    return f"{base}{sep}options=-csearch_path%3D{schema}"
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A PostgreSQL URL whose search_path is a fresh schema, dropped afterwards."""
+    base = need_service("STRONGROOM_TEST_PG_URL", "PostgreSQL")
+    import sqlalchemy as sa
+
+    schema = "t_" + secrets.token_hex(6)
+    admin = sa.create_engine(base, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
+    try:
+        yield _pg_schema_url(base, schema)
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh, empty database URL: SQLite in tmp_path, or a PostgreSQL schema."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'strongroom.db'}"
+    url: str = request.getfixturevalue("pg_url")
+    return url
+
+
+@pytest.fixture
+def store(db_url: str) -> Iterator[Store]:
+    """A migrated store on each backend."""
+    s = Store.open(db_url)
+    try:
+        yield s
+    finally:
+        s.close()

@@ -1,0 +1,35 @@
+"""The store opens, migrates idempotently and reports errors without leaking secrets."""
+
+from __future__ import annotations
+
+import pytest
+
+from strongroom.errors import StorageError
+from strongroom.store.db import Store
+
+
+def test_migrations_create_every_table(store: Store) -> None:
+    names = store.table_names()
+    assert {"artifacts", "artifact_files", "alembic_version"} <= set(names)
+
+
+def test_migrate_twice_is_a_no_op(db_url: str) -> None:
+    Store.open(db_url).close()
+    again = Store.open(db_url)
+    assert "artifacts" in again.table_names()
+    again.close()
+
+
+def test_sqlite_runs_in_wal_with_full_sync(tmp_path: object) -> None:
+    s = Store.open(f"sqlite:///{tmp_path}/x.db")
+    with s.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
+    s.close()
+
+
+def test_unreachable_database_is_a_clear_error_without_password() -> None:
+    with pytest.raises(StorageError) as info:
+        Store.open("postgresql+psycopg://u:hunter2@127.0.0.1:1/none?connect_timeout=2")
+    assert "hunter2" not in str(info.value)
+    assert "reachable" in str(info.value)
