@@ -9,9 +9,7 @@ skipping it, so CI can never pass by silently skipping a backend.
 
 from __future__ import annotations
 
-import os
 import secrets
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,34 +17,9 @@ import pytest
 
 from strongroom.store.db import Store
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-CONFORMANCE = REPO_ROOT.parent / "shared" / "conformance"
+from testsupport import CONFORMANCE, need_service
 
-
-def _require_services() -> bool:
-    return os.environ.get("STRONGROOM_TEST_REQUIRE_SERVICES") == "1"
-
-
-def need_service(variable: str, what: str) -> str:
-    """Return the service URL from ``variable`` or skip (fail under make test)."""
-    value = os.environ.get(variable)
-    if not value:
-        message = f"{what} not available: set {variable} (make test starts it)"
-        if _require_services():
-            pytest.fail(message)
-        pytest.skip(message)
-    return value
-
-
-def need_tool(name: str) -> str:
-    """Return the path of an external tool or skip (fail under make test)."""
-    path = shutil.which(name)
-    if path is None:
-        message = f"`{name}` is not installed (make test installs it)"
-        if _require_services():
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
+pytest_plugins = ["vault_fixtures"]
 
 
 @pytest.fixture(scope="session")

@@ -1,9 +1,193 @@
-"""Placeholder: filled in by the part that owns these commands."""
+"""``strongroom encrypt|decrypt|keygen``: the age file format on its own, like the age tool.
+
+Output files are written to a temporary name in the same directory, synced
+and renamed into place, so a failed run (a corrupted input, a wrong key)
+leaves no partial output file. Writing to stdout cannot be taken back: a
+decryption that fails part-way has already written a prefix there.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import datetime
+import os
+import stat
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Annotated, BinaryIO
+
 import typer
+
+from strongroom.cli.progress import byte_progress
+from strongroom.crypto import age
+from strongroom.errors import AlreadyExists, InvalidInput, NotFound, StorageError
+
+__all__ = ["register"]
+
+
+@contextlib.contextmanager
+def _input(path: Path | None) -> Iterator[tuple[BinaryIO, int | None]]:
+    """The input stream and its size when known (a regular file)."""
+    if path is None or str(path) == "-":
+        yield sys.stdin.buffer, None
+        return
+    try:
+        f = path.open("rb")
+    except FileNotFoundError:
+        raise NotFound("no such file", obj=str(path)) from None
+    except OSError as exc:
+        raise InvalidInput(f"cannot read: {exc.strerror}", obj=str(path)) from None
+    with f:
+        st = os.fstat(f.fileno())
+        yield f, st.st_size if stat.S_ISREG(st.st_mode) else None
+
+
+@contextlib.contextmanager
+def _output(path: Path | None, *, binary_to_terminal: bool) -> Iterator[BinaryIO]:
+    """An output stream; a file appears under ``path`` only if the block succeeds."""
+    if path is None or str(path) == "-":
+        if not binary_to_terminal and sys.stdout.isatty():
+            raise InvalidInput(
+                "refusing to write binary ciphertext to a terminal",
+                remedy="use -o FILE or redirect stdout",
+            )
+        yield sys.stdout.buffer
+        sys.stdout.buffer.flush()
+        return
+    directory = path.parent if str(path.parent) else Path(".")
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    except OSError as exc:
+        raise StorageError(f"cannot create a file there: {exc.strerror}", obj=str(path)) from None
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    with contextlib.suppress(OSError):  # durability of the rename; not every FS allows it
+        dir_fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
+@contextlib.contextmanager
+def _progress(description: str, size: int | None) -> Iterator[Callable[[int], None] | None]:
+    if size is None:
+        yield None
+        return
+    with byte_progress(description, size) as advance:
+        yield advance
+
+
+def _read_identities(paths: list[Path]) -> list[age.Identity]:
+    identities: list[age.Identity] = []
+    for path in paths:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise NotFound("no such identity file", obj=str(path)) from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InvalidInput(f"cannot read identity file: {exc}", obj=str(path)) from None
+        try:
+            identities.extend(age.parse_identities(text))
+        except InvalidInput as exc:
+            raise InvalidInput(exc.message, obj=f"identity file {path}") from None
+    return identities
+
+
+def encrypt(
+    recipient: Annotated[
+        list[str] | None,
+        typer.Option("--recipient", "-r", help="encrypt to this age1… recipient (repeatable)"),
+    ] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="write here (default: stdout)")
+    ] = None,
+    input_path: Annotated[
+        Path | None, typer.Argument(metavar="[INPUT]", help="file to encrypt (default: stdin)")
+    ] = None,
+) -> None:
+    """Encrypt a file to one or more age recipients."""
+    if not recipient:
+        raise InvalidInput("no recipients given", remedy="pass -r age1… at least once")
+    recipients = [age.parse_recipient(r) for r in recipient]
+    with (
+        _input(input_path) as (src, size),
+        _output(output, binary_to_terminal=False) as dst,
+        _progress("encrypt", size) as advance,
+    ):
+        age.encrypt_stream(src, dst, recipients, progress=advance)
+
+
+def decrypt(
+    identity: Annotated[
+        list[Path] | None,
+        typer.Option("--identity", "-i", help="identity file with AGE-SECRET-KEY-1… (repeatable)"),
+    ] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="write here (default: stdout)")
+    ] = None,
+    input_path: Annotated[
+        Path | None, typer.Argument(metavar="[INPUT]", help="age file (default: stdin)")
+    ] = None,
+) -> None:
+    """Decrypt an age file with one or more identity files."""
+    if not identity:
+        raise InvalidInput("no identity files given", remedy="pass -i FILE at least once")
+    identities = _read_identities(identity)
+    with (
+        _input(input_path) as (src, size),
+        _output(output, binary_to_terminal=True) as dst,
+        _progress("decrypt", size) as advance,
+    ):
+        age.decrypt_stream(src, dst, identities, progress=advance)
+
+
+def keygen(
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="write the new key here, mode 0600 (default: stdout)"),
+    ] = None,
+) -> None:
+    """Generate an X25519 identity, printed like age-keygen."""
+    identity = age.X25519Identity.generate()
+    created = datetime.datetime.now(datetime.UTC).replace(microsecond=0).isoformat()
+    public = str(identity.recipient)
+    text = f"# created: {created}\n# public key: {public}\n{identity}\n"
+    if output is None or str(output) == "-":
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return
+    try:
+        fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise AlreadyExists(
+            "refusing to overwrite an existing file", obj=str(output), remedy="choose a new path"
+        ) from None
+    except OSError as exc:
+        raise StorageError(f"cannot create the key file: {exc.strerror}", obj=str(output)) from None
+    try:
+        with os.fdopen(fd, "w", encoding="ascii") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException:
+        output.unlink(missing_ok=True)
+        raise
+    sys.stderr.write(f"Public key: {public}\n")
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to ``app``."""
+    """Add ``encrypt``, ``decrypt`` and ``keygen`` to ``app``."""
+    app.command("encrypt")(encrypt)
+    app.command("decrypt")(decrypt)
+    app.command("keygen")(keygen)

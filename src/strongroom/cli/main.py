@@ -6,6 +6,7 @@ import sys
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from strongroom.cli import age_cmd, audit_cmd, weights_cmd, witness_cmd
 from strongroom.errors import StrongroomError
@@ -31,7 +32,7 @@ def main() -> None:
     try:
         app(standalone_mode=False)
     except StrongroomError as exc:
-        _err.print(f"[bold red]error:[/] {exc}", markup=True, soft_wrap=True)
+        _err.print(f"[bold red]error:[/] {escape(str(exc))}", markup=True, soft_wrap=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         _err.print("interrupted")

@@ -1,0 +1,353 @@
+"""The STREAM payload of an age file: 64 KiB ChaCha20-Poly1305 chunks, in parallel.
+
+This is age's internal payload machinery; use :mod:`strongroom.crypto.age`
+instead of calling it directly. The payload is a 16-byte nonce followed by
+chunks of at most ``CHUNK_SIZE`` plaintext bytes, each sealed under the payload
+key with the nonce ``counter (11 bytes, big-endian) || last-flag (1 byte)``.
+Every chunk but the last is full; the last carries the flag and is empty only
+when the whole plaintext is.
+
+:class:`PayloadCipher` seals and opens runs of consecutive chunks straight
+into caller-provided buffers, splitting a run into contiguous blocks that run
+on a shared thread pool (``cryptography``'s AEAD calls release the GIL).
+:class:`BlockReader` reads a stream in large reused blocks, holding back the
+final unit until end of input is known, so the caller can tell which chunk is
+the last one without a second pass.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+__all__ = [
+    "CHUNK_SIZE",
+    "ENCRYPTED_CHUNK_SIZE",
+    "FETCH_CHUNKS",
+    "NONCE_SIZE",
+    "TAG_SIZE",
+    "BlockReader",
+    "ChunkFailure",
+    "PayloadCipher",
+    "PayloadGeometry",
+    "chunk_count",
+    "chunk_nonce",
+    "first_failure",
+    "payload_key",
+    "sealed_size",
+]
+
+CHUNK_SIZE = 64 * 1024
+TAG_SIZE = 16
+ENCRYPTED_CHUNK_SIZE = CHUNK_SIZE + TAG_SIZE
+NONCE_SIZE = 16
+#: Chunks of ciphertext fetched from a source at once by one worker (4 MiB).
+FETCH_CHUNKS = 64
+_PAYLOAD_LABEL = b"payload"
+_LAST_CHUNK_FLAG = 1
+_COUNTER_BYTES = 11
+
+ReadBuffer = bytes | bytearray | memoryview
+#: ``fetch(first, stop)`` returns the ciphertext of chunks ``first..stop-1``, contiguous.
+Fetch = Callable[[int, int], ReadBuffer]
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkFailure:
+    """A chunk that did not open.
+
+    ``misflagged``: it opens with the other last-chunk flag, so it is authentic
+    but the stream was truncated or extended there; its plaintext is in the
+    output buffer.
+    """
+
+    index: int
+    misflagged: bool
+
+    def describe(self) -> str:
+        """A message naming the chunk and what is wrong with it."""
+        if self.misflagged:
+            return (
+                f"chunk {self.index} is authentic but out of place: "
+                "the file was truncated or extended"
+            )
+        return f"chunk {self.index} failed authentication"
+
+
+def payload_key(file_key: bytes | bytearray, nonce: bytes) -> bytes:
+    """Derive the payload key: HKDF-SHA256(file key, salt = nonce, info = "payload")."""
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=nonce, info=_PAYLOAD_LABEL).derive(
+        file_key
+    )
+
+
+def chunk_nonce(index: int, last: bool) -> bytes:
+    """The 12-byte ChaCha20-Poly1305 nonce of chunk ``index``."""
+    return index.to_bytes(_COUNTER_BYTES, "big") + bytes((_LAST_CHUNK_FLAG if last else 0,))
+
+
+def chunk_count(plaintext_size: int) -> int:
+    """Number of chunks a plaintext of this size is sealed into (at least one)."""
+    return max(1, -(-plaintext_size // CHUNK_SIZE))
+
+
+class PayloadGeometry:
+    """Chunk layout derived from the ciphertext length of a payload (nonce excluded)."""
+
+    __slots__ = ("ciphertext_size", "last_chunk_size", "num_chunks", "plaintext_size")
+
+    def __init__(self, ciphertext_size: int) -> None:
+        self.ciphertext_size = ciphertext_size
+        self.num_chunks = -(-ciphertext_size // ENCRYPTED_CHUNK_SIZE)
+        self.last_chunk_size = ciphertext_size - (self.num_chunks - 1) * ENCRYPTED_CHUNK_SIZE
+        self.plaintext_size = ciphertext_size - self.num_chunks * TAG_SIZE
+
+    def problem(self) -> str | None:
+        """Why no valid payload can have this length, or None when one can."""
+        if self.num_chunks == 0:
+            return "the payload has no chunks (the file is truncated)"
+        if self.last_chunk_size < TAG_SIZE:
+            return f"chunk {self.num_chunks - 1} is shorter than its tag (the file is truncated)"
+        if self.last_chunk_size == TAG_SIZE and self.num_chunks > 1:
+            return f"chunk {self.num_chunks - 1} is an empty final chunk after a non-empty one"
+        return None
+
+
+_pool_lock = threading.Lock()
+_pool: ThreadPoolExecutor | None = None
+
+
+def _executor() -> ThreadPoolExecutor:
+    """The process-wide pool of chunk workers, created on first use and reused."""
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(
+                max_workers=max(4, os.cpu_count() or 1), thread_name_prefix="age-chunks"
+            )
+        return _pool
+
+
+def _split(count: int, parts: int) -> list[tuple[int, int]]:
+    """Split ``range(count)`` into at most ``parts`` contiguous, nearly equal ranges."""
+    parts = max(1, min(parts, count))
+    step, extra = divmod(count, parts)
+    ranges = []
+    lo = 0
+    for p in range(parts):
+        hi = lo + step + (1 if p < extra else 0)
+        ranges.append((lo, hi))
+        lo = hi
+    return ranges
+
+
+class PayloadCipher:
+    """Seals and opens runs of STREAM chunks under one payload key."""
+
+    def __init__(self, key: bytes) -> None:
+        self._key = bytearray(key)
+        self._wiped = False
+
+    def wipe(self) -> None:
+        """Zero the key held here; any later use raises ValueError."""
+        self._key[:] = bytes(len(self._key))
+        self._wiped = True
+
+    def _aead(self) -> ChaCha20Poly1305:
+        if self._wiped:
+            raise ValueError("the payload key was wiped")
+        return ChaCha20Poly1305(self._key)
+
+    # -- sealing ------------------------------------------------------------
+
+    def _seal_range(
+        self, plaintext: memoryview, out: memoryview, first: int, lo: int, hi: int, last: int
+    ) -> None:
+        aead = self._aead()
+        size = len(plaintext)
+        encrypt_into = aead.encrypt_into
+        for k in range(lo, hi):
+            p0 = k * CHUNK_SIZE
+            p1 = min(p0 + CHUNK_SIZE, size)
+            c0 = k * ENCRYPTED_CHUNK_SIZE
+            encrypt_into(
+                chunk_nonce(first + k, first + k == last),
+                plaintext[p0:p1],
+                None,
+                out[c0 : c0 + (p1 - p0) + TAG_SIZE],
+            )
+
+    @staticmethod
+    def _seal_plan(plaintext: memoryview, first: int, final: bool) -> tuple[int, int]:
+        """Chunk count of a run and the index that carries the last-chunk flag (-1: none)."""
+        count = chunk_count(len(plaintext))
+        if not final and len(plaintext) % CHUNK_SIZE:
+            raise ValueError("a non-final run must be whole chunks")
+        return count, first + count - 1 if final else -1
+
+    def submit_seal(
+        self, plaintext: memoryview, out: memoryview, first: int, *, final: bool, threads: int
+    ) -> list[Future[None]]:
+        """Start sealing ``plaintext`` as chunks ``first, first+1, ...`` into ``out``.
+
+        ``out`` must hold ``sealed_size(len(plaintext))`` bytes. When ``final``
+        the last chunk carries the last-chunk flag; otherwise the plaintext must
+        be whole chunks. Returns the futures to wait on.
+        """
+        count, last = self._seal_plan(plaintext, first, final)
+        pool = _executor()
+        return [
+            pool.submit(self._seal_range, plaintext, out, first, lo, hi, last)
+            for lo, hi in _split(count, threads)
+        ]
+
+    def seal(
+        self, plaintext: memoryview, out: memoryview, first: int, *, final: bool, threads: int
+    ) -> None:
+        """Seal like :meth:`submit_seal` and wait; one thread runs inline."""
+        count, last = self._seal_plan(plaintext, first, final)
+        if threads <= 1 or count == 1:
+            self._seal_range(plaintext, out, first, 0, count, last)
+            return
+        for fut in self.submit_seal(plaintext, out, first, final=final, threads=threads):
+            fut.result()
+
+    # -- opening ------------------------------------------------------------
+
+    def _open_range(
+        self, fetch: Fetch, out: memoryview, first: int, lo: int, hi: int, last: int
+    ) -> ChunkFailure | None:
+        """Open chunks ``first+lo .. first+hi-1``; describe the first one that fails."""
+        decrypt_into = self._aead().decrypt_into
+        for part in range(lo, hi, FETCH_CHUNKS):
+            part_end = min(part + FETCH_CHUNKS, hi)
+            # Fetched a piece at a time: a remote or pread source then holds at most
+            # FETCH_CHUNKS chunks of ciphertext per thread in memory.
+            data = memoryview(fetch(first + part, first + part_end)).cast("B")
+            size = len(data)
+            for k in range(part, part_end):
+                c0 = (k - part) * ENCRYPTED_CHUNK_SIZE
+                c1 = min(c0 + ENCRYPTED_CHUNK_SIZE, size)
+                if c1 - c0 < TAG_SIZE:
+                    return ChunkFailure(first + k, misflagged=False)
+                p0 = k * CHUNK_SIZE
+                sealed = data[c0:c1]
+                plain = out[p0 : p0 + (c1 - c0 - TAG_SIZE)]
+                is_last = first + k == last
+                try:
+                    decrypt_into(chunk_nonce(first + k, is_last), sealed, None, plain)
+                except InvalidTag:
+                    if c1 - c0 != ENCRYPTED_CHUNK_SIZE:
+                        return ChunkFailure(first + k, misflagged=False)
+                    # A full chunk that opens with the other flag is authentic but out
+                    # of place: the stream was truncated or extended at this chunk.
+                    try:
+                        decrypt_into(chunk_nonce(first + k, not is_last), sealed, None, plain)
+                    except InvalidTag:
+                        return ChunkFailure(first + k, misflagged=False)
+                    return ChunkFailure(first + k, misflagged=True)
+        return None
+
+    def submit_open(
+        self, fetch: Fetch, out: memoryview, first: int, count: int, *, last: int, threads: int
+    ) -> list[Future[ChunkFailure | None]]:
+        """Start opening ``count`` chunks from ``first`` into ``out`` (chunk ``first`` at 0).
+
+        ``last`` is the index of the payload's final chunk (-1 when it is not in
+        this run). Each future describes the first chunk of its block that
+        failed, or gives None.
+        """
+        pool = _executor()
+        return [
+            pool.submit(self._open_range, fetch, out, first, lo, hi, last)
+            for lo, hi in _split(count, threads)
+        ]
+
+    def open(
+        self, fetch: Fetch, out: memoryview, first: int, count: int, *, last: int, threads: int
+    ) -> ChunkFailure | None:
+        """Open like :meth:`submit_open` and wait; describe the first failing chunk."""
+        if count <= 0:
+            return None
+        if threads <= 1 or count == 1:
+            return self._open_range(fetch, out, first, 0, count, last)
+        return first_failure(self.submit_open(fetch, out, first, count, last=last, threads=threads))
+
+
+def first_failure(futures: list[Future[ChunkFailure | None]]) -> ChunkFailure | None:
+    """Wait for every block; the failure with the lowest chunk index, or None."""
+    failed = [f for f in (fut.result() for fut in futures) if f is not None]
+    return min(failed, key=lambda f: f.index) if failed else None
+
+
+def sealed_size(plaintext_size: int) -> int:
+    """Ciphertext size of a payload (nonce excluded) for this much plaintext."""
+    return plaintext_size + chunk_count(plaintext_size) * TAG_SIZE
+
+
+class BlockReader:
+    """Reads a stream in blocks of whole ``unit``-sized pieces into two reused buffers.
+
+    Each :meth:`next` returns a view of the block just read and whether it is
+    the final one. A non-final block holds back its last unit (the next call
+    copies it to the front of the other buffer), because only end of input
+    tells whether that unit is the stream's last. A view stays valid, and is
+    only read, until the second following :meth:`next` call.
+    """
+
+    def __init__(self, src: BinaryIO, unit: int, units_per_block: int, prefix: bytes = b"") -> None:
+        if units_per_block < 2:
+            raise ValueError("a block must hold at least two units")
+        size = unit * units_per_block
+        if len(prefix) > size:
+            raise ValueError("prefix larger than a block")
+        self._src = src
+        self._unit = unit
+        self._views = (memoryview(bytearray(size)), memoryview(bytearray(size)))
+        self._which = 0
+        self._views[0][: len(prefix)] = prefix
+        self._filled = len(prefix)
+        self._carry: memoryview | None = None
+        self._eof = False
+        readinto = getattr(src, "readinto", None)
+        self._readinto: Callable[[memoryview], int | None] = (
+            readinto if readinto is not None else self._read_copy
+        )
+
+    def _read_copy(self, view: memoryview) -> int:
+        data = self._src.read(len(view))
+        view[: len(data)] = data
+        return len(data)
+
+    def next(self) -> tuple[memoryview, bool]:
+        """Read the next block; returns ``(view, final)``."""
+        if self._eof:
+            raise ValueError("read past the final block")
+        view = self._views[self._which]
+        if self._carry is not None:
+            # Copied only now: the previous block may still be in use until this call.
+            view[: self._unit] = self._carry
+            self._carry = None
+        filled = self._filled
+        while filled < len(view):
+            n = self._readinto(view[filled:])
+            if not n:
+                self._eof = True
+                break
+            filled += n
+        if self._eof:
+            return view[:filled], True
+        keep = len(view) - self._unit
+        self._carry = view[keep:]
+        self._filled = self._unit
+        self._which = 1 - self._which
+        return view[:keep], False
