@@ -1,9 +1,144 @@
-"""Placeholder: filled in by the part that owns these commands."""
+"""``strongroom weights import|ls|show|verify|export``."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Annotated
+
 import typer
+from rich.console import Console
+from rich.table import Table
+
+from strongroom.cli.progress import byte_progress
+from strongroom.crypto import age
+from strongroom.vault.importer import collect_files
+from strongroom.vault.vault import Vault
+
+__all__ = ["register"]
+
+weights = typer.Typer(
+    help="Encrypted model weights: import, list, verify, export.", no_args_is_help=True
+)
+_out = Console(highlight=False)
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+@weights.command("import")
+def import_(
+    path: Annotated[Path, typer.Argument(help="a .safetensors file or a directory of shards")],
+    name: Annotated[str, typer.Option("--name", help="artifact name")],
+    compartment: Annotated[
+        list[str] | None, typer.Option("--compartment", help="compartment (repeatable)")
+    ] = None,
+    new_version: Annotated[
+        bool, typer.Option("--new-version", help="add a version to an existing name")
+    ] = False,
+    escrow: Annotated[
+        list[str] | None,
+        typer.Option("--escrow", help="also encrypt each file key to this age1… recipient"),
+    ] = None,
+) -> None:
+    """Encrypt weights into the vault: one age file and file key per shard."""
+    recipients = [age.parse_recipient(r) for r in escrow or []]
+    total = sum(f.size for f in collect_files(path))
+    with Vault.open() as vault, byte_progress("import", total) as advance:
+        manifest = vault.import_weights(
+            path,
+            name,
+            compartments=compartment or [],
+            new_version=new_version,
+            escrow=recipients,
+            progress=advance,
+        )
+    _out.print(
+        f"imported [bold]{manifest.ref}[/]: {len(manifest.files)} file(s), "
+        f"{len(manifest.tensors)} tensors, {_human(manifest.total_size)} encrypted"
+    )
+
+
+@weights.command("ls")
+def ls(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """List artifacts and versions."""
+    with Vault.open() as vault:
+        rows = vault.list_artifacts()
+    if as_json:
+        print(
+            json.dumps(
+                [
+                    {"name": r.name, "version": r.version, "files": r.files, "bytes": r.total_size}
+                    for r in rows
+                ]
+            )
+        )
+        return
+    table = Table("name", "version", "files", "size", "created")
+    for r in rows:
+        table.add_row(
+            r.name, str(r.version), str(r.files), _human(r.total_size), r.created.isoformat()
+        )
+    _out.print(table)
+
+
+@weights.command("show")
+def show(
+    name: str,
+    version: Annotated[int | None, typer.Option("--version")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the verified manifest")] = False,
+) -> None:
+    """Show an artifact's verified manifest."""
+    with Vault.open() as vault:
+        manifest = vault.manifest(name, version)
+    if as_json:
+        print(json.dumps(manifest.to_json(), indent=2, sort_keys=True))
+        return
+    _out.print(f"[bold]{manifest.ref}[/] ({manifest.kind}), created {manifest.created}")
+    _out.print(f"compartments: {', '.join(manifest.compartments) or '(none)'}")
+    table = Table("file", "kind", "size", "sha256")
+    for f in manifest.files:
+        table.add_row(f.path, f.kind, _human(f.size), f.sha256[:16] + "…")
+    _out.print(table)
+    _out.print(
+        f"{len(manifest.tensors)} tensors, {_human(manifest.total_size)} in all; signature verified"
+    )
+
+
+@weights.command("verify")
+def verify(name: str, version: Annotated[int | None, typer.Option("--version")] = None) -> None:
+    """Check every blob, chunk and hash of an artifact against its signed manifest."""
+    with Vault.open() as vault:
+        manifest = vault.manifest(name, version)
+        with byte_progress("verify", manifest.total_size) as advance:
+            report = vault.verify(name, version, progress=advance)
+    _out.print(
+        f"[green]ok[/] {report.ref}: {report.files} file(s), {_human(report.bytes)} verified"
+    )
+
+
+@weights.command("export")
+def export(
+    name: str,
+    to: Annotated[Path, typer.Option("--to", help="new directory for the plaintext files")],
+    reason: Annotated[
+        str, typer.Option("--reason", help="why a plaintext copy is needed (audited)")
+    ],
+    version: Annotated[int | None, typer.Option("--version")] = None,
+) -> None:
+    """Write a plaintext copy of an artifact: an explicit act, recorded in the audit log."""
+    with Vault.open() as vault:
+        manifest = vault.manifest(name, version)
+        with byte_progress("export", manifest.total_size) as advance:
+            dest = vault.export(name, to, reason=reason, version=version, progress=advance)
+    _out.print(f"exported {manifest.ref} in plaintext to {dest} (recorded in the audit log)")
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to ``app``."""
+    """Add ``weights`` to the main app."""
+    app.add_typer(weights, name="weights")

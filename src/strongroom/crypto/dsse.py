@@ -1,0 +1,143 @@
+"""Signed statements: canonical JSON inside DSSE envelopes, signed with Ed25519.
+
+Use :func:`sign_statement` to sign a JSON-able mapping and
+:func:`verify_statement` to get it back only if a trusted key signed it::
+
+    env = sign_statement({"name": "minilm"}, PAYLOAD_TYPE, key)
+    statement = verify_statement(env, PAYLOAD_TYPE, {key_id(pub): pub})
+
+Never read ``payload`` out of an envelope without verifying it: the database
+that stores envelopes is untrusted. The signature covers DSSE's
+pre-authentication encoding (``DSSEv1 <len> <type> <len> <body>``), so a
+statement of one type can never be replayed as another.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from strongroom.errors import IntegrityError, InvalidInput
+
+__all__ = [
+    "canonical_json",
+    "key_id",
+    "pae",
+    "sign_statement",
+    "verify_statement",
+]
+
+
+def canonical_json(value: Any) -> bytes:
+    """Deterministic JSON: sorted keys, no spaces, UTF-8; floats are refused."""
+
+    def reject_float(obj: Any) -> Any:
+        raise InvalidInput(f"cannot canonicalise a {type(obj).__name__}", obj="statement")
+
+    def check(obj: Any) -> None:
+        if isinstance(obj, float):
+            raise InvalidInput("floats are not allowed in signed statements", obj="statement")
+        if isinstance(obj, Mapping):
+            for v in obj.values():
+                check(v)
+        elif isinstance(obj, list | tuple):
+            for v in obj:
+                check(v)
+
+    check(value)
+    return json.dumps(
+        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=reject_float
+    ).encode("utf-8")
+
+
+def key_id(public_key: Ed25519PublicKey) -> str:
+    """A short, stable identifier of an Ed25519 public key (hex of SHA-256, 16 chars)."""
+    raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return hashlib.sha256(raw).hexdigest()[:16]
+
+
+def pae(payload_type: str, payload: bytes) -> bytes:
+    """DSSE v1 pre-authentication encoding."""
+    t = payload_type.encode("utf-8")
+    return b"DSSEv1 %d %b %d %b" % (len(t), t, len(payload), payload)
+
+
+def sign_statement(
+    statement: Mapping[str, Any], payload_type: str, *keys: Ed25519PrivateKey
+) -> str:
+    """Sign ``statement`` with every key; returns the DSSE envelope as JSON text."""
+    if not keys:
+        raise InvalidInput("at least one signing key is needed", obj=payload_type)
+    payload = canonical_json(statement)
+    message = pae(payload_type, payload)
+    envelope = {
+        "payload": base64.b64encode(payload).decode("ascii"),
+        "payloadType": payload_type,
+        "signatures": [
+            {"keyid": key_id(k.public_key()), "sig": base64.b64encode(k.sign(message)).decode()}
+            for k in keys
+        ],
+    }
+    return json.dumps(envelope, sort_keys=True, separators=(",", ":"))
+
+
+def verify_statement(
+    envelope: str | bytes,
+    payload_type: str,
+    trusted: Mapping[str, Ed25519PublicKey],
+    *,
+    threshold: int = 1,
+    obj: str = "statement",
+) -> dict[str, Any]:
+    """Return the statement if at least ``threshold`` distinct trusted keys signed it.
+
+    Signatures from unknown keys are ignored; a bad signature from a trusted
+    key id is an error (something tampered with the envelope).
+    """
+    try:
+        env = json.loads(envelope)
+        if env["payloadType"] != payload_type:
+            raise IntegrityError(
+                f"envelope has payload type {env['payloadType']!r}, expected {payload_type!r}",
+                obj=obj,
+            )
+        payload = base64.b64decode(env["payload"], validate=True)
+        signatures = env["signatures"]
+        if not isinstance(signatures, list):
+            raise TypeError("signatures is not a list")
+    except (ValueError, KeyError, TypeError) as exc:
+        raise IntegrityError(f"malformed signed envelope ({type(exc).__name__})", obj=obj) from exc
+    message = pae(payload_type, payload)
+    good: set[str] = set()
+    for entry in signatures:
+        if not isinstance(entry, dict):
+            continue
+        kid = entry.get("keyid")
+        public = trusted.get(kid) if isinstance(kid, str) else None
+        if public is None or kid in good:
+            continue
+        try:
+            public.verify(base64.b64decode(entry.get("sig", ""), validate=True), message)
+        except (InvalidSignature, ValueError) as exc:
+            raise IntegrityError(f"signature by key {kid} does not verify", obj=obj) from exc
+        good.add(kid)  # type: ignore[arg-type]
+    if len(good) < threshold:
+        raise IntegrityError(
+            f"signed by {len(good)} trusted key(s), {threshold} required",
+            obj=obj,
+            remedy="the statement was not signed by a trusted key; do not use it",
+        )
+    try:
+        statement = json.loads(payload)
+    except ValueError as exc:
+        raise IntegrityError("signed payload is not JSON", obj=obj) from exc
+    if not isinstance(statement, dict):
+        raise IntegrityError("signed payload is not a JSON object", obj=obj)
+    return statement

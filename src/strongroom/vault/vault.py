@@ -1,0 +1,536 @@
+"""The vault: encrypted artifacts, their signed manifests, and the one place file keys are unwrapped.
+
+Open it from settings and use it::
+
+    vault = Vault.open()                      # STRONGROOM_HOME, STRONGROOM_DATABASE_URL
+    manifest = vault.import_weights(Path("model.safetensors"), name="minilm")
+    weights = vault.open_weights("minilm")    # numpy arrays, decrypted in memory only
+
+Every decision (import, key release, export, verification failure) is appended
+to the audit log first; if the log cannot record it, the operation is refused.
+Plaintext is never written to disk except by :meth:`Vault.export`, an explicit,
+audited act.
+
+Key release here follows the interim rule documented in
+``docs/key-custody-interim.md``: the process that holds the data directory's
+interim KEK may release file keys, and every release is audited with its shard
+and size. The sealed keyring and the release gate replace this rule.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import getpass
+import hashlib
+import os
+import secrets
+import shutil
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError as DbIntegrityError
+
+from strongroom.audit import AuditLog
+from strongroom.crypto import age
+from strongroom.errors import (
+    AlreadyExists,
+    IntegrityError,
+    InvalidInput,
+    NotFound,
+    StorageError,
+    StrongroomError,
+)
+from strongroom.settings import Settings
+from strongroom.store.db import Store
+from strongroom.store.tables.vault import Artifact, ArtifactFile
+from strongroom.vault.blobstore import BlobStore, LocalBlobStore, blob_store_from_settings
+from strongroom.vault.importer import EncryptedFile, collect_files, encrypt_file
+from strongroom.vault.localkeys import LocalKeys
+from strongroom.vault.manifest import FileEntry, Manifest, TensorRef, check_name
+
+if TYPE_CHECKING:
+    from strongroom.vault.loader import Weights
+
+__all__ = ["ArtifactSummary", "Vault", "VerifyReport"]
+
+Progress = Callable[[int], None]
+
+#: Bytes first read from the start of a blob to parse its age header.
+_HEAD_READ = 4096
+
+
+@dataclass(frozen=True)
+class ArtifactSummary:
+    """One row of ``weights ls``."""
+
+    name: str
+    version: int
+    kind: str
+    files: int
+    total_size: int
+    created: datetime
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    """What ``weights verify`` checked."""
+
+    ref: str
+    files: int
+    bytes: int
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Vault:
+    """Encrypted artifacts on a store and a blob store, with an audit log."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        blobs: BlobStore,
+        keys: LocalKeys,
+        audit: AuditLog,
+        *,
+        actor: str | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.blobs = blobs
+        self.keys = keys
+        self.audit = audit
+        self.actor = actor or os.environ.get("STRONGROOM_ACTOR") or getpass.getuser()
+        self.vault_public_key = keys.vault_signing_key.public_key()
+
+    @classmethod
+    def open(cls, settings: Settings | None = None, *, actor: str | None = None) -> Vault:
+        """Open (creating if needed) the vault described by ``settings``."""
+        settings = settings or Settings()
+        home = settings.resolved_home
+        home.mkdir(mode=0o700, parents=True, exist_ok=True)
+        store = Store.open(settings.resolved_database_url)
+        keys = LocalKeys.load_or_create(home / "keys")
+        audit = AuditLog.open_default(store, keys.log_signing_key)
+        return cls(settings, store, blob_store_from_settings(settings), keys, audit, actor=actor)
+
+    def close(self) -> None:
+        """Stop background work and release connections."""
+        self.audit.close()
+        self.store.close()
+
+    def __enter__(self) -> Vault:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- audit -------------------------------------------------------------
+
+    def record(
+        self,
+        action: str,
+        obj: str,
+        decision: str,
+        reason: str = "",
+        *,
+        shard: str | None = None,
+        nbytes: int | None = None,
+        **details: Any,
+    ) -> int:
+        """Append one decision to the audit log, durably (raises AuditUnavailable)."""
+        index: int = self.audit.append(
+            actor=self.actor,
+            action=action,
+            obj=obj,
+            decision=decision,
+            reason=reason,
+            details=details or None,
+            shard=shard,
+            nbytes=nbytes,
+        )
+        return index
+
+    # -- import ------------------------------------------------------------
+
+    def import_weights(
+        self,
+        path: Path,
+        name: str,
+        *,
+        compartments: Sequence[str] = (),
+        new_version: bool = False,
+        escrow: Sequence[age.Recipient] = (),
+        progress: Progress | None = None,
+    ) -> Manifest:
+        """Encrypt a .safetensors file or a directory of shards into a new artifact version."""
+        check_name(name)
+        for c in compartments:
+            check_name(c, what="compartment name")
+        sources = collect_files(path)
+        version = self._next_version(name, new_version)
+        recipients: list[age.Recipient] = [self.keys.kek_recipient, *escrow]
+        written: list[EncryptedFile] = []
+        ref = f"{name}@{version}"
+        try:
+            for source in sources:
+                written.append(
+                    encrypt_file(
+                        source,
+                        self.blobs,
+                        recipients,
+                        threads=self.settings.threads,
+                        progress=progress,
+                    )
+                )
+            manifest = self._build_manifest(name, version, sorted(set(compartments)), written)
+            envelope = manifest.sign(self.keys.vault_signing_key)
+            self.record(
+                "weights.import",
+                ref,
+                "allow",
+                files=len(written),
+                nbytes=manifest.total_size,
+                source=str(path),
+            )
+            self._insert(manifest, envelope)
+        except BaseException as exc:
+            for enc in written:
+                with contextlib.suppress(StrongroomError, OSError):
+                    self.blobs.delete(enc.entry.blob)
+            if isinstance(exc, StrongroomError) and not isinstance(exc, AlreadyExists):
+                with contextlib.suppress(StrongroomError):
+                    self.record("weights.import", ref, "error", reason=exc.message)
+            raise
+        return manifest
+
+    def _next_version(self, name: str, new_version: bool) -> int:
+        with self.store.session() as s:
+            current = s.scalar(select(func.max(Artifact.version)).where(Artifact.name == name))
+        if current is None:
+            return 1
+        if not new_version:
+            raise AlreadyExists(
+                f"an artifact named {name!r} already exists (version {current})",
+                obj=name,
+                remedy="choose another --name, or pass --new-version to add a version",
+            )
+        return int(current) + 1
+
+    def _build_manifest(
+        self, name: str, version: int, compartments: list[str], written: list[EncryptedFile]
+    ) -> Manifest:
+        tensors: dict[str, TensorRef] = {}
+        metadata: dict[str, str] = {}
+        for enc in written:
+            for t in enc.tensors:
+                if t.name in tensors:
+                    raise InvalidInput(
+                        f"tensor {t.name!r} appears in both {tensors[t.name].file!r} and {enc.entry.path!r}",
+                        obj=name,
+                        remedy="a model's shards must not repeat tensor names",
+                    )
+                tensors[t.name] = TensorRef(
+                    t.name, enc.entry.path, t.dtype, t.shape, t.start, t.end
+                )
+            if enc.metadata and not metadata:
+                metadata = enc.metadata
+        return Manifest(
+            name=name,
+            version=version,
+            kind="weights",
+            created=_utcnow().strftime("%Y-%m-%dT%H:%M:%SZ"),
+            compartments=tuple(compartments),
+            files=tuple(enc.entry for enc in written),
+            tensors=tensors,
+            metadata=metadata,
+        )
+
+    def _insert(self, manifest: Manifest, envelope: str) -> None:
+        try:
+            with self.store.session() as s:
+                artifact = Artifact(
+                    name=manifest.name,
+                    version=manifest.version,
+                    kind=manifest.kind,
+                    created_at=_utcnow(),
+                    total_size=manifest.total_size,
+                    manifest_json=envelope,
+                    manifest_sig="dsse",
+                )
+                artifact.files = [
+                    ArtifactFile(
+                        path=f.path,
+                        blob_id=f.blob,
+                        kind=f.kind,
+                        size=f.size,
+                        sha256=f.sha256,
+                        ct_size=f.ct_size,
+                        ct_sha256=f.ct_sha256,
+                    )
+                    for f in manifest.files
+                ]
+                s.add(artifact)
+        except StorageError as exc:
+            if isinstance(exc.__cause__, DbIntegrityError):
+                raise AlreadyExists(
+                    f"version {manifest.version} of {manifest.name!r} was created concurrently",
+                    obj=manifest.name,
+                    remedy="retry the import with --new-version",
+                ) from exc
+            raise
+
+    # -- reading -----------------------------------------------------------
+
+    def list_artifacts(self) -> list[ArtifactSummary]:
+        """Every artifact version, newest first within a name."""
+        with self.store.session() as s:
+            rows = s.execute(
+                select(Artifact, func.count(ArtifactFile.id))
+                .join(ArtifactFile, isouter=True)
+                .group_by(Artifact.id)
+                .order_by(Artifact.name, Artifact.version.desc())
+            ).all()
+            return [
+                ArtifactSummary(a.name, a.version, a.kind, n, a.total_size, a.created_at)
+                for a, n in rows
+            ]
+
+    def manifest(self, name: str, version: int | None = None) -> Manifest:
+        """The verified manifest of ``name`` (newest version unless given)."""
+        with self.store.session() as s:
+            query = select(Artifact).where(Artifact.name == name)
+            if version is not None:
+                query = query.where(Artifact.version == version)
+            row = s.scalars(query.order_by(Artifact.version.desc()).limit(1)).first()
+            if row is None:
+                what = f"{name}@{version}" if version is not None else name
+                raise NotFound(
+                    "no such artifact", obj=what, remedy="`strongroom weights ls` lists artifacts"
+                )
+            envelope, row_name, row_version = row.manifest_json, row.name, row.version
+        manifest = Manifest.verify(
+            envelope, self.vault_public_key, obj=f"manifest of {row_name}@{row_version}"
+        )
+        if (manifest.name, manifest.version) != (row_name, row_version):
+            raise IntegrityError(
+                f"the database row says {row_name}@{row_version} but its signed manifest is {manifest.ref}",
+                obj=f"manifest of {row_name}@{row_version}",
+            )
+        return manifest
+
+    def release_file_key(self, manifest: Manifest, entry: FileEntry, purpose: str) -> bytearray:
+        """Unwrap the file key of one shard (interim rule: integrity checked, then audited)."""
+        obj = f"{manifest.ref}/{entry.path}"
+        source = self._open_source(entry.blob)
+        try:
+            total, want = len(source), _HEAD_READ
+            while True:  # headers are small: read a little, more only if needed
+                head = bytes(source.read_at(0, min(want, total)))
+                with renamed_errors(obj):
+                    header = age.parse_header(head, complete=want >= total)
+                if header is not None:
+                    break
+                want *= 4
+        finally:
+            _close(source)
+        if hashlib.sha256(head[: header.size]).hexdigest() != entry.header_sha256:
+            self.record(
+                "key.release", obj, "deny", reason="blob header does not match the manifest"
+            )
+            raise IntegrityError(
+                "blob header does not match the signed manifest (blob swapped or altered)",
+                obj=obj,
+            )
+        self.record("key.release", obj, "allow", reason=purpose, shard=entry.path, nbytes=entry.size)
+        with renamed_errors(obj):
+            file_key = self.keys.kek_identity.unwrap(header.stanzas)
+        if file_key is None:
+            raise IntegrityError("no stanza for this vault's KEK in the blob header", obj=obj)
+        return bytearray(file_key)
+
+    @contextlib.contextmanager
+    def open_reader(
+        self, manifest: Manifest, entry: FileEntry, purpose: str
+    ) -> Iterator[age.AgeReader]:
+        """An authenticated random-access reader over one shard's plaintext."""
+        file_key = self.release_file_key(manifest, entry, purpose)
+        source = self._open_source(entry.blob)
+        obj = f"{manifest.ref}/{entry.path}"
+        try:
+            with renamed_errors(obj):
+                reader = age.AgeReader.with_file_key(
+                    source, bytes(file_key), plaintext_size=entry.size
+                )
+                yield reader
+        finally:
+            file_key[:] = bytes(len(file_key))
+            _close(source)
+
+    def _open_source(self, blob_id: str) -> age.ByteSource:
+        """A ciphertext source; local blobs are read with pread, not mapped.
+
+        Reading through pread into short-lived chunk buffers keeps a full load's
+        resident memory at the size of the plaintext: a memory map would add the
+        whole ciphertext to the process's resident set.
+        """
+        if isinstance(self.blobs, LocalBlobStore):
+            return PreadSource(self.blobs.path_of(blob_id), obj=f"blob {blob_id}")
+        return self.blobs.open(blob_id)
+
+    def open_weights(
+        self, name: str, version: int | None = None, *, lazy: bool = False, framework: str = "numpy"
+    ) -> Weights:
+        """A read-only mapping of tensor name -> array, decrypted in memory."""
+        from strongroom.vault.loader import load_weights
+
+        return load_weights(self, self.manifest(name, version), lazy=lazy, framework=framework)
+
+    # -- verify / export ------------------------------------------------------
+
+    def verify(
+        self, name: str, version: int | None = None, *, progress: Progress | None = None
+    ) -> VerifyReport:
+        """Check every blob: ciphertext hash, header pin, every chunk, plaintext hash."""
+        manifest = self.manifest(name, version)
+        total = 0
+        for entry in manifest.files:
+            obj = f"{manifest.ref}/{entry.path}"
+            source = self.blobs.open(entry.blob)
+            try:
+                if len(source) != entry.ct_size:
+                    raise IntegrityError(
+                        f"blob is {len(source)} bytes, the manifest says {entry.ct_size}", obj=obj
+                    )
+                digest = hashlib.sha256()
+                step = 8 << 20
+                for off in range(0, len(source), step):
+                    digest.update(source.read_at(off, min(step, len(source) - off)))
+                if digest.hexdigest() != entry.ct_sha256:
+                    raise IntegrityError("ciphertext SHA-256 does not match the manifest", obj=obj)
+            finally:
+                _close(source)
+            with self.open_reader(manifest, entry, "verify") as reader:
+                plain = hashlib.sha256()
+                for i in range(reader.num_chunks):
+                    chunk = reader.decrypt_chunk(i)
+                    plain.update(chunk)
+                    if progress:
+                        progress(len(chunk))
+                if plain.hexdigest() != entry.sha256:
+                    raise IntegrityError("plaintext SHA-256 does not match the manifest", obj=obj)
+            total += entry.size
+        self.record("weights.verify", manifest.ref, "ok", files=len(manifest.files), nbytes=total)
+        return VerifyReport(manifest.ref, len(manifest.files), total)
+
+    def export(
+        self,
+        name: str,
+        dest: Path,
+        *,
+        reason: str,
+        version: int | None = None,
+        progress: Progress | None = None,
+    ) -> Path:
+        """Write the plaintext files to ``dest`` (a new directory): an explicit, audited act."""
+        if not reason.strip():
+            raise InvalidInput(
+                "an export needs a reason",
+                obj="export",
+                remedy="pass --reason 'why this copy is needed'",
+            )
+        manifest = self.manifest(name, version)
+        if dest.exists():
+            raise AlreadyExists(
+                "export destination already exists", obj=str(dest), remedy="name a new directory"
+            )
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.parent / f".{dest.name}.partial-{secrets.token_hex(4)}"
+        self.record(
+            "weights.export",
+            manifest.ref,
+            "allow",
+            reason=reason,
+            dest=str(dest),
+            nbytes=manifest.total_size,
+        )
+        tmp.mkdir(mode=0o700)
+        try:
+            for entry in manifest.files:
+                target = tmp / entry.path
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with (
+                    self.open_reader(manifest, entry, f"export: {reason}") as reader,
+                    open(target, "xb") as out,
+                ):
+                    digest = hashlib.sha256()
+                    for i in range(reader.num_chunks):
+                        chunk = reader.decrypt_chunk(i)
+                        digest.update(chunk)
+                        out.write(chunk)
+                        if progress:
+                            progress(len(chunk))
+                    out.flush()
+                    os.fsync(out.fileno())
+                if digest.hexdigest() != entry.sha256:
+                    raise IntegrityError(
+                        "plaintext SHA-256 does not match the manifest", obj=str(target)
+                    )
+            os.rename(tmp, dest)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return dest
+
+
+@contextlib.contextmanager
+def renamed_errors(obj: str) -> Iterator[None]:
+    """Re-raise integrity errors from the age layer naming the shard they concern."""
+    try:
+        yield
+    except IntegrityError as exc:
+        if exc.obj == obj:
+            raise
+        raise type(exc)(exc.message, obj=obj, remedy=exc.remedy) from exc
+
+
+class PreadSource:
+    """A ``ByteSource`` over a local file read with ``os.pread`` (thread-safe, releases the GIL)."""
+
+    def __init__(self, path: Path, *, obj: str) -> None:
+        try:
+            self._fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise NotFound("blob is missing from the blob store", obj=obj) from None
+        except OSError as exc:
+            raise StorageError(f"cannot open blob: {exc.strerror}", obj=obj) from exc
+        self._size = os.fstat(self._fd).st_size
+        self._obj = obj
+
+    def __len__(self) -> int:
+        return self._size
+
+    def read_at(self, offset: int, size: int) -> bytes:
+        """Up to ``size`` bytes from ``offset``."""
+        try:
+            return os.pread(self._fd, size, offset)
+        except OSError as exc:
+            raise StorageError(f"cannot read blob: {exc.strerror}", obj=self._obj) from exc
+
+    def close(self) -> None:
+        """Close the file."""
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+def _close(source: object) -> None:
+    close = getattr(source, "close", None)
+    if callable(close):
+        close()
