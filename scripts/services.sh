@@ -5,8 +5,12 @@
 #   scripts/services.sh stop
 set -euo pipefail
 DIR=${SR_SERVICES_DIR:-/tmp/strongroom-test-services}
-PG_PORT=${SR_PG_PORT:-54329}
-S3_PORT=${SR_S3_PORT:-8333}
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+# Free loopback ports unless given, so a second checkout's tests never collide.
+PG_PORT=${SR_PG_PORT:-$(free_port)}
+S3_PORT=${SR_S3_PORT:-$(free_port)}
 VENV=${VENV:-.venv}
 PG_BIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
 
@@ -27,10 +31,15 @@ start_s3() {
 {"identities":[{"name":"admin","credentials":[{"accessKey":"strongroom-test","secretKey":"strongroom-test-secret"}],"actions":["Admin","Read","Write","List","Tagging"]}]}
 JSON
   if [ -f "$DIR/s3/pid" ] && kill -0 "$(cat "$DIR/s3/pid")" 2>/dev/null; then return; fi
-  (cd "$DIR/s3" && GOMEMLIMIT=256MiB TMPDIR="$DIR/s3" nohup "$VENV/bin/weed" mini -dir="$DIR/s3/data" \
+  # exec: the background job *is* weed, so $! is its pid and no shell holds our stdout.
+  (cd "$DIR/s3" && exec env GOMEMLIMIT=256MiB TMPDIR="$DIR/s3" "$VENV/bin/weed" mini -dir="$DIR/s3/data" \
       -ip=127.0.0.1 -ip.bind=127.0.0.1 -s3.config="$DIR/s3/s3.json" -s3.port=$S3_PORT \
+      -s3.port.grpc=$(free_port) -master.port=$(free_port) -master.port.grpc=$(free_port) \
+      -volume.port=$(free_port) -volume.port.grpc=$(free_port) -filer.port=$(free_port) \
+      -filer.port.grpc=$(free_port) \
       -webdav=false -admin.ui=false -s3.port.iceberg=0 -s3.port.lance=0 -master.telemetry=false \
-      -s3.cacheCapacityMB=0 -s3.readerCacheSizeMB=64 >"$DIR/s3/weed.log" 2>&1 & echo $! >"$DIR/s3/pid")
+      -s3.cacheCapacityMB=0 -s3.readerCacheSizeMB=64) >"$DIR/s3/weed.log" 2>&1 </dev/null &
+  echo $! >"$DIR/s3/pid"
   for _ in $(seq 1 100); do
     if curl -s -o /dev/null "http://127.0.0.1:$S3_PORT/"; then return; fi
     sleep 0.2
