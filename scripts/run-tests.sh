@@ -5,7 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export SR_SERVICES_DIR=${SR_SERVICES_DIR:-$(mktemp -d /tmp/strongroom-services.XXXXXX)}
 trap 'scripts/services.sh stop' EXIT
-eval "$(scripts/services.sh start)"
+# An assignment, not eval "$(...)", so that a failed start stops the run (set -e).
+service_env=$(scripts/services.sh start)
+eval "$service_env"
 export STRONGROOM_TEST_REQUIRE_SERVICES=1
 export STRONGROOM_TEST_ARTIFACTS=${STRONGROOM_TEST_ARTIFACTS:-$PWD/test-artifacts}
 .venv/bin/ruff check src tests bench

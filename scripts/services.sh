@@ -16,6 +16,7 @@ PG_BIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
 
 start_pg() {
   mkdir -p "$DIR/pg"
+  chmod 755 "$DIR"  # the postgres user must reach its directory (mktemp makes 0700)
   chown postgres:postgres "$DIR/pg"
   if [ ! -f "$DIR/pg/data/PG_VERSION" ]; then
     su postgres -c "$PG_BIN/initdb -D $DIR/pg/data -U postgres -A trust --no-sync" >"$DIR/pg-initdb.log" 2>&1
