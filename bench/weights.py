@@ -169,15 +169,20 @@ def bench_lazy(vault: Vault, name: str) -> dict[str, float]:
 
 
 RSS_CHILD = """
-import resource, sys
+import sys
 from strongroom.settings import Settings
 from strongroom.vault.vault import Vault
+
+def hwm():  # peak RSS of this process image (ru_maxrss would carry the parent's over exec)
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise SystemExit("no VmHWM")
+
 v = Vault.open(Settings(home=sys.argv[1]), actor="bench")
-import gc; gc.collect()
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+base = hwm()
 w = v.open_weights(sys.argv[2])
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-print(base, peak)
+print(base, hwm())
 """
 
 

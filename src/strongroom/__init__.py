@@ -27,7 +27,6 @@ from strongroom.errors import (
     StorageError,
     StrongroomError,
 )
-from strongroom.settings import Settings
 
 __all__ = [
     "AccessDenied",
@@ -80,6 +79,10 @@ def open_weights(
 
 
 def __getattr__(attr: str) -> Any:
+    if attr == "Settings":
+        from strongroom.settings import Settings
+
+        return Settings
     if attr == "Vault":
         from strongroom.vault.vault import Vault
 

@@ -10,17 +10,18 @@ import contextlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 
-from strongroom.audit.checkpoint import open_checkpoint
-from strongroom.audit.config import AuditSettings, load_log_key
-from strongroom.audit.log import AuditLog, InclusionProof
 from strongroom.errors import InvalidInput, NotFound
-from strongroom.settings import Settings
-from strongroom.store.db import Store
+
+if TYPE_CHECKING:
+    from strongroom.audit.log import AuditLog
+
+# The audit modules (SQLAlchemy, the witness's HTTP stack) are imported inside
+# the commands: importing them here would slow every `strongroom` command.
 
 audit_app = typer.Typer(help="The tamper-evident audit log.", no_args_is_help=True)
 _out = Console(highlight=False, soft_wrap=True)
@@ -36,6 +37,10 @@ QuorumOpt = Annotated[int, typer.Option("--quorum", min=0, help="witness cosigna
 @contextlib.contextmanager
 def open_log() -> Iterator[AuditLog]:
     """The configured log (``STRONGROOM_HOME``, ``STRONGROOM_DATABASE_URL``, witnesses)."""
+    from strongroom.audit.config import AuditSettings, load_log_key
+    from strongroom.settings import Settings
+    from strongroom.store.db import Store
+
     settings = Settings()
     home = settings.resolved_home
     store = Store.open(settings.resolved_database_url)
@@ -126,6 +131,8 @@ def verify_checkpoint(
     quorum: QuorumOpt = 0,
 ) -> None:
     """Check a signed checkpoint offline; non-zero exit, saying why, when it fails."""
+    from strongroom.audit.checkpoint import open_checkpoint
+
     opened = open_checkpoint(
         _read(file), log_key=log_key, witness_keys=witness_key or [], quorum=quorum
     )
@@ -143,6 +150,8 @@ def verify_proof(
     quorum: QuorumOpt = 0,
 ) -> None:
     """Check an inclusion proof offline and print the proven entry."""
+    from strongroom.audit.log import InclusionProof
+
     event = InclusionProof.parse(_read(file)).verify(log_key, witness_key or [], quorum)
     _out.print(f"[green]ok[/]: entry {event.index} is in the log", markup=True)
     _out.print(event.body.decode(), markup=False)

@@ -11,9 +11,9 @@ from rich.console import Console
 from rich.table import Table
 
 from strongroom.cli.progress import byte_progress
-from strongroom.crypto import age
-from strongroom.vault.importer import collect_files
-from strongroom.vault.vault import Vault
+
+# The vault (SQLAlchemy, boto3, numpy) is imported inside the commands so that
+# unrelated commands start quickly.
 
 __all__ = ["register"]
 
@@ -47,6 +47,10 @@ def import_(
     ] = None,
 ) -> None:
     """Encrypt weights into the vault: one age file and file key per shard."""
+    from strongroom.crypto import age
+    from strongroom.vault.importer import collect_files
+    from strongroom.vault.vault import Vault
+
     recipients = [age.parse_recipient(r) for r in escrow or []]
     total = sum(f.size for f in collect_files(path))
     with Vault.open() as vault, byte_progress("import", total) as advance:
@@ -67,6 +71,8 @@ def import_(
 @weights.command("ls")
 def ls(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """List artifacts and versions."""
+    from strongroom.vault.vault import Vault
+
     with Vault.open() as vault:
         rows = vault.list_artifacts()
     if as_json:
@@ -94,6 +100,8 @@ def show(
     as_json: Annotated[bool, typer.Option("--json", help="print the verified manifest")] = False,
 ) -> None:
     """Show an artifact's verified manifest."""
+    from strongroom.vault.vault import Vault
+
     with Vault.open() as vault:
         manifest = vault.manifest(name, version)
     if as_json:
@@ -113,6 +121,8 @@ def show(
 @weights.command("verify")
 def verify(name: str, version: Annotated[int | None, typer.Option("--version")] = None) -> None:
     """Check every blob, chunk and hash of an artifact against its signed manifest."""
+    from strongroom.vault.vault import Vault
+
     with Vault.open() as vault:
         manifest = vault.manifest(name, version)
         with byte_progress("verify", manifest.total_size) as advance:
@@ -132,6 +142,8 @@ def export(
     version: Annotated[int | None, typer.Option("--version")] = None,
 ) -> None:
     """Write a plaintext copy of an artifact: an explicit act, recorded in the audit log."""
+    from strongroom.vault.vault import Vault
+
     with Vault.open() as vault:
         manifest = vault.manifest(name, version)
         with byte_progress("export", manifest.total_size) as advance:

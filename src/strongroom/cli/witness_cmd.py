@@ -8,7 +8,6 @@ from typing import Annotated
 
 import typer
 
-from strongroom.audit.witness import Witness, create_app
 from strongroom.crypto.note import (
     SIG_COSIGNATURE_V1,
     CosignatureSigner,
@@ -63,6 +62,8 @@ def serve(
 ) -> None:
     """Serve POST /add-checkpoint for the given logs."""
     import uvicorn
+
+    from strongroom.audit.witness import Witness, create_app
 
     witness = Witness(_load_signer(key), log, state_path=state)
     typer.echo(f"witness {witness.vkey} on http://{host}:{port}", err=True)

@@ -117,7 +117,9 @@ class Vault:
         home.mkdir(mode=0o700, parents=True, exist_ok=True)
         store = Store.open(settings.resolved_database_url)
         keys = LocalKeys.load_or_create(home / "keys")
-        audit = AuditLog.open_default(store, keys.log_signing_key)
+        audit = AuditLog.open_default(
+            store, keys.log_signing_key, anchor_path=home / "audit" / "latest-checkpoint"
+        )
         return cls(settings, store, blob_store_from_settings(settings), keys, audit, actor=actor)
 
     def close(self) -> None:
