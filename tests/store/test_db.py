@@ -33,3 +33,15 @@ def test_unreachable_database_is_a_clear_error_without_password() -> None:
         Store.open("postgresql+psycopg://u:hunter2@127.0.0.1:1/none?connect_timeout=2")
     assert "hunter2" not in str(info.value)
     assert "reachable" in str(info.value)
+
+
+def test_schema_head_constant_matches_the_newest_migration(store: Store) -> None:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    from strongroom.store.db import MIGRATIONS_DIR, SCHEMA_HEAD
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    assert ScriptDirectory.from_config(cfg).get_current_head() == SCHEMA_HEAD
+    assert store.schema_version() == SCHEMA_HEAD

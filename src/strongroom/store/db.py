@@ -14,9 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from alembic import command
-from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -25,6 +23,10 @@ from strongroom.errors import StorageError
 __all__ = ["Store", "is_sqlite"]
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+#: The newest Alembic revision. Opening a store at this revision skips Alembic
+#: entirely (importing it costs most of a CLI command's start-up); a test keeps
+#: this equal to the head of ``migrations/versions``.
+SCHEMA_HEAD = "0003"
 _upgrade_lock = threading.Lock()
 
 
@@ -42,7 +44,9 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def _alembic_config(engine: Engine) -> Config:
+def _alembic_config(engine: Engine) -> Any:
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     cfg.attributes["engine"] = engine
@@ -95,9 +99,22 @@ class Store:
         """``sqlite`` or ``postgresql``."""
         return self.engine.dialect.name
 
+    def schema_version(self) -> str | None:
+        """The Alembic revision the database is at, or None when it has none."""
+        try:
+            with self.engine.connect() as conn:
+                row = conn.execute(text("SELECT version_num FROM alembic_version")).first()
+        except SQLAlchemyError:
+            return None
+        return None if row is None else str(row[0])
+
     def migrate(self) -> None:
         """Apply every Alembic migration not yet applied."""
+        if self.schema_version() == SCHEMA_HEAD:
+            return
         try:
+            from alembic import command
+
             with _upgrade_lock:
                 command.upgrade(_alembic_config(self.engine), "head")
         except SQLAlchemyError as exc:

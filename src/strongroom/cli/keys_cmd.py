@@ -1,0 +1,280 @@
+"""Key custody commands: ``init``, ``unseal``, ``seal``, ``status``, ``rekey`` and ``keys ...``.
+
+Everything that needs the unsealed root key goes to the local agent
+(``<STRONGROOM_HOME>/agent.sock``, started on first need), so that
+``strongroom unseal`` run by two custodians one after the other adds up.
+Shares are decrypted here, with the custodian's own age identity, and sent to
+the agent re-encrypted to the current ceremony's one-time recipient.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.console import Console
+
+from strongroom.errors import InvalidInput, NotFound
+
+if TYPE_CHECKING:
+    from strongroom.crypto.age import Identity as Identity_
+    from strongroom.keys.keyring import CeremonyConfig, KeyringStatus
+    from strongroom.store.db import Store
+
+# The keyring, ceremony (numpy), store (SQLAlchemy) and agent client are
+# imported inside the commands so that every other command starts quickly.
+
+__all__ = ["keys_app", "register"]
+
+keys_app = typer.Typer(help="KEK rotation, identities and share checks.", no_args_is_help=True)
+_out = Console(highlight=False, soft_wrap=True)
+
+CustodianOpt = Annotated[list[Path], typer.Option("--custodian", help="custodian's age public "
+                                                  "key file (repeat once per custodian)")]
+ThresholdOpt = Annotated[int, typer.Option("--threshold", help="shares needed to unseal (K)")]
+SharesDirOpt = Annotated[Path, typer.Option("--shares-dir", help="where share files are written")]
+ShareOpt = Annotated[Path | None, typer.Option("--share", help="your share file")]
+IdentityOpt = Annotated[Path | None, typer.Option("--identity", help="your age identity file")]
+
+
+def _read_identities(path: Path) -> list[Identity_]:
+    from strongroom.crypto.age import parse_identities
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise NotFound("identity file not found", obj=str(path)) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidInput(f"cannot read identity file ({type(exc).__name__})",
+                           obj=str(path)) from exc
+    try:
+        return list(parse_identities(text))
+    except InvalidInput as exc:
+        raise InvalidInput(exc.message, obj=str(path), remedy=exc.remedy) from None
+
+
+def _show(status: KeyringStatus) -> None:
+    if not status.initialized:
+        _out.print("initialized: no  (run `strongroom init`)")
+        return
+    _out.print(f"initialized: yes  vault {status.vault_id} (generation {status.generation}, "
+               f"backend {status.backend})")
+    _out.print(f"sealed:      {'yes' if status.sealed else 'no'}")
+    if status.backend == "shamir":
+        _out.print(f"threshold:   {status.threshold} of {status.shares}")
+    if status.ceremony:
+        _out.print(f"{status.ceremony + ':':<12} {status.progress} of {status.threshold} shares "
+                   f"(ceremony {status.nonce})")
+    versions = ", ".join(map(str, status.kek_versions)) or "-"
+    retired = ", ".join(map(str, status.retired_versions))
+    _out.print(f"KEK versions: {versions}" + (f"  (retired: {retired})" if retired else ""))
+
+
+def _store() -> Store:
+    from strongroom.settings import Settings
+    from strongroom.store.db import Store
+
+    return Store.open(Settings().resolved_database_url)
+
+
+def init(
+    custodian: CustodianOpt,
+    threshold: ThresholdOpt = 0,
+    shares_dir: SharesDirOpt = Path("shares"),
+    officer: Annotated[list[Path] | None, typer.Option(
+        "--officer", help="security officer's Ed25519 public key file (repeatable)")] = None,
+    officer_threshold: Annotated[int, typer.Option(
+        "--officer-threshold", help="officer signatures needed for directory statements")] = 1,
+) -> None:
+    """Create the vault's root key, deal K-of-N shares to custodians, pin officers; stays sealed."""
+    from strongroom.keys import ceremony
+    from strongroom.keys.config import KeysSettings
+
+
+    store = _store()
+    try:
+        result = ceremony.init_vault(
+            store, custodians=custodian or [], threshold=threshold, shares_dir=shares_dir,
+            officers=officer or [], officer_threshold=officer_threshold, settings=KeysSettings())
+    finally:
+        store.close()
+    _out.print(f"initialised vault {result.vault_id} ({result.backend}); it is sealed")
+    for f in result.share_files:
+        _out.print(f"  share file: {f}  (give it to its custodian; never store it with others)")
+    if result.commitments_file:
+        _out.print(f"  commitments (public): {result.commitments_file}")
+    if result.officer_identity:
+        _out.print(f"  no --officer given: created bootstrap officer identity "
+                   f"{result.officer_identity} (for evaluation; set STRONGROOM_IDENTITY to it)")
+
+
+def unseal(
+    share: ShareOpt = None,
+    identity: IdentityOpt = None,
+    reset: Annotated[bool, typer.Option("--reset", help="discard progress and start over")] = False,
+) -> None:
+    """Submit one custodian's share (or, for an HSM vault, log in to the token)."""
+    from strongroom.keys import ceremony
+    from strongroom.keys.config import KeysSettings
+    from strongroom.keys.service import key_service
+
+    svc = key_service()
+    if reset:
+        _show(svc.reset())
+        return
+    status = svc.status()
+    if not status.initialized:
+        raise InvalidInput("the vault is not initialised", obj="keyring",
+                           remedy="run `strongroom init` first")
+    if status.backend == "hsm":
+        pin = KeysSettings().hsm_pin or getpass.getpass("HSM user PIN: ")
+        _show(svc.unseal_hsm(pin))
+        return
+    if not status.sealed:
+        _out.print("the vault is already unsealed")
+        return
+    if share is None or identity is None:
+        raise InvalidInput("give --share FILE and --identity IDENTITY_FILE", obj="unseal")
+    content = ceremony.read_share_file(share, _read_identities(identity))
+    _show(svc.submit_share(ceremony.build_submission(status, content, obj=str(share))))
+
+
+def seal() -> None:
+    """Wipe key material from memory and stop the local agent."""
+    from strongroom.keys.service import key_service
+
+    svc = key_service(start=False)
+    if svc.seal() is None:
+        _out.print("no key agent is running; the vault is sealed")
+    else:
+        _out.print("sealed; the key agent has stopped")
+
+
+def status(json_out: Annotated[bool, typer.Option("--json", help="machine-readable")] = False
+           ) -> None:
+    """Show initialised, sealed, threshold, unseal progress and KEK versions."""
+    from strongroom.keys.service import key_service
+
+    st = key_service().status()
+    if json_out:
+        _out.print(json.dumps(st.to_dict(), indent=2, sort_keys=True), markup=False)
+    else:
+        _show(st)
+
+
+def rekey(
+    custodian: CustodianOpt,
+    threshold: ThresholdOpt = 0,
+    shares_dir: SharesDirOpt = Path("shares"),
+    share: ShareOpt = None,
+    identity: IdentityOpt = None,
+) -> None:
+    """Change custodians (N) and threshold (K): the current quorum submits shares, one per run."""
+    from strongroom.keys import ceremony
+    from strongroom.keys.service import key_service
+
+    svc = key_service()
+    status = svc.status()
+    if status.ceremony != "rekey":
+        recipients = [ceremony.read_custodian(p) for p in custodian or []]
+        status = svc.rekey_start(recipients, threshold)
+        _out.print(f"rekey to {threshold} of {len(recipients)} started (ceremony {status.nonce})")
+    if share is None or identity is None:
+        _out.print("each of the current custodians now runs `strongroom rekey ... --share FILE "
+                   "--identity IDENTITY_FILE`")
+        return
+    content = ceremony.read_share_file(share, _read_identities(identity))
+    status, files = svc.rekey_submit(ceremony.build_submission(status, content, obj=str(share)))
+    if files is None or status.nonce is None:
+        _out.print(f"rekey: {status.progress} of {status.threshold} shares")
+        return
+    written = ceremony.write_share_files(shares_dir, files)
+    final = svc.rekey_commit(status.nonce)
+    _out.print(f"rekeyed: {final.threshold} of {final.shares} (generation {final.generation})")
+    for path in written:
+        _out.print(f"  {path}")
+
+
+@keys_app.command("rotate")
+def rotate() -> None:
+    """Create a new KEK version; new file keys are wrapped under it."""
+    from strongroom.keys.service import key_service
+
+    _out.print(f"KEK version {key_service().rotate()} created; run `strongroom keys rewrap`")
+
+
+@keys_app.command("rewrap")
+def rewrap() -> None:
+    """Wrap every file key under the newest KEK version (payloads untouched)."""
+    from strongroom.keys.service import key_service
+
+    _out.print(f"rewrapped {key_service().rewrap()} file key(s)")
+
+
+@keys_app.command("retire")
+def retire(version: Annotated[int, typer.Argument(help="KEK version to retire")]) -> None:
+    """Retire a KEK version once no file key depends on it alone."""
+    from strongroom.keys.service import key_service
+
+    removed = key_service().retire(version)
+    _out.print(f"KEK version {version} retired ({removed} superseded wrapping(s) removed)")
+
+
+@keys_app.command("new-identity")
+def new_identity(
+    out: Annotated[Path, typer.Option("--out", help="identity file to create (0600)")],
+    name: Annotated[str | None, typer.Option("--name", help="who this identity is")] = None,
+) -> None:
+    """Create an Ed25519 identity file and its public key file (<out>.pub)."""
+    from strongroom.keys.identity import Identity
+
+    ident = Identity.generate(name)
+    ident.save(out)
+    pub = out.with_name(out.name + ".pub")
+    pub.write_text(ident.public.to_text())
+    _out.print(f"identity: {out}\npublic key: {pub}\n{ident.public}")
+
+
+@keys_app.command("verify-share")
+def verify_share(
+    share: Annotated[Path, typer.Option("--share", help="your share file")],
+    identity: Annotated[Path, typer.Option("--identity", help="your age identity file")],
+    commitments: Annotated[Path | None, typer.Option(
+        "--commitments", help="published commitments file (default: from the database)")] = None,
+) -> None:
+    """Check your share against the published commitment, without revealing it."""
+    from strongroom.keys import ceremony
+
+    if commitments is not None:
+        published = ceremony.published_config(commitments.read_text(), str(commitments))
+    else:
+        store = _store()
+        try:
+            published = _published_from_store(store)
+        finally:
+            store.close()
+    content = ceremony.verify_share_file(share, _read_identities(identity),
+                                         published)
+    _out.print(f"share {content.index} of vault {content.vault_id} (generation "
+               f"{content.generation}) matches its published commitment")
+
+
+def _published_from_store(store: Store) -> CeremonyConfig:
+    from strongroom.keys.keyring import CeremonyConfig
+    from strongroom.store.tables.keys import KeyringState
+
+    with store.session() as session:
+        state = session.get(KeyringState, 1)
+    if state is None:
+        raise NotFound("the vault is not initialised", obj="keyring")
+    return CeremonyConfig.from_json(state.ceremony_json)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the key-custody commands to the ``strongroom`` app."""
+    for fn in (init, unseal, seal, status, rekey):
+        app.command(fn.__name__)(fn)
+    app.add_typer(keys_app, name="keys")

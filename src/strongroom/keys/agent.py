@@ -1,0 +1,392 @@
+"""The local key agent: holds the unsealed root key in memory for one data directory.
+
+Like ssh-agent: the first CLI command that needs keys starts
+``python -m strongroom.keys.agent`` detached; it listens on
+``<STRONGROOM_HOME>/agent.sock`` (mode 0600 in a 0700 directory), serves only
+peers whose uid (SO_PEERCRED) is its own, and runs a :class:`LocalKeyService`.
+Separate invocations (``unseal``, ``unseal``, ``status``, ``weights import``)
+therefore see one vault state. ``agent.lock`` (flock) keeps it to one agent.
+
+The agent seals and exits on ``strongroom seal``, after ``STRONGROOM_AGENT_IDLE``
+seconds without a request (default 1800), when its data directory disappears
+or is replaced, and on SIGTERM/SIGINT. A kill -9 loses only the in-memory
+unseal: the vault is sealed again, nothing on disk changes.
+
+Protocol: one request per connection, each way a 4-byte big-endian length and
+a JSON object; binary fields are base64. Request ``{"op": ..., "args": {...}}``,
+reply ``{"ok": true, "result": ...}`` or ``{"ok": false, "error": {"type",
+"message", "obj", "remedy"}}`` naming a :mod:`strongroom.errors` class.
+
+Do not expose the socket beyond the local user (no chmod, no forwarding), and
+do not run the agent as a different user than the CLI.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from strongroom import errors
+from strongroom.crypto.age import Stanza
+from strongroom.errors import ConfigError, InvalidInput, StrongroomError
+from strongroom.keys.config import KeysSettings
+from strongroom.release import ReleaseRequest
+
+__all__ = ["SOCKET_NAME", "AgentClient", "AgentServer", "main"]
+
+SOCKET_NAME = "agent.sock"
+LOCK_NAME = "agent.lock"
+LOG_NAME = "agent.log"
+_MAX_MESSAGE = 16 * 1024 * 1024
+_START_TIMEOUT_S = 15.0
+_POLL_S = 0.25
+_SUN_PATH_MAX = 107
+
+log = logging.getLogger(__name__)
+
+
+def b64(data: bytes | bytearray) -> str:
+    """Base64 text of ``data``."""
+    return base64.b64encode(bytes(data)).decode("ascii")
+
+
+def unb64(text: str) -> bytes:
+    """Bytes of base64 ``text``."""
+    return base64.b64decode(text, validate=True)
+
+
+def stanza_to_json(s: Stanza) -> dict[str, Any]:
+    """A stanza as JSON."""
+    return {"type": s.type, "args": list(s.args), "body": b64(s.body)}
+
+
+def stanza_from_json(d: dict[str, Any]) -> Stanza:
+    """Inverse of :func:`stanza_to_json`."""
+    return Stanza(str(d["type"]), tuple(str(a) for a in d["args"]), unb64(d["body"]))
+
+
+def request_to_json(r: ReleaseRequest) -> dict[str, Any]:
+    """A release request as JSON."""
+    return {"principal": r.principal, "principal_key": b64(r.principal_key),
+            "artifact": r.artifact, "shard": r.shard, "blob_id": r.blob_id,
+            "nbytes": r.nbytes, "purpose": r.purpose, "evidence": r.evidence,
+            "stanzas": [stanza_to_json(s) for s in r.stanzas]}
+
+
+def request_from_json(d: dict[str, Any]) -> ReleaseRequest:
+    """Inverse of :func:`request_to_json`."""
+    return ReleaseRequest(
+        principal=str(d["principal"]), principal_key=unb64(d["principal_key"]),
+        artifact=str(d["artifact"]), shard=str(d["shard"]), blob_id=str(d["blob_id"]),
+        nbytes=int(d["nbytes"]), purpose=str(d["purpose"]), evidence=str(d["evidence"]),
+        stanzas=tuple(stanza_from_json(s) for s in d.get("stanzas", [])))
+
+
+def _send(sock: socket.socket, obj: Any) -> None:
+    data = json.dumps(obj).encode()
+    sock.sendall(struct.pack(">I", len(data)) + data)
+
+
+def _recv_exact(sock: socket.socket, n: int) -> bytes:
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = sock.recv(n - len(buf))
+        if not chunk:
+            raise ConnectionError("connection closed")
+        buf += chunk
+    return bytes(buf)
+
+
+def _recv(sock: socket.socket) -> Any:
+    (n,) = struct.unpack(">I", _recv_exact(sock, 4))
+    if n > _MAX_MESSAGE:
+        raise ConnectionError("message too large")
+    return json.loads(_recv_exact(sock, n))
+
+
+def _socket_path(home: Path) -> Path:
+    path = home / SOCKET_NAME
+    if len(os.fsencode(path)) > _SUN_PATH_MAX:
+        raise ConfigError("the data directory's path is too long for the agent's Unix socket",
+                          obj=str(home), remedy="use a shorter STRONGROOM_HOME")
+    return path
+
+
+def _error_to_json(exc: StrongroomError) -> dict[str, Any]:
+    return {"type": type(exc).__name__, "message": exc.message, "obj": exc.obj,
+            "remedy": exc.remedy}
+
+
+def _error_from_json(d: dict[str, Any]) -> StrongroomError:
+    cls = getattr(errors, str(d.get("type")), StrongroomError)
+    if not (isinstance(cls, type) and issubclass(cls, StrongroomError)):
+        cls = StrongroomError
+    return cls(str(d.get("message", "agent error")), obj=d.get("obj"), remedy=d.get("remedy"))
+
+
+# -- server ------------------------------------------------------------------------
+
+
+class AgentServer:
+    """Serves a :class:`LocalKeyService` on the data directory's socket."""
+
+    def __init__(self, home: Path, settings: KeysSettings | None = None) -> None:
+        self.home = home
+        self.settings = settings or KeysSettings()
+        self._stop = threading.Event()
+        self._last = time.monotonic()
+        self._busy = 0
+        self._lock = threading.Lock()
+
+    def _dispatch(self, op: str, args: dict[str, Any]) -> Any:
+        svc = self.service
+        if op == "status":
+            return svc.status().to_dict()
+        if op == "submit_share":
+            return svc.submit_share(unb64(args["submission"])).to_dict()
+        if op == "reset":
+            return svc.reset().to_dict()
+        if op == "unseal_hsm":
+            return svc.unseal_hsm(args.get("pin")).to_dict()
+        if op == "seal":
+            sealed = svc.seal().to_dict()
+            self._stop.set()
+            return sealed
+        if op == "shutdown":
+            self._stop.set()
+            return None
+        if op == "wrap_file_key":
+            return stanza_to_json(svc.wrap_file_key(str(args["blob_id"]),
+                                                    unb64(args["file_key"])))
+        if op == "release":
+            key = svc.release(request_from_json(args["request"]))
+            try:
+                return b64(key)
+            finally:
+                key[:] = bytes(len(key))
+        if op == "sign":
+            purpose = args["purpose"]
+            if purpose not in ("manifest", "checkpoint"):
+                raise InvalidInput(f"unknown signing purpose {purpose!r}")
+            return b64(svc.sign(purpose, unb64(args["message"])))
+        if op == "public_keys":
+            return {k: b64(v) for k, v in svc.public_keys().items()}
+        if op == "rotate":
+            return svc.rotate()
+        if op == "rewrap":
+            return svc.rewrap()
+        if op == "retire":
+            return svc.retire(int(args["version"]))
+        if op == "usage":
+            return {str(k): list(v) for k, v in svc.usage().items()}
+        if op == "rekey_start":
+            return svc.rekey_start([str(c) for c in args["custodians"]],
+                                   int(args["threshold"])).to_dict()
+        if op == "rekey_submit":
+            progress, files = svc.rekey_submit(unb64(args["submission"]))
+            return {"status": progress.to_dict(),
+                    "files": None if files is None else [[n, b64(d)] for n, d in files]}
+        if op == "rekey_commit":
+            return svc.rekey_commit(str(args["nonce"])).to_dict()
+        if op == "ping":
+            return {"pid": os.getpid()}
+        raise InvalidInput(f"unknown agent operation {op!r}", obj="agent")
+
+    def _handle(self, conn: socket.socket) -> None:
+        with conn:
+            try:
+                creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                        struct.calcsize("3i"))
+                _pid, uid, _gid = struct.unpack("3i", creds)
+                if uid != os.getuid():
+                    log.warning("refused a connection from uid %d", uid)
+                    return
+                request = _recv(conn)
+                with self._lock:
+                    self._busy += 1
+                try:
+                    result = self._dispatch(str(request["op"]), dict(request.get("args") or {}))
+                    reply: dict[str, Any] = {"ok": True, "result": result}
+                except StrongroomError as exc:
+                    reply = {"ok": False, "error": _error_to_json(exc)}
+                except (KeyError, TypeError, ValueError) as exc:
+                    reply = {"ok": False, "error": _error_to_json(InvalidInput(
+                        f"malformed agent request ({type(exc).__name__})", obj="agent"))}
+                finally:
+                    with self._lock:
+                        self._busy -= 1
+                        self._last = time.monotonic()
+                _send(conn, reply)
+            except (OSError, ConnectionError, ValueError) as exc:
+                log.info("connection dropped: %s", type(exc).__name__)
+
+    def _home_id(self) -> tuple[int, int] | None:
+        try:
+            st = os.stat(self.home)
+        except OSError:
+            return None
+        return (st.st_dev, st.st_ino)
+
+    def _watch(self, home_id: tuple[int, int] | None) -> None:
+        while not self._stop.wait(_POLL_S):
+            if self._home_id() != home_id:
+                log.info("data directory gone; sealing")
+                self._stop.set()
+            with self._lock:
+                idle = self._busy == 0 and time.monotonic() - self._last > self.settings.agent_idle
+            if idle:
+                log.info("idle for %.0f s; sealing", self.settings.agent_idle)
+                self._stop.set()
+
+    def serve(self) -> int:
+        """Run until sealed, idle, orphaned or signalled; returns an exit status."""
+        from strongroom.keys.service import LocalKeyService
+        from strongroom.settings import Settings
+        from strongroom.store.db import Store
+
+        self.home.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(self.home, 0o700)
+        lock_fd = os.open(self.home / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(lock_fd)
+            return 0  # another agent serves this directory
+        path = _socket_path(self.home)
+        path.unlink(missing_ok=True)
+        server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old_umask = os.umask(0o177)
+        try:
+            server.bind(str(path))
+        finally:
+            os.umask(old_umask)
+        os.chmod(path, 0o600)
+        server.listen(64)
+        server.settimeout(_POLL_S)
+        store = Store.open(Settings().resolved_database_url)
+        self.service = LocalKeyService(store, self.settings)
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, lambda *_: self._stop.set())
+        watcher = threading.Thread(target=self._watch, args=(self._home_id(),), daemon=True)
+        watcher.start()
+        os.write(lock_fd, f"{os.getpid()}\n".encode())
+        try:
+            while not self._stop.is_set():
+                try:
+                    conn, _ = server.accept()
+                except TimeoutError:
+                    continue
+                except OSError:
+                    break
+                conn.settimeout(None)
+                threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
+        finally:
+            server.close()
+            with contextlib.suppress(OSError):
+                if path.exists() and os.stat(path).st_ino:
+                    path.unlink()
+            self.service.seal()
+            store.close()
+            os.close(lock_fd)
+        return 0
+
+
+# -- client ------------------------------------------------------------------------
+
+
+class AgentClient:
+    """Talks to the agent of ``home``; starts it when absent (``start=True``)."""
+
+    def __init__(self, home: Path, *, start: bool = True, timeout: float = 600.0) -> None:
+        self.home = home
+        self.start = start
+        self.timeout = timeout
+
+    @property
+    def socket_path(self) -> Path:
+        """The agent's socket."""
+        return _socket_path(self.home)
+
+    def _connect(self) -> socket.socket | None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.connect(str(self.socket_path))
+        except (FileNotFoundError, ConnectionRefusedError):
+            sock.close()
+            return None
+        sock.settimeout(self.timeout)
+        return sock
+
+    def running(self) -> bool:
+        """Whether an agent answers on the socket."""
+        sock = self._connect()
+        if sock is None:
+            return False
+        sock.close()
+        return True
+
+    def spawn(self) -> None:
+        """Start the agent detached and wait until it listens."""
+        self.home.mkdir(mode=0o700, parents=True, exist_ok=True)
+        env = dict(os.environ, STRONGROOM_HOME=str(self.home))
+        with open(self.home / LOG_NAME, "ab") as logf:
+            subprocess.Popen(
+                [sys.executable, "-m", "strongroom.keys.agent"],
+                stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
+                start_new_session=True, env=env, close_fds=True,
+            )
+        deadline = time.monotonic() + _START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.running():
+                return
+            time.sleep(0.05)
+        raise StrongroomError("the key agent did not start", obj=str(self.home / LOG_NAME),
+                              remedy="read the agent log; check STRONGROOM_HOME and the database")
+
+    def call(self, op: str, **args: Any) -> Any:
+        """Send one request; re-raise the agent's strongroom error locally."""
+        sock = self._connect()
+        if sock is None:
+            if not self.start:
+                raise StrongroomError("no key agent is running", obj=str(self.socket_path),
+                                      remedy="run `strongroom status` to start it")
+            self.spawn()
+            sock = self._connect()
+            if sock is None:
+                raise StrongroomError("cannot reach the key agent", obj=str(self.socket_path))
+        with sock:
+            try:
+                _send(sock, {"op": op, "args": args})
+                reply = _recv(sock)
+            except (OSError, ConnectionError, ValueError) as exc:
+                raise StrongroomError(f"the key agent failed ({type(exc).__name__})",
+                                      obj=str(self.socket_path),
+                                      remedy="retry; the agent restarts sealed") from exc
+        if not reply.get("ok"):
+            raise _error_from_json(reply.get("error") or {})
+        return reply.get("result")
+
+
+def main() -> None:
+    """Entry point of ``python -m strongroom.keys.agent``."""
+    from strongroom.settings import Settings
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s agent[%(process)d] %(message)s")
+    sys.exit(AgentServer(Settings().resolved_home).serve())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,328 @@
+"""The key service: what the vault, the CLI and the server call to use keys.
+
+:class:`KeyService` is the protocol; two implementations:
+
+* :class:`LocalKeyService` — the keyring and the release gate in this process
+  (``strongroom serve`` and the local agent run one);
+* :class:`AgentKeyService` — a client of the local agent over the Unix socket
+  ``<STRONGROOM_HOME>/agent.sock``, starting the agent on first need, so that
+  separate CLI invocations share one unsealed state.
+
+Use ``key_service()`` to get the agent-backed service for the configured home::
+
+    keys = key_service()
+    keys.status().sealed
+    stanza = keys.wrap_file_key(blob_id, file_key)     # at import
+    file_key = keys.release(request)                    # the gate; zero it after use
+
+Do not cache released file keys or signing keys outside the service, and do not
+construct a :class:`LocalKeyService` next to a running agent for the same data
+directory when you need one shared unseal state (each holds its own).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import getpass
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from strongroom.crypto.age import Stanza
+from strongroom.errors import InvalidInput, Sealed, StrongroomError
+from strongroom.keys.config import KeysSettings
+from strongroom.keys.keyring import Keyring, KeyringStatus
+from strongroom.release import ReleaseGate, ReleaseRequest
+from strongroom.store.db import Store
+
+if TYPE_CHECKING:
+    from strongroom.audit.log import AuditLog
+    from strongroom.keys.agent import AgentClient
+
+__all__ = [
+    "AgentKeyService",
+    "KeyService",
+    "LocalKeyService",
+    "RekeyOutcome",
+    "key_service",
+]
+
+SignPurpose = Literal["manifest", "checkpoint"]
+AuditFactory = Callable[[Store, Ed25519PrivateKey], "AuditLog"]
+RekeyOutcome = tuple[KeyringStatus, list[tuple[str, bytes]] | None]
+
+
+class KeyService(Protocol):
+    """What the vault and the server call: status, wrap, release (the gate), sign, public keys."""
+
+    def status(self) -> KeyringStatus:
+        """Initialised, sealed, threshold, progress, KEK versions, backend, ceremony nonce."""
+        ...
+
+    def wrap_file_key(self, blob_id: str, file_key: bytes) -> Stanza:
+        """Wrap under the newest KEK, record it for ``blob_id``; Sealed when sealed."""
+        ...
+
+    def release(self, request: ReleaseRequest) -> bytearray:
+        """Run the release gate and return the file key; the caller zeroes it."""
+        ...
+
+    def sign(self, purpose: SignPurpose, message: bytes) -> bytes:
+        """Ed25519 signature with the barrier's manifest or checkpoint key."""
+        ...
+
+    def public_keys(self) -> dict[str, bytes]:
+        """Raw Ed25519 public keys: ``manifest``, ``checkpoint``, ``officer:<key id>``."""
+        ...
+
+
+def _default_audit(store: Store, key: Ed25519PrivateKey) -> AuditLog:
+    from strongroom.audit.config import AuditSettings
+
+    return AuditSettings().open_log(store, key)
+
+
+class LocalKeyService:
+    """The keyring and the release gate in this process."""
+
+    def __init__(
+        self,
+        store: Store,
+        settings: KeysSettings | None = None,
+        *,
+        audit_factory: AuditFactory = _default_audit,
+        actor: str | None = None,
+    ) -> None:
+        self.store = store
+        self.settings = settings or KeysSettings()
+        self.keyring = Keyring(store, self.settings)
+        self._audit_factory = audit_factory
+        self._audit: AuditLog | None = None
+        self._gate: ReleaseGate | None = None
+        self.actor = actor or os.environ.get("STRONGROOM_ACTOR") or getpass.getuser()
+
+    # -- lifecycle ------------------------------------------------------------
+
+    def _after_unseal(self, status: KeyringStatus) -> KeyringStatus:
+        if not status.sealed and self._gate is None:
+            try:
+                self._audit = self._audit_factory(
+                    self.store, self.keyring.signing_key("checkpoint"))
+                self._audit.append(actor=self.actor, action="keys.unseal",
+                                   obj=f"vault {status.vault_id}", decision="allow",
+                                   reason=f"{status.backend} unseal")
+                self._gate = ReleaseGate(self.keyring, self._audit)
+            except BaseException:
+                self.seal()
+                raise
+        return status
+
+    def _record(self, action: str, obj: str, reason: str = "", **details: Any) -> None:
+        if self._audit is None:
+            raise Sealed("the vault is sealed", obj="keyring")
+        self._audit.append(actor=self.actor, action=action, obj=obj, decision="allow",
+                           reason=reason, details=details or None)
+
+    def status(self) -> KeyringStatus:
+        """The keyring's status."""
+        return self.keyring.status()
+
+    def submit_share(self, submission: bytes) -> KeyringStatus:
+        """One custodian's share for the current unseal ceremony."""
+        return self._after_unseal(self.keyring.submit_share(submission))
+
+    def reset(self) -> KeyringStatus:
+        """Discard unseal (or rekey) progress; a new nonce starts."""
+        return self.keyring.reset()
+
+    def unseal_hsm(self, pin: str | None = None) -> KeyringStatus:
+        """HSM backend: log in and unseal."""
+        return self._after_unseal(self.keyring.unseal_hsm(pin))
+
+    def seal(self) -> KeyringStatus:
+        """Wipe key material from memory; closes the gate and its audit log."""
+        if self._audit is not None:
+            with contextlib.suppress(StrongroomError):  # sealing must not wait on the log
+                self._record("keys.seal", "keyring")
+            self._audit.close()
+        self._audit = None
+        self._gate = None
+        return self.keyring.seal()
+
+    def close(self) -> None:
+        """Seal and release the keyring's connections (the store stays the caller's)."""
+        self.seal()
+        self.keyring.close()
+
+    # -- the protocol ------------------------------------------------------------
+
+    def wrap_file_key(self, blob_id: str, file_key: bytes) -> Stanza:
+        """Wrap under the newest KEK and record it."""
+        return self.keyring.wrap_file_key(blob_id, file_key)
+
+    def release(self, request: ReleaseRequest) -> bytearray:
+        """Run the gate."""
+        self.keyring.require_unsealed()
+        if self._gate is None:
+            raise Sealed("the release gate is not open", obj="keyring")
+        return self._gate.release(request)
+
+    def sign(self, purpose: SignPurpose, message: bytes) -> bytes:
+        """Sign with a barrier key."""
+        return self.keyring.signing_key(purpose).sign(message)
+
+    def public_keys(self) -> dict[str, bytes]:
+        """Public keys from the barrier."""
+        return self.keyring.public_keys()
+
+    # -- administration ----------------------------------------------------------
+
+    def rotate(self) -> int:
+        """New KEK version."""
+        version = self.keyring.rotate()
+        self._record("keys.rotate", f"KEK version {version}")
+        return version
+
+    def rewrap(self) -> int:
+        """Wrap every file key under the newest version too."""
+        count = self.keyring.rewrap()
+        self._record("keys.rewrap", f"KEK version {self.keyring.newest_version()}",
+                     count=count)
+        return count
+
+    def retire(self, version: int) -> int:
+        """Retire a KEK version nothing depends on."""
+        removed = self.keyring.retire(version)
+        self._record("keys.retire", f"KEK version {version}", removed=removed)
+        return removed
+
+    def usage(self) -> dict[int, tuple[int, int]]:
+        """Per KEK version: file keys wrapped, and those wrapped by it alone."""
+        return self.keyring.usage()
+
+    def rekey_start(self, custodians: list[str], threshold: int) -> KeyringStatus:
+        """Begin a rekey; the current quorum then submits shares."""
+        return self.keyring.rekey_start(custodians, threshold)
+
+    def rekey_submit(self, submission: bytes) -> RekeyOutcome:
+        """Submit a share to the rekey; on quorum, returns the new share files (not committed)."""
+        from strongroom.keys.ceremony import encrypt_share_files
+
+        status = self.keyring.submit_share(submission)
+        if status.ceremony != "rekey" or not status.rekey_ready or status.nonce is None:
+            return status, None
+        config, shares = self.keyring.rekey_result(status.nonce)
+        return status, encrypt_share_files(config, shares)
+
+    def rekey_commit(self, nonce: str) -> KeyringStatus:
+        """Commit the completed rekey once its files are safely written."""
+        config, _ = self.keyring.rekey_result(nonce)
+        status = self.keyring.rekey_commit(nonce)
+        self._record("keys.rekey", f"vault {config.vault_id}",
+                     reason=f"{config.threshold}-of-{len(config.custodians)}",
+                     generation=config.generation)
+        return status
+
+
+class AgentKeyService:
+    """A :class:`KeyService` backed by the local agent (started on first need)."""
+
+    def __init__(self, client: AgentClient) -> None:
+        self.client = client
+
+    def status(self) -> KeyringStatus:
+        """The agent's keyring status."""
+        return KeyringStatus.from_dict(self.client.call("status"))
+
+    def wrap_file_key(self, blob_id: str, file_key: bytes) -> Stanza:
+        """Wrap through the agent."""
+        from strongroom.keys.agent import b64, stanza_from_json
+
+        return stanza_from_json(self.client.call("wrap_file_key", blob_id=blob_id,
+                                                 file_key=b64(file_key)))
+
+    def release(self, request: ReleaseRequest) -> bytearray:
+        """Run the agent's gate."""
+        from strongroom.keys.agent import request_to_json, unb64
+
+        return bytearray(unb64(self.client.call("release", request=request_to_json(request))))
+
+    def sign(self, purpose: SignPurpose, message: bytes) -> bytes:
+        """Sign through the agent."""
+        from strongroom.keys.agent import b64, unb64
+
+        return unb64(self.client.call("sign", purpose=purpose, message=b64(message)))
+
+    def public_keys(self) -> dict[str, bytes]:
+        """Public keys through the agent."""
+        from strongroom.keys.agent import unb64
+
+        return {k: unb64(v) for k, v in self.client.call("public_keys").items()}
+
+    def submit_share(self, submission: bytes) -> KeyringStatus:
+        """Submit one share."""
+        from strongroom.keys.agent import b64
+
+        return KeyringStatus.from_dict(self.client.call("submit_share", submission=b64(submission)))
+
+    def reset(self) -> KeyringStatus:
+        """Reset unseal progress."""
+        return KeyringStatus.from_dict(self.client.call("reset"))
+
+    def unseal_hsm(self, pin: str | None = None) -> KeyringStatus:
+        """HSM unseal in the agent (the PIN travels over the 0600 socket only)."""
+        return KeyringStatus.from_dict(self.client.call("unseal_hsm", pin=pin))
+
+    def seal(self) -> KeyringStatus | None:
+        """Seal and stop the agent (no-op when none runs)."""
+        if not self.client.running():
+            return None
+        return KeyringStatus.from_dict(self.client.call("seal"))
+
+    def rotate(self) -> int:
+        """New KEK version."""
+        return int(self.client.call("rotate"))
+
+    def rewrap(self) -> int:
+        """Rewrap every file key."""
+        return int(self.client.call("rewrap"))
+
+    def retire(self, version: int) -> int:
+        """Retire a KEK version."""
+        return int(self.client.call("retire", version=version))
+
+    def usage(self) -> dict[int, tuple[int, int]]:
+        """KEK usage."""
+        return {int(k): (int(v[0]), int(v[1])) for k, v in self.client.call("usage").items()}
+
+    def rekey_start(self, custodians: list[str], threshold: int) -> KeyringStatus:
+        """Begin a rekey."""
+        return KeyringStatus.from_dict(self.client.call("rekey_start", custodians=custodians,
+                                                        threshold=threshold))
+
+    def rekey_submit(self, submission: bytes) -> RekeyOutcome:
+        """Submit a share to the rekey."""
+        from strongroom.keys.agent import b64, unb64
+
+        out = self.client.call("rekey_submit", submission=b64(submission))
+        files = out["files"]
+        return (KeyringStatus.from_dict(out["status"]),
+                None if files is None else [(n, unb64(d)) for n, d in files])
+
+    def rekey_commit(self, nonce: str) -> KeyringStatus:
+        """Commit the rekey."""
+        return KeyringStatus.from_dict(self.client.call("rekey_commit", nonce=nonce))
+
+
+def key_service(home: Path | None = None, *, start: bool = True) -> AgentKeyService:
+    """The agent-backed key service for ``home`` (default: ``STRONGROOM_HOME``)."""
+    from strongroom.keys.agent import AgentClient
+    from strongroom.settings import Settings
+
+    home = home or Settings().resolved_home
+    if not isinstance(home, Path):
+        raise InvalidInput("home must be a path", obj=str(home))
+    return AgentKeyService(AgentClient(home, start=start))

@@ -1,0 +1,360 @@
+"""The release gate: the one code path that unwraps a shard's file key.
+
+Every weight load goes through :meth:`ReleaseGate.release`, which runs, in order:
+
+1. **seal** — the keyring must be unsealed (:class:`~strongroom.errors.Sealed`);
+2. **locate** — the blob's wrapped file key must exist under a usable KEK version;
+3. **evidence** — verified here from signatures and keys pinned in the barrier,
+   never from a database row (:class:`~strongroom.errors.AccessDenied`);
+4. **egress** — the principal's budget is charged (:class:`~strongroom.errors.BudgetExceeded`);
+5. **audit** — the allow decision is appended durably (:class:`~strongroom.errors.AuditUnavailable`
+   refuses, nothing is unwrapped);
+6. **unwrap** — only now is the file key decrypted and returned (caller zeroes it).
+
+Every refusal after step 1 is audited as ``deny``. The evidence and egress
+rules are narrow interfaces with interim rules (``docs/release-gate.md``): until
+the access issue's Grants land, evidence is a DSSE statement signed by an
+*officer* pinned at ``init``; until the egress issue lands, a per-principal cap
+over a sliding 24 h window. Each is replaced, not bypassed, when its issue lands.
+
+Use it like this::
+
+    gate = ReleaseGate(keyring, audit_log)
+    evidence = sign_release_evidence(officer_key, artifact="minilm@1", shard="model.safetensors",
+                                     blob_id=blob_id, purpose="load")
+    key = gate.release(ReleaseRequest(principal="officer", principal_key=pub_raw,
+                                      artifact="minilm@1", shard="model.safetensors",
+                                      blob_id=blob_id, nbytes=size, purpose="load",
+                                      evidence=evidence))
+    try: ... finally: key[:] = bytes(len(key))
+
+Do not call :meth:`Keyring.unwrap` anywhere else, and do not cache released keys.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Protocol
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from strongroom.crypto.age import Stanza
+from strongroom.crypto.dsse import key_id, sign_statement, verify_statement
+from strongroom.errors import (
+    AccessDenied,
+    AuditUnavailable,
+    BudgetExceeded,
+    IntegrityError,
+    InvalidInput,
+    NotFound,
+    StrongroomError,
+)
+
+if TYPE_CHECKING:
+    from strongroom.audit.log import AuditLog
+    from strongroom.keys.keyring import Keyring
+
+__all__ = [
+    "EVIDENCE_PAYLOAD_TYPE",
+    "MAX_EVIDENCE_LIFETIME_S",
+    "EgressMeter",
+    "EvidenceVerifier",
+    "OfficerEvidence",
+    "ReleaseGate",
+    "ReleaseRequest",
+    "SlidingWindowMeter",
+    "sign_release_evidence",
+]
+
+EVIDENCE_PAYLOAD_TYPE = "application/vnd.strongroom.release-evidence+json"
+#: Longest validity an evidence statement may claim (``expires - now``), seconds.
+MAX_EVIDENCE_LIFETIME_S = 3600
+#: The interim egress window.
+EGRESS_WINDOW_S = 24 * 3600
+ACTION = "key.release"
+
+
+@dataclass(frozen=True)
+class ReleaseRequest:
+    """Who wants which shard's file key, why, and the signed evidence that allows it."""
+
+    principal: str
+    principal_key: bytes
+    artifact: str
+    shard: str
+    blob_id: str
+    nbytes: int
+    purpose: str
+    evidence: str
+    stanzas: tuple[Stanza, ...] = ()
+
+    @property
+    def obj(self) -> str:
+        """How the audit log names the shard: ``<artifact>/<shard>``."""
+        return f"{self.artifact}/{self.shard}"
+
+
+def sign_release_evidence(
+    key: Ed25519PrivateKey,
+    *,
+    artifact: str,
+    shard: str,
+    blob_id: str,
+    purpose: str,
+    ttl_s: int = 300,
+    nonce: str | None = None,
+    now: float | None = None,
+) -> str:
+    """A DSSE envelope by ``key`` over {artifact, shard, blob_id, purpose, nonce, expires}."""
+    expires = int((time.time() if now is None else now) + ttl_s)
+    statement = {"artifact": artifact, "shard": shard, "blob_id": blob_id, "purpose": purpose,
+                 "nonce": nonce or secrets.token_hex(16), "expires": expires}
+    return sign_statement(statement, EVIDENCE_PAYLOAD_TYPE, key)
+
+
+class EvidenceVerifier(Protocol):
+    """Decides from signatures alone whether the evidence allows the request."""
+
+    def verify(self, request: ReleaseRequest, now: float) -> Mapping[str, Any]:
+        """Return audit details of the accepted evidence; raise AccessDenied otherwise."""
+        ...
+
+
+class EgressMeter(Protocol):
+    """Charges released bytes against a principal's budget."""
+
+    def charge(self, principal: str, nbytes: int, now: float) -> None:
+        """Record the bytes or raise BudgetExceeded (then nothing is recorded)."""
+        ...
+
+    def refund(self, principal: str, nbytes: int, now: float) -> None:
+        """Undo a charge whose release was refused later (audit failure)."""
+        ...
+
+
+class OfficerEvidence:
+    """Interim rule: the principal signs the request and is an officer pinned in the barrier.
+
+    Single use (nonces remembered until they expire, seeded from the audit log),
+    bound to artifact, shard, blob and purpose, and valid for at most an hour.
+    """
+
+    def __init__(self, officers: Callable[[], Mapping[str, Ed25519PublicKey]]) -> None:
+        self._officers = officers
+        self._lock = threading.Lock()
+        self._seen: dict[str, float] = {}
+        self._expiry: deque[tuple[float, str]] = deque()
+
+    def remember(self, nonce: str, expires: float) -> None:
+        """Mark ``nonce`` used until ``expires`` (used to seed from the audit log)."""
+        with self._lock:
+            self._seen[nonce] = expires
+            self._expiry.append((expires, nonce))
+
+    def verify(self, request: ReleaseRequest, now: float) -> Mapping[str, Any]:
+        """Check signature, officer status, binding, expiry and replay."""
+        obj = request.obj
+        try:
+            public = Ed25519PublicKey.from_public_bytes(request.principal_key)
+        except ValueError:
+            raise AccessDenied("the principal's public key is malformed", obj=obj) from None
+        kid = key_id(public)
+        if kid not in self._officers():
+            raise AccessDenied(
+                f"principal {request.principal} (key {kid}) is not a security officer",
+                obj=obj, remedy="interim rule (docs/release-gate.md): only an officer pinned "
+                "at `strongroom init` may release file keys")
+        try:
+            st = verify_statement(request.evidence, EVIDENCE_PAYLOAD_TYPE, {kid: public},
+                                  obj=f"release evidence for {obj}")
+        except IntegrityError as exc:
+            raise AccessDenied(f"release evidence does not verify: {exc.message}",
+                               obj=obj, remedy="sign the request with your identity") from None
+        want = {"artifact": request.artifact, "shard": request.shard,
+                "blob_id": request.blob_id, "purpose": request.purpose}
+        for name, value in want.items():
+            if st.get(name) != value:
+                raise AccessDenied(f"the evidence is for another {name}", obj=obj,
+                                   remedy="sign evidence for exactly this shard and purpose")
+        expires, nonce = st.get("expires"), st.get("nonce")
+        if not isinstance(expires, int) or not isinstance(nonce, str) or len(nonce) < 16:
+            raise AccessDenied("the evidence lacks a valid nonce or expiry", obj=obj)
+        if expires <= now:
+            raise AccessDenied("the evidence has expired", obj=obj, remedy="sign a fresh request")
+        if expires - now > MAX_EVIDENCE_LIFETIME_S:
+            raise AccessDenied(f"the evidence claims more than {MAX_EVIDENCE_LIFETIME_S} s of "
+                               "validity", obj=obj, remedy="sign with a shorter lifetime")
+        with self._lock:
+            while self._expiry and self._expiry[0][0] <= now:
+                _, old = self._expiry.popleft()
+                if self._seen.get(old, now + 1) <= now:
+                    self._seen.pop(old, None)
+            if nonce in self._seen:
+                raise AccessDenied("the evidence was already used (replay)", obj=obj,
+                                   remedy="sign a fresh request for each release")
+            self._seen[nonce] = float(expires)
+            self._expiry.append((float(expires), nonce))
+        return {"evidence_key": kid, "nonce": nonce, "expires": expires}
+
+
+class SlidingWindowMeter:
+    """Interim egress rule: at most ``cap_bytes`` per principal in any 24 h window."""
+
+    def __init__(self, cap_bytes: int, window_s: int = EGRESS_WINDOW_S) -> None:
+        self.cap_bytes = cap_bytes
+        self.window_s = window_s
+        self._lock = threading.Lock()
+        self._events: dict[str, deque[tuple[float, int]]] = {}
+        self._totals: dict[str, int] = {}
+
+    def _expire(self, principal: str, now: float) -> deque[tuple[float, int]]:
+        q = self._events.setdefault(principal, deque())
+        while q and q[0][0] <= now - self.window_s:
+            _, n = q.popleft()
+            self._totals[principal] -= n
+        return q
+
+    def used(self, principal: str, now: float) -> int:
+        """Bytes charged to ``principal`` in the window ending ``now``."""
+        with self._lock:
+            self._expire(principal, now)
+            return self._totals.get(principal, 0)
+
+    def charge(self, principal: str, nbytes: int, now: float) -> None:
+        """Charge or raise BudgetExceeded."""
+        with self._lock:
+            q = self._expire(principal, now)
+            total = self._totals.get(principal, 0)
+            if total + nbytes > self.cap_bytes:
+                raise BudgetExceeded(
+                    f"releasing {nbytes} bytes would take {principal} to {total + nbytes} of "
+                    f"{self.cap_bytes} bytes in 24 h", obj=principal,
+                    remedy="wait for the window to move, or have the cap raised "
+                    "(STRONGROOM_EGRESS_CAP_BYTES)")
+            q.append((now, nbytes))
+            self._totals[principal] = total + nbytes
+
+    def preload(self, principal: str, nbytes: int, at: float) -> None:
+        """Add an older release (newest first, e.g. read back from the audit log)."""
+        with self._lock:
+            self._events.setdefault(principal, deque()).appendleft((at, nbytes))
+            self._totals[principal] = self._totals.get(principal, 0) + nbytes
+
+    def refund(self, principal: str, nbytes: int, now: float) -> None:
+        """Undo the most recent matching charge."""
+        with self._lock:
+            q = self._events.get(principal)
+            if not q:
+                return
+            for i in range(len(q) - 1, -1, -1):
+                if q[i][1] == nbytes:
+                    del q[i]
+                    self._totals[principal] -= nbytes
+                    return
+
+
+def _parse_time(text: str) -> float:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+class ReleaseGate:
+    """Composes keyring, evidence, egress and audit; the only caller of ``Keyring.unwrap``."""
+
+    def __init__(
+        self,
+        keyring: Keyring,
+        audit: AuditLog,
+        *,
+        evidence: EvidenceVerifier | None = None,
+        egress: EgressMeter | None = None,
+        clock: Callable[[], float] = time.time,
+        seed_from_audit: bool = True,
+    ) -> None:
+        from strongroom.keys.config import KeysSettings
+
+        self.keyring = keyring
+        self.audit = audit
+        self.clock = clock
+        officer_rule = OfficerEvidence(keyring.officers)
+        self.evidence: EvidenceVerifier = evidence or officer_rule
+        meter = SlidingWindowMeter(KeysSettings().egress_cap_bytes)
+        self.egress: EgressMeter = egress or meter
+        if seed_from_audit:
+            self._seed(officer_rule if evidence is None else None,
+                       meter if egress is None else None)
+
+    def _seed(self, rule: OfficerEvidence | None, meter: SlidingWindowMeter | None) -> None:
+        """Rebuild used nonces and 24 h egress from the audit log's recent releases."""
+        if rule is None and meter is None:
+            return
+        now = self.clock()
+        horizon = now - max(EGRESS_WINDOW_S, MAX_EVIDENCE_LIFETIME_S)
+        end = self.audit.size()
+        page = 2000
+        while end > 0:
+            start = max(0, end - page)
+            events = self.audit.events(start, end)
+            oldest = now
+            for ev in reversed(events):
+                t = _parse_time(ev.time)
+                oldest = min(oldest, t)
+                if ev.action != ACTION or ev.decision != "allow" or t <= horizon:
+                    continue
+                if meter is not None and ev.nbytes is not None and t > now - meter.window_s:
+                    meter.preload(ev.actor, int(ev.nbytes), t)
+                nonce, expires = ev.details.get("nonce"), ev.details.get("expires")
+                if rule is not None and isinstance(nonce, str) and isinstance(expires, int) \
+                        and expires > now:
+                    rule.remember(nonce, float(expires))
+            if oldest <= horizon:
+                break
+            end = start
+
+    def _deny(self, request: ReleaseRequest, exc: StrongroomError, **details: Any) -> None:
+        try:
+            self.audit.append(actor=request.principal, action=ACTION, obj=request.obj,
+                              decision="deny", reason=exc.message[:500], shard=request.shard,
+                              nbytes=request.nbytes,
+                              details={"purpose": request.purpose, "blob_id": request.blob_id,
+                                       "error": type(exc).__name__, **details})
+        except AuditUnavailable as audit_exc:
+            raise audit_exc from exc
+
+    def release(self, request: ReleaseRequest) -> bytearray:
+        """Run the gate; return the shard's file key (the caller zeroes it)."""
+        if request.nbytes < 0 or not request.blob_id or not request.principal:
+            raise InvalidInput("release request needs a principal, a blob id and a size >= 0",
+                               obj=request.obj)
+        self.keyring.require_unsealed()
+        try:
+            located = self.keyring.locate(request.blob_id, request.stanzas)
+        except (NotFound, IntegrityError) as exc:
+            self._deny(request, exc)
+            raise
+        now = self.clock()
+        try:
+            accepted = dict(self.evidence.verify(request, now))
+        except AccessDenied as exc:
+            self._deny(request, exc)
+            raise
+        try:
+            self.egress.charge(request.principal, request.nbytes, now)
+        except BudgetExceeded as exc:
+            self._deny(request, exc, **accepted)
+            raise
+        try:
+            self.audit.append(actor=request.principal, action=ACTION, obj=request.obj,
+                              decision="allow", reason=request.purpose, shard=request.shard,
+                              nbytes=request.nbytes,
+                              details={"purpose": request.purpose, "blob_id": request.blob_id,
+                                       "kek_version": located.version, **accepted})
+        except BaseException:
+            self.egress.refund(request.principal, request.nbytes, now)
+            raise
+        return self.keyring.unwrap(request.blob_id, located)

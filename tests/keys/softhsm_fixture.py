@@ -1,0 +1,127 @@
+"""Shared helpers for the key-custody tests: one SoftHSM2 token directory, and vault set-up.
+
+python-pkcs11 loads SoftHSM2 once per process and SoftHSM2 reads
+``SOFTHSM2_CONF`` only then. ``test_hsm.py`` has its own session fixture; this
+one initialises the *same* token labels and PIN, and whichever runs first wins
+for the whole process: the other reuses the loaded library and labels. The
+choice is kept in ``os.environ`` so that every importer of this module (under
+any module name) sees it.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from strongroom.audit.config import AuditSettings
+from strongroom.audit.log import AuditLog
+from strongroom.crypto.age import X25519Identity
+from strongroom.keys import ceremony
+from strongroom.keys.ceremony import InitResult
+from strongroom.keys.config import KeysSettings
+from strongroom.keys.identity import Identity
+from strongroom.keys.service import LocalKeyService
+from strongroom.store.db import Store
+
+from testsupport import need_tool
+
+LIBRARY = os.environ.get("STRONGROOM_TEST_SOFTHSM_LIB", "/usr/lib/softhsm/libsofthsm2.so")
+PIN = "1234"
+MAIN = "sr-main"
+TOKENS = ("sr-main", "sr-fresh", "sr-spare")
+_MARK = "STRONGROOM_TEST_SOFTHSM_CONF"
+
+
+@dataclass(frozen=True)
+class SoftHsm:
+    library: str
+    conf: Path
+
+
+def _loaded() -> bool:
+    from strongroom.keys import hsm
+
+    return bool(hsm._LIBRARIES)
+
+
+@pytest.fixture(scope="session")
+def softhsm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SoftHsm]:
+    """A SoftHSM2 token directory with TOKENS (PIN 1234), shared with test_hsm.py."""
+    tool = need_tool("softhsm2-util")
+    if not os.path.isfile(LIBRARY):
+        if os.environ.get("STRONGROOM_TEST_REQUIRE_SERVICES") == "1":
+            pytest.fail(f"SoftHSM2 library {LIBRARY} not found")
+        pytest.skip(f"SoftHSM2 library {LIBRARY} not found (apt-get install softhsm2)")
+    if os.environ.get(_MARK) or (_loaded() and os.environ.get("SOFTHSM2_CONF")):
+        yield SoftHsm(LIBRARY, Path(os.environ.get(_MARK) or os.environ["SOFTHSM2_CONF"]))
+        return
+    root = tmp_path_factory.mktemp("softhsm-keys")
+    (root / "tokens").mkdir()
+    conf = root / "softhsm2.conf"
+    conf.write_text(f"directories.tokendir = {root / 'tokens'}/\n"
+                    "objectstore.backend = file\nlog.level = ERROR\n")
+    os.environ["SOFTHSM2_CONF"] = str(conf)
+    os.environ[_MARK] = str(conf)
+    for label in TOKENS:
+        subprocess.run([tool, "--init-token", "--free", "--so-pin", "0000", "--pin", PIN,
+                        "--label", label], check=True, capture_output=True)
+    yield SoftHsm(LIBRARY, conf)
+
+
+# -- vault set-up ------------------------------------------------------------------
+
+
+@dataclass
+class Custodians:
+    identities: list[X25519Identity]
+    pubfiles: list[Path]
+
+
+def make_custodians(directory: Path, n: int) -> Custodians:
+    """``n`` custodians with age identities and public key files."""
+    directory.mkdir(parents=True, exist_ok=True)
+    ids = [X25519Identity.generate() for _ in range(n)]
+    files = []
+    for i, ident in enumerate(ids, start=1):
+        pub = directory / f"custodian{i}.pub"
+        pub.write_text(f"# custodian {i}\n{ident.recipient}\n")
+        (directory / f"custodian{i}.key").write_text(f"{ident}\n")
+        files.append(pub)
+    return Custodians(ids, files)
+
+
+def init_shamir(store: Store, tmp: Path, n: int = 3, k: int = 2,
+                officers: Sequence[Path] = ()) -> tuple[InitResult, Custodians]:
+    """Initialise a shamir keyring k-of-n."""
+    cust = make_custodians(tmp / "custodians", n)
+    result = ceremony.init_vault(store, custodians=cust.pubfiles, threshold=k,
+                                 shares_dir=tmp / "shares", officers=officers,
+                                 settings=KeysSettings(key_backend="shamir"))
+    return result, cust
+
+
+def audit_factory(store: Store, key: object) -> AuditLog:
+    """The audit log the services use in tests."""
+    return AuditSettings().open_log(store, key)  # type: ignore[arg-type]
+
+
+def submit(svc: LocalKeyService, result: InitResult, cust: Custodians, index: int) -> None:
+    """Custodian ``index`` (1-based) submits their share to ``svc``."""
+    content = ceremony.read_share_file(result.share_files[index - 1], [cust.identities[index - 1]])
+    svc.submit_share(ceremony.build_submission(svc.status(), content))
+
+
+def unsealed_service(store: Store, tmp: Path, n: int = 3, k: int = 2
+                     ) -> tuple[LocalKeyService, InitResult, Custodians, Identity]:
+    """A shamir keyring, initialised and unsealed in-process; and the bootstrap officer."""
+    result, cust = init_shamir(store, tmp, n, k)
+    svc = LocalKeyService(store, KeysSettings(key_backend="shamir"), audit_factory=audit_factory)
+    for i in range(1, k + 1):
+        submit(svc, result, cust, i)
+    assert result.officer_identity is not None
+    return svc, result, cust, Identity.load(result.officer_identity)

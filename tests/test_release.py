@@ -1,0 +1,161 @@
+"""The release gate: order of checks, interim rules, audit fail-closed, on both key backends."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent / "keys"))
+
+from softhsm_fixture import MAIN, PIN, SoftHsm, audit_factory, softhsm, unsealed_service
+
+from strongroom.errors import (
+    AccessDenied,
+    AuditUnavailable,
+    BudgetExceeded,
+    NotFound,
+    Sealed,
+)
+from strongroom.keys import ceremony
+from strongroom.keys.config import KeysSettings
+from strongroom.keys.identity import Identity
+from strongroom.keys.service import LocalKeyService
+from strongroom.release import (
+    ReleaseGate,
+    ReleaseRequest,
+    SlidingWindowMeter,
+    sign_release_evidence,
+)
+from strongroom.store.db import Store
+
+__all__ = ["softhsm"]
+
+
+@pytest.fixture(params=["shamir", "hsm"])
+def unsealed(request: pytest.FixtureRequest, store: Store, tmp_path: Path
+             ) -> Iterator[tuple[LocalKeyService, Identity]]:
+    """An unsealed service and its officer, on each backend."""
+    if request.param == "shamir":
+        svc, _, _, officer = unsealed_service(store, tmp_path)
+    else:
+        hsm: SoftHsm = request.getfixturevalue("softhsm")
+        s = KeysSettings(key_backend="hsm", hsm_library=hsm.library, hsm_token=MAIN, hsm_pin=PIN,
+                         hsm_key_label=f"root-{os.urandom(4).hex()}")
+        result = ceremony.init_vault(store, custodians=[], threshold=0,
+                                     shares_dir=tmp_path / "sh", settings=s)
+        svc = LocalKeyService(store, s, audit_factory=audit_factory)
+        svc.unseal_hsm()
+        assert result.officer_identity is not None
+        officer = Identity.load(result.officer_identity)
+    try:
+        yield svc, officer
+    finally:
+        svc.seal()
+
+
+def _request(officer: Identity, blob: str = "blob-1", nbytes: int = 1000, **kw: object
+             ) -> ReleaseRequest:
+    ev = sign_release_evidence(officer.private_key, artifact="m@1", shard="w.safetensors",
+                               blob_id=blob, purpose="load", **kw)  # type: ignore[arg-type]
+    return ReleaseRequest(principal=officer.public.principal,
+                          principal_key=officer.public.public_bytes, artifact="m@1",
+                          shard="w.safetensors", blob_id=blob, nbytes=nbytes, purpose="load",
+                          evidence=ev)
+
+
+def _events(svc: LocalKeyService) -> list[tuple[str, str]]:
+    assert svc._audit is not None
+    return [(e.action, e.decision) for e in svc._audit.events(0, svc._audit.size())
+            if e.action == "key.release"]
+
+
+def test_release_allows_and_audits(unsealed: tuple[LocalKeyService, Identity]) -> None:
+    svc, officer = unsealed
+    key = os.urandom(16)
+    svc.wrap_file_key("blob-1", key)
+    got = svc.release(_request(officer))
+    assert bytes(got) == key
+    assert _events(svc) == [("key.release", "allow")]
+    assert svc._audit is not None
+    ev = svc._audit.tail(1)[0]
+    assert ev.object == "m@1/w.safetensors" and ev.shard == "w.safetensors" and ev.nbytes == 1000
+
+
+def test_denials_are_audited(unsealed: tuple[LocalKeyService, Identity]) -> None:
+    svc, officer = unsealed
+    svc.wrap_file_key("blob-1", os.urandom(16))
+    stranger = Identity.generate("mallory")
+    req = _request(stranger)
+    with pytest.raises(AccessDenied, match="not a security officer"):
+        svc.release(req)
+    good = _request(officer)
+    forged = ReleaseRequest(**{**good.__dict__, "shard": "other.safetensors"})
+    with pytest.raises(AccessDenied, match="another shard"):
+        svc.release(forged)
+    with pytest.raises(AccessDenied, match="expired"):
+        svc.release(_request(officer, ttl_s=-5))
+    with pytest.raises(AccessDenied, match="3600"):
+        svc.release(_request(officer, ttl_s=7200))
+    svc.release(good)
+    with pytest.raises(AccessDenied, match="replay"):
+        svc.release(good)
+    with pytest.raises(NotFound):
+        svc.release(_request(officer, blob="missing"))
+    assert [d for _, d in _events(svc)] == ["deny"] * 4 + ["allow", "deny", "deny"]
+
+
+def test_sealed_refuses(unsealed: tuple[LocalKeyService, Identity]) -> None:
+    svc, officer = unsealed
+    svc.wrap_file_key("blob-1", os.urandom(16))
+    svc.seal()
+    with pytest.raises(Sealed, match="unseal"):
+        svc.release(_request(officer))
+
+
+def test_budget(unsealed: tuple[LocalKeyService, Identity]) -> None:
+    svc, officer = unsealed
+    svc.wrap_file_key("blob-1", os.urandom(16))
+    assert svc._gate is not None
+    svc._gate.egress = SlidingWindowMeter(cap_bytes=1500)
+    svc.release(_request(officer, nbytes=1000))
+    with pytest.raises(BudgetExceeded):
+        svc.release(_request(officer, nbytes=1000))
+    assert [d for _, d in _events(svc)] == ["allow", "deny"]
+
+
+def test_audit_unavailable_refuses(unsealed: tuple[LocalKeyService, Identity]) -> None:
+    svc, officer = unsealed
+    svc.wrap_file_key("blob-1", os.urandom(16))
+    assert svc._gate is not None
+
+    class Broken:
+        def append(self, **_: object) -> int:
+            raise AuditUnavailable("down", obj="audit")
+
+    gate = ReleaseGate(svc.keyring, Broken(), seed_from_audit=False)  # type: ignore[arg-type]
+    meter = SlidingWindowMeter(cap_bytes=10_000)
+    gate.egress = meter
+    with pytest.raises(AuditUnavailable):
+        gate.release(_request(officer))
+    assert meter.used(officer.public.principal, 10**10) == 0  # refunded, nothing released
+
+
+def test_replay_and_budget_survive_restart(store: Store, tmp_path: Path) -> None:
+    svc, _, _, officer = unsealed_service(store, tmp_path)
+    svc.wrap_file_key("blob-1", os.urandom(16))
+    req = _request(officer, nbytes=1000)
+    svc.release(req)
+    assert svc._audit is not None
+    gate = ReleaseGate(svc.keyring, svc._audit, egress=None)
+    with pytest.raises(AccessDenied, match="replay"):
+        gate.release(req)
+    meter = gate.egress
+    assert isinstance(meter, SlidingWindowMeter)
+    import time
+
+    assert meter.used(officer.public.principal, time.time()) == 1000
+    svc.seal()
