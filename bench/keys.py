@@ -21,13 +21,12 @@ import threading
 import time
 from pathlib import Path
 
-sys.path[:0] = [str(Path(__file__).resolve().parent.parent / "tests"),
-                str(Path(__file__).resolve().parent.parent / "tests" / "keys")]
-
-from softhsm_fixture import unsealed_service  # noqa: E402
+sys.path[:0] = [str(Path(__file__).resolve().parent.parent / "tests")]
 
 from strongroom.release import ReleaseRequest, sign_release_evidence  # noqa: E402
 from strongroom.store.db import Store  # noqa: E402
+
+from keyring_fixtures import unsealed_service  # noqa: E402
 
 
 def main() -> None:

@@ -19,7 +19,7 @@ from strongroom.store.db import Store
 
 from testsupport import CONFORMANCE, need_service
 
-pytest_plugins = ["vault_fixtures"]
+pytest_plugins = ["vault_fixtures", "cli_fixtures"]
 
 
 @pytest.fixture(scope="session")

@@ -3,15 +3,10 @@
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parent / "keys"))
-
-from softhsm_fixture import MAIN, PIN, SoftHsm, audit_factory, softhsm, unsealed_service
 
 from strongroom.errors import (
     AccessDenied,
@@ -31,6 +26,8 @@ from strongroom.release import (
     sign_release_evidence,
 )
 from strongroom.store.db import Store
+
+from keyring_fixtures import MAIN, PIN, SoftHsm, audit_factory, softhsm, unsealed_service
 
 __all__ = ["softhsm"]
 

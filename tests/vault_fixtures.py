@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -33,17 +34,33 @@ def make_model(path: Path, *, seed: int = 0, big: bool = False, prefix: str = ""
     return tensors
 
 
-@pytest.fixture
-def vault(db_url: str, tmp_path: Path) -> Iterator[Vault]:
-    """A fresh vault with its data directory in tmp_path, on SQLite or PostgreSQL."""
+@contextlib.contextmanager
+def unsealed_vault(db_url: str, tmp_path: Path, **settings: object) -> Iterator[Vault]:
+    """A vault whose keyring was created by a 2-of-3 ceremony and unsealed in this process.
+
+    The officer identity ``init`` bootstraps signs the release evidence.
+    """
+    from strongroom.store.db import Store
     from strongroom.vault.vault import Vault
 
-    settings = Settings(home=tmp_path / "home", database_url=db_url)
-    v = Vault.open(settings, actor="tester")
+    from keyring_fixtures import unsealed_service
+
+    keystore = Store.open(db_url)
+    service, _, _, officer = unsealed_service(keystore, tmp_path / "ceremony")
     try:
-        yield v
+        config = Settings(home=tmp_path / "home", database_url=db_url, **settings)  # type: ignore[arg-type]
+        with Vault.open(config, keys=service, identity=officer) as v:
+            yield v
     finally:
-        v.close()
+        service.seal()
+        keystore.close()
+
+
+@pytest.fixture
+def vault(db_url: str, tmp_path: Path) -> Iterator[Vault]:
+    """A fresh, unsealed vault with its data directory in tmp_path, on SQLite or PostgreSQL."""
+    with unsealed_vault(db_url, tmp_path) as v:
+        yield v
 
 
 @pytest.fixture

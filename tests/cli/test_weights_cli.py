@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,27 +10,9 @@ import pytest
 from vault_fixtures import make_model
 
 
-def _strongroom() -> str:
-    beside = Path(sys.executable).parent / "strongroom"
-    found = str(beside) if beside.exists() else shutil.which("strongroom")
-    assert found, "the strongroom console script is not installed"
-    return found
-
-
 @pytest.fixture
-def cli(tmp_path: Path, db_url: str):  # type: ignore[no-untyped-def]
-    env = dict(os.environ, STRONGROOM_HOME=str(tmp_path / "home"), STRONGROOM_DATABASE_URL=db_url)
-
-    def run(*args: str | Path, ok: bool = True) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(
-            [_strongroom(), *map(str, args)], capture_output=True, text=True, env=env, timeout=120
-        )
-        assert "Traceback" not in result.stderr, result.stderr
-        if ok:
-            assert result.returncode == 0, result.stderr
-        return result
-
-    return run
+def cli(unsealed_cli):  # type: ignore[no-untyped-def]
+    return unsealed_cli
 
 
 def test_import_ls_show_verify_export(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

@@ -12,9 +12,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from softhsm_fixture import make_custodians
 
 from strongroom.keys.agent import LOCK_NAME, SOCKET_NAME, AgentClient
+
+from keyring_fixtures import make_custodians
 
 STRONGROOM = [str(Path(sys.executable).parent / "strongroom")]
 

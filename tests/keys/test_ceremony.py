@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from softhsm_fixture import init_shamir, make_custodians
 
 from strongroom.errors import (
     AlreadyExists,
@@ -23,6 +22,8 @@ from strongroom.keys.config import KeysSettings
 from strongroom.keys.identity import Identity, PublicIdentity
 from strongroom.keys.keyring import Keyring
 from strongroom.store.db import Store
+
+from keyring_fixtures import init_shamir, make_custodians
 
 
 def _content(result: ceremony.InitResult, cust: object, i: int) -> ceremony.ShareContent:
@@ -137,9 +138,9 @@ def test_verify_share_against_published(store: Store, tmp_path: Path) -> None:
 
 
 def test_rekey_changes_n_and_k(store: Store, tmp_path: Path) -> None:
-    from softhsm_fixture import audit_factory, submit
-
     from strongroom.keys.service import LocalKeyService
+
+    from keyring_fixtures import audit_factory, submit
 
     result, cust = init_shamir(store, tmp_path, 2, 2)
     svc = LocalKeyService(store, audit_factory=audit_factory)

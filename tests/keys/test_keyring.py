@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from softhsm_fixture import MAIN, PIN, SoftHsm, audit_factory, init_shamir, softhsm, submit
 from sqlalchemy import update
 
 from strongroom.crypto import shamir
@@ -19,6 +18,8 @@ from strongroom.keys.keyring import Keyring
 from strongroom.keys.service import LocalKeyService
 from strongroom.store.db import Store
 from strongroom.store.tables.keys import KeyringEntry, KeyringState
+
+from keyring_fixtures import MAIN, PIN, SoftHsm, audit_factory, init_shamir, softhsm, submit
 
 __all__ = ["softhsm"]
 

@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from softhsm_fixture import unsealed_service
 from sqlalchemy import delete, select
 
 from strongroom.crypto.age import parse_identities
@@ -19,6 +18,8 @@ from strongroom.keys import ceremony
 from strongroom.keys.keyring import Keyring
 from strongroom.store.db import Store
 from strongroom.store.tables.keys import WrappedKey
+
+from keyring_fixtures import unsealed_service
 
 
 def test_rotate_rewrap_retire(store: Store, tmp_path: Path) -> None:
@@ -68,7 +69,7 @@ sys.path[:0] = sys.argv[3].split(":")
 from pathlib import Path
 from strongroom.store.db import Store
 from strongroom.keys import keyring
-from softhsm_fixture import unsealed_service
+from keyring_fixtures import unsealed_service
 store = Store.open(sys.argv[1]); tmp = Path(sys.argv[2])
 svc, *_ = unsealed_service(store, tmp)
 keys = {f"b{i:03d}": os.urandom(16).hex() for i in range(200)}

@@ -10,11 +10,10 @@ import pytest
 from safetensors.numpy import save_file
 
 from strongroom.errors import AlreadyExists, InvalidInput, NotFound
-from strongroom.settings import Settings
 from strongroom.vault.vault import Vault
 
 from testsupport import need_service
-from vault_fixtures import make_model
+from vault_fixtures import make_model, unsealed_vault
 
 
 def _equal(a: np.ndarray, b: np.ndarray) -> bool:
@@ -162,21 +161,20 @@ def test_import_and_load_through_s3(db_url: str, tmp_path: Path, model) -> None:
     import os
     import secrets
 
-    settings = Settings(
-        home=tmp_path / "s3home",
-        database_url=db_url,
+    path, tensors = model
+    with unsealed_vault(
+        db_url,
+        tmp_path,
         blob_store="s3",
         s3_endpoint=endpoint,
         s3_bucket="sr-" + secrets.token_hex(4),
         s3_access_key=os.environ["STRONGROOM_TEST_S3_ACCESS_KEY"],
         s3_secret_key=os.environ["STRONGROOM_TEST_S3_SECRET_KEY"],
-    )
-    path, tensors = model
-    with Vault.open(settings, actor="tester") as v:
+    ) as v:
         v.import_weights(path, "tiny")
         with v.open_weights("tiny") as w:
             assert all(_equal(w[k], t) for k, t in tensors.items())
         with v.open_weights("tiny", lazy=True) as w:
             assert _equal(w["layer.0.w"], tensors["layer.0.w"])
         assert v.verify("tiny").files == 1
-        assert not list((tmp_path / "s3home").rglob("blobs/*"))
+        assert not list((tmp_path / "home").rglob("blobs/*"))

@@ -20,7 +20,7 @@ from strongroom.audit.checkpoint import (
     open_checkpoint,
     sign_checkpoint,
 )
-from strongroom.audit.config import AuditSettings, load_log_key
+from strongroom.audit.config import AuditSettings
 from strongroom.audit.log import AuditEvent, AuditLog, InclusionProof, VerifyReport
 from strongroom.audit.merkle import InvalidProof
 from strongroom.audit.redaction import Redactor, Secret
@@ -48,7 +48,6 @@ __all__ = [
     "WitnessConflict",
     "WitnessError",
     "create_app",
-    "load_log_key",
     "open_checkpoint",
     "sign_checkpoint",
 ]

@@ -8,33 +8,34 @@
 * ``STRONGROOM_WITNESS_QUORUM``: how many of them must cosign for a checkpoint
   to count as published (default 0).
 
-The log's checkpoint key is the interim Ed25519 key ``<home>/keys/log-signing.pem``
-(shared with the vault) until the key-custody work lands.
+The log's checkpoint key lives in the sealed keyring's barrier; processes other
+than the key agent sign checkpoints through it (``(public key, sign)``).
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
 import re
-from pathlib import Path
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from strongroom.crypto.note import Ed25519Signer
+from strongroom.crypto.note import Ed25519Signer, ExternalEd25519Signer
 from strongroom.errors import ConfigError
 from strongroom.store.db import Store
 
 if TYPE_CHECKING:
     from strongroom.audit.log import AuditLog
 
-__all__ = ["AuditSettings", "load_log_key"]
+__all__ = ["AuditSettings", "LogKey"]
 
-LOG_KEY_FILE = Path("keys") / "log-signing.pem"
+#: A log's checkpoint key: a private key, or (public key, sign bytes) held elsewhere.
+LogKey = Ed25519PrivateKey | tuple[Ed25519PublicKey, Callable[[bytes], bytes]]
+
 
 
 class AuditSettings(BaseSettings):
@@ -61,17 +62,20 @@ class AuditSettings(BaseSettings):
             out.append((parts[0], parts[1]))
         return out
 
-    def default_origin(self, key: Ed25519PrivateKey) -> str:
+    def default_origin(self, key: Ed25519PrivateKey | Ed25519PublicKey) -> str:
         """The configured origin, or one derived from the log key."""
         if self.log_origin:
             return self.log_origin
-        raw = key.public_key().public_bytes(
-            serialization.Encoding.Raw, serialization.PublicFormat.Raw
-        )
+        public = key.public_key() if isinstance(key, Ed25519PrivateKey) else key
+        raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
         return f"strongroom.local/{hashlib.sha256(raw).hexdigest()[:16]}"
 
-    def open_log(self, store: Store, key: Ed25519PrivateKey, **kwargs: Any) -> AuditLog:
-        """An :class:`~strongroom.audit.log.AuditLog` on ``store`` signing with ``key``."""
+    def open_log(self, store: Store, key: LogKey, **kwargs: Any) -> AuditLog:
+        """An :class:`~strongroom.audit.log.AuditLog` on ``store`` signing with ``key``.
+
+        ``key`` is a private key, or ``(public key, sign)`` where ``sign`` signs
+        bytes with a key held elsewhere (the key agent: the barrier's checkpoint key).
+        """
         from sqlalchemy import select
 
         from strongroom.audit.log import AuditLog
@@ -84,40 +88,14 @@ class AuditSettings(BaseSettings):
                 origin = conn.execute(
                     select(AuditHead.origin).where(AuditHead.id == 1)
                 ).scalar_one_or_none()
-        origin = origin or self.default_origin(key)
+        public = key[0] if isinstance(key, tuple) else key.public_key()
+        origin = origin or self.default_origin(public)
         witnesses = [WitnessClient(url, vkey) for url, vkey in self.witness_list()]
         kwargs.setdefault("witnesses", witnesses)
         kwargs.setdefault("quorum", self.witness_quorum)
-        return AuditLog(store, Ed25519Signer(origin, key), origin, **kwargs)
-
-
-def load_log_key(home: Path, *, create: bool = True) -> Ed25519PrivateKey:
-    """The interim log signing key ``<home>/keys/log-signing.pem`` (created 0600 if absent)."""
-    path = home / LOG_KEY_FILE
-    try:
-        if not path.exists() and create:
-            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            pem = Ed25519PrivateKey.generate().private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
-            try:
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            except FileExistsError:
-                pass
-            else:
-                try:
-                    os.write(fd, pem)
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
-        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-    except (OSError, ValueError) as exc:
-        raise ConfigError(
-            f"cannot read the log signing key ({type(exc).__name__})", obj=str(path),
-            remedy="check the data directory (STRONGROOM_HOME) and its permissions",
-        ) from exc
-    if not isinstance(key, Ed25519PrivateKey):
-        raise ConfigError("the log signing key is not an Ed25519 key", obj=str(path))
-    return key
+        signer: Ed25519Signer | ExternalEd25519Signer
+        if isinstance(key, tuple):
+            signer = ExternalEd25519Signer(origin, key[0], key[1])
+        else:
+            signer = Ed25519Signer(origin, key)
+        return AuditLog(store, signer, origin, **kwargs)

@@ -80,7 +80,7 @@ from strongroom.audit.witness import (
     WitnessError,
     WitnessProofRejected,
 )
-from strongroom.crypto.note import Ed25519Signer, NoteError, parse_note
+from strongroom.crypto.note import Ed25519Signer, ExternalEd25519Signer, NoteError, parse_note
 from strongroom.errors import (
     AuditUnavailable,
     ConfigError,
@@ -327,7 +327,7 @@ class AuditLog:
     def __init__(
         self,
         store: Store,
-        signer: Ed25519Signer,
+        signer: Ed25519Signer | ExternalEd25519Signer,
         origin: str | None = None,
         witnesses: Sequence[WitnessClient] = (),
         quorum: int = 0,

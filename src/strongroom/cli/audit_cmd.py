@@ -36,17 +36,24 @@ QuorumOpt = Annotated[int, typer.Option("--quorum", min=0, help="witness cosigna
 
 @contextlib.contextmanager
 def open_log() -> Iterator[AuditLog]:
-    """The configured log (``STRONGROOM_HOME``, ``STRONGROOM_DATABASE_URL``, witnesses)."""
-    from strongroom.audit.config import AuditSettings, load_log_key
+    """The configured log, signing checkpoints through the key agent (vault must be unsealed)."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    from strongroom.audit.config import AuditSettings
+    from strongroom.keys.service import key_service
     from strongroom.settings import Settings
     from strongroom.store.db import Store
 
     settings = Settings()
     home = settings.resolved_home
+    keys = key_service(home)
+    public = Ed25519PublicKey.from_public_bytes(keys.public_keys()["checkpoint"])
     store = Store.open(settings.resolved_database_url)
     try:
         log = AuditSettings().open_log(
-            store, load_log_key(home), anchor_path=home / "audit" / "latest-checkpoint"
+            store,
+            (public, lambda message: keys.sign("checkpoint", message)),
+            anchor_path=home / "audit" / "latest-checkpoint",
         )
         try:
             yield log

@@ -17,7 +17,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from strongroom.errors import IntegrityError, InvalidInput
 
 __all__ = [
+    "ExternalKey",
     "canonical_json",
     "key_id",
     "pae",
@@ -69,21 +70,28 @@ def pae(payload_type: str, payload: bytes) -> bytes:
     return b"DSSEv1 %d %b %d %b" % (len(t), t, len(payload), payload)
 
 
+#: A signing key held elsewhere (a key agent): its public key and a function signing bytes.
+ExternalKey = tuple[Ed25519PublicKey, Callable[[bytes], bytes]]
+
+
 def sign_statement(
-    statement: Mapping[str, Any], payload_type: str, *keys: Ed25519PrivateKey
+    statement: Mapping[str, Any], payload_type: str, *keys: Ed25519PrivateKey | ExternalKey
 ) -> str:
     """Sign ``statement`` with every key; returns the DSSE envelope as JSON text."""
     if not keys:
         raise InvalidInput("at least one signing key is needed", obj=payload_type)
     payload = canonical_json(statement)
     message = pae(payload_type, payload)
+    signatures = []
+    for k in keys:
+        public, sign = k if isinstance(k, tuple) else (k.public_key(), k.sign)
+        signature = sign(message)
+        public.verify(signature, message)  # a key holder that signs wrongly is caught here
+        signatures.append({"keyid": key_id(public), "sig": base64.b64encode(signature).decode()})
     envelope = {
         "payload": base64.b64encode(payload).decode("ascii"),
         "payloadType": payload_type,
-        "signatures": [
-            {"keyid": key_id(k.public_key()), "sig": base64.b64encode(k.sign(message)).decode()}
-            for k in keys
-        ],
+        "signatures": signatures,
     }
     return json.dumps(envelope, sort_keys=True, separators=(",", ":"))
 

@@ -48,6 +48,7 @@ __all__ = [
     "CosignatureVerifier",
     "Ed25519Signer",
     "Ed25519Verifier",
+    "ExternalEd25519Signer",
     "Note",
     "NoteError",
     "NoteSignature",
@@ -137,6 +138,45 @@ class Signer(Protocol):
     def sign(self, text: str) -> bytes:
         """The signature over ``text`` (without the key ID)."""
         ...
+
+
+@dataclass(frozen=True)
+class ExternalEd25519Signer:
+    """An Ed25519 note signer whose private key is held elsewhere (a key agent, an HSM).
+
+    ``sign_message`` signs raw bytes with the private key matching ``public``;
+    the key itself never enters this process.
+    """
+
+    name: str
+    public: Ed25519PublicKey
+    sign_message: Callable[[bytes], bytes] = field(repr=False)
+    alg: ClassVar[int] = SIG_ED25519
+
+    def __post_init__(self) -> None:
+        if not _valid_name(self.name):
+            raise InvalidInput(
+                "key name must be non-empty, without spaces or '+'", obj=repr(self.name)
+            )
+
+    @property
+    def verifier(self) -> Ed25519Verifier:
+        """The matching verifier."""
+        return Ed25519Verifier(self.name, self.public)
+
+    @property
+    def key_id(self) -> int:
+        """The 32-bit key ID."""
+        return key_id(self.name, self.alg, _raw_public(self.public))
+
+    @property
+    def vkey(self) -> str:
+        """The verifier key string to give to whoever checks this key's signatures."""
+        return self.verifier.vkey
+
+    def sign(self, text: str) -> bytes:
+        """The Ed25519 signature over ``text``, made by the key's holder."""
+        return self.sign_message(text.encode())
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from strongroom.vault.blobstore import BlobStore, new_blob_id
 from strongroom.vault.manifest import FileEntry, check_file_path
 from strongroom.vault.tensorindex import TensorEntry, read_index
 
-__all__ = ["EncryptedFile", "SourceFile", "collect_files", "encrypt_file"]
+__all__ = ["EncryptedFile", "RecipientsFor", "SourceFile", "collect_files", "encrypt_file"]
 
 Progress = Callable[[int], None]
 
@@ -135,10 +135,14 @@ class _HashingWriter:
         return True
 
 
+#: Given a new blob's id and its file key, the recipients to wrap the key to.
+RecipientsFor = Callable[[str, bytes], Sequence[age.Recipient]]
+
+
 def encrypt_file(
     source: SourceFile,
     blobs: BlobStore,
-    recipients: Sequence[age.Recipient],
+    recipients_for: RecipientsFor,
     *,
     threads: int,
     progress: Progress | None = None,
@@ -151,6 +155,7 @@ def encrypt_file(
     blob_id = new_blob_id()
     file_key = bytearray(age.new_file_key())
     try:
+        recipients = recipients_for(blob_id, bytes(file_key))
         with open(source.path, "rb") as fh, blobs.writer(blob_id) as writer:
             reader = _HashingReader(fh)
             out = _HashingWriter(writer)

@@ -17,7 +17,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from strongroom.crypto.dsse import key_id, sign_statement, verify_statement
+from strongroom.crypto.dsse import ExternalKey, key_id, sign_statement, verify_statement
 from strongroom.errors import IntegrityError, InvalidInput
 
 __all__ = [
@@ -151,7 +151,7 @@ class Manifest:
             "metadata": dict(self.metadata),
         }
 
-    def sign(self, key: Ed25519PrivateKey) -> str:
+    def sign(self, key: Ed25519PrivateKey | ExternalKey) -> str:
         """The DSSE envelope of this manifest signed by ``key``."""
         return sign_statement(self.to_json(), MANIFEST_PAYLOAD_TYPE, key)
 

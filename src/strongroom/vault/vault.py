@@ -11,10 +11,12 @@ to the audit log first; if the log cannot record it, the operation is refused.
 Plaintext is never written to disk except by :meth:`Vault.export`, an explicit,
 audited act.
 
-Key release here follows the interim rule documented in
-``docs/key-custody-interim.md``: the process that holds the data directory's
-interim KEK may release file keys, and every release is audited with its shard
-and size. The sealed keyring and the release gate replace this rule.
+Keys live in the sealed keyring (:mod:`strongroom.keys`): the vault reaches it
+through a :class:`~strongroom.keys.service.KeyService` (the local agent by
+default), which wraps each new file key, signs manifests and checkpoints, and
+runs the release gate (:mod:`strongroom.release`) — the only path that
+unwraps a file key. Releases carry evidence signed by the caller's identity
+(``STRONGROOM_IDENTITY``).
 """
 
 from __future__ import annotations
@@ -31,12 +33,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError as DbIntegrityError
 
 from strongroom.audit import AuditLog
+from strongroom.audit.config import AuditSettings
 from strongroom.crypto import age
 from strongroom.errors import (
+    AccessDenied,
     AlreadyExists,
     IntegrityError,
     InvalidInput,
@@ -49,10 +54,11 @@ from strongroom.store.db import Store
 from strongroom.store.tables.vault import Artifact, ArtifactFile
 from strongroom.vault.blobstore import BlobStore, LocalBlobStore, blob_store_from_settings
 from strongroom.vault.importer import EncryptedFile, collect_files, encrypt_file
-from strongroom.vault.localkeys import LocalKeys
 from strongroom.vault.manifest import FileEntry, Manifest, TensorRef, check_name
 
 if TYPE_CHECKING:
+    from strongroom.keys.identity import Identity
+    from strongroom.keys.service import KeyService
     from strongroom.vault.loader import Weights
 
 __all__ = ["ArtifactSummary", "Vault", "VerifyReport"]
@@ -88,6 +94,16 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+@dataclass(frozen=True)
+class _WrappedBy:
+    """A recipient whose stanza the key service already made for this file key."""
+
+    stanza: age.Stanza
+
+    def wrap(self, file_key: bytes) -> list[age.Stanza]:
+        return [self.stanza]
+
+
 class Vault:
     """Encrypted artifacts on a store and a blob store, with an audit log."""
 
@@ -96,9 +112,10 @@ class Vault:
         settings: Settings,
         store: Store,
         blobs: BlobStore,
-        keys: LocalKeys,
+        keys: KeyService,
         audit: AuditLog,
         *,
+        identity: Identity | None = None,
         actor: str | None = None,
     ) -> None:
         self.settings = settings
@@ -106,21 +123,81 @@ class Vault:
         self.blobs = blobs
         self.keys = keys
         self.audit = audit
-        self.actor = actor or os.environ.get("STRONGROOM_ACTOR") or getpass.getuser()
-        self.vault_public_key = keys.vault_signing_key.public_key()
+        self._identity = identity
+        self.actor = (
+            actor
+            or (identity.public.principal if identity is not None else None)
+            or os.environ.get("STRONGROOM_ACTOR")
+            or getpass.getuser()
+        )
+        public = keys.public_keys()
+        self.manifest_key = Ed25519PublicKey.from_public_bytes(public["manifest"])
 
     @classmethod
-    def open(cls, settings: Settings | None = None, *, actor: str | None = None) -> Vault:
-        """Open (creating if needed) the vault described by ``settings``."""
+    def open(
+        cls,
+        settings: Settings | None = None,
+        *,
+        keys: KeyService | None = None,
+        identity: Identity | None = None,
+        actor: str | None = None,
+    ) -> Vault:
+        """Open the vault described by ``settings``; keys come from the local agent by default.
+
+        Raises :class:`~strongroom.errors.Sealed` when the vault is not
+        initialised or not unsealed.
+        """
         settings = settings or Settings()
         home = settings.resolved_home
         home.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if keys is None:
+            from strongroom.keys.service import key_service
+
+            keys = key_service(home)
+        service = keys
+        checkpoint_key = Ed25519PublicKey.from_public_bytes(service.public_keys()["checkpoint"])
         store = Store.open(settings.resolved_database_url)
-        keys = LocalKeys.load_or_create(home / "keys")
-        audit = AuditLog.open_default(
-            store, keys.log_signing_key, anchor_path=home / "audit" / "latest-checkpoint"
-        )
-        return cls(settings, store, blob_store_from_settings(settings), keys, audit, actor=actor)
+        try:
+            audit = AuditSettings().open_log(
+                store,
+                (checkpoint_key, lambda message: service.sign("checkpoint", message)),
+                anchor_path=home / "audit" / "latest-checkpoint",
+            )
+        except BaseException:
+            store.close()
+            raise
+        try:
+            return cls(
+                settings,
+                store,
+                blob_store_from_settings(settings),
+                service,
+                audit,
+                identity=identity,
+                actor=actor,
+            )
+        except BaseException:
+            audit.close()
+            store.close()
+            raise
+
+    @property
+    def identity(self) -> Identity:
+        """The identity that signs release evidence (``STRONGROOM_IDENTITY``)."""
+        if self._identity is None:
+            from strongroom.keys.config import KeysSettings
+            from strongroom.keys.identity import Identity
+
+            path = KeysSettings().identity
+            if path is None:
+                raise AccessDenied(
+                    "no identity to sign the key release with",
+                    obj="STRONGROOM_IDENTITY",
+                    remedy="set STRONGROOM_IDENTITY to your identity file "
+                    "(`strongroom keys new-identity`)",
+                )
+            self._identity = Identity.load(Path(path))
+        return self._identity
 
     def close(self) -> None:
         """Stop background work and release connections."""
@@ -177,7 +254,11 @@ class Vault:
             check_name(c, what="compartment name")
         sources = collect_files(path)
         version = self._next_version(name, new_version)
-        recipients: list[age.Recipient] = [self.keys.kek_recipient, *escrow]
+        keys = self.keys
+
+        def recipients_for(blob_id: str, file_key: bytes) -> list[age.Recipient]:
+            return [_WrappedBy(keys.wrap_file_key(blob_id, file_key)), *escrow]
+
         written: list[EncryptedFile] = []
         ref = f"{name}@{version}"
         try:
@@ -186,13 +267,15 @@ class Vault:
                     encrypt_file(
                         source,
                         self.blobs,
-                        recipients,
+                        recipients_for,
                         threads=self.settings.threads,
                         progress=progress,
                     )
                 )
             manifest = self._build_manifest(name, version, sorted(set(compartments)), written)
-            envelope = manifest.sign(self.keys.vault_signing_key)
+            envelope = manifest.sign(
+                (self.manifest_key, lambda message: keys.sign("manifest", message))
+            )
             self.record(
                 "weights.import",
                 ref,
@@ -318,7 +401,7 @@ class Vault:
                 )
             envelope, row_name, row_version = row.manifest_json, row.name, row.version
         manifest = Manifest.verify(
-            envelope, self.vault_public_key, obj=f"manifest of {row_name}@{row_version}"
+            envelope, self.manifest_key, obj=f"manifest of {row_name}@{row_version}"
         )
         if (manifest.name, manifest.version) != (row_name, row_version):
             raise IntegrityError(
@@ -328,7 +411,7 @@ class Vault:
         return manifest
 
     def release_file_key(self, manifest: Manifest, entry: FileEntry, purpose: str) -> bytearray:
-        """Unwrap the file key of one shard (interim rule: integrity checked, then audited)."""
+        """Ask the release gate for one shard's file key, after checking its blob's header."""
         obj = f"{manifest.ref}/{entry.path}"
         source = self._open_source(entry.blob)
         try:
@@ -350,12 +433,29 @@ class Vault:
                 "blob header does not match the signed manifest (blob swapped or altered)",
                 obj=obj,
             )
-        self.record("key.release", obj, "allow", reason=purpose, shard=entry.path, nbytes=entry.size)
+        from strongroom.release import ReleaseRequest, sign_release_evidence
+
+        identity = self.identity
+        evidence = sign_release_evidence(
+            identity.private_key,
+            artifact=manifest.ref,
+            shard=entry.path,
+            blob_id=entry.blob,
+            purpose=purpose,
+        )
+        request = ReleaseRequest(
+            principal=identity.public.principal,
+            principal_key=identity.public.public_bytes,
+            artifact=manifest.ref,
+            shard=entry.path,
+            blob_id=entry.blob,
+            nbytes=entry.size,
+            purpose=purpose,
+            evidence=evidence,
+            stanzas=tuple(header.stanzas),
+        )
         with renamed_errors(obj):
-            file_key = self.keys.kek_identity.unwrap(header.stanzas)
-        if file_key is None:
-            raise IntegrityError("no stanza for this vault's KEK in the blob header", obj=obj)
-        return bytearray(file_key)
+            return self.keys.release(request)
 
     @contextlib.contextmanager
     def open_reader(

@@ -63,13 +63,18 @@ def softhsm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SoftHsm]:
     root = tmp_path_factory.mktemp("softhsm-keys")
     (root / "tokens").mkdir()
     conf = root / "softhsm2.conf"
-    conf.write_text(f"directories.tokendir = {root / 'tokens'}/\n"
-                    "objectstore.backend = file\nlog.level = ERROR\n")
+    conf.write_text(
+        f"directories.tokendir = {root / 'tokens'}/\n"
+        "objectstore.backend = file\nlog.level = ERROR\n"
+    )
     os.environ["SOFTHSM2_CONF"] = str(conf)
     os.environ[_MARK] = str(conf)
     for label in TOKENS:
-        subprocess.run([tool, "--init-token", "--free", "--so-pin", "0000", "--pin", PIN,
-                        "--label", label], check=True, capture_output=True)
+        subprocess.run(
+            [tool, "--init-token", "--free", "--so-pin", "0000", "--pin", PIN, "--label", label],
+            check=True,
+            capture_output=True,
+        )
     yield SoftHsm(LIBRARY, conf)
 
 
@@ -95,13 +100,19 @@ def make_custodians(directory: Path, n: int) -> Custodians:
     return Custodians(ids, files)
 
 
-def init_shamir(store: Store, tmp: Path, n: int = 3, k: int = 2,
-                officers: Sequence[Path] = ()) -> tuple[InitResult, Custodians]:
+def init_shamir(
+    store: Store, tmp: Path, n: int = 3, k: int = 2, officers: Sequence[Path] = ()
+) -> tuple[InitResult, Custodians]:
     """Initialise a shamir keyring k-of-n."""
     cust = make_custodians(tmp / "custodians", n)
-    result = ceremony.init_vault(store, custodians=cust.pubfiles, threshold=k,
-                                 shares_dir=tmp / "shares", officers=officers,
-                                 settings=KeysSettings(key_backend="shamir"))
+    result = ceremony.init_vault(
+        store,
+        custodians=cust.pubfiles,
+        threshold=k,
+        shares_dir=tmp / "shares",
+        officers=officers,
+        settings=KeysSettings(key_backend="shamir"),
+    )
     return result, cust
 
 
@@ -116,8 +127,9 @@ def submit(svc: LocalKeyService, result: InitResult, cust: Custodians, index: in
     svc.submit_share(ceremony.build_submission(svc.status(), content))
 
 
-def unsealed_service(store: Store, tmp: Path, n: int = 3, k: int = 2
-                     ) -> tuple[LocalKeyService, InitResult, Custodians, Identity]:
+def unsealed_service(
+    store: Store, tmp: Path, n: int = 3, k: int = 2
+) -> tuple[LocalKeyService, InitResult, Custodians, Identity]:
     """A shamir keyring, initialised and unsealed in-process; and the bootstrap officer."""
     result, cust = init_shamir(store, tmp, n, k)
     svc = LocalKeyService(store, KeysSettings(key_backend="shamir"), audit_factory=audit_factory)
@@ -125,3 +137,16 @@ def unsealed_service(store: Store, tmp: Path, n: int = 3, k: int = 2
         submit(svc, result, cust, i)
     assert result.officer_identity is not None
     return svc, result, cust, Identity.load(result.officer_identity)
+
+
+def unseal_existing(store: Store, tmp: Path, k: int = 2) -> tuple[LocalKeyService, Identity]:
+    """Unseal, in a new process, a keyring that :func:`unsealed_service` created under ``tmp``."""
+    from strongroom.crypto.age import parse_identities
+
+    svc = LocalKeyService(store, KeysSettings(key_backend="shamir"), audit_factory=audit_factory)
+    shares = sorted((tmp / "shares").glob("share-*.age"))
+    for i in range(1, k + 1):
+        ident = parse_identities((tmp / "custodians" / f"custodian{i}.key").read_text())
+        content = ceremony.read_share_file(shares[i - 1], ident)
+        svc.submit_share(ceremony.build_submission(svc.status(), content))
+    return svc, Identity.load(tmp / "shares" / "officer.identity")

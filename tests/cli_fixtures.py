@@ -1,0 +1,85 @@
+"""A data directory set up the way an operator does it: ``init`` (2 of 3), two ``unseal``s.
+
+The key agent this starts is stopped (``strongroom seal``) when the test ends.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from strongroom.crypto.age import X25519Identity
+
+Run = Callable[..., subprocess.CompletedProcess[str]]
+
+
+def strongroom_exe() -> str:
+    """The installed ``strongroom`` console script."""
+    beside = Path(sys.executable).parent / "strongroom"
+    found = str(beside) if beside.exists() else shutil.which("strongroom")
+    assert found, "the strongroom console script is not installed"
+    return found
+
+
+def make_runner(env: dict[str, str]) -> Run:
+    """A function running ``strongroom`` with ``env``; asserts no traceback, and success if ``ok``."""
+
+    def run(*args: str | Path, ok: bool = True) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [strongroom_exe(), *map(str, args)],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+        )
+        assert "Traceback" not in result.stderr, result.stderr
+        if ok:
+            assert result.returncode == 0, result.stderr
+        return result
+
+    return run
+
+
+def unseal_home(
+    home: Path, db_url: str | None, extra: dict[str, str] | None = None
+) -> tuple[Run, dict[str, str]]:
+    """Initialise a 2-of-3 vault in ``home`` through the CLI and unseal it with two custodians."""
+    env = dict(os.environ, STRONGROOM_HOME=str(home), **(extra or {}))
+    if db_url:
+        env["STRONGROOM_DATABASE_URL"] = db_url
+    else:
+        env.pop("STRONGROOM_DATABASE_URL", None)
+    env.pop("STRONGROOM_IDENTITY", None)
+    run = make_runner(env)
+    people = home.parent / "custodians"
+    people.mkdir(parents=True, exist_ok=True)
+    pubs = []
+    for i in range(1, 4):
+        ident = X25519Identity.generate()
+        (people / f"c{i}.key").write_text(f"{ident}\n")
+        (people / f"c{i}.pub").write_text(f"{ident.recipient}\n")
+        pubs += ["--custodian", str(people / f"c{i}.pub")]
+    shares = home.parent / "shares"
+    run("init", *pubs, "--threshold", "2", "--shares-dir", shares)
+    files = sorted(shares.glob("share-*.age"))
+    assert len(files) == 3
+    for i in (1, 2):
+        run("unseal", "--share", files[i - 1], "--identity", people / f"c{i}.key")
+    env["STRONGROOM_IDENTITY"] = str(shares / "officer.identity")
+    return make_runner(env), env
+
+
+@pytest.fixture
+def unsealed_cli(tmp_path: Path, db_url: str) -> Iterator[Run]:
+    """``run(*args)`` against an unsealed vault (agent started), on each database."""
+    run, _ = unseal_home(tmp_path / "home", db_url)
+    try:
+        yield run
+    finally:
+        run("seal", ok=False)
