@@ -9,6 +9,7 @@ WAL mode with ``synchronous=FULL`` so a committed transaction survives a crash.
 from __future__ import annotations
 
 import contextlib
+import re
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,10 +24,28 @@ from strongroom.errors import StorageError
 __all__ = ["Store", "is_sqlite"]
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
-#: The newest Alembic revision. Opening a store at this revision skips Alembic
-#: entirely (importing it costs most of a CLI command's start-up); a test keeps
-#: this equal to the head of ``migrations/versions``.
-SCHEMA_HEAD = "0003"
+_REVISION = re.compile(r'^revision\s*=\s*"([^"]+)"', re.M)
+_DOWN_REVISION = re.compile(r"^down_revision\s*=\s*(.+)$", re.M)
+
+
+def schema_heads() -> frozenset[str]:
+    """The newest Alembic revisions, read from the migration files without importing Alembic.
+
+    A store already at these revisions skips Alembic entirely: importing it
+    costs most of a CLI command's start-up. A test checks this against Alembic.
+    """
+    revisions: set[str] = set()
+    parents: set[str] = set()
+    for path in (MIGRATIONS_DIR / "versions").glob("*.py"):
+        text = path.read_text(encoding="utf-8")
+        found = _REVISION.search(text)
+        if found is None:
+            continue
+        revisions.add(found.group(1))
+        down = _DOWN_REVISION.search(text)
+        if down is not None:
+            parents.update(re.findall(r'"([^"]+)"', down.group(1)))
+    return frozenset(revisions - parents)
 _upgrade_lock = threading.Lock()
 
 
@@ -99,24 +118,24 @@ class Store:
         """``sqlite`` or ``postgresql``."""
         return self.engine.dialect.name
 
-    def schema_version(self) -> str | None:
-        """The Alembic revision the database is at, or None when it has none."""
+    def schema_versions(self) -> frozenset[str]:
+        """The Alembic revisions the database is at (empty when none)."""
         try:
             with self.engine.connect() as conn:
-                row = conn.execute(text("SELECT version_num FROM alembic_version")).first()
+                rows = conn.execute(text("SELECT version_num FROM alembic_version")).all()
         except SQLAlchemyError:
-            return None
-        return None if row is None else str(row[0])
+            return frozenset()
+        return frozenset(str(r[0]) for r in rows)
 
     def migrate(self) -> None:
         """Apply every Alembic migration not yet applied."""
-        if self.schema_version() == SCHEMA_HEAD:
+        if self.schema_versions() == schema_heads():
             return
         try:
             from alembic import command
 
             with _upgrade_lock:
-                command.upgrade(_alembic_config(self.engine), "head")
+                command.upgrade(_alembic_config(self.engine), "heads")
         except SQLAlchemyError as exc:
             raise StorageError(
                 f"cannot migrate the database schema: {type(exc).__name__}: {exc.args[0] if exc.args else ''}",
