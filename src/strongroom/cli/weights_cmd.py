@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -45,23 +45,52 @@ def import_(
         list[str] | None,
         typer.Option("--escrow", help="also encrypt each file key to this age1… recipient"),
     ] = None,
+    publisher_key: Annotated[
+        Path | None,
+        typer.Option("--publisher-key", help="publisher's model-signing public key (PEM)"),
+    ] = None,
+    signature: Annotated[
+        Path | None,
+        typer.Option("--signature", help="the publisher's model-signing bundle (default: in PATH)"),
+    ] = None,
+    convert: Annotated[
+        bool,
+        typer.Option("--convert", help="convert scanned pickle checkpoints to safetensors"),
+    ] = False,
 ) -> None:
-    """Encrypt weights into the vault: one age file and file key per shard."""
+    """Scan, then encrypt weights into the vault: one age file and file key per shard."""
     from strongroom.crypto import age
     from strongroom.vault.importer import collect_files
     from strongroom.vault.vault import Vault
 
     recipients = [age.parse_recipient(r) for r in escrow or []]
-    total = sum(f.size for f in collect_files(path))
+    if path.is_dir():
+        total = sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    elif path.exists():
+        total = path.stat().st_size
+    else:
+        total = sum(f.size for f in collect_files(path))  # raises the clear NotFound
+    options: dict[str, Any] = {
+        "compartments": compartment or [],
+        "new_version": new_version,
+        "escrow": recipients,
+    }
     with Vault.open() as vault, byte_progress("import", total) as advance:
-        manifest = vault.import_weights(
-            path,
-            name,
-            compartments=compartment or [],
-            new_version=new_version,
-            escrow=recipients,
-            progress=advance,
-        )
+        if publisher_key or signature or convert:
+            from strongroom.cli.supplychain_cmd import import_checked_cli
+
+            manifest = import_checked_cli(
+                vault,
+                path,
+                name,
+                publisher_key=publisher_key,
+                signature=signature,
+                convert=convert,
+                progress=advance,
+                **options,
+            )
+        else:
+            manifest = vault.import_weights(path, name, progress=advance, **options)
     _out.print(
         f"imported [bold]{manifest.ref}[/]: {len(manifest.files)} file(s), "
         f"{len(manifest.tensors)} tensors, {_human(manifest.total_size)} encrypted"

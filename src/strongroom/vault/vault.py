@@ -252,8 +252,20 @@ class Vault:
         check_name(name)
         for c in compartments:
             check_name(c, what="compartment name")
+        from strongroom.supplychain.scan import scan_import
+
+        # Every import is scanned before anything is accepted; pickle-based
+        # files are refused here and enter only through --convert.
+        report = scan_import(path)
+        if report.pickle_files:
+            raise InvalidInput(
+                "pickle-based files are not imported as such: "
+                + ", ".join(f.path for f in report.pickle_files),
+                obj=str(path),
+                remedy="pass --convert to import them as safetensors after the scan",
+            )
         sources = collect_files(path)
-        version = self._next_version(name, new_version)
+        version = self.next_version(name, new_version)
         keys = self.keys
 
         def recipients_for(blob_id: str, file_key: bytes) -> list[age.Recipient]:
@@ -284,7 +296,7 @@ class Vault:
                 nbytes=manifest.total_size,
                 source=str(path),
             )
-            self._insert(manifest, envelope)
+            self.record_artifact(manifest, envelope)
         except BaseException as exc:
             for enc in written:
                 with contextlib.suppress(StrongroomError, OSError):
@@ -295,7 +307,8 @@ class Vault:
             raise
         return manifest
 
-    def _next_version(self, name: str, new_version: bool) -> int:
+    def next_version(self, name: str, new_version: bool) -> int:
+        """The version a new import of ``name`` gets (AlreadyExists unless ``new_version``)."""
         with self.store.session() as s:
             current = s.scalar(select(func.max(Artifact.version)).where(Artifact.name == name))
         if current is None:
@@ -337,7 +350,8 @@ class Vault:
             metadata=metadata,
         )
 
-    def _insert(self, manifest: Manifest, envelope: str) -> None:
+    def record_artifact(self, manifest: Manifest, envelope: str) -> None:
+        """Record a signed manifest whose blobs are already committed (one transaction)."""
         try:
             with self.store.session() as s:
                 artifact = Artifact(

@@ -1,0 +1,245 @@
+"""``strongroom scan|sbom|doctor`` and ``strongroom transfer export|import|approve|keygen|approve-sign``.
+
+``import_checked_cli`` is the helper ``strongroom weights import`` calls when
+``--publisher-key``, ``--signature`` or ``--convert`` is given.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+if TYPE_CHECKING:
+    from strongroom.vault.manifest import Manifest
+    from strongroom.vault.vault import Vault
+
+# Scanners, the vault and the keyring are imported inside the commands.
+
+__all__ = ["import_checked_cli", "register"]
+
+transfer = typer.Typer(help="Airgap transfer bundles: export, import, approve.", no_args_is_help=True)
+_out = Console(highlight=False)
+
+
+def scan(path: Annotated[Path, typer.Argument(help="a model file or directory")]) -> None:
+    """Scan a model file or directory; non-zero exit naming the file and global when refused."""
+    from strongroom.supplychain.scan import scan_path
+
+    report = scan_path(path)
+    table = Table("file", "kind", "size", "globals")
+    for f in report.files:
+        table.add_row(f.path, f.kind, str(f.size), ", ".join(sorted(f.globals)) or "-")
+    _out.print(table)
+    _out.print(f"[green]ok[/] {len(report.files)} file(s) passed")
+
+
+def sbom(out: Annotated[Path | None, typer.Option("--out", help="write here (default stdout)")] = None) -> None:
+    """Write a CycloneDX 1.5 SBOM of the installed strongroom and its dependencies."""
+    from strongroom.supplychain.sbom import build_sbom
+
+    text = json.dumps(build_sbom(), indent=2) + "\n"
+    if out is None:
+        sys.stdout.write(text)
+    else:
+        out.write_text(text, encoding="utf-8")
+        _out.print(f"SBOM written to {out}")
+
+
+def doctor(
+    lock: Annotated[Path, typer.Option("--lock", help="the hash-pinned lock file")] = Path("requirements.lock"),
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Report installed packages that differ from the lock and other unsafe settings."""
+    from strongroom.audit.config import AuditSettings
+    from strongroom.keys.config import KeysSettings
+    from strongroom.settings import Settings
+    from strongroom.supplychain.doctor import load_doctor_inputs, run_doctor
+
+    home = Settings().resolved_home
+    report = run_doctor(lock=lock, status=load_doctor_inputs(home), keys_settings=KeysSettings(),
+                        audit_settings=AuditSettings(), home=home)
+    if as_json:
+        print(json.dumps([f.__dict__ for f in report.findings], indent=2))
+    else:
+        for f in report.findings:
+            colour = "red" if f.level == "error" else "yellow"
+            _out.print(f"[{colour}]{f.level}[/] {f.check}: {f.message} — {f.remedy}")
+        _out.print("[green]no errors[/]" if report.ok else "[red]unsafe settings found[/]")
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+def _sender_identity(path: Path | None) -> Any:
+    from strongroom.keys.config import KeysSettings
+    from strongroom.keys.identity import Identity
+
+    chosen = path or KeysSettings().identity
+    if chosen is None:
+        from strongroom.errors import InvalidInput
+
+        raise InvalidInput("no identity to sign the bundle with", obj="--identity",
+                           remedy="pass --identity or set STRONGROOM_IDENTITY")
+    return Identity.load(Path(chosen))
+
+
+def _approvals(paths: list[Path] | None) -> list[str]:
+    return [p.read_text(encoding="utf-8") for p in paths or []]
+
+
+def _enclave(value: str | None) -> str:
+    import os
+
+    from strongroom.errors import InvalidInput
+
+    enclave = value or os.environ.get("STRONGROOM_ENCLAVE_ID")
+    if not enclave:
+        raise InvalidInput("this enclave's id is not known", obj="--enclave",
+                           remedy="pass --enclave or set STRONGROOM_ENCLAVE_ID")
+    return enclave
+
+
+def _transfer_identity(path: Path) -> Any:
+    from strongroom.crypto.age import X25519Identity, parse_identities
+
+    ids = [i for i in parse_identities(path.read_text(encoding="utf-8")) if isinstance(i, X25519Identity)]
+    if len(ids) != 1:
+        from strongroom.errors import InvalidInput
+
+        raise InvalidInput("expected exactly one age X25519 identity", obj=str(path))
+    return ids[0]
+
+
+@transfer.command("keygen")
+def keygen(out: Annotated[Path, typer.Option("--out", help="new transfer identity file (0600)")]) -> None:
+    """Create this enclave's age X25519 transfer identity; prints the recipient senders use."""
+    from strongroom.crypto.age import X25519Identity
+    from strongroom.keys.identity import write_private_file
+
+    ident = X25519Identity.generate()
+    write_private_file(out, f"# strongroom transfer identity\n# recipient: {ident.recipient}\n{ident}\n".encode())
+    print(ident.recipient)
+
+
+@transfer.command("approve-sign")
+def approve_sign(
+    action: Annotated[str, typer.Option("--action", help="transfer.export or transfer.import")],
+    bundle_id: Annotated[str, typer.Option("--bundle-id")],
+    artifact: Annotated[str, typer.Option("--artifact", help="name@version")],
+    enclave: Annotated[str, typer.Option("--enclave", help="destination enclave id")],
+    out: Annotated[Path, typer.Option("--out")],
+    identity: Annotated[Path | None, typer.Option("--identity", help="officer identity")] = None,
+) -> None:
+    """An officer signs an approval of one transfer."""
+    from strongroom.supplychain.airgap import TransferRequest, sign_approval
+
+    envelope = sign_approval(_sender_identity(identity), TransferRequest(action, bundle_id, artifact, enclave))
+    out.write_text(envelope, encoding="utf-8")
+    _out.print(f"approval written to {out}")
+
+
+@transfer.command("export")
+def export(
+    name: str,
+    to: Annotated[Path, typer.Option("--to", help="new bundle directory (removable media)")],
+    enclave: Annotated[str, typer.Option("--enclave", help="destination enclave id")],
+    recipient: Annotated[str, typer.Option("--recipient", help="destination's age1… transfer recipient")],
+    bundle_id: Annotated[str, typer.Option("--bundle-id", help="the id the approvals name")],
+    approval: Annotated[list[Path] | None, typer.Option("--approval", help="officer approval (repeatable)")] = None,
+    threshold: Annotated[int, typer.Option("--threshold", help="officer approvals required")] = 1,
+    identity: Annotated[Path | None, typer.Option("--identity", help="sender identity")] = None,
+    version: Annotated[int | None, typer.Option("--version")] = None,
+) -> None:
+    """Write an encrypted, signed transfer bundle for another enclave."""
+    from strongroom.crypto.age import X25519Recipient
+    from strongroom.supplychain.airgap import OfficerQuorum, export_bundle
+    from strongroom.vault.vault import Vault
+
+    with Vault.open() as vault:
+        result = export_bundle(vault, name, to, enclave=enclave, recipient=X25519Recipient.parse(recipient),
+                               sender=_sender_identity(identity), approvals=_approvals(approval),
+                               approver=OfficerQuorum.from_vault(vault, threshold),
+                               bundle_id=bundle_id, version=version)
+    _out.print(f"bundle {result.bundle_id} of {result.artifact} ({result.files} files) written to "
+               f"{result.path} for enclave {enclave}")
+
+
+@transfer.command("import")
+def import_(
+    path: Annotated[Path, typer.Argument(help="the bundle directory")],
+    sender_key: Annotated[Path, typer.Option("--sender-key", help="the sender's pinned public key")],
+    transfer_identity: Annotated[Path, typer.Option("--transfer-identity", help="this enclave's age identity")],
+    enclave: Annotated[str | None, typer.Option("--enclave", help="this enclave's id")] = None,
+    approval: Annotated[list[Path] | None, typer.Option("--approval", help="officer approval of the import")] = None,
+    threshold: Annotated[int, typer.Option("--threshold")] = 1,
+    name: Annotated[str | None, typer.Option("--name", help="artifact name here")] = None,
+) -> None:
+    """Verify, scan and quarantine a bundle; with enough --approval, admit it at once."""
+    from strongroom.keys.identity import PublicIdentity
+    from strongroom.supplychain.airgap import OfficerQuorum, admit_bundle, receive_bundle
+    from strongroom.vault.vault import Vault
+
+    sender = PublicIdentity.load(sender_key)
+    ident = _transfer_identity(transfer_identity)
+    here = _enclave(enclave)
+    with Vault.open() as vault:
+        q = receive_bundle(vault, path, sender=sender, enclave=here, identity=ident)
+        _out.print(f"bundle {q.bundle_id} ({q.artifact}, {q.files} files) verified, scanned, quarantined")
+        if approval:
+            manifest = admit_bundle(vault, q.bundle_id, sender=sender, enclave=here, identity=ident,
+                                    approvals=_approvals(approval),
+                                    approver=OfficerQuorum.from_vault(vault, threshold), name=name)
+            _out.print(f"admitted as [bold]{manifest.ref}[/]")
+
+
+@transfer.command("approve")
+def approve(
+    bundle_id: str,
+    sender_key: Annotated[Path, typer.Option("--sender-key")],
+    transfer_identity: Annotated[Path, typer.Option("--transfer-identity")],
+    approval: Annotated[list[Path], typer.Option("--approval", help="officer approval (repeatable)")],
+    enclave: Annotated[str | None, typer.Option("--enclave")] = None,
+    threshold: Annotated[int, typer.Option("--threshold")] = 1,
+    name: Annotated[str | None, typer.Option("--name")] = None,
+) -> None:
+    """Admit a quarantined bundle once a quorum of officers approved it."""
+    from strongroom.keys.identity import PublicIdentity
+    from strongroom.supplychain.airgap import OfficerQuorum, admit_bundle
+    from strongroom.vault.vault import Vault
+
+    with Vault.open() as vault:
+        manifest = admit_bundle(vault, bundle_id, sender=PublicIdentity.load(sender_key),
+                                enclave=_enclave(enclave), identity=_transfer_identity(transfer_identity),
+                                approvals=_approvals(approval),
+                                approver=OfficerQuorum.from_vault(vault, threshold), name=name)
+    _out.print(f"admitted as [bold]{manifest.ref}[/]")
+
+
+def import_checked_cli(
+    vault: Vault,
+    path: Path,
+    name: str,
+    *,
+    publisher_key: Path | None,
+    signature: Path | None,
+    convert: bool,
+    **kwargs: Any,
+) -> Manifest:
+    """What ``weights import`` calls for ``--publisher-key``/``--signature``/``--convert``."""
+    from strongroom.supplychain.imports import import_checked
+
+    return import_checked(vault, path, name, publisher_key=publisher_key, signature=signature,
+                          convert=convert, **kwargs)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``scan``, ``sbom``, ``doctor`` and ``transfer`` to the main app."""
+    app.command("scan")(scan)
+    app.command("sbom")(sbom)
+    app.command("doctor")(doctor)
+    app.add_typer(transfer, name="transfer")

@@ -1,0 +1,183 @@
+"""``strongroom doctor``: what is installed and configured unsafely, with the remedy.
+
+Use it like this::
+
+    report = run_doctor(lock=Path("requirements.lock"), keys=service)
+    for f in report.findings: print(f.level, f.check, f.message, f.remedy)
+    report.ok           # no "error" findings
+
+Checks: installed packages against the hash-pinned lock file (missing, other
+version, not in the lock); the vault's seal state; software keys where an
+HSM is configured; no witnesses or a zero witness quorum; a data directory
+or identity file readable by others; an HSM PIN left in the environment.
+
+Each check takes its inputs as parameters, so tests give real values; it
+never changes anything. Do not read ``ok`` as "secure": it means none of
+these known-bad settings was found.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from strongroom.errors import InvalidInput, NotFound, StrongroomError
+from strongroom.supplychain.sbom import dependency_closure, normalize
+
+if TYPE_CHECKING:
+    from strongroom.audit.config import AuditSettings
+    from strongroom.keys.config import KeysSettings
+    from strongroom.keys.keyring import KeyringStatus
+
+__all__ = ["DoctorReport", "Finding", "check_lock", "parse_lock", "run_doctor"]
+
+_PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(\[[^\]]*\])?==([^\s;\\]+)")
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One problem: which check, how bad, what it is, and what to do."""
+
+    check: str
+    level: str  # "error" or "warning"
+    message: str
+    remedy: str
+
+
+@dataclass
+class DoctorReport:
+    """Every finding of one run."""
+
+    findings: list[Finding] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """True when no finding is an error."""
+        return not any(f.level == "error" for f in self.findings)
+
+
+def parse_lock(text: str, *, obj: str = "requirements.lock") -> dict[str, str]:
+    """``name -> version`` from a pip-compile style lock file (every pin must carry a hash)."""
+    pins: dict[str, str] = {}
+    current: str | None = None
+    hashed: set[str] = set()
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        match = _PIN.match(line)
+        if match:
+            current = normalize(match.group(1))
+            pins[current] = match.group(3)
+        if "--hash=sha256:" in line and current is not None:
+            hashed.add(current)
+    unhashed = sorted(set(pins) - hashed)
+    if unhashed:
+        raise InvalidInput(f"pins without --hash: {', '.join(unhashed)}", obj=obj,
+                           remedy="regenerate the lock with --generate-hashes")
+    return pins
+
+
+def check_lock(pins: dict[str, str], report: DoctorReport) -> None:
+    """Installed runtime closure of strongroom vs the lock's pins."""
+    closure = dependency_closure()
+    for name, dist in sorted(closure.items()):
+        if name == "strongroom":
+            continue
+        want = pins.get(name)
+        if want is None:
+            report.findings.append(Finding("lock", "error", f"{name} {dist.version} is installed but not in the lock",
+                                           "regenerate requirements.lock and review the new dependency"))
+        elif want != dist.version:
+            report.findings.append(Finding("lock", "error", f"{name} is {dist.version}, the lock pins {want}",
+                                           "pip install --require-hashes -r requirements.lock"))
+    for name, version in sorted(pins.items()):
+        try:
+            metadata.distribution(name)
+        except metadata.PackageNotFoundError:
+            report.findings.append(Finding("lock", "error", f"{name}=={version} is locked but not installed",
+                                           "pip install --require-hashes -r requirements.lock"))
+
+
+def _mode_open(path: Path) -> bool:
+    try:
+        return bool(path.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO))
+    except OSError:
+        return False
+
+
+def run_doctor(
+    *,
+    lock: Path | None,
+    status: KeyringStatus | None,
+    keys_settings: KeysSettings,
+    audit_settings: AuditSettings,
+    home: Path,
+    environ: dict[str, str] | None = None,
+) -> DoctorReport:
+    """Run every check; ``status`` None means the keyring could not be reached."""
+    env = dict(os.environ if environ is None else environ)
+    report = DoctorReport()
+    add = report.findings.append
+    if lock is None or not lock.is_file():
+        add(Finding("lock", "error", f"lock file {lock} not found",
+                    "install from requirements.lock with --require-hashes"))
+    else:
+        check_lock(parse_lock(lock.read_text(encoding="utf-8"), obj=str(lock)), report)
+    if status is None:
+        add(Finding("seal", "warning", "the key service could not be reached",
+                    "start it with `strongroom unseal`"))
+    elif not status.initialized:
+        add(Finding("seal", "error", "the vault is not initialised", "run `strongroom init`"))
+    elif status.sealed:
+        add(Finding("seal", "warning", "the vault is sealed (nothing can be released)",
+                    "unseal with a custodian quorum when work needs it"))
+    hsm_configured = bool(keys_settings.hsm_token) or keys_settings.key_backend == "hsm"
+    backend = status.backend if status is not None and status.initialized else keys_settings.key_backend
+    if hsm_configured and backend != "hsm":
+        add(Finding("keys", "error",
+                    f"an HSM is configured (STRONGROOM_HSM_TOKEN) but the keyring uses {backend} software keys",
+                    "re-create the keyring with STRONGROOM_KEY_BACKEND=hsm or remove the HSM settings"))
+    if "STRONGROOM_HSM_PIN" in env:
+        add(Finding("keys", "warning", "the HSM PIN is in the environment",
+                    "answer the PIN prompt instead of exporting STRONGROOM_HSM_PIN"))
+    try:
+        witnesses = audit_settings.witness_list()
+    except StrongroomError as exc:
+        add(Finding("witnesses", "error", exc.message, exc.remedy))
+        witnesses = []
+    if not witnesses:
+        add(Finding("witnesses", "error", "no audit witnesses are configured",
+                    "set STRONGROOM_WITNESSES and STRONGROOM_WITNESS_QUORUM"))
+    elif audit_settings.witness_quorum == 0:
+        add(Finding("witnesses", "warning", "witnesses are configured but the quorum is 0",
+                    "set STRONGROOM_WITNESS_QUORUM to at least 1"))
+    elif audit_settings.witness_quorum > len(witnesses):
+        add(Finding("witnesses", "error", "the witness quorum exceeds the number of witnesses",
+                    "lower STRONGROOM_WITNESS_QUORUM or add witnesses"))
+    if home.exists() and _mode_open(home):
+        add(Finding("home", "error", f"data directory {home} is accessible to group or others",
+                    f"chmod 700 {home}"))
+    if keys_settings.identity is not None:
+        ident = Path(keys_settings.identity)
+        if not ident.exists():
+            add(Finding("identity", "error", f"identity file {ident} not found", "fix STRONGROOM_IDENTITY"))
+        elif _mode_open(ident):
+            add(Finding("identity", "error", f"identity file {ident} is readable by others",
+                        f"chmod 600 {ident}"))
+    return report
+
+
+def load_doctor_inputs(home: Path) -> KeyringStatus | None:
+    """The keyring status from the running agent, or None when there is none."""
+    from strongroom.keys.service import key_service
+
+    try:
+        return key_service(home, start=False).status()
+    except (StrongroomError, OSError, NotFound):
+        return None
