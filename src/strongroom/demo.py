@@ -92,7 +92,7 @@ def run() -> None:
         finally:
             witness.terminate()
             witness.wait(10)
-        _step("8. Seal")
+        _step("9. Seal")
         _cli("seal")
     except BaseException:
         _cli("seal", check=False, show=False)
@@ -245,12 +245,17 @@ def _run_in(home: Path, settings: Settings, src: Path, model_file: Path, witness
             f"exported to {dest} with reason recorded; files match the manifest's SHA-256"
         )
 
-        _step("6. Supply chain: signed import, scanning, airgap transfer")
+        _step("6. Inference gateway: outputs only, extraction throttled and alerted")
+        from strongroom.gateway.demo import demo_gateway
+
+        demo_gateway(vault, console)
+
+        _step("7. Supply chain: signed import, scanning, airgap transfer")
         from strongroom.supplychain.demo import demo_supplychain
 
         demo_supplychain(vault, console, home)
 
-        _step("7. The audit log: Merkle tree, signed checkpoint, witness cosignature")
+        _step("8. The audit log: Merkle tree, signed checkpoint, witness cosignature")
         _audit_section(vault, witness_vkey)
 
 

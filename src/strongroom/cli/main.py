@@ -11,6 +11,7 @@ from rich.markup import escape
 from strongroom.cli import (
     age_cmd,
     audit_cmd,
+    gateway_cmd,
     keys_cmd,
     supplychain_cmd,
     weights_cmd,
@@ -28,7 +29,15 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-for module in (age_cmd, keys_cmd, weights_cmd, audit_cmd, witness_cmd, supplychain_cmd):
+for module in (
+    age_cmd,
+    keys_cmd,
+    weights_cmd,
+    audit_cmd,
+    witness_cmd,
+    supplychain_cmd,
+    gateway_cmd,
+):
     module.register(app)
 
 _err = Console(stderr=True, highlight=False)

@@ -1,0 +1,111 @@
+"""``strongroom gateway``: serve a model's outputs (never its weights); sign and check code releases."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from strongroom.errors import InvalidInput, NotFound
+
+gateway_app = typer.Typer(help="The hardened inference gateway (output-only access).",
+                          no_args_is_help=True)
+
+OwnerOpt = Annotated[list[Path], typer.Option("--code-owner", help="a code owner's public key file (repeatable)")]
+ThresholdOpt = Annotated[int, typer.Option("--threshold", help="code owners' signatures required")]
+
+
+def _read(path: Path, what: str) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise NotFound(f"{what} not found", obj=str(path)) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidInput(f"cannot read {what} ({type(exc).__name__})", obj=str(path)) from exc
+
+
+@gateway_app.command("sign-release")
+def sign_release_cmd(
+    identity: Annotated[list[Path], typer.Option("--identity", help="a code owner's identity file (repeatable)")],
+    out: Annotated[Path, typer.Option("--out", help="release file: created, or co-signed if it exists")],
+) -> None:
+    """Sign the installed strongroom code as a release (or add your signature to one)."""
+    from strongroom.gateway.codesign import add_signature, sign_release
+    from strongroom.keys.identity import Identity
+
+    identities = [Identity.load(p) for p in identity]
+    if out.exists():
+        envelope = _read(out, "release")
+        for ident in identities:
+            envelope = add_signature(envelope, ident)
+        out.write_text(envelope + "\n", encoding="utf-8")
+        typer.echo(f"co-signed {out} as {', '.join(i.public.principal for i in identities)}")
+        return
+    envelope = sign_release(identities)
+    out.write_text(envelope + "\n", encoding="utf-8")
+    typer.echo(f"wrote {out}, signed by {', '.join(i.public.principal for i in identities)}")
+
+
+@gateway_app.command("verify-release")
+def verify_release_cmd(release: Path, code_owner: OwnerOpt, threshold: ThresholdOpt = 2) -> None:
+    """Check the installed code against a release signed by THRESHOLD code owners."""
+    from strongroom.gateway.codesign import verify_release
+    from strongroom.keys.identity import PublicIdentity
+
+    signed = verify_release(_read(release, "release").strip(),
+                            [PublicIdentity.load(p) for p in code_owner], threshold)
+    typer.echo(f"ok: {len(signed.files)} modules of strongroom {signed.version} match the release "
+               f"signed by {', '.join(signed.signers)}")
+
+
+@gateway_app.command("serve")
+def serve(
+    artifact: str,
+    release: Annotated[Path, typer.Option("--release", help="signed code release file")],
+    code_owner: OwnerOpt,
+    caller: Annotated[list[Path], typer.Option("--caller", help="public key of a principal allowed to infer (repeatable)")],
+    threshold: ThresholdOpt = 2,
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port to listen on")] = 8700,
+    precision: Annotated[int, typer.Option(help="decimal places returned")] = 4,
+    max_dimensions: Annotated[int | None, typer.Option(help="most components returned")] = None,
+) -> None:
+    """Load ARTIFACT through key release and serve POST /v1/embeddings (only)."""
+    import uvicorn
+
+    from strongroom.gateway import (
+        AllowList,
+        AuditAlertSink,
+        GatewayConfig,
+        OutputPolicy,
+        SignedRequestAuth,
+        create_app,
+        start_gateway,
+    )
+    from strongroom.keys.identity import PublicIdentity
+    from strongroom.vault.vault import Vault
+
+    callers = [PublicIdentity.load(p) for p in caller]
+    config = GatewayConfig(output=OutputPolicy(precision=precision, max_dimensions=max_dimensions))
+    with Vault.open() as vault:
+        gw = start_gateway(
+            vault, artifact, release=_read(release, "release").strip(),
+            code_owners=[PublicIdentity.load(p) for p in code_owner], threshold=threshold,
+            auth=SignedRequestAuth(callers), authorizer=AllowList(c.principal for c in callers),
+            alerts=AuditAlertSink(vault.audit), config=config,
+        )
+        try:
+            assert gw.memory is not None
+            typer.echo(f"serving {gw.model_ref} on http://{host}:{port}/v1/embeddings to "
+                       f"{', '.join(c.principal for c in callers) or 'nobody'}")
+            typer.echo(gw.memory.describe())
+            uvicorn.run(create_app(gw), host=host, port=port, log_level="warning",
+                        access_log=False, lifespan="off")
+        finally:
+            gw.close()
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``strongroom gateway`` to the main app."""
+    app.add_typer(gateway_app, name="gateway")
