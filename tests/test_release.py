@@ -22,7 +22,6 @@ from strongroom.keys.service import LocalKeyService
 from strongroom.release import (
     ReleaseGate,
     ReleaseRequest,
-    SlidingWindowMeter,
     sign_release_evidence,
 )
 from strongroom.store.db import Store
@@ -114,10 +113,14 @@ def test_sealed_refuses(unsealed: tuple[LocalKeyService, Identity]) -> None:
 
 
 def test_budget(unsealed: tuple[LocalKeyService, Identity]) -> None:
+    from strongroom.monitor.egress import Budget, EgressMeter
+
     svc, officer = unsealed
     svc.wrap_file_key("blob-1", os.urandom(16))
     assert svc._gate is not None
-    svc._gate.egress = SlidingWindowMeter(cap_bytes=1500)
+    meter = svc._gate.egress
+    assert isinstance(meter, EgressMeter)  # the monitor's durable meter, not an interim one
+    meter.set_budget(Budget("principal", "*", 86400, 1500))
     svc.release(_request(officer, nbytes=1000))
     with pytest.raises(BudgetExceeded):
         svc.release(_request(officer, nbytes=1000))
@@ -125,6 +128,8 @@ def test_budget(unsealed: tuple[LocalKeyService, Identity]) -> None:
 
 
 def test_audit_unavailable_refuses(unsealed: tuple[LocalKeyService, Identity]) -> None:
+    from strongroom.monitor.egress import EgressMeter
+
     svc, officer = unsealed
     svc.wrap_file_key("blob-1", os.urandom(16))
     assert svc._gate is not None
@@ -133,12 +138,12 @@ def test_audit_unavailable_refuses(unsealed: tuple[LocalKeyService, Identity]) -
         def append(self, **_: object) -> int:
             raise AuditUnavailable("down", obj="audit")
 
-    gate = ReleaseGate(svc.keyring, Broken(), seed_from_audit=False)  # type: ignore[arg-type]
-    meter = SlidingWindowMeter(cap_bytes=10_000)
-    gate.egress = meter
+    meter = EgressMeter(svc.store)
+    gate = ReleaseGate(svc.keyring, Broken(), egress=meter, seed_from_audit=False)  # type: ignore[arg-type]
     with pytest.raises(AuditUnavailable):
         gate.release(_request(officer))
-    assert meter.used(officer.public.principal, 10**10) == 0  # refunded, nothing released
+    used = meter.usage(officer.public.principal, "m@1", now=10**10)
+    assert all(u.used == 0 for u in used)  # refunded, nothing released
 
 
 def test_replay_and_budget_survive_restart(store: Store, tmp_path: Path) -> None:
@@ -150,9 +155,8 @@ def test_replay_and_budget_survive_restart(store: Store, tmp_path: Path) -> None
     gate = ReleaseGate(svc.keyring, svc._audit, egress=None)
     with pytest.raises(AccessDenied, match="replay"):
         gate.release(req)
-    meter = gate.egress
-    assert isinstance(meter, SlidingWindowMeter)
     import time
 
-    assert meter.used(officer.public.principal, time.time()) == 1000
+    used = {u.budget.scope: u.used for u in gate.egress.usage(officer.public.principal, "m@1", now=time.time())}  # type: ignore[attr-defined]
+    assert used["principal"] == 1000
     svc.seal()

@@ -59,16 +59,18 @@ from strongroom.errors import (
 if TYPE_CHECKING:
     from strongroom.audit.log import AuditLog
     from strongroom.keys.keyring import Keyring
+    from strongroom.store.db import Store
 
 __all__ = [
     "EVIDENCE_PAYLOAD_TYPE",
     "MAX_EVIDENCE_LIFETIME_S",
+    "CanaryCheck",
     "EgressMeter",
     "EvidenceVerifier",
     "OfficerEvidence",
     "ReleaseGate",
     "ReleaseRequest",
-    "SlidingWindowMeter",
+    "default_meter",
     "sign_release_evidence",
 ]
 
@@ -129,12 +131,30 @@ class EvidenceVerifier(Protocol):
 class EgressMeter(Protocol):
     """Charges released bytes against a principal's budget."""
 
-    def charge(self, principal: str, nbytes: int, now: float) -> None:
+    def charge(
+        self,
+        principal: str,
+        nbytes: int,
+        now: float,
+        *,
+        artifact: str | None = None,
+        charge_id: str | None = None,
+    ) -> None:
         """Record the bytes or raise BudgetExceeded (then nothing is recorded)."""
         ...
 
-    def refund(self, principal: str, nbytes: int, now: float) -> None:
+    def refund(
+        self, principal: str, nbytes: int, now: float, *, charge_id: str | None = None
+    ) -> None:
         """Undo a charge whose release was refused later (audit failure)."""
+        ...
+
+
+class CanaryCheck(Protocol):
+    """Raises a critical alert (and may refuse) when a request touches a decoy."""
+
+    def check(self, request: ReleaseRequest) -> bool:
+        """True when the request was for a canary (the alert is already raised)."""
         ...
 
 
@@ -203,60 +223,33 @@ class OfficerEvidence:
         return {"evidence_key": kid, "nonce": nonce, "expires": expires}
 
 
-class SlidingWindowMeter:
-    """Interim egress rule: at most ``cap_bytes`` per principal in any 24 h window."""
+def default_meter(
+    store: Store,
+    audit: AuditLog,
+    *,
+    alerts: Any = None,
+    clock: Callable[[], float] = time.time,
+    backfill: bool = True,
+) -> EgressMeter:
+    """The monitor's durable egress meter with the configured per-principal cap.
 
-    def __init__(self, cap_bytes: int, window_s: int = EGRESS_WINDOW_S) -> None:
-        self.cap_bytes = cap_bytes
-        self.window_s = window_s
-        self._lock = threading.Lock()
-        self._events: dict[str, deque[tuple[float, int]]] = {}
-        self._totals: dict[str, int] = {}
+    ``STRONGROOM_EGRESS_CAP_BYTES`` caps each principal per 24 h; the artifact and
+    lab-wide budgets are the monitor's defaults (see docs/monitoring.md). Alerts
+    near and at a cap go to the alert store and the audit log.
+    """
+    from strongroom.keys.config import KeysSettings
+    from strongroom.monitor.alerts import AlertManager
+    from strongroom.monitor.egress import DEFAULT_BUDGETS, Budget
+    from strongroom.monitor.egress import EgressMeter as DurableMeter
 
-    def _expire(self, principal: str, now: float) -> deque[tuple[float, int]]:
-        q = self._events.setdefault(principal, deque())
-        while q and q[0][0] <= now - self.window_s:
-            _, n = q.popleft()
-            self._totals[principal] -= n
-        return q
-
-    def used(self, principal: str, now: float) -> int:
-        """Bytes charged to ``principal`` in the window ending ``now``."""
-        with self._lock:
-            self._expire(principal, now)
-            return self._totals.get(principal, 0)
-
-    def charge(self, principal: str, nbytes: int, now: float) -> None:
-        """Charge or raise BudgetExceeded."""
-        with self._lock:
-            q = self._expire(principal, now)
-            total = self._totals.get(principal, 0)
-            if total + nbytes > self.cap_bytes:
-                raise BudgetExceeded(
-                    f"releasing {nbytes} bytes would take {principal} to {total + nbytes} of "
-                    f"{self.cap_bytes} bytes in 24 h", obj=principal,
-                    remedy="wait for the window to move, or have the cap raised "
-                    "(STRONGROOM_EGRESS_CAP_BYTES)")
-            q.append((now, nbytes))
-            self._totals[principal] = total + nbytes
-
-    def preload(self, principal: str, nbytes: int, at: float) -> None:
-        """Add an older release (newest first, e.g. read back from the audit log)."""
-        with self._lock:
-            self._events.setdefault(principal, deque()).appendleft((at, nbytes))
-            self._totals[principal] = self._totals.get(principal, 0) + nbytes
-
-    def refund(self, principal: str, nbytes: int, now: float) -> None:
-        """Undo the most recent matching charge."""
-        with self._lock:
-            q = self._events.get(principal)
-            if not q:
-                return
-            for i in range(len(q) - 1, -1, -1):
-                if q[i][1] == nbytes:
-                    del q[i]
-                    self._totals[principal] -= nbytes
-                    return
+    cap = KeysSettings().egress_cap_bytes
+    budgets = [Budget("principal", "*", EGRESS_WINDOW_S, cap), *DEFAULT_BUDGETS[1:]]
+    meter = DurableMeter(
+        store, budgets=budgets, alerts=alerts or AlertManager(store, audit=audit), clock=clock
+    )
+    if backfill:
+        meter.backfill(audit)
+    return meter
 
 
 def _parse_time(text: str) -> float:
@@ -273,26 +266,24 @@ class ReleaseGate:
         *,
         evidence: EvidenceVerifier | None = None,
         egress: EgressMeter | None = None,
+        canaries: CanaryCheck | None = None,
         clock: Callable[[], float] = time.time,
         seed_from_audit: bool = True,
     ) -> None:
-        from strongroom.keys.config import KeysSettings
-
         self.keyring = keyring
         self.audit = audit
         self.clock = clock
         officer_rule = OfficerEvidence(keyring.officers)
         self.evidence: EvidenceVerifier = evidence or officer_rule
-        meter = SlidingWindowMeter(KeysSettings().egress_cap_bytes)
-        self.egress: EgressMeter = egress or meter
-        if seed_from_audit:
-            self._seed(officer_rule if evidence is None else None,
-                       meter if egress is None else None)
+        if egress is None:
+            egress = default_meter(keyring.store, audit, clock=clock, backfill=seed_from_audit)
+        self.egress: EgressMeter = egress
+        self.canaries = canaries
+        if seed_from_audit and evidence is None:
+            self._seed(officer_rule)
 
-    def _seed(self, rule: OfficerEvidence | None, meter: SlidingWindowMeter | None) -> None:
-        """Rebuild used nonces and 24 h egress from the audit log's recent releases."""
-        if rule is None and meter is None:
-            return
+    def _seed(self, rule: OfficerEvidence) -> None:
+        """Rebuild the used nonces from the audit log's recent releases."""
         now = self.clock()
         horizon = now - max(EGRESS_WINDOW_S, MAX_EVIDENCE_LIFETIME_S)
         end = self.audit.size()
@@ -306,11 +297,8 @@ class ReleaseGate:
                 oldest = min(oldest, t)
                 if ev.action != ACTION or ev.decision != "allow" or t <= horizon:
                     continue
-                if meter is not None and ev.nbytes is not None and t > now - meter.window_s:
-                    meter.preload(ev.actor, int(ev.nbytes), t)
                 nonce, expires = ev.details.get("nonce"), ev.details.get("expires")
-                if rule is not None and isinstance(nonce, str) and isinstance(expires, int) \
-                        and expires > now:
+                if isinstance(nonce, str) and isinstance(expires, int) and expires > now:
                     rule.remember(nonce, float(expires))
             if oldest <= horizon:
                 break
@@ -343,8 +331,21 @@ class ReleaseGate:
         except AccessDenied as exc:
             self._deny(request, exc)
             raise
+        if self.canaries is not None:
+            try:
+                self.canaries.check(request)  # a critical alert naming who asked
+            except AccessDenied as exc:
+                self._deny(request, exc, **accepted)
+                raise
+        # Keyed by the evidence nonce, as the meter keys audit events it replays,
+        # so a release is never charged twice.
+        nonce = accepted.get("nonce")
+        charge_id = nonce if isinstance(nonce, str) and nonce else None
         try:
-            self.egress.charge(request.principal, request.nbytes, now)
+            self.egress.charge(
+                request.principal, request.nbytes, now, artifact=request.artifact,
+                charge_id=charge_id,
+            )
         except BudgetExceeded as exc:
             self._deny(request, exc, **accepted)
             raise
@@ -355,6 +356,6 @@ class ReleaseGate:
                               details={"purpose": request.purpose, "blob_id": request.blob_id,
                                        "kek_version": located.version, **accepted})
         except BaseException:
-            self.egress.refund(request.principal, request.nbytes, now)
+            self.egress.refund(request.principal, request.nbytes, now, charge_id=charge_id)
             raise
         return self.keyring.unwrap(request.blob_id, located)

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from gateway_helpers import REFERENCE, minilm_dir
 from safetensors.numpy import load_file
 
 from strongroom.errors import InvalidInput
@@ -17,6 +16,8 @@ from strongroom.gateway.minilm import MiniLM, limit_blas_threads
 from strongroom.gateway.models import load_model
 from strongroom.gateway.tokenizer import WordPieceTokenizer, basic_tokenize
 from strongroom.vault.vault import Vault
+
+from gateway_helpers import REFERENCE, minilm_dir
 
 CASES = json.loads(REFERENCE.read_text(encoding="utf-8"))["cases"]
 

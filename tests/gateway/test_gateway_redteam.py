@@ -11,14 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from gateway_helpers import (
-    TOY_HIDDEN,
-    TOY_OUT,
-    Recorder,
-    embed_request,
-    make_toy_artifact,
-    vectors,
-)
 from safetensors.numpy import load_file
 from starlette.testclient import TestClient
 
@@ -28,6 +20,15 @@ from strongroom.gateway.defence import OutputPolicy
 from strongroom.gateway.models import load_model
 from strongroom.gateway.server import EMBEDDINGS_PATH, Gateway, GatewayConfig, create_app
 from strongroom.keys.identity import Identity
+
+from gateway_helpers import (
+    TOY_HIDDEN,
+    TOY_OUT,
+    Recorder,
+    embed_request,
+    make_toy_artifact,
+    vectors,
+)
 
 MALLORY = Identity.generate("mallory")
 

@@ -9,7 +9,6 @@ import string
 import httpx
 import numpy as np
 import pytest
-from gateway_helpers import REFERENCE, minilm_dir
 
 from strongroom.errors import AccessDenied, IntegrityError
 from strongroom.gateway import (
@@ -27,6 +26,8 @@ from strongroom.gateway.codesign import release_statement
 from strongroom.gateway.defence import DetectorConfig
 from strongroom.keys.identity import Identity
 from strongroom.vault.vault import Vault
+
+from gateway_helpers import REFERENCE, minilm_dir
 
 OWNERS = [Identity.generate(n) for n in ("alice", "bob", "carol")]
 IVY = Identity.generate("ivy")

@@ -13,6 +13,7 @@ from strongroom.cli import (
     audit_cmd,
     gateway_cmd,
     keys_cmd,
+    monitor_cmd,
     supplychain_cmd,
     weights_cmd,
     witness_cmd,
@@ -37,6 +38,7 @@ for module in (
     witness_cmd,
     supplychain_cmd,
     gateway_cmd,
+    monitor_cmd,
 ):
     module.register(app)
 

@@ -277,7 +277,7 @@ class AgentServer:
         server.listen(64)
         server.settimeout(_POLL_S)
         store = Store.open(Settings().resolved_database_url)
-        self.service = LocalKeyService(store, self.settings)
+        self.service = LocalKeyService(store, self.settings, alerts_file=self.home / "alerts.jsonl")
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, lambda *_: self._stop.set())
         watcher = threading.Thread(target=self._watch, args=(self._home_id(),), daemon=True)

@@ -35,7 +35,7 @@ from strongroom.crypto.age import Stanza
 from strongroom.errors import InvalidInput, Sealed, StrongroomError
 from strongroom.keys.config import KeysSettings
 from strongroom.keys.keyring import Keyring, KeyringStatus
-from strongroom.release import ReleaseGate, ReleaseRequest
+from strongroom.release import ReleaseGate, ReleaseRequest, default_meter
 from strongroom.store.db import Store
 
 if TYPE_CHECKING:
@@ -95,8 +95,10 @@ class LocalKeyService:
         *,
         audit_factory: AuditFactory = _default_audit,
         actor: str | None = None,
+        alerts_file: Path | None = None,
     ) -> None:
         self.store = store
+        self._alerts_file = alerts_file
         self.settings = settings or KeysSettings()
         self.keyring = Keyring(store, self.settings)
         self._audit_factory = audit_factory
@@ -114,7 +116,17 @@ class LocalKeyService:
                 self._audit.append(actor=self.actor, action="keys.unseal",
                                    obj=f"vault {status.vault_id}", decision="allow",
                                    reason=f"{status.backend} unseal")
-                self._gate = ReleaseGate(self.keyring, self._audit)
+                from strongroom.monitor.alerts import AlertManager, JsonLinesSink
+                from strongroom.monitor.canaries import CanaryRegistry
+
+                sinks = [JsonLinesSink(self._alerts_file)] if self._alerts_file else []
+                alerts = AlertManager(self.store, audit=self._audit, sinks=sinks)
+                canaries = CanaryRegistry(self.store, alerts)
+                meter = default_meter(self.store, self._audit, alerts=alerts)
+                self._gate = ReleaseGate(
+                    self.keyring, self._audit, egress=meter, canaries=canaries
+                )
+                alerts.deliver_pending()
             except BaseException:
                 self.seal()
                 raise

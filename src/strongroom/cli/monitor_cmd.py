@@ -1,0 +1,183 @@
+"""``strongroom alerts ls|ack`` and ``strongroom monitor eval|egress|budget``.
+
+``alerts ls`` and ``monitor egress`` only read the database; ``alerts ack``
+and ``monitor budget`` change state and are audited, so they need an unsealed
+vault (the audit log's key agent). ``monitor eval`` touches no state at all:
+it runs the detectors over a synthetic lab.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.console import Console
+
+if TYPE_CHECKING:
+    from strongroom.store.db import Store
+
+# SQLAlchemy, numpy and the monitor modules are imported inside the commands:
+# importing them here would slow every `strongroom` command.
+
+alerts_app = typer.Typer(help="Insider-risk and egress alerts.", no_args_is_help=True)
+monitor_app = typer.Typer(help="Egress budgets and detector evaluation.", no_args_is_help=True)
+_out = Console(highlight=False, soft_wrap=True)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON")]
+
+
+@contextlib.contextmanager
+def _store() -> Iterator[Store]:
+    from strongroom.settings import Settings
+    from strongroom.store.db import Store
+
+    store = Store.open(Settings().resolved_database_url)
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+def _gib(n: float) -> str:
+    return f"{n / 2**30:,.1f} GiB"
+
+
+def _duration(seconds: float) -> str:
+    if seconds == float("inf"):
+        return "never (cap 0)"
+    if seconds >= 86400:
+        return f"{seconds / 86400:,.1f} days"
+    if seconds >= 3600:
+        return f"{seconds / 3600:,.1f} h"
+    return f"{seconds:,.0f} s"
+
+
+@alerts_app.command("ls")
+def alerts_ls(
+    all_: Annotated[bool, typer.Option("--all", help="include acknowledged alerts")] = False,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="how many")] = 50,
+    as_json: JsonOpt = False,
+) -> None:
+    """List alerts, newest first (unacknowledged only unless --all)."""
+    from strongroom.monitor.alerts import AlertManager
+
+    with _store() as store:
+        rows = AlertManager(store).recent(unacked=not all_, limit=limit)
+    if as_json:
+        typer.echo(json.dumps([{**a.payload(), "count": a.count,
+                                "acked_by": a.acked_by} for a in rows], default=str))
+        return
+    if not rows:
+        _out.print("no alerts")
+        return
+    for a in rows:
+        state = f"acked by {a.acked_by}" if a.acked_by else "open"
+        _out.print(f"#{a.id} {a.severity.upper():8} {a.rule:15} {a.subject:12} {a.obj} "
+                   f"x{a.count} [{state}] {a.message}", markup=False)
+
+
+@alerts_app.command("ack")
+def alerts_ack(
+    alert_id: int,
+    by: Annotated[str, typer.Option("--by", help="who handled it")],
+    note: Annotated[str, typer.Option("--note", help="what was found")] = "",
+) -> None:
+    """Acknowledge an alert (audited as alert.ack)."""
+    from strongroom.cli.audit_cmd import open_log
+    from strongroom.monitor.alerts import AlertManager
+
+    with open_log() as log:
+        stored = AlertManager(log.store, audit=log).ack(alert_id, by=by, note=note)
+    _out.print(f"alert #{stored.id} acknowledged by {stored.acked_by}", markup=False)
+
+
+@monitor_app.command("eval")
+def monitor_eval(
+    seed: Annotated[int, typer.Option("--seed", help="generator seed")] = 1,
+    people: Annotated[int, typer.Option("--people", min=50, help="people in the lab")] = 500,
+    days: Annotated[int, typer.Option("--days", min=40, help="days simulated")] = 60,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run the detectors over a synthetic lab with scripted insiders; report recall and noise."""
+    from strongroom.monitor.evaluation import evaluate
+
+    report = evaluate(seed=seed, people=people, days=days)
+    if as_json:
+        typer.echo(json.dumps(report.summary()))
+        return
+    _out.print(f"synthetic lab: seed {seed}, {report.people} people, {report.days} days, "
+               f"{report.events:,} events, {report.person_days:,} scored person-days "
+               f"({report.seconds:.1f} s)")
+    for name, row in report.scenarios.items():
+        _out.print(f"  {name:34} recall {row['recall']:.2f} "
+                   f"({row['detected']}/{row['instances']})", markup=False)
+    _out.print(f"overall recall {report.recall:.3f}; false alerts {report.false_alerts} "
+               f"= {report.false_alert_rate:.2f} per 1,000 person-days "
+               f"(target: recall >= 0.9 at <= 1)")
+
+
+@monitor_app.command("egress")
+def monitor_egress(
+    compression: Annotated[float, typer.Option("--compression", min=0.01,
+                                               help="original / compressed size")] = 1.0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Budgets in force and how long stealing each artifact would take under them."""
+    from sqlalchemy import select
+
+    from strongroom.monitor.egress import EgressMeter
+    from strongroom.store.tables.vault import Artifact
+
+    with _store() as store:
+        meter = EgressMeter(store)
+        budgets = meter.budgets()
+        with store.session() as s:
+            arts = [(f"{a.name}@{a.version}", int(a.total_size))
+                    for a in s.scalars(select(Artifact).order_by(Artifact.name, Artifact.version))]
+        estimates = meter.time_to_exfiltrate(arts, compression=compression)
+    if as_json:
+        typer.echo(json.dumps({
+            "budgets": [{"scope": b.scope, "subject": b.subject, "window_s": b.window_s,
+                         "cap_bytes": b.cap_bytes} for b in budgets],
+            "artifacts": [e.to_dict() for e in estimates]}, default=str))
+        return
+    _out.print("budgets:")
+    for b in budgets:
+        _out.print(f"  {b.scope:9} {b.subject:20} {_gib(b.cap_bytes)} per {b.window_s} s",
+                   markup=False)
+    _out.print(f"time to exfiltrate (one principal, compression {compression}):")
+    if not estimates:
+        _out.print("  no artifacts")
+    for e in estimates:
+        _out.print(f"  {e.artifact:30} {_gib(e.size):>12}  {_duration(e.seconds):>14} "
+                   f"at the sustained rate; at least {_duration(e.min_seconds)}", markup=False)
+
+
+@monitor_app.command("budget")
+def monitor_budget(
+    scope: Annotated[str, typer.Argument(help="principal, artifact or lab")],
+    subject: Annotated[str, typer.Argument(help="a principal, an artifact name, or *")],
+    cap_gib: Annotated[float, typer.Argument(help="cap in GiB", min=0)],
+    window_h: Annotated[int, typer.Option("--window-h", min=1, help="window, hours")] = 24,
+) -> None:
+    """Set (or replace) an egress budget; audited as monitor.budget."""
+    from strongroom.cli.audit_cmd import open_log
+    from strongroom.monitor.egress import Budget, EgressMeter
+
+    budget = Budget(scope, subject, window_h * 3600, int(cap_gib * 2**30))  # type: ignore[arg-type]
+    with open_log() as log:
+        log.append(actor="operator", action="monitor.budget", obj=f"{scope}:{subject}",
+                   decision="allow", details={"window_s": budget.window_s,
+                                              "cap_bytes": budget.cap_bytes})
+        EgressMeter(log.store).set_budget(budget)
+    _out.print(f"budget {scope} {subject}: {_gib(budget.cap_bytes)} per {window_h} h",
+               markup=False)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``alerts`` and ``monitor`` to the main app."""
+    app.add_typer(alerts_app, name="alerts")
+    app.add_typer(monitor_app, name="monitor")
