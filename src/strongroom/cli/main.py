@@ -9,11 +9,14 @@ from rich.console import Console
 from rich.markup import escape
 
 from strongroom.cli import (
+    access_cmd,
     age_cmd,
     audit_cmd,
+    docs_cmd,
     gateway_cmd,
     keys_cmd,
     monitor_cmd,
+    people_cmd,
     supplychain_cmd,
     weights_cmd,
     witness_cmd,
@@ -39,6 +42,9 @@ for module in (
     supplychain_cmd,
     gateway_cmd,
     monitor_cmd,
+    people_cmd,
+    access_cmd,
+    docs_cmd,
 ):
     module.register(app)
 

@@ -1,0 +1,138 @@
+"""Access benchmarks: Cedar decisions and Grant verification, in-process.
+
+Targets (issue 4): policy decisions >= 20,000/s with 10,000 principals and
+1,000 resources, p99 <= 1 ms; Grant verification with 3 approvals >= 5,000/s.
+
+    .venv/bin/python bench/access.py [--decisions 50000] [--grants 5000]
+
+* **decisions**: one pre-parsed :class:`PolicySnapshot` of 10,000 principals
+  and 1,000 resources; random (principal, action, resource) per call.
+* **grant verification**: :func:`verify_grant` on grants of 3 approvals each
+  (request + 3 approvals + the grant's own signature, the rule, and Cedar
+  for the requester and each approver), against a verified in-memory
+  directory. ``cold``: every grant seen for the first time (5 Ed25519
+  verifications each); ``warm``: grants already verified once (the gate's
+  steady state: one grant checked at every shard release), signatures served
+  by the verify cache, rule and policy re-evaluated.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import time
+
+from strongroom.access.approvals import AccessRequest, approve
+from strongroom.access.directory import (
+    Directory,
+    Enrollment,
+    Resource,
+    ResourceLabel,
+    Rule,
+    Vetting,
+)
+from strongroom.access.grants import build_grant, verify_grant
+from strongroom.access.policy import PolicyEngine
+from strongroom.access.statements import VerifyCache
+from strongroom.keys.identity import Identity
+
+COMPARTMENTS = ("atlas", "borealis", "cirrus", "delta", "eos", "fjord")
+
+
+def _ratio(value: float, target: float, higher_is_better: bool = True) -> str:
+    r = value / target if higher_is_better else target / value
+    return f"{r:.2f}x target ({'ok' if r >= 1 else 'BELOW'})"
+
+
+def bench_decisions(n: int, rng: random.Random) -> None:
+    """Decisions/s and p99 over a 10k-principal, 1k-resource snapshot."""
+    now = int(time.time())
+    people = [Enrollment(
+        name=f"p{i}", key=Identity.generate().public.public_bytes, roles=("approvers",),
+        clearance=rng.randint(0, 4), compartments=tuple(rng.sample(COMPARTMENTS,
+                                                                   rng.randint(0, 3))),
+        vetting=Vetting("active" if rng.random() < 0.95 else "lapsed", now, now + 10**6))
+        for i in range(10_000)]
+    ids = [p.key_id for p in people]
+    resources = [Resource(f"r{i}@1", "weights", rng.randint(0, 4),
+                          tuple(rng.sample(COMPARTMENTS, rng.randint(0, 2))))
+                 for i in range(1_000)]
+    engine = PolicyEngine()
+    t0 = time.perf_counter()
+    snap = engine.snapshot(people, resources)
+    parse = time.perf_counter() - t0
+    actions = ("infer", "load", "read", "export")
+    lat = []
+    allowed = 0
+    start = time.perf_counter()
+    for _ in range(n):
+        t = time.perf_counter()
+        allowed += snap.allowed(ids[rng.randrange(10_000)], rng.choice(actions),
+                                resources[rng.randrange(1_000)].name, now)
+        lat.append(time.perf_counter() - t)
+    total = time.perf_counter() - start
+    lat.sort()
+    rate = n / total
+    p99 = lat[int(0.99 * n)] * 1000
+    print(f"policy decisions: {rate:,.0f}/s  p50 {statistics.median(lat) * 1e3:.3f} ms  "
+          f"p99 {p99:.3f} ms  ({allowed / n:.0%} allowed; 10,000 principals + 1,000 "
+          f"resources parsed once in {parse:.2f} s)")
+    print(f"  throughput {_ratio(rate, 20_000)}; p99 {_ratio(p99, 1.0, False)}")
+
+
+def bench_grants(n: int) -> None:
+    """Grant verifications/s with 3 approvals, cold and warm."""
+    now = int(time.time())
+    requesters = [Identity.generate(f"req{i}") for i in range(50)]
+    approvers = [Identity.generate(f"apr{i}") for i in range(6)]
+    people = {}
+    for ident in requesters + approvers:
+        e = Enrollment(name=ident.name or "", key=ident.public.public_bytes,
+                       roles=("approvers", "security-officers") if ident in approvers[:2]
+                       else ("approvers",), clearance=4, compartments=("atlas",),
+                       vetting=Vetting("active", now, now + 10**6))
+        people[e.key_id] = e
+    resource = Resource("minilm@1", "weights", 3, ("atlas",))
+    label = ResourceLabel("minilm", 3, ("atlas",),
+                          {"load": Rule.parse("2 of approvers AND 1 of security-officers")})
+    directory = Directory(people, {"minilm": label}, set())
+    engine = PolicyEngine()
+    grants = []
+    for i in range(n):
+        req_ident = requesters[i % len(requesters)]
+        req = AccessRequest.new(req_ident.name or "", req_ident.public.key_id, "minilm", "load",
+                                "bench", 3600, 1 << 30, now)
+        env = req.sign(req_ident.private_key)
+        picks = [*random.sample(approvers[2:], 2), approvers[i % 2]]
+        apps = [approve(a.private_key, a.name or "", env, now=now) for a in picks]
+        grants.append(build_grant(req_ident.private_key, env, apps, now=now))
+    cache = VerifyCache()
+    start = time.perf_counter()
+    for g in grants:
+        verify_grant(g, directory, engine, resource, now=now, cache=cache)
+    cold = n / (time.perf_counter() - start)
+    rounds = 3
+    start = time.perf_counter()
+    for _ in range(rounds):
+        for g in grants:
+            verify_grant(g, directory, engine, resource, now=now, cache=cache)
+    warm = rounds * n / (time.perf_counter() - start)
+    print(f"grant verification (3 approvals): cold {cold:,.0f}/s ({_ratio(cold, 5_000)}); "
+          f"warm {warm:,.0f}/s ({_ratio(warm, 5_000)})")
+
+
+def main() -> None:
+    """Run both benchmarks and print figures with ratios to the targets."""
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--decisions", type=int, default=50_000)
+    ap.add_argument("--grants", type=int, default=3_000)
+    ap.add_argument("--seed", type=int, default=4)
+    args = ap.parse_args()
+    rng = random.Random(args.seed)
+    bench_decisions(args.decisions, rng)
+    bench_grants(args.grants)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,300 @@
+"""Access requests and the signed approvals that answer them.
+
+A request (who, what, action, purpose, duration, byte budget) is a statement
+signed by the requester's own key; its identity is the SHA-256 of its signed
+payload (:func:`~strongroom.access.statements.payload_digest`). An approval is
+a statement signed by the approver's own key over that digest, with a nonce
+and an expiry, so it cannot be replayed onto another request or used late::
+
+    req_env = AccessRequest.new(alice, "minilm", "load", "eval run", 3600, 1 << 30).sign(alice_key)
+    digest = submit_request(store, req_env)
+    submit_approval(store, approve(bob_key, "bob", req_env))
+    counted = count_approvals(request, approvals, directory, engine, resource, at=..., now=...)
+    assignment = satisfy(rule, counted.approvers)          # None until the rule is met
+
+Rules are an AND of ``k of group`` terms. The requester never counts; a person
+counts once, towards one term, even holding several roles; an approver must be
+enrolled, unrevoked, vetted and cleared for the resource (the Cedar ``approve``
+action). These functions are pure: the gate calls them with a directory it
+verified itself, so nothing stored can add an approver.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from strongroom.access import statements
+from strongroom.access.directory import Directory, Enrollment, Resource, Rule, base_name
+from strongroom.access.policy import ACTIONS, PolicyEngine
+from strongroom.access.statements import VerifyCache
+from strongroom.crypto.dsse import key_id
+from strongroom.errors import IntegrityError, InvalidInput
+from strongroom.store.db import Store
+
+__all__ = [
+    "MAX_APPROVAL_TTL_S",
+    "MAX_GRANT_DURATION_S",
+    "AccessRequest",
+    "Approval",
+    "Counted",
+    "approve",
+    "count_approvals",
+    "deny",
+    "satisfy",
+    "submit_approval",
+    "submit_request",
+]
+
+#: Longest a grant may last (also how far back the gate re-reads byte usage).
+MAX_GRANT_DURATION_S = 7 * 24 * 3600
+#: Longest an approval stays usable.
+MAX_APPROVAL_TTL_S = 7 * 24 * 3600
+
+
+@dataclass(frozen=True)
+class AccessRequest:
+    """Who asks for which action on what, why, for how long and for how many bytes."""
+
+    requester: str
+    requester_key: str
+    resource: str
+    action: str
+    purpose: str
+    duration_s: int
+    byte_budget: int
+    created: int
+    nonce: str
+
+    @classmethod
+    def new(cls, requester: str, requester_key: str, resource: str, action: str, purpose: str,
+            duration_s: int, byte_budget: int, now: float) -> AccessRequest:
+        """A fresh request (checked) with a random nonce."""
+        req = cls(requester, requester_key, resource, action, purpose, int(duration_s),
+                  int(byte_budget), int(now), secrets.token_hex(16))
+        req.check()
+        return req
+
+    def check(self) -> None:
+        """Refuse malformed requests."""
+        if self.action not in ACTIONS or self.action in ("approve", "administer", "write"):
+            raise InvalidInput(f"cannot request action {self.action!r}", obj=self.resource,
+                               remedy="request infer, load, read or export")
+        if not 0 < self.duration_s <= MAX_GRANT_DURATION_S:
+            raise InvalidInput(f"duration must be 1..{MAX_GRANT_DURATION_S} s", obj=self.resource)
+        if self.byte_budget < 0:
+            raise InvalidInput("byte budget must be >= 0", obj=self.resource)
+        if not self.purpose.strip():
+            raise InvalidInput("a request needs a purpose", obj=self.resource,
+                               remedy="say why you need access (--purpose)")
+        if not self.resource or not self.requester_key:
+            raise InvalidInput("a request needs a resource and the requester's key",
+                               obj="request")
+
+    def to_statement(self) -> dict[str, Any]:
+        """The signed form."""
+        return {"requester": self.requester, "requester_key": self.requester_key,
+                "resource": self.resource, "action": self.action, "purpose": self.purpose,
+                "duration_s": self.duration_s, "byte_budget": self.byte_budget,
+                "created": self.created, "nonce": self.nonce}
+
+    @classmethod
+    def from_statement(cls, st: Mapping[str, Any]) -> AccessRequest:
+        """Parse a verified request statement."""
+        try:
+            req = cls(str(st["requester"]), str(st["requester_key"]), str(st["resource"]),
+                      str(st["action"]), str(st["purpose"]), int(st["duration_s"]),
+                      int(st["byte_budget"]), int(st["created"]), str(st["nonce"]))
+            req.check()
+            return req
+        except (KeyError, TypeError, ValueError, InvalidInput) as exc:
+            raise IntegrityError(f"request statement has an unexpected shape ({exc})",
+                                 obj="request") from None
+
+    def sign(self, key: Ed25519PrivateKey) -> str:
+        """The request statement signed by the requester's key."""
+        if key_id(key.public_key()) != self.requester_key:
+            raise InvalidInput("a request must be signed by the requester's own key",
+                               obj=self.resource)
+        return statements.sign("request", self.to_statement(), key)
+
+    def covers(self, artifact: str) -> bool:
+        """True if this request's resource names ``artifact`` (``name`` covers every version)."""
+        return self.resource == artifact or (
+            "@" not in self.resource and base_name(artifact) == self.resource)
+
+
+@dataclass(frozen=True)
+class Approval:
+    """One approver's signed yes (or no) to one request."""
+
+    request: str
+    approver: str
+    approver_key: str
+    decision: str
+    nonce: str
+    issued: int
+    expires: int
+    reason: str = ""
+
+    def to_statement(self) -> dict[str, Any]:
+        """The signed form."""
+        return {"request": self.request, "approver": self.approver,
+                "approver_key": self.approver_key, "decision": self.decision,
+                "nonce": self.nonce, "issued": self.issued, "expires": self.expires,
+                "reason": self.reason}
+
+    @classmethod
+    def from_statement(cls, st: Mapping[str, Any]) -> Approval:
+        """Parse a verified approval or denial statement."""
+        try:
+            return cls(str(st["request"]), str(st["approver"]), str(st["approver_key"]),
+                       str(st["decision"]), str(st["nonce"]), int(st["issued"]),
+                       int(st["expires"]), str(st.get("reason", "")))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise IntegrityError(f"approval statement has an unexpected shape ({exc})",
+                                 obj="approval") from None
+
+
+def approve(key: Ed25519PrivateKey, approver: str, request_env: str, *, now: float,
+            ttl_s: int = 24 * 3600) -> str:
+    """An approval of the request in ``request_env``, signed by the approver's key."""
+    if not 0 < ttl_s <= MAX_APPROVAL_TTL_S:
+        raise InvalidInput(f"approval lifetime must be 1..{MAX_APPROVAL_TTL_S} s", obj="approval")
+    a = Approval(statements.payload_digest(request_env), approver, key_id(key.public_key()),
+                 "approve", secrets.token_hex(16), int(now), int(now) + ttl_s)
+    return statements.sign("approval", a.to_statement(), key)
+
+
+def deny(key: Ed25519PrivateKey, approver: str, request_env: str, *, now: float,
+         reason: str) -> str:
+    """A signed denial: the request is closed (no grant is issued while it stands)."""
+    a = Approval(statements.payload_digest(request_env), approver, key_id(key.public_key()),
+                 "deny", secrets.token_hex(16), int(now), int(now) + MAX_APPROVAL_TTL_S, reason)
+    return statements.sign("denial", a.to_statement(), key)
+
+
+def submit_request(store: Store, request_env: str) -> str:
+    """Store a request (unverified: everything that acts on it verifies it); its digest."""
+    req = AccessRequest.from_statement(statements.unverified_payload(request_env))
+    digest = statements.payload_digest(request_env)
+    return statements.put(store, "request", request_env, subject=digest,
+                          resource=base_name(req.resource),
+                          expires=req.created + MAX_APPROVAL_TTL_S)
+
+
+def submit_approval(store: Store, env: str, kind: str = "approval") -> str:
+    """Store an approval or denial under its request's digest."""
+    a = Approval.from_statement(statements.unverified_payload(env))
+    return statements.put(store, kind, env, subject=a.request, expires=a.expires)
+
+
+@dataclass
+class Counted:
+    """Approvals that count, why the others do not, and the requester's own decision."""
+
+    approvers: list[Enrollment] = field(default_factory=list)
+    approvals: list[Approval] = field(default_factory=list)
+    refused: list[str] = field(default_factory=list)
+    requester_allowed: bool | None = None
+
+
+def count_approvals(
+    request: AccessRequest,
+    request_digest: str,
+    approval_envs: Sequence[str],
+    directory: Directory,
+    engine: PolicyEngine,
+    resource: Resource,
+    *,
+    at: float,
+    now: float,
+    cache: VerifyCache | None = None,
+    requester: Enrollment | None = None,
+) -> Counted:
+    """Verify each approval and keep those that count at time ``at`` (vetting checked at ``now``).
+
+    With ``requester``, its own Cedar decision for the requested action is made
+    in the same Cedar call (``Counted.requester_allowed``).
+    """
+    cache = cache or VerifyCache()
+    out = Counted()
+    candidates: list[tuple[Enrollment, Approval]] = []
+    people: set[str] = set()
+    for env in approval_envs:
+        try:
+            claimed = Approval.from_statement(statements.unverified_payload(env))
+        except (IntegrityError, InvalidInput) as exc:
+            out.refused.append(f"malformed approval ({exc.message})")
+            continue
+        who = directory.principal(claimed.approver_key)
+        if who is None:
+            out.refused.append(f"approval by key {claimed.approver_key}: not an enrolled, "
+                               "unrevoked principal")
+            continue
+        try:
+            a = Approval.from_statement(cache.verify(env, "approval",
+                                                     {who.key_id: who.public_key},
+                                                     obj=f"approval by {who.name}"))
+        except IntegrityError as exc:
+            out.refused.append(f"approval by {who.name}: {exc.message}")
+            continue
+        if a.approver_key != who.key_id or a.decision != "approve":
+            out.refused.append(f"approval by {who.name}: not an approval by its signer")
+        elif a.request != request_digest:
+            out.refused.append(f"approval by {who.name} is for another request")
+        elif who.key_id == request.requester_key or who.name == request.requester:
+            out.refused.append(f"{who.name} requested this: the requester never counts")
+        elif not a.issued <= at < a.expires or a.expires - a.issued > MAX_APPROVAL_TTL_S:
+            out.refused.append(f"approval by {who.name} was not valid at the grant's issue time")
+        elif who.name in people or who.key_id in people:
+            out.refused.append(f"{who.name} already counted: a person counts once")
+        else:
+            people.update((who.name, who.key_id))
+            candidates.append((who, a))
+    asks = [(who, "approve") for who, _ in candidates]
+    if requester is not None:
+        asks.append((requester, request.action))
+    decisions = engine.decide_many(asks, resource, now)
+    if requester is not None:
+        out.requester_allowed = decisions.pop().allowed
+    for (who, a), decision in zip(candidates, decisions, strict=True):
+        if decision.allowed:
+            out.approvers.append(who)
+            out.approvals.append(a)
+        else:
+            out.refused.append(f"{who.name} is not vetted and cleared to approve {resource.name}")
+    return out
+
+
+def satisfy(rule: Rule, approvers: Sequence[Enrollment]) -> dict[str, list[str]] | None:
+    """Assign each approver to at most one term so every ``k of group`` is met, or None.
+
+    A bipartite matching (approvers to term slots): someone with two roles
+    still fills one slot only.
+    """
+    slots = [t for t in rule.terms for _ in range(t.k)]
+    match: dict[int, int] = {}  # slot -> approver index
+
+    def augment(i: int, seen: set[int]) -> bool:
+        for s, term in enumerate(slots):
+            if term.group not in approvers[i].roles or s in seen:
+                continue
+            seen.add(s)
+            if s not in match or augment(match[s], seen):
+                match[s] = i
+                return True
+        return False
+
+    for i in range(len(approvers)):
+        augment(i, set())
+    if len(match) < len(slots):
+        return None
+    out: dict[str, list[str]] = {}
+    for s, i in sorted(match.items()):
+        out.setdefault(str(slots[s]), []).append(approvers[i].name)
+    return out

@@ -1,0 +1,251 @@
+"""Grants: a request plus the approvals that meet its rule, bounded in time and bytes.
+
+A Grant is a statement carrying the signed request and the signed approvals,
+its issue time and its expiry (issue time + the requested duration), signed by
+whoever assembled it (the requester or one of the counted approvers). It adds
+no authority of its own: :func:`verify_grant` re-checks every signature and
+the rule from a verified directory, exactly as the release gate does::
+
+    env = build_grant(bob_key, request_env, approval_envs, now=now)
+    grant = verify_grant(env, directory, engine, resource, now=now)   # AccessDenied if not
+    issue_grant(store, bob_key, request_digest, directory, engine, resource, now=now)
+
+Revoke with :func:`revoke_grant` (the requester, an approver of the grant, a
+security officer, or an officer pinned in the keyring may): the gate honours it
+at the next release. Byte budgets are charged by the gate
+(:class:`~strongroom.access.evidence.GrantEvidence`), not here.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from strongroom.access import statements
+from strongroom.access.approvals import (
+    MAX_APPROVAL_TTL_S,
+    AccessRequest,
+    Approval,
+    count_approvals,
+    satisfy,
+)
+from strongroom.access.directory import Directory, Resource, base_name
+from strongroom.access.policy import PolicyEngine
+from strongroom.access.statements import VerifyCache
+from strongroom.crypto.dsse import key_id
+from strongroom.errors import AccessDenied, ApprovalRequired, IntegrityError, InvalidInput
+from strongroom.store.db import Store
+
+__all__ = [
+    "CLOCK_SKEW_S",
+    "VerifiedGrant",
+    "build_grant",
+    "grant_revoked",
+    "issue_grant",
+    "parse_approval",
+    "revoke_grant",
+    "verify_grant",
+]
+
+#: How far a grant's issue time may lie in the future of the verifier's clock.
+CLOCK_SKEW_S = 300
+
+
+@dataclass(frozen=True)
+class VerifiedGrant:
+    """A grant whose every signature and rule was checked."""
+
+    grant_id: str
+    request: AccessRequest
+    request_digest: str
+    approvers: tuple[str, ...]
+    assignment: Mapping[str, list[str]]
+    issued: int
+    expires: int
+    byte_budget: int
+    issuer: str
+
+
+def build_grant(key: Ed25519PrivateKey, request_env: str, approval_envs: Sequence[str], *,
+                now: float) -> str:
+    """Assemble (and sign) a grant statement; :func:`verify_grant` decides whether it holds."""
+    req = AccessRequest.from_statement(statements.unverified_payload(request_env))
+    issued = int(now)
+    return statements.sign("grant", {"request": request_env, "approvals": list(approval_envs),
+                                     "issued": issued, "expires": issued + req.duration_s,
+                                     "nonce": secrets.token_hex(8)}, key)
+
+
+def _deny(message: str, obj: str, remedy: str = "") -> AccessDenied:
+    return AccessDenied(message, obj=obj, remedy=remedy or None)
+
+
+def verify_grant(
+    env: str,
+    directory: Directory,
+    engine: PolicyEngine,
+    resource: Resource,
+    *,
+    now: float,
+    cache: VerifyCache | None = None,
+) -> VerifiedGrant:
+    """Check a grant from its signatures against ``directory`` for ``resource`` at ``now``."""
+    cache = cache or VerifyCache()
+    obj = resource.name
+    try:
+        claimed = statements.unverified_payload(env)
+        request_env = claimed["request"]
+        approval_envs = claimed["approvals"]
+        if not isinstance(request_env, str) or not isinstance(approval_envs, list) \
+                or not all(isinstance(a, str) for a in approval_envs):
+            raise ValueError("request or approvals malformed")
+        claimed_req = statements.unverified_payload(request_env)
+    except (InvalidInput, KeyError, ValueError):
+        raise _deny("the grant is malformed", obj) from None
+    requester = directory.principal(str(claimed_req.get("requester_key", "")))
+    if requester is None:
+        raise _deny("the grant's requester is not an enrolled, unrevoked principal", obj,
+                    "ask the security officers to enroll the requester")
+    try:
+        req = AccessRequest.from_statement(cache.verify(
+            request_env, "request", {requester.key_id: requester.public_key},
+            obj=f"request by {requester.name}"))
+    except IntegrityError as exc:
+        raise _deny(f"the grant's request does not verify: {exc.message}", obj) from None
+    if req.requester_key != requester.key_id or req.requester != requester.name:
+        raise _deny("the request names another requester than its signer", obj)
+    # The grant's own signature: by the requester or one of the claimed approvers.
+    signers: dict[str, Ed25519PublicKey] = {requester.key_id: requester.public_key}
+    for a_env in approval_envs:
+        try:
+            kid = str(statements.unverified_payload(a_env).get("approver_key", ""))
+        except InvalidInput:
+            continue
+        who = directory.principal(kid)
+        if who is not None:
+            signers[kid] = who.public_key
+    try:
+        st = cache.verify(env, "grant", signers, obj=f"grant for {obj}")
+        issued, expires = int(st["issued"]), int(st["expires"])
+    except IntegrityError as exc:
+        raise _deny(f"the grant does not verify: {exc.message}", obj) from None
+    except (KeyError, TypeError, ValueError):
+        raise _deny("the grant has no valid issue time or expiry", obj) from None
+    if st["request"] != request_env or st["approvals"] != approval_envs:
+        raise _deny("the grant's content changed after signing", obj)
+    if not req.covers(resource.name):
+        raise _deny(f"the grant is for {req.resource}, not {resource.name}", obj,
+                    "request access to this resource")
+    if expires != issued + req.duration_s or not req.created <= issued <= req.created \
+            + MAX_APPROVAL_TTL_S:
+        raise _deny("the grant's time bounds do not match its request", obj)
+    if issued > now + CLOCK_SKEW_S:
+        raise _deny("the grant is issued in the future", obj)
+    if now >= expires:
+        raise _deny("the grant has expired", obj, "request access again")
+    digest = statements.payload_digest(request_env)
+    counted = count_approvals(req, digest, approval_envs, directory, engine, resource,
+                              at=issued, now=now, cache=cache, requester=requester)
+    if not counted.requester_allowed:
+        raise _deny(f"policy denies {requester.name} {req.action} on {resource.name} "
+                    "(clearance, compartments or vetting)", obj,
+                    "the security officers must update the enrollment")
+    rule = directory.rule(resource.name, req.action)
+    assignment = satisfy(rule, counted.approvers)
+    if assignment is None:
+        why = "; ".join(counted.refused[:4])
+        raise ApprovalRequired(
+            f"approvals do not meet the rule {rule} ({len(counted.approvers)} counted"
+            + (f"; not counted: {why}" if why else "") + ")", obj=obj,
+            remedy="collect approvals from distinct, vetted and cleared approvers")
+    issuer = next((kid for kid in statements.signer_ids(env) if kid in signers), "")
+    names = {p.key_id: p.name for p in (requester, *counted.approvers)}
+    return VerifiedGrant(statements.payload_digest(env), req, digest,
+                         tuple(p.name for p in counted.approvers), assignment, issued, expires,
+                         req.byte_budget, names.get(issuer, issuer))
+
+
+def issue_grant(
+    store: Store,
+    key: Ed25519PrivateKey,
+    request_digest: str,
+    directory: Directory,
+    engine: PolicyEngine,
+    resource: Resource,
+    *,
+    now: float,
+    cache: VerifyCache | None = None,
+    extra_check: Any = None,
+) -> tuple[str, VerifiedGrant]:
+    """Build a grant from the stored request and approvals, verify it as the gate would, store it.
+
+    ``extra_check(verified)`` runs before storing (the caps check); it raises to refuse.
+    """
+    requests = statements.envelopes(store, "request", subject=request_digest)
+    if not requests:
+        raise InvalidInput("no such request", obj=request_digest[:16],
+                           remedy="`strongroom access grants --pending` lists open requests")
+    request_env = requests[0]
+    if statements.envelopes(store, "denial", subject=request_digest):
+        raise AccessDenied("the request was denied", obj=request_digest[:16],
+                           remedy="file a new request")
+    approvals = statements.envelopes(store, "approval", subject=request_digest,
+                                     newest_first=False)
+    env = build_grant(key, request_env, approvals, now=now)
+    verified = verify_grant(env, directory, engine, resource, now=now, cache=cache)
+    if extra_check is not None:
+        extra_check(verified)
+    statements.put(store, "grant", env, subject=verified.request.requester_key,
+                   resource=base_name(verified.request.resource), expires=verified.expires)
+    return env, verified
+
+
+def revoke_grant(store: Store, key: Ed25519PrivateKey, by: str, grant_id: str, reason: str, *,
+                 now: float) -> str:
+    """Sign and store a grant revocation; the gate refuses the grant from the next release."""
+    env = statements.sign("grant-revocation", {"grant": grant_id, "by": by,
+                                               "by_key": key_id(key.public_key()),
+                                               "reason": reason, "issued": int(now)}, key)
+    statements.put(store, "grant-revocation", env, subject=grant_id)
+    return env
+
+
+def grant_revoked(
+    grant: VerifiedGrant,
+    revocation_envs: Sequence[str],
+    directory: Directory,
+    officers: Mapping[str, Ed25519PublicKey],
+    cache: VerifyCache | None = None,
+) -> str | None:
+    """Who revoked ``grant`` (a name), if a valid revocation is among ``revocation_envs``."""
+    cache = cache or VerifyCache()
+    entitled = {grant.request.requester, *grant.approvers}
+    for env in revocation_envs:
+        try:
+            kid = str(statements.unverified_payload(env).get("by_key", ""))
+        except InvalidInput:
+            continue
+        who = directory.principal(kid)
+        trusted: dict[str, Ed25519PublicKey] = {}
+        if kid in officers:
+            trusted[kid] = officers[kid]
+        elif who is not None and (who.name in entitled or "security-officers" in who.roles):
+            trusted[kid] = who.public_key
+        else:
+            continue
+        try:
+            st = cache.verify(env, "grant-revocation", trusted, obj="grant revocation")
+        except IntegrityError:
+            continue
+        if st.get("grant") == grant.grant_id and st.get("by_key") == kid:
+            return who.name if who is not None else f"officer {kid}"
+    return None
+
+
+def parse_approval(env: str) -> Approval:
+    """The unverified approval in ``env`` (for listings)."""
+    return Approval.from_statement(statements.unverified_payload(env))

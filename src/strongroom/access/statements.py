@@ -1,0 +1,229 @@
+"""Signed access statements: DSSE envelopes over canonical JSON, their storage and a verify cache.
+
+Every fact the access part acts on is a statement of one *kind* (enrollment,
+revocation, label, policy, request, approval, denial, grant, grant-revocation,
+break-glass, review), signed with Ed25519 and stored as an envelope in
+``access_statements``. Use it like this::
+
+    env = sign("approval", {"request": digest, ...}, identity.private_key)
+    put(store, "approval", env, subject=digest)                 # idempotent; merges cosignatures
+    for env in envelopes(store, "approval", subject=digest):    # untrusted until verified
+        st = cache.verify(env, "approval", {kid: public})
+
+Never act on a row's columns or on an envelope's payload without verifying it:
+the store is untrusted. The payload type names the kind, so an approval can
+never be replayed as an enrollment. Statements identify themselves by
+:func:`payload_digest` (SHA-256 of the signed payload), so cosignatures of one
+statement by several officers merge into one row.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import hashlib
+import json
+import threading
+from collections import OrderedDict
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from sqlalchemy import select
+
+from strongroom.crypto.dsse import ExternalKey, sign_statement, verify_statement
+from strongroom.errors import IntegrityError, InvalidInput
+from strongroom.store.db import Store
+from strongroom.store.tables.access import AccessStatement
+
+__all__ = [
+    "KINDS",
+    "VerifyCache",
+    "by_digest",
+    "envelopes",
+    "merge",
+    "payload_digest",
+    "payload_type",
+    "put",
+    "sign",
+    "signer_ids",
+    "unverified_payload",
+]
+
+KINDS = (
+    "enrollment", "revocation", "label", "policy", "request", "approval", "denial", "grant",
+    "grant-revocation", "break-glass", "review",
+)
+#: How many verified statements the cache keeps.
+CACHE_SIZE = 50_000
+
+
+def payload_type(kind: str) -> str:
+    """The DSSE payload type of a statement kind."""
+    if kind not in KINDS:
+        raise InvalidInput(f"unknown access statement kind {kind!r}", obj="statement")
+    return f"application/vnd.strongroom.access.{kind}.v1+json"
+
+
+def sign(kind: str, statement: Mapping[str, Any], *keys: Ed25519PrivateKey | ExternalKey) -> str:
+    """Sign ``statement`` (``_type`` added) as a statement of ``kind`` with every key."""
+    body = {**statement, "_type": f"strongroom.access.{kind}/v1"}
+    return sign_statement(body, payload_type(kind), *keys)
+
+
+def _envelope(env: str) -> dict[str, Any]:
+    try:
+        data = json.loads(env)
+        if not isinstance(data, dict) or not isinstance(data.get("signatures"), list):
+            raise ValueError("not an envelope")
+        return data
+    except ValueError:
+        raise InvalidInput("not a signed statement (DSSE envelope JSON)", obj="statement",
+                           remedy="pass the envelope file strongroom wrote") from None
+
+
+def payload_digest(env: str) -> str:
+    """SHA-256 (hex) of the envelope's payload: the statement's identity, signed or not."""
+    data = _envelope(env)
+    try:
+        payload = base64.b64decode(data["payload"], validate=True)
+    except (KeyError, ValueError, TypeError):
+        raise InvalidInput("signed statement has no valid payload", obj="statement") from None
+    return hashlib.sha256(payload).hexdigest()
+
+
+def unverified_payload(env: str) -> dict[str, Any]:
+    """The payload *without* checking signatures: for display and lookups only, never decisions."""
+    return dict(_decoded_payload(env))
+
+
+@functools.lru_cache(maxsize=8192)
+def _decoded_payload(env: str) -> dict[str, Any]:
+    data = _envelope(env)
+    try:
+        out = json.loads(base64.b64decode(data["payload"], validate=True))
+    except (KeyError, ValueError, TypeError):
+        raise InvalidInput("signed statement has no valid payload", obj="statement") from None
+    if not isinstance(out, dict):
+        raise InvalidInput("signed statement's payload is not an object", obj="statement")
+    return out
+
+
+def signer_ids(env: str) -> list[str]:
+    """Key ids the envelope claims signed it (unverified)."""
+    return [str(s.get("keyid", "")) for s in _envelope(env)["signatures"] if isinstance(s, dict)]
+
+
+def merge(a: str, b: str) -> str:
+    """One envelope carrying the signatures of both (same payload and type required)."""
+    ea, eb = _envelope(a), _envelope(b)
+    if ea.get("payload") != eb.get("payload") or ea.get("payloadType") != eb.get("payloadType"):
+        raise InvalidInput("cannot merge signatures of two different statements", obj="statement",
+                           remedy="cosign exactly the statement you were given")
+    sigs = list(ea["signatures"])
+    seen = {s.get("keyid") for s in sigs if isinstance(s, dict)}
+    sigs += [s for s in eb["signatures"] if isinstance(s, dict) and s.get("keyid") not in seen]
+    return json.dumps({**ea, "signatures": sigs}, sort_keys=True, separators=(",", ":"))
+
+
+class VerifyCache:
+    """Verifies envelopes, remembering successes keyed by envelope digest *and* the keys used.
+
+    A hit needs the same envelope bytes, kind, threshold and trusted public
+    keys, so a cached answer is exactly what verifying again would give.
+    Failures are never cached. Thread-safe.
+    """
+
+    def __init__(self, size: int = CACHE_SIZE) -> None:
+        self._size = size
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[tuple[str, str, int, bytes], dict[str, Any]] = OrderedDict()
+
+    def verify(
+        self,
+        env: str,
+        kind: str,
+        trusted: Mapping[str, Ed25519PublicKey],
+        *,
+        threshold: int = 1,
+        obj: str = "statement",
+    ) -> dict[str, Any]:
+        """The statement if ``threshold`` trusted keys signed it (IntegrityError otherwise)."""
+        keys = hashlib.sha256()
+        for kid in sorted(trusted):
+            keys.update(kid.encode() + trusted[kid].public_bytes_raw())
+        key = (hashlib.sha256(env.encode()).hexdigest(), kind, threshold, keys.digest())
+        with self._lock:
+            hit = self._entries.get(key)
+            if hit is not None:
+                self._entries.move_to_end(key)
+                return dict(hit)
+        statement = verify_statement(env, payload_type(kind), trusted, threshold=threshold, obj=obj)
+        if statement.get("_type") != f"strongroom.access.{kind}/v1":
+            raise IntegrityError(f"signed statement is not a {kind}", obj=obj)
+        with self._lock:
+            self._entries[key] = statement
+            if len(self._entries) > self._size:
+                self._entries.popitem(last=False)
+        return dict(statement)
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def put(
+    store: Store,
+    kind: str,
+    env: str,
+    *,
+    subject: str,
+    resource: str = "",
+    expires: int = 0,
+) -> str:
+    """Store ``env`` (merging signatures into an existing copy of the same statement); its digest."""
+    payload_type(kind)
+    digest = payload_digest(env)
+    signers = signer_ids(env)
+    with store.session() as s:
+        row = s.scalars(select(AccessStatement).where(AccessStatement.digest == digest)).first()
+        if row is not None:
+            if row.kind != kind:
+                raise InvalidInput(f"statement already stored as a {row.kind}", obj=digest[:16])
+            row.envelope = merge(row.envelope, env)
+        else:
+            s.add(AccessStatement(kind=kind, subject=subject, resource=resource,
+                                  signer=signers[0] if signers else "", digest=digest,
+                                  envelope=env, expires=expires, created_at=_utcnow()))
+    return digest
+
+
+def envelopes(
+    store: Store,
+    kind: str,
+    *,
+    subject: str | None = None,
+    subjects: list[str] | None = None,
+    resource: str | None = None,
+    newest_first: bool = True,
+) -> list[str]:
+    """Envelopes of ``kind`` filtered by subject(s) and resource; untrusted until verified."""
+    query = select(AccessStatement.envelope).where(AccessStatement.kind == kind)
+    if subject is not None:
+        query = query.where(AccessStatement.subject == subject)
+    if subjects is not None:
+        query = query.where(AccessStatement.subject.in_(subjects))
+    if resource is not None:
+        query = query.where(AccessStatement.resource == resource)
+    order = AccessStatement.id.desc() if newest_first else AccessStatement.id
+    with store.session() as s:
+        return list(s.scalars(query.order_by(order)).all())
+
+
+def by_digest(store: Store, digest: str) -> str | None:
+    """The stored envelope of the statement ``digest`` (untrusted until verified)."""
+    with store.session() as s:
+        found = s.scalars(select(AccessStatement.envelope)
+                          .where(AccessStatement.digest == digest)).first()
+    return str(found) if found is not None else None

@@ -1,0 +1,100 @@
+"""The access, people, compartments and docs commands against a real unsealed agent (SQLite)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from strongroom.cli import access_cmd, docs_cmd, people_cmd
+from strongroom.errors import StrongroomError
+from strongroom.keys.identity import Identity
+
+from cli_fixtures import Run, unseal_home
+
+
+@pytest.fixture
+def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Run, dict[str, str]]]:
+    run, env = unseal_home(tmp_path / "home", None)
+    for k in ("STRONGROOM_HOME", "STRONGROOM_IDENTITY"):
+        monkeypatch.setenv(k, env[k])
+    monkeypatch.delenv("STRONGROOM_DATABASE_URL", raising=False)
+    try:
+        yield run, env
+    finally:
+        run("seal", ok=False)
+
+
+def _app() -> typer.Typer:
+    app = typer.Typer()
+    for m in (access_cmd, people_cmd, docs_cmd):
+        m.register(app)
+    return app
+
+
+def _invoke(monkeypatch: pytest.MonkeyPatch, who: Path, *args: str, ok: bool = True) -> str:
+    monkeypatch.setenv("STRONGROOM_IDENTITY", str(who))
+    result = CliRunner().invoke(_app(), list(args), catch_exceptions=True)
+    if ok:
+        assert result.exit_code == 0, (result.output, result.exception)
+    else:
+        assert isinstance(result.exception, StrongroomError), result.output
+    return result.output if ok else str(result.exception)
+
+
+def test_enroll_request_approve_grant_break_glass(cli: tuple[Run, dict[str, str]],
+                                                 tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    _, env = cli
+    officer = Path(env["STRONGROOM_IDENTITY"])
+    ids = {}
+    for name, comps in (("alice", ["atlas"]), ("bob", ["atlas"]), ("dave", ["other"])):
+        ident = Identity.generate(name)
+        ident.save(tmp_path / f"{name}.id")
+        (tmp_path / f"{name}.pub").write_text(ident.public.to_text())
+        ids[name] = tmp_path / f"{name}.id"
+        args = ["people", "enroll", name, "--key", str(tmp_path / f"{name}.pub"),
+                "--vetting-expires", "2099-01-01", "--clearance", "top-secret",
+                "--role", "approvers"]
+        for c in comps:
+            args += ["--compartment", c]
+        assert "signed by" in _invoke(monkeypatch, officer, *args)
+    listing = _invoke(monkeypatch, officer, "people", "ls")
+    assert "alice" in listing and "current" in listing
+    doc = tmp_path / "recipe.md"
+    doc.write_text("warmup 2000 steps\n")
+    _invoke(monkeypatch, officer, "docs", "add", str(doc), "--name", "recipe",
+            "--classification", "confidential", "--compartment", "atlas")
+    assert "recipe@1" in _invoke(monkeypatch, officer, "docs", "ls")
+    _invoke(monkeypatch, officer, "compartments", "label", "recipe", "--classification",
+            "secret", "--compartment", "atlas", "--rule", "read=1 of approvers",
+            "--break-glass", "alice", "--window", "600")
+    assert "alice" in _invoke(monkeypatch, officer, "compartments", "ls")
+    # dave is cleared high enough but outside the compartment: refused at request time
+    refused = _invoke(monkeypatch, ids["dave"], "access", "request", "recipe", "--action", "read",
+                      "--purpose", "curious", ok=False)
+    assert "policy denies dave" in refused
+    out = _invoke(monkeypatch, ids["alice"], "access", "request", "recipe", "--action", "read",
+                  "--purpose", "reproduce run 12", "--duration", "2h", "--bytes", "1M")
+    request_id = out.split()[1]
+    # alice cannot approve her own request
+    assert "not yet" in _invoke(monkeypatch, ids["alice"], "access", "approve", request_id)
+    assert "grant" in _invoke(monkeypatch, ids["bob"], "access", "approve", request_id)
+    assert "alice" in _invoke(monkeypatch, officer, "access", "grants")
+    assert "1/50" in _invoke(monkeypatch, officer, "access", "caps")
+    # a document read by someone outside its compartment fails at the gate
+    _invoke(monkeypatch, ids["dave"], "docs", "read", "recipe", ok=False)
+    monkeypatch.setenv("STRONGROOM_IDENTITY", str(ids["alice"]))
+    res = CliRunner().invoke(_app(), ["access", "break-glass", "recipe", "--action", "read",
+                                      "--reason", "incident 4411"])
+    assert res.exit_code == 0, res.output
+    assert "PENDING" in _invoke(monkeypatch, officer, "access", "break-glass",
+                                       "--pending")
+    bad = tmp_path / "bad.cedar"
+    bad.write_text("permit (principal, action, resource) when { principal.nope };")
+    assert "does not" in _invoke(monkeypatch, officer, "access", "policy", "set", str(bad),
+                                 "--serial", "1", ok=False)
+    assert "serial 0" in _invoke(monkeypatch, officer, "access", "policy", "show")
