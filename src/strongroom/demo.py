@@ -245,22 +245,22 @@ def _run_in(home: Path, settings: Settings, src: Path, model_file: Path, witness
             f"exported to {dest} with reason recorded; files match the manifest's SHA-256"
         )
 
-        _step("6. Egress: a loop pulling a whole model is stopped at the cap")
+        _step("6. Inference gateway: outputs only, extraction throttled and alerted")
+        from strongroom.gateway.demo import demo_gateway
+
+        demo_gateway(vault, console)
+
+        _step("7. Supply chain: signed import, scanning, airgap transfer")
+        from strongroom.supplychain.demo import demo_supplychain
+
+        demo_supplychain(vault, console, home)
+
+        _step("8. Egress: a loop pulling a whole model is stopped at the cap")
         from strongroom.monitor.demo import demo_monitor
 
         if not demo_monitor(vault, console):
             console.print("[red]the exfiltration loop was not stopped[/]")
             raise SystemExit(1)
-
-        _step("7. Inference gateway: outputs only, extraction throttled and alerted")
-        from strongroom.gateway.demo import demo_gateway
-
-        demo_gateway(vault, console)
-
-        _step("8. Supply chain: signed import, scanning, airgap transfer")
-        from strongroom.supplychain.demo import demo_supplychain
-
-        demo_supplychain(vault, console, home)
 
         _step("9. The audit log: Merkle tree, signed checkpoint, witness cosignature")
         _audit_section(vault, witness_vkey)

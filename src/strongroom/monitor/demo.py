@@ -35,6 +35,7 @@ from strongroom.monitor.egress import DAY, Budget, EgressMeter
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from strongroom.vault.manifest import Manifest
     from strongroom.vault.vault import Vault
 
 __all__ = ["demo_monitor"]
@@ -77,7 +78,28 @@ def demo_monitor(vault: Vault, console: Console, artifact: str = "minilm") -> bo
     used = max((u.used for u in meter.usage(principal, manifest.ref)
                 if u.budget.scope == "principal"), default=0)
     cap = used + manifest.total_size * 3 // 5
+    before = [b for b in meter.budgets() if b.scope == "principal" and b.subject in (principal, "*")]
+    restore = next((b for b in before if b.subject == principal), None) or next(
+        (Budget("principal", principal, b.window_s, b.cap_bytes) for b in before), None
+    )
     meter.set_budget(Budget("principal", principal, DAY, cap))
+    try:
+        return _pull(vault, console, meter, alerts, manifest, principal, cap, used)
+    finally:
+        if restore is not None:  # the demo's tight budget must not outlive the demo step
+            meter.set_budget(restore)
+
+
+def _pull(
+    vault: Vault,
+    console: Console,
+    meter: EgressMeter,
+    alerts: AlertManager,
+    manifest: Manifest,
+    principal: str,
+    cap: int,
+    used: int,
+) -> bool:
     console.print(f"egress budget for {principal}: {_mib(cap)} per 24 h "
                   f"({_mib(used)} already used today; the model is {_mib(manifest.total_size)})")
     gate_charges: bool | None = None
