@@ -32,7 +32,8 @@ test: $(VENV)/.stamp-dev
 	scripts/run-tests.sh
 
 bench: $(VENV)/.stamp-dev
-	$(BIN)/python bench/weights.py
+	for b in weights keys shamir hsm audit access gateway supplychain; do \
+	  echo "== bench/$$b.py"; $(BIN)/python bench/$$b.py || exit 1; done
 
 lint: $(VENV)/.stamp-dev
 	$(BIN)/ruff check src tests bench
