@@ -70,6 +70,7 @@ __all__ = [
     "OfficerEvidence",
     "ReleaseGate",
     "ReleaseRequest",
+    "check_release_signature",
     "default_meter",
     "sign_release_evidence",
 ]
@@ -158,6 +159,39 @@ class CanaryCheck(Protocol):
         ...
 
 
+def check_release_signature(
+    envelope: str, public: Ed25519PublicKey, kid: str, request: ReleaseRequest, now: float
+) -> tuple[str, int]:
+    """Verify the principal's signed release request; return its (nonce, expiry).
+
+    Checks the signature, that it names exactly this artifact, shard, blob and
+    purpose, and that it is unexpired and short-lived. Replay is the caller's
+    check (it owns the set of used nonces).
+    """
+    obj = request.obj
+    try:
+        st = verify_statement(envelope, EVIDENCE_PAYLOAD_TYPE, {kid: public},
+                              obj=f"release evidence for {obj}")
+    except IntegrityError as exc:
+        raise AccessDenied(f"release evidence does not verify: {exc.message}",
+                           obj=obj, remedy="sign the request with your identity") from None
+    want = {"artifact": request.artifact, "shard": request.shard,
+            "blob_id": request.blob_id, "purpose": request.purpose}
+    for name, value in want.items():
+        if st.get(name) != value:
+            raise AccessDenied(f"the evidence is for another {name}", obj=obj,
+                               remedy="sign evidence for exactly this shard and purpose")
+    expires, nonce = st.get("expires"), st.get("nonce")
+    if not isinstance(expires, int) or not isinstance(nonce, str) or len(nonce) < 16:
+        raise AccessDenied("the evidence lacks a valid nonce or expiry", obj=obj)
+    if expires <= now:
+        raise AccessDenied("the evidence has expired", obj=obj, remedy="sign a fresh request")
+    if expires - now > MAX_EVIDENCE_LIFETIME_S:
+        raise AccessDenied(f"the evidence claims more than {MAX_EVIDENCE_LIFETIME_S} s of "
+                           "validity", obj=obj, remedy="sign with a shorter lifetime")
+    return nonce, expires
+
+
 class OfficerEvidence:
     """Interim rule: the principal signs the request and is an officer pinned in the barrier.
 
@@ -190,26 +224,7 @@ class OfficerEvidence:
                 f"principal {request.principal} (key {kid}) is not a security officer",
                 obj=obj, remedy="interim rule (docs/release-gate.md): only an officer pinned "
                 "at `strongroom init` may release file keys")
-        try:
-            st = verify_statement(request.evidence, EVIDENCE_PAYLOAD_TYPE, {kid: public},
-                                  obj=f"release evidence for {obj}")
-        except IntegrityError as exc:
-            raise AccessDenied(f"release evidence does not verify: {exc.message}",
-                               obj=obj, remedy="sign the request with your identity") from None
-        want = {"artifact": request.artifact, "shard": request.shard,
-                "blob_id": request.blob_id, "purpose": request.purpose}
-        for name, value in want.items():
-            if st.get(name) != value:
-                raise AccessDenied(f"the evidence is for another {name}", obj=obj,
-                                   remedy="sign evidence for exactly this shard and purpose")
-        expires, nonce = st.get("expires"), st.get("nonce")
-        if not isinstance(expires, int) or not isinstance(nonce, str) or len(nonce) < 16:
-            raise AccessDenied("the evidence lacks a valid nonce or expiry", obj=obj)
-        if expires <= now:
-            raise AccessDenied("the evidence has expired", obj=obj, remedy="sign a fresh request")
-        if expires - now > MAX_EVIDENCE_LIFETIME_S:
-            raise AccessDenied(f"the evidence claims more than {MAX_EVIDENCE_LIFETIME_S} s of "
-                               "validity", obj=obj, remedy="sign with a shorter lifetime")
+        nonce, expires = check_release_signature(request.evidence, public, kid, request, now)
         with self._lock:
             while self._expiry and self._expiry[0][0] <= now:
                 _, old = self._expiry.popleft()

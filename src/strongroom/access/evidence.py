@@ -266,29 +266,10 @@ class GrantEvidence:
 
     def _check_release(self, env: str, public: Ed25519PublicKey, kid: str,
                        request: ReleaseRequest, now: float) -> tuple[str, int]:
-        from strongroom.release import EVIDENCE_PAYLOAD_TYPE, MAX_EVIDENCE_LIFETIME_S
+        from strongroom.release import check_release_signature
 
         obj = request.obj
-        try:
-            st = verify_statement(env, EVIDENCE_PAYLOAD_TYPE, {kid: public},
-                                  obj=f"release evidence for {obj}")
-        except IntegrityError as exc:
-            raise AccessDenied(f"release evidence does not verify: {exc.message}", obj=obj,
-                               remedy="sign the request with your identity") from None
-        want = {"artifact": request.artifact, "shard": request.shard,
-                "blob_id": request.blob_id, "purpose": request.purpose}
-        for name, value in want.items():
-            if st.get(name) != value:
-                raise AccessDenied(f"the evidence is for another {name}", obj=obj,
-                                   remedy="sign evidence for exactly this shard and purpose")
-        expires, nonce = st.get("expires"), st.get("nonce")
-        if not isinstance(expires, int) or not isinstance(nonce, str) or len(nonce) < 16:
-            raise AccessDenied("the evidence lacks a valid nonce or expiry", obj=obj)
-        if expires <= now:
-            raise AccessDenied("the evidence has expired", obj=obj, remedy="sign a fresh request")
-        if expires - now > MAX_EVIDENCE_LIFETIME_S:
-            raise AccessDenied(f"the evidence claims more than {MAX_EVIDENCE_LIFETIME_S} s of "
-                               "validity", obj=obj, remedy="sign with a shorter lifetime")
+        nonce, expires = check_release_signature(env, public, kid, request, now)
         with self._lock:
             if nonce in self._seen:
                 raise AccessDenied("the evidence was already used (replay)", obj=obj,
