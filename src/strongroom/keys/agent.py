@@ -225,6 +225,11 @@ class AgentServer:
                 except (KeyError, TypeError, ValueError) as exc:
                     reply = {"ok": False, "error": _error_to_json(InvalidInput(
                         f"malformed agent request ({type(exc).__name__})", obj="agent"))}
+                except Exception as exc:  # a fault must be answered, not drop the connection
+                    log.exception("request %r failed", request.get("op"))
+                    reply = {"ok": False, "error": _error_to_json(StrongroomError(
+                        f"the key agent failed on {request.get('op')!r} ({type(exc).__name__})",
+                        obj="agent", remedy="read the agent log (agent.log in STRONGROOM_HOME)"))}
                 finally:
                     with self._lock:
                         self._busy -= 1
