@@ -70,6 +70,7 @@ __all__ = [
     "OfficerEvidence",
     "ReleaseGate",
     "ReleaseRequest",
+    "UsedNonces",
     "check_release_signature",
     "default_meter",
     "sign_release_evidence",
@@ -192,6 +193,41 @@ def check_release_signature(
     return nonce, expires
 
 
+class UsedNonces:
+    """Release nonces already spent, each remembered until its evidence expires (thread-safe)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._seen: dict[str, float] = {}
+        self._expiry: deque[tuple[float, str]] = deque()
+
+    def remember(self, nonce: str, expires: float) -> None:
+        """Mark ``nonce`` spent until ``expires``."""
+        with self._lock:
+            self._seen[nonce] = expires
+            self._expiry.append((expires, nonce))
+
+    def check(self, nonce: str, *, obj: str) -> None:
+        """Raise AccessDenied when ``nonce`` was already spent."""
+        with self._lock:
+            if nonce in self._seen:
+                raise AccessDenied("the evidence was already used (replay)", obj=obj,
+                                   remedy="sign a fresh request for each release")
+
+    def spend(self, nonce: str, expires: float, now: float, *, obj: str) -> None:
+        """Spend ``nonce`` or raise AccessDenied (replay); forgets expired nonces first."""
+        with self._lock:
+            while self._expiry and self._expiry[0][0] <= now:
+                _, old = self._expiry.popleft()
+                if self._seen.get(old, now + 1) <= now:
+                    self._seen.pop(old, None)
+            if nonce in self._seen:
+                raise AccessDenied("the evidence was already used (replay)", obj=obj,
+                                   remedy="sign a fresh request for each release")
+            self._seen[nonce] = float(expires)
+            self._expiry.append((float(expires), nonce))
+
+
 class OfficerEvidence:
     """Interim rule: the principal signs the request and is an officer pinned in the barrier.
 
@@ -201,15 +237,11 @@ class OfficerEvidence:
 
     def __init__(self, officers: Callable[[], Mapping[str, Ed25519PublicKey]]) -> None:
         self._officers = officers
-        self._lock = threading.Lock()
-        self._seen: dict[str, float] = {}
-        self._expiry: deque[tuple[float, str]] = deque()
+        self.nonces = UsedNonces()
 
     def remember(self, nonce: str, expires: float) -> None:
         """Mark ``nonce`` used until ``expires`` (used to seed from the audit log)."""
-        with self._lock:
-            self._seen[nonce] = expires
-            self._expiry.append((expires, nonce))
+        self.nonces.remember(nonce, expires)
 
     def verify(self, request: ReleaseRequest, now: float) -> Mapping[str, Any]:
         """Check signature, officer status, binding, expiry and replay."""
@@ -225,16 +257,7 @@ class OfficerEvidence:
                 obj=obj, remedy="interim rule (docs/release-gate.md): only an officer pinned "
                 "at `strongroom init` may release file keys")
         nonce, expires = check_release_signature(request.evidence, public, kid, request, now)
-        with self._lock:
-            while self._expiry and self._expiry[0][0] <= now:
-                _, old = self._expiry.popleft()
-                if self._seen.get(old, now + 1) <= now:
-                    self._seen.pop(old, None)
-            if nonce in self._seen:
-                raise AccessDenied("the evidence was already used (replay)", obj=obj,
-                                   remedy="sign a fresh request for each release")
-            self._seen[nonce] = float(expires)
-            self._expiry.append((float(expires), nonce))
+        self.nonces.spend(nonce, expires, now, obj=obj)
         return {"evidence_key": kid, "nonce": nonce, "expires": expires}
 
 

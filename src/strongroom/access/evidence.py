@@ -41,7 +41,6 @@ import hashlib
 import json
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -149,9 +148,10 @@ class GrantEvidence:
         self.reader = DirectoryReader(store, officers, threshold, self.cache)
         self.manifest_key = manifest_key
         self.caps = caps or AccessCaps()
+        from strongroom.release import UsedNonces
+
         self._lock = threading.Lock()
-        self._seen: dict[str, float] = {}
-        self._expiry: deque[tuple[float, str]] = deque()
+        self.nonces = UsedNonces()
         self._used: dict[str, int] = {}
         self._revoked: set[str] = set()
         self._engine: tuple[str, PolicyEngine] | None = None
@@ -162,9 +162,7 @@ class GrantEvidence:
 
     def remember(self, nonce: str, expires: float) -> None:
         """Mark a release nonce used until ``expires``."""
-        with self._lock:
-            self._seen[nonce] = expires
-            self._expiry.append((expires, nonce))
+        self.nonces.remember(nonce, expires)
 
     def charged(self, grant_id: str, nbytes: int) -> None:
         """Count ``nbytes`` already released under ``grant_id`` (or a break-glass id)."""
@@ -270,24 +268,12 @@ class GrantEvidence:
 
         obj = request.obj
         nonce, expires = check_release_signature(env, public, kid, request, now)
-        with self._lock:
-            if nonce in self._seen:
-                raise AccessDenied("the evidence was already used (replay)", obj=obj,
-                                   remedy="sign a fresh request for each release")
+        self.nonces.check(nonce, obj=obj)
         return nonce, expires
 
     def _consume(self, nonce: str, expires: int, request: ReleaseRequest, obj: str,
                  now: float) -> None:
-        with self._lock:
-            while self._expiry and self._expiry[0][0] <= now:
-                _, old = self._expiry.popleft()
-                if self._seen.get(old, now + 1) <= now:
-                    self._seen.pop(old, None)
-            if nonce in self._seen:
-                raise AccessDenied("the evidence was already used (replay)", obj=obj,
-                                   remedy="sign a fresh request for each release")
-            self._seen[nonce] = float(expires)
-            self._expiry.append((float(expires), nonce))
+        self.nonces.spend(nonce, expires, now, obj=obj)
 
     def _locate(self, request: ReleaseRequest) -> _Located:
         """The artifact's signed manifest, which must list this shard with this blob."""
