@@ -203,3 +203,34 @@ def test_the_gate_stops_a_shard_loop_at_the_cap(store: Store, tmp_path: Path) ->
         assert meter.usage(officer.public.principal, "m@1")[0].used == 2000
     finally:
         svc.seal()
+
+
+def test_group_committed_charges_stop_exactly_at_the_cap(store: Store) -> None:
+    # 16 threads race 160 charges of 100 bytes against a 5,000-byte cap: batches are
+    # decided in one transaction each, and exactly 50 may pass, whatever the batching.
+    meter = _meter(store, cap=5000)
+    passed: list[str] = []
+    refused: list[str] = []
+    lock = threading.Lock()
+
+    def worker(w: int) -> None:
+        for i in range(10):
+            cid = f"w{w}-{i}"
+            try:
+                meter.charge("mallory", 100, T0 + i, artifact="m@1", charge_id=cid)
+                outcome = passed
+            except BudgetExceeded:
+                outcome = refused
+            with lock:
+                outcome.append(cid)
+
+    threads = [threading.Thread(target=worker, args=(w,)) for w in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(passed) == 50 and len(refused) == 110
+    used = {u.budget.scope: u.used for u in meter.usage("mallory", "m@1", now=T0 + 20)}
+    assert used["principal"] == 5000
+    meter.charge("mallory", 0, T0 + 20, artifact="m@1", charge_id=passed[0])  # a replay: no-op
+    assert {u.budget.scope: u.used for u in meter.usage("mallory", "m@1", now=T0 + 20)} == used

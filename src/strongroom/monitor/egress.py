@@ -44,7 +44,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -212,6 +212,30 @@ def _like_escape(text_: str) -> str:
     return text_.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
+@dataclass
+class _PendingCharge:
+    """One charge waiting for its batch; the leader fills in the outcome."""
+
+    principal: str
+    nbytes: int
+    now: float
+    artifact: str
+    charge_id: str
+    t: float = 0.0
+    done: bool = False
+    duplicate: bool = False
+    clock_back: float = 0.0
+    refused: tuple[Budget, int] | None = None
+    warnings: list[tuple[Budget, int]] = field(default_factory=list)
+    error: BaseException | None = None
+
+
+def _usage_key(b: Budget, principal: str, artifact: str) -> tuple[Any, ...]:
+    """What a budget's running total is kept per: the principal, the artifact name, or the lab."""
+    subject = {"principal": principal, "artifact": artifact_name(artifact), "lab": "*"}[b.scope]
+    return (*b.key, subject)
+
+
 class EgressMeter:
     """Byte budgets over sliding windows, charged at key release (``release.EgressMeter``)."""
 
@@ -233,6 +257,9 @@ class EgressMeter:
         self.clock = clock
         self._lock = threading.Lock()
         self._pg = store.dialect == "postgresql"
+        self._cond = threading.Condition()
+        self._queue: list[_PendingCharge] = []
+        self._leading = False
 
     # -- budgets -----------------------------------------------------------
 
@@ -306,41 +333,31 @@ class EgressMeter:
 
     def charge(self, principal: str, nbytes: int, now: float, *, artifact: str | None = None,
                charge_id: str | None = None) -> None:
-        """Record the bytes or raise BudgetExceeded (then nothing is recorded)."""
+        """Record the bytes or raise BudgetExceeded (then nothing is recorded).
+
+        Concurrent charges are group-committed: one caller leads and decides a
+        whole batch in one ledger transaction (in arrival order, each seeing
+        the ones before it), so the ledger costs one commit per batch rather
+        than one per release, with the same all-or-nothing, cap-exact result.
+        """
         if nbytes < 0 or not principal:
             raise InvalidInput("a charge needs a principal and a size >= 0",
                                obj=principal or "egress charge")
-        artifact = artifact or UNKNOWN_ARTIFACT
-        cid = charge_id or f"auto:{secrets.token_hex(12)}"
-        warnings: list[tuple[Budget, int]] = []
-        refused: tuple[Budget, int] | None = None
-        clock_back = 0.0
-        t = now
-        with self._lock, self.store.session() as s:
-            self._lock_ledger(s)
-            if s.get(EgressCharge, cid) is not None:
-                return  # already charged: a retry or a replay
-            high = self._high_water(s)
-            if now < high - CLOCK_SKEW_TOLERANCE_S:
-                clock_back = high - now
-            t = max(now, high)
-            for b in applicable(self._budgets(s), principal, artifact):
-                used = self._used(s, b, principal, artifact, t)
-                if used + nbytes > b.cap_bytes:
-                    refused = (b, used)
-                    break
-                if used < self.warn_fraction * b.cap_bytes <= used + nbytes:
-                    warnings.append((b, used + nbytes))
-            if refused is None:
-                s.add(EgressCharge(charge_id=cid, principal=principal, artifact=artifact,
-                                   nbytes=nbytes, at=t))
-        if clock_back:
+        item = _PendingCharge(principal, nbytes, now, artifact or UNKNOWN_ARTIFACT,
+                              charge_id or f"auto:{secrets.token_hex(12)}")
+        self._group_commit(item)
+        if item.error is not None:
+            raise item.error
+        if item.duplicate:
+            return  # already charged: a retry or a replay
+        principal, artifact, t = item.principal, item.artifact, item.t
+        if item.clock_back:
             self._alert("SR-EGRESS-CLOCK", "warning", principal, artifact,
-                        f"the clock is {clock_back:.0f} s behind the egress ledger; charges are "
-                        "stamped at the ledger's latest time", f"clock:{int(t // 3600)}",
-                        {"behind_s": round(clock_back, 3)})
-        if refused is not None:
-            b, used = refused
+                        f"the clock is {item.clock_back:.0f} s behind the egress ledger; charges "
+                        "are stamped at the ledger's latest time", f"clock:{int(t // 3600)}",
+                        {"behind_s": round(item.clock_back, 3)})
+        if item.refused is not None:
+            b, used = item.refused
             where = b.describe(principal, artifact)
             self._alert("SR-EGRESS-CAP", "high", principal, artifact,
                         f"{principal} was stopped at the egress cap {where}: {used} of "
@@ -352,13 +369,74 @@ class EgressMeter:
                 f"({used} of {b.cap_bytes} bytes used)", obj=f"{artifact} for {principal}",
                 remedy="wait for the window to move on, or ask a security officer to raise "
                 "the budget (`strongroom monitor egress`)")
-        for b, total in warnings:
+        for b, total in item.warnings:
             where = b.describe(principal, artifact)
             self._alert("SR-EGRESS-WARN", "warning", principal, artifact,
                         f"{principal} has used {total} of {b.cap_bytes} bytes of the egress "
                         f"budget {where} ({total / max(1, b.cap_bytes):.0%})",
                         f"warn:{where}:{principal}:{int(t // b.window_s)}",
                         {"budget": where, "used": total, "cap": b.cap_bytes})
+
+    def _group_commit(self, item: _PendingCharge) -> None:
+        with self._cond:
+            self._queue.append(item)
+            while not item.done:
+                if not self._leading:
+                    self._leading = True
+                    batch, self._queue = self._queue, []
+                    break
+                self._cond.wait()
+            else:
+                return
+        try:
+            self._decide(batch)
+        finally:
+            with self._cond:
+                self._leading = False
+                self._cond.notify_all()
+
+    def _decide(self, batch: list[_PendingCharge]) -> None:
+        """Decide and record ``batch`` in one ledger transaction; fill in each outcome."""
+        try:
+            with self._lock, self.store.session() as s:
+                self._lock_ledger(s)
+                budgets = self._budgets(s)
+                high = self._high_water(s)
+                used: dict[tuple[Any, ...], int] = {}
+                taken: set[str] = set()
+                for it in batch:
+                    if it.charge_id in taken or s.get(EgressCharge, it.charge_id) is not None:
+                        it.duplicate = True
+                        continue
+                    if it.now < high - CLOCK_SKEW_TOLERANCE_S:
+                        it.clock_back = high - it.now
+                    it.t = t = max(it.now, high)
+                    hits = applicable(budgets, it.principal, it.artifact)
+                    for b in hits:
+                        key = _usage_key(b, it.principal, it.artifact)
+                        if key not in used:
+                            used[key] = self._used(s, b, it.principal, it.artifact, t)
+                        so_far = used[key]
+                        if so_far + it.nbytes > b.cap_bytes:
+                            it.refused = (b, so_far)
+                            break
+                        if so_far < self.warn_fraction * b.cap_bytes <= so_far + it.nbytes:
+                            it.warnings.append((b, so_far + it.nbytes))
+                    if it.refused is not None:
+                        it.warnings.clear()
+                        continue
+                    s.add(EgressCharge(charge_id=it.charge_id, principal=it.principal,
+                                       artifact=it.artifact, nbytes=it.nbytes, at=t))
+                    taken.add(it.charge_id)
+                    for b in hits:
+                        used[_usage_key(b, it.principal, it.artifact)] += it.nbytes
+                    high = max(high, t)
+        except BaseException as exc:
+            for it in batch:
+                it.error = exc
+        finally:
+            for it in batch:
+                it.done = True
 
     def refund(self, principal: str, nbytes: int, now: float, *,
                charge_id: str | None = None) -> None:
