@@ -17,7 +17,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from strongroom.errors import AccessDenied, InvalidInput
+from strongroom.errors import AccessDenied, InvalidInput, NotFound
 
 if TYPE_CHECKING:
     from strongroom.access.directory import Directory, DirectoryReader, Resource
@@ -155,6 +155,20 @@ def _find(store: object, kind: str, prefix: str) -> str:
     return str(found[0])
 
 
+def _find_envelope(store: object, kind: str, prefix: str) -> tuple[str, str]:
+    """The digest and signed envelope of the stored statement :func:`_find` names."""
+    from strongroom.access import statements
+    from strongroom.store.db import Store
+
+    assert isinstance(store, Store)
+    digest = _find(store, kind, prefix)
+    env = statements.by_digest(store, digest)
+    if env is None:
+        raise NotFound(f"{kind} statement {digest[:16]} vanished while being read",
+                       obj=prefix, remedy="retry the command")
+    return digest, env
+
+
 @access_app.command("request")
 def request(
     resource: Annotated[str, typer.Argument(help="artifact or document name (or name@version)")],
@@ -245,14 +259,11 @@ def approve_cmd(
     ttl: Annotated[str, typer.Option("--ttl", help="how long this approval stays usable")] = "24h",
 ) -> None:
     """Sign an approval of a request; issues the Grant once the rule is met."""
-    from strongroom.access import statements
     from strongroom.access.approvals import approve, submit_approval
 
     vault, ctx = open_context()
     with vault:
-        digest = _find(vault.store, "request", request_id)
-        env = statements.by_digest(vault.store, digest)
-        assert env is not None
+        digest, env = _find_envelope(vault.store, "request", request_id)
         submit_approval(vault.store, approve(ctx.me.private_key, ctx.name, env, now=time.time(),
                                              ttl_s=_duration(ttl)))
         vault.record("access.approve", digest[:16], "allow", request=digest)
@@ -266,14 +277,11 @@ def deny_cmd(
     reason: Annotated[str, typer.Option("--reason", help="why")],
 ) -> None:
     """Sign a denial: no grant is issued for the request."""
-    from strongroom.access import statements
     from strongroom.access.approvals import deny, submit_approval
 
     vault, ctx = open_context()
     with vault:
-        digest = _find(vault.store, "request", request_id)
-        env = statements.by_digest(vault.store, digest)
-        assert env is not None
+        digest, env = _find_envelope(vault.store, "request", request_id)
         submit_approval(vault.store, deny(ctx.me.private_key, ctx.name, env, now=time.time(),
                                           reason=reason), kind="denial")
         vault.record("access.deny", digest[:16], "deny", reason=reason, request=digest)
@@ -367,9 +375,7 @@ def break_glass_cmd(
     with vault:
         store = vault.store
         if review_id is not None:
-            digest = _find(store, "break-glass", review_id)
-            env = statements.by_digest(store, digest)
-            assert env is not None
+            digest, env = _find_envelope(store, "break-glass", review_id)
             submit_review(store, review(ctx.me.private_key, ctx.name, env, verdict,
                                         now=time.time()))
             vault.record("access.break-glass.review", digest[:16], "allow", reason=verdict)
