@@ -141,45 +141,6 @@ class Signer(Protocol):
 
 
 @dataclass(frozen=True)
-class ExternalEd25519Signer:
-    """An Ed25519 note signer whose private key is held elsewhere (a key agent, an HSM).
-
-    ``sign_message`` signs raw bytes with the private key matching ``public``;
-    the key itself never enters this process.
-    """
-
-    name: str
-    public: Ed25519PublicKey
-    sign_message: Callable[[bytes], bytes] = field(repr=False)
-    alg: ClassVar[int] = SIG_ED25519
-
-    def __post_init__(self) -> None:
-        if not _valid_name(self.name):
-            raise InvalidInput(
-                "key name must be non-empty, without spaces or '+'", obj=repr(self.name)
-            )
-
-    @property
-    def verifier(self) -> Ed25519Verifier:
-        """The matching verifier."""
-        return Ed25519Verifier(self.name, self.public)
-
-    @property
-    def key_id(self) -> int:
-        """The 32-bit key ID."""
-        return key_id(self.name, self.alg, _raw_public(self.public))
-
-    @property
-    def vkey(self) -> str:
-        """The verifier key string to give to whoever checks this key's signatures."""
-        return self.verifier.vkey
-
-    def sign(self, text: str) -> bytes:
-        """The Ed25519 signature over ``text``, made by the key's holder."""
-        return self.sign_message(text.encode())
-
-
-@dataclass(frozen=True)
 class _Key:
     name: str
     public: Ed25519PublicKey
@@ -235,13 +196,14 @@ class CosignatureVerifier(_Key):
         return int(struct.unpack(">Q", sig[:8])[0])
 
 
-@dataclass(frozen=True)
-class Ed25519Signer:
-    """Signs notes with an Ed25519 key (type ``0x01``): a log's checkpoint key."""
+class _Ed25519NoteSigner:
+    """What an Ed25519 note signer derives from its key name and public key."""
 
     name: str
-    private: Ed25519PrivateKey = field(repr=False)
     alg: ClassVar[int] = SIG_ED25519
+
+    def _public_key(self) -> Ed25519PublicKey:
+        raise NotImplementedError
 
     def __post_init__(self) -> None:
         if not _valid_name(self.name):
@@ -252,17 +214,28 @@ class Ed25519Signer:
     @property
     def verifier(self) -> Ed25519Verifier:
         """The matching verifier."""
-        return Ed25519Verifier(self.name, self.private.public_key())
+        return Ed25519Verifier(self.name, self._public_key())
 
     @property
     def key_id(self) -> int:
         """The 32-bit key ID."""
-        return key_id(self.name, self.alg, _raw_public(self.private.public_key()))
+        return key_id(self.name, self.alg, _raw_public(self._public_key()))
 
     @property
     def vkey(self) -> str:
         """The verifier key string to give to whoever checks this key's signatures."""
         return self.verifier.vkey
+
+
+@dataclass(frozen=True)
+class Ed25519Signer(_Ed25519NoteSigner):
+    """Signs notes with an Ed25519 key (type ``0x01``): a log's checkpoint key."""
+
+    name: str
+    private: Ed25519PrivateKey = field(repr=False)
+
+    def _public_key(self) -> Ed25519PublicKey:
+        return self.private.public_key()
 
     @property
     def skey(self) -> str:
@@ -274,6 +247,26 @@ class Ed25519Signer:
     def sign(self, text: str) -> bytes:
         """The Ed25519 signature over ``text``."""
         return self.private.sign(text.encode())
+
+
+@dataclass(frozen=True)
+class ExternalEd25519Signer(_Ed25519NoteSigner):
+    """An Ed25519 note signer whose private key is held elsewhere (a key agent, an HSM).
+
+    ``sign_message`` signs raw bytes with the private key matching ``public``;
+    the key itself never enters this process.
+    """
+
+    name: str
+    public: Ed25519PublicKey
+    sign_message: Callable[[bytes], bytes] = field(repr=False)
+
+    def _public_key(self) -> Ed25519PublicKey:
+        return self.public
+
+    def sign(self, text: str) -> bytes:
+        """The Ed25519 signature over ``text``, made by the key's holder."""
+        return self.sign_message(text.encode())
 
 
 @dataclass(frozen=True)
