@@ -103,6 +103,7 @@ __all__ = [
     "parse_header",
     "parse_identities",
     "parse_recipient",
+    "read_header",
 ]
 
 FILE_KEY_SIZE = 16
@@ -558,7 +559,8 @@ def _as_source(source: ByteSource | bytes | bytearray | memoryview | mmap.mmap) 
     return source
 
 
-def _read_source_header(source: ByteSource) -> tuple[Header, bytes | memoryview]:
+def read_header(source: ByteSource) -> tuple[Header, bytes | memoryview]:
+    """The header at the start of ``source`` and the bytes that hold it (read a little, then more)."""
     total = len(source)
     want = _HEADER_PROBE
     while True:
@@ -640,7 +642,7 @@ class AgeReader:
     ) -> AgeReader:
         """Open ``source`` with the first identity that unwraps its file key."""
         src = _as_source(source)
-        header, header_bytes = _read_source_header(src)
+        header, header_bytes = read_header(src)
         return cls(src, header, header_bytes, _unwrap(header, identities))
 
     @classmethod
@@ -660,7 +662,7 @@ class AgeReader:
         if len(file_key) != FILE_KEY_SIZE:
             raise InvalidInput(f"a file key must be {FILE_KEY_SIZE} bytes", obj="file key")
         src = _as_source(source)
-        header, header_bytes = _read_source_header(src)
+        header, header_bytes = read_header(src)
         return cls(src, header, header_bytes, file_key, plaintext_size=plaintext_size)
 
     def close(self) -> None:

@@ -65,8 +65,6 @@ __all__ = ["ArtifactSummary", "Vault", "VerifyReport"]
 
 Progress = Callable[[int], None]
 
-#: Bytes first read from the start of a blob to parse its age header.
-_HEAD_READ = 4096
 
 
 @dataclass(frozen=True)
@@ -429,14 +427,9 @@ class Vault:
         obj = f"{manifest.ref}/{entry.path}"
         source = self._open_source(entry.blob)
         try:
-            total, want = len(source), _HEAD_READ
-            while True:  # headers are small: read a little, more only if needed
-                head = bytes(source.read_at(0, min(want, total)))
-                with renamed_errors(obj):
-                    header = age.parse_header(head, complete=want >= total)
-                if header is not None:
-                    break
-                want *= 4
+            with renamed_errors(obj):
+                header, head_bytes = age.read_header(source)
+            head = bytes(head_bytes)
         finally:
             _close(source)
         if hashlib.sha256(head[: header.size]).hexdigest() != entry.header_sha256:
