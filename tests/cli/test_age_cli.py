@@ -3,31 +3,23 @@
 from __future__ import annotations
 
 import os
-import shutil
 import stat
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from strongroom.crypto import age
 
+from cli_fixtures import strongroom_exe
 from testsupport import need_tool
-
-
-def _strongroom() -> str:
-    beside = Path(sys.executable).parent / "strongroom"
-    found = str(beside) if beside.exists() else shutil.which("strongroom")
-    assert found, "the strongroom console script is not installed"
-    return found
 
 
 def run(
     *args: str | Path, input: bytes | None = None, cwd: Path | None = None
 ) -> subprocess.CompletedProcess[bytes]:
     result = subprocess.run(
-        [_strongroom(), *map(str, args)], input=input, capture_output=True, cwd=cwd, timeout=60
+        [strongroom_exe(), *map(str, args)], input=input, capture_output=True, cwd=cwd, timeout=60
     )
     assert b"Traceback" not in result.stderr, result.stderr.decode(errors="replace")
     return result

@@ -12,9 +12,9 @@ import pytest
 
 from strongroom.crypto.note import SIG_COSIGNATURE_V1, generate_key, new_signer, sign
 
-from cli_fixtures import unseal_home
+from cli_fixtures import strongroom_exe, unseal_home
 
-CLI = str(Path(sys.executable).parent / "strongroom")
+CLI = strongroom_exe()
 
 
 ENV: dict[str, dict[str, str]] = {}
