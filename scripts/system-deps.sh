@@ -6,6 +6,7 @@ need=()
 command -v age >/dev/null 2>&1 || need+=(age)
 command -v softhsm2-util >/dev/null 2>&1 || need+=(softhsm2)
 command -v curl >/dev/null 2>&1 || need+=(curl)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing Debian packages: ${need[*]}"
