@@ -75,11 +75,60 @@ def unseal_home(
     return make_runner(env), env
 
 
+_APPROVERS = {"approver1": "approvers", "approver2": "approvers", "secofficer": "security-officers"}
+
+
+def grant_cli(env: dict[str, str], artifact: str, actions: tuple[str, ...] = ("load",),
+              *, compartments: tuple[str, ...] = (), purpose: str = "test") -> None:
+    """Obtain Grants for ``actions`` on ``artifact`` for the CLI's identity, through the CLI.
+
+    The first call has the officer enroll the CLI's identity and three approvers
+    (two ``approvers``, one ``security-officers``); each action is then requested
+    by the identity and approved by the people its default rule needs.
+    """
+    from strongroom.keys.identity import Identity
+
+    me_path = Path(env["STRONGROOM_IDENTITY"])
+    people = me_path.parent / "grant-people"
+    run = make_runner(env)
+    if not people.exists():
+        people.mkdir(mode=0o700)
+        me = Identity.load(me_path)
+        (people / "me.pub").write_text(me.public.to_text())
+        enroll = ["--vetting-expires", "2099-01-01", "--clearance", "top-secret"]
+        for c in compartments:
+            enroll += ["--compartment", c]
+        run("people", "enroll", me.name, "--key", people / "me.pub", *enroll,
+            "--role", "requesters")
+        for name, role in _APPROVERS.items():
+            ident = Identity.generate(name)
+            ident.save(people / f"{name}.id")
+            (people / f"{name}.pub").write_text(ident.public.to_text())
+            run("people", "enroll", name, "--key", people / f"{name}.pub", *enroll, "--role", role)
+    for action in actions:
+        out = run("access", "request", artifact, "--action", action, "--purpose", purpose).stdout
+        request_id = out.split()[1]
+        names = list(_APPROVERS) if action == "export" else ["approver1", "approver2"]
+        for name in names:
+            make_runner(dict(env, STRONGROOM_IDENTITY=str(people / f"{name}.id")))(
+                "access", "approve", request_id)
+
+
 @pytest.fixture
 def unsealed_cli(tmp_path: Path, db_url: str) -> Iterator[Run]:
     """``run(*args)`` against an unsealed vault (agent started), on each database."""
     run, _ = unseal_home(tmp_path / "home", db_url)
     try:
         yield run
+    finally:
+        run("seal", ok=False)
+
+
+@pytest.fixture
+def unsealed_cli_env(tmp_path: Path, db_url: str) -> Iterator[tuple[Run, dict[str, str]]]:
+    """Like ``unsealed_cli``, with the environment (for :func:`grant_cli`)."""
+    run, env = unseal_home(tmp_path / "home", db_url)
+    try:
+        yield run, env
     finally:
         run("seal", ok=False)

@@ -25,7 +25,7 @@ from strongroom.keys import ceremony
 from strongroom.keys.ceremony import InitResult
 from strongroom.keys.config import KeysSettings
 from strongroom.keys.identity import Identity
-from strongroom.keys.service import LocalKeyService
+from strongroom.keys.service import LocalKeyService, officer_evidence
 from strongroom.store.db import Store
 
 from testsupport import need_tool
@@ -132,7 +132,8 @@ def unsealed_service(
 ) -> tuple[LocalKeyService, InitResult, Custodians, Identity]:
     """A shamir keyring, initialised and unsealed in-process; and the bootstrap officer."""
     result, cust = init_shamir(store, tmp, n, k)
-    svc = LocalKeyService(store, KeysSettings(key_backend="shamir"), audit_factory=audit_factory)
+    svc = LocalKeyService(store, KeysSettings(key_backend="shamir"), audit_factory=audit_factory,
+                          evidence_factory=officer_evidence)
     for i in range(1, k + 1):
         submit(svc, result, cust, i)
     assert result.officer_identity is not None
@@ -143,7 +144,8 @@ def unseal_existing(store: Store, tmp: Path, k: int = 2) -> tuple[LocalKeyServic
     """Unseal, in a new process, a keyring that :func:`unsealed_service` created under ``tmp``."""
     from strongroom.crypto.age import parse_identities
 
-    svc = LocalKeyService(store, KeysSettings(key_backend="shamir"), audit_factory=audit_factory)
+    svc = LocalKeyService(store, KeysSettings(key_backend="shamir"), audit_factory=audit_factory,
+                          evidence_factory=officer_evidence)
     shares = sorted((tmp / "shares").glob("share-*.age"))
     for i in range(1, k + 1):
         ident = parse_identities((tmp / "custodians" / f"custodian{i}.key").read_text())

@@ -18,7 +18,7 @@ from strongroom.errors import (
 from strongroom.keys import ceremony
 from strongroom.keys.config import KeysSettings
 from strongroom.keys.identity import Identity
-from strongroom.keys.service import LocalKeyService
+from strongroom.keys.service import LocalKeyService, officer_evidence
 from strongroom.release import (
     ReleaseGate,
     ReleaseRequest,
@@ -43,7 +43,8 @@ def unsealed(request: pytest.FixtureRequest, store: Store, tmp_path: Path
                          hsm_key_label=f"root-{os.urandom(4).hex()}")
         result = ceremony.init_vault(store, custodians=[], threshold=0,
                                      shares_dir=tmp_path / "sh", settings=s)
-        svc = LocalKeyService(store, s, audit_factory=audit_factory)
+        svc = LocalKeyService(store, s, audit_factory=audit_factory,
+                              evidence_factory=officer_evidence)
         svc.unseal_hsm()
         assert result.officer_identity is not None
         officer = Identity.load(result.officer_identity)

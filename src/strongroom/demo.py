@@ -92,7 +92,7 @@ def run() -> None:
         finally:
             witness.terminate()
             witness.wait(10)
-        _step("10. Seal")
+        _step("11. Seal")
         _cli("seal")
     except BaseException:
         _cli("seal", check=False, show=False)
@@ -146,13 +146,14 @@ def _ceremony(home: Path) -> None:
         _cli("unseal", "--share", share, "--identity", people / f"{name}.key")
     os.environ["STRONGROOM_IDENTITY"] = str(shares / "officer.identity")
     console.print(
-        "acting as the bootstrap security officer (STRONGROOM_IDENTITY): the interim release "
-        "rule lets officers' signed requests through the gate"
+        "acting as the bootstrap security officer (STRONGROOM_IDENTITY); every key release "
+        "needs a Grant, checked at the gate from signatures"
     )
 
 
 def _run_in(home: Path, settings: Settings, src: Path, model_file: Path, witness_vkey: str) -> None:
-    with Vault.open(settings) as vault:
+    with Vault.open(settings) as officer_vault:
+        vault = officer_vault
         _step("2. Import the real all-MiniLM-L6-v2 weights, encrypted")
         t0 = time.perf_counter()
         manifest = vault.import_weights(src, "minilm", compartments=["demo"])
@@ -174,7 +175,15 @@ def _run_in(home: Path, settings: Settings, src: Path, model_file: Path, witness
             + ("[red]FOUND " + ", ".join(map(str, leaked)) + "[/]" if leaked else "[green]none[/]")
         )
 
-        _step("3. Load the weights in memory and compare with the original")
+        _step("3. Access: a load denied, a request, two approvals, a Grant")
+        from strongroom.access.demo import demo_access
+
+        alice = demo_access(officer_vault, console, home)
+        vault = Vault(settings, officer_vault.store, officer_vault.blobs, officer_vault.keys,
+                      officer_vault.audit, identity=alice)
+        console.print("from here on the demo acts as alice, holding load and export Grants")
+
+        _step("4. Load the weights in memory and compare with the original")
         from safetensors.numpy import load_file
 
         # Best of five for each, both page-cached: first runs pay for cold caches.
@@ -217,7 +226,7 @@ def _run_in(home: Path, settings: Settings, src: Path, model_file: Path, witness
         if same != len(reference) or not ok:
             raise SystemExit(1)
 
-        _step("4. Tampering is caught")
+        _step("5. Tampering is caught")
         entry = manifest.file("model.safetensors")
         blob = next((home / "blobs").rglob(entry.blob))
         original = blob.read_bytes()
@@ -237,7 +246,7 @@ def _run_in(home: Path, settings: Settings, src: Path, model_file: Path, witness
             f"restored; `weights verify` checks every chunk and hash: [green]ok[/] ({report.files} files)"
         )
 
-        _step("5. An explicit, audited plaintext export")
+        _step("6. An explicit, audited plaintext export")
         dest = home.parent / (home.name + "-export")
         shutil.rmtree(dest, ignore_errors=True)
         vault.export("minilm", dest, reason="demo: hand a copy to the eval team")
@@ -245,24 +254,29 @@ def _run_in(home: Path, settings: Settings, src: Path, model_file: Path, witness
             f"exported to {dest} with reason recorded; files match the manifest's SHA-256"
         )
 
-        _step("6. Inference gateway: outputs only, extraction throttled and alerted")
+        _step("7. Inference gateway: outputs only, extraction throttled and alerted")
         from strongroom.gateway.demo import demo_gateway
 
-        demo_gateway(vault, console)
+        demo_gateway(officer_vault, console)
 
-        _step("7. Supply chain: signed import, scanning, airgap transfer")
+        _step("8. Supply chain: signed import, scanning, airgap transfer")
         from strongroom.supplychain.demo import demo_supplychain
 
-        demo_supplychain(vault, console, home)
+        demo_supplychain(officer_vault, console, home)
 
-        _step("8. Egress: a loop pulling a whole model is stopped at the cap")
+        _step("9. Egress: a loop pulling a whole model is stopped at the cap")
+        from strongroom.access.demo import demo_grant
         from strongroom.monitor.demo import demo_monitor
 
-        if not demo_monitor(vault, console):
+        def load_grant(name: str) -> None:
+            demo_grant(officer_vault, officer_vault.identity, alice, name, ("load",),
+                       home.parent / (home.name + "-people"), purpose="egress drill")
+
+        if not demo_monitor(vault, console, grant=load_grant):
             console.print("[red]the exfiltration loop was not stopped[/]")
             raise SystemExit(1)
 
-        _step("9. The audit log: Merkle tree, signed checkpoint, witness cosignature")
+        _step("10. The audit log: Merkle tree, signed checkpoint, witness cosignature")
         _audit_section(vault, witness_vkey)
 
 

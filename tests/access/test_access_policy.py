@@ -47,8 +47,11 @@ def test_purposes_map_to_actions() -> None:
     assert action_for_purpose("verify") == "load"
     assert action_for_purpose("export: eval handover") == "export"
     assert action_for_purpose("read") == "read"
-    with pytest.raises(InvalidInput, match="gateway"):
-        action_for_purpose("infer")
+    assert action_for_purpose("transfer: enclave-b") == "export"  # a copy leaves
+    assert action_for_purpose("load: exfiltration drill") == "load"
+    for bad in ("infer", "demo: loop", "loader", ""):
+        with pytest.raises(InvalidInput, match="gateway"):
+            action_for_purpose(bad)
 
 
 def test_constants_shared_with_the_vault_agree() -> None:

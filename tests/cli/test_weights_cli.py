@@ -7,12 +7,15 @@ from pathlib import Path
 
 import pytest
 
+from cli_fixtures import grant_cli
 from vault_fixtures import make_model
 
 
 @pytest.fixture
-def cli(unsealed_cli):  # type: ignore[no-untyped-def]
-    return unsealed_cli
+def cli(unsealed_cli_env):  # type: ignore[no-untyped-def]
+    run, env = unsealed_cli_env
+    run.env = env
+    return run
 
 
 def test_import_ls_show_verify_export(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -24,6 +27,9 @@ def test_import_ls_show_verify_export(cli, tmp_path: Path) -> None:  # type: ign
     assert listed == [{"name": "tiny", "version": 1, "files": 1, "bytes": src.stat().st_size}]
     shown = json.loads(cli("weights", "show", "tiny", "--json").stdout)
     assert shown["compartments"] == ["atlas"] and shown["files"][0]["path"] == "m.safetensors"
+    refused = cli("weights", "verify", "tiny", ok=False)
+    assert refused.returncode != 0 and "not enrolled" in refused.stderr
+    grant_cli(cli.env, "tiny", ("load", "export"), compartments=("atlas",))
     assert "ok tiny@1" in cli("weights", "verify", "tiny").stdout
     dest = tmp_path / "plain"
     cli("weights", "export", "tiny", "--to", dest, "--reason", "eval handover")

@@ -10,8 +10,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from strongroom.access.demo import demo_grant
 from strongroom.crypto.age import X25519Identity
-from strongroom.errors import ApprovalRequired, IntegrityError, NotFound, StrongroomError
+from strongroom.errors import (
+    AccessDenied,
+    ApprovalRequired,
+    IntegrityError,
+    NotFound,
+    StrongroomError,
+)
 from strongroom.keys.identity import Identity
 from strongroom.supplychain.airgap import (
     OfficerQuorum,
@@ -89,6 +96,9 @@ def test_round_trip_into_a_second_data_directory(
                             identity=transfer_id, approvals=[sign_approval(officer2, req)],
                             approver=OfficerQuorum.from_vault(v2))
     assert manifest.ref == "tiny@1" and manifest.compartments == ("atlas",)
+    with pytest.raises(AccessDenied, match="not enrolled"):  # enclave-b's gate wants a Grant
+        v2.open_weights("tiny")
+    demo_grant(v2, officer2, officer2, "tiny", ("load",), tmp_path / "people-b")
     with v2.open_weights("tiny") as w:
         for name, ref in tensors.items():
             assert w[name].tobytes() == ref.tobytes()

@@ -14,6 +14,7 @@ Uses only public APIs; people's identity files go under ``<home>-people``.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -37,7 +38,7 @@ from strongroom.keys.identity import Identity
 from strongroom.vault.documents import add_document, read_document
 from strongroom.vault.vault import Vault
 
-__all__ = ["demo_access"]
+__all__ = ["demo_access", "demo_grant"]
 
 _YEAR = 365 * 24 * 3600
 
@@ -45,6 +46,72 @@ _YEAR = 365 * 24 * 3600
 def _as(vault: Vault, ident: Identity) -> Vault:
     """The same vault acting as ``ident`` (shares the store and log: do not close it)."""
     return Vault(vault.settings, vault.store, vault.blobs, vault.keys, vault.audit, identity=ident)
+
+
+_DEMO_APPROVERS: dict[str, tuple[str, ...]] = {"approver-1": ("approvers",), "approver-2": ("approvers",),
+                   "sec-officer": ("security-officers",)}
+
+
+def _officers(vault: Vault) -> dict[str, Ed25519PublicKey]:
+    return {k.split(":", 1)[1]: Ed25519PublicKey.from_public_bytes(v)
+            for k, v in vault.keys.public_keys().items() if k.startswith("officer:")}
+
+
+def demo_grant(vault: Vault, officer: Identity, holder: Identity, resource: str,
+               actions: Sequence[str], people_dir: Path, *, kind: str = "person",
+               purpose: str = "demo", duration_s: int = 3600, nbytes: int = 1 << 40) -> list[str]:
+    """Give ``holder`` Grants for ``actions`` on ``resource`` the way a lab would, in one call.
+
+    For demos and evaluation deployments only: the officer (a single-officer
+    quorum, as the bootstrap officer is) enrolls ``holder`` and three generated
+    approvers with the resource's compartments (raising their enrollment serial
+    when compartments are added), then ``holder`` signs a request per action,
+    the approvers its rule needs sign approvals, and the Grant is issued. Every
+    step is a signed statement the gate re-checks; returns the Grant ids.
+    """
+    manifest = vault.manifest(resource)
+    comps = tuple(manifest.compartments)
+    reader = DirectoryReader(vault.store, lambda: _officers(vault), 1)
+    people_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    now = int(time.time())
+    wanted: dict[str, tuple[Identity, tuple[str, ...], str]] = {
+        holder.public.principal: (holder, ("requesters",), kind)}
+    for name, roles in _DEMO_APPROVERS.items():
+        path = people_dir / f"{name}.identity"
+        if not path.exists():
+            Identity.generate(name).save(path)
+        wanted[name] = (Identity.load(path), roles, "person")
+    directory = reader.view()
+    for name, (ident, roles, what) in wanted.items():
+        current = directory.principal(ident.public.key_id)
+        if current is not None and set(comps) <= set(current.compartments):
+            continue
+        have = current.compartments if current is not None else ()
+        publish(vault.store, "enrollment", Enrollment(
+            name=name, key=ident.public.public_bytes,
+            roles=current.roles if current is not None else roles, clearance=level("top-secret"),
+            compartments=tuple(sorted({*have, *comps})), vetting=Vetting("active", now,
+                                                                         now + _YEAR),
+            kind=what, serial=(current.serial + 1) if current is not None else 1,
+            issued=now).sign(officer.private_key))
+    directory = reader.view()
+    engine = PolicyEngine()
+    res = describe_resource(manifest.ref, manifest.kind, manifest.compartments,
+                            manifest.metadata).labelled(directory.label(manifest.name))
+    out = []
+    for action in actions:
+        req = AccessRequest.new(holder.public.principal, holder.public.key_id, manifest.name, action,
+                                purpose, duration_s, nbytes, time.time())
+        env = req.sign(holder.private_key)
+        digest = submit_request(vault.store, env)
+        approvers = list(_DEMO_APPROVERS) if action == "export" else ["approver-1", "approver-2"]
+        for name in approvers:
+            submit_approval(vault.store, approve(wanted[name][0].private_key, name, env,
+                                                 now=time.time()))
+        _, g = issue_grant(vault.store, wanted["approver-1"][0].private_key, digest, directory,
+                           engine, res, now=time.time())
+        out.append(g.grant_id)
+    return out
 
 
 def demo_access(vault: Vault, console: Console, home: Path, *, artifact: str = "minilm") -> Identity:

@@ -59,16 +59,23 @@ ENTITY_CACHE_SIZE = 4096
 
 
 def action_for_purpose(purpose: str) -> str:
-    """The Cedar action of a release purpose (``verify`` reads plaintext hashes: a load)."""
-    if purpose in ("load", "load (lazy)", "verify"):
+    """The Cedar action of a release purpose, ``<purpose>`` or ``<purpose>: <reason>``.
+
+    ``verify`` reads plaintext hashes and counts as a load; ``transfer`` (an
+    airgap bundle re-wrapping keys for another enclave) is a copy leaving, an
+    export.
+    """
+    head = purpose.split(":", 1)[0].strip()
+    if head in ("load", "load (lazy)", "verify"):
         return "load"
-    if purpose == "read":
+    if head == "read":
         return "read"
-    if purpose.startswith("export"):
+    if head in ("export", "transfer"):
         return "export"
     raise InvalidInput(f"release purpose {purpose!r} maps to no access action", obj="release",
-                       remedy="use load, load (lazy), verify, read or export: <reason>; "
-                       "inference goes through the gateway, which never releases keys to callers")
+                       remedy="use load, load (lazy), verify, read, export or transfer, "
+                       "optionally followed by ': <reason>'; inference goes through the "
+                       "gateway, which never releases keys to callers")
 
 
 def _data(name: str) -> str:

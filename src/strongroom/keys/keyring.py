@@ -191,6 +191,8 @@ class KeyringStatus:
     kek_versions: tuple[int, ...] = ()
     retired_versions: tuple[int, ...] = ()
     rekey_ready: bool = False
+    #: Officer signatures a directory statement needs (0 while sealed: not known).
+    officer_threshold: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form (tuples become lists)."""
@@ -372,6 +374,7 @@ class Keyring:
                 kek_versions=active,
                 retired_versions=retired,
                 rekey_ready=bool(ceremony and ceremony.result is not None),
+                officer_threshold=self._officer_threshold if self._root is not None else 0,
             )
 
     def _listed_versions(self) -> tuple[int, ...]:

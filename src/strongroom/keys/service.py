@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import getpass
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -35,7 +36,7 @@ from strongroom.crypto.age import Stanza
 from strongroom.errors import InvalidInput, Sealed, StrongroomError
 from strongroom.keys.config import KeysSettings
 from strongroom.keys.keyring import Keyring, KeyringStatus
-from strongroom.release import ReleaseGate, ReleaseRequest, default_meter
+from strongroom.release import EvidenceVerifier, ReleaseGate, ReleaseRequest, default_meter
 from strongroom.store.db import Store
 
 if TYPE_CHECKING:
@@ -47,12 +48,16 @@ __all__ = [
     "KeyService",
     "LocalKeyService",
     "RekeyOutcome",
+    "grant_evidence",
     "key_service",
+    "officer_evidence",
 ]
 
 SignPurpose = Literal["manifest", "checkpoint"]
 AuditFactory = Callable[[Store, Ed25519PrivateKey], "AuditLog"]
 RekeyOutcome = tuple[KeyringStatus, list[tuple[str, bytes]] | None]
+#: Builds the gate's evidence rule once unsealed; ``None`` selects the gate's interim rule.
+EvidenceFactory = Callable[[Keyring, Store, "AuditLog"], EvidenceVerifier | None]
 
 
 class KeyService(Protocol):
@@ -79,6 +84,26 @@ class KeyService(Protocol):
         ...
 
 
+def grant_evidence(keyring: Keyring, store: Store, audit: AuditLog) -> EvidenceVerifier:
+    """The deployment rule: a release needs a valid Grant (or break-glass), checked from signatures.
+
+    Officers and their threshold come from the sealed keyring, the manifest key
+    from the barrier; used nonces and bytes charged per Grant are rebuilt from
+    the audit log's recent releases.
+    """
+    from strongroom.access.evidence import GrantEvidence
+
+    rule = GrantEvidence(keyring.officers, lambda: keyring.officer_threshold, store,
+                         manifest_key=lambda: keyring.signing_key("manifest").public_key())
+    rule.seed_from_audit(audit, time.time())
+    return rule
+
+
+def officer_evidence(keyring: Keyring, store: Store, audit: AuditLog) -> None:
+    """The gate's interim rule (evidence signed by a pinned officer): key-custody tests only."""
+    return None
+
+
 def _default_audit(store: Store, key: Ed25519PrivateKey) -> AuditLog:
     from strongroom.audit.config import AuditSettings
 
@@ -96,9 +121,11 @@ class LocalKeyService:
         audit_factory: AuditFactory = _default_audit,
         actor: str | None = None,
         alerts_file: Path | None = None,
+        evidence_factory: EvidenceFactory = grant_evidence,
     ) -> None:
         self.store = store
         self._alerts_file = alerts_file
+        self._evidence_factory = evidence_factory
         self.settings = settings or KeysSettings()
         self.keyring = Keyring(store, self.settings)
         self._audit_factory = audit_factory
@@ -123,14 +150,25 @@ class LocalKeyService:
                 alerts = AlertManager(self.store, audit=self._audit, sinks=sinks)
                 canaries = CanaryRegistry(self.store, alerts)
                 meter = default_meter(self.store, self._audit, alerts=alerts)
+                rule = self._evidence_factory(self.keyring, self.store, self._audit)
                 self._gate = ReleaseGate(
-                    self.keyring, self._audit, egress=meter, canaries=canaries
+                    self.keyring, self._audit, evidence=rule, egress=meter, canaries=canaries
                 )
                 alerts.deliver_pending()
             except BaseException:
                 self.seal()
                 raise
         return status
+
+    @property
+    def audit(self) -> AuditLog | None:
+        """The gate's audit log while unsealed (``None`` while sealed)."""
+        return self._audit
+
+    @property
+    def gate(self) -> ReleaseGate | None:
+        """The release gate while unsealed (``None`` while sealed)."""
+        return self._gate
 
     def _record(self, action: str, obj: str, reason: str = "", **details: Any) -> None:
         if self._audit is None:

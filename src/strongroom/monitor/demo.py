@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -68,9 +69,16 @@ def _sharded(vault: Vault, artifact: str, console: Console, shards: int = 6) -> 
     return name
 
 
-def demo_monitor(vault: Vault, console: Console, artifact: str = "minilm") -> bool:
-    """Pull ``artifact`` shard by shard until the egress cap stops it; True when it was stopped."""
+def demo_monitor(vault: Vault, console: Console, artifact: str = "minilm", *,
+                 grant: Callable[[str], object] | None = None) -> bool:
+    """Pull ``artifact`` shard by shard until the egress cap stops it; True when it was stopped.
+
+    ``grant(name)`` is called once the sharded copy exists, to give the vault's
+    identity a load Grant on it (the gate needs one for every release).
+    """
     manifest = vault.manifest(_sharded(vault, artifact, console))
+    if grant is not None:
+        grant(manifest.name)
     principal = vault.identity.public.principal
     alerts = AlertManager(vault.store, audit=vault.audit,
                           sinks=[JsonLinesSink(vault.settings.resolved_home / "alerts.jsonl")])
@@ -111,7 +119,7 @@ def _pull(
             if gate_charges is False:  # the gate's egress step, done here until it is wired
                 meter.charge(principal, entry.size, time.time(), artifact=manifest.ref)
             before = _principal_used(meter, principal, manifest.ref)
-            key = vault.release_file_key(manifest, entry, "demo: exfiltration loop")
+            key = vault.release_file_key(manifest, entry, "load: demo exfiltration loop")
             key[:] = bytes(len(key))
             if gate_charges is None:
                 gate_charges = _principal_used(meter, principal, manifest.ref) > before

@@ -133,6 +133,13 @@ def demo_supplychain(vault: Vault, console: Console, home: Path) -> None:
         console.print(f"a poisoned pickle is refused: [yellow]{exc.message}[/]")
 
     console.rule("[bold cyan]Airgap transfer to a second enclave")
+    from strongroom.access.demo import demo_grant
+
+    officer = vault.identity
+    demo_grant(vault, officer, officer, manifest.name, ("load", "export"), work / "people-a",
+               purpose="airgap transfer to " + ENCLAVE)
+    console.print(f"{officer.public.principal} holds Grants to load and export (transfer) "
+                  f"{manifest.name}, approved by two approvers and a security officer")
     vault2, service2, officer2 = open_second_vault(work / "enclave-b")
     try:
         transfer_id = X25519Identity.generate()
@@ -165,6 +172,8 @@ def demo_supplychain(vault: Vault, console: Console, home: Path) -> None:
         imported = admit_bundle(vault2, q.bundle_id, sender=sender, enclave=ENCLAVE,
                                 identity=transfer_id, approvals=[sign_approval(officer2, admit)],
                                 approver=OfficerQuorum.from_vault(vault2))
+        demo_grant(vault2, officer2, officer2, imported.name, ("load",), work / "people-b",
+                   purpose="check the transferred copy")
         with vault.open_weights(manifest.name) as a, vault2.open_weights(imported.name) as b:
             same = sum(1 for k in a if a[k].tobytes() == b[k].tobytes())
             total = len(list(a))
