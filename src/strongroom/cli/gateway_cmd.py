@@ -64,41 +64,46 @@ def serve(
     artifact: str,
     release: Annotated[Path, typer.Option("--release", help="signed code release file")],
     code_owner: OwnerOpt,
-    caller: Annotated[list[Path], typer.Option("--caller", help="public key of a principal allowed to infer (repeatable)")],
     threshold: ThresholdOpt = 2,
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port to listen on")] = 8700,
     precision: Annotated[int, typer.Option(help="decimal places returned")] = 4,
     max_dimensions: Annotated[int | None, typer.Option(help="most components returned")] = None,
 ) -> None:
-    """Load ARTIFACT through key release and serve POST /v1/embeddings (only)."""
+    """Load ARTIFACT through key release and serve POST /v1/embeddings (only).
+
+    The gateway acts as STRONGROOM_IDENTITY, a service principal that must hold
+    a load Grant on ARTIFACT. Callers are the principals the security officers
+    enrolled; each needs an infer Grant on ARTIFACT (and Cedar's infer).
+    """
     import uvicorn
 
     from strongroom.gateway import (
-        AllowList,
         AuditAlertSink,
         GatewayConfig,
         OutputPolicy,
-        SignedRequestAuth,
         create_app,
         start_gateway,
     )
+    from strongroom.gateway.access import DirectoryCallers, GrantAuthorizer, directory_reader
     from strongroom.keys.identity import PublicIdentity
     from strongroom.vault.vault import Vault
 
-    callers = [PublicIdentity.load(p) for p in caller]
     config = GatewayConfig(output=OutputPolicy(precision=precision, max_dimensions=max_dimensions))
     with Vault.open() as vault:
+        threshold_officers = vault.keys.status().officer_threshold
+        reader = directory_reader(vault.store, vault.keys.public_keys(), threshold_officers)
+        manifest = vault.manifest(artifact)
         gw = start_gateway(
             vault, artifact, release=_read(release, "release").strip(),
             code_owners=[PublicIdentity.load(p) for p in code_owner], threshold=threshold,
-            auth=SignedRequestAuth(callers), authorizer=AllowList(c.principal for c in callers),
-            alerts=AuditAlertSink(vault.audit), config=config,
+            auth=DirectoryCallers(reader), authorizer=GrantAuthorizer(vault.store, reader, manifest),
+            alerts=AuditAlertSink(vault.audit), config=config, version=manifest.version,
         )
         try:
             assert gw.memory is not None
-            typer.echo(f"serving {gw.model_ref} on http://{host}:{port}/v1/embeddings to "
-                       f"{', '.join(c.principal for c in callers) or 'nobody'}")
+            typer.echo(f"serving {gw.model_ref} on http://{host}:{port}/v1/embeddings to enrolled "
+                       f"principals holding an infer grant; loaded as {vault.actor}")
             typer.echo(gw.memory.describe())
             uvicorn.run(create_app(gw), host=host, port=port, log_level="warning",
                         access_log=False, lifespan="off")

@@ -13,8 +13,11 @@ The signed message is ``strongroom-gateway-v1`` followed by the method, the
 path, the SHA-256 of the body, the timestamp and the nonce, one per line. A
 request outside the replay window or with a nonce already used is refused.
 Holding ``infer`` never implies ``load``: the gateway has no route that returns
-weights. Replace :class:`AllowList` with the Cedar ``infer`` decision when the
-access service is wired in.
+weights. Deployments use :class:`strongroom.gateway.access.DirectoryCallers`
+(keys from the officer-signed directory) and
+:class:`strongroom.gateway.access.GrantAuthorizer` (Cedar ``infer`` plus an
+``infer`` Grant); :class:`SignedRequestAuth` with a fixed key list and
+:class:`AllowList` remain for tests and benchmarks.
 """
 
 from __future__ import annotations
@@ -109,6 +112,10 @@ class SignedRequestAuth:
         self._seen: dict[str, float] = {}
         self._lock = threading.Lock()
 
+    def lookup(self, kid: str) -> PublicIdentity | None:
+        """The registered caller holding key ``kid`` (subclasses look elsewhere)."""
+        return self.callers.get(kid)
+
     def authenticate(self, method: str, path: str, headers: Mapping[str, str], body: bytes,
                      now: float) -> Caller:
         """The caller whose registered key signed this request within the window."""
@@ -117,7 +124,7 @@ class SignedRequestAuth:
             raise AccessDenied("request is not signed", obj="gateway",
                                remedy="sign requests with your identity (X-Strongroom-* headers)")
         kid, stamp, nonce, sig = (str(f) for f in fields)
-        caller = self.callers.get(kid)
+        caller = self.lookup(kid)
         if caller is None:
             raise AccessDenied("unknown caller key", obj=f"key {kid[:16]!r}",
                                remedy="ask an operator to register your public key")

@@ -5,12 +5,16 @@ Call it with an unsealed vault that already holds the ``minilm`` artifact::
     from strongroom.gateway.demo import demo_gateway
     demo_gateway(vault, console)
 
-It signs a code release with two of three code owners, starts the gateway on
-loopback from the encrypted weights, serves embeddings to ``ivy`` (who holds
-``infer`` only, and is refused when she tries to load the weights herself),
-then shows ``mallory``'s extraction attempt (batches of random strings)
-being throttled and alerted, and stops the server. It uses throw-away
-identities; never reuse them.
+The vault must act as a security officer (the demo's bootstrap officer). It
+signs a code release with two of three code owners; enrolls a service
+principal that obtains a ``load`` Grant and starts the gateway on loopback
+from the encrypted weights as that service; gives ``ivy`` and ``mallory`` an
+``infer`` Grant each (callers are enrolled principals, checked by Cedar and
+their Grant); serves embeddings to ``ivy`` (refused when she tries to load
+the weights herself, and ``eve``, enrolled but without a Grant, is refused
+by the gateway); then shows ``mallory``'s extraction attempt (batches of
+random strings) throttled and alerted, and stops the server. It uses
+throw-away identities under ``<home>-people``; never reuse them.
 """
 
 from __future__ import annotations
@@ -24,8 +28,9 @@ import httpx
 import numpy as np
 
 from strongroom.errors import AccessDenied
+from strongroom.gateway.access import DirectoryCallers, GrantAuthorizer, directory_reader
 from strongroom.gateway.alerts import AuditAlertSink, FanOutSink, MemoryAlertSink
-from strongroom.gateway.auth import AllowList, SignedRequestAuth, sign_request
+from strongroom.gateway.auth import sign_request
 from strongroom.gateway.codesign import add_signature, sign_release
 from strongroom.gateway.server import EMBEDDINGS_PATH, GatewayServer, start_gateway
 from strongroom.keys.identity import Identity
@@ -46,29 +51,45 @@ def _post(client: httpx.Client, who: Identity, texts: list[str]) -> httpx.Respon
 
 def demo_gateway(vault: Vault, console: Console, artifact: str = "minilm") -> None:
     """Serve the encrypted model's embeddings to an infer-only caller; throttle an extractor."""
+    from strongroom.access.demo import demo_grant
     from strongroom.vault.vault import Vault as VaultClass
 
+    def acting_as(ident: Identity) -> Vault:
+        return VaultClass(vault.settings, vault.store, vault.blobs, vault.keys, vault.audit,
+                          identity=ident)
+
+    home = vault.settings.resolved_home
+    people = home.parent / (home.name + "-people")
+    officer = vault.identity
     owners = [Identity.generate(n) for n in ("olga", "omar", "oren")]
     release = add_signature(sign_release([owners[0]]), owners[1])
     console.print("code owners olga and omar sign a release of every strongroom module (2 of 3)")
-    ivy, mallory = Identity.generate("ivy"), Identity.generate("mallory")
-    as_ivy = VaultClass(vault.settings, vault.store, vault.blobs, vault.keys, vault.audit,
-                        identity=ivy)
+    service = Identity.generate(f"gateway-{artifact}")
+    demo_grant(vault, officer, service, artifact, ("load",), people, kind="service",
+               purpose="serve embeddings")
+    ivy, mallory, eve = (Identity.generate(n) for n in ("ivy", "mallory", "eve"))
+    for who in (ivy, mallory):
+        demo_grant(vault, officer, who, artifact, ("infer",), people, purpose="embeddings")
+    demo_grant(vault, officer, eve, artifact, (), people)  # enrolled, no grant
+    console.print(f"service principal {service.public.principal} holds a load Grant; ivy and "
+                  "mallory hold an infer Grant each (1 approver); eve is enrolled with none")
     try:
-        as_ivy.open_weights(artifact)
+        acting_as(ivy).open_weights(artifact)
         console.print("[red]ivy loaded the weights: she should hold infer only[/]")
         raise SystemExit(1)
     except AccessDenied as exc:
         console.print(f"ivy (infer only) asks for the weights themselves -> [yellow]refused[/]: {exc}")
+    reader = directory_reader(vault.store, vault.keys.public_keys(), 1)
     alerts = MemoryAlertSink()
-    gw = start_gateway(vault, artifact, release=release,
+    as_service = acting_as(service)
+    gw = start_gateway(as_service, artifact, release=release,
                        code_owners=[o.public for o in owners], threshold=2,
-                       auth=SignedRequestAuth([ivy.public, mallory.public]),
-                       authorizer=AllowList({"ivy", "mallory"}),
+                       auth=DirectoryCallers(reader),
+                       authorizer=GrantAuthorizer(vault.store, reader, vault.manifest(artifact)),
                        alerts=FanOutSink([AuditAlertSink(vault.audit), alerts]))
     try:
         assert gw.memory is not None
-        console.print(f"gateway loaded {gw.model_ref} through key release, as {vault.actor}; "
+        console.print(f"gateway loaded {gw.model_ref} through key release, as {as_service.actor}; "
                       + gw.memory.describe())
         with GatewayServer(gw) as server, httpx.Client(base_url=server.url) as client:
             console.print(f"serving POST {EMBEDDINGS_PATH} only, on {server.url}")
@@ -80,6 +101,9 @@ def demo_gateway(vault: Vault, console: Console, artifact: str = "minilm") -> No
             console.print(f"ivy: HTTP {reply.status_code}, {vec.shape[0]} embeddings of "
                           f"{vec.shape[1]} dims, rounded to {gw.config.output.precision} decimals; "
                           f"similarity {vec[0] @ vec[1]:.3f} (paraphrase) vs {vec[0] @ vec[2]:.3f}")
+            denied = _post(client, eve, texts[:1])
+            console.print(f"eve (enrolled, no infer Grant): HTTP {denied.status_code} "
+                          f"{denied.json().get('error', {}).get('message', '')}")
             rng = random.Random(0)  # noqa: S311 - demo inputs, not secrets
             console.print("mallory sends batches of random strings (the query pattern of "
                           "output-space extraction):")
@@ -101,5 +125,5 @@ def demo_gateway(vault: Vault, console: Console, artifact: str = "minilm") -> No
     console.print(f"{len(served)} gateway requests in the audit log (SHA-256 of input and "
                   "output, never the texts); decisions: "
                   + ", ".join(sorted({e.decision for e in served})))
-    if not alerts.alerts or reply.status_code != 200:
+    if not alerts.alerts or reply.status_code != 200 or denied.status_code != 403:
         raise SystemExit(1)
