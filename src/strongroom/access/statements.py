@@ -53,7 +53,7 @@ __all__ = [
 
 KINDS = (
     "enrollment", "revocation", "label", "policy", "request", "approval", "denial", "grant",
-    "grant-revocation", "break-glass", "review",
+    "grant-revocation", "break-glass", "review", "codeowners",
 )
 #: How many verified statements the cache keeps.
 CACHE_SIZE = 50_000

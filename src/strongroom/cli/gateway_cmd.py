@@ -63,8 +63,6 @@ def verify_release_cmd(release: Path, code_owner: OwnerOpt, threshold: Threshold
 def serve(
     artifact: str,
     release: Annotated[Path, typer.Option("--release", help="signed code release file")],
-    code_owner: OwnerOpt,
-    threshold: ThresholdOpt = 2,
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port to listen on")] = 8700,
     precision: Annotated[int, typer.Option(help="decimal places returned")] = 4,
@@ -74,7 +72,9 @@ def serve(
 
     The gateway acts as STRONGROOM_IDENTITY, a service principal that must hold
     a load Grant on ARTIFACT. Callers are the principals the security officers
-    enrolled; each needs an infer Grant on ARTIFACT (and Cedar's infer).
+    enrolled; each needs an infer Grant on ARTIFACT (and Cedar's infer). The code
+    release must be signed by the code owners the officers pinned
+    (`strongroom gateway owners set`).
     """
     import uvicorn
 
@@ -86,7 +86,7 @@ def serve(
         start_gateway,
     )
     from strongroom.gateway.access import DirectoryCallers, GrantAuthorizer, directory_reader
-    from strongroom.keys.identity import PublicIdentity
+    from strongroom.gateway.owners import require_owners
     from strongroom.vault.vault import Vault
 
     config = GatewayConfig(output=OutputPolicy(precision=precision, max_dimensions=max_dimensions))
@@ -94,9 +94,10 @@ def serve(
         threshold_officers = vault.keys.status().officer_threshold
         reader = directory_reader(vault.store, vault.keys.public_keys(), threshold_officers)
         manifest = vault.manifest(artifact)
+        owners, threshold = require_owners(reader)
         gw = start_gateway(
             vault, artifact, release=_read(release, "release").strip(),
-            code_owners=[PublicIdentity.load(p) for p in code_owner], threshold=threshold,
+            code_owners=owners, threshold=threshold,
             auth=DirectoryCallers(reader), authorizer=GrantAuthorizer(vault.store, reader, manifest),
             alerts=AuditAlertSink(vault.audit), config=config, version=manifest.version,
         )
@@ -109,6 +110,55 @@ def serve(
                         access_log=False, lifespan="off")
         finally:
             gw.close()
+
+
+owners_app = typer.Typer(help="Code owners pinned by the security officers.",
+                         no_args_is_help=True)
+gateway_app.add_typer(owners_app, name="owners")
+
+
+@owners_app.command("set")
+def owners_set(code_owner: OwnerOpt, threshold: ThresholdOpt = 2) -> None:
+    """Sign (as an officer) the gateway's code owners; counts once k officers signed."""
+    import time
+
+    from strongroom.access import statements
+    from strongroom.cli.access_cmd import open_context
+    from strongroom.gateway.owners import KIND, SUBJECT, CodeOwners, publish_owners
+    from strongroom.keys.identity import PublicIdentity
+
+    owners = tuple(PublicIdentity.load(p) for p in code_owner)
+    vault, ctx = open_context()
+    with vault:
+        keys = ctx.officer_keys()
+        previous = [int(statements.unverified_payload(e).get("serial", 0))
+                    for e in statements.envelopes(vault.store, KIND, subject=SUBJECT)]
+        pinned = CodeOwners(owners, threshold, serial=max(previous, default=0) + 1,
+                            issued=int(time.time()))
+        digest = publish_owners(vault.store, pinned.sign(*keys))  # type: ignore[arg-type]
+        vault.record("gateway.owners", SUBJECT, "allow", statement=digest,
+                     owners=[o.principal for o in owners], threshold=threshold,
+                     serial=pinned.serial)
+        typer.echo(f"code owners {digest[:16]} (serial {pinned.serial}): "
+                   f"{threshold} of {', '.join(o.principal for o in owners)}; signed by "
+                   f"{ctx.name}, counts once {ctx.reader.threshold} officer(s) signed "
+                   "(`strongroom people cosign`)")
+
+
+@owners_app.command("show")
+def owners_show() -> None:
+    """The code owners in force (signed by k officers)."""
+    from strongroom.cli.access_cmd import open_context
+    from strongroom.gateway.owners import pinned_owners
+
+    vault, ctx = open_context()
+    with vault:
+        found = pinned_owners(ctx.reader)
+    if found is None:
+        typer.echo("no code owners pinned: `strongroom gateway owners set`")
+        return
+    typer.echo(f"serial {found.serial}: {found.threshold} of "
+               + ", ".join(f"{o.principal} ({o.key_id})" for o in found.owners))
 
 
 def register(app: typer.Typer) -> None:

@@ -94,15 +94,19 @@ def cosign(statement_id: Annotated[str, typer.Argument(help="statement id (8+ ch
         with vault.store.session() as s:
             rows = s.execute(select(AccessStatement.kind, AccessStatement.envelope).where(
                 AccessStatement.digest.startswith(statement_id),
-                AccessStatement.kind.in_(("enrollment", "revocation", "label", "policy")))).all()
+                AccessStatement.kind.in_(("enrollment", "revocation", "label", "policy",
+                                           "codeowners")))).all()
         if len(rows) != 1 or len(statement_id) < 8:
             raise NotFound(f"{len(rows)} officer statements match", obj=statement_id,
                            remedy="give at least 8 characters of the id the first officer printed")
         kind, env = rows[0]
         body = statements.unverified_payload(env)
         mine = sign_statement(body, statements.payload_type(kind), *keys)  # type: ignore[arg-type]
-        digest = (statements.put(vault.store, kind, mine, subject="policy") if kind == "policy"
-                  else publish(vault.store, kind, mine))
+        if kind in ("policy", "codeowners"):
+            subject = "policy" if kind == "policy" else "gateway"
+            digest = statements.put(vault.store, kind, mine, subject=subject)
+        else:
+            digest = publish(vault.store, kind, mine)
         vault.record("people.cosign", digest[:16], "allow", statement_kind=kind)
         n = len(statements.signer_ids(statements.by_digest(vault.store, digest) or mine))
         _out.print(f"{ctx.name} cosigned {kind} {digest[:16]} ({n} signature(s))")

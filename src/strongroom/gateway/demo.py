@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import random
 import string
+import time
 from typing import TYPE_CHECKING
 
 import httpx
@@ -32,6 +33,7 @@ from strongroom.gateway.access import DirectoryCallers, GrantAuthorizer, directo
 from strongroom.gateway.alerts import AuditAlertSink, FanOutSink, MemoryAlertSink
 from strongroom.gateway.auth import sign_request
 from strongroom.gateway.codesign import add_signature, sign_release
+from strongroom.gateway.owners import CodeOwners, pinned_owners, publish_owners, require_owners
 from strongroom.gateway.server import EMBEDDINGS_PATH, GatewayServer, start_gateway
 from strongroom.keys.identity import Identity
 
@@ -62,6 +64,14 @@ def demo_gateway(vault: Vault, console: Console, artifact: str = "minilm") -> No
     people = home.parent / (home.name + "-people")
     officer = vault.identity
     owners = [Identity.generate(n) for n in ("olga", "omar", "oren")]
+    reader = directory_reader(vault.store, vault.keys.public_keys(), 1)
+    current = pinned_owners(reader)
+    publish_owners(vault.store, CodeOwners(tuple(o.public for o in owners), 2,
+                                           serial=current.serial + 1 if current else 1,
+                                           issued=int(time.time())).sign(officer.private_key))
+    pinned, need = require_owners(reader)
+    console.print(f"the security officer pins the gateway's code owners: {need} of "
+                  + ", ".join(o.principal for o in pinned))
     release = add_signature(sign_release([owners[0]]), owners[1])
     console.print("code owners olga and omar sign a release of every strongroom module (2 of 3)")
     service = Identity.generate(f"gateway-{artifact}")
@@ -79,11 +89,10 @@ def demo_gateway(vault: Vault, console: Console, artifact: str = "minilm") -> No
         raise SystemExit(1)
     except AccessDenied as exc:
         console.print(f"ivy (infer only) asks for the weights themselves -> [yellow]refused[/]: {exc}")
-    reader = directory_reader(vault.store, vault.keys.public_keys(), 1)
     alerts = MemoryAlertSink()
     as_service = acting_as(service)
     gw = start_gateway(as_service, artifact, release=release,
-                       code_owners=[o.public for o in owners], threshold=2,
+                       code_owners=pinned, threshold=need,
                        auth=DirectoryCallers(reader),
                        authorizer=GrantAuthorizer(vault.store, reader, vault.manifest(artifact)),
                        alerts=FanOutSink([AuditAlertSink(vault.audit), alerts]))
