@@ -12,11 +12,15 @@ from strongroom.cli import (
     access_cmd,
     age_cmd,
     audit_cmd,
+    console_cmd,
     docs_cmd,
     gateway_cmd,
     keys_cmd,
     monitor_cmd,
     people_cmd,
+    posture_cmd,
+    redteam_cmd,
+    serve_cmd,
     supplychain_cmd,
     weights_cmd,
     witness_cmd,
@@ -45,6 +49,10 @@ for module in (
     people_cmd,
     access_cmd,
     docs_cmd,
+    serve_cmd,
+    console_cmd,
+    redteam_cmd,
+    posture_cmd,
 ):
     module.register(app)
 
@@ -54,7 +62,11 @@ _err = Console(stderr=True, highlight=False)
 def main() -> None:
     """Entry point: run the app, print strongroom errors without a traceback."""
     try:
-        app(standalone_mode=False)
+        # Without standalone mode click *returns* the code of a typer.Exit raised in a
+        # command instead of exiting with it: pass it on, or `raise typer.Exit(1)` exits 0.
+        code = app(standalone_mode=False)
+        if isinstance(code, int) and code != 0:
+            sys.exit(code)
     except StrongroomError as exc:
         _err.print(f"[bold red]error:[/] {escape(str(exc))}", markup=True, soft_wrap=True)
         sys.exit(exc.exit_code)
@@ -64,9 +76,10 @@ def main() -> None:
     except (typer.Abort, typer.Exit) as exc:
         sys.exit(getattr(exc, "exit_code", 1))
     except Exception as exc:
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
+        # Usage errors: click's ClickException, or the copy typer >= 0.20 vendors
+        # (typer._click), which click's class does not match.
+        show, code = getattr(exc, "show", None), getattr(exc, "exit_code", None)
+        if callable(show) and isinstance(code, int):
+            show()
+            sys.exit(code)
         raise
