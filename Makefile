@@ -32,7 +32,7 @@ test: $(VENV)/.stamp-dev
 	scripts/run-tests.sh
 
 bench: $(VENV)/.stamp-dev
-	for b in weights keys shamir hsm audit access gateway supplychain; do \
+	for b in weights keys shamir hsm audit access gateway supplychain server; do \
 	  echo "== bench/$$b.py"; $(BIN)/python bench/$$b.py || exit 1; done
 
 lint: $(VENV)/.stamp-dev

@@ -178,6 +178,11 @@ def request(
     nbytes: Annotated[str, typer.Option("--bytes", help="byte budget, e.g. 2G")] = "64G",
 ) -> None:
     """Ask for access; prints the request id approvers sign."""
+    from strongroom.cli import remote
+
+    if remote.active():
+        return remote.access_request(resource, purpose, action, _duration(duration),
+                                     _size(nbytes))
     from strongroom.access import statements
     from strongroom.access.approvals import AccessRequest, submit_request
 
@@ -259,6 +264,10 @@ def approve_cmd(
     ttl: Annotated[str, typer.Option("--ttl", help="how long this approval stays usable")] = "24h",
 ) -> None:
     """Sign an approval of a request; issues the Grant once the rule is met."""
+    from strongroom.cli import remote
+
+    if remote.active():
+        return remote.access_verdict(request_id, approve_it=True, ttl_s=_duration(ttl))
     from strongroom.access.approvals import approve, submit_approval
 
     vault, ctx = open_context()
@@ -277,6 +286,10 @@ def deny_cmd(
     reason: Annotated[str, typer.Option("--reason", help="why")],
 ) -> None:
     """Sign a denial: no grant is issued for the request."""
+    from strongroom.cli import remote
+
+    if remote.active():
+        return remote.access_verdict(request_id, approve_it=False, reason=reason)
     from strongroom.access.approvals import deny, submit_approval
 
     vault, ctx = open_context()
@@ -293,6 +306,10 @@ def grants_cmd(
     pending: Annotated[bool, typer.Option("--pending", help="open requests instead")] = False,
 ) -> None:
     """List grants that verify now (or open requests with their approvals)."""
+    from strongroom.cli import remote
+
+    if remote.active():
+        return remote.access_grants(pending)
     from strongroom.access import statements
     from strongroom.access.grants import parse_approval, verify_grant
 

@@ -73,6 +73,10 @@ def _read(path: Path) -> str:
 @audit_app.command()
 def tail(n: Annotated[int, typer.Option("-n", min=1, help="how many entries")] = 20) -> None:
     """Print the last entries as JSON lines."""
+    from strongroom.cli import remote
+
+    if remote.active():
+        return remote.audit_tail(n)
     with open_log() as log:
         for event in log.tail(n):
             _out.print(event.body.decode(), markup=False)
@@ -103,6 +107,10 @@ def prove(
 @audit_app.command()
 def checkpoint() -> None:
     """Sign a checkpoint at the current size, push it to the witnesses, print it."""
+    from strongroom.cli import remote
+
+    if remote.active():
+        return remote.audit_checkpoint()
     with open_log() as log:
         typer.echo(log.checkpoint(), nl=False)
 

@@ -117,6 +117,10 @@ def unseal(
     reset: Annotated[bool, typer.Option("--reset", help="discard progress and start over")] = False,
 ) -> None:
     """Submit one custodian's share (or, for an HSM vault, log in to the token)."""
+    from strongroom.cli import remote
+
+    if remote.active():
+        return remote.unseal(share, identity, reset)
     from strongroom.keys import ceremony
     from strongroom.keys.config import KeysSettings
     from strongroom.keys.service import key_service
@@ -156,6 +160,10 @@ def seal() -> None:
 def status(json_out: Annotated[bool, typer.Option("--json", help="machine-readable")] = False
            ) -> None:
     """Show initialised, sealed, threshold, unseal progress and KEK versions."""
+    from strongroom.cli import remote
+
+    if remote.active():
+        return remote.status(json_out)
     from strongroom.keys.service import key_service
 
     st = key_service().status()

@@ -62,6 +62,10 @@ def alerts_ls(
     as_json: JsonOpt = False,
 ) -> None:
     """List alerts, newest first (unacknowledged only unless --all)."""
+    from strongroom.cli import remote
+
+    if remote.active():
+        return remote.alerts_ls(all_, limit, as_json)
     from strongroom.monitor.alerts import AlertManager
 
     with _store() as store:
@@ -85,7 +89,11 @@ def alerts_ack(
     by: Annotated[str, typer.Option("--by", help="who handled it")],
     note: Annotated[str, typer.Option("--note", help="what was found")] = "",
 ) -> None:
-    """Acknowledge an alert (audited as alert.ack)."""
+    """Acknowledge an alert (audited as alert.ack; remote: as the signing identity)."""
+    from strongroom.cli import remote
+
+    if remote.active():
+        return remote.alerts_ack(alert_id, note)
     from strongroom.cli.audit_cmd import open_log
     from strongroom.monitor.alerts import AlertManager
 

@@ -100,6 +100,10 @@ def import_(
 @weights.command("ls")
 def ls(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """List artifacts and versions."""
+    from strongroom.cli import remote
+
+    if remote.active():
+        return remote.weights_ls(as_json)
     from strongroom.vault.vault import Vault
 
     with Vault.open() as vault:
@@ -150,6 +154,10 @@ def show(
 @weights.command("verify")
 def verify(name: str, version: Annotated[int | None, typer.Option("--version")] = None) -> None:
     """Check every blob, chunk and hash of an artifact against its signed manifest."""
+    from strongroom.cli import remote
+
+    if remote.active():
+        return remote.weights_verify(name, version)
     from strongroom.vault.vault import Vault
 
     with Vault.open() as vault:

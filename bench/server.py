@@ -1,0 +1,303 @@
+"""Authorised key releases over HTTP: ``strongroom serve --workers 2`` on loopback.
+
+Target (issue 7): >= 1,000 releases/s with 2 workers, p99 <= 20 ms; printed
+with the ratio to the same authorised release (GrantEvidence, same store,
+same Grant) run in-process through the gate in this run.
+
+    .venv/bin/python bench/server.py [--releases 4000] [--threads 16] [--workers 2]
+
+Set-up (not timed): a 2-of-3 vault initialised, the server started, unsealed
+over the API by two custodians, a small model imported, alice/bob/carol
+enrolled and the model labelled by the officer, a Grant made by alice's
+request and bob's and carol's approvals. Each timed request carries fresh
+release evidence and a fresh RFC 9421 signature, both made before timing
+starts (the client's cost); the server verifies the HTTP signature, looks up
+the caller, reads the manifest, runs the gate (Grant verification, replay,
+egress charge, durable audit append, unwrap) and returns the file key.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path[:0] = [str(Path(__file__).resolve().parent.parent / "tests")]
+
+import httpx  # noqa: E402
+
+from strongroom.access.approvals import AccessRequest, approve  # noqa: E402
+from strongroom.access.directory import (  # noqa: E402
+    Enrollment,
+    ResourceLabel,
+    Rule,
+    Vetting,
+    level,
+)
+from strongroom.access.evidence import make_evidence  # noqa: E402
+from strongroom.access.grants import build_grant  # noqa: E402
+from strongroom.keys import ceremony  # noqa: E402
+from strongroom.keys.config import KeysSettings  # noqa: E402
+from strongroom.keys.identity import Identity  # noqa: E402
+from strongroom.keys.keyring import KeyringStatus  # noqa: E402
+from strongroom.server.client import Client  # noqa: E402
+from strongroom.server.signatures import sign_request  # noqa: E402
+from strongroom.store.db import Store  # noqa: E402
+
+from keyring_fixtures import make_custodians  # noqa: E402
+from vault_fixtures import make_model  # noqa: E402
+
+YEAR = 365 * 24 * 3600
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _summary(label: str, latencies: list[float], elapsed: float, unit: str = "releases"
+             ) -> float:
+    latencies.sort()
+    rate = len(latencies) / elapsed
+    p50 = statistics.median(latencies) * 1000
+    p99 = latencies[max(0, int(len(latencies) * 0.99) - 1)] * 1000
+    print(f"{label}: {len(latencies)} {unit}: {rate:,.0f} {unit}/s  p50 {p50:.2f} ms  "
+          f"p99 {p99:.2f} ms")
+    return rate
+
+
+def _run(threads: int, items: list[Any], one: Any) -> tuple[list[float], float]:
+    latencies: list[float] = []
+    lock = threading.Lock()
+    it = iter(items)
+    errors: list[str] = []
+
+    def worker() -> None:
+        local: list[float] = []
+        while True:
+            with lock:
+                item = next(it, None)
+            if item is None:
+                break
+            t0 = time.perf_counter()
+            try:
+                one(item)
+            except Exception as exc:  # reported, and the run fails
+                errors.append(f"{type(exc).__name__}: {exc}")
+                break
+            local.append(time.perf_counter() - t0)
+        with lock:
+            latencies.extend(local)
+
+    pool = [threading.Thread(target=worker) for _ in range(threads)]
+    start = time.perf_counter()
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    elapsed = time.perf_counter() - start
+    if errors:
+        raise SystemExit(f"release failed: {errors[0]}")
+    return latencies, elapsed
+
+
+def _enroll(c: Client, officer: Identity, ident: Identity, roles: tuple[str, ...]) -> None:
+    now = int(time.time())
+    env = Enrollment(name=ident.name, key=ident.public.public_bytes, roles=roles,
+                     clearance=level("secret"), compartments=("atlas",),
+                     vetting=Vetting("active", now - 10, now + YEAR), serial=1,
+                     issued=now).sign(officer.private_key)
+    c.post("/v1/statements", {"kind": "enrollment", "envelope": env})
+
+
+def main() -> None:
+    """Start the server, make a Grant, time releases over HTTP and in-process."""
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--releases", type=int, default=4000)
+    ap.add_argument("--threads", type=int, default=16)
+    ap.add_argument("--workers", type=int, default=2)
+    args = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="bench-server-"))
+    home = tmp / "home"
+    url = f"sqlite:///{tmp / 'bench.db'}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STRONGROOM_")}
+    env.update(STRONGROOM_HOME=str(home), STRONGROOM_DATABASE_URL=url,
+               STRONGROOM_LOG_LEVEL="warning", STRONGROOM_AGENT_IDLE="600")
+    os.environ.update({k: env[k] for k in ("STRONGROOM_HOME", "STRONGROOM_DATABASE_URL")})
+    store = Store.open(url)
+    cust = make_custodians(tmp / "custodians", 3)
+    result = ceremony.init_vault(store, custodians=cust.pubfiles, threshold=2,
+                                 shares_dir=tmp / "shares",
+                                 settings=KeysSettings(key_backend="shamir"))
+    store.close()
+    assert result.officer_identity is not None
+    officer = Identity.load(result.officer_identity)
+    port = _free_port()
+    # What `strongroom serve --port P --workers N` runs (without loading every CLI group).
+    code = ("from strongroom.cli.serve_cmd import serve; "
+            f"serve(port={port}, workers={args.workers})")
+    server = subprocess.Popen([sys.executable, "-c", code], env=env, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                httpx.get(base + "/v1/sys/seal-status", timeout=2)
+                break
+            except httpx.HTTPError:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise SystemExit("the server did not start") from None
+                time.sleep(0.2)
+        _bench(args, tmp, base, officer, result, cust)
+    finally:
+        if server.poll() is None:
+            os.killpg(server.pid, signal.SIGTERM)
+            server.wait(30)
+        from strongroom.keys.service import key_service
+
+        key_service(home, start=False).seal()  # no-op when the bench already sealed it
+
+
+def _bench(args: argparse.Namespace, tmp: Path, base: str, officer: Identity, result: Any,
+           cust: Any) -> None:
+    people = {n: Identity.generate(n) for n in ("alice", "bob", "carol")}
+    with Client(base, officer) as c:
+        for i in (1, 2):
+            status = KeyringStatus.from_dict(c.status())
+            content = ceremony.read_share_file(result.share_files[i - 1], [cust.identities[i - 1]])
+            c.unseal(ceremony.build_submission(status, content))
+        from strongroom.settings import Settings
+        from strongroom.vault.vault import Vault
+
+        path = tmp / "tiny.safetensors"
+        make_model(path)
+        with Vault.open(Settings(), identity=officer) as vault:
+            vault.import_weights(path, name="tiny", compartments=["atlas"])
+        path.unlink()
+        _enroll(c, officer, people["alice"], ("requesters",))
+        _enroll(c, officer, people["bob"], ("approvers",))
+        _enroll(c, officer, people["carol"], ("approvers",))
+        lab = ResourceLabel("tiny", level("secret"), ("atlas",),
+                            {"load": Rule.parse("2 of approvers")}, serial=1,
+                            issued=int(time.time())).sign(officer.private_key)
+        c.post("/v1/statements", {"kind": "label", "envelope": lab})
+    alice = Client(base, people["alice"])
+    req = AccessRequest.new("alice", people["alice"].public.key_id, "tiny", "load", "bench",
+                            3600, 1 << 50, time.time()).sign(people["alice"].private_key)
+    digest = alice.post("/v1/access/requests", {"envelope": req})["digest"]
+    for who in ("bob", "carol"):
+        with Client(base, people[who]) as c:
+            c.post(f"/v1/access/requests/{digest}/approvals",
+                   {"envelope": approve(people[who].private_key, who, req, now=time.time())})
+    bundle = alice.get(f"/v1/access/requests/{digest}")
+    grant = build_grant(people["alice"].private_key, bundle["envelope"],
+                        bundle["approval_envelopes"], now=time.time())
+    alice.post("/v1/access/grants", {"envelope": grant})
+    manifest = alice.manifest("tiny")["manifest"]
+    entry = manifest["files"][0]
+    ref = f"{manifest['name']}@{manifest['version']}"
+    alice.close()
+
+    # -- HTTP ---------------------------------------------------------------------------
+    key = people["alice"].private_key
+    prepared = []
+    for _ in range(args.releases):
+        ev = make_evidence(key, artifact=ref, shard=entry["path"], blob_id=entry["blob"],
+                           purpose="load", ttl_s=600)
+        body = json.dumps({"artifact": ref, "shard": entry["path"], "purpose": "load",
+                           "evidence": ev}).encode()
+        headers = sign_request(key, "POST", "/v1/keys/release", body)
+        headers["content-type"] = "application/json"
+        prepared.append((body, headers))
+    local = threading.local()
+
+    def over_http(item: tuple[bytes, dict[str, str]]) -> None:
+        http = getattr(local, "http", None)
+        if http is None:
+            http = local.http = httpx.Client(base_url=base, timeout=30)
+        r = http.post("/v1/keys/release", content=item[0], headers=item[1])
+        if r.status_code != 200:
+            raise RuntimeError(f"HTTP {r.status_code}: {r.text[:300]}")
+
+    def whoami(headers: dict[str, str]) -> None:
+        http = getattr(local, "http", None)
+        if http is None:
+            http = local.http = httpx.Client(base_url=base, timeout=30)
+        r = http.get("/v1/whoami", headers=headers)
+        if r.status_code != 200:
+            raise RuntimeError(f"HTTP {r.status_code}: {r.text[:300]}")
+
+    # The server's own cost: a signed request that reaches a route but not the gate.
+    noop = [sign_request(key, "GET", "/v1/whoami") for _ in range(args.releases // 2)]
+    lat, elapsed = _run(args.threads, noop, whoami)
+    _summary(f"signed GET /v1/whoami (no gate), {args.workers} workers", lat, elapsed,
+             "requests")
+    warm = prepared[: min(50, len(prepared) // 10)]
+    _run(4, warm, over_http)
+    lat, elapsed = _run(args.threads, prepared[len(warm):], over_http)
+    http_rate = _summary(f"HTTP, {args.workers} workers, {args.threads} client threads", lat,
+                         elapsed)
+    from strongroom.keys.service import key_service
+    from strongroom.settings import Settings
+
+    agent = key_service(Settings().resolved_home, start=False)
+    _direct(args, "key agent over its socket, no HTTP", agent, ref, entry, people["alice"])
+    agent.seal()  # the in-process run below unseals its own keyring
+    store = Store.open(Settings().resolved_database_url)
+    try:
+        from strongroom.keys.service import LocalKeyService
+
+        svc = LocalKeyService(store, KeysSettings(key_backend="shamir"))
+        for i in (1, 2):
+            content = ceremony.read_share_file(result.share_files[i - 1],
+                                               [cust.identities[i - 1]])
+            svc.submit_share(ceremony.build_submission(svc.status(), content))
+        rate = _direct(args, "in-process gate (LocalKeyService)", svc, ref, entry,
+                       people["alice"])
+        svc.seal()
+    finally:
+        store.close()
+    print(f"HTTP / in-process: {http_rate / rate:.2f}")
+
+
+def _direct(args: argparse.Namespace, label: str, keys: Any, ref: str, entry: dict[str, Any],
+            alice: Identity) -> float:
+    """The same authorised release through a gate without HTTP (same run)."""
+    from strongroom.crypto.age import read_header
+    from strongroom.release import ReleaseRequest
+    from strongroom.settings import Settings
+    from strongroom.vault.blobstore import blob_store_from_settings
+
+    source = blob_store_from_settings(Settings()).open(entry["blob"])
+    try:
+        header, _ = read_header(source)
+    finally:
+        source.close()
+    requests = [ReleaseRequest(
+        principal="alice", principal_key=alice.public.public_bytes, artifact=ref,
+        shard=entry["path"], blob_id=entry["blob"], nbytes=int(entry["size"]), purpose="load",
+        evidence=make_evidence(alice.private_key, artifact=ref, shard=entry["path"],
+                               blob_id=entry["blob"], purpose="load", ttl_s=600),
+        stanzas=tuple(header.stanzas)) for _ in range(args.releases // 2)]
+
+    def direct(r: ReleaseRequest) -> None:
+        k = keys.release(r)
+        k[:] = bytes(len(k))
+
+    lat, elapsed = _run(args.threads, requests, direct)
+    return _summary(label, lat, elapsed)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,231 @@
+"""The CLI against a server: when ``STRONGROOM_URL`` is set, these commands go over HTTP.
+
+Each affected command starts with ``if remote.active(): return remote.<command>(...)``;
+the functions here do the same job through :class:`strongroom.server.client.Client`,
+signing every request and every statement with ``STRONGROOM_IDENTITY``. Key
+material never crosses the wire except a released file key, held in memory and
+zeroed after use; shares are encrypted to the ceremony recipient before sending.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rich.console import Console
+from rich.table import Table
+
+from strongroom.errors import AccessDenied, ApprovalRequired, InvalidInput
+
+if TYPE_CHECKING:
+    from strongroom.server.client import Client
+
+__all__ = ["active", "client"]
+
+_out = Console(highlight=False, soft_wrap=True)
+
+
+def active() -> bool:
+    """True when ``STRONGROOM_URL`` names a server."""
+    return bool(os.environ.get("STRONGROOM_URL"))
+
+
+def client() -> Client:
+    """A signing client for ``STRONGROOM_URL`` as ``STRONGROOM_IDENTITY``."""
+    from strongroom.server.client import Client
+
+    return Client.from_env()
+
+
+def _me(c: Client) -> Any:
+    if c.identity is None:
+        raise AccessDenied("no identity to sign with", obj="STRONGROOM_IDENTITY",
+                           remedy="set STRONGROOM_IDENTITY to your identity file")
+    return c.identity
+
+
+# -- keys ---------------------------------------------------------------------------------
+
+
+def status(json_out: bool) -> None:
+    """``strongroom status`` against the server."""
+    from strongroom.keys.keyring import KeyringStatus
+
+    with client() as c:
+        st = c.status()
+    if json_out:
+        _out.print(json.dumps(st, indent=2, sort_keys=True), markup=False)
+        return
+    from strongroom.cli.keys_cmd import _show
+
+    _show(KeyringStatus.from_dict(st))
+
+
+def unseal(share: Path | None, identity: Path | None, reset: bool) -> None:
+    """Submit one share to the server's ceremony (decrypted here, re-encrypted to its recipient)."""
+    from strongroom.cli.keys_cmd import _read_identities, _show
+    from strongroom.keys import ceremony
+    from strongroom.keys.keyring import KeyringStatus
+
+    if reset:
+        raise InvalidInput("--reset is not offered over the API", obj="unseal",
+                           remedy="reset the ceremony on the server host")
+    with client() as c:
+        status = KeyringStatus.from_dict(c.status())
+        if not status.initialized:
+            raise InvalidInput("the vault is not initialised", obj="keyring",
+                               remedy="run `strongroom init` on the server host")
+        if not status.sealed:
+            _out.print("the vault is already unsealed")
+            return
+        if share is None or identity is None:
+            raise InvalidInput("give --share FILE and --identity IDENTITY_FILE", obj="unseal")
+        content = ceremony.read_share_file(share, _read_identities(identity))
+        submission = ceremony.build_submission(status, content, obj=str(share))
+        _show(KeyringStatus.from_dict(c.unseal(submission)))
+
+
+# -- weights ------------------------------------------------------------------------------------
+
+
+def weights_ls(as_json: bool) -> None:
+    """``weights ls`` against the server."""
+    with client() as c:
+        rows = c.weights()
+    if as_json:
+        print(json.dumps([{"name": r["name"], "version": r["version"], "files": r["files"],
+                           "bytes": r["total_size"]} for r in rows]))
+        return
+    table = Table("name", "version", "files", "bytes", "created")
+    for r in rows:
+        table.add_row(r["name"], str(r["version"]), str(r["files"]), str(r["total_size"]),
+                      r["created"])
+    _out.print(table)
+
+
+def weights_verify(name: str, version: int | None, purpose: str = "verify") -> None:
+    """Fetch manifest and ciphertext, release each key, decrypt in memory, check every hash."""
+    with client() as c:
+        ref, files, nbytes = c.verify(name, version, purpose=purpose)
+    _out.print(f"[green]ok[/] {ref}: {files} file(s), {nbytes} bytes verified (remote)")
+
+
+# -- access ---------------------------------------------------------------------------------------
+
+
+def access_request(resource: str, purpose: str, action: str, duration_s: int,
+                   nbytes: int) -> None:
+    """Sign a request and file it on the server."""
+    from strongroom.access.approvals import AccessRequest
+
+    with client() as c:
+        me = _me(c)
+        who = c.get("/v1/whoami")
+        env = AccessRequest.new(who["name"], who["key_id"], resource, action, purpose,
+                                duration_s, nbytes, time.time()).sign(me.private_key)
+        digest = c.post("/v1/access/requests", {"envelope": env})["digest"]
+    _out.print(f"request {digest[:16]} by {who['name']}: {action} {resource} (remote)")
+
+
+def _try_grant(c: Client, digest: str) -> None:
+    from strongroom.access.grants import build_grant
+
+    bundle = c.get(f"/v1/access/requests/{digest}")
+    env = build_grant(_me(c).private_key, bundle["envelope"], bundle["approval_envelopes"],
+                      now=time.time())
+    try:
+        g = c.post("/v1/access/grants", {"envelope": env})
+    except ApprovalRequired as exc:
+        _out.print(f"not yet: {exc.message}")
+        return
+    _out.print(f"grant {g['grant_id'][:16]} issued: {g['holder']} may {g['action']} "
+               f"{g['resource']} (approved by {', '.join(g['approvers'])})")
+
+
+def access_verdict(request_id: str, *, approve_it: bool, ttl_s: int = 24 * 3600,
+                   reason: str = "") -> None:
+    """Sign an approval (then try to issue the Grant) or a denial of a request on the server."""
+    from strongroom.access.approvals import approve, deny
+
+    with client() as c:
+        me = _me(c)
+        who = c.get("/v1/whoami")["name"]
+        req = c.get(f"/v1/access/requests/{request_id}")
+        digest, env = req["digest"], req["envelope"]
+        if approve_it:
+            c.post(f"/v1/access/requests/{digest}/approvals",
+                   {"envelope": approve(me.private_key, who, env, now=time.time(),
+                                        ttl_s=ttl_s)})
+            _out.print(f"{who} approved request {digest[:16]}")
+            _try_grant(c, digest)
+        else:
+            c.post(f"/v1/access/requests/{digest}/denials",
+                   {"envelope": deny(me.private_key, who, env, now=time.time(), reason=reason)})
+            _out.print(f"{who} denied request {digest[:16]}: {reason}")
+
+
+def access_grants(pending: bool) -> None:
+    """Grants that verify now, or open requests, from the server."""
+    with client() as c:
+        if pending:
+            granted = {(g["holder"], g["resource"], g["action"]) for g in
+                       c.get("/v1/access/grants")}
+            table = Table("request", "requester", "action", "resource", "purpose", "approvals")
+            for r in c.get("/v1/access/requests"):
+                if r["denied"] or (r["requester"], r["resource"], r["action"]) in granted:
+                    continue
+                table.add_row(r["digest"][:16], r["requester"], r["action"], r["resource"],
+                              r["purpose"], ", ".join(r["approvals"]) or "-")
+            _out.print(table)
+            return
+        table = Table("grant", "holder", "action", "resource", "approvers", "expires", "bytes")
+        for g in c.get("/v1/access/grants"):
+            table.add_row(g["grant_id"][:16], g["holder"], g["action"], g["resource"],
+                          ", ".join(g["approvers"]),
+                          time.strftime("%Y-%m-%d %H:%M", time.localtime(g["expires"])),
+                          str(g["byte_budget"]))
+        _out.print(table)
+
+
+# -- audit and alerts ----------------------------------------------------------------------
+
+
+def audit_tail(n: int) -> None:
+    """The newest entries as JSON lines."""
+    with client() as c:
+        for e in c.get("/v1/audit/tail", params={"n": min(n, 1000)}):
+            _out.print(json.dumps(e, ensure_ascii=False, sort_keys=True), markup=False)
+
+
+def audit_checkpoint() -> None:
+    """The server signs a checkpoint at the current size; print it."""
+    import typer
+
+    with client() as c:
+        typer.echo(c.post("/v1/audit/checkpoint")["checkpoint"] or "", nl=False)
+
+
+def alerts_ls(all_: bool, limit: int, as_json: bool) -> None:
+    """Alerts from the server."""
+    with client() as c:
+        rows = c.get("/v1/alerts", params={"unacked": str(not all_).lower(),
+                                           "limit": min(limit, 1000)})
+    if as_json:
+        print(json.dumps(rows))
+        return
+    if not rows:
+        _out.print("no alerts")
+    for a in rows:
+        state = f"acked by {a['acked_by']}" if a["acked_by"] else "open"
+        _out.print(f"#{a['id']} {a['severity'].upper():8} {a['rule']:15} {a['subject']:12} "
+                   f"{a['object']} x{a['count']} [{state}] {a['message']}", markup=False)
+
+
+def alerts_ack(alert_id: int, note: str) -> None:
+    """Acknowledge an alert on the server (as the signing identity)."""
+    with client() as c:
+        a = c.post(f"/v1/alerts/{alert_id}/ack", {"note": note})
+    _out.print(f"alert #{a['id']} acknowledged by {a['acked_by']}", markup=False)

@@ -1,0 +1,295 @@
+"""Who may call the API: key lookup for signatures, the signing middleware, role checks.
+
+:class:`SignedRequestMiddleware` runs before any route under ``/v1/``: it
+rejects traversal in the path (400), bodies over the limit (413) and anything
+not signed by an enrolled, unrevoked principal or a pinned officer (401), and
+hands the verified :class:`~strongroom.server.signatures.Caller` to the route
+in ``request.state.caller``. It fails closed: a new route is signed-only unless
+it is listed in :data:`PUBLIC_PATHS`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import threading
+import time
+import urllib.parse
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from strongroom.access.directory import Enrollment
+from strongroom.errors import AccessDenied, StrongroomError
+from strongroom.server.context import ServerContext
+from strongroom.server.errors import (
+    BodyTooLarge,
+    PathRejected,
+    Unauthenticated,
+    error_body,
+    status_for,
+)
+from strongroom.server.signatures import Caller, RequestVerifier
+
+__all__ = [
+    "DEFAULT_MAX_BODY",
+    "DEFAULT_MAX_UPLOAD",
+    "PUBLIC_PATHS",
+    "PrincipalKeys",
+    "SignedRequestMiddleware",
+    "SignedUpload",
+    "caller_of",
+    "require_role",
+    "upload_of",
+]
+
+#: Largest request body a JSON route accepts, bytes.
+DEFAULT_MAX_BODY = 1 << 20
+#: API paths that need no signature: seal status and share submission (the share is the credential).
+PUBLIC_PATHS = frozenset({"/v1/sys/seal-status", "/v1/sys/unseal"})
+#: Routes whose body is streamed to the route (uploads), not buffered here.
+STREAMED = re.compile(r"^/v1/weights/[^/]+/import$")
+#: Largest streamed upload, bytes (``--max-upload``).
+DEFAULT_MAX_UPLOAD = 256 << 30
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class PrincipalKeys:
+    """Key id -> caller, from the officer-verified directory (cached ``ttl_s`` seconds)."""
+
+    def __init__(self, ctx: ServerContext, *, ttl_s: float = 1.0) -> None:
+        self.ctx = ctx
+        self.ttl_s = ttl_s
+        self._cache: dict[str, tuple[float, Caller]] = {}
+        self._lock = threading.Lock()
+
+    def forget(self) -> None:
+        """Drop cached callers (after a revocation is published here)."""
+        with self._lock:
+            self._cache.clear()
+
+    def enrollment(self, kid: str) -> Enrollment | None:
+        """The caller's current enrollment (uncached)."""
+        return self.ctx.directory(key_ids=[kid], resources=[]).principal(kid)
+
+    def __call__(self, kid: str) -> Caller:
+        now = time.monotonic()
+        with self._lock:
+            hit = self._cache.get(kid)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        caller = self._lookup(kid)
+        with self._lock:
+            if len(self._cache) > 100_000:
+                self._cache.clear()
+            self._cache[kid] = (now + self.ttl_s, caller)
+        return caller
+
+    def _lookup(self, kid: str) -> Caller:
+        officers = self.ctx.officers()
+        view = self.ctx.directory(key_ids=[kid], resources=[])
+        if kid in view.revoked_keys:
+            raise Unauthenticated(f"key {kid} has been revoked by the security officers",
+                                  obj=f"key {kid}",
+                                  remedy="ask the security officers to enroll a new key")
+        person = view.principal(kid)
+        if kid in officers:
+            name = person.name if person is not None else f"officer-{kid}"
+            return Caller(kid, name, officers[kid], officer=True)
+        if person is None:
+            raise Unauthenticated(f"key {kid} is not enrolled by the security officers",
+                                  obj=f"key {kid}",
+                                  remedy="ask k security officers to sign your enrollment")
+        return Caller(kid, person.name, person.public_key)
+
+
+def _json_error(exc: StrongroomError) -> JSONResponse:
+    return JSONResponse(error_body(exc), status_code=status_for(exc))
+
+
+def check_path(raw_path: bytes, path: str) -> None:
+    """Refuse paths that smuggle a separator, a dot segment or NUL into a name (400)."""
+    lowered = raw_path.lower()
+    decoded = urllib.parse.unquote(raw_path.decode("latin-1"))
+    if (b"%2f" in lowered or b"%5c" in lowered or b"%00" in lowered or "\x00" in path
+            or "\\" in decoded or any(seg in ("..", ".") for seg in decoded.split("/"))):
+        raise PathRejected("the path contains '..', '.', an encoded '/' or '\\', or NUL",
+                           obj=decoded[:200],
+                           remedy="name artifacts and documents by their plain names")
+
+
+class SignedRequestMiddleware:
+    """Path check, body limit and RFC 9421 verification for every ``/v1/`` request."""
+
+    def __init__(self, app: ASGIApp, verifier: RequestVerifier, *,
+                 max_body: int = DEFAULT_MAX_BODY, max_upload: int = DEFAULT_MAX_UPLOAD,
+                 public_paths: frozenset[str] = PUBLIC_PATHS) -> None:
+        self.app = app
+        self.verifier = verifier
+        self.max_body = max_body
+        self.max_upload = max_upload
+        self.public_paths = public_paths
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not str(scope["path"]).startswith("/v1/"):
+            await self.app(scope, receive, send)
+            return
+        if scope["method"] == "POST" and STREAMED.match(scope["path"]):
+            await self._streamed(scope, receive, send)
+            return
+        try:
+            check_path(scope.get("raw_path") or scope["path"].encode(), scope["path"])
+            body = await self._read_body(scope, receive)
+            if scope["path"] not in self.public_paths:
+                caller = await self._verify(scope, body)
+                scope.setdefault("state", {})["caller"] = caller
+        except StrongroomError as exc:
+            await _json_error(exc)(scope, receive, send)
+            return
+        sent = False
+
+        async def replay() -> Message:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _streamed(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Verify the headers now; count and hash the body as the route reads it."""
+        from starlette.concurrency import run_in_threadpool
+
+        try:
+            check_path(scope.get("raw_path") or scope["path"].encode(), scope["path"])
+            self._check_length(scope, self.max_upload)
+            target, headers = _target_and_headers(scope)
+            caller, digest = await run_in_threadpool(self.verifier.verify_headers,
+                                                     scope["method"], target, headers)
+        except StrongroomError as exc:
+            await _json_error(exc)(scope, receive, send)
+            return
+        upload = SignedUpload(digest, self.max_upload)
+        state = scope.setdefault("state", {})
+        state["caller"] = caller
+        state["upload"] = upload
+
+        async def counted() -> Message:
+            message = await receive()
+            if message["type"] == "http.request":
+                upload.update(message.get("body", b""))
+            return message
+
+        await self.app(scope, counted, send)
+
+    @staticmethod
+    def _check_length(scope: Scope, limit: int) -> None:
+        for name, value in scope.get("headers", []):
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    raise BodyTooLarge("Content-Length is not a number",
+                                       obj="request body") from None
+                if declared > limit:
+                    raise BodyTooLarge(f"the request body exceeds {limit} bytes",
+                                       obj="request body", remedy="send a smaller body")
+
+    async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
+        self._check_length(scope, self.max_body)
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                break
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body:
+                raise self._too_large()
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        return b"".join(chunks)
+
+    def _too_large(self) -> BodyTooLarge:
+        return BodyTooLarge(f"the request body exceeds {self.max_body} bytes",
+                            obj="request body", remedy="send a smaller body")
+
+    async def _verify(self, scope: Scope, body: bytes) -> Caller:
+        from starlette.concurrency import run_in_threadpool
+
+        target, headers = _target_and_headers(scope)
+        caller: Caller = await run_in_threadpool(self.verifier.verify, scope["method"], target,
+                                                 headers, body)
+        return caller
+
+
+def _target_and_headers(scope: Scope) -> tuple[str, list[tuple[str, str]]]:
+    raw = scope.get("raw_path") or scope["path"].encode()
+    target = raw.decode("latin-1")
+    query = scope.get("query_string", b"")
+    if query:
+        target += "?" + query.decode("latin-1")
+    return target, [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
+
+
+class SignedUpload:
+    """A streamed body's running size and SHA-256, to check against the signed digest."""
+
+    def __init__(self, digest: bytes, limit: int) -> None:
+        self.digest = digest
+        self.limit = limit
+        self.size = 0
+        self._hash = hashlib.sha256()
+
+    def update(self, chunk: bytes) -> None:
+        """Count and hash one chunk (BodyTooLarge past the limit)."""
+        self.size += len(chunk)
+        if self.size > self.limit:
+            raise BodyTooLarge(f"the upload exceeds {self.limit} bytes", obj="request body",
+                               remedy="raise --max-upload or import on the server host")
+        self._hash.update(chunk)
+
+    def check(self) -> None:
+        """DigestMismatch unless everything received matches the signed digest."""
+        from strongroom.server.signatures import check_body_digest
+
+        check_body_digest(self.digest, self._hash.digest())
+
+
+def upload_of(request: Request) -> SignedUpload:
+    """The streamed, signed upload of a streaming route."""
+    upload = getattr(request.state, "upload", None)
+    if not isinstance(upload, SignedUpload):
+        raise Unauthenticated("the upload is not signed", obj="request body")
+    return upload
+
+
+def caller_of(request: Request) -> Caller:
+    """The verified caller of a signed route."""
+    caller = getattr(request.state, "caller", None)
+    if not isinstance(caller, Caller):
+        raise Unauthenticated("the request is not signed", obj="request signature")
+    return caller
+
+
+def require_role(request: Request, keys: PrincipalKeys, *roles: str) -> Caller:
+    """The caller if an officer or enrolled with one of ``roles`` (else AccessDenied)."""
+    caller = caller_of(request)
+    if caller.officer:
+        return caller
+    person = keys.enrollment(caller.key_id)
+    if person is not None and set(person.roles) & set(roles):
+        return caller
+    raise AccessDenied(f"{caller.name} needs one of the roles {', '.join(roles)}",
+                       obj=request.url.path,
+                       remedy="ask the security officers for the role")

@@ -1,0 +1,220 @@
+"""The server's shared state: settings, store, blob store, key service, audit log.
+
+One :class:`ServerContext` per process. In single-process mode (``strongroom
+serve --workers 1``) it holds a :class:`~strongroom.keys.service.LocalKeyService`
+— the keyring and the release gate in this process — and uses the gate's own
+audit log. With several workers each worker process holds a context over the
+local key agent (:class:`~strongroom.keys.service.AgentKeyService`): the
+unsealed root key lives in the agent alone, and each worker opens its own store
+and audit-log handle the way :meth:`strongroom.vault.vault.Vault.open` does::
+
+    ctx = ServerContext.local(Settings())          # or ServerContext.agent(Settings())
+    ctx.keys.submit_share(submission)              # unseal over the API
+    with ctx.vault(identity=None, actor="alice") as vault:
+        vault.list_artifacts()                     # close() is a no-op: the context owns it
+    ctx.directory().principal(kid)                 # officer-verified directory view
+    ctx.close()
+
+Everything built here shares the context's store, blob store, key service and
+audit log; do not close those yourself, close the context.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from typing import TYPE_CHECKING, Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from strongroom.errors import Sealed, StrongroomError
+from strongroom.settings import Settings
+from strongroom.store.db import Store
+from strongroom.vault.blobstore import BlobStore, blob_store_from_settings
+from strongroom.vault.vault import Vault
+
+if TYPE_CHECKING:
+    from strongroom.access.directory import Directory, DirectoryReader
+    from strongroom.audit.log import AuditLog
+    from strongroom.keys.identity import Identity
+    from strongroom.keys.service import AgentKeyService, LocalKeyService
+    from strongroom.monitor.alerts import AlertManager
+
+__all__ = ["ServerContext", "SharedVault"]
+
+
+class SharedVault(Vault):
+    """A :class:`Vault` on the context's shared handles; closing it leaves them open."""
+
+    def close(self) -> None:
+        """Nothing to release: the server context owns the store and the audit log."""
+
+
+class ServerContext:
+    """Settings, store, blobs and key service shared by every request of one process."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        keys: LocalKeyService | AgentKeyService,
+        blobs: BlobStore | None = None,
+        *,
+        owns_store: bool = True,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.keys = keys
+        self.blobs = blobs if blobs is not None else blob_store_from_settings(settings)
+        self._owns_store = owns_store
+        self._lock = threading.RLock()
+        self._own_audit: AuditLog | None = None
+        self._alerts: AlertManager | None = None
+        self._alerts_audit: AuditLog | None = None
+        self._reader: DirectoryReader | None = None
+        self._reader_key: tuple[tuple[str, ...], int] | None = None
+
+    # -- construction --------------------------------------------------------
+
+    @classmethod
+    def local(cls, settings: Settings | None = None) -> ServerContext:
+        """Single-process mode: the keyring and the release gate live in this process."""
+        from strongroom.keys.service import LocalKeyService
+
+        settings = settings or Settings()
+        home = settings.resolved_home
+        home.mkdir(mode=0o700, parents=True, exist_ok=True)
+        store = Store.open(settings.resolved_database_url)
+        try:
+            keys = LocalKeyService(store, alerts_file=home / "alerts.jsonl")
+            return cls(settings, store, keys)
+        except BaseException:
+            store.close()
+            raise
+
+    @classmethod
+    def agent(cls, settings: Settings | None = None) -> ServerContext:
+        """Worker mode: keys through the local key agent of the data directory."""
+        from strongroom.keys.service import key_service
+
+        settings = settings or Settings()
+        home = settings.resolved_home
+        home.mkdir(mode=0o700, parents=True, exist_ok=True)
+        keys = key_service(home)
+        store = Store.open(settings.resolved_database_url)
+        try:
+            return cls(settings, store, keys)
+        except BaseException:
+            store.close()
+            raise
+
+    @property
+    def in_process(self) -> bool:
+        """True when the keyring and the gate live in this process."""
+        return hasattr(self.keys, "keyring")
+
+    # -- audit -----------------------------------------------------------------
+
+    def audit(self) -> AuditLog:
+        """The audit log (the gate's own in single-process mode); Sealed while sealed."""
+        if self.in_process:
+            log: AuditLog | None = getattr(self.keys, "audit", None)
+            if log is None:
+                raise Sealed("the vault is sealed", obj="audit log",
+                             remedy="unseal it: custodians submit shares (`strongroom unseal`)")
+            return log
+        with self._lock:
+            if self._own_audit is None:
+                self._own_audit = self._open_agent_audit()
+            return self._own_audit
+
+    def _open_agent_audit(self) -> AuditLog:
+        from strongroom.audit.config import AuditSettings
+
+        keys = self.keys
+        if keys.status().sealed:
+            raise Sealed("the vault is sealed", obj="audit log",
+                         remedy="unseal it: custodians submit shares (`strongroom unseal`)")
+        checkpoint = Ed25519PublicKey.from_public_bytes(keys.public_keys()["checkpoint"])
+        return AuditSettings().open_log(
+            self.store, (checkpoint, lambda message: keys.sign("checkpoint", message)),
+            anchor_path=self.settings.resolved_home / "audit" / "latest-checkpoint",
+        )
+
+    def forget_sealed(self) -> None:
+        """Drop handles bound to an unseal that has ended (call after sealing)."""
+        with self._lock:
+            if self._own_audit is not None:
+                with contextlib.suppress(StrongroomError):
+                    self._own_audit.close()
+            self._own_audit = None
+            self._alerts = None
+            self._alerts_audit = None
+            self._reader = None
+            self._reader_key = None
+
+    # -- views -------------------------------------------------------------------
+
+    def vault(self, identity: Identity | None = None, *, actor: str | None = None) -> Vault:
+        """A vault on the shared handles, acting as ``identity`` (or ``actor``); Sealed while sealed."""
+        return SharedVault(self.settings, self.store, self.blobs, self.keys, self.audit(),
+                           identity=identity, actor=actor)
+
+    def officers(self) -> dict[str, Ed25519PublicKey]:
+        """The security officers pinned in the keyring, by key id (Sealed while sealed)."""
+        return {k.split(":", 1)[1]: Ed25519PublicKey.from_public_bytes(v)
+                for k, v in self.keys.public_keys().items() if k.startswith("officer:")}
+
+    def officer_threshold(self, officers: dict[str, Any] | None = None) -> int:
+        """How many officers must sign a directory statement."""
+        keyring = getattr(self.keys, "keyring", None)
+        if keyring is not None:
+            return int(keyring.officer_threshold)
+        reported = getattr(self.keys, "officer_threshold", None)
+        if callable(reported):
+            return int(reported())
+        status = self.keys.status()
+        # Until the agent reports the pinned threshold, demand every officer.
+        count = len(officers if officers is not None else self.officers())
+        return int(getattr(status, "officer_threshold", 0) or count or 1)
+
+    def directory_reader(self) -> DirectoryReader:
+        """The verifying reader over the officers pinned now (kept while they do not change)."""
+        from strongroom.access.directory import DirectoryReader
+
+        officers = self.officers()
+        threshold = self.officer_threshold(officers)
+        key = (tuple(sorted(officers)), threshold)
+        with self._lock:
+            if self._reader is None or self._reader_key != key:
+                self._reader = DirectoryReader(self.store, lambda: officers, threshold)
+                self._reader_key = key
+            return self._reader
+
+    def directory(self, *, key_ids: list[str] | None = None,
+                  resources: list[str] | None = None) -> Directory:
+        """An officer-verified directory view (Sealed while sealed)."""
+        return self.directory_reader().view(key_ids=key_ids, resources=resources)
+
+    def alerts(self) -> AlertManager:
+        """The alert manager, auditing into this context's audit log."""
+        from strongroom.monitor.alerts import AlertManager, JsonLinesSink
+
+        audit = self.audit()
+        with self._lock:
+            if self._alerts is None or self._alerts_audit is not audit:
+                sink = JsonLinesSink(self.settings.resolved_home / "alerts.jsonl")
+                self._alerts = AlertManager(self.store, audit=audit, sinks=[sink])
+                self._alerts_audit = audit
+            return self._alerts
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Seal an in-process keyring, close the audit log and the store."""
+        self.forget_sealed()
+        close = getattr(self.keys, "close", None)
+        if self.in_process and callable(close):
+            close()
+        if self._owns_store:
+            self.store.close()

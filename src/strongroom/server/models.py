@@ -1,0 +1,246 @@
+"""The API's request and response bodies (pydantic), which ``/openapi.json`` publishes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+__all__ = [
+    "AlertAck",
+    "AlertOut",
+    "ArtifactOut",
+    "AuditEntryOut",
+    "CheckpointOut",
+    "ConsistencyOut",
+    "DocumentOut",
+    "Envelope",
+    "ErrorOut",
+    "GrantOut",
+    "KeyReleaseIn",
+    "KeyReleaseOut",
+    "ManifestOut",
+    "PrincipalOut",
+    "ProofOut",
+    "RequestOut",
+    "SealStatusOut",
+    "StatementIn",
+    "StoredOut",
+    "UnsealIn",
+    "WhoAmIOut",
+]
+
+_B64 = r"^[A-Za-z0-9+/]*={0,2}$"
+
+
+class ErrorOut(BaseModel):
+    """Every refusal: what failed, about what, and what to do."""
+
+    error: str
+    object: str | None = None
+    remedy: str | None = None
+    type: str | None = Field(default=None, description="the strongroom.errors class")
+
+
+class SealStatusOut(BaseModel):
+    """The keyring's status (no secret)."""
+
+    initialized: bool
+    sealed: bool
+    backend: str
+    vault_id: str | None = None
+    generation: int = 0
+    threshold: int = 0
+    shares: int = 0
+    progress: int = 0
+    ceremony: str | None = None
+    nonce: str | None = None
+    ceremony_recipient: str | None = None
+    submitted: list[int] = Field(default_factory=list)
+    kek_versions: list[int] = Field(default_factory=list)
+    retired_versions: list[int] = Field(default_factory=list)
+    rekey_ready: bool = False
+
+
+class UnsealIn(BaseModel):
+    """One custodian's share, age-encrypted to the ceremony's one-time recipient (base64)."""
+
+    submission: str = Field(min_length=4, max_length=65536, pattern=_B64)
+
+
+class WhoAmIOut(BaseModel):
+    """The caller the signature proved."""
+
+    key_id: str
+    name: str
+    officer: bool
+
+
+class PrincipalOut(BaseModel):
+    """An enrolled principal as k officers signed it."""
+
+    key_id: str
+    name: str
+    kind: str
+    roles: list[str]
+    clearance: str
+    compartments: list[str]
+    vetting: str
+    vetting_expires: int
+    employment: str
+    serial: int
+    revoked: bool
+
+
+class StatementIn(BaseModel):
+    """An officer-signed directory statement to publish (or cosign)."""
+
+    kind: str = Field(pattern=r"^(enrollment|label|revocation)$")
+    envelope: str = Field(min_length=2, max_length=262144)
+
+
+class Envelope(BaseModel):
+    """A DSSE envelope signed by the caller (request, approval, denial, grant, ...)."""
+
+    envelope: str = Field(min_length=2, max_length=262144)
+
+
+class StoredOut(BaseModel):
+    """A statement stored under its payload digest."""
+
+    digest: str
+    kind: str
+
+
+class ArtifactOut(BaseModel):
+    """One artifact version."""
+
+    name: str
+    version: int
+    kind: str
+    files: int
+    total_size: int
+    created: str
+
+
+class DocumentOut(BaseModel):
+    """One secret document version."""
+
+    name: str
+    version: int
+    size: int
+    classification: str
+    compartments: list[str]
+
+
+class ManifestOut(BaseModel):
+    """A verified manifest and the signed envelope it came from."""
+
+    ref: str
+    manifest: dict[str, Any]
+    envelope: str
+
+
+class KeyReleaseIn(BaseModel):
+    """Release evidence the caller signed for one shard (``strongroom.access.evidence``)."""
+
+    artifact: str = Field(min_length=3, max_length=256, description="name@version")
+    shard: str = Field(min_length=1, max_length=1024)
+    purpose: str = Field(min_length=1, max_length=512)
+    evidence: str = Field(min_length=2, max_length=262144)
+
+
+class KeyReleaseOut(BaseModel):
+    """The shard's file key (base64): hold it in memory only and zero it after use."""
+
+    artifact: str
+    shard: str
+    blob: str
+    file_key: str
+
+
+class RequestOut(BaseModel):
+    """An access request with the approvals stored for it."""
+
+    digest: str
+    requester: str
+    action: str
+    resource: str
+    purpose: str
+    approvals: list[str]
+    denied: bool
+    envelope: str
+    approval_envelopes: list[str]
+
+
+class GrantOut(BaseModel):
+    """A grant that verifies now."""
+
+    grant_id: str
+    holder: str
+    action: str
+    resource: str
+    approvers: list[str]
+    issued: int
+    expires: int
+    byte_budget: int
+    issuer: str
+
+
+class AuditEntryOut(BaseModel):
+    """One audit-log entry as recorded."""
+
+    index: int
+    time: str
+    actor: str
+    action: str
+    object: str
+    decision: str
+    reason: str
+    details: dict[str, Any]
+    shard: str | None = None
+    nbytes: int | None = None
+
+
+class ProofOut(BaseModel):
+    """An inclusion proof (``strongroom audit verify-proof`` text form)."""
+
+    index: int
+    proof: str
+
+
+class CheckpointOut(BaseModel):
+    """The latest signed checkpoint (a C2SP signed note) and the log size."""
+
+    size: int
+    checkpoint: str | None
+
+
+class ConsistencyOut(BaseModel):
+    """Consistency proof hashes between two tree sizes (base64)."""
+
+    old: int
+    new: int
+    hashes: list[str]
+
+
+class AlertOut(BaseModel):
+    """A stored alert."""
+
+    id: int
+    rule: str
+    severity: str
+    subject: str
+    object: str
+    message: str
+    count: int
+    first_seen: str
+    last_seen: str
+    acked_at: str | None = None
+    acked_by: str | None = None
+
+
+class AlertAck(BaseModel):
+    """An acknowledgement note."""
+
+    note: str = Field(default="", max_length=2000)

@@ -1,0 +1,385 @@
+"""RFC 9421 HTTP Message Signatures with Ed25519: how every API request proves who sent it.
+
+A client signs ``@method``, ``@path``, ``@query`` (when the URL has one) and
+``content-digest`` (RFC 9530, SHA-256 of the body, present even for an empty
+body), with the signature parameters ``created``, ``nonce``, ``keyid`` (the
+DSSE key id of the caller's Ed25519 key), ``alg="ed25519"`` and
+``tag="strongroom"``::
+
+    headers = sign_request(identity.private_key, "POST", "/v1/access/requests", body)
+    # -> {"Content-Digest": ..., "Signature-Input": ..., "Signature": ...}
+
+The server (:class:`RequestVerifier`) accepts a request only when the
+signature verifies under the key of an enrolled, officer-signed, unrevoked
+principal (or a security officer pinned in the keyring); ``created`` lies
+within the replay window; the nonce was not seen before (the
+:class:`NonceCache` remembers it until the window closes); and the body
+matches its digest. Anything else raises
+:class:`~strongroom.server.errors.Unauthenticated` (401) or
+:class:`~strongroom.server.errors.DigestMismatch` (400), and nothing else
+happens. The authority (host) is not covered, so a TLS-terminating proxy may
+rewrite it; TLS protects the channel, the signature protects the request.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import hashlib
+import hmac
+import secrets
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from http_message_signatures import (
+    HTTPMessageSigner,
+    HTTPMessageVerifier,
+    HTTPSignatureKeyResolver,
+    InvalidSignature,
+    algorithms,
+)
+from http_message_signatures.exceptions import HTTPMessageSignaturesException
+
+from strongroom.crypto.dsse import key_id
+from strongroom.errors import InvalidInput, StrongroomError
+from strongroom.server.errors import DigestMismatch, Unauthenticated
+
+__all__ = [
+    "CLOCK_SKEW_S",
+    "REPLAY_WINDOW_S",
+    "SIGNATURE_TAG",
+    "Caller",
+    "MemoryNonceCache",
+    "NonceCache",
+    "RequestVerifier",
+    "SqliteNonceCache",
+    "check_body_digest",
+    "sign_request",
+]
+
+#: Signed application tag: a signature made for another protocol is not accepted here.
+SIGNATURE_TAG = "strongroom"
+#: How old a signature's ``created`` may be, seconds.
+REPLAY_WINDOW_S = 60
+#: Tolerated clock difference between client and server, seconds.
+CLOCK_SKEW_S = 5
+#: The label the client uses in Signature-Input / Signature.
+SIGNATURE_LABEL = "sr"
+_PLACEHOLDER_ORIGIN = "http://strongroom.invalid"
+_REMEDY = ("sign every request with your identity (RFC 9421, Ed25519, covering @method, "
+           "@path, @query, content-digest; created and nonce set): the strongroom CLI and "
+           "strongroom.server.client do this when STRONGROOM_IDENTITY is set")
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who signed a request: key id, principal name, key, officer or not."""
+
+    key_id: str
+    name: str
+    public_key: Ed25519PublicKey
+    officer: bool = False
+
+    @property
+    def public_bytes(self) -> bytes:
+        """The raw 32-byte public key."""
+        return self.public_key.public_bytes_raw()
+
+
+class _Message:
+    """The request as the signature library reads it."""
+
+    def __init__(self, method: str, target: str, headers: Mapping[str, str] | Iterable[
+            tuple[str, str]]) -> None:
+        self.method = method.upper()
+        self.url = _PLACEHOLDER_ORIGIN + target
+        items = list(headers.items()) if isinstance(headers, Mapping) else list(headers)
+        self.headers = _Headers(items)
+
+
+class _Headers:
+    """Field lines in order, with the mutations the signer needs."""
+
+    def __init__(self, items: list[tuple[str, str]]) -> None:
+        self._items = items
+
+    def items(self) -> list[tuple[str, str]]:
+        return list(self._items)
+
+    def __iter__(self) -> Any:
+        return iter([k for k, _ in self._items])
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and any(k.lower() == name.lower() for k, _ in self._items)
+
+    def __getitem__(self, name: str) -> str:
+        values = [v for k, v in self._items if k.lower() == name.lower()]
+        if not values:
+            raise KeyError(name)
+        return ", ".join(values)
+
+    def __setitem__(self, name: str, value: str) -> None:
+        self._items.append((name, value))
+
+    def __delitem__(self, name: str) -> None:
+        self._items = [(k, v) for k, v in self._items if k.lower() != name.lower()]
+
+
+class _StaticKey(HTTPSignatureKeyResolver):
+    def __init__(self, kid: str, private: Ed25519PrivateKey) -> None:
+        self.kid = kid
+        self.private = private
+
+    def resolve_private_key(self, key_id: str) -> Ed25519PrivateKey:
+        if key_id != self.kid:
+            raise InvalidInput("no private key for this key id", obj=key_id)
+        return self.private
+
+    def resolve_public_key(self, key_id: str) -> Ed25519PublicKey:
+        return self.private.public_key()
+
+
+def sign_request(
+    private_key: Ed25519PrivateKey,
+    method: str,
+    target: str,
+    body: bytes = b"",
+    *,
+    created: float | None = None,
+    nonce: str | None = None,
+    body_sha256: bytes | None = None,
+) -> dict[str, str]:
+    """The Content-Digest, Signature-Input and Signature headers for one request.
+
+    ``target`` is the request target exactly as sent: the encoded path, and
+    ``?query`` when there is one. For a body streamed from a file, pass its
+    SHA-256 as ``body_sha256`` instead of ``body``.
+    """
+    kid = key_id(private_key.public_key())
+    headers: dict[str, str] = {}
+    if body_sha256 is not None:
+        if len(body_sha256) != 32:
+            raise InvalidInput("a SHA-256 digest is 32 bytes", obj="body_sha256")
+        headers["Content-Digest"] = "sha-256=:" + base64.b64encode(body_sha256).decode() + ":"
+    message = _Message(method, target, headers)
+    covered = ["@method", "@path"]
+    if "?" in target:
+        covered.append("@query")
+    covered.append("content-digest")
+    signer = HTTPMessageSigner(signature_algorithm=algorithms.ED25519,
+                               key_resolver=_StaticKey(kid, private_key))
+    when = datetime.datetime.fromtimestamp(time.time() if created is None else created,
+                                           tz=datetime.UTC)
+    signer.sign(message, key_id=kid, created=when, nonce=nonce or secrets.token_urlsafe(18),
+                label=SIGNATURE_LABEL, tag=SIGNATURE_TAG, covered_component_ids=covered,
+                body=None if body_sha256 is not None else body,
+                use_existing_digest=body_sha256 is not None)
+    return dict(message.headers.items())
+
+
+# -- nonces ----------------------------------------------------------------------------
+
+
+class NonceCache(Protocol):
+    """Remembers signature nonces until their window closes."""
+
+    def spend(self, key: str, nonce: str, expires: float, now: float) -> bool:
+        """Record ``nonce`` of ``key``; False if it was already spent (a replay)."""
+        ...
+
+
+class MemoryNonceCache:
+    """Nonces of one process (``--workers 1``)."""
+
+    def __init__(self, limit: int = 1_000_000) -> None:
+        self._seen: dict[tuple[str, str], float] = {}
+        self._lock = threading.Lock()
+        self._limit = limit
+        self._next_prune = 0.0
+
+    def spend(self, key: str, nonce: str, expires: float, now: float) -> bool:
+        """Record the nonce; False if seen and not yet expired."""
+        with self._lock:
+            if now >= self._next_prune or len(self._seen) >= self._limit:
+                self._seen = {k: t for k, t in self._seen.items() if t > now}
+                self._next_prune = now + 5.0
+                if len(self._seen) >= self._limit:
+                    raise Unauthenticated("too many requests in the replay window",
+                                          obj="nonce cache", remedy="retry shortly")
+            seen = self._seen.get((key, nonce))
+            if seen is not None and seen > now:
+                return False
+            self._seen[(key, nonce)] = expires
+            return True
+
+
+class SqliteNonceCache:
+    """Nonces shared by the worker processes of one host (a SQLite file in WAL mode)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._local = threading.local()
+        self._next_prune = 0.0
+        conn = self._conn()
+        conn.execute("CREATE TABLE IF NOT EXISTS nonces (key TEXT NOT NULL, nonce TEXT NOT NULL,"
+                     " expires REAL NOT NULL, PRIMARY KEY (key, nonce))")
+        conn.commit()
+        path.chmod(0o600)
+
+    def _conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, timeout=10.0, isolation_level=None)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            self._local.conn = conn
+        return conn
+
+    def spend(self, key: str, nonce: str, expires: float, now: float) -> bool:
+        """Insert the nonce; False when a live row already holds it."""
+        conn = self._conn()
+        if now >= self._next_prune:
+            self._next_prune = now + 10.0
+            conn.execute("DELETE FROM nonces WHERE expires <= ?", (now,))
+        cur = conn.execute("INSERT INTO nonces (key, nonce, expires) VALUES (?, ?, ?) "
+                           "ON CONFLICT (key, nonce) DO UPDATE SET expires = excluded.expires "
+                           "WHERE nonces.expires <= ?", (key, nonce, expires, now))
+        return cur.rowcount == 1
+
+
+# -- verification ------------------------------------------------------------------------
+
+
+KeyLookup = Callable[[str], Caller]
+
+
+class _LookupResolver(HTTPSignatureKeyResolver):
+    def __init__(self, lookup: KeyLookup) -> None:
+        self.lookup = lookup
+        self.caller: Caller | None = None
+
+    def resolve_public_key(self, key_id: str) -> Ed25519PublicKey:
+        self.caller = self.lookup(key_id)
+        return self.caller.public_key
+
+    def resolve_private_key(self, key_id: str) -> Ed25519PrivateKey:
+        raise InvalidInput("verification only", obj=key_id)
+
+
+def _refused(message: str) -> Unauthenticated:
+    return Unauthenticated(message, obj="request signature", remedy=_REMEDY)
+
+
+class RequestVerifier:
+    """Checks a request's signature, freshness, nonce and body digest; returns the caller."""
+
+    def __init__(
+        self,
+        lookup: KeyLookup,
+        nonces: NonceCache,
+        *,
+        window_s: int = REPLAY_WINDOW_S,
+        skew_s: int = CLOCK_SKEW_S,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.lookup = lookup
+        self.nonces = nonces
+        self.window_s = window_s
+        self.skew_s = skew_s
+        self.clock = clock
+
+    def verify(self, method: str, target: str, headers: Iterable[tuple[str, str]],
+               body: bytes) -> Caller:
+        """The verified caller, or Unauthenticated / DigestMismatch."""
+        caller, digest = self.verify_headers(method, target, headers)
+        check_body_digest(digest, hashlib.sha256(body).digest())
+        return caller
+
+    def verify_headers(self, method: str, target: str, headers: Iterable[tuple[str, str]]
+                       ) -> tuple[Caller, bytes]:
+        """For a streamed body: the caller and the signed SHA-256 the body must then match.
+
+        Everything but the body is checked and the nonce is spent; the caller
+        must hash the body as it arrives and call :func:`check_body_digest`
+        before acting on it.
+        """
+        fields = [(k, v) for k, v in headers]
+        names = {k.lower() for k, _ in fields}
+        if "signature" not in names or "signature-input" not in names:
+            raise _refused("the request is not signed (no Signature / Signature-Input header)")
+        message = _Message(method, target, fields)
+        resolver = _LookupResolver(self.lookup)
+        verifier = HTTPMessageVerifier(signature_algorithm=algorithms.ED25519,
+                                       key_resolver=resolver)
+        verifier.max_clock_skew = datetime.timedelta(seconds=self.skew_s)
+        required = ["@method", "@path", "content-digest"]
+        if "?" in target:
+            required.append("@query")
+        now = self.clock()
+        try:
+            results = verifier.verify(message, max_age=datetime.timedelta(seconds=self.window_s),
+                                      expect_tag=SIGNATURE_TAG, require_components=required)
+        except (InvalidSignature, HTTPMessageSignaturesException) as exc:
+            cause = exc.__cause__
+            if isinstance(cause, StrongroomError):
+                raise cause from None
+            raise _refused(_describe(exc)) from None
+        if len(results) != 1 or resolver.caller is None:
+            raise _refused("exactly one strongroom signature is expected")
+        result = results[0]
+        params = result.parameters
+        created = params.get("created")
+        if not isinstance(created, int) or now - created > self.window_s:
+            raise _refused(f"the signature is expired: created more than {self.window_s} s ago")
+        if created - now > self.skew_s:
+            raise _refused("the signature is not yet valid: created in the future")
+        if params.get("alg") != "ed25519":
+            raise _refused('the signature must name alg="ed25519"')
+        value = result.covered_components.get('"content-digest"')
+        if value is None or sum(1 for k, _ in fields if k.lower() == "content-digest") != 1:
+            raise _refused("the signature must cover exactly one Content-Digest header")
+        digest = _sha256_member(value)
+        nonce = params.get("nonce")
+        if not isinstance(nonce, str) or not 16 <= len(nonce) <= 128:
+            raise _refused("the signature has no nonce (16-128 characters)")
+        caller = resolver.caller
+        if not self.nonces.spend(caller.key_id, nonce, created + self.window_s + self.skew_s,
+                                 now):
+            raise _refused("this signed request was already used (replayed nonce)")
+        return caller, digest
+
+
+def check_body_digest(signed: bytes, actual: bytes) -> None:
+    """DigestMismatch unless the body's SHA-256 is the signed one."""
+    if not hmac.compare_digest(signed, actual):
+        raise DigestMismatch("the body does not match its signed Content-Digest",
+                             obj="request body", remedy="send the body that was signed, unchanged")
+
+
+def _sha256_member(value: str) -> bytes:
+    for member in value.split(","):
+        name, _, item = member.strip().partition("=")
+        if name.strip() == "sha-256" and item.startswith(":") and item.endswith(":"):
+            try:
+                raw = base64.b64decode(item[1:-1], validate=True)
+            except ValueError:
+                break
+            if len(raw) == 32:
+                return raw
+    raise _refused("Content-Digest must carry a sha-256 member")
+
+
+def _describe(exc: Exception) -> str:
+    text = str(exc)
+    lowered = text.lower()
+    if "age exceeds" in lowered or "in the future" in lowered or "in the past" in lowered:
+        return f"the signature is expired or not yet valid: {text}"
+    if "verif" in lowered or "invalid signature" in lowered or lowered == "":
+        return "the signature does not verify (wrong key, or the request was altered)"
+    return f"the request signature is malformed or incomplete: {text}"

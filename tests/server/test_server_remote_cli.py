@@ -1,0 +1,100 @@
+"""The same CLI commands against a server (STRONGROOM_URL): status, request, approvals that
+issue a Grant, a remote verify that releases keys over HTTP, audit tail, alerts."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from server_kit import ARTIFACT, ServerWorld, UvicornThread, build_world
+
+from cli_fixtures import strongroom_exe
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerWorld]:
+    server = UvicornThread()
+    try:
+        yield from build_world(tmp_path_factory.mktemp("remote"), http_factory=server)
+    finally:
+        server.stop()
+
+
+def _cli(world: ServerWorld, who: str, *args: str, ok: bool = True
+         ) -> subprocess.CompletedProcess[str]:
+    ident = world.officer if who == "officer" else world.people[who]
+    path = world.tmp / f"{who}.identity"
+    if not path.exists():
+        ident.save(path)
+    empty = world.tmp / "client-home"  # nothing local: everything must come from the server
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STRONGROOM_")}
+    env.update(STRONGROOM_URL=str(world.http.base_url), STRONGROOM_IDENTITY=str(path),
+               STRONGROOM_HOME=str(empty))
+    out = subprocess.run([strongroom_exe(), *args], capture_output=True, text=True, env=env,
+                         timeout=120)
+    assert "Traceback" not in out.stderr, out.stderr
+    if ok:
+        assert out.returncode == 0, out.stdout + out.stderr
+    return out
+
+
+def test_remote_cli_carries_the_approval_flow(world: ServerWorld) -> None:
+    st = json.loads(_cli(world, "alice", "status", "--json").stdout)
+    assert st["sealed"] is False and st["threshold"] == 2
+    denied = _cli(world, "alice", "weights", "verify", ARTIFACT, ok=False)
+    assert denied.returncode != 0 and "grant" in denied.stderr.lower()
+    out = _cli(world, "alice", "access", "request", ARTIFACT, "--purpose", "eval run").stdout
+    request_id = out.split()[1]
+    assert "not yet" in _cli(world, "bob", "access", "approve", request_id).stdout
+    assert "issued" in _cli(world, "carol", "access", "approve", request_id).stdout
+    assert "ok tiny@1" in _cli(world, "alice", "weights", "verify", ARTIFACT).stdout
+    lines = _cli(world, "eve", "audit", "tail", "-n", "3").stdout.strip().splitlines()
+    assert any(json.loads(x)["action"] == "key.release" and json.loads(x)["actor"] == "alice"
+               for x in lines)
+    refused = _cli(world, "alice", "audit", "tail", ok=False)
+    assert refused.returncode != 0 and "needs one of the roles" in refused.stderr
+    assert not (world.tmp / "client-home").exists()
+
+
+def test_serve_refuses_plain_http_off_loopback(tmp_path: Path) -> None:
+    env = dict(os.environ, STRONGROOM_HOME=str(tmp_path / "home"))
+    out = subprocess.run([strongroom_exe(), "serve", "--host", "0.0.0.0"], capture_output=True,
+                         text=True, env=env, timeout=60)
+    assert out.returncode == 2 and "refusing plain HTTP" in out.stderr
+
+
+def test_serve_starts_and_answers(tmp_path: Path) -> None:
+    import signal
+    import socket
+    import time
+
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STRONGROOM_")}
+    env["STRONGROOM_HOME"] = str(tmp_path / "home")
+    proc = subprocess.Popen([strongroom_exe(), "serve", "--port", str(port)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                r = httpx.get(f"http://127.0.0.1:{port}/v1/sys/seal-status", timeout=2)
+                break
+            except httpx.HTTPError:
+                assert proc.poll() is None and time.monotonic() < deadline
+                time.sleep(0.2)
+        assert r.status_code == 200 and r.json()["initialized"] is False
+        unsigned = httpx.get(f"http://127.0.0.1:{port}/v1/weights", timeout=5)
+        assert unsigned.status_code == 401 and "not signed" in unsigned.json()["error"]
+        assert "server" not in unsigned.headers
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(20)

@@ -1,0 +1,46 @@
+"""The worker layout: keys in the local key agent, a nonce cache shared by the workers."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+from server_kit import ServerWorld, build_world
+
+from strongroom.server.app import create_app
+from strongroom.server.signatures import SqliteNonceCache, sign_request
+from strongroom.server.workers import NONCE_DB
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerWorld]:
+    tmp = tmp_path_factory.mktemp("workers")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("STRONGROOM_HOME", str(tmp / "home"))
+    mp.setenv("STRONGROOM_DATABASE_URL", f"sqlite:///{tmp / 'sr.db'}")
+    mp.delenv("STRONGROOM_IDENTITY", raising=False)
+    try:
+        yield from build_world(tmp, agent=True)
+    finally:
+        mp.undo()
+
+
+def test_release_through_the_agent_and_replay_to_another_worker(world: ServerWorld) -> None:
+    assert not world.ctx.in_process
+    world.grant_load()
+    body = world.release_body("alice")
+    r = world.client("alice").post("/v1/keys/release", body)
+    assert r.status_code == 200, r.text
+    # a second worker: its own context over the same agent, sharing the nonce file
+    home = world.ctx.settings.resolved_home
+    nonces = home / NONCE_DB
+    w1 = TestClient(create_app(world.ctx, nonces=SqliteNonceCache(nonces)))
+    w2 = TestClient(create_app(world.ctx, nonces=SqliteNonceCache(nonces)))
+    headers = sign_request(world.people["bob"].private_key, "GET", "/v1/whoami")
+    assert w1.get("/v1/whoami", headers=headers).json()["name"] == "bob"
+    again = w2.get("/v1/whoami", headers=headers)
+    assert again.status_code == 401 and "replayed" in again.json()["error"]
+    last = world.ctx.audit().tail(5)
+    assert any(e.action == "key.release" and e.actor == "alice" and e.decision == "allow"
+               for e in last)
