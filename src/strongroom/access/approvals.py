@@ -17,6 +17,11 @@ counts once, towards one term, even holding several roles; an approver must be
 enrolled, unrevoked, vetted and cleared for the resource (the Cedar ``approve``
 action). These functions are pure: the gate calls them with a directory it
 verified itself, so nothing stored can add an approver.
+
+An approval made in the web console is the same statement signed with a
+security key enrolled for the approver (:mod:`strongroom.access.fido`); it is
+verified here like any other approval signature. Where the resource's label
+lists the action in ``security_key_actions``, only such approvals count.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from strongroom.access import statements
+from strongroom.access import fido, statements
 from strongroom.access.directory import Directory, Enrollment, Resource, Rule, base_name
 from strongroom.access.policy import ACTIONS, PolicyEngine
 from strongroom.access.statements import VerifyCache
@@ -225,6 +230,8 @@ def count_approvals(
     out = Counted()
     candidates: list[tuple[Enrollment, Approval]] = []
     people: set[str] = set()
+    label = directory.label(resource.name)
+    key_only = label is not None and request.action in label.security_key_actions
     for env in approval_envs:
         try:
             claimed = Approval.from_statement(statements.unverified_payload(env))
@@ -237,9 +244,17 @@ def count_approvals(
                                "unrevoked principal")
             continue
         try:
-            a = Approval.from_statement(cache.verify(env, "approval",
-                                                     {who.key_id: who.public_key},
-                                                     obj=f"approval by {who.name}"))
+            if fido.is_webauthn(env):  # signed in the console with an enrolled security key
+                st = fido.verify_envelope(env, "approval", {who.key_id: who},
+                                          obj=f"approval by {who.name}").statement
+            elif key_only:
+                out.refused.append(f"approval by {who.name}: {request.action} on "
+                                   f"{resource.name} needs approvals signed with a security key")
+                continue
+            else:
+                st = cache.verify(env, "approval", {who.key_id: who.public_key},
+                                  obj=f"approval by {who.name}")
+            a = Approval.from_statement(st)
         except IntegrityError as exc:
             out.refused.append(f"approval by {who.name}: {exc.message}")
             continue

@@ -34,6 +34,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from strongroom.access import statements
+from strongroom.access.fido import SecurityKey
 from strongroom.access.statements import VerifyCache
 from strongroom.crypto.dsse import ExternalKey, key_id
 from strongroom.errors import IntegrityError, InvalidInput
@@ -98,6 +99,15 @@ def _strs(value: Any, what: str) -> tuple[str, ...]:
     return tuple(sorted(set(value)))
 
 
+def _security_keys(value: Any) -> tuple[SecurityKey, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+        raise ValueError("security_keys is not a list of objects")
+    keys = tuple(SecurityKey.from_statement(v) for v in value)
+    if len({k.credential_id for k in keys}) != len(keys):
+        raise ValueError("a security key is listed twice")
+    return keys
+
+
 @dataclass(frozen=True)
 class Vetting:
     """A vetting record: status, when granted and until when, continuous-evaluation flags."""
@@ -126,6 +136,8 @@ class Enrollment:
     kind: str = "person"
     serial: int = 1
     issued: int = 0
+    #: Security keys (WebAuthn credentials) the officers enrolled for approving in the console.
+    security_keys: tuple[SecurityKey, ...] = ()
 
     def __post_init__(self) -> None:
         _check_name(self.name, "principal name")
@@ -167,7 +179,10 @@ class Enrollment:
                 "compartments": sorted(self.compartments),
                 "vetting": {"status": self.vetting.status, "granted": self.vetting.granted,
                             "expires": self.vetting.expires, "flags": sorted(self.vetting.flags)},
-                "employment": self.employment, "serial": self.serial, "issued": self.issued}
+                "employment": self.employment, "serial": self.serial, "issued": self.issued,
+                # absent when empty, so enrollments without security keys sign as before
+                **({"security_keys": [k.to_statement() for k in self.security_keys]}
+                   if self.security_keys else {})}
 
     @classmethod
     def from_statement(cls, st: Mapping[str, Any]) -> Enrollment:
@@ -180,7 +195,8 @@ class Enrollment:
                        vetting=Vetting(str(v["status"]), int(v["granted"]), int(v["expires"]),
                                        _strs(v["flags"], "flags")),
                        employment=str(st["employment"]), serial=int(st["serial"]),
-                       issued=int(st["issued"]))
+                       issued=int(st["issued"]),
+                       security_keys=_security_keys(st.get("security_keys", [])))
         except (KeyError, TypeError, ValueError, InvalidInput) as exc:
             raise IntegrityError(f"enrollment statement has an unexpected shape ({exc})",
                                  obj="enrollment") from None
@@ -250,6 +266,8 @@ class ResourceLabel:
     break_glass_window_s: int = 1800
     serial: int = 1
     issued: int = 0
+    #: Actions whose approvals count only when signed with an enrolled security key.
+    security_key_actions: tuple[str, ...] = ()
 
     def to_statement(self) -> dict[str, Any]:
         """The signed form."""
@@ -258,7 +276,10 @@ class ResourceLabel:
                 "rules": {a: str(r) for a, r in sorted(self.rules.items())},
                 "break_glass": sorted(self.break_glass),
                 "break_glass_window_s": self.break_glass_window_s,
-                "serial": self.serial, "issued": self.issued}
+                "serial": self.serial, "issued": self.issued,
+                # absent when empty, so labels without it sign as before
+                **({"security_key_actions": sorted(self.security_key_actions)}
+                   if self.security_key_actions else {})}
 
     @classmethod
     def from_statement(cls, st: Mapping[str, Any]) -> ResourceLabel:
@@ -272,7 +293,9 @@ class ResourceLabel:
                        rules={str(a): Rule.parse(str(r)) for a, r in rules.items()},
                        break_glass=_strs(st["break_glass"], "break_glass"),
                        break_glass_window_s=int(st["break_glass_window_s"]),
-                       serial=int(st["serial"]), issued=int(st["issued"]))
+                       serial=int(st["serial"]), issued=int(st["issued"]),
+                       security_key_actions=_strs(st.get("security_key_actions", []),
+                                                  "security_key_actions"))
         except (KeyError, TypeError, ValueError, InvalidInput) as exc:
             raise IntegrityError(f"label statement has an unexpected shape ({exc})",
                                  obj="label") from None

@@ -2,7 +2,8 @@
 
 A Grant is a statement carrying the signed request and the signed approvals,
 its issue time and its expiry (issue time + the requested duration), signed by
-whoever assembled it (the requester or one of the counted approvers). It adds
+whoever assembled it (the requester or one of the counted approvers, with
+their identity key or, in the web console, an enrolled security key). It adds
 no authority of its own: :func:`verify_grant` re-checks every signature and
 the rule from a verified directory, exactly as the release gate does::
 
@@ -25,7 +26,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from strongroom.access import statements
+from strongroom.access import fido, statements
 from strongroom.access.approvals import (
     MAX_APPROVAL_TTL_S,
     AccessRequest,
@@ -33,7 +34,7 @@ from strongroom.access.approvals import (
     count_approvals,
     satisfy,
 )
-from strongroom.access.directory import Directory, Resource, base_name
+from strongroom.access.directory import Directory, Enrollment, Resource, base_name
 from strongroom.access.policy import PolicyEngine
 from strongroom.access.statements import VerifyCache
 from strongroom.crypto.dsse import key_id
@@ -45,9 +46,12 @@ __all__ = [
     "VerifiedGrant",
     "build_grant",
     "grant_revoked",
+    "grant_statement",
     "issue_grant",
     "parse_approval",
+    "pending_grant_inputs",
     "revoke_grant",
+    "store_grant",
     "verify_grant",
 ]
 
@@ -70,14 +74,52 @@ class VerifiedGrant:
     issuer: str
 
 
+def grant_statement(request_env: str, approval_envs: Sequence[str], *,
+                    now: float) -> dict[str, Any]:
+    """The (unsigned) grant statement for a request and its approvals, issued at ``now``."""
+    req = AccessRequest.from_statement(statements.unverified_payload(request_env))
+    issued = int(now)
+    return {"request": request_env, "approvals": list(approval_envs), "issued": issued,
+            "expires": issued + req.duration_s, "nonce": secrets.token_hex(8)}
+
+
 def build_grant(key: Ed25519PrivateKey, request_env: str, approval_envs: Sequence[str], *,
                 now: float) -> str:
     """Assemble (and sign) a grant statement; :func:`verify_grant` decides whether it holds."""
-    req = AccessRequest.from_statement(statements.unverified_payload(request_env))
-    issued = int(now)
-    return statements.sign("grant", {"request": request_env, "approvals": list(approval_envs),
-                                     "issued": issued, "expires": issued + req.duration_s,
-                                     "nonce": secrets.token_hex(8)}, key)
+    return statements.sign("grant", grant_statement(request_env, approval_envs, now=now), key)
+
+
+def pending_grant_inputs(store: Store, request_digest: str) -> tuple[str, list[str]]:
+    """The stored request envelope and its approvals, refusing denied or unknown requests."""
+    requests = statements.envelopes(store, "request", subject=request_digest)
+    if not requests:
+        raise InvalidInput("no such request", obj=request_digest[:16],
+                           remedy="`strongroom access grants --pending` lists open requests")
+    if statements.envelopes(store, "denial", subject=request_digest):
+        raise AccessDenied("the request was denied", obj=request_digest[:16],
+                           remedy="file a new request")
+    return requests[0], statements.envelopes(store, "approval", subject=request_digest,
+                                             newest_first=False)
+
+
+def store_grant(
+    store: Store,
+    env: str,
+    directory: Directory,
+    engine: PolicyEngine,
+    resource: Resource,
+    *,
+    now: float,
+    cache: VerifyCache | None = None,
+    extra_check: Any = None,
+) -> VerifiedGrant:
+    """Verify a signed grant as the gate would, run ``extra_check(verified)``, then store it."""
+    verified = verify_grant(env, directory, engine, resource, now=now, cache=cache)
+    if extra_check is not None:
+        extra_check(verified)
+    statements.put(store, "grant", env, subject=verified.request.requester_key,
+                   resource=base_name(verified.request.resource), expires=verified.expires)
+    return verified
 
 
 def _deny(message: str, obj: str, remedy: str = "") -> AccessDenied:
@@ -120,6 +162,7 @@ def verify_grant(
         raise _deny("the request names another requester than its signer", obj)
     # The grant's own signature: by the requester or one of the claimed approvers.
     signers: dict[str, Ed25519PublicKey] = {requester.key_id: requester.public_key}
+    people: dict[str, Enrollment] = {requester.key_id: requester}
     for a_env in approval_envs:
         try:
             kid = str(statements.unverified_payload(a_env).get("approver_key", ""))
@@ -128,8 +171,12 @@ def verify_grant(
         who = directory.principal(kid)
         if who is not None:
             signers[kid] = who.public_key
+            people[kid] = who
     try:
-        st = cache.verify(env, "grant", signers, obj=f"grant for {obj}")
+        if fido.is_webauthn(env):  # assembled in the console, signed with a security key
+            st = fido.verify_envelope(env, "grant", people, obj=f"grant for {obj}").statement
+        else:
+            st = cache.verify(env, "grant", signers, obj=f"grant for {obj}")
         issued, expires = int(st["issued"]), int(st["expires"])
     except IntegrityError as exc:
         raise _deny(f"the grant does not verify: {exc.message}", obj) from None
@@ -185,23 +232,10 @@ def issue_grant(
 
     ``extra_check(verified)`` runs before storing (the caps check); it raises to refuse.
     """
-    requests = statements.envelopes(store, "request", subject=request_digest)
-    if not requests:
-        raise InvalidInput("no such request", obj=request_digest[:16],
-                           remedy="`strongroom access grants --pending` lists open requests")
-    request_env = requests[0]
-    if statements.envelopes(store, "denial", subject=request_digest):
-        raise AccessDenied("the request was denied", obj=request_digest[:16],
-                           remedy="file a new request")
-    approvals = statements.envelopes(store, "approval", subject=request_digest,
-                                     newest_first=False)
+    request_env, approvals = pending_grant_inputs(store, request_digest)
     env = build_grant(key, request_env, approvals, now=now)
-    verified = verify_grant(env, directory, engine, resource, now=now, cache=cache)
-    if extra_check is not None:
-        extra_check(verified)
-    statements.put(store, "grant", env, subject=verified.request.requester_key,
-                   resource=base_name(verified.request.resource), expires=verified.expires)
-    return env, verified
+    return env, store_grant(store, env, directory, engine, resource, now=now, cache=cache,
+                            extra_check=extra_check)
 
 
 def revoke_grant(store: Store, key: Ed25519PrivateKey, by: str, grant_id: str, reason: str, *,

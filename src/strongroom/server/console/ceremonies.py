@@ -1,0 +1,335 @@
+"""WebAuthn endpoints: register a security key, sign in, approve a request, issue a Grant.
+
+Each ceremony has a ``begin`` (options with a challenge, remembered in the
+server-side session) and a ``finish`` (the browser's credential, checked
+against that challenge, used once). For approvals and Grants the challenge is
+the statement's digest (:func:`strongroom.access.fido.challenge`) and the
+stored envelope is verified exactly as the release gate verifies it.
+"""
+
+from __future__ import annotations
+
+import base64
+import secrets
+import time
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy import select
+
+from strongroom.access import fido, statements
+from strongroom.access.approvals import AccessRequest, Approval, submit_approval
+from strongroom.access.directory import Enrollment
+from strongroom.access.grants import grant_statement, pending_grant_inputs, store_grant
+from strongroom.errors import AccessDenied, InvalidInput
+from strongroom.server.console import data
+from strongroom.server.console.core import Console, ConsoleError
+from strongroom.server.console.registration import store_pending, verify_register_token
+from strongroom.store.tables.console import ConsoleCredential
+
+__all__ = ["add_routes"]
+
+#: Largest JSON body a WebAuthn endpoint reads.
+MAX_BODY = 64 * 1024
+#: How long a console approval stays usable.
+APPROVAL_TTL_S = 24 * 3600
+
+
+async def _body(request: Request) -> dict[str, Any]:
+    """The JSON object body, read up to :data:`MAX_BODY` bytes (413 beyond)."""
+    import json
+
+    declared = request.headers.get("content-length", "0")
+    if not declared.isdigit() or int(declared) > MAX_BODY:
+        raise ConsoleError(413, "request body too large")
+    raw = bytearray()
+    async for chunk in request.stream():
+        raw += chunk
+        if len(raw) > MAX_BODY:
+            raise ConsoleError(413, "request body too large")
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        raise ConsoleError(400, "the body is not JSON") from None
+    if not isinstance(body, dict):
+        raise ConsoleError(400, "the body is not a JSON object")
+    return body
+
+
+def _request_options(console: Console, challenge: bytes, keys: tuple[fido.SecurityKey, ...]
+                     ) -> dict[str, Any]:
+    return {"challenge": fido.b64url(challenge), "rpId": console.config.rp_id, "timeout": 120000,
+            "userVerification": "required",
+            "allowCredentials": [{"type": "public-key", "id": k.id} for k in keys]}
+
+
+def _check_count(console: Console, key_id: str, count: int) -> None:
+    """Console-side clone check: a non-zero sign count must grow; store the new one."""
+    with console.ctx.store.session() as s:
+        row = s.get(ConsoleCredential, key_id)
+        if row is None:
+            return
+        if (count or row.sign_count) and count <= row.sign_count:
+            raise ConsoleError(403, "this security key's signature counter went backwards: it "
+                               "may be cloned; ask the security officers to revoke it")
+        row.sign_count = count
+        row.last_used_at = time.time()
+
+
+def _enrolled_key(who: Enrollment, assertion: fido.Assertion) -> fido.SecurityKey:
+    for k in who.security_keys:
+        if k.credential_id == assertion.credential_id:
+            return k
+    raise ConsoleError(403, fido.NOT_REGISTERED)
+
+
+def add_routes(router: APIRouter, console: Console) -> None:
+    """Add the ``/webauthn/...`` endpoints."""
+    ctx = console.ctx
+    config = console.config
+
+    @router.post("/webauthn/register/begin", include_in_schema=False)
+    async def register_begin(request: Request) -> JSONResponse:
+        from webauthn import generate_registration_options, options_to_json
+        from webauthn.helpers.structs import (
+            AuthenticatorSelectionCriteria,
+            PublicKeyCredentialDescriptor,
+            ResidentKeyRequirement,
+            UserVerificationRequirement,
+        )
+
+        sess = console.session(request)
+        body = await _body(request)
+        console.check_post(request, sess, None)
+        now = time.time()
+        _, who = verify_register_token(str(body.get("token", "")), ctx.directory(), now=now)
+        options = generate_registration_options(
+            rp_id=config.rp_id, rp_name=config.rp_name, user_name=who.name,
+            user_id=who.key_id.encode(), user_display_name=who.name,
+            authenticator_selection=AuthenticatorSelectionCriteria(
+                resident_key=ResidentKeyRequirement.PREFERRED,
+                user_verification=UserVerificationRequirement.REQUIRED),
+            supported_pub_key_algs=_algs(),
+            exclude_credentials=[PublicKeyCredentialDescriptor(id=k.credential_id)
+                                 for k in who.security_keys])
+        console.sessions.set_ceremony(sess, {
+            "kind": "register", "challenge": fido.b64url(options.challenge),
+            "token": str(body.get("token", ""))})
+        return JSONResponse({"options": _json(options_to_json(options))})
+
+    @router.post("/webauthn/register/finish", include_in_schema=False)
+    async def register_finish(request: Request) -> JSONResponse:
+        from webauthn import verify_registration_response
+        from webauthn.helpers.exceptions import WebAuthnException
+
+        sess = console.session(request)
+        body = await _body(request)
+        console.check_post(request, sess, None)
+        ceremony = console.sessions.take_ceremony(sess, "register")
+        if ceremony is None:
+            raise ConsoleError(400, "no registration in progress (or it timed out): start again")
+        now = time.time()
+        tok, who = verify_register_token(ceremony["token"], ctx.directory(), now=now)
+        try:
+            reg = verify_registration_response(
+                credential=body.get("credential") or {},
+                expected_challenge=fido.unb64url(ceremony["challenge"]),
+                expected_rp_id=config.rp_id, expected_origin=config.origin,
+                require_user_verification=True, supported_pub_key_algs=_algs())
+        except (WebAuthnException, ValueError, TypeError, KeyError) as exc:
+            raise ConsoleError(400, f"the security key's registration does not verify ({exc})"
+                               ) from None
+        import cbor2
+
+        try:
+            alg = int(cbor2.loads(reg.credential_public_key)[3])
+            key = fido.SecurityKey(reg.credential_id, reg.credential_public_key, alg,
+                                   config.rp_id, (config.origin,))
+        except (cbor2.CBORDecodeError, KeyError, TypeError, ValueError):
+            raise ConsoleError(400, "the security key's public key is malformed") from None
+        store_pending(ctx.store, tok, key, reg.sign_count, now=now)
+        with ctx.vault(actor=who.name) as vault:
+            vault.record("console.register-key", who.name, "allow", credential=key.id[:32],
+                         alg=fido.ALGORITHMS[alg])
+        return JSONResponse({"credential_id": key.id, "status": "pending",
+                             "next": "ask the security officers to enroll this key: "
+                                     f"strongroom console endorse {who.name} "
+                                     f"--credential {key.id[:16]}"})
+
+    @router.post("/webauthn/login/begin", include_in_schema=False)
+    async def login_begin(request: Request) -> JSONResponse:
+        sess = console.session(request)
+        body = await _body(request)
+        console.check_post(request, sess, None)
+        name = str(body.get("name", "")).strip()
+        keys: tuple[fido.SecurityKey, ...] = ()
+        if name:
+            who = ctx.directory().by_name(name)
+            keys = who.security_keys if who is not None else ()
+            if not keys:
+                raise ConsoleError(403, f"{name} has no security key enrolled by the officers")
+        challenge = secrets.token_bytes(32)
+        console.sessions.set_ceremony(sess, {"kind": "login", "challenge": fido.b64url(challenge)})
+        return JSONResponse({"options": _request_options(console, challenge, keys)})
+
+    @router.post("/webauthn/login/finish", include_in_schema=False)
+    async def login_finish(request: Request) -> JSONResponse:
+        sess = console.session(request)
+        body = await _body(request)
+        console.check_post(request, sess, None)
+        ceremony = console.sessions.take_ceremony(sess, "login")
+        if ceremony is None:
+            raise ConsoleError(400, "no sign-in in progress (or it timed out): start again")
+        assertion = fido.Assertion.from_browser(body.get("credential"))
+        now = time.time()
+        directory = ctx.directory()
+        who = next((p for kid, p in directory.principals.items()
+                    if kid not in directory.revoked_keys
+                    and any(k.credential_id == assertion.credential_id
+                            for k in p.security_keys)), None)
+        if who is None:
+            raise ConsoleError(403, "this security key is not enrolled for anyone (officers must "
+                               "endorse it first: strongroom console endorse)")
+        key = _enrolled_key(who, assertion)
+        count = fido.verify_assertion(assertion, key, fido.unb64url(ceremony["challenge"]),
+                                      obj="sign-in")
+        if not who.eligible(now):
+            raise ConsoleError(403, f"{who.name}'s vetting or employment is not current")
+        _check_count(console, key.id, count)
+        console.sessions.end(sess)  # rotate: a cookie set before sign-in is worthless after it
+        value, _ = console.sessions.new(who.key_id, now=now)
+        with ctx.vault(actor=who.name) as vault:
+            vault.record("console.sign-in", who.name, "allow", credential=key.id[:32])
+        response = JSONResponse({"redirect": "/console/inbox"})
+        console.set_cookie(response, value)
+        return response
+
+    @router.post("/webauthn/approve/begin", include_in_schema=False)
+    async def approve_begin(request: Request) -> JSONResponse:
+        sess = console.session(request)
+        body = await _body(request)
+        console.check_post(request, sess, None)
+        me = console.person(sess)
+        digest = str(body.get("request", ""))
+        item = data.request_item(console, digest, me)
+        if not item.may_approve:
+            raise ConsoleError(403, item.why_not or "you may not approve this request")
+        now = int(time.time())
+        approval = Approval(digest, me.name, me.key_id, "approve", secrets.token_hex(16), now,
+                            now + APPROVAL_TTL_S)
+        ptype, payload = fido.unsigned_payload("approval", approval.to_statement())
+        challenge = fido.challenge(ptype, payload)
+        console.sessions.set_ceremony(sess, {
+            "kind": "approve", "challenge": fido.b64url(challenge), "request": digest,
+            "payload": base64.b64encode(payload).decode()})
+        return JSONResponse({"options": _request_options(console, challenge, me.security_keys),
+                             "statement": approval.to_statement()})
+
+    @router.post("/webauthn/approve/finish", include_in_schema=False)
+    async def approve_finish(request: Request) -> JSONResponse:
+        sess = console.session(request)
+        body = await _body(request)
+        console.check_post(request, sess, None)
+        me = console.person(sess)
+        ceremony = console.sessions.take_ceremony(sess, "approve")
+        if ceremony is None:
+            raise ConsoleError(400, "no approval in progress (or it timed out): start again")
+        assertion = fido.Assertion.from_browser(body.get("credential"))
+        key = _enrolled_key(me, assertion)
+        env = fido.envelope(statements.payload_type("approval"),
+                            base64.b64decode(ceremony["payload"]), me.key_id, assertion)
+        verified = fido.verify_envelope(env, "approval", {me.key_id: me},
+                                        obj=f"approval by {me.name}")
+        _check_count(console, key.id, verified.sign_count)
+        submit_approval(ctx.store, env)
+        digest = str(ceremony["request"])
+        with ctx.vault(actor=me.name) as vault:
+            vault.record("access.approve", digest[:16], "allow", request=digest,
+                         via="console security key", credential=key.id[:32])
+        return JSONResponse({"ok": True, "redirect": f"/console/requests/{digest}"})
+
+    @router.post("/webauthn/grant/begin", include_in_schema=False)
+    async def grant_begin(request: Request) -> JSONResponse:
+        sess = console.session(request)
+        body = await _body(request)
+        console.check_post(request, sess, None)
+        me = console.person(sess)
+        digest = str(body.get("request", ""))
+        item = data.request_item(console, digest, me)
+        if item.granted:
+            raise ConsoleError(409, "a Grant was issued for this request already")
+        if item.denied:
+            raise ConsoleError(409, "the request was denied")
+        if item.assignment is None:
+            raise ConsoleError(409, "the approvals do not meet the rule yet")
+        if me.name != item.request.requester and me.name not in item.counted:
+            raise ConsoleError(403, "only the requester or a counted approver assembles the Grant")
+        request_env, approvals = pending_grant_inputs(ctx.store, digest)
+        st = grant_statement(request_env, approvals, now=time.time())
+        ptype, payload = fido.unsigned_payload("grant", st)
+        challenge = fido.challenge(ptype, payload)
+        console.sessions.set_ceremony(sess, {
+            "kind": "grant", "challenge": fido.b64url(challenge), "request": digest,
+            "payload": base64.b64encode(payload).decode()})
+        return JSONResponse({"options": _request_options(console, challenge, me.security_keys)})
+
+    @router.post("/webauthn/grant/finish", include_in_schema=False)
+    async def grant_finish(request: Request) -> JSONResponse:
+        sess = console.session(request)
+        body = await _body(request)
+        console.check_post(request, sess, None)
+        me = console.person(sess)
+        ceremony = console.sessions.take_ceremony(sess, "grant")
+        if ceremony is None:
+            raise ConsoleError(400, "no Grant in progress (or it timed out): start again")
+        assertion = fido.Assertion.from_browser(body.get("credential"))
+        key = _enrolled_key(me, assertion)
+        env = fido.envelope(statements.payload_type("grant"),
+                            base64.b64decode(ceremony["payload"]), me.key_id, assertion)
+        digest = str(ceremony["request"])
+        req = AccessRequest.from_statement(statements.unverified_payload(
+            statements.unverified_payload(env)["request"]))
+        if statements.payload_digest(statements.unverified_payload(env)["request"]) != digest:
+            raise ConsoleError(400, "the Grant is for another request")
+        count = fido.verify_envelope(env, "grant", {me.key_id: me},
+                                     obj=f"grant signed by {me.name}").sign_count
+        _check_count(console, key.id, count)  # before anything is stored
+        now = time.time()
+        directory = ctx.directory()
+        resource = data.resource(console, req.resource, directory)
+        engine = console.engine()
+        try:
+            verified = store_grant(ctx.store, env, directory, engine, resource, now=now,
+                                   extra_check=data.cap_check(console, directory, engine,
+                                                              resource, now))
+        except InvalidInput as exc:
+            raise AccessDenied(exc.message, obj=digest[:16]) from None
+        with ctx.vault(actor=me.name) as vault:
+            vault.record("access.grant", resource.name, "allow", reason=req.purpose,
+                         grant=verified.grant_id, approvers=list(verified.approvers),
+                         access_action=req.action, requester=req.requester,
+                         expires=verified.expires, byte_budget=verified.byte_budget,
+                         via="console security key", credential=key.id[:32])
+        return JSONResponse({"grant": verified.grant_id, "approvers": list(verified.approvers),
+                             "redirect": f"/console/requests/{digest}"})
+
+
+def _algs() -> list[Any]:
+    from webauthn.helpers.cose import COSEAlgorithmIdentifier
+
+    return [COSEAlgorithmIdentifier.ECDSA_SHA_256, COSEAlgorithmIdentifier.EDDSA,
+            COSEAlgorithmIdentifier.RSASSA_PKCS1_v1_5_SHA_256]
+
+
+def _json(text: str) -> Any:
+    import json
+
+    return json.loads(text)
+
+
+def credentials_of(console: Console, person_key: str) -> list[ConsoleCredential]:
+    """Keys a person registered (pending or enrolled)."""
+    with console.ctx.store.session() as s:
+        return list(s.scalars(select(ConsoleCredential)
+                              .where(ConsoleCredential.person_key == person_key)))

@@ -1,0 +1,247 @@
+"""The console's shared pieces: configuration, security headers, CSRF, who is signed in.
+
+Every response from a console route carries a strict Content-Security-Policy
+(``default-src 'self'``, no inline script or style), ``nosniff``, no framing,
+no referrer and ``no-store``. Every POST needs the session's CSRF token (a
+form field or the ``X-CSRF-Token`` header) *and* a same-origin request (the
+``Origin`` header, when sent, must be the console's origin; ``Sec-Fetch-Site``,
+when sent, must be ``same-origin``).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from fastapi import Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
+from fastapi.routing import APIRoute
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+from strongroom.access.directory import Enrollment
+from strongroom.errors import (
+    AccessDenied,
+    IntegrityError,
+    InvalidInput,
+    NotFound,
+    Sealed,
+    StrongroomError,
+)
+from strongroom.server.console.sessions import COOKIE, SESSION_TTL_S, Session, Sessions
+
+if TYPE_CHECKING:
+    from strongroom.access.policy import PolicyEngine
+    from strongroom.server.context import ServerContext
+
+__all__ = ["AUDITORS", "CSP", "Console", "ConsoleConfig", "ConsoleError", "SecureRoute"]
+
+#: Roles that may read the audit log and alerts (as the API's audit routes).
+AUDITORS = ("auditors", "security-officers")
+
+HERE = Path(__file__).parent
+CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+       "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; "
+       "form-action 'self'")
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CSP,
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Cross-Origin-Resource-Policy": "same-origin",
+    "Permissions-Policy": "camera=(), microphone=(), geolocation=(), payment=()",
+}
+
+
+@dataclass(frozen=True)
+class ConsoleConfig:
+    """Where the console is served: its origin (scheme, host, port) and WebAuthn RP id."""
+
+    origin: str
+    rp_id: str
+    rp_name: str = "strongroom"
+
+    @classmethod
+    def from_env(cls) -> ConsoleConfig:
+        """``STRONGROOM_CONSOLE_ORIGIN`` (default ``http://localhost:8420``) and
+        ``STRONGROOM_CONSOLE_RP_ID`` (default: the origin's host)."""
+        origin = os.environ.get("STRONGROOM_CONSOLE_ORIGIN", "http://localhost:8420")
+        return cls.for_origin(origin, os.environ.get("STRONGROOM_CONSOLE_RP_ID") or None)
+
+    @classmethod
+    def for_origin(cls, origin: str, rp_id: str | None = None) -> ConsoleConfig:
+        """A configuration for ``origin`` (checked: https, or http on localhost)."""
+        parts = urlsplit(origin)
+        host = parts.hostname or ""
+        if parts.scheme not in ("https", "http") or not host or parts.path not in ("", "/"):
+            raise InvalidInput(f"invalid console origin {origin!r}", obj="console",
+                               remedy="set STRONGROOM_CONSOLE_ORIGIN=https://host[:port]")
+        if parts.scheme == "http" and host != "localhost":
+            raise InvalidInput("the console needs https except on localhost", obj=origin,
+                               remedy="serve the console behind TLS")
+        rp = rp_id or host
+        if host != rp and not host.endswith("." + rp):
+            raise InvalidInput(f"RP id {rp!r} does not cover the origin's host {host!r}",
+                               obj="console")
+        return cls(origin.rstrip("/"), rp)
+
+
+class ConsoleError(Exception):
+    """A refusal with an HTTP status (pages render it, JSON endpoints return it)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def status_of(exc: StrongroomError) -> int:
+    """The HTTP status for a strongroom error."""
+    if isinstance(exc, AccessDenied):
+        return 403
+    if isinstance(exc, NotFound):
+        return 404
+    if isinstance(exc, Sealed):
+        return 503
+    if isinstance(exc, InvalidInput | IntegrityError):
+        return 400
+    return 500
+
+
+class SecureRoute(APIRoute):
+    """A route whose every response carries the security headers; errors become 4xx."""
+
+    console: Console | None = None
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def secured(request: Request) -> Response:
+            try:
+                response = await handler(request)
+            except (ConsoleError, StrongroomError, RequestValidationError) as exc:
+                if isinstance(exc, ConsoleError):
+                    status, message = exc.status, exc.message
+                elif isinstance(exc, StrongroomError):
+                    status, message = status_of(exc), str(exc)
+                else:
+                    status, message = 422, "malformed request"
+                console = self.console
+                wants_json = request.url.path.startswith("/webauthn/") or \
+                    "application/json" in request.headers.get("accept", "")
+                if status == 401 and not wants_json and request.method == "GET":
+                    response = RedirectResponse("/console/sign-in", status_code=303)
+                elif wants_json or console is None:
+                    response = JSONResponse({"error": message}, status_code=status)
+                else:
+                    response = console.page(request, "error.html", None, status=status,
+                                            message=message)
+            for k, v in SECURITY_HEADERS.items():
+                response.headers.setdefault(k, v)
+            return response
+
+        return secured
+
+
+class Console:
+    """State shared by the console's routes: context, config, sessions, templates."""
+
+    def __init__(self, ctx: ServerContext, config: ConsoleConfig) -> None:
+        self.ctx = ctx
+        self.config = config
+        self.sessions = Sessions(ctx.store)
+        self.templates = Environment(loader=FileSystemLoader(HERE / "templates"),
+                                     autoescape=select_autoescape(default=True,
+                                                                  default_for_string=True))
+        self._engine: tuple[str, PolicyEngine] | None = None
+        self._lock = threading.Lock()
+
+    # -- sessions and CSRF -------------------------------------------------------------
+
+    def session(self, request: Request, response: Response | None = None) -> Session:
+        """The request's session; a new anonymous one (cookie set on ``response``) if none."""
+        sess = self.sessions.get(request.cookies.get(COOKIE))
+        if sess is None:
+            value, sess = self.sessions.new()
+            if response is not None:
+                self.set_cookie(response, value)
+            request.state.new_cookie = value
+        return sess
+
+    def set_cookie(self, response: Response, value: str) -> None:
+        """Set the session cookie: Secure, HttpOnly, SameSite=Strict, host-only, Path=/."""
+        response.set_cookie(COOKIE, value, max_age=SESSION_TTL_S, path="/", secure=True,
+                            httponly=True, samesite="strict")
+
+    def check_post(self, request: Request, sess: Session, token: str | None) -> None:
+        """Refuse cross-site POSTs and POSTs without this session's CSRF token."""
+        origin = request.headers.get("origin")
+        if origin is not None and origin != self.config.origin:
+            raise ConsoleError(403, f"cross-site request refused (origin {origin})")
+        site = request.headers.get("sec-fetch-site")
+        if site is not None and site not in ("same-origin", "none"):
+            raise ConsoleError(403, f"cross-site request refused (Sec-Fetch-Site {site})")
+        token = token or request.headers.get("x-csrf-token")
+        if not sess.csrf_ok(token):
+            raise ConsoleError(403, "missing or wrong CSRF token: reload the page and retry")
+
+    def person(self, sess: Session, *, now: float | None = None) -> Enrollment:
+        """The signed-in person, from the officer-verified directory (403 when none)."""
+        if not sess.person_key:
+            raise ConsoleError(401, "sign in with your security key first")
+        who = self.ctx.directory(key_ids=[sess.person_key], resources=[]).principal(
+            sess.person_key)
+        if who is None or not who.eligible(time.time() if now is None else now):
+            raise ConsoleError(403, "your enrollment is revoked, or your vetting or employment "
+                               "is not current")
+        return who
+
+    def require_role(self, me: Enrollment, *roles: str) -> None:
+        """Refuse unless ``me`` (officer-verified) holds one of ``roles``."""
+        if not set(me.roles) & set(roles):
+            raise ConsoleError(403, f"this page is for {' or '.join(roles)}")
+
+    # -- policy ---------------------------------------------------------------------------
+
+    def engine(self) -> PolicyEngine:
+        """The policy in force (re-parsed only when it changes)."""
+        from strongroom.access.policy import PolicyEngine, current_policy
+
+        text, _ = current_policy(self.ctx.directory_reader())
+        with self._lock:
+            if self._engine is None or self._engine[0] != text:
+                self._engine = (text, PolicyEngine(text))
+            return self._engine[1]
+
+    # -- rendering ---------------------------------------------------------------------------
+
+    def page(self, request: Request, template: str, sess: Session | None, *, status: int = 200,
+             **values: Any) -> HTMLResponse:
+        """Render ``template`` (autoescaped) with the session's CSRF token and person."""
+        if sess is None:
+            try:
+                sess = self.session(request)
+            except StrongroomError:
+                sess = None
+        me = None
+        if sess is not None and sess.person_key:
+            try:
+                me = self.person(sess)
+            except (ConsoleError, StrongroomError):
+                me = None
+        html = self.templates.get_template(template).render(
+            csrf=sess.csrf if sess is not None else "", me=me, config=self.config,
+            auditor=me is not None and bool(set(me.roles) & set(AUDITORS)), **values)
+        response = HTMLResponse(html, status_code=status)
+        value = getattr(request.state, "new_cookie", None)
+        if value:
+            self.set_cookie(response, value)
+        return response

@@ -1,0 +1,332 @@
+"""The console over HTTP (no browser): sign-in, approval and Grant with a software key; the attacks."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from access_kit import World, access_world
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from fido_softkey import SoftKey, add_keys
+
+from strongroom.access import fido, statements
+from strongroom.access.directory import DirectoryReader
+from strongroom.errors import AccessDenied
+from strongroom.server.console import ConsoleConfig, build_router
+from strongroom.server.console.registration import (
+    endorsed_enrollment,
+    make_register_token,
+    store_pending,
+    verify_register_token,
+)
+from strongroom.server.console.sessions import COOKIE
+from strongroom.server.context import ServerContext
+from strongroom.settings import Settings
+
+from vault_fixtures import make_model
+
+ORIGIN = "https://testserver"
+XSS = '<script>window.__xss=1</script><img src=x onerror="window.__xss=2">'
+
+
+@dataclass
+class Env:
+    w: World
+    client: TestClient
+    keys: dict[str, SoftKey]
+
+    def sign_in(self, name: str, key: SoftKey | None = None) -> str:
+        """Sign in as ``name`` with a fresh client session; returns the page's CSRF token."""
+        self.client.cookies.clear()
+        csrf = self.csrf("/console/sign-in")
+        begin = self.client.post("/webauthn/login/begin", json={"name": name},
+                                 headers={"X-CSRF-Token": csrf, "Origin": ORIGIN})
+        assert begin.status_code == 200, begin.text
+        k = key or self.keys[name]
+        challenge = fido.unb64url(begin.json()["options"]["challenge"])
+        done = self.client.post("/webauthn/login/finish",
+                                json={"credential": k.browser_json(k.assertion(challenge))},
+                                headers={"X-CSRF-Token": csrf, "Origin": ORIGIN})
+        assert done.status_code == 200, done.text
+        return self.csrf("/console/inbox")
+
+    def csrf(self, path: str) -> str:
+        page = self.client.get(path)
+        assert page.status_code == 200, page.text
+        marker = '<meta name="csrf-token" content="'
+        return page.text.split(marker, 1)[1].split('"', 1)[0]
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Iterator[Env]:
+    """The console on SQLite."""
+    yield from _env(f"sqlite:///{tmp_path / 'db.sqlite'}", tmp_path)
+
+
+@pytest.fixture
+def env_any(db_url: str, tmp_path: Path) -> Iterator[Env]:
+    """The console on each database backend."""
+    yield from _env(db_url, tmp_path)
+
+
+def _env(db_url: str, tmp_path: Path) -> Iterator[Env]:
+    with access_world(db_url, tmp_path) as w:
+        make_model(tmp_path / "m.safetensors")
+        w.vault.import_weights(tmp_path / "m.safetensors", "minilm", compartments=["atlas"])
+        w.enroll("alice", roles=("requesters",))
+        for name in ("bob", "carol"):
+            w.enroll(name)
+        w.enroll("dave", roles=("approvers", "security-officers"))
+        keys: dict[str, SoftKey] = {}
+        directory = w.rule.reader.view()
+        for name in ("alice", "bob", "carol", "dave"):
+            keys[name] = SoftKey(rp_id="testserver", origin=ORIGIN)
+            current = directory.by_name(name)
+            assert current is not None
+            add_keys(w.store, current, [keys[name].security_key()], w.officers)
+        ctx = ServerContext(Settings(home=tmp_path / "home", database_url=w.store.url), w.store,
+                            w.keys.svc, w.vault.blobs, owns_store=False)
+        app = FastAPI()
+        app.include_router(build_router(ctx, ConsoleConfig.for_origin(ORIGIN)))
+        with TestClient(app, base_url=ORIGIN) as client:
+            yield Env(w, client, keys)
+
+
+def _approve(e: Env, name: str, digest: str, csrf: str, key: SoftKey | None = None,
+             **headers: str) -> int:
+    begin = e.client.post("/webauthn/approve/begin", json={"request": digest},
+                          headers={"X-CSRF-Token": csrf, "Origin": ORIGIN})
+    assert begin.status_code == 200, begin.text
+    k = key or e.keys[name]
+    a = k.assertion(fido.unb64url(begin.json()["options"]["challenge"]))
+    done = e.client.post("/webauthn/approve/finish", json={"credential": k.browser_json(a)},
+                         headers=headers or {"X-CSRF-Token": csrf, "Origin": ORIGIN})
+    return done.status_code
+
+
+def test_approve_and_issue_with_security_keys_then_the_gate_releases(env_any: Env) -> None:
+    e = env_any
+    req = e.w.request("alice", "minilm")
+    digest = statements.payload_digest(req)
+    for name in ("bob", "carol"):
+        csrf = e.sign_in(name)
+        assert digest in e.client.get("/console/inbox").text
+        assert _approve(e, name, digest, csrf) == 200
+    csrf = e.sign_in("carol")
+    begin = e.client.post("/webauthn/grant/begin", json={"request": digest},
+                          headers={"X-CSRF-Token": csrf, "Origin": ORIGIN})
+    assert begin.status_code == 200, begin.text
+    k = e.keys["carol"]
+    done = e.client.post("/webauthn/grant/finish", json={"credential": k.browser_json(
+        k.assertion(fido.unb64url(begin.json()["options"]["challenge"])))},
+        headers={"X-CSRF-Token": csrf, "Origin": ORIGIN})
+    assert done.status_code == 200, done.text
+    assert sorted(done.json()["approvers"]) == ["bob", "carol"]
+    again = e.client.post("/webauthn/grant/begin", json={"request": digest},
+                          headers={"X-CSRF-Token": csrf, "Origin": ORIGIN})
+    assert again.status_code == 409  # one Grant per request from the console
+    with e.w.vault_as("alice").open_weights("minilm") as weights:
+        assert len(weights) > 0
+
+
+@pytest.mark.parametrize("how", ["no token", "wrong token", "cross-site origin",
+                                 "cross-site fetch"])
+def test_csrf_on_approve_is_refused_and_changes_nothing(env: Env, how: str) -> None:
+    e = env
+    req = e.w.request("alice", "minilm")
+    digest = statements.payload_digest(req)
+    csrf = e.sign_in("bob")
+    headers = {"no token": {"Origin": ORIGIN},
+               "wrong token": {"X-CSRF-Token": "x" * 43, "Origin": ORIGIN},
+               "cross-site origin": {"X-CSRF-Token": csrf, "Origin": "https://evil.example"},
+               "cross-site fetch": {"X-CSRF-Token": csrf, "Sec-Fetch-Site": "cross-site"}}[how]
+    r = e.client.post("/webauthn/approve/begin", json={"request": digest}, headers=headers)
+    assert r.status_code == 403 and ("CSRF" in r.json()["error"] or "cross-site" in
+                                     r.json()["error"])
+    # the finish step is protected the same way, whatever the session holds
+    assert _approve(e, "bob", digest, csrf, **headers) == 403
+    assert statements.envelopes(e.w.store, "approval", subject=digest) == []
+
+
+def test_csrf_on_the_alert_acknowledgement_form(env: Env) -> None:
+    from strongroom.monitor.alerts import Alert
+
+    e = env
+    alerts = e.w.vault.audit  # the alert manager audits into the same log
+    from strongroom.monitor.alerts import AlertManager
+
+    stored = AlertManager(e.w.store, audit=alerts).raise_alert(Alert(
+        "test", "high", "mallory", "minilm", f"odd egress {XSS}", "k1"))
+    csrf = e.sign_in("dave")
+    page = e.client.get("/console/alerts").text
+    assert XSS not in page and "&lt;script&gt;" in page
+    r = e.client.post(f"/console/alerts/{stored.id}/ack", data={"note": "seen"},
+                      headers={"Origin": ORIGIN})
+    assert r.status_code == 403
+    r = e.client.post(f"/console/alerts/{stored.id}/ack", data={"note": "seen", "csrf": csrf},
+                      headers={"Origin": ORIGIN}, follow_redirects=False)
+    assert r.status_code == 303
+    assert "dave: seen" in e.client.get("/console/alerts").text
+
+
+def test_approval_with_a_key_not_registered_to_the_approver_is_refused(env: Env) -> None:
+    e = env
+    req = e.w.request("alice", "minilm")
+    digest = statements.payload_digest(req)
+    csrf = e.sign_in("bob")
+    # carol's (enrolled, but not bob's) key, and a key nobody enrolled
+    assert _approve(e, "bob", digest, csrf, key=e.keys["carol"]) == 403
+    assert _approve(e, "bob", digest, csrf, key=SoftKey(rp_id="testserver", origin=ORIGIN)) == 403
+    assert statements.envelopes(e.w.store, "approval", subject=digest) == []
+
+
+def test_sign_in_with_an_unenrolled_key_is_refused(env: Env) -> None:
+    e = env
+    e.client.cookies.clear()
+    csrf = e.csrf("/console/sign-in")
+    begin = e.client.post("/webauthn/login/begin", json={}, headers={"X-CSRF-Token": csrf})
+    rogue = SoftKey(rp_id="testserver", origin=ORIGIN)
+    a = rogue.assertion(fido.unb64url(begin.json()["options"]["challenge"]))
+    r = e.client.post("/webauthn/login/finish", json={"credential": rogue.browser_json(a)},
+                      headers={"X-CSRF-Token": csrf})
+    assert r.status_code == 403
+    page = e.client.get("/console/inbox", follow_redirects=False)
+    assert page.status_code == 303 and page.headers["location"] == "/console/sign-in"
+    assert e.client.post("/webauthn/approve/begin", json={"request": "0" * 64},
+                         headers={"X-CSRF-Token": csrf}).status_code == 401
+
+
+def test_html_in_reasons_is_escaped_and_headers_are_strict(env: Env) -> None:
+    e = env
+    from strongroom.access.approvals import AccessRequest
+
+    alice = e.w.people["alice"]
+    req = AccessRequest.new("alice", alice.public.key_id, "minilm", "load", f"eval {XSS}", 3600,
+                            1 << 20, time.time()).sign(alice.private_key)
+    from strongroom.access.approvals import submit_request
+
+    digest = submit_request(e.w.store, req)
+    e.sign_in("bob")
+    for path in ("/console/inbox", f"/console/requests/{digest}"):
+        r = e.client.get(path)
+        assert XSS not in r.text and "&lt;script&gt;window.__xss=1&lt;/script&gt;" in r.text
+        csp = r.headers["content-security-policy"]
+        assert "default-src 'self'" in csp and "'unsafe-inline'" not in csp
+        assert r.headers["x-content-type-options"] == "nosniff"
+        assert r.headers["x-frame-options"] == "DENY"
+        assert r.headers["cache-control"] == "no-store"
+    refused = e.client.get("/console/requests/" + "0" * 64)
+    assert refused.status_code == 404 and "content-security-policy" in refused.headers
+    e.client.cookies.clear()
+    raw = e.client.get("/console/sign-in").headers["set-cookie"].lower()
+    assert raw.startswith(COOKIE.lower() + "=")
+    assert "; secure" in raw and "; httponly" in raw and "samesite=strict" in raw
+    assert "domain=" not in raw and "path=/" in raw
+    assert e.client.get("/static/../__init__.py").status_code == 404
+    assert e.client.get("/static/console.js").headers["content-type"].startswith(
+        "text/javascript")
+
+
+def test_registration_tokens_bind_a_key_to_the_enrolled_person(env: Env) -> None:
+    e = env
+    reader = DirectoryReader(e.w.store, lambda: {o.public.key_id: o.public.public_key
+                                                 for o in e.w.officers}, 2)
+    now = time.time()
+    token = make_register_token(e.w.people["bob"], now=now)
+    tok, who = verify_register_token(token, reader.view(), now=now)
+    assert who.name == "bob"
+    with pytest.raises(AccessDenied, match="expired"):
+        verify_register_token(token, reader.view(), now=now + 901)
+    from strongroom.keys.identity import Identity
+
+    with pytest.raises(AccessDenied, match="not an enrolled"):
+        verify_register_token(make_register_token(Identity.generate("bob")), reader.view(),
+                              now=now)
+    new = SoftKey(rp_id="testserver", origin=ORIGIN)
+    store_pending(e.w.store, tok, new.security_key(), 0, now=now)
+    with pytest.raises(AccessDenied, match="already used"):
+        store_pending(e.w.store, tok, SoftKey().security_key(), 0, now=now)
+    # nothing counts until k officers sign the updated enrollment
+    assert all(k.credential_id != new.credential_id for k in reader.view().by_name("bob")
+               .security_keys)  # type: ignore[union-attr]
+    e2 = endorsed_enrollment(e.w.store, who, [new.security_key().id[:16]], now=now)
+    from strongroom.access.directory import publish
+
+    publish(e.w.store, "enrollment", e2.sign(e.w.officers[0].private_key))
+    assert len(reader.view().by_name("bob").security_keys) == 1  # type: ignore[union-attr]
+    publish(e.w.store, "enrollment", e2.sign(e.w.officers[1].private_key))
+    assert len(reader.view().by_name("bob").security_keys) == 2  # type: ignore[union-attr]
+    e.sign_in("bob", key=new)  # the endorsed key now signs in
+
+
+def test_register_token_command_signs_with_the_cli_identity(tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from strongroom.cli.console_cmd import console_app
+    from strongroom.crypto.dsse import verify_statement
+    from strongroom.keys.identity import Identity
+    from strongroom.server.console.registration import REGISTER_PAYLOAD_TYPE
+
+    bob = Identity.generate("bob")
+    bob.save(tmp_path / "bob.identity")
+    monkeypatch.setenv("STRONGROOM_IDENTITY", str(tmp_path / "bob.identity"))
+    result = CliRunner().invoke(console_app, ["register-token", "--ttl", "60"])
+    assert result.exit_code == 0, result.output
+    env = fido.unb64url(result.stdout.strip()).decode()
+    st = verify_statement(env, REGISTER_PAYLOAD_TYPE, {bob.public.key_id: bob.public.public_key})
+    assert st["name"] == "bob" and st["expires"] - st["issued"] == 60
+
+
+def test_audit_and_alerts_are_for_auditors_and_security_officers(env: Env) -> None:
+    e = env
+    e.sign_in("bob")  # an approver only
+    for path in ("/console/audit", "/console/alerts", "/console/audit/0/proof"):
+        assert e.client.get(path).status_code == 403, path
+    assert 'href="/console/audit"' not in e.client.get("/console/inbox").text
+    e.sign_in("dave")  # a security officer
+    assert e.client.get("/console/audit").status_code == 200
+    proof = e.client.get("/console/audit/0/proof").json()
+    assert proof["index"] == 0 and proof["size"] >= 1
+
+
+JUNK: list[object] = [
+    {}, [], "x", None, {"credential": None}, {"credential": "x"}, {"credential": {"id": 1}},
+    {"credential": {"id": "AAAA", "rawId": "AAAA", "type": "public-key", "response": {}}},
+    {"credential": {"id": "AAAA", "rawId": "AAAA", "type": "public-key",
+                    "response": {"authenticatorData": "!!", "clientDataJSON": "e30",
+                                 "signature": "", "attestationObject": "oA"}}},
+    {"token": 5}, {"token": "e30"}, {"request": ["x"]}, {"request": "../../etc"}, {"name": {}},
+]
+
+
+@pytest.mark.parametrize("kind", ["register", "login", "approve", "grant"])
+def test_malformed_bodies_get_a_4xx_and_change_nothing(env: Env, kind: str) -> None:
+    e = env
+    req = e.w.request("alice", "minilm")
+    digest = statements.payload_digest(req)
+    csrf = e.sign_in("bob")
+    hdrs = {"X-CSRF-Token": csrf, "Origin": ORIGIN}
+    begin_body = {"register": {"token": make_register_token(e.w.people["bob"])},
+                  "login": {"name": "bob"}, "approve": {"request": digest},
+                  "grant": {"request": digest}}[kind]
+    for junk in JUNK:
+        for step in ("begin", "finish"):
+            if step == "finish":  # with a ceremony in progress, so the body is what is judged
+                e.client.post(f"/webauthn/{kind}/begin", json=begin_body, headers=hdrs)
+            r = e.client.post(f"/webauthn/{kind}/{step}", json=junk, headers=hdrs)
+            if (kind, step) == ("login", "begin") and isinstance(junk, dict) \
+                    and "name" not in junk:
+                assert r.status_code == 200  # sign-in without a name (discoverable keys)
+                continue
+            assert 400 <= r.status_code < 500, (kind, step, junk, r.status_code, r.text)
+    r = e.client.post(f"/webauthn/{kind}/finish", content=b"\xff not json", headers=hdrs)
+    assert r.status_code == 400
+    r = e.client.post(f"/webauthn/{kind}/finish", content=b" " * (65 * 1024), headers=hdrs)
+    assert r.status_code == 413
+    assert statements.envelopes(e.w.store, "approval", subject=digest) == []
+    assert statements.envelopes(e.w.store, "grant") == []
