@@ -1,0 +1,83 @@
+"""``strongroom posture assess``: score this deployment against RAND SL1–SL5.
+
+Reads live evidence (keyring status through the running key agent — it is
+not started for this —, the directory, grants against the caps, the audit
+log and witnesses, egress caps and time-to-exfiltrate, canaries, the
+dependency lock, the latest ``strongroom redteam run``) plus an optional
+declaration file for what software cannot see. Prints a summary, or JSON with
+``--json``; ``--html FILE`` writes the self-contained report.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+posture_app = typer.Typer(help="Security posture against RAND's security levels.",
+                          no_args_is_help=True)
+_out = Console(highlight=False, soft_wrap=True)
+
+
+@posture_app.command("assess")
+def assess_cmd(
+    declare: Annotated[Path | None, typer.Option("--declare", help="declaration YAML (facility, "
+                                                 "vetting depth, network isolation)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the JSON report")] = False,
+    html: Annotated[Path | None, typer.Option("--html", help="write the HTML report here")] = None,
+) -> None:
+    """Score the deployment per control family and overall."""
+    from strongroom.errors import StrongroomError
+    from strongroom.keys.service import key_service
+    from strongroom.posture.assess import LEVEL_NAMES, assess
+    from strongroom.posture.declaration import load_declaration
+    from strongroom.posture.facts import collect
+    from strongroom.posture.report import render_html
+    from strongroom.settings import Settings
+    from strongroom.store.db import Store
+
+    declaration = load_declaration(declare) if declare is not None else None
+    settings = Settings()
+    home = settings.resolved_home
+    store = Store.open(settings.resolved_database_url)
+    try:
+        try:
+            keys = key_service(home, start=False)
+            keys.status()
+        except (StrongroomError, OSError):
+            keys = None
+        facts = collect(home, store, keys)
+    finally:
+        store.close()
+    result = assess(facts, declaration)
+    if html is not None:
+        write_private(html, render_html(result))
+    if as_json:
+        print(json.dumps(result.to_json(), indent=1, sort_keys=True, default=str))
+        return
+    _out.print(f"[bold]{escape(LEVEL_NAMES[result.level])}[/] (the lowest family level)")
+    for f in result.families:
+        _out.print(f"  SL{f.level}  {f.title:34} next: {escape(f.next_step)[:110]}")
+    if html is not None:
+        _out.print(f"report written to {html}")
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` (mode 0600) via a temporary file and a rename."""
+    import os
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def register(app: typer.Typer) -> None:
+    """Attach ``posture`` to the main app."""
+    app.add_typer(posture_app, name="posture")

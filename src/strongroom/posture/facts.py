@@ -1,0 +1,239 @@
+"""Facts about a deployment that the posture controls are scored on.
+
+:class:`Facts` is plain data so that scoring can be tested without a
+deployment; :func:`collect` reads it from a live one (the store, the key
+service, the audit log, the settings, the stored red-team results). A fact
+that could not be read stays ``None`` and every control that needs it scores
+*unknown*, which never counts as met.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from strongroom.errors import StrongroomError
+
+if TYPE_CHECKING:
+    from strongroom.keys.service import KeyService
+    from strongroom.store.db import Store
+
+__all__ = ["Facts", "collect"]
+
+
+@dataclass
+class Facts:
+    """What software could observe about one deployment."""
+
+    home: str = ""
+    #: initialized, sealed, backend, threshold, shares, officer_threshold
+    keyring: dict[str, Any] | None = None
+    #: Officers pinned in the barrier (None while sealed).
+    officers: int | None = None
+    #: One per artifact: name, kind, size, compartments, labelled, load_min, export_groups.
+    artifacts: list[dict[str, Any]] = field(default_factory=list)
+    #: artifact -> action -> distinct holders of valid grants (None: not readable).
+    holders: dict[str, dict[str, int]] | None = None
+    caps: dict[str, int] = field(default_factory=dict)
+    #: Holders of valid grants whose vetting is not current (None: not readable).
+    unvetted_holders: int | None = None
+    enrolled: int | None = None
+    #: size, checkpoints, cosigned, verify_ok, verify_message
+    audit: dict[str, Any] | None = None
+    witnesses: int = 0
+    witness_quorum: int = 0
+    principal_cap_bytes: int | None = None
+    #: One per artifact: artifact, size, days (time to exfiltrate a whole copy at the caps).
+    exfiltration: list[dict[str, Any]] = field(default_factory=list)
+    canaries: int | None = None
+    lock_ok: bool | None = None
+    lock_detail: str = ""
+    #: The stored red-team run (``<home>/redteam/latest.json``), or None.
+    redteam: dict[str, Any] | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def _keyring(keys: KeyService | None, facts: Facts) -> bool:
+    """Fill keyring facts; True when unsealed."""
+    if keys is None:
+        facts.notes.append("no key service reachable: keyring facts unknown")
+        return False
+    try:
+        st = keys.status()
+    except (StrongroomError, OSError) as exc:
+        facts.notes.append(f"key service: {exc}")
+        return False
+    facts.keyring = {"initialized": st.initialized, "sealed": st.sealed, "backend": st.backend,
+                     "threshold": st.threshold, "shares": st.shares,
+                     "officer_threshold": st.officer_threshold}
+    if st.sealed:
+        facts.notes.append("the vault is sealed: facts that need the barrier are unknown")
+        return False
+    with contextlib.suppress(StrongroomError, OSError):
+        facts.officers = sum(1 for k in keys.public_keys() if k.startswith("officer:"))
+    return True
+
+
+def _access(store: Store, keys: KeyService, facts: Facts) -> None:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    from strongroom.access import statements
+    from strongroom.access.caps import AccessCaps, holders
+    from strongroom.access.directory import DirectoryReader
+    from strongroom.access.evidence import describe_resource
+    from strongroom.access.grants import verify_grant
+    from strongroom.access.policy import PolicyEngine
+    from strongroom.errors import AccessDenied, InvalidInput
+    from strongroom.vault.manifest import Manifest
+
+    officers = {k.split(":", 1)[1]: Ed25519PublicKey.from_public_bytes(v)
+                for k, v in keys.public_keys().items() if k.startswith("officer:")}
+    threshold = int((facts.keyring or {}).get("officer_threshold") or len(officers) or 1)
+    directory = DirectoryReader(store, lambda: officers, threshold).view()
+    engine = PolicyEngine()
+    manifest_key = Ed25519PublicKey.from_public_bytes(keys.public_keys()["manifest"])
+    from sqlalchemy import select
+
+    from strongroom.store.tables.vault import Artifact
+
+    with store.session() as s:
+        rows = [(r.name, r.version, r.manifest_json) for r in s.scalars(select(Artifact))]
+    latest: dict[str, tuple[int, str]] = {}
+    for name, version, env in rows:
+        if name not in latest or version > latest[name][0]:
+            latest[name] = (version, env)
+    resources = {}
+    for name, (_, env) in sorted(latest.items()):
+        try:
+            m = Manifest.verify(env, manifest_key, obj=name)
+        except StrongroomError:
+            facts.artifacts.append({"name": name, "verified": False})
+            continue
+        label = directory.label(m.name)
+        load_rule = label.rules.get("load") if label is not None else None
+        export_rule = label.rules.get("export") if label is not None else None
+        facts.artifacts.append({
+            "name": name, "kind": m.kind, "size": m.total_size, "verified": True,
+            "compartments": list(m.compartments), "labelled": label is not None,
+            "load_min": _rule_min(load_rule), "export_groups": _rule_groups(export_rule)})
+        resources[name] = describe_resource(m.ref, m.kind, m.compartments, m.metadata).labelled(
+            label)
+    valid = []
+    for env in statements.envelopes(store, "grant"):
+        try:
+            req = statements.unverified_payload(str(statements.unverified_payload(env)["request"]))
+            res = resources.get(str(req["resource"]).split("@", 1)[0])
+            if res is None:
+                continue
+            valid.append(verify_grant(env, directory, engine, res, now=time.time()))
+        except (AccessDenied, InvalidInput, KeyError):
+            continue
+    counts = holders(valid)
+    facts.holders = {}
+    for (artifact, action), people in counts.items():
+        facts.holders.setdefault(artifact, {})[action] = len(people)
+    caps = AccessCaps()
+    facts.caps = {a: int(caps.cap(a) or 0) for a in ("infer", "load", "read", "export")}
+    now = time.time()
+    holder_names = {p for people in counts.values() for p in people}
+    principals = list(directory.principals.values())
+    facts.enrolled = len(principals)
+    facts.unvetted_holders = sum(1 for p in principals
+                                 if p.name in holder_names and not p.vetting.current(now))
+
+
+def _rule_min(rule: Any) -> int | None:
+    """Approvals a rule needs in all (None: no rule)."""
+    return None if rule is None else int(rule.required)
+
+
+def _rule_groups(rule: Any) -> int | None:
+    return None if rule is None else len({t.group for t in rule.terms})
+
+
+def _audit(store: Store, keys: KeyService, facts: Facts) -> None:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    from strongroom.audit.config import AuditSettings
+
+    settings = AuditSettings()
+    with contextlib.suppress(StrongroomError):
+        facts.witnesses = len(settings.witness_list())
+    facts.witness_quorum = settings.witness_quorum
+    public = Ed25519PublicKey.from_public_bytes(keys.public_keys()["checkpoint"])
+    log = settings.open_log(store, (public, lambda m: keys.sign("checkpoint", m)))
+    try:
+        info: dict[str, Any] = {"size": log.size(), "checkpoints": len(log.checkpoints())}
+        try:
+            report = log.verify()
+            info.update(verify_ok=True, verify_message=report.summary(),
+                        cosigned=report.cosignatures > 0)
+        except StrongroomError as exc:
+            info.update(verify_ok=False, verify_message=exc.message, cosigned=False)
+        facts.audit = info
+    finally:
+        log.close()
+
+
+def _egress(store: Store, facts: Facts) -> None:
+    from strongroom.keys.config import KeysSettings
+    from strongroom.monitor.canaries import CanaryRegistry
+    from strongroom.monitor.egress import DEFAULT_BUDGETS, Budget, EgressMeter
+
+    cap = KeysSettings().egress_cap_bytes
+    facts.principal_cap_bytes = cap
+    meter = EgressMeter(store, budgets=[Budget("principal", "*", 24 * 3600, cap),
+                                        *DEFAULT_BUDGETS[1:]])
+    sized = [(a["name"], int(a["size"])) for a in facts.artifacts
+             if a.get("verified") and a.get("kind") != "document"]
+    for est in meter.time_to_exfiltrate(sized):
+        facts.exfiltration.append({"artifact": est.artifact, "size": est.size,
+                                   "days": round(est.days, 3)})
+    facts.canaries = len(CanaryRegistry(store).names())
+
+
+def _lock(facts: Facts) -> None:
+    from strongroom.supplychain.doctor import DoctorReport, check_lock, parse_lock
+
+    candidates = [Path.cwd() / "requirements.lock",
+                  Path(__file__).resolve().parents[3] / "requirements.lock"]
+    lock = next((p for p in candidates if p.is_file()), None)
+    if lock is None:
+        facts.lock_ok, facts.lock_detail = False, "no requirements.lock found"
+        return
+    report = DoctorReport()
+    check_lock(parse_lock(lock.read_text(encoding="utf-8"), obj=str(lock)), report)
+    bad = [f for f in report.findings if f.level == "error"]
+    facts.lock_ok = not bad
+    facts.lock_detail = (f"{lock.name}: installed packages match the hashed pins" if not bad
+                         else f"{lock.name}: {bad[0].message}")
+
+
+def collect(home: Path, store: Store, keys: KeyService | None) -> Facts:
+    """Read every fact the controls need from a live deployment."""
+    from strongroom.redteam.runner import load_results, results_path
+
+    facts = Facts(home=str(home))
+    unsealed = _keyring(keys, facts)
+    if unsealed and keys is not None:
+        try:
+            _access(store, keys, facts)
+        except StrongroomError as exc:
+            facts.notes.append(f"access: {exc}")
+        try:
+            _audit(store, keys, facts)
+        except StrongroomError as exc:
+            facts.notes.append(f"audit: {exc}")
+    try:
+        _egress(store, facts)
+    except StrongroomError as exc:
+        facts.notes.append(f"egress: {exc}")
+    try:
+        _lock(facts)
+    except StrongroomError as exc:
+        facts.lock_ok, facts.lock_detail = False, exc.message
+    facts.redteam = load_results(results_path(home))
+    return facts

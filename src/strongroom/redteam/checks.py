@@ -1,0 +1,206 @@
+"""Grader-side checks: independent reads of the target's state after an attack.
+
+A check is ``fn(ctx, **args) -> list[dict]`` returning evidence items, or
+raising :class:`Missing` when the evidence is not there. Checks never look at
+what a step returned; they read the store, the keyring's status, a verifier's
+verdict or a witness's state themselves. Evidence items carrying a
+``detector`` count as detection by that detector.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+
+from strongroom.errors import IntegrityError, StrongroomError
+from strongroom.redteam.context import RunContext
+
+__all__ = ["CHECKS", "Missing"]
+
+Check = Callable[..., list[dict[str, Any]]]
+CHECKS: dict[str, Check] = {}
+
+#: Detector ids of the verifiers the checks run (as an operator's periodic job would).
+AUDIT_VERIFY = "SR-AUDIT-VERIFY"
+WITNESS_FORK = "SR-WITNESS-FORK"
+
+
+class Missing(Exception):
+    """The evidence a check looks for is not there."""
+
+
+def check(name: str) -> Callable[[Check], Check]:
+    """Register a check under ``name``."""
+    def register(fn: Check) -> Check:
+        CHECKS[name] = fn
+        return fn
+    return register
+
+
+@check("keyring_stays_sealed")
+def keyring_stays_sealed(ctx: RunContext) -> list[dict[str, Any]]:
+    """The attacked keyring service reads as sealed, with no unseal progress."""
+    svc = ctx.vars.get("sealed_service")
+    if svc is None:
+        raise Missing("no keyring service was attacked")
+    status = svc.status()
+    before = int(ctx.vars.get("progress_before", 0))
+    if not status.sealed or int(status.progress) > before:
+        raise Missing(f"keyring status after the attack: sealed={status.sealed}, "
+                      f"progress={status.progress} (was {before})")
+    return [{"kind": "state", "check": "keyring_stays_sealed",
+             "detail": f"keyring status read afterwards: sealed, unseal progress "
+                       f"{status.progress}/{status.threshold} (nonce {str(status.nonce)[:8]}…)"}]
+
+
+@check("hsm_guesses_refused")
+def hsm_guesses_refused(ctx: RunContext) -> list[dict[str, Any]]:
+    """Every wrong PIN was refused, the keyring stayed sealed, and the right PIN still works."""
+    result = ctx.vars.get("hsm") or {}
+    if "error" in result:
+        raise Missing(f"the HSM probe did not run: {result['error']}")
+    ok = (result.get("refused") == result.get("guesses") and result.get("sealed_after") is True
+          and result.get("right_pin_unseals") is True)
+    if not ok:
+        raise Missing(f"HSM probe: {result}")
+    return [{"kind": "state", "check": "hsm_guesses_refused",
+             "detail": f"separate process, SoftHSM2 token: {result['summary']} "
+                       f"(errors: {', '.join(result['errors'])})"}]
+
+
+@check("audit_verify_fails")
+def audit_verify_fails(ctx: RunContext) -> list[dict[str, Any]]:
+    """``audit verify`` (with the checkpoint kept outside the database) names the divergence."""
+    trusted = ctx.vars.get("trusted_checkpoint")
+    try:
+        report = ctx.target.audit.verify([trusted] if trusted else [])
+    except IntegrityError as exc:
+        return [{"kind": "verifier", "detector": AUDIT_VERIFY, "check": "audit_verify_fails",
+                 "detail": f"audit verify: {exc.message}"}]
+    raise Missing(f"audit verify passed on the tampered log: {report.summary()}")
+
+
+@check("witness_refuses_fork")
+def witness_refuses_fork(ctx: RunContext) -> list[dict[str, Any]]:
+    """The witness still holds the genuine root and answers the fork with 409."""
+    from strongroom.crypto.note import parse_note
+    from strongroom.redteam import tamper
+
+    witness, fork = ctx.vars.get("witness"), ctx.vars.get("forked_checkpoint")
+    genuine = ctx.vars.get("genuine_checkpoint")
+    if witness is None or fork is None or genuine is None:
+        raise Missing("no fork was attempted")
+    from strongroom.audit.checkpoint import Checkpoint
+
+    cp = Checkpoint.parse(parse_note(genuine)[0])
+    size, root = witness.latest(cp.origin)
+    status, _, body = witness.add_checkpoint(
+        tamper.add_checkpoint_body(tamper.size_of(fork), [], fork))
+    if status == 200 or root != cp.root or size != cp.size:
+        raise Missing(f"witness state size={size}, answer to the fork: HTTP {status}")
+    return [{"kind": "witness", "detector": WITNESS_FORK, "check": "witness_refuses_fork",
+             "detail": f"witness keeps root of size {size}; forked checkpoint answered "
+                       f"HTTP {status}: {body.strip()}"}]
+
+
+@check("artifact_absent")
+def artifact_absent(ctx: RunContext, var: str) -> list[dict[str, Any]]:
+    """No artifact named ``ctx.vars[var]`` exists in the store."""
+    from strongroom.store.tables.vault import Artifact
+
+    name = ctx.vars.get(var)
+    if not name:
+        raise Missing(f"the scenario recorded no {var}")
+    with ctx.target.store.session() as s:
+        found = s.scalars(select(Artifact.version).where(Artifact.name == name)).all()
+    if found:
+        raise Missing(f"{name} was imported (versions {list(found)})")
+    return [{"kind": "state", "check": "artifact_absent",
+             "detail": f"no artifact named {name} in the store"}]
+
+
+@check("scanner_names_global")
+def scanner_names_global(ctx: RunContext, var: str, expect: str) -> list[dict[str, Any]]:
+    """Scanning the attacker's files again refuses them, naming ``expect``."""
+    from strongroom.supplychain.scan import scan_path
+
+    path = ctx.vars.get(var)
+    if not isinstance(path, Path) or not path.exists():
+        raise Missing(f"the scenario kept no {var} to scan")
+    try:
+        scan_path(path)
+    except StrongroomError as exc:
+        if expect in exc.message:
+            return [{"kind": "scanner", "check": "scanner_names_global",
+                     "detail": exc.message[:300]}]
+        raise Missing(f"the scanner refused without naming {expect}: {exc.message}") from None
+    raise Missing("the scanner accepted the malicious files")
+
+
+@check("log_intact")
+def log_intact(ctx: RunContext) -> list[dict[str, Any]]:
+    """The audit log verifies (used after cleanups that restore it)."""
+    report = ctx.target.audit.verify()
+    return [{"kind": "state", "check": "log_intact", "detail": report.summary()}]
+
+
+@check("replay_never_reached_gate")
+def replay_never_reached_gate(ctx: RunContext, victim: str) -> list[dict[str, Any]]:
+    """The original release is in the log, and nothing the victim sent after it reached the gate."""
+    log = ctx.target.audit
+    after = int(ctx.vars.get("replay_after", -1))
+    if after < 0:
+        raise Missing("no signed request was captured")
+    name = ctx.actor(victim)
+    before = [e for e in log.events(ctx.audit_start, after)
+              if e.actor == name and e.action == "key.release" and e.decision == "allow"]
+    later = [e for e in log.events(after, log.size()) if e.actor == name]
+    if len(before) != 1:
+        raise Missing(f"the victim's original release is not in the log once ({len(before)})")
+    if later:
+        raise Missing(f"{len(later)} entries by {name} after the capture: the replay reached "
+                      f"the service (#{later[0].index} {later[0].action} {later[0].decision})")
+    return [{"kind": "audit", "id": before[0].index, "action": "key.release",
+             "decision": "allow", "actor": name,
+             "detail": f"the captured request's release is entry #{before[0].index}; no entry by "
+                       f"{name} after it: the replays stopped at the signature check"}]
+
+
+@check("csrf_left_no_trace")
+def csrf_left_no_trace(ctx: RunContext, victim: str, requester: str) -> list[dict[str, Any]]:
+    """No approval ceremony started in the victim's session; the same POST with the token does."""
+    from strongroom.access import statements
+    from strongroom.server.console.sessions import COOKIE, Sessions
+
+    t = ctx.target
+    sessions = Sessions(t.store)
+    value = ctx.vars.get("csrf_session")
+    sess = sessions.get(value)
+    if sess is None:
+        raise Missing("the victim's session is gone")
+    digest = ctx.vars["digest:" + requester]
+    if sessions.take_ceremony(sess, "approve") is not None:
+        raise Missing("a cross-site POST started an approval ceremony in the victim's session")
+    approvals = statements.envelopes(t.store, "approval", subject=digest)
+    if approvals:
+        raise Missing(f"{len(approvals)} approval(s) stored for the request")
+    # Control: the same request from the console's own page (origin + CSRF token) is accepted.
+    from strongroom.redteam.target import console_origin
+
+    origin = console_origin()
+    r = t.server().post("/webauthn/approve/begin", content=json.dumps({"request": digest}),
+                        headers={"Cookie": f"{COOKIE}={value}", "Origin": origin,
+                                 "X-CSRF-Token": sess.csrf, "Content-Type": "application/json"})
+    started = sessions.take_ceremony(sess, "approve") is not None
+    if r.status_code != 200 or not started:
+        raise Missing(f"control: the console's own POST was not accepted either (HTTP "
+                      f"{r.status_code} {r.text[:160]}): the set-up, not CSRF protection, "
+                      "refused")
+    return [{"kind": "state", "check": "csrf_left_no_trace",
+             "detail": f"no approval ceremony in {ctx.actor(victim)}'s session and no approval "
+                       f"stored after the cross-site POSTs; the same POST with the session's "
+                       f"CSRF token from {origin} starts one (control)"}]

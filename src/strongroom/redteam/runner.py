@@ -1,0 +1,188 @@
+"""Run scenarios against a target, grade them, clean up, and keep the latest results.
+
+::
+
+    with EmbeddedTarget.build() as target:
+        report = run_suite(target, load_builtin())
+    save_results(home / "redteam" / "latest.json", report)
+
+Each scenario gets a marker ``rt<run id>-<nn>`` that goes into every actor,
+path and reason it creates (as Stratus Red Team tags its detonations), so its
+audit entries and alerts are found afterwards. Order per scenario:
+preconditions, the attack steps (the timeout is checked between steps), the
+deployment's monitor pass, grading, then cleanup — always, even after an error.
+An error in a precondition or a step, or a timeout, is graded *missed*: the
+suite could not show the control working.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from strongroom.errors import StrongroomError
+from strongroom.redteam.context import RunContext
+from strongroom.redteam.grading import grade
+from strongroom.redteam.schema import Scenario
+from strongroom.redteam.steps import STEPS
+
+__all__ = ["OUTCOMES", "ScenarioResult", "SuiteReport", "load_results", "run_scenario",
+           "run_suite", "save_results"]
+
+OUTCOMES = ("blocked", "detected", "missed", "unsupported")
+
+
+@dataclass
+class ScenarioResult:
+    """One scenario's outcome with its evidence."""
+
+    id: str
+    title: str
+    group: str
+    outcome: str
+    evidence: list[dict[str, Any]]
+    observed: list[str] = field(default_factory=list)
+    expected: str = ""
+    marker: str = ""
+    duration_s: float = 0.0
+
+
+@dataclass
+class SuiteReport:
+    """A whole run."""
+
+    run_id: str
+    target: str
+    started: str
+    results: list[ScenarioResult]
+    duration_s: float = 0.0
+
+    @property
+    def missed(self) -> int:
+        """Scenarios graded missed."""
+        return sum(1 for r in self.results if r.outcome == "missed")
+
+    @property
+    def unsupported(self) -> int:
+        """Scenarios the target could not run."""
+        return sum(1 for r in self.results if r.outcome == "unsupported")
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``--json`` shape: ``{"scenarios": [{id, group, outcome, evidence}], "missed": N}``."""
+        return {"scenarios": [{"id": r.id, "group": r.group, "outcome": r.outcome,
+                               "evidence": r.evidence} for r in self.results],
+                "missed": self.missed}
+
+    def to_record(self) -> dict[str, Any]:
+        """Everything, for the stored results (read by ``posture assess``)."""
+        return {"run_id": self.run_id, "target": self.target, "started": self.started,
+                "duration_s": round(self.duration_s, 2), "missed": self.missed,
+                "unsupported": self.unsupported,
+                "results": [asdict(r) for r in self.results]}
+
+
+def _expected(sc: Scenario) -> str:
+    parts = []
+    if sc.expect.blocked:
+        parts.append("blocked")
+    if sc.expect.detected:
+        parts.append(f"detected by {sc.expect.detected}")
+    return " and ".join(parts)
+
+
+def _call(ctx: RunContext, calls: Sequence[Any]) -> None:
+    for c in calls:
+        STEPS[c.name](ctx, **dict(c.args))
+
+
+def run_scenario(target: Any, sc: Scenario, run_id: str, seq: int) -> ScenarioResult:
+    """Run, grade and clean up one scenario."""
+    marker = f"{run_id}-{seq:02d}"
+    t0 = time.monotonic()
+    result = ScenarioResult(sc.id, sc.title, sc.group, "missed", [], expected=_expected(sc),
+                            marker=marker)
+    reason = target.unsupported(sc.needs) if sc.needs else None
+    if reason is None and target.kind != "embedded":
+        reason = target.unsupported(("embedded",))
+    if reason is not None:
+        result.outcome = "unsupported"
+        result.evidence = [{"kind": "unsupported", "detail": reason}]
+        return result
+    ctx = RunContext(target, run_id, marker, audit_start=target.audit.size())
+    try:
+        try:
+            _call(ctx, sc.preconditions)
+            ctx.audit_start = target.audit.size()
+            ctx.started = time.time()
+            for c in sc.steps:
+                if time.monotonic() - t0 > sc.timeout_s:
+                    raise TimeoutError(f"timed out after {sc.timeout_s:g} s before step {c.name}")
+                STEPS[c.name](ctx, **dict(c.args))
+            if time.monotonic() - t0 > sc.timeout_s:
+                raise TimeoutError(f"timed out after {sc.timeout_s:g} s")
+            target.scan_monitor()
+            result.outcome, result.evidence = grade(ctx, sc)
+        except (StrongroomError, TimeoutError, Exception) as exc:  # graded missed, with why
+            result.outcome = "missed"
+            detail = getattr(exc, "message", None) or str(exc)
+            result.evidence = [{"kind": "error", "error": type(exc).__name__,
+                                "detail": str(detail)[:400],
+                                "where": traceback.format_exc(limit=-2).strip()[-400:]}]
+    finally:
+        try:
+            _call(ctx, sc.cleanup)
+        except Exception as exc:
+            result.outcome = "missed"
+            result.evidence.append({"kind": "error", "error": type(exc).__name__,
+                                    "detail": f"cleanup failed: {exc}"[:400]})
+    result.observed = ctx.observed
+    result.duration_s = round(time.monotonic() - t0, 3)
+    return result
+
+
+def run_suite(target: Any, scenarios: Sequence[Scenario], *, run_id: str | None = None,
+              on_result: Callable[[ScenarioResult], None] | None = None) -> SuiteReport:
+    """Run every scenario in order against ``target``."""
+    run_id = run_id or f"rt{secrets.token_hex(3)}"
+    started = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    t0 = time.monotonic()
+    results = []
+    for seq, sc in enumerate(scenarios, 1):
+        r = run_scenario(target, sc, run_id, seq)
+        results.append(r)
+        if on_result is not None:
+            on_result(r)
+    return SuiteReport(run_id, target.description, started, results,
+                       time.monotonic() - t0)
+
+
+def save_results(path: Path, report: SuiteReport) -> None:
+    """Write the run as JSON atomically (mode 0600); the posture report reads it."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump(report.to_record(), f, indent=1, sort_keys=True)
+    os.replace(tmp, path)
+
+
+def load_results(path: Path) -> dict[str, Any] | None:
+    """The stored run, or None when there is none (or it does not parse)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and isinstance(data.get("results"), list) else None
+
+
+def results_path(home: Path) -> Path:
+    """Where a data directory keeps its latest red-team results."""
+    return home / "redteam" / "latest.json"

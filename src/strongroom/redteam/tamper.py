@@ -1,0 +1,132 @@
+"""What a database administrator (or a compromised log server) does to the audit log.
+
+The red-team scenarios edit, delete, truncate and fork the log of their own
+target, let the verifiers find it, and then put every row back
+(:func:`snapshot` / :func:`restore`). Never point these at a deployment you
+care about: they write to the audit tables directly, as an attacker would.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, cast
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from sqlalchemy import Table, delete, insert, select, update
+
+from strongroom.audit.merkle import leaf_hash, root_of
+from strongroom.errors import InvalidInput
+from strongroom.store.tables.audit import AuditCheckpoint, AuditEntry, AuditHead, AuditNode
+
+if TYPE_CHECKING:
+    from strongroom.audit.log import AuditLog
+    from strongroom.audit.witness import Witness
+    from strongroom.store.db import Store
+
+__all__ = ["add_checkpoint_body", "delete_entry", "edit_entry", "forked_note", "restore",
+           "size_of", "snapshot", "truncate", "witness_for"]
+
+_TABLES: tuple[Table, ...] = tuple(cast(Table, t.__table__) for t in
+                                   (AuditHead, AuditEntry, AuditNode, AuditCheckpoint))
+_HEAD, _ENTRIES, _NODES, _CHECKPOINTS = _TABLES
+
+Snapshot = dict[str, list[dict[str, Any]]]
+
+
+def snapshot(store: Store) -> Snapshot:
+    """Every row of the audit tables."""
+    with store.engine.connect() as conn:
+        return {t.name: [dict(r._mapping) for r in conn.execute(select(t))] for t in _TABLES}
+
+
+def restore(store: Store, snap: Snapshot) -> None:
+    """Put the audit tables back exactly as in ``snap`` (one transaction)."""
+    with store.engine.begin() as conn:
+        for t in _TABLES:
+            conn.execute(delete(t))
+            rows = snap[t.name]
+            if rows:
+                conn.execute(insert(t), rows)
+
+
+def _size(conn: Any) -> int:
+    return int(conn.execute(select(_HEAD.c.size).where(_HEAD.c.id == 1)).scalar_one())
+
+
+def edit_entry(store: Store) -> int:
+    """Flip the newest ``deny`` to ``allow`` (else the middle entry's decision); leaf hash recomputed."""
+    with store.engine.begin() as conn:
+        size = _size(conn)
+        if size < 2:
+            raise InvalidInput("the log is too short to tamper with", obj="audit log")
+        rows = conn.execute(select(_ENTRIES.c.idx, _ENTRIES.c.body)
+                            .order_by(_ENTRIES.c.idx.desc())).all()
+        idx, body = next(((int(i), bytes(b)) for i, b in rows
+                          if json.loads(b).get("decision") == "deny"),
+                         (int(rows[len(rows) // 2][0]), bytes(rows[len(rows) // 2][1])))
+        doc = json.loads(body)
+        doc["decision"] = "allow" if doc.get("decision") == "deny" else "deny"
+        new = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+        conn.execute(update(_ENTRIES).where(_ENTRIES.c.idx == idx)
+                     .values(body=new, leaf_hash=leaf_hash(new)))
+        return idx
+
+
+def delete_entry(store: Store) -> int:
+    """Delete the entry in the middle of the log."""
+    with store.engine.begin() as conn:
+        idx = _size(conn) // 2
+        conn.execute(delete(_ENTRIES).where(_ENTRIES.c.idx == idx))
+        return idx
+
+
+def truncate(store: Store, keep_fraction: float) -> int:
+    """Cut the tail and rewind head, nodes and checkpoints consistently; the new size."""
+    with store.engine.begin() as conn:
+        size = _size(conn)
+        cut = max(1, int(size * keep_fraction))
+        leaves = [bytes(h) for (h,) in conn.execute(
+            select(_ENTRIES.c.leaf_hash).where(_ENTRIES.c.idx < cut).order_by(_ENTRIES.c.idx))]
+        conn.execute(delete(_ENTRIES).where(_ENTRIES.c.idx >= cut))
+        for level, idx in conn.execute(select(_NODES.c.level, _NODES.c.idx)).all():
+            if (int(idx) + 1) << int(level) > cut:
+                conn.execute(delete(_NODES).where(_NODES.c.level == level, _NODES.c.idx == idx))
+        conn.execute(delete(_CHECKPOINTS).where(_CHECKPOINTS.c.size > cut))
+        latest = conn.execute(select(_CHECKPOINTS.c.size).order_by(_CHECKPOINTS.c.size.desc())
+                              .limit(1)).scalar_one_or_none()
+        conn.execute(update(_HEAD).where(_HEAD.c.id == 1).values(
+            size=cut, root=root_of(leaves), checkpoint_size=int(latest or 0)))
+        return cut
+
+
+def witness_for(log: AuditLog) -> Witness:
+    """An independent, in-memory witness that trusts ``log``'s checkpoint key."""
+    from strongroom.audit.witness import Witness
+    from strongroom.crypto.note import CosignatureSigner, new_verifier
+
+    signer = CosignatureSigner("witness.redteam.example/w1", Ed25519PrivateKey.generate())
+    return Witness(signer, [new_verifier(log.signer.vkey)])  # type: ignore[list-item]
+
+
+def size_of(note: str) -> int:
+    """The tree size a signed checkpoint states."""
+    return int(note.split("\n")[1])
+
+
+def add_checkpoint_body(old: int, proof: Sequence[bytes], note: str) -> bytes:
+    """A C2SP tlog-witness ``add-checkpoint`` request body."""
+    lines = [f"old {old}", *(base64.b64encode(p).decode() for p in proof)]
+    return ("\n".join(lines) + "\n\n" + note).encode()
+
+
+def forked_note(log: AuditLog, genuine: str) -> str:
+    """A checkpoint of the same size as ``genuine`` with another root, signed by the log key."""
+    from strongroom.audit.checkpoint import Checkpoint, sign_checkpoint
+    from strongroom.crypto.note import parse_note
+
+    text, _ = parse_note(genuine)
+    cp = Checkpoint.parse(text)
+    other = bytes(b ^ 0xFF for b in cp.root)
+    return sign_checkpoint(Checkpoint(cp.origin, cp.size, other, cp.extensions), log.signer)
