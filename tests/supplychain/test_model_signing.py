@@ -99,6 +99,9 @@ def test_checked_import_verifies_publisher_and_signs_the_version(
     with pytest.raises(IntegrityError, match=r"changed: model\.safetensors"):
         import_checked(vault, model_dir, "signed2", publisher_key=pub, signature=sig)
     assert [a.name for a in vault.list_artifacts()] == ["signed"]
+    refused = [e for e in vault.audit.tail(5) if e.action == "weights.import"]
+    assert refused[-1].decision == "deny" and refused[-1].object == "signed2"
+    assert "changed: model.safetensors" in refused[-1].reason
 
 
 def test_checked_import_refuses_pickles_unless_converted(vault: Vault, tmp_path: Path) -> None:
@@ -108,6 +111,11 @@ def test_checked_import_refuses_pickles_unless_converted(vault: Vault, tmp_path:
     (d / "extra.bin").write_bytes(pickle.dumps({"b.w": np.arange(4, dtype=np.float32)}, protocol=2))
     with pytest.raises(InvalidInput, match="--convert"):
         import_checked(vault, d, "torchy")
+    denied = [e for e in vault.audit.tail(5) if e.action == "weights.import"]
+    assert denied and denied[-1].decision == "deny" and "pickle" in denied[-1].reason
+    with pytest.raises(InvalidInput, match="pickle-based"):
+        vault.import_weights(d, "torchy")  # the vault's own import scans and audits too
+    assert [e.decision for e in vault.audit.tail(5) if e.action == "weights.import"][-1] == "deny"
     manifest = import_checked(vault, d, "torchy", convert=True)
     assert {f.path for f in manifest.files} == {"model.safetensors", "extra.safetensors"}
     with vault.open_weights("torchy") as w:

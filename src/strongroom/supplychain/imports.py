@@ -31,7 +31,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from strongroom.errors import IntegrityError, InvalidInput
+from strongroom.errors import IntegrityError, InvalidInput, StrongroomError
 from strongroom.supplychain.scan import scan_import
 from strongroom.supplychain.signing import (
     compare_digests,
@@ -87,25 +87,32 @@ def import_checked(
 ) -> Manifest:
     """Verify the publisher, scan, convert pickles if asked, import, and sign the new version."""
     signed: dict[str, str] | None = None
-    if publisher_key is not None:
-        sig = signature or (path / "model.sig" if path.is_dir() else path.with_name("model.sig"))
-        key = load_public_key(publisher_key.read_bytes(), obj=str(publisher_key))
-        inside = path.is_dir() and sig.resolve().is_relative_to(path.resolve())
-        signed = verify_directory(path, read_bundle(sig), key,
-                                  signature_path=sig if inside else None)
-        vault.record("weights.publisher-verify", name, "ok", source=str(path),
-                     files=len(signed))
-    report = scan_import(path)
+    try:
+        if publisher_key is not None:
+            sig = signature or (path / "model.sig" if path.is_dir()
+                                else path.with_name("model.sig"))
+            key = load_public_key(publisher_key.read_bytes(), obj=str(publisher_key))
+            inside = path.is_dir() and sig.resolve().is_relative_to(path.resolve())
+            signed = verify_directory(path, read_bundle(sig), key,
+                                      signature_path=sig if inside else None)
+            vault.record("weights.publisher-verify", name, "ok", source=str(path),
+                         files=len(signed))
+        report = scan_import(path)
+        if report.pickle_files and not convert:
+            raise InvalidInput(
+                f"{len(report.pickle_files)} pickle-based file(s) passed the scan but are "
+                f"not imported as pickles: {', '.join(f.path for f in report.pickle_files)}",
+                obj=str(path), remedy="pass --convert to import them as safetensors",
+            )
+    except StrongroomError as exc:
+        # A refused import (bad signature, poisoned file) is a security event: audit it.
+        vault.record("weights.import", name, "deny", reason=exc.message[:500],
+                     source=path.name, error=type(exc).__name__)
+        raise
     source = path
     staging: Path | None = None
     try:
         if report.pickle_files:
-            if not convert:
-                raise InvalidInput(
-                    f"{len(report.pickle_files)} pickle-based file(s) passed the scan but are "
-                    f"not imported as pickles: {', '.join(f.path for f in report.pickle_files)}",
-                    obj=str(path), remedy="pass --convert to import them as safetensors",
-                )
             staging, source = _converted(path, [f.path for f in report.pickle_files])
         manifest = vault.import_weights(source, name, **kwargs)
     finally:

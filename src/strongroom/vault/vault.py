@@ -254,14 +254,20 @@ class Vault:
 
         # Every import is scanned before anything is accepted; pickle-based
         # files are refused here and enter only through --convert.
-        report = scan_import(path)
-        if report.pickle_files:
-            raise InvalidInput(
-                "pickle-based files are not imported as such: "
-                + ", ".join(f.path for f in report.pickle_files),
-                obj=str(path),
-                remedy="pass --convert to import them as safetensors after the scan",
-            )
+        try:
+            report = scan_import(path)
+            if report.pickle_files:
+                raise InvalidInput(
+                    "pickle-based files are not imported as such: "
+                    + ", ".join(f.path for f in report.pickle_files),
+                    obj=str(path),
+                    remedy="pass --convert to import them as safetensors after the scan",
+                )
+        except StrongroomError as exc:
+            # A refused import is a security event (a poisoned model, a probe): audit it.
+            self.record("weights.import", name, "deny", reason=exc.message[:500],
+                        source=path.name, error=type(exc).__name__)
+            raise
         sources = collect_files(path)
         version = self.next_version(name, new_version)
         keys = self.keys
