@@ -150,6 +150,8 @@ def test_csrf_on_approve_is_refused_and_changes_nothing(env: Env, how: str) -> N
     # the finish step is protected the same way, whatever the session holds
     assert _approve(e, "bob", digest, csrf, **headers) == 403
     assert statements.envelopes(e.w.store, "approval", subject=digest) == []
+    refused = [x for x in e.w.vault.audit.tail(10) if x.action == "console.csrf"]
+    assert refused and refused[-1].decision == "deny"  # visible to the detectors
 
 
 def test_csrf_on_the_alert_acknowledgement_form(env: Env) -> None:

@@ -39,7 +39,11 @@ def _assert_refused(r: object, status: int, words: str, world: ServerWorld,
     body = r.json()  # type: ignore[attr-defined]
     assert words in body["error"], body
     assert body["remedy"] is None or isinstance(body["remedy"], str)
-    assert (world.audit_size(), world.statement_count()) == before
+    # nothing changed: no statement stored, and the only new audit entries are denials
+    assert world.statement_count() == before[1]
+    grown = world.audit_size() - before[0]
+    new = world.ctx.audit().tail(grown) if grown else []
+    assert all(e.decision == "deny" for e in new), [(e.action, e.decision) for e in new]
 
 
 def _state(world: ServerWorld) -> tuple[int, int]:
@@ -51,6 +55,9 @@ def test_unsigned_request_is_refused(world: ServerWorld) -> None:
     r = world.client(None).post("/v1/access/requests", _request_env(world))
     _assert_refused(r, 401, "not signed", world, before)
     assert "RFC 9421" in r.json()["remedy"]
+    entry = world.ctx.audit().tail(1)[0]  # a refused request is visible to the detectors
+    assert (entry.action, entry.decision, entry.actor) == ("api.request", "deny", "anonymous")
+    assert entry.object == "POST /v1/access/requests" and "not signed" in entry.reason
 
 
 def test_request_signed_by_another_key_is_refused(world: ServerWorld) -> None:

@@ -38,6 +38,7 @@ from strongroom.server.auth import (
     DEFAULT_MAX_BODY,
     DEFAULT_MAX_UPLOAD,
     PrincipalKeys,
+    RefusalLog,
     SignedRequestMiddleware,
     caller_of,
     require_role,
@@ -153,8 +154,11 @@ def create_app(ctx: ServerContext, *, nonces: NonceCache | None = None,
     build_router = _console_builder()
     if build_router is not None:
         app.include_router(build_router(ctx))
+    def append_refusal(**entry: Any) -> object:
+        return ctx.audit().append(**entry)  # Sealed while sealed: not recorded
+
     app.add_middleware(SignedRequestMiddleware, verifier=verifier, max_body=max_body,
-                       max_upload=max_upload)
+                       max_upload=max_upload, on_refused=RefusalLog(append_refusal))
     return app
 
 

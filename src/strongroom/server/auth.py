@@ -10,6 +10,7 @@ it is listed in :data:`PUBLIC_PATHS`.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 import threading
@@ -125,17 +126,78 @@ def check_path(raw_path: bytes, path: str) -> None:
                            remedy="name artifacts and documents by their plain names")
 
 
+class RefusalLog:
+    """Audits refused requests (``api.request`` deny), at most ``per_minute`` per client host.
+
+    A flood of bad signatures or replays must be visible to the detectors
+    without letting an unauthenticated sender fill the audit log: past the
+    limit, refusals are counted and the count rides on the next entry.
+    """
+
+    def __init__(self, append: Callable[..., object], *, per_minute: int = 60,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.append = append
+        self.per_minute = per_minute
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._window: dict[str, tuple[float, int, int]] = {}
+
+    def __call__(self, scope: Scope, exc: StrongroomError) -> None:
+        client = scope.get("client") or ("?", 0)
+        host = str(client[0])
+        now = self.clock()
+        with self._lock:
+            start, logged, dropped = self._window.get(host, (now, 0, 0))
+            if now - start >= 60:
+                start, logged = now, 0
+            if logged >= self.per_minute:
+                self._window[host] = (start, logged, dropped + 1)
+                return
+            self._window[host] = (start, logged + 1, 0)
+            if len(self._window) > 10_000:  # forget idle hosts
+                self._window = {h: v for h, v in self._window.items() if now - v[0] < 60}
+        claimed = _claimed_key(scope)
+        with contextlib.suppress(StrongroomError):  # a sealed server has no log to write
+            self.append(actor=f"unauthenticated:{claimed}" if claimed else "anonymous",
+                        action="api.request", obj=f"{scope['method']} {scope['path']}"[:200],
+                        decision="deny", reason=exc.message[:300],
+                        details={"host": host, "error": type(exc).__name__,
+                                 **({"suppressed": dropped} if dropped else {})})
+
+
+def _claimed_key(scope: Scope) -> str:
+    """The keyid a Signature-Input header claims (unverified; for the audit entry only)."""
+    for name, value in scope.get("headers", []):
+        if name == b"signature-input":
+            text = value.decode("latin-1")
+            at = text.find('keyid="')
+            if at >= 0:
+                end = text.find('"', at + 7)
+                return text[at + 7:end][:64] if end > at else ""
+    return ""
+
+
 class SignedRequestMiddleware:
     """Path check, body limit and RFC 9421 verification for every ``/v1/`` request."""
 
     def __init__(self, app: ASGIApp, verifier: RequestVerifier, *,
                  max_body: int = DEFAULT_MAX_BODY, max_upload: int = DEFAULT_MAX_UPLOAD,
-                 public_paths: frozenset[str] = PUBLIC_PATHS) -> None:
+                 public_paths: frozenset[str] = PUBLIC_PATHS,
+                 on_refused: Callable[[Scope, StrongroomError], None] | None = None) -> None:
         self.app = app
         self.verifier = verifier
         self.max_body = max_body
         self.max_upload = max_upload
         self.public_paths = public_paths
+        self.on_refused = on_refused
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send,
+                      exc: StrongroomError) -> None:
+        if self.on_refused is not None:
+            from starlette.concurrency import run_in_threadpool
+
+            await run_in_threadpool(self.on_refused, scope, exc)
+        await _json_error(exc)(scope, receive, send)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not str(scope["path"]).startswith("/v1/"):
@@ -151,7 +213,7 @@ class SignedRequestMiddleware:
                 caller = await self._verify(scope, body)
                 scope.setdefault("state", {})["caller"] = caller
         except StrongroomError as exc:
-            await _json_error(exc)(scope, receive, send)
+            await self._refuse(scope, receive, send, exc)
             return
         sent = False
 
@@ -175,7 +237,7 @@ class SignedRequestMiddleware:
             caller, digest = await run_in_threadpool(self.verifier.verify_headers,
                                                      scope["method"], target, headers)
         except StrongroomError as exc:
-            await _json_error(exc)(scope, receive, send)
+            await self._refuse(scope, receive, send, exc)
             return
         upload = SignedUpload(digest, self.max_upload)
         state = scope.setdefault("state", {})

@@ -10,6 +10,7 @@ when sent, must be ``same-origin``).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -182,16 +183,26 @@ class Console:
                             httponly=True, samesite="strict")
 
     def check_post(self, request: Request, sess: Session, token: str | None) -> None:
-        """Refuse cross-site POSTs and POSTs without this session's CSRF token."""
-        origin = request.headers.get("origin")
-        if origin is not None and origin != self.config.origin:
-            raise ConsoleError(403, f"cross-site request refused (origin {origin})")
-        site = request.headers.get("sec-fetch-site")
-        if site is not None and site not in ("same-origin", "none"):
-            raise ConsoleError(403, f"cross-site request refused (Sec-Fetch-Site {site})")
-        token = token or request.headers.get("x-csrf-token")
-        if not sess.csrf_ok(token):
-            raise ConsoleError(403, "missing or wrong CSRF token: reload the page and retry")
+        """Refuse cross-site POSTs and POSTs without this session's CSRF token (audited)."""
+        try:
+            origin = request.headers.get("origin")
+            if origin is not None and origin != self.config.origin:
+                raise ConsoleError(403, f"cross-site request refused (origin {origin[:100]})")
+            site = request.headers.get("sec-fetch-site")
+            if site is not None and site not in ("same-origin", "none"):
+                raise ConsoleError(403, f"cross-site request refused (Sec-Fetch-Site {site[:40]})")
+            token = token or request.headers.get("x-csrf-token")
+            if not sess.csrf_ok(token):
+                raise ConsoleError(403, "missing or wrong CSRF token: reload the page and retry")
+        except ConsoleError as exc:
+            # A forged cross-site POST is an attack on an approver: make it visible.
+            with contextlib.suppress(StrongroomError):
+                self.ctx.audit().append(
+                    actor=f"console-session:{sess.person_key or 'anonymous'}",
+                    action="console.csrf", obj=f"POST {request.url.path}"[:200],
+                    decision="deny", reason=exc.message[:300],
+                    details={"host": request.client.host if request.client else "?"})
+            raise
 
     def person(self, sess: Session, *, now: float | None = None) -> Enrollment:
         """The signed-in person, from the officer-verified directory (403 when none)."""
