@@ -92,7 +92,14 @@ def run() -> None:
         finally:
             witness.terminate()
             witness.wait(10)
-        _step("11. Seal")
+        _step("11. Red team and security posture")
+        from strongroom.redteam.demo import run_scorecard
+
+        scorecard = run_scorecard(console, home)
+        if scorecard.missed:
+            console.print(f"[bold red]{scorecard.missed} red-team scenario(s) missed[/]")
+            raise SystemExit(1)
+        _step("12. Seal")
         _cli("seal")
     except BaseException:
         _cli("seal", check=False, show=False)
