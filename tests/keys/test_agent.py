@@ -73,10 +73,11 @@ def _init(home: Path, tmp: Path) -> list[tuple[Path, Path]]:
 def test_cli_unseal_across_invocations(home: Path, tmp_path: Path) -> None:
     shares = _init(home, tmp_path)
     assert "sealed:      yes" in _run(home, "status").stdout
-    sock = home / SOCKET_NAME
-    assert sock.stat().st_mode & 0o777 == 0o600 and home.stat().st_mode & 0o777 == 0o700
+    assert not AgentClient(home, start=False).running()  # status never starts an agent
     r = _run(home, "unseal", "--share", str(shares[0][0]), "--identity", str(shares[0][1]))
     assert r.returncode == 0 and "1 of 2" in r.stdout
+    sock = home / SOCKET_NAME
+    assert sock.stat().st_mode & 0o777 == 0o600 and home.stat().st_mode & 0o777 == 0o700
     r = _run(home, "unseal", "--share", str(shares[0][0]), "--identity", str(shares[0][1]))
     assert r.returncode == 2 and "already submitted" in r.stderr and "Traceback" not in r.stderr
     r = _run(home, "unseal", "--share", str(shares[1][0]), "--identity", str(shares[0][1]))
@@ -110,14 +111,14 @@ def test_kill_agent_during_unseal(home: Path, tmp_path: Path) -> None:
 
 def test_agent_exits_when_idle_or_home_removed(home: Path, tmp_path: Path) -> None:
     _init(home, tmp_path)
-    _run(home, "status", env={"STRONGROOM_AGENT_IDLE": "0.5"})
+    _run(home, "unseal", "--reset", env={"STRONGROOM_AGENT_IDLE": "0.5"})
     pid = _agent_pid(home)
     assert pid
     deadline = time.monotonic() + 10
     while AgentClient(home, start=False).running() and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not AgentClient(home, start=False).running()
-    _run(home, "status")
+    _run(home, "unseal", "--reset")
     pid = _agent_pid(home)
     assert pid and AgentClient(home, start=False).running()
     moved = home.with_name(home.name + "-moved")

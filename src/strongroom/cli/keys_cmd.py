@@ -164,13 +164,43 @@ def status(json_out: Annotated[bool, typer.Option("--json", help="machine-readab
 
     if remote.active():
         return remote.status(json_out)
-    from strongroom.keys.service import key_service
-
-    st = key_service().status()
+    st = _status_without_starting()
     if json_out:
         _out.print(json.dumps(st.to_dict(), indent=2, sort_keys=True), markup=False)
     else:
         _show(st)
+
+
+def _status_without_starting() -> KeyringStatus:
+    """The agent's status when it runs; else read from the store (sealed) — never start one.
+
+    ``status`` run in the wrong directory must not create a data directory or
+    leave an agent behind.
+    """
+    from strongroom.keys.config import KeysSettings
+    from strongroom.keys.keyring import Keyring
+    from strongroom.keys.keyring import KeyringStatus as KeyringStatusCls
+    from strongroom.keys.service import key_service
+    from strongroom.settings import Settings
+    from strongroom.store.db import Store
+
+    svc = key_service(start=False)
+    if svc.client.running():
+        return svc.status()
+    settings = Settings()
+    keys_settings = KeysSettings()
+    home = settings.resolved_home
+    if not settings.database_url and not (home / "strongroom.db").exists():
+        return KeyringStatusCls(initialized=False, sealed=True, backend=keys_settings.key_backend)
+    store = Store.open(settings.resolved_database_url)
+    try:
+        ring = Keyring(store, keys_settings)
+        try:
+            return ring.status()
+        finally:
+            ring.close()
+    finally:
+        store.close()
 
 
 def rekey(
