@@ -69,6 +69,8 @@ def test_demo_loop_is_stopped_at_the_cap(vault: Vault, tmp_path: object) -> None
     assert demo_monitor(vault, console, artifact="sharded") is True
     text = console.export_text()
     assert "stopped at" in text and "SR-EGRESS-CAP" in text
+    # the detectors then replay the real audit log, peers from the signed directory
+    assert "detectors replayed" in text and "peer group" in text
     raised = [e for e in vault.audit.tail(200) if e.action == "alert.raise"]
     assert any("SR-EGRESS-CAP" in (e.reason + str(e.details) + e.object) for e in raised)
 

@@ -142,3 +142,16 @@ def test_monitor_eval_cli_json() -> None:
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)
     assert list(data) == ["recall", "false_alerts_per_1000_person_days", "scenarios"]
+
+
+def test_monitor_eval_cli_over_several_seeds() -> None:
+    from strongroom.cli.monitor_cmd import monitor_app
+
+    result = CliRunner().invoke(monitor_app, ["eval", "--seed", "4", "--seeds", "2", "--people",
+                                              "100", "--days", "40", "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert data["seeds"] == [4, 5]
+    assert data["recall"]["min"] <= data["recall"]["mean"] <= 1
+    assert set(data["scenarios"]) == set(SCENARIOS)
+    assert set(data["on_target"]) <= {4, 5}

@@ -107,11 +107,31 @@ def monitor_eval(
     seed: Annotated[int, typer.Option("--seed", help="generator seed")] = 1,
     people: Annotated[int, typer.Option("--people", min=50, help="people in the lab")] = 500,
     days: Annotated[int, typer.Option("--days", min=40, help="days simulated")] = 60,
+    seeds: Annotated[int, typer.Option("--seeds", min=1,
+                                       help="evaluate SEED..SEED+N-1; report min/mean")] = 1,
     as_json: JsonOpt = False,
 ) -> None:
     """Run the detectors over a synthetic lab with scripted insiders; report recall and noise."""
-    from strongroom.monitor.evaluation import evaluate
+    from strongroom.monitor.evaluation import evaluate, sweep
 
+    if seeds > 1:
+        result = sweep(range(seed, seed + seeds), people=people, days=days)
+        summary = result.summary()
+        if as_json:
+            typer.echo(json.dumps(summary))
+            return
+        for r in result.reports:
+            _out.print(f"seed {r.seed:3}: recall {r.recall:.3f}, {r.false_alert_rate:.2f} false "
+                       f"alerts per 1,000 person-days  " + " ".join(
+                           f"{row['recall']:.1f}" for row in r.scenarios.values()), markup=False)
+        for name, row in summary["scenarios"].items():
+            _out.print(f"  {name:34} recall min {row['min']:.2f} mean {row['mean']:.2f}",
+                       markup=False)
+        rec, rate = summary["recall"], summary["false_alerts_per_1000_person_days"]
+        _out.print(f"recall min {rec['min']:.3f} mean {rec['mean']:.3f}; false alerts per 1,000 "
+                   f"person-days max {rate['max']:.2f} mean {rate['mean']:.2f}; on target "
+                   f"(recall >= 0.9 at <= 1): {len(summary['on_target'])} of {seeds} seeds")
+        return
     report = evaluate(seed=seed, people=people, days=days)
     if as_json:
         typer.echo(json.dumps(report.summary()))

@@ -11,7 +11,10 @@ asks for every shard's key in turn, as a thief's script would. The release
 gate charges the egress meter before each key leaves; the request that would
 cross the cap is refused with ``BudgetExceeded``, a ``high`` alert is raised
 (stored, audited, written to ``<home>/alerts.jsonl``), and the time-to-exfiltrate
-report shows what the budgets mean for the lab's models.
+report shows what the budgets mean for the lab's models. Then the insider-risk
+detectors replay the vault's real audit log (:class:`~strongroom.monitor.detectors.AuditScanner`),
+with peer groups and vetting flags from the officer-signed directory
+(:class:`~strongroom.monitor.peers.SignedDirectoryPeers`), and print who carries risk.
 
 The gate charges the durable :class:`~strongroom.monitor.egress.EgressMeter`;
 should it ever run without one, the loop performs the gate's egress step
@@ -92,7 +95,9 @@ def demo_monitor(vault: Vault, console: Console, artifact: str = "minilm", *,
     )
     meter.set_budget(Budget("principal", principal, DAY, cap))
     try:
-        return _pull(vault, console, meter, alerts, manifest, principal, cap, used)
+        stopped = _pull(vault, console, meter, alerts, manifest, principal, cap, used)
+        _detect(vault, console, alerts, principal, cap)
+        return stopped
     finally:
         if restore is not None:  # the demo's tight budget must not outlive the demo step
             meter.set_budget(restore)
@@ -148,3 +153,29 @@ def _pull(
 
 def _principal_used(meter: EgressMeter, principal: str, ref: str) -> int:
     return sum(u.used for u in meter.usage(principal, ref) if u.budget.scope == "principal")
+
+
+def _detect(vault: Vault, console: Console, alerts: AlertManager, principal: str,
+            cap: int) -> None:
+    """Replay the audit log through the detectors, peers and flags from the signed directory."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    from strongroom.access.directory import DirectoryReader
+    from strongroom.monitor.canaries import CanaryRegistry
+    from strongroom.monitor.detectors import AuditScanner, RiskEngine
+    from strongroom.monitor.peers import SignedDirectoryPeers
+
+    officers = {k.split(":", 1)[1]: Ed25519PublicKey.from_public_bytes(v)
+                for k, v in vault.keys.public_keys().items() if k.startswith("officer:")}
+    threshold = int(getattr(vault.keys.status(), "officer_threshold", 0) or len(officers) or 1)
+    peers = SignedDirectoryPeers(DirectoryReader(vault.store, lambda: officers, threshold))
+    engine = RiskEngine(directory=peers, canaries=CanaryRegistry(vault.store).names,
+                        principal_cap=(cap, DAY))
+    raised = AuditScanner(vault.audit, engine, alerts).scan()
+    console.print(f"detectors replayed {vault.audit.size():,} audit events; {principal} is in "
+                  f"peer group {peers.person(principal).peer_group} (from the signed directory); "
+                  "baselines learn for 14 days, so only canaries alert on a fresh log")
+    for a in raised:
+        console.print(f"[bold red]ALERT[/] {a.severity} {a.rule}: {a.message}")
+    for score in engine.scores(time.time())[:3]:
+        console.print(f"  risk {score.person}: {score.score} ({', '.join(score.rules)})")

@@ -4,12 +4,14 @@
 
     report = evaluate(seed=1)                  # 500 people, 60 days, 6 scenarios x 10
     report.summary()                           # {"recall", "false_alerts_per_1000_person_days", "scenarios"}
+    sweep(range(10)).summary()                 # min/mean over seeds 0-9 (``--seeds 10``)
 
 :func:`generate_lab` builds people (roles, compartments, offices in three
 time zones, each with their own working hours, weekend habit, pace, working
 set of artifacts and hosts) and 60 days of ``key.release`` events with the
 noise real labs have: evening work and crunch weeks, on-call nights, travel to
-another office, new laptops, occasional refusals, big legitimate jobs, new
+another office, new laptops, pairing at a teammate's desk, looks at colleagues'
+models outside one's working set, occasional refusals, big legitimate jobs, new
 artifacts being adopted, benign resignations and vetting flags, and normal
 new hires. :func:`inject` adds the six scripted insider scenarios of the
 issue, each with randomised intensity so that not every instance trips every
@@ -30,6 +32,7 @@ from __future__ import annotations
 import math
 import random
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,7 +40,8 @@ from strongroom.errors import InvalidInput
 from strongroom.monitor.alerts import Alert
 from strongroom.monitor.detectors import ActivityEvent, Directory, Person, RiskEngine
 
-__all__ = ["SCENARIOS", "EvalReport", "Lab", "Scenario", "evaluate", "generate_lab", "inject"]
+__all__ = ["SCENARIOS", "EvalReport", "Lab", "Scenario", "SeedSweep", "evaluate", "generate_lab",
+           "inject", "sweep"]
 
 DAY = 86400
 HOUR = 3600
@@ -240,6 +244,15 @@ def _simulate(lab: Lab, rng: random.Random) -> None:
               for m in rng.sample(members, k=len(members) * 3 // 100)}
     laptop = {m.person.principal: rng.randint(LEARN_DAYS, days - 1)
               for m in rng.sample(members, k=len(members) * 2 // 100)}
+    # pairing and hot-desking: a working-hours session from a teammate's workstation
+    borrow: dict[str, tuple[set[int], str]] = {}
+    for m in rng.sample(members, k=len(members) * 4 // 100):
+        mates = [x for x in members if x is not m and x.office_tz == m.office_tz
+                 and x.person.compartment == m.person.compartment]
+        if mates:
+            borrow[m.person.principal] = (
+                {rng.randint(max(m.joined, 0) + 1, days - 1) for _ in range(rng.randint(1, 3))},
+                rng.choice(mates).hosts[0])
     for m in rng.sample(members, k=len(members) * 2 // 100):  # benign resignations
         notice = rng.randint(LEARN_DAYS, days - 5)
         _flag(lab, m, notice, "resignation", rng)
@@ -277,7 +290,11 @@ def _simulate(lab: Lab, rng: random.Random) -> None:
                 if rng.random() < 0.02:  # the odd evening
                     local = rng.uniform(19, 24)
                 t = EPOCH + day * DAY + (local - tz) * HOUR
-                _session(lab, gate, rng, m, t, host if rng.random() > 0.15 else m.hosts[1], big)
+                here = host if rng.random() > 0.15 else m.hosts[1]
+                lent = borrow.get(p)
+                if lent is not None and day in lent[0] and rng.random() < 0.5:
+                    here = lent[1]
+                _session(lab, gate, rng, m, t, here, big)
             if p in oncall and oncall[p] * 7 <= day < oncall[p] * 7 + 7 and rng.random() < 0.5:
                 t = EPOCH + day * DAY + (rng.uniform(0, 5) - tz) * HOUR
                 _session(lab, gate, rng, m, t, m.hosts[1], False)
@@ -305,7 +322,19 @@ def _session(lab: Lab, gate: _Gate, rng: random.Random, m: Member, t: float, hos
         lab.events.append(_event(t, m.person.principal, art, 0, host, decision="deny",
                                  error="AccessDenied"))
         return
-    live = [r for r in m.working_set if lab.artifacts[r].born_day <= (t - EPOCH) // DAY]
+    today = (t - EPOCH) // DAY
+    if rng.random() < 0.01:  # a look at a colleague's model or a baseline, now and then kept
+        other = [a for a in lab.artifacts.values() if a.compartment in m.access
+                 and a.ref not in m.working_set and a.born_day <= today - 7
+                 and a.ref.split("@")[0] not in lab.canaries]
+        if other:
+            art = rng.choice(other)
+            if rng.random() < 0.3:
+                m.working_set.append(art.ref)
+            shards = max(1, round(art.shards * rng.uniform(0.05, 0.5)))
+            lab.events.extend(gate.load(rng, m, art, t, host, shards))
+            return
+    live = [r for r in m.working_set if lab.artifacts[r].born_day <= today]
     if not live:
         return
     art = lab.artifacts[rng.choice(live)]
@@ -529,3 +558,42 @@ def evaluate(seed: int = 1, people: int = 500, days: int = 60,
                         principal_cap=(CAP, DAY), learn_s=LEARN_DAYS * DAY)
     alerts = engine.run(lab.events)
     return score(lab, alerts, time.perf_counter() - t0)
+
+
+#: The issue's target: recall at least this ...
+TARGET_RECALL = 0.9
+#: ... at no more than this many false alerts per 1,000 person-days.
+TARGET_FALSE_RATE = 1.0
+
+
+@dataclass
+class SeedSweep:
+    """The evaluation over several seeds: the spread that one seed hides."""
+
+    reports: list[EvalReport]
+
+    def summary(self) -> dict[str, Any]:
+        """Min/mean recall, max/mean false-alert rate, per-scenario min/mean, seeds on target."""
+        recalls = [r.recall for r in self.reports]
+        rates = [r.false_alert_rate for r in self.reports]
+        n = len(self.reports)
+        scenarios = {name: {"min": round(min(r.scenarios[name]["recall"] for r in self.reports), 4),
+                            "mean": round(sum(r.scenarios[name]["recall"]
+                                              for r in self.reports) / n, 4)}
+                     for name in SCENARIOS}
+        return {"seeds": [r.seed for r in self.reports],
+                "recall": {"min": round(min(recalls), 4), "mean": round(sum(recalls) / n, 4)},
+                "false_alerts_per_1000_person_days": {"max": round(max(rates), 4),
+                                                      "mean": round(sum(rates) / n, 4)},
+                "scenarios": scenarios,
+                "on_target": [r.seed for r in self.reports if r.recall >= TARGET_RECALL
+                              and r.false_alert_rate <= TARGET_FALSE_RATE]}
+
+
+def sweep(seeds: Iterable[int], people: int = 500, days: int = 60,
+          per_scenario: int = 10) -> SeedSweep:
+    """:func:`evaluate` for each seed."""
+    reports = [evaluate(seed, people, days, per_scenario) for seed in seeds]
+    if not reports:
+        raise InvalidInput("no seeds to evaluate", obj="monitor eval", remedy="pass --seeds >= 1")
+    return SeedSweep(reports)
