@@ -7,6 +7,8 @@ import os
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from cli_fixtures import strongroom_exe
 
 
@@ -28,12 +30,24 @@ def test_json_output_and_exit_status(tmp_path: Path) -> None:
     assert stored["missed"] == 0 and len(stored["results"]) == 2
 
 
-def test_a_miss_exits_non_zero(tmp_path: Path) -> None:
-    # RT-BG-002 is a known gap (no break-glass alert yet): the command must say so by its status.
-    missed = _run(tmp_path, "--json", "--scenario", "RT-BG-002")
-    doc = json.loads(missed.stdout)
-    assert doc["missed"] == (1 if doc["scenarios"][0]["outcome"] == "missed" else 0)
-    assert missed.returncode == (1 if doc["missed"] else 0)
+def test_a_miss_exits_non_zero(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import typer
+    from typer.testing import CliRunner
+
+    from strongroom.cli import redteam_cmd
+    from strongroom.redteam.target import EmbeddedTarget
+
+    detected = _run(tmp_path, "--json", "--scenario", "RT-BG-002")  # break-glass is alerted
+    assert detected.returncode == 0 and json.loads(detected.stdout)["missed"] == 0
+    build = EmbeddedTarget.build.__func__  # type: ignore[attr-defined]
+    monkeypatch.setattr(EmbeddedTarget, "build", classmethod(
+        lambda cls, root=None, **kw: build(cls, root, weaken={"evidence": "noop"})))
+    monkeypatch.setenv("STRONGROOM_HOME", str(tmp_path / "weak"))
+    app = typer.Typer()
+    redteam_cmd.register(app)
+    result = CliRunner().invoke(app, ["redteam", "run", "--json", "--scenario", "RT-CRED-001"])
+    doc = json.loads(result.output)
+    assert doc["missed"] == 1 and result.exit_code == 1  # a gate that lets anyone through
 
 
 def test_url_target_says_what_it_cannot_run(tmp_path: Path) -> None:

@@ -5,20 +5,14 @@ from __future__ import annotations
 import json
 import os
 
-import pytest
-
 from strongroom.redteam.runner import SuiteReport, load_results, run_suite, save_results
 from strongroom.redteam.schema import Expectation, Scenario, StepCall, load_builtin
 from strongroom.redteam.steps import STEPS
 from strongroom.redteam.target import EmbeddedTarget
 
-#: Scenarios missed because a control is missing, with the reason. Each one is reported; when
-#: the control lands the strict xfail below fails and the entry must be removed.
-KNOWN_GAPS = {
-    "RT-BG-002": "break-glass use raises no alert: issue #4 item 6 asks for a critical alert at "
-                 "once; GrantEvidence only puts severity=critical in the audit details and no "
-                 "monitor detector reads it",
-}
+#: Scenarios missed because a control is missing, with the reason (none today). Each one is
+#: reported; add a strict xfail for it so the entry is removed when the control lands.
+KNOWN_GAPS: dict[str, str] = {}
 
 
 def test_nothing_missed_but_the_known_gaps(rt_report: SuiteReport) -> None:
@@ -32,7 +26,6 @@ def test_nothing_missed_but_the_known_gaps(rt_report: SuiteReport) -> None:
         assert not unsupported, unsupported  # e.g. SoftHSM2 missing: CI must install it
 
 
-@pytest.mark.xfail(strict=True, reason=KNOWN_GAPS["RT-BG-002"])
 def test_break_glass_abuse_is_detected(rt_report: SuiteReport) -> None:
     outcome = next(r.outcome for r in rt_report.results if r.id == "RT-BG-002")
     assert outcome == "detected"

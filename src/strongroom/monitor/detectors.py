@@ -80,6 +80,8 @@ __all__ = [
 DAY = 86400
 HOUR = 3600
 RELEASE = "key.release"
+#: What taking break-glass is audited as (``strongroom.access.breakglass.ALERT_ACTION``).
+BREAK_GLASS_ACTION = "access.break-glass"
 FLAG = "person.flag"
 SEVERITY_WEIGHT = {"low": 1, "high": 3, "critical": 10}
 
@@ -747,10 +749,48 @@ class CanaryTouch(Detector):
                        self.techniques, {"action": ev.action, "decision": ev.decision})
 
 
+class BreakGlassUse(Detector):
+    """Any break-glass: taken (``access.break-glass``) or used at the gate; critical at once.
+
+    Break-glass is allowed by design for the people a label lists; the control
+    is that every use is seen at once and reviewed by a quorum afterwards. A
+    break-glass statement written straight into the store, never announced,
+    is still caught by the gate's release entry carrying its id.
+    """
+
+    id = "SR-BREAKGLASS"
+    title = "break-glass access taken or used"
+    techniques = ("T1078", "T1548")
+    severity = "critical"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._seen: set[str] = set()
+
+    def observe(self, ev: ActivityEvent, ctx: Context) -> Finding | None:
+        """Flag each break-glass once, when taken or at its first release."""
+        if ev.decision != "allow":
+            return None
+        if ev.action == BREAK_GLASS_ACTION:
+            bg, how = ev.details.get("break_glass"), "took break-glass access to"
+        elif _is_release(ev):
+            bg, how = ev.details.get("break_glass"), "released a key under break-glass for"
+        else:
+            return None
+        if not isinstance(bg, str) or not bg or bg in self._seen:
+            return None
+        self._seen.add(bg)
+        reason = ev.details.get("reason_given") or ev.reason
+        return Finding(self.id, self.severity, ev.actor, ev.time, ev.artifact,
+                       f"{ev.actor} {how} {ev.artifact} (break-glass {bg[:16]}): "
+                       f"{str(reason)[:120]}; a quorum review is due",
+                       self.techniques, {"break_glass": bg, "action": ev.action}, weight=2.0)
+
+
 def default_detectors() -> list[Detector]:
     """One instance of every rule, with the documented thresholds."""
     return [OffHours(), FirstAccess(), Volume(), SustainedVolume(), Denials(), Breadth(),
-            AfterFlag(), NewHost(), UnderCap(), CanaryTouch()]
+            AfterFlag(), NewHost(), UnderCap(), CanaryTouch(), BreakGlassUse()]
 
 
 #: Rule id -> (title, techniques, severity), for docs and `monitor eval`.
