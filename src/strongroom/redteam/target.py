@@ -371,22 +371,7 @@ class EmbeddedTarget:
         grant, _ = issue_grant(self.store, self.people[approvers[0]].private_key, digest,
                                self.reader().view(), PolicyEngine(), self.resource(resource),
                                now=time.time())
-        self._forget_cap_holders()
         return grant
-
-    def _forget_cap_holders(self) -> None:
-        """Drop the evidence rule's cached list of cap holders after a new Grant.
-
-        ``GrantEvidence`` caches who holds grants per (resource, action) for
-        ``CAPS_TTL_S`` (10 s) and refuses a holder missing from a stale list with a
-        false "cap reached" message: a Grant issued within 10 s of another release
-        is unusable. Reported to the access owner; until the rule invalidates its
-        cache itself, the target does it here so scenarios test their own control.
-        """
-        gate = self.keys.gate
-        holders = getattr(gate.evidence, "_holders", None) if gate is not None else None
-        if isinstance(holders, dict):
-            holders.clear()
 
     # -- acting ---------------------------------------------------------------------
 
@@ -400,9 +385,11 @@ class EmbeddedTarget:
     def scan_monitor(self) -> None:
         """Run the deployment's monitor over new audit events (as its periodic loop does)."""
         from strongroom.monitor.detectors import AuditScanner, RiskEngine
+        from strongroom.monitor.peers import SignedDirectoryPeers
 
         engine = RiskEngine(canaries=self.canaries.names,
-                            principal_cap=(self.cap_bytes, 24 * 3600))
+                            principal_cap=(self.cap_bytes, 24 * 3600),
+                            directory=SignedDirectoryPeers(self.reader()))
         AuditScanner(self.audit, engine, self.alerts).scan()
 
     def server(self) -> Any:
