@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 
 from strongroom.errors import (
     AccessDenied,
@@ -161,3 +162,47 @@ def test_replay_and_budget_survive_restart(store: Store, tmp_path: Path) -> None
     used = {u.budget.scope: u.used for u in gate.egress.usage(officer.public.principal, "m@1", now=time.time())}  # type: ignore[attr-defined]
     assert used["principal"] == 1000
     svc.seal()
+
+
+def test_a_failed_audit_append_charges_nothing(store: Store, tmp_path: Path) -> None:
+    # The charge is decided inside the audit append's transaction: when that fails,
+    # the key stays wrapped and the ledger has no row for it (no refund needed).
+    svc, _, _, officer = unsealed_service(store, tmp_path)
+    try:
+        svc.wrap_file_key("blob-1", os.urandom(16))
+        gate, audit = svc._gate, svc._audit
+        assert gate is not None and audit is not None
+        real = audit._insert_entry
+        audit._insert_entry = "INSERT INTO no_such_table VALUES (?, ?, ?)"
+        try:
+            with pytest.raises(AuditUnavailable):
+                svc.release(_request(officer, nbytes=1000))
+        finally:
+            audit._insert_entry = real
+        with store.session(readonly=True) as s:
+            assert s.execute(text("SELECT count(*) FROM egress_charges")).scalar() == 0
+        assert _events(svc) == []
+        svc.release(_request(officer, nbytes=1000))
+        used = gate.egress.usage(officer.public.principal, "m@1")  # type: ignore[attr-defined]
+        assert {u.budget.scope: u.used for u in used}["principal"] == 1000
+    finally:
+        svc.seal()
+
+
+def test_replay_through_another_gate_is_refused_by_the_ledger(store: Store,
+                                                               tmp_path: Path) -> None:
+    # A second gate on the same database (another process) has not seen the nonce; the
+    # ledger, which the charge shares a transaction with, has.
+    svc, _, _, officer = unsealed_service(store, tmp_path)
+    try:
+        key = os.urandom(16)
+        svc.wrap_file_key("blob-1", key)
+        req = _request(officer, nbytes=1000)
+        assert bytes(svc.release(req)) == key
+        assert svc._audit is not None
+        other = ReleaseGate(svc.keyring, svc._audit, seed_from_audit=False)
+        with pytest.raises(AccessDenied, match="replay"):
+            other.release(req)
+        assert [d for _, d in _events(svc)] == ["allow", "deny"]
+    finally:
+        svc.seal()

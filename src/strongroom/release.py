@@ -8,7 +8,10 @@ Every weight load goes through :meth:`ReleaseGate.release`, which runs, in order
    never from a database row (:class:`~strongroom.errors.AccessDenied`);
 4. **egress** — the principal's budget is charged (:class:`~strongroom.errors.BudgetExceeded`);
 5. **audit** — the allow decision is appended durably (:class:`~strongroom.errors.AuditUnavailable`
-   refuses, nothing is unwrapped);
+   refuses, nothing is unwrapped). With the monitor's meter on the audit log's
+   database, steps 4 and 5 are one transaction (:class:`AuditedEgressMeter`):
+   the charge is decided inside the audit group commit, so an acknowledged
+   release is charged and a failed one is not;
 6. **unwrap** — only now is the file key decrypted and returned (caller zeroes it).
 
 Every refusal after step 1 is audited as ``deny``. The evidence and egress
@@ -40,7 +43,7 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast, runtime_checkable
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
@@ -64,10 +67,12 @@ if TYPE_CHECKING:
 __all__ = [
     "EVIDENCE_PAYLOAD_TYPE",
     "MAX_EVIDENCE_LIFETIME_S",
+    "AuditedEgressMeter",
     "CanaryCheck",
     "EgressMeter",
     "EvidenceVerifier",
     "OfficerEvidence",
+    "PublicKeys",
     "ReleaseGate",
     "ReleaseRequest",
     "UsedNonces",
@@ -152,6 +157,33 @@ class EgressMeter(Protocol):
         ...
 
 
+@runtime_checkable
+class AuditedEgressMeter(EgressMeter, Protocol):
+    """An egress meter that can charge inside the audit append's own transaction."""
+
+    def joins(self, audit: object) -> bool:
+        """Whether :meth:`charge_with_event` works with ``audit`` (same database)."""
+        ...
+
+    def charge_with_event(
+        self,
+        audit: AuditLog,
+        principal: str,
+        nbytes: int,
+        now: float,
+        *,
+        artifact: str | None = None,
+        charge_id: str | None = None,
+        event: Mapping[str, Any],
+    ) -> int:
+        """Charge and append ``event`` atomically; its audit index.
+
+        Raises BudgetExceeded (nothing appended or charged), AccessDenied when
+        ``charge_id`` was already charged, AuditUnavailable when the append failed.
+        """
+        ...
+
+
 class CanaryCheck(Protocol):
     """Raises a critical alert (and may refuse) when a request touches a decoy."""
 
@@ -228,6 +260,25 @@ class UsedNonces:
             self._expiry.append((float(expires), nonce))
 
 
+class PublicKeys:
+    """Raw Ed25519 public keys parsed once, with their DSSE key ids (thread-safe, bounded)."""
+
+    def __init__(self, limit: int = 4096) -> None:
+        self._limit = limit
+        self._known: dict[bytes, tuple[Ed25519PublicKey, str]] = {}
+
+    def load(self, raw: bytes) -> tuple[Ed25519PublicKey, str]:
+        """The key and its id; raises ValueError when ``raw`` is not an Ed25519 public key."""
+        found = self._known.get(raw)
+        if found is None:
+            public = Ed25519PublicKey.from_public_bytes(raw)
+            found = (public, key_id(public))
+            if len(self._known) >= self._limit:
+                self._known.clear()
+            self._known[bytes(raw)] = found
+        return found
+
+
 class OfficerEvidence:
     """Interim rule: the principal signs the request and is an officer pinned in the barrier.
 
@@ -237,6 +288,7 @@ class OfficerEvidence:
 
     def __init__(self, officers: Callable[[], Mapping[str, Ed25519PublicKey]]) -> None:
         self._officers = officers
+        self._keys = PublicKeys()
         self.nonces = UsedNonces()
 
     def remember(self, nonce: str, expires: float) -> None:
@@ -247,10 +299,9 @@ class OfficerEvidence:
         """Check signature, officer status, binding, expiry and replay."""
         obj = request.obj
         try:
-            public = Ed25519PublicKey.from_public_bytes(request.principal_key)
-        except ValueError:
+            public, kid = self._keys.load(request.principal_key)
+        except (ValueError, TypeError):
             raise AccessDenied("the principal's public key is malformed", obj=obj) from None
-        kid = key_id(public)
         if kid not in self._officers():
             raise AccessDenied(
                 f"principal {request.principal} (key {kid}) is not a security officer",
@@ -317,6 +368,7 @@ class ReleaseGate:
             egress = default_meter(keyring.store, audit, clock=clock, backfill=seed_from_audit)
         self.egress: EgressMeter = egress
         self.canaries = canaries
+        self._join: tuple[object, object, bool] | None = None
         if seed_from_audit and evidence is None:
             self._seed(officer_rule)
 
@@ -379,21 +431,39 @@ class ReleaseGate:
         # so a release is never charged twice.
         nonce = accepted.get("nonce")
         charge_id = nonce if isinstance(nonce, str) and nonce else None
+        event: dict[str, Any] = {"actor": request.principal, "action": ACTION, "obj": request.obj,
+                 "decision": "allow", "reason": request.purpose, "shard": request.shard,
+                 "nbytes": request.nbytes,
+                 "details": {"purpose": request.purpose, "blob_id": request.blob_id,
+                             "kek_version": located.version, **accepted}}
+        meter = self.egress
+        if self._joined(meter):
+            try:
+                cast(AuditedEgressMeter, meter).charge_with_event(
+                    self.audit, request.principal, request.nbytes, now,
+                    artifact=request.artifact, charge_id=charge_id, event=event)
+            except (BudgetExceeded, AccessDenied) as exc:
+                self._deny(request, exc, **accepted)
+                raise
+            return self.keyring.unwrap(request.blob_id, located)
         try:
-            self.egress.charge(
-                request.principal, request.nbytes, now, artifact=request.artifact,
-                charge_id=charge_id,
-            )
+            meter.charge(request.principal, request.nbytes, now, artifact=request.artifact,
+                         charge_id=charge_id)
         except BudgetExceeded as exc:
             self._deny(request, exc, **accepted)
             raise
         try:
-            self.audit.append(actor=request.principal, action=ACTION, obj=request.obj,
-                              decision="allow", reason=request.purpose, shard=request.shard,
-                              nbytes=request.nbytes,
-                              details={"purpose": request.purpose, "blob_id": request.blob_id,
-                                       "kek_version": located.version, **accepted})
+            self.audit.append(**event)
         except BaseException:
-            self.egress.refund(request.principal, request.nbytes, now, charge_id=charge_id)
+            meter.refund(request.principal, request.nbytes, now, charge_id=charge_id)
             raise
         return self.keyring.unwrap(request.blob_id, located)
+
+    def _joined(self, meter: EgressMeter) -> bool:
+        """Whether ``meter`` charges inside this gate's audit transactions (cached per pair)."""
+        cached = self._join
+        if cached is not None and cached[0] is meter and cached[1] is self.audit:
+            return cached[2]
+        joined = isinstance(meter, AuditedEgressMeter) and meter.joins(self.audit)
+        self._join = (meter, self.audit, joined)
+        return joined

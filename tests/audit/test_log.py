@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -183,3 +184,92 @@ def test_anchor_written(audit_log: AuditLog, tmp_path: Path) -> None:
     note = audit_log.checkpoint()
     assert (tmp_path / "anchor").read_text() == note
     assert audit_log.verify().trusted == 1
+
+
+class _Guard:
+    """A test AppendGuard: claims "ok…" are admitted (and recorded in monitor_cursors inside the
+    batch's transaction), "no…" refused, "boom" fails the batch; "hold" waits for ``go``."""
+
+    def __init__(self) -> None:
+        self.held = threading.Event()
+        self.go = threading.Event()
+        self.settled: list[tuple[list[str], bool]] = []
+
+    def admit(self, conn: object, claims: list[str]) -> list[bool]:
+        if "hold" in claims:
+            self.held.set()
+            assert self.go.wait(10)
+        if "boom" in claims:
+            raise RuntimeError("guard failed")
+        for c in claims:
+            if c.startswith("ok"):
+                conn.exec_driver_sql(  # type: ignore[attr-defined]
+                    "INSERT INTO monitor_cursors (name, position) VALUES ('" + c + "', 1)")
+        return [not c.startswith("no") for c in claims]
+
+    def settle(self, claims: list[str], committed: bool) -> None:
+        self.settled.append((list(claims), committed))
+
+
+def _cursors(store: Store) -> set[str]:
+    with store.engine.connect() as conn:
+        return {str(r[0]) for r in conn.execute(text("SELECT name FROM monitor_cursors"))}
+
+
+def test_conditional_appends_commit_with_their_guard_rows(audit_log: AuditLog, store: Store
+                                                          ) -> None:
+    guard = _Guard()
+    results: dict[str, int | None] = {}
+
+    def call(claim: str) -> None:
+        results[claim] = audit_log.append_if(guard, claim, actor="t", action="cond", obj=claim,
+                                             decision="allow")
+
+    first = threading.Thread(target=call, args=("hold",))
+    first.start()
+    assert guard.held.wait(10)  # the writer is deciding the batch holding "hold"
+    # These queue behind the held batch, so they commit together in the next one.
+    claims = ["ok-1", "no-1", "ok-2", "no-2", "ok-3"]
+    threads = [threading.Thread(target=call, args=(c,)) for c in claims]
+    for t in threads:
+        t.start()
+    plain: list[int] = []
+    while len(audit_log._batch.items) < len(claims):
+        time.sleep(0.001)
+    guard.go.set()
+    for t in [first, *threads]:
+        t.join()
+    plain.append(audit_log.append(actor="t", action="plain", obj="o", decision="allow"))
+    assert results["hold"] == 0
+    assert results["no-1"] is None and results["no-2"] is None
+    admitted = sorted(i for c, i in results.items() if c.startswith("ok") and i is not None)
+    assert admitted == [1, 2, 3] and plain == [4]  # no gap where the refused ones were
+    assert {audit_log.event(results[c]).object for c in ("ok-1", "ok-2", "ok-3")  # type: ignore[arg-type]
+            } == {"ok-1", "ok-2", "ok-3"}
+    assert _cursors(store) == {"ok-1", "ok-2", "ok-3"}
+    assert audit_log.verify().size == 5
+    assert all(committed for _, committed in guard.settled)
+
+
+def test_a_failing_guard_fails_its_batch_and_writes_nothing(audit_log: AuditLog,
+                                                            store: Store) -> None:
+    guard = _Guard()
+    with pytest.raises(AuditUnavailable, match="guard failed"):
+        audit_log.append_if(guard, "boom", actor="t", action="cond", obj="o", decision="allow")
+    assert guard.settled == [(["boom"], False)]
+    assert audit_log.size() == 0
+
+    # A batch that fails after the guard wrote its rows rolls those rows back too.
+    real = audit_log._insert_entry
+    audit_log._insert_entry = "INSERT INTO no_such_table VALUES (?, ?, ?)"
+    try:
+        with pytest.raises(AuditUnavailable):
+            audit_log.append_if(guard, "ok-lost", actor="t", action="cond", obj="o",
+                                decision="allow")
+    finally:
+        audit_log._insert_entry = real
+    assert guard.settled[-1] == (["ok-lost"], False)
+    assert _cursors(store) == set() and audit_log.size() == 0
+    assert audit_log.append_if(guard, "ok-kept", actor="t", action="cond", obj="o",
+                               decision="allow") == 0
+    assert _cursors(store) == {"ok-kept"}

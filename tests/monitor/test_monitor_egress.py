@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sqlalchemy import text
 
-from strongroom.errors import BudgetExceeded, InvalidInput
+from strongroom.errors import AccessDenied, AuditUnavailable, BudgetExceeded, InvalidInput
 from strongroom.monitor.alerts import AlertManager
 from strongroom.monitor.egress import DAY, Budget, EgressMeter
 from strongroom.release import ReleaseGate, ReleaseRequest, sign_release_evidence
@@ -234,3 +235,232 @@ def test_group_committed_charges_stop_exactly_at_the_cap(store: Store) -> None:
     assert used["principal"] == 5000
     meter.charge("mallory", 0, T0 + 20, artifact="m@1", charge_id=passed[0])  # a replay: no-op
     assert {u.budget.scope: u.used for u in meter.usage("mallory", "m@1", now=T0 + 20)} == used
+
+
+_EVENT = {"actor": "alice", "action": "key.release", "obj": "m@1/s", "decision": "allow",
+          "shard": "s"}
+
+
+def _release_event(charge_id: str, nbytes: int, actor: str = "alice") -> dict[str, object]:
+    return {**_EVENT, "actor": actor, "nbytes": nbytes, "details": {"nonce": charge_id}}
+
+
+def _charged_ids(store: Store) -> set[str]:
+    with store.session(readonly=True) as s:
+        return {str(r[0]) for r in s.execute(text("SELECT charge_id FROM egress_charges"))}
+
+
+def test_charge_and_audit_event_commit_together(store: Store) -> None:
+    log = audit_log(store)
+    try:
+        meter = _meter(store, cap=1000)
+        assert meter.joins(log)
+        idx = meter.charge_with_event(log, "alice", 600, T0, artifact="m@1", charge_id="n-1",
+                                      event=_release_event("n-1", 600))
+        assert log.event(idx).details["nonce"] == "n-1"
+        with pytest.raises(BudgetExceeded):  # refused: neither entry nor charge
+            meter.charge_with_event(log, "alice", 600, T0 + 1, artifact="m@1",
+                                    charge_id="n-2", event=_release_event("n-2", 600))
+        with pytest.raises(AccessDenied, match="replay"):  # a nonce already charged
+            meter.charge_with_event(log, "alice", 1, T0 + 2, artifact="m@1", charge_id="n-1",
+                                    event=_release_event("n-1", 1))
+        assert log.size() == 1 and _charged_ids(store) == {"n-1"}
+        assert meter.usage("alice", "m@1", T0 + 3)[0].used == 600
+        assert meter.backfill(log, now=T0 + 3) == 0  # the ledger already holds every release
+    finally:
+        log.close()
+
+
+def test_a_failed_audit_batch_charges_nothing(store: Store) -> None:
+    log = audit_log(store)
+    try:
+        meter = _meter(store, cap=1000)
+        meter.charge_with_event(log, "alice", 300, T0, artifact="m@1", charge_id="a",
+                                event=_release_event("a", 300))
+        real = log._insert_entry
+        log._insert_entry = "INSERT INTO no_such_table VALUES (?, ?, ?)"
+        try:
+            with pytest.raises(AuditUnavailable):
+                meter.charge_with_event(log, "alice", 600, T0 + 1, artifact="m@1",
+                                        charge_id="b", event=_release_event("b", 600))
+        finally:
+            log._insert_entry = real
+        assert _charged_ids(store) == {"a"}
+        # The totals the failed batch counted in memory were dropped with it: exactly
+        # 700 bytes are left, not 100.
+        meter.charge_with_event(log, "alice", 700, T0 + 2, artifact="m@1", charge_id="c",
+                                event=_release_event("c", 700))
+        with pytest.raises(BudgetExceeded):
+            meter.charge_with_event(log, "alice", 1, T0 + 3, artifact="m@1", charge_id="d",
+                                    event=_release_event("d", 1))
+    finally:
+        log.close()
+
+
+def test_two_processes_share_the_cap(db_url: str) -> None:
+    # Two meters with their own stores and audit logs stand for two gates (processes) on
+    # one database: each sees the other's charges, budget changes and refunds.
+    stores = [Store.open(db_url), Store.open(db_url)]
+    logs = [audit_log(s) for s in stores]
+    meters = [_meter(s, cap=1000) for s in stores]
+    try:
+        for i in range(4):
+            meters[i % 2].charge_with_event(logs[i % 2], "alice", 200, T0 + i, artifact="m@1",
+                                            charge_id=f"p{i}", event=_release_event(f"p{i}", 200))
+        with pytest.raises(BudgetExceeded):
+            meters[1].charge_with_event(logs[1], "alice", 201, T0 + 5, artifact="m@1",
+                                        charge_id="p5", event=_release_event("p5", 201))
+        meters[0].refund("alice", 200, T0 + 5, charge_id="p0")
+        meters[1].charge_with_event(logs[1], "alice", 400, T0 + 6, artifact="m@1",
+                                    charge_id="p6", event=_release_event("p6", 400))
+        meters[1].set_budget(Budget("principal", "*", DAY, 2000))
+        meters[0].charge("alice", 1000, T0 + 7, artifact="m@1", charge_id="p7")
+        with pytest.raises(BudgetExceeded):
+            meters[0].charge_with_event(logs[0], "alice", 1, T0 + 8, artifact="m@1",
+                                        charge_id="p8", event=_release_event("p8", 1))
+
+        # Both processes at once, with many threads each: the cap holds exactly.
+        meters[0].set_budget(Budget("principal", "*", DAY, 2000 + 50 * 10))
+        passed: list[str] = []
+        lock = threading.Lock()
+
+        def worker(w: int) -> None:
+            p = w % 2
+            for i in range(10):
+                cid = f"w{w}-{i}"
+                try:
+                    meters[p].charge_with_event(logs[p], "alice", 10, T0 + 10 + i,
+                                                artifact="m@1", charge_id=cid,
+                                                event=_release_event(cid, 10))
+                except BudgetExceeded:
+                    continue
+                with lock:
+                    passed.append(cid)
+
+        threads = [threading.Thread(target=worker, args=(w,)) for w in range(12)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert len(passed) == 50
+        used = meters[1].usage("alice", "m@1", T0 + 30)[0].used
+        assert used == 2500
+        # Every release entry is charged, and only those (p0 was refunded, p7 had no event).
+        allowed = {e.details["nonce"] for e in logs[0].events() if e.action == "key.release"}
+        assert allowed - {"p0"} == _charged_ids(stores[0]) - {"p7"}
+    finally:
+        for log in logs:
+            log.close()
+        for s in stores:
+            s.close()
+
+
+def test_audited_and_plain_charges_race_to_an_exact_cap(store: Store) -> None:
+    log = audit_log(store)
+    meter = _meter(store, cap=5000)
+    passed: list[str] = []
+    lock = threading.Lock()
+
+    def worker(w: int) -> None:
+        for i in range(10):
+            cid = f"w{w}-{i}"
+            try:
+                if w % 2:
+                    meter.charge("mallory", 100, T0 + i, artifact="m@1", charge_id=cid)
+                else:
+                    meter.charge_with_event(log, "mallory", 100, T0 + i, artifact="m@1",
+                                            charge_id=cid, event=_release_event(cid, 100))
+            except BudgetExceeded:
+                continue
+            with lock:
+                passed.append(cid)
+
+    threads = [threading.Thread(target=worker, args=(w,)) for w in range(16)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert len(passed) == 50
+        assert meter.usage("mallory", "m@1", T0 + 20)[0].used == 5000
+        assert _charged_ids(store) == set(passed)
+        logged = {e.details["nonce"] for e in log.events() if e.action == "key.release"}
+        assert logged == {c for c in passed if int(c[1:].split("-")[0]) % 2 == 0}
+    finally:
+        log.close()
+
+
+def test_named_budget_totals_stay_exact_across_versions(store: Store) -> None:
+    # "m@1" has its own artifact budget, counted over every version of m; charges for m@2
+    # (under the "*" budget) must still count against m@1's total.
+    meter = EgressMeter(store, budgets=[Budget("artifact", "*", DAY, 10_000),
+                                        Budget("artifact", "m@1", DAY, 500)])
+    meter.charge("a", 300, T0, artifact="m@1")
+    meter.charge("b", 300, T0 + 1, artifact="m@2")
+    with pytest.raises(BudgetExceeded, match="artifact m"):
+        meter.charge("c", 300, T0 + 2, artifact="m@1")
+    meter.charge("c", 200, T0 + 3, artifact="m@2")
+    with pytest.raises(BudgetExceeded):
+        meter.charge("c", 1, T0 + 4, artifact="m@1")
+
+
+_MIXED = [Budget("principal", "*", DAY, 900), Budget("principal", "bob", 3600, 300),
+          Budget("artifact", "*", DAY, 1200), Budget("artifact", "m@1", 7200, 500),
+          Budget("lab", "*", DAY, 2000)]
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.tuples(st.sampled_from(["alice", "bob"]), st.sampled_from(["m@1", "m@2", "n@1"]),
+                          st.integers(0, 400), st.integers(-2 * 3600, 6 * 3600)), max_size=30))
+def test_running_totals_match_summing_the_ledger(tmp_path: Path,
+                                                 charges: list[tuple[str, str, int, int]]) -> None:
+    # The meter keeps window totals in memory; a model that sums every accepted charge
+    # must take exactly the same decisions (several budgets, named overrides, clock steps).
+    from strongroom.monitor.egress import applicable, artifact_name
+
+    store = Store.open(f"sqlite:///{tmp_path / os.urandom(4).hex()}.db")
+    try:
+        meter = EgressMeter(store, budgets=_MIXED)
+        log = audit_log(store)
+        done: list[tuple[str, str, int, float]] = []
+        high, now = float("-inf"), T0
+        for i, (who, ref, nbytes, step) in enumerate(charges):
+            now += step
+            t = max(now, high)
+
+            def counts(b: Budget, p: str, a: str, who: str = who, ref: str = ref) -> bool:
+                if b.scope == "principal":
+                    return p == who
+                return b.scope == "lab" or artifact_name(a) == artifact_name(ref)
+
+            expect = all(sum(n for p, a, n, at in done if at > t - b.window_s and counts(b, p, a))
+                         + nbytes <= b.cap_bytes for b in applicable(_MIXED, who, ref))
+            cid = f"c{i}"
+            try:
+                if i % 2:
+                    meter.charge(who, nbytes, now, artifact=ref, charge_id=cid)
+                else:
+                    meter.charge_with_event(log, who, nbytes, now, artifact=ref, charge_id=cid,
+                                            event=_release_event(cid, nbytes, who))
+                got = True
+            except BudgetExceeded:
+                got = False
+            assert got == expect, (i, who, ref, nbytes, now)
+            if got:
+                done.append((who, ref, nbytes, t))
+                high = max(high, t)
+        log.close()
+    finally:
+        store.close()
+
+
+def test_a_refused_charge_from_a_fast_clock_does_not_age_out_totals(store: Store) -> None:
+    # A charge refused at a time far ahead moves no high-water mark; when the clock comes
+    # back, charges it would have aged out still count.
+    meter = _meter(store, cap=1000)
+    meter.charge("alice", 600, T0, artifact="m@1")
+    with pytest.raises(BudgetExceeded):
+        meter.charge("alice", 1001, T0 + DAY + 10, artifact="m@1")
+    with pytest.raises(BudgetExceeded):
+        meter.charge("alice", 500, T0 + 5, artifact="m@1")
+    meter.charge("alice", 400, T0 + 6, artifact="m@1")

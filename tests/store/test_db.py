@@ -45,3 +45,46 @@ def test_schema_heads_match_alembic(store: Store) -> None:
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     assert set(ScriptDirectory.from_config(cfg).get_heads()) == set(schema_heads())
     assert store.schema_versions() == schema_heads()
+
+
+def test_readonly_sessions_do_not_take_the_write_lock(tmp_path: object) -> None:
+    import threading
+    import time
+    from datetime import UTC, datetime
+
+    from sqlalchemy import text
+
+    from strongroom.store.tables.monitor import CanaryRow
+
+    s = Store.open(f"sqlite:///{tmp_path}/ro.db")
+    try:
+        with s.session() as w:
+            w.add(CanaryRow(name="before", kind="weights", created_at=datetime.now(UTC)))
+        writer_holds = threading.Event()
+        release = threading.Event()
+
+        def writer() -> None:
+            with s.session() as w:  # BEGIN IMMEDIATE: holds the write lock until release
+                w.add(CanaryRow(name="during", kind="weights", created_at=datetime.now(UTC)))
+                w.flush()
+                writer_holds.set()
+                release.wait(10)
+
+        t = threading.Thread(target=writer)
+        t.start()
+        assert writer_holds.wait(10)
+        try:
+            started = time.monotonic()
+            with s.session(readonly=True) as r:  # a snapshot read, not queued behind the writer
+                names = set(r.scalars(text("SELECT name FROM monitor_canaries")))
+            assert names == {"before"}
+            assert time.monotonic() - started < 1.0
+        finally:
+            release.set()
+            t.join()
+        with pytest.raises(StorageError, match="read-only"), s.session(readonly=True) as r:
+            r.add(CanaryRow(name="sneaky", kind="weights", created_at=datetime.now(UTC)))
+        with s.session(readonly=True) as r:
+            assert set(r.scalars(text("SELECT name FROM monitor_canaries"))) == {"before", "during"}
+    finally:
+        s.close()

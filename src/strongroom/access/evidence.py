@@ -281,7 +281,7 @@ class GrantEvidence:
         name, _, version = request.artifact.partition("@")
         if not version.isdigit():
             raise AccessDenied("the artifact must be named name@version", obj=obj)
-        with self.store.session() as s:
+        with self.store.session(readonly=True) as s:  # no write lock: releases run concurrently
             envelope = s.scalars(select(Artifact.manifest_json).where(
                 Artifact.name == name, Artifact.version == int(version))).first()
         if envelope is None:

@@ -85,6 +85,11 @@ def _envelope(env: str) -> dict[str, Any]:
 
 def payload_digest(env: str) -> str:
     """SHA-256 (hex) of the envelope's payload: the statement's identity, signed or not."""
+    return _payload_digest(env)
+
+
+@functools.lru_cache(maxsize=8192)
+def _payload_digest(env: str) -> str:  # a pure function of the envelope text
     data = _envelope(env)
     try:
         payload = base64.b64decode(data["payload"], validate=True)
@@ -133,12 +138,16 @@ class VerifyCache:
     A hit needs the same envelope bytes, kind, threshold and trusted public
     keys, so a cached answer is exactly what verifying again would give.
     Failures are never cached. Thread-safe.
+
+    Entries are keyed by the envelope text itself (Python caches a string's
+    hash, so a hit costs no hashing of the envelope) and the raw trusted keys.
     """
 
     def __init__(self, size: int = CACHE_SIZE) -> None:
         self._size = size
         self._lock = threading.Lock()
-        self._entries: OrderedDict[tuple[str, str, int, bytes], dict[str, Any]] = OrderedDict()
+        self._entries: OrderedDict[tuple[str, str, int, tuple[tuple[str, bytes], ...]],
+                                   dict[str, Any]] = OrderedDict()
 
     def verify(
         self,
@@ -150,10 +159,8 @@ class VerifyCache:
         obj: str = "statement",
     ) -> dict[str, Any]:
         """The statement if ``threshold`` trusted keys signed it (IntegrityError otherwise)."""
-        keys = hashlib.sha256()
-        for kid in sorted(trusted):
-            keys.update(kid.encode() + trusted[kid].public_bytes_raw())
-        key = (hashlib.sha256(env.encode()).hexdigest(), kind, threshold, keys.digest())
+        keys = tuple((kid, trusted[kid].public_bytes_raw()) for kid in sorted(trusted))
+        key = (env, kind, threshold, keys)
         with self._lock:
             hit = self._entries.get(key)
             if hit is not None:
@@ -217,13 +224,13 @@ def envelopes(
     if resource is not None:
         query = query.where(AccessStatement.resource == resource)
     order = AccessStatement.id.desc() if newest_first else AccessStatement.id
-    with store.session() as s:
+    with store.session(readonly=True) as s:
         return list(s.scalars(query.order_by(order)).all())
 
 
 def by_digest(store: Store, digest: str) -> str | None:
     """The stored envelope of the statement ``digest`` (untrusted until verified)."""
-    with store.session() as s:
+    with store.session(readonly=True) as s:
         found = s.scalars(select(AccessStatement.envelope)
                           .where(AccessStatement.digest == digest)).first()
     return str(found) if found is not None else None

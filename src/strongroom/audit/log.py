@@ -22,6 +22,12 @@ How it stays fast and correct:
   SQLite's ``BEGIN IMMEDIATE`` serialises writers), reads the size, and
   extends the tree from there; the in-memory frontier is reloaded whenever
   another process moved the head.
+* **Conditional appends.** :meth:`AuditLog.append_if` hands a claim to an
+  :class:`AppendGuard` that decides it inside the batch's own transaction
+  (after the head is locked) and may write rows of its own there: the entry
+  and the guard's rows commit together or not at all. The release gate
+  charges the egress ledger this way, so an acknowledged release is always
+  charged and a failed one never is.
 * **O(log n) proofs.** Each entry stores its leaf hash and every completed
   perfect subtree is stored in ``audit_nodes``, so a proof is two indexed reads.
 * **One history.** :meth:`AuditLog.checkpoint` signs only after proving (from
@@ -48,7 +54,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 from sqlalchemy import Connection, Engine, Table, create_engine, event, select, update
 from sqlalchemy.exc import SQLAlchemyError
@@ -92,7 +98,14 @@ from strongroom.errors import (
 from strongroom.store.db import Store
 from strongroom.store.tables.audit import AuditCheckpoint, AuditEntry, AuditHead, AuditNode
 
-__all__ = ["AuditEvent", "AuditLog", "InclusionProof", "PendingAppend", "VerifyReport"]
+__all__ = [
+    "AppendGuard",
+    "AuditEvent",
+    "AuditLog",
+    "InclusionProof",
+    "PendingAppend",
+    "VerifyReport",
+]
 
 log = logging.getLogger(__name__)
 
@@ -290,15 +303,38 @@ def _sqlite_reader(engine: Engine) -> Engine:
     return reader
 
 
+class AppendGuard(Protocol):
+    """Decides conditional appends inside the batch's transaction (:meth:`AuditLog.append_if`)."""
+
+    def admit(self, conn: Connection, claims: Sequence[Any]) -> Sequence[bool]:
+        """Decide ``claims`` in order; True keeps the claim's entry, False drops it.
+
+        Runs on the audit writer thread inside the batch's transaction, after the
+        audit head is locked, and may write through ``conn``: those rows commit
+        with the entries or not at all. Raising fails the whole batch (every
+        append in it gets :class:`AuditUnavailable`).
+        """
+        ...
+
+    def settle(self, claims: Sequence[Any], committed: bool) -> None:
+        """Called once the transaction is over: ``committed`` is False when it failed
+        or its outcome is unknown (forget anything cached from :meth:`admit`)."""
+        ...
+
+
 class _Batch:
     """Appends that will commit together: one wake-up for all of them."""
 
-    __slots__ = ("done", "error", "first", "items")
+    __slots__ = ("done", "error", "first", "guarded", "indices", "items")
 
     def __init__(self) -> None:
         self.items: list[tuple[bytes, bytes]] = []
+        # (position in items, guard, claim) of each conditional append
+        self.guarded: list[tuple[int, AppendGuard, Any]] = []
         self.done = threading.Event()
         self.first = -1
+        # Each item's index (-1: refused by its guard) when a guard dropped any item.
+        self.indices: list[int] | None = None
         self.error: BaseException | None = None
 
 
@@ -314,7 +350,9 @@ class PendingAppend:
 
     def result(self) -> int:
         """Wait until the entry is durable; its index (raises AuditUnavailable)."""
-        return self._log._await(self._batch, self._offset, 1)[0]
+        index = self._log._await(self._batch, self._offset, 1)[0]
+        assert index is not None  # only guarded appends are ever dropped
+        return index
 
 
 def _divergence(message: str, obj: str = "audit log") -> IntegrityError:
@@ -361,6 +399,12 @@ class AuditLog:
         )
         self._insert_node = (
             f"INSERT INTO audit_nodes (level, idx, hash) VALUES ({mark}, {mark}, {mark})"  # noqa: S608
+        )
+        lock = " FOR UPDATE" if self._pg else ""
+        self._select_size = f"SELECT size FROM audit_head WHERE id = 1{lock}"  # noqa: S608
+        self._move_head = (
+            f"UPDATE audit_head SET size = {mark}, root = {mark} "  # noqa: S608
+            f"WHERE id = 1 AND size = {mark}"
         )
         self._frontier: Frontier | None = None
         self._reader = store.engine if self._pg else _sqlite_reader(store.engine)
@@ -493,7 +537,38 @@ class AuditLog:
         """Record one decision durably and return its index; raises AuditUnavailable."""
         item = self._encode(actor, action, obj, decision, reason, request_id, details, shard,
                             nbytes)
-        return self._submit([item])[0]
+        batch, offset = self._enqueue([item])
+        index = self._await(batch, offset, 1)[0]
+        assert index is not None  # only guarded appends are ever dropped
+        return index
+
+    def append_if(
+        self,
+        guard: AppendGuard,
+        claim: Any,
+        *,
+        actor: str,
+        action: str,
+        obj: str,
+        decision: str,
+        reason: str = "",
+        request_id: str | None = None,
+        details: Mapping[str, Any] | None = None,
+        shard: str | None = None,
+        nbytes: int | None = None,
+    ) -> int | None:
+        """Record one decision only if ``guard`` admits ``claim`` in the same transaction.
+
+        Returns the entry's index once it is durable, or None when the guard
+        refused the claim (then nothing was written for it). Whatever the guard
+        wrote for an admitted claim is durable exactly when the entry is; when
+        the batch fails (:class:`AuditUnavailable`) neither was written, except
+        after a timeout, when the batch may still commit later.
+        """
+        item = self._encode(actor, action, obj, decision, reason, request_id, details, shard,
+                            nbytes)
+        batch, offset = self._enqueue([item], (guard, claim))
+        return self._await(batch, offset, 1)[0]
 
     def append_many(self, events: Iterable[Mapping[str, Any]]) -> list[int]:
         """Record several decisions (keyword dicts as for :meth:`append`) in one batch."""
@@ -507,7 +582,10 @@ class AuditLog:
             ))
             if kw:
                 raise InvalidInput(f"unknown audit event fields: {', '.join(sorted(kw))}")
-        return self._submit(items) if items else []
+        if not items:
+            return []
+        batch, offset = self._enqueue(items)
+        return cast(list[int], self._await(batch, offset, len(items)))
 
     def submit(
         self,
@@ -532,22 +610,22 @@ class AuditLog:
         batch, offset = self._enqueue([item])
         return PendingAppend(self, batch, offset)
 
-    def _enqueue(self, items: list[tuple[bytes, bytes]]) -> tuple[_Batch, int]:
+    def _enqueue(
+        self, items: list[tuple[bytes, bytes]], guarded: tuple[AppendGuard, Any] | None = None
+    ) -> tuple[_Batch, int]:
         with self._lock:
             if self._closed:
                 raise AuditUnavailable("the audit log is closed", remedy="open the log again")
             batch = self._batch
             offset = len(batch.items)
             batch.items.extend(items)
+            if guarded is not None:
+                batch.guarded.append((offset, *guarded))
             if offset == 0:
                 self._wake.notify()
         return batch, offset
 
-    def _submit(self, items: list[tuple[bytes, bytes]]) -> list[int]:
-        batch, offset = self._enqueue(items)
-        return self._await(batch, offset, len(items))
-
-    def _await(self, batch: _Batch, offset: int, count: int) -> list[int]:
+    def _await(self, batch: _Batch, offset: int, count: int) -> list[int | None]:
         if not batch.done.wait(self.append_timeout):
             raise AuditUnavailable(
                 f"audit append not durable after {self.append_timeout:.0f} s",
@@ -561,6 +639,8 @@ class AuditLog:
                 f"audit append failed: {type(batch.error).__name__}: {batch.error}",
                 obj=self.store.url,
             ) from batch.error
+        if batch.indices is not None:
+            return [None if i < 0 else i for i in batch.indices[offset:offset + count]]
         first = batch.first + offset
         return list(range(first, first + count))
 
@@ -573,18 +653,70 @@ class AuditLog:
                     return
                 batch = self._batch
                 self._batch = _Batch()
+            committed = False
             try:
-                batch.first = self._commit(batch.items)
+                batch.first = self._commit(batch)
+                committed = True
             except BaseException as exc:  # every failure reaches the callers: fail closed
                 self._frontier = None
                 batch.error = exc
                 log.error("audit batch of %d entries failed: %s", len(batch.items), exc)
+            if batch.guarded:
+                self._settle(batch, committed)
             batch.done.set()
 
-    def _commit(self, items: list[tuple[bytes, bytes]]) -> int:
-        with self._tx(f"append {len(items)} entries") as conn:
-            head = self._lock_head(conn)
-            size = int(head.size)
+    @staticmethod
+    def _by_guard(batch: _Batch) -> list[tuple[AppendGuard, list[int], list[Any]]]:
+        groups: dict[int, tuple[AppendGuard, list[int], list[Any]]] = {}
+        for offset, guard, claim in batch.guarded:
+            group = groups.setdefault(id(guard), (guard, [], []))
+            group[1].append(offset)
+            group[2].append(claim)
+        return list(groups.values())
+
+    def _admit(self, conn: Connection, batch: _Batch, size: int) -> list[tuple[bytes, bytes]]:
+        """Ask each guard about its claims; return the items to write from index ``size``.
+
+        When a guard drops any item, ``batch.indices`` maps every item to its index
+        (-1 when dropped).
+        """
+        keep = [True] * len(batch.items)
+        for guard, offsets, claims in self._by_guard(batch):
+            verdicts = list(guard.admit(conn, claims))
+            if len(verdicts) != len(claims):
+                raise AuditUnavailable(f"an append guard answered {len(verdicts)} of "
+                                       f"{len(claims)} claims", obj=self.origin)
+            for offset, ok in zip(offsets, verdicts, strict=True):
+                keep[offset] = bool(ok)
+        if all(keep):
+            return batch.items
+        indices: list[int] = []
+        items: list[tuple[bytes, bytes]] = []
+        for item, ok in zip(batch.items, keep, strict=True):
+            indices.append(size + len(items) if ok else -1)
+            if ok:
+                items.append(item)
+        batch.indices = indices
+        return items
+
+    def _settle(self, batch: _Batch, committed: bool) -> None:
+        for guard, _, claims in self._by_guard(batch):
+            try:
+                guard.settle(claims, committed)
+            except Exception as exc:  # the batch's outcome stands; the guard must recover
+                log.error("append guard %r failed to settle: %s", guard, exc)
+
+    def _commit(self, batch: _Batch) -> int:
+        with self._tx(f"append {len(batch.items)} entries") as conn:
+            # Plain DB-API statements: this transaction is the hot loop of every append.
+            found = conn.exec_driver_sql(self._select_size).scalar()
+            if found is None:
+                raise AuditUnavailable("the audit head row is missing", obj=self.store.url,
+                                       remedy="run the migrations (Store.open) on this database")
+            size = int(found)
+            items = self._admit(conn, batch, size) if batch.guarded else batch.items
+            if not items:
+                return size  # every item was conditional and refused: nothing to append
             frontier = self._frontier
             if frontier is None or frontier.size != size:
                 frontier = self._load_frontier(conn, size)
@@ -598,15 +730,10 @@ class AuditLog:
                 lh = sha(b"\x00" + body).digest()
                 entries.append((size + i, lh, body))
                 nodes += append(lh)
-            # Plain DB-API executemany: the insert is the hot loop of every append.
             conn.exec_driver_sql(self._insert_entry, entries)
             if nodes:
                 conn.exec_driver_sql(self._insert_node, nodes)
-            moved = conn.execute(
-                update(_HEAD)
-                .where(_HEAD.c.id == 1, _HEAD.c.size == size)
-                .values(size=frontier.size, root=frontier.root())
-            )
+            moved = conn.exec_driver_sql(self._move_head, (frontier.size, frontier.root(), size))
             if moved.rowcount != 1:
                 raise AuditUnavailable("audit head moved during a batch (lost lock)")
         self._frontier = frontier

@@ -117,8 +117,9 @@ def _query_only(dbapi_connection: Any, _record: Any) -> None:
 
 def _sqlite_reader(engine: Engine) -> Engine:
     """Readers on the same SQLite file that start deferred (no write lock for a lookup)."""
+    # Pooled connections are kept (not closed and reopened) for up to 64 threads releasing at once.
     reader = create_engine(engine.url, connect_args={"timeout": 30, "isolation_level": None},
-                           pool_size=16, max_overflow=64)
+                           pool_size=64, max_overflow=64)
     event.listen(reader, "connect", _query_only)
     return reader
 
@@ -261,6 +262,10 @@ class Keyring:
         self._officer_threshold = 1
         self._ceremony: _Ceremony | None = None
         self._reader = store.engine if store.dialect != "sqlite" else _sqlite_reader(store.engine)
+        mark = "?" if store.dialect == "sqlite" else "%s"
+        # Plain DB-API statement: built from constants only; every release runs it.
+        self._locate_sql = ("SELECT kek_version, wrapped FROM wrapped_keys "  # noqa: S608
+                            f"WHERE blob_id = {mark} ORDER BY kek_version DESC")
 
     # -- creating -----------------------------------------------------------
 
@@ -741,11 +746,7 @@ class Keyring:
         self.require_unsealed()
         try:
             with self._reader.connect() as conn:
-                rows = conn.execute(
-                    select(WrappedKey.kek_version, WrappedKey.wrapped)
-                    .where(WrappedKey.blob_id == blob_id)
-                    .order_by(WrappedKey.kek_version.desc())
-                ).all()
+                rows = conn.exec_driver_sql(self._locate_sql, (blob_id,)).all()
         except SQLAlchemyError as exc:
             raise StorageError(f"cannot read wrapped keys ({type(exc).__name__})",
                                obj=f"blob {blob_id}", remedy="check the database") from exc

@@ -8,8 +8,10 @@ The release gate charges every shard's size *before* its file key leaves;
         Budget("artifact", "*", 24 * 3600, 512 * GiB),    # each model, all principals together
         Budget("lab", "*", 24 * 3600, 4 * TiB),           # everything
     ])
+    meter.charge_with_event(audit, "alice", shard_size, time.time(), artifact="atlas-70b@3",
+                            charge_id=nonce, event=allow_event)  # with the audit entry
     meter.charge("alice", shard_size, time.time(), artifact="atlas-70b@3", charge_id=nonce)
-    meter.refund("alice", shard_size, now, charge_id=nonce)      # the audit append failed
+    meter.refund("alice", shard_size, now, charge_id=nonce)      # undo a plain charge
     meter.time_to_exfiltrate([("atlas-70b@3", 140 * GiB)])       # how long a full theft takes
 
 Rules it keeps:
@@ -19,10 +21,23 @@ Rules it keeps:
   and records nothing (and raises a ``high`` alert once per window); a charge
   that crosses ``warn_fraction`` of a cap raises a ``warning`` alert.
 * **Durable and shared.** Charges live in ``egress_charges``; the check and the
-  insert run in one transaction that holds the store's write lock (SQLite's
-  ``BEGIN IMMEDIATE``; a transaction-scoped advisory lock on PostgreSQL), so
-  several gates on one database, a restart, or a budget change in flight never
-  let more through than the cap in force when the charge was decided.
+  insert run in one transaction that holds the ledger lock (SQLite's
+  ``BEGIN IMMEDIATE``; the ``UPDATE`` of the one ``egress_ledger`` row on
+  PostgreSQL), so several gates on one database, a restart, or a budget change
+  in flight never let more through than the cap in force when the charge was
+  decided.
+* **Charged with the audit event.** The release gate calls
+  :meth:`EgressMeter.charge_with_event`: the charge is decided inside the audit
+  log's group commit (the meter is the append's
+  :class:`~strongroom.audit.log.AppendGuard`), so the ledger row and the
+  ``allow`` entry commit together, one transaction and one fsync per batch. A
+  charge id already in the ledger is refused there as a replay.
+* **Running totals.** Each window's total is kept in memory, loaded once from
+  the ledger and then updated as charges are recorded. The ``egress_ledger``
+  row's generation, bumped by every change to charges or budgets, tells a
+  process when another one (or a failed batch) changed the ledger; it then
+  reloads instead of trusting its totals. Totals a transaction changed are used
+  again only once it is known to have committed.
 * **Idempotent.** ``charge_id`` (the release evidence's nonce) is the primary
   key: a retried charge or a replayed audit event (:meth:`EgressMeter.record_events`,
   :meth:`EgressMeter.backfill`) is charged once.
@@ -39,19 +54,22 @@ release path: artifact budgets can only apply to charges that name it.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
-from sqlalchemy import ColumnElement, delete, func, or_, select, text
+from sqlalchemy import ColumnElement, Connection, delete, func, or_, select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from strongroom.errors import BudgetExceeded, InvalidInput
+from strongroom.errors import AccessDenied, BudgetExceeded, InvalidInput, StorageError
 from strongroom.monitor.alerts import Alert
 from strongroom.store.tables.monitor import EgressBudgetRow, EgressCharge
 
@@ -77,12 +95,14 @@ TiB = 1024**4
 DAY = 24 * 3600
 Scope = Literal["principal", "artifact", "lab"]
 SCOPES: tuple[Scope, ...] = ("principal", "artifact", "lab")
-#: The PostgreSQL advisory lock every charge and budget change takes.
-_PG_LOCK_KEY = 0x5352_4547  # "SREG"
 #: A clock that is this many seconds behind the ledger's newest charge is reported.
 CLOCK_SKEW_TOLERANCE_S = 2.0
 UNKNOWN_ARTIFACT = "?"
 ACTION = "key.release"
+
+
+def _event_time(ev: AuditEvent) -> float:
+    return datetime.fromisoformat(ev.time.replace("Z", "+00:00")).timestamp()
 
 
 def artifact_name(ref: str) -> str:
@@ -212,9 +232,9 @@ def _like_escape(text_: str) -> str:
     return text_.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-@dataclass
+@dataclass(eq=False)
 class _PendingCharge:
-    """One charge waiting for its batch; the leader fills in the outcome."""
+    """One charge waiting for its batch; whoever decides the batch fills in the outcome."""
 
     principal: str
     nbytes: int
@@ -228,16 +248,120 @@ class _PendingCharge:
     refused: tuple[Budget, int] | None = None
     warnings: list[tuple[Budget, int]] = field(default_factory=list)
     error: BaseException | None = None
+    #: The totals as of this charge's transaction, published only once it committed.
+    decided: _Ledger | None = None
+
+    @property
+    def admitted(self) -> bool:
+        """Recorded in the ledger (not a duplicate, not refused)."""
+        return not self.duplicate and self.refused is None
 
 
-def _usage_key(b: Budget, principal: str, artifact: str) -> tuple[Any, ...]:
-    """What a budget's running total is kept per: the principal, the artifact name, or the lab."""
-    subject = {"principal": principal, "artifact": artifact_name(artifact), "lab": "*"}[b.scope]
-    return (*b.key, subject)
+#: What a running total is kept for: scope, who (principal, artifact name or ``*``), window.
+WindowKey = tuple[str, str, int]
+
+
+def _who(scope: str, principal: str, artifact: str) -> str:
+    """Whose charges a budget of ``scope`` sums: the principal, the artifact's name, or all."""
+    if scope == "principal":
+        return principal
+    return artifact_name(artifact) if scope == "artifact" else "*"
+
+
+class _Window:
+    """The charges one window key sees, oldest first, and their running total."""
+
+    __slots__ = ("entries", "total", "window_s")
+
+    def __init__(self, window_s: int, rows: Iterable[tuple[float, int]]) -> None:
+        self.window_s = window_s
+        self.entries: deque[tuple[float, int]] = deque(rows)
+        self.total = sum(n for _, n in self.entries)
+
+    def used(self, t: float, floor: float) -> int:
+        """Bytes charged after ``t - window_s``; forgets what no charge at or after ``floor`` sees."""
+        q = self.entries
+        gone = floor - self.window_s
+        while q and q[0][0] <= gone:
+            self.total -= q.popleft()[1]
+        edge = t - self.window_s
+        used = self.total
+        for at, n in q:  # only entries in (floor - window, t - window]: few or none
+            if at > edge:
+                break
+            used -= n
+        return used
+
+    def add(self, at: float, nbytes: int) -> None:
+        """Count a new charge (stamped at or after every charge already counted)."""
+        self.entries.append((at, nbytes))
+        self.total += nbytes
+
+
+class _Ledger:
+    """What this process knows of the ledger at one generation: budgets, high water, totals.
+
+    Valid only while the database's ``egress_ledger.generation`` equals
+    ``generation``; every transaction that changes charges or budgets bumps it,
+    so a change by another process (or a rolled-back batch) forces a reload.
+    """
+
+    __slots__ = ("budgets", "generation", "high", "hits", "lengths", "windows")
+
+    def __init__(self, generation: int, budgets: list[Budget], high: float) -> None:
+        self.generation = generation
+        self.budgets = budgets
+        self.high = high
+        self.windows: dict[WindowKey, _Window] = {}
+        self.hits: dict[tuple[str, str], list[tuple[Budget, WindowKey]]] = {}
+        self.lengths = {scope: sorted({b.window_s for b in budgets if b.scope == scope})
+                        for scope in SCOPES}
+
+    def applicable(self, principal: str, artifact: str) -> list[tuple[Budget, WindowKey]]:
+        """The budgets a charge counts against, each with the running total it is checked on."""
+        found = self.hits.get((principal, artifact))
+        if found is None:
+            if len(self.hits) > _MAX_CACHED:
+                self.hits.clear()
+            found = [(b, (b.scope, _who(b.scope, principal, artifact), b.window_s))
+                     for b in applicable(self.budgets, principal, artifact)]
+            self.hits[principal, artifact] = found
+        return found
+
+    def add(self, principal: str, artifact: str, at: float, nbytes: int) -> None:
+        """Count a recorded charge in every loaded total whose filter it matches."""
+        windows = self.windows
+        for scope in SCOPES:
+            if scope == "artifact" and artifact == UNKNOWN_ARTIFACT:
+                continue
+            who = _who(scope, principal, artifact)
+            for length in self.lengths[scope]:
+                w = windows.get((scope, who, length))
+                if w is not None:
+                    w.add(at, nbytes)
+        if at > self.high:
+            self.high = at
+
+    def prune(self) -> None:
+        """Forget totals that hold no charge any more (bounded memory for idle principals)."""
+        if len(self.windows) > _MAX_CACHED:
+            floor = self.high
+            for key in [k for k, w in self.windows.items() if w.used(floor, floor) == 0]:
+                del self.windows[key]
+
+
+#: Entries kept in the per-(principal, artifact) and per-window caches before pruning.
+_MAX_CACHED = 4096
+#: Charge ids checked per ``IN (...)`` query.
+_ID_CHUNK = 500
 
 
 class EgressMeter:
-    """Byte budgets over sliding windows, charged at key release (``release.EgressMeter``)."""
+    """Byte budgets over sliding windows, charged at key release (``release.EgressMeter``).
+
+    It is also an :class:`~strongroom.audit.log.AppendGuard`: :meth:`charge_with_event`
+    decides a charge inside the audit append's transaction.
+    """
 
     def __init__(
         self,
@@ -255,35 +379,75 @@ class EgressMeter:
         self.warn_fraction = warn_fraction
         self.alerts = alerts
         self.clock = clock
+        # Serialises this meter's own transactions (the audit writer never takes it).
         self._lock = threading.Lock()
         self._pg = store.dialect == "postgresql"
+        mark = "%s" if self._pg else "?"
+        self._mark = mark
+        # Statements are built from constants and placeholders only (no values).
+        # Locks the row (PostgreSQL) and bumps the generation in one statement.
+        self._sql_bump = ("UPDATE egress_ledger SET generation = generation + 1 WHERE id = 1 "
+                          "RETURNING generation")
+        self._sql_insert = ("INSERT INTO egress_charges (charge_id, principal, artifact, "  # noqa: S608
+                            f"nbytes, at) VALUES ({mark}, {mark}, {mark}, {mark}, {mark})")
+        # The totals as of the newest committed generation this process knows.
+        self._ledger: _Ledger | None = None
+        self._publish_lock = threading.Lock()
         self._cond = threading.Condition()
         self._queue: list[_PendingCharge] = []
         self._leading = False
 
+    # -- transactions ------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _begin(self) -> Iterator[Connection]:
+        """A write transaction (SQLite: ``BEGIN IMMEDIATE``); errors become StorageError."""
+        try:
+            with self.store.engine.begin() as conn:
+                yield conn
+        except SQLAlchemyError as exc:
+            raise StorageError(f"egress ledger transaction failed: {type(exc).__name__}",
+                               obj=self.store.url,
+                               remedy="check that the database is reachable and writable") from exc
+
+    def _lock_ledger(self, conn: Connection) -> int:
+        """Lock the ledger for this transaction and bump its generation; the one before.
+
+        Every transaction that may change charges or budgets calls this first.
+        SQLite: the transaction's ``BEGIN IMMEDIATE`` already holds the write
+        lock. PostgreSQL: the ``UPDATE`` locks the one state row until commit.
+        """
+        gen = conn.exec_driver_sql(self._sql_bump).scalar()
+        if gen is None:
+            raise StorageError("the egress ledger's state row is missing", obj=self.store.url,
+                               remedy="run the migrations (Store.open) on this database")
+        return int(gen) - 1
+
+    def _changed(self, conn: Connection) -> None:
+        """Lock the ledger for a change that invalidates cached totals (reloaded next time)."""
+        self._lock_ledger(conn)
+        self._ledger = None
+
     # -- budgets -----------------------------------------------------------
 
-    def _lock_ledger(self, s: Session) -> None:
-        # SQLite: the session's BEGIN IMMEDIATE already holds the write lock.
-        if self._pg:
-            s.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_LOCK_KEY})
-
-    def _budgets(self, s: Session) -> list[Budget]:
+    def _budgets(self, s: Session | Connection) -> list[Budget]:
         merged = dict(self.defaults)
-        for row in s.scalars(select(EgressBudgetRow)):
-            b = Budget(row.scope, row.subject, row.window_s, row.cap_bytes)  # type: ignore[arg-type]
+        rows = s.execute(select(EgressBudgetRow.scope, EgressBudgetRow.subject,
+                                EgressBudgetRow.window_s, EgressBudgetRow.cap_bytes))
+        for scope, subject, window_s, cap in rows:
+            b = Budget(cast(Scope, scope), str(subject), int(window_s), int(cap))
             merged[b.key] = b
         return sorted(merged.values(), key=lambda b: b.key)
 
     def budgets(self) -> list[Budget]:
         """Every budget in force: stored ones over the defaults."""
-        with self.store.session() as s:
+        with self.store.session(readonly=True) as s:
             return self._budgets(s)
 
     def set_budget(self, budget: Budget) -> None:
         """Store (or replace) a budget; charges decided after this returns obey it."""
         with self._lock, self.store.session() as s:
-            self._lock_ledger(s)
+            self._changed(s.connection())
             row = s.get(EgressBudgetRow, budget.key)
             if row is None:
                 s.add(EgressBudgetRow(scope=budget.scope, subject=budget.subject,
@@ -295,14 +459,17 @@ class EgressMeter:
 
     # -- usage -------------------------------------------------------------
 
-    def _filter(self, b: Budget, principal: str, artifact: str | None) -> ColumnElement[bool]:
-        if b.scope == "principal":
-            return EgressCharge.principal == principal
-        if b.scope == "artifact":
-            name = artifact_name(artifact or UNKNOWN_ARTIFACT)
-            return or_(EgressCharge.artifact == name,
-                       EgressCharge.artifact.like(_like_escape(name) + "@%", escape="\\"))
+    @staticmethod
+    def _where(scope: str, who: str) -> ColumnElement[bool]:
+        if scope == "principal":
+            return EgressCharge.principal == who
+        if scope == "artifact":
+            return or_(EgressCharge.artifact == who,
+                       EgressCharge.artifact.like(_like_escape(who) + "@%", escape="\\"))
         return EgressCharge.nbytes >= 0
+
+    def _filter(self, b: Budget, principal: str, artifact: str | None) -> ColumnElement[bool]:
+        return self._where(b.scope, _who(b.scope, principal, artifact or UNKNOWN_ARTIFACT))
 
     def _used(self, s: Session, b: Budget, principal: str, artifact: str | None,
               now: float) -> int:
@@ -312,15 +479,16 @@ class EgressMeter:
                                 EgressCharge.at > now - b.window_s))
         return int(total or 0)
 
-    def _high_water(self, s: Session) -> float:
-        latest = s.scalar(select(func.max(EgressCharge.at)))
+    @staticmethod
+    def _high_water(s: Session | Connection) -> float:
+        latest = s.execute(select(func.max(EgressCharge.at))).scalar()
         return float(latest) if latest is not None else float("-inf")
 
     def usage(self, principal: str, artifact: str | None = None,
               now: float | None = None) -> list[BudgetUsage]:
         """Use of every budget that applies to ``principal`` (and ``artifact``) right now."""
         now = self.clock() if now is None else now
-        with self.store.session() as s:
+        with self.store.session(readonly=True) as s:
             t = max(now, self._high_water(s))
             out = []
             for b in applicable(self._budgets(s), principal, artifact):
@@ -329,7 +497,103 @@ class EgressMeter:
                 out.append(BudgetUsage(b, subject, self._used(s, b, principal, artifact, t)))
             return out
 
+    # -- deciding ----------------------------------------------------------
+
+    def _current(self, conn: Connection, generation: int) -> _Ledger:
+        """The cached ledger if it is still this generation's, else a fresh one (totals lazy)."""
+        ledger = self._ledger
+        if ledger is None or ledger.generation != generation:
+            ledger = _Ledger(generation, self._budgets(conn), self._high_water(conn))
+        return ledger
+
+    def _load(self, conn: Connection, ledger: _Ledger, key: WindowKey) -> _Window:
+        scope, who, window_s = key
+        q = select(EgressCharge.at, EgressCharge.nbytes).where(self._where(scope, who))
+        if ledger.high != float("-inf"):
+            q = q.where(EgressCharge.at > ledger.high - window_s)
+        rows = conn.execute(q.order_by(EgressCharge.at)).all()
+        w = _Window(window_s, ((float(at), int(n)) for at, n in rows))
+        ledger.windows[key] = w
+        return w
+
+    def _charged(self, conn: Connection, ids: Sequence[str]) -> set[str]:
+        """Which of ``ids`` the ledger already holds."""
+        found: set[str] = set()
+        for i in range(0, len(ids), _ID_CHUNK):
+            chunk = ids[i:i + _ID_CHUNK]
+            marks = ", ".join([self._mark] * len(chunk))
+            rows: Any = conn.exec_driver_sql(
+                f"SELECT charge_id FROM egress_charges WHERE charge_id IN ({marks})",  # noqa: S608
+                tuple(chunk))
+            found.update(str(r[0]) for r in rows)
+        return found
+
+    def _decide(self, conn: Connection, batch: Sequence[_PendingCharge]) -> None:
+        """Decide ``batch`` in arrival order inside ``conn``'s transaction; fill in each outcome.
+
+        Each charge sees the ones before it. The totals are taken out of the
+        cache and updated as the rows are written; they go back (:meth:`_publish`)
+        only once the transaction is known to have committed.
+        """
+        generation = self._lock_ledger(conn)
+        ledger = self._current(conn, generation)
+        self._ledger = None  # nobody may use totals that this transaction is changing
+        seen = self._charged(conn, [it.charge_id for it in batch])
+        fresh: list[_PendingCharge] = []
+        for it in batch:
+            if it.charge_id in seen:
+                it.duplicate = True
+            else:
+                seen.add(it.charge_id)
+                fresh.append(it)
+        # Load every total this batch needs before any of its rows is counted.
+        for it in fresh:
+            for _, key in ledger.applicable(it.principal, it.artifact):
+                if key not in ledger.windows:
+                    self._load(conn, ledger, key)
+        rows: list[tuple[str, str, str, int, float]] = []
+        for it in fresh:
+            high = ledger.high
+            if it.now < high - CLOCK_SKEW_TOLERANCE_S:
+                it.clock_back = high - it.now
+            it.t = t = max(it.now, high)
+            for b, key in ledger.applicable(it.principal, it.artifact):
+                so_far = ledger.windows[key].used(t, high)
+                if so_far + it.nbytes > b.cap_bytes:
+                    it.refused = (b, so_far)
+                    it.warnings.clear()
+                    break
+                if so_far < self.warn_fraction * b.cap_bytes <= so_far + it.nbytes:
+                    it.warnings.append((b, so_far + it.nbytes))
+            if it.refused is None:
+                rows.append((it.charge_id, it.principal, it.artifact, it.nbytes, t))
+                ledger.add(it.principal, it.artifact, t, it.nbytes)
+        if rows:
+            conn.exec_driver_sql(self._sql_insert, rows)
+        ledger.generation = generation + 1
+        ledger.prune()
+        for it in batch:
+            it.decided = ledger
+
+    def _publish(self, batch: Sequence[_PendingCharge]) -> None:
+        """After a batch committed: its totals become the cache (unless a newer one is there)."""
+        ledger = batch[0].decided if batch else None
+        if ledger is None:
+            return
+        with self._publish_lock:
+            cached = self._ledger
+            if cached is None or cached.generation < ledger.generation:
+                self._ledger = ledger
+
     # -- charging ----------------------------------------------------------
+
+    def _pending(self, principal: str, nbytes: int, now: float, artifact: str | None,
+                 charge_id: str | None) -> _PendingCharge:
+        if nbytes < 0 or not principal:
+            raise InvalidInput("a charge needs a principal and a size >= 0",
+                               obj=principal or "egress charge")
+        return _PendingCharge(principal, nbytes, now, artifact or UNKNOWN_ARTIFACT,
+                              charge_id or f"auto:{secrets.token_hex(12)}")
 
     def charge(self, principal: str, nbytes: int, now: float, *, artifact: str | None = None,
                charge_id: str | None = None) -> None:
@@ -339,18 +603,64 @@ class EgressMeter:
         whole batch in one ledger transaction (in arrival order, each seeing
         the ones before it), so the ledger costs one commit per batch rather
         than one per release, with the same all-or-nothing, cap-exact result.
+        A charge id already in the ledger is a retry or a replay: a no-op.
         """
-        if nbytes < 0 or not principal:
-            raise InvalidInput("a charge needs a principal and a size >= 0",
-                               obj=principal or "egress charge")
-        item = _PendingCharge(principal, nbytes, now, artifact or UNKNOWN_ARTIFACT,
-                              charge_id or f"auto:{secrets.token_hex(12)}")
+        item = self._pending(principal, nbytes, now, artifact, charge_id)
         self._group_commit(item)
         if item.error is not None:
             raise item.error
+        if not item.duplicate:
+            self._report(item)
+
+    def joins(self, audit: object) -> bool:
+        """Whether :meth:`charge_with_event` can charge inside ``audit``'s transactions.
+
+        True for an :class:`~strongroom.audit.log.AuditLog` on this meter's database.
+        """
+        from strongroom.audit.log import AuditLog
+
+        return isinstance(audit, AuditLog) and (
+            audit.store is self.store or audit.store.engine.url == self.store.engine.url)
+
+    def charge_with_event(self, audit: AuditLog, principal: str, nbytes: int, now: float, *,
+                          artifact: str | None = None, charge_id: str | None = None,
+                          event: Mapping[str, Any]) -> int:
+        """Charge and append ``event`` (keywords of ``AuditLog.append``) in one transaction.
+
+        The charge is decided inside the audit batch's transaction, so the
+        ledger row and the audit entry commit together: an acknowledged event
+        is charged, a failed append (:class:`~strongroom.errors.AuditUnavailable`)
+        charged nothing, and a crash leaves both or neither. Returns the entry's
+        index. Raises :class:`~strongroom.errors.BudgetExceeded` (nothing
+        appended or recorded) or :class:`~strongroom.errors.AccessDenied` when
+        ``charge_id`` is already in the ledger (the evidence was spent, possibly
+        by another process on this database). Needs :meth:`joins` to be true.
+        """
+        item = self._pending(principal, nbytes, now, artifact, charge_id)
+        index = audit.append_if(self, item, **event)
         if item.duplicate:
-            return  # already charged: a retry or a replay
-        principal, artifact, t = item.principal, item.artifact, item.t
+            raise AccessDenied("the evidence was already used (replay): its nonce is already "
+                               "charged in the egress ledger", obj=f"{item.artifact} for "
+                               f"{principal}", remedy="sign a fresh request for each release")
+        self._report(item)
+        if index is None:  # pragma: no cover - refused items raise in _report
+            raise BudgetExceeded("the egress charge was refused", obj=principal)
+        return index
+
+    # AppendGuard
+    def admit(self, conn: Connection, claims: Sequence[Any]) -> list[bool]:
+        """Decide the claims (:class:`_PendingCharge`) in the audit batch's transaction."""
+        self._decide(conn, claims)
+        return [it.admitted for it in claims]
+
+    def settle(self, claims: Sequence[Any], committed: bool) -> None:
+        """Keep the batch's totals if it committed (else the next batch reloads them)."""
+        if committed:
+            self._publish(claims)
+
+    def _report(self, item: _PendingCharge) -> None:
+        """After the decision: clock, cap and warning alerts; BudgetExceeded when refused."""
+        principal, artifact, t, nbytes = item.principal, item.artifact, item.t, item.nbytes
         if item.clock_back:
             self._alert("SR-EGRESS-CLOCK", "warning", principal, artifact,
                         f"the clock is {item.clock_back:.0f} s behind the egress ledger; charges "
@@ -389,48 +699,18 @@ class EgressMeter:
             else:
                 return
         try:
-            self._decide(batch)
+            self._decide_alone(batch)
         finally:
             with self._cond:
                 self._leading = False
                 self._cond.notify_all()
 
-    def _decide(self, batch: list[_PendingCharge]) -> None:
-        """Decide and record ``batch`` in one ledger transaction; fill in each outcome."""
+    def _decide_alone(self, batch: list[_PendingCharge]) -> None:
+        """Decide and record ``batch`` in a ledger transaction of its own."""
         try:
-            with self._lock, self.store.session() as s:
-                self._lock_ledger(s)
-                budgets = self._budgets(s)
-                high = self._high_water(s)
-                used: dict[tuple[Any, ...], int] = {}
-                taken: set[str] = set()
-                for it in batch:
-                    if it.charge_id in taken or s.get(EgressCharge, it.charge_id) is not None:
-                        it.duplicate = True
-                        continue
-                    if it.now < high - CLOCK_SKEW_TOLERANCE_S:
-                        it.clock_back = high - it.now
-                    it.t = t = max(it.now, high)
-                    hits = applicable(budgets, it.principal, it.artifact)
-                    for b in hits:
-                        key = _usage_key(b, it.principal, it.artifact)
-                        if key not in used:
-                            used[key] = self._used(s, b, it.principal, it.artifact, t)
-                        so_far = used[key]
-                        if so_far + it.nbytes > b.cap_bytes:
-                            it.refused = (b, so_far)
-                            break
-                        if so_far < self.warn_fraction * b.cap_bytes <= so_far + it.nbytes:
-                            it.warnings.append((b, so_far + it.nbytes))
-                    if it.refused is not None:
-                        it.warnings.clear()
-                        continue
-                    s.add(EgressCharge(charge_id=it.charge_id, principal=it.principal,
-                                       artifact=it.artifact, nbytes=it.nbytes, at=t))
-                    taken.add(it.charge_id)
-                    for b in hits:
-                        used[_usage_key(b, it.principal, it.artifact)] += it.nbytes
-                    high = max(high, t)
+            with self._lock, self._begin() as conn:
+                self._decide(conn, batch)
+            self._publish(batch)
         except BaseException as exc:
             for it in batch:
                 it.error = exc
@@ -442,7 +722,7 @@ class EgressMeter:
                charge_id: str | None = None) -> None:
         """Undo a charge whose release was refused later (e.g. the audit append failed)."""
         with self._lock, self.store.session() as s:
-            self._lock_ledger(s)
+            self._changed(s.connection())
             if charge_id is not None:
                 s.execute(delete(EgressCharge).where(EgressCharge.charge_id == charge_id))
                 return
@@ -470,23 +750,23 @@ class EgressMeter:
         audit index, so replaying the same events charges nothing twice. Caps
         are not checked: these bytes already left.
         """
-        added = 0
-        with self._lock, self.store.session() as s:
-            self._lock_ledger(s)
-            for ev in events:
-                if ev.action != ACTION or ev.decision != "allow" or ev.nbytes is None:
-                    continue
-                nonce = ev.details.get("nonce")
-                cid = nonce if isinstance(nonce, str) and nonce else f"audit:{ev.index}"
-                if s.get(EgressCharge, cid) is not None:
-                    continue
-                at = datetime.fromisoformat(ev.time.replace("Z", "+00:00")).timestamp()
-                s.add(EgressCharge(charge_id=cid, principal=ev.actor,
-                                   artifact=ev.object.split("/", 1)[0], nbytes=int(ev.nbytes),
-                                   at=at))
-                s.flush()
-                added += 1
-        return added
+        rows: dict[str, tuple[str, str, str, int, float]] = {}
+        for ev in events:
+            if ev.action != ACTION or ev.decision != "allow" or ev.nbytes is None:
+                continue
+            nonce = ev.details.get("nonce")
+            cid = nonce if isinstance(nonce, str) and nonce else f"audit:{ev.index}"
+            rows.setdefault(cid, (cid, ev.actor, ev.object.split("/", 1)[0], int(ev.nbytes),
+                                  _event_time(ev)))
+        if not rows:
+            return 0
+        with self._lock, self._begin() as conn:
+            self._changed(conn)
+            charged = self._charged(conn, list(rows))
+            new = [row for cid, row in rows.items() if cid not in charged]
+            if new:
+                conn.exec_driver_sql(self._sql_insert, new)
+        return len(new)
 
     def backfill(self, audit: AuditLog, now: float | None = None) -> int:
         """Charge the audit log's releases inside the longest window that the ledger lacks."""
@@ -498,8 +778,7 @@ class EgressMeter:
             start = max(0, end - 2000)
             events = audit.events(start, end)
             added += self.record_events(events)
-            if not events or datetime.fromisoformat(
-                    events[0].time.replace("Z", "+00:00")).timestamp() <= horizon:
+            if not events or _event_time(events[0]) <= horizon:
                 break
             end = start
         return added

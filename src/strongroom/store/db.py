@@ -4,6 +4,12 @@ The database is untrusted storage: it holds ciphertext, signed statements and
 hashes. Integrity comes from the signatures and MACs the layers above check,
 not from the database. What the store guarantees is durability: SQLite runs in
 WAL mode with ``synchronous=FULL`` so a committed transaction survives a crash.
+
+On SQLite a transaction that may write starts with ``BEGIN IMMEDIATE`` (it takes
+the write lock up front, so two writers never deadlock upgrading a read lock);
+``Store.session(readonly=True)`` starts a deferred ``BEGIN`` instead, which
+reads a WAL snapshot without queueing behind writers. A read-only session
+refuses to flush.
 """
 
 from __future__ import annotations
@@ -15,13 +21,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, inspect, text
+from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from strongroom.errors import StorageError
 
-__all__ = ["Store", "is_sqlite"]
+__all__ = ["READONLY", "Store", "is_sqlite"]
+
+#: Execution option marking a connection whose transactions only read.
+READONLY = "strongroom_readonly"
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 _REVISION = re.compile(r'^revision\s*=\s*"([^"]+)"', re.M)
@@ -46,6 +55,8 @@ def schema_heads() -> frozenset[str]:
         if down is not None:
             parents.update(re.findall(r'"([^"]+)"', down.group(1)))
     return frozenset(revisions - parents)
+
+
 _upgrade_lock = threading.Lock()
 
 
@@ -63,6 +74,19 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def _sqlite_begin(conn: Connection) -> None:
+    # pysqlite's own transaction handling defers BEGIN; emit it ourselves so that a
+    # write transaction takes its lock up front and a read-only one does not.
+    conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get(READONLY)
+                         else "BEGIN IMMEDIATE")
+
+
+def _refuse_flush(session: Session, _context: Any, _instances: Any) -> None:
+    if session.new or session.dirty or session.deleted:
+        raise StorageError("a read-only session tried to write", obj="database session",
+                           remedy="use Store.session() (not readonly=True) to write")
+
+
 def _alembic_config(engine: Engine) -> Any:
     from alembic.config import Config
 
@@ -78,6 +102,9 @@ class Store:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._sessions = sessionmaker(engine, expire_on_commit=False)
+        self._readers = sessionmaker(engine.execution_options(**{READONLY: True}),
+                                     expire_on_commit=False)
+        event.listen(self._readers, "before_flush", _refuse_flush)
 
     @classmethod
     def open(cls, url: str, *, migrate: bool = True) -> Store:
@@ -100,9 +127,7 @@ class Store:
             ) from exc
         if is_sqlite(url):
             event.listen(engine, "connect", _sqlite_pragmas)
-            # pysqlite's own transaction handling defers BEGIN; emit it ourselves
-            # so that a write transaction takes its lock up front.
-            event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
+            event.listen(engine, "begin", _sqlite_begin)
         store = cls(engine)
         if migrate:
             store.migrate()
@@ -148,9 +173,14 @@ class Store:
         return sorted(inspect(self.engine).get_table_names())
 
     @contextlib.contextmanager
-    def session(self) -> Iterator[Session]:
-        """A session in one transaction: committed on success, rolled back on error."""
-        session = self._sessions()
+    def session(self, *, readonly: bool = False) -> Iterator[Session]:
+        """A session in one transaction: committed on success, rolled back on error.
+
+        ``readonly=True``: the transaction only reads (on SQLite a deferred
+        ``BEGIN`` on a WAL snapshot, not the write lock); flushing raises
+        :class:`StorageError`.
+        """
+        session = (self._readers if readonly else self._sessions)()
         try:
             with session.begin():
                 yield session
