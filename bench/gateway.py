@@ -9,6 +9,10 @@ Prints two ratios, each against a baseline measured in the same run on the same 
   decryption, model build, mlock) ÷ the same start-up from the plaintext
   safetensors file (≤ 1.2), best of N
 
+Both run the deployment's path: the gateway is a service principal whose load
+Grant the release gate checks (GrantEvidence), callers are officer-enrolled keys
+holding an infer Grant (DirectoryCallers, GrantAuthorizer).
+
 Run: ``.venv/bin/python bench/gateway.py [--requests 24] [--repeat 5]``.
 """
 
@@ -28,22 +32,22 @@ from safetensors.numpy import load_file
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from strongroom.gateway import (
     EMBEDDINGS_PATH,
-    AllowList,
     AuditAlertSink,
     GatewayConfig,
     GatewayServer,
     LimitsConfig,
     MemoryLock,
-    SignedRequestAuth,
     load_model,
     sign_release,
     sign_request,
     start_gateway,
     verify_release,
 )
+from strongroom.gateway.access import DirectoryCallers, GrantAuthorizer
 from strongroom.keys.identity import Identity
 
-from vault_fixtures import unsealed_vault
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "access"))
+from access_kit import World, access_world
 
 BATCH = 64
 
@@ -62,6 +66,23 @@ def sentences(n: int) -> list[str]:
             for i in range(n)]
 
 
+def _grant(w: World, who: str, action: str) -> None:
+    from strongroom.access import statements
+    from strongroom.access.evidence import describe_resource
+    from strongroom.access.grants import issue_grant
+    from strongroom.access.policy import PolicyEngine
+
+    req = w.request(who, "minilm", action, budget=1 << 50)
+    w.approve("bob", req)
+    w.approve("carol", req)
+    m = w.vault.manifest("minilm")
+    directory = w.rule.reader.view()
+    res = describe_resource(m.ref, m.kind, m.compartments, m.metadata).labelled(
+        directory.label("minilm"))
+    issue_grant(w.store, w.people[who].private_key, statements.payload_digest(req), directory,
+                PolicyEngine(), res, now=time.time())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--requests", type=int, default=24)
@@ -73,8 +94,20 @@ def main() -> None:
     caller = Identity.generate("ivy")
     tmp = Path(tempfile.mkdtemp(prefix="bench-gateway-"))
     src = minilm_dir()
-    with unsealed_vault(f"sqlite:///{tmp / 'db.sqlite'}", tmp) as vault:
-        vault.import_weights(src, "minilm")
+    with access_world(f"sqlite:///{tmp / 'db.sqlite'}", tmp) as w:
+        # The deployment's path: the gateway is a service with a load Grant, checked at the
+        # gate (GrantEvidence); the caller is an enrolled key with an infer Grant.
+        w.vault.import_weights(src, "minilm", compartments=["atlas"])
+        for name in ("bob", "carol"):
+            w.enroll(name)
+        w.people["ivy"] = caller
+        w.enroll("ivy", roles=("requesters",))
+        w.enroll("gw", roles=("services",), kind="service")
+        _grant(w, "gw", "load")
+        _grant(w, "ivy", "infer")
+        vault = w.vault_as("gw")
+        reader = w.rule.reader
+        manifest = w.vault.manifest("minilm")
 
         # -- start-up: encrypted vs plaintext --------------------------------------
         def plain_start() -> None:
@@ -85,7 +118,8 @@ def main() -> None:
 
         def enc_start() -> None:
             gw = start_gateway(vault, "minilm", release=release, code_owners=pubs, threshold=2,
-                               auth=SignedRequestAuth([]), authorizer=AllowList(()),
+                               auth=DirectoryCallers(reader),
+                               authorizer=GrantAuthorizer(w.store, reader, manifest),
                                alerts=AuditAlertSink(vault.audit))
             gw.close()
 
@@ -104,7 +138,8 @@ def main() -> None:
                                  global_burst=10**9, principal_budget=10**12,
                                  global_budget=10**12)
         gw = start_gateway(vault, "minilm", release=release, code_owners=pubs, threshold=2,
-                           auth=SignedRequestAuth([caller.public]), authorizer=AllowList({"ivy"}),
+                           auth=DirectoryCallers(reader),
+                           authorizer=GrantAuthorizer(w.store, reader, manifest),
                            alerts=AuditAlertSink(vault.audit),
                            config=GatewayConfig(limits=unlimited))
         texts = sentences(BATCH * args.requests)
