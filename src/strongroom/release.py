@@ -102,11 +102,19 @@ class ReleaseRequest:
     purpose: str
     evidence: str
     stanzas: tuple[Stanza, ...] = ()
+    #: The client's host (hostname, or the HTTP client's address at the server); recorded in
+    #: the audit details as ``host`` for the insider detectors (SR-NEWHOST). Not evidence.
+    host: str | None = None
 
     @property
     def obj(self) -> str:
         """How the audit log names the shard: ``<artifact>/<shard>``."""
         return f"{self.artifact}/{self.shard}"
+
+
+def _host(request: ReleaseRequest) -> dict[str, str]:
+    """``{"host": ...}`` for the audit details when the request names its client host."""
+    return {"host": request.host[:255]} if request.host else {}
 
 
 def sign_release_evidence(
@@ -400,7 +408,8 @@ class ReleaseGate:
                               decision="deny", reason=exc.message[:500], shard=request.shard,
                               nbytes=request.nbytes,
                               details={"purpose": request.purpose, "blob_id": request.blob_id,
-                                       "error": type(exc).__name__, **details})
+                                       "error": type(exc).__name__, **_host(request),
+                                       **details})
         except AuditUnavailable as audit_exc:
             raise audit_exc from exc
 
@@ -435,7 +444,7 @@ class ReleaseGate:
                  "decision": "allow", "reason": request.purpose, "shard": request.shard,
                  "nbytes": request.nbytes,
                  "details": {"purpose": request.purpose, "blob_id": request.blob_id,
-                             "kek_version": located.version, **accepted}}
+                             "kek_version": located.version, **_host(request), **accepted}}
         meter = self.egress
         if self._joined(meter):
             try:

@@ -330,7 +330,7 @@ def test_caps_refuse_the_grant_over_the_limit(world: World, monkeypatch: pytest.
 
     w = world
     w.rule.caps = AccessCaps(load=1)
-    _granted(w, "alice")
+    _granted(w, "alice")  # stored first: holders are ordered by storage order, not issue second
     _release(w, "alice")
     req = w.request("carol", "minilm")
     w.approve("bob", req)

@@ -46,9 +46,12 @@ __all__ = [
     "MAX_GRANT_DURATION_S",
     "AccessRequest",
     "Approval",
+    "Candidates",
     "Counted",
+    "approval_candidates",
     "approve",
     "count_approvals",
+    "decide_approvals",
     "deny",
     "satisfy",
     "submit_approval",
@@ -226,8 +229,37 @@ def count_approvals(
     With ``requester``, its own Cedar decision for the requested action is made
     in the same Cedar call (``Counted.requester_allowed``).
     """
+    found = approval_candidates(request, request_digest, approval_envs, directory, resource,
+                                at=at, cache=cache)
+    return decide_approvals(found, request, engine, resource, now=now, requester=requester)
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """Approvals whose signature, request, signer and validity at ``at`` hold (Cedar not asked).
+
+    Nothing here depends on the current time, so a caller may keep it while the
+    directory it was computed from is unchanged and re-run only
+    :func:`decide_approvals` (Cedar at ``now``) per use.
+    """
+
+    found: tuple[tuple[Enrollment, Approval], ...]
+    refused: tuple[str, ...]
+
+
+def approval_candidates(
+    request: AccessRequest,
+    request_digest: str,
+    approval_envs: Sequence[str],
+    directory: Directory,
+    resource: Resource,
+    *,
+    at: float,
+    cache: VerifyCache | None = None,
+) -> Candidates:
+    """The approvals that count at ``at`` before the policy is asked, and why the others do not."""
     cache = cache or VerifyCache()
-    out = Counted()
+    refused: list[str] = []
     candidates: list[tuple[Enrollment, Approval]] = []
     people: set[str] = set()
     label = directory.label(resource.name)
@@ -236,48 +268,62 @@ def count_approvals(
         try:
             claimed = Approval.from_statement(statements.unverified_payload(env))
         except (IntegrityError, InvalidInput) as exc:
-            out.refused.append(f"malformed approval ({exc.message})")
+            refused.append(f"malformed approval ({exc.message})")
             continue
         who = directory.principal(claimed.approver_key)
         if who is None:
-            out.refused.append(f"approval by key {claimed.approver_key}: not an enrolled, "
-                               "unrevoked principal")
+            refused.append(f"approval by key {claimed.approver_key}: not an enrolled, "
+                           "unrevoked principal")
             continue
         try:
             if fido.is_webauthn(env):  # signed in the console with an enrolled security key
                 st = fido.verify_envelope(env, "approval", {who.key_id: who},
                                           obj=f"approval by {who.name}").statement
             elif key_only:
-                out.refused.append(f"approval by {who.name}: {request.action} on "
-                                   f"{resource.name} needs approvals signed with a security key")
+                refused.append(f"approval by {who.name}: {request.action} on "
+                               f"{resource.name} needs approvals signed with a security key")
                 continue
             else:
                 st = cache.verify(env, "approval", {who.key_id: who.public_key},
                                   obj=f"approval by {who.name}")
             a = Approval.from_statement(st)
         except IntegrityError as exc:
-            out.refused.append(f"approval by {who.name}: {exc.message}")
+            refused.append(f"approval by {who.name}: {exc.message}")
             continue
         if a.approver_key != who.key_id or a.decision != "approve":
-            out.refused.append(f"approval by {who.name}: not an approval by its signer")
+            refused.append(f"approval by {who.name}: not an approval by its signer")
         elif a.request != request_digest:
-            out.refused.append(f"approval by {who.name} is for another request")
+            refused.append(f"approval by {who.name} is for another request")
         elif who.key_id == request.requester_key or who.name == request.requester:
-            out.refused.append(f"{who.name} requested this: the requester never counts")
+            refused.append(f"{who.name} requested this: the requester never counts")
         elif not a.issued <= at < a.expires or a.expires - a.issued > MAX_APPROVAL_TTL_S:
-            out.refused.append(f"approval by {who.name} was not valid at the grant's issue time")
+            refused.append(f"approval by {who.name} was not valid at the grant's issue time")
         elif who.name in people or who.key_id in people:
-            out.refused.append(f"{who.name} already counted: a person counts once")
+            refused.append(f"{who.name} already counted: a person counts once")
         else:
             people.update((who.name, who.key_id))
             candidates.append((who, a))
-    asks = [(who, "approve") for who, _ in candidates]
+    return Candidates(tuple(candidates), tuple(refused))
+
+
+def decide_approvals(
+    found: Candidates,
+    request: AccessRequest,
+    engine: PolicyEngine,
+    resource: Resource,
+    *,
+    now: float,
+    requester: Enrollment | None = None,
+) -> Counted:
+    """Ask Cedar at ``now`` (one batched call) which candidates count, and about the requester."""
+    out = Counted(refused=list(found.refused))
+    asks = [(who, "approve") for who, _ in found.found]
     if requester is not None:
         asks.append((requester, request.action))
     decisions = engine.decide_many(asks, resource, now)
     if requester is not None:
         out.requester_allowed = decisions.pop().allowed
-    for (who, a), decision in zip(candidates, decisions, strict=True):
+    for (who, a), decision in zip(found.found, decisions, strict=True):
         if decision.allowed:
             out.approvers.append(who)
             out.approvals.append(a)

@@ -29,20 +29,30 @@ looked up in the store) or the JSON object ``{"release": <DSSE>, "grant":
     rule.seed_from_audit(audit, time.time())
     gate = ReleaseGate(keyring, audit, evidence=rule)
 
-Limits: used nonces and bytes charged per grant live in this process (rebuilt
+Cost: everything read from ``access_statements`` and verified (directory
+view, labels, the policy engine, the principal's candidate grants, grant
+revocations, cap holders) is cached in a :class:`_Snapshot` tagged with
+:func:`strongroom.access.statements.marker`, which is re-read (one query) on
+every release; any new statement, merged cosignature or deleted row changes
+it and the snapshot is rebuilt. Signed manifests are cached by artifact ref
+(immutable). Checks that depend on the time (release evidence and grant
+expiry, approvals, vetting, Cedar decisions) run on every release.
+
+Limits: used nonces and bytes charged per request live in this process (rebuilt
 from the audit log at start); two gates running at once on one database do
-not share them. Bytes are charged when evidence is accepted, so a release
-refused later (egress, audit) still counts against the grant's budget.
+not share them. A Grant's byte budget is charged per *request digest* (what
+the approvers approved), so several Grants assembled from one request share
+one budget. Bytes are charged when evidence is accepted, so a release refused
+later (egress, audit) still counts against the budget.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -61,7 +71,7 @@ from strongroom.access.directory import (
     base_name,
     level,
 )
-from strongroom.access.grants import VerifiedGrant, grant_revoked, verify_grant
+from strongroom.access.grants import PartsMemo, VerifiedGrant, grant_revoked, verify_grant
 from strongroom.access.policy import PolicyEngine, action_for_purpose, current_policy
 from strongroom.access.statements import VerifyCache
 from strongroom.crypto.dsse import key_id, verify_statement
@@ -87,6 +97,8 @@ MANIFEST_PAYLOAD_TYPE = "application/vnd.strongroom.manifest.v1+json"
 DOCUMENT_CLASSIFICATION_KEY = "strongroom.classification"
 #: How long a computed caps count is reused, seconds.
 CAPS_TTL_S = 10.0
+#: How many entries a snapshot keeps before starting afresh (views, grant lists, revocations).
+SNAPSHOT_MEMO_SIZE = 20_000
 _RELEASE_ACTION = "key.release"
 
 
@@ -118,6 +130,19 @@ def make_evidence(key: Ed25519PrivateKey, *, artifact: str, shard: str, blob_id:
     if break_glass is not None:
         out["break_glass"] = break_glass
     return json.dumps(out, sort_keys=True, separators=(",", ":"))
+
+
+@dataclass
+class _Snapshot:
+    """What was read from ``access_statements`` and verified, valid while the marker holds.
+
+    Entries are verified objects and lookups, never verdicts that depend on the
+    time; ``memo`` values are computed at most a few times under races (each
+    computation is correct on its own).
+    """
+
+    marker: tuple[int, int, int]
+    memo: dict[tuple[Any, ...], Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -155,8 +180,8 @@ class GrantEvidence:
         self._used: dict[str, int] = {}
         self._revoked: set[str] = set()
         self._engine: tuple[str, PolicyEngine] | None = None
-        self._manifests: dict[str, _Located] = {}
-        self._holders: dict[tuple[str, str], tuple[float, list[str]]] = {}
+        self._manifests: dict[tuple[str, bytes], _Located] = {}
+        self._snap: _Snapshot | None = None
 
     # -- state rebuilt from the audit log -----------------------------------------
 
@@ -164,15 +189,32 @@ class GrantEvidence:
         """Mark a release nonce used until ``expires``."""
         self.nonces.remember(nonce, expires)
 
-    def charged(self, grant_id: str, nbytes: int) -> None:
-        """Count ``nbytes`` already released under ``grant_id`` (or a break-glass id)."""
-        with self._lock:
-            self._used[grant_id] = self._used.get(grant_id, 0) + nbytes
+    def charged(self, budget_id: str, nbytes: int) -> None:
+        """Count ``nbytes`` already released under ``budget_id``.
 
-    def used(self, grant_id: str) -> int:
-        """Bytes released under ``grant_id`` as far as this process knows."""
+        A Grant's budget is identified by its request's digest (every Grant built
+        from one request shares it); a break-glass statement's by its id.
+        """
         with self._lock:
-            return self._used.get(grant_id, 0)
+            self._used[budget_id] = self._used.get(budget_id, 0) + nbytes
+
+    def used(self, budget_id: str) -> int:
+        """Bytes released under ``budget_id`` (a request digest or break-glass id) here."""
+        with self._lock:
+            return self._used.get(budget_id, 0)
+
+    def _reserve(self, budget_id: str, nbytes: int, budget: int, obj: str) -> None:
+        """Charge ``nbytes`` to ``budget_id`` if it stays within ``budget`` (atomic)."""
+        with self._lock:
+            used = self._used.get(budget_id, 0)
+            if used + nbytes > budget:
+                raise AccessDenied(f"the byte budget is spent ({used} of {budget} bytes used)",
+                                   obj=obj, remedy="request access again with a larger budget")
+            self._used[budget_id] = used + nbytes
+
+    def _refund(self, budget_id: str, nbytes: int) -> None:
+        with self._lock:
+            self._used[budget_id] = max(0, self._used.get(budget_id, 0) - nbytes)
 
     def seed_from_audit(self, audit: AuditLog, now: float) -> None:
         """Rebuild used nonces and per-grant bytes from recent ``key.release`` allow entries."""
@@ -191,7 +233,9 @@ class GrantEvidence:
                 nonce, expires = ev.details.get("nonce"), ev.details.get("expires")
                 if isinstance(nonce, str) and isinstance(expires, int) and expires > now:
                     self.remember(nonce, float(expires))
-                gid = ev.details.get("grant_id") or ev.details.get("break_glass")
+                # Entries written before budgets were per request carry only the grant id.
+                gid = (ev.details.get("request_digest") or ev.details.get("grant_id")
+                       or ev.details.get("break_glass"))
                 if isinstance(gid, str) and ev.nbytes is not None:
                     self.charged(gid, int(ev.nbytes))
             if oldest <= horizon:
@@ -215,13 +259,20 @@ class GrantEvidence:
         release_env, grant_env, bg_env = self._split(request.evidence, obj)
         nonce, expires = self._check_release(release_env, public, kid, request, now)
         located = self._locate(request)
-        candidates = [grant_env] if grant_env else (
-            [] if bg_env else statements.envelopes(self.store, "grant", subject=kid,
-                                                   resource=base_name(request.artifact)))
+        snap = self._snapshot()
+        if grant_env:
+            candidates = [grant_env]
+        elif bg_env:
+            candidates = []
+        else:
+            candidates = self._memo(snap, ("grants", kid, base_name(request.artifact)),
+                                    lambda: statements.envelopes(
+                                        self.store, "grant", subject=kid,
+                                        resource=base_name(request.artifact)))
         approver_ids = {kid}
         for env in candidates:
             approver_ids |= self._claimed_keys(env)
-        directory = self.reader.view(key_ids=sorted(approver_ids), resources=[request.artifact])
+        directory, parts = self._view_memo(snap, approver_ids, (request.artifact,))
         who = directory.principal(kid)
         if who is None:
             raise AccessDenied(f"key {kid} of {request.principal} is not enrolled by the "
@@ -232,20 +283,27 @@ class GrantEvidence:
                                f"as {who.name}", obj=obj,
                                remedy=f"use an identity named {who.name}")
         resource = located.resource.labelled(directory.label(request.artifact))
-        engine = self._policy()
+        engine = self._policy(snap)
         if bg_env:
-            details = self._break_glass(bg_env, directory, engine, resource, action, request, now)
+            details, budget = self._break_glass(bg_env, directory, engine, resource, action,
+                                                request, now)
         else:
             try:
-                details = self._grant(candidates, directory, engine, resource, action, request,
-                                      now)
+                details, budget = self._grant(snap, candidates, directory, parts, engine,
+                                              resource, action, request, now)
             except AccessDenied as refused:
                 if grant_env is not None:
                     raise
-                details = self._stored_break_glass(kid, directory, engine, resource, action,
-                                                   request, now, refused)
-        self._consume(nonce, expires, request, obj, now)
-        self.charged(str(details.get("grant_id") or details["break_glass"]), request.nbytes)
+                details, budget = self._stored_break_glass(snap, kid, directory, engine,
+                                                           resource, action, request, now,
+                                                           refused)
+        budget_id = str(details.get("request_digest") or details["break_glass"])
+        self._reserve(budget_id, request.nbytes, budget, obj)  # check and charge at once
+        try:
+            self._consume(nonce, expires, request, obj, now)
+        except BaseException:
+            self._refund(budget_id, request.nbytes)
+            raise
         return {"evidence_key": kid, "nonce": nonce, "expires": expires, "action": action,
                 **details}
 
@@ -281,16 +339,16 @@ class GrantEvidence:
         name, _, version = request.artifact.partition("@")
         if not version.isdigit():
             raise AccessDenied("the artifact must be named name@version", obj=obj)
-        with self.store.session(readonly=True) as s:  # no write lock: releases run concurrently
-            envelope = s.scalars(select(Artifact.manifest_json).where(
-                Artifact.name == name, Artifact.version == int(version))).first()
-        if envelope is None:
-            raise AccessDenied("no such artifact", obj=obj)
-        digest = hashlib.sha256(envelope.encode()).hexdigest()
         mkey = self.manifest_key()
-        cache_key = f"{digest}:{mkey.public_bytes_raw().hex()}"
+        # A signed manifest is immutable per ref: cached by ref and the key that verified it.
+        cache_key = (request.artifact, mkey.public_bytes_raw())
         located = self._manifests.get(cache_key)
         if located is None:
+            with self.store.session(readonly=True) as s:  # no write lock: releases run at once
+                envelope = s.scalars(select(Artifact.manifest_json).where(
+                    Artifact.name == name, Artifact.version == int(version))).first()
+            if envelope is None:
+                raise AccessDenied("no such artifact", obj=obj)
             located = self._parse_manifest(envelope, mkey, request)
             if len(self._manifests) > 10_000:
                 self._manifests.clear()
@@ -319,12 +377,49 @@ class GrantEvidence:
             raise AccessDenied("the artifact's manifest is malformed", obj=obj) from None
         return _Located(resource, files)
 
-    def _policy(self) -> PolicyEngine:
-        text, _ = current_policy(self.reader)
+    # -- the cached snapshot of verified statements -------------------------------------
+
+    def _snapshot(self) -> _Snapshot:
+        """The snapshot for the table as it is now (one query; rebuilt when it changed)."""
+        mark = statements.marker(self.store)
         with self._lock:
-            if self._engine is None or self._engine[0] != text:
-                self._engine = (text, PolicyEngine(text))
-            return self._engine[1]
+            snap = self._snap
+            if snap is None or snap.marker != mark:
+                snap = self._snap = _Snapshot(mark)
+            return snap
+
+    @staticmethod
+    def _memo(snap: _Snapshot, key: tuple[Any, ...], make: Callable[[], Any]) -> Any:
+        hit = snap.memo.get(key)
+        if hit is None:
+            if len(snap.memo) > SNAPSHOT_MEMO_SIZE:
+                snap.memo.clear()  # bounded: recomputed on demand, never served stale
+            hit = snap.memo[key] = make()
+        return hit
+
+    def _view(self, snap: _Snapshot, key_ids: Iterable[str],
+              resources: tuple[str, ...]) -> Directory:
+        """The verified directory of these keys and resources, cached in the snapshot."""
+        return self._view_memo(snap, key_ids, resources)[0]
+
+    def _view_memo(self, snap: _Snapshot, key_ids: Iterable[str],
+                   resources: tuple[str, ...]) -> tuple[Directory, PartsMemo]:
+        """The cached directory view and the memo of grant parts verified against it."""
+        ids = tuple(sorted(set(key_ids)))
+        return self._memo(snap, ("view", ids, resources),  # type: ignore[no-any-return]
+                          lambda: (self.reader.view(key_ids=ids, resources=resources), {}))
+
+    def _policy(self, snap: _Snapshot | None = None) -> PolicyEngine:
+        snap = snap or self._snapshot()
+
+        def load() -> PolicyEngine:
+            text, _ = current_policy(self.reader)
+            with self._lock:
+                if self._engine is None or self._engine[0] != text:
+                    self._engine = (text, PolicyEngine(text))
+                return self._engine[1]
+
+        return self._memo(snap, ("policy",), load)  # type: ignore[no-any-return]
 
     @staticmethod
     def _claimed_keys(env: str) -> set[str]:
@@ -339,9 +434,9 @@ class GrantEvidence:
         except InvalidInput:
             return set()
 
-    def _grant(self, candidates: list[str], directory: Directory, engine: PolicyEngine,
-               resource: Resource, action: str, request: ReleaseRequest,
-               now: float) -> dict[str, Any]:
+    def _grant(self, snap: _Snapshot, candidates: list[str], directory: Directory,
+               parts: PartsMemo, engine: PolicyEngine, resource: Resource, action: str,
+               request: ReleaseRequest, now: float) -> tuple[dict[str, Any], int]:
         obj = request.obj
         if not candidates:
             raise ApprovalRequired(f"no grant for {request.principal} to {action} "
@@ -350,101 +445,135 @@ class GrantEvidence:
         reasons: list[str] = []
         for env in candidates:
             try:
-                g = verify_grant(env, directory, engine, resource, now=now, cache=self.cache)
-                self._check_grant(g, directory, resource, action, request, now)
+                g = verify_grant(env, directory, engine, resource, now=now, cache=self.cache,
+                                 memo=parts)
+                self._check_grant(snap, g, directory, resource, action, request, now)
             except AccessDenied as exc:
                 reasons.append(exc.message)
                 continue
-            return {"grant_id": g.grant_id, "approvers": list(g.approvers),
-                    "grant_expires": g.expires, "grant_bytes": g.byte_budget}
+            return ({"grant_id": g.grant_id, "request_digest": g.request_digest,
+                     "approvers": list(g.approvers), "grant_expires": g.expires,
+                     "grant_bytes": g.byte_budget}, g.byte_budget)
         error = ApprovalRequired if all("approvals do not meet" in r for r in reasons) \
             else AccessDenied
         raise error(reasons[0] if len(reasons) == 1 else
                     f"none of {len(reasons)} grants holds: " + "; ".join(reasons[:3]), obj=obj,
                     remedy="request access again or ask an approver why")
 
-    def _check_grant(self, g: VerifiedGrant, directory: Directory, resource: Resource,
-                     action: str, request: ReleaseRequest, now: float) -> None:
+    def _check_grant(self, snap: _Snapshot, g: VerifiedGrant, directory: Directory,
+                     resource: Resource, action: str, request: ReleaseRequest,
+                     now: float) -> None:
         obj = request.obj
         if g.request.action != action:
             raise AccessDenied(f"the grant is for {g.request.action}, not {action}", obj=obj)
         if g.request.requester_key != key_id(
                 Ed25519PublicKey.from_public_bytes(request.principal_key)):
             raise AccessDenied("the grant belongs to someone else", obj=obj)
-        if g.grant_id in self._revoked or grant_revoked(
-                g, statements.envelopes(self.store, "grant-revocation", subject=g.grant_id),
-                self._revokers(g, directory), self.officers(), self.cache):
-            with self._lock:
-                self._revoked.add(g.grant_id)
+        if g.grant_id in self._revoked_among(snap, [g], directory):
             raise AccessDenied("the grant was revoked", obj=obj)
-        if self.used(g.grant_id) + request.nbytes > g.byte_budget:
-            raise AccessDenied(f"the grant's byte budget is spent ({self.used(g.grant_id)} of "
+        # Checked here to try the next candidate; charged atomically by verify (_reserve).
+        used = self.used(g.request_digest)
+        if used + request.nbytes > g.byte_budget:
+            raise AccessDenied(f"the grant's byte budget is spent ({used} of "
                                f"{g.byte_budget} bytes used)", obj=obj,
                                remedy="request access again with a larger budget")
         limit = self.caps.cap(action)
         if limit is not None:
-            allowed = self._cap_holders(resource, action, now)
+            allowed = self._cap_holders(snap, resource, action, now)
             if g.request.requester not in allowed[:limit]:
                 # A holder newer than the cached count: count again before refusing.
-                allowed = self._cap_holders(resource, action, now, fresh=True)
+                allowed = self._cap_holders(snap, resource, action, now, fresh=True)
             if g.request.requester not in allowed[:limit]:
                 raise AccessDenied(f"{base_name(resource.name)} already has {len(allowed)} "
                                    f"holders of {action} access (the cap is {limit})", obj=obj,
                                    remedy="revoke a grant that is no longer needed")
 
-    def _revokers(self, g: VerifiedGrant, directory: Directory) -> Directory:
-        """The directory extended with whoever signed a revocation of ``g``."""
-        envs = statements.envelopes(self.store, "grant-revocation", subject=g.grant_id)
-        if not envs:
-            return directory
+    def _revoked_among(self, snap: _Snapshot, grants: list[VerifiedGrant],
+                       directory: Directory) -> set[str]:
+        """Ids of ``grants`` validly revoked (one query for those not yet known in ``snap``)."""
+        out = {g.grant_id for g in grants if g.grant_id in self._revoked
+               or snap.memo.get(("revoked", g.grant_id)) is True}
+        todo = [g for g in grants if g.grant_id not in out
+                and ("revoked", g.grant_id) not in snap.memo]
+        if not todo:
+            return out
+        envs = statements.envelopes(self.store, "grant-revocation",
+                                    subjects=sorted({g.grant_id for g in todo}))
+        by_grant: dict[str, list[str]] = {}
         kids = []
         for env in envs:
             try:
-                kids.append(str(statements.unverified_payload(env).get("by_key", "")))
+                claimed = statements.unverified_payload(env)
             except InvalidInput:
                 continue
-        extra = self.reader.view(key_ids=kids, resources=[])
-        merged = Directory(dict(directory.principals), dict(directory.labels),
-                           set(directory.revoked_keys) | extra.revoked_keys)
-        merged.principals.update(extra.principals)
-        return merged
+            by_grant.setdefault(str(claimed.get("grant", "")), []).append(env)
+            kids.append(str(claimed.get("by_key", "")))
+        revokers = directory
+        if kids:  # the directory extended with whoever signed a revocation
+            extra = self._view(snap, kids, ())
+            revokers = Directory(dict(directory.principals), dict(directory.labels),
+                                 set(directory.revoked_keys) | extra.revoked_keys)
+            revokers.principals.update(extra.principals)
+        officers = self.officers()
+        for g in todo:
+            found = by_grant.get(g.grant_id, [])
+            revoked = bool(found) and grant_revoked(g, found, revokers, officers,
+                                                    self.cache) is not None
+            snap.memo[("revoked", g.grant_id)] = revoked
+            if revoked:
+                with self._lock:
+                    self._revoked.add(g.grant_id)
+                out.add(g.grant_id)
+        return out
 
-    def _cap_holders(self, resource: Resource, action: str, now: float, *,
+    def _cap_holders(self, snap: _Snapshot, resource: Resource, action: str, now: float, *,
                      fresh: bool = False) -> list[str]:
-        """Requesters holding valid grants for (resource, action), earliest grant first."""
-        key = (base_name(resource.name), action)
-        with self._lock:
-            hit = self._holders.get(key)
-            if not fresh and hit is not None and hit[0] > time.monotonic():
-                return hit[1]
-        envs = statements.envelopes(self.store, "grant", resource=key[0], newest_first=False)
-        ids: set[str] = set()
-        for env in envs:
-            ids |= self._claimed_keys(env)
-        directory = self.reader.view(key_ids=sorted(ids), resources=[resource.name])
-        engine = self._policy()
-        valid: list[VerifiedGrant] = []
-        for env in envs:
-            try:
-                g = verify_grant(env, directory, engine, resource, now=now, cache=self.cache)
-            except AccessDenied:
-                continue
-            if g.request.action == action and g.grant_id not in self._revoked:
-                valid.append(g)
+        """Requesters holding valid, unrevoked grants for (resource, action), first stored first.
+
+        Grants are ordered by their storage order (the table's id), which is
+        fixed when the grant is stored: an earlier holder keeps its slot. The
+        verified list is cached in the snapshot for :data:`CAPS_TTL_S` (vetting
+        may lapse meanwhile); expiry is checked at ``now`` on every call.
+        """
+        key = ("holders", base_name(resource.name), action)
+        hit: tuple[float, list[tuple[int, str]]] | None = snap.memo.get(key)
+        if fresh or hit is None or hit[0] <= time.monotonic():
+            envs = statements.envelopes(self.store, "grant", resource=key[1],
+                                        newest_first=False)
+            ids: set[str] = set()
+            for env in envs:
+                ids |= self._claimed_keys(env)
+            directory, parts = self._view_memo(snap, ids, (resource.name,))
+            engine = self._policy(snap)
+            valid: list[VerifiedGrant] = []
+            for env in envs:
+                try:
+                    g = verify_grant(env, directory, engine, resource, now=now,
+                                     cache=self.cache, memo=parts)
+                except AccessDenied:
+                    continue
+                if g.request.action == action:
+                    valid.append(g)
+            revoked = self._revoked_among(snap, valid, directory)
+            hit = (time.monotonic() + CAPS_TTL_S,
+                   [(g.expires, g.request.requester) for g in valid
+                    if g.grant_id not in revoked])
+            snap.memo[key] = hit
         order: list[str] = []
-        for g in sorted(valid, key=lambda g: (g.issued, g.grant_id)):
-            if g.request.requester not in order:
-                order.append(g.request.requester)
-        with self._lock:
-            self._holders[key] = (time.monotonic() + CAPS_TTL_S, order)
+        for expires, requester in hit[1]:
+            if now < expires and requester not in order:
+                order.append(requester)
         return order
 
-    def _stored_break_glass(self, kid: str, directory: Directory, engine: PolicyEngine,
-                            resource: Resource, action: str, request: ReleaseRequest,
-                            now: float, refused: AccessDenied) -> dict[str, Any]:
+    def _stored_break_glass(self, snap: _Snapshot, kid: str, directory: Directory,
+                            engine: PolicyEngine, resource: Resource, action: str,
+                            request: ReleaseRequest, now: float,
+                            refused: AccessDenied) -> tuple[dict[str, Any], int]:
         """A break-glass statement of the principal's in the store, else the grant refusal."""
-        for env in statements.envelopes(self.store, "break-glass", subject=kid,
-                                        resource=base_name(request.artifact)):
+        base = base_name(request.artifact)
+        envs = self._memo(snap, ("break-glass", kid, base), lambda: statements.envelopes(
+            self.store, "break-glass", subject=kid, resource=base))
+        for env in envs:
             try:
                 return self._break_glass(env, directory, engine, resource, action, request, now)
             except AccessDenied:
@@ -453,7 +582,7 @@ class GrantEvidence:
 
     def _break_glass(self, env: str, directory: Directory, engine: PolicyEngine,
                      resource: Resource, action: str, request: ReleaseRequest,
-                     now: float) -> dict[str, Any]:
+                     now: float) -> tuple[dict[str, Any], int]:
         obj = request.obj
         try:
             claimed = statements.unverified_payload(env)
@@ -468,5 +597,5 @@ class GrantEvidence:
             raise AccessDenied(f"the break-glass is for {bg.action}, not {action}", obj=obj)
         if self.used(bg.id) + request.nbytes > bg.byte_budget:
             raise AccessDenied("the break-glass byte budget is spent", obj=obj)
-        return {"break_glass": bg.id, "severity": "critical", "reason_given": bg.reason[:200],
-                "break_glass_expires": bg.expires}
+        return ({"break_glass": bg.id, "severity": "critical", "reason_given": bg.reason[:200],
+                 "break_glass_expires": bg.expires}, bg.byte_budget)

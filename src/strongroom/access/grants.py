@@ -20,7 +20,7 @@ at the next release. Byte budgets are charged by the gate
 from __future__ import annotations
 
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,7 +31,9 @@ from strongroom.access.approvals import (
     MAX_APPROVAL_TTL_S,
     AccessRequest,
     Approval,
-    count_approvals,
+    Candidates,
+    approval_candidates,
+    decide_approvals,
     satisfy,
 )
 from strongroom.access.directory import Directory, Enrollment, Resource, base_name
@@ -43,8 +45,12 @@ from strongroom.store.db import Store
 
 __all__ = [
     "CLOCK_SKEW_S",
+    "GrantParts",
+    "PartsMemo",
     "VerifiedGrant",
     "build_grant",
+    "check_grant_parts",
+    "grant_parts",
     "grant_revoked",
     "grant_statement",
     "issue_grant",
@@ -126,6 +132,29 @@ def _deny(message: str, obj: str, remedy: str = "") -> AccessDenied:
     return AccessDenied(message, obj=obj, remedy=remedy or None)
 
 
+@dataclass(frozen=True)
+class GrantParts:
+    """What :func:`verify_grant` establishes without the time: signatures, structure, approvals.
+
+    Valid for the directory and resource it was computed against; the checks
+    that depend on the time (issued in the future, expiry, Cedar at ``now``,
+    hence the rule) are made by :func:`check_grant_parts` on every use.
+    """
+
+    grant_id: str
+    request: AccessRequest
+    request_digest: str
+    requester: Enrollment
+    issued: int
+    expires: int
+    issuer_kid: str
+    candidates: Candidates
+
+
+#: A caller-owned memo of :class:`GrantParts`, valid only for one directory view.
+PartsMemo = MutableMapping[tuple[str, Resource], GrantParts]
+
+
 def verify_grant(
     env: str,
     directory: Directory,
@@ -134,8 +163,25 @@ def verify_grant(
     *,
     now: float,
     cache: VerifyCache | None = None,
+    memo: PartsMemo | None = None,
 ) -> VerifiedGrant:
-    """Check a grant from its signatures against ``directory`` for ``resource`` at ``now``."""
+    """Check a grant from its signatures against ``directory`` for ``resource`` at ``now``.
+
+    ``memo`` (optional) keeps the time-independent part per (envelope, resource);
+    the caller must use a fresh memo whenever ``directory`` may have changed.
+    """
+    key = (env, resource)
+    parts = memo.get(key) if memo is not None else None
+    if parts is None:
+        parts = grant_parts(env, directory, resource, cache=cache)
+        if memo is not None:
+            memo[key] = parts
+    return check_grant_parts(parts, directory, engine, resource, now=now)
+
+
+def grant_parts(env: str, directory: Directory, resource: Resource, *,
+                cache: VerifyCache | None = None) -> GrantParts:
+    """The time-independent checks of a grant (AccessDenied if one fails)."""
     cache = cache or VerifyCache()
     obj = resource.name
     try:
@@ -190,13 +236,25 @@ def verify_grant(
     if expires != issued + req.duration_s or not req.created <= issued <= req.created \
             + MAX_APPROVAL_TTL_S:
         raise _deny("the grant's time bounds do not match its request", obj)
-    if issued > now + CLOCK_SKEW_S:
-        raise _deny("the grant is issued in the future", obj)
-    if now >= expires:
-        raise _deny("the grant has expired", obj, "request access again")
     digest = statements.payload_digest(request_env)
-    counted = count_approvals(req, digest, approval_envs, directory, engine, resource,
-                              at=issued, now=now, cache=cache, requester=requester)
+    found = approval_candidates(req, digest, approval_envs, directory, resource, at=issued,
+                                cache=cache)
+    issuer = next((kid for kid in statements.signer_ids(env) if kid in signers), "")
+    return GrantParts(statements.payload_digest(env), req, digest, requester, issued, expires,
+                      issuer, found)
+
+
+def check_grant_parts(parts: GrantParts, directory: Directory, engine: PolicyEngine,
+                      resource: Resource, *, now: float) -> VerifiedGrant:
+    """The checks of a grant that depend on ``now``: issue time, expiry, Cedar, the rule."""
+    obj = resource.name
+    req, requester = parts.request, parts.requester
+    if parts.issued > now + CLOCK_SKEW_S:
+        raise _deny("the grant is issued in the future", obj)
+    if now >= parts.expires:
+        raise _deny("the grant has expired", obj, "request access again")
+    counted = decide_approvals(parts.candidates, req, engine, resource, now=now,
+                               requester=requester)
     if not counted.requester_allowed:
         raise _deny(f"policy denies {requester.name} {req.action} on {resource.name} "
                     "(clearance, compartments or vetting)", obj,
@@ -209,11 +267,11 @@ def verify_grant(
             f"approvals do not meet the rule {rule} ({len(counted.approvers)} counted"
             + (f"; not counted: {why}" if why else "") + ")", obj=obj,
             remedy="collect approvals from distinct, vetted and cleared approvers")
-    issuer = next((kid for kid in statements.signer_ids(env) if kid in signers), "")
     names = {p.key_id: p.name for p in (requester, *counted.approvers)}
-    return VerifiedGrant(statements.payload_digest(env), req, digest,
-                         tuple(p.name for p in counted.approvers), assignment, issued, expires,
-                         req.byte_budget, names.get(issuer, issuer))
+    return VerifiedGrant(parts.grant_id, req, parts.request_digest,
+                         tuple(p.name for p in counted.approvers), assignment, parts.issued,
+                         parts.expires, req.byte_budget, names.get(parts.issuer_kid,
+                                                                   parts.issuer_kid))
 
 
 def issue_grant(

@@ -186,6 +186,8 @@ class PolicyEngine:
         self._schema = cedarpy.Schema.from_str(schema_text())
         self._lock = threading.Lock()
         self._parsed: OrderedDict[tuple[tuple[Enrollment, ...], Resource], Any] = OrderedDict()
+        self._decided: dict[tuple[Any, ...], tuple[Decision, ...]] = {}
+        self._decided_second = 0
 
     def decide(self, principal: Enrollment, action: str, resource: Resource, now: float) -> Decision:
         """One decision; builds an entity set of just this principal, its roles and the resource."""
@@ -198,11 +200,26 @@ class PolicyEngine:
             return []
         principals = tuple(sorted({p.key_id: p for p, _ in asks}.values(),
                                   key=lambda p: p.key_id))
+        second = int(now)
+        # Cedar sees only int(now): decisions for the same entities, requests and second are
+        # exactly what evaluating again would give. Never reused for another second.
+        key = (principals, resource, tuple((p.key_id, a) for p, a in asks), second)
+        with self._lock:
+            hit = self._decided.get(key)
+        if hit is not None:
+            return list(hit)
         entities = self._entities(principals, resource)
         results = cedarpy.is_authorized_batch(
-            [_request(p.key_id, action, resource.name, int(now)) for p, action in asks],
+            [_request(p.key_id, action, resource.name, second) for p, action in asks],
             self._policies, entities)
-        return [_decision(r) for r in results]
+        out = [_decision(r) for r in results]
+        with self._lock:
+            if self._decided_second != second:
+                self._decided.clear()  # entries of past seconds can never be hit again
+                self._decided_second = second
+            if len(self._decided) < ENTITY_CACHE_SIZE:
+                self._decided[key] = tuple(out)
+        return out
 
     def _entities(self, principals: tuple[Enrollment, ...], resource: Resource) -> Any:
         """Parsed entities of these principals and the resource, reused while they are unchanged.

@@ -83,7 +83,7 @@ def request_to_json(r: ReleaseRequest) -> dict[str, Any]:
     return {"principal": r.principal, "principal_key": b64(r.principal_key),
             "artifact": r.artifact, "shard": r.shard, "blob_id": r.blob_id,
             "nbytes": r.nbytes, "purpose": r.purpose, "evidence": r.evidence,
-            "stanzas": [stanza_to_json(s) for s in r.stanzas]}
+            "stanzas": [stanza_to_json(s) for s in r.stanzas], "host": r.host}
 
 
 def request_from_json(d: dict[str, Any]) -> ReleaseRequest:
@@ -92,7 +92,8 @@ def request_from_json(d: dict[str, Any]) -> ReleaseRequest:
         principal=str(d["principal"]), principal_key=unb64(d["principal_key"]),
         artifact=str(d["artifact"]), shard=str(d["shard"]), blob_id=str(d["blob_id"]),
         nbytes=int(d["nbytes"]), purpose=str(d["purpose"]), evidence=str(d["evidence"]),
-        stanzas=tuple(stanza_from_json(s) for s in d.get("stanzas", [])))
+        stanzas=tuple(stanza_from_json(s) for s in d.get("stanzas", [])),
+        host=str(d["host"]) if d.get("host") is not None else None)
 
 
 def _send(sock: socket.socket, obj: Any) -> None:

@@ -66,6 +66,11 @@ __all__ = ["ArtifactSummary", "Vault", "VerifyReport"]
 Progress = Callable[[int], None]
 
 
+def client_host() -> str:
+    """This client's host for the audit log: ``STRONGROOM_CLIENT_HOST`` if set, else the hostname."""
+    import socket
+
+    return os.environ.get("STRONGROOM_CLIENT_HOST") or socket.gethostname()
 
 @dataclass(frozen=True)
 class ArtifactSummary:
@@ -466,6 +471,7 @@ class Vault:
             purpose=purpose,
             evidence=evidence,
             stanzas=tuple(header.stanzas),
+            host=client_host(),
         )
         with renamed_errors(obj):
             return self.keys.release(request)

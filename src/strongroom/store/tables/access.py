@@ -21,7 +21,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from strongroom.store.base import Base
 
-__all__ = ["AccessStatement"]
+__all__ = ["AccessGeneration", "AccessStatement"]
 
 
 class AccessStatement(Base):
@@ -49,3 +49,17 @@ class AccessStatement(Base):
     #: Unix seconds after which the statement is of no use (0: none); display and pruning only
     expires: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+
+
+class AccessGeneration(Base):
+    """One row (``id`` 1) whose ``generation`` every write to ``access_statements`` bumps.
+
+    :func:`strongroom.access.statements.put` increments it in the same
+    transaction as the insert or merge, so readers that cached verified
+    statements learn from one cheap query that they must read again.
+    """
+
+    __tablename__ = "access_generation"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    generation: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)

@@ -1,0 +1,199 @@
+"""GrantEvidence's snapshot cache and budgets: cached work never outlives a change to the
+statements, budgets are per approved request, revoked grants free cap slots, the client host
+reaches the audit log and the insider detectors."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from access_kit import World, access_world
+
+from strongroom.access import statements
+from strongroom.access.caps import AccessCaps
+from strongroom.access.directory import KeyRevocation, Resource, publish
+from strongroom.access.evidence import GrantEvidence
+from strongroom.access.grants import issue_grant, revoke_grant
+from strongroom.access.policy import PolicyEngine
+from strongroom.errors import AccessDenied
+from strongroom.keys.agent import request_from_json, request_to_json
+from strongroom.monitor.detectors import ActivityEvent
+from strongroom.release import ReleaseRequest, sign_release_evidence
+
+from vault_fixtures import make_model
+
+
+@pytest.fixture
+def world(db_url: str, tmp_path: Path) -> Iterator[World]:
+    with access_world(db_url, tmp_path) as w:
+        make_model(tmp_path / "m.safetensors")
+        w.vault.import_weights(tmp_path / "m.safetensors", "minilm", compartments=["atlas"])
+        for name in ("alice", "bob", "carol"):
+            w.enroll(name)
+        yield w
+
+
+def _resource(w: World) -> Resource:
+    m = w.vault.manifest("minilm")
+    return Resource(m.ref, m.kind, 3, tuple(m.compartments))
+
+
+def _issue(w: World, request_env: str) -> tuple[str, str]:
+    """A grant built from the stored request (a fresh grant id every call); (env, id)."""
+    who = str(statements.unverified_payload(request_env)["requester"])
+    env, g = issue_grant(w.store, w.people[who].private_key,
+                         statements.payload_digest(request_env), w.rule.reader.view(),
+                         PolicyEngine(), _resource(w), now=time.time())
+    return env, g.grant_id
+
+
+def _granted(w: World, who: str, budget: int = 1 << 30) -> tuple[str, str]:
+    req = w.request(who, "minilm", budget=budget)
+    w.approve("bob" if who != "bob" else "alice", req)
+    w.approve("carol" if who != "carol" else "alice", req)
+    return req, _issue(w, req)[1]
+
+
+def _request(w: World, who: str, *, host: str | None = None) -> ReleaseRequest:
+    m = w.vault.manifest("minilm")
+    entry = m.files[0]
+    ident = w.people[who]
+    ev = sign_release_evidence(ident.private_key, artifact=m.ref, shard=entry.path,
+                               blob_id=entry.blob, purpose="load")
+    return ReleaseRequest(principal=who, principal_key=ident.public.public_bytes,
+                          artifact=m.ref, shard=entry.path, blob_id=entry.blob,
+                          nbytes=entry.size, purpose="load", evidence=ev, host=host)
+
+
+def _release(w: World, who: str, *, host: str | None = None) -> bytearray:
+    return w.keys.release(_request(w, who, host=host))
+
+
+def test_grants_assembled_from_one_request_share_its_byte_budget(world: World) -> None:
+    w = world
+    size = w.vault.manifest("minilm").files[0].size
+    req, _ = _granted(w, "alice", budget=size)
+    _release(w, "alice")
+    _issue(w, req)  # a second Grant (new id) from the same request and approvals
+    with pytest.raises(AccessDenied, match="budget"):
+        _release(w, "alice")
+    # The audit names the request, so a restarted gate rebuilds the same total.
+    digest = statements.payload_digest(req)
+    assert w.rule.used(digest) == size
+    assert w.keys.gate is not None
+    fresh = GrantEvidence(w.rule.officers, w.rule.reader.threshold, w.store,
+                          manifest_key=w.rule.manifest_key)
+    fresh.seed_from_audit(w.keys.gate.audit, time.time())
+    assert fresh.used(digest) == size
+
+
+def test_byte_budget_is_exact_under_concurrent_releases(world: World) -> None:
+    w = world
+    size = w.vault.manifest("minilm").files[0].size
+    _granted(w, "alice", budget=3 * size)
+    requests = [_request(w, "alice") for _ in range(8)]
+    ok: list[int] = []
+    barrier = threading.Barrier(len(requests))
+
+    def go(r: ReleaseRequest) -> None:
+        barrier.wait()
+        try:
+            w.keys.release(r)
+            ok.append(1)
+        except AccessDenied:
+            pass
+
+    threads = [threading.Thread(target=go, args=(r,)) for r in requests]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(ok) == 3
+
+
+def test_revoked_grant_frees_its_cap_slot(world: World) -> None:
+    w = world
+    w.rule.caps = AccessCaps(load=1)
+    _, alice_grant = _granted(w, "alice")
+    _release(w, "alice")  # alice holds the only slot
+    _granted(w, "carol")
+    with pytest.raises(AccessDenied, match="cap"):
+        _release(w, "carol")
+    revoke_grant(w.store, w.people["alice"].private_key, "alice", alice_grant, "done",
+                 now=time.time())
+    _release(w, "carol")  # alice never released again: the revocation is found by the caps
+
+
+def test_cap_holders_follow_storage_order(world: World) -> None:
+    w = world
+    w.rule.caps = AccessCaps(load=1)
+    _granted(w, "carol")  # stored first, in the same second as bob's
+    _granted(w, "bob")
+    for _ in range(3):
+        with pytest.raises(AccessDenied, match="cap"):
+            _release(w, "bob")
+    _release(w, "carol")
+
+
+def test_cached_decision_sees_a_grant_revocation_at_once(world: World) -> None:
+    w = world
+    _, grant_id = _granted(w, "alice")
+    for _ in range(3):
+        _release(w, "alice")  # warm: the snapshot is cached
+    revoke_grant(w.store, w.people["bob"].private_key, "bob", grant_id, "stop",
+                 now=time.time())
+    with pytest.raises(AccessDenied):
+        _release(w, "alice")
+
+
+def test_cached_decision_sees_a_key_revocation_at_once(world: World) -> None:
+    w = world
+    _granted(w, "alice")
+    _release(w, "alice")
+    _release(w, "alice")
+    kid = w.people["alice"].public.key_id
+    publish(w.store, "revocation",
+            KeyRevocation(kid, "lost laptop", int(time.time()))
+            .sign(*[o.private_key for o in w.officers]))
+    with pytest.raises(AccessDenied, match="enrolled"):
+        _release(w, "alice")
+
+
+def test_marker_changes_on_insert_and_on_merged_cosignature(world: World) -> None:
+    w = world
+    kid = w.people["carol"].public.key_id
+    rev = KeyRevocation(kid, "test", int(time.time()))
+    first = statements.marker(w.store)
+    publish(w.store, "revocation", rev.sign(w.officers[0].private_key))
+    second = statements.marker(w.store)
+    assert second != first
+    publish(w.store, "revocation", rev.sign(w.officers[1].private_key))  # merges into the row
+    third = statements.marker(w.store)
+    assert third != second and third[1:] == second[1:]  # same rows, new generation
+
+
+def test_release_records_the_client_host_for_the_detectors(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    w = world
+    _granted(w, "alice")
+    monkeypatch.setenv("STRONGROOM_CLIENT_HOST", "ws-17.lab")
+    m = w.vault.manifest("minilm")
+    key = w.vault_as("alice").release_file_key(m, m.files[0], "load")
+    key[:] = bytes(len(key))
+    assert w.keys.gate is not None
+    audit = w.keys.gate.audit
+    ev = audit.events(audit.size() - 1, audit.size())[0]
+    assert ev.action == "key.release" and ev.decision == "allow"
+    assert ev.details["host"] == "ws-17.lab"
+    assert ActivityEvent.from_audit(ev).host == "ws-17.lab"
+    # Refusals carry it too, and the agent's encoding keeps it.
+    with pytest.raises(AccessDenied):
+        _release(w, "carol", host="10.1.2.3")
+    denied = audit.events(audit.size() - 1, audit.size())[0]
+    assert denied.decision == "deny" and ActivityEvent.from_audit(denied).host == "10.1.2.3"
+    r = _request(w, "alice", host="ws-9")
+    assert request_from_json(request_to_json(r)).host == "ws-9"
+    assert request_from_json(request_to_json(_request(w, "alice"))).host is None
