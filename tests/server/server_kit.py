@@ -22,6 +22,7 @@ from typing import Any
 
 import httpx
 import numpy as np
+import pytest
 import uvicorn
 
 from strongroom.access.approvals import AccessRequest, approve
@@ -45,6 +46,7 @@ from strongroom.settings import Settings
 from strongroom.store.db import Store
 
 from keyring_fixtures import make_custodians
+from testsupport import need_service
 from vault_fixtures import make_model
 
 YEAR = 365 * 24 * 3600
@@ -192,15 +194,41 @@ def unseal_over_api(http: SignedClient, tmp: Path, result: Any, cust: Any, k: in
         assert r.status_code == 200, r.text
 
 
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def server_db(request: pytest.FixtureRequest) -> Iterator[str | None]:
+    """A module's database for :func:`build_world`: None (SQLite in its tmp dir) or a
+    fresh PostgreSQL schema (the ``db_url`` fixture's backends, at module scope)."""
+    if request.param == "sqlite":
+        yield None
+        return
+    import secrets
+
+    import sqlalchemy as sa
+
+    base = need_service("STRONGROOM_TEST_PG_URL", "PostgreSQL")
+    schema = "t_" + secrets.token_hex(6)
+    admin = sa.create_engine(base, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
+    sep = "&" if "?" in base else "?"
+    try:
+        yield f"{base}{sep}options=-csearch_path%3D{schema}"
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
+        admin.dispose()
+
+
 def build_world(tmp: Path, http_factory: Any = None, *, agent: bool = False,
-                **app_kw: Any) -> Iterator[ServerWorld]:
+                db_url: str | None = None, **app_kw: Any) -> Iterator[ServerWorld]:
     """Yield a world; ``http_factory(app)`` gives the httpx client (default: in-process ASGI).
 
     ``agent=True``: the worker layout (keys in the local key agent, which the
     caller's environment must point at the same home and database).
+    ``db_url``: the database (default: SQLite under ``tmp``).
     """
     home = tmp / "home"
-    settings = Settings(home=home, database_url=f"sqlite:///{tmp / 'sr.db'}")
+    settings = Settings(home=home, database_url=db_url or f"sqlite:///{tmp / 'sr.db'}")
     home.mkdir(mode=0o700)
     store = Store.open(settings.resolved_database_url)
     cust = make_custodians(tmp / "custodians", 3)

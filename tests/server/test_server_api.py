@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from server_kit import ARTIFACT, ServerWorld, UvicornThread, build_world
+from server_kit import ARTIFACT, ServerWorld, UvicornThread, build_world, server_db  # noqa: F401
 
 from strongroom.audit.log import InclusionProof
 from strongroom.errors import AccessDenied
@@ -17,10 +17,12 @@ from strongroom.server.client import Client
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerWorld]:
+def world(tmp_path_factory: pytest.TempPathFactory, server_db: str | None  # noqa: F811
+          ) -> Iterator[ServerWorld]:
     server = UvicornThread()
     try:
-        yield from build_world(tmp_path_factory.mktemp("api"), http_factory=server)
+        yield from build_world(tmp_path_factory.mktemp("api"), http_factory=server,
+                               db_url=server_db)
     finally:
         server.stop()
 

@@ -7,7 +7,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from server_kit import ARTIFACT, ServerWorld, build_world
+from server_kit import ARTIFACT, ServerWorld, build_world, server_db  # noqa: F401
 
 from strongroom.access.approvals import AccessRequest
 from strongroom.keys.identity import Identity
@@ -15,9 +15,10 @@ from strongroom.server.signatures import sign_request as _sign
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerWorld]:
-    yield from build_world(tmp_path_factory.mktemp("attacks"), principal_ttl_s=0.0,
-                           max_body=64 * 1024, max_upload=128 * 1024)
+def world(tmp_path_factory: pytest.TempPathFactory, server_db: str | None  # noqa: F811
+          ) -> Iterator[ServerWorld]:
+    yield from build_world(tmp_path_factory.mktemp("attacks"), db_url=server_db,
+                           principal_ttl_s=0.0, max_body=64 * 1024, max_upload=128 * 1024)
 
 
 def sign_request(*args: object, **kw: object) -> dict[str, str]:
@@ -216,3 +217,37 @@ def test_oversized_upload_is_refused(world: ServerWorld) -> None:
     r = world.http.post("/v1/weights/big/import", content=chunked(), headers=headers)
     _assert_refused(r, 413, "exceeds", world, before)
     assert "big" not in {a["name"] for a in world.client("alice").get("/v1/weights").json()}
+
+
+def test_request_replayed_to_another_host_is_refused(world: ServerWorld,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two hosts (two apps, each with its own context and store connections) on one database."""
+    from fastapi.testclient import TestClient
+
+    from strongroom.server.app import create_app
+    from strongroom.server.context import ServerContext
+    from strongroom.store.db import Store
+
+    if world.ctx.store.dialect == "sqlite":
+        # PostgreSQL gets the database cache by default; SQLite only when asked.
+        monkeypatch.setenv("STRONGROOM_SERVER_NONCES", "database")
+    hosts = []
+    for _ in range(2):
+        store = Store.open(world.ctx.settings.resolved_database_url)
+        ctx = ServerContext(world.ctx.settings, store, world.ctx.keys)
+        app = create_app(ctx)
+        hosts.append((ctx, TestClient(app, base_url="http://testserver")))
+    try:
+        headers = sign_request(world.people["bob"].private_key, "GET", "/v1/whoami")
+        first = hosts[0][1].get("/v1/whoami", headers=headers)
+        assert first.status_code == 200, first.text
+        replay = hosts[1][1].get("/v1/whoami", headers=headers)
+        assert replay.status_code == 401 and "replayed" in replay.json()["error"]
+        again = hosts[0][1].get("/v1/whoami", headers=headers)
+        assert again.status_code == 401
+        fresh = sign_request(world.people["bob"].private_key, "GET", "/v1/whoami")
+        assert hosts[1][1].get("/v1/whoami", headers=fresh).status_code == 200
+    finally:
+        for ctx, http in hosts:
+            http.close()
+            ctx.store.close()

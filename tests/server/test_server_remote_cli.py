@@ -3,6 +3,7 @@ issue a Grant, a remote verify that releases keys over HTTP, audit tail, alerts.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
@@ -24,16 +25,18 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerWorld]:
         server.stop()
 
 
-def _cli(world: ServerWorld, who: str, *args: str, ok: bool = True
-         ) -> subprocess.CompletedProcess[str]:
+def _cli(world: ServerWorld, who: str, *args: str, ok: bool = True,
+         extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     ident = world.officer if who == "officer" else world.people[who]
     path = world.tmp / f"{who}.identity"
     if not path.exists():
         ident.save(path)
     empty = world.tmp / "client-home"  # nothing local: everything must come from the server
     env = {k: v for k, v in os.environ.items() if not k.startswith("STRONGROOM_")}
+    extra_env = extra_env or {}
     env.update(STRONGROOM_URL=str(world.http.base_url), STRONGROOM_IDENTITY=str(path),
-               STRONGROOM_HOME=str(empty))
+               STRONGROOM_HOME=str(empty),
+               STRONGROOM_KNOWN_SERVERS=str(world.tmp / "known_servers"), **extra_env)
     out = subprocess.run([strongroom_exe(), *args], capture_output=True, text=True, env=env,
                          timeout=120)
     assert "Traceback" not in out.stderr, out.stderr
@@ -58,6 +61,36 @@ def test_remote_cli_carries_the_approval_flow(world: ServerWorld) -> None:
     refused = _cli(world, "alice", "audit", "tail", ok=False)
     assert refused.returncode != 0 and "needs one of the roles" in refused.stderr
     assert not (world.tmp / "client-home").exists()
+    # the manifest key was pinned on first use; a different pinned key is refused
+    assert (world.tmp / "known_servers").read_text().count(str(world.http.base_url)) == 1
+    key = _cli(world, "alice", "keys", "public", "--manifest").stdout.strip()
+    assert key == base64.b64encode(world.ctx.keys.public_keys()["manifest"]).decode()
+    wrong = base64.b64encode(bytes(32)).decode()
+    forged = _cli(world, "alice", "weights", "verify", ARTIFACT, ok=False,
+                  extra_env={"STRONGROOM_MANIFEST_KEY": wrong})
+    assert forged.returncode != 0 and "not signed by the pinned manifest key" in forged.stderr
+
+
+def test_remote_weights_import_streams_one_file(world: ServerWorld) -> None:
+    from vault_fixtures import make_model
+
+    path = world.tmp / "remote-import.safetensors"
+    make_model(path)
+    try:
+        out = _cli(world, "officer", "weights", "import", str(path), "--name", "remote-tiny",
+                   "--compartment", "atlas").stdout
+        assert "imported remote-tiny@1" in out and "(remote)" in out
+        listed = json.loads(_cli(world, "officer", "weights", "ls", "--json").stdout)
+        assert {"remote-tiny", ARTIFACT} <= {r["name"] for r in listed}
+        refused = _cli(world, "officer", "weights", "import", str(path), "--name", "x",
+                       "--convert", ok=False)
+        assert refused.returncode != 0 and "--convert is not offered over the API" in \
+            refused.stderr
+        directory = _cli(world, "officer", "weights", "import", str(world.tmp), "--name", "x",
+                         ok=False)
+        assert directory.returncode != 0 and "one .safetensors file" in directory.stderr
+    finally:
+        path.unlink()
 
 
 def test_serve_refuses_plain_http_off_loopback(tmp_path: Path) -> None:

@@ -276,6 +276,46 @@ def new_identity(
     _out.print(f"identity: {out}\npublic key: {pub}\n{ident.public}")
 
 
+@keys_app.command("public")
+def public(
+    manifest: Annotated[bool, typer.Option("--manifest", help="only the manifest key")] = False,
+    checkpoint: Annotated[bool, typer.Option("--checkpoint", help="only the checkpoint key")
+                          ] = False,
+) -> None:
+    """Print the vault's public signing keys (base64 raw Ed25519) for clients to pin.
+
+    ``--manifest`` prints the value for ``STRONGROOM_MANIFEST_KEY``. Run it on
+    the vault host (the vault must be unsealed); with ``STRONGROOM_URL`` set it
+    prints what the server claims, which is worth pinning only once compared
+    with the vault host's output.
+    """
+    import base64
+
+    from strongroom.cli import remote
+    from strongroom.errors import Sealed
+
+    if remote.active():
+        with remote.client() as c:
+            claimed = c.public_keys()
+        keys = {"manifest": claimed["manifest"], "checkpoint": claimed["checkpoint"]}
+    else:
+        from strongroom.keys.service import key_service
+
+        svc = key_service(start=False)
+        if not svc.client.running():
+            raise Sealed("the vault is sealed (no key agent is running)", obj="keyring",
+                         remedy="unseal it first: `strongroom unseal`")
+        raw = svc.public_keys()
+        keys = {k: base64.b64encode(raw[k]).decode() for k in ("manifest", "checkpoint")}
+    if manifest or checkpoint:
+        for k in ("manifest", "checkpoint"):
+            if (k == "manifest" and manifest) or (k == "checkpoint" and checkpoint):
+                typer.echo(keys[k])
+        return
+    for k, v in keys.items():
+        typer.echo(f"{k} {v}")
+
+
 @keys_app.command("verify-share")
 def verify_share(
     share: Annotated[Path, typer.Option("--share", help="your share file")],

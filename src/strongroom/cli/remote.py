@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 from rich.table import Table
 
-from strongroom.errors import AccessDenied, ApprovalRequired, InvalidInput
+from strongroom.errors import AccessDenied, ApprovalRequired, IntegrityError, InvalidInput
 
 if TYPE_CHECKING:
     from strongroom.server.client import Client
@@ -104,6 +104,33 @@ def weights_ls(as_json: bool) -> None:
         table.add_row(r["name"], str(r["version"]), str(r["files"]), str(r["total_size"]),
                       r["created"])
     _out.print(table)
+
+
+def weights_import(path: Path, name: str, compartments: list[str], new_version: bool, *,
+                   local_only: dict[str, bool] | None = None) -> None:
+    """Stream one .safetensors file to the server, which scans and encrypts it in RAM.
+
+    The body is signed by its SHA-256 (read once to hash, once to send). The
+    returned manifest is verified with the pinned manifest key before it is shown.
+    """
+    from strongroom.vault.manifest import Manifest
+
+    refused = sorted(opt for opt, given in (local_only or {}).items() if given)
+    if refused:
+        raise InvalidInput(f"{', '.join(refused)} is not offered over the API", obj="import",
+                           remedy="run the import on the vault host, without STRONGROOM_URL")
+    if path.is_dir() or path.suffix != ".safetensors" or not path.is_file():
+        raise InvalidInput("over the API, import one .safetensors file", obj=str(path),
+                           remedy="import each shard, or a directory on the vault host")
+    with client() as c:
+        out = c.import_weights(path, name, compartments=tuple(compartments),
+                               new_version=new_version)
+        m = Manifest.verify(str(out["envelope"]), c.manifest_key(str(out["manifest_key"])),
+                            obj=name)
+    if m.name != name:
+        raise IntegrityError(f"the server answered with the manifest of {m.ref}", obj=name)
+    _out.print(f"imported [bold]{m.ref}[/]: {len(m.files)} file(s), {len(m.tensors)} tensors, "
+               f"{m.total_size} bytes encrypted (remote)")
 
 
 def weights_verify(name: str, version: int | None, purpose: str = "verify") -> None:

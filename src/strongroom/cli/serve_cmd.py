@@ -59,6 +59,13 @@ def serve(
                           "proxy, or pass --plain-http if a proxy on this host terminates TLS")
     home = Settings().resolved_home
     home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    import importlib.util
+
+    fast = importlib.util.find_spec("httptools") is not None
+    if not fast:
+        typer.echo("warning: httptools is not installed; uvicorn falls back to h11, which "
+                   "serves signed requests several times slower (pip install httptools uvloop)",
+                   err=True)
     os.environ["STRONGROOM_SERVER_MAX_BODY"] = str(max_body)
     os.environ["STRONGROOM_SERVER_MAX_UPLOAD"] = str(max_upload)
     if workers > 1:
@@ -73,6 +80,7 @@ def serve(
     try:
         # No access log: release responses carry file keys; the audit log records requests.
         uvicorn.run(target, factory=True, host=host, port=port, workers=workers,
+                    http="httptools" if fast else "h11",
                     ssl_certfile=str(tls_cert) if tls_cert else None,
                     ssl_keyfile=str(tls_key) if tls_key else None,
                     log_level=os.environ.get("STRONGROOM_LOG_LEVEL", "info"),

@@ -59,6 +59,14 @@ def import_(
     ] = False,
 ) -> None:
     """Scan, then encrypt weights into the vault: one age file and file key per shard."""
+    from strongroom.cli import remote
+
+    if remote.active():
+        return remote.weights_import(path, name, compartment or [], new_version,
+                                     local_only={"--escrow": bool(escrow),
+                                                 "--publisher-key": publisher_key is not None,
+                                                 "--signature": signature is not None,
+                                                 "--convert": convert})
     from strongroom.crypto import age
     from strongroom.vault.importer import collect_files
     from strongroom.vault.vault import Vault

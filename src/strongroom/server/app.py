@@ -22,6 +22,7 @@ import time
 from collections.abc import Iterator
 from typing import Annotated, Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from fastapi import APIRouter, FastAPI, Path, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
@@ -45,8 +46,13 @@ from strongroom.server.auth import (
     upload_of,
 )
 from strongroom.server.context import ServerContext
-from strongroom.server.errors import error_body, status_for
-from strongroom.server.signatures import Caller, MemoryNonceCache, NonceCache, RequestVerifier
+from strongroom.server.errors import RangeNotSatisfiable, error_body, status_for
+from strongroom.server.signatures import (
+    Caller,
+    NonceCache,
+    RequestVerifier,
+    default_nonce_cache,
+)
 
 __all__ = ["create_app"]
 
@@ -82,7 +88,8 @@ def _manifest_out(ctx: ServerContext, m: Any) -> M.ManifestOut:
     with ctx.store.session() as s:
         env = s.scalars(select(Artifact.manifest_json).where(
             Artifact.name == m.name, Artifact.version == m.version)).one()
-    return M.ManifestOut(ref=m.ref, manifest=m.to_json(), envelope=env)
+    key = base64.b64encode(ctx.keys.public_keys()["manifest"]).decode()
+    return M.ManifestOut(ref=m.ref, manifest=m.to_json(), envelope=env, manifest_key=key)
 
 
 class _ReleaseCache:
@@ -138,7 +145,8 @@ def create_app(ctx: ServerContext, *, nonces: NonceCache | None = None,
     app = FastAPI(title="strongroom", version="1", description=__doc__ or "",
                   responses=_ERRORS)
     keys = PrincipalKeys(ctx, ttl_s=principal_ttl_s)
-    verifier = RequestVerifier(keys, nonces or MemoryNonceCache())
+    verifier = RequestVerifier(
+        keys, nonces if nonces is not None else default_nonce_cache(ctx.store))
     app.state.ctx = ctx
     app.state.principal_keys = keys
 
@@ -208,6 +216,18 @@ def _sys_routes(ctx: ServerContext, keys: PrincipalKeys) -> APIRouter:
         keys.forget()
         return M.SealStatusOut(**(status or ctx.keys.status()).to_dict())
 
+    @r.get("/sys/public-keys", response_model=M.PublicKeysOut)
+    def public_keys(request: Request) -> M.PublicKeysOut:
+        """The vault's manifest and checkpoint public keys (compare out of band, then pin)."""
+        from strongroom.crypto.dsse import key_id
+
+        caller_of(request)
+        pub = ctx.keys.public_keys()
+        return M.PublicKeysOut(
+            manifest=base64.b64encode(pub["manifest"]).decode(),
+            manifest_key_id=key_id(Ed25519PublicKey.from_public_bytes(pub["manifest"])),
+            checkpoint=base64.b64encode(pub["checkpoint"]).decode())
+
     @r.get("/whoami", response_model=M.WhoAmIOut)
     def whoami(request: Request) -> M.WhoAmIOut:
         """The principal the request's signature proves."""
@@ -276,6 +296,32 @@ def _directory_routes(ctx: ServerContext, keys: PrincipalKeys) -> APIRouter:
 
 
 # -- weights and documents ----------------------------------------------------------------------
+
+
+def _byte_range(header: str | None, size: int) -> tuple[int, int]:
+    """``[start, end)`` of a single ``Range: bytes=a-b`` (or ``a-``, ``-n``); the whole blob if None."""
+    if header is None:
+        return 0, size
+    unit, _, spec = header.strip().partition("=")
+    first, dash, last = spec.strip().partition("-")
+    try:
+        if unit.strip().lower() != "bytes" or not dash or "," in spec:
+            raise ValueError(header)
+        if first.strip() == "":
+            n = int(last)
+            start, end = max(size - n, 0), size
+            if n <= 0:
+                raise ValueError(header)
+        else:
+            start = int(first)
+            end = size if last.strip() == "" else min(int(last) + 1, size)
+    except ValueError:
+        raise RangeNotSatisfiable("the Range header must be one range: bytes=START-END",
+                                  obj="Range") from None
+    if start < 0 or start >= size or end <= start:
+        raise RangeNotSatisfiable(f"the range lies outside the blob ({size} bytes)",
+                                  obj="Range")
+    return start, end
 
 
 def _ram_dir() -> pathlib.Path:
@@ -365,26 +411,39 @@ def _weights_routes(ctx: ServerContext, keys: PrincipalKeys) -> APIRouter:
     @r.get("/weights/{name}/versions/{version}/blobs/{blob}",
            response_class=StreamingResponse,
            responses={200: {"content": {"application/octet-stream": {}},
-                            "description": "the blob's age ciphertext"}})
+                            "description": "the blob's age ciphertext"},
+                      206: {"content": {"application/octet-stream": {}},
+                            "description": "the requested byte range (Range: bytes=a-b)"},
+                      416: {"model": M.ErrorOut, "description": "range not satisfiable"}})
     def blob(request: Request, name: NameParam, version: Annotated[int, Path(ge=1, le=1 << 31)],
              blob: Annotated[str, Path(pattern=_BLOB)]) -> StreamingResponse:
-        """A shard's ciphertext, streamed (useless without a key release)."""
+        """A shard's ciphertext, streamed (useless without a key release); one ``Range`` allowed."""
         caller = caller_of(request)
         m = ctx.vault(actor=caller.name).manifest(name, version)
         if not any(f.blob == blob for f in m.files):
             raise NotFound("the blob is not part of this artifact", obj=f"{m.ref}/{blob}")
         source = ctx.blobs.open(blob)
         size = len(source)
+        try:
+            start, end = _byte_range(request.headers.get("range"), size)
+        except BaseException:
+            source.close()
+            raise
 
         def chunks() -> Iterator[bytes]:
             try:
-                for off in range(0, size, _CHUNK):
-                    yield bytes(source.read_at(off, min(_CHUNK, size - off)))
+                for off in range(start, end, _CHUNK):
+                    yield bytes(source.read_at(off, min(_CHUNK, end - off)))
             finally:
                 source.close()
 
-        return StreamingResponse(chunks(), media_type="application/octet-stream",
-                                 headers={"Content-Length": str(size)})
+        headers = {"Content-Length": str(end - start), "Accept-Ranges": "bytes"}
+        if request.headers.get("range") is None:
+            return StreamingResponse(chunks(), media_type="application/octet-stream",
+                                     headers=headers)
+        headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
+        return StreamingResponse(chunks(), status_code=206,
+                                 media_type="application/octet-stream", headers=headers)
 
     @r.post("/keys/release", response_model=M.KeyReleaseOut)
     def release(request: Request, body: M.KeyReleaseIn) -> M.KeyReleaseOut:
@@ -404,7 +463,8 @@ def _weights_routes(ctx: ServerContext, keys: PrincipalKeys) -> APIRouter:
         req = ReleaseRequest(principal=caller.name, principal_key=caller.public_bytes,
                              artifact=m.ref, shard=entry.path, blob_id=entry.blob,
                              nbytes=entry.size, purpose=body.purpose, evidence=body.evidence,
-                             stanzas=stanzas)
+                             stanzas=stanzas,
+                             host=request.client.host if request.client is not None else None)
         key = ctx.keys.release(req)
         try:
             text = base64.b64encode(bytes(key)).decode()

@@ -76,6 +76,12 @@ class PrincipalKeys:
         with self._lock:
             self._cache.clear()
 
+    def cached(self, kid: str) -> bool:
+        """True when ``kid``'s caller is cached and fresh (a lookup would not touch the store)."""
+        with self._lock:
+            hit = self._cache.get(kid)
+        return hit is not None and hit[0] > time.monotonic()
+
     def enrollment(self, kid: str) -> Enrollment | None:
         """The caller's current enrollment (uncached)."""
         return self.ctx.directory(key_ids=[kid], resources=[]).principal(kid)
@@ -290,6 +296,9 @@ class SignedRequestMiddleware:
         from starlette.concurrency import run_in_threadpool
 
         target, headers = _target_and_headers(scope)
+        if self.verifier.inline_ok(_claimed_key(scope)):
+            # CPU only (cached caller, local nonce cache): cheaper than a thread hop.
+            return self.verifier.verify(scope["method"], target, headers, body)
         caller: Caller = await run_in_threadpool(self.verifier.verify, scope["method"], target,
                                                  headers, body)
         return caller

@@ -11,6 +11,16 @@
 Errors come back as the :mod:`strongroom.errors` class the server named, with
 its message, object and remedy. File keys released by the server are held
 only while a reader is open and are zeroed after.
+
+The client does not take the server's word for a manifest: it verifies the
+manifest's DSSE signature with a pinned manifest key — ``STRONGROOM_MANIFEST_KEY``
+(base64 raw Ed25519, as ``strongroom keys public --manifest`` prints it on the
+vault host) or, when that is unset, the key first seen from this server URL,
+recorded in ``~/.config/strongroom/known_servers`` (trust on first use, like
+ssh's known_hosts; ``STRONGROOM_KNOWN_SERVERS`` names another file). A server
+that later presents another key is refused (:class:`ServerKeyChanged`).
+Shards are fetched in ranged requests of :data:`RANGE_SIZE` bytes, never held
+whole in memory.
 """
 
 from __future__ import annotations
@@ -31,18 +41,147 @@ from strongroom.errors import AccessDenied, ConfigError, IntegrityError, Strongr
 from strongroom.server.signatures import sign_request
 
 if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
     from strongroom.crypto.age import AgeReader
     from strongroom.keys.identity import Identity
+    from strongroom.vault.manifest import Manifest
 
-__all__ = ["Client", "ServerError"]
+__all__ = ["RANGE_SIZE", "Client", "KnownServers", "RemoteSource", "ServerError",
+           "ServerKeyChanged"]
 
 _TIMEOUT = httpx.Timeout(30.0, read=300.0)
+#: Bytes per ranged request when reading a shard's ciphertext.
+RANGE_SIZE = 4 << 20
 
 
 class ServerError(StrongroomError):
     """The server failed in a way it did not describe (5xx without a strongroom error)."""
 
     exit_code = 9
+
+
+class ServerKeyChanged(IntegrityError):
+    """The server presents a manifest key other than the one pinned for it."""
+
+    exit_code = 10
+
+
+def _decode_key(text: str, obj: str) -> Ed25519PublicKey:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey as _Pub
+
+    try:
+        raw = base64.b64decode(text.strip(), validate=True)
+        return _Pub.from_public_bytes(raw)
+    except ValueError:
+        raise ConfigError("not a base64 raw Ed25519 public key (32 bytes)", obj=obj,
+                          remedy="copy the key `strongroom keys public --manifest` prints "
+                          "on the vault host") from None
+
+
+def _known_servers_path() -> Path:
+    explicit = os.environ.get("STRONGROOM_KNOWN_SERVERS")
+    if explicit:
+        return Path(explicit)
+    config = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(config) / "strongroom" / "known_servers"
+
+
+class KnownServers:
+    """Manifest keys pinned per server URL on first use: ``<url> ed25519 <base64>`` lines."""
+
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = path or _known_servers_path()
+
+    def get(self, url: str) -> str | None:
+        """The pinned key (base64) for ``url``, or None."""
+        try:
+            lines = self.path.read_text(encoding="utf-8").splitlines()
+        except FileNotFoundError:
+            return None
+        for line in lines:
+            parts = line.split()
+            if len(parts) == 3 and parts[0] == url and parts[1] == "ed25519":
+                return parts[2]
+        return None
+
+    def add(self, url: str, key_b64: str) -> None:
+        """Pin ``key_b64`` for ``url`` (append; the directory and file are private)."""
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        with os.fdopen(fd, "a", encoding="utf-8") as f:
+            f.write(f"{url} ed25519 {key_b64}\n")
+
+
+class RemoteSource:
+    """A :class:`~strongroom.crypto.age.ByteSource` over a blob on the server, read by range.
+
+    Holds at most two windows of ``window`` bytes. While windows are fetched
+    in order from the start it hashes them, so that a full sequential read can
+    be checked against the manifest's ciphertext SHA-256 (:meth:`sha256`).
+    """
+
+    def __init__(self, client: Client, path: str, size: int, *,
+                 window: int = RANGE_SIZE) -> None:
+        self.client = client
+        self.path = path
+        self.size = size
+        self.window = window
+        self.requests = 0
+        self._windows: dict[int, bytes] = {}
+        self._hash = hashlib.sha256()
+        self._hashed = 0  # windows hashed in order so far
+        self._in_order = True
+
+    def __len__(self) -> int:
+        return self.size
+
+    def _fetch(self, index: int) -> bytes:
+        data = self._windows.get(index)
+        if data is not None:
+            return data
+        start = index * self.window
+        end = min(start + self.window, self.size)
+        response = self.client.request("GET", self.path,
+                                       headers={"Range": f"bytes={start}-{end - 1}"})
+        self.requests += 1
+        data = response.content
+        expected = f"bytes {start}-{end - 1}/{self.size}"
+        if response.status_code != 206 or response.headers.get("content-range") != expected \
+                or len(data) != end - start:
+            raise IntegrityError("the server did not return the byte range asked for",
+                                 obj=self.path, remedy="the blob's size may not match the "
+                                 "manifest; check the server's blob store")
+        if index == self._hashed and self._in_order:
+            self._hash.update(data)
+            self._hashed += 1
+        elif index > self._hashed:
+            self._in_order = False
+        if len(self._windows) >= 2:  # keep two: a read may straddle a window boundary
+            del self._windows[max(self._windows, key=lambda i: abs(i - index))]
+        self._windows[index] = data
+        return data
+
+    def read_at(self, offset: int, size: int) -> bytes:
+        """Up to ``size`` bytes at ``offset``, fetched a window at a time."""
+        end = min(offset + size, self.size)
+        out = bytearray()
+        pos = offset
+        while pos < end:
+            index = pos // self.window
+            data = self._fetch(index)
+            lo = pos - index * self.window
+            piece = data[lo: lo + (end - pos)]
+            out += piece
+            pos += len(piece)
+        return bytes(out)
+
+    def sha256(self) -> str | None:
+        """Hex SHA-256 of the whole ciphertext if every window was read in order, else None."""
+        windows = -(-self.size // self.window)
+        if not self._in_order or self._hashed != windows:
+            return None
+        return self._hash.hexdigest()
 
 
 def _raise_for(response: httpx.Response) -> None:
@@ -66,10 +205,19 @@ class Client:
     """Signed requests to one strongroom server as one identity."""
 
     def __init__(self, url: str, identity: Identity | None, *,
-                 verify: bool | str = True, http: httpx.Client | None = None) -> None:
+                 verify: bool | str = True, http: httpx.Client | None = None,
+                 manifest_key: str | None = None,
+                 known_servers: KnownServers | None = None) -> None:
+        """``manifest_key``: the pinned manifest key (base64); default ``STRONGROOM_MANIFEST_KEY``,
+        else trust on first use through ``known_servers``."""
         self.url = url.rstrip("/")
         self.identity = identity
         self.http = http or httpx.Client(base_url=self.url, timeout=_TIMEOUT, verify=verify)
+        pinned = manifest_key or os.environ.get("STRONGROOM_MANIFEST_KEY") or None
+        self._pinned = _decode_key(pinned, "STRONGROOM_MANIFEST_KEY") if pinned else None
+        self.known_servers = known_servers or KnownServers()
+        #: bytes per ranged request when reading a shard
+        self.range_size = RANGE_SIZE
 
     @classmethod
     def from_env(cls) -> Client:
@@ -97,11 +245,13 @@ class Client:
     # -- transport ---------------------------------------------------------------------
 
     def request(self, method: str, path: str, body: Any = None, *,
-                params: dict[str, Any] | None = None, signed: bool = True) -> httpx.Response:
+                params: dict[str, Any] | None = None, signed: bool = True,
+                headers: dict[str, str] | None = None) -> httpx.Response:
         """Send one request (signed unless ``signed=False``); raise the server's error."""
         content = b"" if body is None else json.dumps(body).encode()
         req = self.http.build_request(method, path, params=params, content=content,
-                                      headers={"content-type": "application/json"})
+                                      headers={"content-type": "application/json",
+                                               **(headers or {})})
         if signed:
             if self.identity is None:
                 raise AccessDenied("no identity to sign the request with",
@@ -143,9 +293,59 @@ class Client:
         return list(self.get("/v1/weights"))
 
     def manifest(self, name: str, version: int | None = None) -> dict[str, Any]:
-        """The manifest (``manifest``), its ref and signed envelope."""
+        """The server's manifest response (``manifest``, ``ref``, ``envelope``, ``manifest_key``).
+
+        Unverified: use :meth:`verified_manifest` before trusting any hash in it.
+        """
         params = {"version": version} if version is not None else None
         return dict(self.get(f"/v1/weights/{name}/manifest", params=params))
+
+    def public_keys(self) -> dict[str, str]:
+        """The server's claimed public keys (compare out of band before pinning)."""
+        return dict(self.get("/v1/sys/public-keys"))
+
+    def manifest_key(self, offered: str) -> Ed25519PublicKey:
+        """The manifest key to verify with: the pinned one, or ``offered`` checked against
+        (or recorded in) known_servers. ServerKeyChanged when the server's key changed."""
+        if self._pinned is not None:
+            return self._pinned
+        key = _decode_key(offered, f"{self.url} manifest key")
+        canonical = base64.b64encode(key.public_bytes_raw()).decode()
+        known = self.known_servers.get(self.url)
+        if known is None:
+            self.known_servers.add(self.url, canonical)
+            return key
+        if known != canonical:
+            raise ServerKeyChanged(
+                "the server's manifest signing key changed since it was first seen: it may be "
+                "an impostor or a compromised server serving forged manifests",
+                obj=f"{self.url} in {self.known_servers.path}",
+                remedy="confirm the new key out of band (`strongroom keys public --manifest` on "
+                "the vault host); if the vault's key really changed, delete this server's "
+                "line from the known_servers file or set STRONGROOM_MANIFEST_KEY")
+        return key
+
+    def verified_manifest(self, name: str, version: int | None = None) -> Manifest:
+        """The manifest of ``name`` (``version``), its DSSE signature verified with the pinned key."""
+        from strongroom.vault.manifest import Manifest
+
+        out = self.manifest(name, version)
+        obj = f"{name}@{version}" if version is not None else name
+        key = self.manifest_key(str(out.get("manifest_key", "")))
+        try:
+            m = Manifest.verify(str(out.get("envelope", "")), key, obj=obj)
+        except IntegrityError as exc:
+            source = ("STRONGROOM_MANIFEST_KEY" if self._pinned is not None
+                      else str(self.known_servers.path))
+            raise IntegrityError(
+                f"the manifest is not signed by the pinned manifest key ({exc.message})",
+                obj=f"{obj} from {self.url}",
+                remedy=f"do not use these weights; check the key pinned in {source} against "
+                "`strongroom keys public --manifest` on the vault host") from None
+        if m.name != name or (version is not None and m.version != version):
+            raise IntegrityError(f"the server answered with the manifest of {m.ref}",
+                                 obj=obj, remedy="the server is misbehaving; report it")
+        return m
 
     def import_weights(self, path: Path, name: str, *, compartments: tuple[str, ...] = (),
                        new_version: bool = False) -> dict[str, Any]:
@@ -180,8 +380,14 @@ class Client:
         return dict(response.json())
 
     def ciphertext(self, name: str, version: int, blob: str) -> bytes:
-        """A shard's ciphertext."""
+        """A shard's whole ciphertext (small blobs; readers use :meth:`blob_source`)."""
         return self.request("GET", f"/v1/weights/{name}/versions/{version}/blobs/{blob}").content
+
+    def blob_source(self, name: str, version: int, blob: str, size: int, *,
+                    window: int | None = None) -> RemoteSource:
+        """A ranged reader over a shard's ciphertext of ``size`` bytes."""
+        return RemoteSource(self, f"/v1/weights/{name}/versions/{version}/blobs/{blob}", size,
+                            window=window or self.range_size)
 
     def release(self, artifact: str, shard: str, blob: str, purpose: str, *,
                 grant: str | None = None) -> bytearray:
@@ -200,23 +406,30 @@ class Client:
     @contextlib.contextmanager
     def open_shard(self, name: str, version: int | None, path: str, *,
                    purpose: str) -> Iterator[AgeReader]:
-        """A decrypting reader over one shard, checked against the manifest's hashes."""
-        from strongroom.crypto.age import AgeReader
+        """A decrypting reader over one shard of the verified manifest, read by range."""
+        m = self.verified_manifest(name, version)
+        with self._open_entry(m, path, purpose=purpose) as (reader, _source):
+            yield reader
 
-        m = self.manifest(name, version)["manifest"]
-        ref = f"{m['name']}@{m['version']}"
-        entry = next((f for f in m["files"] if f["path"] == path), None)
+    @contextlib.contextmanager
+    def _open_entry(self, m: Manifest, path: str, *, purpose: str
+                    ) -> Iterator[tuple[AgeReader, RemoteSource]]:
+        from strongroom.crypto import age
+
+        obj = f"{m.ref}/{path}"
+        entry = next((f for f in m.files if f.path == path), None)
         if entry is None:
-            raise errors.NotFound("no such shard", obj=f"{ref}/{path}")
-        data = self.ciphertext(m["name"], int(m["version"]), entry["blob"])
-        if hashlib.sha256(data).hexdigest() != entry["ct_sha256"]:
-            raise IntegrityError("ciphertext SHA-256 does not match the manifest",
-                                 obj=f"{ref}/{path}")
-        key = self.release(ref, path, entry["blob"], purpose)
+            raise errors.NotFound("no such shard", obj=obj)
+        source = self.blob_source(m.name, m.version, entry.blob, entry.ct_size)
+        header, head = age.read_header(source)
+        if hashlib.sha256(bytes(head)[: header.size]).hexdigest() != entry.header_sha256:
+            raise IntegrityError("blob header does not match the signed manifest "
+                                 "(blob swapped or altered)", obj=obj)
+        key = self.release(m.ref, path, entry.blob, purpose)
         reader = None
         try:
-            reader = AgeReader.with_file_key(data, bytes(key), plaintext_size=int(entry["size"]))
-            yield reader
+            reader = age.AgeReader.with_file_key(source, bytes(key), plaintext_size=entry.size)
+            yield reader, source
         finally:
             key[:] = bytes(len(key))
             if reader is not None:
@@ -224,18 +437,23 @@ class Client:
 
     def verify(self, name: str, version: int | None = None, *, purpose: str = "verify"
                ) -> tuple[str, int, int]:
-        """Decrypt every shard in memory and check its plaintext SHA-256: (ref, files, bytes)."""
-        m = self.manifest(name, version)["manifest"]
-        ref = f"{m['name']}@{m['version']}"
+        """Decrypt every shard chunk by chunk and check its ciphertext and plaintext SHA-256
+        against the verified manifest: (ref, files, bytes)."""
+        m = self.verified_manifest(name, version)
         total = 0
-        for entry in m["files"]:
+        for entry in m.files:
+            obj = f"{m.ref}/{entry.path}"
             digest = hashlib.sha256()
-            with self.open_shard(m["name"], int(m["version"]), entry["path"],
-                                 purpose=purpose) as reader:
+            with self._open_entry(m, entry.path, purpose=purpose) as (reader, source):
                 for i in range(reader.num_chunks):
                     digest.update(reader.decrypt_chunk(i))
-            if digest.hexdigest() != entry["sha256"]:
-                raise IntegrityError("plaintext SHA-256 does not match the manifest",
-                                     obj=f"{ref}/{entry['path']}")
-            total += int(entry["size"])
-        return ref, len(m["files"]), total
+                ct = source.sha256()
+            if ct is None:
+                raise IntegrityError("the ciphertext was not read in order; cannot check it",
+                                     obj=obj)
+            if ct != entry.ct_sha256:
+                raise IntegrityError("ciphertext SHA-256 does not match the manifest", obj=obj)
+            if digest.hexdigest() != entry.sha256:
+                raise IntegrityError("plaintext SHA-256 does not match the manifest", obj=obj)
+            total += entry.size
+        return m.ref, len(m.files), total

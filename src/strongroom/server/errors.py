@@ -14,6 +14,7 @@ from strongroom import errors as E
 __all__ = [
     "BodyTooLarge",
     "DigestMismatch",
+    "RangeNotSatisfiable",
     "Unauthenticated",
     "error_body",
     "status_for",
@@ -32,6 +33,10 @@ class BodyTooLarge(E.InvalidInput):
     """The body exceeds the server's limit for this route."""
 
 
+class RangeNotSatisfiable(E.InvalidInput):
+    """The Range header asks for bytes the blob does not have, or for several ranges."""
+
+
 class PathRejected(E.InvalidInput):
     """The request path tries to leave its collection (``..``, encoded ``/``, NUL)."""
 
@@ -42,6 +47,7 @@ _STATUS: tuple[tuple[type[E.StrongroomError], int], ...] = (
     (BodyTooLarge, 413),
     (DigestMismatch, 400),
     (PathRejected, 400),
+    (RangeNotSatisfiable, 416),
     (E.ApprovalRequired, 403),
     (E.BudgetExceeded, 429),
     (E.AccessDenied, 403),

@@ -134,11 +134,24 @@ class DocumentOut(BaseModel):
 
 
 class ManifestOut(BaseModel):
-    """A verified manifest and the signed envelope it came from."""
+    """A verified manifest, the signed envelope it came from, and the key that signed it.
+
+    A client must not trust ``manifest_key`` as sent: it pins it
+    (``STRONGROOM_MANIFEST_KEY`` or trust on first use) and verifies ``envelope``.
+    """
 
     ref: str
     manifest: dict[str, Any]
     envelope: str
+    manifest_key: str = Field(description="the vault's manifest public key, raw Ed25519, base64")
+
+
+class PublicKeysOut(BaseModel):
+    """The vault's public signing keys (raw Ed25519, base64): pin them on the clients."""
+
+    manifest: str
+    manifest_key_id: str
+    checkpoint: str
 
 
 class KeyReleaseIn(BaseModel):

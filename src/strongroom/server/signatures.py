@@ -27,6 +27,7 @@ import base64
 import datetime
 import hashlib
 import hmac
+import os
 import secrets
 import sqlite3
 import threading
@@ -34,7 +35,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from http_message_signatures import (
@@ -50,6 +51,9 @@ from strongroom.crypto.dsse import key_id
 from strongroom.errors import InvalidInput, StrongroomError
 from strongroom.server.errors import DigestMismatch, Unauthenticated
 
+if TYPE_CHECKING:
+    from strongroom.store.db import Store
+
 __all__ = [
     "CLOCK_SKEW_S",
     "REPLAY_WINDOW_S",
@@ -59,7 +63,9 @@ __all__ = [
     "NonceCache",
     "RequestVerifier",
     "SqliteNonceCache",
+    "StoreNonceCache",
     "check_body_digest",
+    "default_nonce_cache",
     "sign_request",
 ]
 
@@ -197,6 +203,9 @@ class NonceCache(Protocol):
 class MemoryNonceCache:
     """Nonces of one process (``--workers 1``)."""
 
+    #: spend() never waits on I/O: the server may call it on its event loop.
+    inline = True
+
     def __init__(self, limit: int = 1_000_000) -> None:
         self._seen: dict[tuple[str, str], float] = {}
         self._lock = threading.Lock()
@@ -221,6 +230,9 @@ class MemoryNonceCache:
 
 class SqliteNonceCache:
     """Nonces shared by the worker processes of one host (a SQLite file in WAL mode)."""
+
+    #: spend() is one local WAL write (microseconds): fine on the event loop.
+    inline = True
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -251,6 +263,98 @@ class SqliteNonceCache:
                            "ON CONFLICT (key, nonce) DO UPDATE SET expires = excluded.expires "
                            "WHERE nonces.expires <= ?", (key, nonce, expires, now))
         return cur.rowcount == 1
+
+
+class StoreNonceCache:
+    """Nonces shared by every host and worker on one database (table ``server_nonces``).
+
+    The default when the server runs on a database other hosts can reach
+    (PostgreSQL): a request replayed to another host within its window finds
+    the nonce already spent there. One statement per request, insert-if-absent
+    on (key id, nonce), reusing a row only once its window has closed; rows
+    past their expiry are pruned every ``prune_every_s`` by whichever process
+    gets there first.
+    """
+
+    #: spend() is a database round trip: the server calls it from its thread pool.
+    inline = False
+
+    def __init__(self, store: Store, *, prune_every_s: float = 10.0) -> None:
+        from strongroom.store.tables.server import ServerNonce
+
+        self.store = store
+        self._table: Any = ServerNonce.__table__
+        self._prune_every_s = prune_every_s
+        self._next_prune = 0.0
+        self._lock = threading.Lock()
+        if store.dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+            self._insert: Any = pg_insert
+        elif store.dialect == "sqlite":
+            from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+            self._insert = sqlite_insert
+        else:
+            raise InvalidInput(f"no nonce cache for the {store.dialect} dialect",
+                               obj=store.url, remedy="use PostgreSQL or SQLite")
+
+    def spend(self, key: str, nonce: str, expires: float, now: float) -> bool:
+        """Insert the nonce; False when a live row already holds it (a replay)."""
+        from sqlalchemy import delete
+        from sqlalchemy.exc import SQLAlchemyError
+
+        from strongroom.errors import StorageError
+
+        table = self._table
+        stmt = self._insert(table).values(key_id=key, nonce=nonce, expires=expires)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[table.c.key_id, table.c.nonce],
+            set_={"expires": stmt.excluded.expires},
+            where=table.c.expires <= now).returning(table.c.key_id)
+        prune = False
+        with self._lock:
+            if now >= self._next_prune:
+                self._next_prune = now + self._prune_every_s
+                prune = True
+        try:
+            with self.store.engine.begin() as conn:
+                if prune:
+                    conn.execute(delete(table).where(table.c.expires <= now))
+                spent = conn.execute(stmt).first() is not None
+        except SQLAlchemyError as exc:
+            raise StorageError(f"cannot record the request nonce: {type(exc).__name__}",
+                               obj="server_nonces",
+                               remedy="check that the database is reachable, then retry"
+                               ) from None
+        return spent
+
+
+def default_nonce_cache(store: Store, *, shared_host: Path | None = None) -> NonceCache:
+    """The nonce cache a server on ``store`` uses unless told otherwise.
+
+    ``STRONGROOM_SERVER_NONCES`` chooses: ``database`` (table ``server_nonces``,
+    shared by every host on the database), ``host`` (a SQLite file shared by the
+    workers of this host, ``shared_host``) or ``memory`` (this process only).
+    Unset: ``database`` on PostgreSQL — the deployment where several hosts
+    share the database — otherwise ``host`` when ``shared_host`` is given
+    (several workers), otherwise ``memory``.
+    """
+    choice = os.environ.get("STRONGROOM_SERVER_NONCES", "").strip().lower()
+    if not choice:
+        choice = ("database" if store.dialect != "sqlite"
+                  else "host" if shared_host is not None else "memory")
+    if choice == "database":
+        return StoreNonceCache(store)
+    if choice == "host":
+        if shared_host is None:
+            raise InvalidInput("a per-host nonce cache needs several workers",
+                               obj="STRONGROOM_SERVER_NONCES", remedy="use database or memory")
+        return SqliteNonceCache(shared_host)
+    if choice == "memory":
+        return MemoryNonceCache()
+    raise InvalidInput(f"unknown nonce cache {choice!r}", obj="STRONGROOM_SERVER_NONCES",
+                       remedy="use database, host or memory")
 
 
 # -- verification ------------------------------------------------------------------------
@@ -293,6 +397,17 @@ class RequestVerifier:
         self.window_s = window_s
         self.skew_s = skew_s
         self.clock = clock
+
+    def inline_ok(self, claimed_key_id: str) -> bool:
+        """True when verifying a request from ``claimed_key_id`` will not wait on I/O.
+
+        That is: the nonce cache is local (``inline``) and the key lookup has
+        the caller cached (``lookup.cached(kid)``). The server then verifies on
+        its event loop (about 0.2 ms of CPU) instead of paying a thread-pool hop.
+        """
+        cached = getattr(self.lookup, "cached", None)
+        return bool(getattr(self.nonces, "inline", False) and claimed_key_id
+                    and callable(cached) and cached(claimed_key_id))
 
     def verify(self, method: str, target: str, headers: Iterable[tuple[str, str]],
                body: bytes) -> Caller:

@@ -4,9 +4,11 @@ With several workers the unsealed keyring must live in exactly one process:
 the local key agent (:mod:`strongroom.keys.agent`), which ``serve`` starts
 before the workers. Each worker holds a :class:`ServerContext` over the agent
 (:meth:`ServerContext.agent`), its own store connections and audit-log handle,
-and shares one signature-nonce cache with the other workers of the host
-(``<home>/server-nonces.db``) so that a request replayed to another worker is
-still refused. ``serve`` passes its options in the environment
+and shares one signature-nonce cache with the other workers — the
+``server_nonces`` table of the database on PostgreSQL (every host), else the
+host's ``<home>/server-nonces.db`` (see
+:func:`~strongroom.server.signatures.default_nonce_cache`) — so that a request
+replayed to another worker or host is still refused. ``serve`` passes its options in the environment
 (``STRONGROOM_SERVER_*``), which uvicorn's worker processes inherit.
 """
 
@@ -20,7 +22,7 @@ from fastapi import FastAPI
 from strongroom.server.app import create_app
 from strongroom.server.auth import DEFAULT_MAX_BODY, DEFAULT_MAX_UPLOAD
 from strongroom.server.context import ServerContext
-from strongroom.server.signatures import SqliteNonceCache
+from strongroom.server.signatures import default_nonce_cache
 from strongroom.settings import Settings
 
 __all__ = ["NONCE_DB", "agent_app", "local_app"]
@@ -43,7 +45,7 @@ def agent_app() -> FastAPI:
     settings = Settings()
     ctx = ServerContext.agent(settings)
     atexit.register(ctx.close)
-    nonces = SqliteNonceCache(settings.resolved_home / NONCE_DB)
+    nonces = default_nonce_cache(ctx.store, shared_host=settings.resolved_home / NONCE_DB)
     return create_app(ctx, nonces=nonces, max_body=_max_body(), max_upload=_max_upload())
 
 
