@@ -117,8 +117,7 @@ def demo_grant(vault: Vault, officer: Identity, holder: Identity, resource: str,
 def demo_access(vault: Vault, console: Console, home: Path, *, artifact: str = "minilm") -> Identity:
     """Run the access demo on ``artifact``; return alice's identity (granted load and export)."""
     officer = vault.identity
-    officers = {k.split(":", 1)[1]: Ed25519PublicKey.from_public_bytes(v)
-                for k, v in vault.keys.public_keys().items() if k.startswith("officer:")}
+    officers = _officers(vault)
     reader = DirectoryReader(vault.store, lambda: officers, len(officers))
     engine = PolicyEngine()
     manifest = vault.manifest(artifact)

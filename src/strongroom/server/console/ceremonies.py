@@ -26,6 +26,7 @@ from strongroom.errors import AccessDenied, InvalidInput
 from strongroom.server.console import data
 from strongroom.server.console.core import Console, ConsoleError
 from strongroom.server.console.registration import store_pending, verify_register_token
+from strongroom.server.console.sessions import Session
 from strongroom.store.tables.console import ConsoleCredential
 
 __all__ = ["add_routes"]
@@ -75,6 +76,24 @@ def _check_count(console: Console, key_id: str, count: int) -> None:
                                "may be cloned; ask the security officers to revoke it")
         row.sign_count = count
         row.last_used_at = time.time()
+
+
+def _signed_by_key(console: Console, sess: Session, me: Enrollment, body: dict[str, Any],
+                   ceremony_kind: str, statement_kind: str, missing: str,
+                   ) -> tuple[str, fido.SecurityKey, dict[str, Any]]:
+    """The statement the begin step prepared, signed by the browser's assertion.
+
+    Takes (once) the session's ceremony of ``ceremony_kind``; returns the WebAuthn
+    envelope, the approver's enrolled key that made it, and the ceremony.
+    """
+    ceremony = console.sessions.take_ceremony(sess, ceremony_kind)
+    if ceremony is None:
+        raise ConsoleError(400, f"{missing} (or it timed out): start again")
+    assertion = fido.Assertion.from_browser(body.get("credential"))
+    key = _enrolled_key(me, assertion)
+    env = fido.envelope(statements.payload_type(statement_kind),
+                        base64.b64decode(ceremony["payload"]), me.key_id, assertion)
+    return env, key, ceremony
 
 
 def _enrolled_key(who: Enrollment, assertion: fido.Assertion) -> fido.SecurityKey:
@@ -232,13 +251,8 @@ def add_routes(router: APIRouter, console: Console) -> None:
         body = await _body(request)
         console.check_post(request, sess, None)
         me = console.person(sess)
-        ceremony = console.sessions.take_ceremony(sess, "approve")
-        if ceremony is None:
-            raise ConsoleError(400, "no approval in progress (or it timed out): start again")
-        assertion = fido.Assertion.from_browser(body.get("credential"))
-        key = _enrolled_key(me, assertion)
-        env = fido.envelope(statements.payload_type("approval"),
-                            base64.b64decode(ceremony["payload"]), me.key_id, assertion)
+        env, key, ceremony = _signed_by_key(console, sess, me, body, "approve", "approval",
+                                            "no approval in progress")
         verified = fido.verify_envelope(env, "approval", {me.key_id: me},
                                         obj=f"approval by {me.name}")
         _check_count(console, key.id, verified.sign_count)
@@ -280,13 +294,8 @@ def add_routes(router: APIRouter, console: Console) -> None:
         body = await _body(request)
         console.check_post(request, sess, None)
         me = console.person(sess)
-        ceremony = console.sessions.take_ceremony(sess, "grant")
-        if ceremony is None:
-            raise ConsoleError(400, "no Grant in progress (or it timed out): start again")
-        assertion = fido.Assertion.from_browser(body.get("credential"))
-        key = _enrolled_key(me, assertion)
-        env = fido.envelope(statements.payload_type("grant"),
-                            base64.b64decode(ceremony["payload"]), me.key_id, assertion)
+        env, key, ceremony = _signed_by_key(console, sess, me, body, "grant", "grant",
+                                            "no Grant in progress")
         digest = str(ceremony["request"])
         req = AccessRequest.from_statement(statements.unverified_payload(
             statements.unverified_payload(env)["request"]))
