@@ -12,10 +12,14 @@ seconds without a request (default 1800), when its data directory disappears
 or is replaced, and on SIGTERM/SIGINT. A kill -9 loses only the in-memory
 unseal: the vault is sealed again, nothing on disk changes.
 
-Protocol: one request per connection, each way a 4-byte big-endian length and
-a JSON object; binary fields are base64. Request ``{"op": ..., "args": {...}}``,
-reply ``{"ok": true, "result": ...}`` or ``{"ok": false, "error": {"type",
-"message", "obj", "remedy"}}`` naming a :mod:`strongroom.errors` class.
+Protocol: requests in sequence on a connection (the client keeps a few
+connections open and reuses them: a server's workers make hundreds of
+releases a second, and a connect, a peer-credential check and a thread per
+request cost more than the release's own bookkeeping), each way a 4-byte
+big-endian length and a JSON object; binary fields are base64. Request
+``{"op": ..., "args": {...}}``, reply ``{"ok": true, "result": ...}`` or
+``{"ok": false, "error": {"type", "message", "obj", "remedy"}}`` naming a
+:mod:`strongroom.errors` class. The peer's uid is checked once per connection.
 
 Do not expose the socket beyond the local user (no chmod, no forwarding), and
 do not run the agent as a different user than the CLI.
@@ -101,18 +105,24 @@ def _send(sock: socket.socket, obj: Any) -> None:
     sock.sendall(struct.pack(">I", len(data)) + data)
 
 
-def _recv_exact(sock: socket.socket, n: int) -> bytes:
+class _Closed(ConnectionError):
+    """The peer closed the connection before sending any byte of a message."""
+
+
+def _recv_exact(sock: socket.socket, n: int, *, first: bool = False) -> bytes:
     buf = bytearray()
     while len(buf) < n:
         chunk = sock.recv(n - len(buf))
         if not chunk:
+            if first and not buf:
+                raise _Closed("connection closed")
             raise ConnectionError("connection closed")
         buf += chunk
     return bytes(buf)
 
 
 def _recv(sock: socket.socket) -> Any:
-    (n,) = struct.unpack(">I", _recv_exact(sock, 4))
+    (n,) = struct.unpack(">I", _recv_exact(sock, 4, first=True))
     if n > _MAX_MESSAGE:
         raise ConnectionError("message too large")
     return json.loads(_recv_exact(sock, n))
@@ -215,29 +225,38 @@ class AgentServer:
                 if uid != os.getuid():
                     log.warning("refused a connection from uid %d", uid)
                     return
-                request = _recv(conn)
-                with self._lock:
-                    self._busy += 1
-                try:
-                    result = self._dispatch(str(request["op"]), dict(request.get("args") or {}))
-                    reply: dict[str, Any] = {"ok": True, "result": result}
-                except StrongroomError as exc:
-                    reply = {"ok": False, "error": _error_to_json(exc)}
-                except (KeyError, TypeError, ValueError) as exc:
-                    reply = {"ok": False, "error": _error_to_json(InvalidInput(
-                        f"malformed agent request ({type(exc).__name__})", obj="agent"))}
-                except Exception as exc:  # a fault must be answered, not drop the connection
-                    log.exception("request %r failed", request.get("op"))
-                    reply = {"ok": False, "error": _error_to_json(StrongroomError(
-                        f"the key agent failed on {request.get('op')!r} ({type(exc).__name__})",
-                        obj="agent", remedy="read the agent log (agent.log in STRONGROOM_HOME)"))}
-                finally:
-                    with self._lock:
-                        self._busy -= 1
-                        self._last = time.monotonic()
-                _send(conn, reply)
+                while not self._stop.is_set():
+                    try:
+                        request = _recv(conn)
+                    except _Closed:
+                        return  # the client is done with this connection
+                    _send(conn, self._answer(request))
             except (OSError, ConnectionError, ValueError) as exc:
                 log.info("connection dropped: %s", type(exc).__name__)
+
+    def _answer(self, request: Any) -> dict[str, Any]:
+        with self._lock:
+            self._busy += 1
+        op = request.get("op") if isinstance(request, dict) else None
+        try:
+            if not isinstance(request, dict):
+                raise TypeError("request is not an object")
+            result = self._dispatch(str(request["op"]), dict(request.get("args") or {}))
+            return {"ok": True, "result": result}
+        except StrongroomError as exc:
+            return {"ok": False, "error": _error_to_json(exc)}
+        except (KeyError, TypeError, ValueError) as exc:
+            return {"ok": False, "error": _error_to_json(InvalidInput(
+                f"malformed agent request ({type(exc).__name__})", obj="agent"))}
+        except Exception as exc:  # a fault must be answered, not drop the connection
+            log.exception("request %r failed", op)
+            return {"ok": False, "error": _error_to_json(StrongroomError(
+                f"the key agent failed on {op!r} ({type(exc).__name__})",
+                obj="agent", remedy="read the agent log (agent.log in STRONGROOM_HOME)"))}
+        finally:
+            with self._lock:
+                self._busy -= 1
+                self._last = time.monotonic()
 
     def _home_id(self) -> tuple[int, int] | None:
         try:
@@ -316,10 +335,37 @@ class AgentServer:
 class AgentClient:
     """Talks to the agent of ``home``; starts it when absent (``start=True``)."""
 
+    #: Idle connections kept open for reuse (beyond this, a finished call closes its own).
+    POOL_SIZE = 64
+
     def __init__(self, home: Path, *, start: bool = True, timeout: float = 600.0) -> None:
         self.home = home
         self.start = start
         self.timeout = timeout
+        self._idle: list[socket.socket] = []
+        self._pool_lock = threading.Lock()
+        self._pid = os.getpid()
+
+    def close(self) -> None:
+        """Close the idle connections (calls still in flight close theirs when done)."""
+        with self._pool_lock:
+            idle, self._idle = self._idle, []
+        for sock in idle:
+            with contextlib.suppress(OSError):
+                sock.close()
+
+    def _checkout(self) -> socket.socket | None:
+        with self._pool_lock:
+            if self._pid != os.getpid():  # forked: the parent's connections are not ours
+                self._idle, self._pid = [], os.getpid()
+            return self._idle.pop() if self._idle else None
+
+    def _checkin(self, sock: socket.socket) -> None:
+        with self._pool_lock:
+            if len(self._idle) < self.POOL_SIZE and self._pid == os.getpid():
+                self._idle.append(sock)
+                return
+        sock.close()
 
     @property
     def socket_path(self) -> Path:
@@ -362,8 +408,7 @@ class AgentClient:
         raise StrongroomError("the key agent did not start", obj=str(self.home / LOG_NAME),
                               remedy="read the agent log; check STRONGROOM_HOME and the database")
 
-    def call(self, op: str, **args: Any) -> Any:
-        """Send one request; re-raise the agent's strongroom error locally."""
+    def _fresh(self) -> socket.socket:
         sock = self._connect()
         if sock is None:
             if not self.start:
@@ -373,17 +418,45 @@ class AgentClient:
             sock = self._connect()
             if sock is None:
                 raise StrongroomError("cannot reach the key agent", obj=str(self.socket_path))
-        with sock:
+        return sock
+
+    def call(self, op: str, **args: Any) -> Any:
+        """Send one request; re-raise the agent's strongroom error locally.
+
+        A reused connection the agent has closed meanwhile (it sealed, went
+        idle or restarted) fails before the agent read anything: that call is
+        retried once on a fresh connection. Any other failure is reported,
+        never retried, so no request runs twice.
+        """
+        message = {"op": op, "args": args}
+        sock = self._checkout()
+        reused = sock is not None
+        if sock is None:
+            sock = self._fresh()
+        while True:
             try:
-                _send(sock, {"op": op, "args": args})
+                _send(sock, message)
                 reply = _recv(sock)
+                break
+            except (BrokenPipeError, ConnectionResetError, _Closed) as exc:
+                sock.close()
+                if not reused:
+                    raise self._failed(exc) from exc
+                reused = False
+                sock = self._fresh()
             except (OSError, ConnectionError, ValueError) as exc:
-                raise StrongroomError(f"the key agent failed ({type(exc).__name__})",
-                                      obj=str(self.socket_path),
-                                      remedy="retry; the agent restarts sealed") from exc
-        if not reply.get("ok"):
-            raise _error_from_json(reply.get("error") or {})
+                sock.close()
+                raise self._failed(exc) from exc
+        self._checkin(sock)
+        if not isinstance(reply, dict) or not reply.get("ok"):
+            error = reply.get("error") if isinstance(reply, dict) else None
+            raise _error_from_json(error or {})
         return reply.get("result")
+
+    def _failed(self, exc: Exception) -> StrongroomError:
+        return StrongroomError(f"the key agent failed ({type(exc).__name__})",
+                               obj=str(self.socket_path),
+                               remedy="retry; the agent restarts sealed")
 
 
 def main() -> None:
