@@ -19,6 +19,14 @@ matches its digest. Anything else raises
 :class:`~strongroom.server.errors.DigestMismatch` (400), and nothing else
 happens. The authority (host) is not covered, so a TLS-terminating proxy may
 rewrite it; TLS protects the channel, the signature protects the request.
+
+Requests in the exact shape :func:`sign_request` emits take a fast path that
+builds the RFC 9421 signature base itself (the package's structured-field
+parser cost about half of the server's CPU per request). It accepts only that
+one canonical serialisation and makes the same checks in the same order, with
+the same messages; everything else goes through ``http-message-signatures``
+unchanged. ``tests/server/test_server_signature_fastpath.py`` checks the two
+agree on random and tampered requests.
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ import datetime
 import hashlib
 import hmac
 import os
+import re
 import secrets
 import sqlite3
 import threading
@@ -37,6 +46,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from cryptography.exceptions import InvalidSignature as BadEd25519Signature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from http_message_signatures import (
     HTTPMessageSigner,
@@ -391,19 +401,23 @@ class RequestVerifier:
         window_s: int = REPLAY_WINDOW_S,
         skew_s: int = CLOCK_SKEW_S,
         clock: Callable[[], float] = time.time,
+        fast_path: bool = True,
     ) -> None:
         self.lookup = lookup
         self.nonces = nonces
         self.window_s = window_s
         self.skew_s = skew_s
         self.clock = clock
+        #: Verify requests in sign_request's exact shape without the package (same outcome).
+        self.fast_path = fast_path
 
     def inline_ok(self, claimed_key_id: str) -> bool:
         """True when verifying a request from ``claimed_key_id`` will not wait on I/O.
 
         That is: the nonce cache is local (``inline``) and the key lookup has
         the caller cached (``lookup.cached(kid)``). The server then verifies on
-        its event loop (about 0.2 ms of CPU) instead of paying a thread-pool hop.
+        its event loop (about 0.1 ms of CPU on the fast path, 0.2 ms through the
+        package) instead of paying a thread-pool hop.
         """
         cached = getattr(self.lookup, "cached", None)
         return bool(getattr(self.nonces, "inline", False) and claimed_key_id
@@ -428,6 +442,37 @@ class RequestVerifier:
         names = {k.lower() for k, _ in fields}
         if "signature" not in names or "signature-input" not in names:
             raise _refused("the request is not signed (no Signature / Signature-Input header)")
+        if not target.startswith("/") or "#" in target:
+            # The library reads the target as a URL: "@host/..." or ":443/..." would move
+            # the parsed host and still verify a signature made for the path.
+            raise _refused("the request target must be a path starting with / (no fragment)")
+        now = self.clock()
+        canonical = _canonical_request(method, target, fields) if self.fast_path else None
+        checked = self._verify_canonical(canonical, now) if canonical is not None else None
+        if checked is None:
+            checked = self._verify_with_library(method, target, fields)
+        caller, params, value = checked
+        created = params.get("created")
+        if not isinstance(created, int) or now - created > self.window_s:
+            raise _refused(f"the signature is expired: created more than {self.window_s} s ago")
+        if created - now > self.skew_s:
+            raise _refused("the signature is not yet valid: created in the future")
+        if params.get("alg") != "ed25519":
+            raise _refused('the signature must name alg="ed25519"')
+        if value is None or sum(1 for k, _ in fields if k.lower() == "content-digest") != 1:
+            raise _refused("the signature must cover exactly one Content-Digest header")
+        digest = _sha256_member(value)
+        nonce = params.get("nonce")
+        if not isinstance(nonce, str) or not 16 <= len(nonce) <= 128:
+            raise _refused("the signature has no nonce (16-128 characters)")
+        if not self.nonces.spend(caller.key_id, nonce, created + self.window_s + self.skew_s,
+                                 now):
+            raise _refused("this signed request was already used (replayed nonce)")
+        return caller, digest
+
+    def _verify_with_library(self, method: str, target: str, fields: list[tuple[str, str]]
+                             ) -> tuple[Caller, Mapping[str, object], str | None]:
+        """Any RFC 9421 signature, through the package: caller, parameters, signed digest."""
         message = _Message(method, target, fields)
         resolver = _LookupResolver(self.lookup)
         verifier = HTTPMessageVerifier(signature_algorithm=algorithms.ED25519,
@@ -436,7 +481,6 @@ class RequestVerifier:
         required = ["@method", "@path", "content-digest"]
         if "?" in target:
             required.append("@query")
-        now = self.clock()
         try:
             results = verifier.verify(message, max_age=datetime.timedelta(seconds=self.window_s),
                                       expect_tag=SIGNATURE_TAG, require_components=required)
@@ -448,26 +492,116 @@ class RequestVerifier:
         if len(results) != 1 or resolver.caller is None:
             raise _refused("exactly one strongroom signature is expected")
         result = results[0]
-        params = result.parameters
-        created = params.get("created")
-        if not isinstance(created, int) or now - created > self.window_s:
-            raise _refused(f"the signature is expired: created more than {self.window_s} s ago")
-        if created - now > self.skew_s:
-            raise _refused("the signature is not yet valid: created in the future")
-        if params.get("alg") != "ed25519":
-            raise _refused('the signature must name alg="ed25519"')
-        value = result.covered_components.get('"content-digest"')
-        if value is None or sum(1 for k, _ in fields if k.lower() == "content-digest") != 1:
-            raise _refused("the signature must cover exactly one Content-Digest header")
-        digest = _sha256_member(value)
-        nonce = params.get("nonce")
-        if not isinstance(nonce, str) or not 16 <= len(nonce) <= 128:
-            raise _refused("the signature has no nonce (16-128 characters)")
-        caller = resolver.caller
-        if not self.nonces.spend(caller.key_id, nonce, created + self.window_s + self.skew_s,
-                                 now):
-            raise _refused("this signed request was already used (replayed nonce)")
-        return caller, digest
+        return (resolver.caller, result.parameters,
+                result.covered_components.get('"content-digest"'))
+
+    def _verify_canonical(self, request: _Canonical, now: float
+                          ) -> tuple[Caller, Mapping[str, object], str | None] | None:
+        """The library's checks, in its order, for a request in our signer's shape.
+
+        None (before anything is spent) when the key is not an Ed25519 key
+        object: the library path then decides.
+        """
+        # validate_created_and_expires: the package reads the wall clock, not self.clock.
+        wall = datetime.datetime.now(datetime.UTC)
+        skew = datetime.timedelta(seconds=self.skew_s)
+        max_age = datetime.timedelta(seconds=self.window_s)
+        when = datetime.datetime.fromtimestamp(request.created, tz=datetime.UTC)
+        if when > wall + skew:
+            raise _refused(_describe(InvalidSignature(
+                'Signature "created" parameter is set to a time in the future')))
+        if when + max_age < wall - skew:
+            raise _refused(_describe(InvalidSignature(
+                f"Signature age exceeds maximum allowable age {max_age}")))
+        try:  # as _LookupResolver inside the package's try
+            caller = self.lookup(request.keyid)
+            key = caller.public_key
+        except StrongroomError:
+            raise
+        except Exception as exc:
+            raise _refused(_describe(InvalidSignature(exc))) from None
+        if not isinstance(key, Ed25519PublicKey):
+            return None
+        try:
+            key.verify(request.signature, request.base)
+        except BadEd25519Signature:
+            raise _refused(_describe(InvalidSignature())) from None
+        return caller, {"created": request.created, "alg": "ed25519",
+                        "nonce": request.nonce}, request.digest_field
+
+
+# -- the fast path: our signer's one canonical shape -------------------------------------
+#
+# http_sf re-serialises what it parses, and the signature base carries that
+# serialisation. These patterns admit only text that is already canonical
+# (no optional whitespace, no leading zeros, no escapes in strings), so the
+# raw text is what the package would put in the base. Anything else -- other
+# labels, parameter orders, extra members, whitespace -- falls back.
+# tests/server/test_server_signature_fastpath.py checks, on random and
+# tampered requests, that the base equals the package's and the outcomes agree.
+
+_SF_SAFE = r"[A-Za-z0-9._~+/=-]"
+_FAST_INPUT = re.compile(
+    r'sr=(\("@method" "@path"(?P<query> "@query")? "content-digest"\)'
+    r";created=(?P<created>0|[1-9][0-9]{0,10})"
+    rf';keyid="(?P<keyid>{_SF_SAFE}{{1,256}})";alg="ed25519"'
+    rf';nonce="(?P<nonce>{_SF_SAFE}{{1,256}})";tag="strongroom")')
+_FAST_SIGNATURE = re.compile(r"sr=:([A-Za-z0-9+/]{86}==):")
+_FAST_DIGEST = re.compile(r"sha-256=:[A-Za-z0-9+/]{43}=:")
+_FAST_METHOD = re.compile(r"[A-Z]{1,20}")
+# The package's RFC 3986 path and query grammar (_url.py), without fragments.
+_PCHAR = r"(?:[A-Za-z0-9._~!$&'()*+,;=:@/-]|%[0-9A-Fa-f]{2})"
+_FAST_TARGET = re.compile(rf"(?P<path>/{_PCHAR}*)(?P<query>\?(?:{_PCHAR}|\?)*)?")
+
+
+@dataclass(frozen=True)
+class _Canonical:
+    """A request in :func:`sign_request`'s shape, with its RFC 9421 signature base."""
+
+    base: bytes
+    signature: bytes
+    keyid: str
+    created: int
+    nonce: str
+    digest_field: str
+
+
+def _canonical_request(method: str, target: str, fields: list[tuple[str, str]]
+                       ) -> _Canonical | None:
+    """The request's signature base (RFC 9421 section 2.5), or None unless canonical."""
+    inputs: list[str] = []
+    signatures: list[str] = []
+    digests: list[str] = []
+    for name, value in fields:
+        lowered = name.lower()
+        if lowered == "signature-input":
+            inputs.append(value)
+        elif lowered == "signature":
+            signatures.append(value)
+        elif lowered == "content-digest":
+            digests.append(value)
+        if len(inputs) > 1 or len(signatures) > 1 or len(digests) > 1:
+            return None
+    if not (inputs and signatures and digests):
+        return None
+    verb = method.upper()  # as _Message
+    params = _FAST_INPUT.fullmatch(inputs[0])
+    sig = _FAST_SIGNATURE.fullmatch(signatures[0])
+    url = _FAST_TARGET.fullmatch(target)
+    if (params is None or sig is None or url is None or _FAST_METHOD.fullmatch(verb) is None
+            or _FAST_DIGEST.fullmatch(digests[0]) is None
+            or (params["query"] is None) != (url["query"] is None)):
+        return None
+    raw = base64.b64decode(sig[1], validate=True)
+    if base64.b64encode(raw).decode() != sig[1]:
+        return None  # non-canonical base64 bits: let the package judge
+    lines = [f'"@method": {verb}', f'"@path": {url["path"]}']
+    if url["query"] is not None:
+        lines.append(f'"@query": {url["query"]}')
+    lines.append(f'"content-digest": {digests[0]}')
+    lines.append(f'"@signature-params": {params[1]}')
+    return _Canonical("\n".join(lines).encode("ascii"), raw, params["keyid"],
+                      int(params["created"]), params["nonce"], digests[0])
 
 
 def check_body_digest(signed: bytes, actual: bytes) -> None:
