@@ -31,11 +31,10 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from sqlalchemy import select, update
-from sqlalchemy.exc import SQLAlchemyError
 
 from strongroom.crypto.dsse import ExternalKey, sign_statement, verify_statement
 from strongroom.errors import IntegrityError, InvalidInput, StorageError
-from strongroom.store.db import Store
+from strongroom.store.db import Store, dbapi_errors, raw_query
 from strongroom.store.tables.access import AccessGeneration, AccessStatement
 
 __all__ = [
@@ -226,22 +225,13 @@ def marker(store: Store) -> tuple[int, int, int]:
     """
     # A pooled DBAPI connection and one SELECT (a statement is its own consistent read), not
     # an ORM session: this runs on every key release and costs ~10 us instead of ~100 us.
-    dbapi_error: Any = getattr(store.engine.dialect.dbapi, "Error", SQLAlchemyError)
     try:
-        conn = store.engine.raw_connection()
-        try:
-            cur = conn.cursor()
-            try:
-                cur.execute(_MARKER_SQL)
-                row = cur.fetchone()
-            finally:
-                cur.close()
-        finally:
-            conn.close()  # back to the pool, which rolls back whatever the driver began
-    except (SQLAlchemyError, dbapi_error) as exc:
+        rows = raw_query(store.engine, _MARKER_SQL)
+    except dbapi_errors(store.engine) as exc:
         raise StorageError(f"cannot read the access statements' generation: "
                            f"{type(exc).__name__}", obj=store.url,
                            remedy="check that the database is reachable") from exc
+    row = rows[0] if rows else None
     if row is None:
         raise StorageError("the access statements' generation row is missing", obj=store.url,
                            remedy="run the migrations (Store.open) on this database")

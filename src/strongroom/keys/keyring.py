@@ -75,7 +75,7 @@ from strongroom.errors import (
     StorageError,
 )
 from strongroom.keys.config import KeysSettings
-from strongroom.store.db import Store
+from strongroom.store.db import Store, dbapi_errors, raw_query
 from strongroom.store.tables.keys import KeyringEntry, KeyringState, WrappedKey
 
 __all__ = [
@@ -745,9 +745,8 @@ class Keyring:
         """Find the newest usable wrapping of ``blob_id``'s file key (no decryption)."""
         self.require_unsealed()
         try:
-            with self._reader.connect() as conn:
-                rows = conn.exec_driver_sql(self._locate_sql, (blob_id,)).all()
-        except SQLAlchemyError as exc:
+            rows = raw_query(self._reader, self._locate_sql, (blob_id,))
+        except dbapi_errors(self._reader) as exc:
             raise StorageError(f"cannot read wrapped keys ({type(exc).__name__})",
                                obj=f"blob {blob_id}", remedy="check the database") from exc
         candidates = [(int(v), bytes(w)) for v, w in rows]
