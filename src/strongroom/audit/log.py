@@ -50,6 +50,7 @@ import json
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -118,6 +119,9 @@ _INDEX_PLACEHOLDER = b'"index":0'
 PROOF_HEADER = "strongroom-inclusion-proof/v1"
 #: How long an append waits for its batch to commit before refusing.
 APPEND_TIMEOUT_S = 30.0
+#: How long the writer holds a batch open for appends announced with
+#: :meth:`AuditLog.expecting` (PostgreSQL's ``commit_delay``, bounded), seconds.
+COMMIT_DELAY_S = 0.002
 _FETCH = 10_000
 
 
@@ -374,6 +378,7 @@ class AuditLog:
         redaction_salt: bytes | None = None,
         anchor_path: Path | None = None,
         append_timeout: float = APPEND_TIMEOUT_S,
+        commit_delay: float = COMMIT_DELAY_S,
     ) -> None:
         origin = origin or signer.name
         if signer.name != origin:
@@ -391,6 +396,7 @@ class AuditLog:
         self.clock = clock
         self.anchor_path = anchor_path
         self.append_timeout = append_timeout
+        self.commit_delay = commit_delay
         self._pg = store.dialect == "postgresql"
         # Statements are built from constants and placeholders only (no values).
         mark = "%s" if self._pg else "?"
@@ -415,6 +421,9 @@ class AuditLog:
         self._wake = threading.Condition(self._lock)
         self._batch = _Batch()
         self._closed = False
+        self._expected = 0  # announced appends (expecting()) not yet enqueued
+        self._gathering = False
+        self._announced = threading.local()
         self._writer = threading.Thread(target=self._run_writer, name="audit-writer", daemon=True)
         self._writer.start()
 
@@ -610,20 +619,63 @@ class AuditLog:
         batch, offset = self._enqueue([item])
         return PendingAppend(self, batch, offset)
 
+    @contextlib.contextmanager
+    def expecting(self) -> Iterator[None]:
+        """Announce that this thread will append soon (a key release on its way).
+
+        While announced appends are pending, the writer holds its next batch
+        open for at most ``commit_delay`` seconds so that they share one
+        commit: a release then costs a fraction of a transaction instead of
+        most of one, at the price of that bounded wait. The announcement ends
+        at this thread's next append or when the block exits, whichever is
+        first; a block that never appends costs the writer at most one delay.
+        """
+        with self._lock:
+            self._expected += 1
+        self._announced.pending = True
+        try:
+            yield
+        finally:
+            if getattr(self._announced, "pending", False):
+                self._announced.pending = False
+                with self._lock:
+                    self._expected -= 1
+                    if self._gathering:
+                        self._wake.notify()
+
     def _enqueue(
         self, items: list[tuple[bytes, bytes]], guarded: tuple[AppendGuard, Any] | None = None
     ) -> tuple[_Batch, int]:
+        announced = getattr(self._announced, "pending", False)
         with self._lock:
             if self._closed:
                 raise AuditUnavailable("the audit log is closed", remedy="open the log again")
+            if announced:
+                self._announced.pending = False
+                self._expected -= 1
             batch = self._batch
             offset = len(batch.items)
             batch.items.extend(items)
             if guarded is not None:
                 batch.guarded.append((offset, *guarded))
-            if offset == 0:
+            if offset == 0 or self._gathering:
                 self._wake.notify()
         return batch, offset
+
+    def _gather(self) -> None:
+        """With the lock held and a batch waiting: let announced appends join it (bounded)."""
+        if self.commit_delay <= 0 or self._expected <= 0:
+            return
+        deadline = time.monotonic() + self.commit_delay
+        self._gathering = True
+        try:
+            while self._expected > 0 and not self._closed:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._wake.wait(left)
+        finally:
+            self._gathering = False
 
     def _await(self, batch: _Batch, offset: int, count: int) -> list[int | None]:
         if not batch.done.wait(self.append_timeout):
@@ -651,6 +703,7 @@ class AuditLog:
                     self._wake.wait()
                 if not self._batch.items and self._closed:
                     return
+                self._gather()
                 batch = self._batch
                 self._batch = _Batch()
             committed = False
