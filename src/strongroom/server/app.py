@@ -38,6 +38,7 @@ from strongroom.server import models as M
 from strongroom.server.auth import (
     DEFAULT_MAX_BODY,
     DEFAULT_MAX_UPLOAD,
+    DirectRoute,
     PrincipalKeys,
     RefusalLog,
     SignedRequestMiddleware,
@@ -154,7 +155,8 @@ def create_app(ctx: ServerContext, *, nonces: NonceCache | None = None,
     async def strongroom_error(request: Request, exc: StrongroomError) -> JSONResponse:
         return JSONResponse(error_body(exc), status_code=status_for(exc))
 
-    app.include_router(_keys_routes(ctx))
+    keys_router, direct = _keys_routes(ctx)
+    app.include_router(keys_router)
     app.include_router(_sys_routes(ctx, keys))
     app.include_router(_directory_routes(ctx, keys))
     app.include_router(_weights_routes(ctx, keys))
@@ -167,7 +169,8 @@ def create_app(ctx: ServerContext, *, nonces: NonceCache | None = None,
         return ctx.audit().append(**entry)  # Sealed while sealed: not recorded
 
     app.add_middleware(SignedRequestMiddleware, verifier=verifier, max_body=max_body,
-                       max_upload=max_upload, on_refused=RefusalLog(append_refusal))
+                       max_upload=max_upload, on_refused=RefusalLog(append_refusal),
+                       direct=direct)
     return app
 
 
@@ -349,7 +352,7 @@ def _ram_dir() -> pathlib.Path:
     return root
 
 
-def _keys_routes(ctx: ServerContext) -> APIRouter:
+def _keys_routes(ctx: ServerContext) -> tuple[APIRouter, dict[tuple[str, str], DirectRoute]]:
     """Key release: the hot path, so its router is matched first and it hops threads once.
 
     The route is ``async``: FastAPI would otherwise run a sync endpoint and then its
@@ -392,7 +395,21 @@ def _keys_routes(ctx: ServerContext) -> APIRouter:
         out: M.KeyReleaseOut = await run_in_threadpool(release_key, caller, body, host)
         return out
 
-    return r
+    async def release_direct(scope: Any, caller: Caller, raw: bytes) -> tuple[int, bytes] | None:
+        """The same route served by the signing middleware (see auth.DirectRoute)."""
+        from pydantic import ValidationError
+        from starlette.concurrency import run_in_threadpool
+
+        try:
+            body = M.KeyReleaseIn.model_validate_json(raw)
+        except ValidationError:
+            return None  # FastAPI's route answers with its standard 422
+        client = scope.get("client")
+        host = str(client[0]) if client else None
+        out: M.KeyReleaseOut = await run_in_threadpool(release_key, caller, body, host)
+        return 200, out.model_dump_json().encode()
+
+    return r, {("POST", "/v1/keys/release"): release_direct}
 
 
 def _weights_routes(ctx: ServerContext, keys: PrincipalKeys) -> APIRouter:
