@@ -48,6 +48,7 @@ later (egress, audit) still counts against the budget.
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
 import time
@@ -270,8 +271,9 @@ class GrantEvidence:
                                         self.store, "grant", subject=kid,
                                         resource=base_name(request.artifact)))
         approver_ids = {kid}
-        for env in candidates:
-            approver_ids |= self._claimed_keys(env)
+        for env in candidates:  # unverified hints of whom to load; memoised per snapshot
+            approver_ids |= self._memo(snap, ("claimed", env),
+                                       functools.partial(self._claimed_keys, env))
         directory, parts = self._view_memo(snap, approver_ids, (request.artifact,))
         who = directory.principal(kid)
         if who is None:
@@ -422,7 +424,7 @@ class GrantEvidence:
         return self._memo(snap, ("policy",), load)  # type: ignore[no-any-return]
 
     @staticmethod
-    def _claimed_keys(env: str) -> set[str]:
+    def _claimed_keys(env: str) -> frozenset[str]:
         """Key ids a grant claims (requester and approvers): what to load from the directory."""
         try:
             grant = statements.unverified_payload(env)
@@ -430,9 +432,9 @@ class GrantEvidence:
                     for a in grant.get("approvals", []) if isinstance(a, str)}
             keys.add(str(statements.unverified_payload(str(grant.get("request", "")))
                          .get("requester_key", "")))
-            return keys
+            return frozenset(keys)
         except InvalidInput:
-            return set()
+            return frozenset()
 
     def _grant(self, snap: _Snapshot, candidates: list[str], directory: Directory,
                parts: PartsMemo, engine: PolicyEngine, resource: Resource, action: str,
