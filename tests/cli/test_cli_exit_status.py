@@ -6,6 +6,8 @@ import os
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from cli_fixtures import strongroom_exe
 
 
@@ -27,3 +29,13 @@ def test_doctor_exits_non_zero_on_unsafe_settings(tmp_path: Path) -> None:
     r = _run(tmp_path, "doctor", "--lock", str(lock))
     assert r.returncode == 1, r.stdout + r.stderr
     assert "unsafe settings found" in r.stdout and "Traceback" not in r.stderr
+
+
+def test_a_bad_setting_names_the_variable_without_traceback(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    env_var = "STRONGROOM_AUDIT_COMMIT_DELAY_MS"
+    monkeypatch.setenv(env_var, "500")
+    r = _run(tmp_path, "doctor")
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert env_var in r.stderr and "less than or equal to 50" in r.stderr
+    assert "Traceback" not in r.stderr

@@ -7,6 +7,9 @@
   ``http://127.0.0.1:7380 witness.example/w1+1234abcd+BAbc...``.
 * ``STRONGROOM_WITNESS_QUORUM``: how many of them must cosign for a checkpoint
   to count as published (default 0).
+* ``STRONGROOM_AUDIT_COMMIT_DELAY_MS``: how long the writer may hold a batch open
+  for key releases already under way so that they share one commit (default 2;
+  0 commits every batch at once). Bounded at 50.
 
 The log's checkpoint key lives in the sealed keyring's barrier; processes other
 than the key agent sign checkpoints through it (``(public key, sign)``).
@@ -46,6 +49,8 @@ class AuditSettings(BaseSettings):
     log_origin: str | None = Field(default=None, description="log origin (key name)")
     witnesses: str = Field(default="", description="'<url> <vkey>' pairs, comma separated")
     witness_quorum: int = Field(default=0, ge=0, description="cosignatures needed to publish")
+    audit_commit_delay_ms: float = Field(default=2.0, ge=0, le=50,
+                                         description="group-commit delay for announced appends")
 
     def witness_list(self) -> list[tuple[str, str]]:
         """The configured ``(url, verifier key)`` pairs."""
@@ -93,6 +98,7 @@ class AuditSettings(BaseSettings):
         witnesses = [WitnessClient(url, vkey) for url, vkey in self.witness_list()]
         kwargs.setdefault("witnesses", witnesses)
         kwargs.setdefault("quorum", self.witness_quorum)
+        kwargs.setdefault("commit_delay", self.audit_commit_delay_ms / 1000)
         signer: Ed25519Signer | ExternalEd25519Signer
         if isinstance(key, tuple):
             signer = ExternalEd25519Signer(origin, key[0], key[1])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 
@@ -75,6 +76,15 @@ def main() -> None:
         sys.exit(130)
     except (typer.Abort, typer.Exit) as exc:
         sys.exit(getattr(exc, "exit_code", 1))
+    except ValidationError as exc:
+        if not exc.title.endswith("Settings"):
+            raise
+        for problem in exc.errors():
+            name = "STRONGROOM_" + "_".join(str(p) for p in problem["loc"]).upper()
+            _err.print(f"[bold red]error:[/] {escape(name)}: {escape(problem['msg'])} "
+                       "(remedy: fix or unset the environment variable)", markup=True,
+                       soft_wrap=True)
+        sys.exit(2)
     except Exception as exc:
         # Usage errors: click's ClickException, or the copy typer >= 0.20 vendors
         # (typer._click), which click's class does not match.
