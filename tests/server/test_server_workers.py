@@ -44,3 +44,17 @@ def test_release_through_the_agent_and_replay_to_another_worker(world: ServerWor
     last = world.ctx.audit().tail(5)
     assert any(e.action == "key.release" and e.actor == "alice" and e.decision == "allow"
                for e in last)
+
+
+def test_cached_releases_await_the_agent_on_the_event_loop(world: ServerWorld) -> None:
+    world.grant_load()
+    assert world.client("alice").post("/v1/keys/release",
+                                      world.release_body("alice")).status_code == 200
+    world.ctx.keys._async = None  # type: ignore[union-attr]
+    body = world.release_body("alice")
+    r = world.client("alice").post("/v1/keys/release", body)  # manifest and header cached now
+    assert r.status_code == 200, r.text
+    assert world.ctx.keys._async is not None  # type: ignore[union-attr]
+    again = world.client("alice").post("/v1/keys/release", body)  # the agent's gate refuses
+    assert again.status_code == 403 and "replay" in again.json()["error"]
+    assert again.json()["type"] == "AccessDenied"

@@ -27,6 +27,7 @@ do not run the agent as a different user than the CLI.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import fcntl
@@ -49,7 +50,7 @@ from strongroom.errors import ConfigError, InvalidInput, StrongroomError
 from strongroom.keys.config import KeysSettings
 from strongroom.release import ReleaseRequest
 
-__all__ = ["SOCKET_NAME", "AgentClient", "AgentServer", "main"]
+__all__ = ["SOCKET_NAME", "AgentClient", "AgentServer", "AsyncAgentClient", "main"]
 
 SOCKET_NAME = "agent.sock"
 LOCK_NAME = "agent.lock"
@@ -454,9 +455,99 @@ class AgentClient:
         return reply.get("result")
 
     def _failed(self, exc: Exception) -> StrongroomError:
-        return StrongroomError(f"the key agent failed ({type(exc).__name__})",
-                               obj=str(self.socket_path),
-                               remedy="retry; the agent restarts sealed")
+        return _failed(self.home, exc)
+
+
+class AsyncAgentClient:
+    """The same protocol on asyncio streams, for a server worker's event loop.
+
+    A worker that awaits the agent instead of blocking a pool thread on it
+    saves the thread hop (~50 us of CPU a release) and keeps any number of
+    releases in flight on one loop. Connections are kept per event loop and
+    reused like :class:`AgentClient`'s. It never starts an agent: when none
+    answers it raises, and the caller falls back to :class:`AgentClient`.
+    """
+
+    POOL_SIZE = 64
+
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def _open(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        try:
+            return await asyncio.open_unix_connection(str(_socket_path(self.home)),
+                                                      limit=_MAX_MESSAGE + 4)
+        except (FileNotFoundError, ConnectionRefusedError) as exc:
+            raise AgentUnavailable("no key agent is running",
+                                   obj=str(_socket_path(self.home))) from exc
+
+    def _pool(self) -> list[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:  # connections belong to the loop that opened them
+            self._idle, self._loop = [], loop
+        return self._idle
+
+    @staticmethod
+    async def _exchange(conn: tuple[asyncio.StreamReader, asyncio.StreamWriter],
+                        message: dict[str, Any]) -> Any:
+        reader, writer = conn
+        data = json.dumps(message).encode()
+        writer.write(struct.pack(">I", len(data)) + data)
+        await writer.drain()
+        try:
+            head = await reader.readexactly(4)
+        except asyncio.IncompleteReadError as exc:
+            if not exc.partial:
+                raise _Closed("connection closed") from None
+            raise ConnectionError("connection closed") from None
+        (n,) = struct.unpack(">I", head)
+        if n > _MAX_MESSAGE:
+            raise ConnectionError("message too large")
+        try:
+            return json.loads(await reader.readexactly(n))
+        except asyncio.IncompleteReadError:
+            raise ConnectionError("connection closed") from None
+
+    async def call(self, op: str, **args: Any) -> Any:
+        """As :meth:`AgentClient.call`; :class:`AgentUnavailable` when no agent answers."""
+        pool = self._pool()
+        message = {"op": op, "args": args}
+        conn = pool.pop() if pool else None
+        reused = conn is not None
+        if conn is None:
+            conn = await self._open()
+        while True:
+            try:
+                reply = await self._exchange(conn, message)
+                break
+            except (BrokenPipeError, ConnectionResetError, _Closed) as exc:
+                conn[1].close()
+                if not reused:
+                    raise _failed(self.home, exc) from exc
+                reused = False
+                conn = await self._open()
+            except (OSError, ConnectionError, ValueError) as exc:
+                conn[1].close()
+                raise _failed(self.home, exc) from exc
+        if len(pool) < self.POOL_SIZE:
+            pool.append(conn)
+        else:
+            conn[1].close()
+        if not isinstance(reply, dict) or not reply.get("ok"):
+            error = reply.get("error") if isinstance(reply, dict) else None
+            raise _error_from_json(error or {})
+        return reply.get("result")
+
+
+class AgentUnavailable(StrongroomError):
+    """No key agent answers on the data directory's socket."""
+
+
+def _failed(home: Path, exc: Exception) -> StrongroomError:
+    return StrongroomError(f"the key agent failed ({type(exc).__name__})",
+                           obj=str(home / SOCKET_NAME), remedy="retry; the agent restarts sealed")
 
 
 def main() -> None:

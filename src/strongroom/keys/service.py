@@ -41,7 +41,7 @@ from strongroom.store.db import Store
 
 if TYPE_CHECKING:
     from strongroom.audit.log import AuditLog
-    from strongroom.keys.agent import AgentClient
+    from strongroom.keys.agent import AgentClient, AsyncAgentClient
 
 __all__ = [
     "AgentKeyService",
@@ -282,6 +282,7 @@ class AgentKeyService:
 
     def __init__(self, client: AgentClient) -> None:
         self.client = client
+        self._async: AsyncAgentClient | None = None
 
     def status(self) -> KeyringStatus:
         """The agent's keyring status."""
@@ -299,6 +300,15 @@ class AgentKeyService:
         from strongroom.keys.agent import request_to_json, unb64
 
         return bytearray(unb64(self.client.call("release", request=request_to_json(request))))
+
+    async def release_async(self, request: ReleaseRequest) -> bytearray:
+        """Run the agent's gate from an event loop (raises AgentUnavailable when none runs)."""
+        from strongroom.keys.agent import AsyncAgentClient, request_to_json, unb64
+
+        if self._async is None:
+            self._async = AsyncAgentClient(self.client.home)
+        result = await self._async.call("release", request=request_to_json(request))
+        return bytearray(unb64(result))
 
     def sign(self, purpose: SignPurpose, message: bytes) -> bytes:
         """Sign through the agent."""
