@@ -95,6 +95,31 @@ def test_revocation_and_lapsed_vetting_stop_a_caller(world: World) -> None:
         auth.check("ivy", "infer", "toy@1")
 
 
+def test_a_revocation_bites_at_the_next_request_despite_the_ttl(world: World) -> None:
+    """Cached views and decisions are kept only while the access statements are unchanged."""
+    w = world
+    gid = _grant(w, "ivy", "infer")
+    auth = _authorizer(w, ttl_s=3600.0)
+    callers = DirectoryCallers(w.rule.reader, ttl_s=3600.0)
+    body = b'{"input": ["x"]}'
+    now = time.time()
+    auth.check("ivy", "infer", "toy@1")  # cached as allowed for up to an hour
+    assert callers.authenticate("POST", EMBEDDINGS_PATH,
+                                sign_request(w.people["ivy"], "POST", EMBEDDINGS_PATH, body),
+                                body, now).principal == "ivy"
+    revoke_grant(w.store, w.people["bob"].private_key, "bob", gid, "left the project",
+                 now=time.time())
+    with pytest.raises(AccessDenied, match="revoked"):
+        auth.check("ivy", "infer", "toy@1")
+    publish(w.store, "revocation", KeyRevocation(w.people["ivy"].public.key_id, "lost laptop",
+                                                 int(now)).sign(*[o.private_key
+                                                                  for o in w.officers]))
+    with pytest.raises(AccessDenied, match="unknown caller key"):
+        callers.authenticate("POST", EMBEDDINGS_PATH,
+                             sign_request(w.people["ivy"], "POST", EMBEDDINGS_PATH, body),
+                             body, now)
+
+
 def test_directory_callers_accept_enrolled_keys_only(world: World) -> None:
     w = world
     callers = DirectoryCallers(w.rule.reader, ttl_s=0.0)

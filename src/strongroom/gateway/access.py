@@ -10,9 +10,12 @@ Two pieces replace the fixed caller list and the interim allow-list:
   caller holds a valid ``infer`` Grant on it (request and approvals signed by
   their authors, rule met, unexpired, unrevoked) — checked from signatures.
 
-Both re-read the directory at most every ``ttl_s`` seconds (default 10): a
-revoked key, a lapsed vetting or a revoked Grant stops a caller within that
-time. A ``load`` or ``export`` Grant does not allow ``infer`` through the
+Both keep their verified view (and a caller's positive decision) only while
+the access statements are unchanged — one cheap marker query per request
+(:func:`strongroom.access.statements.marker`), as the release gate does — so a
+revoked key, a revoked Grant or a new denial stops a caller at its next
+request; the view is also rebuilt every ``ttl_s`` seconds (default 10), and
+vetting dates and Grant expiry are judged at the time of each decision. A ``load`` or ``export`` Grant does not allow ``infer`` through the
 gateway, and an ``infer`` Grant never releases a key (the gate maps no release
 purpose to ``infer``)::
 
@@ -60,8 +63,14 @@ def directory_reader(store: Store, public_keys: dict[str, bytes],
     return DirectoryReader(store, lambda: officers, threshold)
 
 
+Marker = tuple[int, int, int]
+
+
 class _CachedDirectory:
-    """A verified view of every enrollment and label, rebuilt at most every ``ttl_s``."""
+    """A verified view of every enrollment and label, kept while the statements are unchanged.
+
+    Rebuilt when the access statements' marker moves, and at least every ``ttl_s``.
+    """
 
     def __init__(self, reader: DirectoryReader, ttl_s: float,
                  clock: Callable[[], float]) -> None:
@@ -69,17 +78,19 @@ class _CachedDirectory:
         self.ttl_s = ttl_s
         self.clock = clock
         self._lock = threading.Lock()
-        self._view: tuple[float, Directory] | None = None
+        self._view: tuple[float, Marker, Directory] | None = None
 
-    def get(self) -> Directory:
+    def get(self) -> tuple[Marker, Directory]:
+        """The current marker and the view it guards (read the marker first)."""
         now = self.clock()
+        mark = statements.marker(self.reader.store)
         with self._lock:
-            if self._view is not None and self._view[0] > now:
-                return self._view[1]
+            if self._view is not None and self._view[0] > now and self._view[1] == mark:
+                return mark, self._view[2]
         view = self.reader.view()
         with self._lock:
-            self._view = (now + self.ttl_s, view)
-        return view
+            self._view = (now + self.ttl_s, mark, view)
+        return mark, view
 
 
 class DirectoryCallers(SignedRequestAuth):
@@ -92,7 +103,7 @@ class DirectoryCallers(SignedRequestAuth):
 
     def lookup(self, kid: str) -> PublicIdentity | None:
         """The enrolled principal holding key ``kid``, or None (unknown or revoked)."""
-        who = self._directory.get().principal(kid)
+        who = self._directory.get()[1].principal(kid)
         return None if who is None else PublicIdentity(who.key, who.name)
 
 
@@ -108,7 +119,7 @@ class GrantAuthorizer:
         self.clock = clock
         self._directory = _CachedDirectory(reader, ttl_s, clock)
         self._lock = threading.Lock()
-        self._allowed: dict[str, float] = {}
+        self._allowed: dict[str, tuple[Marker, float]] = {}
         self._engine: tuple[str, PolicyEngine] | None = None
 
     def _policy(self) -> PolicyEngine:
@@ -128,10 +139,11 @@ class GrantAuthorizer:
         if action != "infer":
             raise AccessDenied(f"the gateway serves infer only, not {action}", obj=resource)
         now = self.clock()
+        mark, directory = self._directory.get()
         with self._lock:
-            if self._allowed.get(principal, 0.0) > now:
+            hit = self._allowed.get(principal)
+            if hit is not None and hit[0] == mark and hit[1] > now:
                 return
-        directory = self._directory.get()
         who = directory.by_name(principal)
         if who is None:
             raise AccessDenied(f"{principal} is not enrolled", obj=resource,
@@ -158,7 +170,7 @@ class GrantAuthorizer:
                 reasons.append("the grant was revoked")
                 continue
             with self._lock:
-                self._allowed[principal] = min(now + self.ttl_s, float(g.expires))
+                self._allowed[principal] = (mark, min(now + self.ttl_s, float(g.expires)))
             return
         detail = f" ({reasons[0]})" if reasons else ""
         raise AccessDenied(f"{principal} holds no valid infer grant on "
