@@ -133,7 +133,8 @@ def test_register_endorse_sign_in_approve_grant_release(served: Served) -> None:
                 page.goto(f"{base}/console/sign-in")
                 page.fill("#name", name)
                 page.click("#sign-in-button")
-                expect(page.locator("#result")).to_contain_text("no security key enrolled")
+                expect(page.locator("#result")).to_contain_text(
+                    "No security key enrolled for this name answered")
                 # 2. the officers (2 of 2) sign the enrollment listing the key
                 current = w.rule.reader.view().by_name(name)
                 assert current is not None

@@ -332,3 +332,42 @@ def test_malformed_bodies_get_a_4xx_and_change_nothing(env: Env, kind: str) -> N
     assert r.status_code == 413
     assert statements.envelopes(e.w.store, "approval", subject=digest) == []
     assert statements.envelopes(e.w.store, "grant") == []
+
+
+def test_sign_in_does_not_reveal_who_has_a_key(env: Env) -> None:
+    e = env
+    e.client.cookies.clear()
+    csrf = e.csrf("/console/sign-in")
+
+    def allowed(name: str) -> list[str]:
+        r = e.client.post("/webauthn/login/begin", json={"name": name},
+                          headers={"X-CSRF-Token": csrf, "Origin": ORIGIN})
+        assert r.status_code == 200, r.text
+        return [c["id"] for c in r.json()["options"]["allowCredentials"]]
+
+    real = allowed("bob")
+    ghost = allowed("nobody-here")
+    assert len(real) == len(ghost) == 1 and real != ghost
+    assert allowed("nobody-here") == ghost  # stable: asking twice tells nothing either
+
+
+def test_failed_sign_ins_are_audited_and_throttled(env: Env) -> None:
+    e = env
+    e.client.cookies.clear()
+    csrf = e.csrf("/console/sign-in")
+    rogue = SoftKey(rp_id="testserver", origin=ORIGIN)
+    statuses = []
+    for _ in range(12):
+        begin = e.client.post("/webauthn/login/begin", json={}, headers={"X-CSRF-Token": csrf})
+        if begin.status_code != 200:
+            statuses.append(begin.status_code)
+            continue
+        a = rogue.assertion(fido.unb64url(begin.json()["options"]["challenge"]))
+        r = e.client.post("/webauthn/login/finish", json={"credential": rogue.browser_json(a)},
+                          headers={"X-CSRF-Token": csrf})
+        statuses.append(r.status_code)
+    assert statuses[:10] == [403] * 10 and set(statuses[10:]) == {429}
+    denied = [x for x in e.w.vault.audit.tail(50)
+              if x.action == "console.sign-in" and x.decision == "deny"]
+    assert len(denied) == 10 and denied[-1].details["failures_this_minute"] == 10
+    assert denied[-1].details["host"] == "testclient"

@@ -10,6 +10,7 @@ stored envelope is verified exactly as the release gate verifies it.
 from __future__ import annotations
 
 import base64
+import hashlib
 import secrets
 import time
 from typing import Any
@@ -22,7 +23,7 @@ from strongroom.access import fido, statements
 from strongroom.access.approvals import AccessRequest, Approval, submit_approval
 from strongroom.access.directory import Enrollment
 from strongroom.access.grants import grant_statement, pending_grant_inputs, store_grant
-from strongroom.errors import AccessDenied, InvalidInput
+from strongroom.errors import AccessDenied, InvalidInput, StrongroomError
 from strongroom.server.console import data
 from strongroom.server.console.core import Console, ConsoleError
 from strongroom.server.console.registration import store_pending, verify_register_token
@@ -63,6 +64,16 @@ def _request_options(console: Console, challenge: bytes, keys: tuple[fido.Securi
     return {"challenge": fido.b64url(challenge), "rpId": console.config.rp_id, "timeout": 120000,
             "userVerification": "required",
             "allowCredentials": [{"type": "public-key", "id": k.id} for k in keys]}
+
+
+def _host(request: Request) -> str:
+    return request.client.host if request.client is not None else "?"
+
+
+def _imaginary_credential(console: Console, name: str) -> str:
+    """A credential id for a name without keys: the same on every request, worker and host."""
+    mac = console.ctx.audit().redactor.hmac(f"console.imaginary-credential:{name}")
+    return fido.b64url(hashlib.sha256(mac.encode()).digest())
 
 
 def _check_count(console: Console, key_id: str, count: int) -> None:
@@ -181,41 +192,53 @@ def add_routes(router: APIRouter, console: Console) -> None:
         sess = console.session(request)
         body = await _body(request)
         console.check_post(request, sess, None)
-        name = str(body.get("name", "")).strip()
-        keys: tuple[fido.SecurityKey, ...] = ()
+        name = str(body.get("name", "")).strip()[:128]
+        console.signins.check(_host(request))
+        challenge = secrets.token_bytes(32)
+        options = _request_options(console, challenge, ())
         if name:
+            # Unknown names get a stable imaginary credential (WebAuthn section 14.6.2):
+            # the answer does not tell a visitor who has a key enrolled.
             who = ctx.directory().by_name(name)
             keys = who.security_keys if who is not None else ()
-            if not keys:
-                raise ConsoleError(403, f"{name} has no security key enrolled by the officers")
-        challenge = secrets.token_bytes(32)
+            options["allowCredentials"] = (
+                [{"type": "public-key", "id": k.id} for k in keys] if keys
+                else [{"type": "public-key", "id": _imaginary_credential(console, name)}])
         console.sessions.set_ceremony(sess, {"kind": "login", "challenge": fido.b64url(challenge)})
-        return JSONResponse({"options": _request_options(console, challenge, keys)})
+        return JSONResponse({"options": options})
 
     @router.post("/webauthn/login/finish", include_in_schema=False)
     async def login_finish(request: Request) -> JSONResponse:
         sess = console.session(request)
         body = await _body(request)
         console.check_post(request, sess, None)
+        host = _host(request)
+        console.signins.check(host)
         ceremony = console.sessions.take_ceremony(sess, "login")
         if ceremony is None:
             raise ConsoleError(400, "no sign-in in progress (or it timed out): start again")
-        assertion = fido.Assertion.from_browser(body.get("credential"))
         now = time.time()
-        directory = ctx.directory()
-        who = next((p for kid, p in directory.principals.items()
-                    if kid not in directory.revoked_keys
-                    and any(k.credential_id == assertion.credential_id
-                            for k in p.security_keys)), None)
-        if who is None:
-            raise ConsoleError(403, "this security key is not enrolled for anyone (officers must "
-                               "endorse it first: strongroom console endorse)")
-        key = _enrolled_key(who, assertion)
-        count = fido.verify_assertion(assertion, key, fido.unb64url(ceremony["challenge"]),
-                                      obj="sign-in")
-        if not who.eligible(now):
-            raise ConsoleError(403, f"{who.name}'s vetting or employment is not current")
-        _check_count(console, key.id, count)
+        claimed: str | None = None
+        try:
+            assertion = fido.Assertion.from_browser(body.get("credential"))
+            claimed = fido.b64url(assertion.credential_id)
+            directory = ctx.directory()
+            who = next((p for kid, p in directory.principals.items()
+                        if kid not in directory.revoked_keys
+                        and any(k.credential_id == assertion.credential_id
+                                for k in p.security_keys)), None)
+            if who is None:
+                raise ConsoleError(403, "this security key is not enrolled for anyone (officers "
+                                   "must endorse it first: strongroom console endorse)")
+            key = _enrolled_key(who, assertion)
+            count = fido.verify_assertion(assertion, key, fido.unb64url(ceremony["challenge"]),
+                                          obj="sign-in")
+            if not who.eligible(now):
+                raise ConsoleError(403, f"{who.name}'s vetting or employment is not current")
+            _check_count(console, key.id, count)
+        except (ConsoleError, StrongroomError) as exc:
+            console.signins.failed(host, claimed, exc)
+            raise
         console.sessions.end(sess)  # rotate: a cookie set before sign-in is worthless after it
         value, _ = console.sessions.new(who.key_id, now=now)
         with ctx.vault(actor=who.name) as vault:

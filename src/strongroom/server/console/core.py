@@ -152,6 +152,55 @@ class SecureRoute(APIRoute):
         return secured
 
 
+class SignInThrottle:
+    """Failed sign-ins: each one audited, and a client host over the limit is refused for a while.
+
+    A security key cannot be guessed, but a flood of failed sign-ins is an
+    attack (a stolen credential id, a cloned key, a phishing relay) the
+    detectors must see. Past ``per_minute`` failures in a minute a host gets
+    429 until the minute is over; past the same number, entries are counted
+    and the count rides on the next one, so a flood cannot fill the log.
+    """
+
+    def __init__(self, ctx: ServerContext, *, per_minute: int = 10,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.ctx = ctx
+        self.per_minute = per_minute
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._failures: dict[str, tuple[float, int]] = {}
+
+    def _current(self, host: str, now: float) -> tuple[float, int]:
+        start, count = self._failures.get(host, (now, 0))
+        return (now, 0) if now - start >= 60 else (start, count)
+
+    def check(self, host: str) -> None:
+        """429 while ``host`` is over its failures for this minute."""
+        with self._lock:
+            _, count = self._current(host, self.clock())
+        if count >= self.per_minute:
+            raise ConsoleError(429, "too many failed sign-ins from this address: wait a minute "
+                               "and try again (security officers are alerted to repeats)")
+
+    def failed(self, host: str, credential: str | None, exc: Exception) -> None:
+        """Count and audit one failed sign-in."""
+        now = self.clock()
+        with self._lock:
+            start, count = self._current(host, now)
+            self._failures[host] = (start, count + 1)
+            if len(self._failures) > 10_000:  # forget quiet hosts
+                self._failures = {h: v for h, v in self._failures.items() if now - v[0] < 60}
+        if count > self.per_minute:
+            return  # already refused this minute; recorded in the entry that crossed the limit
+        reason = getattr(exc, "message", None) or str(exc)
+        with contextlib.suppress(StrongroomError):  # sealed: no log to write
+            self.ctx.audit().append(
+                actor="anonymous", action="console.sign-in",
+                obj=f"credential {credential[:32]}" if credential else "sign-in",
+                decision="deny", reason=str(reason)[:300],
+                details={"host": host, "failures_this_minute": count + 1})
+
+
 class Console:
     """State shared by the console's routes: context, config, sessions, templates."""
 
@@ -164,6 +213,7 @@ class Console:
                                                                   default_for_string=True))
         self._engine: tuple[str, PolicyEngine] | None = None
         self._lock = threading.Lock()
+        self.signins = SignInThrottle(ctx)
 
     # -- sessions and CSRF -------------------------------------------------------------
 

@@ -47,7 +47,17 @@
     async login() {
       const name = (document.getElementById("name") || {value: ""}).value;
       const begin = await post("/webauthn/login/begin", {name});
-      const credential = await getAssertion(begin.options);
+      let credential;
+      try {
+        credential = await getAssertion(begin.options);
+      } catch (e) {
+        // The server never says whether a name has keys; the authenticator finds none.
+        if (e && e.name === "NotAllowedError") {
+          throw new Error("No security key enrolled for this name answered (or you cancelled). "
+                          + "A new key must first be endorsed by the security officers.");
+        }
+        throw e;
+      }
       const done = await post("/webauthn/login/finish", {credential});
       window.location.assign(done.redirect);
     },
