@@ -369,5 +369,14 @@ def test_failed_sign_ins_are_audited_and_throttled(env: Env) -> None:
     assert statuses[:10] == [403] * 10 and set(statuses[10:]) == {429}
     denied = [x for x in e.w.vault.audit.tail(50)
               if x.action == "console.sign-in" and x.decision == "deny"]
-    assert len(denied) == 10 and denied[-1].details["failures_this_minute"] == 10
-    assert denied[-1].details["host"] == "testclient"
+    failures = [x for x in denied if "throttled" not in x.reason]
+    throttled = [x for x in denied if "throttled" in x.reason]
+    assert len(failures) == 10 and failures[-1].details["failures_this_minute"] == 10
+    assert failures[-1].details["host"] == "testclient"
+    assert len(throttled) == 1  # the 1st refusal of the minute; the 10th, 100th ... follow
+    for _ in range(9):
+        begin = e.client.post("/webauthn/login/begin", json={}, headers={"X-CSRF-Token": csrf})
+        assert begin.status_code == 429
+    sampled = [x for x in e.w.vault.audit.tail(50)
+               if x.action == "console.sign-in" and "throttled" in x.reason]
+    assert len(sampled) == 2 and sampled[-1].details["suppressed"] == 8  # 10th stands for 9

@@ -179,6 +179,9 @@ class Detector:
     title: ClassVar[str]
     techniques: ClassVar[tuple[str, ...]]
     severity: ClassVar[str] = "low"
+    #: Whether the rule compares people with learnt baselines (and so stays quiet while
+    #: the engine is learning); rules that judge an event on its own say False.
+    learns: ClassVar[bool] = True
 
     def __init__(self) -> None:
         self._flagged_day: dict[str, tuple[int, float]] = {}
@@ -787,10 +790,61 @@ class BreakGlassUse(Detector):
                        self.techniques, {"break_glass": bg, "action": ev.action}, weight=2.0)
 
 
+#: Refusals at the server's edge, audited by the API and the console.
+EDGE_REFUSALS = frozenset({"api.request", "console.sign-in", "console.csrf"})
+
+
+class EdgeProbing(Detector):
+    """Many refused requests at the API or the console from one client address.
+
+    Forged, replayed or stale signatures, CSRF attempts and failed security-key
+    sign-ins are refused before they touch anything, and audited (rate-limited:
+    an entry may carry a count of the refusals folded into it). Twenty in ten
+    minutes from one address is someone trying credentials or captured
+    requests, not a user with a skewed clock. The finding's subject is the
+    address (``host:<ip>``), once a day; no baseline is involved.
+    """
+
+    id = "SR-PROBE"
+    title = "refused API or console requests from one address"
+    techniques = ("T1110", "T1550", "T1190")
+    severity = "high"
+    learns = False
+
+    def __init__(self, threshold: int = 20, window_s: float = 600.0) -> None:
+        super().__init__()
+        self.threshold = threshold
+        self.window_s = window_s
+        self._seen: dict[str, deque[tuple[float, int, str]]] = {}
+        self._flagged: dict[str, int] = {}
+
+    def observe(self, ev: ActivityEvent, ctx: Context) -> Finding | None:
+        """Flag ``threshold`` edge refusals from one address within ``window_s``."""
+        if ev.decision != "deny" or ev.action not in EDGE_REFUSALS:
+            return None
+        host = ev.host or "unknown"
+        folded = ev.details.get("suppressed")
+        count = 1 + (folded if isinstance(folded, int) and folded > 0 else 0)
+        q = self._seen.setdefault(host, deque())
+        q.append((ev.time, count, ev.action))
+        while q and q[0][0] <= ev.time - self.window_s:
+            q.popleft()
+        total = sum(n for _, n, _ in q)
+        day = int(ev.time // DAY)
+        if total < self.threshold or self._flagged.get(host) == day:
+            return None
+        self._flagged[host] = day
+        kinds = sorted({action for _, _, action in q})
+        return Finding(self.id, self.severity, f"host:{host}", ev.time, ev.object,
+                       f"{total} requests from {host} were refused at the edge in "
+                       f"{self.window_s / 60:.0f} min (latest: {ev.action}, {ev.reason[:100]})",
+                       self.techniques, {"host": host, "refusals": total, "kinds": kinds})
+
+
 def default_detectors() -> list[Detector]:
     """One instance of every rule, with the documented thresholds."""
     return [OffHours(), FirstAccess(), Volume(), SustainedVolume(), Denials(), Breadth(),
-            AfterFlag(), NewHost(), UnderCap(), CanaryTouch(), BreakGlassUse()]
+            AfterFlag(), NewHost(), UnderCap(), CanaryTouch(), BreakGlassUse(), EdgeProbing()]
 
 
 #: Rule id -> (title, techniques, severity), for docs and `monitor eval`.
@@ -857,7 +911,7 @@ class RiskEngine:
         alerts: list[Alert] = []
         for det in self.detectors:
             found = det.observe(ev, self.ctx)
-            if found is None or (learning and found.severity != "critical"):
+            if found is None or (learning and found.severity != "critical" and det.learns):
                 continue
             self.findings.append(found)
             if found.severity == "critical" or (found.severity == "high"

@@ -170,6 +170,34 @@ def replay_never_reached_gate(ctx: RunContext, victim: str) -> list[dict[str, An
                        f"{name} after it: the replays stopped at the signature check"}]
 
 
+@check("signin_flood_throttled")
+def signin_flood_throttled(ctx: RunContext, victim: str) -> list[dict[str, Any]]:
+    """No forged sign-in got in; the address was throttled; the failures are in the log."""
+    statuses = list(ctx.vars.get("flood_statuses") or [])
+    if not statuses:
+        raise Missing("no sign-in was attempted")
+    if 200 in statuses:
+        raise Missing(f"{statuses.count(200)} forged sign-in(s) were accepted")
+    if 429 not in statuses:
+        raise Missing("the address was never throttled")
+    log = ctx.target.audit
+    failed = [e for e in log.events(ctx.audit_start, log.size())
+              if e.action == "console.sign-in" and e.decision == "deny"
+              and ctx.marker in str(e.details.get("host", ""))]
+    if not failed:
+        raise Missing("the failed sign-ins left no audit entry")
+    signed_in = [e for e in log.events(ctx.audit_start, log.size())
+                 if e.action == "console.sign-in" and e.decision == "allow"
+                 and e.actor == ctx.actor(victim)]
+    if signed_in:
+        raise Missing(f"the victim was signed in (entry #{signed_in[0].index})")
+    return [{"kind": "audit", "id": failed[0].index, "action": "console.sign-in",
+             "decision": "deny", "actor": failed[0].actor,
+             "detail": f"{len(failed)} refused sign-ins audited from the attacker's address "
+                       f"(throttled ones sampled); {statuses.count(429)} attempts refused with "
+                       "429 before any check"}]
+
+
 @check("csrf_left_no_trace")
 def csrf_left_no_trace(ctx: RunContext, victim: str, requester: str) -> list[dict[str, Any]]:
     """No approval ceremony started in the victim's session; the same POST with the token does."""

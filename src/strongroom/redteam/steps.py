@@ -660,6 +660,61 @@ def console_csrf_approve(ctx: RunContext, victim: str, requester: str) -> None:
         ctx.saw(f"CSRF POST ({label}) to /webauthn/approve/begin: HTTP {r.status_code}")
 
 
+@step("console_signin_flood")
+def console_signin_flood(ctx: RunContext, victim: str, attempts: int = 25) -> None:
+    """Someone holding the victim's credential id (from a log) but not the key tries again and
+    again to sign in to the console, from one address."""
+    import base64
+    import hashlib
+    import os
+    from urllib.parse import urlsplit
+
+    from starlette.testclient import TestClient
+
+    from strongroom.redteam.target import console_origin
+    from strongroom.server.console.sessions import COOKIE
+
+    t = ctx.target
+    origin = console_origin()
+    rp_id = os.environ.get("STRONGROOM_CONSOLE_RP_ID") or urlsplit(origin).hostname or "localhost"
+    who = t.reader().view().by_name(ctx.actor(victim))
+    if who is None or not who.security_keys:
+        raise StrongroomError("the victim has no console security key", obj=victim)
+    credential = who.security_keys[0].id
+    attacker = TestClient(t.server().app, base_url=origin,
+                          client=(f"attacker.{ctx.marker}", 40000))
+    page = attacker.get("/console/sign-in")
+    csrf = page.text.split('<meta name="csrf-token" content="', 1)[1].split('"', 1)[0]
+    # The session cookie is Secure; a browser sends it to http://localhost, httpx does not.
+    headers = {"X-CSRF-Token": csrf, "Origin": origin,
+               "Cookie": f"{COOKIE}={page.cookies.get(COOKIE)}"}
+
+    def b64url(raw: bytes) -> str:
+        return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+    statuses: list[int] = []
+    for _ in range(attempts):
+        begin = attacker.post("/webauthn/login/begin", json={"name": ctx.actor(victim)},
+                              headers=headers)
+        if begin.status_code != 200:
+            statuses.append(begin.status_code)
+            continue
+        client_data = json.dumps({"type": "webauthn.get", "origin": origin,
+                                  "challenge": begin.json()["options"]["challenge"]}).encode()
+        auth_data = hashlib.sha256(rp_id.encode()).digest() + b"\x05" + (7).to_bytes(4, "big")
+        forged = {"id": credential, "rawId": credential, "type": "public-key",
+                  "response": {"clientDataJSON": b64url(client_data),
+                               "authenticatorData": b64url(auth_data),
+                               "signature": b64url(secrets.token_bytes(64))}}
+        done = attacker.post("/webauthn/login/finish", json={"credential": forged},
+                             headers=headers)
+        statuses.append(done.status_code)
+    ctx.vars["flood_statuses"] = statuses
+    ctx.saw(f"{attempts} forged sign-ins with {ctx.actor(victim)}'s credential id: "
+            f"{statuses.count(200)} accepted, {statuses.count(403)} refused (403), "
+            f"{statuses.count(429)} throttled (429)")
+
+
 @step("request_marked")
 def request_marked(ctx: RunContext, who: str, action: str = "load") -> None:
     """``who`` files an access request for the model (its digest is kept)."""

@@ -158,8 +158,10 @@ class SignInThrottle:
     A security key cannot be guessed, but a flood of failed sign-ins is an
     attack (a stolen credential id, a cloned key, a phishing relay) the
     detectors must see. Past ``per_minute`` failures in a minute a host gets
-    429 until the minute is over; past the same number, entries are counted
-    and the count rides on the next one, so a flood cannot fill the log.
+    429 until the minute is over. Failures are audited one by one up to the
+    limit; refusals while throttled are audited at the 1st, 10th, 100th ...
+    of the minute, each entry carrying how many it stands for
+    (``suppressed``), so a flood is counted in full without filling the log.
     """
 
     def __init__(self, ctx: ServerContext, *, per_minute: int = 10,
@@ -168,37 +170,56 @@ class SignInThrottle:
         self.per_minute = per_minute
         self.clock = clock
         self._lock = threading.Lock()
-        self._failures: dict[str, tuple[float, int]] = {}
+        # host -> (minute start, failures, refused while throttled, throttled already logged)
+        self._hosts: dict[str, tuple[float, int, int, int]] = {}
 
-    def _current(self, host: str, now: float) -> tuple[float, int]:
-        start, count = self._failures.get(host, (now, 0))
-        return (now, 0) if now - start >= 60 else (start, count)
+    def _current(self, host: str, now: float) -> tuple[float, int, int, int]:
+        state = self._hosts.get(host, (now, 0, 0, 0))
+        return (now, 0, 0, 0) if now - state[0] >= 60 else state
 
     def check(self, host: str) -> None:
-        """429 while ``host`` is over its failures for this minute."""
+        """429 while ``host`` is over its failures for this minute (counted, sampled in the log)."""
+        now = self.clock()
         with self._lock:
-            _, count = self._current(host, self.clock())
-        if count >= self.per_minute:
-            raise ConsoleError(429, "too many failed sign-ins from this address: wait a minute "
-                               "and try again (security officers are alerted to repeats)")
+            start, failures, throttled, logged = self._current(host, now)
+            if failures < self.per_minute:
+                return
+            throttled += 1
+            log_it = _power_of_ten(throttled)  # 1, 10, 100, ...
+            self._hosts[host] = (start, failures, throttled, throttled if log_it else logged)
+        if log_it:
+            self._audit(host, None, "too many failed sign-ins: throttled (429)",
+                        failures + throttled, suppressed=throttled - logged - 1)
+        raise ConsoleError(429, "too many failed sign-ins from this address: wait a minute "
+                           "and try again (security officers are alerted to repeats)")
 
     def failed(self, host: str, credential: str | None, exc: Exception) -> None:
         """Count and audit one failed sign-in."""
         now = self.clock()
         with self._lock:
-            start, count = self._current(host, now)
-            self._failures[host] = (start, count + 1)
-            if len(self._failures) > 10_000:  # forget quiet hosts
-                self._failures = {h: v for h, v in self._failures.items() if now - v[0] < 60}
-        if count > self.per_minute:
-            return  # already refused this minute; recorded in the entry that crossed the limit
+            start, failures, throttled, logged = self._current(host, now)
+            self._hosts[host] = (start, failures + 1, throttled, logged)
+            if len(self._hosts) > 10_000:  # forget quiet hosts
+                self._hosts = {h: v for h, v in self._hosts.items() if now - v[0] < 60}
         reason = getattr(exc, "message", None) or str(exc)
+        self._audit(host, credential, str(reason), failures + throttled + 1)
+
+    def _audit(self, host: str, credential: str | None, reason: str, this_minute: int, *,
+               suppressed: int = 0) -> None:
+        details: dict[str, object] = {"host": host, "failures_this_minute": this_minute}
+        if suppressed > 0:
+            details["suppressed"] = suppressed
         with contextlib.suppress(StrongroomError):  # sealed: no log to write
             self.ctx.audit().append(
                 actor="anonymous", action="console.sign-in",
                 obj=f"credential {credential[:32]}" if credential else "sign-in",
-                decision="deny", reason=str(reason)[:300],
-                details={"host": host, "failures_this_minute": count + 1})
+                decision="deny", reason=reason[:300], details=details)
+
+
+def _power_of_ten(n: int) -> bool:
+    while n >= 10 and n % 10 == 0:
+        n //= 10
+    return n == 1
 
 
 class Console:
