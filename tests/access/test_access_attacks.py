@@ -347,3 +347,33 @@ def test_request_signature_binds_the_requester(world: World) -> None:
                             time.time())
     with pytest.raises(Exception, match="requester's own key"):
         req.sign(w.people["bob"].private_key)
+
+
+def test_only_a_verified_denial_blocks_a_grant(world: World) -> None:
+    """A denial row is a claim: forged or by a revoked key, it blocks nothing (a DBA can
+    neither grant nor block access); a real approver's denial closes the request."""
+    from strongroom.access.approvals import deny, submit_approval
+
+    w = world
+    req = w.request("alice", "minilm")
+    w.approve("bob", req)
+    w.approve("carol", req)
+    digest = statements.payload_digest(req)
+    mallory = Identity.generate("mallory")  # never enrolled
+    forged = deny(mallory.private_key, "bob", req, now=time.time(), reason="dba says no")
+    submit_approval(w.store, forged, "denial")
+    w.enroll("erin")
+    by_erin = deny(w.people["erin"].private_key, "erin", req, now=time.time(), reason="no")
+    submit_approval(w.store, by_erin, "denial")
+    publish(w.store, "revocation", KeyRevocation(w.people["erin"].public.key_id, "left",
+                                                 int(time.time())).sign(
+        *[o.private_key for o in w.officers]))
+    assert _issue(w, req)  # neither the forged nor the revoked key's denial counts
+    req2 = w.request("alice", "minilm")
+    w.approve("bob", req2)
+    w.approve("carol", req2)
+    submit_approval(w.store, deny(w.people["dave"].private_key, "dave", req2, now=time.time(),
+                                  reason="not this quarter"), "denial")
+    with pytest.raises(AccessDenied, match="denied by dave"):
+        _issue(w, req2)
+    assert statements.payload_digest(req2) != digest

@@ -57,6 +57,7 @@ __all__ = [
     "parse_approval",
     "pending_grant_inputs",
     "revoke_grant",
+    "standing_denials",
     "store_grant",
     "verify_grant",
 ]
@@ -95,15 +96,43 @@ def build_grant(key: Ed25519PrivateKey, request_env: str, approval_envs: Sequenc
     return statements.sign("grant", grant_statement(request_env, approval_envs, now=now), key)
 
 
-def pending_grant_inputs(store: Store, request_digest: str) -> tuple[str, list[str]]:
+def standing_denials(store: Store, request_digest: str, directory: Directory) -> list[str]:
+    """Who denied the request: denials signed by an enrolled, unrevoked principal, for it.
+
+    A denial row is only a claim: one that does not verify under its signer's
+    enrolled key (a row written by a database administrator, a key since
+    revoked) blocks nothing, so whoever can write the database can neither
+    grant nor block access.
+    """
+    cache = VerifyCache()
+    names: list[str] = []
+    for env in statements.envelopes(store, "denial", subject=request_digest):
+        try:
+            claimed = Approval.from_statement(statements.unverified_payload(env))
+            who = directory.principal(claimed.approver_key)
+            if who is None:
+                continue
+            st = cache.verify(env, "denial", {who.key_id: who.public_key},
+                              obj=f"denial by {who.name}")
+            a = Approval.from_statement(st)
+        except (IntegrityError, InvalidInput):
+            continue
+        if a.decision == "deny" and a.request == request_digest and a.approver_key == who.key_id:
+            names.append(who.name)
+    return names
+
+
+def pending_grant_inputs(store: Store, request_digest: str,
+                         directory: Directory) -> tuple[str, list[str]]:
     """The stored request envelope and its approvals, refusing denied or unknown requests."""
     requests = statements.envelopes(store, "request", subject=request_digest)
     if not requests:
         raise InvalidInput("no such request", obj=request_digest[:16],
                            remedy="`strongroom access grants --pending` lists open requests")
-    if statements.envelopes(store, "denial", subject=request_digest):
-        raise AccessDenied("the request was denied", obj=request_digest[:16],
-                           remedy="file a new request")
+    denied_by = standing_denials(store, request_digest, directory)
+    if denied_by:
+        raise AccessDenied(f"the request was denied by {', '.join(sorted(set(denied_by)))}",
+                           obj=request_digest[:16], remedy="file a new request")
     return requests[0], statements.envelopes(store, "approval", subject=request_digest,
                                              newest_first=False)
 
@@ -290,7 +319,7 @@ def issue_grant(
 
     ``extra_check(verified)`` runs before storing (the caps check); it raises to refuse.
     """
-    request_env, approvals = pending_grant_inputs(store, request_digest)
+    request_env, approvals = pending_grant_inputs(store, request_digest, directory)
     env = build_grant(key, request_env, approvals, now=now)
     return env, store_grant(store, env, directory, engine, resource, now=now, cache=cache,
                             extra_check=extra_check)

@@ -302,7 +302,7 @@ def add_routes(router: APIRouter, console: Console) -> None:
             raise ConsoleError(409, "the approvals do not meet the rule yet")
         if me.name != item.request.requester and me.name not in item.counted:
             raise ConsoleError(403, "only the requester or a counted approver assembles the Grant")
-        request_env, approvals = pending_grant_inputs(ctx.store, digest)
+        request_env, approvals = pending_grant_inputs(ctx.store, digest, ctx.directory())
         st = grant_statement(request_env, approvals, now=time.time())
         ptype, payload = fido.unsigned_payload("grant", st)
         challenge = fido.challenge(ptype, payload)
