@@ -24,7 +24,10 @@ from __future__ import annotations
 
 import contextlib
 import getpass
+import json
 import os
+import secrets
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -110,6 +113,59 @@ def _default_audit(store: Store, key: Ed25519PrivateKey) -> AuditLog:
     return AuditSettings().open_log(store, key)
 
 
+#: Failed unseal attempts this many or more since the last unseal raise a high alert.
+UNSEAL_FAILURE_ALERT_AT = 3
+
+
+class _UnsealFailures:
+    """Failed unseal attempts made while sealed, kept until there is a log to write them to.
+
+    A sealed keyring has no audit key, so a wrong HSM PIN or a bad share cannot
+    be audited when it happens. They are kept in memory and, when the data
+    directory is known, in ``unseal-failures.jsonl`` there (mode 0600, one JSON
+    line each: time, kind, error; never the PIN or the share), and written to
+    the audit log by the next successful unseal.
+    """
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self._memory: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+
+    def add(self, kind: str, exc: StrongroomError) -> None:
+        entry = {"id": secrets.token_hex(8), "time": int(time.time()), "kind": kind,
+                 "error": type(exc).__name__, "message": exc.message[:200]}
+        with self._lock:
+            self._memory.append(entry)
+            if self.path is not None:
+                with contextlib.suppress(OSError):
+                    fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+                    with os.fdopen(fd, "a") as f:
+                        f.write(json.dumps(entry, sort_keys=True) + "\n")
+                        f.flush()
+                        os.fsync(f.fileno())
+
+    def take(self) -> list[dict[str, Any]]:
+        """Every recorded failure (file and memory, without duplicates); clears them."""
+        with self._lock:
+            found = {str(e["id"]): e for e in self._memory}
+            if self.path is not None:
+                with contextlib.suppress(OSError):
+                    for line in self.path.read_text().splitlines():
+                        with contextlib.suppress(ValueError):
+                            entry = json.loads(line)
+                            if isinstance(entry, dict):
+                                found.setdefault(str(entry.get("id")), entry)
+            return sorted(found.values(), key=lambda e: int(e.get("time", 0)))
+
+    def clear(self) -> None:
+        with self._lock:
+            self._memory.clear()
+            if self.path is not None:
+                with contextlib.suppress(OSError):
+                    self.path.unlink()
+
+
 class LocalKeyService:
     """The keyring and the release gate in this process."""
 
@@ -132,6 +188,8 @@ class LocalKeyService:
         self._audit: AuditLog | None = None
         self._gate: ReleaseGate | None = None
         self.actor = actor or os.environ.get("STRONGROOM_ACTOR") or getpass.getuser()
+        self._failures = _UnsealFailures(
+            alerts_file.with_name("unseal-failures.jsonl") if alerts_file else None)
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -148,6 +206,7 @@ class LocalKeyService:
 
                 sinks = [JsonLinesSink(self._alerts_file)] if self._alerts_file else []
                 alerts = AlertManager(self.store, audit=self._audit, sinks=sinks)
+                self._report_failures(status, alerts)
                 canaries = CanaryRegistry(self.store, alerts)
                 meter = default_meter(self.store, self._audit, alerts=alerts)
                 rule = self._evidence_factory(self.keyring, self.store, self._audit)
@@ -159,6 +218,32 @@ class LocalKeyService:
                 self.seal()
                 raise
         return status
+
+    def _report_failures(self, status: KeyringStatus, alerts: Any) -> None:
+        """Audit the unseal attempts that failed while sealed; alert on several."""
+        from strongroom.monitor.alerts import Alert
+
+        assert self._audit is not None
+        failures = self._failures.take()
+        if not failures:
+            return
+        self._audit.append_many(
+            {"actor": self.actor, "action": "keys.unseal-failed", "obj": f"vault {status.vault_id}",
+             "decision": "deny", "reason": str(f.get("message", ""))[:300],
+             "details": {"attempted_at": int(f.get("time", 0)), "kind": str(f.get("kind")),
+                         "error": str(f.get("error"))}}
+            for f in failures)
+        self._failures.clear()  # after the entries are durable: a crash between repeats them
+        if len(failures) >= UNSEAL_FAILURE_ALERT_AT:
+            kinds = sorted({str(f.get("kind")) for f in failures})
+            alerts.raise_alert(Alert(
+                rule="SR-UNSEAL-FAILURES", severity="high", subject=f"vault {status.vault_id}",
+                obj="keyring",
+                message=f"{len(failures)} failed unseal attempts ({', '.join(kinds)}) while "
+                        "sealed, before this unseal: a guessed HSM PIN or forged shares?",
+                dedup_key=f"SR-UNSEAL-FAILURES:{status.vault_id}:{int(time.time())}",
+                details={"failures": len(failures), "kinds": kinds},
+                techniques=("T1110",)))
 
     @property
     def audit(self) -> AuditLog | None:
@@ -182,7 +267,14 @@ class LocalKeyService:
 
     def submit_share(self, submission: bytes) -> KeyringStatus:
         """One custodian's share for the current unseal ceremony."""
-        return self._after_unseal(self.keyring.submit_share(submission))
+        sealed = self.keyring.status().sealed
+        try:
+            status = self.keyring.submit_share(submission)
+        except StrongroomError as exc:
+            if sealed:
+                self._failures.add("share", exc)
+            raise
+        return self._after_unseal(status)
 
     def reset(self) -> KeyringStatus:
         """Discard unseal (or rekey) progress; a new nonce starts."""
@@ -190,7 +282,14 @@ class LocalKeyService:
 
     def unseal_hsm(self, pin: str | None = None) -> KeyringStatus:
         """HSM backend: log in and unseal."""
-        return self._after_unseal(self.keyring.unseal_hsm(pin))
+        sealed = self.keyring.status().sealed
+        try:
+            status = self.keyring.unseal_hsm(pin)
+        except StrongroomError as exc:
+            if sealed:
+                self._failures.add("hsm-pin", exc)
+            raise
+        return self._after_unseal(status)
 
     def seal(self) -> KeyringStatus:
         """Wipe key material from memory; closes the gate and its audit log."""
