@@ -11,7 +11,9 @@ Every weight load goes through :meth:`ReleaseGate.release`, which runs, in order
    refuses, nothing is unwrapped). With the monitor's meter on the audit log's
    database, steps 4 and 5 are one transaction (:class:`AuditedEgressMeter`):
    the charge is decided inside the audit group commit, so an acknowledged
-   release is charged and a failed one is not;
+   release is charged and a failed one is not. An evidence rule with byte
+   budgets (:class:`LedgerBudgetedEvidence`, i.e. Grants) then has its budget
+   charged there too, shared by every gate on the database;
 6. **unwrap** — only now is the file key decrypted and returned (caller zeroes it).
 
 Every refusal after step 1 is audited as ``deny``. The evidence and egress
@@ -71,6 +73,7 @@ __all__ = [
     "CanaryCheck",
     "EgressMeter",
     "EvidenceVerifier",
+    "LedgerBudgetedEvidence",
     "OfficerEvidence",
     "PublicKeys",
     "ReleaseGate",
@@ -143,6 +146,39 @@ class EvidenceVerifier(Protocol):
         ...
 
 
+@runtime_checkable
+class LedgerBudgetedEvidence(EvidenceVerifier, Protocol):
+    """An evidence rule with byte budgets that the egress ledger can charge (GrantEvidence).
+
+    The details of every release it accepts name the budget: ``request_digest``
+    (a Grant) or ``break_glass`` as the id, ``grant_bytes`` or
+    ``break_glass_bytes`` as the lifetime cap; a release without them is
+    refused (nothing would bound it).
+    """
+
+    def verify_unreserved(self, request: ReleaseRequest, now: float) -> Mapping[str, Any]:
+        """Like ``verify``, but the byte budget is only pre-checked: the ledger charges it."""
+        ...
+
+    def charged(self, budget_id: str, nbytes: int) -> None:
+        """The ledger charged ``nbytes`` to ``budget_id`` (warms the rule's pre-check)."""
+        ...
+
+    def observe(self, budget_id: str, used: int) -> None:
+        """The ledger holds ``used`` bytes under ``budget_id`` (it refused a charge)."""
+        ...
+
+
+def _budget_of(accepted: Mapping[str, Any]) -> tuple[str, int] | None:
+    """The (id, lifetime cap) of the byte budget accepted evidence names, if any."""
+    bid = accepted.get("request_digest") or accepted.get("break_glass")
+    cap = accepted.get("grant_bytes") if accepted.get("request_digest") \
+        else accepted.get("break_glass_bytes")
+    if isinstance(bid, str) and bid and isinstance(cap, int) and not isinstance(cap, bool):
+        return bid, cap
+    return None
+
+
 class EgressMeter(Protocol):
     """Charges released bytes against a principal's budget."""
 
@@ -183,11 +219,14 @@ class AuditedEgressMeter(EgressMeter, Protocol):
         artifact: str | None = None,
         charge_id: str | None = None,
         event: Mapping[str, Any],
+        budget: tuple[str, int] | None = None,
     ) -> int:
         """Charge and append ``event`` atomically; its audit index.
 
-        Raises BudgetExceeded (nothing appended or charged), AccessDenied when
-        ``charge_id`` was already charged, AuditUnavailable when the append failed.
+        ``budget`` (id, lifetime cap in bytes) is a Grant's byte budget charged
+        in the same transaction. Raises BudgetExceeded (nothing appended or
+        charged), AccessDenied when ``charge_id`` was already charged or the
+        budget is spent, AuditUnavailable when the append failed.
         """
         ...
 
@@ -377,6 +416,7 @@ class ReleaseGate:
         self.egress: EgressMeter = egress
         self.canaries = canaries
         self._join: tuple[object, object, bool] | None = None
+        self._ledger_rule: tuple[object, LedgerBudgetedEvidence | None] | None = None
         if seed_from_audit and evidence is None:
             self._seed(officer_rule)
 
@@ -432,8 +472,13 @@ class ReleaseGate:
             self._deny(request, exc)
             raise
         now = self.clock()
+        meter = self.egress
+        # With a joined meter the ledger charges the evidence's byte budget (shared, and
+        # only for releases that commit); the rule then only pre-checks it.
+        rule = self._budgeted() if self._joined(meter) else None
         try:
-            accepted = dict(self.evidence.verify(request, now))
+            accepted = dict(rule.verify_unreserved(request, now) if rule is not None
+                            else self.evidence.verify(request, now))
         except AccessDenied as exc:
             self._deny(request, exc)
             raise
@@ -452,15 +497,33 @@ class ReleaseGate:
                  "nbytes": request.nbytes,
                  "details": {"purpose": request.purpose, "blob_id": request.blob_id,
                              "kek_version": located.version, **_host(request), **accepted}}
-        meter = self.egress
         if self._joined(meter):
+            budget = _budget_of(accepted) if rule is not None else None
+            if rule is not None and budget is None:  # unreserved and unbounded: fail closed
+                refused = AccessDenied("the accepted evidence names no byte budget",
+                                       obj=request.obj, remedy="report this: the evidence "
+                                       "rule must name the Grant's budget")
+                self._deny(request, refused, **accepted)
+                raise refused
             try:
-                cast(AuditedEgressMeter, meter).charge_with_event(
-                    self.audit, request.principal, request.nbytes, now,
-                    artifact=request.artifact, charge_id=charge_id, event=event)
+                if budget is None:
+                    cast(AuditedEgressMeter, meter).charge_with_event(
+                        self.audit, request.principal, request.nbytes, now,
+                        artifact=request.artifact, charge_id=charge_id, event=event)
+                else:
+                    cast(AuditedEgressMeter, meter).charge_with_event(
+                        self.audit, request.principal, request.nbytes, now,
+                        artifact=request.artifact, charge_id=charge_id, event=event,
+                        budget=budget)
             except (BudgetExceeded, AccessDenied) as exc:
+                used = getattr(exc, "used", None)
+                if (rule is not None and budget is not None and isinstance(used, int)
+                        and getattr(exc, "budget_id", None) == budget[0]):
+                    rule.observe(budget[0], used)  # the ledger's total: a warmer pre-check
                 self._deny(request, exc, **accepted)
                 raise
+            if rule is not None and budget is not None:
+                rule.charged(budget[0], request.nbytes)
             return self.keyring.unwrap(request.blob_id, located)
         try:
             meter.charge(request.principal, request.nbytes, now, artifact=request.artifact,
@@ -474,6 +537,16 @@ class ReleaseGate:
             meter.refund(request.principal, request.nbytes, now, charge_id=charge_id)
             raise
         return self.keyring.unwrap(request.blob_id, located)
+
+    def _budgeted(self) -> LedgerBudgetedEvidence | None:
+        """The evidence rule if the ledger can charge its byte budgets (cached per rule)."""
+        evidence = self.evidence
+        cached = self._ledger_rule
+        if cached is not None and cached[0] is evidence:
+            return cached[1]
+        rule = evidence if isinstance(evidence, LedgerBudgetedEvidence) else None
+        self._ledger_rule = (evidence, rule)
+        return rule
 
     def _joined(self, meter: EgressMeter) -> bool:
         """Whether ``meter`` charges inside this gate's audit transactions (cached per pair)."""

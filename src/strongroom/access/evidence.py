@@ -38,12 +38,28 @@ it and the snapshot is rebuilt. Signed manifests are cached by artifact ref
 (immutable). Checks that depend on the time (release evidence and grant
 expiry, approvals, vetting, Cedar decisions) run on every release.
 
-Limits: used nonces and bytes charged per request live in this process (rebuilt
-from the audit log at start); two gates running at once on one database do
-not share them. A Grant's byte budget is charged per *request digest* (what
-the approvers approved), so several Grants assembled from one request share
-one budget. Bytes are charged when evidence is accepted, so a release refused
-later (egress, audit) still counts against the budget.
+Byte budgets: a Grant's byte budget is charged per *request digest* (what the
+approvers approved), so several Grants assembled from one request share one
+budget; a break-glass statement's per its id. When the gate's egress meter
+charges inside the audit log's transactions (the monitor's durable ledger on
+the audit database, the deployment's set-up), the **ledger is the authority**:
+the gate calls :meth:`GrantEvidence.verify_unreserved`, which only pre-checks
+the budget against this process's hint, and the bytes are charged in
+``egress_charges`` with the release, in the same transaction as its audit
+entry (:meth:`strongroom.monitor.egress.EgressMeter.charge_with_event`). Every
+gate on the database (several server hosts, a server and a CLI agent) then
+shares one budget, and a release refused later (egress cap, failed audit
+commit) consumes none of it. The hint (:meth:`GrantEvidence.used`: rebuilt from
+the audit log at start, raised by :meth:`GrantEvidence.charged` after each
+committed release and by :meth:`GrantEvidence.observe` when the ledger refused)
+never counts more than the ledger holds, so it only refuses early what the
+ledger would refuse, and lets a request pick among candidate Grants. Without
+such a meter, :meth:`GrantEvidence.verify` reserves the bytes in this process
+when it accepts the evidence, as before: not shared, and not given back when
+the release is refused later.
+
+Limits: used nonces live in this process (rebuilt from the audit log at start);
+the shared ledger also refuses a nonce it already charged.
 """
 
 from __future__ import annotations
@@ -204,6 +220,12 @@ class GrantEvidence:
         with self._lock:
             return self._used.get(budget_id, 0)
 
+    def observe(self, budget_id: str, used: int) -> None:
+        """Raise the hint for ``budget_id`` to ``used``: what the shared ledger said it holds."""
+        with self._lock:
+            if used > self._used.get(budget_id, 0):
+                self._used[budget_id] = used
+
     def _reserve(self, budget_id: str, nbytes: int, budget: int, obj: str) -> None:
         """Charge ``nbytes`` to ``budget_id`` if it stays within ``budget`` (atomic)."""
         with self._lock:
@@ -246,7 +268,24 @@ class GrantEvidence:
     # -- the rule ---------------------------------------------------------------------
 
     def verify(self, request: ReleaseRequest, now: float) -> Mapping[str, Any]:
-        """Check everything from signatures; return audit details or raise AccessDenied."""
+        """Check everything from signatures; return audit details or raise AccessDenied.
+
+        Also reserves ``request.nbytes`` of the byte budget in this process:
+        use it when no shared ledger charges the budget.
+        """
+        return self._verify(request, now, reserve=True)
+
+    def verify_unreserved(self, request: ReleaseRequest, now: float) -> Mapping[str, Any]:
+        """Like :meth:`verify`, but the byte budget is only pre-checked, not reserved.
+
+        For a gate whose egress ledger charges the budget with the release
+        (``request_digest`` or ``break_glass`` in the details names it,
+        ``grant_bytes`` or ``break_glass_bytes`` is its cap); the gate reports
+        the outcome with :meth:`charged` or :meth:`observe`.
+        """
+        return self._verify(request, now, reserve=False)
+
+    def _verify(self, request: ReleaseRequest, now: float, *, reserve: bool) -> Mapping[str, Any]:
         obj = request.obj
         try:
             action = action_for_purpose(request.purpose)
@@ -299,13 +338,16 @@ class GrantEvidence:
                 details, budget = self._stored_break_glass(snap, kid, directory, engine,
                                                            resource, action, request, now,
                                                            refused)
-        budget_id = str(details.get("request_digest") or details["break_glass"])
-        self._reserve(budget_id, request.nbytes, budget, obj)  # check and charge at once
-        try:
+        if not reserve:  # the ledger charges it; the candidates were pre-checked on the hint
             self._consume(nonce, expires, request, obj, now)
-        except BaseException:
-            self._refund(budget_id, request.nbytes)
-            raise
+        else:
+            budget_id = str(details.get("request_digest") or details["break_glass"])
+            self._reserve(budget_id, request.nbytes, budget, obj)  # check and charge at once
+            try:
+                self._consume(nonce, expires, request, obj, now)
+            except BaseException:
+                self._refund(budget_id, request.nbytes)
+                raise
         return {"evidence_key": kid, "nonce": nonce, "expires": expires, "action": action,
                 **details}
 
@@ -473,7 +515,8 @@ class GrantEvidence:
             raise AccessDenied("the grant belongs to someone else", obj=obj)
         if g.grant_id in self._revoked_among(snap, [g], directory):
             raise AccessDenied("the grant was revoked", obj=obj)
-        # Checked here to try the next candidate; charged atomically by verify (_reserve).
+        # Checked here to try the next candidate; charged atomically by verify (_reserve)
+        # or, with a shared ledger, by the ledger in the release's audit transaction.
         used = self.used(g.request_digest)
         if used + request.nbytes > g.byte_budget:
             raise AccessDenied(f"the grant's byte budget is spent ({used} of "
@@ -597,7 +640,10 @@ class GrantEvidence:
                                             cache=self.cache)
         if bg.action != action:
             raise AccessDenied(f"the break-glass is for {bg.action}, not {action}", obj=obj)
-        if self.used(bg.id) + request.nbytes > bg.byte_budget:
-            raise AccessDenied("the break-glass byte budget is spent", obj=obj)
+        used = self.used(bg.id)
+        if used + request.nbytes > bg.byte_budget:
+            raise AccessDenied(f"the break-glass byte budget is spent ({used} of "
+                               f"{bg.byte_budget} bytes used)", obj=obj)
         return ({"break_glass": bg.id, "severity": "critical", "reason_given": bg.reason[:200],
-                 "break_glass_expires": bg.expires}, bg.byte_budget)
+                 "break_glass_expires": bg.expires, "break_glass_bytes": bg.byte_budget},
+                bg.byte_budget)

@@ -26,6 +26,16 @@ Rules it keeps:
   PostgreSQL), so several gates on one database, a restart, or a budget change
   in flight never let more through than the cap in force when the charge was
   decided.
+* **Grant budgets.** A charge may name a lifetime byte budget
+  (``budget=(budget_id, cap_bytes)``: a Grant's request digest or a
+  break-glass id, and its byte budget). Inside the same locked transaction
+  the ledger checks what is already charged under that id (an indexed sum,
+  read once per ledger generation and then kept as a running total like the
+  window totals, so reloaded whenever another process changed the ledger)
+  and refuses a charge that would pass the cap
+  with :class:`~strongroom.errors.AccessDenied` (:class:`GrantBudgetSpent`),
+  recording nothing. Every gate on the database therefore shares one budget,
+  and a release refused later (egress cap, failed audit commit) consumes none.
 * **Charged with the audit event.** The release gate calls
   :meth:`EgressMeter.charge_with_event`: the charge is decided inside the audit
   log's group commit (the meter is the append's
@@ -85,6 +95,7 @@ __all__ = [
     "EgressMeter",
     "ExfiltrationEstimate",
     "GiB",
+    "GrantBudgetSpent",
     "TiB",
     "applicable",
     "artifact_name",
@@ -228,6 +239,21 @@ class ExfiltrationEstimate:
                 "min_seconds": self.min_seconds, "days": self.days}
 
 
+class GrantBudgetSpent(AccessDenied):
+    """A charge would take a Grant's (or break-glass) lifetime byte budget past its cap.
+
+    ``used`` is what the ledger held under ``budget_id`` when the charge was
+    decided, so a gate can warm its in-memory hint with it.
+    """
+
+    def __init__(self, budget_id: str, used: int, cap: int, *, obj: str) -> None:
+        super().__init__(f"the grant's byte budget is spent ({used} of {cap} bytes used)",
+                         obj=obj, remedy="request access again with a larger budget")
+        self.budget_id = budget_id
+        self.used = used
+        self.cap = cap
+
+
 def _like_escape(text_: str) -> str:
     return text_.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
@@ -241,11 +267,15 @@ class _PendingCharge:
     now: float
     artifact: str
     charge_id: str
+    #: The lifetime budget this charge counts against: (budget id, cap in bytes).
+    budget: tuple[str, int] | None = None
     t: float = 0.0
     done: bool = False
     duplicate: bool = False
     clock_back: float = 0.0
     refused: tuple[Budget, int] | None = None
+    #: Bytes already charged under ``budget`` when this charge was refused for it.
+    budget_spent: int | None = None
     warnings: list[tuple[Budget, int]] = field(default_factory=list)
     error: BaseException | None = None
     #: The totals as of this charge's transaction, published only once it committed.
@@ -254,7 +284,7 @@ class _PendingCharge:
     @property
     def admitted(self) -> bool:
         """Recorded in the ledger (not a duplicate, not refused)."""
-        return not self.duplicate and self.refused is None
+        return not self.duplicate and self.refused is None and self.budget_spent is None
 
 
 #: What a running total is kept for: scope, who (principal, artifact name or ``*``), window.
@@ -306,13 +336,15 @@ class _Ledger:
     so a change by another process (or a rolled-back batch) forces a reload.
     """
 
-    __slots__ = ("budgets", "generation", "high", "hits", "lengths", "windows")
+    __slots__ = ("budgets", "generation", "high", "hits", "lengths", "spent", "windows")
 
     def __init__(self, generation: int, budgets: list[Budget], high: float) -> None:
         self.generation = generation
         self.budgets = budgets
         self.high = high
         self.windows: dict[WindowKey, _Window] = {}
+        #: Lifetime bytes charged under each Grant / break-glass budget id loaded so far.
+        self.spent: dict[str, int] = {}
         self.hits: dict[tuple[str, str], list[tuple[Budget, WindowKey]]] = {}
         self.lengths = {scope: sorted({b.window_s for b in budgets if b.scope == scope})
                         for scope in SCOPES}
@@ -344,6 +376,8 @@ class _Ledger:
 
     def prune(self) -> None:
         """Forget totals that hold no charge any more (bounded memory for idle principals)."""
+        if len(self.spent) > _MAX_CACHED:
+            self.spent.clear()  # reloaded on demand (one query per batch)
         if len(self.windows) > _MAX_CACHED:
             floor = self.high
             for key in [k for k, w in self.windows.items() if w.used(floor, floor) == 0]:
@@ -354,6 +388,8 @@ class _Ledger:
 _MAX_CACHED = 4096
 #: Charge ids checked per ``IN (...)`` query.
 _ID_CHUNK = 500
+#: Longest budget id ``egress_charges.budget_id`` holds (a request digest is far shorter).
+_MAX_BUDGET_ID = 128
 
 
 class EgressMeter:
@@ -389,7 +425,8 @@ class EgressMeter:
         self._sql_bump = ("UPDATE egress_ledger SET generation = generation + 1 WHERE id = 1 "
                           "RETURNING generation")
         self._sql_insert = ("INSERT INTO egress_charges (charge_id, principal, artifact, "  # noqa: S608
-                            f"nbytes, at) VALUES ({mark}, {mark}, {mark}, {mark}, {mark})")
+                            f"nbytes, at, budget_id) VALUES ({mark}, {mark}, {mark}, {mark}, "
+                            f"{mark}, {mark})")
         # The totals as of the newest committed generation this process knows.
         self._ledger: _Ledger | None = None
         self._publish_lock = threading.Lock()
@@ -528,6 +565,22 @@ class EgressMeter:
             found.update(str(r[0]) for r in rows)
         return found
 
+    def _budget_totals(self, conn: Connection, ids: Sequence[str]) -> dict[str, int]:
+        """Bytes the ledger holds under each of ``ids`` (lifetime, no window).
+
+        One grouped query per :data:`_ID_CHUNK` ids, answered from the
+        ``(budget_id, nbytes)`` index alone.
+        """
+        found = dict.fromkeys(ids, 0)
+        for i in range(0, len(ids), _ID_CHUNK):
+            chunk = ids[i:i + _ID_CHUNK]
+            marks = ", ".join([self._mark] * len(chunk))
+            rows: Any = conn.exec_driver_sql(
+                "SELECT budget_id, coalesce(sum(nbytes), 0) FROM egress_charges "  # noqa: S608
+                f"WHERE budget_id IN ({marks}) GROUP BY budget_id", tuple(chunk))
+            found.update((str(bid), int(total or 0)) for bid, total in rows)
+        return found
+
     def _decide(self, conn: Connection, batch: Sequence[_PendingCharge]) -> None:
         """Decide ``batch`` in arrival order inside ``conn``'s transaction; fill in each outcome.
 
@@ -551,12 +604,23 @@ class EgressMeter:
             for _, key in ledger.applicable(it.principal, it.artifact):
                 if key not in ledger.windows:
                     self._load(conn, ledger, key)
-        rows: list[tuple[str, str, str, int, float]] = []
+        # Lifetime budgets: totals of this generation (read under the ledger lock when not
+        # known yet), counted here as rows are decided, like the window totals.
+        spent = ledger.spent
+        missing = list(dict.fromkeys(it.budget[0] for it in fresh
+                                     if it.budget is not None and it.budget[0] not in spent))
+        if missing:
+            spent.update(self._budget_totals(conn, missing))
+        rows: list[tuple[str, str, str, int, float, str | None]] = []
         for it in fresh:
             high = ledger.high
             if it.now < high - CLOCK_SKEW_TOLERANCE_S:
                 it.clock_back = high - it.now
             it.t = t = max(it.now, high)
+            bid = None if it.budget is None else it.budget[0]
+            if it.budget is not None and spent[it.budget[0]] + it.nbytes > it.budget[1]:
+                it.budget_spent = spent[it.budget[0]]
+                continue
             for b, key in ledger.applicable(it.principal, it.artifact):
                 so_far = ledger.windows[key].used(t, high)
                 if so_far + it.nbytes > b.cap_bytes:
@@ -566,8 +630,10 @@ class EgressMeter:
                 if so_far < self.warn_fraction * b.cap_bytes <= so_far + it.nbytes:
                     it.warnings.append((b, so_far + it.nbytes))
             if it.refused is None:
-                rows.append((it.charge_id, it.principal, it.artifact, it.nbytes, t))
+                rows.append((it.charge_id, it.principal, it.artifact, it.nbytes, t, bid))
                 ledger.add(it.principal, it.artifact, t, it.nbytes)
+                if bid is not None:
+                    spent[bid] += it.nbytes
         if rows:
             conn.exec_driver_sql(self._sql_insert, rows)
         ledger.generation = generation + 1
@@ -588,16 +654,24 @@ class EgressMeter:
     # -- charging ----------------------------------------------------------
 
     def _pending(self, principal: str, nbytes: int, now: float, artifact: str | None,
-                 charge_id: str | None) -> _PendingCharge:
+                 charge_id: str | None,
+                 budget: tuple[str, int] | None = None) -> _PendingCharge:
         if nbytes < 0 or not principal:
             raise InvalidInput("a charge needs a principal and a size >= 0",
                                obj=principal or "egress charge")
+        if budget is not None and (not budget[0] or len(budget[0]) > _MAX_BUDGET_ID
+                                   or budget[1] < 0):
+            raise InvalidInput(f"a byte budget needs an id of 1 to {_MAX_BUDGET_ID} "
+                               "characters and a cap >= 0", obj=principal)
         return _PendingCharge(principal, nbytes, now, artifact or UNKNOWN_ARTIFACT,
-                              charge_id or f"auto:{secrets.token_hex(12)}")
+                              charge_id or f"auto:{secrets.token_hex(12)}", budget)
 
     def charge(self, principal: str, nbytes: int, now: float, *, artifact: str | None = None,
-               charge_id: str | None = None) -> None:
+               charge_id: str | None = None, budget: tuple[str, int] | None = None) -> None:
         """Record the bytes or raise BudgetExceeded (then nothing is recorded).
+
+        ``budget`` (budget id, lifetime cap in bytes) also charges a Grant's
+        byte budget; :class:`GrantBudgetSpent` when it would pass the cap.
 
         Concurrent charges are group-committed: one caller leads and decides a
         whole batch in one ledger transaction (in arrival order, each seeing
@@ -605,7 +679,7 @@ class EgressMeter:
         than one per release, with the same all-or-nothing, cap-exact result.
         A charge id already in the ledger is a retry or a replay: a no-op.
         """
-        item = self._pending(principal, nbytes, now, artifact, charge_id)
+        item = self._pending(principal, nbytes, now, artifact, charge_id, budget)
         self._group_commit(item)
         if item.error is not None:
             raise item.error
@@ -624,7 +698,8 @@ class EgressMeter:
 
     def charge_with_event(self, audit: AuditLog, principal: str, nbytes: int, now: float, *,
                           artifact: str | None = None, charge_id: str | None = None,
-                          event: Mapping[str, Any]) -> int:
+                          event: Mapping[str, Any],
+                          budget: tuple[str, int] | None = None) -> int:
         """Charge and append ``event`` (keywords of ``AuditLog.append``) in one transaction.
 
         The charge is decided inside the audit batch's transaction, so the
@@ -634,9 +709,13 @@ class EgressMeter:
         index. Raises :class:`~strongroom.errors.BudgetExceeded` (nothing
         appended or recorded) or :class:`~strongroom.errors.AccessDenied` when
         ``charge_id`` is already in the ledger (the evidence was spent, possibly
-        by another process on this database). Needs :meth:`joins` to be true.
+        by another process on this database). ``budget`` (budget id, lifetime
+        cap in bytes) is a Grant's or break-glass byte budget, charged in the
+        same transaction: :class:`GrantBudgetSpent` (an AccessDenied; nothing
+        appended or recorded) when the charge would pass its cap. Needs
+        :meth:`joins` to be true.
         """
-        item = self._pending(principal, nbytes, now, artifact, charge_id)
+        item = self._pending(principal, nbytes, now, artifact, charge_id, budget)
         index = audit.append_if(self, item, **event)
         if item.duplicate:
             raise AccessDenied("the evidence was already used (replay): its nonce is already "
@@ -661,6 +740,9 @@ class EgressMeter:
     def _report(self, item: _PendingCharge) -> None:
         """After the decision: clock, cap and warning alerts; BudgetExceeded when refused."""
         principal, artifact, t, nbytes = item.principal, item.artifact, item.t, item.nbytes
+        if item.budget_spent is not None and item.budget is not None:
+            raise GrantBudgetSpent(item.budget[0], item.budget_spent, item.budget[1],
+                                   obj=f"{artifact} for {principal}")
         if item.clock_back:
             self._alert("SR-EGRESS-CLOCK", "warning", principal, artifact,
                         f"the clock is {item.clock_back:.0f} s behind the egress ledger; charges "
@@ -747,17 +829,20 @@ class EgressMeter:
         """Charge past ``key.release`` allow events idempotently; return how many were new.
 
         Each is keyed by its evidence nonce (as the gate charges it) or else its
-        audit index, so replaying the same events charges nothing twice. Caps
-        are not checked: these bytes already left.
+        audit index, so replaying the same events charges nothing twice, and
+        counted against the Grant (request digest) or break-glass budget its
+        details name. Caps are not checked: these bytes already left.
         """
-        rows: dict[str, tuple[str, str, str, int, float]] = {}
+        rows: dict[str, tuple[str, str, str, int, float, str | None]] = {}
         for ev in events:
             if ev.action != ACTION or ev.decision != "allow" or ev.nbytes is None:
                 continue
             nonce = ev.details.get("nonce")
             cid = nonce if isinstance(nonce, str) and nonce else f"audit:{ev.index}"
+            bid = ev.details.get("request_digest") or ev.details.get("break_glass")
+            budget_id = bid if isinstance(bid, str) and len(bid) <= _MAX_BUDGET_ID else None
             rows.setdefault(cid, (cid, ev.actor, ev.object.split("/", 1)[0], int(ev.nbytes),
-                                  _event_time(ev)))
+                                  _event_time(ev), budget_id))
         if not rows:
             return 0
         with self._lock, self._begin() as conn:

@@ -2,7 +2,9 @@
 
 ``egress_charges`` is the durable egress ledger: one row per released shard,
 keyed by a charge id (the release evidence's nonce) so that a replayed event
-is never charged twice; a refund deletes the row. ``egress_budgets`` holds
+is never charged twice; a refund deletes the row. ``budget_id`` names the
+Grant (its request digest) or break-glass statement whose lifetime byte budget
+the charge counts against (NULL: none, or written before budgets moved here). ``egress_budgets`` holds
 the caps an operator set (scope ``principal``, ``artifact`` or ``lab``;
 subject ``*`` is the default for its scope). ``monitor_alerts`` holds every
 alert once (``dedup_key`` is unique) with its acknowledgement;
@@ -49,6 +51,7 @@ class EgressCharge(Base):
     __table_args__ = (
         Index("ix_egress_charges_principal_at", "principal", "at"),
         Index("ix_egress_charges_artifact_at", "artifact", "at"),
+        Index("ix_egress_charges_budget_id", "budget_id", "nbytes"),
     )
 
     charge_id: Mapped[str] = mapped_column(String(100), primary_key=True)
@@ -56,6 +59,7 @@ class EgressCharge(Base):
     artifact: Mapped[str] = mapped_column(String(200), nullable=False)
     nbytes: Mapped[int] = mapped_column(BigInteger, nullable=False)
     at: Mapped[float] = mapped_column(Float, nullable=False, index=True)
+    budget_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
 
 
 class EgressBudgetRow(Base):
