@@ -37,7 +37,8 @@ def _evidence_ref(evidence: list[dict[str, object]]) -> str:
     for item in evidence:
         kind = item.get("kind")
         if kind in ("audit", "audit-alert"):
-            return f"audit #{item.get('id')}: {item.get('reason') or item.get('message')}"
+            why = item.get("reason") or item.get("message") or item.get("detail") or ""
+            return f"audit #{item.get('id')}: {why}"
         if kind == "alert":
             return f"alert #{item.get('id')} {item.get('detector')}: {item.get('message')}"
     first = evidence[0] if evidence else {}
