@@ -11,6 +11,7 @@ import struct
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -135,3 +136,43 @@ def test_the_asyncio_client_after_a_restart(home: Path) -> None:
 
     first, second = asyncio.run(run())
     assert first != second
+
+
+def test_the_asyncio_client_bounds_its_calls_in_flight(home: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    AgentClient(home).call("ping")
+    monkeypatch.setattr(AsyncAgentClient, "POOL_SIZE", 3)
+    client = AsyncAgentClient(home)
+    opened = 0
+    real_open = client._open
+
+    async def counting_open() -> Any:
+        nonlocal opened
+        opened += 1
+        return await real_open()
+
+    client._open = counting_open  # type: ignore[method-assign]
+
+    async def run() -> None:
+        await asyncio.gather(*(client.call("ping") for _ in range(50)))
+
+    asyncio.run(run())
+    assert opened <= 3 and len(client._idle) <= 3  # 50 calls over at most 3 connections
+
+
+def test_a_cancelled_call_does_not_return_its_connection(home: Path) -> None:
+    AgentClient(home).call("ping")
+    client = AsyncAgentClient(home)
+
+    async def run() -> None:
+        await client.call("ping")
+        assert len(client._idle) == 1
+        task = asyncio.ensure_future(client.call("ping"))
+        await asyncio.sleep(0)  # started: it holds the pooled connection
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert client._idle == []  # closed, not pooled with a reply still in flight
+        assert (await client.call("ping"))["pid"] == _pid(home)
+
+    asyncio.run(run())

@@ -468,12 +468,15 @@ class AsyncAgentClient:
     answers it raises, and the caller falls back to :class:`AgentClient`.
     """
 
+    #: Calls in flight at once per event loop (each holds one agent connection, and the
+    #: agent a thread per connection); further calls wait their turn.
     POOL_SIZE = 64
 
     def __init__(self, home: Path) -> None:
         self.home = home
         self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._slots: asyncio.Semaphore | None = None
 
     async def _open(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         try:
@@ -483,11 +486,13 @@ class AsyncAgentClient:
             raise AgentUnavailable("no key agent is running",
                                    obj=str(_socket_path(self.home))) from exc
 
-    def _pool(self) -> list[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
+    def _pool(self) -> tuple[list[tuple[asyncio.StreamReader, asyncio.StreamWriter]],
+                             asyncio.Semaphore]:
         loop = asyncio.get_running_loop()
-        if self._loop is not loop:  # connections belong to the loop that opened them
+        if self._loop is not loop or self._slots is None:  # they belong to the loop that made them
             self._idle, self._loop = [], loop
-        return self._idle
+            self._slots = asyncio.Semaphore(self.POOL_SIZE)
+        return self._idle, self._slots
 
     @staticmethod
     async def _exchange(conn: tuple[asyncio.StreamReader, asyncio.StreamWriter],
@@ -512,8 +517,12 @@ class AsyncAgentClient:
 
     async def call(self, op: str, **args: Any) -> Any:
         """As :meth:`AgentClient.call`; :class:`AgentUnavailable` when no agent answers."""
-        pool = self._pool()
-        message = {"op": op, "args": args}
+        pool, slots = self._pool()
+        async with slots:
+            return await self._call(pool, {"op": op, "args": args})
+
+    async def _call(self, pool: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]],
+                    message: dict[str, Any]) -> Any:
         conn = pool.pop() if pool else None
         reused = conn is not None
         if conn is None:
@@ -531,6 +540,9 @@ class AsyncAgentClient:
             except (OSError, ConnectionError, ValueError) as exc:
                 conn[1].close()
                 raise _failed(self.home, exc) from exc
+            except BaseException:  # cancelled mid-exchange: the stream is in an unknown state
+                conn[1].close()
+                raise
         if len(pool) < self.POOL_SIZE:
             pool.append(conn)
         else:
