@@ -155,6 +155,16 @@ def test_register_endorse_sign_in_approve_grant_release(served: Served) -> None:
             page.click("#issue")
             expect(page.locator("#granted")).to_be_visible(timeout=15000)
             page.screenshot(path=str(shots / "4-granted.png"))
+            # a second request: bob denies it with his key, giving a reason
+            second = submit_request(w.store, AccessRequest.new(
+                "alice", alice.public.key_id, "minilm", "export", "take it home", 3600, 1 << 30,
+                time.time()).sign(alice.private_key))
+            bob_page, _ = pages["bob"]
+            bob_page.goto(f"{base}/console/requests/{second}")
+            bob_page.fill("#deny-reason", f"exports are frozen {XSS}")
+            bob_page.click("#deny")
+            expect(bob_page.locator("#why-not")).to_contain_text("denied by bob", timeout=15000)
+            bob_page.screenshot(path=str(shots / "4b-denied.png"))
             # the audit explorer proves the approval's entry in the page (WebCrypto SHA-256)
             page.goto(f"{base}/console/audit")
             buttons = page.locator("[data-proof]")

@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 from fido_softkey import SoftKey, add_keys
 
 from strongroom.access import fido, statements
-from strongroom.access.directory import DirectoryReader
+from strongroom.access.directory import DirectoryReader, Resource
 from strongroom.errors import AccessDenied
 from strongroom.server.console import ConsoleConfig, build_router
 from strongroom.server.console.registration import (
@@ -380,3 +380,54 @@ def test_failed_sign_ins_are_audited_and_throttled(env: Env) -> None:
     sampled = [x for x in e.w.vault.audit.tail(50)
                if x.action == "console.sign-in" and "throttled" in x.reason]
     assert len(sampled) == 2 and sampled[-1].details["suppressed"] == 8  # 10th stands for 9
+
+
+def _deny(e: Env, name: str, digest: str, csrf: str, reason: str) -> tuple[int, str]:
+    begin = e.client.post("/webauthn/deny/begin", json={"request": digest, "reason": reason},
+                          headers={"X-CSRF-Token": csrf, "Origin": ORIGIN})
+    if begin.status_code != 200:
+        return begin.status_code, begin.json()["error"]
+    k = e.keys[name]
+    a = k.assertion(fido.unb64url(begin.json()["options"]["challenge"]))
+    done = e.client.post("/webauthn/deny/finish", json={"credential": k.browser_json(a)},
+                         headers={"X-CSRF-Token": csrf, "Origin": ORIGIN})
+    return done.status_code, done.text
+
+
+def test_deny_with_a_security_key_closes_the_request(env: Env) -> None:
+    from strongroom.access.grants import issue_grant
+    from strongroom.access.policy import PolicyEngine
+
+    e = env
+    req = e.w.request("alice", "minilm")
+    digest = statements.payload_digest(req)
+    csrf = e.sign_in("bob")
+    assert _approve(e, "bob", digest, csrf) == 200
+    csrf = e.sign_in("carol")
+    assert _deny(e, "carol", digest, csrf, "")[0] == 400  # a denial says why
+    status, text = _deny(e, "carol", digest, csrf, f"not this quarter {XSS}")
+    assert status == 200, text
+    denials = statements.envelopes(e.w.store, "denial", subject=digest)
+    assert len(denials) == 1 and fido.is_webauthn(denials[0])
+    page = e.client.get(f"/console/requests/{digest}").text
+    assert "denied by carol" in page and XSS not in page
+    begin = e.client.post("/webauthn/grant/begin", json={"request": digest},
+                          headers={"X-CSRF-Token": csrf, "Origin": ORIGIN})
+    assert begin.status_code == 409
+    m = e.w.vault.manifest("minilm")
+    res = Resource(m.ref, m.kind, 3, tuple(m.compartments))
+    with pytest.raises(AccessDenied, match="denied by carol"):
+        issue_grant(e.w.store, e.w.people["alice"].private_key, digest, e.w.rule.reader.view(),
+                    PolicyEngine(), res, now=time.time())
+    entry = [x for x in e.w.vault.audit.tail(10) if x.action == "access.deny"][-1]
+    assert entry.actor == "carol" and entry.details["via"] == "console security key"
+
+
+def test_only_someone_who_may_approve_may_deny(env: Env) -> None:
+    e = env
+    req = e.w.request("alice", "minilm")
+    digest = statements.payload_digest(req)
+    csrf = e.sign_in("alice")  # the requester never decides her own request
+    status, error = _deny(e, "alice", digest, csrf, "changed my mind")
+    assert status == 403 and "requester" in error
+    assert statements.envelopes(e.w.store, "denial", subject=digest) == []

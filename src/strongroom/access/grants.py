@@ -112,8 +112,12 @@ def standing_denials(store: Store, request_digest: str, directory: Directory) ->
             who = directory.principal(claimed.approver_key)
             if who is None:
                 continue
-            st = cache.verify(env, "denial", {who.key_id: who.public_key},
-                              obj=f"denial by {who.name}")
+            if fido.is_webauthn(env):  # denied in the console with an enrolled security key
+                st = fido.verify_envelope(env, "denial", {who.key_id: who},
+                                          obj=f"denial by {who.name}").statement
+            else:
+                st = cache.verify(env, "denial", {who.key_id: who.public_key},
+                                  obj=f"denial by {who.name}")
             a = Approval.from_statement(st)
         except (IntegrityError, InvalidInput):
             continue

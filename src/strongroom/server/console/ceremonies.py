@@ -20,7 +20,12 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import select
 
 from strongroom.access import fido, statements
-from strongroom.access.approvals import AccessRequest, Approval, submit_approval
+from strongroom.access.approvals import (
+    MAX_APPROVAL_TTL_S,
+    AccessRequest,
+    Approval,
+    submit_approval,
+)
 from strongroom.access.directory import Enrollment
 from strongroom.access.grants import grant_statement, pending_grant_inputs, store_grant
 from strongroom.errors import AccessDenied, InvalidInput, StrongroomError
@@ -36,6 +41,8 @@ __all__ = ["add_routes"]
 MAX_BODY = 64 * 1024
 #: How long a console approval stays usable.
 APPROVAL_TTL_S = 24 * 3600
+#: Longest reason a denial carries.
+MAX_DENIAL_REASON = 500
 
 
 async def _body(request: Request) -> dict[str, Any]:
@@ -284,6 +291,50 @@ def add_routes(router: APIRouter, console: Console) -> None:
         with ctx.vault(actor=me.name) as vault:
             vault.record("access.approve", digest[:16], "allow", request=digest,
                          via="console security key", credential=key.id[:32])
+        return JSONResponse({"ok": True, "redirect": f"/console/requests/{digest}"})
+
+    @router.post("/webauthn/deny/begin", include_in_schema=False)
+    async def deny_begin(request: Request) -> JSONResponse:
+        sess = console.session(request)
+        body = await _body(request)
+        console.check_post(request, sess, None)
+        me = console.person(sess)
+        digest = str(body.get("request", ""))
+        reason = str(body.get("reason", "")).strip()
+        if not reason or len(reason) > MAX_DENIAL_REASON:
+            raise ConsoleError(400, f"say why you deny (1-{MAX_DENIAL_REASON} characters): the "
+                               "requester and the auditors read it")
+        item = data.request_item(console, digest, me)
+        if not item.may_approve:  # whoever may approve may deny; a denial closes the request
+            raise ConsoleError(403, item.why_not or "you may not decide this request")
+        now = int(time.time())
+        denial = Approval(digest, me.name, me.key_id, "deny", secrets.token_hex(16), now,
+                          now + MAX_APPROVAL_TTL_S, reason)
+        ptype, payload = fido.unsigned_payload("denial", denial.to_statement())
+        challenge = fido.challenge(ptype, payload)
+        console.sessions.set_ceremony(sess, {
+            "kind": "deny", "challenge": fido.b64url(challenge), "request": digest,
+            "payload": base64.b64encode(payload).decode()})
+        return JSONResponse({"options": _request_options(console, challenge, me.security_keys),
+                             "statement": denial.to_statement()})
+
+    @router.post("/webauthn/deny/finish", include_in_schema=False)
+    async def deny_finish(request: Request) -> JSONResponse:
+        sess = console.session(request)
+        body = await _body(request)
+        console.check_post(request, sess, None)
+        me = console.person(sess)
+        env, key, ceremony = _signed_by_key(console, sess, me, body, "deny", "denial",
+                                            "no denial in progress")
+        verified = fido.verify_envelope(env, "denial", {me.key_id: me},
+                                        obj=f"denial by {me.name}")
+        _check_count(console, key.id, verified.sign_count)
+        submit_approval(ctx.store, env, "denial")
+        digest = str(ceremony["request"])
+        with ctx.vault(actor=me.name) as vault:
+            vault.record("access.deny", digest[:16], "allow", request=digest,
+                         via="console security key", credential=key.id[:32],
+                         reason=str(verified.statement.get("reason", ""))[:300])
         return JSONResponse({"ok": True, "redirect": f"/console/requests/{digest}"})
 
     @router.post("/webauthn/grant/begin", include_in_schema=False)

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from strongroom.access import statements
 from strongroom.access.approvals import MAX_APPROVAL_TTL_S, AccessRequest, count_approvals, satisfy
 from strongroom.access.directory import Directory, Enrollment, Resource, Rule
-from strongroom.access.grants import VerifiedGrant, verify_grant
+from strongroom.access.grants import VerifiedGrant, standing_denials, verify_grant
 from strongroom.access.policy import PolicyEngine
 from strongroom.errors import AccessDenied, IntegrityError, InvalidInput, StrongroomError
 from strongroom.server.console.core import Console, ConsoleError
@@ -29,6 +29,7 @@ class RequestItem:
     assignment: dict[str, list[str]] | None = None
     approved_by_me: bool = False
     denied: bool = False
+    denied_by: list[str] = field(default_factory=list)
     granted: str = ""
     may_approve: bool = False
     why_not: str = ""
@@ -100,7 +101,8 @@ def request_item(console: Console, digest: str, me: Enrollment,
             for a in approvals)
     except StrongroomError as exc:
         item.why_not = exc.message
-    item.denied = bool(statements.envelopes(store, "denial", subject=digest))
+    item.denied_by = standing_denials(store, digest, directory)
+    item.denied = bool(item.denied_by)
     for g in statements.envelopes(store, "grant", subject=req.requester_key):
         try:
             if statements.payload_digest(str(statements.unverified_payload(g)["request"])) \
@@ -116,7 +118,7 @@ def request_item(console: Console, digest: str, me: Enrollment,
     elif item.approved_by_me:
         item.why_not = "you approved this request already"
     elif item.denied:
-        item.why_not = "the request was denied"
+        item.why_not = f"the request was denied by {', '.join(sorted(set(item.denied_by)))}"
     elif item.granted:
         item.why_not = "a Grant was issued already"
     elif req.created + MAX_APPROVAL_TTL_S < now:

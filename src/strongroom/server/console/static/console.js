@@ -67,6 +67,13 @@
       const done = await post("/webauthn/approve/finish", {credential});
       window.location.assign(done.redirect);
     },
+    async deny(el) {
+      const reason = (document.getElementById("deny-reason") || {value: ""}).value;
+      const begin = await post("/webauthn/deny/begin", {request: el.dataset.request, reason});
+      const credential = await getAssertion(begin.options);
+      const done = await post("/webauthn/deny/finish", {credential});
+      window.location.assign(done.redirect);
+    },
     async grant(el) {
       const begin = await post("/webauthn/grant/begin", {request: el.dataset.request});
       const credential = await getAssertion(begin.options);
