@@ -431,3 +431,53 @@ def test_only_someone_who_may_approve_may_deny(env: Env) -> None:
     status, error = _deny(e, "alice", digest, csrf, "changed my mind")
     assert status == 403 and "requester" in error
     assert statements.envelopes(e.w.store, "denial", subject=digest) == []
+
+
+def _revoke(e: Env, name: str, digest: str, csrf: str, reason: str) -> tuple[int, str]:
+    begin = e.client.post("/webauthn/revoke/begin", json={"request": digest, "reason": reason},
+                          headers={"X-CSRF-Token": csrf, "Origin": ORIGIN})
+    if begin.status_code != 200:
+        return begin.status_code, begin.json()["error"]
+    k = e.keys[name]
+    a = k.assertion(fido.unb64url(begin.json()["options"]["challenge"]))
+    done = e.client.post("/webauthn/revoke/finish", json={"credential": k.browser_json(a)},
+                         headers={"X-CSRF-Token": csrf, "Origin": ORIGIN})
+    return done.status_code, done.text
+
+
+def test_an_approver_revokes_the_grant_with_a_security_key(env: Env) -> None:
+    from strongroom.access.grants import issue_grant
+    from strongroom.access.policy import PolicyEngine
+
+    e = env
+    req = e.w.request("alice", "minilm")
+    digest = statements.payload_digest(req)
+    for name in ("bob", "carol"):
+        assert _approve(e, name, digest, e.sign_in(name)) == 200
+    m = e.w.vault.manifest("minilm")
+    issue_grant(e.w.store, e.w.people["alice"].private_key, digest, e.w.rule.reader.view(),
+                PolicyEngine(), Resource(m.ref, m.kind, 3, tuple(m.compartments)),
+                now=time.time())
+    with e.w.vault_as("alice").open_weights("minilm") as weights:
+        assert len(weights) > 0
+    e.w.enroll("frank")  # an approver, but not of this Grant, and no security officer
+    e.keys["frank"] = SoftKey(rp_id="testserver", origin=ORIGIN)
+    frank = e.w.rule.reader.view().by_name("frank")
+    assert frank is not None
+    add_keys(e.w.store, frank, [e.keys["frank"].security_key()], e.w.officers)
+    csrf = e.sign_in("frank")
+    assert "Revoke Grant" not in e.client.get(f"/console/requests/{digest}").text
+    assert _revoke(e, "frank", digest, csrf, "curious")[0] == 403
+    e.sign_in("dave")  # a security officer may revoke any Grant
+    assert "Revoke Grant" in e.client.get(f"/console/requests/{digest}").text
+    csrf = e.sign_in("carol")
+    assert "Revoke Grant" in e.client.get(f"/console/requests/{digest}").text
+    status, text = _revoke(e, "carol", digest, csrf, f"project cancelled {XSS}")
+    assert status == 200, text
+    page = e.client.get(f"/console/requests/{digest}").text
+    assert "Revoked by carol" in page and XSS not in page
+    with pytest.raises(AccessDenied, match="revoked"):
+        e.w.vault_as("alice").open_weights("minilm")
+    assert _revoke(e, "carol", digest, csrf, "again")[0] == 403  # revoked already
+    entry = [x for x in e.w.vault.audit.tail(20) if x.action == "access.revoke-grant"][-1]
+    assert entry.actor == "carol" and entry.details["via"] == "console security key"

@@ -56,6 +56,7 @@ __all__ = [
     "issue_grant",
     "parse_approval",
     "pending_grant_inputs",
+    "revocation_statement",
     "revoke_grant",
     "standing_denials",
     "store_grant",
@@ -329,12 +330,18 @@ def issue_grant(
                             extra_check=extra_check)
 
 
+def revocation_statement(grant_id: str, by: str, by_key: str, reason: str, *,
+                         now: float) -> dict[str, Any]:
+    """The (unsigned) revocation of ``grant_id`` by ``by`` (key id ``by_key``)."""
+    return {"grant": grant_id, "by": by, "by_key": by_key, "reason": reason,
+            "issued": int(now)}
+
+
 def revoke_grant(store: Store, key: Ed25519PrivateKey, by: str, grant_id: str, reason: str, *,
                  now: float) -> str:
     """Sign and store a grant revocation; the gate refuses the grant from the next release."""
-    env = statements.sign("grant-revocation", {"grant": grant_id, "by": by,
-                                               "by_key": key_id(key.public_key()),
-                                               "reason": reason, "issued": int(now)}, key)
+    env = statements.sign("grant-revocation", revocation_statement(
+        grant_id, by, key_id(key.public_key()), reason, now=now), key)
     statements.put(store, "grant-revocation", env, subject=grant_id)
     return env
 
@@ -363,7 +370,12 @@ def grant_revoked(
         else:
             continue
         try:
-            st = cache.verify(env, "grant-revocation", trusted, obj="grant revocation")
+            if fido.is_webauthn(env) and who is not None and kid in trusted:
+                # revoked in the console with an enrolled security key
+                st = fido.verify_envelope(env, "grant-revocation", {kid: who},
+                                          obj="grant revocation").statement
+            else:
+                st = cache.verify(env, "grant-revocation", trusted, obj="grant revocation")
         except IntegrityError:
             continue
         if st.get("grant") == grant.grant_id and st.get("by_key") == kid:

@@ -27,7 +27,12 @@ from strongroom.access.approvals import (
     submit_approval,
 )
 from strongroom.access.directory import Enrollment
-from strongroom.access.grants import grant_statement, pending_grant_inputs, store_grant
+from strongroom.access.grants import (
+    grant_statement,
+    pending_grant_inputs,
+    revocation_statement,
+    store_grant,
+)
 from strongroom.errors import AccessDenied, InvalidInput, StrongroomError
 from strongroom.server.console import data
 from strongroom.server.console.core import Console, ConsoleError
@@ -335,6 +340,52 @@ def add_routes(router: APIRouter, console: Console) -> None:
             vault.record("access.deny", digest[:16], "allow", request=digest,
                          via="console security key", credential=key.id[:32],
                          reason=str(verified.statement.get("reason", ""))[:300])
+        return JSONResponse({"ok": True, "redirect": f"/console/requests/{digest}"})
+
+    @router.post("/webauthn/revoke/begin", include_in_schema=False)
+    async def revoke_begin(request: Request) -> JSONResponse:
+        sess = console.session(request)
+        body = await _body(request)
+        console.check_post(request, sess, None)
+        me = console.person(sess)
+        digest = str(body.get("request", ""))
+        reason = str(body.get("reason", "")).strip()
+        if not reason or len(reason) > MAX_DENIAL_REASON:
+            raise ConsoleError(400, f"say why you revoke (1-{MAX_DENIAL_REASON} characters)")
+        item = data.request_item(console, digest, me)
+        if not item.granted:
+            raise ConsoleError(404, "no Grant was issued for this request")
+        if not item.may_revoke:
+            raise ConsoleError(403, f"the Grant was revoked by {item.revoked_by} already"
+                               if item.revoked_by else item.grant_state or "only the requester, "
+                               "the Grant's approvers and security officers may revoke it")
+        st = revocation_statement(item.granted, me.name, me.key_id, reason, now=time.time())
+        ptype, payload = fido.unsigned_payload("grant-revocation", st)
+        challenge = fido.challenge(ptype, payload)
+        console.sessions.set_ceremony(sess, {
+            "kind": "revoke", "challenge": fido.b64url(challenge), "request": digest,
+            "grant": item.granted, "payload": base64.b64encode(payload).decode()})
+        return JSONResponse({"options": _request_options(console, challenge, me.security_keys),
+                             "statement": st})
+
+    @router.post("/webauthn/revoke/finish", include_in_schema=False)
+    async def revoke_finish(request: Request) -> JSONResponse:
+        sess = console.session(request)
+        body = await _body(request)
+        console.check_post(request, sess, None)
+        me = console.person(sess)
+        env, key, ceremony = _signed_by_key(console, sess, me, body, "revoke",
+                                            "grant-revocation", "no revocation in progress")
+        verified = fido.verify_envelope(env, "grant-revocation", {me.key_id: me},
+                                        obj=f"revocation by {me.name}")
+        _check_count(console, key.id, verified.sign_count)
+        grant_id = str(ceremony["grant"])
+        statements.put(ctx.store, "grant-revocation", env, subject=grant_id)
+        digest = str(ceremony["request"])
+        with ctx.vault(actor=me.name) as vault:
+            vault.record("access.revoke-grant", grant_id[:16], "allow",
+                         str(verified.statement.get("reason", ""))[:300], grant=grant_id,
+                         via="console security key", credential=key.id[:32])
         return JSONResponse({"ok": True, "redirect": f"/console/requests/{digest}"})
 
     @router.post("/webauthn/grant/begin", include_in_schema=False)

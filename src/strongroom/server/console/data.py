@@ -9,7 +9,12 @@ from dataclasses import dataclass, field
 from strongroom.access import statements
 from strongroom.access.approvals import MAX_APPROVAL_TTL_S, AccessRequest, count_approvals, satisfy
 from strongroom.access.directory import Directory, Enrollment, Resource, Rule
-from strongroom.access.grants import VerifiedGrant, standing_denials, verify_grant
+from strongroom.access.grants import (
+    VerifiedGrant,
+    grant_revoked,
+    standing_denials,
+    verify_grant,
+)
 from strongroom.access.policy import PolicyEngine
 from strongroom.errors import AccessDenied, IntegrityError, InvalidInput, StrongroomError
 from strongroom.server.console.core import Console, ConsoleError
@@ -31,6 +36,9 @@ class RequestItem:
     denied: bool = False
     denied_by: list[str] = field(default_factory=list)
     granted: str = ""
+    grant_state: str = ""
+    revoked_by: str | None = None
+    may_revoke: bool = False
     may_approve: bool = False
     why_not: str = ""
 
@@ -87,6 +95,7 @@ def request_item(console: Console, digest: str, me: Enrollment,
         raise ConsoleError(404, "no such request")
     item = RequestItem(digest, req, None)
     now = time.time()
+    res: Resource | None = None
     try:
         res = resource(console, req.resource, directory)
         item.rule = directory.rule(res.name, req.action)
@@ -108,6 +117,8 @@ def request_item(console: Console, digest: str, me: Enrollment,
             if statements.payload_digest(str(statements.unverified_payload(g)["request"])) \
                     == digest:
                 item.granted = statements.payload_digest(g)
+                if res is not None:
+                    _grant_state(console, item, g, directory, res, me, now)
                 break
         except (InvalidInput, KeyError):
             continue
@@ -130,6 +141,23 @@ def request_item(console: Console, digest: str, me: Enrollment,
     else:
         item.may_approve = True
     return item
+
+
+def _grant_state(console: Console, item: RequestItem, env: str, directory: Directory,
+                 res: Resource, me: Enrollment, now: float) -> None:
+    """Whether the request's Grant still holds, who revoked it, and whether ``me`` may."""
+    try:
+        g = verify_grant(env, directory, console.engine(), res, now=now)
+    except AccessDenied as exc:
+        item.grant_state = exc.message  # expired, requester no longer eligible ...
+        return
+    revocations = statements.envelopes(console.ctx.store, "grant-revocation",
+                                       subject=g.grant_id)
+    item.revoked_by = grant_revoked(g, revocations, directory, console.ctx.officers()) \
+        if revocations else None
+    entitled = me.name in {g.request.requester, *g.approvers} or \
+        "security-officers" in me.roles
+    item.may_revoke = item.revoked_by is None and entitled and bool(me.security_keys)
 
 
 def inbox(console: Console, me: Enrollment, *, limit: int = 100) -> list[RequestItem]:

@@ -74,6 +74,13 @@
       const done = await post("/webauthn/deny/finish", {credential});
       window.location.assign(done.redirect);
     },
+    async revoke(el) {
+      const reason = (document.getElementById("revoke-reason") || {value: ""}).value;
+      const begin = await post("/webauthn/revoke/begin", {request: el.dataset.request, reason});
+      const credential = await getAssertion(begin.options);
+      const done = await post("/webauthn/revoke/finish", {credential});
+      window.location.assign(done.redirect);
+    },
     async grant(el) {
       const begin = await post("/webauthn/grant/begin", {request: el.dataset.request});
       const credential = await getAssertion(begin.options);
