@@ -119,6 +119,52 @@ def _signed_by_key(console: Console, sess: Session, me: Enrollment, body: dict[s
     return env, key, ceremony
 
 
+def _start_signing(console: Console, sess: Session, me: Enrollment, kind: str,
+                   statement_kind: str, statement: dict[str, Any], *, show: bool = True,
+                   **keep: str) -> JSONResponse:
+    """Begin a signing ceremony: the statement's digest is the WebAuthn challenge.
+
+    The session keeps the canonical payload (and ``keep``) for the finish step;
+    the browser gets the request options (and, with ``show``, the statement).
+    """
+    ptype, payload = fido.unsigned_payload(statement_kind, statement)
+    challenge = fido.challenge(ptype, payload)
+    console.sessions.set_ceremony(sess, {
+        "kind": kind, "challenge": fido.b64url(challenge),
+        "payload": base64.b64encode(payload).decode(), **keep})
+    out: dict[str, Any] = {"options": _request_options(console, challenge, me.security_keys)}
+    if show:
+        out["statement"] = statement
+    return JSONResponse(out)
+
+
+async def _finish_signing(console: Console, request: Request, kind: str, statement_kind: str,
+                          missing: str) -> tuple[Enrollment, str, fido.SecurityKey,
+                                                 dict[str, Any], fido.WebAuthnVerified]:
+    """The finish step of a signing ceremony, checked (CSRF, signer, assertion, counter).
+
+    Returns the signer, the WebAuthn envelope, the key that signed, the
+    session's ceremony and the verified statement; nothing is stored yet.
+    """
+    sess = console.session(request)
+    body = await _body(request)
+    console.check_post(request, sess, None)
+    me = console.person(sess)
+    env, key, ceremony = _signed_by_key(console, sess, me, body, kind, statement_kind, missing)
+    verified = fido.verify_envelope(env, statement_kind, {me.key_id: me},
+                                    obj=f"{statement_kind} by {me.name}")
+    _check_count(console, key.id, verified.sign_count)  # before anything is stored
+    return me, env, key, ceremony, verified
+
+
+def _reason(body: dict[str, Any], verb: str) -> str:
+    reason = str(body.get("reason", "")).strip()
+    if not reason or len(reason) > MAX_DENIAL_REASON:
+        raise ConsoleError(400, f"say why you {verb} (1-{MAX_DENIAL_REASON} characters): the "
+                           "requester and the auditors read it")
+    return reason
+
+
 def _enrolled_key(who: Enrollment, assertion: fido.Assertion) -> fido.SecurityKey:
     for k in who.security_keys:
         if k.credential_id == assertion.credential_id:
@@ -272,25 +318,13 @@ def add_routes(router: APIRouter, console: Console) -> None:
         now = int(time.time())
         approval = Approval(digest, me.name, me.key_id, "approve", secrets.token_hex(16), now,
                             now + APPROVAL_TTL_S)
-        ptype, payload = fido.unsigned_payload("approval", approval.to_statement())
-        challenge = fido.challenge(ptype, payload)
-        console.sessions.set_ceremony(sess, {
-            "kind": "approve", "challenge": fido.b64url(challenge), "request": digest,
-            "payload": base64.b64encode(payload).decode()})
-        return JSONResponse({"options": _request_options(console, challenge, me.security_keys),
-                             "statement": approval.to_statement()})
+        return _start_signing(console, sess, me, "approve", "approval",
+                              approval.to_statement(), request=digest)
 
     @router.post("/webauthn/approve/finish", include_in_schema=False)
     async def approve_finish(request: Request) -> JSONResponse:
-        sess = console.session(request)
-        body = await _body(request)
-        console.check_post(request, sess, None)
-        me = console.person(sess)
-        env, key, ceremony = _signed_by_key(console, sess, me, body, "approve", "approval",
-                                            "no approval in progress")
-        verified = fido.verify_envelope(env, "approval", {me.key_id: me},
-                                        obj=f"approval by {me.name}")
-        _check_count(console, key.id, verified.sign_count)
+        me, env, key, ceremony, _ = await _finish_signing(console, request, "approve",
+                                                          "approval", "no approval in progress")
         submit_approval(ctx.store, env)
         digest = str(ceremony["request"])
         with ctx.vault(actor=me.name) as vault:
@@ -305,41 +339,26 @@ def add_routes(router: APIRouter, console: Console) -> None:
         console.check_post(request, sess, None)
         me = console.person(sess)
         digest = str(body.get("request", ""))
-        reason = str(body.get("reason", "")).strip()
-        if not reason or len(reason) > MAX_DENIAL_REASON:
-            raise ConsoleError(400, f"say why you deny (1-{MAX_DENIAL_REASON} characters): the "
-                               "requester and the auditors read it")
+        reason = _reason(body, "deny")
         item = data.request_item(console, digest, me)
         if not item.may_approve:  # whoever may approve may deny; a denial closes the request
             raise ConsoleError(403, item.why_not or "you may not decide this request")
         now = int(time.time())
         denial = Approval(digest, me.name, me.key_id, "deny", secrets.token_hex(16), now,
                           now + MAX_APPROVAL_TTL_S, reason)
-        ptype, payload = fido.unsigned_payload("denial", denial.to_statement())
-        challenge = fido.challenge(ptype, payload)
-        console.sessions.set_ceremony(sess, {
-            "kind": "deny", "challenge": fido.b64url(challenge), "request": digest,
-            "payload": base64.b64encode(payload).decode()})
-        return JSONResponse({"options": _request_options(console, challenge, me.security_keys),
-                             "statement": denial.to_statement()})
+        return _start_signing(console, sess, me, "deny", "denial", denial.to_statement(),
+                              request=digest)
 
     @router.post("/webauthn/deny/finish", include_in_schema=False)
     async def deny_finish(request: Request) -> JSONResponse:
-        sess = console.session(request)
-        body = await _body(request)
-        console.check_post(request, sess, None)
-        me = console.person(sess)
-        env, key, ceremony = _signed_by_key(console, sess, me, body, "deny", "denial",
-                                            "no denial in progress")
-        verified = fido.verify_envelope(env, "denial", {me.key_id: me},
-                                        obj=f"denial by {me.name}")
-        _check_count(console, key.id, verified.sign_count)
+        me, env, key, ceremony, verified = await _finish_signing(
+            console, request, "deny", "denial", "no denial in progress")
         submit_approval(ctx.store, env, "denial")
         digest = str(ceremony["request"])
         with ctx.vault(actor=me.name) as vault:
-            vault.record("access.deny", digest[:16], "allow", request=digest,
-                         via="console security key", credential=key.id[:32],
-                         reason=str(verified.statement.get("reason", ""))[:300])
+            vault.record("access.deny", digest[:16], "allow",
+                         str(verified.statement.get("reason", ""))[:300], request=digest,
+                         via="console security key", credential=key.id[:32])
         return JSONResponse({"ok": True, "redirect": f"/console/requests/{digest}"})
 
     @router.post("/webauthn/revoke/begin", include_in_schema=False)
@@ -349,9 +368,7 @@ def add_routes(router: APIRouter, console: Console) -> None:
         console.check_post(request, sess, None)
         me = console.person(sess)
         digest = str(body.get("request", ""))
-        reason = str(body.get("reason", "")).strip()
-        if not reason or len(reason) > MAX_DENIAL_REASON:
-            raise ConsoleError(400, f"say why you revoke (1-{MAX_DENIAL_REASON} characters)")
+        reason = _reason(body, "revoke")
         item = data.request_item(console, digest, me)
         if not item.granted:
             raise ConsoleError(404, "no Grant was issued for this request")
@@ -360,25 +377,13 @@ def add_routes(router: APIRouter, console: Console) -> None:
                                if item.revoked_by else item.grant_state or "only the requester, "
                                "the Grant's approvers and security officers may revoke it")
         st = revocation_statement(item.granted, me.name, me.key_id, reason, now=time.time())
-        ptype, payload = fido.unsigned_payload("grant-revocation", st)
-        challenge = fido.challenge(ptype, payload)
-        console.sessions.set_ceremony(sess, {
-            "kind": "revoke", "challenge": fido.b64url(challenge), "request": digest,
-            "grant": item.granted, "payload": base64.b64encode(payload).decode()})
-        return JSONResponse({"options": _request_options(console, challenge, me.security_keys),
-                             "statement": st})
+        return _start_signing(console, sess, me, "revoke", "grant-revocation", st,
+                              request=digest, grant=item.granted)
 
     @router.post("/webauthn/revoke/finish", include_in_schema=False)
     async def revoke_finish(request: Request) -> JSONResponse:
-        sess = console.session(request)
-        body = await _body(request)
-        console.check_post(request, sess, None)
-        me = console.person(sess)
-        env, key, ceremony = _signed_by_key(console, sess, me, body, "revoke",
-                                            "grant-revocation", "no revocation in progress")
-        verified = fido.verify_envelope(env, "grant-revocation", {me.key_id: me},
-                                        obj=f"revocation by {me.name}")
-        _check_count(console, key.id, verified.sign_count)
+        me, env, key, ceremony, verified = await _finish_signing(
+            console, request, "revoke", "grant-revocation", "no revocation in progress")
         grant_id = str(ceremony["grant"])
         statements.put(ctx.store, "grant-revocation", env, subject=grant_id)
         digest = str(ceremony["request"])
@@ -406,29 +411,18 @@ def add_routes(router: APIRouter, console: Console) -> None:
             raise ConsoleError(403, "only the requester or a counted approver assembles the Grant")
         request_env, approvals = pending_grant_inputs(ctx.store, digest, ctx.directory())
         st = grant_statement(request_env, approvals, now=time.time())
-        ptype, payload = fido.unsigned_payload("grant", st)
-        challenge = fido.challenge(ptype, payload)
-        console.sessions.set_ceremony(sess, {
-            "kind": "grant", "challenge": fido.b64url(challenge), "request": digest,
-            "payload": base64.b64encode(payload).decode()})
-        return JSONResponse({"options": _request_options(console, challenge, me.security_keys)})
+        return _start_signing(console, sess, me, "grant", "grant", st, show=False,
+                              request=digest)
 
     @router.post("/webauthn/grant/finish", include_in_schema=False)
     async def grant_finish(request: Request) -> JSONResponse:
-        sess = console.session(request)
-        body = await _body(request)
-        console.check_post(request, sess, None)
-        me = console.person(sess)
-        env, key, ceremony = _signed_by_key(console, sess, me, body, "grant", "grant",
-                                            "no Grant in progress")
+        me, env, key, ceremony, _ = await _finish_signing(console, request, "grant", "grant",
+                                                          "no Grant in progress")
         digest = str(ceremony["request"])
         req = AccessRequest.from_statement(statements.unverified_payload(
             statements.unverified_payload(env)["request"]))
         if statements.payload_digest(statements.unverified_payload(env)["request"]) != digest:
             raise ConsoleError(400, "the Grant is for another request")
-        count = fido.verify_envelope(env, "grant", {me.key_id: me},
-                                     obj=f"grant signed by {me.name}").sign_count
-        _check_count(console, key.id, count)  # before anything is stored
         now = time.time()
         directory = ctx.directory()
         resource = data.resource(console, req.resource, directory)
