@@ -382,16 +382,22 @@ def test_failed_sign_ins_are_audited_and_throttled(env: Env) -> None:
     assert len(sampled) == 2 and sampled[-1].details["suppressed"] == 8  # 10th stands for 9
 
 
-def _deny(e: Env, name: str, digest: str, csrf: str, reason: str) -> tuple[int, str]:
-    begin = e.client.post("/webauthn/deny/begin", json={"request": digest, "reason": reason},
-                          headers={"X-CSRF-Token": csrf, "Origin": ORIGIN})
+def _ceremony(e: Env, name: str, kind: str, csrf: str, body: dict[str, str]
+              ) -> tuple[int, str]:
+    """Begin and finish a console signing ceremony with ``name``'s key: (status, text)."""
+    headers = {"X-CSRF-Token": csrf, "Origin": ORIGIN}
+    begin = e.client.post(f"/webauthn/{kind}/begin", json=body, headers=headers)
     if begin.status_code != 200:
         return begin.status_code, begin.json()["error"]
     k = e.keys[name]
     a = k.assertion(fido.unb64url(begin.json()["options"]["challenge"]))
-    done = e.client.post("/webauthn/deny/finish", json={"credential": k.browser_json(a)},
-                         headers={"X-CSRF-Token": csrf, "Origin": ORIGIN})
+    done = e.client.post(f"/webauthn/{kind}/finish", json={"credential": k.browser_json(a)},
+                         headers=headers)
     return done.status_code, done.text
+
+
+def _deny(e: Env, name: str, digest: str, csrf: str, reason: str) -> tuple[int, str]:
+    return _ceremony(e, name, "deny", csrf, {"request": digest, "reason": reason})
 
 
 def test_deny_with_a_security_key_closes_the_request(env: Env) -> None:
@@ -434,15 +440,7 @@ def test_only_someone_who_may_approve_may_deny(env: Env) -> None:
 
 
 def _revoke(e: Env, name: str, digest: str, csrf: str, reason: str) -> tuple[int, str]:
-    begin = e.client.post("/webauthn/revoke/begin", json={"request": digest, "reason": reason},
-                          headers={"X-CSRF-Token": csrf, "Origin": ORIGIN})
-    if begin.status_code != 200:
-        return begin.status_code, begin.json()["error"]
-    k = e.keys[name]
-    a = k.assertion(fido.unb64url(begin.json()["options"]["challenge"]))
-    done = e.client.post("/webauthn/revoke/finish", json={"credential": k.browser_json(a)},
-                         headers={"X-CSRF-Token": csrf, "Origin": ORIGIN})
-    return done.status_code, done.text
+    return _ceremony(e, name, "revoke", csrf, {"request": digest, "reason": reason})
 
 
 def test_an_approver_revokes_the_grant_with_a_security_key(env: Env) -> None:
