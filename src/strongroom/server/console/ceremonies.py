@@ -157,6 +157,16 @@ async def _finish_signing(console: Console, request: Request, kind: str, stateme
     return me, env, key, ceremony, verified
 
 
+async def _on_request(console: Console, request: Request
+                      ) -> tuple[Session, dict[str, Any], Enrollment, data.RequestItem]:
+    """A begin step about one access request: session, body, signer, the request as they see it."""
+    sess = console.session(request)
+    body = await _body(request)
+    console.check_post(request, sess, None)
+    me = console.person(sess)
+    return sess, body, me, data.request_item(console, str(body.get("request", "")), me)
+
+
 def _reason(body: dict[str, Any], verb: str) -> str:
     reason = str(body.get("reason", "")).strip()
     if not reason or len(reason) > MAX_DENIAL_REASON:
@@ -307,12 +317,8 @@ def add_routes(router: APIRouter, console: Console) -> None:
 
     @router.post("/webauthn/approve/begin", include_in_schema=False)
     async def approve_begin(request: Request) -> JSONResponse:
-        sess = console.session(request)
-        body = await _body(request)
-        console.check_post(request, sess, None)
-        me = console.person(sess)
-        digest = str(body.get("request", ""))
-        item = data.request_item(console, digest, me)
+        sess, _, me, item = await _on_request(console, request)
+        digest = item.digest
         if not item.may_approve:
             raise ConsoleError(403, item.why_not or "you may not approve this request")
         now = int(time.time())
@@ -334,13 +340,9 @@ def add_routes(router: APIRouter, console: Console) -> None:
 
     @router.post("/webauthn/deny/begin", include_in_schema=False)
     async def deny_begin(request: Request) -> JSONResponse:
-        sess = console.session(request)
-        body = await _body(request)
-        console.check_post(request, sess, None)
-        me = console.person(sess)
-        digest = str(body.get("request", ""))
+        sess, body, me, item = await _on_request(console, request)
+        digest = item.digest
         reason = _reason(body, "deny")
-        item = data.request_item(console, digest, me)
         if not item.may_approve:  # whoever may approve may deny; a denial closes the request
             raise ConsoleError(403, item.why_not or "you may not decide this request")
         now = int(time.time())
@@ -363,13 +365,9 @@ def add_routes(router: APIRouter, console: Console) -> None:
 
     @router.post("/webauthn/revoke/begin", include_in_schema=False)
     async def revoke_begin(request: Request) -> JSONResponse:
-        sess = console.session(request)
-        body = await _body(request)
-        console.check_post(request, sess, None)
-        me = console.person(sess)
-        digest = str(body.get("request", ""))
+        sess, body, me, item = await _on_request(console, request)
+        digest = item.digest
         reason = _reason(body, "revoke")
-        item = data.request_item(console, digest, me)
         if not item.granted:
             raise ConsoleError(404, "no Grant was issued for this request")
         if not item.may_revoke:
@@ -395,12 +393,8 @@ def add_routes(router: APIRouter, console: Console) -> None:
 
     @router.post("/webauthn/grant/begin", include_in_schema=False)
     async def grant_begin(request: Request) -> JSONResponse:
-        sess = console.session(request)
-        body = await _body(request)
-        console.check_post(request, sess, None)
-        me = console.person(sess)
-        digest = str(body.get("request", ""))
-        item = data.request_item(console, digest, me)
+        sess, _, me, item = await _on_request(console, request)
+        digest = item.digest
         if item.granted:
             raise ConsoleError(409, "a Grant was issued for this request already")
         if item.denied:
