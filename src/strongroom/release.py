@@ -506,15 +506,9 @@ class ReleaseGate:
                 self._deny(request, refused, **accepted)
                 raise refused
             try:
-                if budget is None:
-                    cast(AuditedEgressMeter, meter).charge_with_event(
-                        self.audit, request.principal, request.nbytes, now,
-                        artifact=request.artifact, charge_id=charge_id, event=event)
-                else:
-                    cast(AuditedEgressMeter, meter).charge_with_event(
-                        self.audit, request.principal, request.nbytes, now,
-                        artifact=request.artifact, charge_id=charge_id, event=event,
-                        budget=budget)
+                cast(AuditedEgressMeter, meter).charge_with_event(
+                    self.audit, request.principal, request.nbytes, now,
+                    artifact=request.artifact, charge_id=charge_id, event=event, budget=budget)
             except (BudgetExceeded, AccessDenied) as exc:
                 used = getattr(exc, "used", None)
                 if (rule is not None and budget is not None and isinstance(used, int)
