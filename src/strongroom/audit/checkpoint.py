@@ -119,6 +119,10 @@ def open_checkpoint(
 ) -> OpenedCheckpoint:
     """Verify a signed checkpoint offline: log signature, then a quorum of cosignatures.
 
+    The origin line must be ``origin``, by default the log key's name (the
+    spec only recommends that they match: ``sum.golang.org`` signs checkpoints
+    whose origin is ``go.sum database tree``).
+
     Raises :class:`~strongroom.crypto.note.NoteError` (an ``IntegrityError``)
     saying why when it does not verify.
     """
@@ -133,12 +137,14 @@ def open_checkpoint(
     if not any(s.name == log.name and s.key_id == log.key_id for s in note.sigs):
         raise NoteError(f"checkpoint is not signed by the log key {log.name}")
     checkpoint = Checkpoint.parse(note.text)
-    if checkpoint.origin != log.name:
+    expected = log.name if origin is None else origin
+    if checkpoint.origin != expected:
         raise NoteError(
-            f"checkpoint origin {checkpoint.origin!r} is not the log key's name {log.name!r}"
+            f"checkpoint is for log {checkpoint.origin!r}, expected {expected!r}"
+            + (" (the log key's name)" if origin is None else ""),
+            remedy="check that this is the log you meant; if its origin line differs from its "
+            "key name, as sum.golang.org's does, give that origin (verify-checkpoint --origin)",
         )
-    if origin is not None and checkpoint.origin != origin:
-        raise NoteError(f"checkpoint is for log {checkpoint.origin!r}, expected {origin!r}")
     witness_ids = {(w.name, w.key_id) for w in witnesses}
     cosigners = tuple(
         dict.fromkeys(s.name for s in note.sigs if (s.name, s.key_id) in witness_ids)

@@ -1,7 +1,8 @@
 """``strongroom audit``: read, prove, verify and checkpoint the audit log.
 
-``verify-checkpoint`` and ``verify-proof`` work offline, with nothing but the
-files and verifier key strings: that is what an outsider runs.
+``verify-checkpoint``, ``verify-note`` and ``verify-proof`` work offline, with
+nothing but the files and verifier key strings: that is what an outsider runs,
+on this log's notes or any other log's (``sum.golang.org``, a witness's).
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
-from strongroom.errors import InvalidInput, NotFound
+from strongroom.errors import IntegrityError, InvalidInput, NotFound
+from strongroom.outputs import write_output
 
 if TYPE_CHECKING:
     from strongroom.audit.log import AuditLog
@@ -32,6 +35,15 @@ WitnessOpt = Annotated[
     typer.Option("--witness-key", help="trusted witness verifier key (repeatable)"),
 ]
 QuorumOpt = Annotated[int, typer.Option("--quorum", min=0, help="witness cosignatures required")]
+# Remedies for malformed input, by the start of the error message.
+_MALFORMED = {
+    "malformed signed note": "a signed note is UTF-8 text, a blank line, then lines "
+    "'— <key name> <base64 signature>'; give the whole note, byte for byte as its signer "
+    "published it",
+    "malformed checkpoint": "a checkpoint's text is its origin, tree size and base64 root hash, "
+    "one a line; to check a signed note that is not a checkpoint, use `audit verify-note`",
+}
+_VKEY_FORMAT = "give the verifier key as <name>+<8 hex key ID>+<base64 key>, as its owner publishes it"
 
 
 @contextlib.contextmanager
@@ -67,7 +79,8 @@ def _read(path: Path) -> str:
     try:
         return path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise InvalidInput(f"cannot read file ({exc.strerror})", obj=str(path)) from exc
+        raise InvalidInput(f"cannot read file ({exc.strerror})", obj=str(path),
+                           remedy="check the path and that you may read the file") from exc
 
 
 @audit_app.command()
@@ -98,10 +111,7 @@ def prove(
     """Print an inclusion proof checkable with only the checkpoint and the log key."""
     with open_log() as log:
         text = log.prove(index).to_text()
-    if out:
-        out.write_text(text, encoding="utf-8")
-    else:
-        typer.echo(text, nl=False)
+    write_output(out, text.encode("utf-8"))
 
 
 @audit_app.command()
@@ -122,11 +132,23 @@ def verify(
         typer.Option("--checkpoint", help="a checkpoint kept outside the database (repeatable)"),
     ] = None,
 ) -> None:
-    """Replay the whole log against the stored checkpoints; name the first divergence."""
+    """Replay the whole log against its checkpoints, the high-water file and the witnesses.
+
+    Names the first divergence; a log shorter than (or not extending) what was
+    signed or witnessed names the entries that are gone.
+    """
+    from strongroom.audit.highwater import HIGH_WATER_NAME, HighWater, check_extends, witness_marks
+    from strongroom.settings import Settings
+
     trusted = [_read(p) for p in checkpoint or []]
     with open_log() as log:
         report = log.verify(trusted)
-        _out.print(f"[green]ok[/]: {report.summary()}")
+        high_water = HighWater(Settings().resolved_home / HIGH_WATER_NAME, log)
+        marks = high_water.marks() + witness_marks(log)
+        for mark in sorted(marks, key=lambda m: m.size, reverse=True):
+            check_extends(log, mark, (report.size, report.root))
+        _out.print(f"[green]ok[/]: {report.summary()}; extends {len(marks)} checkpoint(s) "
+                   "kept outside the database (high-water file, witnesses)")
         if report.latest_checkpoint:
             typer.echo(report.latest_checkpoint, nl=False)
 
@@ -138,23 +160,80 @@ def key() -> None:
         typer.echo(log.signer.vkey)
 
 
+@contextlib.contextmanager
+def _about(file: Path) -> Iterator[None]:
+    """Name ``file`` in integrity errors that do not say what they are about."""
+    try:
+        yield
+    except IntegrityError as exc:
+        if exc.obj:
+            raise
+        prefix = exc.message.partition(":")[0]
+        remedy = _MALFORMED.get(prefix, exc.remedy)
+        raise type(exc)(exc.message, obj=str(file), remedy=remedy) from exc
+
+
+def _read_note(file: Path) -> str:
+    """The file's text, refused (naming the file) when it is not a signed note at all."""
+    from strongroom.crypto.note import parse_note
+
+    text = _read(file)
+    with _about(file):
+        parse_note(text)
+    return text
+
+
 @audit_app.command("verify-checkpoint")
 def verify_checkpoint(
     file: Path,
     log_key: LogKeyOpt,
     witness_key: WitnessOpt = None,
     quorum: QuorumOpt = 0,
+    origin: Annotated[
+        str | None,
+        typer.Option("--origin", help="the checkpoint's origin line (default: the log key's name)"),
+    ] = None,
 ) -> None:
     """Check a signed checkpoint offline; non-zero exit, saying why, when it fails."""
     from strongroom.audit.checkpoint import open_checkpoint
 
-    opened = open_checkpoint(
-        _read(file), log_key=log_key, witness_keys=witness_key or [], quorum=quorum
-    )
+    text = _read_note(file)
+    with _about(file):
+        opened = open_checkpoint(
+            text, log_key=log_key, witness_keys=witness_key or [], quorum=quorum, origin=origin
+        )
     cp = opened.checkpoint
     _out.print(f"[green]ok[/]: {cp.origin} size {cp.size}, cosigned by "
                f"{', '.join(opened.cosigners) or 'no trusted witness'}"
                + (f"; ignored {len(opened.ignored)} unknown signature(s)" if opened.ignored else ""))
+
+
+@audit_app.command("verify-note")
+def verify_note(
+    file: Path,
+    key: Annotated[
+        list[str],
+        typer.Option("--key", help="trusted verifier key <name>+<id>+<key> (repeatable)"),
+    ],
+) -> None:
+    """Check any signed note offline; print the keys that verified, fail when none did."""
+    from strongroom.crypto.note import new_verifier, open_note
+
+    text = _read_note(file)
+    verifiers = []
+    for k in key:
+        try:
+            verifiers.append(new_verifier(k))
+        except InvalidInput as exc:
+            name = k.partition("+")[0]
+            raise InvalidInput(exc.message, obj=f"--key {name}", remedy=_VKEY_FORMAT) from exc
+    with _about(file):
+        note = open_note(text, verifiers)
+    for s in note.sigs:
+        _out.print(f"[green]verified[/]: {escape(s.name)}+{s.key_id:08x}")
+    for s in note.unverified:
+        _out.print(f"ignored (no such key given): {escape(s.name)}+{s.key_id:08x}")
+    typer.echo(note.text, nl=False)
 
 
 @audit_app.command("verify-proof")
