@@ -25,8 +25,12 @@ Archives: a zip (torch's ``archive/data.pkl`` layout, ``.npz``) is scanned
 member by member: every ``.pkl`` member must be a clean pickle, other members
 that start like a pickle are scanned too, ``.npy`` members must not hold
 object arrays, zips nested inside are scanned recursively (to
-:data:`MAX_ZIP_DEPTH`), and duplicate member names or tar archives (torch's
-legacy format) are refused.
+:data:`MAX_ZIP_DEPTH`), and duplicate member names are refused. What cannot be
+read is refused as "could not scan", never passed: encrypted members, and any
+file or member that is a container strongroom does not open (7-Zip, RAR, tar
+— torch's legacy format —, compressed streams; :mod:`.containers`). A
+``.npy`` array (recognised by its magic) of a plain dtype holds no pickle and
+is counted in :attr:`PickleReport.arrays`.
 
 What not to do: never widen :data:`SAFE_GLOBALS` with a callable that can
 reach an import, an attribute lookup, a file or a process; never "just load"
@@ -40,12 +44,14 @@ import io
 import pickletools
 import re
 import zipfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from strongroom.errors import IntegrityError, InvalidInput
+from strongroom.supplychain.containers import cannot_scan, container_format, is_npy
 
 __all__ = [
     "MAX_ZIP_DEPTH",
@@ -96,6 +102,14 @@ SAFE_GLOBALS: frozenset[str] = frozenset(
 #: Deepest zip-inside-zip nesting scanned; deeper is refused.
 MAX_ZIP_DEPTH = 3
 _PICKLE_SUFFIXES = (".pkl", ".pickle")
+_ZIP_ENCRYPTED = 0x1  # general-purpose flag bit 0
+_HEAD = 512  # bytes read to recognise a container
+_ZIP_DAMAGE: dict[type[Exception], str] = {
+    zipfile.BadZipFile: "its headers, directory or checksums disagree",
+    zipfile.LargeZipFile: "ZIP64 sizes beyond what a model file needs",
+    EOFError: "truncated member",
+    zlib.error: "corrupt compressed member",
+}
 _TORCH_STORAGE = re.compile(r"^[^/]+/data/\d+$")
 _LATIN1 = frozenset({"latin1", "latin-1", "iso-8859-1", "iso8859-1"})
 _MARK = pickletools.markobject
@@ -133,11 +147,12 @@ _ANY = object()
 
 @dataclass
 class PickleReport:
-    """What a scan found in one file: the globals named and the pickles checked."""
+    """What a scan found in one file: the globals named, the pickles and plain arrays checked."""
 
     path: str
     globals: set[str] = field(default_factory=set)
     pickles: list[str] = field(default_factory=list)
+    arrays: int = 0
     persistent_ids: int = 0
     protocol: int | None = None
 
@@ -360,7 +375,7 @@ def scan_pickle_bytes(data: bytes, *, obj: str, report: PickleReport | None = No
     return report
 
 
-def _scan_npy(data: bytes, obj: str) -> None:
+def _scan_npy(data: bytes, obj: str, report: PickleReport) -> None:
     import numpy as np
 
     stream = io.BytesIO(data)
@@ -374,6 +389,7 @@ def _scan_npy(data: bytes, obj: str) -> None:
         raise _refuse(obj, f"malformed .npy file ({exc})") from None
     if dtype.hasobject:
         raise _refuse(obj, "a .npy array of Python objects is a pickle; refusing it")
+    report.arrays += 1
 
 
 def _scan_zip(data: bytes, obj: str, report: PickleReport, depth: int) -> None:
@@ -386,35 +402,44 @@ def _scan_zip(data: bytes, obj: str, report: PickleReport, depth: int) -> None:
         if len(set(names)) != len(names):
             raise _refuse(obj, "zip archive holds two members with the same name")
         for info in infos:
+            member = f"{obj}:{info.filename}"
+            if info.flag_bits & _ZIP_ENCRYPTED:
+                raise cannot_scan(member, "encrypted zip member",
+                                  remedy="extract the archive with its password and scan the files it holds")
             if info.is_dir():
                 continue
-            member = f"{obj}:{info.filename}"
             if _TORCH_STORAGE.match(info.filename):
                 continue  # raw tensor bytes; torch never unpickles them
             content = archive.read(info)
             _scan_member(content, info.filename, member, report, depth)
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, OSError) as exc:
-        raise _refuse(obj, f"unreadable zip archive ({exc})") from None
+    except NotImplementedError as exc:
+        # zipfile's own plain sentences: "strong encryption (flag bit 6)", "That compression method ..."
+        raise cannot_scan(obj, f"zip archive uses a feature strongroom cannot read ({exc})") from None
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError, zlib.error) as exc:
+        # Not the exception's text: it quotes raw header bytes and member reprs.
+        raise _refuse(obj, f"damaged zip archive ({_ZIP_DAMAGE.get(type(exc), 'unreadable structure')})") from None
 
 
 def _scan_member(content: bytes, name: str, obj: str, report: PickleReport, depth: int) -> None:
     lower = name.lower()
+    sealed = container_format(content[:_HEAD])
     if is_zip(content):
         _scan_zip(content, obj, report, depth + 1)
+    elif sealed:
+        raise cannot_scan(obj, sealed)
     elif lower.endswith(_PICKLE_SUFFIXES):
         scan_pickle_bytes(content, obj=obj, report=report)
-    elif lower.endswith(".npy"):
-        _scan_npy(content, obj)
+    elif lower.endswith(".npy") or is_npy(content):
+        _scan_npy(content, obj, report)
     elif looks_like_pickle(content):
         scan_pickle_bytes(content, obj=obj, report=report)
 
 
-def _is_tar(data: bytes) -> bool:
-    return len(data) > 262 and data[257:262] == b"ustar"
-
-
 def scan_pickle_file(path: Path, *, data: bytes | None = None) -> PickleReport:
-    """Scan a pickle-based model file (raw pickle, torch zip, .npz, .npy); never loads it."""
+    """Scan a pickle-based model file (raw pickle, torch zip, .npz, .npy); never loads it.
+
+    Raises IntegrityError for a finding, and "could not scan" for a container it cannot open.
+    """
     obj = str(path)
     if data is None:
         try:
@@ -422,12 +447,13 @@ def scan_pickle_file(path: Path, *, data: bytes | None = None) -> PickleReport:
         except OSError as exc:
             raise InvalidInput(f"cannot read file ({exc.strerror})", obj=obj) from exc
     report = PickleReport(obj)
+    sealed = container_format(data[:_HEAD])
     if is_zip(data):
         _scan_zip(data, obj, report, 1)
-    elif _is_tar(data):
-        raise _refuse(obj, "legacy torch tar checkpoints are not accepted")
-    elif path.name.lower().endswith(".npy"):
-        _scan_npy(data, obj)
+    elif sealed:
+        raise cannot_scan(obj, sealed)
+    elif is_npy(data):
+        _scan_npy(data, obj, report)
     else:
         scan_pickle_bytes(data, obj=obj, report=report)
     return report

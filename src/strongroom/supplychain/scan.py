@@ -10,31 +10,48 @@ What each kind of file gets:
 * ``.safetensors`` — the header checks of :mod:`strongroom.vault.tensorindex`
   (length limit, JSON, known dtypes, ``dtype × shape`` = byte length, offsets
   in bounds, no overlaps, no holes); nothing else is read.
+* any file whose first bytes are a container strongroom does not open
+  (7-Zip, RAR, tar, gzip/bzip2/xz/zstd/lz4 streams, …; :mod:`.containers`),
+  whatever its name — refused: "could not scan: 7-Zip archive".
 * pickle-based files (``.bin .pt .pth .ckpt .pkl .pickle .npy .npz``, zips,
-  and any file whose first bytes look like a pickle or a zip, whatever its
-  name) — strongroom's own opcode allowlist (:mod:`.pickles`), then picklescan
-  and modelscan used as libraries as a second opinion. Any finding refuses
-  the file, naming the global.
+  and any file whose first bytes look like a pickle, a zip or a ``.npy``,
+  whatever its name) — strongroom's own opcode allowlist (:mod:`.pickles`),
+  then picklescan and modelscan used as libraries as a second opinion. Any
+  finding refuses the file, naming the global. Plain ``.npy``/``.npz`` arrays
+  (no object dtype, no pickle) are kind ``numpy``: their headers are checked
+  by :mod:`.pickles` and picklescan; modelscan is not consulted (there is no
+  pickle for it to judge, and its numpy reader fails on numpy 2).
 * Keras/TensorFlow files (``.h5 .keras .pb``) — modelscan; any issue refuses.
 * anything else (configs, tokenizers) — accepted as opaque bytes once its
   first bytes show it is neither a pickle nor an archive.
 
-Refusals raise :class:`~strongroom.errors.IntegrityError` (dangerous content)
-or :class:`~strongroom.errors.InvalidInput` (malformed safetensors), naming the
-file. Do not catch them to "import anyway": convert the file instead
-(:mod:`strongroom.supplychain.convert`) or get a clean copy.
+Refusals raise :class:`~strongroom.errors.IntegrityError` (dangerous content,
+or "could not scan: …" when a scanner failed or a container cannot be
+opened) or :class:`~strongroom.errors.InvalidInput` (malformed safetensors),
+naming the file. A scanner's failure is never passed and never reported as a
+finding; its exception text is not shown. Do not catch these to "import
+anyway": convert the file instead (:mod:`strongroom.supplychain.convert`),
+extract the archive, or get a clean copy.
 """
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from strongroom.errors import IntegrityError, InvalidInput, NotFound
-from strongroom.supplychain.pickles import SAFE_GLOBALS, is_zip, looks_like_pickle, scan_pickle_file
+from strongroom.supplychain.containers import cannot_scan, container_format, is_npy
+from strongroom.supplychain.pickles import (
+    SAFE_GLOBALS,
+    PickleReport,
+    is_zip,
+    looks_like_pickle,
+    scan_pickle_file,
+)
 from strongroom.vault.tensorindex import read_index
 
 __all__ = [
@@ -58,7 +75,7 @@ class FileScan:
     """The verdict on one file: its kind, and the globals it names (pickles only)."""
 
     path: str
-    kind: str  # "safetensors", "pickle", "keras", "opaque"
+    kind: str  # "safetensors", "pickle", "numpy", "keras", "opaque"
     size: int
     globals: frozenset[str] = frozenset()
     tensors: int = 0
@@ -86,10 +103,27 @@ def _refused(obj: str, tool: str, what: Iterable[str]) -> IntegrityError:
     )
 
 
-def _picklescan(path: Path) -> None:
-    from picklescan.scanner import SafetyLevel, scan_file_path  # type: ignore[import-untyped]
+_SCANNER_REMEDY = (
+    "run the named scanner on the file to see its error and check the installation "
+    "(`strongroom doctor`); or obtain the weights as safetensors from a trusted source"
+)
 
-    _judge_picklescan(str(path), scan_file_path(str(path)), SafetyLevel)
+
+def _scanner_failed(obj: str, tool: str, exc: Exception) -> IntegrityError:
+    # Only the exception's type: its text may hold reprs of the scanner's internals.
+    return cannot_scan(obj, f"{tool} stopped with {type(exc).__name__}", remedy=_SCANNER_REMEDY)
+
+
+def _picklescan(obj: str, lower: str, stream: BinaryIO, head: bytes) -> None:
+    """picklescan's verdict on ``stream``, told the format the content shows (it goes by extension)."""
+    from picklescan.scanner import SafetyLevel, scan_bytes  # type: ignore[import-untyped]
+
+    ext = ".npy" if is_npy(head) else (Path(lower).suffix or ".pkl")
+    try:
+        result = scan_bytes(stream, obj, ext if ext != ".bin" else ".pt")
+    except Exception as exc:  # a third-party scanner's crash refuses the file; it is never a pass
+        raise _scanner_failed(obj, "picklescan", exc) from None
+    _judge_picklescan(obj, result, SafetyLevel)
 
 
 def _judge_picklescan(obj: str, result: Any, levels: Any) -> None:
@@ -104,19 +138,29 @@ def _judge_picklescan(obj: str, result: Any, levels: Any) -> None:
         if g.safety == levels.Dangerous
         or (g.safety != levels.Innocuous and f"{g.module}.{g.name}" not in SAFE_GLOBALS)
     ]
-    if result.infected_files or result.scan_err or bad:
-        raise _refused(obj, "picklescan", bad or ["unreadable pickle"])
+    if result.infected_files or bad:
+        raise _refused(obj, "picklescan", bad)
+    if result.scan_err:
+        raise cannot_scan(obj, "picklescan could not parse the file", remedy=_SCANNER_REMEDY)
 
 
 def _modelscan(path: Path) -> None:
     from modelscan.modelscan import ModelScan  # type: ignore[import-untyped]
 
-    result = ModelScan().scan(path)
+    try:
+        result = ModelScan().scan(path)
+    except Exception as exc:  # a third-party scanner's crash refuses the file; it is never a pass
+        raise _scanner_failed(str(path), "modelscan", exc) from None
     issues = result.get("issues") or []
-    errors = result.get("errors") or []
-    if issues or errors:
+    if issues:
         names = [f"{i.get('module')}.{i.get('operator')}" for i in issues if isinstance(i, dict)]
-        raise _refused(str(path), "modelscan", names or ["scan error"])
+        raise _refused(str(path), "modelscan", names)
+    errors = [e for e in result.get("errors") or [] if isinstance(e, dict)]
+    if errors or result.get("errors"):
+        # modelscan's error descriptions are raw exception text; name only where it failed.
+        where = sorted({str(e.get("source") or "?") for e in errors}) or ["?"]
+        raise cannot_scan(str(path), f"modelscan reported an error on {', '.join(where)}",
+                          remedy=_SCANNER_REMEDY)
 
 
 def _sniff(path: Path) -> bytes:
@@ -125,6 +169,19 @@ def _sniff(path: Path) -> bytes:
             return fh.read(_SNIFF)
     except OSError as exc:
         raise InvalidInput(f"cannot read file ({exc.strerror})", obj=str(path)) from exc
+
+
+def _pickle_based(obj: str, lower: str, head: bytes) -> bool:
+    """Whether the file needs the pickle scanners; refuses a container no scanner opens."""
+    sealed = container_format(head)
+    if sealed:
+        raise cannot_scan(obj, sealed)
+    return lower.endswith(PICKLE_SUFFIXES) or looks_like_pickle(head) or is_zip(head) or is_npy(head)
+
+
+def _plain_arrays(report: PickleReport) -> bool:
+    """True when the file held only numeric ``.npy`` arrays: no pickle anywhere."""
+    return report.arrays > 0 and not report.pickles
 
 
 def scan_file(path: Path, name: str | None = None) -> FileScan:
@@ -136,10 +193,12 @@ def scan_file(path: Path, name: str | None = None) -> FileScan:
         tensors, _ = read_index(str(path), obj=str(path))
         return FileScan(name, "safetensors", size, tensors=len(tensors))
     head = _sniff(path)
-    pickled = lower.endswith(PICKLE_SUFFIXES) or looks_like_pickle(head) or is_zip(head)
-    if pickled:
+    if _pickle_based(str(path), lower, head):
         report = scan_pickle_file(path)
-        _picklescan(path)
+        with open(path, "rb") as fh:
+            _picklescan(str(path), lower, fh, head)
+        if _plain_arrays(report):
+            return FileScan(name, "numpy", size)
         _modelscan(path)
         return FileScan(name, "pickle", size, frozenset(report.globals))
     if lower.endswith(_MODELSCAN_SUFFIXES):
@@ -182,11 +241,6 @@ def scan_content(name: str, data: bytes, *, size: int | None = None) -> FileScan
     is then the whole file's size. Pickles get the allowlist and picklescan's
     in-memory scan (modelscan reads only paths, so it is not consulted here).
     """
-    import io
-
-    from picklescan.scanner import SafetyLevel, scan_bytes
-
-    from strongroom.supplychain.pickles import scan_pickle_file
     from strongroom.vault.tensorindex import parse_header
 
     lower = name.lower()
@@ -194,12 +248,11 @@ def scan_content(name: str, data: bytes, *, size: int | None = None) -> FileScan
     if lower.endswith(".safetensors"):
         tensors, _ = parse_header(data, total, obj=name)
         return FileScan(name, "safetensors", total, tensors=len(tensors))
-    if lower.endswith(PICKLE_SUFFIXES) or looks_like_pickle(data) or is_zip(data):
+    if _pickle_based(name, lower, data[:_SNIFF]):
         report = scan_pickle_file(Path(name), data=data)
-        ext = Path(lower).suffix or ".pkl"
-        result = scan_bytes(io.BytesIO(data), name, ext if ext != ".bin" else ".pt")
-        _judge_picklescan(name, result, SafetyLevel)
-        return FileScan(name, "pickle", total, frozenset(report.globals))
+        _picklescan(name, lower, io.BytesIO(data), data[:_SNIFF])
+        kind = "numpy" if _plain_arrays(report) else "pickle"
+        return FileScan(name, kind, total, frozenset(report.globals))
     if lower.endswith(_MODELSCAN_SUFFIXES):
         raise IntegrityError(
             "Keras/TensorFlow files cannot be scanned in memory", obj=name,
