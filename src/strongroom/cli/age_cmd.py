@@ -1,9 +1,11 @@
 """``strongroom encrypt|decrypt|keygen``: the age file format on its own, like the age tool.
 
-Output files are written to a temporary name in the same directory, synced
-and renamed into place, so a failed run (a corrupted input, a wrong key)
-leaves no partial output file. Writing to stdout cannot be taken back: a
-decryption that fails part-way has already written a prefix there.
+Output goes through :mod:`strongroom.outputs`: a regular file is written to a
+temporary name in the same directory, synced and renamed into place, so a
+failed run (a corrupted input, a wrong key) leaves no partial output file;
+stdout, FIFOs and devices such as ``/dev/null`` are written in place and never
+replaced. Writing in place cannot be taken back: a decryption that fails
+part-way has already written a prefix there.
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ import datetime
 import os
 import stat
 import sys
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, BinaryIO
@@ -22,7 +23,8 @@ import typer
 
 from strongroom.cli.progress import byte_progress
 from strongroom.crypto import age
-from strongroom.errors import AlreadyExists, InvalidInput, NotFound, StorageError
+from strongroom.errors import InvalidInput, NotFound
+from strongroom.outputs import is_stdout, open_output, write_output
 
 __all__ = ["register"]
 
@@ -46,37 +48,14 @@ def _input(path: Path | None) -> Iterator[tuple[BinaryIO, int | None]]:
 
 @contextlib.contextmanager
 def _output(path: Path | None, *, binary_to_terminal: bool) -> Iterator[BinaryIO]:
-    """An output stream; a file appears under ``path`` only if the block succeeds."""
-    if path is None or str(path) == "-":
-        if not binary_to_terminal and sys.stdout.isatty():
-            raise InvalidInput(
-                "refusing to write binary ciphertext to a terminal",
-                remedy="use -o FILE or redirect stdout",
-            )
-        yield sys.stdout.buffer
-        sys.stdout.buffer.flush()
-        return
-    directory = path.parent if str(path.parent) else Path(".")
-    try:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-    except OSError as exc:
-        raise StorageError(f"cannot create a file there: {exc.strerror}", obj=str(path)) from None
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    with contextlib.suppress(OSError):  # durability of the rename; not every FS allows it
-        dir_fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+    """An output stream by the rules of :func:`strongroom.outputs.open_output`."""
+    if is_stdout(path) and not binary_to_terminal and sys.stdout.isatty():
+        raise InvalidInput(
+            "refusing to write binary ciphertext to a terminal",
+            remedy="use -o FILE or redirect stdout",
+        )
+    with open_output(path) as out:
+        yield out
 
 
 @contextlib.contextmanager
@@ -163,26 +142,9 @@ def keygen(
     created = datetime.datetime.now(datetime.UTC).replace(microsecond=0).isoformat()
     public = str(identity.recipient)
     text = f"# created: {created}\n# public key: {public}\n{identity}\n"
-    if output is None or str(output) == "-":
-        sys.stdout.write(text)
-        sys.stdout.flush()
+    write_output(output, text.encode("ascii"), overwrite=False)
+    if is_stdout(output):
         return
-    try:
-        fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        raise AlreadyExists(
-            "refusing to overwrite an existing file", obj=str(output), remedy="choose a new path"
-        ) from None
-    except OSError as exc:
-        raise StorageError(f"cannot create the key file: {exc.strerror}", obj=str(output)) from None
-    try:
-        with os.fdopen(fd, "w", encoding="ascii") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-    except BaseException:
-        output.unlink(missing_ok=True)
-        raise
     sys.stderr.write(f"Public key: {public}\n")
 
 

@@ -33,17 +33,18 @@ def sign_release_cmd(
     """Sign the installed strongroom code as a release (or add your signature to one)."""
     from strongroom.gateway.codesign import add_signature, sign_release
     from strongroom.keys.identity import Identity
+    from strongroom.outputs import write_output
 
     identities = [Identity.load(p) for p in identity]
     if out.exists():
         envelope = _read(out, "release")
         for ident in identities:
             envelope = add_signature(envelope, ident)
-        out.write_text(envelope + "\n", encoding="utf-8")
+        write_output(out, (envelope + "\n").encode("utf-8"))
         typer.echo(f"co-signed {out} as {', '.join(i.public.principal for i in identities)}")
         return
     envelope = sign_release(identities)
-    out.write_text(envelope + "\n", encoding="utf-8")
+    write_output(out, (envelope + "\n").encode("utf-8"), overwrite=False)
     typer.echo(f"wrote {out}, signed by {', '.join(i.public.principal for i in identities)}")
 
 

@@ -268,11 +268,12 @@ def new_identity(
 ) -> None:
     """Create an Ed25519 identity file and its public key file (<out>.pub)."""
     from strongroom.keys.identity import Identity
+    from strongroom.outputs import write_output
 
     ident = Identity.generate(name)
     ident.save(out)
     pub = out.with_name(out.name + ".pub")
-    pub.write_text(ident.public.to_text())
+    write_output(pub, ident.public.to_text().encode("utf-8"), mode=0o644)
     _out.print(f"identity: {out}\npublic key: {pub}\n{ident.public}")
 
 

@@ -68,14 +68,10 @@ def assess_cmd(
 
 def write_private(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` (mode 0600) via a temporary file and a rename."""
-    import os
+    from strongroom.outputs import write_output
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    write_output(path, text.encode("utf-8"))
 
 
 def register(app: typer.Typer) -> None:

@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -41,13 +40,11 @@ def scan(path: Annotated[Path, typer.Argument(help="a model file or directory")]
 
 def sbom(out: Annotated[Path | None, typer.Option("--out", help="write here (default stdout)")] = None) -> None:
     """Write a CycloneDX 1.5 SBOM of the installed strongroom and its dependencies."""
+    from strongroom.outputs import is_stdout, write_output
     from strongroom.supplychain.sbom import build_sbom
 
-    text = json.dumps(build_sbom(), indent=2) + "\n"
-    if out is None:
-        sys.stdout.write(text)
-    else:
-        out.write_text(text, encoding="utf-8")
+    write_output(out, (json.dumps(build_sbom(), indent=2) + "\n").encode("utf-8"))
+    if not is_stdout(out):
         _out.print(f"SBOM written to {out}")
 
 
@@ -136,10 +133,11 @@ def approve_sign(
     identity: Annotated[Path | None, typer.Option("--identity", help="officer identity")] = None,
 ) -> None:
     """An officer signs an approval of one transfer."""
+    from strongroom.outputs import write_output
     from strongroom.supplychain.airgap import TransferRequest, sign_approval
 
     envelope = sign_approval(_sender_identity(identity), TransferRequest(action, bundle_id, artifact, enclave))
-    out.write_text(envelope, encoding="utf-8")
+    write_output(out, envelope.encode("utf-8"))
     _out.print(f"approval written to {out}")
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated
 
@@ -15,6 +14,7 @@ from strongroom.crypto.note import (
     new_signer,
 )
 from strongroom.errors import ConfigError, InvalidInput
+from strongroom.outputs import write_output
 
 witness_app = typer.Typer(help="A transparency-log witness (C2SP tlog-witness).",
                           no_args_is_help=True)
@@ -37,12 +37,7 @@ def keygen(
 ) -> None:
     """Create a witness key; print its verifier key."""
     skey, vkey = generate_key(name, SIG_COSIGNATURE_V1)
-    try:
-        fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError as exc:
-        raise InvalidInput("refusing to overwrite an existing key", obj=str(out)) from exc
-    with os.fdopen(fd, "w") as f:
-        f.write(skey + "\n")
+    write_output(out, (skey + "\n").encode("utf-8"), overwrite=False)
     typer.echo(vkey)
 
 

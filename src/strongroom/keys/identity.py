@@ -23,7 +23,6 @@ name the file, never its contents.
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +31,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from strongroom.crypto import bech32
 from strongroom.crypto.dsse import key_id
-from strongroom.errors import AlreadyExists, InvalidInput, NotFound
+from strongroom.errors import InvalidInput, NotFound
+from strongroom.outputs import write_output
 
 __all__ = ["PUBLIC_HRP", "SECRET_HRP", "Identity", "PublicIdentity", "write_private_file"]
 
@@ -45,18 +45,7 @@ _VALID_NAME = re.compile(r"[A-Za-z0-9._@+-]{1,64}")
 
 def write_private_file(path: Path, data: bytes) -> None:
     """Create ``path`` with mode 0600 (never overwriting), write ``data`` and fsync it."""
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        raise AlreadyExists("file exists; refusing to overwrite it", obj=str(path),
-                            remedy="choose another path or move the old file away") from None
-    except OSError as exc:
-        raise InvalidInput(f"cannot create file ({exc.strerror})", obj=str(path)) from exc
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    write_output(path, data, overwrite=False)
 
 
 def _check_name(name: str) -> str:

@@ -18,7 +18,6 @@ suite could not show the control working.
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import time
 import traceback
@@ -29,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from strongroom.errors import StrongroomError
+from strongroom.outputs import write_output
 from strongroom.redteam.context import RunContext
 from strongroom.redteam.grading import grade
 from strongroom.redteam.schema import Scenario
@@ -167,11 +167,7 @@ def run_suite(target: Any, scenarios: Sequence[Scenario], *, run_id: str | None 
 def save_results(path: Path, report: SuiteReport) -> None:
     """Write the run as JSON atomically (mode 0600); the posture report reads it."""
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(report.to_record(), f, indent=1, sort_keys=True)
-    os.replace(tmp, path)
+    write_output(path, json.dumps(report.to_record(), indent=1, sort_keys=True).encode("utf-8"))
 
 
 def load_results(path: Path) -> dict[str, Any] | None:
