@@ -36,6 +36,10 @@ def witness_transport(witness: Witness) -> httpx.MockTransport:
     """An in-process HTTP transport that hands requests to ``witness``."""
 
     def handle(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/latest-checkpoint" and request.method == "GET":
+            status, content_type, body = witness.latest_checkpoint(
+                request.url.params.get("origin", ""))
+            return httpx.Response(status, headers={"content-type": content_type}, text=body)
         if request.url.path != "/add-checkpoint" or request.method != "POST":
             return httpx.Response(404)
         status, content_type, body = witness.add_checkpoint(request.read())

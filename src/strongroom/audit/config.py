@@ -10,6 +10,10 @@
 * ``STRONGROOM_AUDIT_COMMIT_DELAY_MS``: how long the writer may hold a batch open
   for key releases already under way so that they share one commit (default 2;
   0 commits every batch at once). Bounded at 50.
+* ``STRONGROOM_CHECKPOINT_INTERVAL_S``: the longest a new entry waits before the
+  process holding the unsealed log signs a checkpoint over it and pushes it to
+  the witnesses (default 2; a tail deletion inside this window, plus the
+  witnesses' answer time, is the one that goes unseen: see docs/audit.md).
 
 The log's checkpoint key lives in the sealed keyring's barrier; processes other
 than the key agent sign checkpoints through it (``(public key, sign)``).
@@ -51,6 +55,8 @@ class AuditSettings(BaseSettings):
     witness_quorum: int = Field(default=0, ge=0, description="cosignatures needed to publish")
     audit_commit_delay_ms: float = Field(default=2.0, ge=0, le=50,
                                          description="group-commit delay for announced appends")
+    checkpoint_interval_s: float = Field(default=2.0, gt=0, le=3600,
+                                         description="sign and publish new entries this often")
 
     def witness_list(self) -> list[tuple[str, str]]:
         """The configured ``(url, verifier key)`` pairs."""

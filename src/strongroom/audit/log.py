@@ -415,6 +415,7 @@ class AuditLog:
         self._frontier: Frontier | None = None
         self._reader = store.engine if self._pg else _sqlite_reader(store.engine)
         self._witness_sizes: dict[str, int] = {}
+        self._rollback: AuditUnavailable | None = None
         salt = self._init_head(redaction_salt)
         self.redactor = Redactor(salt)
         self._lock = threading.Lock()
@@ -844,6 +845,27 @@ class AuditLog:
         with self._read("read the size") as conn:
             return int(conn.execute(select(_HEAD.c.size).where(_HEAD.c.id == 1)).scalar_one())
 
+    def head(self) -> tuple[int, bytes, int]:
+        """``(size, root, latest checkpoint size)`` as the head row records them."""
+        with self._read("read the head") as conn:
+            row = conn.execute(select(_HEAD).where(_HEAD.c.id == 1)).one()
+        return int(row.size), bytes(row.root), int(row.checkpoint_size)
+
+    def require_intact(self) -> None:
+        """Raise :class:`AuditUnavailable` once this log was found rolled back (a flag: cheap).
+
+        The release gate calls it before every release; see
+        :mod:`strongroom.audit.highwater` for what sets it.
+        """
+        found = self._rollback
+        if found is not None:
+            raise AuditUnavailable(found.message, obj=found.obj, remedy=found.remedy)
+
+    def mark_rolled_back(self, error: AuditUnavailable) -> None:
+        """Make :meth:`require_intact` refuse with ``error`` until the log is opened again."""
+        if self._rollback is None:
+            self._rollback = error
+
     def event(self, index: int) -> AuditEvent:
         """The entry at ``index`` (as stored: check it with :meth:`prove`)."""
         with self._read("read an entry") as conn:
@@ -932,9 +954,13 @@ class AuditLog:
 
     # -- checkpoints ----------------------------------------------------------
 
-    def checkpoint(self, *, require_quorum: bool = True) -> str:
+    def checkpoint(
+        self, *, require_quorum: bool = True, on_signed: Callable[[str], None] | None = None
+    ) -> str:
         """Sign a checkpoint at the current size (CAS), push it to the witnesses.
 
+        ``on_signed`` gets the note once it is signed and stored, before the
+        witnesses are asked (a high-water mark kept outside the database).
         Returns the signed note with the cosignatures collected. Raises
         :class:`IntegrityError` when the stored tree does not extend the last
         signed checkpoint or a witness holds evidence of a fork or rollback,
@@ -978,6 +1004,8 @@ class AuditLog:
                 if swapped.rowcount != 1:
                     raise AuditUnavailable("another signer moved the checkpoint; retry")
                 old_size = prev_size
+        if on_signed is not None:
+            on_signed(note)
         note = self._publish(note, size, old_size)
         self._write_anchor(note)
         if require_quorum and self.quorum:
@@ -1245,7 +1273,8 @@ class AuditLog:
         if cp.size > size:
             raise _divergence(
                 f"the log was rolled back: a checkpoint signed for size {cp.size} exists "
-                f"outside the database, but the log has only {size} entries",
+                f"outside the database, but the log has only {size} entries "
+                f"(entries {size}..{cp.size - 1} are gone)",
                 obj=f"checkpoint {cp.size}",
             )
         if root_at(cp.size) != cp.root:

@@ -15,6 +15,7 @@ Talk to one (the log does this on every checkpoint)::
 
     client = WitnessClient("http://127.0.0.1:7380", vkey)
     lines = client.add_checkpoint(old_size, proof, signed_note)   # cosignature lines
+    view = client.latest(origin)     # what it last cosigned for the log (None: nothing)
 
 Protocol answers: 200 with ``— <name> <base64(key ID || timestamp || sig)>``
 lines; 409 (``text/x.tlog.size``, body ``<size>\\n``) when ``old`` is not the
@@ -22,6 +23,12 @@ size the witness last cosigned, or the same size with another root (a fork);
 422 when the consistency proof fails; 404 for an unknown origin; 403 when no
 trusted log key signed the checkpoint; 400 for a malformed request.
 Its view is persisted atomically (temp file, fsync, rename) before it answers.
+
+``GET /latest-checkpoint?origin=<origin>`` (a strongroom extension; tlog-witness
+has no read endpoint) answers the latest checkpoint the witness cosigned for that
+log, as the log signed it plus a fresh cosignature, or 404 when it has none: a
+log asks at unseal, and ``strongroom audit verify`` asks, so that a database
+rolled back behind what a witness saw is caught.
 """
 
 from __future__ import annotations
@@ -44,7 +51,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from strongroom.audit.checkpoint import Checkpoint
+from strongroom.audit.checkpoint import Checkpoint, add_signature_lines
 from strongroom.audit.merkle import HASH_SIZE, InvalidProof, verify_consistency
 from strongroom.crypto.note import (
     CosignatureSigner,
@@ -65,6 +72,7 @@ __all__ = [
     "WitnessConflict",
     "WitnessError",
     "WitnessProofRejected",
+    "WitnessView",
     "create_app",
     "parse_add_checkpoint",
 ]
@@ -108,6 +116,15 @@ class _Reject(Exception):
 
 
 @dataclass(frozen=True)
+class WitnessView:
+    """The latest checkpoint one witness cosigned for a log (its cosignature checked)."""
+
+    witness: str
+    checkpoint: Checkpoint
+    note: str
+
+
+@dataclass(frozen=True)
 class AddCheckpointRequest:
     """A parsed ``add-checkpoint`` body."""
 
@@ -142,7 +159,8 @@ def parse_add_checkpoint(body: bytes) -> AddCheckpointRequest:
     return AddCheckpointRequest(int(lines[0][4:]), proof, note)
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
+def write_atomically(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` (mode 0600): temp file, fsync, rename, fsync the directory."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
@@ -250,15 +268,30 @@ class Witness:
                     "size": cp.size,
                     "root": base64.b64encode(cp.root).decode(),
                     "checkpoint": text,
+                    "note": req.checkpoint,
                 }
                 if self.state_path is not None:
-                    _write_atomically(self.state_path, json.dumps(self._state, indent=1).encode())
+                    write_atomically(self.state_path, json.dumps(self._state, indent=1).encode())
             sig = self.signer.sign(text)
         return signature_line(self.signer.name, self.signer.key_id, sig)
 
+    def latest_checkpoint(self, origin: str) -> tuple[int, str, str]:
+        """``GET /latest-checkpoint``: ``(status, content type, body)``; 404 when none."""
+        plain = "text/plain; charset=utf-8"
+        if origin not in self.logs:
+            return 404, plain, f"unknown log origin {origin!r}\n"
+        with self._lock:
+            entry = self._state.get(origin)
+            if entry is None:
+                return 404, plain, f"nothing cosigned yet for {origin!r}\n"
+            text = str(entry["checkpoint"])
+            note = str(entry.get("note") or text + "\n")
+            line = signature_line(self.signer.name, self.signer.key_id, self.signer.sign(text))
+        return 200, plain, add_signature_lines(note, [line])
+
 
 def create_app(witness: Witness) -> Starlette:
-    """The witness's HTTP app: ``POST /add-checkpoint``."""
+    """The witness's HTTP app: ``POST /add-checkpoint``, ``GET /latest-checkpoint``."""
 
     async def add_checkpoint(request: Request) -> Response:
         body = await request.body()
@@ -270,8 +303,14 @@ def create_app(witness: Witness) -> Starlette:
     async def about(_: Request) -> Response:
         return PlainTextResponse(f"strongroom witness\n{witness.vkey}\n")
 
+    async def latest_checkpoint(request: Request) -> Response:
+        status, content_type, text = witness.latest_checkpoint(
+            request.query_params.get("origin", ""))
+        return Response(text, status_code=status, media_type=content_type)
+
     return Starlette(routes=[
         Route("/add-checkpoint", add_checkpoint, methods=["POST"]),
+        Route("/latest-checkpoint", latest_checkpoint, methods=["GET"]),
         Route("/", about, methods=["GET"]),
     ])
 
@@ -334,6 +373,30 @@ class WitnessClient:
         if not mine:
             raise WitnessError("response carries no valid cosignature from its key", obj=self.name)
         return mine
+
+    def latest(self, origin: str, timeout: float | None = None) -> WitnessView | None:
+        """The latest checkpoint this witness cosigned for ``origin``; None when it has none."""
+        try:
+            resp = self._client.get(f"{self.url}/latest-checkpoint", params={"origin": origin},
+                                    timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT)
+        except httpx.HTTPError as exc:
+            raise WitnessError(f"witness unreachable: {type(exc).__name__}", obj=self.name) from exc
+        if resp.status_code == 404:
+            return None
+        if resp.status_code != 200:
+            raise WitnessError(
+                f"witness answered {resp.status_code}: {resp.text.strip()[:200]}", obj=self.name
+            )
+        try:
+            opened = open_note(resp.text, [self.verifier])
+            cp = Checkpoint.parse(opened.text)
+        except IntegrityError as exc:
+            raise WitnessError(f"its latest checkpoint does not verify: {exc.message}",
+                               obj=self.name) from exc
+        if cp.origin != origin:
+            raise WitnessError(f"asked for {origin!r}, it answered for {cp.origin!r}",
+                               obj=self.name)
+        return WitnessView(self.name, cp, resp.text)
 
     def close(self) -> None:
         """Close the HTTP connection pool."""

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from strongroom.crypto.age import Stanza
-from strongroom.errors import InvalidInput, Sealed, StrongroomError
+from strongroom.errors import IntegrityError, InvalidInput, Sealed, StrongroomError
 from strongroom.keys.config import KeysSettings
 from strongroom.keys.keyring import Keyring, KeyringStatus
 from strongroom.release import EvidenceVerifier, ReleaseGate, ReleaseRequest, default_meter
@@ -44,7 +44,9 @@ from strongroom.store.db import Store
 
 if TYPE_CHECKING:
     from strongroom.audit.log import AuditLog
+    from strongroom.audit.publisher import CheckpointPublisher
     from strongroom.keys.agent import AgentClient, AsyncAgentClient
+    from strongroom.monitor.alerts import AlertManager
 
 __all__ = [
     "AgentKeyService",
@@ -178,6 +180,7 @@ class LocalKeyService:
         actor: str | None = None,
         alerts_file: Path | None = None,
         evidence_factory: EvidenceFactory = grant_evidence,
+        checkpoint_interval: float | None = None,
     ) -> None:
         self.store = store
         self._alerts_file = alerts_file
@@ -187,6 +190,9 @@ class LocalKeyService:
         self._audit_factory = audit_factory
         self._audit: AuditLog | None = None
         self._gate: ReleaseGate | None = None
+        self._publisher: CheckpointPublisher | None = None
+        self._alerts: AlertManager | None = None
+        self._checkpoint_interval = checkpoint_interval
         self.actor = actor or os.environ.get("STRONGROOM_ACTOR") or getpass.getuser()
         self._failures = _UnsealFailures(
             alerts_file.with_name("unseal-failures.jsonl") if alerts_file else None)
@@ -198,6 +204,7 @@ class LocalKeyService:
             try:
                 self._audit = self._audit_factory(
                     self.store, self.keyring.signing_key("checkpoint"))
+                rollback = self._start_publisher(self._audit)
                 self._audit.append(actor=self.actor, action="keys.unseal",
                                    obj=f"vault {status.vault_id}", decision="allow",
                                    reason=f"{status.backend} unseal")
@@ -206,6 +213,9 @@ class LocalKeyService:
 
                 sinks = [JsonLinesSink(self._alerts_file)] if self._alerts_file else []
                 alerts = AlertManager(self.store, audit=self._audit, sinks=sinks)
+                self._alerts = alerts
+                if rollback is not None:
+                    self._rollback_alert(rollback)
                 self._report_failures(status, alerts)
                 canaries = CanaryRegistry(self.store, alerts)
                 meter = default_meter(self.store, self._audit, alerts=alerts)
@@ -218,6 +228,44 @@ class LocalKeyService:
                 self.seal()
                 raise
         return status
+
+    def _start_publisher(self, audit: AuditLog) -> IntegrityError | None:
+        """Check the log against its high-water marks and witnesses; sign on an interval.
+
+        Returns the rollback found at unseal (its alert waits for the alert
+        manager); the log then refuses releases (``AuditLog.require_intact``).
+        """
+        from strongroom.audit.config import AuditSettings
+        from strongroom.audit.highwater import HIGH_WATER_NAME, HighWater
+        from strongroom.audit.publisher import CheckpointPublisher
+
+        interval = self._checkpoint_interval or AuditSettings().checkpoint_interval_s
+        path = self._alerts_file.with_name(HIGH_WATER_NAME) if self._alerts_file else None
+        found: list[IntegrityError] = []
+        publisher = CheckpointPublisher(audit, HighWater(path, audit), interval,
+                                        on_rollback=found.append)
+        publisher.start()
+        publisher.on_rollback = self._rollback_alert
+        self._publisher = publisher
+        return found[0] if found else None
+
+    @property
+    def publisher(self) -> CheckpointPublisher | None:
+        """The checkpoint publisher while unsealed (``None`` while sealed)."""
+        return self._publisher
+
+    def _rollback_alert(self, exc: IntegrityError) -> None:
+        from strongroom.monitor.alerts import Alert
+
+        if self._alerts is None or self._audit is None:
+            return
+        origin = self._audit.origin
+        self._alerts.raise_alert(Alert(
+            rule="SR-AUDIT-ROLLBACK", severity="critical", subject=origin, obj=exc.obj or origin,
+            message=f"{exc.message}; key releases are refused until the log is restored",
+            dedup_key=f"SR-AUDIT-ROLLBACK:{origin}:{exc.message[:120]}",
+            details={"finding": exc.message[:500]},
+            techniques=("T1070",)))
 
     def _report_failures(self, status: KeyringStatus, alerts: Any) -> None:
         """Audit the unseal attempts that failed while sealed; alert on several."""
@@ -293,11 +341,15 @@ class LocalKeyService:
 
     def seal(self) -> KeyringStatus:
         """Wipe key material from memory; closes the gate and its audit log."""
+        if self._publisher is not None:
+            self._publisher.stop()
+            self._publisher = None
         if self._audit is not None:
             with contextlib.suppress(StrongroomError):  # sealing must not wait on the log
                 self._record("keys.seal", "keyring")
             self._audit.close()
         self._audit = None
+        self._alerts = None
         self._gate = None
         return self.keyring.seal()
 
