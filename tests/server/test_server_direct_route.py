@@ -83,7 +83,8 @@ def test_a_body_that_fails_validation_gets_fastapis_422(world: ServerWorld,
     assert calls["direct"] == before["direct"] + 1
     assert calls["answered"] == before["answered"]  # fell through to the FastAPI route
     not_json = world.client("alice").request("POST", "/v1/keys/release", raw=b"{nope")
-    assert not_json.status_code == 422
+    assert not_json.status_code == 400  # undecodable: refused before any route (server.bodies)
+    assert not_json.json()["type"] == "BodyUndecodable"
 
 
 def test_unsigned_releases_never_reach_the_direct_route(world: ServerWorld,

@@ -23,11 +23,16 @@ EXAMPLES = 12
 
 
 class SigningShim:
-    """Signs each request as ``identity`` before the app sees it (the client's job)."""
+    """Signs each request as ``identity`` before the app sees it (the client's job).
 
-    def __init__(self, app: Any, identity: Identity) -> None:
+    ``corrupt``: first put a byte that is never UTF-8 into each POST body (inside its first
+    string when it has one), as a broken or hostile client would, and sign that.
+    """
+
+    def __init__(self, app: Any, identity: Identity, *, corrupt: bool = False) -> None:
         self.app = app
         self.identity = identity
+        self.corrupt = corrupt
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http" or not scope["path"].startswith("/v1/"):
@@ -40,6 +45,8 @@ class SigningShim:
             if not msg.get("more_body"):
                 break
         body = b"".join(chunks)
+        if self.corrupt and scope["method"] == "POST":
+            body = body.replace(b'"', b'"\xff', 1) if b'"' in body else b'"\xff"' + body
         target = (scope.get("raw_path") or scope["path"].encode()).decode("latin-1")
         if scope.get("query_string"):
             target += "?" + scope["query_string"].decode("latin-1")
@@ -62,17 +69,29 @@ class SigningShim:
         await self.app({**scope, "headers": headers}, replay, send)
 
 
-def _fuzz(op: Any) -> None:
-    @settings(max_examples=EXAMPLES, deadline=None, database=None, derandomize=True,
+def _fuzz(op: Any, examples: int = EXAMPLES, statuses: frozenset[int] | None = None) -> None:
+    @settings(max_examples=examples, deadline=None, database=None, derandomize=True,
               suppress_health_check=list(HealthCheck))
     @given(data=st.data())
     def run(data: st.DataObject) -> None:
         case = data.draw(op.as_strategy())
         # Valid-by-schema input may still name an artifact that does not exist (404) or an
         # action the caller may not take (403): positive acceptance does not apply.
-        case.call_and_validate(excluded_checks=[schemathesis.checks.positive_data_acceptance])
+        response = case.call_and_validate(
+            excluded_checks=[schemathesis.checks.positive_data_acceptance])
+        assert statuses is None or response.status_code in statuses, response.text
 
     run()
+
+
+def _fuzz_all(ops: list[Any], **kw: Any) -> None:
+    failures: list[str] = []
+    for op in ops:
+        try:
+            _fuzz(op, **kw)
+        except Exception as exc:  # collect every operation's failure, then fail once
+            failures.append(f"{op.label}: {str(exc)[:1500]}")
+    assert not failures, "\n\n".join(failures)
 
 
 @pytest.fixture(scope="module")
@@ -87,11 +106,17 @@ def test_openapi_schema_holds_under_generated_requests(world: ServerWorld) -> No
     schema = schemathesis.openapi.from_asgi("/openapi.json", shim)
     ops = [r.ok() for r in schema.get_all_operations()]
     assert len(ops) >= 20, [op.label for op in ops]
-    failures: list[str] = []
-    for op in ops:
-        try:
-            _fuzz(op)
-        except Exception as exc:  # collect every operation's failure, then fail once
-            failures.append(f"{op.label}: {str(exc)[:1500]}")
-    assert not failures, "\n\n".join(failures)
+    _fuzz_all(ops)
+    assert not world.client(None).get("/v1/sys/seal-status").json()["sealed"]
+
+
+def test_bodies_that_are_not_utf8_are_refused_on_every_post(world: ServerWorld) -> None:
+    """The generated requests again, each POST body made invalid UTF-8 before it is signed:
+    400 (the body), 401 (a target the signer refuses) or 413, as the schema documents."""
+    app = world.http.app  # type: ignore[attr-defined]
+    shim = SigningShim(app, world.officer, corrupt=True)
+    schema = schemathesis.openapi.from_asgi("/openapi.json", shim)
+    posts = [op for op in (r.ok() for r in schema.get_all_operations()) if op.method == "post"]
+    assert len(posts) >= 10, [op.label for op in posts]
+    _fuzz_all(posts, examples=4, statuses=frozenset({400, 401, 413}))
     assert not world.client(None).get("/v1/sys/seal-status").json()["sealed"]

@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from fastapi import APIRouter, FastAPI, Path, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
+from strongroom.access.restrictions import journal_details
 from strongroom.errors import (
     AccessDenied,
     ConfigError,
@@ -300,7 +301,10 @@ def _directory_routes(ctx: ServerContext, keys: PrincipalKeys) -> APIRouter:
                                obj=f"{body.kind} statement") from None
         digest = publish(ctx.store, body.kind, body.envelope)
         ctx.audit().append(actor=caller.name, action=f"people.{body.kind}",
-                           obj=digest[:16], decision="allow", reason="published over the API")
+                           obj=digest[:16], decision="allow", reason="published over the API",
+                           details=journal_details(body.kind, body.envelope, subject=str(
+                               statements.unverified_payload(body.envelope).get("key_id", "")))
+                           if body.kind == "revocation" else None)
         if body.kind == "revocation":
             keys.forget()
         return M.StoredOut(digest=digest, kind=body.kind)
@@ -430,12 +434,13 @@ def _keys_routes(ctx: ServerContext) -> tuple[APIRouter, dict[tuple[str, str], D
         host = request.client.host if request.client is not None else None
         return await release_out(caller, body, host)
 
-    async def release_direct(scope: Any, caller: Caller, raw: bytes) -> tuple[int, bytes] | None:
+    async def release_direct(scope: Any, caller: Caller, document: object
+                             ) -> tuple[int, bytes] | None:
         """The same route served by the signing middleware (see auth.DirectRoute)."""
         from pydantic import ValidationError
 
         try:
-            body = M.KeyReleaseIn.model_validate_json(raw)
+            body = M.KeyReleaseIn.model_validate(document)
         except ValidationError:
             return None  # FastAPI's route answers with its standard 422
         client = scope.get("client")
@@ -657,10 +662,11 @@ def _access_routes(ctx: ServerContext, keys: PrincipalKeys) -> APIRouter:
         if a.approver_key != caller.key_id or a.request != full:
             raise AccessDenied(f"the {kind} is not the caller's for this request",
                                obj=full[:16])
-        stored = submit_approval(ctx.store, body.envelope, kind=kind)
+        stored = submit_approval(ctx.store, body.envelope, kind=kind, directory=ctx.directory())
         ctx.vault(actor=caller.name).record(
             "access.approve" if kind == "approval" else "access.deny", full[:16],
-            "allow" if kind == "approval" else "deny", reason=a.reason or "", request=full)
+            "allow" if kind == "approval" else "deny", reason=a.reason or "", request=full,
+            **(journal_details(kind, body.envelope, subject=full) if kind == "denial" else {}))
         return M.StoredOut(digest=stored, kind=kind)
 
     @r.post("/requests/{digest}/approvals", response_model=M.StoredOut, status_code=201)
@@ -750,8 +756,9 @@ def _access_routes(ctx: ServerContext, keys: PrincipalKeys) -> APIRouter:
         if st.get("grant") != full or st.get("by_key") != caller.key_id:
             raise AccessDenied("the revocation names another grant or signer", obj=full[:16])
         digest = statements.put(ctx.store, "grant-revocation", body.envelope, subject=full)
-        ctx.vault(actor=caller.name).record("access.revoke", full[:16], "allow",
-                                            reason=str(st.get("reason", "")), grant=full)
+        ctx.vault(actor=caller.name).record(
+            "access.revoke", full[:16], "allow", reason=str(st.get("reason", "")), grant=full,
+            **journal_details("grant-revocation", body.envelope, subject=full))
         return M.StoredOut(digest=digest, kind="grant-revocation")
 
     @r.post("/break-glass", response_model=M.StoredOut, status_code=201)

@@ -1,8 +1,9 @@
 """Who may call the API: key lookup for signatures, the signing middleware, role checks.
 
 :class:`SignedRequestMiddleware` runs before any route under ``/v1/``: it
-rejects traversal in the path (400), bodies over the limit (413) and anything
-not signed by an enrolled, unrevoked principal or a pinned officer (401), and
+rejects traversal in the path (400), bodies over the limit (413), anything
+not signed by an enrolled, unrevoked principal or a pinned officer (401) and
+buffered bodies that are not UTF-8 JSON (400, :mod:`strongroom.server.bodies`), and
 hands the verified :class:`~strongroom.server.signatures.Caller` to the route
 in ``request.state.caller``. It fails closed: a new route is signed-only unless
 it is listed in :data:`PUBLIC_PATHS`.
@@ -32,6 +33,7 @@ from starlette.responses import JSONResponse
 
 from strongroom.access.directory import Enrollment
 from strongroom.errors import AccessDenied, StrongroomError
+from strongroom.server.bodies import decode_json
 from strongroom.server.context import ServerContext
 from strongroom.server.errors import (
     BodyTooLarge,
@@ -69,9 +71,10 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
-#: A route the middleware serves itself: (scope, verified caller, body) -> (status, JSON
-#: body), or None to let the request go on to the FastAPI route.
-DirectRoute = Callable[[Scope, Caller, bytes], Awaitable[tuple[int, bytes] | None]]
+#: A route the middleware serves itself: (scope, verified caller, the body's JSON value,
+#: None when empty) -> (status, JSON body), or None to let the request go on to the
+#: FastAPI route.
+DirectRoute = Callable[[Scope, Caller, object], Awaitable[tuple[int, bytes] | None]]
 
 
 class PrincipalKeys:
@@ -240,13 +243,14 @@ class SignedRequestMiddleware:
             if scope["path"] not in self.public_paths:
                 caller = await self._verify(scope, body)
                 scope.setdefault("state", {})["caller"] = caller
+            document = decode_json(body)  # every route after this sees decodable JSON only
         except StrongroomError as exc:
             await self._refuse(scope, receive, send, exc)
             return
         route = self.direct.get((scope["method"], scope["path"])) if caller else None
         if route is not None and caller is not None:
             try:
-                answer = await route(scope, caller, body)
+                answer = await route(scope, caller, document)
             except StrongroomError as exc:  # as the app's exception handler answers it
                 await _json_error(exc)(scope, receive, send)
                 return

@@ -13,6 +13,7 @@ from strongroom import errors as E
 
 __all__ = [
     "BodyTooLarge",
+    "BodyUndecodable",
     "DigestMismatch",
     "RangeNotSatisfiable",
     "Unauthenticated",
@@ -33,6 +34,10 @@ class BodyTooLarge(E.InvalidInput):
     """The body exceeds the server's limit for this route."""
 
 
+class BodyUndecodable(E.InvalidInput):
+    """The body is not one UTF-8 JSON document within the API's limits (``server.bodies``)."""
+
+
 class RangeNotSatisfiable(E.InvalidInput):
     """The Range header asks for bytes the blob does not have, or for several ranges."""
 
@@ -46,6 +51,7 @@ _STATUS: tuple[tuple[type[E.StrongroomError], int], ...] = (
     (Unauthenticated, 401),
     (BodyTooLarge, 413),
     (DigestMismatch, 400),
+    (BodyUndecodable, 400),
     (PathRejected, 400),
     (RangeNotSatisfiable, 416),
     (E.ApprovalRequired, 403),

@@ -51,8 +51,8 @@ MAX_DENIAL_REASON = 500
 
 
 async def _body(request: Request) -> dict[str, Any]:
-    """The JSON object body, read up to :data:`MAX_BODY` bytes (413 beyond)."""
-    import json
+    """The JSON object body, read up to :data:`MAX_BODY` bytes (413 beyond, 400 undecodable)."""
+    from strongroom.server.bodies import decode_json
 
     declared = request.headers.get("content-length", "0")
     if not declared.isdigit() or int(declared) > MAX_BODY:
@@ -62,10 +62,7 @@ async def _body(request: Request) -> dict[str, Any]:
         raw += chunk
         if len(raw) > MAX_BODY:
             raise ConsoleError(413, "request body too large")
-    try:
-        body = json.loads(raw)
-    except ValueError:
-        raise ConsoleError(400, "the body is not JSON") from None
+    body = decode_json(bytes(raw))
     if not isinstance(body, dict):
         raise ConsoleError(400, "the body is not a JSON object")
     return body
@@ -331,7 +328,7 @@ def add_routes(router: APIRouter, console: Console) -> None:
     async def approve_finish(request: Request) -> JSONResponse:
         me, env, key, ceremony, _ = await _finish_signing(console, request, "approve",
                                                           "approval", "no approval in progress")
-        submit_approval(ctx.store, env)
+        submit_approval(ctx.store, env, directory=ctx.directory())
         digest = str(ceremony["request"])
         with ctx.vault(actor=me.name) as vault:
             vault.record("access.approve", digest[:16], "allow", request=digest,
@@ -355,7 +352,7 @@ def add_routes(router: APIRouter, console: Console) -> None:
     async def deny_finish(request: Request) -> JSONResponse:
         me, env, key, ceremony, verified = await _finish_signing(
             console, request, "deny", "denial", "no denial in progress")
-        submit_approval(ctx.store, env, "denial")
+        submit_approval(ctx.store, env, "denial", directory=ctx.directory())
         digest = str(ceremony["request"])
         with ctx.vault(actor=me.name) as vault:
             vault.record("access.deny", digest[:16], "allow",
