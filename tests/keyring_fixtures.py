@@ -26,6 +26,7 @@ from strongroom.keys.ceremony import InitResult
 from strongroom.keys.config import KeysSettings
 from strongroom.keys.identity import Identity
 from strongroom.keys.service import LocalKeyService, officer_evidence
+from strongroom.release import ReleaseRequest
 from strongroom.store.db import Store
 
 from testsupport import need_tool
@@ -127,13 +128,31 @@ def submit(svc: LocalKeyService, result: InitResult, cust: Custodians, index: in
     svc.submit_share(ceremony.build_submission(svc.status(), content))
 
 
+class ClaimedSizes:
+    """Key-custody tests only: believes the request's byte count for blobs with no manifest.
+
+    These tests wrap bare file keys with no artifact behind them. The
+    deployment's gate reads sizes from barrier-signed manifests
+    (:class:`strongroom.vault.sizes.SignedShardSizes`); tests/test_release_sizes.py
+    covers that path.
+    """
+
+    def size(self, request: ReleaseRequest) -> int:
+        return request.nbytes
+
+
+def claimed_sizes(_: object) -> ClaimedSizes:
+    """The sizes factory of the key-custody fixtures."""
+    return ClaimedSizes()
+
+
 def unsealed_service(
     store: Store, tmp: Path, n: int = 3, k: int = 2
 ) -> tuple[LocalKeyService, InitResult, Custodians, Identity]:
     """A shamir keyring, initialised and unsealed in-process; and the bootstrap officer."""
     result, cust = init_shamir(store, tmp, n, k)
     svc = LocalKeyService(store, KeysSettings(key_backend="shamir"), audit_factory=audit_factory,
-                          evidence_factory=officer_evidence)
+                          evidence_factory=officer_evidence, sizes_factory=claimed_sizes)
     for i in range(1, k + 1):
         submit(svc, result, cust, i)
     assert result.officer_identity is not None
@@ -145,7 +164,7 @@ def unseal_existing(store: Store, tmp: Path, k: int = 2) -> tuple[LocalKeyServic
     from strongroom.crypto.age import parse_identities
 
     svc = LocalKeyService(store, KeysSettings(key_backend="shamir"), audit_factory=audit_factory,
-                          evidence_factory=officer_evidence)
+                          evidence_factory=officer_evidence, sizes_factory=claimed_sizes)
     shares = sorted((tmp / "shares").glob("share-*.age"))
     for i in range(1, k + 1):
         ident = parse_identities((tmp / "custodians" / f"custodian{i}.key").read_text())

@@ -27,7 +27,16 @@ from strongroom.release import (
 )
 from strongroom.store.db import Store
 
-from keyring_fixtures import MAIN, PIN, SoftHsm, audit_factory, softhsm, unsealed_service
+from keyring_fixtures import (
+    MAIN,
+    PIN,
+    ClaimedSizes,
+    SoftHsm,
+    audit_factory,
+    claimed_sizes,
+    softhsm,
+    unsealed_service,
+)
 
 __all__ = ["softhsm"]
 
@@ -45,7 +54,7 @@ def unsealed(request: pytest.FixtureRequest, store: Store, tmp_path: Path
         result = ceremony.init_vault(store, custodians=[], threshold=0,
                                      shares_dir=tmp_path / "sh", settings=s)
         svc = LocalKeyService(store, s, audit_factory=audit_factory,
-                              evidence_factory=officer_evidence)
+                              evidence_factory=officer_evidence, sizes_factory=claimed_sizes)
         svc.unseal_hsm()
         assert result.officer_identity is not None
         officer = Identity.load(result.officer_identity)
@@ -141,7 +150,8 @@ def test_audit_unavailable_refuses(unsealed: tuple[LocalKeyService, Identity]) -
             raise AuditUnavailable("down", obj="audit")
 
     meter = EgressMeter(svc.store)
-    gate = ReleaseGate(svc.keyring, Broken(), egress=meter, seed_from_audit=False)  # type: ignore[arg-type]
+    gate = ReleaseGate(svc.keyring, Broken(), egress=meter, seed_from_audit=False,  # type: ignore[arg-type]
+                       sizes=ClaimedSizes())
     with pytest.raises(AuditUnavailable):
         gate.release(_request(officer))
     used = meter.usage(officer.public.principal, "m@1", now=10**10)
@@ -154,7 +164,7 @@ def test_replay_and_budget_survive_restart(store: Store, tmp_path: Path) -> None
     req = _request(officer, nbytes=1000)
     svc.release(req)
     assert svc._audit is not None
-    gate = ReleaseGate(svc.keyring, svc._audit, egress=None)
+    gate = ReleaseGate(svc.keyring, svc._audit, egress=None, sizes=ClaimedSizes())
     with pytest.raises(AccessDenied, match="replay"):
         gate.release(req)
     import time
@@ -200,7 +210,7 @@ def test_replay_through_another_gate_is_refused_by_the_ledger(store: Store,
         req = _request(officer, nbytes=1000)
         assert bytes(svc.release(req)) == key
         assert svc._audit is not None
-        other = ReleaseGate(svc.keyring, svc._audit, seed_from_audit=False)
+        other = ReleaseGate(svc.keyring, svc._audit, seed_from_audit=False, sizes=ClaimedSizes())
         with pytest.raises(AccessDenied, match="replay"):
             other.release(req)
         assert [d for _, d in _events(svc)] == ["allow", "deny"]

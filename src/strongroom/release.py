@@ -38,6 +38,8 @@ Do not call :meth:`Keyring.unwrap` anywhere else, and do not cache released keys
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import secrets
 import threading
 import time
@@ -78,6 +80,8 @@ __all__ = [
     "PublicKeys",
     "ReleaseGate",
     "ReleaseRequest",
+    "ShardSizes",
+    "StateGuard",
     "UsedNonces",
     "check_release_signature",
     "default_meter",
@@ -228,6 +232,23 @@ class AuditedEgressMeter(EgressMeter, Protocol):
         charged), AccessDenied when ``charge_id`` was already charged or the
         budget is spent, AuditUnavailable when the append failed.
         """
+        ...
+
+
+class ShardSizes(Protocol):
+    """The size a shard's file key opens, from signed data (the artifact's signed manifest)."""
+
+    def size(self, request: ReleaseRequest) -> int:
+        """Plaintext bytes of the request's shard (its ``nbytes`` is only a hint); AccessDenied
+        when the signed manifest does not list that blob as that shard of that artifact."""
+        ...
+
+
+class StateGuard(Protocol):
+    """Checks that the restrictive state the gate reads agrees with the verified audit log."""
+
+    def check(self) -> None:
+        """Reconcile when due; raise (AuditUnavailable, StorageError) to refuse releases."""
         ...
 
 
@@ -403,6 +424,8 @@ class ReleaseGate:
         evidence: EvidenceVerifier | None = None,
         egress: EgressMeter | None = None,
         canaries: CanaryCheck | None = None,
+        sizes: ShardSizes | None = None,
+        guard: StateGuard | None = None,
         clock: Callable[[], float] = time.time,
         seed_from_audit: bool = True,
     ) -> None:
@@ -415,6 +438,13 @@ class ReleaseGate:
             egress = default_meter(keyring.store, audit, clock=clock, backfill=seed_from_audit)
         self.egress: EgressMeter = egress
         self.canaries = canaries
+        if sizes is None:  # the deployment's source: the barrier-signed manifests
+            from strongroom.vault.sizes import SignedShardSizes
+
+            sizes = SignedShardSizes(keyring.store,
+                                     lambda: keyring.signing_key("manifest").public_key())
+        self.sizes: ShardSizes = sizes
+        self.guard = guard
         self._join: tuple[object, object, bool] | None = None
         self._ledger_rule: tuple[object, LedgerBudgetedEvidence | None] | None = None
         if seed_from_audit and evidence is None:
@@ -454,9 +484,13 @@ class ReleaseGate:
             raise audit_exc from exc
 
     def release(self, request: ReleaseRequest) -> bytearray:
-        """Run the gate; return the shard's file key (the caller zeroes it)."""
-        if request.nbytes < 0 or not request.blob_id or not request.principal:
-            raise InvalidInput("release request needs a principal, a blob id and a size >= 0",
+        """Run the gate; return the shard's file key (the caller zeroes it).
+
+        ``request.nbytes`` is a hint: the bytes charged are the shard's size in
+        its signed manifest (a file key opens the whole shard).
+        """
+        if not request.blob_id or not request.principal or not request.artifact:
+            raise InvalidInput("release request needs a principal, an artifact and a blob id",
                                obj=request.obj)
         expecting = getattr(self.audit, "expecting", None)
         if not callable(expecting):
@@ -466,11 +500,19 @@ class ReleaseGate:
 
     def _release(self, request: ReleaseRequest) -> bytearray:
         self.keyring.require_unsealed()
+        if self.guard is not None:
+            try:
+                self.guard.check()  # restrictive rows agree with the verified log
+            except StrongroomError as exc:
+                with contextlib.suppress(StrongroomError):  # the store may be what failed
+                    self._deny(request, exc)
+                raise
         try:
             located = self.keyring.locate(request.blob_id, request.stanzas)
         except (NotFound, IntegrityError) as exc:
             self._deny(request, exc)
             raise
+        request, claimed = self._derive(request)
         now = self.clock()
         meter = self.egress
         # With a joined meter the ledger charges the evidence's byte budget (shared, and
@@ -496,7 +538,8 @@ class ReleaseGate:
                  "decision": "allow", "reason": request.purpose, "shard": request.shard,
                  "nbytes": request.nbytes,
                  "details": {"purpose": request.purpose, "blob_id": request.blob_id,
-                             "kek_version": located.version, **_host(request), **accepted}}
+                             "kek_version": located.version, **_host(request), **claimed,
+                             **accepted}}
         if self._joined(meter):
             budget = _budget_of(accepted) if rule is not None else None
             if rule is not None and budget is None:  # unreserved and unbounded: fail closed
@@ -531,6 +574,18 @@ class ReleaseGate:
             meter.refund(request.principal, request.nbytes, now, charge_id=charge_id)
             raise
         return self.keyring.unwrap(request.blob_id, located)
+
+    def _derive(self, request: ReleaseRequest) -> tuple[ReleaseRequest, dict[str, int]]:
+        """The request with its size from the signed manifest; the client's figure if it differed."""
+        try:
+            size = self.sizes.size(request)
+        except AccessDenied as exc:
+            self._deny(request, exc)
+            raise
+        if size == request.nbytes:
+            return request, {}
+        claimed = {"claimed_nbytes": request.nbytes}
+        return dataclasses.replace(request, nbytes=size), claimed
 
     def _budgeted(self) -> LedgerBudgetedEvidence | None:
         """The evidence rule if the ledger can charge its byte budgets (cached per rule)."""

@@ -14,12 +14,13 @@ from strongroom.keys.service import LocalKeyService, officer_evidence
 from strongroom.monitor.alerts import AlertManager
 from strongroom.store.db import Store
 
-from keyring_fixtures import audit_factory, init_shamir, submit
+from keyring_fixtures import audit_factory, claimed_sizes, init_shamir, submit
 
 
 def _service(store: Store, home: Path) -> LocalKeyService:
     return LocalKeyService(store, KeysSettings(key_backend="shamir"), audit_factory=audit_factory,
-                           evidence_factory=officer_evidence, alerts_file=home / "alerts.jsonl")
+                           evidence_factory=officer_evidence, sizes_factory=claimed_sizes,
+                           alerts_file=home / "alerts.jsonl")
 
 
 def _bad_share(svc: LocalKeyService, result: object, cust: object) -> None:

@@ -88,7 +88,13 @@ from strongroom.access.directory import (
     base_name,
     level,
 )
-from strongroom.access.grants import PartsMemo, VerifiedGrant, grant_revoked, verify_grant
+from strongroom.access.grants import (
+    PartsMemo,
+    VerifiedGrant,
+    grant_revoked,
+    standing_denials,
+    verify_grant,
+)
 from strongroom.access.policy import PolicyEngine, action_for_purpose, current_policy
 from strongroom.access.statements import VerifyCache
 from strongroom.crypto.dsse import key_id, verify_statement
@@ -147,6 +153,21 @@ def make_evidence(key: Ed25519PrivateKey, *, artifact: str, shard: str, blob_id:
     if break_glass is not None:
         out["break_glass"] = break_glass
     return json.dumps(out, sort_keys=True, separators=(",", ":"))
+
+
+class _HintSpent(AccessDenied):
+    """This process's hint says the Grant's byte budget is spent (the ledger may know better)."""
+
+    def __init__(self, grant: VerifiedGrant, message: str, *, obj: str, remedy: str) -> None:
+        super().__init__(message, obj=obj, remedy=remedy)
+        self.grant = grant
+
+
+def _grant_details(g: VerifiedGrant) -> dict[str, Any]:
+    """The audit details of a release under Grant ``g``."""
+    return {"grant_id": g.grant_id, "request_digest": g.request_digest,
+            "approvers": list(g.approvers), "grant_expires": g.expires,
+            "grant_bytes": g.byte_budget}
 
 
 @dataclass
@@ -331,7 +352,7 @@ class GrantEvidence:
         else:
             try:
                 details, budget = self._grant(snap, candidates, directory, parts, engine,
-                                              resource, action, request, now)
+                                              resource, action, request, now, reserve=reserve)
             except AccessDenied as refused:
                 if grant_env is not None:
                     raise
@@ -480,24 +501,32 @@ class GrantEvidence:
 
     def _grant(self, snap: _Snapshot, candidates: list[str], directory: Directory,
                parts: PartsMemo, engine: PolicyEngine, resource: Resource, action: str,
-               request: ReleaseRequest, now: float) -> tuple[dict[str, Any], int]:
+               request: ReleaseRequest, now: float, *,
+               reserve: bool = True) -> tuple[dict[str, Any], int]:
         obj = request.obj
         if not candidates:
             raise ApprovalRequired(f"no grant for {request.principal} to {action} "
                                    f"{base_name(request.artifact)}", obj=obj,
                                    remedy="`strongroom access request` and collect approvals")
         reasons: list[str] = []
+        spent: VerifiedGrant | None = None
         for env in candidates:
             try:
                 g = verify_grant(env, directory, engine, resource, now=now, cache=self.cache,
                                  memo=parts)
                 self._check_grant(snap, g, directory, resource, action, request, now)
+            except _HintSpent as exc:
+                spent = spent or exc.grant
+                reasons.append(exc.message)
+                continue
             except AccessDenied as exc:
                 reasons.append(exc.message)
                 continue
-            return ({"grant_id": g.grant_id, "request_digest": g.request_digest,
-                     "approvers": list(g.approvers), "grant_expires": g.expires,
-                     "grant_bytes": g.byte_budget}, g.byte_budget)
+            return _grant_details(g), g.byte_budget
+        if spent is not None and not reserve:
+            # The hint only says which Grant to try first: the shared ledger is the authority,
+            # and its refusal (GrantBudgetSpent) reports the bytes it actually holds.
+            return _grant_details(spent), spent.byte_budget
         error = ApprovalRequired if all("approvals do not meet" in r for r in reasons) \
             else AccessDenied
         raise error(reasons[0] if len(reasons) == 1 else
@@ -515,13 +544,10 @@ class GrantEvidence:
             raise AccessDenied("the grant belongs to someone else", obj=obj)
         if g.grant_id in self._revoked_among(snap, [g], directory):
             raise AccessDenied("the grant was revoked", obj=obj)
-        # Checked here to try the next candidate; charged atomically by verify (_reserve)
-        # or, with a shared ledger, by the ledger in the release's audit transaction.
-        used = self.used(g.request_digest)
-        if used + request.nbytes > g.byte_budget:
-            raise AccessDenied(f"the grant's byte budget is spent ({used} of "
-                               f"{g.byte_budget} bytes used)", obj=obj,
-                               remedy="request access again with a larger budget")
+        denied = self._denied_by(snap, g.request_digest)
+        if denied:
+            raise AccessDenied(f"the request was denied by {', '.join(denied)}: a veto is final",
+                               obj=obj, remedy="make a new request; a denied one grants nothing")
         limit = self.caps.cap(action)
         if limit is not None:
             allowed = self._cap_holders(snap, resource, action, now)
@@ -532,6 +558,24 @@ class GrantEvidence:
                 raise AccessDenied(f"{base_name(resource.name)} already has {len(allowed)} "
                                    f"holders of {action} access (the cap is {limit})", obj=obj,
                                    remedy="revoke a grant that is no longer needed")
+        # Checked last, to try the next candidate; charged atomically by verify (_reserve)
+        # or, with a shared ledger, by the ledger in the release's audit transaction.
+        used = self.used(g.request_digest)
+        if used + request.nbytes > g.byte_budget:
+            raise _HintSpent(g, f"the grant's byte budget is spent ({used} of "
+                             f"{g.byte_budget} bytes used, {request.nbytes} more asked for)",
+                             obj=obj, remedy="request access again with a larger budget")
+
+    def _denied_by(self, snap: _Snapshot, request_digest: str) -> list[str]:
+        """Who denied the request (verified denials; cached per snapshot)."""
+        def load() -> list[str]:
+            envs = statements.envelopes(self.store, "denial", subject=request_digest)
+            if not envs:
+                return []
+            kids = {str(statements.unverified_payload(e).get("approver_key", "")) for e in envs}
+            return standing_denials(self.store, request_digest, self._view(snap, kids, ()))
+
+        return self._memo(snap, ("denied", request_digest), load)  # type: ignore[no-any-return]
 
     def _revoked_among(self, snap: _Snapshot, grants: list[VerifiedGrant],
                        directory: Directory) -> set[str]:

@@ -47,7 +47,9 @@ __all__ = [
     "payload_digest",
     "payload_type",
     "put",
+    "restore",
     "sign",
+    "signatures",
     "signer_ids",
     "unverified_payload",
 ]
@@ -121,6 +123,12 @@ def signer_ids(env: str) -> list[str]:
     return [str(s.get("keyid", "")) for s in _envelope(env)["signatures"] if isinstance(s, dict)]
 
 
+def signatures(env: str) -> frozenset[tuple[str, str]]:
+    """The (key id, signature) pairs the envelope carries (unverified)."""
+    return frozenset((str(s.get("keyid", "")), str(s.get("sig", "")))
+                     for s in _envelope(env)["signatures"] if isinstance(s, dict))
+
+
 def merge(a: str, b: str) -> str:
     """One envelope carrying the signatures of both (same payload and type required)."""
     ea, eb = _envelope(a), _envelope(b)
@@ -191,6 +199,22 @@ def put(
     expires: int = 0,
 ) -> str:
     """Store ``env`` (merging signatures into an existing copy of the same statement); its digest."""
+    return _write(store, kind, env, subject=subject, resource=resource, expires=expires,
+                  exact=False)
+
+
+def restore(store: Store, kind: str, env: str, *, subject: str, resource: str = "") -> str:
+    """Put back a statement exactly as the audit log recorded it; its digest.
+
+    For repairs only (:mod:`strongroom.access.restrictions`): a row with the
+    statement's digest gets this kind, subject and resource and keeps every
+    signature of both copies; a missing row is inserted.
+    """
+    return _write(store, kind, env, subject=subject, resource=resource, expires=0, exact=True)
+
+
+def _write(store: Store, kind: str, env: str, *, subject: str, resource: str, expires: int,
+           exact: bool) -> str:
     payload_type(kind)
     digest = payload_digest(env)
     signers = signer_ids(env)
@@ -200,14 +224,20 @@ def put(
         s.execute(update(AccessGeneration).where(AccessGeneration.id == 1)
                   .values(generation=AccessGeneration.generation + 1))
         row = s.scalars(select(AccessStatement).where(AccessStatement.digest == digest)).first()
-        if row is not None:
+        if row is None:
+            s.add(AccessStatement(kind=kind, subject=subject, resource=resource,
+                                  signer=signers[0] if signers else "", digest=digest,
+                                  envelope=env, expires=expires, created_at=_utcnow()))
+        elif not exact:
             if row.kind != kind:
                 raise InvalidInput(f"statement already stored as a {row.kind}", obj=digest[:16])
             row.envelope = merge(row.envelope, env)
         else:
-            s.add(AccessStatement(kind=kind, subject=subject, resource=resource,
-                                  signer=signers[0] if signers else "", digest=digest,
-                                  envelope=env, expires=expires, created_at=_utcnow()))
+            try:
+                row.envelope = merge(env, row.envelope)
+            except InvalidInput:  # the row's envelope was replaced by another statement's
+                row.envelope = env
+            row.kind, row.subject, row.resource = kind, subject, resource
     return digest
 
 

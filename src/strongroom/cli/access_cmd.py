@@ -17,6 +17,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from strongroom.access.restrictions import journal_details
 from strongroom.errors import AccessDenied, InvalidInput, NotFound
 
 if TYPE_CHECKING:
@@ -274,7 +275,7 @@ def approve_cmd(
     with vault:
         digest, env = _find_envelope(vault.store, "request", request_id)
         submit_approval(vault.store, approve(ctx.me.private_key, ctx.name, env, now=time.time(),
-                                             ttl_s=_duration(ttl)))
+                                             ttl_s=_duration(ttl)), directory=ctx.directory())
         vault.record("access.approve", digest[:16], "allow", request=digest)
         _out.print(f"{ctx.name} approved request {digest[:16]}")
         _try_issue(ctx, digest)
@@ -295,9 +296,10 @@ def deny_cmd(
     vault, ctx = open_context()
     with vault:
         digest, env = _find_envelope(vault.store, "request", request_id)
-        submit_approval(vault.store, deny(ctx.me.private_key, ctx.name, env, now=time.time(),
-                                          reason=reason), kind="denial")
-        vault.record("access.deny", digest[:16], "deny", reason=reason, request=digest)
+        denial = deny(ctx.me.private_key, ctx.name, env, now=time.time(), reason=reason)
+        submit_approval(vault.store, denial, kind="denial", directory=ctx.directory())
+        vault.record("access.deny", digest[:16], "deny", reason=reason, request=digest,
+                     **journal_details("denial", denial, subject=digest))
         _out.print(f"{ctx.name} denied request {digest[:16]}: {reason}")
 
 
@@ -361,8 +363,10 @@ def revoke_cmd(
     vault, ctx = open_context()
     with vault:
         digest = _find(vault.store, "grant", grant_id)
-        revoke_grant(vault.store, ctx.me.private_key, ctx.name, digest, reason, now=time.time())
-        vault.record("access.revoke", digest[:16], "allow", reason=reason, grant=digest)
+        env = revoke_grant(vault.store, ctx.me.private_key, ctx.name, digest, reason,
+                           now=time.time())
+        vault.record("access.revoke", digest[:16], "allow", reason=reason, grant=digest,
+                     **journal_details("grant-revocation", env, subject=digest))
         _out.print(f"grant {digest[:16]} revoked by {ctx.name}")
 
 

@@ -18,6 +18,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from strongroom.access.restrictions import journal_details
 from strongroom.errors import InvalidInput, NotFound
 
 __all__ = ["compartments_app", "people_app", "register"]
@@ -126,10 +127,10 @@ def revoke(
         keys = ctx.officer_keys()
         found = ctx.directory().by_name(name)
         kid = found.key_id if found is not None else name
-        digest = publish(vault.store, "revocation",
-                         KeyRevocation(kid, reason, int(time.time())).sign(*keys))  # type: ignore[arg-type]
+        env = KeyRevocation(kid, reason, int(time.time())).sign(*keys)  # type: ignore[arg-type]
+        digest = publish(vault.store, "revocation", env)
         vault.record("people.revoke", name, "allow", reason=reason, key_id=kid,
-                     statement=digest)
+                     **journal_details("revocation", env, subject=kid))
         _out.print(f"revocation {digest[:16]} of key {kid} signed by {ctx.name}")
 
 

@@ -37,4 +37,7 @@ class KeysSettings(BaseSettings):
     hsm_key_label: str = Field(default="strongroom-root", description="label of the HSM root key")
     agent_idle: float = Field(default=1800.0, gt=0, description="agent idle timeout, seconds")
     egress_cap_bytes: int = Field(default=64 * 1024**3, ge=0, description="per-principal 24 h cap")
+    state_check_interval_s: float = Field(
+        default=2.0, gt=0, le=3600,
+        description="how often the gate re-derives restrictive state from the audit log")
     identity: Path | None = Field(default=None, description="identity file the CLI acts as")

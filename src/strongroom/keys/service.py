@@ -39,7 +39,14 @@ from strongroom.crypto.age import Stanza
 from strongroom.errors import IntegrityError, InvalidInput, Sealed, StrongroomError
 from strongroom.keys.config import KeysSettings
 from strongroom.keys.keyring import Keyring, KeyringStatus
-from strongroom.release import EvidenceVerifier, ReleaseGate, ReleaseRequest, default_meter
+from strongroom.release import (
+    EgressMeter,
+    EvidenceVerifier,
+    ReleaseGate,
+    ReleaseRequest,
+    ShardSizes,
+    default_meter,
+)
 from strongroom.store.db import Store
 
 if TYPE_CHECKING:
@@ -47,6 +54,7 @@ if TYPE_CHECKING:
     from strongroom.audit.publisher import CheckpointPublisher
     from strongroom.keys.agent import AgentClient, AsyncAgentClient
     from strongroom.monitor.alerts import AlertManager
+    from strongroom.runtime.state_guard import StateGuard
 
 __all__ = [
     "AgentKeyService",
@@ -63,6 +71,8 @@ AuditFactory = Callable[[Store, Ed25519PrivateKey], "AuditLog"]
 RekeyOutcome = tuple[KeyringStatus, list[tuple[str, bytes]] | None]
 #: Builds the gate's evidence rule once unsealed; ``None`` selects the gate's interim rule.
 EvidenceFactory = Callable[[Keyring, Store, "AuditLog"], EvidenceVerifier | None]
+#: Where the gate reads shard sizes; ``None``: the barrier-signed manifests (the deployment's).
+SizesFactory = Callable[[Keyring], ShardSizes]
 
 
 class KeyService(Protocol):
@@ -181,10 +191,13 @@ class LocalKeyService:
         alerts_file: Path | None = None,
         evidence_factory: EvidenceFactory = grant_evidence,
         checkpoint_interval: float | None = None,
+        sizes_factory: SizesFactory | None = None,
     ) -> None:
         self.store = store
         self._alerts_file = alerts_file
         self._evidence_factory = evidence_factory
+        self._sizes_factory = sizes_factory
+        self._guard: StateGuard | None = None
         self.settings = settings or KeysSettings()
         self.keyring = Keyring(store, self.settings)
         self._audit_factory = audit_factory
@@ -219,15 +232,32 @@ class LocalKeyService:
                 self._report_failures(status, alerts)
                 canaries = CanaryRegistry(self.store, alerts)
                 meter = default_meter(self.store, self._audit, alerts=alerts)
+                guard = self._start_guard(meter, alerts)
                 rule = self._evidence_factory(self.keyring, self.store, self._audit)
                 self._gate = ReleaseGate(
-                    self.keyring, self._audit, evidence=rule, egress=meter, canaries=canaries
+                    self.keyring, self._audit, evidence=rule, egress=meter, canaries=canaries,
+                    sizes=self._sizes_factory(self.keyring) if self._sizes_factory else None,
+                    guard=guard,
                 )
                 alerts.deliver_pending()
             except BaseException:
                 self.seal()
                 raise
         return status
+
+    def _start_guard(self, meter: EgressMeter, alerts: AlertManager) -> StateGuard:
+        """Re-derive restrictive state from the log now (before any release), then on an interval."""
+        from strongroom.monitor.egress import EgressMeter as DurableMeter
+        from strongroom.runtime.state_guard import StateGuard
+
+        assert self._audit is not None
+        guard = StateGuard(self.store, self._audit,
+                           meter if isinstance(meter, DurableMeter) else None, alerts,
+                           actor=self.actor, interval_s=self.settings.state_check_interval_s)
+        self._guard = guard
+        guard.reconcile()
+        guard.start()
+        return guard
 
     def _start_publisher(self, audit: AuditLog) -> IntegrityError | None:
         """Check the log against its high-water marks and witnesses; sign on an interval.
@@ -341,6 +371,9 @@ class LocalKeyService:
 
     def seal(self) -> KeyringStatus:
         """Wipe key material from memory; closes the gate and its audit log."""
+        if self._guard is not None:
+            self._guard.stop()
+            self._guard = None
         if self._publisher is not None:
             self._publisher.stop()
             self._publisher = None

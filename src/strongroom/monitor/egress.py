@@ -298,6 +298,26 @@ def _who(scope: str, principal: str, artifact: str) -> str:
     return artifact_name(artifact) if scope == "artifact" else "*"
 
 
+ChargeRow = tuple[str, str, str, int, float, str | None]
+
+
+def charge_row(ev: AuditEvent) -> ChargeRow | None:
+    """The ledger row a ``key.release`` allow entry stands for, keyed as the gate charges it.
+
+    (charge id: the evidence nonce or else ``audit:<index>``; principal;
+    artifact; bytes; time; Grant or break-glass budget id). ``None`` for any
+    other entry.
+    """
+    if ev.action != ACTION or ev.decision != "allow" or ev.nbytes is None:
+        return None
+    nonce = ev.details.get("nonce")
+    cid = nonce if isinstance(nonce, str) and nonce else f"audit:{ev.index}"
+    bid = ev.details.get("request_digest") or ev.details.get("break_glass")
+    budget_id = bid if isinstance(bid, str) and len(bid) <= _MAX_BUDGET_ID else None
+    return (cid, ev.actor, ev.object.split("/", 1)[0], int(ev.nbytes), _event_time(ev),
+            budget_id)
+
+
 class _Window:
     """The charges one window key sees, oldest first, and their running total."""
 
@@ -433,6 +453,8 @@ class EgressMeter:
         self._cond = threading.Condition()
         self._queue: list[_PendingCharge] = []
         self._leading = False
+        #: Set when a reloaded total fell below what this process knew (rows deleted?).
+        self.suspect = threading.Event()
 
     # -- transactions ------------------------------------------------------
 
@@ -565,6 +587,16 @@ class EgressMeter:
             found.update(str(r[0]) for r in rows)
         return found
 
+    def missing(self, ids: Sequence[str]) -> set[str]:
+        """Which of ``ids`` the ledger does not hold (a read; no ledger lock)."""
+        try:
+            with self.store.engine.connect() as conn:
+                return set(ids) - self._charged(conn, ids)
+        except SQLAlchemyError as exc:
+            raise StorageError(f"cannot read the egress ledger: {type(exc).__name__}",
+                               obj=self.store.url,
+                               remedy="check that the database is reachable") from exc
+
     def _budget_totals(self, conn: Connection, ids: Sequence[str]) -> dict[str, int]:
         """Bytes the ledger holds under each of ``ids`` (lifetime, no window).
 
@@ -589,6 +621,7 @@ class EgressMeter:
         only once the transaction is known to have committed.
         """
         generation = self._lock_ledger(conn)
+        previous = self._ledger
         ledger = self._current(conn, generation)
         self._ledger = None  # nobody may use totals that this transaction is changing
         seen = self._charged(conn, [it.charge_id for it in batch])
@@ -611,6 +644,8 @@ class EgressMeter:
                                      if it.budget is not None and it.budget[0] not in spent))
         if missing:
             spent.update(self._budget_totals(conn, missing))
+        if previous is not None and ledger is not previous:
+            self._keep_floor(previous, ledger)
         rows: list[tuple[str, str, str, int, float, str | None]] = []
         for it in fresh:
             high = ledger.high
@@ -640,6 +675,27 @@ class EgressMeter:
         ledger.prune()
         for it in batch:
             it.decided = ledger
+
+    def _keep_floor(self, previous: _Ledger, ledger: _Ledger) -> None:
+        """Never let a reload count less than this process already knew was charged.
+
+        Charges only leave a window by ageing out or by this process's own
+        changes (which drop the cache), so a reloaded total below the cached one
+        means rows were deleted behind the meter's back: the cached total
+        stands, and :attr:`suspect` asks the runtime to check the ledger
+        against the audit log (which restores the rows and raises
+        ``SR-STATE-TAMPER``).
+        """
+        at = max(ledger.high, previous.high)
+        for key, w in list(ledger.windows.items()):
+            old = previous.windows.get(key)
+            if old is not None and w.used(at, at) < old.used(at, at):
+                ledger.windows[key] = old
+                self.suspect.set()
+        for bid, used in previous.spent.items():
+            if bid in ledger.spent and ledger.spent[bid] < used:
+                ledger.spent[bid] = used
+                self.suspect.set()
 
     def _publish(self, batch: Sequence[_PendingCharge]) -> None:
         """After a batch committed: its totals become the cache (unless a newer one is there)."""
@@ -833,16 +889,7 @@ class EgressMeter:
         counted against the Grant (request digest) or break-glass budget its
         details name. Caps are not checked: these bytes already left.
         """
-        rows: dict[str, tuple[str, str, str, int, float, str | None]] = {}
-        for ev in events:
-            if ev.action != ACTION or ev.decision != "allow" or ev.nbytes is None:
-                continue
-            nonce = ev.details.get("nonce")
-            cid = nonce if isinstance(nonce, str) and nonce else f"audit:{ev.index}"
-            bid = ev.details.get("request_digest") or ev.details.get("break_glass")
-            budget_id = bid if isinstance(bid, str) and len(bid) <= _MAX_BUDGET_ID else None
-            rows.setdefault(cid, (cid, ev.actor, ev.object.split("/", 1)[0], int(ev.nbytes),
-                                  _event_time(ev), budget_id))
+        rows = {row[0]: row for row in map(charge_row, events) if row is not None}
         if not rows:
             return 0
         with self._lock, self._begin() as conn:

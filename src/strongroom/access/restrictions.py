@@ -1,0 +1,246 @@
+"""Restrictive access statements live in the audit log; their table rows are a checked cache.
+
+Signatures make a statement row's *presence* trustworthy; nothing makes its
+*absence* so (DESIGN rule 1). A database administrator who deletes a
+revocation, a denial or a Grant revocation would reopen access. So every
+statement that restricts access — kinds in :data:`RESTRICTIVE_KINDS` — is
+also an entry of the Merkle audit log, carrying its signed envelope and the
+lookup keys it was stored under (:func:`journal_details`), and
+:class:`RestrictionJournal` keeps the two in agreement:
+
+* it follows the audit log and collects every restrictive envelope recorded
+  there (the log's integrity is the audit package's job: signed, witnessed
+  checkpoints);
+* a restrictive row the log does not hold yet is journaled (appended);
+* a journaled statement whose row is missing, or whose row lost signatures or
+  moved to another kind, subject or resource, is **tampering**: the row is
+  restored from the log (the restriction holds again before the next release
+  is decided) and ``on_tamper`` is called (the runtime raises the critical
+  alert ``SR-STATE-TAMPER`` naming the row and the log entry).
+
+Use it like this::
+
+    journal = RestrictionJournal(store, audit, on_tamper=alert_officers)
+    journal.reconcile()          # at unseal, before the first release
+    journal.check()              # before each release: cheap unless due or changed
+
+:meth:`RestrictionJournal.check` reconciles when the access statements'
+marker changed (any insert or deletion) or when ``interval_s`` passed, so a
+deleted row is restored before the next decision that could read its
+absence.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import select
+
+from strongroom.access import statements
+from strongroom.errors import InvalidInput
+from strongroom.store.db import Store
+from strongroom.store.tables.access import AccessStatement
+
+if TYPE_CHECKING:
+    from strongroom.audit.log import AuditEvent, AuditLog
+
+__all__ = [
+    "JOURNAL_ACTION",
+    "RESTRICTIVE_KINDS",
+    "STATEMENT_DETAIL",
+    "RestrictionJournal",
+    "Tampered",
+    "journal_details",
+    "journaled_statement",
+]
+
+#: Statement kinds whose absence would reopen access (a code-owner set replaces older ones).
+RESTRICTIVE_KINDS = frozenset({"revocation", "denial", "grant-revocation", "review",
+                               "codeowners"})
+#: The audit action of an entry the journal itself appends for a row not yet in the log.
+JOURNAL_ACTION = "access.restriction"
+#: The audit detail holding a statement: ``{"kind", "subject", "resource", "envelope"}``.
+STATEMENT_DETAIL = "statement"
+#: Audit entries read per query while following the log.
+_PAGE = 2000
+
+
+def journal_details(kind: str, env: str, *, subject: str, resource: str = "") -> dict[str, Any]:
+    """Audit details that let the log re-derive a stored statement (splat into ``record``)."""
+    return {STATEMENT_DETAIL: {"kind": kind, "subject": subject, "resource": resource,
+                               "envelope": env}}
+
+
+@dataclass(frozen=True)
+class Journaled:
+    """A restrictive statement as the audit log recorded it."""
+
+    kind: str
+    subject: str
+    resource: str
+    envelope: str
+    index: int
+
+
+def journaled_statement(ev: AuditEvent) -> tuple[str, Journaled] | None:
+    """The (digest, statement) a log entry records, if it records a restrictive one."""
+    st = ev.details.get(STATEMENT_DETAIL) if isinstance(ev.details, Mapping) else None
+    if not isinstance(st, Mapping):
+        return None
+    kind, env = st.get("kind"), st.get("envelope")
+    subject, resource = st.get("subject", ""), st.get("resource", "")
+    if (kind not in RESTRICTIVE_KINDS or not isinstance(env, str)
+            or not isinstance(subject, str) or not isinstance(resource, str)):
+        return None
+    try:
+        digest = statements.payload_digest(env)  # derived from the envelope, not believed
+    except InvalidInput:
+        return None
+    return digest, Journaled(str(kind), subject, resource, env, ev.index)
+
+
+@dataclass(frozen=True)
+class Tampered:
+    """A restrictive row the table lost or altered, and the log entry that proves it."""
+
+    digest: str
+    kind: str
+    subject: str
+    index: int
+    what: str  # "missing" or "altered"
+
+    def describe(self) -> str:
+        """One line for an alert or a log."""
+        return (f"{self.kind} {self.digest[:16]} (subject {self.subject[:32]}) was {self.what} "
+                f"in access_statements; audit entry #{self.index} holds it")
+
+
+@dataclass(frozen=True)
+class _Row:
+    kind: str
+    subject: str
+    resource: str
+    envelope: str
+
+
+class RestrictionJournal:
+    """Keeps restrictive statement rows and their audit-log entries in agreement (thread-safe)."""
+
+    def __init__(
+        self,
+        store: Store,
+        audit: AuditLog,
+        *,
+        on_tamper: Callable[[list[Tampered]], None] = lambda _: None,
+        listener: Callable[[list[AuditEvent]], None] = lambda _: None,
+        actor: str = "strongroom",
+        interval_s: float = 2.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.store = store
+        self.audit = audit
+        self.on_tamper = on_tamper
+        self.listener = listener
+        self.actor = actor
+        self.interval_s = interval_s
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._cursor = 0
+        self._journal: dict[str, Journaled] = {}
+        self._marker: tuple[int, int, int] | None = None
+        self._due = 0.0
+
+    def check(self) -> None:
+        """Reconcile if the statements changed since the last run or the interval passed."""
+        if self.clock() < self._due and statements.marker(self.store) == self._marker:
+            return
+        self.reconcile()
+
+    def follow(self) -> None:
+        """Read the log's new entries (each page also goes to ``listener``)."""
+        with self._lock:
+            self._follow()
+
+    def _take(self, events: list[AuditEvent]) -> None:
+        for ev in events:
+            found = journaled_statement(ev)
+            if found is None:
+                continue
+            digest, st = found
+            known = self._journal.get(digest)
+            if known is not None:  # several entries for one statement: keep every signature
+                try:
+                    st = Journaled(known.kind, known.subject, known.resource,
+                                   statements.merge(known.envelope, st.envelope), known.index)
+                except InvalidInput:
+                    st = known
+            self._journal[digest] = st
+
+    def _follow(self) -> None:
+        end = self.audit.size()
+        while self._cursor < end:
+            stop = min(end, self._cursor + _PAGE)
+            page = self.audit.events(self._cursor, stop)
+            self._take(page)
+            self.listener(page)
+            self._cursor = stop
+
+    def _rows(self) -> dict[str, _Row]:
+        with self.store.session(readonly=True) as s:
+            rows = s.execute(select(AccessStatement.digest, AccessStatement.kind,
+                                    AccessStatement.subject, AccessStatement.resource,
+                                    AccessStatement.envelope)
+                             .where(AccessStatement.kind.in_(sorted(RESTRICTIVE_KINDS)))).all()
+        return {str(d): _Row(str(k), str(sub), str(res), str(env))
+                for d, k, sub, res, env in rows}
+
+    def reconcile(self) -> list[Tampered]:
+        """Follow the log, journal new rows, restore lost ones; the tampering found."""
+        with self._lock:
+            marker = statements.marker(self.store)  # read first: what follows is at least as new
+            self._follow()
+            rows = self._rows()
+            tampered = [t for t in (self._compare(d, j, rows.get(d))
+                                    for d, j in self._journal.items()) if t is not None]
+            for t in tampered:
+                j = self._journal[t.digest]
+                statements.restore(self.store, j.kind, j.envelope, subject=j.subject,
+                                   resource=j.resource)
+            self._journal_new(rows)
+            if tampered:
+                marker = statements.marker(self.store)
+            self._marker = marker
+            self._due = self.clock() + self.interval_s
+        if tampered:
+            self.on_tamper(tampered)
+        return tampered
+
+    @staticmethod
+    def _compare(digest: str, j: Journaled, row: _Row | None) -> Tampered | None:
+        if row is None:
+            return Tampered(digest, j.kind, j.subject, j.index, "missing")
+        try:
+            kept = statements.signatures(j.envelope) <= statements.signatures(row.envelope)
+        except InvalidInput:
+            kept = False
+        if (row.kind, row.subject, row.resource) != (j.kind, j.subject, j.resource) or not kept:
+            return Tampered(digest, j.kind, j.subject, j.index, "altered")
+        return None
+
+    def _journal_new(self, rows: Mapping[str, _Row]) -> None:
+        """Append the restrictive rows the log does not hold yet (each once)."""
+        new = [(d, r) for d, r in rows.items() if d not in self._journal]
+        if not new:
+            return
+        indexes = self.audit.append_many(
+            {"actor": self.actor, "action": JOURNAL_ACTION, "obj": f"{r.kind} {d[:16]}",
+             "decision": "allow", "reason": "restrictive statement kept in the log",
+             "details": journal_details(r.kind, r.envelope, subject=r.subject,
+                                        resource=r.resource)}
+            for d, r in new)
+        for (d, r), index in zip(new, indexes, strict=True):
+            self._journal[d] = Journaled(r.kind, r.subject, r.resource, r.envelope, index)
