@@ -500,6 +500,9 @@ class ReleaseGate:
 
     def _release(self, request: ReleaseRequest) -> bytearray:
         self.keyring.require_unsealed()
+        intact = getattr(self.audit, "require_intact", None)
+        if callable(intact):
+            intact()  # AuditUnavailable once the log was found rolled back (SR-AUDIT-ROLLBACK)
         if self.guard is not None:
             try:
                 self.guard.check()  # restrictive rows agree with the verified log

@@ -33,6 +33,7 @@ from strongroom.access.grants import (
     revocation_statement,
     store_grant,
 )
+from strongroom.access.restrictions import journal_details
 from strongroom.errors import AccessDenied, InvalidInput, StrongroomError
 from strongroom.server.console import data
 from strongroom.server.console.core import Console, ConsoleError
@@ -357,7 +358,8 @@ def add_routes(router: APIRouter, console: Console) -> None:
         with ctx.vault(actor=me.name) as vault:
             vault.record("access.deny", digest[:16], "allow",
                          str(verified.statement.get("reason", ""))[:300], request=digest,
-                         via="console security key", credential=key.id[:32])
+                         via="console security key", credential=key.id[:32],
+                         **journal_details("denial", env, subject=digest))
         return JSONResponse({"ok": True, "redirect": f"/console/requests/{digest}"})
 
     @router.post("/webauthn/revoke/begin", include_in_schema=False)
@@ -385,7 +387,8 @@ def add_routes(router: APIRouter, console: Console) -> None:
         with ctx.vault(actor=me.name) as vault:
             vault.record("access.revoke-grant", grant_id[:16], "allow",
                          str(verified.statement.get("reason", ""))[:300], grant=grant_id,
-                         via="console security key", credential=key.id[:32])
+                         via="console security key", credential=key.id[:32],
+                         **journal_details("grant-revocation", env, subject=grant_id))
         return JSONResponse({"ok": True, "redirect": f"/console/requests/{digest}"})
 
     @router.post("/webauthn/grant/begin", include_in_schema=False)
