@@ -98,9 +98,16 @@ def test_load_denied_then_request_two_approvals_grant_and_load(world: World) -> 
     assert allows[-1].actor == "alice"
 
 
+def _store_unchecked(w: World, name: str, request_env: str) -> None:
+    """An approval row written past submit_approval's checks (a DBA, an older release)."""
+    env = approve(w.people[name].private_key, name, request_env, now=time.time())
+    statements.put(w.store, "approval", env, subject=statements.payload_digest(request_env),
+                   expires=int(time.time()) + 3600)
+
+
 def test_self_approval_does_not_count(world: World) -> None:
     req = world.request("alice", "minilm")
-    world.approve("alice", req)
+    _store_unchecked(world, "alice", req)
     world.approve("bob", req)
     with pytest.raises(ApprovalRequired, match="requester never counts"):
         _issue(world, req)
@@ -112,7 +119,7 @@ def test_one_person_twice_under_two_roles(world: World) -> None:
     w.label("minilm", rules={"load": "1 of approvers AND 1 of security-officers"})
     req = w.request("alice", "minilm")
     w.approve("erin", req)
-    w.approve("erin", req)  # a second approval by the same person
+    _store_unchecked(w, "erin", req)  # a second approval by the same person
     with pytest.raises(ApprovalRequired):
         _issue(w, req)
     w.enroll("frank", roles=("security-officers",))
@@ -170,12 +177,11 @@ def test_approval_after_its_expiry(world: World) -> None:
 
 def test_grant_past_its_time_or_byte_budget(world: World) -> None:
     w = world
-    _granted(w, budget=100)
+    size = w.vault.manifest("minilm").files[0].size
+    _granted(w, budget=size + size // 2)  # one shard fits, two do not
+    _release(w, "alice", nbytes=1)  # charged the shard's signed size, not the claim
     with pytest.raises(AccessDenied, match="byte budget"):
-        _release(w, "alice", nbytes=101)
-    _release(w, "alice", nbytes=60)
-    with pytest.raises(AccessDenied, match="byte budget"):
-        _release(w, "alice", nbytes=60)
+        _release(w, "alice", nbytes=1)
     w.keys.gate.clock = lambda: time.time() + 7200  # type: ignore[union-attr]
     m = w.vault.manifest("minilm")
     e = m.files[0]
@@ -361,10 +367,10 @@ def test_only_a_verified_denial_blocks_a_grant(world: World) -> None:
     digest = statements.payload_digest(req)
     mallory = Identity.generate("mallory")  # never enrolled
     forged = deny(mallory.private_key, "bob", req, now=time.time(), reason="dba says no")
-    submit_approval(w.store, forged, "denial")
+    submit_approval(w.store, forged, "denial", directory=w.rule.reader.view())
     w.enroll("erin")
     by_erin = deny(w.people["erin"].private_key, "erin", req, now=time.time(), reason="no")
-    submit_approval(w.store, by_erin, "denial")
+    submit_approval(w.store, by_erin, "denial", directory=w.rule.reader.view())
     publish(w.store, "revocation", KeyRevocation(w.people["erin"].public.key_id, "left",
                                                  int(time.time())).sign(
         *[o.private_key for o in w.officers]))
@@ -373,7 +379,58 @@ def test_only_a_verified_denial_blocks_a_grant(world: World) -> None:
     w.approve("bob", req2)
     w.approve("carol", req2)
     submit_approval(w.store, deny(w.people["dave"].private_key, "dave", req2, now=time.time(),
-                                  reason="not this quarter"), "denial")
+                                  reason="not this quarter"), "denial",
+                    directory=w.rule.reader.view())
     with pytest.raises(AccessDenied, match="denied by dave"):
         _issue(w, req2)
     assert statements.payload_digest(req2) != digest
+
+
+def _approvals(w: World, request_env: str) -> list[str]:
+    return statements.envelopes(w.store, "approval", subject=statements.payload_digest(request_env))
+
+
+def test_a_veto_is_final(world: World) -> None:
+    """An approval after a verified denial is refused and not stored, naming who denied and
+    why; no Grant is issued for the request, even from approvals made before the denial."""
+    from strongroom.access.approvals import deny, submit_approval
+
+    w = world
+    w.enroll("erin")
+    req = w.request("alice", "minilm")
+    w.approve("bob", req)
+    submit_approval(w.store, deny(w.people["carol"].private_key, "carol", req, now=time.time(),
+                                  reason="not this quarter"), "denial",
+                    directory=w.rule.reader.view())
+    with pytest.raises(AccessDenied, match=r"denied by carol \('not this quarter'\)") as exc:
+        w.approve("erin", req)
+    assert exc.value.remedy == "file a new request"
+    assert len(_approvals(w, req)) == 1  # erin's approval was not stored
+    with pytest.raises(AccessDenied, match=r"denied by carol \('not this quarter'\)"):
+        _issue(w, req)
+    assert not statements.envelopes(w.store, "grant")
+    # a denial row nobody enrolled signed (a DBA's) vetoes nothing
+    other = w.request("alice", "minilm")
+    forged = deny(Identity.generate("mallory").private_key, "carol", other, now=time.time(),
+                  reason="dba says no")
+    submit_approval(w.store, forged, "denial", directory=w.rule.reader.view())
+    w.approve("erin", other)
+    assert len(_approvals(w, other)) == 1
+
+
+def test_self_approval_and_a_second_approval_are_refused_and_not_stored(world: World) -> None:
+    from strongroom.errors import AlreadyExists
+
+    w = world
+    req = w.request("alice", "minilm")
+    with pytest.raises(AccessDenied, match="alice made this request and cannot approve it"):
+        w.approve("alice", req)
+    assert _approvals(w, req) == []
+    w.approve("bob", req)
+    with pytest.raises(AlreadyExists, match="bob approved this request already"):
+        w.approve("bob", req)
+    assert len(_approvals(w, req)) == 1
+    # an approval that has expired may be renewed
+    w.approve("carol", req, now=time.time() - 7200, ttl=3600)
+    w.approve("carol", req)
+    assert len(_approvals(w, req)) == 3
