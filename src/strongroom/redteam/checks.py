@@ -232,3 +232,79 @@ def csrf_left_no_trace(ctx: RunContext, victim: str, requester: str) -> list[dic
              "detail": f"no approval ceremony in {ctx.actor(victim)}'s session and no approval "
                        f"stored after the cross-site POSTs; the same POST with the session's "
                        f"CSRF token from {origin} starts one (control)"}]
+
+
+@check("releases_charged_shard_size")
+def releases_charged_shard_size(ctx: RunContext, who: str) -> list[dict[str, Any]]:
+    """Every release ``who`` got is audited at the shard's signed size, with the client's claim."""
+    from strongroom.redteam.steps import SHARD
+    from strongroom.redteam.target import ARTIFACT
+
+    size = ctx.target.vault.manifest(ARTIFACT).file(SHARD).size
+    log = ctx.target.audit
+    allowed = [e for e in log.events(ctx.audit_start, log.size())
+               if e.actor == ctx.actor(who) and e.action == "key.release"
+               and e.decision == "allow"]
+    if not allowed:
+        raise Missing(f"no release by {ctx.actor(who)} was allowed: nothing to check the charge of")
+    short = [e for e in allowed if e.nbytes != size]
+    if short:
+        raise Missing(f"release #{short[0].index} was charged {short[0].nbytes} bytes, "
+                      f"not the shard's {size}")
+    unclaimed = [e for e in allowed if "claimed_nbytes" not in e.details]
+    if unclaimed:
+        raise Missing(f"release #{unclaimed[0].index} does not record the client's claim")
+    return [{"kind": "audit", "id": e.index, "action": "key.release", "decision": "allow",
+             "actor": e.actor, "detail": f"charged {e.nbytes} bytes (the signed size); the "
+                                         f"client claimed {e.details['claimed_nbytes']}"}
+            for e in allowed[:5]]
+
+
+@check("state_tamper_alerted")
+def state_tamper_alerted(ctx: RunContext) -> list[dict[str, Any]]:
+    """An ``SR-STATE-TAMPER`` alert names each restrictive row the scenario deleted."""
+    from datetime import UTC, datetime
+
+    from strongroom.runtime.state_guard import TAMPER_RULE
+
+    deleted = set(ctx.vars.get("deleted_restrictions") or [])
+    if not deleted:
+        raise Missing("the scenario deleted no restrictive row")
+    since = datetime.fromtimestamp(ctx.started - 1, UTC)
+    found = {}
+    for a in ctx.target.alerts.recent(limit=1000):
+        seen = a.last_seen if a.last_seen.tzinfo else a.last_seen.replace(tzinfo=UTC)
+        digest = a.details.get("digest") if isinstance(a.details, dict) else None
+        if a.rule == TAMPER_RULE and seen >= since and digest in deleted:
+            found[digest] = a
+    if set(found) != deleted:
+        raise Missing(f"no {TAMPER_RULE} alert for {len(deleted - set(found))} of the "
+                      f"{len(deleted)} deleted row(s)")
+    return [{"kind": "alert", "id": a.id, "detector": a.rule, "severity": a.severity,
+             "subject": a.subject, "message": a.message[:200]} for a in found.values()]
+
+
+@check("undecodable_bodies_refused")
+def undecodable_bodies_refused(ctx: RunContext, who: str) -> list[dict[str, Any]]:
+    """Each undecodable body got a 400 with the usual error body; the refusals are audited."""
+    answers = list(ctx.vars.get("utf8_answers") or [])
+    if not answers:
+        raise Missing("no body was sent")
+    for path, status, text in answers:
+        try:
+            body = json.loads(text)
+        except ValueError:
+            body = None
+        if status != 400 or not isinstance(body, dict) \
+                or not {"error", "object", "remedy", "type"} <= set(body):
+            raise Missing(f"POST {path} answered HTTP {status}: {text[:160]}")
+    kid = ctx.person(who).public.key_id  # refusals name the keyid the request claimed
+    log = ctx.target.audit
+    refused = [e for e in log.events(ctx.audit_start, log.size())
+               if e.action == "api.request" and e.decision == "deny"
+               and "not acceptable JSON" in e.reason and e.actor.endswith(f":{kid}")]
+    if len(refused) < len(answers):
+        raise Missing(f"{len(refused)} audited refusal(s) for {len(answers)} undecodable bodies")
+    return [{"kind": "audit", "id": e.index, "action": e.action, "decision": "deny",
+             "actor": e.actor, "detail": f"HTTP 400; audited: {e.reason[:160]}"}
+            for e in refused[:len(answers)]]

@@ -50,7 +50,8 @@ def _try(ctx: RunContext, label: str, fn: Callable[[], Any]) -> Any:
 
 def _release(ctx: RunContext, who: str, *, resource: str = ARTIFACT, purpose: str = "load",
              grant: str | None = None, break_glass: str | None = None,
-             blob_of: str | None = None, evidence: str | None = None) -> str | None:
+             blob_of: str | None = None, evidence: str | None = None,
+             nbytes: int | None = None) -> str | None:
     """Ask the target's gate for a shard's file key as ``who``; the evidence sent (or None)."""
     from strongroom.access.evidence import make_evidence
     from strongroom.release import ReleaseRequest
@@ -67,7 +68,8 @@ def _release(ctx: RunContext, who: str, *, resource: str = ARTIFACT, purpose: st
                                  break_glass=break_glass)
     request = ReleaseRequest(principal=ident.public.principal,
                              principal_key=ident.public.public_bytes, artifact=manifest.ref,
-                             shard=shard, blob_id=entry.blob, nbytes=entry.size,
+                             shard=shard, blob_id=entry.blob,
+                             nbytes=entry.size if nbytes is None else nbytes,
                              purpose=purpose, evidence=evidence)
 
     def go() -> bool:
@@ -97,8 +99,14 @@ def enroll(ctx: RunContext, who: str, roles: list[str] | None = None,
 
 @step("grant")
 def grant(ctx: RunContext, who: str, action: str = "load", resource: str = ARTIFACT,
-          approvers: list[str] | None = None, budget: int | None = None) -> None:
-    """``who`` requests access and two standing approvers approve; the Grant is kept."""
+          approvers: list[str] | None = None, budget: int | None = None,
+          budget_shards: int | None = None) -> None:
+    """``who`` requests access and two standing approvers approve; the Grant is kept.
+
+    ``budget_shards`` sizes the Grant's byte budget in shards of ``resource``.
+    """
+    if budget_shards is not None:
+        budget = budget_shards * ctx.target.vault.manifest(resource).file(SHARD).size
     env = ctx.target.grant(ctx.actor(who), resource, action,
                            approvers=tuple(approvers or ["bob", "carol"]),
                            budget=budget if budget is not None else 1 << 30)
@@ -250,8 +258,95 @@ def revoke_grant(ctx: RunContext, who: str, by: str = "carol") -> None:
     from strongroom.access.grants import revoke_grant as revoke
 
     gid = statements.payload_digest(ctx.vars[f"grant:{who}"])
-    revoke(ctx.target.store, ctx.target.people[by].private_key, by, gid,
-           f"red-team {ctx.marker}", now=time.time())
+    reason = f"red-team {ctx.marker}"
+    env = revoke(ctx.target.store, ctx.target.people[by].private_key, by, gid, reason,
+                 now=time.time())
+    _journal(ctx, by, "access.revoke", "grant-revocation", env, gid, reason)
+
+
+def _journal(ctx: RunContext, by: str, action: str, kind: str, env: str, subject: str,
+             reason: str) -> None:
+    """Record a restrictive statement in the audit log as the faces do (``access revoke|deny``)."""
+    from strongroom.access.restrictions import journal_details
+
+    ctx.target.audit.append(actor=by, action=action, obj=subject[:16],
+                            decision="deny" if kind == "denial" else "allow", reason=reason,
+                            details=journal_details(kind, env, subject=subject))
+    ctx.vars.setdefault("restrictions", []).append(statements_digest(env))
+
+
+def statements_digest(env: str) -> str:
+    """The digest a statement row is stored under."""
+    from strongroom.access import statements
+
+    return statements.payload_digest(env)
+
+
+@step("deny_request")
+def deny_request(ctx: RunContext, requester: str, by: str = "carol") -> None:
+    """A standing approver denies ``requester``'s pending request (signed, with a reason)."""
+    from strongroom.access.approvals import deny, submit_approval
+
+    t = ctx.target
+    env = ctx.vars["request:" + requester]
+    reason = f"red-team veto {ctx.marker}"
+    denial = deny(t.people[by].private_key, by, env, now=time.time(), reason=reason)
+    submit_approval(t.store, denial, kind="denial", directory=t.reader().view())
+    _journal(ctx, by, "access.deny", "denial", denial, statements_digest(env), reason)
+
+
+@step("dba_delete_restrictions")
+def dba_delete_restrictions(ctx: RunContext) -> None:
+    """A DBA deletes the rows of every restrictive statement the scenario made (plain SQL)."""
+    from sqlalchemy import delete
+
+    from strongroom.store.tables.access import AccessStatement
+
+    digests = list(ctx.vars.get("restrictions", []))
+    with ctx.target.store.engine.begin() as conn:
+        gone = conn.execute(delete(AccessStatement).where(AccessStatement.digest.in_(digests)))
+    ctx.vars["deleted_restrictions"] = digests
+    ctx.saw(f"deleted {gone.rowcount} restrictive row(s) from access_statements")
+
+
+@step("load_claiming_nbytes")
+def load_claiming_nbytes(ctx: RunContext, who: str, times: int = 1, nbytes: int = 0) -> None:
+    """``who`` releases the shard with their Grant, each request claiming ``nbytes``."""
+    for _ in range(times):
+        _release(ctx, who, grant=ctx.vars.get(f"grant:{who}"), nbytes=nbytes)
+
+
+@step("dba_reset_egress")
+def dba_reset_egress(ctx: RunContext, who: str) -> None:
+    """A DBA deletes ``who``'s egress charges and bumps the ledger's generation (meter reloads)."""
+    from sqlalchemy import text
+
+    with ctx.target.store.engine.begin() as conn:
+        gone = conn.execute(text("DELETE FROM egress_charges WHERE principal = :p"),
+                            {"p": ctx.actor(who)})
+        conn.execute(text("UPDATE egress_ledger SET generation = generation + 1"))
+    ctx.saw(f"deleted {gone.rowcount} egress charge(s) of {ctx.actor(who)}; generation bumped")
+
+
+@step("server_post_invalid_utf8")
+def server_post_invalid_utf8(ctx: RunContext, who: str) -> None:
+    """``who`` sends correctly signed JSON bodies holding invalid UTF-8 to the API's POSTs."""
+    from strongroom.server.signatures import sign_request
+
+    client = ctx.target.server()
+    body = b'{"artifact":"\xff\xfe' + ctx.marker.encode() + b'"}'
+    statuses: dict[str, int] = {}
+    for path in INVALID_UTF8_ROUTES:
+        headers = {**sign_request(ctx.person(who).private_key, "POST", path, body),
+                   "Content-Type": "application/json"}
+        r = client.post(path, content=body, headers=headers)
+        statuses[path] = r.status_code
+        ctx.vars.setdefault("utf8_answers", []).append((path, r.status_code, r.text[:300]))
+    ctx.saw(f"invalid UTF-8 bodies answered with {statuses}")
+
+
+#: The signed POST routes issue 15 sent invalid UTF-8 to.
+INVALID_UTF8_ROUTES = ("/v1/keys/release", "/v1/access/requests", "/v1/statements")
 
 
 @step("swap_blob")

@@ -13,7 +13,9 @@ enrolled by the officers. Legitimate actors hold Grants collected as
 It is a *target*: scenarios attack it through the same objects an insider or
 an attacker who stole something would use, and the grader reads the audit log
 and the alert store afterwards. ``weaken`` replaces a control to prove that
-grading comes from evidence (a test uses ``{"evidence": "noop"}``)::
+grading comes from evidence (a test uses ``{"evidence": "noop"}``, and
+``{"guard": "off"}`` for a gate that does not re-derive restrictive state from
+the audit log)::
 
     with EmbeddedTarget.build(Path(tmp)) as target:
         ...
@@ -180,16 +182,19 @@ class EmbeddedTarget:
         from strongroom.monitor.canaries import CanaryRegistry
         from strongroom.monitor.egress import DEFAULT_BUDGETS, Budget, EgressMeter
         from strongroom.release import ReleaseGate
+        from strongroom.runtime.state_guard import StateGuard
         from strongroom.settings import Settings
         from strongroom.store.db import Store
         from strongroom.vault.blobstore import blob_store_from_settings
         from strongroom.vault.vault import Vault
 
         weaken = dict(weaken or {})
-        unknown = set(weaken) - {"evidence"}
-        if unknown or weaken.get("evidence", "noop") != "noop":
+        unknown = set(weaken) - {"evidence", "guard"}
+        if unknown or weaken.get("evidence", "noop") != "noop" \
+                or weaken.get("guard", "off") != "off":
             raise InvalidInput(f"unknown weakening {weaken!r}", obj="target",
-                               remedy="only {'evidence': 'noop'} is supported")
+                               remedy="only {'evidence': 'noop'} and {'guard': 'off'} "
+                                      "are supported")
         owned = root is None
         root = Path(tempfile.mkdtemp(prefix="strongroom-redteam-")) if root is None else root
         root.mkdir(parents=True, exist_ok=True)
@@ -212,7 +217,9 @@ class EmbeddedTarget:
                 p = people_dir / f"custodian{i}.pub"
                 p.write_text(f"{c.recipient}\n")
                 cust_files.append(p)
-            keys_settings = KeysSettings(key_backend="shamir")
+            # The service's own guard only reconciles at unseal here: the target's gate runs
+            # its guard (over the target's meter) before every release instead.
+            keys_settings = KeysSettings(key_backend="shamir", state_check_interval_s=3600)
             result = ceremony.init_vault(store, custodians=cust_files, threshold=2,
                                          shares_dir=root / "shares", officers=pubs,
                                          officer_threshold=2, settings=keys_settings)
@@ -257,8 +264,12 @@ class EmbeddedTarget:
             cap = max(1, manifest.total_size) * CAP_FACTOR
             budgets = [Budget("principal", "*", 24 * 3600, cap), *DEFAULT_BUDGETS[1:]]
             meter = EgressMeter(store, budgets=budgets, alerts=alerts)
+            guard = None
+            if weaken.get("guard") != "off":
+                guard = StateGuard(store, audit, meter, alerts, actor="strongroom-redteam-target")
+                guard.reconcile()
             keys.gate = ReleaseGate(svc.keyring, audit, evidence=gate0.evidence, egress=meter,
-                                    canaries=canaries)
+                                    canaries=canaries, sizes=gate0.sizes, guard=guard)
             target = cls(root, store, svc, keys, audit, alerts, canaries, vault, officers,
                          custodians, list(result.share_files), cap,
                          weakened=tuple(sorted(weaken)), _owned_root=owned)
