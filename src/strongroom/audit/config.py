@@ -10,6 +10,11 @@
 * ``STRONGROOM_AUDIT_COMMIT_DELAY_MS``: how long the writer may hold a batch open
   for key releases already under way so that they share one commit (default 2;
   0 commits every batch at once). Bounded at 50.
+* ``STRONGROOM_DB_LOCK_TIMEOUT_S``: how long an audit append (with the egress
+  charge of a key release) waits for the database's locks before the decision
+  is refused with ``AuditUnavailable`` (default 5; SQLite busy timeout,
+  PostgreSQL ``lock_timeout`` and ``statement_timeout``). The refusal is
+  appended to the log once it can write again.
 * ``STRONGROOM_CHECKPOINT_INTERVAL_S``: the longest a new entry waits before the
   process holding the unsealed log signs a checkpoint over it and pushes it to
   the witnesses (default 2; a tail deletion inside this window, plus the
@@ -55,6 +60,8 @@ class AuditSettings(BaseSettings):
     witness_quorum: int = Field(default=0, ge=0, description="cosignatures needed to publish")
     audit_commit_delay_ms: float = Field(default=2.0, ge=0, le=50,
                                          description="group-commit delay for announced appends")
+    db_lock_timeout_s: float = Field(default=5.0, gt=0, le=600,
+                                     description="longest wait for the database's locks")
     checkpoint_interval_s: float = Field(default=2.0, gt=0, le=3600,
                                          description="sign and publish new entries this often")
 
@@ -105,6 +112,7 @@ class AuditSettings(BaseSettings):
         kwargs.setdefault("witnesses", witnesses)
         kwargs.setdefault("quorum", self.witness_quorum)
         kwargs.setdefault("commit_delay", self.audit_commit_delay_ms / 1000)
+        kwargs.setdefault("lock_timeout", self.db_lock_timeout_s)
         signer: Ed25519Signer | ExternalEd25519Signer
         if isinstance(key, tuple):
             signer = ExternalEd25519Signer(origin, key[0], key[1])

@@ -122,6 +122,11 @@ APPEND_TIMEOUT_S = 30.0
 #: How long the writer holds a batch open for appends announced with
 #: :meth:`AuditLog.expecting` (PostgreSQL's ``commit_delay``, bounded), seconds.
 COMMIT_DELAY_S = 0.002
+#: How long a batch waits for the database's write lock (SQLite busy timeout,
+#: PostgreSQL ``lock_timeout`` and ``statement_timeout``) before it is refused, seconds.
+LOCK_TIMEOUT_S = 5.0
+#: Refusals kept in memory while the store cannot take them (oldest dropped beyond).
+_MAX_UNRECORDED = 10_000
 _FETCH = 10_000
 
 
@@ -359,6 +364,14 @@ class PendingAppend:
         return index
 
 
+def _lock_timed_out(exc: BaseException | None) -> bool:
+    """Whether a database error is a lock wait past its bound (SQLite busy, PostgreSQL timeouts)."""
+    orig = getattr(exc, "orig", None)
+    if getattr(orig, "sqlstate", None) in ("55P03", "57014"):  # lock_not_available, query_canceled
+        return True
+    return getattr(orig, "sqlite_errorcode", None) in (5, 6)  # SQLITE_BUSY, SQLITE_LOCKED
+
+
 def _divergence(message: str, obj: str = "audit log") -> IntegrityError:
     return IntegrityError(message, obj=obj)
 
@@ -379,6 +392,7 @@ class AuditLog:
         anchor_path: Path | None = None,
         append_timeout: float = APPEND_TIMEOUT_S,
         commit_delay: float = COMMIT_DELAY_S,
+        lock_timeout: float = LOCK_TIMEOUT_S,
     ) -> None:
         origin = origin or signer.name
         if signer.name != origin:
@@ -397,6 +411,7 @@ class AuditLog:
         self.anchor_path = anchor_path
         self.append_timeout = append_timeout
         self.commit_delay = commit_delay
+        self.lock_timeout = lock_timeout
         self._pg = store.dialect == "postgresql"
         # Statements are built from constants and placeholders only (no values).
         mark = "%s" if self._pg else "?"
@@ -416,6 +431,8 @@ class AuditLog:
         self._reader = store.engine if self._pg else _sqlite_reader(store.engine)
         self._witness_sizes: dict[str, int] = {}
         self._rollback: AuditUnavailable | None = None
+        # Entries of failed batches, turned into refusals: they ride on the next batch.
+        self._unrecorded: list[tuple[bytes, bytes]] = []
         salt = self._init_head(redaction_salt)
         self.redactor = Redactor(salt)
         self._lock = threading.Lock()
@@ -447,6 +464,58 @@ class AuditLog:
                 f"audit store failed while trying to {what}: {type(exc).__name__}",
                 obj=self.store.url,
             ) from exc
+
+    @contextlib.contextmanager
+    def _write_tx(self, what: str) -> Iterator[Connection]:
+        """A write transaction that waits at most ``lock_timeout`` for the database's locks.
+
+        Whoever holds SQLite's write lock or PostgreSQL's row locks (the audit
+        head, the egress ledger) can otherwise stall every release: past the
+        bound the batch is refused with :class:`AuditUnavailable`.
+        """
+        ms = max(1, int(self.lock_timeout * 1000))
+        try:
+            with self.store.engine.connect() as conn:
+                raw: Any = conn.connection.dbapi_connection
+                saved = None if self._pg else raw.execute("PRAGMA busy_timeout").fetchone()[0]
+                if saved is not None:
+                    raw.execute(f"PRAGMA busy_timeout={ms}")
+                try:
+                    with conn.begin():  # SQLite: BEGIN IMMEDIATE, under the bound
+                        if self._pg:
+                            conn.exec_driver_sql(
+                                "SELECT set_config('lock_timeout', %s, true), "
+                                "set_config('statement_timeout', %s, true)", (f"{ms}ms",) * 2)
+                        yield conn
+                finally:
+                    if saved is not None:
+                        raw.execute(f"PRAGMA busy_timeout={int(saved)}")
+        except SQLAlchemyError as exc:
+            if _lock_timed_out(exc):
+                raise AuditUnavailable(
+                    f"the audit database stayed locked for more than {self.lock_timeout:g} s "
+                    f"while trying to {what}: the decision was refused (nothing took effect)",
+                    obj=self.store.url,
+                    remedy="find what holds the database's write lock (a long transaction, a "
+                    "backup, another process) and end it, then retry; the refusal is audited "
+                    "once the log can write again (STRONGROOM_DB_LOCK_TIMEOUT_S sets the bound)",
+                ) from exc
+            raise AuditUnavailable(
+                f"audit store failed while trying to {what}: {type(exc).__name__}",
+                obj=self.store.url,
+            ) from exc
+
+    def _refusal(self, item: tuple[bytes, bytes], error: BaseException) -> tuple[bytes, bytes]:
+        """A failed batch's entry as the refusal it became (its fields already redacted)."""
+        record = json.loads(item[0] + b"0" + item[1])
+        details = dict(record.get("details") or {})
+        details["unrecorded"] = {"decision": record["decision"], "attempted_at": record["time"],
+                                 "error": type(error).__name__}
+        message = getattr(error, "message", None) or type(error).__name__
+        record.update(decision="deny", time=_format_time(self.clock()), details=details,
+                      reason=f"refused: the audit log could not record it ({message})"[:500])
+        head, _, tail = canonical_json(record, checked=True).rpartition(_INDEX_PLACEHOLDER)
+        return head + _INDEX_KEY, tail
 
     @contextlib.contextmanager
     def _read(self, what: str) -> Iterator[Connection]:
@@ -707,6 +776,9 @@ class AuditLog:
                 self._gather()
                 batch = self._batch
                 self._batch = _Batch()
+                carried, self._unrecorded = self._unrecorded, []
+            own = len(batch.items)
+            batch.items.extend(carried)  # after the callers' items: their offsets stand
             committed = False
             try:
                 batch.first = self._commit(batch)
@@ -715,6 +787,13 @@ class AuditLog:
                 self._frontier = None
                 batch.error = exc
                 log.error("audit batch of %d entries failed: %s", len(batch.items), exc)
+                # Refused before anything was written (the locks were never had): recorded
+                # as refusals by the next batch that commits.
+                refused = ([self._refusal(item, exc) for item in batch.items[:own]]
+                           if _lock_timed_out(exc.__cause__) else [])
+                with self._lock:
+                    self._unrecorded[:0] = carried + refused
+                    del self._unrecorded[:-_MAX_UNRECORDED]
             if batch.guarded:
                 self._settle(batch, committed)
             batch.done.set()
@@ -761,7 +840,7 @@ class AuditLog:
                 log.error("append guard %r failed to settle: %s", guard, exc)
 
     def _commit(self, batch: _Batch) -> int:
-        with self._tx(f"append {len(batch.items)} entries") as conn:
+        with self._write_tx(f"append {len(batch.items)} entries") as conn:
             # Plain DB-API statements: this transaction is the hot loop of every append.
             found = conn.exec_driver_sql(self._select_size).scalar()
             if found is None:
