@@ -53,6 +53,10 @@ def test_evidence_is_real_audit_entries_and_alerts(rt_target: EmbeddedTarget,
                 if item["kind"] == "alert":
                     alert = rt_target.alerts.get(item["id"])
                     assert alert.rule == sc.expect.detected and r.marker in alert.subject
+                elif item["kind"] == "tamper-alert":  # names the deleted row, not the marker
+                    alert = rt_target.alerts.get(item["id"])
+                    assert alert.rule == sc.expect.detected
+                    assert alert.details["digest"] == item["digest"]
                 elif item["kind"] == "audit-alert":
                     event = rt_target.audit.event(item["id"])
                     assert event.details["kind"] == sc.expect.detected

@@ -45,3 +45,22 @@ def test_unknown_weakening_is_refused(tmp_path_factory: pytest.TempPathFactory) 
 
     with pytest.raises(InvalidInput):
         EmbeddedTarget.build(tmp_path_factory.mktemp("rt-bad"), weaken={"audit": "off"})
+
+
+#: Rows a database administrator deletes (issue 15): only the gate's state guard stops them.
+GUARD_DEPENDENT = ["RT-ABS-002", "RT-ABS-003", "RT-ABS-004"]
+
+
+def test_a_gate_without_its_state_guard_misses_the_deletions(
+        tmp_path_factory: pytest.TempPathFactory) -> None:
+    with EmbeddedTarget.build(tmp_path_factory.mktemp("rt-noguard"),
+                              weaken={"guard": "off"}) as target:
+        report = run_suite(target, load_builtin([*GUARD_DEPENDENT, "RT-ABS-001"]))
+    outcomes = {r.id: r for r in report.results}
+    for sid in GUARD_DEPENDENT:
+        r = outcomes[sid]
+        assert r.outcome == "missed", (sid, r.evidence)
+        assert any(e.get("detector") == "SR-STATE-TAMPER" and e["kind"] == "missing"
+                   for e in r.evidence), r.evidence
+    # the shard's size comes from the signed manifest, not from the guard
+    assert outcomes["RT-ABS-001"].outcome == "blocked", outcomes["RT-ABS-001"].evidence

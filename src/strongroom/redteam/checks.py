@@ -254,7 +254,7 @@ def releases_charged_shard_size(ctx: RunContext, who: str) -> list[dict[str, Any
     unclaimed = [e for e in allowed if "claimed_nbytes" not in e.details]
     if unclaimed:
         raise Missing(f"release #{unclaimed[0].index} does not record the client's claim")
-    return [{"kind": "audit", "id": e.index, "action": "key.release", "decision": "allow",
+    return [{"kind": "charge", "id": e.index, "action": "key.release", "decision": "allow",
              "actor": e.actor, "detail": f"charged {e.nbytes} bytes (the signed size); the "
                                          f"client claimed {e.details['claimed_nbytes']}"}
             for e in allowed[:5]]
@@ -280,8 +280,10 @@ def state_tamper_alerted(ctx: RunContext) -> list[dict[str, Any]]:
     if set(found) != deleted:
         raise Missing(f"no {TAMPER_RULE} alert for {len(deleted - set(found))} of the "
                       f"{len(deleted)} deleted row(s)")
-    return [{"kind": "alert", "id": a.id, "detector": a.rule, "severity": a.severity,
-             "subject": a.subject, "message": a.message[:200]} for a in found.values()]
+    # Kind "tamper-alert": the alert names the deleted row (its digest), not the run's marker.
+    return [{"kind": "tamper-alert", "id": a.id, "detector": a.rule, "severity": a.severity,
+             "subject": a.subject, "digest": d, "message": a.message[:200]}
+            for d, a in found.items()]
 
 
 @check("undecodable_bodies_refused")
