@@ -112,7 +112,7 @@ class World:
                 ttl: int = 3600) -> str:
         ident = self.people[name]
         env = approve(ident.private_key, name, request_env, now=now or time.time(), ttl_s=ttl)
-        submit_approval(self.store, env)
+        submit_approval(self.store, env, directory=self.rule.reader.view())
         return env
 
     def vault_as(self, name: str) -> Vault:

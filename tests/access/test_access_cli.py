@@ -45,6 +45,18 @@ def _invoke(monkeypatch: pytest.MonkeyPatch, who: Path, *args: str, ok: bool = T
     return result.output if ok else str(result.exception)
 
 
+def _stored(env: dict[str, str], kind: str) -> int:
+    """How many statements of ``kind`` the vault's database holds."""
+    from strongroom.access import statements
+    from strongroom.store.db import Store
+
+    store = Store.open(f"sqlite:///{env['STRONGROOM_HOME']}/strongroom.db")
+    try:
+        return len(statements.envelopes(store, kind))
+    finally:
+        store.close()
+
+
 def test_enroll_request_approve_grant_break_glass(cli: tuple[Run, dict[str, str]],
                                                  tmp_path: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
@@ -80,9 +92,21 @@ def test_enroll_request_approve_grant_break_glass(cli: tuple[Run, dict[str, str]
     out = _invoke(monkeypatch, ids["alice"], "access", "request", "recipe", "--action", "read",
                   "--purpose", "reproduce run 12", "--duration", "2h", "--bytes", "1M")
     request_id = out.split()[1]
-    # alice cannot approve her own request
-    assert "not yet" in _invoke(monkeypatch, ids["alice"], "access", "approve", request_id)
+    # alice cannot approve her own request, bob cannot approve twice: refused, nothing stored
+    assert "alice made this request and cannot approve it" in _invoke(
+        monkeypatch, ids["alice"], "access", "approve", request_id, ok=False)
     assert "grant" in _invoke(monkeypatch, ids["bob"], "access", "approve", request_id)
+    assert "bob approved this request already" in _invoke(
+        monkeypatch, ids["bob"], "access", "approve", request_id, ok=False)
+    assert _stored(env, "approval") == 1
+    # a veto is final: an approval after a denial is refused and not stored
+    out = _invoke(monkeypatch, ids["alice"], "access", "request", "recipe", "--action", "read",
+                  "--purpose", "reproduce run 13")
+    vetoed = out.split()[1]
+    _invoke(monkeypatch, ids["bob"], "access", "deny", vetoed, "--reason", "not this quarter")
+    refused = _invoke(monkeypatch, ids["bob"], "access", "approve", vetoed, ok=False)
+    assert "denied by bob ('not this quarter')" in refused and "file a new request" in refused
+    assert _stored(env, "approval") == 1
     assert "alice" in _invoke(monkeypatch, officer, "access", "grants")
     assert "1/50" in _invoke(monkeypatch, officer, "access", "caps")
     # a document read by someone outside its compartment fails at the gate

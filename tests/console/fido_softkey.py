@@ -7,6 +7,7 @@ import json
 import os
 import time
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 import cbor2
 from cryptography.hazmat.primitives import hashes
@@ -18,6 +19,9 @@ from strongroom.access.approvals import Approval, submit_approval
 from strongroom.access.directory import Enrollment, publish
 from strongroom.keys.identity import Identity
 from strongroom.store.db import Store
+
+if TYPE_CHECKING:
+    from access_kit import World
 
 ORIGIN = "http://localhost:8420"
 UP, UV = 0x01, 0x04
@@ -97,5 +101,6 @@ def add_keys(store: Store, current: Enrollment, keys: list[fido.SecurityKey],
     return e
 
 
-def submit(store: Store, env: str) -> str:
-    return submit_approval(store, env)
+def submit(world: World, env: str) -> str:
+    """Store an approval as the console does, checked against the world's directory."""
+    return submit_approval(world.store, env, directory=world.rule.reader.view())

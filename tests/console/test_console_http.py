@@ -439,6 +439,32 @@ def test_only_someone_who_may_approve_may_deny(env: Env) -> None:
     assert statements.envelopes(e.w.store, "denial", subject=digest) == []
 
 
+def test_an_approval_finished_after_a_denial_is_refused_and_not_stored(env: Env) -> None:
+    """A veto is final: an approval begun before carol's denial is refused when it finishes
+    (by the library's check, with the API's error body), and nothing is stored."""
+    from strongroom.access.approvals import deny, submit_approval
+
+    e = env
+    req = e.w.request("alice", "minilm")
+    digest = statements.payload_digest(req)
+    headers = {"X-CSRF-Token": e.sign_in("bob"), "Origin": ORIGIN}
+    begin = e.client.post("/webauthn/approve/begin", json={"request": digest}, headers=headers)
+    assert begin.status_code == 200, begin.text
+    submit_approval(e.w.store, deny(e.w.people["carol"].private_key, "carol", req,
+                                    now=time.time(), reason="not this quarter"), "denial",
+                    directory=e.w.rule.reader.view())
+    k = e.keys["bob"]
+    a = k.assertion(fido.unb64url(begin.json()["options"]["challenge"]))
+    done = e.client.post("/webauthn/approve/finish", json={"credential": k.browser_json(a)},
+                         headers=headers)
+    assert done.status_code == 403, done.text
+    assert set(done.json()) == {"error", "object", "remedy", "type"}
+    assert "denied by carol ('not this quarter')" in done.json()["error"]
+    assert statements.envelopes(e.w.store, "approval", subject=digest) == []
+    again = _ceremony(e, "bob", "approve", headers["X-CSRF-Token"], {"request": digest})
+    assert again[0] == 403 and "denied by carol" in again[1]
+
+
 def _revoke(e: Env, name: str, digest: str, csrf: str, reason: str) -> tuple[int, str]:
     return _ceremony(e, name, "revoke", csrf, {"request": digest, "reason": reason})
 

@@ -208,7 +208,7 @@ def test_security_key_approvals_make_a_grant_the_gate_accepts(world: World) -> N
     keys = _with_keys(w, "bob", "carol")
     req = w.request("alice", "minilm")
     for name in ("bob", "carol"):
-        submit(w.store, approval_envelope(keys[name], w.people[name], req))
+        submit(w, approval_envelope(keys[name], w.people[name], req))
     # a grant assembled in the console is signed with a counted approver's security key
     digest = statements.payload_digest(req)
     approvals = statements.envelopes(w.store, "approval", subject=digest, newest_first=False)
@@ -224,12 +224,12 @@ def test_security_key_not_registered_to_the_approver_counts_for_nothing_at_the_g
     w = world
     keys = _with_keys(w, "bob", "carol")
     req = w.request("alice", "minilm")
-    submit(w.store, approval_envelope(keys["bob"], w.people["bob"], req))
+    submit(w, approval_envelope(keys["bob"], w.people["bob"], req))
     # carol's approval made with bob's key, and one made with a key nobody enrolled
-    submit(w.store, approval_envelope(keys["carol"], w.people["carol"], req,
-                                      signer_key=keys["bob"]))
-    submit(w.store, approval_envelope(keys["carol"], w.people["carol"], req,
-                                      signer_key=SoftKey()))
+    submit(w, approval_envelope(keys["carol"], w.people["carol"], req,
+                                signer_key=keys["bob"]))
+    submit(w, approval_envelope(keys["carol"], w.people["carol"], req,
+                                signer_key=SoftKey()))
     with pytest.raises(ApprovalRequired, match="not registered to the approver"):
         issue_grant(w.store, w.people["alice"].private_key, statements.payload_digest(req),
                     w.rule.reader.view(), PolicyEngine(), _res(w), now=time.time())
@@ -255,8 +255,8 @@ def test_a_key_added_by_editing_the_database_counts_for_nothing(world: World) ->
                   .values(envelope=json.dumps(env)))
     keys = _with_keys(w, "bob")
     req = w.request("alice", "minilm")
-    submit(w.store, approval_envelope(keys["bob"], w.people["bob"], req))
-    submit(w.store, approval_envelope(rogue, w.people["carol"], req))
+    submit(w, approval_envelope(keys["bob"], w.people["bob"], req))
+    submit(w, approval_envelope(rogue, w.people["carol"], req))
     with pytest.raises(AccessDenied):
         issue_grant(w.store, w.people["alice"].private_key, statements.payload_digest(req),
                     w.rule.reader.view(), PolicyEngine(), _res(w), now=time.time())
@@ -280,7 +280,7 @@ def test_a_label_can_require_security_key_approvals(world: World) -> None:
         issue_grant(w.store, w.people["alice"].private_key, digest, w.rule.reader.view(),
                     PolicyEngine(), _res(w), now=time.time())
     for name in ("bob", "carol"):
-        submit(w.store, approval_envelope(keys[name], w.people[name], req))
+        submit(w, approval_envelope(keys[name], w.people[name], req))
     issue_grant(w.store, w.people["alice"].private_key, digest, w.rule.reader.view(),
                 PolicyEngine(), _res(w), now=time.time())
     assert len(_release(w, "alice")) == 16

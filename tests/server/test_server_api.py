@@ -180,7 +180,19 @@ def test_denied_request_gets_no_grant(world: ServerWorld) -> None:
     r = world.client("bob").post(f"/v1/access/requests/{digest}/denials", {"envelope": d})
     assert r.status_code == 201, r.text
     assert world.client("alice").get(f"/v1/access/requests/{digest}").json()["denied"] is True
+    # a veto is final: eve's approval after bob's denial is refused (403) and not stored
+    late = approve(world.people["eve"].private_key, "eve", req, now=time.time())
+    r = world.client("eve").post(f"/v1/access/requests/{digest}/approvals", {"envelope": late})
+    assert r.status_code == 403, r.text
+    assert set(r.json()) == {"error", "object", "remedy", "type"}
+    assert "denied by bob ('no')" in r.json()["error"] and r.json()["type"] == "AccessDenied"
+    # and the requester's own approval, or a second one by carol, is refused too
+    for who in ("alice", "carol"):
+        own = approve(world.people[who].private_key, who, req, now=time.time())
+        r = world.client(who).post(f"/v1/access/requests/{digest}/approvals", {"envelope": own})
+        assert 400 <= r.status_code < 500 and r.json()["remedy"], r.text
     bundle = world.client("alice").get(f"/v1/access/requests/{digest}").json()
+    assert len(bundle["approval_envelopes"]) == 2
     grant = build_grant(alice.private_key, bundle["envelope"], bundle["approval_envelopes"],
                         now=time.time())
     r = world.client("alice").post("/v1/access/grants", {"envelope": grant})

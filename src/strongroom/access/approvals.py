@@ -8,9 +8,14 @@ and an expiry, so it cannot be replayed onto another request or used late::
 
     req_env = AccessRequest.new(alice, "minilm", "load", "eval run", 3600, 1 << 30).sign(alice_key)
     digest = submit_request(store, req_env)
-    submit_approval(store, approve(bob_key, "bob", req_env))
+    submit_approval(store, approve(bob_key, "bob", req_env), directory=directory)
     counted = count_approvals(request, approvals, directory, engine, resource, at=..., now=...)
     assignment = satisfy(rule, counted.approvers)          # None until the rule is met
+
+A veto is final: :func:`submit_approval` refuses, and does not store, an
+approval of a request that carries a verified denial (read through
+:func:`denials`, the one place denials are read), as well as an approval by
+the requester or by someone who approved the request already.
 
 Rules are an AND of ``k of group`` terms. The requester never counts; a person
 counts once, towards one term, even holding several roles; an approver must be
@@ -38,7 +43,7 @@ from strongroom.access.directory import Directory, Enrollment, Resource, Rule, b
 from strongroom.access.policy import ACTIONS, PolicyEngine
 from strongroom.access.statements import VerifyCache
 from strongroom.crypto.dsse import key_id
-from strongroom.errors import IntegrityError, InvalidInput
+from strongroom.errors import AccessDenied, AlreadyExists, IntegrityError, InvalidInput, NotFound
 from strongroom.store.db import Store
 
 __all__ = [
@@ -48,10 +53,14 @@ __all__ = [
     "Approval",
     "Candidates",
     "Counted",
+    "Verdict",
     "approval_candidates",
     "approve",
+    "check_approval",
     "count_approvals",
     "decide_approvals",
+    "denial_refusal",
+    "denials",
     "deny",
     "satisfy",
     "submit_approval",
@@ -195,10 +204,104 @@ def submit_request(store: Store, request_env: str) -> str:
                           expires=req.created + MAX_APPROVAL_TTL_S)
 
 
-def submit_approval(store: Store, env: str, kind: str = "approval") -> str:
-    """Store an approval or denial under its request's digest."""
+def submit_approval(store: Store, env: str, kind: str = "approval", *,
+                    directory: Directory) -> str:
+    """Store an approval or denial under its request's digest.
+
+    An approval that :func:`check_approval` refuses is not stored.
+    """
     a = Approval.from_statement(statements.unverified_payload(env))
+    if kind == "approval":
+        check_approval(store, a, directory)
     return statements.put(store, kind, env, subject=a.request, expires=a.expires)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A stored approval or denial whose signature verified, and the enrolled person who made it."""
+
+    by: Enrollment
+    statement: Approval
+    env: str
+
+
+def _verified(env: str, kind: str, directory: Directory, cache: VerifyCache) -> Verdict | None:
+    """The approval or denial in ``env`` if it verifies under its signer's enrolled key."""
+    try:
+        claimed = Approval.from_statement(statements.unverified_payload(env))
+        who = directory.principal(claimed.approver_key)
+        if who is None:
+            return None
+        if fido.is_webauthn(env):  # signed in the console with an enrolled security key
+            st = fido.verify_envelope(env, kind, {who.key_id: who},
+                                      obj=f"{kind} by {who.name}").statement
+        else:
+            st = cache.verify(env, kind, {who.key_id: who.public_key}, obj=f"{kind} by {who.name}")
+        a = Approval.from_statement(st)
+    except (IntegrityError, InvalidInput):
+        return None
+    decision = "deny" if kind == "denial" else "approve"
+    if a.decision != decision or a.approver_key != who.key_id:
+        return None
+    return Verdict(who, a, env)
+
+
+def _verdicts(store: Store, kind: str, request_digest: str, directory: Directory) -> list[Verdict]:
+    cache = VerifyCache()
+    out = []
+    for env in statements.envelopes(store, kind, subject=request_digest, newest_first=False):
+        v = _verified(env, kind, directory, cache)
+        if v is not None and v.statement.request == request_digest:
+            out.append(v)
+    return out
+
+
+def denials(store: Store, request_digest: str, directory: Directory) -> list[Verdict]:
+    """The denials of a request signed by an enrolled, unrevoked principal: each is a veto.
+
+    Every check of a denial reads them here. A row that does not verify under
+    its signer's enrolled key (written by a database administrator, signed by
+    a key since revoked) blocks nothing, so whoever can write the database can
+    neither grant nor block access.
+    """
+    return _verdicts(store, "denial", request_digest, directory)
+
+
+def denial_refusal(vetoes: Sequence[Verdict], request_digest: str) -> AccessDenied:
+    """The refusal of anything that would let a denied request go on, naming who denied and why."""
+    who = "; ".join(dict.fromkeys(
+        f"{v.by.name} ({v.statement.reason!r})" if v.statement.reason else v.by.name
+        for v in vetoes))
+    return AccessDenied(f"the request was denied by {who}: a denial is final",
+                        obj=f"request {request_digest[:16]}", remedy="file a new request")
+
+
+def check_approval(store: Store, approval: Approval, directory: Directory) -> None:
+    """Refuse an approval that could not count: of a denied request, by its requester, or twice."""
+    digest = approval.request
+    obj = f"request {digest[:16]}"
+    requests = statements.envelopes(store, "request", subject=digest)
+    if not requests:
+        raise NotFound("no such request", obj=obj,
+                       remedy="`strongroom access grants --pending` lists open requests")
+    req = statements.unverified_payload(requests[0])
+    who = directory.principal(approval.approver_key)
+    name = who.name if who is not None else approval.approver
+    if approval.approver_key == req.get("requester_key") or name == req.get("requester"):
+        raise AccessDenied(f"{name} made this request and cannot approve it: the requester "
+                           "never counts", obj=obj,
+                           remedy="ask approvers other than the requester")
+    vetoes = denials(store, digest, directory)
+    if vetoes:
+        raise denial_refusal(vetoes, digest)
+    label = directory.label(str(req.get("resource", "")))
+    key_only = label is not None and req.get("action") in label.security_key_actions
+    for prior in _verdicts(store, "approval", digest, directory):
+        same = prior.by.key_id == approval.approver_key or prior.by.name == name
+        counts = not key_only or fido.is_webauthn(prior.env)  # else a new one may replace it
+        if same and counts and prior.statement.expires > approval.issued:
+            raise AlreadyExists(f"{name} approved this request already: a person counts once",
+                                obj=obj, remedy="nothing to do; ask other approvers")
 
 
 @dataclass

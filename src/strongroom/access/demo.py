@@ -107,7 +107,7 @@ def demo_grant(vault: Vault, officer: Identity, holder: Identity, resource: str,
         approvers = list(_DEMO_APPROVERS) if action == "export" else ["approver-1", "approver-2"]
         for name in approvers:
             submit_approval(vault.store, approve(wanted[name][0].private_key, name, env,
-                                                 now=time.time()))
+                                                 now=time.time()), directory=directory)
         _, g = issue_grant(vault.store, wanted["approver-1"][0].private_key, digest, directory,
                            engine, res, now=time.time())
         out.append(g.grant_id)
@@ -164,7 +164,8 @@ def demo_access(vault: Vault, console: Console, home: Path, *, artifact: str = "
         digest = submit_request(vault.store, env)
         console.print(f"{who} requests {action} on {resource}: request {digest[:16]}")
         for a in approvers:
-            submit_approval(vault.store, approve(people[a].private_key, a, env, now=time.time()))
+            submit_approval(vault.store, approve(people[a].private_key, a, env, now=time.time()),
+                            directory=reader.view())
             console.print(f"  {a} signs an approval with their own key")
         m = vault.manifest(resource)
         directory = reader.view()

@@ -34,6 +34,8 @@ from strongroom.access.approvals import (
     Candidates,
     approval_candidates,
     decide_approvals,
+    denial_refusal,
+    denials,
     satisfy,
 )
 from strongroom.access.directory import Directory, Enrollment, Resource, base_name
@@ -98,33 +100,8 @@ def build_grant(key: Ed25519PrivateKey, request_env: str, approval_envs: Sequenc
 
 
 def standing_denials(store: Store, request_digest: str, directory: Directory) -> list[str]:
-    """Who denied the request: denials signed by an enrolled, unrevoked principal, for it.
-
-    A denial row is only a claim: one that does not verify under its signer's
-    enrolled key (a row written by a database administrator, a key since
-    revoked) blocks nothing, so whoever can write the database can neither
-    grant nor block access.
-    """
-    cache = VerifyCache()
-    names: list[str] = []
-    for env in statements.envelopes(store, "denial", subject=request_digest):
-        try:
-            claimed = Approval.from_statement(statements.unverified_payload(env))
-            who = directory.principal(claimed.approver_key)
-            if who is None:
-                continue
-            if fido.is_webauthn(env):  # denied in the console with an enrolled security key
-                st = fido.verify_envelope(env, "denial", {who.key_id: who},
-                                          obj=f"denial by {who.name}").statement
-            else:
-                st = cache.verify(env, "denial", {who.key_id: who.public_key},
-                                  obj=f"denial by {who.name}")
-            a = Approval.from_statement(st)
-        except (IntegrityError, InvalidInput):
-            continue
-        if a.decision == "deny" and a.request == request_digest and a.approver_key == who.key_id:
-            names.append(who.name)
-    return names
+    """Who denied the request (names), from :func:`~strongroom.access.approvals.denials`."""
+    return [v.by.name for v in denials(store, request_digest, directory)]
 
 
 def pending_grant_inputs(store: Store, request_digest: str,
@@ -134,10 +111,9 @@ def pending_grant_inputs(store: Store, request_digest: str,
     if not requests:
         raise InvalidInput("no such request", obj=request_digest[:16],
                            remedy="`strongroom access grants --pending` lists open requests")
-    denied_by = standing_denials(store, request_digest, directory)
-    if denied_by:
-        raise AccessDenied(f"the request was denied by {', '.join(sorted(set(denied_by)))}",
-                           obj=request_digest[:16], remedy="file a new request")
+    vetoes = denials(store, request_digest, directory)
+    if vetoes:
+        raise denial_refusal(vetoes, request_digest)
     return requests[0], statements.envelopes(store, "approval", subject=request_digest,
                                              newest_first=False)
 

@@ -350,7 +350,7 @@ class EmbeddedTarget:
         from strongroom.access.approvals import approve, submit_approval
 
         env = approve(self.people[approver].private_key, approver, request_env, now=time.time())
-        submit_approval(self.store, env)
+        submit_approval(self.store, env, directory=self.reader().view())
         return env
 
     def resource(self, name: str) -> Any:

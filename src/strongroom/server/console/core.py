@@ -27,15 +27,9 @@ from fastapi.routing import APIRoute
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from strongroom.access.directory import Enrollment
-from strongroom.errors import (
-    AccessDenied,
-    IntegrityError,
-    InvalidInput,
-    NotFound,
-    Sealed,
-    StrongroomError,
-)
+from strongroom.errors import InvalidInput, StrongroomError
 from strongroom.server.console.sessions import COOKIE, SESSION_TTL_S, Session, Sessions
+from strongroom.server.errors import error_body, status_for
 
 if TYPE_CHECKING:
     from strongroom.access.policy import PolicyEngine
@@ -104,19 +98,6 @@ class ConsoleError(Exception):
         self.message = message
 
 
-def status_of(exc: StrongroomError) -> int:
-    """The HTTP status for a strongroom error."""
-    if isinstance(exc, AccessDenied):
-        return 403
-    if isinstance(exc, NotFound):
-        return 404
-    if isinstance(exc, Sealed):
-        return 503
-    if isinstance(exc, InvalidInput | IntegrityError):
-        return 400
-    return 500
-
-
 class SecureRoute(APIRoute):
     """A route whose every response carries the security headers; errors become 4xx."""
 
@@ -129,19 +110,22 @@ class SecureRoute(APIRoute):
             try:
                 response = await handler(request)
             except (ConsoleError, StrongroomError, RequestValidationError) as exc:
+                body: dict[str, Any]
                 if isinstance(exc, ConsoleError):
                     status, message = exc.status, exc.message
-                elif isinstance(exc, StrongroomError):
-                    status, message = status_of(exc), str(exc)
+                    body = {"error": message}
+                elif isinstance(exc, StrongroomError):  # the API's status table and body
+                    status, message, body = status_for(exc), str(exc), error_body(exc)
                 else:
                     status, message = 422, "malformed request"
+                    body = {"error": message}
                 console = self.console
                 wants_json = request.url.path.startswith("/webauthn/") or \
                     "application/json" in request.headers.get("accept", "")
                 if status == 401 and not wants_json and request.method == "GET":
                     response = RedirectResponse("/console/sign-in", status_code=303)
                 elif wants_json or console is None:
-                    response = JSONResponse({"error": message}, status_code=status)
+                    response = JSONResponse(body, status_code=status)
                 else:
                     response = console.page(request, "error.html", None, status=status,
                                             message=message)
