@@ -47,8 +47,9 @@ TARGET = 2_000
 
 
 def run(release: Callable[[ReleaseRequest], bytearray], requests: list[ReleaseRequest],
-        threads: int, label: str) -> None:
-    """Release every request from ``threads`` threads; print rate, p50/p99 and CPU/release."""
+        threads: int, label: str) -> tuple[float, float, float, float]:
+    """Release every request from ``threads`` threads; print and return rate, p50/p99 (ms)
+    and CPU per release (us)."""
     latencies: list[float] = []
     lock = threading.Lock()
     it = iter(requests)
@@ -82,6 +83,36 @@ def run(release: Callable[[ReleaseRequest], bytearray], requests: list[ReleaseRe
     print(f"{label}: {len(latencies)} releases, {threads} threads: "
           f"{rate:,.0f} releases/s ({rate / TARGET:.2f}x the {TARGET:,}/s target)  "
           f"p50 {p50:.2f} ms  p99 {p99:.2f} ms  CPU {cpu / len(latencies) * 1e6:,.0f} us/release")
+    return rate, p50, p99, cpu / len(latencies) * 1e6
+
+
+def guard_ab(svc: object, requests: list[ReleaseRequest], threads: int, rounds: int) -> None:
+    """Interleave rounds with and without the state guard on the deployment's gate; medians."""
+    gate = svc.gate
+    guard = gate.guard
+    per = len(requests) // (2 * rounds)
+    results: dict[str, list[tuple[float, float, float, float]]] = {"guard": [], "none": []}
+    for r in range(rounds):
+        for label in ("guard", "none") if r % 2 == 0 else ("none", "guard"):
+            gate.guard = guard if label == "guard" else None
+            if label == "guard":  # its background thread runs only in the guarded rounds
+                guard.start()
+            else:
+                guard.stop()
+            chunk, requests = requests[:per], requests[per:]
+            results[label].append(run(svc.release, chunk, threads,
+                                      f"round {r + 1} {label}"))
+    gate.guard = guard
+    guard.start()
+    load = os.getloadavg()[0]
+    for label, rows in results.items():
+        rates = [x[0] for x in rows]
+        print(f"{label}: median {statistics.median(rates):,.0f} releases/s (best "
+              f"{max(rates):,.0f}), CPU median {statistics.median(x[3] for x in rows):,.0f} "
+              f"us/release, load {load:.1f}")
+    ratio = statistics.median(x[0] for x in results["guard"]) / statistics.median(
+        x[0] for x in results["none"])
+    print(f"state guard: {ratio:.3f}x the releases/s without it (target >= 0.90)")
 
 
 def bench_grants(args: argparse.Namespace, tmp: Path) -> None:
@@ -118,8 +149,13 @@ def bench_grants(args: argparse.Namespace, tmp: Path) -> None:
                                        blob_id=entry.blob, purpose="load", ttl_s=3000)
             requests.append(ReleaseRequest(n, ident.public.public_bytes, m.ref, entry.path,
                                            entry.blob, 1, "load", ev))
-        run(w.keys.release, requests[:200], args.threads, "warm-up")
-        run(w.keys.release, requests[200:], args.threads,
+        # The deployment's gate: the service's own, with its state guard and durable ledger.
+        svc = w.keys.svc
+        run(svc.release, requests[:200], args.threads, "warm-up")
+        if args.guard_ab:
+            guard_ab(svc, requests[200:], args.threads, args.guard_ab)
+            return
+        run(svc.release, requests[200:], args.threads,
             f"{w.store.dialect} GrantEvidence ({args.people} principals with Grants)")
 
 
@@ -133,6 +169,8 @@ def main() -> None:
     ap.add_argument("--grants", action="store_true",
                     help="run the deployment's rule (GrantEvidence) with real Grants")
     ap.add_argument("--people", type=int, default=8, help="principals holding Grants")
+    ap.add_argument("--guard-ab", type=int, default=0, metavar="ROUNDS",
+                    help="with --grants: interleave ROUNDS with and without the state guard")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench-keys-"))
     if args.grants:

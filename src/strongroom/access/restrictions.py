@@ -112,11 +112,13 @@ class Tampered:
     subject: str
     index: int
     what: str  # "missing" or "altered"
+    #: The table the row belongs in.
+    table: str = "access_statements"
 
     def describe(self) -> str:
         """One line for an alert or a log."""
         return (f"{self.kind} {self.digest[:16]} (subject {self.subject[:32]}) was {self.what} "
-                f"in access_statements; audit entry #{self.index} holds it")
+                f"in {self.table}; audit entry #{self.index} holds it")
 
 
 @dataclass(frozen=True)

@@ -233,9 +233,12 @@ class EmbeddedTarget:
                 def evidence_factory(*_: Any) -> EvidenceVerifier:  # type: ignore[misc]
                     return _NoopEvidence()
 
+            # The checkpoint publisher checks the log at unseal only: on its 2 s interval it
+            # would catch a tampering scenario mid-way and (rightly) refuse every later one on
+            # this shared target. Rollback detection has its own tests (tests/audit, tests/cli).
             svc = LocalKeyService(store, keys_settings, audit_factory=audit_factory,
                                   actor="strongroom-redteam-target",
-                                  evidence_factory=evidence_factory)
+                                  evidence_factory=evidence_factory, checkpoint_interval=3600.0)
             for idx in (0, 1):
                 content = ceremony.read_share_file(result.share_files[idx], [custodians[idx]])
                 svc.submit_share(ceremony.build_submission(svc.status(), content))

@@ -74,8 +74,8 @@ class EgressLedgerCheck:
             return []
         found = [self._rows[c] for c in sorted(lost)]
         self.meter.record_events([ev for _, ev in found])
-        return [Tampered(row[0], "egress charge", row[1], ev.index, "missing")
-                for row, ev in found]
+        return [Tampered(row[0], "egress charge", row[1], ev.index, "missing",
+                         table="egress_charges") for row, ev in found]
 
 
 class StateGuard:
@@ -98,6 +98,8 @@ class StateGuard:
                                           interval_s=interval_s,
                                           listener=self._listen)
         self._egress_due = 0.0
+        #: Where spent release nonces read from the log go (the evidence rule's ``remember``).
+        self.remember_nonce: Callable[[str, float], None] | None = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -105,6 +107,16 @@ class StateGuard:
     def _listen(self, events: list[AuditEvent]) -> None:
         if self.egress is not None:
             self.egress.observe(events)
+        remember = self.remember_nonce
+        if remember is None:
+            return
+        now = time.time()
+        for ev in events:  # nonces other gates on this database spent: refused here as replays
+            if ev.action != "key.release" or ev.decision != "allow":
+                continue
+            nonce, expires = ev.details.get("nonce"), ev.details.get("expires")
+            if isinstance(nonce, str) and isinstance(expires, int) and expires > now:
+                remember(nonce, float(expires))
 
     def check(self) -> None:
         """Before a release: reconcile what changed or is due (cheap otherwise)."""
@@ -147,6 +159,7 @@ class StateGuard:
         """Reconcile on the interval in a daemon thread until :meth:`stop`."""
         if self._thread is not None:
             return
+        self._stop.clear()
 
         def run() -> None:
             while not self._stop.wait(self.interval_s):
