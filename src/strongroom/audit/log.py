@@ -88,6 +88,7 @@ from strongroom.audit.witness import (
     WitnessProofRejected,
 )
 from strongroom.crypto.note import Ed25519Signer, ExternalEd25519Signer, NoteError, parse_note
+from strongroom.datadir import DIR_MODE
 from strongroom.errors import (
     AuditUnavailable,
     ConfigError,
@@ -96,6 +97,7 @@ from strongroom.errors import (
     NotFound,
     StrongroomError,
 )
+from strongroom.outputs import write_output
 from strongroom.store.db import Store
 from strongroom.store.tables.audit import AuditCheckpoint, AuditEntry, AuditHead, AuditNode
 
@@ -1159,19 +1161,14 @@ class AuditLog:
         if self.anchor_path is None:
             return
         path = self.anchor_path
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
         if path.exists():
             with contextlib.suppress(StrongroomError, OSError):
                 old = self.opened(path.read_text()).checkpoint
                 new = self.opened(note).checkpoint
                 if old.size > new.size:
                     return
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(note)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        write_output(path, note.encode("utf-8"))
 
     # -- verification ---------------------------------------------------------
 

@@ -90,10 +90,12 @@ def init(
         "--officer-threshold", help="officer signatures needed for directory statements")] = 1,
 ) -> None:
     """Create the vault's root key, deal K-of-N shares to custodians, pin officers; stays sealed."""
+    from strongroom.datadir import make_private_dir
     from strongroom.keys import ceremony
     from strongroom.keys.config import KeysSettings
+    from strongroom.settings import Settings
 
-
+    make_private_dir(Settings().resolved_home)  # 0700 before the database is created in it
     store = _store()
     try:
         result = ceremony.init_vault(

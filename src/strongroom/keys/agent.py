@@ -46,6 +46,7 @@ from typing import Any
 
 from strongroom import errors
 from strongroom.crypto.age import Stanza
+from strongroom.datadir import make_private_dir, open_private_append
 from strongroom.errors import ConfigError, InvalidInput, StrongroomError
 from strongroom.keys.config import KeysSettings
 from strongroom.release import ReleaseRequest
@@ -283,8 +284,7 @@ class AgentServer:
         from strongroom.settings import Settings
         from strongroom.store.db import Store
 
-        self.home.mkdir(mode=0o700, parents=True, exist_ok=True)
-        os.chmod(self.home, 0o700)
+        make_private_dir(self.home)
         lock_fd = os.open(self.home / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -393,9 +393,9 @@ class AgentClient:
 
     def spawn(self) -> None:
         """Start the agent detached and wait until it listens."""
-        self.home.mkdir(mode=0o700, parents=True, exist_ok=True)
+        make_private_dir(self.home)
         env = dict(os.environ, STRONGROOM_HOME=str(self.home))
-        with open(self.home / LOG_NAME, "ab") as logf:
+        with os.fdopen(open_private_append(self.home / LOG_NAME), "ab") as logf:
             subprocess.Popen(
                 [sys.executable, "-m", "strongroom.keys.agent"],
                 stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,

@@ -48,6 +48,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TextIO
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError as DbIntegrityError
 
+from strongroom.datadir import open_private_append
 from strongroom.errors import InvalidInput, NotFound, StorageError, StrongroomError
 from strongroom.store.tables.monitor import AlertOutbox, AlertRow
 
@@ -175,7 +176,7 @@ class JsonLinesSink:
         line = json.dumps(payload, sort_keys=True, ensure_ascii=False, default=str) + "\n"
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            with self._lock, open(self.path, "a", encoding="utf-8") as out:
+            with self._lock, os.fdopen(open_private_append(self.path), "a", encoding="utf-8") as out:
                 out.write(line)
                 out.flush()
                 os.fsync(out.fileno())

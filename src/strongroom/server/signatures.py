@@ -58,6 +58,7 @@ from http_message_signatures import (
 from http_message_signatures.exceptions import HTTPMessageSignaturesException
 
 from strongroom.crypto.dsse import key_id
+from strongroom.datadir import create_private_file
 from strongroom.errors import InvalidInput, StrongroomError
 from strongroom.server.errors import DigestMismatch, Unauthenticated
 
@@ -248,11 +249,11 @@ class SqliteNonceCache:
         self.path = path
         self._local = threading.local()
         self._next_prune = 0.0
+        create_private_file(path)  # 0600 before SQLite (and its -wal/-shm files) use it
         conn = self._conn()
         conn.execute("CREATE TABLE IF NOT EXISTS nonces (key TEXT NOT NULL, nonce TEXT NOT NULL,"
                      " expires REAL NOT NULL, PRIMARY KEY (key, nonce))")
         conn.commit()
-        path.chmod(0o600)
 
     def _conn(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)

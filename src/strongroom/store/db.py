@@ -25,6 +25,7 @@ from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from strongroom.datadir import DIR_MODE, create_private_file
 from strongroom.errors import StorageError
 
 __all__ = ["READONLY", "Store", "dbapi_errors", "is_sqlite", "raw_query"]
@@ -139,9 +140,12 @@ class Store:
         """Connect to ``url`` and bring its schema up to date."""
         kwargs: dict[str, Any] = {}
         if is_sqlite(url):
-            path = url.split("///", 1)[-1]
-            if path and path != ":memory:":
-                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            path = url.split("///", 1)[-1].partition("?")[0]
+            if path and path != ":memory:" and not path.startswith("file:"):
+                # Created 0600 here, so SQLite's -wal and -shm files (which copy
+                # the database file's mode) are 0600 from their first byte too.
+                Path(path).parent.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+                create_private_file(Path(path))
             kwargs["connect_args"] = {"timeout": 30, "isolation_level": None}
         else:
             kwargs["pool_pre_ping"] = True

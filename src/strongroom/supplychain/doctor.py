@@ -8,8 +8,9 @@ Use it like this::
 
 Checks: installed packages against the hash-pinned lock file (missing, other
 version, not in the lock); the vault's seal state; software keys where an
-HSM is configured; no witnesses or a zero witness quorum; a data directory
-or identity file readable by others; an HSM PIN left in the environment.
+HSM is configured; no witnesses or a zero witness quorum; anything in the data
+directory looser than 0700 (directories) or 0600 (files, sockets), or an
+identity file readable by others; an HSM PIN left in the environment.
 
 Each check takes its inputs as parameters, so tests give real values; it
 never changes anything. Do not read ``ok`` as "secure": it means none of
@@ -21,11 +22,13 @@ from __future__ import annotations
 import os
 import re
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from strongroom.datadir import loose_modes
 from strongroom.errors import InvalidInput, NotFound, StrongroomError
 from strongroom.supplychain.sbom import dependency_closure, normalize
 
@@ -36,6 +39,8 @@ if TYPE_CHECKING:
 
 __all__ = ["DoctorReport", "Finding", "check_lock", "parse_lock", "run_doctor"]
 
+#: Loose paths named one by one; beyond this, one finding counts the rest.
+_MAX_MODE_FINDINGS = 20
 _PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(\[[^\]]*\])?==([^\s;\\]+)")
 
 
@@ -111,6 +116,20 @@ def _mode_open(path: Path) -> bool:
         return False
 
 
+def _check_home_modes(home: Path, add: Callable[[Finding], None]) -> None:
+    """One finding per path under the data directory looser than 0700 (dirs) / 0600 (files)."""
+    loose = loose_modes(home)
+    for item in loose[:_MAX_MODE_FINDINGS]:
+        what = "data directory" if item.path == home else "path in the data directory"
+        add(Finding("home", "error",
+                    f"{what} {item.path} has mode {item.mode:04o}: group or others may use it "
+                    f"(strongroom keeps it {item.wanted:04o})", item.remedy))
+    if len(loose) > _MAX_MODE_FINDINGS:
+        add(Finding("home", "error",
+                    f"{len(loose) - _MAX_MODE_FINDINGS} more paths in {home} are accessible to group "
+                    "or others", f"chmod -R go-rwx {home}"))
+
+
 def run_doctor(
     *,
     lock: Path | None,
@@ -160,9 +179,7 @@ def run_doctor(
     elif audit_settings.witness_quorum > len(witnesses):
         add(Finding("witnesses", "error", "the witness quorum exceeds the number of witnesses",
                     "lower STRONGROOM_WITNESS_QUORUM or add witnesses"))
-    if home.exists() and _mode_open(home):
-        add(Finding("home", "error", f"data directory {home} is accessible to group or others",
-                    f"chmod 700 {home}"))
+    _check_home_modes(home, add)
     if keys_settings.identity is not None:
         ident = Path(keys_settings.identity)
         if not ident.exists():
