@@ -198,3 +198,38 @@ def test_other_writers_refuse_symlinks(name: str, tmp_path: Path) -> None:
     assert b"Traceback" not in refused.stderr
     assert target.read_bytes() == b"keep me"
     assert [p.name for p in out.iterdir()] == ["link"]
+
+
+# -- weights export --to DIR ----------------------------------------------------------------
+
+
+def test_export_leaves_only_the_new_directory_or_nothing(tmp_path: Path) -> None:
+    from cli_fixtures import grant_cli, unseal_home
+    from vault_fixtures import make_model
+
+    cli, env = unseal_home(tmp_path / "home", None)
+    try:
+        src = tmp_path / "m.safetensors"
+        make_model(src)
+        cli("weights", "import", src, "--name", "tiny")
+        grant_cli(env, "tiny", ("export",))
+        out = tmp_path / "out"
+        out.mkdir()
+        (out / "dangling").symlink_to(tmp_path / "nowhere")
+        refused = cli("weights", "export", "tiny", "--to", out / "dangling", "--reason", "r", ok=False)
+        assert refused.returncode != 0 and "exists" in refused.stderr
+        assert not (tmp_path / "nowhere").exists()
+        cli("weights", "export", "tiny", "--to", out / "plain", "--reason", "handover")
+        assert (out / "plain" / "m.safetensors").read_bytes() == src.read_bytes()
+        assert sorted(p.name for p in out.iterdir()) == ["dangling", "plain"]
+        # A corrupted blob fails the export part-way: no directory, no partial copy left.
+        (blob,) = [p for p in (tmp_path / "home" / "blobs").rglob("*") if p.is_file()]
+        data = bytearray(blob.read_bytes())
+        data[-5] ^= 1
+        blob.chmod(0o600)
+        blob.write_bytes(bytes(data))
+        failed = cli("weights", "export", "tiny", "--to", out / "again", "--reason", "r", ok=False)
+        assert failed.returncode != 0
+        assert sorted(p.name for p in out.iterdir()) == ["dangling", "plain"]
+    finally:
+        cli("seal", ok=False)

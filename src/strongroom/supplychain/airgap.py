@@ -250,7 +250,7 @@ def export_bundle(
     if not _BUNDLE_ID.match(bundle_id):
         raise InvalidInput("bundle id must be 32 lowercase hex characters", obj=bundle_id)
     manifest = vault.manifest(name, version)
-    if dest.exists():
+    if os.path.lexists(dest):  # a dangling symlink too: the rename would fail late
         raise AlreadyExists("bundle destination exists", obj=str(dest), remedy="name a new directory")
     request = TransferRequest("transfer.export", bundle_id, manifest.ref, enclave)
     try:

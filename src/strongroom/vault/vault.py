@@ -567,7 +567,7 @@ class Vault:
                 remedy="pass --reason 'why this copy is needed'",
             )
         manifest = self.manifest(name, version)
-        if dest.exists():
+        if os.path.lexists(dest):  # a dangling symlink too: the rename would fail late
             raise AlreadyExists(
                 "export destination already exists", obj=str(dest), remedy="name a new directory"
             )
