@@ -139,3 +139,27 @@ def test_the_bound_is_a_setting(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("STRONGROOM_DB_LOCK_TIMEOUT_S", "0")
     with pytest.raises(ValidationError):
         AuditSettings()
+
+
+def test_the_reads_before_the_append_never_wait_for_the_lock(
+        service: tuple[LocalKeyService, Identity], db_url: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found by RT-ABS-007: the canary list (its cache expired) and the state guard's ledger
+    check (due) read the store before the append; they read a snapshot, so the release is
+    still refused within the bound instead of waiting for the store's own busy timeout."""
+    from strongroom.monitor import canaries
+
+    monkeypatch.setattr(canaries, "CACHE_TTL_S", 0.0)
+    svc, officer = service
+    key = os.urandom(16)
+    svc.wrap_file_key("blob-1", key)
+    assert bytes(svc.release(_request(officer))) == key
+    assert svc._guard is not None
+    with _locked(db_url):
+        svc._guard._egress_due = 0.0  # the guard's ledger check is due before this release
+        start = time.monotonic()
+        with pytest.raises(AuditUnavailable) as refused:
+            svc.release(_request(officer))
+        took = time.monotonic() - start
+    assert took < BOUND_S + SLACK_S, took
+    assert f"locked for more than {BOUND_S:g} s" in refused.value.message

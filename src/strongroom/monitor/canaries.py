@@ -116,7 +116,7 @@ class CanaryRegistry:
         """Canary artifact names (cached for a few seconds)."""
         with self._lock:
             if time.monotonic() - self._loaded > CACHE_TTL_S:
-                with self.store.session() as s:
+                with self.store.session(readonly=True) as s:  # never waits for the write lock
                     self._names = frozenset(s.scalars(select(CanaryRow.name)))
                 self._loaded = time.monotonic()
             return self._names

@@ -81,6 +81,7 @@ from sqlalchemy.orm import Session
 
 from strongroom.errors import AccessDenied, BudgetExceeded, InvalidInput, StorageError
 from strongroom.monitor.alerts import Alert
+from strongroom.store.db import READONLY
 from strongroom.store.tables.monitor import EgressBudgetRow, EgressCharge
 
 if TYPE_CHECKING:
@@ -588,9 +589,13 @@ class EgressMeter:
         return found
 
     def missing(self, ids: Sequence[str]) -> set[str]:
-        """Which of ``ids`` the ledger does not hold (a read; no ledger lock)."""
+        """Which of ``ids`` the ledger does not hold (a read; no ledger lock).
+
+        On SQLite a read-only snapshot: it never waits for another connection's write
+        lock (the audit log's bound is what a release may wait for).
+        """
         try:
-            with self.store.engine.connect() as conn:
+            with self.store.engine.connect().execution_options(**{READONLY: True}) as conn:
                 return set(ids) - self._charged(conn, ids)
         except SQLAlchemyError as exc:
             raise StorageError(f"cannot read the egress ledger: {type(exc).__name__}",
