@@ -60,6 +60,24 @@ def test_evidence_is_real_audit_entries_and_alerts(rt_target: EmbeddedTarget,
                 elif item["kind"] == "audit-alert":
                     event = rt_target.audit.event(item["id"])
                     assert event.details["kind"] == sc.expect.detected
+                elif item["kind"] == "rollback-alert":  # names the log; its own target is gone
+                    assert item["target"] == "own" and "are gone" in item["message"]
+
+
+def test_issue15_rollback_and_lock_stall_rows(rt_target: EmbeddedTarget,
+                                              rt_report: SuiteReport) -> None:
+    """The tail truncated after a checkpoint (on its own target) and the lock stall."""
+    results = {r.id: r for r in rt_report.results}
+    rollback, stall = results["RT-ABS-005"], results["RT-ABS-007"]
+    assert rollback.outcome == "blocked", rollback.evidence
+    assert {e.get("detector") for e in rollback.evidence} >= {"SR-AUDIT-ROLLBACK",
+                                                               "SR-AUDIT-VERIFY"}
+    assert all(e["target"] == "own" for e in rollback.evidence)
+    assert stall.outcome == "blocked", stall.evidence
+    refusal = rt_target.audit.event(next(e["id"] for e in stall.evidence
+                                         if e["kind"] == "audit"))
+    assert refusal.decision == "deny" and refusal.details["unrecorded"]["decision"] == "allow"
+    assert stall.marker in refusal.actor
 
 
 def test_cleanups_leave_the_target_consistent(rt_target: EmbeddedTarget,

@@ -64,3 +64,25 @@ def test_a_gate_without_its_state_guard_misses_the_deletions(
                    for e in r.evidence), r.evidence
     # the shard's size comes from the signed manifest, not from the guard
     assert outcomes["RT-ABS-001"].outcome == "blocked", outcomes["RT-ABS-001"].evidence
+
+
+def test_no_publisher_and_no_lock_bound_miss_the_rollback_and_the_stall(
+        tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Issue 15's tail truncation and lock stall: only the checkpoint publisher (signing on its
+    interval, checking the log against what it signed) and the lock bound stop them."""
+    with EmbeddedTarget.build(tmp_path_factory.mktemp("rt-nopub"),
+                              weaken={"publisher": "off", "lock_bound": "off"}) as target:
+        report = run_suite(target, load_builtin(["RT-ABS-005", "RT-ABS-007", "RT-ABS-001"]))
+    outcomes = {r.id: r for r in report.results}
+    rollback = outcomes["RT-ABS-005"]
+    assert rollback.outcome == "missed", rollback.evidence
+    missing = {e.get("check") or e.get("detector") for e in rollback.evidence
+               if e["kind"] == "missing"}
+    assert {"rollback_refuses_releases", "audit_verify_names_gone_range",
+            "SR-AUDIT-ROLLBACK"} <= missing, rollback.evidence
+    assert all(e.get("target") == "own" for e in rollback.evidence)  # same weakening there
+    stall = outcomes["RT-ABS-007"]
+    assert stall.outcome == "missed", stall.evidence
+    assert any(e.get("check") == "lock_stall_refused_within_bound" for e in stall.evidence)
+    assert any("went through" in o for o in stall.observed), stall.observed  # it waited
+    assert outcomes["RT-ABS-001"].outcome == "blocked", outcomes["RT-ABS-001"].evidence

@@ -10,13 +10,15 @@ verdict or a witness's state themselves. Evidence items carrying a
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
 
-from strongroom.errors import IntegrityError, StrongroomError
+from strongroom.errors import AuditUnavailable, IntegrityError, StrongroomError
 from strongroom.redteam.context import RunContext
 
 __all__ = ["CHECKS", "Missing"]
@@ -260,22 +262,29 @@ def releases_charged_shard_size(ctx: RunContext, who: str) -> list[dict[str, Any
             for e in allowed[:5]]
 
 
+def _alerts_since_attack(ctx: RunContext, rule: str) -> list[Any]:
+    """The alerts of ``rule`` raised (or seen again) since the scenario's attack began."""
+    since = datetime.fromtimestamp(ctx.started - 1, UTC)
+    found = []
+    for a in ctx.target.alerts.recent(limit=1000):
+        seen = a.last_seen if a.last_seen.tzinfo else a.last_seen.replace(tzinfo=UTC)
+        if a.rule == rule and seen >= since:
+            found.append(a)
+    return found
+
+
 @check("state_tamper_alerted")
 def state_tamper_alerted(ctx: RunContext) -> list[dict[str, Any]]:
     """An ``SR-STATE-TAMPER`` alert names each restrictive row the scenario deleted."""
-    from datetime import UTC, datetime
-
     from strongroom.runtime.state_guard import TAMPER_RULE
 
     deleted = set(ctx.vars.get("deleted_restrictions") or [])
     if not deleted:
         raise Missing("the scenario deleted no restrictive row")
-    since = datetime.fromtimestamp(ctx.started - 1, UTC)
     found = {}
-    for a in ctx.target.alerts.recent(limit=1000):
-        seen = a.last_seen if a.last_seen.tzinfo else a.last_seen.replace(tzinfo=UTC)
+    for a in _alerts_since_attack(ctx, TAMPER_RULE):
         digest = a.details.get("digest") if isinstance(a.details, dict) else None
-        if a.rule == TAMPER_RULE and seen >= since and digest in deleted:
+        if digest in deleted:
             found[digest] = a
     if set(found) != deleted:
         raise Missing(f"no {TAMPER_RULE} alert for {len(deleted - set(found))} of the "
@@ -310,3 +319,118 @@ def undecodable_bodies_refused(ctx: RunContext, who: str) -> list[dict[str, Any]
     return [{"kind": "audit", "id": e.index, "action": e.action, "decision": "deny",
              "actor": e.actor, "detail": f"HTTP 400; audited: {e.reason[:160]}"}
             for e in refused[:len(answers)]]
+
+
+#: Detector of the deployment's checkpoint publisher when the log no longer extends a mark.
+ROLLBACK_RULE = "SR-AUDIT-ROLLBACK"
+_GONE = re.compile(r"entries (\d+)\.\.(\d+) are gone")
+
+
+def _truncated(ctx: RunContext) -> tuple[int, int]:
+    cut = ctx.vars.get("truncated")
+    if cut is None:
+        raise Missing("the scenario truncated no log")
+    return int(cut[0]), int(cut[1])
+
+
+def _names_gone(message: str, keep: int, grown: int) -> bool:
+    """Whether ``message`` names a range of entries gone covering the last one deleted."""
+    found = _GONE.search(message)
+    return found is not None and keep <= int(found[1]) <= grown - 1 <= int(found[2])
+
+
+@check("rollback_refuses_releases")
+def rollback_refuses_releases(ctx: RunContext, who: str) -> list[dict[str, Any]]:
+    """The deployment's log reads as rolled back (its gate refuses every release, naming the
+    checkpoint) and no release by ``who`` was allowed after the cut."""
+    keep, _ = _truncated(ctx)
+    log = ctx.target.audit
+    try:
+        log.require_intact()
+    except AuditUnavailable as exc:
+        refusal = exc.message
+    else:
+        raise Missing("the log was not found rolled back: the gate still releases keys")
+    allowed = [e for e in log.events(keep, log.size()) if e.actor == ctx.actor(who)
+               and e.action == "key.release" and e.decision == "allow"]
+    if allowed:
+        raise Missing(f"release #{allowed[0].index} by {ctx.actor(who)} was allowed after the "
+                      "log was cut")
+    return [{"kind": "state", "check": "rollback_refuses_releases",
+             "detail": f"the gate's audit log refuses releases: {refusal[:240]}"}]
+
+
+@check("audit_verify_names_gone_range")
+def audit_verify_names_gone_range(ctx: RunContext) -> list[dict[str, Any]]:
+    """What ``strongroom audit verify`` reads: the log replayed, then checked against every mark
+    kept outside the database (the publisher's high-water mark, the witnesses); the failure
+    names the entries that are gone."""
+    from strongroom.audit.highwater import check_extends, witness_marks
+
+    keep, grown = _truncated(ctx)
+    log = ctx.target.audit
+    publisher = ctx.target.svc.publisher
+    try:
+        report = log.verify()
+        marks = (publisher.high_water.marks() if publisher is not None else []) \
+            + witness_marks(log)
+        for mark in sorted(marks, key=lambda m: m.size, reverse=True):
+            check_extends(log, mark, (report.size, report.root))
+    except IntegrityError as exc:
+        if not _names_gone(exc.message, keep, grown):
+            raise Missing(f"audit verify failed without naming entries {keep}..{grown - 1} "
+                          f"as gone: {exc.message[:240]}") from None
+        return [{"kind": "verifier", "detector": AUDIT_VERIFY,
+                 "check": "audit_verify_names_gone_range",
+                 "detail": f"audit verify: {exc.message[:300]}"}]
+    raise Missing(f"audit verify passed on the truncated log: {report.summary()} "
+                  f"(extends {len(marks)} mark(s) kept outside the database)")
+
+
+@check("rollback_alerted")
+def rollback_alerted(ctx: RunContext) -> list[dict[str, Any]]:
+    """An ``SR-AUDIT-ROLLBACK`` alert raised since the attack names the entries that are gone."""
+    keep, grown = _truncated(ctx)
+    found = [a for a in _alerts_since_attack(ctx, ROLLBACK_RULE)
+             if _names_gone(a.message, keep, grown)]
+    if not found:
+        raise Missing(f"no {ROLLBACK_RULE} alert naming entries {keep}..{grown - 1} as gone")
+    # Kind "rollback-alert": the alert names the log (its origin), not the run's marker.
+    return [{"kind": "rollback-alert", "id": a.id, "detector": a.rule, "severity": a.severity,
+             "subject": a.subject, "message": a.message[:240]} for a in found[:3]]
+
+
+def _when(stamp: Any) -> datetime:
+    """An audit entry's time (``...Z``) as a datetime."""
+    return datetime.fromisoformat(str(stamp).replace("Z", "+00:00"))
+
+
+@check("lock_stall_refused_within_bound")
+def lock_stall_refused_within_bound(ctx: RunContext, who: str,
+                                    slack_s: float = 2.5) -> list[dict[str, Any]]:
+    """The release asked while the database was locked is in the log as a refusal, recorded
+    once the lock was gone, refused within the log's bound (plus ``slack_s`` on a loaded
+    machine) and naming what it would have been."""
+    log = ctx.target.audit
+    bound = float(log.lock_timeout)
+    refused = [e for e in log.events(ctx.audit_start, log.size())
+               if e.actor == ctx.actor(who) and e.action == "key.release"
+               and e.decision == "deny" and isinstance(e.details.get("unrecorded"), dict)]
+    if not refused:
+        raise Missing(f"no refused release by {ctx.actor(who)} was recorded after the stall")
+    items = []
+    for e in refused:
+        unrecorded = e.details["unrecorded"]
+        took = (_when(e.time) - _when(unrecorded["attempted_at"])).total_seconds()
+        if took > bound + slack_s:
+            raise Missing(f"entry #{e.index}: refused {took} s after it was asked "
+                          f"(bound {bound:g} s)")
+        if unrecorded.get("error") != "AuditUnavailable":
+            raise Missing(f"entry #{e.index} was refused by {unrecorded.get('error')}, "
+                          "not by the lock bound")
+        items.append({"kind": "audit", "id": e.index, "action": e.action, "decision": "deny",
+                      "actor": e.actor,
+                      "detail": f"refused {took:.2f} s after it was asked (bound {bound:g} s); "
+                                f"would have been {unrecorded.get('decision')}; "
+                                f"{e.reason[:160]}"})
+    return items

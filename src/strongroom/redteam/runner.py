@@ -13,6 +13,11 @@ preconditions, the attack steps (the timeout is checked between steps), the
 deployment's monitor pass, grading, then cleanup — always, even after an error.
 An error in a precondition or a step, or a timeout, is graded *missed*: the
 suite could not show the control working.
+
+A scenario that leaves a deployment unusable by design (``needs: [own-target]``:
+the audit log found rolled back refuses every release from then on) runs against
+a fresh deployment built the same way (:meth:`EmbeddedTarget.own`), closed
+afterwards; its evidence items say ``"target": "own"``.
 """
 
 from __future__ import annotations
@@ -116,6 +121,27 @@ def run_scenario(target: Any, sc: Scenario, run_id: str, seq: int) -> ScenarioRe
         result.outcome = "unsupported"
         result.evidence = [{"kind": "unsupported", "detail": reason}]
         return result
+    if "own-target" in sc.needs:
+        try:
+            own = target.own()
+        except Exception as exc:  # the suite could not show the control working
+            result.evidence = [{"kind": "error", "error": type(exc).__name__,
+                                "detail": f"could not build the scenario's own target: "
+                                          f"{getattr(exc, 'message', None) or exc}"[:400]}]
+            return result
+        try:  # the timeout counts from the attack, not from the build
+            result = _run(own, sc, marker, run_id, result, time.monotonic())
+        finally:
+            own.close()
+        for item in result.evidence:
+            item["target"] = "own"
+        result.duration_s = round(time.monotonic() - t0, 3)
+        return result
+    return _run(target, sc, marker, run_id, result, t0)
+
+
+def _run(target: Any, sc: Scenario, marker: str, run_id: str, result: ScenarioResult,
+         t0: float) -> ScenarioResult:
     ctx = RunContext(target, run_id, marker, audit_start=target.audit.size())
     try:
         try:

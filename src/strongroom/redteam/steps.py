@@ -16,11 +16,14 @@ import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from strongroom.errors import StrongroomError
 from strongroom.redteam.context import RunContext
 from strongroom.redteam.target import ARTIFACT, COMPARTMENT, DECOY, OTHER
+
+if TYPE_CHECKING:
+    from strongroom.release import ReleaseRequest
 
 __all__ = ["STEPS", "step"]
 
@@ -53,6 +56,18 @@ def _release(ctx: RunContext, who: str, *, resource: str = ARTIFACT, purpose: st
              blob_of: str | None = None, evidence: str | None = None,
              nbytes: int | None = None) -> str | None:
     """Ask the target's gate for a shard's file key as ``who``; the evidence sent (or None)."""
+    request = _release_request(ctx, who, resource=resource, purpose=purpose, grant=grant,
+                               break_glass=break_glass, blob_of=blob_of, evidence=evidence,
+                               nbytes=nbytes)
+    _send(ctx, who, request)
+    return request.evidence
+
+
+def _release_request(ctx: RunContext, who: str, *, resource: str = ARTIFACT,
+                     purpose: str = "load", grant: str | None = None,
+                     break_glass: str | None = None, blob_of: str | None = None,
+                     evidence: str | None = None, nbytes: int | None = None) -> ReleaseRequest:
+    """The release request ``who`` would send (signed evidence, read from the manifest)."""
     from strongroom.access.evidence import make_evidence
     from strongroom.release import ReleaseRequest
 
@@ -66,21 +81,26 @@ def _release(ctx: RunContext, who: str, *, resource: str = ARTIFACT, purpose: st
         evidence = make_evidence(ident.private_key, artifact=manifest.ref, shard=shard,
                                  blob_id=entry.blob, purpose=purpose, grant=grant,
                                  break_glass=break_glass)
-    request = ReleaseRequest(principal=ident.public.principal,
-                             principal_key=ident.public.public_bytes, artifact=manifest.ref,
-                             shard=shard, blob_id=entry.blob,
-                             nbytes=entry.size if nbytes is None else nbytes,
-                             purpose=purpose, evidence=evidence)
+    return ReleaseRequest(principal=ident.public.principal,
+                          principal_key=ident.public.public_bytes, artifact=manifest.ref,
+                          shard=shard, blob_id=entry.blob,
+                          nbytes=entry.size if nbytes is None else nbytes,
+                          purpose=purpose, evidence=evidence)
+
+
+def _send(ctx: RunContext, who: str, request: ReleaseRequest) -> None:
+    """Send ``request`` to the target's gate as ``who``; what happened is recorded."""
+    t = ctx.target
 
     def go() -> bool:
         key = t.keys.release(request)
         key[:] = bytes(len(key))
         return True
 
-    ctx.vars[f"last_evidence:{who}"] = evidence
-    released = _try(ctx, f"{ctx.actor(who)} asks the gate for {request.obj} ({purpose})", go)
+    ctx.vars[f"last_evidence:{who}"] = request.evidence
+    released = _try(ctx, f"{ctx.actor(who)} asks the gate for {request.obj} ({request.purpose})",
+                    go)
     ctx.vars.setdefault("released", []).append(bool(released))
-    return evidence
 
 
 # -- preconditions --------------------------------------------------------------------
@@ -545,6 +565,107 @@ def fork_checkpoint(ctx: RunContext) -> None:
     fork_status, _, body = witness.add_checkpoint(
         tamper.add_checkpoint_body(tamper.size_of(genuine), [], ctx.vars["forked_checkpoint"]))
     ctx.saw(f"forked checkpoint shown to the witness: HTTP {fork_status} {body.strip()}")
+
+
+@step("audit_checkpoint")
+def audit_checkpoint(ctx: RunContext) -> None:
+    """An operator runs ``strongroom audit checkpoint``: the log signs one over what it holds."""
+    from strongroom.redteam import tamper
+
+    note = ctx.target.audit.checkpoint(require_quorum=False)
+    ctx.vars["operator_checkpoint"] = note
+    ctx.saw(f"checkpoint signed at size {tamper.size_of(note)}")
+
+
+def _publisher_rounds(ctx: RunContext, what: str, done: Callable[[Any], bool],
+                      rounds: int) -> None:
+    """Wait (at most ``rounds`` of the publisher's intervals, 10 s) for ``done(publisher)``.
+
+    The deployment's own checkpoint publisher does the work on its interval; the
+    step only waits for it, and records when it did not come (the grader decides).
+    """
+    t = ctx.target
+    limit = min(10.0, rounds * t.checkpoint_interval)
+    deadline = time.monotonic() + limit
+    pub = t.svc.publisher
+    while pub is None or not done(pub):
+        if time.monotonic() >= deadline:
+            ctx.saw(f"after {limit:g} s the checkpoint publisher had not {what}")
+            return
+        time.sleep(0.02)
+    ctx.saw(f"the checkpoint publisher {what}")
+
+
+@step("await_checkpoint_publisher")
+def await_checkpoint_publisher(ctx: RunContext, rounds: int = 6) -> None:
+    """Let the deployment's checkpoint publisher sign what the log holds now (its interval)."""
+    size = ctx.target.audit.size()
+    _publisher_rounds(ctx, f"signed a checkpoint of size {size}",
+                      lambda pub: pub.status().signed_size >= size, rounds)
+
+
+@step("dba_truncate_tail")
+def dba_truncate_tail(ctx: RunContext) -> None:
+    """A DBA deletes the entries after the operator's checkpoint and recomputes nodes and head
+    with plain SHA-256 (issue 15's attack; the operator's checkpoint still verifies)."""
+    from strongroom.redteam import tamper
+
+    t = ctx.target
+    keep = tamper.size_of(ctx.vars["operator_checkpoint"])
+    size = t.audit.size()
+    tamper.truncate_tail(t.store, keep)
+    ctx.vars["truncated"] = (keep, size)
+    ctx.saw(f"entries {keep}..{size - 1} deleted; nodes and head recomputed with SHA-256")
+
+
+@step("await_rollback_check")
+def await_rollback_check(ctx: RunContext, rounds: int = 6) -> None:
+    """Let the deployment's checkpoint publisher run its next rounds over the changed log."""
+    _publisher_rounds(ctx, "found the log rolled back",
+                      lambda pub: pub.status().rollback is not None, rounds)
+
+
+@step("hold_write_lock_during_release")
+def hold_write_lock_during_release(ctx: RunContext, who: str, hold_factor: float = 4.0) -> None:
+    """Another connection holds SQLite's write lock (``BEGIN IMMEDIATE``) for ``hold_factor``
+    times the target's bound while ``who`` releases with their Grant; once the holder lets go,
+    ``who`` releases again (the service is back)."""
+    import sqlite3
+    import threading
+
+    from strongroom.redteam.target import LOCK_BOUND_S
+
+    t = ctx.target
+    path = t.store.url.split("///", 1)[1]
+    hold = hold_factor * LOCK_BOUND_S
+    locked, failed = threading.Event(), []
+
+    def holder() -> None:
+        try:
+            conn = sqlite3.connect(path, isolation_level=None, timeout=30)
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                locked.set()
+                time.sleep(hold)
+                conn.execute("ROLLBACK")
+            finally:
+                conn.close()
+        except sqlite3.Error as exc:
+            failed.append(exc)
+            locked.set()
+
+    grant = ctx.vars.get(f"grant:{who}")
+    request = _release_request(ctx, who, grant=grant)  # the client's reads, before the stall
+    thread = threading.Thread(target=holder, name=f"lock-holder-{ctx.marker}", daemon=True)
+    thread.start()
+    if not locked.wait(30) or failed:
+        raise StrongroomError(f"could not take the database's write lock: {failed}", obj=path)
+    ctx.saw(f"another connection holds the write lock for {hold:g} s")
+    start = time.monotonic()
+    _send(ctx, who, request)
+    ctx.saw(f"the release under the lock answered after {time.monotonic() - start:.2f} s")
+    thread.join(hold + 30)
+    _release(ctx, who, grant=grant)
 
 
 @step("restore_audit")

@@ -9,12 +9,13 @@ care about: they write to the audit tables directly, as an attacker would.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy import Table, delete, insert, select, update
+from sqlalchemy import Table, delete, insert, select, text, update
 
 from strongroom.audit.merkle import leaf_hash, root_of
 from strongroom.errors import InvalidInput
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
     from strongroom.store.db import Store
 
 __all__ = ["add_checkpoint_body", "delete_entry", "edit_entry", "forked_note", "restore",
-           "size_of", "snapshot", "truncate", "witness_for"]
+           "size_of", "snapshot", "truncate", "truncate_tail", "witness_for"]
 
 _TABLES: tuple[Table, ...] = tuple(cast(Table, t.__table__) for t in
                                    (AuditHead, AuditEntry, AuditNode, AuditCheckpoint))
@@ -99,6 +100,39 @@ def truncate(store: Store, keep_fraction: float) -> int:
         conn.execute(update(_HEAD).where(_HEAD.c.id == 1).values(
             size=cut, root=root_of(leaves), checkpoint_size=int(latest or 0)))
         return cut
+
+
+def _plain_root(leaves: list[bytes]) -> bytes:
+    """RFC 9162 MTH with nothing but hashlib."""
+    if not leaves:
+        return hashlib.sha256(b"").digest()
+    if len(leaves) == 1:
+        return leaves[0]
+    k = 1 << ((len(leaves) - 1).bit_length() - 1)
+    return hashlib.sha256(b"\x01" + _plain_root(leaves[:k]) + _plain_root(leaves[k:])).digest()
+
+
+def truncate_tail(store: Store, keep: int) -> None:
+    """Delete every entry from ``keep`` on (and the checkpoints over them), then recompute
+    the stored tree nodes and the head with plain SHA-256 and SQL (nothing of strongroom's),
+    so that the rows agree again: issue 15's attack by a database administrator."""
+    with store.engine.begin() as conn:
+        conn.execute(text("DELETE FROM audit_entries WHERE idx >= :k"), {"k": keep})
+        conn.execute(text("DELETE FROM audit_checkpoints WHERE size > :k"), {"k": keep})
+        conn.execute(text("DELETE FROM audit_nodes"))
+        bodies = conn.execute(text("SELECT body FROM audit_entries ORDER BY idx")).scalars()
+        level = [hashlib.sha256(b"\x00" + bytes(b)).digest() for b in bodies]
+        leaves, height = list(level), 1
+        while len(level) >= 2:
+            level = [hashlib.sha256(b"\x01" + level[2 * i] + level[2 * i + 1]).digest()
+                     for i in range(len(level) // 2)]
+            for i, h in enumerate(level):
+                conn.execute(text("INSERT INTO audit_nodes (level, idx, hash) VALUES (:l, :i, :h)"),
+                             {"l": height, "i": i, "h": h})
+            height += 1
+        last = conn.execute(text("SELECT MAX(size) FROM audit_checkpoints")).scalar() or 0
+        conn.execute(text("UPDATE audit_head SET size = :s, root = :r, checkpoint_size = :c "
+                          "WHERE id = 1"), {"s": keep, "r": _plain_root(leaves), "c": last})
 
 
 def witness_for(log: AuditLog) -> Witness:

@@ -15,7 +15,9 @@ an attacker who stole something would use, and the grader reads the audit log
 and the alert store afterwards. ``weaken`` replaces a control to prove that
 grading comes from evidence (a test uses ``{"evidence": "noop"}``, and
 ``{"guard": "off"}`` for a gate that does not re-derive restrictive state from
-the audit log)::
+the audit log, ``{"publisher": "off"}`` for a key service whose checkpoint
+publisher never runs, ``{"lock_bound": "off"}`` for an audit log that waits as
+long as the database stays locked)::
 
     with EmbeddedTarget.build(Path(tmp)) as target:
         ...
@@ -72,6 +74,13 @@ def console_origin() -> str:
     return os.environ.get("STRONGROOM_CONSOLE_ORIGIN", CONSOLE_ORIGIN).rstrip("/")
 #: Bytes one principal may have released per window in the target (small, to reach caps fast).
 CAP_FACTOR = 6
+#: The target's STRONGROOM_DB_LOCK_TIMEOUT_S (short, so that a lock stall is refused fast).
+LOCK_BOUND_S = 0.5
+#: STRONGROOM_CHECKPOINT_INTERVAL_S of a scenario's own target (the shared one signs at unseal
+#: only: its publisher would catch a tampering scenario and refuse every later one).
+OWN_CHECKPOINT_INTERVAL_S = 0.5
+#: The weakenings ``build`` accepts, and the value each takes.
+WEAKENINGS = {"evidence": "noop", "guard": "off", "publisher": "off", "lock_bound": "off"}
 
 
 class Target(Protocol):
@@ -168,12 +177,18 @@ class EmbeddedTarget:
     _label_serial: dict[str, int] = field(default_factory=dict)
     _owned_root: bool = False
     _server: Any = None
+    checkpoint_interval: float = 3600.0
 
     # -- building ----------------------------------------------------------------
 
     @classmethod
-    def build(cls, root: Path | None = None, *, weaken: Mapping[str, str] | None = None) -> EmbeddedTarget:
-        """Run the ceremony, unseal, import and label the model, enroll the standing cast."""
+    def build(cls, root: Path | None = None, *, weaken: Mapping[str, str] | None = None,
+              checkpoint_interval: float = 3600.0) -> EmbeddedTarget:
+        """Run the ceremony, unseal, import and label the model, enroll the standing cast.
+
+        ``checkpoint_interval``: the key service's checkpoint publisher signs new entries
+        on it; the default (an hour) checks the log at unseal only.
+        """
         from strongroom.audit.config import AuditSettings
         from strongroom.keys import ceremony
         from strongroom.keys.config import KeysSettings
@@ -189,12 +204,9 @@ class EmbeddedTarget:
         from strongroom.vault.vault import Vault
 
         weaken = dict(weaken or {})
-        unknown = set(weaken) - {"evidence", "guard"}
-        if unknown or weaken.get("evidence", "noop") != "noop" \
-                or weaken.get("guard", "off") != "off":
+        if any(WEAKENINGS.get(k) != v for k, v in weaken.items()):
             raise InvalidInput(f"unknown weakening {weaken!r}", obj="target",
-                               remedy="only {'evidence': 'noop'} and {'guard': 'off'} "
-                                      "are supported")
+                               remedy=f"only these are supported: {WEAKENINGS!r}")
         owned = root is None
         root = Path(tempfile.mkdtemp(prefix="strongroom-redteam-")) if root is None else root
         root.mkdir(parents=True, exist_ok=True)
@@ -224,8 +236,12 @@ class EmbeddedTarget:
                                          shares_dir=root / "shares", officers=pubs,
                                          officer_threshold=2, settings=keys_settings)
 
+            # "lock_bound off": the longest bound the setting allows, i.e. none in practice.
+            bound = 600.0 if weaken.get("lock_bound") == "off" else LOCK_BOUND_S
+
             def audit_factory(s: Store, key: Any) -> AuditLog:
-                return AuditSettings(witnesses="", witness_quorum=0).open_log(
+                return AuditSettings(witnesses="", witness_quorum=0,
+                                     db_lock_timeout_s=bound).open_log(
                     s, key, witnesses=[], quorum=0)
 
             evidence_factory = grant_evidence
@@ -233,15 +249,18 @@ class EmbeddedTarget:
                 def evidence_factory(*_: Any) -> EvidenceVerifier:  # type: ignore[misc]
                     return _NoopEvidence()
 
-            # The checkpoint publisher checks the log at unseal only: on its 2 s interval it
-            # would catch a tampering scenario mid-way and (rightly) refuse every later one on
-            # this shared target. Rollback detection has its own tests (tests/audit, tests/cli).
+            # On the shared target the checkpoint publisher checks the log at unseal only: on
+            # its 2 s interval it would catch a tampering scenario mid-way and (rightly) refuse
+            # every later one. A rollback scenario runs on its own target (``needs: own-target``).
             svc = LocalKeyService(store, keys_settings, audit_factory=audit_factory,
                                   actor="strongroom-redteam-target",
-                                  evidence_factory=evidence_factory, checkpoint_interval=3600.0)
+                                  evidence_factory=evidence_factory,
+                                  checkpoint_interval=checkpoint_interval)
             for idx in (0, 1):
                 content = ceremony.read_share_file(result.share_files[idx], [custodians[idx]])
                 svc.submit_share(ceremony.build_submission(svc.status(), content))
+            if weaken.get("publisher") == "off" and svc.publisher is not None:
+                svc.publisher.stop()  # as before issue 15: nothing signs unless asked
             audit = svc.audit
             gate0 = svc.gate
             if audit is None or gate0 is None:
@@ -275,7 +294,8 @@ class EmbeddedTarget:
                                     canaries=canaries, sizes=gate0.sizes, guard=guard)
             target = cls(root, store, svc, keys, audit, alerts, canaries, vault, officers,
                          custodians, list(result.share_files), cap,
-                         weakened=tuple(sorted(weaken)), _owned_root=owned)
+                         weakened=tuple(sorted(weaken)), _owned_root=owned,
+                         checkpoint_interval=checkpoint_interval)
             target.description = ("embedded deployment: 2-of-3 Shamir keyring, 2-of-2 officers, "
                                   "Grant evidence at the gate" + (
                                       f", WEAKENED ({', '.join(weaken)})" if weaken else ""))
@@ -435,12 +455,23 @@ class EmbeddedTarget:
     # -- the Target protocol ---------------------------------------------------------
 
     def unsupported(self, needs: tuple[str, ...]) -> str | None:
-        """The embedded target supports every capability; ``softhsm`` needs the tools."""
+        """The embedded target supports every capability; ``softhsm`` needs the tools,
+        ``sqlite`` an SQLite store (``own-target``: see :meth:`own`)."""
+        if "sqlite" in needs and not self.store.url.startswith("sqlite"):
+            return (f"the scenario holds SQLite's write lock; this target's store is "
+                    f"{self.store.url.split(':', 1)[0]}")
         if "softhsm" in needs:
             from strongroom.redteam.hsm import softhsm_missing
 
             return softhsm_missing()
         return None
+
+    def own(self) -> EmbeddedTarget:
+        """A fresh deployment built the same way (same weakenings) for one scenario that
+        leaves a deployment unusable, e.g. with its audit log found rolled back; its
+        checkpoint publisher runs on a short interval, as a deployed one does. Close it."""
+        return EmbeddedTarget.build(weaken={k: WEAKENINGS[k] for k in self.weakened},
+                                    checkpoint_interval=OWN_CHECKPOINT_INTERVAL_S)
 
     def close(self) -> None:
         """Seal, close the store, delete the directory when the target made it."""
