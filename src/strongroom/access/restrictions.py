@@ -138,7 +138,6 @@ class RestrictionJournal:
         audit: AuditLog,
         *,
         on_tamper: Callable[[list[Tampered]], None] = lambda _: None,
-        listener: Callable[[list[AuditEvent]], None] = lambda _: None,
         actor: str = "strongroom",
         interval_s: float = 2.0,
         clock: Callable[[], float] = time.monotonic,
@@ -146,7 +145,6 @@ class RestrictionJournal:
         self.store = store
         self.audit = audit
         self.on_tamper = on_tamper
-        self.listener = listener
         self.actor = actor
         self.interval_s = interval_s
         self.clock = clock
@@ -161,11 +159,6 @@ class RestrictionJournal:
         if self.clock() < self._due and statements.marker(self.store) == self._marker:
             return
         self.reconcile()
-
-    def follow(self) -> None:
-        """Read the log's new entries (each page also goes to ``listener``)."""
-        with self._lock:
-            self._follow()
 
     def _take(self, events: list[AuditEvent]) -> None:
         for ev in events:
@@ -186,9 +179,7 @@ class RestrictionJournal:
         end = self.audit.size()
         while self._cursor < end:
             stop = min(end, self._cursor + _PAGE)
-            page = self.audit.events(self._cursor, stop)
-            self._take(page)
-            self.listener(page)
+            self._take(self.audit.events(self._cursor, stop))
             self._cursor = stop
 
     def _rows(self) -> dict[str, _Row]:

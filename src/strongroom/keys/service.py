@@ -234,7 +234,8 @@ class LocalKeyService:
                 meter = default_meter(self.store, self._audit, alerts=alerts)
                 guard = self._start_guard(meter, alerts)
                 rule = self._evidence_factory(self.keyring, self.store, self._audit)
-                guard.remember_nonce = getattr(rule, "remember", None)
+                if guard.egress is not None:
+                    guard.egress.remember_nonce = getattr(rule, "remember", None)
                 self._gate = ReleaseGate(
                     self.keyring, self._audit, evidence=rule, egress=meter, canaries=canaries,
                     sizes=self._sizes_factory(self.keyring) if self._sizes_factory else None,

@@ -456,6 +456,9 @@ class EgressMeter:
         self._leading = False
         #: Set when a reloaded total fell below what this process knew (rows deleted?).
         self.suspect = threading.Event()
+        #: Puts back, inside the given ledger transaction, charges the audit log holds but the
+        #: ledger lost; returns how many (the runtime's state guard sets it).
+        self.repair: Callable[[Connection], int] | None = None
 
     # -- transactions ------------------------------------------------------
 
@@ -627,30 +630,18 @@ class EgressMeter:
         """
         generation = self._lock_ledger(conn)
         previous = self._ledger
-        ledger = self._current(conn, generation)
         self._ledger = None  # nobody may use totals that this transaction is changing
-        seen = self._charged(conn, [it.charge_id for it in batch])
-        fresh: list[_PendingCharge] = []
-        for it in batch:
-            if it.charge_id in seen:
-                it.duplicate = True
-            else:
-                seen.add(it.charge_id)
-                fresh.append(it)
-        # Load every total this batch needs before any of its rows is counted.
-        for it in fresh:
-            for _, key in ledger.applicable(it.principal, it.artifact):
-                if key not in ledger.windows:
-                    self._load(conn, ledger, key)
-        # Lifetime budgets: totals of this generation (read under the ledger lock when not
-        # known yet), counted here as rows are decided, like the window totals.
+        ledger, fresh = self._prepare(conn, self._current(conn, generation), batch)
+        if previous is not None and ledger is not previous and self._fell(previous, ledger):
+            # Charges leave a total only by ageing out or by a refund: rows deleted behind
+            # the meter's back look the same. The runtime's repair puts back, in this very
+            # transaction, the rows whose releases the audit log holds; the totals are then
+            # read again, so this batch is decided on the ledger the log vouches for.
+            self.suspect.set()
+            if self.repair is not None and self.repair(conn):
+                fresh_ledger = _Ledger(generation, ledger.budgets, self._high_water(conn))
+                ledger, fresh = self._prepare(conn, fresh_ledger, batch)
         spent = ledger.spent
-        missing = list(dict.fromkeys(it.budget[0] for it in fresh
-                                     if it.budget is not None and it.budget[0] not in spent))
-        if missing:
-            spent.update(self._budget_totals(conn, missing))
-        if previous is not None and ledger is not previous:
-            self._keep_floor(previous, ledger)
         rows: list[tuple[str, str, str, int, float, str | None]] = []
         for it in fresh:
             high = ledger.high
@@ -681,26 +672,40 @@ class EgressMeter:
         for it in batch:
             it.decided = ledger
 
-    def _keep_floor(self, previous: _Ledger, ledger: _Ledger) -> None:
-        """Never let a reload count less than this process already knew was charged.
+    def _prepare(self, conn: Connection, ledger: _Ledger, batch: Sequence[_PendingCharge]
+                 ) -> tuple[_Ledger, list[_PendingCharge]]:
+        """Mark replays in ``batch``; load every total its new charges need (under the lock)."""
+        seen = self._charged(conn, [it.charge_id for it in batch])
+        fresh: list[_PendingCharge] = []
+        for it in batch:
+            it.duplicate = it.charge_id in seen
+            if not it.duplicate:
+                seen.add(it.charge_id)
+                fresh.append(it)
+        # Load every total this batch needs before any of its rows is counted.
+        for it in fresh:
+            for _, key in ledger.applicable(it.principal, it.artifact):
+                if key not in ledger.windows:
+                    self._load(conn, ledger, key)
+        # Lifetime budgets: totals of this generation (read under the ledger lock when not
+        # known yet), counted here as rows are decided, like the window totals.
+        spent = ledger.spent
+        missing = list(dict.fromkeys(it.budget[0] for it in fresh
+                                     if it.budget is not None and it.budget[0] not in spent))
+        if missing:
+            spent.update(self._budget_totals(conn, missing))
+        return ledger, fresh
 
-        Charges only leave a window by ageing out or by this process's own
-        changes (which drop the cache), so a reloaded total below the cached one
-        means rows were deleted behind the meter's back: the cached total
-        stands, and :attr:`suspect` asks the runtime to check the ledger
-        against the audit log (which restores the rows and raises
-        ``SR-STATE-TAMPER``).
-        """
+    @staticmethod
+    def _fell(previous: _Ledger, ledger: _Ledger) -> bool:
+        """Whether a reloaded total counts less than the cached one did (at the same time)."""
         at = max(ledger.high, previous.high)
-        for key, w in list(ledger.windows.items()):
+        for key, w in ledger.windows.items():
             old = previous.windows.get(key)
             if old is not None and w.used(at, at) < old.used(at, at):
-                ledger.windows[key] = old
-                self.suspect.set()
-        for bid, used in previous.spent.items():
-            if bid in ledger.spent and ledger.spent[bid] < used:
-                ledger.spent[bid] = used
-                self.suspect.set()
+                return True
+        return any(bid in ledger.spent and ledger.spent[bid] < used
+                   for bid, used in previous.spent.items())
 
     def _publish(self, batch: Sequence[_PendingCharge]) -> None:
         """After a batch committed: its totals become the cache (unless a newer one is there)."""
@@ -894,16 +899,28 @@ class EgressMeter:
         counted against the Grant (request digest) or break-glass budget its
         details name. Caps are not checked: these bytes already left.
         """
-        rows = {row[0]: row for row in map(charge_row, events) if row is not None}
-        if not rows:
+        return self.record_rows([row for row in map(charge_row, events) if row is not None])
+
+    def record_rows(self, rows: Sequence[ChargeRow]) -> int:
+        """Insert the ledger rows (:func:`charge_row`) not already held; how many were new."""
+        by_id = {row[0]: row for row in rows}
+        if not by_id:
             return 0
         with self._lock, self._begin() as conn:
             self._changed(conn)
-            charged = self._charged(conn, list(rows))
-            new = [row for cid, row in rows.items() if cid not in charged]
-            if new:
-                conn.exec_driver_sql(self._sql_insert, new)
+            held = self.held(conn, list(by_id))
+            new = [row for cid, row in by_id.items() if cid not in held]
+            self.insert(conn, new)
         return len(new)
+
+    def held(self, conn: Connection, ids: Sequence[str]) -> set[str]:
+        """Which of ``ids`` the ledger holds, read in ``conn``'s transaction."""
+        return self._charged(conn, ids)
+
+    def insert(self, conn: Connection, rows: Sequence[ChargeRow]) -> None:
+        """Insert ledger rows in ``conn``'s transaction (the caller holds the ledger lock)."""
+        if rows:
+            conn.exec_driver_sql(self._sql_insert, list(rows))
 
     def backfill(self, audit: AuditLog, now: float | None = None) -> int:
         """Charge the audit log's releases inside the longest window that the ledger lacks."""

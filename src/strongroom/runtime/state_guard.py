@@ -33,7 +33,9 @@ from strongroom.monitor.alerts import Alert, AlertManager
 from strongroom.monitor.egress import ChargeRow, EgressMeter, charge_row
 
 if TYPE_CHECKING:
-    from strongroom.audit.log import AuditEvent, AuditLog
+    from sqlalchemy import Connection
+
+    from strongroom.audit.log import AuditLog
     from strongroom.store.db import Store
 
 __all__ = ["TAMPER_RULE", "EgressLedgerCheck", "StateGuard"]
@@ -41,41 +43,82 @@ __all__ = ["TAMPER_RULE", "EgressLedgerCheck", "StateGuard"]
 TAMPER_RULE = "SR-STATE-TAMPER"
 #: Longest lifetime budget a ledger row can count against (a Grant's longest duration).
 _GRANT_HORIZON_S = 7 * 24 * 3600
+#: Audit entries read per query while following the log.
+_PAGE = 2000
 _log = logging.getLogger(__name__)
 
 
 class EgressLedgerCheck:
-    """The egress ledger holds a row for every release the audit log says was allowed."""
+    """The egress ledger holds a row for every release the audit log says was allowed.
 
-    def __init__(self, meter: EgressMeter, *, clock: Callable[[], float] = time.time) -> None:
+    It follows the log itself (a cursor of its own), so that :meth:`repair` can
+    run inside the meter's ledger transaction without waiting on anything else
+    the guard holds.
+    """
+
+    def __init__(self, meter: EgressMeter, audit: AuditLog, *,
+                 clock: Callable[[], float] = time.time) -> None:
         self.meter = meter
+        self.audit = audit
         self.clock = clock
-        self._rows: dict[str, tuple[ChargeRow, AuditEvent]] = {}
+        #: Where spent release nonces read from the log go (the evidence rule's ``remember``).
+        self.remember_nonce: Callable[[str, float], None] | None = None
+        self._lock = threading.Lock()
+        self._cursor = 0
+        self._rows: dict[str, tuple[ChargeRow, int]] = {}
+        self._restored: list[Tampered] = []
 
     def horizon(self) -> float:
         """The oldest charge any budget still counts (window budgets and Grant lifetimes)."""
         longest = max((b.window_s for b in self.meter.budgets()), default=0)
         return self.clock() - max(longest, _GRANT_HORIZON_S)
 
-    def observe(self, events: list[AuditEvent]) -> None:
-        """Remember the release entries among ``events`` (newer pages after older ones)."""
-        for ev in events:
-            row = charge_row(ev)
-            if row is not None:
-                self._rows[row[0]] = (row, ev)
+    def _follow(self) -> dict[str, tuple[ChargeRow, int]]:
+        """Read the log's new release entries; the rows within the horizon (a copy)."""
+        with self._lock:
+            end = self.audit.size()
+            now = self.clock()
+            while self._cursor < end:
+                stop = min(end, self._cursor + _PAGE)
+                for ev in self.audit.events(self._cursor, stop):
+                    row = charge_row(ev)
+                    if row is None:
+                        continue
+                    self._rows[row[0]] = (row, ev.index)
+                    nonce, expires = ev.details.get("nonce"), ev.details.get("expires")
+                    if (self.remember_nonce is not None and isinstance(nonce, str)
+                            and isinstance(expires, int) and expires > now):
+                        self.remember_nonce(nonce, float(expires))  # spent at another gate
+                self._cursor = stop
+            floor = self.horizon()
+            for cid in [c for c, (row, _) in self._rows.items() if row[4] < floor]:
+                del self._rows[cid]
+            return dict(self._rows)
+
+    def repair(self, conn: Connection) -> int:
+        """Put back, in the meter's transaction ``conn``, the logged charges the ledger lost."""
+        rows = self._follow()
+        lost = set(rows) - self.meter.held(conn, list(rows))
+        if lost:
+            self.meter.insert(conn, [rows[c][0] for c in sorted(lost)])
+            with self._lock:
+                self._restored += [_lost(rows[c]) for c in sorted(lost)]
+        return len(lost)
 
     def check(self) -> list[Tampered]:
-        """Charge again the releases whose ledger rows are gone; what was missing."""
-        floor = self.horizon()
-        for cid in [c for c, (row, _) in self._rows.items() if row[4] < floor]:
-            del self._rows[cid]
-        lost = self.meter.missing(list(self._rows))
-        if not lost:
-            return []
-        found = [self._rows[c] for c in sorted(lost)]
-        self.meter.record_events([ev for _, ev in found])
-        return [Tampered(row[0], "egress charge", row[1], ev.index, "missing",
-                         table="egress_charges") for row, ev in found]
+        """Charge again the releases whose ledger rows are gone; what was lost since last asked."""
+        rows = self._follow()
+        lost = self.meter.missing(list(rows))
+        if lost:
+            self.meter.record_rows([rows[c][0] for c in sorted(lost)])
+        with self._lock:
+            found, self._restored = self._restored, []
+        return found + [_lost(rows[c]) for c in sorted(lost)]
+
+
+def _lost(entry: tuple[ChargeRow, int]) -> Tampered:
+    row, index = entry
+    return Tampered(row[0], "egress charge", row[1], index, "missing", table="egress_charges")
 
 
 class StateGuard:
@@ -93,30 +136,15 @@ class StateGuard:
     ) -> None:
         self.alerts = alerts
         self.interval_s = interval_s
-        self.egress = EgressLedgerCheck(meter) if meter is not None else None
+        self.egress = EgressLedgerCheck(meter, audit) if meter is not None else None
+        if meter is not None and self.egress is not None:
+            meter.repair = self.egress.repair
         self.journal = RestrictionJournal(store, audit, on_tamper=self._tampered, actor=actor,
-                                          interval_s=interval_s,
-                                          listener=self._listen)
+                                          interval_s=interval_s)
         self._egress_due = 0.0
-        #: Where spent release nonces read from the log go (the evidence rule's ``remember``).
-        self.remember_nonce: Callable[[str, float], None] | None = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-
-    def _listen(self, events: list[AuditEvent]) -> None:
-        if self.egress is not None:
-            self.egress.observe(events)
-        remember = self.remember_nonce
-        if remember is None:
-            return
-        now = time.time()
-        for ev in events:  # nonces other gates on this database spent: refused here as replays
-            if ev.action != "key.release" or ev.decision != "allow":
-                continue
-            nonce, expires = ev.details.get("nonce"), ev.details.get("expires")
-            if isinstance(nonce, str) and isinstance(expires, int) and expires > now:
-                remember(nonce, float(expires))
 
     def check(self) -> None:
         """Before a release: reconcile what changed or is due (cheap otherwise)."""
@@ -132,7 +160,6 @@ class StateGuard:
             return []
         with self._lock:
             self.egress.meter.suspect.clear()
-            self.journal.follow()
             lost = self.egress.check()
             self._egress_due = time.monotonic() + self.interval_s
         if lost:
