@@ -25,9 +25,9 @@ import hashlib
 import json
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from sqlalchemy import select, update
@@ -39,9 +39,11 @@ from strongroom.store.tables.access import AccessGeneration, AccessStatement
 
 __all__ = [
     "KINDS",
+    "Stored",
     "VerifyCache",
     "by_digest",
     "envelopes",
+    "find_by_prefix",
     "marker",
     "merge",
     "payload_digest",
@@ -296,3 +298,26 @@ def by_digest(store: Store, digest: str) -> str | None:
         found = s.scalars(select(AccessStatement.envelope)
                           .where(AccessStatement.digest == digest)).first()
     return str(found) if found is not None else None
+
+
+class Stored(NamedTuple):
+    """One stored statement: its kind, digest and envelope (untrusted until verified)."""
+
+    kind: str
+    digest: str
+    envelope: str
+
+
+def find_by_prefix(store: Store, kinds: str | Collection[str], prefix: str, *,
+                   limit: int | None = None) -> list[Stored]:
+    """Stored statements of ``kinds`` whose digest starts with ``prefix`` (at most ``limit``).
+
+    The face that asked decides what zero or several matches mean to its user.
+    """
+    wanted = (kinds,) if isinstance(kinds, str) else tuple(kinds)
+    query = (select(AccessStatement.kind, AccessStatement.digest, AccessStatement.envelope)
+             .where(AccessStatement.kind.in_(wanted), AccessStatement.digest.startswith(prefix)))
+    if limit is not None:
+        query = query.limit(limit)
+    with store.session(readonly=True) as s:
+        return [Stored(str(k), str(d), str(e)) for k, d, e in s.execute(query).all()]

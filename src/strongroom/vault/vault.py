@@ -433,6 +433,16 @@ class Vault:
             )
         return manifest
 
+    def manifest_envelope(self, name: str, version: int) -> str:
+        """The signed manifest envelope of ``name@version`` as stored (verify before trusting)."""
+        with self.store.session(readonly=True) as s:
+            envelope = s.scalars(select(Artifact.manifest_json).where(
+                Artifact.name == name, Artifact.version == version)).first()
+        if envelope is None:
+            raise NotFound("no such artifact", obj=f"{name}@{version}",
+                           remedy="`strongroom weights ls` lists artifacts")
+        return str(envelope)
+
     def release_file_key(self, manifest: Manifest, entry: FileEntry, purpose: str) -> bytearray:
         """Ask the release gate for one shard's file key, after checking its blob's header."""
         obj = f"{manifest.ref}/{entry.path}"

@@ -1,0 +1,258 @@
+"""Access routes: requests, approvals, denials, Grants, revocations, break-glass (``/v1/access/*``).
+
+``build_router(ctx, keys)`` returns the router :func:`strongroom.server.app.create_app`
+includes. Every statement is a DSSE envelope the caller signed; it is verified here
+as the CLI verifies it, stored through :mod:`strongroom.access`, and checked again
+by the release gate. The server adds no authority of its own.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Request
+
+from strongroom.access.restrictions import journal_details
+from strongroom.access.statements import Stored, find_by_prefix
+from strongroom.errors import AccessDenied, IntegrityError, InvalidInput, NotFound
+from strongroom.server import models as M
+from strongroom.server.auth import PrincipalKeys, caller_of
+from strongroom.server.context import ServerContext
+from strongroom.server.signatures import Caller
+
+__all__ = ["build_router"]
+
+_DIGEST = r"^[0-9a-f]{8,64}$"
+
+
+def _verify_own(env: str, kind: str, caller: Caller) -> dict[str, Any]:
+    from strongroom.access import statements
+
+    try:
+        return statements.VerifyCache().verify(env, kind, {caller.key_id: caller.public_key},
+                                               obj=f"{kind} statement")
+    except IntegrityError as exc:
+        raise AccessDenied(f"the {kind} is not signed by the caller's key: {exc.message}",
+                           obj=f"{kind} statement",
+                           remedy="sign statements with the identity that signs the request"
+                           ) from None
+
+
+def build_router(ctx: ServerContext, keys: PrincipalKeys) -> APIRouter:
+    """The ``access`` routes over ``ctx``."""
+    r = APIRouter(prefix="/v1/access", tags=["access"])
+
+    def engine() -> Any:
+        from strongroom.access.policy import PolicyEngine, current_policy
+
+        return PolicyEngine(current_policy(ctx.directory_reader())[0])
+
+    def resource(name: str, directory: Any) -> Any:
+        from strongroom.access.evidence import describe_resource
+
+        base, _, version = name.partition("@")
+        m = ctx.vault().manifest(base, int(version) if version.isdigit() else None)
+        res = describe_resource(m.ref, m.kind, m.compartments, m.metadata)
+        return res.labelled(directory.label(m.name))
+
+    def request_out(env: str) -> M.RequestOut:
+        from strongroom.access import statements
+        from strongroom.access.grants import parse_approval
+
+        st = statements.unverified_payload(env)
+        digest = statements.payload_digest(env)
+        approvals = statements.envelopes(ctx.store, "approval", subject=digest,
+                                         newest_first=False)
+        return M.RequestOut(
+            digest=digest, requester=str(st.get("requester", "")),
+            action=str(st.get("action", "")), resource=str(st.get("resource", "")),
+            purpose=str(st.get("purpose", "")),
+            approvals=[parse_approval(a).approver for a in approvals],
+            denied=bool(statements.envelopes(ctx.store, "denial", subject=digest)),
+            envelope=env, approval_envelopes=approvals)
+
+    @r.get("/requests", response_model=list[M.RequestOut])
+    def list_requests(request: Request) -> list[M.RequestOut]:
+        """Stored access requests with their approvals."""
+        from strongroom.access import statements
+
+        caller_of(request)
+        return [request_out(env) for env in statements.envelopes(ctx.store, "request")]
+
+    @r.get("/requests/{digest}", response_model=M.RequestOut)
+    def get_request(request: Request,
+                    digest: Annotated[str, Path(pattern=_DIGEST)]) -> M.RequestOut:
+        """One request (by digest or a unique prefix of at least 8 characters)."""
+        caller_of(request)
+        return request_out(_find(ctx, "request", digest).envelope)
+
+    @r.post("/requests", response_model=M.StoredOut, status_code=201)
+    def submit_request(request: Request, body: M.Envelope) -> M.StoredOut:
+        """File a request signed by the caller; refused if policy forbids the caller outright."""
+        from strongroom.access.approvals import AccessRequest
+        from strongroom.access.approvals import submit_request as store_request
+
+        caller = caller_of(request)
+        req = AccessRequest.from_statement(_verify_own(body.envelope, "request", caller))
+        if req.requester_key != caller.key_id or req.requester != caller.name:
+            raise AccessDenied("the request names someone other than the caller",
+                               obj=req.resource)
+        directory = ctx.directory()
+        me = directory.principal(caller.key_id)
+        if me is None:
+            raise AccessDenied(f"{caller.name} is not enrolled", obj=req.resource,
+                               remedy="ask k security officers to sign your enrollment")
+        res = resource(req.resource, directory)
+        vault = ctx.vault(actor=caller.name)
+        if not engine().decide(me, req.action, res, time.time()).allowed:
+            vault.record("access.request", res.name, "deny", reason="policy",
+                         access_action=req.action)
+            raise AccessDenied(f"policy denies {me.name} {req.action} on {res.name} "
+                               "(clearance, compartments or vetting)", obj=res.name,
+                               remedy="ask the security officers about your enrollment")
+        digest = store_request(ctx.store, body.envelope)
+        vault.record("access.request", res.name, "allow", reason=req.purpose,
+                     access_action=req.action, request=digest)
+        return M.StoredOut(digest=digest, kind="request")
+
+    def _submit_verdict(request: Request, digest: str, body: M.Envelope,
+                        kind: str) -> M.StoredOut:
+        from strongroom.access.approvals import Approval, submit_approval
+
+        caller = caller_of(request)
+        full = _find(ctx, "request", digest).digest
+        a = Approval.from_statement(_verify_own(body.envelope, kind, caller))
+        if a.approver_key != caller.key_id or a.request != full:
+            raise AccessDenied(f"the {kind} is not the caller's for this request",
+                               obj=full[:16])
+        stored = submit_approval(ctx.store, body.envelope, kind=kind, directory=ctx.directory())
+        ctx.vault(actor=caller.name).record(
+            "access.approve" if kind == "approval" else "access.deny", full[:16],
+            "allow" if kind == "approval" else "deny", reason=a.reason or "", request=full,
+            **(journal_details(kind, body.envelope, subject=full) if kind == "denial" else {}))
+        return M.StoredOut(digest=stored, kind=kind)
+
+    @r.post("/requests/{digest}/approvals", response_model=M.StoredOut, status_code=201)
+    def submit_approval(request: Request, digest: Annotated[str, Path(pattern=_DIGEST)],
+                        body: M.Envelope) -> M.StoredOut:
+        """Store an approval the caller signed; the Grant is then signed and posted by a party."""
+        return _submit_verdict(request, digest, body, "approval")
+
+    @r.post("/requests/{digest}/denials", response_model=M.StoredOut, status_code=201)
+    def submit_denial(request: Request, digest: Annotated[str, Path(pattern=_DIGEST)],
+                      body: M.Envelope) -> M.StoredOut:
+        """Store a denial the caller signed (no grant is issued while it stands)."""
+        return _submit_verdict(request, digest, body, "denial")
+
+    def verified_grants() -> list[Any]:
+        from strongroom.access import statements
+        from strongroom.access.grants import verify_grant
+
+        directory = ctx.directory()
+        eng = engine()
+        now = time.time()
+        out = []
+        for env in statements.envelopes(ctx.store, "grant"):
+            try:
+                req = statements.unverified_payload(
+                    str(statements.unverified_payload(env)["request"]))
+                out.append(verify_grant(env, directory, eng,
+                                        resource(str(req["resource"]), directory), now=now))
+            except (AccessDenied, InvalidInput, NotFound, KeyError):
+                continue
+        return out
+
+    def grant_out(g: Any) -> M.GrantOut:
+        return M.GrantOut(grant_id=g.grant_id, holder=g.request.requester,
+                          action=g.request.action, resource=g.request.resource,
+                          approvers=list(g.approvers), issued=g.issued, expires=g.expires,
+                          byte_budget=g.byte_budget, issuer=g.issuer)
+
+    @r.get("/grants", response_model=list[M.GrantOut])
+    def list_grants(request: Request) -> list[M.GrantOut]:
+        """Grants that verify now, from their signatures."""
+        caller_of(request)
+        return [grant_out(g) for g in verified_grants()]
+
+    @r.post("/grants", response_model=M.GrantOut, status_code=201)
+    def submit_grant(request: Request, body: M.Envelope) -> M.GrantOut:
+        """Store a Grant the caller (requester or an approver) signed, if it verifies now."""
+        from strongroom.access import statements
+        from strongroom.access.caps import AccessCaps, holders
+        from strongroom.access.directory import base_name
+        from strongroom.access.grants import verify_grant
+
+        caller = caller_of(request)
+        if caller.key_id not in statements.signer_ids(body.envelope):
+            raise AccessDenied("the grant is not signed by the caller", obj="grant")
+        try:
+            claimed = statements.unverified_payload(
+                str(statements.unverified_payload(body.envelope)["request"]))
+            name = str(claimed["resource"])
+        except (KeyError, InvalidInput):
+            raise AccessDenied("the grant is malformed", obj="grant") from None
+        directory = ctx.directory()
+        res = resource(name, directory)
+        g = verify_grant(body.envelope, directory, engine(), res, now=time.time())
+        if statements.envelopes(ctx.store, "denial", subject=g.request_digest):
+            raise AccessDenied("the request was denied", obj=g.request_digest[:16],
+                               remedy="file a new request")
+        counts = holders(verified_grants()).get((base_name(res.name), g.request.action), set())
+        AccessCaps().check(res.name, g.request.action, counts, g.request.requester)
+        statements.put(ctx.store, "grant", body.envelope, subject=g.request.requester_key,
+                       resource=base_name(g.request.resource), expires=g.expires)
+        ctx.vault(actor=caller.name).record(
+            "access.grant", res.name, "allow", reason=g.request.purpose, grant=g.grant_id,
+            approvers=list(g.approvers), access_action=g.request.action,
+            requester=g.request.requester, expires=g.expires, byte_budget=g.byte_budget)
+        return grant_out(g)
+
+    @r.post("/grants/{grant_id}/revocations", response_model=M.StoredOut, status_code=201)
+    def revoke(request: Request, grant_id: Annotated[str, Path(pattern=_DIGEST)],
+               body: M.Envelope) -> M.StoredOut:
+        """Store a grant revocation the caller signed; the gate refuses the grant from then on."""
+        from strongroom.access import statements
+
+        caller = caller_of(request)
+        full = _find(ctx, "grant", grant_id).digest
+        st = _verify_own(body.envelope, "grant-revocation", caller)
+        if st.get("grant") != full or st.get("by_key") != caller.key_id:
+            raise AccessDenied("the revocation names another grant or signer", obj=full[:16])
+        digest = statements.put(ctx.store, "grant-revocation", body.envelope, subject=full)
+        ctx.vault(actor=caller.name).record(
+            "access.revoke", full[:16], "allow", reason=str(st.get("reason", "")), grant=full,
+            **journal_details("grant-revocation", body.envelope, subject=full))
+        return M.StoredOut(digest=digest, kind="grant-revocation")
+
+    @r.post("/break-glass", response_model=M.StoredOut, status_code=201)
+    def break_glass(request: Request, body: M.Envelope) -> M.StoredOut:
+        """Store a break-glass statement the caller signed: a critical alert at once."""
+        from strongroom.access.breakglass import ALERT_ACTION, BreakGlass, submit_break_glass
+
+        caller = caller_of(request)
+        st = _verify_own(body.envelope, "break-glass", caller)
+        from strongroom.access import statements
+
+        bg = BreakGlass.from_statement(st, statements.payload_digest(body.envelope))
+        if bg.principal != caller.name or bg.principal_key != caller.key_id:
+            raise AccessDenied("the break-glass names someone other than the caller",
+                               obj=bg.resource)
+        digest = submit_break_glass(ctx.store, body.envelope)
+        ctx.vault(actor=caller.name).record(ALERT_ACTION, bg.resource, "allow",
+                                            reason=bg.reason, severity="critical",
+                                            break_glass=digest)
+        return M.StoredOut(digest=digest, kind="break-glass")
+
+    return r
+
+
+def _find(ctx: ServerContext, kind: str, prefix: str) -> Stored:
+    """The one stored statement of ``kind`` whose digest starts with ``prefix``."""
+    found = find_by_prefix(ctx.store, kind, prefix, limit=2)
+    if not found:
+        raise NotFound(f"no {kind} statement {prefix}", obj=prefix)
+    if len(found) > 1:
+        raise InvalidInput(f"several {kind} statements match {prefix!r}", obj=prefix,
+                           remedy="give more characters of the id")
+    return found[0]

@@ -1,0 +1,110 @@
+"""Audit log and alert routes (``/v1/audit/*``, ``/v1/alerts``), tags ``audit`` and ``alerts``.
+
+``build_router(ctx, keys)`` returns the router :func:`strongroom.server.app.create_app`
+includes. Reading needs an auditor or a security officer; acknowledging an
+alert needs a security officer and is audited.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query, Request
+
+from strongroom.errors import InvalidInput, NotFound
+from strongroom.server import models as M
+from strongroom.server.auth import PrincipalKeys, require_role
+from strongroom.server.context import ServerContext
+
+__all__ = ["build_router"]
+
+_AUDITORS = ("auditors", "security-officers")
+
+
+def _entry_out(ev: Any) -> M.AuditEntryOut:
+    return M.AuditEntryOut(index=ev.index, time=ev.time, actor=ev.actor, action=ev.action,
+                           object=ev.object, decision=ev.decision, reason=ev.reason,
+                           details=ev.details, shard=ev.shard, nbytes=ev.nbytes)
+
+
+def _alert_out(a: Any) -> M.AlertOut:
+    return M.AlertOut(id=a.id, rule=a.rule, severity=a.severity, subject=a.subject,
+                      object=a.obj, message=a.message, count=a.count,
+                      first_seen=a.first_seen.isoformat(), last_seen=a.last_seen.isoformat(),
+                      acked_at=a.acked_at.isoformat() if a.acked_at else None,
+                      acked_by=a.acked_by)
+
+
+def build_router(ctx: ServerContext, keys: PrincipalKeys) -> APIRouter:
+    """The ``audit`` and ``alerts`` routes over ``ctx``."""
+    r = APIRouter(prefix="/v1", tags=["audit"])
+
+    @r.get("/audit/tail", response_model=list[M.AuditEntryOut])
+    def tail(request: Request, n: Annotated[int, Query(ge=1, le=1000)] = 20
+             ) -> list[M.AuditEntryOut]:
+        """The newest ``n`` entries (auditors, security officers)."""
+        require_role(request, keys, *_AUDITORS)
+        return [_entry_out(ev) for ev in ctx.audit().tail(n)]
+
+    @r.get("/audit/entries/{index}", response_model=M.AuditEntryOut)
+    def entry(request: Request, index: Annotated[int, Path(ge=0, le=1 << 62)]
+              ) -> M.AuditEntryOut:
+        """One entry."""
+        require_role(request, keys, *_AUDITORS)
+        log = ctx.audit()
+        if index >= log.size():
+            raise NotFound(f"the log has {log.size()} entries", obj=f"entry {index}")
+        return _entry_out(log.event(index))
+
+    @r.get("/audit/entries/{index}/proof", response_model=M.ProofOut)
+    def proof(request: Request, index: Annotated[int, Path(ge=0, le=1 << 62)]) -> M.ProofOut:
+        """An inclusion proof of one entry against the latest signed checkpoint."""
+        require_role(request, keys, *_AUDITORS)
+        log = ctx.audit()
+        if index >= log.size():
+            raise NotFound(f"the log has {log.size()} entries", obj=f"entry {index}")
+        return M.ProofOut(index=index, proof=log.prove(index).to_text())
+
+    @r.get("/audit/checkpoint", response_model=M.CheckpointOut)
+    def checkpoint(request: Request) -> M.CheckpointOut:
+        """The latest signed checkpoint."""
+        require_role(request, keys, *_AUDITORS)
+        log = ctx.audit()
+        return M.CheckpointOut(size=log.size(), checkpoint=log.latest_checkpoint())
+
+    @r.post("/audit/checkpoint", response_model=M.CheckpointOut)
+    def sign_checkpoint(request: Request) -> M.CheckpointOut:
+        """Sign a checkpoint at the current size and push it to the witnesses."""
+        require_role(request, keys, *_AUDITORS)
+        log = ctx.audit()
+        note = log.checkpoint()
+        return M.CheckpointOut(size=log.size(), checkpoint=note)
+
+    @r.get("/audit/consistency", response_model=M.ConsistencyOut)
+    def consistency(request: Request, old: Annotated[int, Query(ge=1, le=1 << 62)],
+                    new: Annotated[int, Query(ge=1, le=1 << 62)]) -> M.ConsistencyOut:
+        """Hashes proving the tree of size ``new`` extends the tree of size ``old``."""
+        require_role(request, keys, *_AUDITORS)
+        log = ctx.audit()
+        if not old <= new <= log.size():
+            raise InvalidInput(f"need 1 <= old <= new <= {log.size()}", obj="consistency")
+        hashes = log.consistency(old, new)
+        return M.ConsistencyOut(old=old, new=new,
+                                hashes=[base64.b64encode(h).decode() for h in hashes])
+
+    @r.get("/alerts", response_model=list[M.AlertOut], tags=["alerts"])
+    def alerts(request: Request, unacked: bool = False,
+               limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[M.AlertOut]:
+        """Alerts, newest first (security officers, auditors)."""
+        require_role(request, keys, *_AUDITORS)
+        return [_alert_out(a) for a in ctx.alerts().recent(unacked=unacked, limit=limit)]
+
+    @r.post("/alerts/{alert_id}/ack", response_model=M.AlertOut, tags=["alerts"])
+    def ack(request: Request, alert_id: Annotated[int, Path(ge=1, le=1 << 62)],
+            body: M.AlertAck) -> M.AlertOut:
+        """Acknowledge an alert (audited)."""
+        caller = require_role(request, keys, "security-officers")
+        return _alert_out(ctx.alerts().ack(alert_id, by=caller.name, note=body.note))
+
+    return r

@@ -1,0 +1,74 @@
+"""Seal state and identity routes (``/v1/sys/*``, ``/v1/whoami``), tag ``sys``.
+
+``build_router(ctx, keys)`` returns the router :func:`strongroom.server.app.create_app`
+includes. Seal status and share submission need no signature (a share is its own
+credential); sealing needs a pinned security officer and forgets cached principals.
+"""
+
+from __future__ import annotations
+
+import base64
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from fastapi import APIRouter, Request
+
+from strongroom.errors import AccessDenied, InvalidInput
+from strongroom.server import models as M
+from strongroom.server.auth import PrincipalKeys, caller_of
+from strongroom.server.context import ServerContext
+
+__all__ = ["build_router"]
+
+
+def build_router(ctx: ServerContext, keys: PrincipalKeys) -> APIRouter:
+    """The ``sys`` routes over ``ctx``; ``keys`` is forgotten when the vault is sealed."""
+    r = APIRouter(prefix="/v1", tags=["sys"])
+
+    @r.get("/sys/seal-status", response_model=M.SealStatusOut)
+    def seal_status() -> M.SealStatusOut:
+        """Initialised, sealed, threshold and unseal progress (no signature needed)."""
+        return M.SealStatusOut(**ctx.keys.status().to_dict())
+
+    @r.post("/sys/unseal", response_model=M.SealStatusOut)
+    def unseal(body: M.UnsealIn) -> M.SealStatusOut:
+        """Submit one custodian's share, bound to the ceremony nonce (the share is the credential)."""
+        try:
+            submission = base64.b64decode(body.submission, validate=True)
+        except ValueError:
+            raise InvalidInput("the submission is not base64", obj="submission") from None
+        submit = getattr(ctx.keys, "submit_share", None)
+        if submit is None:
+            raise InvalidInput("this key service takes no shares", obj="keyring")
+        return M.SealStatusOut(**submit(submission).to_dict())
+
+    @r.post("/sys/seal", response_model=M.SealStatusOut)
+    def seal(request: Request) -> M.SealStatusOut:
+        """Wipe key material from memory (security officers only)."""
+        caller = caller_of(request)
+        if not caller.officer:
+            raise AccessDenied(f"{caller.name} is not a security officer", obj="keyring",
+                               remedy="a pinned security officer seals the vault")
+        status = ctx.keys.seal()
+        ctx.forget_sealed()
+        keys.forget()
+        return M.SealStatusOut(**(status or ctx.keys.status()).to_dict())
+
+    @r.get("/sys/public-keys", response_model=M.PublicKeysOut)
+    def public_keys(request: Request) -> M.PublicKeysOut:
+        """The vault's manifest and checkpoint public keys (compare out of band, then pin)."""
+        from strongroom.crypto.dsse import key_id
+
+        caller_of(request)
+        pub = ctx.keys.public_keys()
+        return M.PublicKeysOut(
+            manifest=base64.b64encode(pub["manifest"]).decode(),
+            manifest_key_id=key_id(Ed25519PublicKey.from_public_bytes(pub["manifest"])),
+            checkpoint=base64.b64encode(pub["checkpoint"]).decode())
+
+    @r.get("/whoami", response_model=M.WhoAmIOut)
+    def whoami(request: Request) -> M.WhoAmIOut:
+        """The principal the request's signature proves."""
+        c = caller_of(request)
+        return M.WhoAmIOut(key_id=c.key_id, name=c.name, officer=c.officer)
+
+    return r
