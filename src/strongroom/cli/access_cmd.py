@@ -139,21 +139,17 @@ def _size(text: str) -> int:
 
 def _find(store: object, kind: str, prefix: str) -> str:
     """The full digest of a stored statement of ``kind`` whose id starts with ``prefix``."""
-    from sqlalchemy import select
-
+    from strongroom.access.statements import find_by_prefix
     from strongroom.store.db import Store
-    from strongroom.store.tables.access import AccessStatement
 
     assert isinstance(store, Store)
     if len(prefix) < 8:
         raise InvalidInput("give at least 8 characters of the id", obj=prefix)
-    with store.session() as s:
-        found = s.scalars(select(AccessStatement.digest).where(
-            AccessStatement.kind == kind, AccessStatement.digest.startswith(prefix))).all()
+    found = find_by_prefix(store, kind, prefix)
     if len(found) != 1:
         raise InvalidInput(f"{len(found)} {kind} statements match {prefix!r}", obj=prefix,
                            remedy="`strongroom access grants --pending` shows the ids")
-    return str(found[0])
+    return found[0].digest
 
 
 def _find_envelope(store: object, kind: str, prefix: str) -> tuple[str, str]:

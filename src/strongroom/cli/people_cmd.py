@@ -81,26 +81,21 @@ def enroll(
 @people_app.command("cosign")
 def cosign(statement_id: Annotated[str, typer.Argument(help="statement id (8+ characters)")]) -> None:
     """Add your officer signature to a stored enrollment, revocation, label or policy."""
-    from sqlalchemy import select
-
     from strongroom.access import statements
     from strongroom.access.directory import publish
     from strongroom.cli.access_cmd import open_context
     from strongroom.crypto.dsse import sign_statement
-    from strongroom.store.tables.access import AccessStatement
 
     vault, ctx = open_context()
     with vault:
         keys = ctx.officer_keys()
-        with vault.store.session() as s:
-            rows = s.execute(select(AccessStatement.kind, AccessStatement.envelope).where(
-                AccessStatement.digest.startswith(statement_id),
-                AccessStatement.kind.in_(("enrollment", "revocation", "label", "policy",
-                                           "codeowners")))).all()
+        rows = statements.find_by_prefix(
+            vault.store, ("enrollment", "revocation", "label", "policy", "codeowners"),
+            statement_id)
         if len(rows) != 1 or len(statement_id) < 8:
             raise NotFound(f"{len(rows)} officer statements match", obj=statement_id,
                            remedy="give at least 8 characters of the id the first officer printed")
-        kind, env = rows[0]
+        kind, env = rows[0].kind, rows[0].envelope
         body = statements.unverified_payload(env)
         mine = sign_statement(body, statements.payload_type(kind), *keys)  # type: ignore[arg-type]
         if kind in ("policy", "codeowners"):
