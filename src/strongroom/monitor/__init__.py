@@ -1,8 +1,10 @@
 """Exfiltration defence and insider-risk detection.
 
 * :mod:`~strongroom.monitor.egress` — byte budgets charged at key release
-  (:class:`EgressMeter`, the release gate's ``EgressMeter``) and the
-  time-to-exfiltrate report;
+  (:class:`EgressMeter`, the release gate's ``EgressMeter``), over the budgets
+  of :mod:`~strongroom.monitor.budgets` and the ledger of
+  :mod:`~strongroom.monitor.ledger`;
+* :mod:`~strongroom.monitor.exfil_report` — the time-to-exfiltrate report;
 * :mod:`~strongroom.monitor.detectors` — rules over audit events with their
   MITRE ATT&CK / ATLAS ids, and the per-person risk score (:class:`RiskEngine`);
 * :mod:`~strongroom.monitor.canaries` — decoy artifacts (:class:`CanaryRegistry`);
@@ -25,7 +27,9 @@ from strongroom.monitor.alerts import (
     StoredAlert,
     WebhookSink,
 )
-from strongroom.monitor.egress import Budget, BudgetUsage, EgressMeter, ExfiltrationEstimate
+from strongroom.monitor.budgets import Budget, BudgetUsage
+from strongroom.monitor.egress import EgressMeter
+from strongroom.monitor.exfil_report import ExfiltrationEstimate
 
 __all__ = [
     "Alert",

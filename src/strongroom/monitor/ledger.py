@@ -1,0 +1,348 @@
+"""The egress ledger: its rows, its locked transactions, and the running totals kept of it.
+
+The ledger is two tables (``egress_charges``, one row per charge keyed by the
+release evidence's nonce; ``egress_budgets``) and one state row
+(``egress_ledger``) whose generation every change bumps.
+:class:`strongroom.monitor.egress.EgressMeter` is its only writer; it uses:
+
+* :class:`LedgerStore` — the SQL: a write transaction (:meth:`LedgerStore.begin`),
+  the ledger lock that bumps the generation (:meth:`LedgerStore.lock`), and the
+  reads and inserts made under it (held charge ids, window rows, Grant budget
+  totals, stored budgets)::
+
+      db = LedgerStore(store)
+      with db.begin() as conn:
+          generation = db.lock(conn)            # before any read that decides a charge
+          new = [r for r in rows if r[0] not in db.held(conn, [r[0] for r in rows])]
+          db.insert(conn, new)
+
+* :class:`LedgerCache` and :class:`WindowTotal` — what a process knows of the
+  ledger at one generation (budgets, the newest charge time, one running total
+  per budget window, lifetime totals per Grant budget). Valid only while the
+  database's generation is the cache's; otherwise it is rebuilt.
+* :func:`charge_row` — the row a ``key.release`` allow entry of the audit log
+  stands for, so a replay (or the state guard's repair) charges it exactly as
+  the gate did.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import deque
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, cast
+
+from sqlalchemy import ColumnElement, Connection, func, or_, select
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
+
+from strongroom.errors import StorageError
+from strongroom.monitor.budgets import (
+    SCOPES,
+    UNKNOWN_ARTIFACT,
+    Budget,
+    Scope,
+    applicable,
+    subject_key,
+)
+from strongroom.store.db import READONLY
+from strongroom.store.tables.monitor import EgressBudgetRow, EgressCharge
+
+if TYPE_CHECKING:
+    from strongroom.audit.log import AuditEvent
+    from strongroom.store.db import Store
+
+__all__ = [
+    "ACTION",
+    "MAX_BUDGET_ID",
+    "ChargeRow",
+    "LedgerCache",
+    "LedgerStore",
+    "WindowKey",
+    "WindowTotal",
+    "charge_row",
+    "event_time",
+]
+
+#: The audit action of a key release: its ``allow`` entries are the charges.
+ACTION = "key.release"
+#: Entries kept in the per-(principal, artifact) and per-window caches before pruning.
+MAX_CACHED = 4096
+#: Charge ids checked per ``IN (...)`` query.
+ID_CHUNK = 500
+#: Longest budget id ``egress_charges.budget_id`` holds (a request digest is far shorter).
+MAX_BUDGET_ID = 128
+
+#: What a running total is kept for: scope, who (principal, artifact name or ``*``), window.
+WindowKey = tuple[str, str, int]
+#: One ``egress_charges`` row: charge id, principal, artifact, bytes, time, budget id.
+ChargeRow = tuple[str, str, str, int, float, str | None]
+
+
+def event_time(ev: AuditEvent) -> float:
+    """An audit entry's time in seconds since the epoch."""
+    return datetime.fromisoformat(ev.time.replace("Z", "+00:00")).timestamp()
+
+
+def charge_row(ev: AuditEvent) -> ChargeRow | None:
+    """The ledger row a ``key.release`` allow entry stands for, keyed as the gate charges it.
+
+    (charge id: the evidence nonce or else ``audit:<index>``; principal;
+    artifact; bytes; time; Grant or break-glass budget id). ``None`` for any
+    other entry.
+    """
+    if ev.action != ACTION or ev.decision != "allow" or ev.nbytes is None:
+        return None
+    nonce = ev.details.get("nonce")
+    cid = nonce if isinstance(nonce, str) and nonce else f"audit:{ev.index}"
+    bid = ev.details.get("request_digest") or ev.details.get("break_glass")
+    budget_id = bid if isinstance(bid, str) and len(bid) <= MAX_BUDGET_ID else None
+    return (cid, ev.actor, ev.object.split("/", 1)[0], int(ev.nbytes), event_time(ev),
+            budget_id)
+
+
+class WindowTotal:
+    """The charges one window key sees, oldest first, and their running total."""
+
+    __slots__ = ("entries", "total", "window_s")
+
+    def __init__(self, window_s: int, rows: Iterable[tuple[float, int]]) -> None:
+        self.window_s = window_s
+        self.entries: deque[tuple[float, int]] = deque(rows)
+        self.total = sum(n for _, n in self.entries)
+
+    def used(self, t: float, floor: float) -> int:
+        """Bytes charged after ``t - window_s``; forgets what no charge at or after ``floor`` sees."""
+        q = self.entries
+        gone = floor - self.window_s
+        while q and q[0][0] <= gone:
+            self.total -= q.popleft()[1]
+        edge = t - self.window_s
+        used = self.total
+        for at, n in q:  # only entries in (floor - window, t - window]: few or none
+            if at > edge:
+                break
+            used -= n
+        return used
+
+    def add(self, at: float, nbytes: int) -> None:
+        """Count a new charge (stamped at or after every charge already counted)."""
+        self.entries.append((at, nbytes))
+        self.total += nbytes
+
+
+class LedgerCache:
+    """What this process knows of the ledger at one generation: budgets, high water, totals.
+
+    Valid only while the database's ``egress_ledger.generation`` equals
+    ``generation``; every transaction that changes charges or budgets bumps it,
+    so a change by another process (or a rolled-back batch) forces a reload.
+    """
+
+    __slots__ = ("budgets", "generation", "high", "hits", "lengths", "spent", "windows")
+
+    def __init__(self, generation: int, budgets: list[Budget], high: float) -> None:
+        self.generation = generation
+        self.budgets = budgets
+        self.high = high
+        self.windows: dict[WindowKey, WindowTotal] = {}
+        #: Lifetime bytes charged under each Grant / break-glass budget id loaded so far.
+        self.spent: dict[str, int] = {}
+        self.hits: dict[tuple[str, str], list[tuple[Budget, WindowKey]]] = {}
+        self.lengths = {scope: sorted({b.window_s for b in budgets if b.scope == scope})
+                        for scope in SCOPES}
+
+    def applicable(self, principal: str, artifact: str) -> list[tuple[Budget, WindowKey]]:
+        """The budgets a charge counts against, each with the running total it is checked on."""
+        found = self.hits.get((principal, artifact))
+        if found is None:
+            if len(self.hits) > MAX_CACHED:
+                self.hits.clear()
+            found = [(b, (b.scope, subject_key(b.scope, principal, artifact), b.window_s))
+                     for b in applicable(self.budgets, principal, artifact)]
+            self.hits[principal, artifact] = found
+        return found
+
+    def add(self, principal: str, artifact: str, at: float, nbytes: int) -> None:
+        """Count a recorded charge in every loaded total whose filter it matches."""
+        windows = self.windows
+        for scope in SCOPES:
+            if scope == "artifact" and artifact == UNKNOWN_ARTIFACT:
+                continue
+            who = subject_key(scope, principal, artifact)
+            for length in self.lengths[scope]:
+                w = windows.get((scope, who, length))
+                if w is not None:
+                    w.add(at, nbytes)
+        if at > self.high:
+            self.high = at
+
+    def prune(self) -> None:
+        """Forget totals that hold no charge any more (bounded memory for idle principals)."""
+        if len(self.spent) > MAX_CACHED:
+            self.spent.clear()  # reloaded on demand (one query per batch)
+        if len(self.windows) > MAX_CACHED:
+            floor = self.high
+            for key in [k for k, w in self.windows.items() if w.used(floor, floor) == 0]:
+                del self.windows[key]
+
+    def fell_below(self, previous: LedgerCache) -> bool:
+        """Whether a total here counts less than ``previous`` did (at the same time)."""
+        at = max(self.high, previous.high)
+        for key, w in self.windows.items():
+            old = previous.windows.get(key)
+            if old is not None and w.used(at, at) < old.used(at, at):
+                return True
+        return any(bid in self.spent and self.spent[bid] < used
+                   for bid, used in previous.spent.items())
+
+
+def _like_escape(text_: str) -> str:
+    return text_.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+class LedgerStore:
+    """The egress ledger's tables in one :class:`~strongroom.store.db.Store`.
+
+    Its methods that take a ``conn`` run inside the caller's transaction; those
+    that decide or change charges expect the caller to have taken
+    :meth:`lock` first.
+    """
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        mark = "%s" if store.dialect == "postgresql" else "?"
+        self._mark = mark
+        # Statements are built from constants and placeholders only (no values).
+        # Locks the row (PostgreSQL) and bumps the generation in one statement.
+        self._sql_bump = ("UPDATE egress_ledger SET generation = generation + 1 WHERE id = 1 "
+                          "RETURNING generation")
+        self._sql_insert = ("INSERT INTO egress_charges (charge_id, principal, artifact, "  # noqa: S608
+                            f"nbytes, at, budget_id) VALUES ({mark}, {mark}, {mark}, {mark}, "
+                            f"{mark}, {mark})")
+
+    @contextlib.contextmanager
+    def begin(self) -> Iterator[Connection]:
+        """A write transaction (SQLite: ``BEGIN IMMEDIATE``); errors become StorageError."""
+        try:
+            with self.store.engine.begin() as conn:
+                yield conn
+        except SQLAlchemyError as exc:
+            raise StorageError(f"egress ledger transaction failed: {type(exc).__name__}",
+                               obj=self.store.url,
+                               remedy="check that the database is reachable and writable") from exc
+
+    def lock(self, conn: Connection) -> int:
+        """Lock the ledger for this transaction and bump its generation; the one before.
+
+        Every transaction that may change charges or budgets calls this first.
+        SQLite: the transaction's ``BEGIN IMMEDIATE`` already holds the write
+        lock. PostgreSQL: the ``UPDATE`` locks the one state row until commit.
+        """
+        gen = conn.exec_driver_sql(self._sql_bump).scalar()
+        if gen is None:
+            raise StorageError("the egress ledger's state row is missing", obj=self.store.url,
+                               remedy="run the migrations (Store.open) on this database")
+        return int(gen) - 1
+
+    # -- budgets -----------------------------------------------------------
+
+    @staticmethod
+    def budgets(s: Session | Connection,
+                defaults: Mapping[tuple[str, str, int], Budget]) -> list[Budget]:
+        """Every budget in force: the stored ones over ``defaults`` (keyed by ``Budget.key``)."""
+        merged = dict(defaults)
+        rows = s.execute(select(EgressBudgetRow.scope, EgressBudgetRow.subject,
+                                EgressBudgetRow.window_s, EgressBudgetRow.cap_bytes))
+        for scope, subject, window_s, cap in rows:
+            b = Budget(cast(Scope, scope), str(subject), int(window_s), int(cap))
+            merged[b.key] = b
+        return sorted(merged.values(), key=lambda b: b.key)
+
+    # -- window totals -----------------------------------------------------
+
+    @staticmethod
+    def where(scope: str, who: str) -> ColumnElement[bool]:
+        """The charges a budget of ``scope`` sums for ``who`` (:func:`subject_key`)."""
+        if scope == "principal":
+            return EgressCharge.principal == who
+        if scope == "artifact":
+            return or_(EgressCharge.artifact == who,
+                       EgressCharge.artifact.like(_like_escape(who) + "@%", escape="\\"))
+        return EgressCharge.nbytes >= 0
+
+    def used(self, s: Session, b: Budget, principal: str, artifact: str | None,
+             now: float) -> int:
+        """Bytes charged against ``b`` for this principal and artifact in the window to ``now``."""
+        who = subject_key(b.scope, principal, artifact or UNKNOWN_ARTIFACT)
+        # No upper bound on time: charges stamped "in the future" (clock stepped back) count.
+        total = s.scalar(select(func.coalesce(func.sum(EgressCharge.nbytes), 0))
+                         .where(self.where(b.scope, who), EgressCharge.at > now - b.window_s))
+        return int(total or 0)
+
+    @staticmethod
+    def high_water(s: Session | Connection) -> float:
+        """The newest charge's time (``-inf`` for an empty ledger)."""
+        latest = s.execute(select(func.max(EgressCharge.at))).scalar()
+        return float(latest) if latest is not None else float("-inf")
+
+    def load(self, conn: Connection, ledger: LedgerCache, key: WindowKey) -> WindowTotal:
+        """Read one window's charges into ``ledger`` (those its high water still sees)."""
+        scope, who, window_s = key
+        q = select(EgressCharge.at, EgressCharge.nbytes).where(self.where(scope, who))
+        if ledger.high != float("-inf"):
+            q = q.where(EgressCharge.at > ledger.high - window_s)
+        rows = conn.execute(q.order_by(EgressCharge.at)).all()
+        w = WindowTotal(window_s, ((float(at), int(n)) for at, n in rows))
+        ledger.windows[key] = w
+        return w
+
+    # -- charge ids and Grant budgets --------------------------------------
+
+    def held(self, conn: Connection, ids: Sequence[str]) -> set[str]:
+        """Which of ``ids`` the ledger already holds, read in ``conn``'s transaction."""
+        found: set[str] = set()
+        for i in range(0, len(ids), ID_CHUNK):
+            chunk = ids[i:i + ID_CHUNK]
+            marks = ", ".join([self._mark] * len(chunk))
+            rows: Any = conn.exec_driver_sql(
+                f"SELECT charge_id FROM egress_charges WHERE charge_id IN ({marks})",  # noqa: S608
+                tuple(chunk))
+            found.update(str(r[0]) for r in rows)
+        return found
+
+    def missing(self, ids: Sequence[str]) -> set[str]:
+        """Which of ``ids`` the ledger does not hold (a read; no ledger lock).
+
+        On SQLite a read-only snapshot: it never waits for another connection's write
+        lock (the audit log's bound is what a release may wait for).
+        """
+        try:
+            with self.store.engine.connect().execution_options(**{READONLY: True}) as conn:
+                return set(ids) - self.held(conn, ids)
+        except SQLAlchemyError as exc:
+            raise StorageError(f"cannot read the egress ledger: {type(exc).__name__}",
+                               obj=self.store.url,
+                               remedy="check that the database is reachable") from exc
+
+    def budget_totals(self, conn: Connection, ids: Sequence[str]) -> dict[str, int]:
+        """Bytes the ledger holds under each of ``ids`` (lifetime, no window).
+
+        One grouped query per :data:`ID_CHUNK` ids, answered from the
+        ``(budget_id, nbytes)`` index alone.
+        """
+        found = dict.fromkeys(ids, 0)
+        for i in range(0, len(ids), ID_CHUNK):
+            chunk = ids[i:i + ID_CHUNK]
+            marks = ", ".join([self._mark] * len(chunk))
+            rows: Any = conn.exec_driver_sql(
+                "SELECT budget_id, coalesce(sum(nbytes), 0) FROM egress_charges "  # noqa: S608
+                f"WHERE budget_id IN ({marks}) GROUP BY budget_id", tuple(chunk))
+            found.update((str(bid), int(total or 0)) for bid, total in rows)
+        return found
+
+    def insert(self, conn: Connection, rows: Sequence[ChargeRow]) -> None:
+        """Insert ledger rows in ``conn``'s transaction (the caller holds the ledger lock)."""
+        if rows:
+            conn.exec_driver_sql(self._sql_insert, list(rows))
