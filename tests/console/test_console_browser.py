@@ -26,7 +26,7 @@ from access_kit import World, access_world
 from strongroom.access import statements
 from strongroom.access.approvals import AccessRequest, submit_request
 from strongroom.access.directory import publish
-from strongroom.server.console.registration import endorsed_enrollment, make_register_token
+from strongroom.access.registration import endorsed_enrollment, make_register_token
 from strongroom.server.context import ServerContext
 from strongroom.settings import Settings
 

@@ -11,10 +11,10 @@ import typer
 from fido_softkey import SoftKey
 from typer.testing import CliRunner
 
+from strongroom.access.registration import RegisterToken, store_pending
 from strongroom.cli import console_cmd, people_cmd
 from strongroom.errors import StrongroomError
 from strongroom.keys.identity import Identity
-from strongroom.server.console.registration import RegisterToken, store_pending
 from strongroom.settings import Settings
 from strongroom.store.db import Store
 

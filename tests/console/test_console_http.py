@@ -15,14 +15,14 @@ from fido_softkey import SoftKey, add_keys
 
 from strongroom.access import fido, statements
 from strongroom.access.directory import DirectoryReader, Resource
-from strongroom.errors import AccessDenied
-from strongroom.server.console import ConsoleConfig, build_router
-from strongroom.server.console.registration import (
+from strongroom.access.registration import (
     endorsed_enrollment,
     make_register_token,
     store_pending,
     verify_register_token,
 )
+from strongroom.errors import AccessDenied
+from strongroom.server.console import ConsoleConfig, build_router
 from strongroom.server.console.sessions import COOKIE
 from strongroom.server.context import ServerContext
 from strongroom.settings import Settings
@@ -269,10 +269,10 @@ def test_register_token_command_signs_with_the_cli_identity(tmp_path: Path,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     from typer.testing import CliRunner
 
+    from strongroom.access.registration import REGISTER_PAYLOAD_TYPE
     from strongroom.cli.console_cmd import console_app
     from strongroom.crypto.dsse import verify_statement
     from strongroom.keys.identity import Identity
-    from strongroom.server.console.registration import REGISTER_PAYLOAD_TYPE
 
     bob = Identity.generate("bob")
     bob.save(tmp_path / "bob.identity")

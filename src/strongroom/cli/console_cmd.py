@@ -32,8 +32,8 @@ def register_token(
     ttl: Annotated[int, typer.Option("--ttl", help="lifetime in seconds (max 3600)")] = 900,
 ) -> None:
     """Print a one-time token to register a security key in the console (signed by you)."""
+    from strongroom.access.registration import make_register_token
     from strongroom.cli.access_cmd import identity
-    from strongroom.server.console.registration import make_register_token
 
     me = identity()
     token = make_register_token(me, ttl_s=ttl)
@@ -43,8 +43,8 @@ def register_token(
 @console_app.command("pending")
 def pending_cmd() -> None:
     """Security keys registered in the console, and whether officers enrolled them."""
+    from strongroom.access.registration import pending
     from strongroom.cli.access_cmd import open_context
-    from strongroom.server.console.registration import pending
 
     vault, ctx = open_context()
     with vault:
@@ -68,8 +68,8 @@ def endorse(
 ) -> None:
     """Sign (as an officer) the person's enrollment with the registered keys added."""
     from strongroom.access.directory import publish
+    from strongroom.access.registration import endorsed_enrollment
     from strongroom.cli.access_cmd import open_context
-    from strongroom.server.console.registration import endorsed_enrollment
 
     vault, ctx = open_context()
     with vault:

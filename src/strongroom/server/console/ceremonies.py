@@ -17,7 +17,6 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from sqlalchemy import select
 
 from strongroom.access import fido, statements
 from strongroom.access.approvals import (
@@ -33,13 +32,16 @@ from strongroom.access.grants import (
     revocation_statement,
     store_grant,
 )
+from strongroom.access.registration import (
+    advance_sign_count,
+    store_pending,
+    verify_register_token,
+)
 from strongroom.access.restrictions import journal_details
 from strongroom.errors import AccessDenied, InvalidInput, StrongroomError
 from strongroom.server.console import data
 from strongroom.server.console.core import Console, ConsoleError
-from strongroom.server.console.registration import store_pending, verify_register_token
 from strongroom.server.console.sessions import Session
-from strongroom.store.tables.console import ConsoleCredential
 
 __all__ = ["add_routes"]
 
@@ -88,15 +90,9 @@ def _imaginary_credential(console: Console, name: str) -> str:
 
 def _check_count(console: Console, key_id: str, count: int) -> None:
     """Console-side clone check: a non-zero sign count must grow; store the new one."""
-    with console.ctx.store.session() as s:
-        row = s.get(ConsoleCredential, key_id)
-        if row is None:
-            return
-        if (count or row.sign_count) and count <= row.sign_count:
-            raise ConsoleError(403, "this security key's signature counter went backwards: it "
-                               "may be cloned; ask the security officers to revoke it")
-        row.sign_count = count
-        row.last_used_at = time.time()
+    if not advance_sign_count(console.ctx.store, key_id, count, now=time.time()):
+        raise ConsoleError(403, "this security key's signature counter went backwards: it "
+                           "may be cloned; ask the security officers to revoke it")
 
 
 def _signed_by_key(console: Console, sess: Session, me: Enrollment, body: dict[str, Any],
@@ -449,9 +445,3 @@ def _json(text: str) -> Any:
 
     return json.loads(text)
 
-
-def credentials_of(console: Console, person_key: str) -> list[ConsoleCredential]:
-    """Keys a person registered (pending or enrolled)."""
-    with console.ctx.store.session() as s:
-        return list(s.scalars(select(ConsoleCredential)
-                              .where(ConsoleCredential.person_key == person_key)))

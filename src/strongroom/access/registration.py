@@ -10,6 +10,10 @@
    enrollment listing it: ``strongroom console endorse NAME --credential ID``
    (or :func:`endorsed_enrollment` + ``Enrollment.sign``). Only then does the
    key sign in and approve: the gate reads keys from the enrollment alone.
+4. At each sign-in and approval the console stores the key's signature counter
+   with :func:`advance_sign_count`, which refuses a counter that did not grow.
+
+The web console and the ``strongroom console`` commands both call these functions.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import base64
 import secrets
 import time
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 
@@ -25,13 +30,16 @@ from strongroom.access.directory import Directory, Enrollment
 from strongroom.access.fido import SecurityKey, b64url, unb64url
 from strongroom.crypto.dsse import sign_statement, verify_statement
 from strongroom.errors import AccessDenied, IntegrityError, InvalidInput, NotFound
-from strongroom.keys.identity import Identity
 from strongroom.store.db import Store
 from strongroom.store.tables.console import ConsoleCredential
+
+if TYPE_CHECKING:  # only its type: access sits below keys
+    from strongroom.keys.identity import Identity
 
 __all__ = [
     "REGISTER_PAYLOAD_TYPE",
     "RegisterToken",
+    "advance_sign_count",
     "endorsed_enrollment",
     "make_register_token",
     "pending",
@@ -129,6 +137,23 @@ def pending(store: Store, person_key: str | None = None) -> list[ConsoleCredenti
         q = q.where(ConsoleCredential.person_key == person_key)
     with store.session() as s:
         return list(s.scalars(q))
+
+
+def advance_sign_count(store: Store, credential_id: str, count: int, *, now: float) -> bool:
+    """Store a registered key's signature counter; False (nothing stored) if it did not grow.
+
+    A non-zero counter that fails to grow is the sign of a cloned security key.
+    A key that is not registered here has no counter to check (True).
+    """
+    with store.session() as s:
+        row = s.get(ConsoleCredential, credential_id)
+        if row is None:
+            return True
+        if (count or row.sign_count) and count <= row.sign_count:
+            return False
+        row.sign_count = count
+        row.last_used_at = now
+    return True
 
 
 def endorsed_enrollment(store: Store, current: Enrollment, credential_ids: list[str], *,
