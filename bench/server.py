@@ -380,7 +380,7 @@ def _direct(args: argparse.Namespace, label: str, keys: Any, ref: str, entry: di
     from strongroom.crypto.age import read_header
     from strongroom.release import ReleaseRequest
     from strongroom.settings import Settings
-    from strongroom.vault.blobstore import blob_store_from_settings
+    from strongroom.vault.blobs import blob_store_from_settings
 
     source = blob_store_from_settings(Settings()).open(entry["blob"])
     try:

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from strongroom.errors import AlreadyExists, ConfigError, InvalidInput, NotFound, StorageError
 from strongroom.settings import Settings
-from strongroom.vault.blobstore import (
+from strongroom.vault.blobs import (
     S3_PART_SIZE,
     BlobStore,
     LocalBlobSource,

@@ -214,7 +214,7 @@ def test_disk_full_mid_import_leaves_nothing(vault: Vault, tmp_path: Path, monke
     make_model(src / "a.safetensors", seed=1, prefix="a.")
     make_model(src / "b.safetensors", seed=2, big=True, prefix="b.")
     before = set(vault.blobs.list_ids())
-    from strongroom.vault import blobstore
+    from strongroom.vault import blobs as blobstore
 
     original = blobstore.LocalBlobStore.writer
     opened: list[str] = []

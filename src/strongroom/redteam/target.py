@@ -200,7 +200,7 @@ class EmbeddedTarget:
         from strongroom.runtime.state_guard import StateGuard
         from strongroom.settings import Settings
         from strongroom.store.db import Store
-        from strongroom.vault.blobstore import blob_store_from_settings
+        from strongroom.vault.blobs import blob_store_from_settings
         from strongroom.vault.vault import Vault
 
         weaken = dict(weaken or {})

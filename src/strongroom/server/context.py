@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from strongroom.errors import Sealed, StrongroomError
 from strongroom.settings import Settings
 from strongroom.store.db import Store
-from strongroom.vault.blobstore import BlobStore, blob_store_from_settings
+from strongroom.vault.blobs import BlobStore, blob_store_from_settings
 from strongroom.vault.vault import Vault
 
 if TYPE_CHECKING:

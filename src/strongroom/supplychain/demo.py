@@ -61,7 +61,7 @@ def open_second_vault(home: Path) -> tuple[Vault, Any, Any]:
     from strongroom.keys.service import LocalKeyService
     from strongroom.settings import Settings
     from strongroom.store.db import Store
-    from strongroom.vault.blobstore import blob_store_from_settings
+    from strongroom.vault.blobs import blob_store_from_settings
     from strongroom.vault.vault import Vault
 
     home.mkdir(mode=0o700, parents=True)

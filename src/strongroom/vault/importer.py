@@ -16,7 +16,7 @@ from typing import BinaryIO
 
 from strongroom.crypto import age
 from strongroom.errors import InvalidInput, NotFound
-from strongroom.vault.blobstore import BlobStore, new_blob_id
+from strongroom.vault.blobs import BlobStore, new_blob_id
 from strongroom.vault.manifest import FileEntry, check_file_path
 from strongroom.vault.tensorindex import TensorEntry, read_index
 

@@ -52,7 +52,7 @@ from strongroom.errors import (
 from strongroom.settings import Settings
 from strongroom.store.db import Store
 from strongroom.store.tables.vault import Artifact, ArtifactFile
-from strongroom.vault.blobstore import BlobStore, LocalBlobStore, blob_store_from_settings
+from strongroom.vault.blobs import BlobStore, LocalBlobStore, blob_store_from_settings
 from strongroom.vault.importer import EncryptedFile, collect_files, encrypt_file
 from strongroom.vault.manifest import FileEntry, Manifest, TensorRef, check_name
 
