@@ -182,13 +182,13 @@ def test_a_failed_audit_append_charges_nothing(store: Store, tmp_path: Path) -> 
         svc.wrap_file_key("blob-1", os.urandom(16))
         gate, audit = svc._gate, svc._audit
         assert gate is not None and audit is not None
-        real = audit._insert_entry
-        audit._insert_entry = "INSERT INTO no_such_table VALUES (?, ?, ?)"
+        real = audit._writer._insert_entry
+        audit._writer._insert_entry = "INSERT INTO no_such_table VALUES (?, ?, ?)"
         try:
             with pytest.raises(AuditUnavailable):
                 svc.release(_request(officer, nbytes=1000))
         finally:
-            audit._insert_entry = real
+            audit._writer._insert_entry = real
         with store.session(readonly=True) as s:
             assert s.execute(text("SELECT count(*) FROM egress_charges")).scalar() == 0
         assert _events(svc) == []

@@ -191,13 +191,13 @@ def test_a_failed_audit_commit_consumes_no_budget(world: World) -> None:
     gate = _gate(w)
     digest = _granted(w, "alice", size)
     audit = gate.audit
-    real = audit._insert_entry
-    audit._insert_entry = "INSERT INTO no_such_table VALUES (?, ?, ?)"
+    real = audit._writer._insert_entry
+    audit._writer._insert_entry = "INSERT INTO no_such_table VALUES (?, ?, ?)"
     try:
         with pytest.raises(AuditUnavailable):
             gate.release(_request(w, "alice"))
     finally:
-        audit._insert_entry = real
+        audit._writer._insert_entry = real
     assert w.rule.used(digest) == 0 and _ledger(w.store, digest) == 0
     key = gate.release(_request(w, "alice"))
     assert len(key) == 16  # an age file key

@@ -119,7 +119,7 @@ def rewind(store: Store, log: AuditLog, size: int, keep_checkpoints: bool = Fals
             conn.execute(text("DELETE FROM audit_checkpoints WHERE size > :n"), {"n": size})
             conn.execute(text("UPDATE audit_head SET size = :n, root = :r, checkpoint_size = :c"),
                          {"n": size, "r": f.root(), "c": last or 0})
-    log._frontier = None
+    log._writer._frontier = None
 
 
 def test_rolled_back_detected_by_external_checkpoint(logged: AuditLog, store: Store,
@@ -149,7 +149,7 @@ def test_rolled_back_detected_by_witness(store: Store, signer: Ed25519Signer,
         fill(log, 5)
         log.checkpoint()  # the witness has seen size 15
         rewind(store, log, 10)
-        log._witness_sizes.clear()  # a restarted server knows nothing
+        log._signing._witness_sizes.clear()  # a restarted server knows nothing
         fill(log, 2)
         with pytest.raises(IntegrityError, match=r"witness.test/w1 has cosigned size 15.*rolled back"):
             log.checkpoint()
@@ -239,7 +239,7 @@ def test_checkpoint_refuses_to_sign_a_rewritten_tree(logged: AuditLog, store: St
                 conn.execute(text("INSERT INTO audit_nodes (level, idx, hash) VALUES (:l, :i, :h)"),
                              {"l": level, "i": i, "h": nh})
         conn.execute(text("UPDATE audit_head SET root = :r"), {"r": f.root()})
-    logged._frontier = None
+    logged._writer._frontier = None
     with pytest.raises(IntegrityError, match="refusing to sign"):
         logged.checkpoint()
     with pytest.raises(IntegrityError, match=r"checkpoint 10: .*rewritten"):

@@ -175,8 +175,8 @@ def test_event_round_trip() -> None:
            b'"object":"o","reason":"","request_id":null,"time":"t"}'
     ev = AuditEvent.from_body(body)
     assert ev.index == 7 and ev.details == {"index": 0}
-    from strongroom.audit.log import _entry_index
-    assert _entry_index(body) == 7
+    from strongroom.audit.entry import entry_index
+    assert entry_index(body) == 7
 
 
 def test_anchor_written(audit_log: AuditLog, tmp_path: Path) -> None:
@@ -234,7 +234,7 @@ def test_conditional_appends_commit_with_their_guard_rows(audit_log: AuditLog, s
     for t in threads:
         t.start()
     plain: list[int] = []
-    while len(audit_log._batch.items) < len(claims):
+    while len(audit_log._writer._batch.items) < len(claims):
         time.sleep(0.001)
     guard.go.set()
     for t in [first, *threads]:
@@ -260,14 +260,14 @@ def test_a_failing_guard_fails_its_batch_and_writes_nothing(audit_log: AuditLog,
     assert audit_log.size() == 0
 
     # A batch that fails after the guard wrote its rows rolls those rows back too.
-    real = audit_log._insert_entry
-    audit_log._insert_entry = "INSERT INTO no_such_table VALUES (?, ?, ?)"
+    real = audit_log._writer._insert_entry
+    audit_log._writer._insert_entry = "INSERT INTO no_such_table VALUES (?, ?, ?)"
     try:
         with pytest.raises(AuditUnavailable):
             audit_log.append_if(guard, "ok-lost", actor="t", action="cond", obj="o",
                                 decision="allow")
     finally:
-        audit_log._insert_entry = real
+        audit_log._writer._insert_entry = real
     assert guard.settled[-1] == (["ok-lost"], False)
     assert _cursors(store) == set() and audit_log.size() == 0
     assert audit_log.append_if(guard, "ok-kept", actor="t", action="cond", obj="o",

@@ -12,13 +12,13 @@ from strongroom.store.db import Store
 
 def _commits(log: AuditLog) -> list[int]:
     sizes: list[int] = []
-    real = log._commit
+    real = log._writer._commit
 
     def counting(batch: object) -> int:
         sizes.append(len(batch.items))  # type: ignore[attr-defined]
         return real(batch)  # type: ignore[arg-type]
 
-    log._commit = counting  # type: ignore[method-assign]
+    log._writer._commit = counting  # type: ignore[method-assign]
     return sizes
 
 
@@ -86,7 +86,7 @@ def test_unannounced_appends_never_wait(store: Store, signer: Ed25519Signer) -> 
         for i in range(3):
             _append(log, i)
         assert time.monotonic() - t0 < 2.0
-        assert log._expected == 0
+        assert log._writer._expected == 0
     finally:
         log.close()
 

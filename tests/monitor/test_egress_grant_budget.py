@@ -71,15 +71,15 @@ def test_window_cap_refusal_and_failed_audit_consume_no_budget(store: Store) -> 
         with pytest.raises(BudgetExceeded):
             meter.charge_with_event(log, "alice", 600, T0, artifact="m@1", charge_id="a",
                                     event=_event("a", 600), budget=("req-1", 1000))
-        real = log._insert_entry
-        log._insert_entry = "INSERT INTO no_such_table VALUES (?, ?, ?)"
+        real = log._writer._insert_entry
+        log._writer._insert_entry = "INSERT INTO no_such_table VALUES (?, ?, ?)"
         try:
             with pytest.raises(AuditUnavailable):
                 meter.charge_with_event(log, "alice", 400, T0 + 1, artifact="m@1",
                                         charge_id="b", event=_event("b", 400),
                                         budget=("req-1", 1000))
         finally:
-            log._insert_entry = real
+            log._writer._insert_entry = real
         assert _budget_rows(store, "req-1") == 0
         meter.charge_with_event(log, "alice", 500, T0 + 2, artifact="m@1", charge_id="c",
                                 event=_event("c", 500), budget=("req-1", 1000))

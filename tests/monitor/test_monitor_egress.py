@@ -278,14 +278,14 @@ def test_a_failed_audit_batch_charges_nothing(store: Store) -> None:
         meter = _meter(store, cap=1000)
         meter.charge_with_event(log, "alice", 300, T0, artifact="m@1", charge_id="a",
                                 event=_release_event("a", 300))
-        real = log._insert_entry
-        log._insert_entry = "INSERT INTO no_such_table VALUES (?, ?, ?)"
+        real = log._writer._insert_entry
+        log._writer._insert_entry = "INSERT INTO no_such_table VALUES (?, ?, ?)"
         try:
             with pytest.raises(AuditUnavailable):
                 meter.charge_with_event(log, "alice", 600, T0 + 1, artifact="m@1",
                                         charge_id="b", event=_release_event("b", 600))
         finally:
-            log._insert_entry = real
+            log._writer._insert_entry = real
         assert _charged_ids(store) == {"a"}
         # The totals the failed batch counted in memory were dropped with it: exactly
         # 700 bytes are left, not 100.

@@ -1,0 +1,199 @@
+"""Audit entries: one decision as canonical JSON, how it is encoded and read back.
+
+An entry is canonical JSON (sorted keys, no spaces, UTF-8, no floats) that
+carries its own ``index``, so a swapped or moved entry names itself.
+Secret-bearing detail fields are stored as salted HMACs (see
+:mod:`strongroom.audit.redaction`). The writer receives an entry as an
+:data:`EncodedEntry`, the bytes before and after the index digits, so it can
+number entries inside its transaction without re-encoding them::
+
+    encoder = EntryEncoder(Redactor(salt), clock)
+    prefix, suffix = encoder.encode("alice", "weights.read", "minilm@1", "allow", "", None,
+                                    None, None, None)
+    body = prefix + b"7" + suffix          # the entry at index 7
+    AuditEvent.from_body(body).index       # 7
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from strongroom.audit.redaction import Redactor
+from strongroom.errors import IntegrityError, InvalidInput
+
+__all__ = [
+    "AuditEvent",
+    "EncodedEntry",
+    "EntryEncoder",
+    "canonical_json",
+    "entry_index",
+    "format_time",
+    "utcnow",
+]
+
+INDEX_KEY = b'"index":'
+_INDEX_PLACEHOLDER = b'"index":0'
+
+#: An entry's canonical JSON split around its index digits: ``(prefix, suffix)``.
+EncodedEntry = tuple[bytes, bytes]
+
+
+def utcnow() -> datetime:
+    """The default audit clock: now, in UTC."""
+    return datetime.now(UTC)
+
+
+def format_time(t: datetime) -> str:
+    """An entry's ``time``: UTC, microseconds, ``Z`` suffix (aware datetimes only)."""
+    if t.tzinfo is None:
+        raise InvalidInput("the audit clock must return timezone-aware datetimes")
+    if t.utcoffset():
+        t = t.astimezone(UTC)
+    return t.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+
+
+def _check_json(value: Any, where: str) -> None:
+    if isinstance(value, float):
+        raise InvalidInput(f"{where}: floats are not allowed in audit entries (use int or str)")
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise InvalidInput(f"{where}: keys must be strings")
+            _check_json(v, f"{where}.{k}")
+    elif isinstance(value, list | tuple):
+        for i, v in enumerate(value):
+            _check_json(v, f"{where}[{i}]")
+    elif not (value is None or isinstance(value, str | int | bool)):
+        raise InvalidInput(f"{where}: {type(value).__name__} cannot go into an audit entry")
+
+
+def canonical_json(value: Any, *, checked: bool = False) -> bytes:
+    """Sorted keys, no whitespace, UTF-8; floats refused (so the bytes are reproducible)."""
+    if not checked:
+        _check_json(value, "entry")
+    return json.dumps(
+        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    ).encode()
+
+
+def entry_index(body: bytes) -> int | None:
+    """The top-level ``index`` an entry's bytes record, or None when it has none."""
+    # Keys after "index" hold only strings or null, so the last '"index":' is the top-level one.
+    at = body.rfind(INDEX_KEY)
+    if at < 0:
+        return None
+    start = at + len(INDEX_KEY)
+    end = start
+    while end < len(body) and 48 <= body[end] <= 57:
+        end += 1
+    return int(body[start:end]) if end > start else None
+
+
+@dataclass(frozen=True)
+class AuditEvent:
+    """One decision as recorded: its index and fields, and the exact bytes hashed."""
+
+    index: int
+    time: str
+    actor: str
+    action: str
+    object: str
+    decision: str
+    reason: str
+    request_id: str | None
+    details: dict[str, Any]
+    shard: str | None
+    nbytes: int | None
+    body: bytes = field(repr=False)
+
+    @classmethod
+    def from_body(cls, body: bytes) -> AuditEvent:
+        """Parse an entry's canonical JSON."""
+        try:
+            d = json.loads(body)
+            return cls(
+                index=int(d["index"]),
+                time=str(d["time"]),
+                actor=str(d["actor"]),
+                action=str(d["action"]),
+                object=str(d["object"]),
+                decision=str(d["decision"]),
+                reason=str(d.get("reason", "")),
+                request_id=d.get("request_id"),
+                details=dict(d.get("details") or {}),
+                shard=d.get("shard"),
+                nbytes=d.get("bytes"),
+                body=body,
+            )
+        except (ValueError, KeyError, TypeError) as exc:
+            raise IntegrityError("audit entry is not a valid event record") from exc
+
+    def to_dict(self) -> dict[str, Any]:
+        """The entry as a JSON-able mapping."""
+        out: dict[str, Any] = json.loads(self.body)
+        return out
+
+
+class EntryEncoder:
+    """Turns a decision's fields into an :data:`EncodedEntry` (redacted, timestamped)."""
+
+    def __init__(self, redactor: Redactor, clock: Callable[[], datetime]) -> None:
+        self.redactor = redactor
+        self.clock = clock
+
+    def encode(
+        self,
+        actor: str,
+        action: str,
+        obj: str,
+        decision: str,
+        reason: str,
+        request_id: str | None,
+        details: Mapping[str, Any] | None,
+        shard: str | None,
+        nbytes: int | None,
+    ) -> EncodedEntry:
+        """Check and encode one decision; raises :class:`InvalidInput` for bad fields."""
+        for name, value in (("actor", actor), ("action", action), ("object", obj),
+                            ("decision", decision)):
+            if not isinstance(value, str) or not value:
+                raise InvalidInput(f"audit event needs a non-empty {name}")
+        if not isinstance(reason, str) or not (request_id is None or isinstance(request_id, str)):
+            raise InvalidInput("audit reason and request id must be strings")
+        redacted = self.redactor.redact(details) if details else {}
+        if redacted:
+            _check_json(redacted, "details")
+        record: dict[str, Any] = {
+            "index": 0,
+            "time": format_time(self.clock()),
+            "actor": actor,
+            "action": action,
+            "object": obj,
+            "decision": decision,
+            "reason": reason,
+            "request_id": request_id,
+            "details": redacted,
+        }
+        if shard is not None:
+            record["shard"] = shard
+        if nbytes is not None:
+            record["bytes"] = int(nbytes)
+        body = canonical_json(record, checked=True)
+        head, _, tail = body.rpartition(_INDEX_PLACEHOLDER)
+        return head + INDEX_KEY, tail
+
+    def refusal(self, item: EncodedEntry, error: BaseException) -> EncodedEntry:
+        """A failed batch's entry as the refusal it became (its fields already redacted)."""
+        record = json.loads(item[0] + b"0" + item[1])
+        details = dict(record.get("details") or {})
+        details["unrecorded"] = {"decision": record["decision"], "attempted_at": record["time"],
+                                 "error": type(error).__name__}
+        message = getattr(error, "message", None) or type(error).__name__
+        record.update(decision="deny", time=format_time(self.clock()), details=details,
+                      reason=f"refused: the audit log could not record it ({message})"[:500])
+        head, _, tail = canonical_json(record, checked=True).rpartition(_INDEX_PLACEHOLDER)
+        return head + INDEX_KEY, tail

@@ -1,0 +1,397 @@
+"""The group-commit writer: one thread commits every queued audit append in one transaction.
+
+Appends from any number of threads are queued to one writer thread, which
+commits everything queued in one transaction (one fsync) and then wakes the
+callers with their indices. The batch transaction first locks the single
+``audit_head`` row (``SELECT ... FOR UPDATE`` on PostgreSQL; SQLite's
+``BEGIN IMMEDIATE`` serialises writers), waiting at most ``lock_timeout`` for
+it, reads the size and extends the stored tree from there; the in-memory
+frontier is reloaded whenever another process moved the head. Conditional
+appends hand a claim to an :class:`AppendGuard` that decides it inside that
+same transaction. :class:`strongroom.audit.log.AuditLog` owns one writer::
+
+    writer = GroupCommitWriter(store, tree, encoder.refusal, origin=origin)
+    batch, offset = writer.enqueue([encoder.encode(...)])
+    index = writer.wait(batch, offset, 1)[0]     # durable, or AuditUnavailable
+    writer.close()
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Protocol
+
+from sqlalchemy import Connection
+from sqlalchemy.exc import SQLAlchemyError
+
+from strongroom.audit.entry import EncodedEntry
+from strongroom.audit.merkle import Frontier
+from strongroom.audit.tree import StoredTree
+from strongroom.errors import AuditUnavailable
+from strongroom.store.db import Store
+
+__all__ = [
+    "APPEND_TIMEOUT_S",
+    "COMMIT_DELAY_S",
+    "LOCK_TIMEOUT_S",
+    "AppendGuard",
+    "GroupCommitWriter",
+    "PendingAppend",
+]
+
+log = logging.getLogger(__name__)
+
+#: How long an append waits for its batch to commit before refusing.
+APPEND_TIMEOUT_S = 30.0
+#: How long the writer holds a batch open for appends announced with
+#: :meth:`GroupCommitWriter.expecting` (PostgreSQL's ``commit_delay``, bounded), seconds.
+COMMIT_DELAY_S = 0.002
+#: How long a batch waits for the database's write lock (SQLite busy timeout,
+#: PostgreSQL ``lock_timeout`` and ``statement_timeout``) before it is refused, seconds.
+LOCK_TIMEOUT_S = 5.0
+#: Refusals kept in memory while the store cannot take them (oldest dropped beyond).
+_MAX_UNRECORDED = 10_000
+
+
+class AppendGuard(Protocol):
+    """Decides conditional appends inside the batch's transaction (:meth:`AuditLog.append_if`)."""
+
+    def admit(self, conn: Connection, claims: Sequence[Any]) -> Sequence[bool]:
+        """Decide ``claims`` in order; True keeps the claim's entry, False drops it.
+
+        Runs on the audit writer thread inside the batch's transaction, after the
+        audit head is locked, and may write through ``conn``: those rows commit
+        with the entries or not at all. Raising fails the whole batch (every
+        append in it gets :class:`AuditUnavailable`).
+        """
+        ...
+
+    def settle(self, claims: Sequence[Any], committed: bool) -> None:
+        """Called once the transaction is over: ``committed`` is False when it failed
+        or its outcome is unknown (forget anything cached from :meth:`admit`)."""
+        ...
+
+
+class _Batch:
+    """Appends that will commit together: one wake-up for all of them."""
+
+    __slots__ = ("done", "error", "first", "guarded", "indices", "items")
+
+    def __init__(self) -> None:
+        self.items: list[EncodedEntry] = []
+        # (position in items, guard, claim) of each conditional append
+        self.guarded: list[tuple[int, AppendGuard, Any]] = []
+        self.done = threading.Event()
+        self.first = -1
+        # Each item's index (-1: refused by its guard) when a guard dropped any item.
+        self.indices: list[int] | None = None
+        self.error: BaseException | None = None
+
+
+class PendingAppend:
+    """An append queued by :meth:`AuditLog.submit`."""
+
+    __slots__ = ("_batch", "_offset", "_writer")
+
+    def __init__(self, writer: GroupCommitWriter, batch: _Batch, offset: int) -> None:
+        self._writer = writer
+        self._batch = batch
+        self._offset = offset
+
+    def result(self) -> int:
+        """Wait until the entry is durable; its index (raises AuditUnavailable)."""
+        index = self._writer.wait(self._batch, self._offset, 1)[0]
+        assert index is not None  # only guarded appends are ever dropped
+        return index
+
+
+def lock_timed_out(exc: BaseException | None) -> bool:
+    """Whether a database error is a lock wait past its bound (SQLite busy, PostgreSQL timeouts)."""
+    orig = getattr(exc, "orig", None)
+    if getattr(orig, "sqlstate", None) in ("55P03", "57014"):  # lock_not_available, query_canceled
+        return True
+    return getattr(orig, "sqlite_errorcode", None) in (5, 6)  # SQLITE_BUSY, SQLITE_LOCKED
+
+
+class GroupCommitWriter:
+    """The writer thread and its queue; ``refusal`` turns a failed entry into a refusal."""
+
+    def __init__(
+        self,
+        store: Store,
+        tree: StoredTree,
+        refusal: Callable[[EncodedEntry, BaseException], EncodedEntry],
+        *,
+        origin: str,
+        append_timeout: float = APPEND_TIMEOUT_S,
+        commit_delay: float = COMMIT_DELAY_S,
+        lock_timeout: float = LOCK_TIMEOUT_S,
+    ) -> None:
+        self.store = store
+        self.tree = tree
+        self.origin = origin
+        self.append_timeout = append_timeout
+        self.commit_delay = commit_delay
+        self.lock_timeout = lock_timeout
+        self._refusal = refusal
+        self._pg = store.dialect == "postgresql"
+        # Statements are built from constants and placeholders only (no values).
+        mark = "%s" if self._pg else "?"
+        self._insert_entry = (
+            f"INSERT INTO audit_entries (idx, leaf_hash, body) VALUES ({mark}, {mark}, {mark})"  # noqa: S608
+        )
+        self._insert_node = (
+            f"INSERT INTO audit_nodes (level, idx, hash) VALUES ({mark}, {mark}, {mark})"  # noqa: S608
+        )
+        lock = " FOR UPDATE" if self._pg else ""
+        self._select_size = f"SELECT size FROM audit_head WHERE id = 1{lock}"  # noqa: S608
+        self._move_head = (
+            f"UPDATE audit_head SET size = {mark}, root = {mark} "  # noqa: S608
+            f"WHERE id = 1 AND size = {mark}"
+        )
+        self._frontier: Frontier | None = None
+        # Entries of failed batches, turned into refusals: they ride on the next batch.
+        self._unrecorded: list[EncodedEntry] = []
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._batch = _Batch()
+        self._closed = False
+        self._expected = 0  # announced appends (expecting()) not yet enqueued
+        self._gathering = False
+        self._announced = threading.local()
+        self._thread = threading.Thread(target=self._run, name="audit-writer", daemon=True)
+        self._thread.start()
+
+    # -- callers --------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def expecting(self) -> Iterator[None]:
+        """Announce that this thread will append soon (see :meth:`AuditLog.expecting`)."""
+        with self._lock:
+            self._expected += 1
+        self._announced.pending = True
+        try:
+            yield
+        finally:
+            if getattr(self._announced, "pending", False):
+                self._announced.pending = False
+                with self._lock:
+                    self._expected -= 1
+                    if self._gathering:
+                        self._wake.notify()
+
+    def enqueue(
+        self, items: list[EncodedEntry], guarded: tuple[AppendGuard, Any] | None = None
+    ) -> tuple[_Batch, int]:
+        """Queue ``items`` (one guarded claim at most); their batch and first offset in it."""
+        announced = getattr(self._announced, "pending", False)
+        with self._lock:
+            if self._closed:
+                raise AuditUnavailable("the audit log is closed", remedy="open the log again")
+            if announced:
+                self._announced.pending = False
+                self._expected -= 1
+            batch = self._batch
+            offset = len(batch.items)
+            batch.items.extend(items)
+            if guarded is not None:
+                batch.guarded.append((offset, *guarded))
+            if offset == 0 or self._gathering:
+                self._wake.notify()
+        return batch, offset
+
+    def pending(self, batch: _Batch, offset: int) -> PendingAppend:
+        """A handle that waits for the item at ``offset`` of ``batch``."""
+        return PendingAppend(self, batch, offset)
+
+    def wait(self, batch: _Batch, offset: int, count: int) -> list[int | None]:
+        """The indices of ``count`` items from ``offset`` once durable (None: guard refused)."""
+        if not batch.done.wait(self.append_timeout):
+            raise AuditUnavailable(
+                f"audit append not durable after {self.append_timeout:.0f} s",
+                obj=self.store.url,
+            )
+        if batch.error is not None:
+            if isinstance(batch.error, AuditUnavailable):
+                raise AuditUnavailable(batch.error.message, obj=batch.error.obj,
+                                       remedy=batch.error.remedy) from batch.error
+            raise AuditUnavailable(
+                f"audit append failed: {type(batch.error).__name__}: {batch.error}",
+                obj=self.store.url,
+            ) from batch.error
+        if batch.indices is not None:
+            return [None if i < 0 else i for i in batch.indices[offset:offset + count]]
+        first = batch.first + offset
+        return list(range(first, first + count))
+
+    def close(self) -> None:
+        """Commit what is queued, then stop the thread."""
+        with self._lock:
+            self._closed = True
+            self._wake.notify()
+        self._thread.join()
+
+    # -- the writer thread ----------------------------------------------------
+
+    def _gather(self) -> None:
+        """With the lock held and a batch waiting: let announced appends join it (bounded)."""
+        if self.commit_delay <= 0 or self._expected <= 0:
+            return
+        deadline = time.monotonic() + self.commit_delay
+        self._gathering = True
+        try:
+            while self._expected > 0 and not self._closed:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._wake.wait(left)
+        finally:
+            self._gathering = False
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                while not self._batch.items and not self._closed:
+                    self._wake.wait()
+                if not self._batch.items and self._closed:
+                    return
+                self._gather()
+                batch = self._batch
+                self._batch = _Batch()
+                carried, self._unrecorded = self._unrecorded, []
+            own = len(batch.items)
+            batch.items.extend(carried)  # after the callers' items: their offsets stand
+            committed = False
+            try:
+                batch.first = self._commit(batch)
+                committed = True
+            except BaseException as exc:  # every failure reaches the callers: fail closed
+                self._frontier = None
+                batch.error = exc
+                log.error("audit batch of %d entries failed: %s", len(batch.items), exc)
+                # Refused before anything was written (the locks were never had): recorded
+                # as refusals by the next batch that commits.
+                refused = ([self._refusal(item, exc) for item in batch.items[:own]]
+                           if lock_timed_out(exc.__cause__) else [])
+                with self._lock:
+                    self._unrecorded[:0] = carried + refused
+                    del self._unrecorded[:-_MAX_UNRECORDED]
+            if batch.guarded:
+                self._settle(batch, committed)
+            batch.done.set()
+
+    @contextlib.contextmanager
+    def _write_tx(self, what: str) -> Iterator[Connection]:
+        """A write transaction that waits at most ``lock_timeout`` for the database's locks.
+
+        Whoever holds SQLite's write lock or PostgreSQL's row locks (the audit
+        head, the egress ledger) can otherwise stall every release: past the
+        bound the batch is refused with :class:`AuditUnavailable`.
+        """
+        ms = max(1, int(self.lock_timeout * 1000))
+        try:
+            with self.store.engine.connect() as conn:
+                raw: Any = conn.connection.dbapi_connection
+                saved = None if self._pg else raw.execute("PRAGMA busy_timeout").fetchone()[0]
+                if saved is not None:
+                    raw.execute(f"PRAGMA busy_timeout={ms}")
+                try:
+                    with conn.begin():  # SQLite: BEGIN IMMEDIATE, under the bound
+                        if self._pg:
+                            conn.exec_driver_sql(
+                                "SELECT set_config('lock_timeout', %s, true), "
+                                "set_config('statement_timeout', %s, true)", (f"{ms}ms",) * 2)
+                        yield conn
+                finally:
+                    if saved is not None:
+                        raw.execute(f"PRAGMA busy_timeout={int(saved)}")
+        except SQLAlchemyError as exc:
+            if lock_timed_out(exc):
+                raise AuditUnavailable(
+                    f"the audit database stayed locked for more than {self.lock_timeout:g} s "
+                    f"while trying to {what}: the decision was refused (nothing took effect)",
+                    obj=self.store.url,
+                    remedy="find what holds the database's write lock (a long transaction, a "
+                    "backup, another process) and end it, then retry; the refusal is audited "
+                    "once the log can write again (STRONGROOM_DB_LOCK_TIMEOUT_S sets the bound)",
+                ) from exc
+            raise self.tree.failed(what, exc) from exc
+
+    @staticmethod
+    def _by_guard(batch: _Batch) -> list[tuple[AppendGuard, list[int], list[Any]]]:
+        groups: dict[int, tuple[AppendGuard, list[int], list[Any]]] = {}
+        for offset, guard, claim in batch.guarded:
+            group = groups.setdefault(id(guard), (guard, [], []))
+            group[1].append(offset)
+            group[2].append(claim)
+        return list(groups.values())
+
+    def _admit(self, conn: Connection, batch: _Batch, size: int) -> list[EncodedEntry]:
+        """Ask each guard about its claims; return the items to write from index ``size``.
+
+        When a guard drops any item, ``batch.indices`` maps every item to its index
+        (-1 when dropped).
+        """
+        keep = [True] * len(batch.items)
+        for guard, offsets, claims in self._by_guard(batch):
+            verdicts = list(guard.admit(conn, claims))
+            if len(verdicts) != len(claims):
+                raise AuditUnavailable(f"an append guard answered {len(verdicts)} of "
+                                       f"{len(claims)} claims", obj=self.origin)
+            for offset, ok in zip(offsets, verdicts, strict=True):
+                keep[offset] = bool(ok)
+        if all(keep):
+            return batch.items
+        indices: list[int] = []
+        items: list[EncodedEntry] = []
+        for item, ok in zip(batch.items, keep, strict=True):
+            indices.append(size + len(items) if ok else -1)
+            if ok:
+                items.append(item)
+        batch.indices = indices
+        return items
+
+    def _settle(self, batch: _Batch, committed: bool) -> None:
+        for guard, _, claims in self._by_guard(batch):
+            try:
+                guard.settle(claims, committed)
+            except Exception as exc:  # the batch's outcome stands; the guard must recover
+                log.error("append guard %r failed to settle: %s", guard, exc)
+
+    def _commit(self, batch: _Batch) -> int:
+        with self._write_tx(f"append {len(batch.items)} entries") as conn:
+            # Plain DB-API statements: this transaction is the hot loop of every append.
+            found = conn.exec_driver_sql(self._select_size).scalar()
+            if found is None:
+                raise AuditUnavailable("the audit head row is missing", obj=self.store.url,
+                                       remedy="run the migrations (Store.open) on this database")
+            size = int(found)
+            items = self._admit(conn, batch, size) if batch.guarded else batch.items
+            if not items:
+                return size  # every item was conditional and refused: nothing to append
+            frontier = self._frontier
+            if frontier is None or frontier.size != size:
+                frontier = self.tree.load_frontier(conn, size)
+            frontier = frontier.copy()
+            sha = hashlib.sha256
+            append = frontier.append
+            entries = []
+            nodes: list[tuple[int, int, bytes]] = []
+            for i, (prefix, suffix) in enumerate(items):
+                body = prefix + str(size + i).encode() + suffix
+                lh = sha(b"\x00" + body).digest()
+                entries.append((size + i, lh, body))
+                nodes += append(lh)
+            conn.exec_driver_sql(self._insert_entry, entries)
+            if nodes:
+                conn.exec_driver_sql(self._insert_node, nodes)
+            moved = conn.exec_driver_sql(self._move_head, (frontier.size, frontier.root(), size))
+            if moved.rowcount != 1:
+                raise AuditUnavailable("audit head moved during a batch (lost lock)")
+        self._frontier = frontier
+        return size
