@@ -12,4 +12,6 @@ export STRONGROOM_TEST_REQUIRE_SERVICES=1
 export STRONGROOM_TEST_ARTIFACTS=${STRONGROOM_TEST_ARTIFACTS:-$PWD/test-artifacts}
 .venv/bin/ruff check src tests bench
 .venv/bin/mypy
+# The layers of docs/architecture.md, contracts in pyproject.toml [tool.importlinter].
+.venv/bin/lint-imports
 .venv/bin/pytest -m "not slow" -p no:cacheprovider "$@"
