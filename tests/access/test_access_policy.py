@@ -153,7 +153,7 @@ def test_engine_snapshot_matches_single_decisions() -> None:
 def test_demo_access_runs_on_a_gated_vault(tmp_path: Path) -> None:
     from rich.console import Console
 
-    from strongroom.access.demo import demo_access
+    from strongroom.demo.access import demo_access
 
     with access_world(f"sqlite:///{tmp_path / 'db.sqlite'}", tmp_path, n_officers=1) as w:
         make_model(tmp_path / "m.safetensors")

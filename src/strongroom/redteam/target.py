@@ -8,7 +8,7 @@ signatures, :func:`strongroom.keys.service.grant_evidence`), the monitor's
 durable egress meter, alert store and canary registry, a small generated
 safetensors model imported encrypted and labelled by the officers, and people
 enrolled by the officers. Legitimate actors hold Grants collected as
-``access/demo.py`` does.
+``demo/access.py`` does.
 
 It is a *target*: scenarios attack it through the same objects an insider or
 an attacker who stole something would use, and the grader reads the audit log

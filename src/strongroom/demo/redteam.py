@@ -3,7 +3,7 @@
 Call it while the demo's vault is still unsealed (so the posture sees the
 barrier, the directory and the audit log)::
 
-    from strongroom.redteam.demo import run_scorecard
+    from strongroom.demo.redteam import run_scorecard
     report = run_scorecard(console, home)
     if report.missed: raise SystemExit(1)
 

@@ -4,6 +4,8 @@ Imports the real all-MiniLM-L6-v2 weights encrypted, loads them back in memory,
 shows every tensor is bit-identical, shows tampering being caught, and
 verifies the audit log with a witness's cosignature. Runs in a fresh data
 directory (``./.strongroom-demo`` unless ``STRONGROOM_DEMO_HOME`` is set).
+Run with ``python -m strongroom.demo``; the access, gateway, supply-chain,
+monitor and red-team parts are the sibling modules of this package.
 """
 
 from __future__ import annotations
@@ -93,7 +95,7 @@ def run() -> None:
             witness.terminate()
             witness.wait(10)
         _step("11. Red team and security posture")
-        from strongroom.redteam.demo import run_scorecard
+        from strongroom.demo.redteam import run_scorecard
 
         scorecard = run_scorecard(console, home)
         if scorecard.missed:
@@ -183,7 +185,7 @@ def _run_in(home: Path, settings: Settings, src: Path, model_file: Path, witness
         )
 
         _step("3. Access: a load denied, a request, two approvals, a Grant")
-        from strongroom.access.demo import demo_access
+        from strongroom.demo.access import demo_access
 
         alice = demo_access(officer_vault, console, home)
         vault = Vault(settings, officer_vault.store, officer_vault.blobs, officer_vault.keys,
@@ -262,18 +264,18 @@ def _run_in(home: Path, settings: Settings, src: Path, model_file: Path, witness
         )
 
         _step("7. Inference gateway: outputs only, extraction throttled and alerted")
-        from strongroom.gateway.demo import demo_gateway
+        from strongroom.demo.gateway import demo_gateway
 
         demo_gateway(officer_vault, console)
 
         _step("8. Supply chain: signed import, scanning, airgap transfer")
-        from strongroom.supplychain.demo import demo_supplychain
+        from strongroom.demo.supplychain import demo_supplychain
 
         demo_supplychain(officer_vault, console, home)
 
         _step("9. Egress: a loop pulling a whole model is stopped at the cap")
-        from strongroom.access.demo import demo_grant
-        from strongroom.monitor.demo import demo_monitor
+        from strongroom.demo.access import demo_grant
+        from strongroom.demo.monitor import demo_monitor
 
         def load_grant(name: str) -> None:
             demo_grant(officer_vault, officer_vault.identity, alice, name, ("load",),

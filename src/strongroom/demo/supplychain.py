@@ -133,7 +133,7 @@ def demo_supplychain(vault: Vault, console: Console, home: Path) -> None:
         console.print(f"a poisoned pickle is refused: [yellow]{exc.message}[/]")
 
     console.rule("[bold cyan]Airgap transfer to a second enclave")
-    from strongroom.access.demo import demo_grant
+    from strongroom.demo.access import demo_grant
 
     officer = vault.identity
     demo_grant(vault, officer, officer, manifest.name, ("load", "export"), work / "people-a",

@@ -2,7 +2,7 @@
 
 Call it with an unsealed vault that already holds the ``minilm`` artifact::
 
-    from strongroom.gateway.demo import demo_gateway
+    from strongroom.demo.gateway import demo_gateway
     demo_gateway(vault, console)
 
 The vault must act as a security officer (the demo's bootstrap officer). It
@@ -53,7 +53,7 @@ def _post(client: httpx.Client, who: Identity, texts: list[str]) -> httpx.Respon
 
 def demo_gateway(vault: Vault, console: Console, artifact: str = "minilm") -> None:
     """Serve the encrypted model's embeddings to an infer-only caller; throttle an extractor."""
-    from strongroom.access.demo import demo_grant
+    from strongroom.demo.access import demo_grant
     from strongroom.vault.vault import Vault as VaultClass
 
     def acting_as(ident: Identity) -> Vault:
