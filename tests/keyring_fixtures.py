@@ -12,21 +12,35 @@ from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from strongroom.audit.config import AuditSettings
 from strongroom.audit.log import AuditLog
 from strongroom.crypto.age import X25519Identity
+from strongroom.errors import AccessDenied
 from strongroom.keys import ceremony
 from strongroom.keys.ceremony import InitResult
 from strongroom.keys.config import KeysSettings
 from strongroom.keys.identity import Identity
-from strongroom.keys.service import LocalKeyService, officer_evidence
-from strongroom.release import ReleaseRequest
+from strongroom.keys.keyring import Keyring
+from strongroom.keys.service import LocalKeyService
+from strongroom.release import (
+    MAX_EVIDENCE_LIFETIME_S,
+    PublicKeys,
+    ReleaseRequest,
+    UsedNonces,
+    check_release_signature,
+)
+from strongroom.release.gate import ACTION
+from strongroom.runtime.wiring import EGRESS_WINDOW_S
 from strongroom.store.db import Store
 
 from testsupport import need_tool
@@ -144,6 +158,64 @@ class ClaimedSizes:
 def claimed_sizes(_: object) -> ClaimedSizes:
     """The sizes factory of the key-custody fixtures."""
     return ClaimedSizes()
+
+
+class OfficerEvidence:
+    """Key-custody tests only: the principal signs the request and is an officer pinned in the barrier.
+
+    Single use (nonces remembered until they expire, seeded from the audit log),
+    bound to artifact, shard, blob and purpose, and valid for at most an hour.
+    The deployment's rule is :class:`strongroom.access.evidence.GrantEvidence`.
+    """
+
+    def __init__(self, officers: Callable[[], Mapping[str, Ed25519PublicKey]]) -> None:
+        self._officers = officers
+        self._keys = PublicKeys()
+        self.nonces = UsedNonces()
+
+    def seed_from_audit(self, audit: AuditLog, now: float) -> None:
+        """Rebuild the used nonces from the audit log's recent releases."""
+        horizon = now - max(EGRESS_WINDOW_S, MAX_EVIDENCE_LIFETIME_S)
+        end = audit.size()
+        page = 2000
+        while end > 0:
+            start = max(0, end - page)
+            events = audit.events(start, end)
+            oldest = now
+            for ev in reversed(events):
+                t = datetime.fromisoformat(ev.time.replace("Z", "+00:00")).timestamp()
+                oldest = min(oldest, t)
+                if ev.action != ACTION or ev.decision != "allow" or t <= horizon:
+                    continue
+                nonce, expires = ev.details.get("nonce"), ev.details.get("expires")
+                if isinstance(nonce, str) and isinstance(expires, int) and expires > now:
+                    self.nonces.remember(nonce, float(expires))
+            if oldest <= horizon:
+                break
+            end = start
+
+    def verify(self, request: ReleaseRequest, now: float) -> Mapping[str, Any]:
+        """Check signature, officer status, binding, expiry and replay."""
+        obj = request.obj
+        try:
+            public, kid = self._keys.load(request.principal_key)
+        except (ValueError, TypeError):
+            raise AccessDenied("the principal's public key is malformed", obj=obj) from None
+        if kid not in self._officers():
+            raise AccessDenied(
+                f"principal {request.principal} (key {kid}) is not a security officer",
+                obj=obj, remedy="interim rule (docs/release-gate.md): only an officer pinned "
+                "at `strongroom init` may release file keys")
+        nonce, expires = check_release_signature(request.evidence, public, kid, request, now)
+        self.nonces.spend(nonce, expires, now, obj=obj)
+        return {"evidence_key": kid, "nonce": nonce, "expires": expires}
+
+
+def officer_evidence(keyring: Keyring, store: Store, audit: AuditLog) -> OfficerEvidence:
+    """The evidence factory of the key-custody fixtures: a pinned officer's signature suffices."""
+    rule = OfficerEvidence(keyring.officers)
+    rule.seed_from_audit(audit, time.time())
+    return rule
 
 
 def unsealed_service(

@@ -19,21 +19,24 @@ from strongroom.errors import (
 from strongroom.keys import ceremony
 from strongroom.keys.config import KeysSettings
 from strongroom.keys.identity import Identity
-from strongroom.keys.service import LocalKeyService, officer_evidence
+from strongroom.keys.service import LocalKeyService
 from strongroom.release import (
     ReleaseGate,
     ReleaseRequest,
     sign_release_evidence,
 )
+from strongroom.runtime.wiring import default_meter
 from strongroom.store.db import Store
 
 from keyring_fixtures import (
     MAIN,
     PIN,
     ClaimedSizes,
+    OfficerEvidence,
     SoftHsm,
     audit_factory,
     claimed_sizes,
+    officer_evidence,
     softhsm,
     unsealed_service,
 )
@@ -150,8 +153,8 @@ def test_audit_unavailable_refuses(unsealed: tuple[LocalKeyService, Identity]) -
             raise AuditUnavailable("down", obj="audit")
 
     meter = EgressMeter(svc.store)
-    gate = ReleaseGate(svc.keyring, Broken(), egress=meter, seed_from_audit=False,  # type: ignore[arg-type]
-                       sizes=ClaimedSizes())
+    gate = ReleaseGate(svc.keyring, Broken(), evidence=OfficerEvidence(svc.keyring.officers),  # type: ignore[arg-type]
+                       egress=meter, sizes=ClaimedSizes())
     with pytest.raises(AuditUnavailable):
         gate.release(_request(officer))
     used = meter.usage(officer.public.principal, "m@1", now=10**10)
@@ -164,7 +167,9 @@ def test_replay_and_budget_survive_restart(store: Store, tmp_path: Path) -> None
     req = _request(officer, nbytes=1000)
     svc.release(req)
     assert svc._audit is not None
-    gate = ReleaseGate(svc.keyring, svc._audit, egress=None, sizes=ClaimedSizes())
+    gate = ReleaseGate(svc.keyring, svc._audit,
+                       evidence=officer_evidence(svc.keyring, svc.store, svc._audit),
+                       egress=default_meter(svc.store, svc._audit), sizes=ClaimedSizes())
     with pytest.raises(AccessDenied, match="replay"):
         gate.release(req)
     import time
@@ -210,7 +215,9 @@ def test_replay_through_another_gate_is_refused_by_the_ledger(store: Store,
         req = _request(officer, nbytes=1000)
         assert bytes(svc.release(req)) == key
         assert svc._audit is not None
-        other = ReleaseGate(svc.keyring, svc._audit, seed_from_audit=False, sizes=ClaimedSizes())
+        other = ReleaseGate(svc.keyring, svc._audit, evidence=OfficerEvidence(svc.keyring.officers),
+                            egress=default_meter(svc.store, svc._audit, backfill=False),
+                            sizes=ClaimedSizes())
         with pytest.raises(AccessDenied, match="replay"):
             other.release(req)
         assert [d for _, d in _events(svc)] == ["allow", "deny"]

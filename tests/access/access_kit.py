@@ -23,6 +23,7 @@ from strongroom.keys.identity import Identity
 from strongroom.keys.keyring import KeyringStatus
 from strongroom.keys.service import LocalKeyService
 from strongroom.release import ReleaseGate, ReleaseRequest
+from strongroom.runtime.wiring import default_meter, signed_sizes
 from strongroom.settings import Settings
 from strongroom.store.db import Store
 from strongroom.vault.vault import Vault
@@ -42,7 +43,9 @@ class GatedKeys:
 
     def attach(self, audit: AuditLog) -> None:
         self.rule.seed_from_audit(audit, time.time())
-        self.gate = ReleaseGate(self.svc.keyring, audit, evidence=self.rule)
+        ring = self.svc.keyring
+        self.gate = ReleaseGate(ring, audit, evidence=self.rule,
+                                egress=default_meter(ring.store, audit), sizes=signed_sizes(ring))
 
     def status(self) -> KeyringStatus:
         return self.svc.status()

@@ -23,7 +23,8 @@ from strongroom.audit.log import AuditLog
 from strongroom.errors import AccessDenied, AuditUnavailable, BudgetExceeded
 from strongroom.monitor.egress import DAY, Budget
 from strongroom.monitor.egress import EgressMeter as DurableMeter
-from strongroom.release import ReleaseGate, ReleaseRequest, default_meter, sign_release_evidence
+from strongroom.release import ReleaseGate, ReleaseRequest, sign_release_evidence
+from strongroom.runtime.wiring import default_meter, signed_sizes
 from strongroom.store.db import Store
 
 from keyring_fixtures import audit_factory
@@ -52,7 +53,8 @@ class _Second:
                                   manifest_key=lambda: ring.signing_key("manifest").public_key())
         self.rule.seed_from_audit(self.audit, time.time())
         self.gate = ReleaseGate(ring, self.audit, evidence=self.rule,
-                                egress=default_meter(self.store, self.audit))
+                                egress=default_meter(self.store, self.audit),
+                                sizes=signed_sizes(ring))
 
     def close(self) -> None:
         self.audit.close()
@@ -246,7 +248,8 @@ class _PlainMeter:
 
 def test_without_a_joined_ledger_the_rule_still_reserves_in_memory(world: World) -> None:
     w, size = world, _size(world)
-    gate = ReleaseGate(w.keys.svc.keyring, w.vault.audit, evidence=w.rule, egress=_PlainMeter())
+    gate = ReleaseGate(w.keys.svc.keyring, w.vault.audit, evidence=w.rule, egress=_PlainMeter(),
+                       sizes=signed_sizes(w.keys.svc.keyring))
     assert not gate._joined(gate.egress)
     digest = _granted(w, "alice", 2 * size)
     gate.release(_request(w, "alice"))

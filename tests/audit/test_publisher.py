@@ -18,12 +18,12 @@ from strongroom.audit.publisher import CheckpointPublisher
 from strongroom.crypto.note import SIG_COSIGNATURE_V1, Ed25519Signer, generate_key
 from strongroom.errors import AuditUnavailable, IntegrityError
 from strongroom.keys.config import KeysSettings
-from strongroom.keys.service import LocalKeyService, officer_evidence
+from strongroom.keys.service import LocalKeyService
 from strongroom.monitor.alerts import AlertManager
 from strongroom.store.db import Store
 
 from audit_helpers import ORIGIN, MakeWitness, fill
-from keyring_fixtures import init_shamir, submit
+from keyring_fixtures import init_shamir, officer_evidence, submit
 
 
 def _wait(predicate: Callable[[], bool], limit: float = 10.0) -> float:

@@ -10,11 +10,11 @@ import pytest
 from strongroom.errors import StrongroomError
 from strongroom.keys import ceremony
 from strongroom.keys.config import KeysSettings
-from strongroom.keys.service import LocalKeyService, officer_evidence
+from strongroom.keys.service import LocalKeyService
 from strongroom.monitor.alerts import AlertManager
 from strongroom.store.db import Store
 
-from keyring_fixtures import audit_factory, claimed_sizes, init_shamir, submit
+from keyring_fixtures import audit_factory, claimed_sizes, init_shamir, officer_evidence, submit
 
 
 def _service(store: Store, home: Path) -> LocalKeyService:

@@ -17,7 +17,7 @@ from strongroom.monitor.egress import DAY, Budget, EgressMeter
 from strongroom.release import ReleaseGate, ReleaseRequest, sign_release_evidence
 from strongroom.store.db import Store
 
-from keyring_fixtures import ClaimedSizes, unsealed_service
+from keyring_fixtures import ClaimedSizes, officer_evidence, unsealed_service
 from monitor_helpers import audit_log
 
 T0 = 1_800_000_000.0
@@ -186,7 +186,9 @@ def test_the_gate_stops_a_shard_loop_at_the_cap(store: Store, tmp_path: Path) ->
         alerts = AlertManager(store, audit=svc._audit)
         meter = _meter(store, cap=2500, alerts=alerts)
         # The shards have no signed manifest here (bare wrapped keys): sizes as claimed.
-        gate = ReleaseGate(svc.keyring, svc._audit, egress=meter, sizes=ClaimedSizes())
+        gate = ReleaseGate(svc.keyring, svc._audit,
+                           evidence=officer_evidence(svc.keyring, store, svc._audit),
+                           egress=meter, sizes=ClaimedSizes())
         released = 0
         with pytest.raises(BudgetExceeded):
             for i in range(10):

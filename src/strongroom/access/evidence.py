@@ -1,11 +1,11 @@
-"""GrantEvidence: the release gate's evidence rule once Grants exist (replaces ``OfficerEvidence``).
+"""GrantEvidence: the release gate's evidence rule in a deployment (a Grant or break-glass).
 
-It implements :class:`strongroom.release.EvidenceVerifier`. For every key
+It implements :class:`strongroom.release.ports.EvidenceVerifier`. For every key
 release it re-derives the decision from signatures alone:
 
 1. the principal's fresh release evidence (a DSSE statement by the principal's
    own key binding artifact, shard, blob, purpose, nonce and a short expiry:
-   :func:`strongroom.release.sign_release_evidence`) verifies, is unexpired and
+   :func:`strongroom.release.request.sign_release_evidence`) verifies, is unexpired and
    was never used (so a stolen Grant alone releases nothing);
 2. the shard's blob belongs to the artifact, checked in the artifact's manifest
    signed by the barrier's manifest key (so a grant for one artifact cannot
@@ -27,7 +27,7 @@ looked up in the store) or the JSON object ``{"release": <DSSE>, "grant":
     rule = GrantEvidence(keyring.officers, keyring.officer_threshold, store,
                          manifest_key=lambda: keyring.signing_key("manifest").public_key())
     rule.seed_from_audit(audit, time.time())
-    gate = ReleaseGate(keyring, audit, evidence=rule)
+    gate = ReleaseGate(keyring, audit, evidence=rule, egress=meter, sizes=sizes)
 
 Cost: everything read from ``access_statements`` and verified (directory
 view, labels, the policy engine, the principal's candidate grants, grant
@@ -99,12 +99,17 @@ from strongroom.access.policy import PolicyEngine, action_for_purpose, current_p
 from strongroom.access.statements import VerifyCache
 from strongroom.crypto.dsse import key_id, verify_statement
 from strongroom.errors import AccessDenied, ApprovalRequired, IntegrityError, InvalidInput
+from strongroom.release.request import (
+    ReleaseRequest,
+    UsedNonces,
+    check_release_signature,
+    sign_release_evidence,
+)
 from strongroom.store.db import Store
 from strongroom.store.tables.vault import Artifact
 
 if TYPE_CHECKING:
     from strongroom.audit.log import AuditLog
-    from strongroom.release import ReleaseRequest
 
 __all__ = [
     "DOCUMENT_CLASSIFICATION_KEY",
@@ -143,8 +148,6 @@ def make_evidence(key: Ed25519PrivateKey, *, artifact: str, shard: str, blob_id:
                   purpose: str, grant: str | None = None, break_glass: str | None = None,
                   ttl_s: int = 300, now: float | None = None) -> str:
     """Release evidence carrying a grant (or break-glass) and a fresh signature by ``key``."""
-    from strongroom.release import sign_release_evidence
-
     release = sign_release_evidence(key, artifact=artifact, shard=shard, blob_id=blob_id,
                                     purpose=purpose, ttl_s=ttl_s, now=now)
     out: dict[str, str] = {"release": release}
@@ -211,8 +214,6 @@ class GrantEvidence:
         self.reader = DirectoryReader(store, officers, threshold, self.cache)
         self.manifest_key = manifest_key
         self.caps = caps or AccessCaps()
-        from strongroom.release import UsedNonces
-
         self._lock = threading.Lock()
         self.nonces = UsedNonces()
         self._used: dict[str, int] = {}
@@ -387,8 +388,6 @@ class GrantEvidence:
 
     def _check_release(self, env: str, public: Ed25519PublicKey, kid: str,
                        request: ReleaseRequest, now: float) -> tuple[str, int]:
-        from strongroom.release import check_release_signature
-
         obj = request.obj
         nonce, expires = check_release_signature(env, public, kid, request, now)
         self.nonces.check(nonce, obj=obj)

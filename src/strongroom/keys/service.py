@@ -40,12 +40,11 @@ from strongroom.errors import IntegrityError, InvalidInput, Sealed, StrongroomEr
 from strongroom.keys.config import KeysSettings
 from strongroom.keys.keyring import Keyring, KeyringStatus
 from strongroom.release import (
-    EgressMeter,
+    EgressPort,
     EvidenceVerifier,
     ReleaseGate,
     ReleaseRequest,
     ShardSizes,
-    default_meter,
 )
 from strongroom.store.db import Store
 
@@ -63,15 +62,15 @@ __all__ = [
     "RekeyOutcome",
     "grant_evidence",
     "key_service",
-    "officer_evidence",
 ]
 
 SignPurpose = Literal["manifest", "checkpoint"]
 AuditFactory = Callable[[Store, Ed25519PrivateKey], "AuditLog"]
 RekeyOutcome = tuple[KeyringStatus, list[tuple[str, bytes]] | None]
-#: Builds the gate's evidence rule once unsealed; ``None`` selects the gate's interim rule.
-EvidenceFactory = Callable[[Keyring, Store, "AuditLog"], EvidenceVerifier | None]
-#: Where the gate reads shard sizes; ``None``: the barrier-signed manifests (the deployment's).
+#: Builds the gate's evidence rule once unsealed (the deployment's: :func:`grant_evidence`).
+EvidenceFactory = Callable[[Keyring, Store, "AuditLog"], EvidenceVerifier]
+#: Where the gate reads shard sizes; ``None``: the barrier-signed manifests (the deployment's,
+#: :func:`strongroom.runtime.wiring.signed_sizes`).
 SizesFactory = Callable[[Keyring], ShardSizes]
 
 
@@ -112,11 +111,6 @@ def grant_evidence(keyring: Keyring, store: Store, audit: AuditLog) -> EvidenceV
                          manifest_key=lambda: keyring.signing_key("manifest").public_key())
     rule.seed_from_audit(audit, time.time())
     return rule
-
-
-def officer_evidence(keyring: Keyring, store: Store, audit: AuditLog) -> None:
-    """The gate's interim rule (evidence signed by a pinned officer): key-custody tests only."""
-    return None
 
 
 def _default_audit(store: Store, key: Ed25519PrivateKey) -> AuditLog:
@@ -223,6 +217,7 @@ class LocalKeyService:
                                    reason=f"{status.backend} unseal")
                 from strongroom.monitor.alerts import AlertManager, JsonLinesSink
                 from strongroom.monitor.canaries import CanaryRegistry
+                from strongroom.runtime.wiring import default_meter, signed_sizes
 
                 sinks = [JsonLinesSink(self._alerts_file)] if self._alerts_file else []
                 alerts = AlertManager(self.store, audit=self._audit, sinks=sinks)
@@ -238,7 +233,7 @@ class LocalKeyService:
                     guard.egress.remember_nonce = getattr(rule, "remember", None)
                 self._gate = ReleaseGate(
                     self.keyring, self._audit, evidence=rule, egress=meter, canaries=canaries,
-                    sizes=self._sizes_factory(self.keyring) if self._sizes_factory else None,
+                    sizes=(self._sizes_factory or signed_sizes)(self.keyring),
                     guard=guard,
                 )
                 alerts.deliver_pending()
@@ -247,7 +242,7 @@ class LocalKeyService:
                 raise
         return status
 
-    def _start_guard(self, meter: EgressMeter, alerts: AlertManager) -> StateGuard:
+    def _start_guard(self, meter: EgressPort, alerts: AlertManager) -> StateGuard:
         """Re-derive restrictive state from the log now (before any release), then on an interval."""
         from strongroom.monitor.egress import EgressMeter as DurableMeter
         from strongroom.runtime.state_guard import StateGuard

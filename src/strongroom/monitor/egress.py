@@ -1,7 +1,7 @@
 """Egress budgets: how many bytes of weights may leave, per principal, per artifact, lab-wide.
 
 The release gate charges every shard's size *before* its file key leaves;
-:class:`EgressMeter` implements :class:`strongroom.release.EgressMeter`::
+:class:`EgressMeter` implements :class:`strongroom.release.ports.EgressPort`::
 
     meter = EgressMeter(store, alerts=alerts, budgets=[
         Budget("principal", "*", 24 * 3600, 256 * GiB),   # each person or service
@@ -162,7 +162,7 @@ class _PendingCharge:
 
 
 class EgressMeter:
-    """Byte budgets over sliding windows, charged at key release (``release.EgressMeter``).
+    """Byte budgets over sliding windows, charged at key release (``release.ports.EgressPort``).
 
     It is also an :class:`~strongroom.audit.log.AppendGuard`: :meth:`charge_with_event`
     decides a charge inside the audit append's transaction.

@@ -28,7 +28,7 @@ from strongroom.store.tables.vault import Artifact
 from strongroom.vault.manifest import Manifest
 
 if TYPE_CHECKING:
-    from strongroom.release import ReleaseRequest
+    from strongroom.release.request import ReleaseRequest
 
 __all__ = ["SignedShardSizes"]
 

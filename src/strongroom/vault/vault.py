@@ -49,6 +49,7 @@ from strongroom.errors import (
     StorageError,
     StrongroomError,
 )
+from strongroom.release.request import ReleaseRequest, sign_release_evidence
 from strongroom.settings import Settings
 from strongroom.store.db import Store
 from strongroom.store.tables.vault import Artifact, ArtifactFile
@@ -461,8 +462,6 @@ class Vault:
                 "blob header does not match the signed manifest (blob swapped or altered)",
                 obj=obj,
             )
-        from strongroom.release import ReleaseRequest, sign_release_evidence
-
         identity = self.identity
         evidence = sign_release_evidence(
             identity.private_key,

@@ -17,6 +17,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from strongroom.errors import IntegrityError, InvalidInput, NotFound
+from strongroom.release.request import ReleaseRequest
 from strongroom.server import models as M
 from strongroom.server.auth import DirectRoute, caller_of
 from strongroom.server.context import ServerContext
@@ -89,8 +90,6 @@ def build_router(ctx: ServerContext) -> tuple[APIRouter, dict[tuple[str, str], D
     event loop (no thread at all); otherwise the blocking part (a cache miss, the
     in-process gate) runs in one hop.
     """
-    from strongroom.release import ReleaseRequest
-
     r = APIRouter(prefix="/v1", tags=["weights"])
     cache = _ReleaseCache()
 
@@ -128,7 +127,7 @@ def build_router(ctx: ServerContext) -> tuple[APIRouter, dict[tuple[str, str], D
                           ) -> M.KeyReleaseOut:
         from starlette.concurrency import run_in_threadpool
 
-        from strongroom.keys.agent import AgentUnavailable
+        from strongroom.errors import AgentUnavailable
 
         release_async = getattr(ctx.keys, "release_async", None)
         hit = cache.cached(*version_of(body), body.shard) if release_async else None

@@ -1,0 +1,52 @@
+"""Key release: the request and its evidence, the gate's ports, and the gate.
+
+* :mod:`strongroom.release.request` — :class:`ReleaseRequest`, signing and
+  checking release evidence, spent nonces (depends only on ``crypto``; the
+  vault and the access rules import it);
+* :mod:`strongroom.release.ports` — the protocols the gate composes (evidence
+  rule, egress meter, shard sizes, canary check, state guard);
+* :mod:`strongroom.release.gate` — :class:`ReleaseGate`, the one code path that
+  unwraps a shard's file key.
+
+The names below are re-exported here, so ``from strongroom.release import
+ReleaseGate, ReleaseRequest`` works; code below the gate imports
+:mod:`strongroom.release.request` directly.
+"""
+
+from strongroom.release.gate import ReleaseGate
+from strongroom.release.ports import (
+    AuditedEgressPort,
+    CanaryCheck,
+    EgressPort,
+    EvidenceVerifier,
+    LedgerBudgetedEvidence,
+    ShardSizes,
+    StateGuard,
+)
+from strongroom.release.request import (
+    EVIDENCE_PAYLOAD_TYPE,
+    MAX_EVIDENCE_LIFETIME_S,
+    PublicKeys,
+    ReleaseRequest,
+    UsedNonces,
+    check_release_signature,
+    sign_release_evidence,
+)
+
+__all__ = [
+    "EVIDENCE_PAYLOAD_TYPE",
+    "MAX_EVIDENCE_LIFETIME_S",
+    "AuditedEgressPort",
+    "CanaryCheck",
+    "EgressPort",
+    "EvidenceVerifier",
+    "LedgerBudgetedEvidence",
+    "PublicKeys",
+    "ReleaseGate",
+    "ReleaseRequest",
+    "ShardSizes",
+    "StateGuard",
+    "UsedNonces",
+    "check_release_signature",
+    "sign_release_evidence",
+]

@@ -1,0 +1,261 @@
+"""The release gate: the one code path that unwraps a shard's file key.
+
+Every weight load goes through :meth:`ReleaseGate.release`, which runs, in order:
+
+1. **seal** — the keyring must be unsealed (:class:`~strongroom.errors.Sealed`),
+   and the audit log intact (``AuditLog.require_intact``: a log found rolled back
+   refuses every release, :class:`~strongroom.errors.AuditUnavailable`);
+2. **state** — the state guard reconciles the restrictive rows (revocations,
+   denials, egress charges) with the verified audit log when due
+   (:class:`~strongroom.release.ports.StateGuard`);
+3. **locate** — the blob's wrapped file key must exist under a usable KEK version;
+4. **size** — the bytes charged are the shard's size in its signed manifest
+   (:class:`~strongroom.release.ports.ShardSizes`), never the client's figure;
+5. **evidence** — verified from signatures and keys pinned in the barrier, never
+   from a database row (:class:`~strongroom.errors.AccessDenied`): in a deployment,
+   a Grant or break-glass statement and the principal's fresh signed request
+   (:class:`strongroom.access.evidence.GrantEvidence`); then the canary check;
+6. **egress and audit** — with the monitor's durable ledger on the audit log's
+   database (:class:`~strongroom.release.ports.AuditedEgressPort`), the
+   principal's budget and the Grant's byte budget are charged inside the audit
+   group commit that appends the allow decision: an acknowledged release is
+   charged, a refused or failed one is not, and every gate on the database
+   shares the budgets (:class:`~strongroom.errors.BudgetExceeded`). A plain
+   :class:`~strongroom.release.ports.EgressPort` is charged first and refunded
+   when the append fails;
+7. **unwrap** — only now is the file key decrypted and returned (caller zeroes it).
+
+Every refusal after step 1 is audited as ``deny``. The gate builds none of its
+collaborators: the runtime composes them at unseal
+(:mod:`strongroom.runtime.wiring`, ``LocalKeyService``), and tests hand in their own.
+
+Use it like this::
+
+    gate = ReleaseGate(keyring, audit_log, evidence=rule, egress=meter, sizes=sizes,
+                       canaries=canaries, guard=guard)
+    evidence = sign_release_evidence(key, artifact="minilm@1", shard="model.safetensors",
+                                     blob_id=blob_id, purpose="load")
+    key = gate.release(ReleaseRequest(principal="alice", principal_key=pub_raw,
+                                      artifact="minilm@1", shard="model.safetensors",
+                                      blob_id=blob_id, nbytes=size, purpose="load",
+                                      evidence=evidence))
+    try: ... finally: key[:] = bytes(len(key))
+
+Do not call :meth:`Keyring.unwrap` anywhere else, and do not cache released keys.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import time
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, cast
+
+from strongroom.errors import (
+    AccessDenied,
+    AuditUnavailable,
+    BudgetExceeded,
+    IntegrityError,
+    InvalidInput,
+    NotFound,
+    StrongroomError,
+)
+from strongroom.release.ports import (
+    AuditedEgressPort,
+    CanaryCheck,
+    EgressPort,
+    EvidenceVerifier,
+    LedgerBudgetedEvidence,
+    ShardSizes,
+    StateGuard,
+)
+from strongroom.release.request import ReleaseRequest
+
+if TYPE_CHECKING:
+    from strongroom.audit.log import AuditLog
+    from strongroom.keys.keyring import Keyring
+
+__all__ = ["ACTION", "ReleaseGate"]
+
+#: The audit action of every release decision.
+ACTION = "key.release"
+
+
+def _host(request: ReleaseRequest) -> dict[str, str]:
+    """``{"host": ...}`` for the audit details when the request names its client host."""
+    return {"host": request.host[:255]} if request.host else {}
+
+
+def _budget_of(accepted: Mapping[str, Any]) -> tuple[str, int] | None:
+    """The (id, lifetime cap) of the byte budget accepted evidence names, if any."""
+    bid = accepted.get("request_digest") or accepted.get("break_glass")
+    cap = accepted.get("grant_bytes") if accepted.get("request_digest") \
+        else accepted.get("break_glass_bytes")
+    if isinstance(bid, str) and bid and isinstance(cap, int) and not isinstance(cap, bool):
+        return bid, cap
+    return None
+
+
+class ReleaseGate:
+    """Composes keyring, evidence, egress and audit; the only caller of ``Keyring.unwrap``."""
+
+    def __init__(
+        self,
+        keyring: Keyring,
+        audit: AuditLog,
+        *,
+        evidence: EvidenceVerifier,
+        egress: EgressPort,
+        sizes: ShardSizes,
+        canaries: CanaryCheck | None = None,
+        guard: StateGuard | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.keyring = keyring
+        self.audit = audit
+        self.clock = clock
+        self.evidence = evidence
+        self.egress = egress
+        self.canaries = canaries
+        self.sizes = sizes
+        self.guard = guard
+        self._join: tuple[object, object, bool] | None = None
+        self._ledger_rule: tuple[object, LedgerBudgetedEvidence | None] | None = None
+
+    def _deny(self, request: ReleaseRequest, exc: StrongroomError, **details: Any) -> None:
+        try:
+            self.audit.append(actor=request.principal, action=ACTION, obj=request.obj,
+                              decision="deny", reason=exc.message[:500], shard=request.shard,
+                              nbytes=request.nbytes,
+                              details={"purpose": request.purpose, "blob_id": request.blob_id,
+                                       "error": type(exc).__name__, **_host(request),
+                                       **details})
+        except AuditUnavailable as audit_exc:
+            raise audit_exc from exc
+
+    def release(self, request: ReleaseRequest) -> bytearray:
+        """Run the gate; return the shard's file key (the caller zeroes it).
+
+        ``request.nbytes`` is a hint: the bytes charged are the shard's size in
+        its signed manifest (a file key opens the whole shard).
+        """
+        if not request.blob_id or not request.principal or not request.artifact:
+            raise InvalidInput("release request needs a principal, an artifact and a blob id",
+                               obj=request.obj)
+        expecting = getattr(self.audit, "expecting", None)
+        if not callable(expecting):
+            return self._release(request)
+        with expecting():  # concurrent releases share one audit commit
+            return self._release(request)
+
+    def _release(self, request: ReleaseRequest) -> bytearray:
+        self.keyring.require_unsealed()
+        intact = getattr(self.audit, "require_intact", None)
+        if callable(intact):
+            intact()  # AuditUnavailable once the log was found rolled back (SR-AUDIT-ROLLBACK)
+        if self.guard is not None:
+            try:
+                self.guard.check()  # restrictive rows agree with the verified log
+            except StrongroomError as exc:
+                with contextlib.suppress(StrongroomError):  # the store may be what failed
+                    self._deny(request, exc)
+                raise
+        try:
+            located = self.keyring.locate(request.blob_id, request.stanzas)
+        except (NotFound, IntegrityError) as exc:
+            self._deny(request, exc)
+            raise
+        request, claimed = self._derive(request)
+        now = self.clock()
+        meter = self.egress
+        # With a joined meter the ledger charges the evidence's byte budget (shared, and
+        # only for releases that commit); the rule then only pre-checks it.
+        rule = self._budgeted() if self._joined(meter) else None
+        try:
+            accepted = dict(rule.verify_unreserved(request, now) if rule is not None
+                            else self.evidence.verify(request, now))
+        except AccessDenied as exc:
+            self._deny(request, exc)
+            raise
+        if self.canaries is not None:
+            try:
+                self.canaries.check(request)  # a critical alert naming who asked
+            except AccessDenied as exc:
+                self._deny(request, exc, **accepted)
+                raise
+        # Keyed by the evidence nonce, as the meter keys audit events it replays,
+        # so a release is never charged twice.
+        nonce = accepted.get("nonce")
+        charge_id = nonce if isinstance(nonce, str) and nonce else None
+        event: dict[str, Any] = {"actor": request.principal, "action": ACTION, "obj": request.obj,
+                 "decision": "allow", "reason": request.purpose, "shard": request.shard,
+                 "nbytes": request.nbytes,
+                 "details": {"purpose": request.purpose, "blob_id": request.blob_id,
+                             "kek_version": located.version, **_host(request), **claimed,
+                             **accepted}}
+        if self._joined(meter):
+            budget = _budget_of(accepted) if rule is not None else None
+            if rule is not None and budget is None:  # unreserved and unbounded: fail closed
+                refused = AccessDenied("the accepted evidence names no byte budget",
+                                       obj=request.obj, remedy="report this: the evidence "
+                                       "rule must name the Grant's budget")
+                self._deny(request, refused, **accepted)
+                raise refused
+            try:
+                cast(AuditedEgressPort, meter).charge_with_event(
+                    self.audit, request.principal, request.nbytes, now,
+                    artifact=request.artifact, charge_id=charge_id, event=event, budget=budget)
+            except (BudgetExceeded, AccessDenied) as exc:
+                used = getattr(exc, "used", None)
+                if (rule is not None and budget is not None and isinstance(used, int)
+                        and getattr(exc, "budget_id", None) == budget[0]):
+                    rule.observe(budget[0], used)  # the ledger's total: a warmer pre-check
+                self._deny(request, exc, **accepted)
+                raise
+            if rule is not None and budget is not None:
+                rule.charged(budget[0], request.nbytes)
+            return self.keyring.unwrap(request.blob_id, located)
+        try:
+            meter.charge(request.principal, request.nbytes, now, artifact=request.artifact,
+                         charge_id=charge_id)
+        except BudgetExceeded as exc:
+            self._deny(request, exc, **accepted)
+            raise
+        try:
+            self.audit.append(**event)
+        except BaseException:
+            meter.refund(request.principal, request.nbytes, now, charge_id=charge_id)
+            raise
+        return self.keyring.unwrap(request.blob_id, located)
+
+    def _derive(self, request: ReleaseRequest) -> tuple[ReleaseRequest, dict[str, int]]:
+        """The request with its size from the signed manifest; the client's figure if it differed."""
+        try:
+            size = self.sizes.size(request)
+        except AccessDenied as exc:
+            self._deny(request, exc)
+            raise
+        if size == request.nbytes:
+            return request, {}
+        claimed = {"claimed_nbytes": request.nbytes}
+        return dataclasses.replace(request, nbytes=size), claimed
+
+    def _budgeted(self) -> LedgerBudgetedEvidence | None:
+        """The evidence rule if the ledger can charge its byte budgets (cached per rule)."""
+        evidence = self.evidence
+        cached = self._ledger_rule
+        if cached is not None and cached[0] is evidence:
+            return cached[1]
+        rule = evidence if isinstance(evidence, LedgerBudgetedEvidence) else None
+        self._ledger_rule = (evidence, rule)
+        return rule
+
+    def _joined(self, meter: EgressPort) -> bool:
+        """Whether ``meter`` charges inside this gate's audit transactions (cached per pair)."""
+        cached = self._join
+        if cached is not None and cached[0] is meter and cached[1] is self.audit:
+            return cached[2]
+        joined = isinstance(meter, AuditedEgressPort) and meter.joins(self.audit)
+        self._join = (meter, self.audit, joined)
+        return joined

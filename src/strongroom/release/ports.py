@@ -1,0 +1,148 @@
+"""The protocols the release gate composes: evidence rule, egress meter, sizes, canaries, guard.
+
+:class:`~strongroom.release.gate.ReleaseGate` holds no policy of its own; a
+deployment hands it one object for each port below (the runtime builds them at
+unseal, :mod:`strongroom.runtime.wiring`):
+
+* :class:`EvidenceVerifier` — decides from signatures alone whether a request
+  is allowed (the deployment's rule: :class:`strongroom.access.evidence.GrantEvidence`);
+  :class:`LedgerBudgetedEvidence` when its byte budgets are charged by the ledger;
+* :class:`EgressPort` — charges released bytes against budgets
+  (:class:`strongroom.monitor.egress.EgressMeter`); :class:`AuditedEgressPort`
+  when it charges inside the audit append's own transaction;
+* :class:`ShardSizes` — the size a file key opens, from signed manifests
+  (:class:`strongroom.vault.sizes.SignedShardSizes`);
+* :class:`CanaryCheck` — alerts on decoys (:class:`strongroom.monitor.canaries.CanaryRegistry`);
+* :class:`StateGuard` — restrictive rows agree with the verified audit log
+  (:class:`strongroom.runtime.state_guard.StateGuard`).
+
+A new rule implements the protocol; it never bypasses the gate.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from strongroom.release.request import ReleaseRequest
+
+if TYPE_CHECKING:
+    from strongroom.audit.log import AuditLog
+
+__all__ = [
+    "AuditedEgressPort",
+    "CanaryCheck",
+    "EgressPort",
+    "EvidenceVerifier",
+    "LedgerBudgetedEvidence",
+    "ShardSizes",
+    "StateGuard",
+]
+
+
+class EvidenceVerifier(Protocol):
+    """Decides from signatures alone whether the evidence allows the request."""
+
+    def verify(self, request: ReleaseRequest, now: float) -> Mapping[str, Any]:
+        """Return audit details of the accepted evidence; raise AccessDenied otherwise."""
+        ...
+
+
+@runtime_checkable
+class LedgerBudgetedEvidence(EvidenceVerifier, Protocol):
+    """An evidence rule with byte budgets that the egress ledger can charge (GrantEvidence).
+
+    The details of every release it accepts name the budget: ``request_digest``
+    (a Grant) or ``break_glass`` as the id, ``grant_bytes`` or
+    ``break_glass_bytes`` as the lifetime cap; a release without them is
+    refused (nothing would bound it).
+    """
+
+    def verify_unreserved(self, request: ReleaseRequest, now: float) -> Mapping[str, Any]:
+        """Like ``verify``, but the byte budget is only pre-checked: the ledger charges it."""
+        ...
+
+    def charged(self, budget_id: str, nbytes: int) -> None:
+        """The ledger charged ``nbytes`` to ``budget_id`` (warms the rule's pre-check)."""
+        ...
+
+    def observe(self, budget_id: str, used: int) -> None:
+        """The ledger holds ``used`` bytes under ``budget_id`` (it refused a charge)."""
+        ...
+
+
+class EgressPort(Protocol):
+    """Charges released bytes against a principal's budget."""
+
+    def charge(
+        self,
+        principal: str,
+        nbytes: int,
+        now: float,
+        *,
+        artifact: str | None = None,
+        charge_id: str | None = None,
+    ) -> None:
+        """Record the bytes or raise BudgetExceeded (then nothing is recorded)."""
+        ...
+
+    def refund(
+        self, principal: str, nbytes: int, now: float, *, charge_id: str | None = None
+    ) -> None:
+        """Undo a charge whose release was refused later (audit failure)."""
+        ...
+
+
+@runtime_checkable
+class AuditedEgressPort(EgressPort, Protocol):
+    """An egress meter that can charge inside the audit append's own transaction."""
+
+    def joins(self, audit: object) -> bool:
+        """Whether :meth:`charge_with_event` works with ``audit`` (same database)."""
+        ...
+
+    def charge_with_event(
+        self,
+        audit: AuditLog,
+        principal: str,
+        nbytes: int,
+        now: float,
+        *,
+        artifact: str | None = None,
+        charge_id: str | None = None,
+        event: Mapping[str, Any],
+        budget: tuple[str, int] | None = None,
+    ) -> int:
+        """Charge and append ``event`` atomically; its audit index.
+
+        ``budget`` (id, lifetime cap in bytes) is a Grant's byte budget charged
+        in the same transaction. Raises BudgetExceeded (nothing appended or
+        charged), AccessDenied when ``charge_id`` was already charged or the
+        budget is spent, AuditUnavailable when the append failed.
+        """
+        ...
+
+
+class ShardSizes(Protocol):
+    """The size a shard's file key opens, from signed data (the artifact's signed manifest)."""
+
+    def size(self, request: ReleaseRequest) -> int:
+        """Plaintext bytes of the request's shard (its ``nbytes`` is only a hint); AccessDenied
+        when the signed manifest does not list that blob as that shard of that artifact."""
+        ...
+
+
+class StateGuard(Protocol):
+    """Checks that the restrictive state the gate reads agrees with the verified audit log."""
+
+    def check(self) -> None:
+        """Reconcile when due; raise (AuditUnavailable, StorageError) to refuse releases."""
+        ...
+
+
+class CanaryCheck(Protocol):
+    """Raises a critical alert (and may refuse) when a request touches a decoy."""
+
+    def check(self, request: ReleaseRequest) -> bool:
+        """True when the request was for a canary (the alert is already raised)."""
+        ...

@@ -1,0 +1,176 @@
+"""The release request: what a caller asks the gate for, and the signed evidence it carries.
+
+This is the vocabulary shared by everything that builds or checks a release
+(the vault, the access rules, the key services, the server), so it depends on
+nothing above :mod:`strongroom.crypto` and :mod:`strongroom.errors`; the gate
+itself is :mod:`strongroom.release.gate`.
+
+A principal signs fresh evidence for exactly one shard and purpose, and the
+request carries it::
+
+    evidence = sign_release_evidence(key, artifact="minilm@1", shard="model.safetensors",
+                                     blob_id=blob_id, purpose="load")
+    request = ReleaseRequest(principal="alice", principal_key=pub_raw, artifact="minilm@1",
+                             shard="model.safetensors", blob_id=blob_id, nbytes=size,
+                             purpose="load", evidence=evidence)
+
+An evidence rule checks it with :func:`check_release_signature` and spends its
+nonce in a :class:`UsedNonces`; evidence is single use and valid for at most
+:data:`MAX_EVIDENCE_LIFETIME_S` seconds.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from strongroom.crypto.age import Stanza
+from strongroom.crypto.dsse import key_id, sign_statement, verify_statement
+from strongroom.errors import AccessDenied, IntegrityError
+
+__all__ = [
+    "EVIDENCE_PAYLOAD_TYPE",
+    "MAX_EVIDENCE_LIFETIME_S",
+    "PublicKeys",
+    "ReleaseRequest",
+    "UsedNonces",
+    "check_release_signature",
+    "sign_release_evidence",
+]
+
+EVIDENCE_PAYLOAD_TYPE = "application/vnd.strongroom.release-evidence+json"
+#: Longest validity an evidence statement may claim (``expires - now``), seconds.
+MAX_EVIDENCE_LIFETIME_S = 3600
+
+
+@dataclass(frozen=True)
+class ReleaseRequest:
+    """Who wants which shard's file key, why, and the signed evidence that allows it."""
+
+    principal: str
+    principal_key: bytes
+    artifact: str
+    shard: str
+    blob_id: str
+    nbytes: int
+    purpose: str
+    evidence: str
+    stanzas: tuple[Stanza, ...] = ()
+    #: The client's host (hostname, or the HTTP client's address at the server); recorded in
+    #: the audit details as ``host`` for the insider detectors (SR-NEWHOST). Not evidence.
+    host: str | None = None
+
+    @property
+    def obj(self) -> str:
+        """How the audit log names the shard: ``<artifact>/<shard>``."""
+        return f"{self.artifact}/{self.shard}"
+
+
+def sign_release_evidence(
+    key: Ed25519PrivateKey,
+    *,
+    artifact: str,
+    shard: str,
+    blob_id: str,
+    purpose: str,
+    ttl_s: int = 300,
+    nonce: str | None = None,
+    now: float | None = None,
+) -> str:
+    """A DSSE envelope by ``key`` over {artifact, shard, blob_id, purpose, nonce, expires}."""
+    expires = int((time.time() if now is None else now) + ttl_s)
+    statement = {"artifact": artifact, "shard": shard, "blob_id": blob_id, "purpose": purpose,
+                 "nonce": nonce or secrets.token_hex(16), "expires": expires}
+    return sign_statement(statement, EVIDENCE_PAYLOAD_TYPE, key)
+
+
+def check_release_signature(
+    envelope: str, public: Ed25519PublicKey, kid: str, request: ReleaseRequest, now: float
+) -> tuple[str, int]:
+    """Verify the principal's signed release request; return its (nonce, expiry).
+
+    Checks the signature, that it names exactly this artifact, shard, blob and
+    purpose, and that it is unexpired and short-lived. Replay is the caller's
+    check (it owns the set of used nonces).
+    """
+    obj = request.obj
+    try:
+        st = verify_statement(envelope, EVIDENCE_PAYLOAD_TYPE, {kid: public},
+                              obj=f"release evidence for {obj}")
+    except IntegrityError as exc:
+        raise AccessDenied(f"release evidence does not verify: {exc.message}",
+                           obj=obj, remedy="sign the request with your identity") from None
+    want = {"artifact": request.artifact, "shard": request.shard,
+            "blob_id": request.blob_id, "purpose": request.purpose}
+    for name, value in want.items():
+        if st.get(name) != value:
+            raise AccessDenied(f"the evidence is for another {name}", obj=obj,
+                               remedy="sign evidence for exactly this shard and purpose")
+    expires, nonce = st.get("expires"), st.get("nonce")
+    if not isinstance(expires, int) or not isinstance(nonce, str) or len(nonce) < 16:
+        raise AccessDenied("the evidence lacks a valid nonce or expiry", obj=obj)
+    if expires <= now:
+        raise AccessDenied("the evidence has expired", obj=obj, remedy="sign a fresh request")
+    if expires - now > MAX_EVIDENCE_LIFETIME_S:
+        raise AccessDenied(f"the evidence claims more than {MAX_EVIDENCE_LIFETIME_S} s of "
+                           "validity", obj=obj, remedy="sign with a shorter lifetime")
+    return nonce, expires
+
+
+class UsedNonces:
+    """Release nonces already spent, each remembered until its evidence expires (thread-safe)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._seen: dict[str, float] = {}
+        self._expiry: deque[tuple[float, str]] = deque()
+
+    def remember(self, nonce: str, expires: float) -> None:
+        """Mark ``nonce`` spent until ``expires``."""
+        with self._lock:
+            self._seen[nonce] = expires
+            self._expiry.append((expires, nonce))
+
+    def check(self, nonce: str, *, obj: str) -> None:
+        """Raise AccessDenied when ``nonce`` was already spent."""
+        with self._lock:
+            if nonce in self._seen:
+                raise AccessDenied("the evidence was already used (replay)", obj=obj,
+                                   remedy="sign a fresh request for each release")
+
+    def spend(self, nonce: str, expires: float, now: float, *, obj: str) -> None:
+        """Spend ``nonce`` or raise AccessDenied (replay); forgets expired nonces first."""
+        with self._lock:
+            while self._expiry and self._expiry[0][0] <= now:
+                _, old = self._expiry.popleft()
+                if self._seen.get(old, now + 1) <= now:
+                    self._seen.pop(old, None)
+            if nonce in self._seen:
+                raise AccessDenied("the evidence was already used (replay)", obj=obj,
+                                   remedy="sign a fresh request for each release")
+            self._seen[nonce] = float(expires)
+            self._expiry.append((float(expires), nonce))
+
+
+class PublicKeys:
+    """Raw Ed25519 public keys parsed once, with their DSSE key ids (thread-safe, bounded)."""
+
+    def __init__(self, limit: int = 4096) -> None:
+        self._limit = limit
+        self._known: dict[bytes, tuple[Ed25519PublicKey, str]] = {}
+
+    def load(self, raw: bytes) -> tuple[Ed25519PublicKey, str]:
+        """The key and its id; raises ValueError when ``raw`` is not an Ed25519 public key."""
+        found = self._known.get(raw)
+        if found is None:
+            public = Ed25519PublicKey.from_public_bytes(raw)
+            found = (public, key_id(public))
+            if len(self._known) >= self._limit:
+                self._known.clear()
+            self._known[bytes(raw)] = found
+        return found

@@ -1,0 +1,60 @@
+"""The gate's collaborators as a deployment builds them at unseal: egress meter and shard sizes.
+
+:class:`~strongroom.release.gate.ReleaseGate` builds nothing itself; the key
+service (``LocalKeyService._after_unseal``) composes it from these and from the
+evidence rule, canary registry and state guard::
+
+    meter = default_meter(store, audit, alerts=alerts)
+    gate = ReleaseGate(keyring, audit, evidence=rule, egress=meter,
+                       sizes=signed_sizes(keyring), canaries=canaries, guard=guard)
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from strongroom.keys.config import KeysSettings
+from strongroom.monitor.alerts import AlertManager
+from strongroom.monitor.egress import DEFAULT_BUDGETS, Budget, EgressMeter
+from strongroom.vault.sizes import SignedShardSizes
+
+if TYPE_CHECKING:
+    from strongroom.audit.log import AuditLog
+    from strongroom.keys.keyring import Keyring
+    from strongroom.store.db import Store
+
+__all__ = ["EGRESS_WINDOW_S", "default_meter", "signed_sizes"]
+
+#: The window of the configured per-principal egress cap.
+EGRESS_WINDOW_S = 24 * 3600
+
+
+def default_meter(
+    store: Store,
+    audit: AuditLog,
+    *,
+    alerts: Any = None,
+    clock: Callable[[], float] = time.time,
+    backfill: bool = True,
+) -> EgressMeter:
+    """The monitor's durable egress meter with the configured per-principal cap.
+
+    ``STRONGROOM_EGRESS_CAP_BYTES`` caps each principal per 24 h; the artifact and
+    lab-wide budgets are the monitor's defaults (see docs/monitoring.md). Alerts
+    near and at a cap go to the alert store and the audit log.
+    """
+    cap = KeysSettings().egress_cap_bytes
+    budgets = [Budget("principal", "*", EGRESS_WINDOW_S, cap), *DEFAULT_BUDGETS[1:]]
+    meter = EgressMeter(
+        store, budgets=budgets, alerts=alerts or AlertManager(store, audit=audit), clock=clock
+    )
+    if backfill:
+        meter.backfill(audit)
+    return meter
+
+
+def signed_sizes(keyring: Keyring) -> SignedShardSizes:
+    """The deployment's shard sizes: read from manifests signed by the barrier's manifest key."""
+    return SignedShardSizes(keyring.store, lambda: keyring.signing_key("manifest").public_key())
