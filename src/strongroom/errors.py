@@ -5,28 +5,41 @@ it. Messages never contain key material or plaintext: callers pass names,
 paths, indices and sizes, never the secret bytes themselves.
 
 The CLI prints ``str(error)`` (message, object and remedy) and exits non-zero;
-it never shows a traceback for a ``StrongroomError``.
+it never shows a traceback for a ``StrongroomError``. Errors that cross a wire
+(the key agent's socket, the server's JSON) are rebuilt by class name with
+:func:`from_wire`, so every class a process may raise on purpose lives here.
 """
 
 from __future__ import annotations
 
 __all__ = [
     "AccessDenied",
+    "AgentUnavailable",
     "AlreadyExists",
     "ApprovalRequired",
     "AuditUnavailable",
     "BudgetExceeded",
     "ConfigError",
+    "GrantBudgetSpent",
     "HeaderError",
     "HmacError",
     "IntegrityError",
     "InvalidInput",
+    "InvalidProof",
     "NoIdentityMatched",
     "NotFound",
+    "NoteError",
     "PayloadError",
     "Sealed",
+    "ServerError",
+    "ServerKeyChanged",
     "StorageError",
     "StrongroomError",
+    "Throttled",
+    "WitnessConflict",
+    "WitnessError",
+    "WitnessProofRejected",
+    "from_wire",
 ]
 
 
@@ -96,6 +109,24 @@ class PayloadError(IntegrityError):
     """An age payload chunk failed authentication, is truncated or misordered."""
 
 
+class InvalidProof(IntegrityError):
+    """A Merkle proof does not verify against the given root(s)."""
+
+    default_remedy = "do not trust the entry or checkpoint; fetch a fresh proof from the log"
+
+
+class NoteError(IntegrityError):
+    """A signed note is malformed, or is not signed by a trusted key."""
+
+    default_remedy = "do not trust this note; obtain it again from its origin"
+
+
+class ServerKeyChanged(IntegrityError):
+    """The server presents a manifest key other than the one pinned for it."""
+
+    exit_code = 10
+
+
 class NoIdentityMatched(StrongroomError):
     """None of the given identities can unwrap the file key."""
 
@@ -107,6 +138,10 @@ class AccessDenied(StrongroomError):
     """Policy refuses the action."""
 
     exit_code = 6
+    default_remedy = (
+        "ask for a Grant that covers this action (`strongroom access request`), "
+        "or a security officer why it is refused"
+    )
 
 
 class ApprovalRequired(AccessDenied):
@@ -123,6 +158,31 @@ class Sealed(StrongroomError):
 class BudgetExceeded(AccessDenied):
     """An egress budget would be exceeded."""
 
+    default_remedy = "wait for the budget's window to pass, or ask an officer for a larger budget"
+
+
+class GrantBudgetSpent(AccessDenied):
+    """A charge would take a Grant's (or break-glass) lifetime byte budget past its cap.
+
+    ``used`` is what the ledger held under ``budget_id`` when the charge was
+    decided, so a gate can warm its in-memory hint with it.
+    """
+
+    def __init__(self, budget_id: str, used: int, cap: int, *, obj: str) -> None:
+        super().__init__(f"the grant's byte budget is spent ({used} of {cap} bytes used)",
+                         obj=obj, remedy="request access again with a larger budget")
+        self.budget_id = budget_id
+        self.used = used
+        self.cap = cap
+
+
+class Throttled(BudgetExceeded):
+    """A rate limit, query budget or suspension refuses the request for now."""
+
+    def __init__(self, message: str, *, obj: str, retry_after: float, remedy: str = "") -> None:
+        super().__init__(message, obj=obj, remedy=remedy or "slow down and retry later")
+        self.retry_after = max(1.0, retry_after)
+
 
 class AuditUnavailable(StrongroomError):
     """The audit log could not durably record the decision, so it was refused."""
@@ -135,3 +195,55 @@ class StorageError(StrongroomError):
     """The database or blob store failed."""
 
     exit_code = 9
+
+
+class ServerError(StrongroomError):
+    """The server failed in a way it did not describe (5xx without a strongroom error)."""
+
+    exit_code = 9
+
+
+class AgentUnavailable(StrongroomError):
+    """No key agent answers on the data directory's socket."""
+
+
+class WitnessError(StrongroomError):
+    """A witness did not cosign: unreachable, or it refused the checkpoint."""
+
+    default_remedy = "check the witness URL and that it trusts this log's key"
+
+
+class WitnessConflict(WitnessError):
+    """409: the witness's latest cosigned size is not the ``old`` size sent."""
+
+    def __init__(self, size: int, witness: str) -> None:
+        super().__init__(f"witness last cosigned size {size}", obj=witness)
+        self.size = size
+
+
+class WitnessProofRejected(WitnessError):
+    """422: the witness found the consistency proof invalid (evidence of a fork)."""
+
+    def __init__(self, old_size: int, witness: str, detail: str) -> None:
+        super().__init__(f"rejected the consistency proof from size {old_size}: {detail}",
+                         obj=witness)
+        self.old_size = old_size
+
+
+def from_wire(type_name: str, message: str, *, obj: str | None, remedy: str | None,
+              default: type[StrongroomError] = StrongroomError) -> StrongroomError:
+    """Rebuild an error another process sent as ``{type, message, obj, remedy}``.
+
+    The class is looked up by name here (``default`` when the name is not a
+    strongroom error). A class whose constructor takes other arguments (its
+    extra fields stay with the raiser) is rebuilt through the base constructor,
+    so the caller still gets the right class, exit code and text.
+    """
+    cls = globals().get(type_name)
+    if not (isinstance(cls, type) and issubclass(cls, StrongroomError)):
+        cls = default
+    if cls.__init__ is StrongroomError.__init__:
+        return cls(message, obj=obj, remedy=remedy)
+    exc = cls.__new__(cls)
+    StrongroomError.__init__(exc, message, obj=obj, remedy=remedy)
+    return exc

@@ -29,7 +29,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Iterable, Sequence
 
-from strongroom.errors import IntegrityError
+from strongroom.errors import InvalidProof
 
 __all__ = [
     "EMPTY_ROOT",
@@ -61,12 +61,6 @@ NodeKey = tuple[int, int]
 Lookup = Callable[[Sequence[NodeKey]], dict[NodeKey, bytes]]
 
 _sha256 = hashlib.sha256
-
-
-class InvalidProof(IntegrityError):
-    """A Merkle proof does not verify against the given root(s)."""
-
-    default_remedy = "do not trust the entry or checkpoint; fetch a fresh proof from the log"
 
 
 def leaf_hash(data: bytes) -> bytes:

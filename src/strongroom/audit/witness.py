@@ -63,7 +63,13 @@ from strongroom.crypto.note import (
     parse_note,
     signature_line,
 )
-from strongroom.errors import ConfigError, IntegrityError, StrongroomError
+from strongroom.errors import (
+    ConfigError,
+    IntegrityError,
+    WitnessConflict,
+    WitnessError,
+    WitnessProofRejected,
+)
 
 __all__ = [
     "SIZE_CONTENT_TYPE",
@@ -83,29 +89,6 @@ SIZE_CONTENT_TYPE = "text/x.tlog.size"
 MAX_PROOF_LINES = 63
 MAX_BODY = 1 << 20
 _SIZE = re.compile(r"0|[1-9][0-9]{0,19}")
-
-
-class WitnessError(StrongroomError):
-    """A witness did not cosign: unreachable, or it refused the checkpoint."""
-
-    default_remedy = "check the witness URL and that it trusts this log's key"
-
-
-class WitnessConflict(WitnessError):
-    """409: the witness's latest cosigned size is not the ``old`` size sent."""
-
-    def __init__(self, size: int, witness: str) -> None:
-        super().__init__(f"witness last cosigned size {size}", obj=witness)
-        self.size = size
-
-
-class WitnessProofRejected(WitnessError):
-    """422: the witness found the consistency proof invalid (evidence of a fork)."""
-
-    def __init__(self, old_size: int, witness: str, detail: str) -> None:
-        super().__init__(f"rejected the consistency proof from size {old_size}: {detail}",
-                         obj=witness)
-        self.old_size = old_size
 
 
 class _Reject(Exception):

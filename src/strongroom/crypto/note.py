@@ -39,7 +39,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from strongroom.errors import IntegrityError, InvalidInput
+from strongroom.errors import InvalidInput, NoteError
 
 __all__ = [
     "SIG_COSIGNATURE_V1",
@@ -73,12 +73,6 @@ COSIGNATURE_HEADER = "cosignature/v1\n"
 #: The most signature lines :func:`open_note` reads (the spec asks for at least 16).
 MAX_SIGNATURES = 100
 _ALGORITHMS = {SIG_ED25519: "Ed25519", SIG_COSIGNATURE_V1: "cosignature/v1"}
-
-
-class NoteError(IntegrityError):
-    """A signed note is malformed, or is not signed by a trusted key."""
-
-    default_remedy = "do not trust this note; obtain it again from its origin"
 
 
 def _valid_name(name: str) -> bool:

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from strongroom.errors import BudgetExceeded, InvalidInput
+from strongroom.errors import InvalidInput, Throttled
 from strongroom.gateway.alerts import Alert
 
 __all__ = [
@@ -40,14 +40,6 @@ __all__ = [
     "Throttled",
     "looks_random",
 ]
-
-
-class Throttled(BudgetExceeded):
-    """A rate limit, query budget or suspension refuses the request for now."""
-
-    def __init__(self, message: str, *, obj: str, retry_after: float, remedy: str = "") -> None:
-        super().__init__(message, obj=obj, remedy=remedy or "slow down and retry later")
-        self.retry_after = max(1.0, retry_after)
 
 
 # -- output ------------------------------------------------------------------

@@ -47,11 +47,11 @@ from typing import Any
 from strongroom import errors
 from strongroom.crypto.age import Stanza
 from strongroom.datadir import make_private_dir, open_private_append
-from strongroom.errors import ConfigError, InvalidInput, StrongroomError
+from strongroom.errors import AgentUnavailable, ConfigError, InvalidInput, StrongroomError
 from strongroom.keys.config import KeysSettings
 from strongroom.release import ReleaseRequest
 
-__all__ = ["SOCKET_NAME", "AgentClient", "AgentServer", "AsyncAgentClient", "main"]
+__all__ = ["SOCKET_NAME", "AgentClient", "AgentServer", "AgentUnavailable", "AsyncAgentClient", "main"]
 
 SOCKET_NAME = "agent.sock"
 LOCK_NAME = "agent.lock"
@@ -144,10 +144,8 @@ def _error_to_json(exc: StrongroomError) -> dict[str, Any]:
 
 
 def _error_from_json(d: dict[str, Any]) -> StrongroomError:
-    cls = getattr(errors, str(d.get("type")), StrongroomError)
-    if not (isinstance(cls, type) and issubclass(cls, StrongroomError)):
-        cls = StrongroomError
-    return cls(str(d.get("message", "agent error")), obj=d.get("obj"), remedy=d.get("remedy"))
+    return errors.from_wire(str(d.get("type")), str(d.get("message", "agent error")),
+                            obj=d.get("obj"), remedy=d.get("remedy"))
 
 
 # -- server ------------------------------------------------------------------------
@@ -551,10 +549,6 @@ class AsyncAgentClient:
             error = reply.get("error") if isinstance(reply, dict) else None
             raise _error_from_json(error or {})
         return reply.get("result")
-
-
-class AgentUnavailable(StrongroomError):
-    """No key agent answers on the data directory's socket."""
 
 
 def _failed(home: Path, exc: Exception) -> StrongroomError:

@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
-from strongroom.errors import AccessDenied, InvalidInput
+from strongroom.errors import GrantBudgetSpent, InvalidInput
 
 __all__ = [
     "DAY",
@@ -146,18 +146,3 @@ class BudgetUsage:
     def fraction(self) -> float:
         """Used / cap (1.0 when the cap is 0)."""
         return self.used / self.budget.cap_bytes if self.budget.cap_bytes else 1.0
-
-
-class GrantBudgetSpent(AccessDenied):
-    """A charge would take a Grant's (or break-glass) lifetime byte budget past its cap.
-
-    ``used`` is what the ledger held under ``budget_id`` when the charge was
-    decided, so a gate can warm its in-memory hint with it.
-    """
-
-    def __init__(self, budget_id: str, used: int, cap: int, *, obj: str) -> None:
-        super().__init__(f"the grant's byte budget is spent ({used} of {cap} bytes used)",
-                         obj=obj, remedy="request access again with a larger budget")
-        self.budget_id = budget_id
-        self.used = used
-        self.cap = cap

@@ -37,7 +37,14 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from strongroom import errors
-from strongroom.errors import AccessDenied, ConfigError, IntegrityError, StrongroomError
+from strongroom.errors import (
+    AccessDenied,
+    ConfigError,
+    IntegrityError,
+    ServerError,
+    ServerKeyChanged,
+    StrongroomError,
+)
 from strongroom.server.signatures import sign_request
 
 if TYPE_CHECKING:
@@ -53,18 +60,6 @@ __all__ = ["RANGE_SIZE", "Client", "KnownServers", "RemoteSource", "ServerError"
 _TIMEOUT = httpx.Timeout(30.0, read=300.0)
 #: Bytes per ranged request when reading a shard's ciphertext.
 RANGE_SIZE = 4 << 20
-
-
-class ServerError(StrongroomError):
-    """The server failed in a way it did not describe (5xx without a strongroom error)."""
-
-    exit_code = 9
-
-
-class ServerKeyChanged(IntegrityError):
-    """The server presents a manifest key other than the one pinned for it."""
-
-    exit_code = 10
 
 
 def _decode_key(text: str, obj: str) -> Ed25519PublicKey:
@@ -195,10 +190,9 @@ def _raise_for(response: httpx.Response) -> None:
         detail = body.get("detail") if isinstance(body, dict) else response.text[:300]
         raise ServerError(f"HTTP {response.status_code}: {detail}",
                           obj=str(response.request.url.path))
-    cls = getattr(errors, str(body.get("type", "")), None)
-    if not (isinstance(cls, type) and issubclass(cls, StrongroomError)):
-        cls = AccessDenied if response.status_code in (401, 403) else StrongroomError
-    raise cls(str(body["error"]), obj=body.get("object"), remedy=body.get("remedy"))
+    default = AccessDenied if response.status_code in (401, 403) else StrongroomError
+    raise errors.from_wire(str(body.get("type", "")), str(body["error"]),
+                           obj=body.get("object"), remedy=body.get("remedy"), default=default)
 
 
 class Client:
