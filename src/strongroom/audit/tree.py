@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import Connection, Engine, Table, create_engine, event, select, update
+from sqlalchemy import Connection, Table, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from strongroom.audit.checkpoint import Checkpoint, open_checkpoint
@@ -43,7 +43,7 @@ from strongroom.audit.merkle import (
 )
 from strongroom.crypto.note import parse_note
 from strongroom.errors import AuditUnavailable, ConfigError, IntegrityError, InvalidInput, NotFound
-from strongroom.store.db import Store
+from strongroom.store.db import Store, reader_engine
 from strongroom.store.tables.audit import AuditCheckpoint, AuditEntry, AuditHead, AuditNode
 
 __all__ = ["PROOF_HEADER", "InclusionProof", "StoredTree", "divergence"]
@@ -115,27 +115,13 @@ class InclusionProof:
         return event
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA busy_timeout=30000")
-    cursor.execute("PRAGMA query_only=ON")
-    cursor.close()
-
-
-def _sqlite_reader(engine: Engine) -> Engine:
-    """An engine on the same SQLite file whose transactions start deferred (readers)."""
-    reader = create_engine(engine.url, connect_args={"timeout": 30, "isolation_level": None})
-    event.listen(reader, "connect", _sqlite_pragmas)
-    return reader
-
-
 class StoredTree:
     """The audit tables of one store: head, entries, nodes, checkpoints."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
         self.pg = store.dialect == "postgresql"
-        self._reader = store.engine if self.pg else _sqlite_reader(store.engine)
+        self._reader = reader_engine(store)
 
     # -- transactions ---------------------------------------------------------
 

@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from strongroom.datadir import DIR_MODE, create_private_file
 from strongroom.errors import StorageError
 
-__all__ = ["READONLY", "Store", "dbapi_errors", "is_sqlite", "raw_query"]
+__all__ = ["READONLY", "Store", "dbapi_errors", "is_sqlite", "raw_query", "reader_engine"]
 
 #: Execution option marking a connection whose transactions only read.
 READONLY = "strongroom_readonly"
@@ -101,6 +101,30 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()
+
+
+def _sqlite_query_only(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA query_only=ON")
+    cursor.close()
+
+
+def reader_engine(store: Store, *, pool_size: int = 5, max_overflow: int = 10) -> Engine:
+    """An engine for reads that never wait for SQLite's write lock.
+
+    On SQLite: a second engine on the same file whose connections are
+    ``query_only`` and start no transaction of their own (a caller that needs a
+    snapshot over several statements emits ``BEGIN``, which is deferred); the
+    caller disposes it when done. On PostgreSQL: the store's own engine (do not
+    dispose it).
+    """
+    if store.dialect != "sqlite":
+        return store.engine
+    reader = create_engine(store.engine.url, connect_args={"timeout": 30, "isolation_level": None},
+                           pool_size=pool_size, max_overflow=max_overflow)
+    event.listen(reader, "connect", _sqlite_query_only)
+    return reader
 
 
 def _sqlite_begin(conn: Connection) -> None:
