@@ -68,7 +68,7 @@ import os, signal, sys, json
 sys.path[:0] = sys.argv[3].split(":")
 from pathlib import Path
 from strongroom.store.db import Store
-from strongroom.keys import keyring
+from strongroom.keys import kek
 from keyring_fixtures import unsealed_service
 store = Store.open(sys.argv[1]); tmp = Path(sys.argv[2])
 svc, *_ = unsealed_service(store, tmp)
@@ -78,14 +78,14 @@ for b, k in keys.items():
 (tmp / "keys.json").write_text(json.dumps(keys))
 svc.rotate()
 count = 0
-real = keyring.Keyring._seal_file_key
+real = kek.KekRing._seal_file_key
 def crash(*a):
     global count
     count += 1
     if count == 100:
         os.kill(os.getpid(), signal.SIGKILL)
     return real(*a)
-keyring.Keyring._seal_file_key = staticmethod(crash)
+kek.KekRing._seal_file_key = staticmethod(crash)
 svc.rewrap()
 """
 
