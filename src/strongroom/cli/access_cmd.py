@@ -17,7 +17,6 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from strongroom.access.restrictions import journal_details
 from strongroom.errors import AccessDenied, InvalidInput, NotFound
 
 if TYPE_CHECKING:
@@ -288,6 +287,7 @@ def deny_cmd(
     if remote.active():
         return remote.access_verdict(request_id, approve_it=False, reason=reason)
     from strongroom.access.approvals import deny, submit_approval
+    from strongroom.access.restrictions import journal_details
 
     vault, ctx = open_context()
     with vault:
@@ -355,6 +355,7 @@ def revoke_cmd(
 ) -> None:
     """Revoke a grant (requester, its approvers, or officers); effective at the next release."""
     from strongroom.access.grants import revoke_grant
+    from strongroom.access.restrictions import journal_details
 
     vault, ctx = open_context()
     with vault:

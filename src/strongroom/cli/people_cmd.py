@@ -18,7 +18,6 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from strongroom.access.restrictions import journal_details
 from strongroom.errors import InvalidInput, NotFound
 
 __all__ = ["compartments_app", "people_app", "register"]
@@ -115,6 +114,7 @@ def revoke(
 ) -> None:
     """Sign (as an officer) a key revocation: the key's enrollment and approvals stop counting."""
     from strongroom.access.directory import KeyRevocation, publish
+    from strongroom.access.restrictions import journal_details
     from strongroom.cli.access_cmd import open_context
 
     vault, ctx = open_context()
