@@ -197,8 +197,6 @@ def test_a_deleted_denial_still_vetoes_the_grant(world: World) -> None:
     assert svc._guard is not None
     svc._guard.reconcile()  # the background thread's run: the denial is now in the log
     _delete(w, "denial")
-    svc._guard.check()  # the statements changed: restored before anything is decided
-    assert statements.envelopes(w.store, "denial", subject=digest)
     # A Grant assembled anyway (approvals signed outside the tool) is refused at the gate.
     approvals = [approve(w.people[n].private_key, n, req, now=time.time(), ttl_s=3600)
                  for n in ("bob", "carol")]
@@ -206,7 +204,8 @@ def test_a_deleted_denial_still_vetoes_the_grant(world: World) -> None:
     statements.put(w.store, "grant", grant, subject=w.people["alice"].public.key_id,
                    resource="minilm")
     with pytest.raises(AccessDenied, match="denied by carol"):
-        svc.release(_request(w))
+        svc.release(_request(w))  # the statements changed: the denial is back before the check
+    assert statements.envelopes(w.store, "denial", subject=digest)
     assert any("denial" in m for m in _tamper_alerts(w))
 
 

@@ -221,6 +221,9 @@ class GrantEvidence:
         self._engine: tuple[str, PolicyEngine] | None = None
         self._manifests: dict[tuple[str, bytes], _Located] = {}
         self._snap: _Snapshot | None = None
+        #: Called with the statements' marker when it changed, before the table is read
+        #: again (the runtime's restriction journal restores deleted rows there).
+        self.on_change: Callable[[tuple[int, int, int]], bool] | None = None
 
     # -- state rebuilt from the audit log -----------------------------------------
 
@@ -446,6 +449,9 @@ class GrantEvidence:
     def _snapshot(self) -> _Snapshot:
         """The snapshot for the table as it is now (one query; rebuilt when it changed)."""
         mark = statements.marker(self.store)
+        stale = self._snap is None or self._snap.marker != mark
+        if stale and self.on_change is not None and self.on_change(mark):
+            mark = statements.marker(self.store)  # deleted restrictive rows were put back
         with self._lock:
             snap = self._snap
             if snap is None or snap.marker != mark:

@@ -21,19 +21,18 @@ lookup keys it was stored under (:func:`journal_details`), and
 Use it like this::
 
     journal = RestrictionJournal(store, audit, on_tamper=alert_officers)
-    journal.reconcile()          # at unseal, before the first release
-    journal.check()              # before each release: cheap unless due or changed
+    journal.reconcile()          # at unseal, before the first release; then on an interval
+    rule.on_change = journal.changed   # GrantEvidence: before it reads a changed table
 
-:meth:`RestrictionJournal.check` reconciles when the access statements'
-marker changed (any insert or deletion) or when ``interval_s`` passed, so a
-deleted row is restored before the next decision that could read its
-absence.
+:meth:`RestrictionJournal.changed` reconciles when the access statements'
+marker changed (any insert or deletion), so a deleted row is restored before
+the next decision that could read its absence; the runtime also reconciles
+on an interval, which catches edits that leave the marker as it was.
 """
 
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -139,26 +138,26 @@ class RestrictionJournal:
         *,
         on_tamper: Callable[[list[Tampered]], None] = lambda _: None,
         actor: str = "strongroom",
-        interval_s: float = 2.0,
-        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.store = store
         self.audit = audit
         self.on_tamper = on_tamper
         self.actor = actor
-        self.interval_s = interval_s
-        self.clock = clock
         self._lock = threading.Lock()
         self._cursor = 0
         self._journal: dict[str, Journaled] = {}
         self._marker: tuple[int, int, int] | None = None
-        self._due = 0.0
 
-    def check(self) -> None:
-        """Reconcile if the statements changed since the last run or the interval passed."""
-        if self.clock() < self._due and statements.marker(self.store) == self._marker:
-            return
+    def changed(self, mark: tuple[int, int, int]) -> bool:
+        """The statements' marker reads ``mark``: reconcile unless the last run saw it.
+
+        True when it ran (re-read the marker: restored rows changed it). The
+        evidence rule calls it before it reads the table anew.
+        """
+        if mark == self._marker:
+            return False
         self.reconcile()
+        return True
 
     def _take(self, events: list[AuditEvent]) -> None:
         for ev in events:
@@ -207,7 +206,6 @@ class RestrictionJournal:
             if tampered:
                 marker = statements.marker(self.store)
             self._marker = marker
-            self._due = self.clock() + self.interval_s
         if tampered:
             self.on_tamper(tampered)
         return tampered

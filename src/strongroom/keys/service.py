@@ -231,6 +231,8 @@ class LocalKeyService:
                 rule = self._evidence_factory(self.keyring, self.store, self._audit)
                 if guard.egress is not None:
                     guard.egress.remember_nonce = getattr(rule, "remember", None)
+                if hasattr(rule, "on_change"):  # restore deleted rows before it reads them
+                    rule.on_change = guard.journal.changed
                 self._gate = ReleaseGate(
                     self.keyring, self._audit, evidence=rule, egress=meter, canaries=canaries,
                     sizes=(self._sizes_factory or signed_sizes)(self.keyring),

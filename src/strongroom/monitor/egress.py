@@ -268,8 +268,9 @@ class EgressMeter:
         """
         generation = self._db.lock(conn)
         previous = self._ledger
+        current = self._current(conn, generation)  # the cache itself while it is still valid
         self._ledger = None  # nobody may use totals that this transaction is changing
-        ledger, fresh = self._prepare(conn, self._current(conn, generation), batch)
+        ledger, fresh = self._prepare(conn, current, batch)
         if previous is not None and ledger is not previous and ledger.fell_below(previous):
             # Charges leave a total only by ageing out or by a refund: rows deleted behind
             # the meter's back look the same. The runtime's repair puts back, in this very
@@ -530,15 +531,23 @@ class EgressMeter:
 
     def record_rows(self, rows: Sequence[ChargeRow]) -> int:
         """Insert the ledger rows (:func:`charge_row`) not already held; how many were new."""
+        return len(self.restore_rows(rows))
+
+    def restore_rows(self, rows: Sequence[ChargeRow]) -> list[str]:
+        """Insert the ledger rows not already held; the charge ids actually inserted."""
         by_id = {row[0]: row for row in rows}
         if not by_id:
-            return 0
+            return []
         with self._lock, self._db.begin() as conn:
             self._changed(conn)
             held = self.held(conn, list(by_id))
             new = [row for cid, row in by_id.items() if cid not in held]
             self.insert(conn, new)
-        return len(new)
+        return [row[0] for row in new]
+
+    def ids_since(self, floor: float) -> set[str]:
+        """Charge ids of the ledger rows stamped after ``floor`` (a read; no ledger lock)."""
+        return self._db.ids_since(floor)
 
     def held(self, conn: Connection, ids: Sequence[str]) -> set[str]:
         """Which of ``ids`` the ledger holds, read in ``conn``'s transaction."""

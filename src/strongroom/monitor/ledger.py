@@ -312,6 +312,19 @@ class LedgerStore:
             found.update(str(r[0]) for r in rows)
         return found
 
+    def ids_since(self, floor: float) -> set[str]:
+        """Charge ids of the rows stamped after ``floor`` (one read-only query; no ledger lock)."""
+        try:
+            with self.store.engine.connect().execution_options(**{READONLY: True}) as conn:
+                rows: Any = conn.exec_driver_sql(
+                    f"SELECT charge_id FROM egress_charges WHERE at > {self._mark}",  # noqa: S608
+                    (floor,))
+                return {str(r[0]) for r in rows}
+        except SQLAlchemyError as exc:
+            raise StorageError(f"cannot read the egress ledger: {type(exc).__name__}",
+                               obj=self.store.url,
+                               remedy="check that the database is reachable") from exc
+
     def missing(self, ids: Sequence[str]) -> set[str]:
         """Which of ``ids`` the ledger does not hold (a read; no ledger lock).
 

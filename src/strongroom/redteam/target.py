@@ -290,6 +290,8 @@ class EmbeddedTarget:
             if weaken.get("guard") != "off":
                 guard = StateGuard(store, audit, meter, alerts, actor="strongroom-redteam-target")
                 guard.reconcile()
+            if hasattr(gate0.evidence, "on_change"):  # the rule restores through this guard only
+                gate0.evidence.on_change = guard.journal.changed if guard is not None else None
             keys.gate = ReleaseGate(svc.keyring, audit, evidence=gate0.evidence, egress=meter,
                                     canaries=canaries, sizes=gate0.sizes, guard=guard)
             target = cls(root, store, svc, keys, audit, alerts, canaries, vault, officers,

@@ -43,6 +43,8 @@ __all__ = ["TAMPER_RULE", "EgressLedgerCheck", "StateGuard"]
 TAMPER_RULE = "SR-STATE-TAMPER"
 #: Longest lifetime budget a ledger row can count against (a Grant's longest duration).
 _GRANT_HORIZON_S = 7 * 24 * 3600
+#: How far a ledger row's stamp may trail its audit entry's time (clock skew between hosts).
+_STAMP_MARGIN_S = 3600.0
 #: Audit entries read per query while following the log.
 _PAGE = 2000
 _log = logging.getLogger(__name__)
@@ -106,14 +108,19 @@ class EgressLedgerCheck:
         return len(lost)
 
     def check(self) -> list[Tampered]:
-        """Charge again the releases whose ledger rows are gone; what was lost since last asked."""
+        """Charge again the releases whose ledger rows are gone; what was lost since last asked.
+
+        One read of the ledger's ids in the horizon (less a margin for the ledger's
+        stamps, which may trail the entries' times), compared in memory; only ids it
+        lacks are looked up again, under the ledger lock, and put back.
+        """
         rows = self._follow()
-        lost = self.meter.missing(list(rows))
-        if lost:
-            self.meter.record_rows([rows[c][0] for c in sorted(lost)])
+        held = self.meter.ids_since(self.horizon() - _STAMP_MARGIN_S)
+        lost = sorted(set(rows) - held)
+        restored = set(self.meter.restore_rows([rows[c][0] for c in lost])) if lost else set()
         with self._lock:
             found, self._restored = self._restored, []
-        return found + [_lost(rows[c]) for c in sorted(lost)]
+        return found + [_lost(rows[c]) for c in lost if c in restored]
 
 
 def _lost(entry: tuple[ChargeRow, int]) -> Tampered:
@@ -139,19 +146,20 @@ class StateGuard:
         self.egress = EgressLedgerCheck(meter, audit) if meter is not None else None
         if meter is not None and self.egress is not None:
             meter.repair = self.egress.repair
-        self.journal = RestrictionJournal(store, audit, on_tamper=self._tampered, actor=actor,
-                                          interval_s=interval_s)
-        self._egress_due = 0.0
+        self.journal = RestrictionJournal(store, audit, on_tamper=self._tampered, actor=actor)
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def check(self) -> None:
-        """Before a release: reconcile what changed or is due (cheap otherwise)."""
-        self.journal.check()
+        """Before a release: repair the ledger now if the meter saw a total fall (a flag).
+
+        Deleted statement rows are restored when the evidence rule sees the
+        statements change (``GrantEvidence.on_change`` is :meth:`RestrictionJournal.changed`),
+        before it reads them; everything else runs in the background thread.
+        """
         meter = self.egress.meter if self.egress is not None else None
-        if meter is not None and (meter.suspect.is_set()
-                                  or time.monotonic() >= self._egress_due):
+        if meter is not None and meter.suspect.is_set():
             self.check_egress()
 
     def check_egress(self) -> list[Tampered]:
@@ -161,7 +169,6 @@ class StateGuard:
         with self._lock:
             self.egress.meter.suspect.clear()
             lost = self.egress.check()
-            self._egress_due = time.monotonic() + self.interval_s
         if lost:
             self._tampered(lost)
         return lost
