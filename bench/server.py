@@ -273,7 +273,7 @@ def main() -> None:
         if server.poll() is None:
             os.killpg(server.pid, signal.SIGTERM)
             server.wait(30)
-        from strongroom.keys.service import key_service
+        from strongroom.runtime.services import key_service
 
         key_service(home, start=False).seal()  # no-op when the bench already sealed it
 
@@ -348,7 +348,7 @@ def _bench(args: argparse.Namespace, tmp: Path, base: str, officer: Identity, re
     http_rate = _summary(f"HTTP, {args.workers} workers, {args.threads} client threads", lat,
                          elapsed)
     meter.report(before, meter.sample(), len(prepared) - len(warm))
-    from strongroom.keys.service import key_service
+    from strongroom.runtime.services import key_service
     from strongroom.settings import Settings
 
     if args.workers > 1:
@@ -359,7 +359,7 @@ def _bench(args: argparse.Namespace, tmp: Path, base: str, officer: Identity, re
         agent.seal()  # the in-process run below unseals its own keyring
     store = Store.open(Settings().resolved_database_url)
     try:
-        from strongroom.keys.service import LocalKeyService
+        from strongroom.runtime.services import LocalKeyService
 
         svc = LocalKeyService(store, KeysSettings(key_backend="shamir"))
         for i in (1, 2):

@@ -31,7 +31,6 @@ from strongroom.keys.ceremony import InitResult
 from strongroom.keys.config import KeysSettings
 from strongroom.keys.identity import Identity
 from strongroom.keys.keyring import Keyring
-from strongroom.keys.service import LocalKeyService
 from strongroom.release import (
     MAX_EVIDENCE_LIFETIME_S,
     PublicKeys,
@@ -40,6 +39,7 @@ from strongroom.release import (
     check_release_signature,
 )
 from strongroom.release.gate import ACTION
+from strongroom.runtime.services import LocalKeyService
 from strongroom.runtime.wiring import EGRESS_WINDOW_S
 from strongroom.store.db import Store
 

@@ -19,12 +19,12 @@ from strongroom.errors import (
 from strongroom.keys import ceremony
 from strongroom.keys.config import KeysSettings
 from strongroom.keys.identity import Identity
-from strongroom.keys.service import LocalKeyService
 from strongroom.release import (
     ReleaseGate,
     ReleaseRequest,
     sign_release_evidence,
 )
+from strongroom.runtime.services import LocalKeyService
 from strongroom.runtime.wiring import default_meter
 from strongroom.store.db import Store
 

@@ -23,8 +23,8 @@ import sqlalchemy as sa
 from strongroom.audit.log import AuditEvent
 from strongroom.errors import AuditUnavailable
 from strongroom.keys.identity import Identity
-from strongroom.keys.service import LocalKeyService
 from strongroom.release import ReleaseRequest, sign_release_evidence
+from strongroom.runtime.services import LocalKeyService
 from strongroom.store.db import Store
 
 from keyring_fixtures import unsealed_service

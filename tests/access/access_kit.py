@@ -21,8 +21,8 @@ from strongroom.keys import ceremony
 from strongroom.keys.config import KeysSettings
 from strongroom.keys.identity import Identity
 from strongroom.keys.keyring import KeyringStatus
-from strongroom.keys.service import LocalKeyService
 from strongroom.release import ReleaseGate, ReleaseRequest
+from strongroom.runtime.services import LocalKeyService
 from strongroom.runtime.wiring import default_meter, signed_sizes
 from strongroom.settings import Settings
 from strongroom.store.db import Store

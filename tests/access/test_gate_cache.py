@@ -19,9 +19,9 @@ from strongroom.access.evidence import GrantEvidence
 from strongroom.access.grants import issue_grant, revoke_grant
 from strongroom.access.policy import PolicyEngine
 from strongroom.errors import AccessDenied
-from strongroom.keys.agent import request_from_json, request_to_json
 from strongroom.monitor.detectors import ActivityEvent
 from strongroom.release import ReleaseRequest, sign_release_evidence
+from strongroom.runtime.agent import request_from_json, request_to_json
 
 from vault_fixtures import make_model
 

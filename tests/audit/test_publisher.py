@@ -18,8 +18,8 @@ from strongroom.audit.publisher import CheckpointPublisher
 from strongroom.crypto.note import SIG_COSIGNATURE_V1, Ed25519Signer, generate_key
 from strongroom.errors import AuditUnavailable, IntegrityError
 from strongroom.keys.config import KeysSettings
-from strongroom.keys.service import LocalKeyService
 from strongroom.monitor.alerts import AlertManager
+from strongroom.runtime.services import LocalKeyService
 from strongroom.store.db import Store
 
 from audit_helpers import ORIGIN, MakeWitness, fill

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from strongroom.keys.agent import LOCK_NAME, SOCKET_NAME, AgentClient
+from strongroom.runtime.agent import LOCK_NAME, SOCKET_NAME, AgentClient
 
 from keyring_fixtures import make_custodians
 

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from strongroom.errors import InvalidInput
-from strongroom.keys.agent import (
+from strongroom.runtime.agent import (
     LOCK_NAME,
     SOCKET_NAME,
     AgentClient,

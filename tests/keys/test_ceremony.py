@@ -138,7 +138,7 @@ def test_verify_share_against_published(store: Store, tmp_path: Path) -> None:
 
 
 def test_rekey_changes_n_and_k(store: Store, tmp_path: Path) -> None:
-    from strongroom.keys.service import LocalKeyService
+    from strongroom.runtime.services import LocalKeyService
 
     from keyring_fixtures import audit_factory, submit
 

@@ -15,7 +15,7 @@ from strongroom.errors import AccessDenied, ConfigError, IntegrityError, NotFoun
 from strongroom.keys import ceremony
 from strongroom.keys.config import KeysSettings
 from strongroom.keys.keyring import Keyring
-from strongroom.keys.service import LocalKeyService
+from strongroom.runtime.services import LocalKeyService
 from strongroom.store.db import Store
 from strongroom.store.tables.keys import KeyringEntry, KeyringState
 

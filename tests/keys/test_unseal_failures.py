@@ -10,8 +10,8 @@ import pytest
 from strongroom.errors import StrongroomError
 from strongroom.keys import ceremony
 from strongroom.keys.config import KeysSettings
-from strongroom.keys.service import LocalKeyService
 from strongroom.monitor.alerts import AlertManager
+from strongroom.runtime.services import LocalKeyService
 from strongroom.store.db import Store
 
 from keyring_fixtures import audit_factory, claimed_sizes, init_shamir, officer_evidence, submit

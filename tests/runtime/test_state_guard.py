@@ -26,10 +26,10 @@ from strongroom.access.restrictions import journal_details
 from strongroom.crypto.age import parse_identities
 from strongroom.errors import AccessDenied, BudgetExceeded
 from strongroom.keys import ceremony
-from strongroom.keys.service import LocalKeyService
 from strongroom.monitor.alerts import AlertManager
 from strongroom.monitor.egress import Budget, EgressMeter
 from strongroom.release import ReleaseRequest, sign_release_evidence
+from strongroom.runtime.services import LocalKeyService
 from strongroom.runtime.state_guard import TAMPER_RULE
 from strongroom.store.tables.access import AccessStatement
 from strongroom.store.tables.monitor import EgressCharge

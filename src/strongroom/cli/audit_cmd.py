@@ -52,7 +52,7 @@ def open_log() -> Iterator[AuditLog]:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
     from strongroom.audit.config import AuditSettings
-    from strongroom.keys.service import key_service
+    from strongroom.runtime.services import key_service
     from strongroom.settings import Settings
     from strongroom.store.db import Store
 

@@ -125,7 +125,7 @@ def unseal(
         return remote.unseal(share, identity, reset)
     from strongroom.keys import ceremony
     from strongroom.keys.config import KeysSettings
-    from strongroom.keys.service import key_service
+    from strongroom.runtime.services import key_service
 
     svc = key_service()
     if reset:
@@ -150,7 +150,7 @@ def unseal(
 
 def seal() -> None:
     """Wipe key material from memory and stop the local agent."""
-    from strongroom.keys.service import key_service
+    from strongroom.runtime.services import key_service
 
     svc = key_service(start=False)
     if svc.seal() is None:
@@ -182,7 +182,7 @@ def _status_without_starting() -> KeyringStatus:
     from strongroom.keys.config import KeysSettings
     from strongroom.keys.keyring import Keyring
     from strongroom.keys.keyring import KeyringStatus as KeyringStatusCls
-    from strongroom.keys.service import key_service
+    from strongroom.runtime.services import key_service
     from strongroom.settings import Settings
     from strongroom.store.db import Store
 
@@ -214,7 +214,7 @@ def rekey(
 ) -> None:
     """Change custodians (N) and threshold (K): the current quorum submits shares, one per run."""
     from strongroom.keys import ceremony
-    from strongroom.keys.service import key_service
+    from strongroom.runtime.services import key_service
 
     svc = key_service()
     status = svc.status()
@@ -241,7 +241,7 @@ def rekey(
 @keys_app.command("rotate")
 def rotate() -> None:
     """Create a new KEK version; new file keys are wrapped under it."""
-    from strongroom.keys.service import key_service
+    from strongroom.runtime.services import key_service
 
     _out.print(f"KEK version {key_service().rotate()} created; run `strongroom keys rewrap`")
 
@@ -249,7 +249,7 @@ def rotate() -> None:
 @keys_app.command("rewrap")
 def rewrap() -> None:
     """Wrap every file key under the newest KEK version (payloads untouched)."""
-    from strongroom.keys.service import key_service
+    from strongroom.runtime.services import key_service
 
     _out.print(f"rewrapped {key_service().rewrap()} file key(s)")
 
@@ -257,7 +257,7 @@ def rewrap() -> None:
 @keys_app.command("retire")
 def retire(version: Annotated[int, typer.Argument(help="KEK version to retire")]) -> None:
     """Retire a KEK version once no file key depends on it alone."""
-    from strongroom.keys.service import key_service
+    from strongroom.runtime.services import key_service
 
     removed = key_service().retire(version)
     _out.print(f"KEK version {version} retired ({removed} superseded wrapping(s) removed)")
@@ -302,7 +302,7 @@ def public(
             claimed = c.public_keys()
         keys = {"manifest": claimed["manifest"], "checkpoint": claimed["checkpoint"]}
     else:
-        from strongroom.keys.service import key_service
+        from strongroom.runtime.services import key_service
 
         svc = key_service(start=False)
         if not svc.client.running():

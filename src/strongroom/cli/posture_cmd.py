@@ -32,11 +32,11 @@ def assess_cmd(
 ) -> None:
     """Score the deployment per control family and overall."""
     from strongroom.errors import StrongroomError
-    from strongroom.keys.service import key_service
     from strongroom.posture.assess import LEVEL_NAMES, assess
     from strongroom.posture.declaration import load_declaration
     from strongroom.posture.facts import collect
     from strongroom.posture.report import render_html
+    from strongroom.runtime.services import key_service
     from strongroom.settings import Settings
     from strongroom.store.db import Store
 

@@ -69,7 +69,7 @@ def serve(
     os.environ["STRONGROOM_SERVER_MAX_BODY"] = str(max_body)
     os.environ["STRONGROOM_SERVER_MAX_UPLOAD"] = str(max_upload)
     if workers > 1:
-        from strongroom.keys.service import key_service
+        from strongroom.runtime.services import key_service
 
         # The agent serves the workers; a quiet night must not seal the server.
         os.environ.setdefault("STRONGROOM_AGENT_IDLE", str(30 * 24 * 3600))

@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 if TYPE_CHECKING:
+    from strongroom.keys.keyring import KeyringStatus
     from strongroom.vault.manifest import Manifest
     from strongroom.vault.vault import Vault
 
@@ -56,10 +57,10 @@ def doctor(
     from strongroom.audit.config import AuditSettings
     from strongroom.keys.config import KeysSettings
     from strongroom.settings import Settings
-    from strongroom.supplychain.doctor import load_doctor_inputs, run_doctor
+    from strongroom.supplychain.doctor import run_doctor
 
     home = Settings().resolved_home
-    report = run_doctor(lock=lock, status=load_doctor_inputs(home), keys_settings=KeysSettings(),
+    report = run_doctor(lock=lock, status=_keyring_status(home), keys_settings=KeysSettings(),
                         audit_settings=AuditSettings(), home=home)
     if as_json:
         print(json.dumps([f.__dict__ for f in report.findings], indent=2))
@@ -70,6 +71,17 @@ def doctor(
         _out.print("[green]no errors[/]" if report.ok else "[red]unsafe settings found[/]")
     if not report.ok:
         raise typer.Exit(1)
+
+
+def _keyring_status(home: Path) -> KeyringStatus | None:
+    """The keyring status from the running agent, or None when there is none."""
+    from strongroom.errors import NotFound, StrongroomError
+    from strongroom.runtime.services import key_service
+
+    try:
+        return key_service(home, start=False).status()
+    except (StrongroomError, OSError, NotFound):
+        return None
 
 
 def _sender_identity(path: Path | None) -> Any:

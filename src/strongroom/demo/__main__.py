@@ -76,7 +76,7 @@ def run() -> None:
     os.environ.pop("STRONGROOM_IDENTITY", None)
     try:
         _ceremony(home)
-        from strongroom.keys.service import key_service
+        from strongroom.runtime.services import key_service
 
         # An independent witness is told which log it vouches for: the log's
         # checkpoint key now lives in the unsealed barrier.

@@ -90,10 +90,10 @@ def write_posture(console: Console, home: Path) -> None:
     """Assess the deployment in ``home`` and write posture.html and posture.json there."""
     from strongroom.cli.posture_cmd import write_private
     from strongroom.errors import StrongroomError
-    from strongroom.keys.service import key_service
     from strongroom.posture.assess import LEVEL_NAMES, assess
     from strongroom.posture.facts import collect
     from strongroom.posture.report import render_html
+    from strongroom.runtime.services import key_service
     from strongroom.settings import Settings
     from strongroom.store.db import Store
 

@@ -58,7 +58,7 @@ def open_second_vault(home: Path) -> tuple[Vault, Any, Any]:
     from strongroom.keys import ceremony
     from strongroom.keys.config import KeysSettings
     from strongroom.keys.identity import Identity
-    from strongroom.keys.service import LocalKeyService
+    from strongroom.runtime.services import LocalKeyService
     from strongroom.settings import Settings
     from strongroom.store.db import Store
     from strongroom.vault.blobs import blob_store_from_settings

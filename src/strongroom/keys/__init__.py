@@ -1,1 +1,1 @@
-"""Key custody: sealed keyring, local agent, unseal/rekey ceremonies, PKCS#11 backend."""
+"""Key custody: sealed keyring, barrier, KEK ring, unseal/rekey ceremonies, PKCS#11 backend, the KeyService protocol."""

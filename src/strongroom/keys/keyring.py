@@ -23,7 +23,7 @@ authenticates (:mod:`strongroom.keys.barrier`), the unseal and rekey ceremonies
 It holds the root key, the lock and the signing keys, and re-exports the names
 other modules import from here.
 
-Use it through :mod:`strongroom.keys.service` (and the release gate), not
+Use it through :mod:`strongroom.runtime.services` (and the release gate), not
 directly::
 
     ring = Keyring(store)

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from strongroom.errors import StrongroomError
 
 if TYPE_CHECKING:
-    from strongroom.keys.service import KeyService
+    from strongroom.keys.protocol import KeyService
     from strongroom.store.db import Store
 
 __all__ = ["Facts", "collect"]

@@ -70,7 +70,7 @@ def _probe(directory: Path, guesses: int, actor: str) -> dict[str, Any]:
     from strongroom.errors import StrongroomError
     from strongroom.keys import ceremony
     from strongroom.keys.config import KeysSettings
-    from strongroom.keys.service import LocalKeyService
+    from strongroom.runtime.services import LocalKeyService
     from strongroom.store.db import Store
 
     store = Store.open(f"sqlite:///{directory / 'hsm.db'}")

@@ -454,7 +454,7 @@ def touch_canary(ctx: RunContext, who: str) -> None:
 def sealed_key_operations(ctx: RunContext) -> None:
     """On a server process whose keyring is sealed, try release, wrap and sign."""
     from strongroom.keys.config import KeysSettings
-    from strongroom.keys.service import LocalKeyService
+    from strongroom.runtime.services import LocalKeyService
 
     sealed = LocalKeyService(ctx.target.store, KeysSettings(key_backend="shamir"),
                              actor=ctx.actor("attacker"))
@@ -476,7 +476,7 @@ def replay_share(ctx: RunContext) -> None:
     """A share submission captured in one unseal ceremony is replayed into the next."""
     from strongroom.keys import ceremony
     from strongroom.keys.config import KeysSettings
-    from strongroom.keys.service import LocalKeyService
+    from strongroom.runtime.services import LocalKeyService
 
     t = ctx.target
     svc = LocalKeyService(t.store, KeysSettings(key_backend="shamir"),

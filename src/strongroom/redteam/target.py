@@ -4,7 +4,7 @@
 2-of-3 Shamir key ceremony with two pinned security officers (2 of 2), an
 unsealed keyring, the audit log signed with the barrier's checkpoint key, the
 release gate with the deployment's evidence rule (Grants checked from
-signatures, :func:`strongroom.keys.service.grant_evidence`), the monitor's
+signatures, :func:`strongroom.runtime.services.grant_evidence`), the monitor's
 durable egress meter, alert store and canary registry, a small generated
 safetensors model imported encrypted and labelled by the officers, and people
 enrolled by the officers. Legitimate actors hold Grants collected as
@@ -45,10 +45,10 @@ from strongroom.keys.identity import Identity
 
 if TYPE_CHECKING:
     from strongroom.audit.log import AuditLog
-    from strongroom.keys.service import LocalKeyService
     from strongroom.monitor.alerts import AlertManager
     from strongroom.monitor.canaries import CanaryRegistry
     from strongroom.release import EvidenceVerifier, ReleaseRequest
+    from strongroom.runtime.services import LocalKeyService
     from strongroom.store.db import Store
     from strongroom.vault.vault import Vault
 
@@ -192,11 +192,11 @@ class EmbeddedTarget:
         from strongroom.audit.config import AuditSettings
         from strongroom.keys import ceremony
         from strongroom.keys.config import KeysSettings
-        from strongroom.keys.service import LocalKeyService, grant_evidence
         from strongroom.monitor.alerts import AlertManager
         from strongroom.monitor.canaries import CanaryRegistry
         from strongroom.monitor.egress import DEFAULT_BUDGETS, Budget, EgressMeter
         from strongroom.release import ReleaseGate
+        from strongroom.runtime.services import LocalKeyService, grant_evidence
         from strongroom.runtime.state_guard import StateGuard
         from strongroom.settings import Settings
         from strongroom.store.db import Store

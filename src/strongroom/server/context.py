@@ -1,10 +1,10 @@
 """The server's shared state: settings, store, blob store, key service, audit log.
 
 One :class:`ServerContext` per process. In single-process mode (``strongroom
-serve --workers 1``) it holds a :class:`~strongroom.keys.service.LocalKeyService`
+serve --workers 1``) it holds a :class:`~strongroom.runtime.services.LocalKeyService`
 — the keyring and the release gate in this process — and uses the gate's own
 audit log. With several workers each worker process holds a context over the
-local key agent (:class:`~strongroom.keys.service.AgentKeyService`): the
+local key agent (:class:`~strongroom.runtime.services.AgentKeyService`): the
 unsealed root key lives in the agent alone, and each worker opens its own store
 and audit-log handle the way :meth:`strongroom.vault.vault.Vault.open` does::
 
@@ -37,8 +37,8 @@ if TYPE_CHECKING:
     from strongroom.access.directory import Directory, DirectoryReader
     from strongroom.audit.log import AuditLog
     from strongroom.keys.identity import Identity
-    from strongroom.keys.service import AgentKeyService, LocalKeyService
     from strongroom.monitor.alerts import AlertManager
+    from strongroom.runtime.services import AgentKeyService, LocalKeyService
 
 __all__ = ["ServerContext", "SharedVault"]
 
@@ -79,7 +79,7 @@ class ServerContext:
     @classmethod
     def local(cls, settings: Settings | None = None) -> ServerContext:
         """Single-process mode: the keyring and the release gate live in this process."""
-        from strongroom.keys.service import LocalKeyService
+        from strongroom.runtime.services import LocalKeyService
 
         settings = settings or Settings()
         home = settings.resolved_home
@@ -95,7 +95,7 @@ class ServerContext:
     @classmethod
     def agent(cls, settings: Settings | None = None) -> ServerContext:
         """Worker mode: keys through the local key agent of the data directory."""
-        from strongroom.keys.service import key_service
+        from strongroom.runtime.services import key_service
 
         settings = settings or Settings()
         home = settings.resolved_home

@@ -1,7 +1,7 @@
 """The app each ``strongroom serve --workers N`` process runs (uvicorn's ``factory=True``).
 
 With several workers the unsealed keyring must live in exactly one process:
-the local key agent (:mod:`strongroom.keys.agent`), which ``serve`` starts
+the local key agent (:mod:`strongroom.runtime.agent`), which ``serve`` starts
 before the workers. Each worker holds a :class:`ServerContext` over the agent
 (:meth:`ServerContext.agent`), its own store connections and audit-log handle,
 and shares one signature-nonce cache with the other workers — the

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from strongroom.datadir import loose_modes
-from strongroom.errors import InvalidInput, NotFound, StrongroomError
+from strongroom.errors import InvalidInput, StrongroomError
 from strongroom.supplychain.sbom import dependency_closure, normalize
 
 if TYPE_CHECKING:
@@ -189,12 +189,3 @@ def run_doctor(
                         f"chmod 600 {ident}"))
     return report
 
-
-def load_doctor_inputs(home: Path) -> KeyringStatus | None:
-    """The keyring status from the running agent, or None when there is none."""
-    from strongroom.keys.service import key_service
-
-    try:
-        return key_service(home, start=False).status()
-    except (StrongroomError, OSError, NotFound):
-        return None

@@ -44,7 +44,7 @@ from strongroom.crypto.dsse import pae
 from strongroom.errors import IntegrityError, InvalidInput, NotFound
 
 if TYPE_CHECKING:
-    from strongroom.keys.service import KeyService
+    from strongroom.keys.protocol import KeyService
     from strongroom.vault.manifest import Manifest
 
 __all__ = [

@@ -12,7 +12,7 @@ Plaintext is never written to disk except by :meth:`Vault.export`, an explicit,
 audited act.
 
 Keys live in the sealed keyring (:mod:`strongroom.keys`): the vault reaches it
-through a :class:`~strongroom.keys.service.KeyService` (the local agent by
+through a :class:`~strongroom.keys.protocol.KeyService` (the local agent by
 default), which wraps each new file key, signs manifests and checkpoints, and
 runs the release gate (:mod:`strongroom.release`) — the only path that
 unwraps a file key. Releases carry evidence signed by the caller's identity
@@ -59,7 +59,7 @@ from strongroom.vault.manifest import FileEntry, Manifest, TensorRef, check_name
 
 if TYPE_CHECKING:
     from strongroom.keys.identity import Identity
-    from strongroom.keys.service import KeyService
+    from strongroom.keys.protocol import KeyService
     from strongroom.vault.loader import Weights
 
 __all__ = ["ArtifactSummary", "Vault", "VerifyReport"]
@@ -155,7 +155,7 @@ class Vault:
         home = settings.resolved_home
         home.mkdir(mode=0o700, parents=True, exist_ok=True)
         if keys is None:
-            from strongroom.keys.service import key_service
+            from strongroom.runtime.services import key_service
 
             keys = key_service(home)
         service = keys

@@ -1,6 +1,9 @@
-"""The key service: what the vault, the CLI and the server call to use keys.
+"""The key services: the two implementations of :class:`~strongroom.keys.protocol.KeyService`.
 
-:class:`KeyService` is the protocol; two implementations:
+The protocol (what the vault, the CLI and the server call to use keys) lives in
+:mod:`strongroom.keys.protocol`; here are its implementations, and the wiring
+that builds the release gate when the keyring unseals (``_after_unseal``,
+:func:`grant_evidence`, the unseal-failure memory):
 
 * :class:`LocalKeyService` — the keyring and the release gate in this process
   (``strongroom serve`` and the local agent run one);
@@ -31,7 +34,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -39,6 +42,7 @@ from strongroom.crypto.age import Stanza
 from strongroom.errors import IntegrityError, InvalidInput, Sealed, StrongroomError
 from strongroom.keys.config import KeysSettings
 from strongroom.keys.keyring import Keyring, KeyringStatus
+from strongroom.keys.protocol import SignPurpose
 from strongroom.release import (
     EgressPort,
     EvidenceVerifier,
@@ -51,20 +55,18 @@ from strongroom.store.db import Store
 if TYPE_CHECKING:
     from strongroom.audit.log import AuditLog
     from strongroom.audit.publisher import CheckpointPublisher
-    from strongroom.keys.agent import AgentClient, AsyncAgentClient
     from strongroom.monitor.alerts import AlertManager
+    from strongroom.runtime.agent import AgentClient, AsyncAgentClient
     from strongroom.runtime.state_guard import StateGuard
 
 __all__ = [
     "AgentKeyService",
-    "KeyService",
     "LocalKeyService",
     "RekeyOutcome",
     "grant_evidence",
     "key_service",
 ]
 
-SignPurpose = Literal["manifest", "checkpoint"]
 AuditFactory = Callable[[Store, Ed25519PrivateKey], "AuditLog"]
 RekeyOutcome = tuple[KeyringStatus, list[tuple[str, bytes]] | None]
 #: Builds the gate's evidence rule once unsealed (the deployment's: :func:`grant_evidence`).
@@ -72,30 +74,6 @@ EvidenceFactory = Callable[[Keyring, Store, "AuditLog"], EvidenceVerifier]
 #: Where the gate reads shard sizes; ``None``: the barrier-signed manifests (the deployment's,
 #: :func:`strongroom.runtime.wiring.signed_sizes`).
 SizesFactory = Callable[[Keyring], ShardSizes]
-
-
-class KeyService(Protocol):
-    """What the vault and the server call: status, wrap, release (the gate), sign, public keys."""
-
-    def status(self) -> KeyringStatus:
-        """Initialised, sealed, threshold, progress, KEK versions, backend, ceremony nonce."""
-        ...
-
-    def wrap_file_key(self, blob_id: str, file_key: bytes) -> Stanza:
-        """Wrap under the newest KEK, record it for ``blob_id``; Sealed when sealed."""
-        ...
-
-    def release(self, request: ReleaseRequest) -> bytearray:
-        """Run the release gate and return the file key; the caller zeroes it."""
-        ...
-
-    def sign(self, purpose: SignPurpose, message: bytes) -> bytes:
-        """Ed25519 signature with the barrier's manifest or checkpoint key."""
-        ...
-
-    def public_keys(self) -> dict[str, bytes]:
-        """Raw Ed25519 public keys: ``manifest``, ``checkpoint``, ``officer:<key id>``."""
-        ...
 
 
 def grant_evidence(keyring: Keyring, store: Store, audit: AuditLog) -> EvidenceVerifier:
@@ -473,20 +451,20 @@ class AgentKeyService:
 
     def wrap_file_key(self, blob_id: str, file_key: bytes) -> Stanza:
         """Wrap through the agent."""
-        from strongroom.keys.agent import b64, stanza_from_json
+        from strongroom.runtime.agent import b64, stanza_from_json
 
         return stanza_from_json(self.client.call("wrap_file_key", blob_id=blob_id,
                                                  file_key=b64(file_key)))
 
     def release(self, request: ReleaseRequest) -> bytearray:
         """Run the agent's gate."""
-        from strongroom.keys.agent import request_to_json, unb64
+        from strongroom.runtime.agent import request_to_json, unb64
 
         return bytearray(unb64(self.client.call("release", request=request_to_json(request))))
 
     async def release_async(self, request: ReleaseRequest) -> bytearray:
         """Run the agent's gate from an event loop (raises AgentUnavailable when none runs)."""
-        from strongroom.keys.agent import AsyncAgentClient, request_to_json, unb64
+        from strongroom.runtime.agent import AsyncAgentClient, request_to_json, unb64
 
         if self._async is None:
             self._async = AsyncAgentClient(self.client.home)
@@ -495,19 +473,19 @@ class AgentKeyService:
 
     def sign(self, purpose: SignPurpose, message: bytes) -> bytes:
         """Sign through the agent."""
-        from strongroom.keys.agent import b64, unb64
+        from strongroom.runtime.agent import b64, unb64
 
         return unb64(self.client.call("sign", purpose=purpose, message=b64(message)))
 
     def public_keys(self) -> dict[str, bytes]:
         """Public keys through the agent."""
-        from strongroom.keys.agent import unb64
+        from strongroom.runtime.agent import unb64
 
         return {k: unb64(v) for k, v in self.client.call("public_keys").items()}
 
     def submit_share(self, submission: bytes) -> KeyringStatus:
         """Submit one share."""
-        from strongroom.keys.agent import b64
+        from strongroom.runtime.agent import b64
 
         return KeyringStatus.from_dict(self.client.call("submit_share", submission=b64(submission)))
 
@@ -548,7 +526,7 @@ class AgentKeyService:
 
     def rekey_submit(self, submission: bytes) -> RekeyOutcome:
         """Submit a share to the rekey."""
-        from strongroom.keys.agent import b64, unb64
+        from strongroom.runtime.agent import b64, unb64
 
         out = self.client.call("rekey_submit", submission=b64(submission))
         files = out["files"]
@@ -562,7 +540,7 @@ class AgentKeyService:
 
 def key_service(home: Path | None = None, *, start: bool = True) -> AgentKeyService:
     """The agent-backed key service for ``home`` (default: ``STRONGROOM_HOME``)."""
-    from strongroom.keys.agent import AgentClient
+    from strongroom.runtime.agent import AgentClient
     from strongroom.settings import Settings
 
     home = home or Settings().resolved_home

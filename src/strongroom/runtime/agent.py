@@ -1,7 +1,7 @@
 """The local key agent: holds the unsealed root key in memory for one data directory.
 
 Like ssh-agent: the first CLI command that needs keys starts
-``python -m strongroom.keys.agent`` detached; it listens on
+``python -m strongroom.runtime.agent`` detached; it listens on
 ``<STRONGROOM_HOME>/agent.sock`` (mode 0600 in a 0700 directory), serves only
 peers whose uid (SO_PEERCRED) is its own, and runs a :class:`LocalKeyService`.
 Separate invocations (``unseal``, ``unseal``, ``status``, ``weights import``)
@@ -278,7 +278,7 @@ class AgentServer:
 
     def serve(self) -> int:
         """Run until sealed, idle, orphaned or signalled; returns an exit status."""
-        from strongroom.keys.service import LocalKeyService
+        from strongroom.runtime.services import LocalKeyService
         from strongroom.settings import Settings
         from strongroom.store.db import Store
 
@@ -395,7 +395,7 @@ class AgentClient:
         env = dict(os.environ, STRONGROOM_HOME=str(self.home))
         with os.fdopen(open_private_append(self.home / LOG_NAME), "ab") as logf:
             subprocess.Popen(
-                [sys.executable, "-m", "strongroom.keys.agent"],
+                [sys.executable, "-m", "strongroom.runtime.agent"],
                 stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
                 start_new_session=True, env=env, close_fds=True,
             )
@@ -557,7 +557,7 @@ def _failed(home: Path, exc: Exception) -> StrongroomError:
 
 
 def main() -> None:
-    """Entry point of ``python -m strongroom.keys.agent``."""
+    """Entry point of ``python -m strongroom.runtime.agent``."""
     from strongroom.settings import Settings
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s agent[%(process)d] %(message)s")
