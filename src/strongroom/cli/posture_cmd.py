@@ -31,28 +31,15 @@ def assess_cmd(
     html: Annotated[Path | None, typer.Option("--html", help="write the HTML report here")] = None,
 ) -> None:
     """Score the deployment per control family and overall."""
-    from strongroom.errors import StrongroomError
     from strongroom.posture.assess import LEVEL_NAMES, assess
     from strongroom.posture.declaration import load_declaration
-    from strongroom.posture.facts import collect
+    from strongroom.posture.facts import collect_live
     from strongroom.posture.report import render_html
-    from strongroom.runtime.services import key_service
     from strongroom.settings import Settings
-    from strongroom.store.db import Store
 
     declaration = load_declaration(declare) if declare is not None else None
     settings = Settings()
-    home = settings.resolved_home
-    store = Store.open(settings.resolved_database_url)
-    try:
-        try:
-            keys = key_service(home, start=False)
-            keys.status()
-        except (StrongroomError, OSError):
-            keys = None
-        facts = collect(home, store, keys)
-    finally:
-        store.close()
+    facts = collect_live(settings.resolved_home, settings.resolved_database_url)
     result = assess(facts, declaration)
     if html is not None:
         write_private(html, render_html(result))

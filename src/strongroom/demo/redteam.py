@@ -89,25 +89,13 @@ def run_scorecard(console: Console, home: Path) -> SuiteReport:
 def write_posture(console: Console, home: Path) -> None:
     """Assess the deployment in ``home`` and write posture.html and posture.json there."""
     from strongroom.cli.posture_cmd import write_private
-    from strongroom.errors import StrongroomError
     from strongroom.posture.assess import LEVEL_NAMES, assess
-    from strongroom.posture.facts import collect
+    from strongroom.posture.facts import collect_live
     from strongroom.posture.report import render_html
-    from strongroom.runtime.services import key_service
     from strongroom.settings import Settings
-    from strongroom.store.db import Store
 
     settings = Settings(home=home)
-    store = Store.open(settings.resolved_database_url)
-    try:
-        try:
-            keys = key_service(home, start=False)
-            keys.status()
-        except (StrongroomError, OSError):
-            keys = None
-        result = assess(collect(home, store, keys))
-    finally:
-        store.close()
+    result = assess(collect_live(home, settings.resolved_database_url))
     write_private(home / "posture.html", render_html(result))
     write_private(home / "posture.json",
                   json.dumps(result.to_json(), indent=1, sort_keys=True, default=str))

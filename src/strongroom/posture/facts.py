@@ -212,6 +212,25 @@ def _lock(facts: Facts) -> None:
                          else f"{lock.name}: {bad[0].message}")
 
 
+def collect_live(home: Path, database_url: str) -> Facts:
+    """:func:`collect` for the deployment in ``home``: its database, and its key agent if one
+    runs (none is started; a missing or unreachable agent leaves the keyring facts unknown)."""
+    from strongroom.runtime.services import key_service
+    from strongroom.store.db import Store
+
+    store = Store.open(database_url)
+    try:
+        keys: KeyService | None
+        try:
+            keys = key_service(home, start=False)
+            keys.status()
+        except (StrongroomError, OSError):
+            keys = None
+        return collect(home, store, keys)
+    finally:
+        store.close()
+
+
 def collect(home: Path, store: Store, keys: KeyService | None) -> Facts:
     """Read every fact the controls need from a live deployment."""
     from strongroom.redteam.runner import load_results, results_path
