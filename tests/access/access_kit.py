@@ -29,6 +29,7 @@ from strongroom.store.db import Store
 from strongroom.vault.vault import Vault
 
 from keyring_fixtures import audit_factory, make_custodians, submit
+from vault_fixtures import make_model
 
 YEAR = 365 * 24 * 3600
 
@@ -158,6 +159,19 @@ def access_world(db_url: str, tmp: Path, n_officers: int = 2) -> Iterator[World]
     finally:
         svc.seal()
         store.close()
+
+
+@contextlib.contextmanager
+def model_world(db_url: str, tmp: Path,
+                people: tuple[str, ...] = ("alice", "bob", "carol")) -> Iterator[World]:
+    """:func:`access_world` with a small model imported as ``minilm`` (compartment atlas)
+    and ``people`` enrolled as approvers."""
+    with access_world(db_url, tmp) as w:
+        make_model(tmp / "m.safetensors")
+        w.vault.import_weights(tmp / "m.safetensors", "minilm", compartments=["atlas"])
+        for name in people:
+            w.enroll(name)
+        yield w
 
 
 def stored(store: Store, kind: str) -> list[str]:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from access_kit import World, access_world
+from access_kit import World, model_world
 from sqlalchemy import update
 
 from strongroom.access import statements
@@ -31,11 +31,7 @@ from vault_fixtures import make_model
 
 @pytest.fixture
 def world(db_url: str, tmp_path: Path) -> Iterator[World]:
-    with access_world(db_url, tmp_path) as w:
-        make_model(tmp_path / "m.safetensors")
-        w.vault.import_weights(tmp_path / "m.safetensors", "minilm", compartments=["atlas"])
-        for name in ("alice", "bob", "carol"):
-            w.enroll(name)
+    with model_world(db_url, tmp_path) as w:
         w.enroll("dave", clearance="top-secret", compartments=("other",))
         yield w
 

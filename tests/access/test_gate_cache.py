@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from access_kit import World, access_world
+from access_kit import World, model_world
 
 from strongroom.access import statements
 from strongroom.access.caps import AccessCaps
@@ -23,16 +23,10 @@ from strongroom.monitor.detectors import ActivityEvent
 from strongroom.release import ReleaseRequest, sign_release_evidence
 from strongroom.runtime.agent import request_from_json, request_to_json
 
-from vault_fixtures import make_model
-
 
 @pytest.fixture
 def world(db_url: str, tmp_path: Path) -> Iterator[World]:
-    with access_world(db_url, tmp_path) as w:
-        make_model(tmp_path / "m.safetensors")
-        w.vault.import_weights(tmp_path / "m.safetensors", "minilm", compartments=["atlas"])
-        for name in ("alice", "bob", "carol"):
-            w.enroll(name)
+    with model_world(db_url, tmp_path) as w:
         yield w
 
 

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from access_kit import World, access_world
+from access_kit import World, model_world
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import delete, select, text
@@ -35,16 +35,11 @@ from strongroom.store.tables.access import AccessStatement
 from strongroom.store.tables.monitor import EgressCharge
 
 from keyring_fixtures import audit_factory
-from vault_fixtures import make_model
 
 
 @pytest.fixture
 def world(db_url: str, tmp_path: Path) -> Iterator[World]:
-    with access_world(db_url, tmp_path) as w:
-        make_model(tmp_path / "m.safetensors")
-        w.vault.import_weights(tmp_path / "m.safetensors", "minilm", compartments=["atlas"])
-        for name in ("alice", "bob", "carol"):
-            w.enroll(name)
+    with model_world(db_url, tmp_path) as w:
         yield w
 
 
