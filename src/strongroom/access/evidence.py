@@ -266,29 +266,18 @@ class GrantEvidence:
 
     def seed_from_audit(self, audit: AuditLog, now: float) -> None:
         """Rebuild used nonces and per-grant bytes from recent ``key.release`` allow entries."""
-        from datetime import datetime
-
         horizon = now - MAX_GRANT_DURATION_S
-        end = audit.size()
-        while end > 0:
-            start = max(0, end - 2000)
-            oldest = now
-            for ev in reversed(audit.events(start, end)):
-                t = datetime.fromisoformat(ev.time.replace("Z", "+00:00")).timestamp()
-                oldest = min(oldest, t)
-                if ev.action != _RELEASE_ACTION or ev.decision != "allow" or t <= horizon:
-                    continue
-                nonce, expires = ev.details.get("nonce"), ev.details.get("expires")
-                if isinstance(nonce, str) and isinstance(expires, int) and expires > now:
-                    self.remember(nonce, float(expires))
-                # Entries written before budgets were per request carry only the grant id.
-                gid = (ev.details.get("request_digest") or ev.details.get("grant_id")
-                       or ev.details.get("break_glass"))
-                if isinstance(gid, str) and ev.nbytes is not None:
-                    self.charged(gid, int(ev.nbytes))
-            if oldest <= horizon:
-                break
-            end = start
+        for ev in audit.recent(horizon):
+            if ev.action != _RELEASE_ACTION or ev.decision != "allow" or ev.at <= horizon:
+                continue
+            nonce, expires = ev.details.get("nonce"), ev.details.get("expires")
+            if isinstance(nonce, str) and isinstance(expires, int) and expires > now:
+                self.remember(nonce, float(expires))
+            # Entries written before budgets were per request carry only the grant id.
+            gid = (ev.details.get("request_digest") or ev.details.get("grant_id")
+                   or ev.details.get("break_glass"))
+            if isinstance(gid, str) and ev.nbytes is not None:
+                self.charged(gid, int(ev.nbytes))
 
     # -- the rule ---------------------------------------------------------------------
 

@@ -24,6 +24,7 @@ from typing import Any
 
 from strongroom.audit.redaction import Redactor
 from strongroom.errors import IntegrityError, InvalidInput
+from strongroom.timefmt import parse_utc
 
 __all__ = [
     "AuditEvent",
@@ -109,6 +110,11 @@ class AuditEvent:
     shard: str | None
     nbytes: int | None
     body: bytes = field(repr=False)
+
+    @property
+    def at(self) -> float:
+        """When the entry was written, in seconds since the epoch."""
+        return parse_utc(self.time, obj=f"audit entry {self.index}")
 
     @classmethod
     def from_body(cls, body: bytes) -> AuditEvent:

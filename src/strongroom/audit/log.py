@@ -277,6 +277,21 @@ class AuditLog:
         """Entries with ``start <= index < end``, in order."""
         return self._tree.events(start, end)
 
+    def recent(self, since: float, *, batch: int = 2000) -> Iterator[AuditEvent]:
+        """Entries newest first, back to (and including) the first one at or before ``since``.
+
+        The one replay of the log that unseal-time state (spent nonces, Grant
+        bytes, the egress ledger) is rebuilt from; it reads ``batch`` entries at a time.
+        """
+        end = self.size()
+        while end > 0:
+            start = max(0, end - batch)
+            for ev in reversed(self.events(start, end)):
+                yield ev
+                if ev.at <= since:
+                    return
+            end = start
+
     def tail(self, n: int = 20) -> list[AuditEvent]:
         """The last ``n`` entries."""
         size = self.size()

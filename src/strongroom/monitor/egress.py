@@ -103,7 +103,6 @@ from strongroom.monitor.ledger import (
     LedgerCache,
     LedgerStore,
     charge_row,
-    event_time,
 )
 from strongroom.store.tables.monitor import EgressBudgetRow, EgressCharge
 
@@ -561,16 +560,12 @@ class EgressMeter:
         """Charge the audit log's releases inside the longest window that the ledger lacks."""
         now = self.clock() if now is None else now
         horizon = now - max((b.window_s for b in self.budgets()), default=DAY)
-        end = audit.size()
-        added = 0
-        while end > 0:
-            start = max(0, end - 2000)
-            events = audit.events(start, end)
-            added += self.record_events(events)
-            if not events or event_time(events[0]) <= horizon:
-                break
-            end = start
-        return added
+        added, batch = 0, []
+        for ev in audit.recent(horizon):
+            batch.append(ev)
+            if len(batch) >= 2000:
+                added, batch = added + self.record_events(batch), []
+        return added + self.record_events(batch)
 
     # -- reporting ---------------------------------------------------------
 

@@ -30,7 +30,6 @@ from __future__ import annotations
 import contextlib
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from datetime import datetime
 from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import ColumnElement, Connection, func, or_, select
@@ -62,7 +61,6 @@ __all__ = [
     "WindowKey",
     "WindowTotal",
     "charge_row",
-    "event_time",
 ]
 
 #: The audit action of a key release: its ``allow`` entries are the charges.
@@ -80,11 +78,6 @@ WindowKey = tuple[str, str, int]
 ChargeRow = tuple[str, str, str, int, float, str | None]
 
 
-def event_time(ev: AuditEvent) -> float:
-    """An audit entry's time in seconds since the epoch."""
-    return datetime.fromisoformat(ev.time.replace("Z", "+00:00")).timestamp()
-
-
 def charge_row(ev: AuditEvent) -> ChargeRow | None:
     """The ledger row a ``key.release`` allow entry stands for, keyed as the gate charges it.
 
@@ -98,7 +91,7 @@ def charge_row(ev: AuditEvent) -> ChargeRow | None:
     cid = nonce if isinstance(nonce, str) and nonce else f"audit:{ev.index}"
     bid = ev.details.get("request_digest") or ev.details.get("break_glass")
     budget_id = bid if isinstance(bid, str) and len(bid) <= MAX_BUDGET_ID else None
-    return (cid, ev.actor, ev.object.split("/", 1)[0], int(ev.nbytes), event_time(ev),
+    return (cid, ev.actor, ev.object.split("/", 1)[0], int(ev.nbytes), ev.at,
             budget_id)
 
 
