@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from strongroom.audit.redaction import Redactor
+from strongroom.crypto.dsse import canonical_json as dsse_canonical_json
 from strongroom.errors import IntegrityError, InvalidInput
 from strongroom.timefmt import parse_utc
 
@@ -73,12 +74,10 @@ def _check_json(value: Any, where: str) -> None:
 
 
 def canonical_json(value: Any, *, checked: bool = False) -> bytes:
-    """Sorted keys, no whitespace, UTF-8; floats refused (so the bytes are reproducible)."""
+    """An entry's bytes: :func:`strongroom.crypto.dsse.canonical_json` after the entry's type check."""
     if not checked:
         _check_json(value, "entry")
-    return json.dumps(
-        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-    ).encode()
+    return dsse_canonical_json(value, checked=True)
 
 
 def entry_index(body: bytes) -> int | None:
