@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from safetensors.numpy import save_file
 
-from strongroom.supplychain.scan import scan_path
+from strongroom.scanning.scan import scan_path
 from strongroom.supplychain.signing import hash_directory, sign_digests
 
 

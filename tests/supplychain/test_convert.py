@@ -24,8 +24,8 @@ import pytest
 from safetensors.numpy import load_file
 
 from strongroom.errors import AlreadyExists, IntegrityError
+from strongroom.scanning.tensorindex import read_index
 from strongroom.supplychain.convert import convert_to_safetensors, load_state_dict
-from strongroom.vault.tensorindex import read_index
 
 # -- torch-format zip checkpoints written without torch (fake modules only while pickling) --
 

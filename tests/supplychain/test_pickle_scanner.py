@@ -16,8 +16,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from strongroom.errors import IntegrityError, InvalidInput
-from strongroom.supplychain.pickles import scan_pickle_bytes, scan_pickle_file
-from strongroom.supplychain.scan import scan_path
+from strongroom.scanning.pickles import scan_pickle_bytes, scan_pickle_file
+from strongroom.scanning.scan import scan_path
 
 PROTOCOLS = range(pickle.HIGHEST_PROTOCOL + 1)
 

@@ -23,8 +23,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from strongroom.errors import IntegrityError
-from strongroom.supplychain.containers import CONTAINER_FORMATS
-from strongroom.supplychain.scan import scan_content, scan_path
+from strongroom.scanning.containers import CONTAINER_FORMATS
+from strongroom.scanning.scan import scan_content, scan_path
 
 from cli_fixtures import make_runner
 

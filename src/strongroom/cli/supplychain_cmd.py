@@ -29,7 +29,7 @@ _out = Console(highlight=False)
 
 def scan(path: Annotated[Path, typer.Argument(help="a model file or directory")]) -> None:
     """Scan a model file or directory; non-zero exit naming the file and global when refused."""
-    from strongroom.supplychain.scan import scan_path
+    from strongroom.scanning.scan import scan_path
 
     report = scan_path(path)
     table = Table("file", "kind", "size", "globals")

@@ -98,6 +98,7 @@ def open_second_vault(home: Path) -> tuple[Vault, Any, Any]:
 def demo_supplychain(vault: Vault, console: Console, home: Path) -> None:
     """Run the supply-chain demo against the demo's unsealed ``vault``."""
     from strongroom.crypto.age import X25519Identity
+    from strongroom.scanning.scan import scan_path
     from strongroom.supplychain.airgap import (
         OfficerQuorum,
         TransferRequest,
@@ -107,7 +108,6 @@ def demo_supplychain(vault: Vault, console: Console, home: Path) -> None:
         sign_approval,
     )
     from strongroom.supplychain.imports import import_checked
-    from strongroom.supplychain.scan import scan_path
     from strongroom.supplychain.signing import hash_directory, public_key_pem, sign_digests
 
     work = home.parent / (home.name + "-supplychain")

@@ -128,7 +128,7 @@ def artifact_absent(ctx: RunContext, var: str) -> list[dict[str, Any]]:
 @check("scanner_names_global")
 def scanner_names_global(ctx: RunContext, var: str, expect: str) -> list[dict[str, Any]]:
     """Scanning the attacker's files again refuses them, naming ``expect``."""
-    from strongroom.supplychain.scan import scan_path
+    from strongroom.scanning.scan import scan_path
 
     path = ctx.vars.get(var)
     if not isinstance(path, Path) or not path.exists():

@@ -72,7 +72,7 @@ from strongroom.errors import (
     StrongroomError,
 )
 from strongroom.keys.identity import Identity, PublicIdentity
-from strongroom.supplychain.scan import scan_content
+from strongroom.scanning.scan import scan_content
 from strongroom.supplychain.signing import (
     compare_digests,
     load_public_key,

@@ -5,7 +5,7 @@ Use it like this::
     report = convert_to_safetensors(Path("pytorch_model.bin"), Path("out/model.safetensors"))
     report.tensors, report.skipped          # tensor count; non-tensor entries left out
 
-The file is scanned first (:func:`strongroom.supplychain.pickles.scan_pickle_file`).
+The file is scanned first (:func:`strongroom.scanning.pickles.scan_pickle_file`).
 Then a restricted :class:`pickle.Unpickler` reads it, whose ``find_class``
 never imports anything: each allowlisted name maps to a small function
 written here (torch's ``_rebuild_tensor_v2`` becomes a bounds-checked
@@ -42,8 +42,8 @@ from typing import Any
 import numpy as np
 
 from strongroom.errors import AlreadyExists, IntegrityError, InvalidInput
-from strongroom.supplychain.pickles import TORCH_STORAGE_TYPES, is_zip, scan_pickle_file
-from strongroom.vault.tensorindex import DTYPE_SIZES, read_index
+from strongroom.scanning.pickles import TORCH_STORAGE_TYPES, is_zip, scan_pickle_file
+from strongroom.scanning.tensorindex import DTYPE_SIZES, read_index
 
 __all__ = ["ConvertReport", "convert_to_safetensors", "load_state_dict", "write_safetensors"]
 

@@ -2,7 +2,7 @@
 
 ``import_checked`` is what ``strongroom weights import`` calls when any of
 ``--publisher-key`` or ``--convert`` is given (and the lead's
-``Vault.import_weights`` calls :func:`~strongroom.supplychain.scan.scan_import`
+``Vault.import_weights`` calls :func:`~strongroom.scanning.scan.scan_import`
 on every import regardless)::
 
     manifest = import_checked(vault, Path("model_dir"), "llama",
@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from strongroom.errors import IntegrityError, InvalidInput, StrongroomError
-from strongroom.supplychain.scan import scan_import
+from strongroom.scanning.scan import scan_import
 from strongroom.supplychain.signing import (
     compare_digests,
     load_public_key,

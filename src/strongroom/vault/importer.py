@@ -16,9 +16,9 @@ from typing import BinaryIO
 
 from strongroom.crypto import age
 from strongroom.errors import InvalidInput, NotFound
+from strongroom.scanning.tensorindex import TensorEntry, read_index
 from strongroom.vault.blobs import BlobStore, new_blob_id
 from strongroom.vault.manifest import FileEntry, check_file_path
-from strongroom.vault.tensorindex import TensorEntry, read_index
 
 __all__ = ["EncryptedFile", "RecipientsFor", "SourceFile", "collect_files", "encrypt_file"]
 

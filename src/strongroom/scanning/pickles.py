@@ -51,7 +51,7 @@ from pathlib import Path
 from typing import Any
 
 from strongroom.errors import IntegrityError, InvalidInput
-from strongroom.supplychain.containers import cannot_scan, container_format, is_npy
+from strongroom.scanning.containers import cannot_scan, container_format, is_npy
 
 __all__ = [
     "MAX_ZIP_DEPTH",
