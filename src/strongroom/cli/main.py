@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import typer
@@ -19,6 +20,7 @@ from strongroom.cli import (
     keys_cmd,
     monitor_cmd,
     people_cmd,
+    placement,
     posture_cmd,
     redteam_cmd,
     serve_cmd,
@@ -60,9 +62,26 @@ for module in (
 _err = Console(stderr=True, highlight=False)
 
 
+def command_path(args: list[str]) -> str:
+    """The command ``args`` name (``"weights ls"``), as far as the groups resolve it."""
+    import typer.main
+
+    cmd: object = typer.main.get_command(app)
+    path: list[str] = []
+    for token in args:
+        subs = getattr(cmd, "commands", None)
+        if not subs or token not in subs:
+            break
+        path.append(token)
+        cmd = subs[token]
+    return " ".join(path)
+
+
 def main() -> None:
     """Entry point: run the app, print strongroom errors without a traceback."""
     try:
+        if os.environ.get("STRONGROOM_URL"):
+            placement.check(command_path(sys.argv[1:]))
         # Without standalone mode click *returns* the code of a typer.Exit raised in a
         # command instead of exiting with it: pass it on, or `raise typer.Exit(1)` exits 0.
         code = app(standalone_mode=False)

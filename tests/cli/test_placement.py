@@ -1,0 +1,58 @@
+"""With STRONGROOM_URL set, a command goes to the server, runs here without a vault, or is refused."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+import typer.main
+
+from strongroom.cli import placement
+from strongroom.cli.main import app, command_path
+
+from cli_fixtures import strongroom_exe
+
+
+def _commands(cmd: object, path: list[str]) -> list[str]:
+    subs = getattr(cmd, "commands", None)
+    if not subs:
+        return [" ".join(path)]
+    return [c for name, sub in sorted(subs.items()) for c in _commands(sub, [*path, name])]
+
+
+ALL = _commands(typer.main.get_command(app), [])
+
+
+def test_every_command_has_exactly_one_place() -> None:
+    places = (placement.REMOTE, placement.ANYWHERE, placement.VAULT_HOST)
+    for command in ALL:
+        assert sum(command in p for p in places) == 1, f"{command!r}: classify it in cli/placement.py"
+    assert set().union(*places) == set(ALL), "cli/placement.py names a command that does not exist"
+
+
+def test_command_path_resolves_nested_groups() -> None:
+    assert command_path(["access", "policy", "show", "--json"]) == "access policy show"
+    assert command_path(["weights", "ls"]) == "weights ls"
+    assert command_path(["--help"]) == ""
+
+
+@pytest.mark.parametrize("argv", [["seal"], ["weights", "show", "m"], ["people", "ls"],
+                                  ["monitor", "egress"]])
+def test_vault_host_commands_are_refused_remotely_and_touch_nothing(
+        tmp_path: Path, argv: list[str]) -> None:
+    env = {**os.environ, "STRONGROOM_URL": "http://127.0.0.1:9", "HOME": str(tmp_path)}
+    env.pop("STRONGROOM_HOME", None)
+    proc = subprocess.run([strongroom_exe(), *argv], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    assert "runs only on the vault host" in proc.stderr and "STRONGROOM_URL" in proc.stderr
+    assert list(tmp_path.iterdir()) == [], "a refused command created files"
+
+
+def test_commands_without_a_vault_still_run_with_a_server_named(tmp_path: Path) -> None:
+    env = {**os.environ, "STRONGROOM_URL": "http://127.0.0.1:9"}
+    proc = subprocess.run([strongroom_exe(), "keygen"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and "AGE-SECRET-KEY-1" in proc.stdout
