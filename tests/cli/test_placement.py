@@ -56,3 +56,16 @@ def test_commands_without_a_vault_still_run_with_a_server_named(tmp_path: Path) 
     proc = subprocess.run([strongroom_exe(), "keygen"], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and "AGE-SECRET-KEY-1" in proc.stdout
+
+
+def test_version_and_environment_in_help(tmp_path: Path) -> None:
+    from strongroom import __version__
+
+    out = subprocess.run([strongroom_exe(), "--version"], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.strip() == f"strongroom {__version__}"
+    helped = subprocess.run([strongroom_exe(), "--help"], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=60)
+    for name in ("STRONGROOM_URL", "STRONGROOM_IDENTITY", "STRONGROOM_HOME"):
+        assert name in helped.stdout
+    assert list(tmp_path.iterdir()) == []

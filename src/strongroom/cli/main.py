@@ -32,13 +32,41 @@ from strongroom.errors import StrongroomError
 
 __all__ = ["app", "main"]
 
+#: What the environment changes, shown under ``strongroom --help`` (docs/cli.md has them all).
+ENVIRONMENT = """\b
+Environment:
+  STRONGROOM_URL        a server to work against (signed HTTP); unset: the local vault
+  STRONGROOM_IDENTITY   your identity file (keys new-identity); signs requests and statements
+  STRONGROOM_HOME       the local data directory (default ./.strongroom)
+  STRONGROOM_DATABASE_URL  PostgreSQL/SQLite URL (default: SQLite in STRONGROOM_HOME)
+  STRONGROOM_MANIFEST_KEY  the vault's manifest key, pinned (else pinned on first use)
+  STRONGROOM_HOST_ID    this server host's name in the audit log (default: hostname)"""
+
 app = typer.Typer(
     name="strongroom",
     help="Keep model weights and algorithmic secrets encrypted, approved, audited and metered.",
+    epilog=ENVIRONMENT,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from strongroom import __version__
+
+        print(f"strongroom {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", is_eager=True, callback=_print_version,
+                                 help="print the version and exit"),
+) -> None:
+    """Keep model weights and algorithmic secrets encrypted, approved, audited and metered."""
 
 for module in (
     age_cmd,
