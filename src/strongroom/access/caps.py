@@ -10,20 +10,24 @@ with a grant that verifies now (signatures, rule, expiry, no revocation)::
     counts = holders(grants_now)                 # {(resource, action): {names}}
     caps.check("minilm", "load", counts.get(("minilm", "load"), set()), "alice")
 
-Issuing a grant and releasing a key both check the cap; a grant that would
+Issuing a grant (:func:`strongroom.access.grants.check_cap`, run by every way
+of storing one) and releasing a key both check the cap; a grant that would
 take an artifact over it is refused with the count and the cap in the reason.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from strongroom.access.directory import base_name
-from strongroom.access.grants import VerifiedGrant
 from strongroom.errors import AccessDenied
+
+if TYPE_CHECKING:  # grants.py checks the cap when it stores a grant
+    from strongroom.access.grants import VerifiedGrant
 
 __all__ = ["AccessCaps", "holders"]
 

@@ -10,6 +10,12 @@ the rule from a verified directory, exactly as the release gate does::
     env = build_grant(bob_key, request_env, approval_envs, now=now)
     grant = verify_grant(env, directory, engine, resource, now=now)   # AccessDenied if not
     issue_grant(store, bob_key, request_digest, directory, engine, resource, now=now)
+    valid_grants(store, directory, engine, resource_of, now=now)   # what holds now
+
+Storing a grant (:func:`issue_grant`, :func:`store_grant`, :func:`admit_grant`)
+refuses one that would take its resource over the access cap of its action
+(:class:`~strongroom.access.caps.AccessCaps`); the gate checks the cap again at
+every release.
 
 Revoke with :func:`revoke_grant` (the requester, an approver of the grant, a
 security officer, or an officer pinned in the keyring may): the gate honours it
@@ -20,7 +26,7 @@ at the next release. Byte budgets are charged by the gate
 from __future__ import annotations
 
 import secrets
-from collections.abc import Mapping, MutableMapping, Sequence
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,19 +44,23 @@ from strongroom.access.approvals import (
     denials,
     satisfy,
 )
+from strongroom.access.caps import AccessCaps, holders
 from strongroom.access.directory import Directory, Enrollment, Resource, base_name
 from strongroom.access.policy import PolicyEngine
 from strongroom.access.statements import VerifyCache
 from strongroom.crypto.dsse import key_id
-from strongroom.errors import AccessDenied, ApprovalRequired, IntegrityError, InvalidInput
+from strongroom.errors import AccessDenied, ApprovalRequired, IntegrityError, InvalidInput, NotFound
 from strongroom.store.db import Store
 
 __all__ = [
     "CLOCK_SKEW_S",
     "GrantParts",
     "PartsMemo",
+    "ResourceOf",
     "VerifiedGrant",
+    "admit_grant",
     "build_grant",
+    "check_cap",
     "check_grant_parts",
     "grant_parts",
     "grant_revoked",
@@ -62,6 +72,7 @@ __all__ = [
     "revoke_grant",
     "standing_denials",
     "store_grant",
+    "valid_grants",
     "verify_grant",
 ]
 
@@ -127,15 +138,90 @@ def store_grant(
     *,
     now: float,
     cache: VerifyCache | None = None,
-    extra_check: Any = None,
+    caps: AccessCaps | None = None,
 ) -> VerifiedGrant:
-    """Verify a signed grant as the gate would, run ``extra_check(verified)``, then store it."""
+    """Verify a signed grant as the gate would, then store it (:func:`admit_grant`)."""
     verified = verify_grant(env, directory, engine, resource, now=now, cache=cache)
-    if extra_check is not None:
-        extra_check(verified)
+    admit_grant(store, env, verified, directory, engine, resource, now=now, cache=cache,
+                caps=caps)
+    return verified
+
+
+def admit_grant(
+    store: Store,
+    env: str,
+    verified: VerifiedGrant,
+    directory: Directory,
+    engine: PolicyEngine,
+    resource: Resource,
+    *,
+    now: float,
+    cache: VerifyCache | None = None,
+    caps: AccessCaps | None = None,
+) -> None:
+    """Store ``env`` (verified as ``verified``) unless it takes ``resource`` over its cap.
+
+    ``caps`` defaults to :class:`AccessCaps` from the environment; the refusal
+    is :class:`~strongroom.errors.AccessDenied` naming the count and the cap.
+    """
+    check_cap(store, verified, directory, engine, resource, now=now, cache=cache, caps=caps)
     statements.put(store, "grant", env, subject=verified.request.requester_key,
                    resource=base_name(verified.request.resource), expires=verified.expires)
-    return verified
+
+
+#: Resolves the resource a grant's request names (``name`` or ``name@version``), labelled.
+ResourceOf = Callable[[str], Resource]
+
+
+def valid_grants(
+    store: Store,
+    directory: Directory,
+    engine: PolicyEngine,
+    resource: Resource | ResourceOf,
+    *,
+    now: float,
+    cache: VerifyCache | None = None,
+) -> list[VerifiedGrant]:
+    """The stored grants that verify at ``now``, newest first; the others are left out.
+
+    ``resource`` is either one resource (the grants stored for its base name,
+    each checked against it: the holders the access cap counts) or a function
+    that resolves the resource each grant's request names (every stored grant:
+    listings). A grant whose resource cannot be resolved is left out.
+    """
+    def target(env: str) -> Resource:
+        if isinstance(resource, Resource):
+            return resource
+        claimed = statements.unverified_payload(str(statements.unverified_payload(env)["request"]))
+        return resource(str(claimed["resource"]))
+
+    envs = statements.envelopes(store, "grant", resource=base_name(resource.name)) \
+        if isinstance(resource, Resource) else statements.envelopes(store, "grant")
+    out: list[VerifiedGrant] = []
+    for env in envs:
+        try:
+            out.append(verify_grant(env, directory, engine, target(env), now=now, cache=cache))
+        except (AccessDenied, InvalidInput, NotFound, KeyError):
+            continue
+    return out
+
+
+def check_cap(
+    store: Store,
+    grant: VerifiedGrant,
+    directory: Directory,
+    engine: PolicyEngine,
+    resource: Resource,
+    *,
+    now: float,
+    cache: VerifyCache | None = None,
+    caps: AccessCaps | None = None,
+) -> None:
+    """Refuse ``grant`` (AccessDenied) if its requester would exceed the cap on ``resource``."""
+    action = grant.request.action
+    current = holders(valid_grants(store, directory, engine, resource, now=now, cache=cache)
+                      ).get((base_name(resource.name), action), set())
+    (caps or AccessCaps()).check(resource.name, action, current, grant.request.requester)
 
 
 def _deny(message: str, obj: str, remedy: str = "") -> AccessDenied:
@@ -294,16 +380,17 @@ def issue_grant(
     *,
     now: float,
     cache: VerifyCache | None = None,
-    extra_check: Any = None,
+    caps: AccessCaps | None = None,
 ) -> tuple[str, VerifiedGrant]:
     """Build a grant from the stored request and approvals, verify it as the gate would, store it.
 
-    ``extra_check(verified)`` runs before storing (the caps check); it raises to refuse.
+    Refused (AccessDenied) when it would take ``resource`` over the access cap
+    (``caps``, default :class:`AccessCaps` from the environment).
     """
     request_env, approvals = pending_grant_inputs(store, request_digest, directory)
     env = build_grant(key, request_env, approvals, now=now)
     return env, store_grant(store, env, directory, engine, resource, now=now, cache=cache,
-                            extra_check=extra_check)
+                            caps=caps)
 
 
 def revocation_statement(grant_id: str, by: str, by_key: str, reason: str, *,

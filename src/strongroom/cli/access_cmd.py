@@ -17,6 +17,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from strongroom.artifacts import ArtifactRef, base_name
 from strongroom.errors import AccessDenied, InvalidInput, NotFound
 
 if TYPE_CHECKING:
@@ -88,8 +89,8 @@ class Context:
         """The resource ``name`` (newest version unless ``name@v``) with its label applied."""
         from strongroom.access.evidence import describe_resource
 
-        base, _, version = name.partition("@")
-        m = self.vault.manifest(base, int(version) if version.isdigit() else None)
+        ref = ArtifactRef.parse(name, obj="resource")
+        m = self.vault.manifest(ref.name, ref.version)
         res = describe_resource(m.ref, m.kind, m.compartments, m.metadata)
         return res.labelled((directory or self.directory()).label(m.name))
 
@@ -104,10 +105,10 @@ class Context:
 
 def open_context() -> tuple[Vault, Context]:
     """Open the vault (through the agent) and the signing context; close the vault after."""
-    from strongroom.vault.vault import Vault
+    from strongroom.runtime.services import open_vault
 
     me = identity()
-    vault = Vault.open(identity=me)
+    vault = open_vault(identity=me)
     try:
         return vault, Context(vault, me)
     except BaseException:
@@ -196,7 +197,8 @@ def request(
             raise AccessDenied(f"policy denies {me.name} {action} on {res.name} (clearance, "
                                "compartments or vetting)", obj=res.name,
                                remedy="ask the security officers about your enrollment")
-        target = resource if "@" in resource else res.name.split("@")[0]
+        target = resource if ArtifactRef.parse(resource).version is not None \
+            else base_name(res.name)
         req = AccessRequest.new(me.name, me.key_id, target, action, purpose,
                                 _duration(duration), _size(nbytes), time.time())
         env = req.sign(ctx.me.private_key)
@@ -212,8 +214,7 @@ def request(
 def _try_issue(ctx: Context, digest: str, quiet: bool = False) -> VerifiedGrant | None:
     from strongroom.access import statements
     from strongroom.access.approvals import AccessRequest
-    from strongroom.access.caps import AccessCaps, holders
-    from strongroom.access.grants import issue_grant, verify_grant
+    from strongroom.access.grants import issue_grant
     from strongroom.errors import ApprovalRequired
 
     store = ctx.vault.store
@@ -224,22 +225,9 @@ def _try_issue(ctx: Context, digest: str, quiet: bool = False) -> VerifiedGrant 
     directory = ctx.directory()
     res = ctx.resource(req.resource, directory)
     engine = ctx.engine()
-    now = time.time()
-    caps = AccessCaps()
-
-    def cap_check(g: VerifiedGrant) -> None:
-        valid = []
-        for env in statements.envelopes(store, "grant", resource=res.name.split("@")[0]):
-            try:
-                valid.append(verify_grant(env, directory, engine, res, now=now))
-            except AccessDenied:
-                continue
-        counts = holders(valid).get((res.name.split("@")[0], g.request.action), set())
-        caps.check(res.name, g.request.action, counts, g.request.requester)
-
     try:
         _, grant = issue_grant(store, ctx.me.private_key, digest, directory, engine, res,
-                               now=now, extra_check=cap_check)
+                               now=time.time())
     except ApprovalRequired as exc:
         if not quiet:
             _out.print(f"not yet: {exc.message}")
@@ -309,7 +297,7 @@ def grants_cmd(
     if remote.active():
         return remote.access_grants(pending)
     from strongroom.access import statements
-    from strongroom.access.grants import parse_approval, verify_grant
+    from strongroom.access.grants import parse_approval, valid_grants
 
     vault, ctx = open_context()
     with vault:
@@ -322,7 +310,7 @@ def grants_cmd(
                 st = statements.unverified_payload(env)
                 digest = statements.payload_digest(env)
                 if statements.envelopes(vault.store, "grant", subject=str(st["requester_key"]),
-                                        resource=str(st["resource"]).split("@")[0]) and any(
+                                        resource=base_name(str(st["resource"]))) and any(
                         statements.unverified_payload(g).get("request") == env
                         for g in statements.envelopes(vault.store, "grant")):
                     continue
@@ -333,14 +321,8 @@ def grants_cmd(
             _out.print(table)
             return
         table = Table("grant", "holder", "action", "resource", "approvers", "expires", "bytes")
-        for env in statements.envelopes(vault.store, "grant"):
-            res_name = statements.unverified_payload(env).get("request", "")
-            try:
-                req = statements.unverified_payload(str(res_name))
-                g = verify_grant(env, directory, engine,
-                                 ctx.resource(str(req["resource"]), directory), now=now)
-            except (AccessDenied, InvalidInput, KeyError):
-                continue
+        for g in valid_grants(vault.store, directory, engine,
+                              lambda name: ctx.resource(name, directory), now=now):
             table.add_row(g.grant_id[:16], g.request.requester, g.request.action,
                           g.request.resource, ", ".join(g.approvers),
                           time.strftime("%Y-%m-%d %H:%M", time.localtime(g.expires)),
@@ -416,7 +398,7 @@ def break_glass_cmd(
         label = directory.label(res.name)
         limit = label.break_glass_window_s if label else 0
         seconds = min(_duration(window), limit) if limit else _duration(window)
-        env = take(ctx.me.private_key, ctx.name, res.name.split("@")[0], action, reason,
+        env = take(ctx.me.private_key, ctx.name, base_name(res.name), action, reason,
                    now=time.time(), window_s=seconds)
         digest = submit_break_glass(store, env)
         vault.record(ALERT_ACTION, res.name, "allow", reason=reason, severity="critical",
@@ -430,26 +412,16 @@ def break_glass_cmd(
 @access_app.command("caps")
 def caps_cmd() -> None:
     """Holders of valid grants per artifact and action, against the caps."""
-    from strongroom.access import statements
     from strongroom.access.caps import AccessCaps, holders
-    from strongroom.access.grants import verify_grant
+    from strongroom.access.grants import valid_grants
 
     vault, ctx = open_context()
     with vault:
         directory = ctx.directory()
-        engine = ctx.engine()
         caps = AccessCaps()
-        valid = []
-        for env in statements.envelopes(vault.store, "grant"):
-            try:
-                req = statements.unverified_payload(
-                    str(statements.unverified_payload(env)["request"]))
-                valid.append(verify_grant(env, directory, engine,
-                                          ctx.resource(str(req["resource"]), directory),
-                                          now=time.time()))
-            except (AccessDenied, InvalidInput, KeyError):
-                continue
-        counts = holders(valid)
+        counts = holders(valid_grants(vault.store, directory, ctx.engine(),
+                                      lambda name: ctx.resource(name, directory),
+                                      now=time.time()))
         names = sorted({a.name for a in vault.list_artifacts()})
         table = Table("artifact", "infer", "load", "read", "export")
         for name in names:

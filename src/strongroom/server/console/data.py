@@ -3,23 +3,17 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from strongroom.access import statements
 from strongroom.access.approvals import MAX_APPROVAL_TTL_S, AccessRequest, count_approvals, satisfy
 from strongroom.access.directory import Directory, Enrollment, Resource, Rule
-from strongroom.access.grants import (
-    VerifiedGrant,
-    grant_revoked,
-    standing_denials,
-    verify_grant,
-)
-from strongroom.access.policy import PolicyEngine
+from strongroom.access.grants import grant_revoked, standing_denials, verify_grant
+from strongroom.artifacts import ArtifactRef
 from strongroom.errors import AccessDenied, IntegrityError, InvalidInput, StrongroomError
 from strongroom.server.console.core import Console, ConsoleError
 
-__all__ = ["RequestItem", "cap_check", "inbox", "request_item", "resource"]
+__all__ = ["RequestItem", "inbox", "request_item", "resource"]
 
 
 @dataclass
@@ -47,30 +41,11 @@ def resource(console: Console, name: str, directory: Directory) -> Resource:
     """The resource ``name`` (newest version unless ``name@v``) with its officers' label."""
     from strongroom.access.evidence import describe_resource
 
-    base, _, version = name.partition("@")
+    ref = ArtifactRef.parse(name, obj="resource")
     with console.ctx.vault(actor="console") as vault:
-        m = vault.manifest(base, int(version) if version.isdigit() else None)
+        m = vault.manifest(ref.name, ref.version)
     return describe_resource(m.ref, m.kind, m.compartments, m.metadata).labelled(
         directory.label(m.name))
-
-
-def cap_check(console: Console, directory: Directory, engine: PolicyEngine, res: Resource,
-              now: float) -> Callable[[VerifiedGrant], None]:
-    """The access-cap check ``store_grant`` runs before storing a Grant."""
-    from strongroom.access.caps import AccessCaps, holders
-
-    def check(g: VerifiedGrant) -> None:
-        valid = []
-        for env in statements.envelopes(console.ctx.store, "grant",
-                                        resource=res.name.split("@")[0]):
-            try:
-                valid.append(verify_grant(env, directory, engine, res, now=now))
-            except AccessDenied:
-                continue
-        counts = holders(valid).get((res.name.split("@")[0], g.request.action), set())
-        AccessCaps().check(res.name, g.request.action, counts, g.request.requester)
-
-    return check
 
 
 def request_item(console: Console, digest: str, me: Enrollment,

@@ -15,6 +15,7 @@ from fastapi import APIRouter, Path, Request
 
 from strongroom.access.restrictions import journal_details
 from strongroom.access.statements import Stored, find_by_prefix
+from strongroom.artifacts import ArtifactRef
 from strongroom.errors import AccessDenied, IntegrityError, InvalidInput, NotFound
 from strongroom.server import models as M
 from strongroom.server.auth import PrincipalKeys, caller_of
@@ -51,8 +52,8 @@ def build_router(ctx: ServerContext, keys: PrincipalKeys) -> APIRouter:
     def resource(name: str, directory: Any) -> Any:
         from strongroom.access.evidence import describe_resource
 
-        base, _, version = name.partition("@")
-        m = ctx.vault().manifest(base, int(version) if version.isdigit() else None)
+        ref = ArtifactRef.parse(name, obj="resource")
+        m = ctx.vault().manifest(ref.name, ref.version)
         res = describe_resource(m.ref, m.kind, m.compartments, m.metadata)
         return res.labelled(directory.label(m.name))
 
@@ -145,24 +146,6 @@ def build_router(ctx: ServerContext, keys: PrincipalKeys) -> APIRouter:
         """Store a denial the caller signed (no grant is issued while it stands)."""
         return _submit_verdict(request, digest, body, "denial")
 
-    def verified_grants() -> list[Any]:
-        from strongroom.access import statements
-        from strongroom.access.grants import verify_grant
-
-        directory = ctx.directory()
-        eng = engine()
-        now = time.time()
-        out = []
-        for env in statements.envelopes(ctx.store, "grant"):
-            try:
-                req = statements.unverified_payload(
-                    str(statements.unverified_payload(env)["request"]))
-                out.append(verify_grant(env, directory, eng,
-                                        resource(str(req["resource"]), directory), now=now))
-            except (AccessDenied, InvalidInput, NotFound, KeyError):
-                continue
-        return out
-
     def grant_out(g: Any) -> M.GrantOut:
         return M.GrantOut(grant_id=g.grant_id, holder=g.request.requester,
                           action=g.request.action, resource=g.request.resource,
@@ -172,16 +155,19 @@ def build_router(ctx: ServerContext, keys: PrincipalKeys) -> APIRouter:
     @r.get("/grants", response_model=list[M.GrantOut])
     def list_grants(request: Request) -> list[M.GrantOut]:
         """Grants that verify now, from their signatures."""
+        from strongroom.access.grants import valid_grants
+
         caller_of(request)
-        return [grant_out(g) for g in verified_grants()]
+        directory = ctx.directory()
+        return [grant_out(g) for g in valid_grants(
+            ctx.store, directory, engine(), lambda name: resource(name, directory),
+            now=time.time())]
 
     @r.post("/grants", response_model=M.GrantOut, status_code=201)
     def submit_grant(request: Request, body: M.Envelope) -> M.GrantOut:
         """Store a Grant the caller (requester or an approver) signed, if it verifies now."""
         from strongroom.access import statements
-        from strongroom.access.caps import AccessCaps, holders
-        from strongroom.access.directory import base_name
-        from strongroom.access.grants import verify_grant
+        from strongroom.access.grants import admit_grant, verify_grant
 
         caller = caller_of(request)
         if caller.key_id not in statements.signer_ids(body.envelope):
@@ -194,14 +180,12 @@ def build_router(ctx: ServerContext, keys: PrincipalKeys) -> APIRouter:
             raise AccessDenied("the grant is malformed", obj="grant") from None
         directory = ctx.directory()
         res = resource(name, directory)
-        g = verify_grant(body.envelope, directory, engine(), res, now=time.time())
+        eng, now = engine(), time.time()
+        g = verify_grant(body.envelope, directory, eng, res, now=now)
         if statements.envelopes(ctx.store, "denial", subject=g.request_digest):
             raise AccessDenied("the request was denied", obj=g.request_digest[:16],
                                remedy="file a new request")
-        counts = holders(verified_grants()).get((base_name(res.name), g.request.action), set())
-        AccessCaps().check(res.name, g.request.action, counts, g.request.requester)
-        statements.put(ctx.store, "grant", body.envelope, subject=g.request.requester_key,
-                       resource=base_name(g.request.resource), expires=g.expires)
+        admit_grant(ctx.store, body.envelope, g, directory, eng, res, now=now)
         ctx.vault(actor=caller.name).record(
             "access.grant", res.name, "allow", reason=g.request.purpose, grant=g.grant_id,
             approvers=list(g.approvers), access_action=g.request.action,
