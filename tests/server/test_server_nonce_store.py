@@ -6,13 +6,9 @@ import pytest
 from sqlalchemy import func, select
 
 from strongroom.errors import InvalidInput
-from strongroom.server.signatures import (
-    MemoryNonceCache,
-    SqliteNonceCache,
-    StoreNonceCache,
-    default_nonce_cache,
-)
+from strongroom.server.signatures import MemoryNonceCache, default_nonce_cache
 from strongroom.store.db import Store
+from strongroom.store.nonces import SqliteNonceCache, StoreNonceCache
 from strongroom.store.tables.server import ServerNonce
 
 N = "n" * 24

@@ -10,13 +10,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from strongroom.crypto.dsse import key_id
 from strongroom.server.errors import DigestMismatch, Unauthenticated, status_for
-from strongroom.server.signatures import (
-    Caller,
-    MemoryNonceCache,
-    RequestVerifier,
-    SqliteNonceCache,
-    sign_request,
-)
+from strongroom.server.signatures import Caller, MemoryNonceCache, RequestVerifier, sign_request
+from strongroom.store.nonces import SqliteNonceCache
 
 KEY = Ed25519PrivateKey.generate()
 KID = key_id(KEY.public_key())

@@ -9,8 +9,9 @@ from fastapi.testclient import TestClient
 from server_kit import ServerWorld, build_world
 
 from strongroom.server.app import create_app
-from strongroom.server.signatures import SqliteNonceCache, sign_request
+from strongroom.server.signatures import sign_request
 from strongroom.server.workers import NONCE_DB
+from strongroom.store.nonces import SqliteNonceCache
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,127 @@
+"""Spent request nonces kept in storage: a SQLite file per host, or the database's table.
+
+The server's RFC 9421 verifier (:mod:`strongroom.server.signatures`) refuses a
+signed request whose nonce was already spent; these are the two shared places
+it remembers them (the in-process one stays with the verifier)::
+
+    nonces = StoreNonceCache(store)            # every host on one database (``server_nonces``)
+    nonces = SqliteNonceCache(home / "nonces.db")   # the workers of one host
+    nonces.spend(key_id, nonce, expires, now)  # False: already spent (a replay)
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from strongroom.datadir import create_private_file
+from strongroom.errors import InvalidInput
+
+if TYPE_CHECKING:  # SQLAlchemy loads only when a database cache is made (CLI start-up)
+    from strongroom.store.db import Store
+
+__all__ = ["SqliteNonceCache", "StoreNonceCache"]
+
+
+class SqliteNonceCache:
+    """Nonces shared by the worker processes of one host (a SQLite file in WAL mode)."""
+
+    #: spend() is one local WAL write (microseconds): fine on the event loop.
+    inline = True
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._local = threading.local()
+        self._next_prune = 0.0
+        create_private_file(path)  # 0600 before SQLite (and its -wal/-shm files) use it
+        conn = self._conn()
+        conn.execute("CREATE TABLE IF NOT EXISTS nonces (key TEXT NOT NULL, nonce TEXT NOT NULL,"
+                     " expires REAL NOT NULL, PRIMARY KEY (key, nonce))")
+        conn.commit()
+
+    def _conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, timeout=10.0, isolation_level=None)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            self._local.conn = conn
+        return conn
+
+    def spend(self, key: str, nonce: str, expires: float, now: float) -> bool:
+        """Insert the nonce; False when a live row already holds it."""
+        conn = self._conn()
+        if now >= self._next_prune:
+            self._next_prune = now + 10.0
+            conn.execute("DELETE FROM nonces WHERE expires <= ?", (now,))
+        cur = conn.execute("INSERT INTO nonces (key, nonce, expires) VALUES (?, ?, ?) "
+                           "ON CONFLICT (key, nonce) DO UPDATE SET expires = excluded.expires "
+                           "WHERE nonces.expires <= ?", (key, nonce, expires, now))
+        return cur.rowcount == 1
+
+
+class StoreNonceCache:
+    """Nonces shared by every host and worker on one database (table ``server_nonces``).
+
+    The default when the server runs on a database other hosts can reach
+    (PostgreSQL): a request replayed to another host within its window finds
+    the nonce already spent there. One statement per request, insert-if-absent
+    on (key id, nonce), reusing a row only once its window has closed; rows
+    past their expiry are pruned every ``prune_every_s`` by whichever process
+    gets there first.
+    """
+
+    #: spend() is a database round trip: the server calls it from its thread pool.
+    inline = False
+
+    def __init__(self, store: Store, *, prune_every_s: float = 10.0) -> None:
+        from strongroom.store.tables.server import ServerNonce
+
+        self.store = store
+        self._table: Any = ServerNonce.__table__
+        self._prune_every_s = prune_every_s
+        self._next_prune = 0.0
+        self._lock = threading.Lock()
+        if store.dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+            self._insert: Any = pg_insert
+        elif store.dialect == "sqlite":
+            from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+            self._insert = sqlite_insert
+        else:
+            raise InvalidInput(f"no nonce cache for the {store.dialect} dialect",
+                               obj=store.url, remedy="use PostgreSQL or SQLite")
+
+    def spend(self, key: str, nonce: str, expires: float, now: float) -> bool:
+        """Insert the nonce; False when a live row already holds it (a replay)."""
+        from sqlalchemy import delete
+        from sqlalchemy.exc import SQLAlchemyError
+
+        from strongroom.errors import StorageError
+
+        table = self._table
+        stmt = self._insert(table).values(key_id=key, nonce=nonce, expires=expires)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[table.c.key_id, table.c.nonce],
+            set_={"expires": stmt.excluded.expires},
+            where=table.c.expires <= now).returning(table.c.key_id)
+        prune = False
+        with self._lock:
+            if now >= self._next_prune:
+                self._next_prune = now + self._prune_every_s
+                prune = True
+        try:
+            with self.store.engine.begin() as conn:
+                if prune:
+                    conn.execute(delete(table).where(table.c.expires <= now))
+                spent = conn.execute(stmt).first() is not None
+        except SQLAlchemyError as exc:
+            raise StorageError(f"cannot record the request nonce: {type(exc).__name__}",
+                               obj="server_nonces",
+                               remedy="check that the database is reachable, then retry"
+                               ) from None
+        return spent
