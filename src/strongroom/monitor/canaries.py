@@ -31,7 +31,7 @@ import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 import numpy as np
 from sqlalchemy import select
@@ -43,10 +43,8 @@ from strongroom.store.tables.monitor import CanaryRow
 if TYPE_CHECKING:
     from strongroom.monitor.alerts import AlertManager, StoredAlert
     from strongroom.store.db import Store
-    from strongroom.vault.manifest import Manifest
-    from strongroom.vault.vault import Vault
 
-__all__ = ["CanaryRegistry", "plausible_document_name", "plausible_model_name"]
+__all__ = ["CanaryRegistry", "WeightsImporter", "plausible_document_name", "plausible_model_name"]
 
 _FAMILIES = ("helios", "atlas", "meridian", "orion", "zephyr", "aurora", "vanguard", "cobalt")
 _SIZES = ("8b", "34b", "70b", "405b", "mx-1t")
@@ -84,6 +82,23 @@ class _Request(Protocol):
 
     @property
     def shard(self) -> str: ...
+
+
+_Imported_co = TypeVar("_Imported_co", covariant=True)
+_Imported = TypeVar("_Imported")
+
+
+class WeightsImporter(Protocol[_Imported_co]):
+    """What planting a canary needs from a vault: import a file or directory under a name.
+
+    :class:`~strongroom.vault.vault.Vault` is one (returning its signed
+    ``Manifest``); the monitor sits beside the vault, so it names only this.
+    """
+
+    def import_weights(self, path: Path, name: str, *,
+                       compartments: Sequence[str] = ()) -> _Imported_co:
+        """Encrypt ``path`` into a new artifact ``name``; what describes it is returned."""
+        ...
 
 
 def _decoy_weights(path: Path, rng: np.random.Generator, layers: int, width: int) -> None:
@@ -135,9 +150,9 @@ class CanaryRegistry:
         """Whether ``artifact`` (``name`` or ``name@version``) is a decoy."""
         return artifact.split("@", 1)[0] in self.names()
 
-    def plant_weights(self, vault: Vault, name: str | None = None, *, seed: int | None = None,
-                      layers: int = 4, width: int = 256,
-                      compartments: Sequence[str] = ()) -> Manifest:
+    def plant_weights(self, vault: WeightsImporter[_Imported], name: str | None = None, *,
+                      seed: int | None = None, layers: int = 4, width: int = 256,
+                      compartments: Sequence[str] = ()) -> _Imported:
         """Import a decoy model (random float16 weights, real encryption) and mark it."""
         rng = _rng(seed)
         name = name or plausible_model_name(rng)
@@ -147,8 +162,8 @@ class CanaryRegistry:
             self.mark(name, "weights")
             return vault.import_weights(path, name, compartments=compartments)
 
-    def plant_document(self, vault: Vault, name: str | None = None, *, seed: int | None = None,
-                       compartments: Sequence[str] = ()) -> Manifest:
+    def plant_document(self, vault: WeightsImporter[_Imported], name: str | None = None, *,
+                       seed: int | None = None, compartments: Sequence[str] = ()) -> _Imported:
         """Import a decoy document (a plausible markdown note, encrypted) and mark it."""
         rng = _rng(seed)
         name = name or plausible_document_name(rng)

@@ -10,7 +10,10 @@ Two providers answer those questions (:class:`PeerGroups`):
 * :class:`SignedDirectoryPeers` — the access layer's officer-signed
   enrollments, read through :class:`~strongroom.access.directory.DirectoryReader`
   and verified like every access decision; roles and compartments come from
-  the enrollment, flags from its vetting record and employment state::
+  the enrollment, flags from its vetting record and employment state. The
+  monitor sits beside the access layer, not above it, so it reads the
+  directory through the small protocols here (:class:`SignedDirectory`,
+  :class:`EnrolledPrincipal`), which the reader and its enrollments satisfy::
 
       reader = DirectoryReader(store, officer_keys, threshold)
       engine = RiskEngine(directory=SignedDirectoryPeers(reader), ...)
@@ -28,13 +31,12 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
-if TYPE_CHECKING:
-    from strongroom.access.directory import DirectoryReader, Enrollment
-
-__all__ = ["Flag", "PeerGroups", "PeerPool", "Person", "SignedDirectoryPeers", "StaticPeers",
+__all__ = ["DirectoryView", "EnrolledPrincipal", "Flag", "PeerGroups", "PeerPool", "Person",
+           "SignedDirectory", "SignedDirectoryPeers", "StaticPeers", "VettingRecord",
            "enrollment_flags", "enrollment_person"]
 
 #: A risk flag on a person: (since when, seconds since the epoch; what kind).
@@ -71,6 +73,57 @@ class PeerGroups(Protocol):
         ...
 
 
+class VettingRecord(Protocol):
+    """A vetting record as the detectors read it (``access.directory.Vetting``)."""
+
+    @property
+    def status(self) -> str: ...
+    @property
+    def granted(self) -> int: ...
+    @property
+    def expires(self) -> int: ...
+    @property
+    def flags(self) -> Sequence[str]: ...
+
+
+class EnrolledPrincipal(Protocol):
+    """A verified enrollment as the detectors read it (``access.directory.Enrollment``)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def roles(self) -> Sequence[str]: ...
+    @property
+    def compartments(self) -> Sequence[str]: ...
+    @property
+    def vetting(self) -> VettingRecord: ...
+    @property
+    def employment(self) -> str: ...
+    @property
+    def serial(self) -> int: ...
+    @property
+    def issued(self) -> int: ...
+
+
+class DirectoryView(Protocol):
+    """A verified directory: enrollments by key id and the revoked key ids (``access.directory.Directory``)."""
+
+    @property
+    def principals(self) -> Mapping[str, EnrolledPrincipal]: ...
+    @property
+    def revoked_keys(self) -> AbstractSet[str]: ...
+
+
+class SignedDirectory(Protocol):
+    """Where verified directory views come from (``access.directory.DirectoryReader``)."""
+
+    def view(self) -> DirectoryView:
+        """The directory as the officers signed it, every signature checked."""
+        ...
+
+
 def _latest(flags: Iterable[Flag], at: float) -> Flag | None:
     live = [f for f in flags if f[0] <= at]
     return max(live) if live else None
@@ -100,7 +153,7 @@ class StaticPeers:
         return _latest(self._flags.get(principal, ()), at)
 
 
-def enrollment_person(e: Enrollment) -> Person:
+def enrollment_person(e: EnrolledPrincipal) -> Person:
     """The peer-comparison view of an enrollment: all its roles, all its compartments.
 
     Services form their own groups (``service:…``): a pipeline is compared with
@@ -112,7 +165,7 @@ def enrollment_person(e: Enrollment) -> Person:
     return Person(e.name, role, "+".join(sorted(e.compartments)) or "none")
 
 
-def enrollment_flags(e: Enrollment) -> list[Flag]:
+def enrollment_flags(e: EnrolledPrincipal) -> list[Flag]:
     """Flags an enrollment's vetting record and employment state carry, with their times.
 
     * vetting ``lapsed``/``suspended``/``revoked`` -> ``vetting-<status>`` from
@@ -144,7 +197,7 @@ class SignedDirectoryPeers:
     through a revoked key is treated as unknown.
     """
 
-    def __init__(self, reader: DirectoryReader, *, refresh_s: float = 300.0,
+    def __init__(self, reader: SignedDirectory, *, refresh_s: float = 300.0,
                  clock: Callable[[], float] = time.time) -> None:
         self.reader = reader
         self.refresh_s = refresh_s
