@@ -38,7 +38,7 @@ def test_command_path_resolves_nested_groups() -> None:
     assert command_path(["--help"]) == ""
 
 
-@pytest.mark.parametrize("argv", [["seal"], ["weights", "show", "m"], ["people", "ls"],
+@pytest.mark.parametrize("argv", [["rekey"], ["weights", "show", "m"], ["people", "ls"],
                                   ["monitor", "egress"]])
 def test_vault_host_commands_are_refused_remotely_and_touch_nothing(
         tmp_path: Path, argv: list[str]) -> None:

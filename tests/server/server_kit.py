@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -45,6 +47,7 @@ from strongroom.server.signatures import sign_request
 from strongroom.settings import Settings
 from strongroom.store.db import Store
 
+from cli_fixtures import strongroom_exe
 from keyring_fixtures import make_custodians
 from testsupport import need_service
 from vault_fixtures import make_model
@@ -270,3 +273,23 @@ def build_world(tmp: Path, http_factory: Any = None, *, agent: bool = False,
         ctx.close()
         if agent:
             ctx.keys.seal()  # stops the agent
+
+
+def run_cli(world: ServerWorld, who: str, *args: str, ok: bool = True,
+            extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """``strongroom ARGS`` as ``who`` against the world's server (STRONGROOM_URL), from an empty home."""
+    ident = world.officer if who == "officer" else world.people[who]
+    path = world.tmp / f"{who}.identity"
+    if not path.exists():
+        ident.save(path)
+    empty = world.tmp / "client-home"  # nothing local: everything must come from the server
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STRONGROOM_")}
+    env.update(STRONGROOM_URL=str(world.http.base_url), STRONGROOM_IDENTITY=str(path),
+               STRONGROOM_HOME=str(empty),
+               STRONGROOM_KNOWN_SERVERS=str(world.tmp / "known_servers"), **(extra_env or {}))
+    out = subprocess.run([strongroom_exe(), *args], capture_output=True, text=True, env=env,
+                         timeout=120)
+    assert "Traceback" not in out.stderr, out.stderr
+    if ok:
+        assert out.returncode == 0, out.stdout + out.stderr
+    return out

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from server_kit import ARTIFACT, ServerWorld, UvicornThread, build_world
+from server_kit import run_cli as _cli
 
 from cli_fixtures import strongroom_exe
 
@@ -23,26 +24,6 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerWorld]:
         yield from build_world(tmp_path_factory.mktemp("remote"), http_factory=server)
     finally:
         server.stop()
-
-
-def _cli(world: ServerWorld, who: str, *args: str, ok: bool = True,
-         extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    ident = world.officer if who == "officer" else world.people[who]
-    path = world.tmp / f"{who}.identity"
-    if not path.exists():
-        ident.save(path)
-    empty = world.tmp / "client-home"  # nothing local: everything must come from the server
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STRONGROOM_")}
-    extra_env = extra_env or {}
-    env.update(STRONGROOM_URL=str(world.http.base_url), STRONGROOM_IDENTITY=str(path),
-               STRONGROOM_HOME=str(empty),
-               STRONGROOM_KNOWN_SERVERS=str(world.tmp / "known_servers"), **extra_env)
-    out = subprocess.run([strongroom_exe(), *args], capture_output=True, text=True, env=env,
-                         timeout=120)
-    assert "Traceback" not in out.stderr, out.stderr
-    if ok:
-        assert out.returncode == 0, out.stdout + out.stderr
-    return out
 
 
 def test_remote_cli_carries_the_approval_flow(world: ServerWorld) -> None:

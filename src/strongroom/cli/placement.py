@@ -28,7 +28,7 @@ REMOTE = frozenset({
     "alerts ack", "alerts ls",
     "audit checkpoint", "audit tail",
     "keys public",
-    "status", "unseal",
+    "seal", "status", "unseal",
     "weights import", "weights ls", "weights verify",
 })
 
@@ -54,7 +54,7 @@ VAULT_HOST = frozenset({
     "console endorse", "console pending", "console register-token",
     "docs add", "docs ls", "docs read",
     "gateway owners set", "gateway owners show", "gateway serve",
-    "init", "rekey", "seal",
+    "init", "rekey",
     "keys retire", "keys rewrap", "keys rotate",
     "monitor budget", "monitor egress", "monitor eval",
     "people cosign", "people enroll", "people ls", "people revoke",

@@ -52,16 +52,24 @@ def _me(c: Client) -> Any:
 
 def status(json_out: bool) -> None:
     """``strongroom status`` against the server."""
+    from strongroom import __version__
     from strongroom.keys.keyring import KeyringStatus
 
     with client() as c:
         st = c.status()
+        server_version = str(c.version().get("version", "?"))
+    if server_version != __version__:
+        Console(stderr=True, highlight=False).print(
+            f"note: the server runs strongroom {server_version}, this client {__version__}",
+            markup=False)
     if json_out:
-        _out.print(json.dumps(st, indent=2, sort_keys=True), markup=False)
+        _out.print(json.dumps({**st, "server_version": server_version}, indent=2,
+                              sort_keys=True), markup=False)
         return
     from strongroom.cli.keys_cmd import _show
 
     _show(KeyringStatus.from_dict(st))
+    _out.print(f"server:      strongroom {server_version} at {c.url}")
 
 
 def unseal(share: Path | None, identity: Path | None, reset: bool) -> None:
@@ -86,6 +94,23 @@ def unseal(share: Path | None, identity: Path | None, reset: bool) -> None:
         content = ceremony.read_share_file(share, _read_identities(identity))
         submission = ceremony.build_submission(status, content, obj=str(share))
         _show(KeyringStatus.from_dict(c.unseal(submission)))
+
+
+def seal() -> None:
+    """``strongroom seal`` against the server: a security officer's signed seal request.
+
+    The server answers once its gate is sealed (every worker releases through
+    that one gate), so the next release it is asked for is refused.
+    """
+    from strongroom.keys.keyring import KeyringStatus
+
+    with client() as c:
+        _me(c)
+        status = KeyringStatus.from_dict(c.seal())
+    if not status.sealed:
+        raise IntegrityError(f"the server at {c.url} answered but reports itself unsealed",
+                             obj="seal", remedy="seal it on the vault host, and find out why")
+    _out.print(f"sealed the server at {c.url}: it releases no keys until it is unsealed")
 
 
 # -- weights ------------------------------------------------------------------------------------

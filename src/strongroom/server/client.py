@@ -282,6 +282,14 @@ class Client:
                               {"submission": base64.b64encode(submission).decode()},
                               signed=False))
 
+    def version(self) -> dict[str, Any]:
+        """The server's ``version`` and ``api`` (unsigned)."""
+        return dict(self.get("/v1/sys/version", signed=False))
+
+    def seal(self) -> dict[str, Any]:
+        """Seal the server (a security officer's signed request); its seal status once sealed."""
+        return dict(self.post("/v1/sys/seal"))
+
     def weights(self) -> list[dict[str, Any]]:
         """Every artifact version."""
         return list(self.get("/v1/weights"))

@@ -42,6 +42,13 @@ class ErrorOut(BaseModel):
     type: str | None = Field(default=None, description="the strongroom.errors class")
 
 
+class VersionOut(BaseModel):
+    """The server's strongroom version and API version (no signature needed)."""
+
+    version: str
+    api: int
+
+
 class SealStatusOut(BaseModel):
     """The keyring's status (no secret)."""
 

@@ -17,12 +17,22 @@ from strongroom.server import models as M
 from strongroom.server.auth import PrincipalKeys, caller_of
 from strongroom.server.context import ServerContext
 
-__all__ = ["build_router"]
+__all__ = ["API_VERSION", "build_router"]
+
+#: The HTTP API's version (the /v1 prefix); raised when a route changes incompatibly.
+API_VERSION = 1
 
 
 def build_router(ctx: ServerContext, keys: PrincipalKeys) -> APIRouter:
     """The ``sys`` routes over ``ctx``; ``keys`` is forgotten when the vault is sealed."""
     r = APIRouter(prefix="/v1", tags=["sys"])
+
+    @r.get("/sys/version", response_model=M.VersionOut)
+    def version() -> M.VersionOut:
+        """The server's version, so clients can report skew (no signature needed)."""
+        from strongroom import __version__
+
+        return M.VersionOut(version=__version__, api=API_VERSION)
 
     @r.get("/sys/seal-status", response_model=M.SealStatusOut)
     def seal_status() -> M.SealStatusOut:
