@@ -13,7 +13,8 @@ open the file and keep the descriptor):
   ``-shm`` files the mode of the database file, so a database created here
   keeps them 0600 too.
 
-:func:`loose_modes` lists what is looser, for ``strongroom doctor``.
+:func:`loose_modes` lists what is looser, for ``strongroom doctor``;
+:func:`require_vault` refuses (exit 2, creating nothing) a directory that holds no vault.
 """
 
 from __future__ import annotations
@@ -23,8 +24,10 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
+from strongroom.errors import ConfigError
+
 __all__ = ["DIR_MODE", "FILE_MODE", "LooseMode", "create_private_file", "loose_modes",
-           "make_private_dir", "open_private_append"]
+           "make_private_dir", "open_private_append", "require_vault"]
 
 #: Mode of every directory under the data directory, and of the data directory itself.
 DIR_MODE = 0o700
@@ -91,3 +94,19 @@ def loose_modes(home: Path) -> list[LooseMode]:
         for name in files:
             check(Path(root, name), FILE_MODE)
     return found
+
+
+def require_vault(home: Path, database_url: str | None) -> None:
+    """Raise :class:`~strongroom.errors.ConfigError` (exit 2) when ``home`` holds no vault.
+
+    With the default SQLite database the vault is ``home/strongroom.db``; with
+    ``STRONGROOM_DATABASE_URL`` set the vault is in that database, and the
+    keyring says whether it is initialised. Nothing is created either way:
+    only ``strongroom init`` creates a data directory.
+    """
+    if database_url or (home / "strongroom.db").is_file():
+        return
+    raise ConfigError(
+        f"no vault in {home}", obj=str(home),
+        remedy="run the command where the vault is, set STRONGROOM_HOME to its data directory "
+        "or STRONGROOM_URL to a strongroom server; `strongroom init` creates a new vault")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 from pydantic import Field
@@ -28,6 +29,10 @@ class Settings(BaseSettings):
     s3_access_key: str | None = None
     s3_secret_key: str | None = None
     threads: int = Field(default=2, ge=1, le=64, description="threads for chunk crypto")
+    host_id: str = Field(
+        default_factory=socket.gethostname, min_length=1, max_length=255,
+        description="this server host's name in the audit log (key.release details 'server')",
+    )
 
     @property
     def resolved_home(self) -> Path:

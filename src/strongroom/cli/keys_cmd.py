@@ -1,7 +1,7 @@
 """Key custody commands: ``init``, ``unseal``, ``seal``, ``status``, ``rekey`` and ``keys ...``.
 
 Everything that needs the unsealed root key goes to the local agent
-(``<STRONGROOM_HOME>/agent.sock``, started on first need), so that
+(``<STRONGROOM_HOME>/agent.sock``, started by ``unseal`` or ``serve``), so that
 ``strongroom unseal`` run by two custodians one after the other adds up.
 Shares are decrypted here, with the custodian's own age identity, and sent to
 the agent re-encrypted to the current ceremony's one-time recipient.
@@ -127,7 +127,7 @@ def unseal(
     from strongroom.keys.config import KeysSettings
     from strongroom.runtime.services import key_service
 
-    svc = key_service()
+    svc = key_service(start=True)  # only init, unseal and serve start the agent
     if reset:
         _show(svc.reset())
         return
@@ -149,12 +149,20 @@ def unseal(
 
 
 def seal() -> None:
-    """Wipe key material from memory and stop the local agent."""
+    """Wipe key material from memory and stop the local agent (with STRONGROOM_URL: the server)."""
+    from strongroom.cli import remote
     from strongroom.runtime.services import key_service
 
+    if remote.active():
+        return remote.seal()
+
     svc = key_service(start=False)
+    info = svc.client.ping()
     if svc.seal() is None:
         _out.print("no key agent is running; the vault is sealed")
+    elif info and info.get("owner"):
+        _out.print(f"sealed; the key agent of strongroom serve (pid {info['owner']}) stays up, "
+                   "sealed, for the server's next unseal")
     else:
         _out.print("sealed; the key agent has stopped")
 

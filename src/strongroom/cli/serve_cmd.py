@@ -1,20 +1,31 @@
 """``strongroom serve``: the signed-request HTTP API (and the web console when installed).
 
-``--workers 1`` (default) keeps the keyring and the release gate in the server
-process: unseal it over the API (``STRONGROOM_URL=... strongroom unseal``).
-``--workers N`` runs N uvicorn worker processes over the local key agent,
-which alone holds the unsealed keyring; see ``docs/operations.md``.
+``serve`` starts and owns the data directory's key agent (:mod:`strongroom.runtime.agent`)
+with its own settings (a 30-day idle timeout unless ``STRONGROOM_AGENT_IDLE``
+says otherwise); whatever ``--workers`` says, the unsealed keyring lives there
+alone, so the CLI on this host and every worker reach one gate. The agent and
+the workers die with ``serve``, however it dies (``kill -9`` included:
+:mod:`strongroom.runtime.lifeline`), and ``serve`` stops when its agent does.
+An agent already running for the directory is never adopted: a sealed one
+is told to stop, an unsealed one makes ``serve`` refuse (exit 2) until it is
+sealed (``strongroom seal``). See ``docs/operations.md``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
+import signal
+import subprocess
+import threading
+import time
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from strongroom.datadir import require_vault
 from strongroom.errors import ConfigError
 
 __all__ = ["register", "serve"]
@@ -33,7 +44,8 @@ def serve(
     host: Annotated[str, typer.Option("--host", help="address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="TCP port")] = 8420,
     workers: Annotated[int, typer.Option("--workers", min=1, max=64,
-                                         help="worker processes (N > 1 uses the key agent)")] = 1,
+                                         help="worker processes (all use serve's key agent)")
+                       ] = 1,
     tls_cert: Annotated[Path | None, typer.Option("--tls-cert", help="PEM certificate chain")
                         ] = None,
     tls_key: Annotated[Path | None, typer.Option("--tls-key", help="PEM private key")] = None,
@@ -49,6 +61,8 @@ def serve(
     """Serve the HTTP API: every request signed (RFC 9421), key releases through the gate."""
     import uvicorn
 
+    from strongroom.runtime.agent import start_owned_agent
+    from strongroom.runtime.lifeline import OWNER_ENV, Lifeline
     from strongroom.settings import Settings
 
     if (tls_cert is None) != (tls_key is None):
@@ -57,8 +71,9 @@ def serve(
         raise ConfigError(f"refusing plain HTTP on {host}", obj="serve",
                           remedy="pass --tls-cert/--tls-key, listen on 127.0.0.1 behind a TLS "
                           "proxy, or pass --plain-http if a proxy on this host terminates TLS")
-    home = Settings().resolved_home
-    home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    settings = Settings()
+    home = settings.resolved_home
+    require_vault(home, settings.database_url)
     import importlib.util
 
     fast = importlib.util.find_spec("httptools") is not None
@@ -68,27 +83,83 @@ def serve(
                    err=True)
     os.environ["STRONGROOM_SERVER_MAX_BODY"] = str(max_body)
     os.environ["STRONGROOM_SERVER_MAX_UPLOAD"] = str(max_upload)
-    if workers > 1:
-        from strongroom.runtime.services import key_service
-
-        # The agent serves the workers; a quiet night must not seal the server.
-        os.environ.setdefault("STRONGROOM_AGENT_IDLE", str(30 * 24 * 3600))
-        key_service(home).status()  # start the agent now, before the workers race to
-        target = "strongroom.server.workers:agent_app"
-    else:
-        target = "strongroom.server.workers:local_app"
+    os.environ.setdefault("STRONGROOM_HOST_ID", settings.host_id)
+    # The agent serves the workers; a quiet night must not seal the server.
+    os.environ.setdefault("STRONGROOM_AGENT_IDLE", str(30 * 24 * 3600))
+    _stop_stray_agent(home)
+    lifeline = Lifeline()
+    agent = start_owned_agent(home, lifeline, dict(os.environ))
+    lifeline.close_child_end()
+    os.environ[OWNER_ENV] = str(os.getpid())  # the workers watch this process
+    stopping = threading.Event()
+    _stop_with(agent, stopping)
     try:
         # No access log: release responses carry file keys; the audit log records requests.
-        uvicorn.run(target, factory=True, host=host, port=port, workers=workers,
-                    http="httptools" if fast else "h11",
+        uvicorn.run("strongroom.server.workers:agent_app", factory=True, host=host, port=port,
+                    workers=workers, http="httptools" if fast else "h11",
                     ssl_certfile=str(tls_cert) if tls_cert else None,
                     ssl_keyfile=str(tls_key) if tls_key else None,
                     log_level=os.environ.get("STRONGROOM_LOG_LEVEL", "info"),
                     access_log=False, server_header=False, proxy_headers=False)
     finally:
-        if workers > 1:
-            # Like a restarted Vault: a stopped server leaves no unsealed key behind.
-            key_service(home, start=False).seal()
+        # Like a restarted Vault: a stopped server leaves no unsealed key behind.
+        stopping.set()
+        with contextlib.suppress(OSError):
+            agent.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            agent.wait(10)
+
+
+def _stop_stray_agent(home: Path) -> None:
+    """Never adopt an agent ``serve`` did not start: stop a sealed one, refuse an unsealed one."""
+    from strongroom.runtime.services import key_service
+
+    svc = key_service(home, start=False)
+    try:
+        info = svc.client.ping()
+        if info is None:
+            return
+        if info.get("owner"):
+            raise ConfigError(f"strongroom serve (pid {info['owner']}) already runs on this "
+                              "data directory", obj=str(home),
+                              remedy="stop that server first; one server per data directory")
+        if not svc.status().sealed:
+            raise ConfigError(
+                f"a key agent started outside serve (pid {info.get('pid')}) holds this data "
+                "directory unsealed; serve does not adopt it", obj=str(home),
+                remedy="seal it (`strongroom seal`), start serve, then unseal the server "
+                "(`strongroom unseal` on this host, or over the API with STRONGROOM_URL)")
+        svc.client.call("shutdown")  # sealed: nothing is lost
+    finally:
+        svc.client.close()
+    deadline = time.monotonic() + 10
+    while _alive(int(info.get("pid") or 0)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    typer.echo(f"stopped the sealed key agent (pid {info.get('pid')}) that was running for "
+               f"{home}; serve starts its own", err=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return pid > 0
+
+
+def _stop_with(agent: subprocess.Popen[bytes], stopping: threading.Event) -> None:
+    """Stop this server (SIGTERM to itself) if its key agent exits: they live and die together."""
+    def wait() -> None:
+        code = agent.wait()
+        if stopping.is_set():
+            return
+        typer.echo(f"error: the key agent (pid {agent.pid}) exited ({code}); stopping the "
+                   "server", err=True)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=wait, name="agent-watch", daemon=True).start()
 
 
 def register(app: typer.Typer) -> None:

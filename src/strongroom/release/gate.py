@@ -82,9 +82,12 @@ __all__ = ["ACTION", "ReleaseGate"]
 ACTION = "key.release"
 
 
-def _host(request: ReleaseRequest) -> dict[str, str]:
-    """``{"host": ...}`` for the audit details when the request names its client host."""
-    return {"host": request.host[:255]} if request.host else {}
+def _host(request: ReleaseRequest, server: str | None = None) -> dict[str, str]:
+    """The audit details naming the client's host (``host``) and the releasing server (``server``)."""
+    where = {"host": request.host[:255]} if request.host else {}
+    if server:
+        where["server"] = server[:255]
+    return where
 
 
 def _budget_of(accepted: Mapping[str, Any]) -> tuple[str, int] | None:
@@ -111,7 +114,10 @@ class ReleaseGate:
         canaries: CanaryCheck | None = None,
         guard: StateGuard | None = None,
         clock: Callable[[], float] = time.time,
+        server: str | None = None,
     ) -> None:
+        #: This host's id (``STRONGROOM_HOST_ID``), recorded as ``server`` in each release entry.
+        self.server = server
         self.keyring = keyring
         self.audit = audit
         self.clock = clock
@@ -129,7 +135,7 @@ class ReleaseGate:
                               decision="deny", reason=exc.message[:500], shard=request.shard,
                               nbytes=request.nbytes,
                               details={"purpose": request.purpose, "blob_id": request.blob_id,
-                                       "error": type(exc).__name__, **_host(request),
+                                       "error": type(exc).__name__, **_host(request, self.server),
                                        **details})
         except AuditUnavailable as audit_exc:
             raise audit_exc from exc
@@ -192,7 +198,7 @@ class ReleaseGate:
                  "decision": "allow", "reason": request.purpose, "shard": request.shard,
                  "nbytes": request.nbytes,
                  "details": {"purpose": request.purpose, "blob_id": request.blob_id,
-                             "kek_version": located.version, **_host(request), **claimed,
+                             "kek_version": located.version, **_host(request, self.server), **claimed,
                              **accepted}}
         if self._joined(meter):
             budget = _budget_of(accepted) if rule is not None else None

@@ -1,16 +1,25 @@
 """The local key agent: holds the unsealed root key in memory for one data directory.
 
-Like ssh-agent: the first CLI command that needs keys starts
+Like ssh-agent: ``strongroom unseal`` (or ``strongroom serve``) starts
 ``python -m strongroom.runtime.agent`` detached; it listens on
 ``<STRONGROOM_HOME>/agent.sock`` (mode 0600 in a 0700 directory), serves only
 peers whose uid (SO_PEERCRED) is its own, and runs a :class:`LocalKeyService`.
 Separate invocations (``unseal``, ``unseal``, ``status``, ``weights import``)
-therefore see one vault state. ``agent.lock`` (flock) keeps it to one agent.
+and a ``strongroom serve`` on the same directory therefore see one vault
+state. ``agent.lock`` (flock) keeps it to one agent. Other commands never
+start one: with no agent the vault is sealed (:func:`require_vault` first:
+a directory without a vault is refused, and nothing is created).
 
 The agent seals and exits on ``strongroom seal``, after ``STRONGROOM_AGENT_IDLE``
 seconds without a request (default 1800), when its data directory disappears
 or is replaced, and on SIGTERM/SIGINT. A kill -9 loses only the in-memory
 unseal: the vault is sealed again, nothing on disk changes.
+
+An agent ``strongroom serve`` starts (:func:`start_owned_agent`) is *owned*:
+it dies with ``serve`` however ``serve`` dies (:mod:`strongroom.runtime.lifeline`:
+a pipe whose EOF it watches, the parent-death signal, its parent's pid), and
+``strongroom seal`` or its idle timeout seal it in place instead of stopping
+it, so the server can be unsealed again without another agent appearing.
 
 Protocol: requests in sequence on a connection (the client keeps a few
 connections open and reuses them: a server's workers make hundreds of
@@ -46,12 +55,14 @@ from typing import Any
 
 from strongroom import errors
 from strongroom.crypto.age import Stanza
-from strongroom.datadir import make_private_dir, open_private_append
-from strongroom.errors import AgentUnavailable, ConfigError, InvalidInput, StrongroomError
+from strongroom.datadir import make_private_dir, open_private_append, require_vault
+from strongroom.errors import AgentUnavailable, ConfigError, InvalidInput, Sealed, StrongroomError
 from strongroom.keys.config import KeysSettings
 from strongroom.release import ReleaseRequest
+from strongroom.runtime.lifeline import Lifeline
 
-__all__ = ["SOCKET_NAME", "AgentClient", "AgentServer", "AgentUnavailable", "AsyncAgentClient", "main"]
+__all__ = ["SOCKET_NAME", "AgentClient", "AgentServer", "AgentUnavailable", "AsyncAgentClient",
+           "main", "start_owned_agent"]
 
 SOCKET_NAME = "agent.sock"
 LOCK_NAME = "agent.lock"
@@ -60,6 +71,8 @@ _MAX_MESSAGE = 16 * 1024 * 1024
 _START_TIMEOUT_S = 15.0
 _POLL_S = 0.25
 _SUN_PATH_MAX = 107
+#: How long an orphaned agent may take to seal before it exits anyway (the keys die with it).
+_ORPHAN_EXIT_S = 5.0
 
 log = logging.getLogger(__name__)
 
@@ -154,9 +167,13 @@ def _error_from_json(d: dict[str, Any]) -> StrongroomError:
 class AgentServer:
     """Serves a :class:`LocalKeyService` on the data directory's socket."""
 
-    def __init__(self, home: Path, settings: KeysSettings | None = None) -> None:
+    def __init__(self, home: Path, settings: KeysSettings | None = None, *,
+                 owner: int | None = None, lifeline_fd: int | None = None) -> None:
         self.home = home
         self.settings = settings or KeysSettings()
+        #: The pid of the ``strongroom serve`` that started this agent (None: a CLI's agent).
+        self.owner = owner
+        self._lifeline_fd = lifeline_fd
         self._stop = threading.Event()
         self._last = time.monotonic()
         self._busy = 0
@@ -174,7 +191,8 @@ class AgentServer:
             return svc.unseal_hsm(args.get("pin")).to_dict()
         if op == "seal":
             sealed = svc.seal().to_dict()
-            self._stop.set()
+            if self.owner is None:
+                self._stop.set()  # an owned agent stays, sealed, for the server's next unseal
             return sealed
         if op == "shutdown":
             self._stop.set()
@@ -213,7 +231,7 @@ class AgentServer:
         if op == "rekey_commit":
             return svc.rekey_commit(str(args["nonce"])).to_dict()
         if op == "ping":
-            return {"pid": os.getpid()}
+            return {"pid": os.getpid(), "owner": self.owner}
         raise InvalidInput(f"unknown agent operation {op!r}", obj="agent")
 
     def _handle(self, conn: socket.socket) -> None:
@@ -272,9 +290,22 @@ class AgentServer:
                 self._stop.set()
             with self._lock:
                 idle = self._busy == 0 and time.monotonic() - self._last > self.settings.agent_idle
-            if idle:
+            if idle and self.owner is not None:
+                log.info("idle for %.0f s; sealing (the server keeps its agent)",
+                         self.settings.agent_idle)
+                with self._lock:
+                    self._last = time.monotonic()
+                self.service.seal()
+            elif idle:
                 log.info("idle for %.0f s; sealing", self.settings.agent_idle)
                 self._stop.set()
+
+    def _orphaned(self) -> None:
+        """The owning ``serve`` is gone: seal and exit (at the latest after a few seconds)."""
+        self._stop.set()
+        timer = threading.Timer(_ORPHAN_EXIT_S, os._exit, args=(0,))
+        timer.daemon = True
+        timer.start()
 
     def serve(self) -> int:
         """Run until sealed, idle, orphaned or signalled; returns an exit status."""
@@ -304,6 +335,11 @@ class AgentServer:
         self.service = LocalKeyService(store, self.settings, alerts_file=self.home / "alerts.jsonl")
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, lambda *_: self._stop.set())
+        if self.owner is not None:
+            from strongroom.runtime.lifeline import watch_parent
+
+            watch_parent(self.owner, self._orphaned, signum=signal.SIGTERM,
+                         lifeline_fd=self._lifeline_fd)
         watcher = threading.Thread(target=self._watch, args=(self._home_id(),), daemon=True)
         watcher.start()
         os.write(lock_fd, f"{os.getpid()}\n".encode())
@@ -389,8 +425,18 @@ class AgentClient:
         sock.close()
         return True
 
+    def ping(self) -> dict[str, Any] | None:
+        """The running agent's ``{"pid", "owner"}`` (owner: its ``serve``'s pid), or None."""
+        if not self.running():
+            return None
+        reply = self.call("ping")
+        return reply if isinstance(reply, dict) else None
+
     def spawn(self) -> None:
-        """Start the agent detached and wait until it listens."""
+        """Start the agent detached and wait until it listens (refused without a vault)."""
+        from strongroom.settings import Settings
+
+        require_vault(self.home, Settings().database_url)
         make_private_dir(self.home)
         env = dict(os.environ, STRONGROOM_HOME=str(self.home))
         with os.fdopen(open_private_append(self.home / LOG_NAME), "ab") as logf:
@@ -411,8 +457,13 @@ class AgentClient:
         sock = self._connect()
         if sock is None:
             if not self.start:
-                raise StrongroomError("no key agent is running", obj=str(self.socket_path),
-                                      remedy="run `strongroom status` to start it")
+                from strongroom.settings import Settings
+
+                require_vault(self.home, Settings().database_url)
+                raise Sealed("the vault is sealed (no key agent runs for this data directory)",
+                             obj=str(self.home),
+                             remedy="custodians unseal it (`strongroom unseal`, which starts "
+                             "the agent), or start `strongroom serve` and unseal over the API")
             self.spawn()
             sock = self._connect()
             if sock is None:
@@ -556,12 +607,50 @@ def _failed(home: Path, exc: Exception) -> StrongroomError:
                            obj=str(home / SOCKET_NAME), remedy="retry; the agent restarts sealed")
 
 
+def start_owned_agent(home: Path, lifeline: Lifeline, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """Start the agent ``strongroom serve`` owns, and wait until it (not another) listens.
+
+    It gets the read end of ``lifeline`` and the settings in ``env`` (the
+    server's idle timeout); it dies with the calling process.
+    """
+    require_vault(home, env.get("STRONGROOM_DATABASE_URL") or None)
+    make_private_dir(home)
+    child_env = dict(env, STRONGROOM_HOME=str(home), **lifeline.child_env())
+    with os.fdopen(open_private_append(home / LOG_NAME), "ab") as logf:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "strongroom.runtime.agent"],
+            stdin=subprocess.DEVNULL, stdout=logf, stderr=logf, start_new_session=True,
+            env=child_env, close_fds=True, pass_fds=(lifeline.child_fd,))
+    client = AgentClient(home, start=False)
+    deadline = time.monotonic() + _START_TIMEOUT_S
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            info = client.ping()
+            if info is not None:
+                if info.get("pid") != proc.pid:  # another agent took the directory meanwhile
+                    raise ConfigError(
+                        f"another key agent (pid {info.get('pid')}) serves this directory",
+                        obj=str(home), remedy="stop it (`strongroom seal`) and start serve again")
+                return proc
+            time.sleep(0.05)
+    finally:
+        client.close()
+    with contextlib.suppress(OSError):
+        proc.kill()
+    raise StrongroomError("the key agent did not start", obj=str(home / LOG_NAME),
+                          remedy="read the agent log; check STRONGROOM_HOME and the database")
+
+
 def main() -> None:
     """Entry point of ``python -m strongroom.runtime.agent``."""
+    from strongroom.runtime.lifeline import LIFELINE_ENV, OWNER_ENV
     from strongroom.settings import Settings
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s agent[%(process)d] %(message)s")
-    sys.exit(AgentServer(Settings().resolved_home).serve())
+    owner = os.environ.pop(OWNER_ENV, None)
+    fd = os.environ.pop(LIFELINE_ENV, None)
+    sys.exit(AgentServer(Settings().resolved_home, owner=int(owner) if owner else None,
+                         lifeline_fd=int(fd) if fd else None).serve())
 
 
 if __name__ == "__main__":

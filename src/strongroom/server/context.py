@@ -93,14 +93,18 @@ class ServerContext:
             raise
 
     @classmethod
-    def agent(cls, settings: Settings | None = None) -> ServerContext:
-        """Worker mode: keys through the local key agent of the data directory."""
+    def agent(cls, settings: Settings | None = None, *, start: bool = True) -> ServerContext:
+        """Worker mode: keys through the local key agent of the data directory.
+
+        ``start=False`` (``strongroom serve``'s workers): never start an agent;
+        without the one ``serve`` owns the vault is sealed.
+        """
         from strongroom.runtime.services import key_service
 
         settings = settings or Settings()
         home = settings.resolved_home
         home.mkdir(mode=0o700, parents=True, exist_ok=True)
-        keys = key_service(home)
+        keys = key_service(home, start=start)
         store = Store.open(settings.resolved_database_url)
         try:
             return cls(settings, store, keys)
