@@ -154,17 +154,13 @@ def monitor_egress(
     as_json: JsonOpt = False,
 ) -> None:
     """Budgets in force and how long stealing each artifact would take under them."""
-    from sqlalchemy import select
-
     from strongroom.monitor.egress import EgressMeter
-    from strongroom.store.tables.vault import Artifact
+    from strongroom.store.catalogue import artifact_sizes
 
     with _store() as store:
         meter = EgressMeter(store)
         budgets = meter.budgets()
-        with store.session() as s:
-            arts = [(f"{a.name}@{a.version}", int(a.total_size))
-                    for a in s.scalars(select(Artifact).order_by(Artifact.name, Artifact.version))]
+        arts = artifact_sizes(store)
         estimates = meter.time_to_exfiltrate(arts, compression=compression)
     if as_json:
         typer.echo(json.dumps({

@@ -17,10 +17,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete
-
+from strongroom.store.console_sessions import ConsoleSessionRows, SessionRow
 from strongroom.store.db import Store
-from strongroom.store.tables.console import ConsoleSession
 
 __all__ = ["COOKIE", "SESSION_TTL_S", "Session", "Sessions"]
 
@@ -58,6 +56,7 @@ class Sessions:
 
     def __init__(self, store: Store) -> None:
         self.store = store
+        self._rows = ConsoleSessionRows(store)
 
     def new(self, person_key: str = "", *, now: float | None = None) -> tuple[str, Session]:
         """A fresh session; returns the cookie value (shown once) and the session."""
@@ -65,10 +64,8 @@ class Sessions:
         value = secrets.token_urlsafe(32)
         sess = Session(_hash(value), person_key, secrets.token_urlsafe(32), {},
                        now + (SESSION_TTL_S if person_key else ANONYMOUS_TTL_S))
-        with self.store.session() as s:
-            s.add(ConsoleSession(id_hash=sess.id_hash, person_key=person_key, csrf=sess.csrf,
-                                 ceremony="", created=now, expires=sess.expires))
-            s.execute(delete(ConsoleSession).where(ConsoleSession.expires < now))
+        self._rows.add(SessionRow(sess.id_hash, person_key, sess.csrf, "", sess.expires),
+                       now=now)
         return value, sess
 
     def get(self, value: str | None, *, now: float | None = None) -> Session | None:
@@ -76,36 +73,30 @@ class Sessions:
         if not value or len(value) > 100:
             return None
         now = time.time() if now is None else now
-        with self.store.session() as s:
-            row = s.get(ConsoleSession, _hash(value))
-            if row is None or row.expires <= now:
-                return None
-            try:
-                ceremony = json.loads(row.ceremony) if row.ceremony else {}
-            except ValueError:
-                ceremony = {}
-            return Session(row.id_hash, row.person_key, row.csrf, ceremony, row.expires)
+        row = self._rows.get(_hash(value))
+        if row is None or row.expires <= now:
+            return None
+        try:
+            ceremony = json.loads(row.ceremony) if row.ceremony else {}
+        except ValueError:
+            ceremony = {}
+        return Session(row.id_hash, row.person_key, row.csrf, ceremony, row.expires)
 
     def set_ceremony(self, sess: Session, ceremony: dict[str, Any]) -> None:
         """Remember the ceremony in progress (replacing any other)."""
         ceremony = {**ceremony, "expires": time.time() + CEREMONY_TTL_S}
-        with self.store.session() as s:
-            row = s.get(ConsoleSession, sess.id_hash)
-            if row is not None:
-                row.ceremony = json.dumps(ceremony, sort_keys=True)
+        self._rows.set_ceremony(sess.id_hash, json.dumps(ceremony, sort_keys=True))
         sess.ceremony = ceremony
 
     def take_ceremony(self, sess: Session, kind: str) -> dict[str, Any] | None:
         """The ceremony of ``kind`` in progress, removed (each challenge is used once)."""
-        with self.store.session() as s:
-            row = s.get(ConsoleSession, sess.id_hash)
-            if row is None or not row.ceremony:
-                return None
-            try:
-                ceremony = json.loads(row.ceremony)
-            except ValueError:
-                ceremony = {}
-            row.ceremony = ""
+        text = self._rows.take_ceremony(sess.id_hash)
+        if not text:
+            return None
+        try:
+            ceremony = json.loads(text)
+        except ValueError:
+            ceremony = {}
         sess.ceremony = {}
         if ceremony.get("kind") != kind or float(ceremony.get("expires", 0)) <= time.time():
             return None
@@ -113,5 +104,4 @@ class Sessions:
 
     def end(self, sess: Session) -> None:
         """Delete a session (sign-out, or rotation at sign-in)."""
-        with self.store.session() as s:
-            s.execute(delete(ConsoleSession).where(ConsoleSession.id_hash == sess.id_hash))
+        self._rows.delete(sess.id_hash)
