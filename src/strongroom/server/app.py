@@ -62,6 +62,7 @@ def create_app(ctx: ServerContext, *, nonces: NonceCache | None = None,
     keys_router, direct = key_release.build_router(ctx)
     app.include_router(keys_router)  # first: the hot path is matched before the others
     app.include_router(system.build_router(ctx, keys))
+    app.include_router(system.build_probes(ctx))
     app.include_router(directory.build_router(ctx, keys))
     app.include_router(weights.build_router(ctx, keys))
     app.include_router(access.build_router(ctx, keys))

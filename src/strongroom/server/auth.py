@@ -60,7 +60,8 @@ __all__ = [
 #: Largest request body a JSON route accepts, bytes.
 DEFAULT_MAX_BODY = 1 << 20
 #: API paths that need no signature: seal status and share submission (the share is the credential).
-PUBLIC_PATHS = frozenset({"/v1/sys/seal-status", "/v1/sys/unseal", "/v1/sys/version"})
+PUBLIC_PATHS = frozenset({"/v1/sys/seal-status", "/v1/sys/unseal", "/v1/sys/version",
+                          "/v1/sys/health", "/livez", "/readyz"})
 #: Routes whose body is streamed to the route (uploads), not buffered here.
 STREAMED = re.compile(r"^/v1/weights/[^/]+/import$")
 #: Largest streamed upload, bytes (``--max-upload``).

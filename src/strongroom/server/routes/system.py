@@ -8,24 +8,64 @@ credential); sealing needs a pinned security officer and forgets cached principa
 from __future__ import annotations
 
 import base64
+import time
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
 
-from strongroom.errors import AccessDenied, InvalidInput
+from strongroom.errors import AccessDenied, InvalidInput, StrongroomError
 from strongroom.server import models as M
 from strongroom.server.auth import PrincipalKeys, caller_of
 from strongroom.server.context import ServerContext
 
-__all__ = ["API_VERSION", "build_router"]
+__all__ = ["API_VERSION", "build_probes", "build_router"]
 
 #: The HTTP API's version (the /v1 prefix); raised when a route changes incompatibly.
 API_VERSION = 1
 
 
+def _health(ctx: ServerContext) -> JSONResponse:
+    """Initialised, sealed, standby, version and host; the status code says which."""
+    from strongroom import __version__
+
+    try:
+        st = ctx.keys.status()
+    except StrongroomError:  # the key agent is gone: nothing can be released
+        initialized, sealed = True, True
+    else:
+        initialized, sealed = st.initialized, st.sealed
+    code = 501 if not initialized else 503 if sealed else 200
+    return JSONResponse({"initialized": initialized, "sealed": sealed, "standby": False,
+                         "version": __version__, "host": ctx.settings.host_id,
+                         "server_time_utc": int(time.time())}, status_code=code)
+
+
+def build_probes(ctx: ServerContext) -> APIRouter:
+    """``/livez`` (the process answers) and ``/readyz`` (unsealed: it can release keys)."""
+    r = APIRouter(tags=["sys"])
+
+    @r.get("/livez")
+    def livez() -> JSONResponse:
+        """200 while the process answers."""
+        return JSONResponse({"status": "ok"})
+
+    @r.get("/readyz")
+    def readyz() -> JSONResponse:
+        """200 when the gate can release keys; 503 (sealed) or 501 (not initialised) else."""
+        return _health(ctx)
+
+    return r
+
+
 def build_router(ctx: ServerContext, keys: PrincipalKeys) -> APIRouter:
     """The ``sys`` routes over ``ctx``; ``keys`` is forgotten when the vault is sealed."""
     r = APIRouter(prefix="/v1", tags=["sys"])
+
+    @r.get("/sys/health")
+    def health() -> JSONResponse:
+        """Vault-style health (no signature): 200 unsealed, 503 sealed, 501 not initialised."""
+        return _health(ctx)
 
     @r.get("/sys/version", response_model=M.VersionOut)
     def version() -> M.VersionOut:
