@@ -69,3 +69,11 @@ def test_version_and_environment_in_help(tmp_path: Path) -> None:
     for name in ("STRONGROOM_URL", "STRONGROOM_IDENTITY", "STRONGROOM_HOME"):
         assert name in helped.stdout
     assert list(tmp_path.iterdir()) == []
+
+
+def test_docs_cli_md_lists_every_command_where_it_runs() -> None:
+    docs = (Path(__file__).parents[2] / "docs" / "cli.md").read_text()
+    for command in ALL:
+        where = ("server (API)" if command in placement.REMOTE else "here, no vault needed"
+                 if command in placement.ANYWHERE else "vault host only")
+        assert f"| `strongroom {command}` | {where} |" in docs, f"docs/cli.md: {command}"
