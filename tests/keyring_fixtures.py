@@ -147,7 +147,7 @@ class ClaimedSizes:
 
     These tests wrap bare file keys with no artifact behind them. The
     deployment's gate reads sizes from barrier-signed manifests
-    (:class:`strongroom.vault.sizes.SignedShardSizes`); tests/test_release_sizes.py
+    (:class:`strongroom.vault.shards.SignedShards`); tests/test_release_sizes.py
     covers that path.
     """
 
@@ -211,7 +211,8 @@ class OfficerEvidence:
         return {"evidence_key": kid, "nonce": nonce, "expires": expires}
 
 
-def officer_evidence(keyring: Keyring, store: Store, audit: AuditLog) -> OfficerEvidence:
+def officer_evidence(keyring: Keyring, store: Store, audit: AuditLog,
+                     shards: object = None) -> OfficerEvidence:
     """The evidence factory of the key-custody fixtures: a pinned officer's signature suffices."""
     rule = OfficerEvidence(keyring.officers)
     rule.seed_from_audit(audit, time.time())

@@ -63,10 +63,10 @@ def open_weights(
     Opens the vault from the environment (``STRONGROOM_HOME``...) unless one is
     given; close the result (or use it as a context manager) to zero the buffers.
     """
-    from strongroom.vault.vault import Vault
+    from strongroom.runtime.services import open_vault
 
     owned = vault is None
-    v = Vault.open() if owned else vault
+    v = open_vault() if owned else vault
     try:
         weights = v.open_weights(name, version, lazy=lazy, framework=framework)
     except BaseException:

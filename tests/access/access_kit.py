@@ -23,7 +23,7 @@ from strongroom.keys.identity import Identity
 from strongroom.keys.keyring import KeyringStatus
 from strongroom.release import ReleaseGate, ReleaseRequest
 from strongroom.runtime.services import LocalKeyService
-from strongroom.runtime.wiring import default_meter, signed_sizes
+from strongroom.runtime.wiring import default_meter, shard_locator
 from strongroom.settings import Settings
 from strongroom.store.db import Store
 from strongroom.vault.vault import Vault
@@ -46,7 +46,7 @@ class GatedKeys:
         self.rule.seed_from_audit(audit, time.time())
         ring = self.svc.keyring
         self.gate = ReleaseGate(ring, audit, evidence=self.rule,
-                                egress=default_meter(ring.store, audit), sizes=signed_sizes(ring))
+                                egress=default_meter(ring.store, audit), sizes=self.rule.shards)
 
     def status(self) -> KeyringStatus:
         return self.svc.status()
@@ -149,7 +149,7 @@ def access_world(db_url: str, tmp: Path, n_officers: int = 2) -> Iterator[World]
     submit(svc, result, cust, 2)
     ring = svc.keyring
     rule = GrantEvidence(ring.officers, lambda: ring.officer_threshold, store,
-                         manifest_key=lambda: ring.signing_key("manifest").public_key())
+                         shards=shard_locator(ring))
     keys = GatedKeys(svc, rule)
     settings = Settings(home=tmp / "home", database_url=db_url)
     try:

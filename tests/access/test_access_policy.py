@@ -29,7 +29,6 @@ from strongroom.errors import InvalidInput
 from strongroom.keys.identity import Identity
 from strongroom.store.db import Store
 from strongroom.vault.documents import CLASSIFICATION_KEY, CLASSIFICATIONS
-from strongroom.vault.manifest import MANIFEST_PAYLOAD_TYPE
 from strongroom.vault.vault import Vault
 
 from vault_fixtures import make_model
@@ -57,9 +56,7 @@ def test_purposes_map_to_actions() -> None:
 def test_constants_shared_with_the_vault_agree() -> None:
     from strongroom.access.directory import LEVELS
     from strongroom.access.evidence import DOCUMENT_CLASSIFICATION_KEY
-    from strongroom.access.evidence import MANIFEST_PAYLOAD_TYPE as SEEN_BY_GATE
 
-    assert SEEN_BY_GATE == MANIFEST_PAYLOAD_TYPE
     assert DOCUMENT_CLASSIFICATION_KEY == CLASSIFICATION_KEY
     assert tuple(LEVELS) == CLASSIFICATIONS
 

@@ -79,7 +79,7 @@ def test_grants_assembled_from_one_request_share_its_byte_budget(world: World) -
     assert w.rule.used(digest) == size
     assert w.keys.gate is not None
     fresh = GrantEvidence(w.rule.officers, w.rule.reader.threshold, w.store,
-                          manifest_key=w.rule.manifest_key)
+                          shards=w.rule.shards)
     fresh.seed_from_audit(w.keys.gate.audit, time.time())
     assert fresh.used(digest) == size
 

@@ -24,7 +24,7 @@ from strongroom.errors import AccessDenied, AuditUnavailable, BudgetExceeded
 from strongroom.monitor.egress import DAY, Budget
 from strongroom.monitor.egress import EgressMeter as DurableMeter
 from strongroom.release import ReleaseGate, ReleaseRequest, sign_release_evidence
-from strongroom.runtime.wiring import default_meter, signed_sizes
+from strongroom.runtime.wiring import default_meter, shard_locator
 from strongroom.store.db import Store
 
 from keyring_fixtures import audit_factory
@@ -50,11 +50,11 @@ class _Second:
         self.store = Store.open(db_url)
         self.audit: AuditLog = audit_factory(self.store, ring.signing_key("checkpoint"))
         self.rule = GrantEvidence(ring.officers, lambda: ring.officer_threshold, self.store,
-                                  manifest_key=lambda: ring.signing_key("manifest").public_key())
+                                  shards=shard_locator(ring))
         self.rule.seed_from_audit(self.audit, time.time())
         self.gate = ReleaseGate(ring, self.audit, evidence=self.rule,
                                 egress=default_meter(self.store, self.audit),
-                                sizes=signed_sizes(ring))
+                                sizes=self.rule.shards)
 
     def close(self) -> None:
         self.audit.close()
@@ -133,7 +133,7 @@ def test_two_gates_together_release_no_more_than_the_budget(world: World,
     assert denied and all("budget" in e.reason for e in denied)
     # A gate started now rebuilds the same total from the audit log.
     fresh = GrantEvidence(w.rule.officers, w.rule.reader.threshold, w.store,
-                          manifest_key=w.rule.manifest_key)
+                          shards=w.rule.shards)
     fresh.seed_from_audit(w.vault.audit, time.time())
     assert fresh.used(digest) == 3 * size
 
@@ -249,7 +249,7 @@ class _PlainMeter:
 def test_without_a_joined_ledger_the_rule_still_reserves_in_memory(world: World) -> None:
     w, size = world, _size(world)
     gate = ReleaseGate(w.keys.svc.keyring, w.vault.audit, evidence=w.rule, egress=_PlainMeter(),
-                       sizes=signed_sizes(w.keys.svc.keyring))
+                       sizes=w.rule.shards)
     assert not gate._joined(gate.egress)
     digest = _granted(w, "alice", 2 * size)
     gate.release(_request(w, "alice"))

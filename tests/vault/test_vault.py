@@ -178,3 +178,51 @@ def test_import_and_load_through_s3(db_url: str, tmp_path: Path, model) -> None:
             assert _equal(w["layer.0.w"], tensors["layer.0.w"])
         assert v.verify("tiny").files == 1
         assert not list((tmp_path / "home").rglob("blobs/*"))
+
+
+class _CountingBlobs:
+    """A blob store that counts how often each blob is opened (for reading)."""
+
+    def __init__(self, inner: object) -> None:
+        self.inner = inner
+        self.opens: list[str] = []
+
+    def open(self, blob_id: str):  # type: ignore[no-untyped-def]
+        self.opens.append(blob_id)
+        return self.inner.open(blob_id)  # type: ignore[attr-defined]
+
+    def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+        return getattr(self.inner, name)
+
+
+@pytest.mark.parametrize("how", ["load", "lazy", "verify"])
+def test_one_shard_release_opens_its_blob_once_and_parses_its_header_once(
+    vault: Vault, model, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    """Issue 16: the gate-backed age identity; the blob is opened and its header parsed once."""
+    from strongroom.crypto import age
+
+    path, tensors = model
+    vault.import_weights(path, "tiny")
+    counting = _CountingBlobs(vault.blobs)
+    vault.blobs = counting  # type: ignore[assignment]
+    headers: list[int] = []
+    read_header = age.read_header
+
+    def counted(source):  # type: ignore[no-untyped-def]
+        headers.append(1)
+        return read_header(source)
+
+    monkeypatch.setattr(age, "read_header", counted)
+    blob = vault.manifest("tiny").files[0].blob
+    if how == "load":
+        with vault.open_weights("tiny") as w:
+            assert all(_equal(w[k], t) for k, t in tensors.items())
+    elif how == "lazy":
+        with vault.open_weights("tiny", lazy=True) as w:
+            assert _equal(w["layer.0.w"], tensors["layer.0.w"])
+            assert _equal(w["embed.weight"], tensors["embed.weight"])
+    else:
+        assert vault.verify("tiny").files == 1
+    assert counting.opens == [blob]
+    assert len(headers) == 1

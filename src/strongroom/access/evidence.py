@@ -9,8 +9,10 @@ release it re-derives the decision from signatures alone:
    was never used (so a stolen Grant alone releases nothing);
 2. the shard's blob belongs to the artifact, checked in the artifact's manifest
    signed by the barrier's manifest key (so a grant for one artifact cannot
-   unwrap another's blob); classification and compartments come from that
-   manifest and the officer-signed label, the most restrictive winning;
+   unwrap another's blob): the gate's :class:`~strongroom.release.ports.ShardLocator`
+   (the runtime hands the rule and the gate the same one, so each manifest is
+   verified once); classification and compartments come from that manifest and
+   the officer-signed label, the most restrictive winning;
 3. the principal's enrollment, and every approver's, is signed by k of the
    officers pinned in the sealed keyring and not revoked;
 4. a Grant (carried in the evidence, or found in the store under the
@@ -24,18 +26,18 @@ looked up in the store) or the JSON object ``{"release": <DSSE>, "grant":
 <DSSE>}`` / ``{"release": <DSSE>, "break_glass": <DSSE>}`` made by
 :func:`make_evidence`. Wire it into the gate like this::
 
-    rule = GrantEvidence(keyring.officers, keyring.officer_threshold, store,
-                         manifest_key=lambda: keyring.signing_key("manifest").public_key())
+    shards = shard_locator(keyring)        # strongroom.runtime.wiring
+    rule = GrantEvidence(keyring.officers, keyring.officer_threshold, store, shards=shards)
     rule.seed_from_audit(audit, time.time())
-    gate = ReleaseGate(keyring, audit, evidence=rule, egress=meter, sizes=sizes)
+    gate = ReleaseGate(keyring, audit, evidence=rule, egress=meter, sizes=shards)
 
 Cost: everything read from ``access_statements`` and verified (directory
 view, labels, the policy engine, the principal's candidate grants, grant
 revocations, cap holders) is cached in a :class:`_Snapshot` tagged with
 :func:`strongroom.access.statements.marker`, which is re-read (one query) on
 every release; any new statement, merged cosignature or deleted row changes
-it and the snapshot is rebuilt. Signed manifests are cached by artifact ref
-(immutable). Checks that depend on the time (release evidence and grant
+it and the snapshot is rebuilt. Signed manifests are the shard locator's
+(verified once per artifact ref and manifest key: immutable). Checks that depend on the time (release evidence and grant
 expiry, approvals, vetting, Cedar decisions) run on every release.
 
 Byte budgets: a Grant's byte budget is charged per *request digest* (what the
@@ -73,7 +75,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from sqlalchemy import select
 
 from strongroom.access import statements
 from strongroom.access.approvals import MAX_GRANT_DURATION_S
@@ -97,8 +98,9 @@ from strongroom.access.grants import (
 )
 from strongroom.access.policy import PolicyEngine, action_for_purpose, current_policy
 from strongroom.access.statements import VerifyCache
-from strongroom.crypto.dsse import key_id, verify_statement
-from strongroom.errors import AccessDenied, ApprovalRequired, IntegrityError, InvalidInput
+from strongroom.crypto.dsse import key_id
+from strongroom.errors import AccessDenied, ApprovalRequired, InvalidInput
+from strongroom.release.ports import LocatedShard, ShardLocator
 from strongroom.release.request import (
     ReleaseRequest,
     UsedNonces,
@@ -106,21 +108,17 @@ from strongroom.release.request import (
     sign_release_evidence,
 )
 from strongroom.store.db import Store
-from strongroom.store.tables.vault import Artifact
 
 if TYPE_CHECKING:
     from strongroom.audit.log import AuditLog
 
 __all__ = [
     "DOCUMENT_CLASSIFICATION_KEY",
-    "MANIFEST_PAYLOAD_TYPE",
     "GrantEvidence",
     "describe_resource",
     "make_evidence",
 ]
 
-#: The vault's manifest payload type (``strongroom.vault.manifest``; access may not import vault).
-MANIFEST_PAYLOAD_TYPE = "application/vnd.strongroom.manifest.v1+json"
 #: Manifest metadata key holding a secret document's classification (documents only).
 DOCUMENT_CLASSIFICATION_KEY = "strongroom.classification"
 #: How long a computed caps count is reused, seconds.
@@ -186,14 +184,6 @@ class _Snapshot:
     memo: dict[tuple[Any, ...], Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class _Located:
-    """The artifact as its signed manifest describes it."""
-
-    resource: Resource
-    files: frozenset[tuple[str, str]]
-
-
 class GrantEvidence:
     """Accepts a release only with a valid Grant (or break-glass) for the principal, from signatures."""
 
@@ -203,7 +193,7 @@ class GrantEvidence:
         officer_threshold: int | Callable[[], int],
         store: Store,
         *,
-        manifest_key: Callable[[], Ed25519PublicKey],
+        shards: ShardLocator,
         caps: AccessCaps | None = None,
         cache: VerifyCache | None = None,
     ) -> None:
@@ -212,14 +202,13 @@ class GrantEvidence:
         self.store = store
         self.cache = cache or VerifyCache()
         self.reader = DirectoryReader(store, officers, threshold, self.cache)
-        self.manifest_key = manifest_key
+        self.shards = shards
         self.caps = caps or AccessCaps()
         self._lock = threading.Lock()
         self.nonces = UsedNonces()
         self._used: dict[str, int] = {}
         self._revoked: set[str] = set()
         self._engine: tuple[str, PolicyEngine] | None = None
-        self._manifests: dict[tuple[str, bytes], _Located] = {}
         self._snap: _Snapshot | None = None
         #: Called with the statements' marker when it changed, before the table is read
         #: again (the runtime's restriction journal restores deleted rows there).
@@ -312,7 +301,7 @@ class GrantEvidence:
         kid = key_id(public)
         release_env, grant_env, bg_env = self._split(request.evidence, obj)
         nonce, expires = self._check_release(release_env, public, kid, request, now)
-        located = self._locate(request)
+        described = self._resource(self.shards.locate(request), obj)
         snap = self._snapshot()
         if grant_env:
             candidates = [grant_env]
@@ -337,7 +326,7 @@ class GrantEvidence:
             raise AccessDenied(f"the request says {request.principal} but key {kid} is enrolled "
                                f"as {who.name}", obj=obj,
                                remedy=f"use an identity named {who.name}")
-        resource = located.resource.labelled(directory.label(request.artifact))
+        resource = described.labelled(directory.label(request.artifact))
         engine = self._policy(snap)
         if bg_env:
             details, budget = self._break_glass(bg_env, directory, engine, resource, action,
@@ -389,49 +378,16 @@ class GrantEvidence:
                  now: float) -> None:
         self.nonces.spend(nonce, expires, now, obj=obj)
 
-    def _locate(self, request: ReleaseRequest) -> _Located:
-        """The artifact's signed manifest, which must list this shard with this blob."""
-        obj = request.obj
-        name, _, version = request.artifact.partition("@")
-        if not version.isdigit():
-            raise AccessDenied("the artifact must be named name@version", obj=obj)
-        mkey = self.manifest_key()
-        # A signed manifest is immutable per ref: cached by ref and the key that verified it.
-        cache_key = (request.artifact, mkey.public_bytes_raw())
-        located = self._manifests.get(cache_key)
-        if located is None:
-            with self.store.session(readonly=True) as s:  # no write lock: releases run at once
-                envelope = s.scalars(select(Artifact.manifest_json).where(
-                    Artifact.name == name, Artifact.version == int(version))).first()
-            if envelope is None:
-                raise AccessDenied("no such artifact", obj=obj)
-            located = self._parse_manifest(envelope, mkey, request)
-            if len(self._manifests) > 10_000:
-                self._manifests.clear()
-            self._manifests[cache_key] = located
-        if located.resource.name != request.artifact:
-            raise AccessDenied("the manifest describes another artifact", obj=obj)
-        if (request.shard, request.blob_id) not in located.files:
-            raise AccessDenied("the blob is not this shard of this artifact in its signed "
-                               "manifest", obj=obj, remedy="release keys only for the shards "
-                               "of the artifact your grant names")
-        return located
-
-    def _parse_manifest(self, envelope: str, mkey: Ed25519PublicKey,
-                        request: ReleaseRequest) -> _Located:
-        obj = request.obj
+    @staticmethod
+    def _resource(located: LocatedShard, obj: str) -> Resource:
+        """The artifact as its verified signed manifest describes it."""
         try:
-            m = verify_statement(envelope, MANIFEST_PAYLOAD_TYPE, {key_id(mkey): mkey},
-                                 obj=f"manifest of {request.artifact}")
-            resource = describe_resource(f"{m['name']}@{int(m['version'])}", str(m["kind"]),
-                                         m["compartments"], m["metadata"])
-            files = frozenset((str(f["path"]), str(f["blob"])) for f in m["files"])
-        except IntegrityError as exc:
-            raise AccessDenied(f"the artifact's manifest does not verify: {exc.message}",
-                               obj=obj) from None
+            return describe_resource(located.shard.artifact, located.kind,
+                                     located.compartments, located.metadata)
         except (KeyError, TypeError, ValueError, InvalidInput):
-            raise AccessDenied("the artifact's manifest is malformed", obj=obj) from None
-        return _Located(resource, files)
+            raise AccessDenied("the artifact's manifest is malformed", obj=obj,
+                               remedy="restore the artifact from a verified backup and "
+                               "report the tampering") from None
 
     # -- the cached snapshot of verified statements -------------------------------------
 

@@ -33,10 +33,10 @@ def add(
 ) -> None:
     """Encrypt a document into the vault with its classification and compartments."""
     from strongroom.cli.access_cmd import identity
+    from strongroom.runtime.services import open_vault
     from strongroom.vault.documents import add_document
-    from strongroom.vault.vault import Vault
 
-    with Vault.open(identity=identity()) as vault:
+    with open_vault(identity=identity()) as vault:
         m = add_document(vault, path, name=name, classification=classification,
                          compartments=compartment or [], new_version=new_version)
     _out.print(f"added {m.ref} ({classification}; compartments: "
@@ -46,10 +46,10 @@ def add(
 @docs_app.command("ls")
 def ls() -> None:
     """Documents with classification and compartments (no content)."""
+    from strongroom.runtime.services import open_vault
     from strongroom.vault.documents import list_documents
-    from strongroom.vault.vault import Vault
 
-    with Vault.open() as vault:
+    with open_vault() as vault:
         table = Table("document", "classification", "compartments", "bytes", "created")
         for d in list_documents(vault):
             table.add_row(f"{d.name}@{d.version}", d.classification, ", ".join(d.compartments),
@@ -64,10 +64,10 @@ def read(
 ) -> None:
     """Print the document to stdout, if your Grant and the gate allow it (audited)."""
     from strongroom.cli.access_cmd import identity
+    from strongroom.runtime.services import open_vault
     from strongroom.vault.documents import read_document
-    from strongroom.vault.vault import Vault
 
-    with Vault.open(identity=identity()) as vault:
+    with open_vault(identity=identity()) as vault:
         data = read_document(vault, name, version)
     sys.stdout.buffer.write(data)
     sys.stdout.flush()

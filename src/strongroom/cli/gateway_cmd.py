@@ -88,10 +88,10 @@ def serve(
     )
     from strongroom.gateway.access import DirectoryCallers, GrantAuthorizer, directory_reader
     from strongroom.gateway.owners import require_owners
-    from strongroom.vault.vault import Vault
+    from strongroom.runtime.services import open_vault
 
     config = GatewayConfig(output=OutputPolicy(precision=precision, max_dimensions=max_dimensions))
-    with Vault.open() as vault:
+    with open_vault() as vault:
         threshold_officers = vault.keys.status().officer_threshold
         reader = directory_reader(vault.store, vault.keys.public_keys(), threshold_officers)
         manifest = vault.manifest(artifact)

@@ -167,10 +167,10 @@ def export(
 ) -> None:
     """Write an encrypted, signed transfer bundle for another enclave."""
     from strongroom.crypto.age import X25519Recipient
+    from strongroom.runtime.services import open_vault
     from strongroom.supplychain.airgap import OfficerQuorum, export_bundle
-    from strongroom.vault.vault import Vault
 
-    with Vault.open() as vault:
+    with open_vault() as vault:
         result = export_bundle(vault, name, to, enclave=enclave, recipient=X25519Recipient.parse(recipient),
                                sender=_sender_identity(identity), approvals=_approvals(approval),
                                approver=OfficerQuorum.from_vault(vault, threshold),
@@ -191,13 +191,13 @@ def import_(
 ) -> None:
     """Verify, scan and quarantine a bundle; with enough --approval, admit it at once."""
     from strongroom.keys.identity import PublicIdentity
+    from strongroom.runtime.services import open_vault
     from strongroom.supplychain.airgap import OfficerQuorum, admit_bundle, receive_bundle
-    from strongroom.vault.vault import Vault
 
     sender = PublicIdentity.load(sender_key)
     ident = _transfer_identity(transfer_identity)
     here = _enclave(enclave)
-    with Vault.open() as vault:
+    with open_vault() as vault:
         q = receive_bundle(vault, path, sender=sender, enclave=here, identity=ident)
         _out.print(f"bundle {q.bundle_id} ({q.artifact}, {q.files} files) verified, scanned, quarantined")
         if approval:
@@ -219,10 +219,10 @@ def approve(
 ) -> None:
     """Admit a quarantined bundle once a quorum of officers approved it."""
     from strongroom.keys.identity import PublicIdentity
+    from strongroom.runtime.services import open_vault
     from strongroom.supplychain.airgap import OfficerQuorum, admit_bundle
-    from strongroom.vault.vault import Vault
 
-    with Vault.open() as vault:
+    with open_vault() as vault:
         manifest = admit_bundle(vault, bundle_id, sender=PublicIdentity.load(sender_key),
                                 enclave=_enclave(enclave), identity=_transfer_identity(transfer_identity),
                                 approvals=_approvals(approval),

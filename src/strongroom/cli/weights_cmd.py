@@ -68,8 +68,8 @@ def import_(
                                                  "--signature": signature is not None,
                                                  "--convert": convert})
     from strongroom.crypto import age
+    from strongroom.runtime.services import open_vault
     from strongroom.vault.importer import collect_files
-    from strongroom.vault.vault import Vault
 
     recipients = [age.parse_recipient(r) for r in escrow or []]
     if path.is_dir():
@@ -83,7 +83,7 @@ def import_(
         "new_version": new_version,
         "escrow": recipients,
     }
-    with Vault.open() as vault, byte_progress("import", total) as advance:
+    with open_vault() as vault, byte_progress("import", total) as advance:
         if publisher_key or signature or convert:
             from strongroom.cli.supplychain_cmd import import_checked_cli
 
@@ -112,9 +112,9 @@ def ls(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
 
     if remote.active():
         return remote.weights_ls(as_json)
-    from strongroom.vault.vault import Vault
+    from strongroom.runtime.services import open_vault
 
-    with Vault.open() as vault:
+    with open_vault() as vault:
         rows = vault.list_artifacts()
     if as_json:
         print(
@@ -141,9 +141,9 @@ def show(
     as_json: Annotated[bool, typer.Option("--json", help="print the verified manifest")] = False,
 ) -> None:
     """Show an artifact's verified manifest."""
-    from strongroom.vault.vault import Vault
+    from strongroom.runtime.services import open_vault
 
-    with Vault.open() as vault:
+    with open_vault() as vault:
         manifest = vault.manifest(name, version)
     if as_json:
         print(json.dumps(manifest.to_json(), indent=2, sort_keys=True))
@@ -166,9 +166,9 @@ def verify(name: str, version: Annotated[int | None, typer.Option("--version")] 
 
     if remote.active():
         return remote.weights_verify(name, version)
-    from strongroom.vault.vault import Vault
+    from strongroom.runtime.services import open_vault
 
-    with Vault.open() as vault:
+    with open_vault() as vault:
         manifest = vault.manifest(name, version)
         with byte_progress("verify", manifest.total_size) as advance:
             report = vault.verify(name, version, progress=advance)
@@ -187,9 +187,9 @@ def export(
     version: Annotated[int | None, typer.Option("--version")] = None,
 ) -> None:
     """Write a plaintext copy of an artifact: an explicit act, recorded in the audit log."""
-    from strongroom.vault.vault import Vault
+    from strongroom.runtime.services import open_vault
 
-    with Vault.open() as vault:
+    with open_vault() as vault:
         manifest = vault.manifest(name, version)
         with byte_progress("export", manifest.total_size) as advance:
             dest = vault.export(name, to, reason=reason, version=version, progress=advance)

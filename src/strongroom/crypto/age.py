@@ -639,11 +639,23 @@ class AgeReader:
         cls,
         source: ByteSource | bytes | bytearray | memoryview | mmap.mmap,
         identities: Sequence[Identity],
+        *,
+        plaintext_size: int | None = None,
+        check_header: Callable[[Header, bytes | memoryview], None] | None = None,
     ) -> AgeReader:
-        """Open ``source`` with the first identity that unwraps its file key."""
+        """Open ``source`` with the first identity that unwraps its file key.
+
+        The header is read and parsed once. ``check_header`` sees it (and the
+        bytes that hold it) before any identity is asked, e.g. to compare it with
+        a digest pinned in a signed manifest; it raises to refuse the file.
+        ``plaintext_size`` is as for :meth:`with_file_key`.
+        """
         src = _as_source(source)
         header, header_bytes = read_header(src)
-        return cls(src, header, header_bytes, _unwrap(header, identities))
+        if check_header is not None:
+            check_header(header, header_bytes)
+        return cls(src, header, header_bytes, _unwrap(header, identities),
+                   plaintext_size=plaintext_size)
 
     @classmethod
     def with_file_key(

@@ -27,6 +27,7 @@ from strongroom.audit.config import AuditSettings
 from strongroom.crypto.age import X25519Identity
 from strongroom.crypto.note import ExternalEd25519Signer
 from strongroom.errors import StrongroomError
+from strongroom.runtime.services import open_vault
 from strongroom.settings import Settings
 from strongroom.vault.vault import Vault
 
@@ -161,7 +162,7 @@ def _ceremony(home: Path) -> None:
 
 
 def _run_in(home: Path, settings: Settings, src: Path, model_file: Path, witness_vkey: str) -> None:
-    with Vault.open(settings) as officer_vault:
+    with open_vault(settings) as officer_vault:
         vault = officer_vault
         _step("2. Import the real all-MiniLM-L6-v2 weights, encrypted")
         t0 = time.perf_counter()

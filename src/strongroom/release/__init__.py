@@ -4,7 +4,7 @@
   checking release evidence, spent nonces (depends only on ``crypto``; the
   vault and the access rules import it);
 * :mod:`strongroom.release.ports` — the protocols the gate composes (evidence
-  rule, egress meter, shard sizes, canary check, state guard);
+  rule, egress meter, shard sizes and locator, canary check, state guard);
 * :mod:`strongroom.release.gate` — :class:`ReleaseGate`, the one code path that
   unwraps a shard's file key.
 
@@ -20,6 +20,8 @@ from strongroom.release.ports import (
     EgressPort,
     EvidenceVerifier,
     LedgerBudgetedEvidence,
+    LocatedShard,
+    ShardLocator,
     ShardSizes,
     StateGuard,
 )
@@ -28,7 +30,9 @@ from strongroom.release.request import (
     MAX_EVIDENCE_LIFETIME_S,
     PublicKeys,
     ReleaseRequest,
+    Shard,
     UsedNonces,
+    build_request,
     check_release_signature,
     sign_release_evidence,
 )
@@ -41,12 +45,16 @@ __all__ = [
     "EgressPort",
     "EvidenceVerifier",
     "LedgerBudgetedEvidence",
+    "LocatedShard",
     "PublicKeys",
     "ReleaseGate",
     "ReleaseRequest",
+    "Shard",
+    "ShardLocator",
     "ShardSizes",
     "StateGuard",
     "UsedNonces",
+    "build_request",
     "check_release_signature",
     "sign_release_evidence",
 ]

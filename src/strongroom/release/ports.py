@@ -10,8 +10,11 @@ unseal, :mod:`strongroom.runtime.wiring`):
 * :class:`EgressPort` — charges released bytes against budgets
   (:class:`strongroom.monitor.egress.EgressMeter`); :class:`AuditedEgressPort`
   when it charges inside the audit append's own transaction;
-* :class:`ShardSizes` — the size a file key opens, from signed manifests
-  (:class:`strongroom.vault.sizes.SignedShardSizes`);
+* :class:`ShardSizes` — the size a file key opens, from signed manifests;
+  :class:`ShardLocator` — the shard and its artifact as the signed manifest
+  states them (:class:`LocatedShard`), which the evidence rule reads too. One
+  :class:`strongroom.vault.shards.SignedShards` serves both, so each manifest is
+  located and verified once;
 * :class:`CanaryCheck` — alerts on decoys (:class:`strongroom.monitor.canaries.CanaryRegistry`);
 * :class:`StateGuard` — restrictive rows agree with the verified audit log
   (:class:`strongroom.runtime.state_guard.StateGuard`).
@@ -22,9 +25,10 @@ A new rule implements the protocol; it never bypasses the gate.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from strongroom.release.request import ReleaseRequest
+from strongroom.release.request import ReleaseRequest, Shard
 
 if TYPE_CHECKING:
     from strongroom.audit.log import AuditLog
@@ -35,6 +39,8 @@ __all__ = [
     "EgressPort",
     "EvidenceVerifier",
     "LedgerBudgetedEvidence",
+    "LocatedShard",
+    "ShardLocator",
     "ShardSizes",
     "StateGuard",
 ]
@@ -129,6 +135,25 @@ class ShardSizes(Protocol):
     def size(self, request: ReleaseRequest) -> int:
         """Plaintext bytes of the request's shard (its ``nbytes`` is only a hint); AccessDenied
         when the signed manifest does not list that blob as that shard of that artifact."""
+        ...
+
+
+@dataclass(frozen=True)
+class LocatedShard:
+    """A shard and its artifact as the artifact's verified signed manifest states them."""
+
+    shard: Shard
+    kind: str
+    compartments: tuple[str, ...]
+    metadata: Mapping[str, str]
+
+
+class ShardLocator(ShardSizes, Protocol):
+    """Finds a request's shard in its artifact's signed manifest (verified once, then cached)."""
+
+    def locate(self, request: ReleaseRequest) -> LocatedShard:
+        """The request's shard as signed; AccessDenied when the signed manifest does not list
+        the request's blob as that shard of that artifact (or does not verify)."""
         ...
 
 

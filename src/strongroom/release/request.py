@@ -6,13 +6,14 @@ nothing above :mod:`strongroom.crypto` and :mod:`strongroom.errors`; the gate
 itself is :mod:`strongroom.release.gate`.
 
 A principal signs fresh evidence for exactly one shard and purpose, and the
-request carries it::
+request carries it. Build it with :func:`build_request` (the vault and the
+server's release route both do), from the :class:`Shard` a signed manifest lists::
 
-    evidence = sign_release_evidence(key, artifact="minilm@1", shard="model.safetensors",
-                                     blob_id=blob_id, purpose="load")
-    request = ReleaseRequest(principal="alice", principal_key=pub_raw, artifact="minilm@1",
-                             shard="model.safetensors", blob_id=blob_id, nbytes=size,
-                             purpose="load", evidence=evidence)
+    shard = Shard(artifact="minilm@1", path="model.safetensors", blob_id=blob_id, size=size)
+    evidence = sign_release_evidence(key, artifact=shard.artifact, shard=shard.path,
+                                     blob_id=shard.blob_id, purpose="load")
+    request = build_request(shard, principal="alice", principal_key=pub_raw,
+                            purpose="load", evidence=evidence, stanzas=header.stanzas)
 
 An evidence rule checks it with :func:`check_release_signature` and spends its
 nonce in a :class:`UsedNonces`; evidence is single use and valid for at most
@@ -25,6 +26,7 @@ import secrets
 import threading
 import time
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -38,7 +40,9 @@ __all__ = [
     "MAX_EVIDENCE_LIFETIME_S",
     "PublicKeys",
     "ReleaseRequest",
+    "Shard",
     "UsedNonces",
+    "build_request",
     "check_release_signature",
     "sign_release_evidence",
 ]
@@ -69,6 +73,38 @@ class ReleaseRequest:
     def obj(self) -> str:
         """How the audit log names the shard: ``<artifact>/<shard>``."""
         return f"{self.artifact}/{self.shard}"
+
+
+@dataclass(frozen=True)
+class Shard:
+    """One shard as its artifact's signed manifest lists it: artifact, path, blob, plaintext size."""
+
+    artifact: str
+    path: str
+    blob_id: str
+    size: int
+
+    @property
+    def obj(self) -> str:
+        """How the audit log names the shard: ``<artifact>/<path>``."""
+        return f"{self.artifact}/{self.path}"
+
+
+def build_request(
+    shard: Shard,
+    *,
+    principal: str,
+    principal_key: bytes,
+    purpose: str,
+    evidence: str,
+    stanzas: Sequence[Stanza] = (),
+    host: str | None = None,
+) -> ReleaseRequest:
+    """The release request for ``shard`` by ``principal`` (its size is a hint the gate re-derives)."""
+    return ReleaseRequest(principal=principal, principal_key=principal_key,
+                          artifact=shard.artifact, shard=shard.path, blob_id=shard.blob_id,
+                          nbytes=shard.size, purpose=purpose, evidence=evidence,
+                          stanzas=tuple(stanzas), host=host)
 
 
 def sign_release_evidence(

@@ -11,8 +11,10 @@ that builds the release gate when the keyring unseals (``_after_unseal``,
   ``<STRONGROOM_HOME>/agent.sock``, starting the agent on first need, so that
   separate CLI invocations share one unsealed state.
 
-Use ``key_service()`` to get the agent-backed service for the configured home::
+Use ``key_service()`` to get the agent-backed service for the configured home,
+and ``open_vault()`` for the vault the faces use (on that service)::
 
+    vault = open_vault()                                # Vault.open(keys=key_service())
     keys = key_service()
     keys.status().sealed
     stanza = keys.wrap_file_key(blob_id, file_key)     # at import
@@ -48,6 +50,7 @@ from strongroom.release import (
     EvidenceVerifier,
     ReleaseGate,
     ReleaseRequest,
+    ShardLocator,
     ShardSizes,
 )
 from strongroom.store.db import Store
@@ -55,9 +58,12 @@ from strongroom.store.db import Store
 if TYPE_CHECKING:
     from strongroom.audit.log import AuditLog
     from strongroom.audit.publisher import CheckpointPublisher
+    from strongroom.keys.identity import Identity
     from strongroom.monitor.alerts import AlertManager
     from strongroom.runtime.agent import AgentClient, AsyncAgentClient
     from strongroom.runtime.state_guard import StateGuard
+    from strongroom.settings import Settings
+    from strongroom.vault.vault import Vault
 
 __all__ = [
     "AgentKeyService",
@@ -65,28 +71,31 @@ __all__ = [
     "RekeyOutcome",
     "grant_evidence",
     "key_service",
+    "open_vault",
 ]
 
 AuditFactory = Callable[[Store, Ed25519PrivateKey], "AuditLog"]
 RekeyOutcome = tuple[KeyringStatus, list[tuple[str, bytes]] | None]
-#: Builds the gate's evidence rule once unsealed (the deployment's: :func:`grant_evidence`).
-EvidenceFactory = Callable[[Keyring, Store, "AuditLog"], EvidenceVerifier]
-#: Where the gate reads shard sizes; ``None``: the barrier-signed manifests (the deployment's,
-#: :func:`strongroom.runtime.wiring.signed_sizes`).
+#: Builds the gate's evidence rule once unsealed (the deployment's: :func:`grant_evidence`),
+#: given the shard locator the gate uses too.
+EvidenceFactory = Callable[[Keyring, Store, "AuditLog", ShardLocator], EvidenceVerifier]
+#: Where the gate reads shard sizes; ``None``: the shard locator over barrier-signed manifests
+#: (the deployment's, :func:`strongroom.runtime.wiring.shard_locator`).
 SizesFactory = Callable[[Keyring], ShardSizes]
 
 
-def grant_evidence(keyring: Keyring, store: Store, audit: AuditLog) -> EvidenceVerifier:
+def grant_evidence(keyring: Keyring, store: Store, audit: AuditLog,
+                   shards: ShardLocator) -> EvidenceVerifier:
     """The deployment rule: a release needs a valid Grant (or break-glass), checked from signatures.
 
-    Officers and their threshold come from the sealed keyring, the manifest key
-    from the barrier; used nonces and bytes charged per Grant are rebuilt from
-    the audit log's recent releases.
+    Officers and their threshold come from the sealed keyring, the artifacts'
+    signed manifests from ``shards`` (the gate's locator); used nonces and bytes
+    charged per Grant are rebuilt from the audit log's recent releases.
     """
     from strongroom.access.evidence import GrantEvidence
 
     rule = GrantEvidence(keyring.officers, lambda: keyring.officer_threshold, store,
-                         manifest_key=lambda: keyring.signing_key("manifest").public_key())
+                         shards=shards)
     rule.seed_from_audit(audit, time.time())
     return rule
 
@@ -195,7 +204,7 @@ class LocalKeyService:
                                    reason=f"{status.backend} unseal")
                 from strongroom.monitor.alerts import AlertManager, JsonLinesSink
                 from strongroom.monitor.canaries import CanaryRegistry
-                from strongroom.runtime.wiring import default_meter, signed_sizes
+                from strongroom.runtime.wiring import default_meter, shard_locator
 
                 sinks = [JsonLinesSink(self._alerts_file)] if self._alerts_file else []
                 alerts = AlertManager(self.store, audit=self._audit, sinks=sinks)
@@ -206,14 +215,15 @@ class LocalKeyService:
                 canaries = CanaryRegistry(self.store, alerts)
                 meter = default_meter(self.store, self._audit, alerts=alerts)
                 guard = self._start_guard(meter, alerts)
-                rule = self._evidence_factory(self.keyring, self.store, self._audit)
+                shards = shard_locator(self.keyring)  # the gate's and the rule's, verified once
+                rule = self._evidence_factory(self.keyring, self.store, self._audit, shards)
                 if guard.egress is not None:
                     guard.egress.remember_nonce = getattr(rule, "remember", None)
                 if hasattr(rule, "on_change"):  # restore deleted rows before it reads them
                     rule.on_change = guard.journal.changed
                 self._gate = ReleaseGate(
                     self.keyring, self._audit, evidence=rule, egress=meter, canaries=canaries,
-                    sizes=(self._sizes_factory or signed_sizes)(self.keyring),
+                    sizes=self._sizes_factory(self.keyring) if self._sizes_factory else shards,
                     guard=guard,
                 )
                 alerts.deliver_pending()
@@ -375,11 +385,12 @@ class LocalKeyService:
         return self.keyring.wrap_file_key(blob_id, file_key)
 
     def release(self, request: ReleaseRequest) -> bytearray:
-        """Run the gate."""
-        self.keyring.require_unsealed()
-        if self._gate is None:
+        """Run the gate (which checks the seal itself)."""
+        gate = self._gate
+        if gate is None:
+            self.keyring.require_unsealed()
             raise Sealed("the release gate is not open", obj="keyring")
-        return self._gate.release(request)
+        return gate.release(request)
 
     def sign(self, purpose: SignPurpose, message: bytes) -> bytes:
         """Sign with a barrier key."""
@@ -547,3 +558,22 @@ def key_service(home: Path | None = None, *, start: bool = True) -> AgentKeyServ
     if not isinstance(home, Path):
         raise InvalidInput("home must be a path", obj=str(home))
     return AgentKeyService(AgentClient(home, start=start))
+
+
+def open_vault(
+    settings: Settings | None = None,
+    *,
+    identity: Identity | None = None,
+    actor: str | None = None,
+) -> Vault:
+    """The vault of ``settings`` (default: the environment) on the local agent's key service.
+
+    What the CLI and :func:`strongroom.open_weights` open; raises
+    :class:`~strongroom.errors.Sealed` when the vault is not initialised or unsealed.
+    """
+    from strongroom.settings import Settings
+    from strongroom.vault.vault import Vault
+
+    settings = settings or Settings()
+    return Vault.open(settings, keys=key_service(settings.resolved_home), identity=identity,
+                      actor=actor)

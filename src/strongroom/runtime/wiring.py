@@ -1,12 +1,15 @@
-"""The gate's collaborators as a deployment builds them at unseal: egress meter and shard sizes.
+"""The gate's collaborators as a deployment builds them at unseal: egress meter and shard locator.
 
 :class:`~strongroom.release.gate.ReleaseGate` builds nothing itself; the key
 service (``LocalKeyService._after_unseal``) composes it from these and from the
-evidence rule, canary registry and state guard::
+evidence rule, canary registry and state guard. The gate and the evidence rule
+share one shard locator, so each signed manifest is verified once::
 
     meter = default_meter(store, audit, alerts=alerts)
+    shards = shard_locator(keyring)
+    rule = grant_evidence(keyring, store, audit, shards)   # strongroom.runtime.services
     gate = ReleaseGate(keyring, audit, evidence=rule, egress=meter,
-                       sizes=signed_sizes(keyring), canaries=canaries, guard=guard)
+                       sizes=shards, canaries=canaries, guard=guard)
 """
 
 from __future__ import annotations
@@ -18,14 +21,14 @@ from typing import TYPE_CHECKING, Any
 from strongroom.keys.config import KeysSettings
 from strongroom.monitor.alerts import AlertManager
 from strongroom.monitor.egress import DEFAULT_BUDGETS, Budget, EgressMeter
-from strongroom.vault.sizes import SignedShardSizes
+from strongroom.vault.shards import SignedShards
 
 if TYPE_CHECKING:
     from strongroom.audit.log import AuditLog
     from strongroom.keys.keyring import Keyring
     from strongroom.store.db import Store
 
-__all__ = ["EGRESS_WINDOW_S", "default_meter", "signed_sizes"]
+__all__ = ["EGRESS_WINDOW_S", "default_meter", "shard_locator"]
 
 #: The window of the configured per-principal egress cap.
 EGRESS_WINDOW_S = 24 * 3600
@@ -55,6 +58,10 @@ def default_meter(
     return meter
 
 
-def signed_sizes(keyring: Keyring) -> SignedShardSizes:
-    """The deployment's shard sizes: read from manifests signed by the barrier's manifest key."""
-    return SignedShardSizes(keyring.store, lambda: keyring.signing_key("manifest").public_key())
+def shard_locator(keyring: Keyring) -> SignedShards:
+    """The deployment's shard locator: manifests signed by the barrier's manifest key.
+
+    It gives the gate each shard's size and the evidence rule its artifact's
+    kind and compartments; hand both the same one.
+    """
+    return SignedShards(keyring.store, lambda: keyring.signing_key("manifest").public_key())

@@ -11,8 +11,9 @@ of tensor name -> array::
 A full load decrypts each shard with several threads straight into one
 preallocated buffer and hands out zero-copy, read-only views of it. A lazy load
 releases a shard's file key on first use and decrypts only the 64 KiB chunks
-that cover the tensor asked for. Every file key release goes through the
-vault's release path and is audited. ``close()`` zeroes the plaintext buffers.
+that cover the tensor asked for. Each shard's blob is opened once and its key
+released once, by the release gate through :meth:`Vault.open_reader`
+(audited, metered). ``close()`` zeroes the plaintext buffers.
 """
 
 from __future__ import annotations
@@ -26,16 +27,10 @@ import numpy as np
 from strongroom.crypto import age
 from strongroom.errors import InvalidInput, NotFound
 from strongroom.vault.manifest import FileEntry, Manifest, TensorRef
+from strongroom.vault.shards import renamed_errors
 
 if TYPE_CHECKING:
     from strongroom.vault.vault import Vault
-
-
-def renamed_errors(obj: str) -> contextlib.AbstractContextManager[None]:
-    """See :func:`strongroom.vault.vault.renamed_errors`."""
-    from strongroom.vault.vault import renamed_errors as impl
-
-    return impl(obj)
 
 
 __all__ = ["NUMPY_DTYPES", "Weights", "load_weights"]

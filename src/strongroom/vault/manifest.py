@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from strongroom.crypto.dsse import ExternalKey, key_id, sign_statement, verify_statement
 from strongroom.errors import IntegrityError, InvalidInput
+from strongroom.release.request import Shard
 
 __all__ = [
     "MANIFEST_PAYLOAD_TYPE",
@@ -127,6 +128,10 @@ class Manifest:
             if f.path == path:
                 return f
         raise InvalidInput(f"no file {path!r} in this artifact", obj=self.ref)
+
+    def shard(self, entry: FileEntry) -> Shard:
+        """What a key release names of ``entry``: this artifact, its path, blob and size."""
+        return Shard(self.ref, entry.path, entry.blob, entry.size)
 
     def to_json(self) -> dict[str, Any]:
         """The statement that gets signed."""

@@ -1,8 +1,9 @@
-"""The vault: encrypted artifacts, their signed manifests, and the one place file keys are unwrapped.
+"""The vault: encrypted artifacts, their signed manifests, and reading a shard through the gate.
 
-Open it from settings and use it::
+Open it with a key service and use it (faces use
+:func:`strongroom.runtime.services.open_vault`, which passes the local agent's)::
 
-    vault = Vault.open()                      # STRONGROOM_HOME, STRONGROOM_DATABASE_URL
+    vault = Vault.open(settings, keys=key_service())   # STRONGROOM_HOME, STRONGROOM_DATABASE_URL
     manifest = vault.import_weights(Path("model.safetensors"), name="minilm")
     weights = vault.open_weights("minilm")    # numpy arrays, decrypted in memory only
 
@@ -12,11 +13,12 @@ Plaintext is never written to disk except by :meth:`Vault.export`, an explicit,
 audited act.
 
 Keys live in the sealed keyring (:mod:`strongroom.keys`): the vault reaches it
-through a :class:`~strongroom.keys.protocol.KeyService` (the local agent by
-default), which wraps each new file key, signs manifests and checkpoints, and
-runs the release gate (:mod:`strongroom.release`) — the only path that
-unwraps a file key. Releases carry evidence signed by the caller's identity
-(``STRONGROOM_IDENTITY``).
+through a :class:`~strongroom.keys.protocol.KeyService`, which wraps each new
+file key, signs manifests and checkpoints, and runs the release gate
+(:mod:`strongroom.release.gate`) — the only code that unwraps a file key. The
+vault never sees a KEK: it opens each shard's blob once and hands the age reader
+a :class:`~strongroom.vault.shards.GateIdentity`, which signs release evidence
+with the caller's identity (``STRONGROOM_IDENTITY``) and asks the gate.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError as DbIntegrityError
 
+from strongroom.artifacts import ArtifactRef
 from strongroom.audit import AuditLog
 from strongroom.audit.config import AuditSettings
 from strongroom.crypto import age
@@ -49,20 +52,27 @@ from strongroom.errors import (
     StorageError,
     StrongroomError,
 )
-from strongroom.release.request import ReleaseRequest, sign_release_evidence
 from strongroom.settings import Settings
 from strongroom.store.db import Store
 from strongroom.store.tables.vault import Artifact, ArtifactFile
 from strongroom.vault.blobs import BlobStore, LocalBlobStore, blob_store_from_settings
 from strongroom.vault.importer import EncryptedFile, collect_files, encrypt_file
 from strongroom.vault.manifest import FileEntry, Manifest, TensorRef, check_name
+from strongroom.vault.shards import (
+    HEADER_MISMATCH,
+    GateIdentity,
+    PreadSource,
+    header_pinned,
+    read_manifest,
+    renamed_errors,
+)
 
 if TYPE_CHECKING:
     from strongroom.keys.identity import Identity
     from strongroom.keys.protocol import KeyService
     from strongroom.vault.loader import Weights
 
-__all__ = ["ArtifactSummary", "Vault", "VerifyReport"]
+__all__ = ["ArtifactCheck", "ArtifactSummary", "Vault"]
 
 Progress = Callable[[int], None]
 
@@ -86,8 +96,8 @@ class ArtifactSummary:
 
 
 @dataclass(frozen=True)
-class VerifyReport:
-    """What ``weights verify`` checked."""
+class ArtifactCheck:
+    """What ``weights verify`` checked of one artifact version."""
 
     ref: str
     files: int
@@ -142,22 +152,19 @@ class Vault:
         cls,
         settings: Settings | None = None,
         *,
-        keys: KeyService | None = None,
+        keys: KeyService,
         identity: Identity | None = None,
         actor: str | None = None,
     ) -> Vault:
-        """Open the vault described by ``settings``; keys come from the local agent by default.
+        """Open the vault described by ``settings`` with the key service ``keys``.
 
+        The faces pass the local agent's (:func:`strongroom.runtime.services.open_vault`).
         Raises :class:`~strongroom.errors.Sealed` when the vault is not
         initialised or not unsealed.
         """
         settings = settings or Settings()
         home = settings.resolved_home
         home.mkdir(mode=0o700, parents=True, exist_ok=True)
-        if keys is None:
-            from strongroom.runtime.services import key_service
-
-            keys = key_service(home)
         service = keys
         checkpoint_key = Ed25519PublicKey.from_public_bytes(service.public_keys()["checkpoint"])
         store = Store.open(settings.resolved_database_url)
@@ -282,7 +289,7 @@ class Vault:
             return [_WrappedBy(keys.wrap_file_key(blob_id, file_key)), *escrow]
 
         written: list[EncryptedFile] = []
-        ref = f"{name}@{version}"
+        ref = str(ArtifactRef(name, version))
         try:
             for source in sources:
                 written.append(
@@ -413,26 +420,7 @@ class Vault:
 
     def manifest(self, name: str, version: int | None = None) -> Manifest:
         """The verified manifest of ``name`` (newest version unless given)."""
-        with self.store.session() as s:
-            query = select(Artifact).where(Artifact.name == name)
-            if version is not None:
-                query = query.where(Artifact.version == version)
-            row = s.scalars(query.order_by(Artifact.version.desc()).limit(1)).first()
-            if row is None:
-                what = f"{name}@{version}" if version is not None else name
-                raise NotFound(
-                    "no such artifact", obj=what, remedy="`strongroom weights ls` lists artifacts"
-                )
-            envelope, row_name, row_version = row.manifest_json, row.name, row.version
-        manifest = Manifest.verify(
-            envelope, self.manifest_key, obj=f"manifest of {row_name}@{row_version}"
-        )
-        if (manifest.name, manifest.version) != (row_name, row_version):
-            raise IntegrityError(
-                f"the database row says {row_name}@{row_version} but its signed manifest is {manifest.ref}",
-                obj=f"manifest of {row_name}@{row_version}",
-            )
-        return manifest
+        return read_manifest(self.store, self.manifest_key, name, version)
 
     def manifest_envelope(self, name: str, version: int) -> str:
         """The signed manifest envelope of ``name@version`` as stored (verify before trusting)."""
@@ -440,68 +428,74 @@ class Vault:
             envelope = s.scalars(select(Artifact.manifest_json).where(
                 Artifact.name == name, Artifact.version == version)).first()
         if envelope is None:
-            raise NotFound("no such artifact", obj=f"{name}@{version}",
+            raise NotFound("no such artifact", obj=str(ArtifactRef(name, version)),
                            remedy="`strongroom weights ls` lists artifacts")
         return str(envelope)
 
     def release_file_key(self, manifest: Manifest, entry: FileEntry, purpose: str) -> bytearray:
-        """Ask the release gate for one shard's file key, after checking its blob's header."""
+        """Ask the release gate for one shard's file key (the caller zeroes it).
+
+        For callers that hand the key on (an airgap transfer); to read a shard,
+        use :meth:`open_reader`, which never holds the key outside the reader.
+        """
         obj = f"{manifest.ref}/{entry.path}"
         source = self._open_source(entry.blob)
         try:
             with renamed_errors(obj):
-                header, head_bytes = age.read_header(source)
-            head = bytes(head_bytes)
+                header, head = age.read_header(source)
+                self._check_pin(manifest, entry, header, head)
+                return self._gate_identity(manifest, entry, purpose).release(header.stanzas)
         finally:
             _close(source)
-        if hashlib.sha256(head[: header.size]).hexdigest() != entry.header_sha256:
-            self.record(
-                "key.release", obj, "deny", reason="blob header does not match the manifest"
-            )
-            raise IntegrityError(
-                "blob header does not match the signed manifest (blob swapped or altered)",
-                obj=obj,
-            )
-        identity = self.identity
-        evidence = sign_release_evidence(
-            identity.private_key,
-            artifact=manifest.ref,
-            shard=entry.path,
-            blob_id=entry.blob,
-            purpose=purpose,
-        )
-        request = ReleaseRequest(
-            principal=identity.public.principal,
-            principal_key=identity.public.public_bytes,
-            artifact=manifest.ref,
-            shard=entry.path,
-            blob_id=entry.blob,
-            nbytes=entry.size,
-            purpose=purpose,
-            evidence=evidence,
-            stanzas=tuple(header.stanzas),
-            host=client_host(),
-        )
-        with renamed_errors(obj):
-            return self.keys.release(request)
 
     @contextlib.contextmanager
     def open_reader(
         self, manifest: Manifest, entry: FileEntry, purpose: str
     ) -> Iterator[age.AgeReader]:
-        """An authenticated random-access reader over one shard's plaintext."""
-        file_key = self.release_file_key(manifest, entry, purpose)
+        """An authenticated random-access reader over one shard's plaintext.
+
+        The blob is opened once and its header parsed once: the header is checked
+        against the manifest's pin, then the gate releases the file key to the age
+        reader through a :class:`~strongroom.vault.shards.GateIdentity`.
+        """
         source = self._open_source(entry.blob)
-        obj = f"{manifest.ref}/{entry.path}"
         try:
-            with renamed_errors(obj):
-                reader = age.AgeReader.with_file_key(
-                    source, bytes(file_key), plaintext_size=entry.size
-                )
+            with self._reader(source, manifest, entry, purpose) as reader:
                 yield reader
         finally:
-            file_key[:] = bytes(len(file_key))
             _close(source)
+
+    @contextlib.contextmanager
+    def _reader(
+        self, source: age.ByteSource, manifest: Manifest, entry: FileEntry, purpose: str
+    ) -> Iterator[age.AgeReader]:
+        """The reader over an open ``source`` (the caller closes it)."""
+        obj = f"{manifest.ref}/{entry.path}"
+
+        def pinned(header: age.Header, head: bytes | memoryview) -> None:
+            self._check_pin(manifest, entry, header, head)
+
+        with renamed_errors(obj):
+            reader = age.AgeReader.open(
+                source, [self._gate_identity(manifest, entry, purpose)],
+                plaintext_size=entry.size, check_header=pinned)
+        with reader, renamed_errors(obj):
+            yield reader
+
+    def _check_pin(self, manifest: Manifest, entry: FileEntry, header: age.Header,
+                   head: bytes | memoryview) -> None:
+        """Refuse (and audit) a blob whose header is not the one the signed manifest pins."""
+        if header_pinned(header, head, entry.header_sha256):
+            return
+        obj = f"{manifest.ref}/{entry.path}"
+        self.record("key.release", obj, "deny", reason="blob header does not match the manifest")
+        raise IntegrityError(HEADER_MISMATCH, obj=obj,
+                             remedy="restore the blob from a verified backup and report "
+                             "the tampering")
+
+    def _gate_identity(self, manifest: Manifest, entry: FileEntry, purpose: str) -> GateIdentity:
+        return GateIdentity(self.keys, lambda: self.identity, manifest.shard(entry), purpose,
+                            host=client_host())
 
     def _open_source(self, blob_id: str) -> age.ByteSource:
         """A ciphertext source; local blobs are read with pread, not mapped.
@@ -526,13 +520,16 @@ class Vault:
 
     def verify(
         self, name: str, version: int | None = None, *, progress: Progress | None = None
-    ) -> VerifyReport:
-        """Check every blob: ciphertext hash, header pin, every chunk, plaintext hash."""
+    ) -> ArtifactCheck:
+        """Check every blob: ciphertext hash, header pin, every chunk, plaintext hash.
+
+        Each blob is opened once: hashed, then read through the gate-backed reader.
+        """
         manifest = self.manifest(name, version)
         total = 0
         for entry in manifest.files:
             obj = f"{manifest.ref}/{entry.path}"
-            source = self.blobs.open(entry.blob)
+            source = self._open_source(entry.blob)
             try:
                 if len(source) != entry.ct_size:
                     raise IntegrityError(
@@ -544,20 +541,21 @@ class Vault:
                     digest.update(source.read_at(off, min(step, len(source) - off)))
                 if digest.hexdigest() != entry.ct_sha256:
                     raise IntegrityError("ciphertext SHA-256 does not match the manifest", obj=obj)
+                with self._reader(source, manifest, entry, "verify") as reader:
+                    plain = hashlib.sha256()
+                    for i in range(reader.num_chunks):
+                        chunk = reader.decrypt_chunk(i)
+                        plain.update(chunk)
+                        if progress:
+                            progress(len(chunk))
+                    if plain.hexdigest() != entry.sha256:
+                        raise IntegrityError("plaintext SHA-256 does not match the manifest",
+                                             obj=obj)
             finally:
                 _close(source)
-            with self.open_reader(manifest, entry, "verify") as reader:
-                plain = hashlib.sha256()
-                for i in range(reader.num_chunks):
-                    chunk = reader.decrypt_chunk(i)
-                    plain.update(chunk)
-                    if progress:
-                        progress(len(chunk))
-                if plain.hexdigest() != entry.sha256:
-                    raise IntegrityError("plaintext SHA-256 does not match the manifest", obj=obj)
             total += entry.size
         self.record("weights.verify", manifest.ref, "ok", files=len(manifest.files), nbytes=total)
-        return VerifyReport(manifest.ref, len(manifest.files), total)
+        return ArtifactCheck(manifest.ref, len(manifest.files), total)
 
     def export(
         self,
@@ -617,47 +615,6 @@ class Vault:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         return dest
-
-
-@contextlib.contextmanager
-def renamed_errors(obj: str) -> Iterator[None]:
-    """Re-raise integrity errors from the age layer naming the shard they concern."""
-    try:
-        yield
-    except IntegrityError as exc:
-        if exc.obj == obj:
-            raise
-        raise type(exc)(exc.message, obj=obj, remedy=exc.remedy) from exc
-
-
-class PreadSource:
-    """A ``ByteSource`` over a local file read with ``os.pread`` (thread-safe, releases the GIL)."""
-
-    def __init__(self, path: Path, *, obj: str) -> None:
-        try:
-            self._fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        except FileNotFoundError:
-            raise NotFound("blob is missing from the blob store", obj=obj) from None
-        except OSError as exc:
-            raise StorageError(f"cannot open blob: {exc.strerror}", obj=obj) from exc
-        self._size = os.fstat(self._fd).st_size
-        self._obj = obj
-
-    def __len__(self) -> int:
-        return self._size
-
-    def read_at(self, offset: int, size: int) -> bytes:
-        """Up to ``size`` bytes from ``offset``."""
-        try:
-            return os.pread(self._fd, size, offset)
-        except OSError as exc:
-            raise StorageError(f"cannot read blob: {exc.strerror}", obj=self._obj) from exc
-
-    def close(self) -> None:
-        """Close the file."""
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
 
 
 def _close(source: object) -> None:

@@ -3,82 +3,47 @@
 ``build_router(ctx)`` returns the router and the same route as a
 :class:`~strongroom.server.auth.DirectRoute` for the signing middleware, which
 answers it without FastAPI's thread hops; the FastAPI route stays the schema and
-the fallback. Verified manifests and blob headers are cached (both are immutable
-once recorded); the release gate itself decides and audits every release.
+the fallback. The shard is found as the vault's release path finds it: verified
+manifests and pinned header stanzas come from a
+:class:`~strongroom.vault.shards.SignedShards` (both immutable once recorded, so
+cached), and the request is built by :func:`strongroom.release.request.build_request`;
+the release gate itself decides and audits every release.
 """
 
 from __future__ import annotations
 
 import base64
-import hashlib
-import threading
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from fastapi import APIRouter, Request
 
-from strongroom.errors import IntegrityError, InvalidInput, NotFound
-from strongroom.release.request import ReleaseRequest
+from strongroom.artifacts import ArtifactRef
+from strongroom.crypto.age import Stanza
+from strongroom.errors import InvalidInput, NotFound
+from strongroom.release.request import ReleaseRequest, build_request
 from strongroom.server import models as M
 from strongroom.server.auth import DirectRoute, caller_of
 from strongroom.server.context import ServerContext
 from strongroom.server.signatures import Caller
+from strongroom.vault.manifest import FileEntry, Manifest
+from strongroom.vault.shards import SignedShards
 
 __all__ = ["build_router"]
 
 
-class _ReleaseCache:
-    """Verified manifests and blob headers: both are immutable once recorded."""
+class _ManifestKey:
+    """The barrier's manifest key, asked of the key service once (it never changes)."""
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._headers: dict[tuple[str, str], tuple[Any, ...]] = {}
-        self._manifests: dict[tuple[str, int], Any] = {}
+    def __init__(self, ctx: ServerContext) -> None:
+        self._ctx = ctx
+        self._key: Ed25519PublicKey | None = None
 
-    def cached(self, name: str, version: int, shard: str) -> tuple[Any, Any, tuple[Any, ...]] | None:
-        """The manifest, shard entry and header stanzas when all are cached (no I/O), else None."""
-        with self._lock:
-            m = self._manifests.get((name, version))
-            entry = None if m is None else next((f for f in m.files if f.path == shard), None)
-            stanzas = None if entry is None else self._headers.get(
-                (entry.blob, entry.header_sha256))
-        return None if stanzas is None else (m, entry, stanzas)
-
-    def manifest(self, ctx: ServerContext, name: str, version: int) -> Any:
-        """The verified manifest of ``name@version`` (a version never changes once recorded)."""
-        with self._lock:
-            hit = self._manifests.get((name, version))
-        if hit is not None:
-            return hit
-        m = ctx.vault().manifest(name, version)
-        with self._lock:
-            if len(self._manifests) > 10_000:
-                self._manifests.clear()
-            self._manifests[(name, version)] = m
-        return m
-
-    def stanzas(self, ctx: ServerContext, blob: str, header_sha256: str, obj: str) -> tuple[
-            Any, ...]:
-        from strongroom.crypto import age
-
-        key = (blob, header_sha256)
-        with self._lock:
-            hit = self._headers.get(key)
-        if hit is not None:
-            return hit
-        source = ctx.blobs.open(blob)
-        try:
-            header, head = age.read_header(source)
-        finally:
-            source.close()
-        if hashlib.sha256(bytes(head)[: header.size]).hexdigest() != header_sha256:
-            raise IntegrityError("blob header does not match the signed manifest "
-                                 "(blob swapped or altered)", obj=obj)
-        stanzas = tuple(header.stanzas)
-        with self._lock:
-            if len(self._headers) > 100_000:
-                self._headers.clear()
-            self._headers[key] = stanzas
-        return stanzas
+    def __call__(self) -> Ed25519PublicKey:
+        if self._key is None:
+            raw = self._ctx.keys.public_keys()["manifest"]
+            self._key = Ed25519PublicKey.from_public_bytes(raw)
+        return self._key
 
 
 def build_router(ctx: ServerContext) -> tuple[APIRouter, dict[tuple[str, str], DirectRoute]]:
@@ -91,22 +56,21 @@ def build_router(ctx: ServerContext) -> tuple[APIRouter, dict[tuple[str, str], D
     in-process gate) runs in one hop.
     """
     r = APIRouter(prefix="/v1", tags=["weights"])
-    cache = _ReleaseCache()
+    shards = SignedShards(ctx.store, _ManifestKey(ctx))
 
-    def version_of(body: M.KeyReleaseIn) -> tuple[str, int]:
-        name, _, ver = body.artifact.partition("@")
-        if not ver.isdigit():
+    def ref_of(body: M.KeyReleaseIn) -> ArtifactRef:
+        ref = ArtifactRef.parse(body.artifact)
+        if ref.version is None:
             raise InvalidInput("name the artifact as name@version", obj=body.artifact)
-        return name, int(ver)
+        return ref
 
-    def request_for(caller: Caller, body: M.KeyReleaseIn, host: str | None, m: Any,
-                    entry: Any, stanzas: tuple[Any, ...]) -> ReleaseRequest:
-        return ReleaseRequest(principal=caller.name, principal_key=caller.public_bytes,
-                              artifact=m.ref, shard=entry.path, blob_id=entry.blob,
-                              nbytes=entry.size, purpose=body.purpose, evidence=body.evidence,
-                              stanzas=stanzas, host=host)
+    def request_for(caller: Caller, body: M.KeyReleaseIn, host: str | None, m: Manifest,
+                    entry: FileEntry, stanzas: tuple[Stanza, ...]) -> ReleaseRequest:
+        return build_request(m.shard(entry), principal=caller.name,
+                             principal_key=caller.public_bytes, purpose=body.purpose,
+                             evidence=body.evidence, stanzas=stanzas, host=host)
 
-    def answer(m: Any, entry: Any, key: bytearray) -> M.KeyReleaseOut:
+    def answer(m: Manifest, entry: FileEntry, key: bytearray) -> M.KeyReleaseOut:
         try:
             text = base64.b64encode(bytes(key)).decode()
         finally:
@@ -114,12 +78,12 @@ def build_router(ctx: ServerContext) -> tuple[APIRouter, dict[tuple[str, str], D
         return M.KeyReleaseOut(artifact=m.ref, shard=entry.path, blob=entry.blob, file_key=text)
 
     def release_key(caller: Caller, body: M.KeyReleaseIn, host: str | None) -> M.KeyReleaseOut:
-        name, version = version_of(body)
-        m = cache.manifest(ctx, name, version)
+        m = shards.manifest(ref_of(body))
         entry = next((f for f in m.files if f.path == body.shard), None)
         if entry is None:
-            raise NotFound("no such shard in the artifact", obj=f"{m.ref}/{body.shard}")
-        stanzas = cache.stanzas(ctx, entry.blob, entry.header_sha256, f"{m.ref}/{entry.path}")
+            raise NotFound("no such shard in the artifact", obj=f"{m.ref}/{body.shard}",
+                           remedy="name a shard the artifact's manifest lists")
+        stanzas = shards.stanzas(ctx.blobs, entry, f"{m.ref}/{entry.path}")
         key = ctx.keys.release(request_for(caller, body, host, m, entry, stanzas))
         return answer(m, entry, key)
 
@@ -130,7 +94,12 @@ def build_router(ctx: ServerContext) -> tuple[APIRouter, dict[tuple[str, str], D
         from strongroom.errors import AgentUnavailable
 
         release_async = getattr(ctx.keys, "release_async", None)
-        hit = cache.cached(*version_of(body), body.shard) if release_async else None
+        hit = None
+        if release_async is not None:
+            try:
+                hit = shards.cached(ref_of(body), body.shard)
+            except InvalidInput:
+                hit = None  # the blocking path reports it
         if release_async is not None and hit is not None:
             m, entry, stanzas = hit
             try:

@@ -1,0 +1,316 @@
+"""One shard on the release path: located in its artifact's signed manifest, opened through the gate.
+
+* :class:`SignedShards` — the gate's :class:`~strongroom.release.ports.ShardLocator`
+  (and :class:`~strongroom.release.ports.ShardSizes`): every manifest is fetched
+  and verified once against the barrier's manifest key, then each release is a
+  dictionary lookup. The gate charges the size it finds (DESIGN rule 2, "derive,
+  don't trust": a file key decrypts the whole shard) and the evidence rule reads
+  the artifact's kind, compartments and metadata from the same object. The
+  server's release route reads its verified manifests and pinned header stanzas
+  here too (:meth:`SignedShards.manifest`, :meth:`SignedShards.stanzas`).
+* :class:`GateIdentity` — an age :class:`~strongroom.crypto.age.Identity` whose
+  file key comes from the release gate: handed to
+  :meth:`~strongroom.crypto.age.AgeReader.open`, it signs fresh evidence for its
+  shard and asks the key service, so a shard's blob is opened once and its header
+  parsed once.
+* :func:`read_manifest` — a stored manifest, verified (what ``Vault.manifest`` returns).
+
+Use it like this::
+
+    shards = SignedShards(store, lambda: keyring.signing_key("manifest").public_key())
+    nbytes = shards.size(request)          # request.artifact, .shard, .blob_id; never .nbytes
+    located = shards.locate(request)       # .shard, .kind, .compartments, .metadata
+
+    identity = GateIdentity(keys, lambda: me, manifest.shard(entry), "load")
+    reader = AgeReader.open(source, [identity], plaintext_size=entry.size,
+                            check_header=lambda h, b: pinned or refuse)
+
+A blob that is not the named shard of the named artifact in its signed manifest
+releases nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from sqlalchemy import select
+
+from strongroom.artifacts import ArtifactRef
+from strongroom.crypto import age
+from strongroom.errors import AccessDenied, IntegrityError, InvalidInput, NotFound, StorageError
+from strongroom.release.ports import LocatedShard
+from strongroom.release.request import (
+    ReleaseRequest,
+    Shard,
+    build_request,
+    sign_release_evidence,
+)
+from strongroom.store.db import Store
+from strongroom.store.tables.vault import Artifact
+from strongroom.vault.manifest import FileEntry, Manifest
+
+if TYPE_CHECKING:
+    from strongroom.keys.identity import Identity
+    from strongroom.keys.protocol import KeyService
+    from strongroom.vault.blobs import BlobStore
+
+__all__ = [
+    "HEADER_MISMATCH",
+    "GateIdentity",
+    "PreadSource",
+    "SignedShards",
+    "header_pinned",
+    "read_manifest",
+    "renamed_errors",
+]
+
+#: Verified manifests (and header stanzas) kept: immutable per ref and verifying key.
+_CACHE_SIZE = 10_000
+_HEADER_CACHE_SIZE = 100_000
+#: The refusal when a blob's header is not the one its signed manifest pins.
+HEADER_MISMATCH = "blob header does not match the signed manifest (blob swapped or altered)"
+_HEADER_REMEDY = "restore the blob from a verified backup and report the tampering"
+
+
+def read_manifest(
+    store: Store, key: Ed25519PublicKey, name: str, version: int | None = None
+) -> Manifest:
+    """The verified manifest of ``name`` (newest version unless given); NotFound, IntegrityError."""
+    with store.session() as s:
+        query = select(Artifact).where(Artifact.name == name)
+        if version is not None:
+            query = query.where(Artifact.version == version)
+        row = s.scalars(query.order_by(Artifact.version.desc()).limit(1)).first()
+        if row is None:
+            what = str(ArtifactRef(name, version))
+            raise NotFound(
+                "no such artifact", obj=what, remedy="`strongroom weights ls` lists artifacts"
+            )
+        envelope, row_name, row_version = row.manifest_json, row.name, row.version
+    manifest = Manifest.verify(envelope, key, obj=f"manifest of {row_name}@{row_version}")
+    if (manifest.name, manifest.version) != (row_name, row_version):
+        raise IntegrityError(
+            f"the database row says {row_name}@{row_version} but its signed manifest is {manifest.ref}",
+            obj=f"manifest of {row_name}@{row_version}",
+            remedy="report the tampering: a row was moved",
+        )
+    return manifest
+
+
+def header_pinned(header: age.Header, head: bytes | memoryview, header_sha256: str) -> bool:
+    """Whether the header's bytes hash to the digest the signed manifest pins."""
+    return hashlib.sha256(head[: header.size]).hexdigest() == header_sha256
+
+
+class SignedShards:
+    """Shards of signed manifests, each manifest verified once per (artifact, manifest key)."""
+
+    def __init__(self, store: Store, manifest_key: Callable[[], Ed25519PublicKey]) -> None:
+        self.store = store
+        self.manifest_key = manifest_key
+        self._lock = threading.Lock()
+        self._located: dict[tuple[str, bytes], dict[tuple[str, str], LocatedShard]] = {}
+        self._manifests: dict[tuple[str, int, bytes], Manifest] = {}
+        self._stanzas: dict[tuple[str, str], tuple[age.Stanza, ...]] = {}
+        self._last_key: bytes | None = None  # the manifest key of the last lookup (for cached)
+
+    # -- the gate's port ------------------------------------------------------------
+
+    def size(self, request: ReleaseRequest) -> int:
+        """The plaintext size of the request's shard, stored as its blob (AccessDenied otherwise)."""
+        return self.locate(request).shard.size
+
+    def locate(self, request: ReleaseRequest) -> LocatedShard:
+        """The request's shard as its artifact's signed manifest lists it.
+
+        Raises AccessDenied when the artifact has no manifest, the manifest does
+        not verify, or it does not list this shard with this blob.
+        """
+        artifact, obj = request.artifact, request.obj
+        mkey = self.manifest_key()
+        cache_key = (artifact, mkey.public_bytes_raw())
+        with self._lock:
+            files = self._located.get(cache_key)
+        if files is None:
+            files = self._load(artifact, mkey, obj)
+            with self._lock:
+                if len(self._located) >= _CACHE_SIZE:
+                    self._located.clear()
+                self._located[cache_key] = files
+        found = files.get((request.shard, request.blob_id))
+        if found is None:
+            raise AccessDenied("the blob is not this shard of this artifact in its signed "
+                               "manifest", obj=obj, remedy="release keys only for the shards "
+                               "the artifact's signed manifest lists")
+        return found
+
+    def _load(self, artifact: str, mkey: Ed25519PublicKey,
+              obj: str) -> dict[tuple[str, str], LocatedShard]:
+        ref: ArtifactRef | None = None
+        with contextlib.suppress(InvalidInput):
+            ref = ArtifactRef.parse(artifact)
+        if ref is None or ref.version is None:
+            raise AccessDenied("the artifact must be named name@version", obj=obj,
+                               remedy="name the artifact as `strongroom weights ls` shows it")
+        with self.store.session(readonly=True) as s:  # no write lock: releases run at once
+            envelope = s.scalars(select(Artifact.manifest_json).where(
+                Artifact.name == ref.name, Artifact.version == ref.version)).first()
+        if envelope is None:
+            raise AccessDenied("no such artifact: nothing to release a key for", obj=obj,
+                               remedy="import the artifact first (`strongroom weights import`)")
+        try:
+            manifest = Manifest.verify(envelope, mkey, obj=f"manifest of {artifact}")
+        except IntegrityError as exc:
+            raise AccessDenied(f"the artifact's manifest does not verify: {exc.message}",
+                               obj=obj, remedy="restore the artifact from a verified backup "
+                               "and report the tampering") from None
+        if manifest.ref != artifact:
+            raise AccessDenied("the signed manifest describes another artifact", obj=obj,
+                               remedy="report the tampering: a row was moved")
+        compartments = tuple(manifest.compartments)
+        metadata = dict(manifest.metadata)
+        return {(f.path, f.blob): LocatedShard(manifest.shard(f), manifest.kind,
+                                               compartments, metadata)
+                for f in manifest.files}
+
+    # -- what the server's release route reads -----------------------------------------
+
+    def manifest(self, ref: ArtifactRef) -> Manifest:
+        """The verified manifest of a pinned ``ref`` (as ``Vault.manifest``), cached."""
+        if ref.version is None:
+            raise InvalidInput("name the artifact as name@version", obj=str(ref),
+                               remedy="name the artifact as `strongroom weights ls` shows it")
+        mkey = self.manifest_key()
+        key = (ref.name, ref.version, mkey.public_bytes_raw())
+        with self._lock:
+            self._last_key = key[2]
+            hit = self._manifests.get(key)
+        if hit is not None:
+            return hit
+        manifest = read_manifest(self.store, mkey, ref.name, ref.version)
+        with self._lock:
+            if len(self._manifests) >= _CACHE_SIZE:
+                self._manifests.clear()
+            self._manifests[key] = manifest
+        return manifest
+
+    def cached(self, ref: ArtifactRef, path: str) -> tuple[Manifest, FileEntry,
+                                                          tuple[age.Stanza, ...]] | None:
+        """The manifest, shard entry and header stanzas when all are cached (no I/O), else None."""
+        with self._lock:
+            if self._last_key is None or ref.version is None:
+                return None
+            m = self._manifests.get((ref.name, ref.version, self._last_key))
+            entry = None if m is None else next((f for f in m.files if f.path == path), None)
+            stanzas = None if entry is None else self._stanzas.get(
+                (entry.blob, entry.header_sha256))
+        return None if m is None or entry is None or stanzas is None else (m, entry, stanzas)
+
+    def stanzas(self, blobs: BlobStore, entry: FileEntry, obj: str) -> tuple[age.Stanza, ...]:
+        """The recipient stanzas of ``entry``'s blob, its header checked against the manifest's pin.
+
+        Cached by (blob, pinned digest): both are immutable once recorded.
+        """
+        key = (entry.blob, entry.header_sha256)
+        with self._lock:
+            hit = self._stanzas.get(key)
+        if hit is not None:
+            return hit
+        source = blobs.open(entry.blob)
+        try:
+            header, head = age.read_header(source)
+            if not header_pinned(header, head, entry.header_sha256):
+                raise IntegrityError(HEADER_MISMATCH, obj=obj, remedy=_HEADER_REMEDY)
+        finally:
+            source.close()
+        stanzas = tuple(header.stanzas)
+        with self._lock:
+            if len(self._stanzas) >= _HEADER_CACHE_SIZE:
+                self._stanzas.clear()
+            self._stanzas[key] = stanzas
+        return stanzas
+
+
+class GateIdentity:
+    """An age identity whose file key the release gate releases, for one shard and purpose.
+
+    Each :meth:`unwrap` signs fresh release evidence with the caller's identity
+    (``signer``, read when first needed) and runs the key service's gate with the
+    header's stanzas; the gate decides, audits and meters. It never answers "not
+    mine": the gate's refusal is raised as it is.
+    """
+
+    def __init__(self, keys: KeyService, signer: Callable[[], Identity], shard: Shard,
+                 purpose: str, *, host: str | None = None) -> None:
+        self.keys = keys
+        self.signer = signer
+        self.shard = shard
+        self.purpose = purpose
+        self.host = host
+
+    def release(self, stanzas: Sequence[age.Stanza]) -> bytearray:
+        """The shard's file key from the gate (the caller zeroes it)."""
+        me = self.signer()
+        shard = self.shard
+        evidence = sign_release_evidence(me.private_key, artifact=shard.artifact,
+                                         shard=shard.path, blob_id=shard.blob_id,
+                                         purpose=self.purpose)
+        return self.keys.release(build_request(
+            shard, principal=me.public.principal, principal_key=me.public.public_bytes,
+            purpose=self.purpose, evidence=evidence, stanzas=stanzas, host=self.host))
+
+    def unwrap(self, stanzas: Sequence[age.Stanza]) -> bytes | None:
+        """The file key for the age reader (the released buffer is zeroed here)."""
+        key = self.release(stanzas)
+        try:
+            return bytes(key)
+        finally:
+            key[:] = bytes(len(key))
+
+
+@contextlib.contextmanager
+def renamed_errors(obj: str) -> Iterator[None]:
+    """Re-raise integrity errors from the age layer naming the shard they concern."""
+    try:
+        yield
+    except IntegrityError as exc:
+        if exc.obj == obj:
+            raise
+        raise type(exc)(exc.message, obj=obj, remedy=exc.remedy) from exc
+
+
+class PreadSource:
+    """A ``ByteSource`` over a local file read with ``os.pread`` (thread-safe, releases the GIL)."""
+
+    def __init__(self, path: Path, *, obj: str) -> None:
+        try:
+            self._fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise NotFound("blob is missing from the blob store", obj=obj) from None
+        except OSError as exc:
+            raise StorageError(f"cannot open blob: {exc.strerror}", obj=obj) from exc
+        self._size = os.fstat(self._fd).st_size
+        self._obj = obj
+
+    def __len__(self) -> int:
+        return self._size
+
+    def read_at(self, offset: int, size: int) -> bytes:
+        """Up to ``size`` bytes from ``offset``."""
+        try:
+            return os.pread(self._fd, size, offset)
+        except OSError as exc:
+            raise StorageError(f"cannot read blob: {exc.strerror}", obj=self._obj) from exc
+
+    def close(self) -> None:
+        """Close the file."""
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
