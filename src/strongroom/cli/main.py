@@ -25,6 +25,7 @@ from strongroom.cli import (
     redteam_cmd,
     serve_cmd,
     supplychain_cmd,
+    trust_cmd,
     weights_cmd,
     witness_cmd,
 )
@@ -84,6 +85,7 @@ for module in (
     console_cmd,
     redteam_cmd,
     posture_cmd,
+    trust_cmd,
 ):
     module.register(app)
 

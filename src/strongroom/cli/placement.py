@@ -42,6 +42,7 @@ ANYWHERE = frozenset({
     "keys new-identity", "keys verify-share",
     "redteam list",
     "serve",
+    "trust ls", "trust rm", "trust set",
     "witness key", "witness keygen", "witness serve",
 })
 

@@ -9,6 +9,7 @@ zeroed after use; shares are encrypted to the ceremony recipient before sending.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import time
@@ -281,3 +282,43 @@ def alerts_ack(alert_id: int, note: str) -> None:
     with client() as c:
         a = c.post(f"/v1/alerts/{alert_id}/ack", {"note": note})
     _out.print(f"alert #{a['id']} acknowledged by {a['acked_by']}", markup=False)
+
+
+# -- trust (pins of servers' manifest keys) -----------------------------------------------------
+
+
+def trust_ls(as_json: bool) -> None:
+    """``strongroom trust ls``: the servers whose manifest key this machine pinned."""
+    from strongroom.crypto.dsse import key_id
+    from strongroom.server.client import KnownServers, _decode_key
+
+    known = KnownServers()
+    pins = [{"url": url, "key": key, "key_id": key_id(_decode_key(key, url))}
+            for url, key in known.pins()]
+    if as_json:
+        print(json.dumps(pins))
+        return
+    if not pins:
+        _out.print(f"no server keys are pinned ({known.path})")
+        return
+    table = Table("server", "manifest key id", "key (base64)", title=str(known.path))
+    for p in pins:
+        table.add_row(p["url"], p["key_id"], p["key"])
+    _out.print(table)
+
+
+def trust_set(url: str, key: str | None) -> None:
+    """``strongroom trust set|rm``: pin ``key`` for ``url`` in place of what was pinned, or forget it."""
+    from strongroom.server.client import KnownServers, _decode_key
+
+    known = KnownServers()
+    url = url.rstrip("/")
+    if key is None:
+        if not known.replace(url, None):
+            raise InvalidInput(f"no key is pinned for {url}", obj=str(known.path),
+                               remedy="`strongroom trust ls` lists the pinned servers")
+        _out.print(f"forgot {url}: its key is pinned again, with a notice, on next use")
+        return
+    canonical = base64.b64encode(_decode_key(key, f"{url} manifest key").public_bytes_raw())
+    had = known.replace(url, canonical.decode())
+    _out.print(f"{'replaced' if had else 'pinned'} {url}'s manifest key in {known.path}")

@@ -30,6 +30,7 @@ import contextlib
 import hashlib
 import json
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -106,6 +107,35 @@ class KnownServers:
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         with os.fdopen(fd, "a", encoding="utf-8") as f:
             f.write(f"{url} ed25519 {key_b64}\n")
+
+    def pins(self) -> list[tuple[str, str]]:
+        """Every (url, key base64) pinned, in file order."""
+        try:
+            lines = self.path.read_text(encoding="utf-8").splitlines()
+        except FileNotFoundError:
+            return []
+        return [(p[0], p[2]) for p in map(str.split, lines) if len(p) == 3 and p[1] == "ed25519"]
+
+    def replace(self, url: str, key_b64: str | None) -> bool:
+        """Pin ``key_b64`` for ``url`` instead of what was pinned (None: forget ``url``).
+
+        Written to a temporary file and renamed, so a crash leaves the old pins.
+        Returns whether ``url`` had a pin.
+        """
+        pins = self.pins()
+        had = any(u == url for u, _ in pins)
+        keep = [(u, k) for u, k in pins if u != url]
+        if key_b64 is not None:
+            keep.append((url, key_b64))
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.writelines(f"{u} ed25519 {k}\n" for u, k in keep)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+        return had
 
 
 class RemoteSource:
@@ -316,6 +346,12 @@ class Client:
         known = self.known_servers.get(self.url)
         if known is None:
             self.known_servers.add(self.url, canonical)
+            from strongroom.crypto.dsse import key_id
+
+            sys.stderr.write(
+                f"note: pinned {self.url}'s manifest key {key_id(key)} on first use in "
+                f"{self.known_servers.path}; compare it with `strongroom keys public --manifest` "
+                "on the vault host (`strongroom trust ls` lists pins)\n")
             return key
         if known != canonical:
             raise ServerKeyChanged(
