@@ -14,7 +14,7 @@ import pytest
 from server_kit import ARTIFACT, ServerWorld, UvicornThread, build_world
 from server_kit import run_cli as _cli
 
-from cli_fixtures import strongroom_exe
+from cli_fixtures import strongroom_exe, unseal_home
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +91,11 @@ def test_serve_starts_and_answers(tmp_path: Path) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
+    # serve refuses a directory without a vault (only init creates one), and an unsealed
+    # agent a CLI started: it runs on an initialised, sealed vault
     env = {k: v for k, v in os.environ.items() if not k.startswith("STRONGROOM_")}
+    run, _ = unseal_home(tmp_path / "home", None)
+    run("seal")
     env["STRONGROOM_HOME"] = str(tmp_path / "home")
     proc = subprocess.Popen([strongroom_exe(), "serve", "--port", str(port)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -105,7 +109,7 @@ def test_serve_starts_and_answers(tmp_path: Path) -> None:
             except httpx.HTTPError:
                 assert proc.poll() is None and time.monotonic() < deadline
                 time.sleep(0.2)
-        assert r.status_code == 200 and r.json()["initialized"] is False
+        assert r.status_code == 200 and r.json()["initialized"] is True
         unsigned = httpx.get(f"http://127.0.0.1:{port}/v1/weights", timeout=5)
         assert unsigned.status_code == 401 and "not signed" in unsigned.json()["error"]
         assert "server" not in unsigned.headers
