@@ -8,8 +8,10 @@ that builds the release gate when the keyring unseals (``_after_unseal``,
 * :class:`LocalKeyService` — the keyring and the release gate in this process
   (``strongroom serve`` and the local agent run one);
 * :class:`AgentKeyService` — a client of the local agent over the Unix socket
-  ``<STRONGROOM_HOME>/agent.sock``, starting the agent on first need, so that
-  separate CLI invocations share one unsealed state.
+  ``<STRONGROOM_HOME>/agent.sock``, so that separate CLI invocations and a
+  ``strongroom serve`` on the same directory share one unsealed state. Only
+  ``unseal`` (``key_service(start=True)``) and ``serve`` start an agent; without
+  one the vault is sealed, and a directory without a vault is refused.
 
 Use ``key_service()`` to get the agent-backed service for the configured home,
 and ``open_vault()`` for the vault the faces use (on that service)::
@@ -98,6 +100,13 @@ def grant_evidence(keyring: Keyring, store: Store, audit: AuditLog,
                          shards=shards)
     rule.seed_from_audit(audit, time.time())
     return rule
+
+
+def _host_id() -> str:
+    """This host's id for the release entries (``STRONGROOM_HOST_ID``, default the hostname)."""
+    from strongroom.settings import Settings
+
+    return Settings().host_id
 
 
 def _default_audit(store: Store, key: Ed25519PrivateKey) -> AuditLog:
@@ -224,7 +233,7 @@ class LocalKeyService:
                 self._gate = ReleaseGate(
                     self.keyring, self._audit, evidence=rule, egress=meter, canaries=canaries,
                     sizes=self._sizes_factory(self.keyring) if self._sizes_factory else shards,
-                    guard=guard,
+                    guard=guard, server=_host_id(),
                 )
                 alerts.deliver_pending()
             except BaseException:
@@ -549,8 +558,11 @@ class AgentKeyService:
         return KeyringStatus.from_dict(self.client.call("rekey_commit", nonce=nonce))
 
 
-def key_service(home: Path | None = None, *, start: bool = True) -> AgentKeyService:
-    """The agent-backed key service for ``home`` (default: ``STRONGROOM_HOME``)."""
+def key_service(home: Path | None = None, *, start: bool = False) -> AgentKeyService:
+    """The agent-backed key service for ``home`` (default: ``STRONGROOM_HOME``).
+
+    ``start=True`` (``strongroom unseal`` only) starts the agent when none runs.
+    """
     from strongroom.runtime.agent import AgentClient
     from strongroom.settings import Settings
 
