@@ -419,7 +419,8 @@ def test_running_totals_match_summing_the_ledger(tmp_path: Path,
                                                  charges: list[tuple[str, str, int, int]]) -> None:
     # The meter keeps window totals in memory; a model that sums every accepted charge
     # must take exactly the same decisions (several budgets, named overrides, clock steps).
-    from strongroom.monitor.egress import applicable, artifact_name
+    from strongroom.artifacts import base_name
+    from strongroom.monitor.egress import applicable
 
     store = Store.open(f"sqlite:///{tmp_path / os.urandom(4).hex()}.db")
     try:
@@ -434,7 +435,7 @@ def test_running_totals_match_summing_the_ledger(tmp_path: Path,
             def counts(b: Budget, p: str, a: str, who: str = who, ref: str = ref) -> bool:
                 if b.scope == "principal":
                     return p == who
-                return b.scope == "lab" or artifact_name(a) == artifact_name(ref)
+                return b.scope == "lab" or base_name(a) == base_name(ref)
 
             expect = all(sum(n for p, a, n, at in done if at > t - b.window_s and counts(b, p, a))
                          + nbytes <= b.cap_bytes for b in applicable(_MIXED, who, ref))

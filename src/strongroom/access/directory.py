@@ -36,6 +36,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from strongroom.access import statements
 from strongroom.access.fido import SecurityKey
 from strongroom.access.statements import VerifyCache
+from strongroom.artifacts import base_name as base_name  # re-exported: labels and Grants key on it
 from strongroom.crypto.dsse import ExternalKey, key_id
 from strongroom.errors import IntegrityError, InvalidInput
 from strongroom.store.db import Store
@@ -334,11 +335,6 @@ class Resource:
             return self
         return Resource(self.name, self.kind, max(self.classification, label.classification),
                         tuple(sorted(set(self.compartments) | set(label.compartments))))
-
-
-def base_name(resource: str) -> str:
-    """``minilm`` of ``minilm@3``."""
-    return resource.split("@", 1)[0]
 
 
 @dataclass

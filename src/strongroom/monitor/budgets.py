@@ -19,6 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
+from strongroom.artifacts import base_name
 from strongroom.errors import GrantBudgetSpent, InvalidInput
 
 __all__ = [
@@ -33,7 +34,6 @@ __all__ = [
     "Scope",
     "TiB",
     "applicable",
-    "artifact_name",
     "subject_key",
 ]
 
@@ -46,16 +46,11 @@ SCOPES: tuple[Scope, ...] = ("principal", "artifact", "lab")
 UNKNOWN_ARTIFACT = "?"
 
 
-def artifact_name(ref: str) -> str:
-    """``name@version`` -> ``name``; a bare name stays as it is."""
-    return ref.split("@", 1)[0]
-
-
 def subject_key(scope: str, principal: str, artifact: str) -> str:
     """Whose charges a budget of ``scope`` sums: the principal, the artifact's name, or all."""
     if scope == "principal":
         return principal
-    return artifact_name(artifact) if scope == "artifact" else "*"
+    return base_name(artifact) if scope == "artifact" else "*"
 
 
 @dataclass(frozen=True)
@@ -95,11 +90,11 @@ class Budget:
             return self.subject in ("*", principal)
         if artifact is None or artifact == UNKNOWN_ARTIFACT:
             return False
-        return self.subject == "*" or self.subject in (artifact, artifact_name(artifact))
+        return self.subject == "*" or self.subject in (artifact, base_name(artifact))
 
     def describe(self, principal: str, artifact: str | None) -> str:
         """Human name, e.g. ``principal alice / 24 h``."""
-        who = {"principal": principal, "artifact": artifact_name(artifact or "?"),
+        who = {"principal": principal, "artifact": base_name(artifact or "?"),
                "lab": "lab-wide"}[self.scope]
         label = who if self.scope == "lab" else f"{self.scope} {who}"
         return f"{label} / {_window(self.window_s)}"

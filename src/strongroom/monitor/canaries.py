@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Protocol, TypeVar
 import numpy as np
 from sqlalchemy import select
 
+from strongroom.artifacts import base_name
 from strongroom.errors import AccessDenied, InvalidInput
 from strongroom.monitor.alerts import Alert
 from strongroom.store.tables.monitor import CanaryRow
@@ -148,7 +149,7 @@ class CanaryRegistry:
 
     def is_canary(self, artifact: str) -> bool:
         """Whether ``artifact`` (``name`` or ``name@version``) is a decoy."""
-        return artifact.split("@", 1)[0] in self.names()
+        return base_name(artifact) in self.names()
 
     def plant_weights(self, vault: WeightsImporter[_Imported], name: str | None = None, *,
                       seed: int | None = None, layers: int = 4, width: int = 256,

@@ -47,12 +47,12 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 from sqlalchemy import select
 
+from strongroom.artifacts import base_name
 from strongroom.monitor.alerts import ALERT_ACTIONS, Alert
 from strongroom.monitor.peers import Flag, PeerGroups, PeerPool, Person, StaticPeers
 from strongroom.store.tables.monitor import MonitorCursor
@@ -86,10 +86,6 @@ FLAG = "person.flag"
 SEVERITY_WEIGHT = {"low": 1, "high": 3, "critical": 10}
 
 
-def _parse_time(text: str) -> float:
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-
-
 @dataclass(frozen=True, slots=True)
 class ActivityEvent:
     """One audit event as detectors see it (``time`` in seconds since the epoch, UTC)."""
@@ -108,7 +104,7 @@ class ActivityEvent:
     @classmethod
     def from_audit(cls, ev: AuditEvent) -> ActivityEvent:
         """Convert an :class:`~strongroom.audit.log.AuditEvent`."""
-        return cls(_parse_time(ev.time), ev.actor, ev.action, ev.object, ev.decision, ev.reason,
+        return cls(ev.at, ev.actor, ev.action, ev.object, ev.decision, ev.reason,
                    ev.details, ev.shard, ev.nbytes, ev.index)
 
     @property
@@ -744,7 +740,7 @@ class CanaryTouch(Detector):
         """Flag any event on a canary except its import."""
         if ev.action == "weights.import":
             return None
-        name = ev.artifact.split("@", 1)[0]
+        name = base_name(ev.artifact)
         if name not in ctx.canaries():
             return None
         return Finding(self.id, self.severity, ev.actor, ev.time, ev.artifact,

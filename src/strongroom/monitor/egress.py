@@ -82,6 +82,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Connection, delete, select
 from sqlalchemy.orm import Session
 
+from strongroom.artifacts import base_name
 from strongroom.errors import AccessDenied, BudgetExceeded, InvalidInput
 from strongroom.monitor.alerts import Alert
 from strongroom.monitor.budgets import (
@@ -94,7 +95,6 @@ from strongroom.monitor.budgets import (
     GrantBudgetSpent,
     TiB,
     applicable,
-    artifact_name,
 )
 from strongroom.monitor.exfil_report import ExfiltrationEstimate, time_to_exfiltrate
 from strongroom.monitor.ledger import (
@@ -123,7 +123,6 @@ __all__ = [
     "GrantBudgetSpent",
     "TiB",
     "applicable",
-    "artifact_name",
     "charge_row",
 ]
 
@@ -237,7 +236,7 @@ class EgressMeter:
             out = []
             for b in applicable(self._budgets(s), principal, artifact):
                 subject = {"principal": principal, "lab": "*",
-                           "artifact": artifact_name(artifact or "?")}[b.scope]
+                           "artifact": base_name(artifact or "?")}[b.scope]
                 out.append(BudgetUsage(b, subject, self._db.used(s, b, principal, artifact, t)))
             return out
 

@@ -36,6 +36,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from strongroom.artifacts import base_name
 from strongroom.errors import InvalidInput
 from strongroom.monitor.alerts import Alert
 from strongroom.monitor.detectors import ActivityEvent, Directory, Person, RiskEngine
@@ -213,7 +214,7 @@ def generate_lab(seed: int = 1, people: int = 500, days: int = 60) -> Lab:
         k = min(len(own), rng.randint(2, 5))
         chosen = {a.ref for a in rng.choices(own, weights=weights, k=k)}
         chosen.add(rng.choice([a.ref for a in artifacts.values()
-                               if a.compartment == "shared" and a.ref.split("@")[0]
+                               if a.compartment == "shared" and base_name(a.ref)
                                not in canary_names]))
         principal = f"u{i:04d}"
         access = {comp, "shared"} | (set(_COMPARTMENTS) if role in ("infra", "security") else set())
@@ -326,7 +327,7 @@ def _session(lab: Lab, gate: _Gate, rng: random.Random, m: Member, t: float, hos
     if rng.random() < 0.01:  # a look at a colleague's model or a baseline, now and then kept
         other = [a for a in lab.artifacts.values() if a.compartment in m.access
                  and a.ref not in m.working_set and a.born_day <= today - 7
-                 and a.ref.split("@")[0] not in lab.canaries]
+                 and base_name(a.ref) not in lab.canaries]
         if other:
             art = rng.choice(other)
             if rng.random() < 0.3:
@@ -353,7 +354,7 @@ def _night(rng: random.Random, m: Member, day: int, lo: float, hi: float) -> flo
 def _rare_artifacts(lab: Lab, m: Member, n: int, rng: random.Random) -> list[Artifact]:
     mine = [a for a in lab.artifacts.values() if a.compartment in m.access
             and a.ref not in m.working_set and a.born_day == 0
-            and a.ref.split("@")[0] not in lab.canaries]
+            and base_name(a.ref) not in lab.canaries]
     rng.shuffle(mine)
     return mine[:n]
 
@@ -389,7 +390,7 @@ def inject(lab: Lab, per_scenario: int = 10, seed: int | None = None) -> None:
         m = subjects[per_scenario + i]
         d = rng.randint(LEARN_DAYS + 8, last - 4)
         target = max((a for a in lab.artifacts.values() if a.compartment in m.access
-                      and a.ref.split("@")[0] not in lab.canaries), key=lambda a: a.size)
+                      and base_name(a.ref) not in lab.canaries), key=lambda a: a.size)
         frac = rng.uniform(0.5, 0.97)
         span = rng.randint(5, 10)
         for n in range(span):
@@ -426,7 +427,7 @@ def inject(lab: Lab, per_scenario: int = 10, seed: int | None = None) -> None:
         for n in range(nights):
             probes = rng.sample(list(lab.artifacts.values()), k=rng.randint(6, 14))
             for art in probes:
-                if art.ref.split("@")[0] in lab.canaries:
+                if base_name(art.ref) in lab.canaries:
                     continue
                 t = _night(rng, m, d + n, 1.0, 5.0)
                 added += gate.load(rng, m, art, t, host,
@@ -471,7 +472,7 @@ def _inject_new_hires(lab: Lab, gate: _Gate, rng: random.Random, count: int,
                 added += gate.load(rng, m, art, t, m.hosts[0], rng.randint(1, 4))
             probes = rng.sample(list(lab.artifacts.values()), k=rng.randint(3, 9))
             for art in probes:
-                if art.ref.split("@")[0] in lab.canaries:
+                if base_name(art.ref) in lab.canaries:
                     continue
                 t = _night(rng, m, day, 9, 19)
                 added += gate.load(rng, m, art, t, m.hosts[0],

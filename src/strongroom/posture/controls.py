@@ -11,11 +11,15 @@ benchmark systems (docs/posture.md), not RAND's own table.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
+from strongroom.errors import InvalidInput
 from strongroom.posture.declaration import Declaration
 from strongroom.posture.facts import Facts
+from strongroom.timefmt import parse_utc
 
 __all__ = ["CONTROLS", "FAMILIES", "Control", "Finding"]
 
@@ -310,17 +314,22 @@ def _vetting_depth(levels: tuple[str, ...]) -> Rule:
 # -- red-teaming -----------------------------------------------------------------------------------
 
 
+def _redteam_age_days(run: Mapping[str, Any]) -> float | None:
+    """Days since the stored red-team ``run`` started; None when it has no readable date."""
+    try:
+        started = parse_utc(str(run["started"]), obj="red-team run")
+    except (KeyError, InvalidInput):
+        return None
+    return (time.time() - started) / 86400
+
+
 def _redteam_recent(max_age_days: float) -> Rule:
     def rule(f: Facts, d: Declaration) -> Finding:
         if not f.redteam:
             return NOT_MET, "no red-team run stored (`strongroom redteam run`)"
-        from datetime import UTC, datetime
-
-        try:
-            started = datetime.fromisoformat(str(f.redteam["started"]).replace("Z", "+00:00"))
-        except (KeyError, ValueError):
+        age = _redteam_age_days(f.redteam)
+        if age is None:
             return NOT_MET, "the stored red-team run has no valid date"
-        age = (datetime.now(UTC) - started).total_seconds() / 86400
         n = len(f.redteam.get("results", []))
         return (MET if age <= max_age_days and n else NOT_MET), \
             f"last run {age:.1f} days ago ({n} scenarios; needs ≤ {max_age_days:g} days)"
@@ -331,12 +340,8 @@ def _redteam_clean(max_age_days: float) -> Rule:
     def rule(f: Facts, d: Declaration) -> Finding:
         if not f.redteam:
             return NOT_MET, "no red-team run stored (`strongroom redteam run`)"
-        from datetime import UTC, datetime
-
-        try:
-            started = datetime.fromisoformat(str(f.redteam["started"]).replace("Z", "+00:00"))
-            age = (datetime.now(UTC) - started).total_seconds() / 86400
-        except (KeyError, ValueError):
+        age = _redteam_age_days(f.redteam)
+        if age is None:
             return NOT_MET, "the stored red-team run has no valid date"
         results = f.redteam.get("results", [])
         missed = [r["id"] for r in results if r.get("outcome") == "missed"]

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from strongroom.artifacts import base_name
 from strongroom.errors import StrongroomError
 
 if TYPE_CHECKING:
@@ -125,7 +126,7 @@ def _access(store: Store, keys: KeyService, facts: Facts) -> None:
     for env in statements.envelopes(store, "grant"):
         try:
             req = statements.unverified_payload(str(statements.unverified_payload(env)["request"]))
-            res = resources.get(str(req["resource"]).split("@", 1)[0])
+            res = resources.get(base_name(str(req["resource"])))
             if res is None:
                 continue
             valid.append(verify_grant(env, directory, engine, res, now=time.time()))

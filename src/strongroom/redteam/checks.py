@@ -20,6 +20,7 @@ from sqlalchemy import select
 
 from strongroom.errors import AuditUnavailable, IntegrityError, StrongroomError
 from strongroom.redteam.context import RunContext
+from strongroom.timefmt import parse_utc
 
 __all__ = ["CHECKS", "Missing"]
 
@@ -31,6 +32,8 @@ AUDIT_VERIFY = "SR-AUDIT-VERIFY"
 WITNESS_FORK = "SR-WITNESS-FORK"
 
 
+# Internal control flow, not a user-facing error: grading.grade catches it at once and
+# records its text as a "missing" evidence item; it never leaves the red-team harness.
 class Missing(Exception):
     """The evidence a check looks for is not there."""
 
@@ -400,11 +403,6 @@ def rollback_alerted(ctx: RunContext) -> list[dict[str, Any]]:
              "subject": a.subject, "message": a.message[:240]} for a in found[:3]]
 
 
-def _when(stamp: Any) -> datetime:
-    """An audit entry's time (``...Z``) as a datetime."""
-    return datetime.fromisoformat(str(stamp).replace("Z", "+00:00"))
-
-
 @check("lock_stall_refused_within_bound")
 def lock_stall_refused_within_bound(ctx: RunContext, who: str,
                                     slack_s: float = 2.5) -> list[dict[str, Any]]:
@@ -421,7 +419,7 @@ def lock_stall_refused_within_bound(ctx: RunContext, who: str,
     items = []
     for e in refused:
         unrecorded = e.details["unrecorded"]
-        took = (_when(e.time) - _when(unrecorded["attempted_at"])).total_seconds()
+        took = e.at - parse_utc(unrecorded["attempted_at"], obj=f"audit entry {e.index}")
         if took > bound + slack_s:
             raise Missing(f"entry #{e.index}: refused {took} s after it was asked "
                           f"(bound {bound:g} s)")
