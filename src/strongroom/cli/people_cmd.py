@@ -10,7 +10,6 @@ Writing rows yourself grants nothing: the gate verifies the signatures.
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -19,6 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from strongroom.errors import InvalidInput, NotFound
+from strongroom.timefmt import parse_utc
 
 __all__ = ["compartments_app", "people_app", "register"]
 
@@ -30,9 +30,10 @@ _out = Console(highlight=False, soft_wrap=True)
 
 
 def _date(text: str) -> int:
+    """``--vetting-expires``: a date (midnight UTC) or an ISO time, as epoch seconds."""
     try:
-        return int(datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp())
-    except ValueError:
+        return int(parse_utc(text, obj="--vetting-expires"))
+    except InvalidInput:
         raise InvalidInput(f"cannot read date {text!r}", obj="--vetting-expires",
                            remedy="write YYYY-MM-DD") from None
 

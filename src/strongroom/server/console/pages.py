@@ -10,6 +10,7 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 
 from strongroom.access.directory import level_name
+from strongroom.artifacts import ArtifactRef
 from strongroom.server.console import data
 from strongroom.server.console.core import AUDITORS, HERE, Console, ConsoleError
 from strongroom.server.console.sessions import COOKIE
@@ -158,12 +159,13 @@ def add_routes(router: APIRouter, console: Console) -> None:
         rows: list[dict[str, Any]] = []
         with ctx.vault(actor="console") as vault:
             for a in vault.list_artifacts():
+                ref = str(ArtifactRef(a.name, a.version))
                 bars = [{"scope": u.budget.scope, "window": u.budget.describe("*", a.name),
                          "used": u.used, "cap": u.budget.cap_bytes,
                          "percent": min(100, round(100 * u.fraction))}
-                        for u in meter.usage("*", f"{a.name}@{a.version}", now)
+                        for u in meter.usage("*", ref, now)
                         if u.budget.scope in ("artifact", "lab")]
-                rows.append({"ref": f"{a.name}@{a.version}", "kind": a.kind, "files": a.files,
+                rows.append({"ref": ref, "kind": a.kind, "files": a.files,
                              "size": a.total_size, "bars": bars})
         return console.page(request, "artifacts.html", sess, artifacts=rows)
 
