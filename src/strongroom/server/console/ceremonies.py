@@ -298,7 +298,7 @@ def add_routes(router: APIRouter, console: Console) -> None:
             if not who.eligible(now):
                 raise ConsoleError(403, f"{who.name}'s vetting or employment is not current")
             _check_count(console, key.id, count)
-        except (ConsoleError, StrongroomError) as exc:
+        except StrongroomError as exc:  # ConsoleError included
             console.signins.failed(host, claimed, exc)
             raise
         console.sessions.end(sess)  # rotate: a cookie set before sign-in is worthless after it

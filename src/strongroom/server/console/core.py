@@ -89,13 +89,16 @@ class ConsoleConfig:
         return cls(origin.rstrip("/"), rp)
 
 
-class ConsoleError(Exception):
-    """A refusal with an HTTP status (pages render it, JSON endpoints return it)."""
+class ConsoleError(StrongroomError):
+    """A console refusal with its own HTTP status (pages render it, JSON endpoints return it).
+
+    Part of the one hierarchy; :class:`SecureRoute` answers it before any other
+    :class:`~strongroom.errors.StrongroomError`, with ``status`` and ``{"error": message}``.
+    """
 
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status = status
-        self.message = message
 
 
 class SecureRoute(APIRoute):
@@ -109,7 +112,7 @@ class SecureRoute(APIRoute):
         async def secured(request: Request) -> Response:
             try:
                 response = await handler(request)
-            except (ConsoleError, StrongroomError, RequestValidationError) as exc:
+            except (StrongroomError, RequestValidationError) as exc:
                 body: dict[str, Any]
                 if isinstance(exc, ConsoleError):
                     status, message = exc.status, exc.message
@@ -301,7 +304,7 @@ class Console:
         if sess is not None and sess.person_key:
             try:
                 me = self.person(sess)
-            except (ConsoleError, StrongroomError):
+            except StrongroomError:
                 me = None
         html = self.templates.get_template(template).render(
             csrf=sess.csrf if sess is not None else "", me=me, config=self.config,
