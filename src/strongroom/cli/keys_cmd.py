@@ -21,7 +21,7 @@ from strongroom.errors import InvalidInput, NotFound
 
 if TYPE_CHECKING:
     from strongroom.crypto.age import Identity as Identity_
-    from strongroom.keys.keyring import CeremonyConfig, KeyringStatus
+    from strongroom.keys.keyring import KeyringStatus
     from strongroom.store.db import Store
 
 # The keyring, ceremony (numpy), store (SQLAlchemy) and agent client are
@@ -342,24 +342,13 @@ def verify_share(
     else:
         store = _store()
         try:
-            published = _published_from_store(store)
+            published = ceremony.published_in_store(store)
         finally:
             store.close()
     content = ceremony.verify_share_file(share, _read_identities(identity),
                                          published)
     _out.print(f"share {content.index} of vault {content.vault_id} (generation "
                f"{content.generation}) matches its published commitment")
-
-
-def _published_from_store(store: Store) -> CeremonyConfig:
-    from strongroom.keys.keyring import CeremonyConfig
-    from strongroom.store.tables.keys import KeyringState
-
-    with store.session() as session:
-        state = session.get(KeyringState, 1)
-    if state is None:
-        raise NotFound("the vault is not initialised", obj="keyring")
-    return CeremonyConfig.from_json(state.ceremony_json)
 
 
 def register(app: typer.Typer) -> None:

@@ -54,6 +54,7 @@ from strongroom.keys.keyring import (
     KeyringStatus,
 )
 from strongroom.store.db import Store
+from strongroom.store.tables.keys import KeyringState
 
 __all__ = [
     "SHARE_FORMAT",
@@ -65,6 +66,7 @@ __all__ = [
     "encrypt_share_files",
     "init_vault",
     "published_config",
+    "published_in_store",
     "read_custodian",
     "read_share_file",
     "share_file_name",
@@ -175,6 +177,15 @@ def published_config(text: str, obj: str) -> CeremonyConfig:
                               tuple(d["custodians"]), tuple(d["commitments"]))
     except (ValueError, KeyError, TypeError) as exc:
         raise InvalidInput(f"not a commitments file ({type(exc).__name__})", obj=obj) from None
+
+
+def published_in_store(store: Store) -> CeremonyConfig:
+    """The ceremony configuration (custodians, commitments) the store's keyring publishes."""
+    with store.session() as session:
+        state = session.get(KeyringState, 1)
+    if state is None:
+        raise NotFound("the vault is not initialised", obj="keyring")
+    return CeremonyConfig.from_json(state.ceremony_json)
 
 
 def write_share_files(directory: Path, files: Sequence[tuple[str, bytes]]) -> tuple[Path, ...]:
