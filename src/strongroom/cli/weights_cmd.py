@@ -186,14 +186,24 @@ def export(
     ],
     version: Annotated[int | None, typer.Option("--version")] = None,
 ) -> None:
-    """Write a plaintext copy of an artifact: an explicit act, recorded in the audit log."""
+    """Write a plaintext copy of an artifact: an explicit act, recorded in the audit log.
+
+    Beside the files it writes model.sig (the vault's OpenSSF model-signing
+    signature) and model.pub.pem (the vault's public key) for outsiders.
+    """
     from strongroom.runtime.services import open_vault
 
     with open_vault() as vault:
         manifest = vault.manifest(name, version)
         with byte_progress("export", manifest.total_size) as advance:
             dest = vault.export(name, to, reason=reason, version=version, progress=advance)
+        from strongroom.supplychain.signing import write_export_signature
+
+        sig, pub = write_export_signature(manifest, vault.keys, dest)
     _out.print(f"exported {manifest.ref} in plaintext to {dest} (recorded in the audit log)")
+    _out.print(f"signed: {sig} (OpenSSF model-signing), vault public key: {pub}; anyone can check "
+               f"with: model_signing verify key --public_key {pub} --signature {sig} {dest}",
+               soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:

@@ -6,13 +6,20 @@ Statement v1 whose predicate (``https://model_signing/signature/v1.0``) lists
 every file's SHA-256, sorted by path; the subject digest is SHA-256 over those
 digests in order. ``model_signing verify key --public_key K --signature S DIR``
 accepts what :func:`sign_digests` writes, and :func:`verify_directory` accepts
-what ``model_signing sign key`` writes.
+what ``model_signing sign key`` writes, both with default options.
+
+Git files are treated as model_signing treats them by default
+(``ignore_git_paths``): :data:`GIT_PATHS` at the top of the model directory,
+and everything under them, are left out of the signed resources and listed in
+the statement's ``serialization.ignore_paths``. A signature that does list a
+git file (``--no-ignore-git-paths``) still has it checked.
 
 Use it like this::
 
     digests = hash_directory(model_dir)                       # {"model.safetensors": "ab12…"}
     bundle = sign_digests("minilm", digests, private_key)     # JSON text
     verify_directory(model_dir, bundle, public_key)           # IntegrityError on any difference
+    write_export_signature(manifest, vault.keys, export_dir)  # model.sig + model.pub.pem
 
 The vault's own model-signing key (:func:`vault_signing_key`) is derived from
 the barrier's manifest key: HKDF over the manifest key's (deterministic)
@@ -30,9 +37,9 @@ import base64
 import hashlib
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from cryptography.exceptions import InvalidSignature
@@ -41,7 +48,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from strongroom.crypto.dsse import pae
-from strongroom.errors import IntegrityError, InvalidInput, NotFound
+from strongroom.errors import AlreadyExists, IntegrityError, InvalidInput, NotFound
 
 if TYPE_CHECKING:
     from strongroom.keys.protocol import KeyService
@@ -49,10 +56,14 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BUNDLE_MEDIA_TYPE",
+    "EXPORT_PUBLIC_KEY",
+    "EXPORT_SIGNATURE",
+    "GIT_PATHS",
     "INTOTO_PAYLOAD_TYPE",
     "PREDICATE_TYPE",
     "compare_digests",
     "hash_directory",
+    "is_ignored",
     "key_hint",
     "load_public_key",
     "manifest_digests",
@@ -62,6 +73,7 @@ __all__ = [
     "vault_signing_key",
     "verify_digests",
     "verify_directory",
+    "write_export_signature",
 ]
 
 BUNDLE_MEDIA_TYPE = "application/vnd.dev.sigstore.bundle.v0.3+json"
@@ -72,6 +84,12 @@ PREDICATE_TYPE = "https://model_signing/signature/v1.0"
 _KEY_LABEL = b"strongroom model-signing key derivation v1\n"
 _MAX_BUNDLE = 64 << 20
 _HASH_CHUNK = 8 << 20
+#: What ``model_signing`` leaves out by default (``hashing.Config``'s
+#: ``ignore_git_paths=True``): these top-level names and everything under them.
+GIT_PATHS = (".git", ".gitattributes", ".github", ".gitignore")
+#: What ``strongroom weights export`` writes beside the plaintext files.
+EXPORT_SIGNATURE = "model.sig"
+EXPORT_PUBLIC_KEY = "model.pub.pem"
 
 
 def _bad(obj: str, why: str) -> IntegrityError:
@@ -83,6 +101,21 @@ def _bad(obj: str, why: str) -> IntegrityError:
 def _sha256_file(path: Path) -> str:
     with open(path, "rb") as fh:
         return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
+def is_ignored(name: str, ignore: Iterable[str]) -> bool:
+    """Whether relative POSIX path ``name`` is one of ``ignore`` or lies under one.
+
+    model_signing's rule (``Path.is_relative_to`` against each ignored path,
+    relative to the model directory): ``.git`` covers ``.git/config``, not
+    ``sub/.git`` nor ``.gitfoo``.
+    """
+    parts = PurePosixPath(name).parts
+    for p in ignore:
+        q = PurePosixPath(p).parts
+        if q and parts[: len(q)] == q:
+            return True
+    return False
 
 
 def hash_directory(
@@ -114,10 +147,12 @@ def manifest_digests(manifest: Manifest) -> dict[str, str]:
     return {f.path: f.sha256 for f in sorted(manifest.files, key=lambda f: f.path)}
 
 
-def _statement(model_name: str, digests: Mapping[str, str]) -> dict[str, Any]:
+def _statement(
+    model_name: str, digests: Mapping[str, str], ignore: Sequence[str]
+) -> dict[str, Any]:
     root = hashlib.sha256()
     resources = []
-    for name in sorted(digests):
+    for name in sorted(n for n in digests if not is_ignored(n, ignore)):
         root.update(bytes.fromhex(digests[name]))
         resources.append({"name": name, "algorithm": "sha256", "digest": digests[name]})
     return {
@@ -130,7 +165,7 @@ def _statement(model_name: str, digests: Mapping[str, str]) -> dict[str, Any]:
                 "method": "files",
                 "hash_type": "sha256",
                 "allow_symlinks": False,
-                "ignore_paths": [],
+                "ignore_paths": list(ignore),
             },
         },
     }
@@ -159,10 +194,20 @@ def load_public_key(pem: bytes, *, obj: str = "public key") -> ec.EllipticCurveP
 
 
 def sign_digests(
-    model_name: str, digests: Mapping[str, str], key: ec.EllipticCurvePrivateKey
+    model_name: str,
+    digests: Mapping[str, str],
+    key: ec.EllipticCurvePrivateKey,
+    *,
+    ignore_paths: Sequence[str] = (),
 ) -> str:
-    """A model-signing bundle (JSON text) over ``digests``, signed with ``key``."""
-    payload = json.dumps(_statement(model_name, digests), indent=2).encode()
+    """A model-signing bundle (JSON text) over ``digests``, signed with ``key``.
+
+    Files under :data:`GIT_PATHS` and ``ignore_paths`` (relative to the model
+    directory, e.g. the signature's own name when it is written inside it) are
+    left out and recorded in the statement, as ``model_signing sign key`` does.
+    """
+    ignore = sorted({*GIT_PATHS, *ignore_paths})
+    payload = json.dumps(_statement(model_name, digests, ignore), indent=2).encode()
     signature = key.sign(pae(INTOTO_PAYLOAD_TYPE, payload), ec.ECDSA(hashes.SHA256()))
     bundle = {
         "mediaType": BUNDLE_MEDIA_TYPE,
@@ -228,7 +273,12 @@ def _open_bundle(
 
 
 def compare_digests(signed: Mapping[str, str], actual: Mapping[str, str], *, obj: str) -> None:
-    """Refuse unless ``actual`` has exactly the signed files with the signed digests."""
+    """Refuse unless ``actual`` has exactly the signed files with the signed digests.
+
+    A git file (:data:`GIT_PATHS`) that the signature does not list is not
+    compared, as model_signing ignores it by default; one it lists is.
+    """
+    actual = {n: d for n, d in actual.items() if n in signed or not is_ignored(n, GIT_PATHS)}
     extra = sorted(set(actual) - set(signed))
     missing = sorted(set(signed) - set(actual))
     changed = sorted(n for n in set(signed) & set(actual) if signed[n] != actual[n])
@@ -248,7 +298,9 @@ def verify_directory(
 ) -> dict[str, str]:
     """Verify a publisher's signature over the files under ``root``; returns the digests."""
     signed, ignored = _open_bundle(bundle, key, str(signature_path or root))
-    skip = [root / p for p in ignored if ".." not in Path(p).parts]
+    # Git paths are not read unless the signature lists a file under them.
+    unsigned_git = [g for g in GIT_PATHS if not any(is_ignored(n, [g]) for n in signed)]
+    skip = [root / p for p in [*ignored, *unsigned_git] if ".." not in Path(p).parts]
     actual = hash_directory(root, ignore=[*skip, *([signature_path] if signature_path else [])])
     compare_digests(signed, actual, obj=str(root))
     return actual
@@ -273,3 +325,34 @@ def vault_signing_key(keys: KeyService) -> ec.EllipticCurvePrivateKey:
     okm = HKDF(hashes.SHA256(), 48, salt=None, info=b"strongroom model-signing P-256").derive(seed)
     order = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
     return ec.derive_private_key(int.from_bytes(okm, "big") % (order - 1) + 1, ec.SECP256R1())
+
+
+def write_export_signature(manifest: Manifest, keys: KeyService, dest: Path) -> tuple[Path, Path]:
+    """Sign an export of ``manifest`` at ``dest``; returns (signature, public key) paths.
+
+    Writes :data:`EXPORT_SIGNATURE` (the bundle, over the manifest's verified
+    digests) and :data:`EXPORT_PUBLIC_KEY` (the vault's P-256 key, PEM) inside
+    ``dest``, both recorded in the statement's ``ignore_paths`` so that
+    ``model_signing verify key --public_key dest/model.pub.pem --signature
+    dest/model.sig dest`` accepts it with default options. When the artifact
+    itself holds a top-level file of either name (a publisher's ``model.sig``),
+    they go beside ``dest`` instead, as ``<dest>.model.sig`` and
+    ``<dest>.model.pub.pem``. Never overwrites a file.
+    """
+    names = (EXPORT_SIGNATURE, EXPORT_PUBLIC_KEY)
+    if any(is_ignored(f.path, names) for f in manifest.files):
+        sig, pub = (dest.parent / f"{dest.name}.{n}" for n in names)
+        ignore: Sequence[str] = ()
+    else:
+        sig, pub = (dest / n for n in names)
+        ignore = names
+    key = vault_signing_key(keys)
+    bundle = sign_digests(manifest.name, manifest_digests(manifest), key, ignore_paths=ignore)
+    for path, data in ((sig, bundle.encode()), (pub, public_key_pem(key.public_key()))):
+        try:
+            with open(path, "xb") as fh:
+                fh.write(data)
+        except FileExistsError:
+            raise AlreadyExists("will not overwrite an existing file", obj=str(path),
+                                remedy="move it away, then export again to a new directory") from None
+    return sig, pub
