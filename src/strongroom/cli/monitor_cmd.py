@@ -31,10 +31,13 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON")]
 
 @contextlib.contextmanager
 def _store() -> Iterator[Store]:
+    from strongroom.datadir import require_vault
     from strongroom.settings import Settings
     from strongroom.store.db import Store
 
-    store = Store.open(Settings().resolved_database_url)
+    settings = Settings()
+    require_vault(settings.resolved_home, settings.database_url)  # creates nothing
+    store = Store.open(settings.resolved_database_url)
     try:
         yield store
     finally:

@@ -587,5 +587,8 @@ def open_vault(
     from strongroom.vault.vault import Vault
 
     settings = settings or Settings()
+    from strongroom.datadir import require_vault
+
+    require_vault(settings.resolved_home, settings.database_url)  # before anything is created
     return Vault.open(settings, keys=key_service(settings.resolved_home), identity=identity,
                       actor=actor)
