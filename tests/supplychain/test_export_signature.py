@@ -17,7 +17,9 @@ from pathlib import Path
 import model_signing
 import pytest
 
-from strongroom.supplychain.signing import load_public_key, verify_directory
+from strongroom.errors import AlreadyExists
+from strongroom.supplychain.signing import load_public_key, verify_directory, write_export_signature
+from strongroom.vault.vault import Vault
 
 from cli_fixtures import Run, grant_cli, unseal_home
 from vault_fixtures import make_model
@@ -105,3 +107,22 @@ def test_model_signing_signature_over_git_files_verifies_both_ways(tmp_path: Pat
     assert result.returncode == 0, result.stdout + result.stderr
     (d / ".gitattributes").write_text("changed, and unsigned by both tools\n")
     verify_directory(d, ours.read_text(), key.public_key())
+
+
+def test_an_artifact_holding_its_own_model_sig_is_signed_beside_the_export(
+    vault: Vault, tmp_path: Path
+) -> None:
+    src = tmp_path / "published"
+    src.mkdir()
+    make_model(src / "model.safetensors")
+    (src / "model.sig").write_text("the publisher's signature, part of the artifact\n")
+    manifest = vault.import_weights(src, "published")
+    dest = vault.export("published", tmp_path / "out" / "plain", reason="handover")
+    sig, pub = write_export_signature(manifest, vault.keys, dest)
+    assert (sig, pub) == (dest.parent / "plain.model.sig", dest.parent / "plain.model.pub.pem")
+    assert (dest / "model.sig").read_text().startswith("the publisher's")  # left as exported
+    result = _outsider("verify", "key", "--public_key", pub, "--signature", sig, dest)
+    assert result.returncode == 0, result.stdout + result.stderr
+    _api_verify(dest, sig, pub)
+    with pytest.raises(AlreadyExists, match="overwrite"):
+        write_export_signature(manifest, vault.keys, dest)
