@@ -192,7 +192,7 @@ def test_bundle_with_a_malicious_pickle_is_refused_in_quarantine(
     from types import SimpleNamespace
 
     monkeypatch.setattr(
-        "strongroom.supplychain.scan.scan_import", lambda path: SimpleNamespace(pickle_files=[])
+        "strongroom.scanning.scan.scan_import", lambda path: SimpleNamespace(pickle_files=[])
     )
     import os
     import pickle

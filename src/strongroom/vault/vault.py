@@ -164,9 +164,11 @@ class Vault:
         """
         settings = settings or Settings()
         home = settings.resolved_home
-        home.mkdir(mode=0o700, parents=True, exist_ok=True)
         service = keys
         checkpoint_key = Ed25519PublicKey.from_public_bytes(service.public_keys()["checkpoint"])
+        # Only once the key service answered (a vault exists and is unsealed): a refused
+        # open leaves no directory behind.
+        home.mkdir(mode=0o700, parents=True, exist_ok=True)
         store = Store.open(settings.resolved_database_url)
         try:
             audit = AuditSettings().open_log(
@@ -263,7 +265,7 @@ class Vault:
         check_name(name)
         for c in compartments:
             check_name(c, what="compartment name")
-        from strongroom.supplychain.scan import scan_import
+        from strongroom.scanning.scan import scan_import
 
         # Every import is scanned before anything is accepted; pickle-based
         # files are refused here and enter only through --convert.
