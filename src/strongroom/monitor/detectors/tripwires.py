@@ -1,0 +1,203 @@
+"""Detector rules that need no learnt baseline: a fixed threshold or a marked object.
+
+Repeated refusals at the gate (:class:`Denials`) or at the server's edge
+(:class:`EdgeProbing`), a release by a flagged person (:class:`AfterFlag`), a
+touch of a canary (:class:`CanaryTouch`) and any break-glass
+(:class:`BreakGlassUse`). Canary and break-glass findings are critical: each is
+an alert on its own.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from strongroom.artifacts import base_name
+from strongroom.monitor.detectors.rule import (
+    BREAK_GLASS_ACTION,
+    DAY,
+    RELEASE,
+    ActivityEvent,
+    Context,
+    Detector,
+    Finding,
+    is_release,
+)
+
+
+class Denials(Detector):
+    """Many refused key requests within a day: probing for what is reachable."""
+
+    id = "SR-DENIALS"
+    title = "many denials"
+    techniques = ("T1083", "AML.T0007")
+
+    def __init__(self, threshold: int = 5, window_s: float = DAY) -> None:
+        super().__init__()
+        self.threshold = threshold
+        self.window_s = window_s
+        self._denials: dict[str, deque[float]] = {}
+
+    def observe(self, ev: ActivityEvent, ctx: Context) -> Finding | None:
+        """Flag ``threshold`` or more denials in ``window_s``."""
+        if ev.action != RELEASE or ev.decision != "deny":
+            return None
+        q = self._denials.setdefault(ev.actor, deque())
+        q.append(ev.time)
+        while q and q[0] <= ev.time - self.window_s:
+            q.popleft()
+        if len(q) >= self.threshold:
+            return self._once_a_day(ev, f"{ev.actor} was refused {len(q)} key releases in 24 h",
+                                    denials=len(q))
+        return None
+
+
+class AfterFlag(Detector):
+    """Access soon after a vetting flag or a resignation notice; more so when it reaches out.
+
+    Every release within ``within_s`` after the person's latest flag is a
+    finding (weight 1). Opening an artifact the person never opened before,
+    once they have ``settled_s`` of history, weighs double: people who leave
+    with data take what they did not work on, while a benign leaver keeps to
+    their own work.
+    """
+
+    id = "SR-FLAGGED"
+    title = "access soon after a vetting flag or resignation notice"
+    techniques = ("T1078", "AML.T0035")
+
+    def __init__(self, within_s: float = 30 * DAY, settled_s: float = 14 * DAY,
+                 reach_weight: float = 2.0) -> None:
+        super().__init__()
+        self.within_s = within_s
+        self.settled_s = settled_s
+        self.reach_weight = reach_weight
+        self._seen: dict[str, set[str]] = {}
+        self._first: dict[str, float] = {}
+
+    def observe(self, ev: ActivityEvent, ctx: Context) -> Finding | None:
+        """Flag releases within ``within_s`` after the person's latest flag."""
+        if not is_release(ev):
+            return None
+        first = self._first.setdefault(ev.actor, ev.time)
+        seen = self._seen.setdefault(ev.actor, set())
+        new = ev.artifact not in seen
+        seen.add(ev.artifact)
+        flag = ctx.flag_of(ev.actor, ev.time)
+        if flag is None or not 0 <= ev.time - flag[0] <= self.within_s:
+            return None
+        days = (ev.time - flag[0]) / DAY
+        if new and ev.time - first >= self.settled_s:
+            return self._once_a_day(ev, f"{ev.actor} opened {ev.artifact}, new to them, "
+                                    f"{days:.0f} days after a {flag[1]} flag",
+                                    weight=self.reach_weight, flag=flag[1])
+        return self._once_a_day(ev, f"{ev.actor} released a key {days:.0f} days after a "
+                                f"{flag[1]} flag", flag=flag[1])
+
+
+class CanaryTouch(Detector):
+    """Any touch of a canary artifact (decoy): critical on its own."""
+
+    id = "SR-CANARY"
+    title = "touch of a canary"
+    techniques = ("T1213", "AML.T0007")
+    severity = "critical"
+
+    def observe(self, ev: ActivityEvent, ctx: Context) -> Finding | None:
+        """Flag any event on a canary except its import."""
+        if ev.action == "weights.import":
+            return None
+        name = base_name(ev.artifact)
+        if name not in ctx.canaries():
+            return None
+        return Finding(self.id, self.severity, ev.actor, ev.time, ev.artifact,
+                       f"{ev.actor} touched canary {ev.artifact} ({ev.action} {ev.decision})",
+                       self.techniques, {"action": ev.action, "decision": ev.decision})
+
+
+class BreakGlassUse(Detector):
+    """Any break-glass: taken (``access.break-glass``) or used at the gate; critical at once.
+
+    Break-glass is allowed by design for the people a label lists; the control
+    is that every use is seen at once and reviewed by a quorum afterwards. A
+    break-glass statement written straight into the store, never announced,
+    is still caught by the gate's release entry carrying its id.
+    """
+
+    id = "SR-BREAKGLASS"
+    title = "break-glass access taken or used"
+    techniques = ("T1078", "T1548")
+    severity = "critical"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._seen: set[str] = set()
+
+    def observe(self, ev: ActivityEvent, ctx: Context) -> Finding | None:
+        """Flag each break-glass once, when taken or at its first release."""
+        if ev.decision != "allow":
+            return None
+        if ev.action == BREAK_GLASS_ACTION:
+            bg, how = ev.details.get("break_glass"), "took break-glass access to"
+        elif is_release(ev):
+            bg, how = ev.details.get("break_glass"), "released a key under break-glass for"
+        else:
+            return None
+        if not isinstance(bg, str) or not bg or bg in self._seen:
+            return None
+        self._seen.add(bg)
+        reason = ev.details.get("reason_given") or ev.reason
+        return Finding(self.id, self.severity, ev.actor, ev.time, ev.artifact,
+                       f"{ev.actor} {how} {ev.artifact} (break-glass {bg[:16]}): "
+                       f"{str(reason)[:120]}; a quorum review is due",
+                       self.techniques, {"break_glass": bg, "action": ev.action}, weight=2.0)
+
+
+#: Refusals at the server's edge, audited by the API and the console.
+EDGE_REFUSALS = frozenset({"api.request", "console.sign-in", "console.csrf"})
+
+
+class EdgeProbing(Detector):
+    """Many refused requests at the API or the console from one client address.
+
+    Forged, replayed or stale signatures, CSRF attempts and failed security-key
+    sign-ins are refused before they touch anything, and audited (rate-limited:
+    an entry may carry a count of the refusals folded into it). Twenty in ten
+    minutes from one address is someone trying credentials or captured
+    requests, not a user with a skewed clock. The finding's subject is the
+    address (``host:<ip>``), once a day; no baseline is involved.
+    """
+
+    id = "SR-PROBE"
+    title = "refused API or console requests from one address"
+    techniques = ("T1110", "T1550", "T1190")
+    severity = "high"
+    learns = False
+
+    def __init__(self, threshold: int = 20, window_s: float = 600.0) -> None:
+        super().__init__()
+        self.threshold = threshold
+        self.window_s = window_s
+        self._seen: dict[str, deque[tuple[float, int, str]]] = {}
+        self._flagged: dict[str, int] = {}
+
+    def observe(self, ev: ActivityEvent, ctx: Context) -> Finding | None:
+        """Flag ``threshold`` edge refusals from one address within ``window_s``."""
+        if ev.decision != "deny" or ev.action not in EDGE_REFUSALS:
+            return None
+        host = ev.host or "unknown"
+        folded = ev.details.get("suppressed")
+        count = 1 + (folded if isinstance(folded, int) and folded > 0 else 0)
+        q = self._seen.setdefault(host, deque())
+        q.append((ev.time, count, ev.action))
+        while q and q[0][0] <= ev.time - self.window_s:
+            q.popleft()
+        total = sum(n for _, n, _ in q)
+        day = int(ev.time // DAY)
+        if total < self.threshold or self._flagged.get(host) == day:
+            return None
+        self._flagged[host] = day
+        kinds = sorted({action for _, _, action in q})
+        return Finding(self.id, self.severity, f"host:{host}", ev.time, ev.object,
+                       f"{total} requests from {host} were refused at the edge in "
+                       f"{self.window_s / 60:.0f} min (latest: {ev.action}, {ev.reason[:100]})",
+                       self.techniques, {"host": host, "refusals": total, "kinds": kinds})
