@@ -60,13 +60,25 @@ def open_weights(
 ) -> Any:
     """Decrypt an artifact's tensors into memory: a read-only mapping of name -> array.
 
-    Opens the vault from the environment (``STRONGROOM_HOME``...) unless one is
-    given; close the result (or use it as a context manager) to zero the buffers.
+    Opens the vault from the environment unless one is given: with
+    ``STRONGROOM_URL`` set, the server's (keys from its gate, ciphertext by
+    range, signed as ``STRONGROOM_IDENTITY``), else the local data directory
+    (``STRONGROOM_HOME``). Close the result (or use it as a context manager) to
+    zero the buffers.
     """
-    from strongroom.runtime.services import open_vault
+    import os
 
     owned = vault is None
-    v = open_vault() if owned else vault
+    if owned and os.environ.get("STRONGROOM_URL"):
+        from strongroom.server.remote_vault import RemoteVault
+
+        v: Any = RemoteVault.from_env()
+    elif owned:
+        from strongroom.runtime.services import open_vault
+
+        v = open_vault()
+    else:
+        v = vault
     try:
         weights = v.open_weights(name, version, lazy=lazy, framework=framework)
     except BaseException:

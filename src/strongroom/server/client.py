@@ -51,9 +51,9 @@ from strongroom.server.signatures import sign_request
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-    from strongroom.crypto.age import AgeReader
+    from strongroom.crypto.age import AgeReader, ByteSource
     from strongroom.keys.identity import Identity
-    from strongroom.vault.manifest import Manifest
+    from strongroom.vault.manifest import FileEntry, Manifest
 
 __all__ = ["RANGE_SIZE", "Client", "KnownServers", "RemoteSource", "ServerError",
            "ServerKeyChanged"]
@@ -167,16 +167,8 @@ class RemoteSource:
             return data
         start = index * self.window
         end = min(start + self.window, self.size)
-        response = self.client.request("GET", self.path,
-                                       headers={"Range": f"bytes={start}-{end - 1}"})
+        data = self.client.byte_range(self.path, start, end, self.size)
         self.requests += 1
-        data = response.content
-        expected = f"bytes {start}-{end - 1}/{self.size}"
-        if response.status_code != 206 or response.headers.get("content-range") != expected \
-                or len(data) != end - start:
-            raise IntegrityError("the server did not return the byte range asked for",
-                                 obj=self.path, remedy="the blob's size may not match the "
-                                 "manifest; check the server's blob store")
         if index == self._hashed and self._in_order:
             self._hash.update(data)
             self._hashed += 1
@@ -207,6 +199,55 @@ class RemoteSource:
         if not self._in_order or self._hashed != windows:
             return None
         return self._hash.hexdigest()
+
+
+class _ServerGate:
+    """An age identity whose file key the server's gate releases (signed evidence per call).
+
+    The server unwraps with the header it pinned itself, so the stanzas are not
+    sent; the key is zeroed here once the reader holds it.
+    """
+
+    def __init__(self, client: Client, artifact: str, shard: str, blob: str,
+                 purpose: str) -> None:
+        self.client, self.artifact, self.shard = client, artifact, shard
+        self.blob, self.purpose = blob, purpose
+
+    def unwrap(self, stanzas: object) -> bytes | None:
+        key = self.client.release(self.artifact, self.shard, self.blob, self.purpose)
+        try:
+            return bytes(key)
+        finally:
+            key[:] = bytes(len(key))
+
+
+class RangeSource:
+    """A :class:`~strongroom.crypto.age.ByteSource` fetching exactly the bytes each read asks for.
+
+    No window and no cache: the age reader asks for whole chunk spans, from
+    several threads at once during a full load, so a lazy read of one tensor
+    fetches only its chunks and a full load overlaps fetching with decryption.
+    """
+
+    def __init__(self, client: Client, path: str, size: int) -> None:
+        self.client = client
+        self.path = path
+        self.size = size
+        self.requests = 0
+        self.fetched = 0
+
+    def __len__(self) -> int:
+        return self.size
+
+    def read_at(self, offset: int, size: int) -> bytes:
+        """Up to ``size`` bytes at ``offset``, in one ranged request."""
+        end = min(offset + size, self.size)
+        if end <= offset:
+            return b""
+        data = self.client.byte_range(self.path, offset, end, self.size)
+        self.requests += 1
+        self.fetched += len(data)
+        return data
 
 
 def _raise_for(response: httpx.Response) -> None:
@@ -417,6 +458,18 @@ class Client:
         _raise_for(response)
         return dict(response.json())
 
+    def byte_range(self, path: str, start: int, end: int, total: int) -> bytes:
+        """Bytes ``[start, end)`` of the ``total``-byte resource at ``path`` (a 206, checked)."""
+        response = self.request("GET", path, headers={"Range": f"bytes={start}-{end - 1}"})
+        data = response.content
+        expected = f"bytes {start}-{end - 1}/{total}"
+        if response.status_code != 206 or response.headers.get("content-range") != expected \
+                or len(data) != end - start:
+            raise IntegrityError("the server did not return the byte range asked for",
+                                 obj=path, remedy="the blob's size may not match the "
+                                 "manifest; check the server's blob store")
+        return data
+
     def ciphertext(self, name: str, version: int, blob: str) -> bytes:
         """A shard's whole ciphertext (small blobs; readers use :meth:`blob_source`)."""
         return self.request("GET", f"/v1/weights/{name}/versions/{version}/blobs/{blob}").content
@@ -452,26 +505,38 @@ class Client:
     @contextlib.contextmanager
     def _open_entry(self, m: Manifest, path: str, *, purpose: str
                     ) -> Iterator[tuple[AgeReader, RemoteSource]]:
-        from strongroom.crypto import age
-
-        obj = f"{m.ref}/{path}"
         entry = next((f for f in m.files if f.path == path), None)
         if entry is None:
-            raise errors.NotFound("no such shard", obj=obj)
+            raise errors.NotFound("no such shard", obj=f"{m.ref}/{path}")
         source = self.blob_source(m.name, m.version, entry.blob, entry.ct_size)
-        header, head = age.read_header(source)
-        if hashlib.sha256(bytes(head)[: header.size]).hexdigest() != entry.header_sha256:
-            raise IntegrityError("blob header does not match the signed manifest "
-                                 "(blob swapped or altered)", obj=obj)
-        key = self.release(m.ref, path, entry.blob, purpose)
-        reader = None
-        try:
-            reader = age.AgeReader.with_file_key(source, bytes(key), plaintext_size=entry.size)
+        with self.open_reader(m, entry, purpose, source=source) as reader:
             yield reader, source
-        finally:
-            key[:] = bytes(len(key))
-            if reader is not None:
-                reader.close()
+
+    @contextlib.contextmanager
+    def open_reader(self, m: Manifest, entry: FileEntry, purpose: str, *,
+                    source: ByteSource | None = None) -> Iterator[AgeReader]:
+        """A decrypting reader over one shard: its header checked against the signed
+        manifest's pin, its file key released by the server's gate (zeroed on exit).
+
+        ``source`` defaults to a :class:`RangeSource` (exact ranged reads).
+        """
+        from strongroom.crypto import age
+        from strongroom.vault.shards import HEADER_MISMATCH, header_pinned
+
+        obj = f"{m.ref}/{entry.path}"
+        if source is None:
+            source = RangeSource(
+                self, f"/v1/weights/{m.name}/versions/{m.version}/blobs/{entry.blob}",
+                entry.ct_size)
+
+        def pinned(header: age.Header, head: bytes | memoryview) -> None:
+            if not header_pinned(header, head, entry.header_sha256):
+                raise IntegrityError(HEADER_MISMATCH, obj=obj)
+
+        gate = _ServerGate(self, m.ref, entry.path, entry.blob, purpose)
+        with age.AgeReader.open(source, [gate], plaintext_size=entry.size,
+                                check_header=pinned) as reader:
+            yield reader
 
     def verify(self, name: str, version: int | None = None, *, purpose: str = "verify"
                ) -> tuple[str, int, int]:

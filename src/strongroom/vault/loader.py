@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -30,10 +30,26 @@ from strongroom.vault.manifest import FileEntry, Manifest, TensorRef
 from strongroom.vault.shards import renamed_errors
 
 if TYPE_CHECKING:
-    from strongroom.vault.vault import Vault
+    from strongroom.settings import Settings
 
 
-__all__ = ["NUMPY_DTYPES", "Weights", "load_weights"]
+class ShardReaders(Protocol):
+    """What loading needs of a vault: its settings (threads) and a reader per shard.
+
+    :class:`~strongroom.vault.vault.Vault` (embedded: keys from the local gate)
+    and :class:`~strongroom.server.remote_vault.RemoteVault` (ciphertext by
+    range and keys from a server's gate) both provide it.
+    """
+
+    settings: Settings
+
+    def open_reader(self, manifest: Manifest, entry: FileEntry, purpose: str
+                    ) -> contextlib.AbstractContextManager[age.AgeReader]:
+        """An authenticated reader over one shard's plaintext."""
+        ...
+
+
+__all__ = ["NUMPY_DTYPES", "ShardReaders", "Weights", "load_weights"]
 
 #: safetensors dtype -> numpy dtype (little-endian). BF16 and FP8 have no numpy
 #: dtype: they come back as raw unsigned integers of the same width.
@@ -69,7 +85,8 @@ def _view(buffer: np.ndarray[Any, Any], offset: int, ref: TensorRef) -> np.ndarr
 class Weights(Mapping[str, Any]):
     """Decrypted tensors of one artifact version (numpy arrays, or torch tensors)."""
 
-    def __init__(self, vault: Vault, manifest: Manifest, *, lazy: bool, framework: str) -> None:
+    def __init__(self, vault: ShardReaders, manifest: Manifest, *, lazy: bool,
+                 framework: str) -> None:
         if framework not in ("numpy", "torch"):
             raise InvalidInput(f"unknown framework {framework!r}", remedy="use 'numpy' or 'torch'")
         self.vault = vault
@@ -197,7 +214,7 @@ def _quiet_nonwritable() -> Iterator[None]:
 
 
 def load_weights(
-    vault: Vault, manifest: Manifest, *, lazy: bool = False, framework: str = "numpy"
+    vault: ShardReaders, manifest: Manifest, *, lazy: bool = False, framework: str = "numpy"
 ) -> Weights:
     """Open the weights of ``manifest``: all decrypted now, or lazily per tensor."""
     weights = Weights(vault, manifest, lazy=lazy, framework=framework)
