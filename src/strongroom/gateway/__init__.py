@@ -21,7 +21,13 @@ Do not add routes that return tensors, configuration or model files.
 
 from __future__ import annotations
 
-from strongroom.gateway.alerts import Alert, AlertSink, AuditAlertSink, FanOutSink, MemoryAlertSink
+from strongroom.gateway.alerts import (
+    AuditAlertSink,
+    FanOutSink,
+    GatewayAlert,
+    GatewayAlertSink,
+    MemoryAlertSink,
+)
 from strongroom.gateway.auth import (
     AllowList,
     Caller,
@@ -52,8 +58,6 @@ from strongroom.gateway.server import (
 
 __all__ = [
     "EMBEDDINGS_PATH",
-    "Alert",
-    "AlertSink",
     "AllowList",
     "AuditAlertSink",
     "Caller",
@@ -62,6 +66,8 @@ __all__ = [
     "ExtractionDetector",
     "FanOutSink",
     "Gateway",
+    "GatewayAlert",
+    "GatewayAlertSink",
     "GatewayConfig",
     "GatewayServer",
     "InferAuthorizer",

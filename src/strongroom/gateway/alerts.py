@@ -1,6 +1,6 @@
 """Alerts the gateway raises when a caller's traffic looks like model extraction.
 
-The gateway hands each :class:`Alert` to an :class:`AlertSink`; the monitor
+The gateway hands each :class:`GatewayAlert` to a :class:`GatewayAlertSink`; the monitor
 (``strongroom.monitor``) provides the real sinks, and anything with an
 ``emit(alert)`` method plugs in::
 
@@ -19,11 +19,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-__all__ = ["Alert", "AlertSink", "AuditAlertSink", "FanOutSink", "MemoryAlertSink"]
+__all__ = ["AuditAlertSink", "FanOutSink", "GatewayAlert", "GatewayAlertSink", "MemoryAlertSink"]
 
 
 @dataclass(frozen=True)
-class Alert:
+class GatewayAlert:
     """One detection: what pattern, whose traffic, how sure, and the numbers behind it."""
 
     kind: str
@@ -35,10 +35,10 @@ class Alert:
     details: Mapping[str, Any] = field(default_factory=dict)
 
 
-class AlertSink(Protocol):
+class GatewayAlertSink(Protocol):
     """Where alerts go (the monitor's alert modules implement this)."""
 
-    def emit(self, alert: Alert) -> None:
+    def emit(self, alert: GatewayAlert) -> None:
         """Deliver one alert."""
         ...
 
@@ -48,9 +48,9 @@ class MemoryAlertSink:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self.alerts: list[Alert] = []
+        self.alerts: list[GatewayAlert] = []
 
-    def emit(self, alert: Alert) -> None:
+    def emit(self, alert: GatewayAlert) -> None:
         """Remember the alert."""
         with self._lock:
             self.alerts.append(alert)
@@ -68,7 +68,7 @@ class AuditAlertSink:
         self.audit = audit
         self.actor = actor
 
-    def emit(self, alert: Alert) -> None:
+    def emit(self, alert: GatewayAlert) -> None:
         """Record the alert durably (raises AuditUnavailable if it cannot)."""
         self.audit.append(
             actor=self.actor,
@@ -83,10 +83,10 @@ class AuditAlertSink:
 class FanOutSink:
     """Delivers every alert to several sinks in order."""
 
-    def __init__(self, sinks: Sequence[AlertSink]) -> None:
+    def __init__(self, sinks: Sequence[GatewayAlertSink]) -> None:
         self.sinks = list(sinks)
 
-    def emit(self, alert: Alert) -> None:
+    def emit(self, alert: GatewayAlert) -> None:
         """Deliver to each sink."""
         for sink in self.sinks:
             sink.emit(alert)

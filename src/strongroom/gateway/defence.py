@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from strongroom.errors import InvalidInput, Throttled
-from strongroom.gateway.alerts import Alert
+from strongroom.gateway.alerts import GatewayAlert
 
 __all__ = [
     "DetectorConfig",
@@ -297,7 +297,8 @@ class ExtractionDetector:
                         self._suspended.get(f"h:{host}", 0.0))
         return max(0.0, until - now)
 
-    def observe(self, principal: str, host: str, texts: Sequence[str], now: float) -> list[Alert]:
+    def observe(self, principal: str, host: str, texts: Sequence[str],
+                now: float) -> list[GatewayAlert]:
         """Record a request's texts; return the alerts it newly triggers."""
         c = self.config
         # The expensive part runs outside the lock.
@@ -346,5 +347,5 @@ class ExtractionDetector:
                     key = f"h:{host}" if kind == "many-principals-one-host" else f"p:{principal}"
                     self._suspended[key] = now + c.suspend_s
                     details = {**details, "suspended_s": int(c.suspend_s)}
-                alerts.append(Alert(kind, severity, principal, host, message, now, details))
+                alerts.append(GatewayAlert(kind, severity, principal, host, message, now, details))
             return alerts

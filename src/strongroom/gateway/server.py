@@ -43,7 +43,7 @@ from strongroom.errors import (
     InvalidInput,
     StrongroomError,
 )
-from strongroom.gateway.alerts import Alert, AlertSink
+from strongroom.gateway.alerts import GatewayAlert, GatewayAlertSink
 from strongroom.gateway.auth import CallerAuth, InferAuthorizer
 from strongroom.gateway.defence import (
     DetectorConfig,
@@ -152,7 +152,7 @@ class Gateway:
         auth: CallerAuth,
         authorizer: InferAuthorizer,
         audit: AuditAppender,
-        alerts: AlertSink,
+        alerts: GatewayAlertSink,
         config: GatewayConfig | None = None,
         clock: Callable[[], float] = time.time,
         on_close: Callable[[], None] | None = None,
@@ -267,7 +267,7 @@ class Gateway:
         return Reply(200, out, {"X-Request-Id": request_id})
 
 
-def _suspends(alert: Alert) -> bool:
+def _suspends(alert: GatewayAlert) -> bool:
     return "suspended_s" in alert.details
 
 
@@ -306,7 +306,7 @@ def start_gateway(
     threshold: int,
     auth: CallerAuth,
     authorizer: InferAuthorizer,
-    alerts: AlertSink,
+    alerts: GatewayAlertSink,
     config: GatewayConfig | None = None,
     version: int | None = None,
     blas_threads: int | None = 1,
