@@ -90,6 +90,8 @@ class ServerWorld:
     people: dict[str, Identity] = field(default_factory=dict)
     model: dict[str, np.ndarray] = field(default_factory=dict)
     tmp: Path = Path(".")
+    #: Unseals another host of this world's database over its API (the same shares).
+    unseal_host: Any = None
 
     def client(self, who: str | None) -> SignedClient:
         ident = None if who is None else (self.officer if who == "officer" else self.people[who])
@@ -251,7 +253,8 @@ def build_world(tmp: Path, http_factory: Any = None, *, agent: bool = False,
         http: httpx.Client = TestClient(app, base_url="http://testserver")
     else:
         http = http_factory(app)
-    world = ServerWorld(ctx, http, officer, tmp=tmp)
+    world = ServerWorld(ctx, http, officer, tmp=tmp,
+                        unseal_host=lambda client: unseal_over_api(client, tmp, result, cust))
     try:
         unseal_over_api(world.client(None), tmp, result, cust)
         path = tmp / "tiny.safetensors"

@@ -148,13 +148,22 @@ def unseal(
     _show(svc.submit_share(ceremony.build_submission(status, content, obj=str(share))))
 
 
-def seal() -> None:
+def seal(
+    all_hosts: Annotated[bool, typer.Option(
+        "--all", help="also order every host sharing the server's database to seal "
+                      "(with STRONGROOM_URL)")] = False,
+) -> None:
     """Wipe key material from memory and stop the local agent (with STRONGROOM_URL: the server)."""
     from strongroom.cli import remote
     from strongroom.runtime.services import key_service
 
     if remote.active():
-        return remote.seal()
+        return remote.seal(all_hosts)
+    if all_hosts:
+        raise InvalidInput("--all is an order to every server sharing the database, given "
+                           "through one of them", obj="seal --all",
+                           remedy="set STRONGROOM_URL to any server and run it as an officer "
+                           "(STRONGROOM_IDENTITY)")
 
     svc = key_service(start=False)
     info = svc.client.ping()

@@ -97,7 +97,7 @@ def unseal(share: Path | None, identity: Path | None, reset: bool) -> None:
         _show(KeyringStatus.from_dict(c.unseal(submission)))
 
 
-def seal() -> None:
+def seal(all_hosts: bool = False) -> None:
     """``strongroom seal`` against the server: a security officer's signed seal request.
 
     The server answers once its gate is sealed (every worker releases through
@@ -107,11 +107,14 @@ def seal() -> None:
 
     with client() as c:
         _me(c)
-        status = KeyringStatus.from_dict(c.seal())
+        status = KeyringStatus.from_dict(c.seal(all_hosts=all_hosts))
     if not status.sealed:
         raise IntegrityError(f"the server at {c.url} answered but reports itself unsealed",
                              obj="seal", remedy="seal it on the vault host, and find out why")
     _out.print(f"sealed the server at {c.url}: it releases no keys until it is unsealed")
+    if all_hosts:
+        _out.print("ordered every host sharing its database to seal (each within its state "
+                   "check interval, STRONGROOM_STATE_CHECK_INTERVAL_S)")
 
 
 # -- weights ------------------------------------------------------------------------------------

@@ -249,7 +249,8 @@ class LocalKeyService:
         assert self._audit is not None
         guard = StateGuard(self.store, self._audit,
                            meter if isinstance(meter, DurableMeter) else None, alerts,
-                           actor=self.actor, interval_s=self.settings.state_check_interval_s)
+                           actor=self.actor, interval_s=self.settings.state_check_interval_s,
+                           on_seal_order=lambda order: self.seal())
         self._guard = guard
         guard.reconcile()
         guard.start()

@@ -16,6 +16,14 @@ and on an interval in a background thread:
 Tampering found raises the critical alert ``SR-STATE-TAMPER`` naming the
 row and the audit entry that proves it, and the tables are repaired before
 the next release is decided.
+
+The guard also carries out **seal orders**: ``strongroom seal --all`` (a
+security officer's signed request to any one server) writes a
+``keys.seal-all`` entry to the shared audit log; every host's guard that sees
+one written after its own unseal seals that host within one interval. An
+order lives in the append-only, witnessed log, so deleting it later reopens
+nothing, and a row forged into the database cannot pass for one without
+breaking the log's verification.
 """
 
 from __future__ import annotations
@@ -35,12 +43,15 @@ from strongroom.monitor.egress import ChargeRow, EgressMeter, charge_row
 if TYPE_CHECKING:
     from sqlalchemy import Connection
 
+    from strongroom.audit.entry import AuditEvent
     from strongroom.audit.log import AuditLog
     from strongroom.store.db import Store
 
-__all__ = ["TAMPER_RULE", "EgressLedgerCheck", "StateGuard"]
+__all__ = ["SEAL_ORDER_ACTION", "TAMPER_RULE", "EgressLedgerCheck", "SealOrders", "StateGuard"]
 
 TAMPER_RULE = "SR-STATE-TAMPER"
+#: The audit action of an order to seal every host sharing the database.
+SEAL_ORDER_ACTION = "keys.seal-all"
 #: Longest lifetime budget a ledger row can count against (a Grant's longest duration).
 _GRANT_HORIZON_S = 7 * 24 * 3600
 #: How far a ledger row's stamp may trail its audit entry's time (clock skew between hosts).
@@ -128,6 +139,26 @@ def _lost(entry: tuple[ChargeRow, int]) -> Tampered:
     return Tampered(row[0], "egress charge", row[1], index, "missing", table="egress_charges")
 
 
+class SealOrders:
+    """Follows the audit log from a host's unseal and finds ``keys.seal-all`` orders."""
+
+    def __init__(self, audit: AuditLog) -> None:
+        self.audit = audit
+        self.cursor = audit.size()  # orders written before this unseal do not apply
+
+    def next_order(self) -> AuditEvent | None:
+        """The first order written since the last call, or None."""
+        end = self.audit.size()
+        while self.cursor < end:
+            stop = min(end, self.cursor + _PAGE)
+            events = self.audit.events(self.cursor, stop)
+            self.cursor = stop
+            for ev in events:
+                if ev.action == SEAL_ORDER_ACTION and ev.decision == "allow":
+                    return ev
+        return None
+
+
 class StateGuard:
     """Runs the restriction journal and the ledger check; implements ``release.StateGuard``."""
 
@@ -140,9 +171,12 @@ class StateGuard:
         *,
         actor: str = "strongroom",
         interval_s: float = 2.0,
+        on_seal_order: Callable[[AuditEvent], object] | None = None,
     ) -> None:
         self.alerts = alerts
         self.interval_s = interval_s
+        self.seal_orders = SealOrders(audit) if on_seal_order is not None else None
+        self.on_seal_order = on_seal_order
         self.egress = EgressLedgerCheck(meter, audit) if meter is not None else None
         if meter is not None and self.egress is not None:
             meter.repair = self.egress.repair
@@ -175,6 +209,13 @@ class StateGuard:
 
     def reconcile(self) -> list[Tampered]:
         """Everything now (at unseal, and from the background thread)."""
+        if self.seal_orders is not None and self.on_seal_order is not None:
+            order = self.seal_orders.next_order()
+            if order is not None:
+                _log.warning("sealing: %s ordered every host sealed (audit entry %d)",
+                             order.actor, order.index)
+                self.on_seal_order(order)
+                return []
         return self.journal.reconcile() + self.check_egress()
 
     def _tampered(self, found: list[Tampered]) -> None:

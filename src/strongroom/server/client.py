@@ -357,9 +357,12 @@ class Client:
         """The server's ``version`` and ``api`` (unsigned)."""
         return dict(self.get("/v1/sys/version", signed=False))
 
-    def seal(self) -> dict[str, Any]:
-        """Seal the server (a security officer's signed request); its seal status once sealed."""
-        return dict(self.post("/v1/sys/seal"))
+    def seal(self, *, all_hosts: bool = False) -> dict[str, Any]:
+        """Seal the server (a security officer's signed request); its seal status once sealed.
+
+        ``all_hosts``: also order every host sharing its database to seal.
+        """
+        return dict(self.post("/v1/sys/seal", params={"all": "true"} if all_hosts else None))
 
     def weights(self) -> list[dict[str, Any]]:
         """Every artifact version."""

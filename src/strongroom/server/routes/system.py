@@ -11,7 +11,7 @@ import base64
 import time
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 
 from strongroom.errors import AccessDenied, InvalidInput, StrongroomError
@@ -92,12 +92,23 @@ def build_router(ctx: ServerContext, keys: PrincipalKeys) -> APIRouter:
         return M.SealStatusOut(**submit(submission).to_dict())
 
     @r.post("/sys/seal", response_model=M.SealStatusOut)
-    def seal(request: Request) -> M.SealStatusOut:
-        """Wipe key material from memory (security officers only)."""
+    def seal(request: Request, all_hosts: bool = Query(False, alias="all")
+             ) -> M.SealStatusOut:
+        """Wipe key material from memory (security officers only).
+
+        ``?all=true`` first writes a seal order (``keys.seal-all``) to the shared
+        audit log: every host's state guard that sees it seals that host.
+        """
         caller = caller_of(request)
         if not caller.officer:
             raise AccessDenied(f"{caller.name} is not a security officer", obj="keyring",
                                remedy="a pinned security officer seals the vault")
+        if all_hosts:
+            from strongroom.runtime.state_guard import SEAL_ORDER_ACTION
+
+            ctx.audit().append(actor=caller.name, action=SEAL_ORDER_ACTION, obj="keyring",
+                               decision="allow", reason="every host sharing the database",
+                               details={"server": ctx.settings.host_id})
         status = ctx.keys.seal()
         ctx.forget_sealed()
         keys.forget()
