@@ -1,0 +1,85 @@
+"""Steps against the supply chain: a poisoned pickle at import, a tampered airgap bundle."""
+
+from __future__ import annotations
+
+import pickle
+import secrets
+import shutil
+from pathlib import Path
+from typing import Any
+
+from strongroom.redteam.context import RunContext
+from strongroom.redteam.steps.registry import attempt, step
+from strongroom.redteam.target import ARTIFACT
+
+
+class _Payload:
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        import os
+
+        return (os.system, ("echo pwned",))
+
+
+@step("import_malicious_pickle")
+def import_malicious_pickle(ctx: RunContext) -> None:
+    """Import a checkpoint whose pickle calls ``os.system`` when loaded."""
+    from strongroom.supplychain.imports import import_checked
+
+    src = ctx.target.root / f"evil-{ctx.marker}"
+    src.mkdir()
+    (src / "pytorch_model.bin").write_bytes(pickle.dumps({"w": _Payload()}, protocol=2))
+    ctx.vars["evil_name"] = f"evil-{ctx.marker}"
+    ctx.vars["evil_dir"] = src
+    attempt(ctx, "import of a poisoned pickle",
+         lambda: import_checked(ctx.target.vault, src, f"evil-{ctx.marker}", convert=True))
+
+
+@step("remove_evil_dir")
+def remove_evil_dir(ctx: RunContext) -> None:
+    """Cleanup: delete the attacker's model directory."""
+    src = ctx.vars.pop("evil_dir", None)
+    if isinstance(src, Path):
+        shutil.rmtree(src, ignore_errors=True)
+
+
+@step("tampered_airgap_bundle")
+def tampered_airgap_bundle(ctx: RunContext, who: str) -> None:
+    """Export an approved bundle, flip one byte of a blob on the media, import it."""
+    from strongroom.crypto.age import X25519Identity
+    from strongroom.supplychain.airgap import (
+        OfficerQuorum,
+        TransferRequest,
+        export_bundle,
+        receive_bundle,
+        sign_approval,
+    )
+
+    t = ctx.target
+    exporter = ctx.person(who)
+    transfer = X25519Identity.generate()
+    media = t.root / f"usb-{ctx.marker}"
+    bundle = media / "bundle"
+    req = TransferRequest("transfer.export", secrets.token_hex(16), f"{ARTIFACT}@1", "enclave-b")
+    exporter_vault = t.vault_as(exporter)
+    export_bundle(exporter_vault, ARTIFACT, bundle, enclave="enclave-b",
+                  recipient=transfer.recipient, sender=exporter,
+                  approvals=[sign_approval(t.officers[0], req)],
+                  approver=OfficerQuorum.from_vault(t.vault), bundle_id=req.bundle_id)
+    tampered = media / f"tampered-{ctx.marker}"
+    shutil.copytree(bundle, tampered)
+    blob = next(p for p in sorted((tampered / "blobs").rglob("*")) if p.is_file())
+    data = bytearray(blob.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    blob.write_bytes(bytes(data))
+    ctx.vars["media"] = media
+    attempt(ctx, "import of the tampered bundle",
+         lambda: receive_bundle(t.vault, tampered, sender=exporter.public, enclave="enclave-b",
+                                identity=transfer))
+
+
+@step("remove_media")
+def remove_media(ctx: RunContext) -> None:
+    """Cleanup: delete the removable-media directory."""
+    media = ctx.vars.pop("media", None)
+    if isinstance(media, Path):
+        shutil.rmtree(media, ignore_errors=True)
