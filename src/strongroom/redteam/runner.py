@@ -28,7 +28,6 @@ import time
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +37,7 @@ from strongroom.redteam.context import RunContext
 from strongroom.redteam.grading import grade
 from strongroom.redteam.schema import Scenario
 from strongroom.redteam.steps import STEPS
+from strongroom.timefmt import utc_stamp
 
 __all__ = ["OUTCOMES", "ScenarioResult", "SuiteReport", "load_results", "run_scenario",
            "run_suite", "save_results"]
@@ -178,7 +178,7 @@ def run_suite(target: Any, scenarios: Sequence[Scenario], *, run_id: str | None 
               on_result: Callable[[ScenarioResult], None] | None = None) -> SuiteReport:
     """Run every scenario in order against ``target``."""
     run_id = run_id or f"rt{secrets.token_hex(3)}"
-    started = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    started = utc_stamp()
     t0 = time.monotonic()
     results = []
     for seq, sc in enumerate(scenarios, 1):

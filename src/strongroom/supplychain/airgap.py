@@ -1,5 +1,9 @@
 """Airgap transfer bundles: weights cross the gap as ciphertext, signed, proven and approved.
 
+One module, over 600 lines, because it implements one bundle format end to end:
+export, verification, quarantine and admission share its layout and checks, and
+the rule that nothing is read before ``bundle.dsse`` verified is reviewed here whole.
+
 A bundle is a directory for removable media::
 
     bundle.dsse              signed bundle manifest (sender's Ed25519 identity): bundle id,
@@ -55,7 +59,6 @@ import secrets
 import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -82,6 +85,7 @@ from strongroom.supplychain.signing import (
     vault_signing_key,
     verify_digests,
 )
+from strongroom.timefmt import utc_stamp
 from strongroom.vault.manifest import Manifest, check_file_path
 
 if TYPE_CHECKING:
@@ -289,7 +293,7 @@ def export_bundle(
         statement = {
             "_type": _BUNDLE_TYPE,
             "bundle_id": bundle_id,
-            "created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "created": utc_stamp(),
             "destination": enclave,
             "recipient": str(recipient),
             "artifact": manifest.ref,
@@ -606,7 +610,7 @@ def admit_bundle(
                 key[:] = bytes(len(key))
         manifest = Manifest(
             name=target, version=version, kind=source.kind,
-            created=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            created=utc_stamp(),
             compartments=source.compartments, files=source.files,
             tensors=source.tensors, metadata=source.metadata,
         )  # fmt: skip
