@@ -128,6 +128,11 @@ SNAPSHOT_MEMO_SIZE = 20_000
 _RELEASE_ACTION = "key.release"
 
 
+#: Remedy of refusals of malformed evidence: the client, not policy, is at fault.
+_CLIENT_REMEDY = ("the client sent malformed release evidence: use a current strongroom client "
+                  "(strongroom.access.evidence.make_evidence builds it)")
+
+
 def describe_resource(ref: str, kind: str, compartments: Iterable[str],
                       metadata: Mapping[str, str]) -> Resource:
     """A resource as a verified manifest describes it (before its officers' label is applied).
@@ -297,7 +302,7 @@ class GrantEvidence:
         try:
             public = Ed25519PublicKey.from_public_bytes(request.principal_key)
         except ValueError:
-            raise AccessDenied("the principal's public key is malformed", obj=obj) from None
+            raise AccessDenied("the principal's public key is malformed", obj=obj, remedy=_CLIENT_REMEDY) from None
         kid = key_id(public)
         release_env, grant_env, bg_env = self._split(request.evidence, obj)
         nonce, expires = self._check_release(release_env, public, kid, request, now)
@@ -358,12 +363,12 @@ class GrantEvidence:
         try:
             data = json.loads(evidence)
         except ValueError:
-            raise AccessDenied("the release evidence is not JSON", obj=obj) from None
+            raise AccessDenied("the release evidence is not JSON", obj=obj, remedy=_CLIENT_REMEDY) from None
         if isinstance(data, dict) and "release" in data:
             release, grant, bg = data.get("release"), data.get("grant"), data.get("break_glass")
             if not isinstance(release, str) or not all(isinstance(x, str | None)
                                                        for x in (grant, bg)):
-                raise AccessDenied("the release evidence is malformed", obj=obj)
+                raise AccessDenied("the release evidence is malformed", obj=obj, remedy=_CLIENT_REMEDY)
             return release, grant, bg
         return evidence, None, None
 
@@ -488,12 +493,17 @@ class GrantEvidence:
                      now: float) -> None:
         obj = request.obj
         if g.request.action != action:
-            raise AccessDenied(f"the grant is for {g.request.action}, not {action}", obj=obj)
+            raise AccessDenied(f"the grant is for {g.request.action}, not {action}", obj=obj,
+                               remedy=f"request a Grant for {action} (`strongroom access request`)")
         if g.request.requester_key != key_id(
                 Ed25519PublicKey.from_public_bytes(request.principal_key)):
-            raise AccessDenied("the grant belongs to someone else", obj=obj)
+            raise AccessDenied("the grant belongs to someone else", obj=obj,
+                               remedy="a Grant serves only the principal who requested it: "
+                               "request your own (`strongroom access request`)")
         if g.grant_id in self._revoked_among(snap, [g], directory):
-            raise AccessDenied("the grant was revoked", obj=obj)
+            raise AccessDenied("the grant was revoked", obj=obj,
+                               remedy="request a new Grant (`strongroom access request`); "
+                               "`strongroom access grants` shows who revoked it")
         denied = self._denied_by(snap, g.request_digest)
         if denied:
             raise AccessDenied(f"the request was denied by {', '.join(denied)}: a veto is final",
@@ -626,18 +636,22 @@ class GrantEvidence:
         try:
             claimed = statements.unverified_payload(env)
         except InvalidInput:
-            raise AccessDenied("the break-glass statement is malformed", obj=obj) from None
+            raise AccessDenied("the break-glass statement is malformed", obj=obj, remedy=_CLIENT_REMEDY) from None
         if str(claimed.get("principal_key")) != key_id(
                 Ed25519PublicKey.from_public_bytes(request.principal_key)):
-            raise AccessDenied("the break-glass statement belongs to someone else", obj=obj)
+            raise AccessDenied("the break-glass statement belongs to someone else", obj=obj,
+                               remedy="break-glass serves only the officer who took it")
         bg: BreakGlass = verify_break_glass(env, directory, engine, resource, now=now,
                                             cache=self.cache)
         if bg.action != action:
-            raise AccessDenied(f"the break-glass is for {bg.action}, not {action}", obj=obj)
+            raise AccessDenied(f"the break-glass is for {bg.action}, not {action}", obj=obj,
+                               remedy=f"take break-glass for {action}, or request a Grant")
         used = self.used(bg.id)
         if used + request.nbytes > bg.byte_budget:
             raise AccessDenied(f"the break-glass byte budget is spent ({used} of "
-                               f"{bg.byte_budget} bytes used)", obj=obj)
+                               f"{bg.byte_budget} bytes used)", obj=obj,
+                               remedy="request a Grant for further access; break-glass "
+                               "budgets are not raised")
         return ({"break_glass": bg.id, "severity": "critical", "reason_given": bg.reason[:200],
                  "break_glass_expires": bg.expires, "break_glass_bytes": bg.byte_budget},
                 bg.byte_budget)
