@@ -1,5 +1,8 @@
 """GrantEvidence: the release gate's evidence rule in a deployment (a Grant or break-glass).
 
+One module because it is one evidence rule whose numbered checks run in order on
+one snapshot; splitting them would scatter the order a reviewer must check.
+
 It implements :class:`strongroom.release.ports.EvidenceVerifier`. For every key
 release it re-derives the decision from signatures alone:
 

@@ -1,5 +1,8 @@
 """age v1 file encryption (C2SP age specification), fast and with random access.
 
+One module because it implements the age v1 spec end to end (header, stanzas,
+STREAM payload, random-access reader), which its test vectors exercise as one unit.
+
 An age file is a text header that wraps a random 16-byte *file key* once per
 recipient (one *stanza* each) and authenticates itself with an HMAC, followed
 by a binary payload: a 16-byte nonce and 64 KiB ChaCha20-Poly1305 chunks

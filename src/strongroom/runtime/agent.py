@@ -1,5 +1,8 @@
 """The local key agent: holds the unsealed root key in memory for one data directory.
 
+One module because the agent's server and both clients speak the one wire
+protocol defined here.
+
 Like ssh-agent: ``strongroom unseal`` (or ``strongroom serve``) starts
 ``python -m strongroom.runtime.agent`` detached; it listens on
 ``<STRONGROOM_HOME>/agent.sock`` (mode 0600 in a 0700 directory), serves only

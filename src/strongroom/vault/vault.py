@@ -1,5 +1,8 @@
 """The vault: encrypted artifacts, their signed manifests, and reading a shard through the gate.
 
+One module because ``Vault`` is one object whose operations share its audit-first
+rule; its separate jobs live beside it (shards, manifest, loader, importer, blobs, documents).
+
 Open it with a key service and use it (faces use
 :func:`strongroom.runtime.services.open_vault`, which passes the local agent's)::
 
