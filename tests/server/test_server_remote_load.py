@@ -41,6 +41,19 @@ def _remote(world: ServerWorld, who: str = "alice") -> RemoteVault:
     return RemoteVault(client)
 
 
+def _count_ranges(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The size of every ranged request the clients make from now on."""
+    fetched: list[int] = []
+    real = Client.byte_range
+
+    def counting(self: Client, path: str, start: int, end: int, total: int) -> bytes:
+        fetched.append(end - start)
+        return real(self, path, start, end, total)
+
+    monkeypatch.setattr(Client, "byte_range", counting)
+    return fetched
+
+
 def test_full_and_lazy_loads_match_the_model(world: ServerWorld) -> None:
     world.grant_load("alice")
     with _remote(world) as rv:
@@ -55,14 +68,7 @@ def test_full_and_lazy_loads_match_the_model(world: ServerWorld) -> None:
 def test_a_lazy_tensor_reads_its_chunks_and_little_else(world: ServerWorld,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     world.grant_load("alice", resource=BIG)
-    fetched: list[int] = []
-    real = Client.byte_range
-
-    def counting(self: Client, path: str, start: int, end: int, total: int) -> bytes:
-        fetched.append(end - start)
-        return real(self, path, start, end, total)
-
-    monkeypatch.setattr(Client, "byte_range", counting)
+    fetched = _count_ranges(monkeypatch)
     with _remote(world) as rv, rv.open_weights(BIG, lazy=True) as w:
         blob = rv.manifest(BIG).files[0].ct_size
         small = w["layer.0.w"]
@@ -93,3 +99,21 @@ def test_open_weights_follows_strongroom_url(world: ServerWorld, tmp_path: Path,
     assert not (tmp_path / "no-home").exists()
 
 
+def test_a_full_load_reads_ahead_in_fewer_requests(world: ServerWorld,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each load thread's in-order reads are served from windows 4x their size."""
+    import strongroom.crypto.stream as stream
+    import strongroom.server.remote_vault as remote_vault
+
+    world.grant_load("alice", resource=BIG)
+    monkeypatch.setattr(stream, "FETCH_CHUNKS", 2)  # 128 KiB asks
+    monkeypatch.setattr(remote_vault, "READ_AHEAD", 6 * ENCRYPTED_CHUNK_SIZE)
+    fetched = _count_ranges(monkeypatch)
+    with _remote(world) as rv, rv.open_weights(BIG) as w:
+        blob = rv.manifest(BIG).files[0].ct_size
+        for name in w:
+            np.testing.assert_array_equal(w[name], world.model[f"big:{name}"])
+    asks = -(-blob // (2 * ENCRYPTED_CHUNK_SIZE))  # requests without read-ahead
+    assert len(fetched) <= asks // 2, (fetched, blob)
+    # a thread over-reads at most one window beyond its part (two threads by default)
+    assert sum(fetched) <= blob + 2 * 6 * ENCRYPTED_CHUNK_SIZE, (fetched, blob)
