@@ -11,6 +11,7 @@ uvicorn on a loopback port.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import socket
@@ -117,11 +118,11 @@ class ServerWorld:
         assert r.status_code == 201, r.text
 
     def grant_load(self, who: str = "alice", approvers: tuple[str, ...] = ("bob", "carol"),
-                   resource: str = ARTIFACT) -> str:
+                   resource: str = ARTIFACT, *, byte_budget: int = 1 << 40) -> str:
         """Request, approve and grant over the API, each party signing with its own key."""
         me = self.people[who]
-        req = AccessRequest.new(who, me.public.key_id, resource, "load", "test", 3600, 1 << 40,
-                                time.time()).sign(me.private_key)
+        req = AccessRequest.new(who, me.public.key_id, resource, "load", "test", 3600,
+                                byte_budget, time.time()).sign(me.private_key)
         r = self.client(who).post("/v1/access/requests", {"envelope": req})
         assert r.status_code == 201, r.text
         digest = r.json()["digest"]
@@ -296,3 +297,23 @@ def run_cli(world: ServerWorld, who: str, *args: str, ok: bool = True,
     if ok:
         assert out.returncode == 0, out.stdout + out.stderr
     return out
+
+
+@contextlib.contextmanager
+def second_host(world: ServerWorld, host_id: str = "host-b") -> Iterator[httpx.Client]:
+    """Another server host on the world's database (its own home and keyring state), unsealed."""
+    from fastapi.testclient import TestClient
+
+    settings = Settings(home=world.tmp / host_id, host_id=host_id,
+                        database_url=world.ctx.settings.resolved_database_url)
+    settings.resolved_home.mkdir(mode=0o700)
+    # one blob store for both hosts, as S3 would be (local blobs live in the home)
+    settings.blob_dir.symlink_to(world.ctx.settings.blob_dir, target_is_directory=True)
+    ctx = ServerContext.local(settings)
+    http = TestClient(create_app(ctx), base_url=f"http://{host_id}")
+    try:
+        world.unseal_host(SignedClient(http, None))
+        yield http
+    finally:
+        http.close()
+        ctx.close()

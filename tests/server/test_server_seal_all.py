@@ -8,31 +8,22 @@ from pathlib import Path
 
 import httpx
 import pytest
-from fastapi.testclient import TestClient
-from server_kit import ServerWorld, SignedClient, build_world, server_db  # noqa: F401
-
-from strongroom.server.app import create_app
-from strongroom.server.context import ServerContext
-from strongroom.settings import Settings
+from server_kit import (  # noqa: F401  (server_db: fixture)
+    ServerWorld,
+    SignedClient,
+    build_world,
+    second_host,
+    server_db,
+)
 
 
 @pytest.fixture
 def hosts(tmp_path: Path, server_db: str | None,  # noqa: F811
-          monkeypatch: pytest.MonkeyPatch
-          ) -> Iterator[tuple[ServerWorld, httpx.Client]]:
+          monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[ServerWorld, httpx.Client]]:
     monkeypatch.setenv("STRONGROOM_STATE_CHECK_INTERVAL_S", "0.2")
     for world in build_world(tmp_path, db_url=server_db):
-        settings = Settings(home=tmp_path / "host-b", host_id="host-b",
-                            database_url=world.ctx.settings.resolved_database_url)
-        settings.resolved_home.mkdir(mode=0o700)
-        ctx_b = ServerContext.local(settings)
-        http_b = TestClient(create_app(ctx_b), base_url="http://host-b")
-        try:
-            world.unseal_host(SignedClient(http_b, None))
+        with second_host(world) as http_b:
             yield world, http_b
-        finally:
-            http_b.close()
-            ctx_b.close()
 
 
 def _sealed_within(http: httpx.Client, seconds: float) -> bool:

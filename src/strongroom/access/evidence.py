@@ -102,7 +102,7 @@ from strongroom.access.grants import (
 from strongroom.access.policy import PolicyEngine, action_for_purpose, current_policy
 from strongroom.access.statements import VerifyCache
 from strongroom.crypto.dsse import key_id
-from strongroom.errors import AccessDenied, ApprovalRequired, InvalidInput
+from strongroom.errors import AccessDenied, ApprovalRequired, GrantBudgetSpent, InvalidInput
 from strongroom.release.ports import LocatedShard, ShardLocator
 from strongroom.release.request import (
     ReleaseRequest,
@@ -252,9 +252,8 @@ class GrantEvidence:
         """Charge ``nbytes`` to ``budget_id`` if it stays within ``budget`` (atomic)."""
         with self._lock:
             used = self._used.get(budget_id, 0)
-            if used + nbytes > budget:
-                raise AccessDenied(f"the byte budget is spent ({used} of {budget} bytes used)",
-                                   obj=obj, remedy="request access again with a larger budget")
+            if used + nbytes > budget:  # the ledger's refusal, word for word
+                raise GrantBudgetSpent(budget_id, used, budget, obj=obj)
             self._used[budget_id] = used + nbytes
 
     def _refund(self, budget_id: str, nbytes: int) -> None:
