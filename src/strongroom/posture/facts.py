@@ -81,13 +81,11 @@ def _keyring(keys: KeyService | None, facts: Facts) -> bool:
 def _access(store: Store, keys: KeyService, facts: Facts) -> None:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-    from strongroom.access import statements
     from strongroom.access.caps import AccessCaps, holders
     from strongroom.access.directory import DirectoryReader
     from strongroom.access.evidence import describe_resource
-    from strongroom.access.grants import verify_grant
+    from strongroom.access.grants import valid_grants
     from strongroom.access.policy import PolicyEngine
-    from strongroom.errors import AccessDenied, InvalidInput
     from strongroom.vault.manifest import Manifest
 
     officers = {k.split(":", 1)[1]: Ed25519PublicKey.from_public_bytes(v)
@@ -122,16 +120,8 @@ def _access(store: Store, keys: KeyService, facts: Facts) -> None:
             "load_min": _rule_min(load_rule), "export_groups": _rule_groups(export_rule)})
         resources[name] = describe_resource(m.ref, m.kind, m.compartments, m.metadata).labelled(
             label)
-    valid = []
-    for env in statements.envelopes(store, "grant"):
-        try:
-            req = statements.unverified_payload(str(statements.unverified_payload(env)["request"]))
-            res = resources.get(base_name(str(req["resource"])))
-            if res is None:
-                continue
-            valid.append(verify_grant(env, directory, engine, res, now=time.time()))
-        except (AccessDenied, InvalidInput, KeyError):
-            continue
+    valid = valid_grants(store, directory, engine, lambda ref: resources[base_name(ref)],
+                         now=time.time())
     counts = holders(valid)
     facts.holders = {}
     for (artifact, action), people in counts.items():
