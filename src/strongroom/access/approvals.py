@@ -62,6 +62,7 @@ __all__ = [
     "denial_refusal",
     "denials",
     "deny",
+    "require_enrolled",
     "satisfy",
     "submit_approval",
     "submit_request",
@@ -274,6 +275,25 @@ def denial_refusal(vetoes: Sequence[Verdict], request_digest: str) -> AccessDeni
         for v in vetoes))
     return AccessDenied(f"the request was denied by {who}: a denial is final",
                         obj=f"request {request_digest[:16]}", remedy="file a new request")
+
+
+def require_enrolled(directory: Directory, key_id: str, name: str, doing: str, *,
+                     obj: str) -> Enrollment:
+    """The enrolled, unrevoked principal holding ``key_id``, or AccessDenied saying what to do.
+
+    Security officers pinned in the keyring sign the directory; they are not
+    principals by being officers. An officer who requests, approves or denies
+    access enrolls their own key first, like anyone else.
+    """
+    who = directory.principal(key_id)
+    if who is None:
+        raise AccessDenied(
+            f"{name} (key {key_id}) is not an enrolled, unrevoked principal: {doing} would not "
+            "count", obj=obj,
+            remedy="officers enroll the key first (`strongroom people enroll NAME --key "
+            "FILE.pub --role ROLE --clearance LEVEL --compartment C --vetting-expires DATE`, "
+            "signed by k officers); an officer pinned in the keyring enrolls their own key too")
+    return who
 
 
 def check_approval(store: Store, approval: Approval, directory: Directory) -> None:

@@ -191,6 +191,9 @@ class RequestOut(BaseModel):
     denied: bool
     envelope: str
     approval_envelopes: list[str]
+    duration_s: int = 0
+    byte_budget: int = 0
+    rule: str = ""
 
 
 class GrantOut(BaseModel):

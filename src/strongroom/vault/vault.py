@@ -141,12 +141,9 @@ class Vault:
         self.keys = keys
         self.audit = audit
         self._identity = identity
-        self.actor = (
-            actor
-            or (identity.public.principal if identity is not None else None)
-            or os.environ.get("STRONGROOM_ACTOR")
-            or getpass.getuser()
-        )
+        # Who acts is who signs: an explicit actor (a server names its verified caller) or
+        # the signing identity, loaded when first needed; never the OS user, only a hint.
+        self._actor = actor
         public = keys.public_keys()
         self.manifest_key = Ed25519PublicKey.from_public_bytes(public["manifest"])
 
@@ -198,6 +195,28 @@ class Vault:
             raise
 
     @property
+    def actor(self) -> str:
+        """Who the audit log names: the explicit actor, else the signing identity (AccessDenied)."""
+        if self._actor is not None:
+            return self._actor
+        if self._identity is None:
+            from strongroom.keys.config import KeysSettings
+
+            if KeysSettings().identity is None:
+                raise AccessDenied(
+                    "no identity to act as: every change is recorded under the identity "
+                    "that signs it",
+                    obj="STRONGROOM_IDENTITY",
+                    remedy="set STRONGROOM_IDENTITY to your identity file "
+                    "(`strongroom keys new-identity`)",
+                )
+        return self.identity.public.principal
+
+    @actor.setter
+    def actor(self, name: str) -> None:
+        self._actor = name
+
+    @property
     def identity(self) -> Identity:
         """The identity that signs release evidence (``STRONGROOM_IDENTITY``)."""
         if self._identity is None:
@@ -239,9 +258,16 @@ class Vault:
         nbytes: int | None = None,
         **details: Any,
     ) -> int:
-        """Append one decision to the audit log, durably (raises AuditUnavailable)."""
+        """Append one decision to the audit log, durably (raises AuditUnavailable).
+
+        The actor is the signing identity; where it was not given by a server, the
+        OS user is recorded beside it (``os_user``) as a hint, never as the actor.
+        """
+        actor = self.actor
+        if self._actor is None:
+            details = {**details, "os_user": getpass.getuser()}
         index: int = self.audit.append(
-            actor=self.actor,
+            actor=actor,
             action=action,
             obj=obj,
             decision=decision,
@@ -265,6 +291,7 @@ class Vault:
         progress: Progress | None = None,
     ) -> Manifest:
         """Encrypt a .safetensors file or a directory of shards into a new artifact version."""
+        _ = self.actor  # nobody signs, nothing is imported: refuse before any work
         check_name(name)
         for c in compartments:
             check_name(c, what="compartment name")

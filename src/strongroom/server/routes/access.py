@@ -57,7 +57,7 @@ def build_router(ctx: ServerContext, keys: PrincipalKeys) -> APIRouter:
         res = describe_resource(m.ref, m.kind, m.compartments, m.metadata)
         return res.labelled(directory.label(m.name))
 
-    def request_out(env: str) -> M.RequestOut:
+    def request_out(env: str, directory: Any = None) -> M.RequestOut:
         from strongroom.access import statements
         from strongroom.access.grants import parse_approval
 
@@ -65,13 +65,19 @@ def build_router(ctx: ServerContext, keys: PrincipalKeys) -> APIRouter:
         digest = statements.payload_digest(env)
         approvals = statements.envelopes(ctx.store, "approval", subject=digest,
                                          newest_first=False)
+        action, name = str(st.get("action", "")), str(st.get("resource", ""))
+        try:
+            rule = str((directory or ctx.directory()).rule(name, action))
+        except InvalidInput:
+            rule = ""
         return M.RequestOut(
             digest=digest, requester=str(st.get("requester", "")),
-            action=str(st.get("action", "")), resource=str(st.get("resource", "")),
-            purpose=str(st.get("purpose", "")),
+            action=action, resource=name, purpose=str(st.get("purpose", "")),
             approvals=[parse_approval(a).approver for a in approvals],
             denied=bool(statements.envelopes(ctx.store, "denial", subject=digest)),
-            envelope=env, approval_envelopes=approvals)
+            envelope=env, approval_envelopes=approvals,
+            duration_s=int(st.get("duration_s", 0) or 0),
+            byte_budget=int(st.get("byte_budget", 0) or 0), rule=rule)
 
     @r.get("/requests", response_model=list[M.RequestOut])
     def list_requests(request: Request) -> list[M.RequestOut]:
@@ -79,7 +85,8 @@ def build_router(ctx: ServerContext, keys: PrincipalKeys) -> APIRouter:
         from strongroom.access import statements
 
         caller_of(request)
-        return [request_out(env) for env in statements.envelopes(ctx.store, "request")]
+        directory = ctx.directory()
+        return [request_out(env, directory) for env in statements.envelopes(ctx.store, "request")]
 
     @r.get("/requests/{digest}", response_model=M.RequestOut)
     def get_request(request: Request,
@@ -91,7 +98,7 @@ def build_router(ctx: ServerContext, keys: PrincipalKeys) -> APIRouter:
     @r.post("/requests", response_model=M.StoredOut, status_code=201)
     def submit_request(request: Request, body: M.Envelope) -> M.StoredOut:
         """File a request signed by the caller; refused if policy forbids the caller outright."""
-        from strongroom.access.approvals import AccessRequest
+        from strongroom.access.approvals import AccessRequest, require_enrolled
         from strongroom.access.approvals import submit_request as store_request
 
         caller = caller_of(request)
@@ -100,10 +107,8 @@ def build_router(ctx: ServerContext, keys: PrincipalKeys) -> APIRouter:
             raise AccessDenied("the request names someone other than the caller",
                                obj=req.resource)
         directory = ctx.directory()
-        me = directory.principal(caller.key_id)
-        if me is None:
-            raise AccessDenied(f"{caller.name} is not enrolled", obj=req.resource,
-                               remedy="ask k security officers to sign your enrollment")
+        me = require_enrolled(directory, caller.key_id, caller.name, "a request",
+                              obj=req.resource)
         res = resource(req.resource, directory)
         vault = ctx.vault(actor=caller.name)
         if not engine().decide(me, req.action, res, time.time()).allowed:
@@ -119,7 +124,7 @@ def build_router(ctx: ServerContext, keys: PrincipalKeys) -> APIRouter:
 
     def _submit_verdict(request: Request, digest: str, body: M.Envelope,
                         kind: str) -> M.StoredOut:
-        from strongroom.access.approvals import Approval, submit_approval
+        from strongroom.access.approvals import Approval, require_enrolled, submit_approval
 
         caller = caller_of(request)
         full = _find(ctx, "request", digest).digest
@@ -127,7 +132,10 @@ def build_router(ctx: ServerContext, keys: PrincipalKeys) -> APIRouter:
         if a.approver_key != caller.key_id or a.request != full:
             raise AccessDenied(f"the {kind} is not the caller's for this request",
                                obj=full[:16])
-        stored = submit_approval(ctx.store, body.envelope, kind=kind, directory=ctx.directory())
+        directory = ctx.directory()
+        require_enrolled(directory, caller.key_id, caller.name, f"a {kind}",
+                         obj=f"request {full[:16]}")
+        stored = submit_approval(ctx.store, body.envelope, kind=kind, directory=directory)
         ctx.vault(actor=caller.name).record(
             "access.approve" if kind == "approval" else "access.deny", full[:16],
             "allow" if kind == "approval" else "deny", reason=a.reason or "", request=full,
