@@ -24,7 +24,9 @@ def test_import_ls_show_verify_export(cli, tmp_path: Path) -> None:  # type: ign
     out = cli("weights", "import", src, "--name", "tiny", "--compartment", "atlas")
     assert "imported tiny@1" in out.stdout
     listed = json.loads(cli("weights", "ls", "--json").stdout)
-    assert listed == [{"name": "tiny", "version": 1, "files": 1, "bytes": src.stat().st_size}]
+    assert [{k: r[k] for k in ("name", "version", "files", "bytes", "kind")} for r in listed] == [
+        {"name": "tiny", "version": 1, "files": 1, "bytes": src.stat().st_size, "kind": "weights"}]
+    assert set(listed[0]) == {"name", "version", "kind", "files", "bytes", "created"}
     shown = json.loads(cli("weights", "show", "tiny", "--json").stdout)
     assert shown["compartments"] == ["atlas"] and shown["files"][0]["path"] == "m.safetensors"
     refused = cli("weights", "verify", "tiny", ok=False)

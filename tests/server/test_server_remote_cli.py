@@ -60,7 +60,7 @@ def test_remote_weights_import_streams_one_file(world: ServerWorld) -> None:
     try:
         out = _cli(world, "officer", "weights", "import", str(path), "--name", "remote-tiny",
                    "--compartment", "atlas").stdout
-        assert "imported remote-tiny@1" in out and "(remote)" in out
+        assert "imported remote-tiny@1" in out and "KiB encrypted" in out  # as embedded
         listed = json.loads(_cli(world, "officer", "weights", "ls", "--json").stdout)
         assert {"remote-tiny", ARTIFACT} <= {r["name"] for r in listed}
         refused = _cli(world, "officer", "weights", "import", str(path), "--name", "x",

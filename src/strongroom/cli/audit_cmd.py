@@ -84,15 +84,17 @@ def _read(path: Path) -> str:
 
 
 @audit_app.command()
-def tail(n: Annotated[int, typer.Option("-n", min=1, help="how many entries")] = 20) -> None:
-    """Print the last entries as JSON lines."""
-    from strongroom.cli import remote
+def tail(
+    n: Annotated[int, typer.Option("-n", min=1, help="how many entries")] = 20,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON array")] = False,
+) -> None:
+    """Print the last entries as JSON lines, each exactly as recorded."""
+    from strongroom.cli import remote, render
 
     if remote.active():
-        return remote.audit_tail(n)
+        return remote.audit_tail(n, as_json)
     with open_log() as log:
-        for event in log.tail(n):
-            _out.print(event.body.decode(), markup=False)
+        render.audit_entries([event.to_dict() for event in log.tail(n)], as_json)
 
 
 @audit_app.command()

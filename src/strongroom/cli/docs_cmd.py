@@ -13,7 +13,6 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 __all__ = ["docs_app", "register"]
 
@@ -44,17 +43,17 @@ def add(
 
 
 @docs_app.command("ls")
-def ls() -> None:
+def ls(as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False) -> None:
     """Documents with classification and compartments (no content)."""
+    from strongroom.cli import render
     from strongroom.runtime.services import open_vault
     from strongroom.vault.documents import list_documents
 
     with open_vault() as vault:
-        table = Table("document", "classification", "compartments", "bytes", "created")
-        for d in list_documents(vault):
-            table.add_row(f"{d.name}@{d.version}", d.classification, ", ".join(d.compartments),
-                          str(d.size), d.created)
-    _out.print(table)
+        rows = [{"name": d.name, "version": d.version, "classification": d.classification,
+                 "compartments": list(d.compartments), "bytes": d.size, "created": d.created}
+                for d in list_documents(vault)]
+    render.documents(rows, as_json)
 
 
 @docs_app.command("read")

@@ -10,13 +10,13 @@ the agent re-encrypted to the current ceremony's one-time recipient.
 from __future__ import annotations
 
 import getpass
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 
+from strongroom.cli import render
 from strongroom.errors import InvalidInput, NotFound
 
 if TYPE_CHECKING:
@@ -57,20 +57,7 @@ def _read_identities(path: Path) -> list[Identity_]:
 
 
 def _show(status: KeyringStatus) -> None:
-    if not status.initialized:
-        _out.print("initialized: no  (run `strongroom init`)")
-        return
-    _out.print(f"initialized: yes  vault {status.vault_id} (generation {status.generation}, "
-               f"backend {status.backend})")
-    _out.print(f"sealed:      {'yes' if status.sealed else 'no'}")
-    if status.backend == "shamir":
-        _out.print(f"threshold:   {status.threshold} of {status.shares}")
-    if status.ceremony:
-        _out.print(f"{status.ceremony + ':':<12} {status.progress} of {status.threshold} shares "
-                   f"(ceremony {status.nonce})")
-    versions = ", ".join(map(str, status.kek_versions)) or "-"
-    retired = ", ".join(map(str, status.retired_versions))
-    _out.print(f"KEK versions: {versions}" + (f"  (retired: {retired})" if retired else ""))
+    render.keyring_status(status.to_dict(), False)
 
 
 def _store() -> Store:
@@ -183,11 +170,11 @@ def status(json_out: Annotated[bool, typer.Option("--json", help="machine-readab
 
     if remote.active():
         return remote.status(json_out)
-    st = _status_without_starting()
-    if json_out:
-        _out.print(json.dumps(st.to_dict(), indent=2, sort_keys=True), markup=False)
-    else:
-        _show(st)
+    from strongroom import __version__
+
+    # server_version: the strongroom whose gate answered (here, this one), as remotely
+    render.keyring_status({**_status_without_starting().to_dict(),
+                           "server_version": __version__}, json_out)
 
 
 def _status_without_starting() -> KeyringStatus:
@@ -282,7 +269,7 @@ def retire(version: Annotated[int, typer.Argument(help="KEK version to retire")]
 
 @keys_app.command("new-identity")
 def new_identity(
-    out: Annotated[Path, typer.Option("--out", help="identity file to create (0600)")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="identity file to create (0600)")],
     name: Annotated[str | None, typer.Option("--name", help="who this identity is")] = None,
 ) -> None:
     """Create an Ed25519 identity file and its public key file (<out>.pub)."""
@@ -301,6 +288,7 @@ def public(
     manifest: Annotated[bool, typer.Option("--manifest", help="only the manifest key")] = False,
     checkpoint: Annotated[bool, typer.Option("--checkpoint", help="only the checkpoint key")
                           ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
     """Print the vault's public signing keys (base64 raw Ed25519) for clients to pin.
 
@@ -327,13 +315,8 @@ def public(
                          remedy="unseal it first: `strongroom unseal`")
         raw = svc.public_keys()
         keys = {k: base64.b64encode(raw[k]).decode() for k in ("manifest", "checkpoint")}
-    if manifest or checkpoint:
-        for k in ("manifest", "checkpoint"):
-            if (k == "manifest" and manifest) or (k == "checkpoint" and checkpoint):
-                typer.echo(keys[k])
-        return
-    for k, v in keys.items():
-        typer.echo(f"{k} {v}")
+    only = [k for k, wanted in (("manifest", manifest), ("checkpoint", checkpoint)) if wanted]
+    render.public_keys(keys, only, as_json)
 
 
 @keys_app.command("verify-share")

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.console import Console
 
+from strongroom.cli import render
+
 if TYPE_CHECKING:
     from strongroom.store.db import Store
 
@@ -44,20 +46,6 @@ def _store() -> Iterator[Store]:
         store.close()
 
 
-def _gib(n: float) -> str:
-    return f"{n / 2**30:,.1f} GiB"
-
-
-def _duration(seconds: float) -> str:
-    if seconds == float("inf"):
-        return "never (cap 0)"
-    if seconds >= 86400:
-        return f"{seconds / 86400:,.1f} days"
-    if seconds >= 3600:
-        return f"{seconds / 3600:,.1f} h"
-    return f"{seconds:,.0f} s"
-
-
 @alerts_app.command("ls")
 def alerts_ls(
     all_: Annotated[bool, typer.Option("--all", help="include acknowledged alerts")] = False,
@@ -72,18 +60,8 @@ def alerts_ls(
     from strongroom.monitor.alerts import AlertManager
 
     with _store() as store:
-        rows = AlertManager(store).recent(unacked=not all_, limit=limit)
-    if as_json:
-        typer.echo(json.dumps([{**a.payload(), "count": a.count,
-                                "acked_by": a.acked_by} for a in rows], default=str))
-        return
-    if not rows:
-        _out.print("no alerts")
-        return
-    for a in rows:
-        state = f"acked by {a.acked_by}" if a.acked_by else "open"
-        _out.print(f"#{a.id} {a.severity.upper():8} {a.rule:15} {a.subject:12} {a.obj} "
-                   f"x{a.count} [{state}] {a.message}", markup=False)
+        rows = [render.alert(a) for a in AlertManager(store).recent(unacked=not all_, limit=limit)]
+    render.alerts(rows, as_json)
 
 
 @alerts_app.command("ack")
@@ -165,22 +143,9 @@ def monitor_egress(
         budgets = meter.budgets()
         arts = artifact_sizes(store)
         estimates = meter.time_to_exfiltrate(arts, compression=compression)
-    if as_json:
-        typer.echo(json.dumps({
-            "budgets": [{"scope": b.scope, "subject": b.subject, "window_s": b.window_s,
-                         "cap_bytes": b.cap_bytes} for b in budgets],
-            "artifacts": [e.to_dict() for e in estimates]}, default=str))
-        return
-    _out.print("budgets:")
-    for b in budgets:
-        _out.print(f"  {b.scope:9} {b.subject:20} {_gib(b.cap_bytes)} per {b.window_s} s",
-                   markup=False)
-    _out.print(f"time to exfiltrate (one principal, compression {compression}):")
-    if not estimates:
-        _out.print("  no artifacts")
-    for e in estimates:
-        _out.print(f"  {e.artifact:30} {_gib(e.size):>12}  {_duration(e.seconds):>14} "
-                   f"at the sustained rate; at least {_duration(e.min_seconds)}", markup=False)
+    render.egress([{"scope": b.scope, "subject": b.subject, "window_s": b.window_s,
+                    "cap_bytes": b.cap_bytes} for b in budgets],
+                  [e.to_dict() for e in estimates], compression, as_json)
 
 
 @monitor_app.command("budget")
@@ -200,7 +165,8 @@ def monitor_budget(
                    decision="allow", details={"window_s": budget.window_s,
                                               "cap_bytes": budget.cap_bytes})
         EgressMeter(log.store).set_budget(budget)
-    _out.print(f"budget {scope} {subject}: {_gib(budget.cap_bytes)} per {window_h} h",
+    _out.print(f"budget {scope} {subject}: {render.human_bytes(budget.cap_bytes)} per "
+               f"{render.duration(budget.window_s)}",
                markup=False)
 
 

@@ -15,8 +15,9 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
+from strongroom.cli import render
+from strongroom.cli.render import stamp
 from strongroom.errors import InvalidInput, NotFound
 from strongroom.timefmt import parse_utc
 
@@ -27,6 +28,7 @@ people_app = typer.Typer(help="The directory: enroll people and services (office
 compartments_app = typer.Typer(help="Resource labels: classification, compartments, rules.",
                                no_args_is_help=True)
 _out = Console(highlight=False, soft_wrap=True)
+JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON")]
 
 
 def _date(text: str) -> int:
@@ -131,7 +133,7 @@ def revoke(
 
 
 @people_app.command("ls")
-def ls() -> None:
+def ls(as_json: JsonOpt = False) -> None:
     """Principals whose enrollment verifies (signed by k officers, not revoked)."""
     from strongroom.access.directory import level_name
     from strongroom.cli.access_cmd import open_context
@@ -139,12 +141,13 @@ def ls() -> None:
     vault, ctx = open_context()
     with vault:
         now = time.time()
-        table = Table("name", "kind", "key", "roles", "clearance", "compartments", "vetting")
-        for kid, p in sorted(ctx.directory().principals.items(), key=lambda kv: kv[1].name):
-            state = "current" if p.eligible(now) else f"NOT CURRENT ({p.vetting.status})"
-            table.add_row(p.name, p.kind, kid, ", ".join(p.roles), level_name(p.clearance),
-                          ", ".join(p.compartments), state)
-        _out.print(table)
+        rows = [{"name": p.name, "kind": p.kind, "key_id": kid, "roles": list(p.roles),
+                 "clearance": level_name(p.clearance), "compartments": list(p.compartments),
+                 "vetting": p.vetting.status, "vetting_expires": stamp(p.vetting.expires),
+                 "employment": p.employment, "current": p.eligible(now)}
+                for kid, p in sorted(ctx.directory().principals.items(),
+                                     key=lambda kv: kv[1].name)]
+    render.people(rows, as_json)
 
 
 @compartments_app.command("label")
@@ -186,7 +189,7 @@ def label(
 
 
 @compartments_app.command("ls")
-def compartments_ls() -> None:
+def compartments_ls(as_json: JsonOpt = False) -> None:
     """Compartments: who is read in, and which labelled resources need them."""
     from strongroom.cli.access_cmd import open_context
 
@@ -203,11 +206,10 @@ def compartments_ls() -> None:
             for c in set(m.compartments) | set(getattr(directory.label(a.name), "compartments",
                                                        ())):
                 resources.setdefault(c, []).append(m.ref)
-        table = Table("compartment", "people", "resources")
-        for c in sorted(set(members) | set(resources)):
-            table.add_row(c, ", ".join(sorted(members.get(c, []))),
-                          ", ".join(sorted(resources.get(c, []))))
-        _out.print(table)
+        rows = [{"compartment": c, "people": sorted(members.get(c, [])),
+                 "resources": sorted(resources.get(c, []))}
+                for c in sorted(set(members) | set(resources))]
+    render.compartments(rows, as_json)
 
 
 def register(app: typer.Typer) -> None:

@@ -52,30 +52,25 @@ def _me(c: Client) -> Any:
 
 
 def status(json_out: bool) -> None:
-    """``strongroom status`` against the server."""
+    """``strongroom status`` against the server (which server, and version skew, on stderr)."""
     from strongroom import __version__
-    from strongroom.keys.keyring import KeyringStatus
+    from strongroom.cli import render
 
     with client() as c:
         st = c.status()
         server_version = str(c.version().get("version", "?"))
+    err = Console(stderr=True, highlight=False)
+    err.print(f"server: strongroom {server_version} at {c.url}", markup=False)
     if server_version != __version__:
-        Console(stderr=True, highlight=False).print(
-            f"note: the server runs strongroom {server_version}, this client {__version__}",
-            markup=False)
-    if json_out:
-        _out.print(json.dumps({**st, "server_version": server_version}, indent=2,
-                              sort_keys=True), markup=False)
-        return
-    from strongroom.cli.keys_cmd import _show
-
-    _show(KeyringStatus.from_dict(st))
-    _out.print(f"server:      strongroom {server_version} at {c.url}")
+        err.print(f"note: the server runs strongroom {server_version}, this client {__version__}",
+                  markup=False)
+    render.keyring_status({**st, "server_version": server_version}, json_out)
 
 
 def unseal(share: Path | None, identity: Path | None, reset: bool) -> None:
     """Submit one share to the server's ceremony (decrypted here, re-encrypted to its recipient)."""
-    from strongroom.cli.keys_cmd import _read_identities, _show
+    from strongroom.cli import render
+    from strongroom.cli.keys_cmd import _read_identities
     from strongroom.keys import ceremony
     from strongroom.keys.keyring import KeyringStatus
 
@@ -94,7 +89,7 @@ def unseal(share: Path | None, identity: Path | None, reset: bool) -> None:
             raise InvalidInput("give --share FILE and --identity IDENTITY_FILE", obj="unseal")
         content = ceremony.read_share_file(share, _read_identities(identity))
         submission = ceremony.build_submission(status, content, obj=str(share))
-        _show(KeyringStatus.from_dict(c.unseal(submission)))
+        render.keyring_status(c.unseal(submission), False)
 
 
 def seal(all_hosts: bool = False) -> None:
@@ -122,17 +117,11 @@ def seal(all_hosts: bool = False) -> None:
 
 def weights_ls(as_json: bool) -> None:
     """``weights ls`` against the server."""
+    from strongroom.cli import render
+
     with client() as c:
         rows = c.weights()
-    if as_json:
-        print(json.dumps([{"name": r["name"], "version": r["version"], "files": r["files"],
-                           "bytes": r["total_size"]} for r in rows]))
-        return
-    table = Table("name", "version", "files", "bytes", "created")
-    for r in rows:
-        table.add_row(r["name"], str(r["version"]), str(r["files"]), str(r["total_size"]),
-                      r["created"])
-    _out.print(table)
+    render.artifacts(rows, as_json)
 
 
 def weights_import(path: Path, name: str, compartments: list[str], new_version: bool, *,
@@ -158,15 +147,18 @@ def weights_import(path: Path, name: str, compartments: list[str], new_version: 
                             obj=name)
     if m.name != name:
         raise IntegrityError(f"the server answered with the manifest of {m.ref}", obj=name)
-    _out.print(f"imported [bold]{m.ref}[/]: {len(m.files)} file(s), {len(m.tensors)} tensors, "
-               f"{m.total_size} bytes encrypted (remote)")
+    from strongroom.cli import render
+
+    render.imported(m.ref, len(m.files), len(m.tensors), m.total_size)
 
 
 def weights_verify(name: str, version: int | None, purpose: str = "verify") -> None:
     """Fetch manifest and ciphertext, release each key, decrypt in memory, check every hash."""
+    from strongroom.cli import render
+
     with client() as c:
         ref, files, nbytes = c.verify(name, version, purpose=purpose)
-    _out.print(f"[green]ok[/] {ref}: {files} file(s), {nbytes} bytes verified (remote)")
+    render.verified(ref, files, nbytes)
 
 
 # -- access ---------------------------------------------------------------------------------------
@@ -249,11 +241,13 @@ def access_grants(pending: bool) -> None:
 # -- audit and alerts ----------------------------------------------------------------------
 
 
-def audit_tail(n: int) -> None:
-    """The newest entries as JSON lines."""
+def audit_tail(n: int, as_json: bool = False) -> None:
+    """The newest entries, as recorded (the same fields and bytes as on the vault host)."""
+    from strongroom.cli import render
+
     with client() as c:
-        for e in c.get("/v1/audit/tail", params={"n": min(n, 1000)}):
-            _out.print(json.dumps(e, ensure_ascii=False, sort_keys=True), markup=False)
+        rows = c.get("/v1/audit/tail", params={"n": min(n, 1000)})
+    render.audit_entries([render.audit_entry(e) for e in rows], as_json)
 
 
 def audit_checkpoint() -> None:
@@ -269,15 +263,9 @@ def alerts_ls(all_: bool, limit: int, as_json: bool) -> None:
     with client() as c:
         rows = c.get("/v1/alerts", params={"unacked": str(not all_).lower(),
                                            "limit": min(limit, 1000)})
-    if as_json:
-        print(json.dumps(rows))
-        return
-    if not rows:
-        _out.print("no alerts")
-    for a in rows:
-        state = f"acked by {a['acked_by']}" if a["acked_by"] else "open"
-        _out.print(f"#{a['id']} {a['severity'].upper():8} {a['rule']:15} {a['subject']:12} "
-                   f"{a['object']} x{a['count']} [{state}] {a['message']}", markup=False)
+    from strongroom.cli import render
+
+    render.alerts(rows, as_json)
 
 
 def alerts_ack(alert_id: int, note: str) -> None:

@@ -39,7 +39,7 @@ def scan(path: Annotated[Path, typer.Argument(help="a model file or directory")]
     _out.print(f"[green]ok[/] {len(report.files)} file(s) passed")
 
 
-def sbom(out: Annotated[Path | None, typer.Option("--out", help="write here (default stdout)")] = None) -> None:
+def sbom(out: Annotated[Path | None, typer.Option("--out", "-o", help="write here (default stdout)")] = None) -> None:
     """Write a CycloneDX 1.5 SBOM of the installed strongroom and its dependencies."""
     from strongroom.outputs import is_stdout, write_output
     from strongroom.supplychain.sbom import build_sbom
@@ -125,7 +125,7 @@ def _transfer_identity(path: Path) -> Any:
 
 
 @transfer.command("keygen")
-def keygen(out: Annotated[Path, typer.Option("--out", help="new transfer identity file (0600)")]) -> None:
+def keygen(out: Annotated[Path, typer.Option("--out", "-o", help="new transfer identity file (0600)")]) -> None:
     """Create this enclave's age X25519 transfer identity; prints the recipient senders use."""
     from strongroom.crypto.age import X25519Identity
     from strongroom.keys.identity import write_private_file
@@ -141,7 +141,7 @@ def approve_sign(
     bundle_id: Annotated[str, typer.Option("--bundle-id")],
     artifact: Annotated[str, typer.Option("--artifact", help="name@version")],
     enclave: Annotated[str, typer.Option("--enclave", help="destination enclave id")],
-    out: Annotated[Path, typer.Option("--out")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="approval file to write")],
     identity: Annotated[Path | None, typer.Option("--identity", help="officer identity")] = None,
 ) -> None:
     """An officer signs an approval of one transfer."""

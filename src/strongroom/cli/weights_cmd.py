@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -10,7 +9,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from strongroom.cli import render
 from strongroom.cli.progress import byte_progress
+from strongroom.cli.render import human_bytes
 
 # The vault (SQLAlchemy, boto3, numpy) is imported inside the commands so that
 # unrelated commands start quickly.
@@ -21,14 +22,6 @@ weights = typer.Typer(
     help="Encrypted model weights: import, list, verify, export.", no_args_is_help=True
 )
 _out = Console(highlight=False)
-
-
-def _human(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
 
 
 @weights.command("import")
@@ -99,14 +92,12 @@ def import_(
             )
         else:
             manifest = vault.import_weights(path, name, progress=advance, **options)
-    _out.print(
-        f"imported [bold]{manifest.ref}[/]: {len(manifest.files)} file(s), "
-        f"{len(manifest.tensors)} tensors, {_human(manifest.total_size)} encrypted"
-    )
+    render.imported(manifest.ref, len(manifest.files), len(manifest.tensors),
+                    manifest.total_size)
 
 
 @weights.command("ls")
-def ls(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def ls(as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False) -> None:
     """List artifacts and versions."""
     from strongroom.cli import remote
 
@@ -115,23 +106,8 @@ def ls(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     from strongroom.runtime.services import open_vault
 
     with open_vault() as vault:
-        rows = vault.list_artifacts()
-    if as_json:
-        print(
-            json.dumps(
-                [
-                    {"name": r.name, "version": r.version, "files": r.files, "bytes": r.total_size}
-                    for r in rows
-                ]
-            )
-        )
-        return
-    table = Table("name", "version", "files", "size", "created")
-    for r in rows:
-        table.add_row(
-            r.name, str(r.version), str(r.files), _human(r.total_size), r.created.isoformat()
-        )
-    _out.print(table)
+        rows = [render.artifact(r) for r in vault.list_artifacts()]
+    render.artifacts(rows, as_json)
 
 
 @weights.command("show")
@@ -146,16 +122,16 @@ def show(
     with open_vault() as vault:
         manifest = vault.manifest(name, version)
     if as_json:
-        print(json.dumps(manifest.to_json(), indent=2, sort_keys=True))
+        render.print_json(manifest.to_json())
         return
-    _out.print(f"[bold]{manifest.ref}[/] ({manifest.kind}), created {manifest.created}")
+    _out.print(f"[bold]{manifest.ref}[/] ({manifest.kind}), created {render.stamp(manifest.created)}")
     _out.print(f"compartments: {', '.join(manifest.compartments) or '(none)'}")
     table = Table("file", "kind", "size", "sha256")
     for f in manifest.files:
-        table.add_row(f.path, f.kind, _human(f.size), f.sha256[:16] + "…")
+        table.add_row(f.path, f.kind, human_bytes(f.size), f.sha256[:16] + "…")
     _out.print(table)
     _out.print(
-        f"{len(manifest.tensors)} tensors, {_human(manifest.total_size)} in all; signature verified"
+        f"{len(manifest.tensors)} tensors, {human_bytes(manifest.total_size)} in all; signature verified"
     )
 
 
@@ -172,9 +148,7 @@ def verify(name: str, version: Annotated[int | None, typer.Option("--version")] 
         manifest = vault.manifest(name, version)
         with byte_progress("verify", manifest.total_size) as advance:
             report = vault.verify(name, version, progress=advance)
-    _out.print(
-        f"[green]ok[/] {report.ref}: {report.files} file(s), {_human(report.bytes)} verified"
-    )
+    render.verified(report.ref, report.files, report.bytes)
 
 
 @weights.command("export")

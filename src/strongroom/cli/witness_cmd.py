@@ -33,7 +33,7 @@ def _load_signer(path: Path) -> CosignatureSigner:
 @witness_app.command()
 def keygen(
     name: Annotated[str, typer.Option("--name", help="witness name, e.g. witness.example/w1")],
-    out: Annotated[Path, typer.Option("--out", help="file for the private key (0600)")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="file for the private key (0600)")],
 ) -> None:
     """Create a witness key; print its verifier key."""
     skey, vkey = generate_key(name, SIG_COSIGNATURE_V1)

@@ -67,6 +67,7 @@ class SealStatusOut(BaseModel):
     kek_versions: list[int] = Field(default_factory=list)
     retired_versions: list[int] = Field(default_factory=list)
     rekey_ready: bool = False
+    officer_threshold: int = 0
 
 
 class UnsealIn(BaseModel):
@@ -223,6 +224,7 @@ class AuditEntryOut(BaseModel):
     details: dict[str, Any]
     shard: str | None = None
     nbytes: int | None = None
+    request_id: str | None = None
 
 
 class ProofOut(BaseModel):

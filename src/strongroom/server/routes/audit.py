@@ -25,7 +25,8 @@ _AUDITORS = ("auditors", "security-officers")
 def _entry_out(ev: Any) -> M.AuditEntryOut:
     return M.AuditEntryOut(index=ev.index, time=ev.time, actor=ev.actor, action=ev.action,
                            object=ev.object, decision=ev.decision, reason=ev.reason,
-                           details=ev.details, shard=ev.shard, nbytes=ev.nbytes)
+                           details=ev.details, shard=ev.shard, nbytes=ev.nbytes,
+                           request_id=ev.request_id)
 
 
 def _alert_out(a: Any) -> M.AlertOut:

@@ -1,0 +1,270 @@
+"""How the CLI shows results: units, times, and one renderer per result type.
+
+A command gathers its result as plain values — the same mapping whether it
+read the local vault or the server's API — and hands it to one function here,
+so ``strongroom weights ls`` prints the same table, units and JSON keys
+embedded and with ``STRONGROOM_URL`` set; the two paths cannot drift::
+
+    render.artifacts([render.artifact(a) for a in vault.list_artifacts()], as_json)
+    render.artifacts(client.weights(), as_json)     # the API's rows, same keys
+
+Units: :func:`human_bytes` (``1.5 GiB``) and :func:`duration` (``4 h``); times:
+:func:`stamp` (``2026-05-01T10:00:00Z``, UTC). ``--json`` output is indented,
+key-sorted JSON whose keys docs/cli.md lists per command; sizes there are
+plain byte counts and times the same UTC stamps.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from strongroom.timefmt import parse_utc, utc_stamp
+
+__all__ = [
+    "alerts", "artifact", "artifacts", "audit_entries", "compartments", "documents", "duration",
+    "egress", "human_bytes", "imported", "keyring_status", "people", "print_json",
+    "public_keys", "stamp", "verified",
+]
+
+_out = Console(highlight=False, soft_wrap=True)
+
+
+# -- units and times -------------------------------------------------------------------------
+
+
+def human_bytes(n: float) -> str:
+    """``n`` bytes in binary units: ``512 B``, ``1.5 KiB`` … ``2.0 TiB``."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
+        n /= 1024
+    return str(n)  # not reached
+
+
+def duration(seconds: float) -> str:
+    """A span of time as people say it: ``45 s``, ``12 min``, ``4 h``, ``3.5 days``."""
+    if seconds == float("inf"):
+        return "never (cap 0)"
+
+    def num(x: float) -> str:
+        return f"{x:,.0f}" if abs(x - round(x)) < 0.05 else f"{x:,.1f}"
+
+    if seconds >= 86400:
+        return f"{num(seconds / 86400)} days"
+    if seconds >= 3600:
+        return f"{num(seconds / 3600)} h"
+    if seconds >= 60:
+        return f"{num(seconds / 60)} min"
+    return f"{seconds:,.0f} s"
+
+
+def stamp(when: str | datetime | float | None) -> str:
+    """A time as ``YYYY-MM-DDTHH:MM:SSZ`` (UTC), from ISO text, a datetime or epoch seconds."""
+    if when is None or when == "":
+        return "-"
+    if isinstance(when, datetime):
+        when = when.isoformat()
+    return utc_stamp(when if isinstance(when, (int, float)) else parse_utc(when))
+
+
+def print_json(value: Any) -> None:
+    """``--json`` output: indented, keys sorted (stable for scripts)."""
+    typer.echo(json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, default=str))
+
+
+def _table(*columns: str) -> Table:
+    return Table(*columns)
+
+
+# -- weights ----------------------------------------------------------------------------------
+
+
+def artifact(a: Any) -> dict[str, Any]:
+    """One artifact version as the API sends it (``ArtifactOut``) from a local catalogue row."""
+    return {"name": a.name, "version": a.version, "kind": a.kind, "files": a.files,
+            "total_size": a.total_size, "created": a.created.isoformat()}
+
+
+def artifacts(rows: Iterable[Mapping[str, Any]], as_json: bool) -> None:
+    """``weights ls``: rows with name, version, kind, files, total_size, created."""
+    listed = [{"name": r["name"], "version": r["version"], "kind": r["kind"],
+               "files": r["files"], "bytes": r["total_size"], "created": stamp(r["created"])}
+              for r in rows]
+    if as_json:
+        print_json(listed)
+        return
+    table = _table("name", "version", "files", "size", "created")
+    for r in listed:
+        table.add_row(r["name"], str(r["version"]), str(r["files"]), human_bytes(r["bytes"]),
+                      r["created"])
+    _out.print(table)
+
+
+def imported(ref: str, files: int, tensors: int, nbytes: int) -> None:
+    """``weights import``'s closing line."""
+    _out.print(f"imported [bold]{ref}[/]: {files} file(s), {tensors} tensors, "
+               f"{human_bytes(nbytes)} encrypted")
+
+
+def verified(ref: str, files: int, nbytes: int) -> None:
+    """``weights verify``'s closing line."""
+    _out.print(f"[green]ok[/] {ref}: {files} file(s), {human_bytes(nbytes)} verified")
+
+
+# -- keys ----------------------------------------------------------------------------------------
+
+
+def keyring_status(status: Mapping[str, Any], as_json: bool) -> None:
+    """``status`` (and ``unseal``): the keyring's state, from ``KeyringStatus.to_dict()``."""
+    from dataclasses import fields
+
+    from strongroom.keys.keyring import KeyringStatus
+
+    if as_json:
+        print_json(dict(status))
+        return
+    known = {f.name for f in fields(KeyringStatus)}
+    st = KeyringStatus.from_dict({k: v for k, v in status.items() if k in known})
+    if not st.initialized:
+        _out.print("initialized: no  (run `strongroom init`)")
+        return
+    _out.print(f"initialized: yes  vault {st.vault_id} (generation {st.generation}, "
+               f"backend {st.backend})")
+    _out.print(f"sealed:      {'yes' if st.sealed else 'no'}")
+    if st.backend == "shamir":
+        _out.print(f"threshold:   {st.threshold} of {st.shares}")
+    if st.ceremony:
+        _out.print(f"{st.ceremony + ':':<12} {st.progress} of {st.threshold} shares "
+                   f"(ceremony {st.nonce})")
+    versions = ", ".join(map(str, st.kek_versions)) or "-"
+    retired = ", ".join(map(str, st.retired_versions))
+    _out.print(f"KEK versions: {versions}" + (f"  (retired: {retired})" if retired else ""))
+
+
+def public_keys(keys: Mapping[str, str], only: list[str], as_json: bool) -> None:
+    """``keys public``: base64 raw Ed25519 keys by name (``manifest``, ``checkpoint``)."""
+    chosen = {k: keys[k] for k in ("manifest", "checkpoint") if not only or k in only}
+    if as_json:
+        print_json(chosen)
+    elif only:
+        for v in chosen.values():
+            typer.echo(v)
+    else:
+        for k, v in chosen.items():
+            typer.echo(f"{k} {v}")
+
+
+# -- audit and alerts ------------------------------------------------------------------------------
+
+
+def audit_entry(e: Mapping[str, Any]) -> dict[str, Any]:
+    """An entry as recorded (its canonical fields) from the API's ``AuditEntryOut``."""
+    d = dict(e)
+    shard, nbytes = d.pop("shard", None), d.pop("nbytes", None)
+    d.setdefault("request_id", None)
+    if shard is not None:
+        d["shard"] = shard
+    if nbytes is not None:
+        d["bytes"] = nbytes
+    return d
+
+
+def audit_entries(entries: Iterable[Mapping[str, Any]], as_json: bool) -> None:
+    """``audit tail``: one canonical JSON line per entry, or (``--json``) one JSON array."""
+    from strongroom.audit.entry import canonical_json
+
+    rows = [dict(e) for e in entries]
+    if as_json:
+        print_json(rows)
+        return
+    for e in rows:
+        _out.print(canonical_json(e).decode(), markup=False)
+
+
+def alert(a: Any) -> dict[str, Any]:
+    """A stored alert as the API sends it (``AlertOut``)."""
+    return {"id": a.id, "rule": a.rule, "severity": a.severity, "subject": a.subject,
+            "object": a.obj, "message": a.message, "count": a.count,
+            "first_seen": a.first_seen.isoformat(), "last_seen": a.last_seen.isoformat(),
+            "acked_at": a.acked_at.isoformat() if a.acked_at else None, "acked_by": a.acked_by}
+
+
+def alerts(rows: Iterable[Mapping[str, Any]], as_json: bool) -> None:
+    """``alerts ls``: newest first."""
+    listed = [{**r, "first_seen": stamp(r["first_seen"]), "last_seen": stamp(r["last_seen"]),
+               "acked_at": stamp(r["acked_at"]) if r.get("acked_at") else None} for r in rows]
+    if as_json:
+        print_json(listed)
+        return
+    if not listed:
+        _out.print("no alerts")
+    for a in listed:
+        state = f"acked by {a['acked_by']}" if a["acked_by"] else "open"
+        _out.print(f"#{a['id']} {a['severity'].upper():8} {a['rule']:15} {a['subject']:12} "
+                   f"{a['object']} x{a['count']} [{state}] {a['message']}", markup=False)
+
+
+def egress(budgets: list[dict[str, Any]], estimates: list[dict[str, Any]], compression: float,
+           as_json: bool) -> None:
+    """``monitor egress``: budgets (scope, subject, window_s, cap_bytes) and time-to-exfiltrate."""
+    if as_json:
+        print_json({"budgets": budgets, "artifacts": estimates})
+        return
+    _out.print("budgets:")
+    for b in budgets:
+        _out.print(f"  {b['scope']:9} {b['subject']:20} {human_bytes(b['cap_bytes'])} per "
+                   f"{duration(b['window_s'])}", markup=False)
+    _out.print(f"time to exfiltrate (one principal, compression {compression}):")
+    if not estimates:
+        _out.print("  no artifacts")
+    for e in estimates:
+        _out.print(f"  {e['artifact']:30} {human_bytes(e['size']):>12}  "
+                   f"{duration(e['seconds']):>14} at the sustained rate; at least "
+                   f"{duration(e['min_seconds'])}", markup=False)
+
+
+# -- directory and documents ------------------------------------------------------------------------
+
+
+def people(rows: list[dict[str, Any]], as_json: bool) -> None:
+    """``people ls``: name, kind, key_id, roles, clearance, compartments, vetting, current."""
+    if as_json:
+        print_json(rows)
+        return
+    table = _table("name", "kind", "key", "roles", "clearance", "compartments", "vetting")
+    for p in rows:
+        state = "current" if p["current"] else f"NOT CURRENT ({p['vetting']})"
+        table.add_row(p["name"], p["kind"], p["key_id"], ", ".join(p["roles"]), p["clearance"],
+                      ", ".join(p["compartments"]), state)
+    _out.print(table)
+
+
+def compartments(rows: list[dict[str, Any]], as_json: bool) -> None:
+    """``compartments ls``: compartment, people, resources."""
+    if as_json:
+        print_json(rows)
+        return
+    table = _table("compartment", "people", "resources")
+    for c in rows:
+        table.add_row(c["compartment"], ", ".join(c["people"]), ", ".join(c["resources"]))
+    _out.print(table)
+
+
+def documents(rows: list[dict[str, Any]], as_json: bool) -> None:
+    """``docs ls``: name, version, classification, compartments, bytes, created."""
+    listed = [{**d, "created": stamp(d["created"])} for d in rows]
+    if as_json:
+        print_json(listed)
+        return
+    table = _table("document", "classification", "compartments", "size", "created")
+    for d in listed:
+        table.add_row(f"{d['name']}@{d['version']}", d["classification"],
+                      ", ".join(d["compartments"]), human_bytes(d["bytes"]), d["created"])
+    _out.print(table)
