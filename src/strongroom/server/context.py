@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from strongroom.keys.identity import Identity
     from strongroom.monitor.alerts import AlertManager
     from strongroom.runtime.services import AgentKeyService, LocalKeyService
+    from strongroom.vault.shards import SignedShards
 
 __all__ = ["ServerContext", "SharedVault"]
 
@@ -73,6 +74,8 @@ class ServerContext:
         self._alerts_audit: AuditLog | None = None
         self._reader: DirectoryReader | None = None
         self._reader_key: tuple[tuple[str, ...], int] | None = None
+        self._shards: SignedShards | None = None
+        self._manifest_key: Ed25519PublicKey | None = None
 
     # -- construction --------------------------------------------------------
 
@@ -163,6 +166,23 @@ class ServerContext:
         """A vault on the shared handles, acting as ``identity`` (or ``actor``); Sealed while sealed."""
         return SharedVault(self.settings, self.store, self.blobs, self.keys, self.audit(),
                            identity=identity, actor=actor)
+
+    def signed_shards(self) -> SignedShards:
+        """The verified manifests and pinned header stanzas this process caches (immutable once
+        recorded): the release route and the blob route read them here."""
+        from strongroom.vault.shards import SignedShards
+
+        with self._lock:
+            if self._shards is None:
+                self._shards = SignedShards(self.store, self._barrier_manifest_key)
+            return self._shards
+
+    def _barrier_manifest_key(self) -> Ed25519PublicKey:
+        """The barrier's manifest key, asked of the key service once (it never changes)."""
+        if self._manifest_key is None:
+            raw = self.keys.public_keys()["manifest"]
+            self._manifest_key = Ed25519PublicKey.from_public_bytes(raw)
+        return self._manifest_key
 
     def officers(self) -> dict[str, Ed25519PublicKey]:
         """The security officers pinned in the keyring, by key id (Sealed while sealed)."""

@@ -6,8 +6,9 @@ answers it without FastAPI's thread hops; the FastAPI route stays the schema and
 the fallback. The shard is found as the vault's release path finds it: verified
 manifests and pinned header stanzas come from a
 :class:`~strongroom.vault.shards.SignedShards` (both immutable once recorded, so
-cached), and the request is built by :func:`strongroom.release.request.build_request`;
-the release gate itself decides and audits every release.
+cached; ``ctx.signed_shards()``, shared with the blob route), and the request is
+built by :func:`strongroom.release.request.build_request`; the release gate
+itself decides and audits every release.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from __future__ import annotations
 import base64
 from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from fastapi import APIRouter, Request
 
 from strongroom.artifacts import ArtifactRef
@@ -27,23 +27,8 @@ from strongroom.server.auth import DirectRoute, caller_of
 from strongroom.server.context import ServerContext
 from strongroom.server.signatures import Caller
 from strongroom.vault.manifest import FileEntry, Manifest
-from strongroom.vault.shards import SignedShards
 
 __all__ = ["build_router"]
-
-
-class _ManifestKey:
-    """The barrier's manifest key, asked of the key service once (it never changes)."""
-
-    def __init__(self, ctx: ServerContext) -> None:
-        self._ctx = ctx
-        self._key: Ed25519PublicKey | None = None
-
-    def __call__(self) -> Ed25519PublicKey:
-        if self._key is None:
-            raw = self._ctx.keys.public_keys()["manifest"]
-            self._key = Ed25519PublicKey.from_public_bytes(raw)
-        return self._key
 
 
 def build_router(ctx: ServerContext) -> tuple[APIRouter, dict[tuple[str, str], DirectRoute]]:
@@ -56,7 +41,7 @@ def build_router(ctx: ServerContext) -> tuple[APIRouter, dict[tuple[str, str], D
     in-process gate) runs in one hop.
     """
     r = APIRouter(prefix="/v1", tags=["weights"])
-    shards = SignedShards(ctx.store, _ManifestKey(ctx))
+    shards = ctx.signed_shards()  # shared with the blob route
 
     def ref_of(body: M.KeyReleaseIn) -> ArtifactRef:
         ref = ArtifactRef.parse(body.artifact)

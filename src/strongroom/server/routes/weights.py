@@ -2,7 +2,9 @@
 
 ``build_router(ctx, keys)`` returns the router :func:`strongroom.server.app.create_app`
 includes: import (the upload held in RAM only, after its signed digest matched),
-listing, verified manifests, and a shard's ciphertext streamed with one ``Range``.
+listing, verified manifests, and a shard's ciphertext streamed with one ``Range``
+(its manifest verified once per process: the release route's
+:meth:`~strongroom.server.context.ServerContext.signed_shards`).
 Key release lives in :mod:`strongroom.server.routes.keys`.
 """
 
@@ -17,6 +19,7 @@ from typing import TYPE_CHECKING, Annotated
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import StreamingResponse
 
+from strongroom.artifacts import ArtifactRef
 from strongroom.errors import ConfigError, InvalidInput, NotFound
 from strongroom.server import models as M
 from strongroom.server.auth import PrincipalKeys, caller_of, require_role, upload_of
@@ -31,7 +34,9 @@ __all__ = ["build_router"]
 
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
 _BLOB = r"^[A-Za-z0-9_-]{8,128}$"
-_CHUNK = 1 << 20
+#: Bytes read from the blob store per piece of a streamed response (a read-ahead
+#: window of a full load is at most 16 MiB: two pieces, two thread hops).
+_CHUNK = 8 << 20
 
 NameParam = Annotated[str, Path(pattern=_NAME, max_length=100)]
 
@@ -95,6 +100,7 @@ def _ram_dir() -> pathlib.Path:
 def build_router(ctx: ServerContext, keys: PrincipalKeys) -> APIRouter:
     """The ``weights`` and ``documents`` routes over ``ctx``."""
     r = APIRouter(prefix="/v1", tags=["weights"])
+    shards = ctx.signed_shards()
 
     @r.post("/weights/{name}/import", response_model=M.ManifestOut, status_code=201,
             openapi_extra={"requestBody": {"required": True, "content": {
@@ -164,7 +170,8 @@ def build_router(ctx: ServerContext, keys: PrincipalKeys) -> APIRouter:
              blob: Annotated[str, Path(pattern=_BLOB)]) -> StreamingResponse:
         """A shard's ciphertext, streamed (useless without a key release); one ``Range`` allowed."""
         caller = caller_of(request)
-        m = ctx.vault(actor=caller.name).manifest(name, version)
+        ctx.vault(actor=caller.name)  # Sealed while the vault is sealed, as every vault view
+        m = shards.manifest(ArtifactRef(name, version))  # verified once, then cached
         if not any(f.blob == blob for f in m.files):
             raise NotFound("the blob is not part of this artifact", obj=f"{m.ref}/{blob}")
         source = ctx.blobs.open(blob)
