@@ -15,9 +15,10 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from strongroom.artifacts import ArtifactRef, base_name
+from strongroom.cli.render import duration as duration_text
+from strongroom.cli.render import stamp
 from strongroom.errors import AccessDenied, InvalidInput, NotFound
 
 if TYPE_CHECKING:
@@ -116,15 +117,26 @@ def open_context() -> tuple[Vault, Context]:
         raise
 
 
-def _duration(text: str) -> int:
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+#: Units a duration option accepts, in seconds.
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str, option: str = "--duration") -> int:
+    """Seconds in ``text`` written with its unit (``90s``, ``30m``, ``4h``, ``7d``).
+
+    A bare number is refused: ``--duration 8`` could mean seconds or hours.
+    """
+    t = text.strip().lower()
+    remedy = "write a whole number and its unit, e.g. 4h, 30m or 7d (s, m, h, d)"
+    if t.isdigit():
+        raise InvalidInput(f"{option} {text} has no unit", obj=option, remedy=remedy)
     try:
-        if text[-1] in units:
-            return int(text[:-1]) * units[text[-1]]
-        return int(text)
-    except (ValueError, IndexError):
-        raise InvalidInput(f"cannot read duration {text!r}", obj="--duration",
-                           remedy="write e.g. 90m, 8h or 2d") from None
+        seconds = int(t[:-1]) * _UNITS[t[-1]]
+    except (ValueError, KeyError, IndexError):
+        raise InvalidInput(f"cannot read {option} {text!r}", obj=option, remedy=remedy) from None
+    if seconds <= 0:
+        raise InvalidInput(f"{option} must be longer than 0", obj=option, remedy=remedy)
+    return seconds
 
 
 def _size(text: str) -> int:
@@ -178,19 +190,17 @@ def request(
     from strongroom.cli import remote
 
     if remote.active():
-        return remote.access_request(resource, purpose, action, _duration(duration),
+        return remote.access_request(resource, purpose, action, parse_duration(duration),
                                      _size(nbytes))
-    from strongroom.access import statements
-    from strongroom.access.approvals import AccessRequest, submit_request
+    from strongroom.access.approvals import AccessRequest, require_enrolled, submit_request
+    from strongroom.cli import access_render
 
     vault, ctx = open_context()
     with vault:
         directory = ctx.directory()
-        me = directory.principal(ctx.me.public.key_id)
         res = ctx.resource(resource, directory)
-        if me is None:
-            raise AccessDenied(f"{ctx.name} is not enrolled", obj=res.name,
-                               remedy="ask k security officers to sign your enrollment")
+        me = require_enrolled(directory, ctx.me.public.key_id, ctx.name, "a request",
+                              obj=res.name)
         decision = ctx.engine().decide(me, action, res, time.time())
         if not decision.allowed:
             vault.record("access.request", res.name, "deny", reason="policy", access_action=action)
@@ -200,16 +210,13 @@ def request(
         target = resource if ArtifactRef.parse(resource).version is not None \
             else base_name(res.name)
         req = AccessRequest.new(me.name, me.key_id, target, action, purpose,
-                                _duration(duration), _size(nbytes), time.time())
+                                parse_duration(duration), _size(nbytes), time.time())
         env = req.sign(ctx.me.private_key)
         digest = submit_request(vault.store, env)
         vault.record("access.request", res.name, "allow", reason=purpose, access_action=action,
                      request=digest)
-        rule = directory.rule(res.name, action)
-        _out.print(f"request {digest[:16]} by {me.name}: {action} {target} for {duration}, "
-                   f"{nbytes}; needs {rule}")
-        assert statements.payload_digest(env) == digest
-
+        access_render.request_filed(digest, me.name, action, target, req.duration_s,
+                                    req.byte_budget, str(directory.rule(res.name, action)))
 
 def _try_issue(ctx: Context, digest: str, quiet: bool = False) -> VerifiedGrant | None:
     from strongroom.access import statements
@@ -237,7 +244,7 @@ def _try_issue(ctx: Context, digest: str, quiet: bool = False) -> VerifiedGrant 
                      access_action=req.action, requester=req.requester, expires=grant.expires,
                      byte_budget=grant.byte_budget)
     _out.print(f"grant {grant.grant_id[:16]} issued: {req.requester} may {req.action} "
-               f"{req.resource} until {time.strftime('%Y-%m-%d %H:%M', time.localtime(grant.expires))} "
+               f"{req.resource} until {stamp(grant.expires)} "
                f"(approved by {', '.join(grant.approvers)})")
     return grant
 
@@ -251,18 +258,22 @@ def approve_cmd(
     from strongroom.cli import remote
 
     if remote.active():
-        return remote.access_verdict(request_id, approve_it=True, ttl_s=_duration(ttl))
-    from strongroom.access.approvals import approve, submit_approval
+        return remote.access_verdict(request_id, approve_it=True,
+                                     ttl_s=parse_duration(ttl, "--ttl"))
+    from strongroom.access.approvals import approve, require_enrolled, submit_approval
 
     vault, ctx = open_context()
     with vault:
         digest, env = _find_envelope(vault.store, "request", request_id)
+        directory = ctx.directory()
+        require_enrolled(directory, ctx.me.public.key_id, ctx.name, "an approval",
+                         obj=f"request {digest[:16]}")
         submit_approval(vault.store, approve(ctx.me.private_key, ctx.name, env, now=time.time(),
-                                             ttl_s=_duration(ttl)), directory=ctx.directory())
+                                             ttl_s=parse_duration(ttl, "--ttl")),
+                        directory=directory)
         vault.record("access.approve", digest[:16], "allow", request=digest)
         _out.print(f"{ctx.name} approved request {digest[:16]}")
         _try_issue(ctx, digest)
-
 
 @access_app.command("deny")
 def deny_cmd(
@@ -274,14 +285,17 @@ def deny_cmd(
 
     if remote.active():
         return remote.access_verdict(request_id, approve_it=False, reason=reason)
-    from strongroom.access.approvals import deny, submit_approval
+    from strongroom.access.approvals import deny, require_enrolled, submit_approval
     from strongroom.access.restrictions import journal_details
 
     vault, ctx = open_context()
     with vault:
         digest, env = _find_envelope(vault.store, "request", request_id)
+        directory = ctx.directory()
+        require_enrolled(directory, ctx.me.public.key_id, ctx.name, "a denial",
+                         obj=f"request {digest[:16]}")
         denial = deny(ctx.me.private_key, ctx.name, env, now=time.time(), reason=reason)
-        submit_approval(vault.store, denial, kind="denial", directory=ctx.directory())
+        submit_approval(vault.store, denial, kind="denial", directory=directory)
         vault.record("access.deny", digest[:16], "deny", reason=reason, request=digest,
                      **journal_details("denial", denial, subject=digest))
         _out.print(f"{ctx.name} denied request {digest[:16]}: {reason}")
@@ -290,14 +304,17 @@ def deny_cmd(
 @access_app.command("grants")
 def grants_cmd(
     pending: Annotated[bool, typer.Option("--pending", help="open requests instead")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON (keys in docs/cli.md)")] = False,
 ) -> None:
     """List grants that verify now (or open requests with their approvals)."""
     from strongroom.cli import remote
 
     if remote.active():
-        return remote.access_grants(pending)
+        return remote.access_grants(pending, as_json)
     from strongroom.access import statements
+    from strongroom.access.approvals import AccessRequest
     from strongroom.access.grants import parse_approval, valid_grants
+    from strongroom.cli import access_render
 
     vault, ctx = open_context()
     with vault:
@@ -305,7 +322,7 @@ def grants_cmd(
         engine = ctx.engine()
         now = time.time()
         if pending:
-            table = Table("request", "requester", "action", "resource", "purpose", "approvals")
+            rows = []
             for env in statements.envelopes(vault.store, "request"):
                 st = statements.unverified_payload(env)
                 digest = statements.payload_digest(env)
@@ -314,21 +331,19 @@ def grants_cmd(
                         statements.unverified_payload(g).get("request") == env
                         for g in statements.envelopes(vault.store, "grant")):
                     continue
-                names = [parse_approval(a).approver for a in
-                         statements.envelopes(vault.store, "approval", subject=digest)]
-                table.add_row(digest[:16], str(st["requester"]), str(st["action"]),
-                              str(st["resource"]), str(st["purpose"]), ", ".join(names) or "-")
-            _out.print(table)
+                req = AccessRequest.from_statement(st)
+                rows.append({"digest": digest, "requester": req.requester, "action": req.action,
+                             "resource": req.resource, "purpose": req.purpose,
+                             "approvals": [parse_approval(a).approver for a in
+                                           statements.envelopes(vault.store, "approval",
+                                                                subject=digest)],
+                             "duration_s": req.duration_s, "byte_budget": req.byte_budget,
+                             "rule": str(directory.rule(req.resource, req.action))})
+            access_render.requests(rows, as_json)
             return
-        table = Table("grant", "holder", "action", "resource", "approvers", "expires", "bytes")
-        for g in valid_grants(vault.store, directory, engine,
-                              lambda name: ctx.resource(name, directory), now=now):
-            table.add_row(g.grant_id[:16], g.request.requester, g.request.action,
-                          g.request.resource, ", ".join(g.approvers),
-                          time.strftime("%Y-%m-%d %H:%M", time.localtime(g.expires)),
-                          str(g.byte_budget))
-        _out.print(table)
-
+        access_render.grants([access_render.grant(g) for g in valid_grants(
+            vault.store, directory, engine, lambda name: ctx.resource(name, directory), now=now)],
+            as_json)
 
 @access_app.command("revoke")
 def revoke_cmd(
@@ -358,6 +373,7 @@ def break_glass_cmd(
     review_id: Annotated[str | None, typer.Option("--review", help="review a break-glass id")] = None,
     verdict: Annotated[str, typer.Option("--verdict", help="justified or unjustified")] = "justified",
     pending: Annotated[bool, typer.Option("--pending", help="list break-glass awaiting review")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="the list as JSON (docs/cli.md)")] = False,
 ) -> None:
     """Take emergency access alone (critical alert at once), review one, or list pending reviews."""
     from strongroom.access import statements
@@ -382,38 +398,45 @@ def break_glass_cmd(
             _out.print(f"{ctx.name} reviewed break-glass {digest[:16]}: {verdict}")
             return
         if pending or resource is None:
+            from strongroom.cli import access_render
+
             directory = ctx.directory()
-            table = Table("break-glass", "who", "resource", "reason", "reviewed by", "status")
+            rows = []
             for env in statements.envelopes(store, "break-glass"):
                 digest = statements.payload_digest(env)
                 bg = BreakGlass.from_statement(statements.unverified_payload(env), digest)
                 done, who = review_status(bg, statements.envelopes(store, "review",
                                                                    subject=digest), directory)
-                table.add_row(digest[:16], bg.principal, bg.resource, bg.reason,
-                              ", ".join(who) or "-", "reviewed" if done else "PENDING REVIEW")
-            _out.print(table)
+                rows.append({"break_glass": digest, "principal": bg.principal,
+                             "resource": bg.resource, "reason": bg.reason,
+                             "reviewed_by": list(who), "reviewed": done})
+            access_render.break_glass(rows, as_json)
             return
         directory = ctx.directory()
         res = ctx.resource(resource, directory)
         label = directory.label(res.name)
         limit = label.break_glass_window_s if label else 0
-        seconds = min(_duration(window), limit) if limit else _duration(window)
+        seconds = min(parse_duration(window, "--window"), limit) if limit \
+            else parse_duration(window, "--window")
         env = take(ctx.me.private_key, ctx.name, base_name(res.name), action, reason,
                    now=time.time(), window_s=seconds)
         digest = submit_break_glass(store, env)
         vault.record(ALERT_ACTION, res.name, "allow", reason=reason, severity="critical",
                      break_glass=digest, access_action=action, window_s=seconds)
         _err.print(f"[bold red]CRITICAL:[/] {ctx.name} broke glass on {res.name} ({action}, "
-                   f"{seconds} s): {reason}. Officers are alerted; a review by "
+                   f"{duration_text(seconds)}): {reason}. Officers are alerted; a review by "
                    "2 security officers is required.")
         _out.print(f"break-glass {digest[:16]}")
 
 
 @access_app.command("caps")
-def caps_cmd() -> None:
+def caps_cmd(
+    as_json: Annotated[bool, typer.Option("--json", help="JSON (keys in docs/cli.md)")] = False,
+) -> None:
     """Holders of valid grants per artifact and action, against the caps."""
     from strongroom.access.caps import AccessCaps, holders
     from strongroom.access.grants import valid_grants
+    from strongroom.cli import access_render
 
     vault, ctx = open_context()
     with vault:
@@ -423,12 +446,11 @@ def caps_cmd() -> None:
                                       lambda name: ctx.resource(name, directory),
                                       now=time.time()))
         names = sorted({a.name for a in vault.list_artifacts()})
-        table = Table("artifact", "infer", "load", "read", "export")
-        for name in names:
-            table.add_row(name, *(f"{len(counts.get((name, a), set()))}/{caps.cap(a)}"
-                                  for a in ("infer", "load", "read", "export")))
-        _out.print(table)
-
+        actions = ("infer", "load", "read", "export")
+        access_render.caps([{"artifact": name,
+                             "holders": {a: len(counts.get((name, a), set())) for a in actions},
+                             "caps": {a: caps.cap(a) for a in actions}} for name in names],
+                           as_json)
 
 @policy_app.command("show")
 def policy_show() -> None:

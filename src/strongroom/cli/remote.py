@@ -166,20 +166,24 @@ def weights_verify(name: str, version: int | None, purpose: str = "verify") -> N
 
 def access_request(resource: str, purpose: str, action: str, duration_s: int,
                    nbytes: int) -> None:
-    """Sign a request and file it on the server."""
+    """Sign a request and file it on the server; shows it as the local command does."""
     from strongroom.access.approvals import AccessRequest
+    from strongroom.cli import access_render
 
     with client() as c:
         me = _me(c)
         who = c.get("/v1/whoami")
-        env = AccessRequest.new(who["name"], who["key_id"], resource, action, purpose,
-                                duration_s, nbytes, time.time()).sign(me.private_key)
-        digest = c.post("/v1/access/requests", {"envelope": env})["digest"]
-    _out.print(f"request {digest[:16]} by {who['name']}: {action} {resource} (remote)")
+        req = AccessRequest.new(who["name"], who["key_id"], resource, action, purpose,
+                                duration_s, nbytes, time.time())
+        digest = c.post("/v1/access/requests", {"envelope": req.sign(me.private_key)})["digest"]
+        filed = c.get(f"/v1/access/requests/{digest}")
+    access_render.request_filed(digest, who["name"], action, resource, req.duration_s,
+                                req.byte_budget, filed["rule"])
 
 
 def _try_grant(c: Client, digest: str) -> None:
     from strongroom.access.grants import build_grant
+    from strongroom.cli.render import stamp
 
     bundle = c.get(f"/v1/access/requests/{digest}")
     env = build_grant(_me(c).private_key, bundle["envelope"], bundle["approval_envelopes"],
@@ -190,12 +194,19 @@ def _try_grant(c: Client, digest: str) -> None:
         _out.print(f"not yet: {exc.message}")
         return
     _out.print(f"grant {g['grant_id'][:16]} issued: {g['holder']} may {g['action']} "
-               f"{g['resource']} (approved by {', '.join(g['approvers'])})")
+               f"{g['resource']} until {stamp(g['expires'])} "
+               f"(approved by {', '.join(g['approvers'])})")
 
 
 def access_verdict(request_id: str, *, approve_it: bool, ttl_s: int = 24 * 3600,
                    reason: str = "") -> None:
-    """Sign an approval (then try to issue the Grant) or a denial of a request on the server."""
+    """Sign an approval (then try to issue the Grant) or a denial of a request on the server.
+
+    The server refuses (HTTP 403 or 409) an approval that could not count — the
+    requester's own, a second one by the same person, one after a denial, one by
+    someone not enrolled — and the refusal is raised here, so the command exits
+    non-zero saying why, as it does on the vault host.
+    """
     from strongroom.access.approvals import approve, deny
 
     with client() as c:
@@ -215,27 +226,19 @@ def access_verdict(request_id: str, *, approve_it: bool, ttl_s: int = 24 * 3600,
             _out.print(f"{who} denied request {digest[:16]}: {reason}")
 
 
-def access_grants(pending: bool) -> None:
-    """Grants that verify now, or open requests, from the server."""
+def access_grants(pending: bool, as_json: bool = False) -> None:
+    """Grants that verify now, or open requests, from the server (rendered as locally)."""
+    from strongroom.cli import access_render
+
     with client() as c:
+        grants = c.get("/v1/access/grants")
         if pending:
-            granted = {(g["holder"], g["resource"], g["action"]) for g in
-                       c.get("/v1/access/grants")}
-            table = Table("request", "requester", "action", "resource", "purpose", "approvals")
-            for r in c.get("/v1/access/requests"):
-                if r["denied"] or (r["requester"], r["resource"], r["action"]) in granted:
-                    continue
-                table.add_row(r["digest"][:16], r["requester"], r["action"], r["resource"],
-                              r["purpose"], ", ".join(r["approvals"]) or "-")
-            _out.print(table)
+            granted = {(g["holder"], g["resource"], g["action"]) for g in grants}
+            access_render.requests(
+                [r for r in c.get("/v1/access/requests") if not r["denied"]
+                 and (r["requester"], r["resource"], r["action"]) not in granted], as_json)
             return
-        table = Table("grant", "holder", "action", "resource", "approvers", "expires", "bytes")
-        for g in c.get("/v1/access/grants"):
-            table.add_row(g["grant_id"][:16], g["holder"], g["action"], g["resource"],
-                          ", ".join(g["approvers"]),
-                          time.strftime("%Y-%m-%d %H:%M", time.localtime(g["expires"])),
-                          str(g["byte_budget"]))
-        _out.print(table)
+    access_render.grants(grants, as_json)
 
 
 # -- audit and alerts ----------------------------------------------------------------------

@@ -1,0 +1,105 @@
+"""How the ``access`` commands show results, the same embedded and against a server.
+
+Each command gathers plain rows — the keys the API sends (``RequestOut``,
+``GrantOut``) — whether it read the local vault or the server, and hands them
+to one function here, so a table, its units and the ``--json`` keys cannot
+differ between the two paths::
+
+    access_render.grants([access_render.grant(g) for g in valid_grants(...)], as_json)
+    access_render.grants(client.get("/v1/access/grants"), as_json)   # the API's rows
+
+``--json`` keys are listed in docs/cli.md ("JSON output"); times there are UTC
+stamps and sizes and durations plain numbers (bytes, seconds).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from rich.console import Console
+from rich.table import Table
+
+from strongroom.cli.render import duration, human_bytes, print_json, stamp
+
+if TYPE_CHECKING:
+    from strongroom.access.grants import VerifiedGrant
+
+__all__ = ["break_glass", "caps", "grant", "grants", "request_filed", "requests"]
+
+_out = Console(highlight=False, soft_wrap=True)
+
+
+def request_filed(digest: str, requester: str, action: str, resource: str, duration_s: int,
+                  byte_budget: int, rule: str) -> None:
+    """``access request``'s line: the id approvers sign, what was asked and the rule to meet."""
+    _out.print(f"request {digest[:16]} by {requester}: {action} {resource} for "
+               f"{duration(duration_s)}, {human_bytes(byte_budget)}; needs {rule}", markup=False)
+
+
+def grant(g: VerifiedGrant) -> dict[str, Any]:
+    """A verified Grant as the API sends it (``GrantOut``)."""
+    return {"grant_id": g.grant_id, "holder": g.request.requester, "action": g.request.action,
+            "resource": g.request.resource, "approvers": list(g.approvers), "issued": g.issued,
+            "expires": g.expires, "byte_budget": g.byte_budget, "issuer": g.issuer}
+
+
+def grants(rows: Iterable[Mapping[str, Any]], as_json: bool) -> None:
+    """``access grants``: the Grants that verify now."""
+    listed = [{"grant_id": r["grant_id"], "holder": r["holder"], "action": r["action"],
+               "resource": r["resource"], "approvers": list(r["approvers"]),
+               "issued": stamp(r["issued"]), "expires": stamp(r["expires"]),
+               "byte_budget": r["byte_budget"], "issuer": r["issuer"]} for r in rows]
+    if as_json:
+        print_json(listed)
+        return
+    table = Table("grant", "holder", "action", "resource", "approvers", "expires", "budget")
+    for g in listed:
+        table.add_row(g["grant_id"][:16], g["holder"], g["action"], g["resource"],
+                      ", ".join(g["approvers"]), g["expires"], human_bytes(g["byte_budget"]))
+    _out.print(table)
+
+
+def requests(rows: Iterable[Mapping[str, Any]], as_json: bool) -> None:
+    """``access grants --pending``: open requests with who approved so far."""
+    listed = [{"request": r["digest"], "requester": r["requester"], "action": r["action"],
+               "resource": r["resource"], "purpose": r["purpose"],
+               "approvals": list(r["approvals"]), "duration_s": r["duration_s"],
+               "byte_budget": r["byte_budget"], "rule": r["rule"]} for r in rows]
+    if as_json:
+        print_json(listed)
+        return
+    table = Table("request", "requester", "action", "resource", "purpose", "for", "budget",
+                  "needs", "approvals")
+    for r in listed:
+        table.add_row(r["request"][:16], r["requester"], r["action"], r["resource"],
+                      r["purpose"], duration(r["duration_s"]), human_bytes(r["byte_budget"]),
+                      r["rule"], ", ".join(r["approvals"]) or "-")
+    _out.print(table)
+
+
+def caps(rows: Iterable[Mapping[str, Any]], as_json: bool) -> None:
+    """``access caps``: per artifact and action, holders of valid Grants against the cap."""
+    listed = [dict(r) for r in rows]
+    if as_json:
+        print_json(listed)
+        return
+    table = Table("artifact", "infer", "load", "read", "export")
+    for r in listed:
+        table.add_row(r["artifact"], *(f"{r['holders'][a]}/{r['caps'][a]}"
+                                       for a in ("infer", "load", "read", "export")))
+    _out.print(table)
+
+
+def break_glass(rows: Iterable[Mapping[str, Any]], as_json: bool) -> None:
+    """``access break-glass --pending``: emergency accesses and their reviews."""
+    listed = [dict(r) for r in rows]
+    if as_json:
+        print_json(listed)
+        return
+    table = Table("break-glass", "who", "resource", "reason", "reviewed by", "status")
+    for b in listed:
+        table.add_row(b["break_glass"][:16], b["principal"], b["resource"], b["reason"],
+                      ", ".join(b["reviewed_by"]) or "-",
+                      "reviewed" if b["reviewed"] else "PENDING REVIEW")
+    _out.print(table)
