@@ -63,6 +63,7 @@ if TYPE_CHECKING:
     from strongroom.keys.identity import Identity
     from strongroom.monitor.alerts import AlertManager
     from strongroom.runtime.agent import AgentClient, AsyncAgentClient
+    from strongroom.runtime.monitor_loop import MonitorLoop
     from strongroom.runtime.state_guard import StateGuard
     from strongroom.settings import Settings
     from strongroom.vault.vault import Vault
@@ -188,6 +189,7 @@ class LocalKeyService:
         self._evidence_factory = evidence_factory
         self._sizes_factory = sizes_factory
         self._guard: StateGuard | None = None
+        self._monitor: MonitorLoop | None = None
         self.settings = settings or KeysSettings()
         self.keyring = Keyring(store, self.settings)
         self._audit_factory = audit_factory
@@ -236,6 +238,7 @@ class LocalKeyService:
                     guard=guard, server=_host_id(),
                 )
                 alerts.deliver_pending()
+                self._start_monitor(alerts)
             except BaseException:
                 self.seal()
                 raise
@@ -255,6 +258,30 @@ class LocalKeyService:
         guard.reconcile()
         guard.start()
         return guard
+
+    def _start_monitor(self, alerts: AlertManager) -> None:
+        """Run the detectors over the log while unsealed (one leader per database)."""
+        from strongroom.runtime.monitor_loop import (
+            MonitorLease,
+            MonitorLoop,
+            MonitorSettings,
+            deployment_engine,
+        )
+
+        assert self._audit is not None
+        conf = MonitorSettings()
+        lease = MonitorLease(self.store, _host_id(), ttl_s=conf.lease_ttl_s,
+                             interval_s=conf.interval_s)
+        self._monitor = MonitorLoop(
+            self._audit, alerts,
+            lambda: deployment_engine(self.keyring, self.store, self.settings.egress_cap_bytes),
+            lease, interval_s=conf.interval_s, replay_s=conf.replay_days * 86400)
+        self._monitor.start()
+
+    @property
+    def monitor(self) -> MonitorLoop | None:
+        """The monitor loop while unsealed (``None`` while sealed)."""
+        return self._monitor
 
     def _start_publisher(self, audit: AuditLog) -> IntegrityError | None:
         """Check the log against its high-water marks and witnesses; sign on an interval.
@@ -368,6 +395,9 @@ class LocalKeyService:
 
     def seal(self) -> KeyringStatus:
         """Wipe key material from memory; closes the gate and its audit log."""
+        if self._monitor is not None:
+            self._monitor.stop()
+            self._monitor = None
         if self._guard is not None:
             self._guard.stop()
             self._guard = None

@@ -27,17 +27,19 @@ class AuditScanner:
     """Reads the audit log incrementally into a :class:`RiskEngine` and raises its alerts.
 
     The engine's baselines live in memory: a new scanner replays the log from
-    the start to rebuild them, and raises only alerts for entries past the
-    stored cursor (``monitor_cursors``); de-duplication stops any repeat.
+    entry ``start`` (default: the first) to rebuild them, and raises only
+    alerts for entries past the stored cursor (``monitor_cursors``);
+    de-duplication stops any repeat. Progress is saved after every page, so a
+    long replay keeps it (and a subclass can renew a lease there).
     """
 
     def __init__(self, audit: AuditLog, engine: RiskEngine, alerts: AlertManager, *,
-                 name: str = "detectors") -> None:
+                 name: str = "detectors", start: int = 0) -> None:
         self.audit = audit
         self.engine = engine
         self.alerts = alerts
         self.name = name
-        self._position = 0
+        self._position = start
 
     def _cursor(self) -> int:
         with self.alerts.store.session() as s:
@@ -64,5 +66,7 @@ class AuditScanner:
                 if ev.index >= cursor:
                     raised.extend(self.alerts.raise_alert(a) for a in alerts)
             self._position = end
+            if end < size:
+                self._save(end)
         self._save(self._position)
         return raised

@@ -10,7 +10,9 @@ subject ``*`` is the default for its scope). ``monitor_alerts`` holds every
 alert once (``dedup_key`` is unique) with its acknowledgement;
 ``monitor_alert_outbox`` is the durable delivery queue of the alert sinks;
 ``monitor_canaries`` names the decoy artifacts; ``monitor_cursors`` records
-how far a detector run has read the audit log.
+how far a detector run has read the audit log; ``monitor_leases`` elects the one
+monitor loop per database that runs the detectors in a deployment (its holder,
+expiry, how far it has read and when it last caught up).
 
 None of it is trusted for integrity: every charge and alert is also an audit
 event, and the audit log is what an investigator checks.
@@ -41,6 +43,7 @@ __all__ = [
     "EgressBudgetRow",
     "EgressCharge",
     "MonitorCursor",
+    "MonitorLease",
 ]
 
 
@@ -130,3 +133,24 @@ class MonitorCursor(Base):
 
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     position: Mapped[int] = mapped_column(BigInteger, nullable=False)
+
+
+class MonitorLease(Base):
+    """The monitor loop's lease: who runs the detectors over the shared log, and how far it got.
+
+    ``owner`` is the holder's host id, ``token`` the holding loop instance;
+    ``cursor`` counts the audit entries processed; every entry appended before
+    ``caught_up_at`` (seconds since the epoch) has been processed.
+    """
+
+    __tablename__ = "monitor_leases"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(255), nullable=False)
+    token: Mapped[str] = mapped_column(String(64), nullable=False)
+    cursor: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    acquired_at: Mapped[float] = mapped_column(Float, nullable=False)
+    heartbeat_at: Mapped[float] = mapped_column(Float, nullable=False)
+    caught_up_at: Mapped[float] = mapped_column(Float, nullable=False)
+    expires_at: Mapped[float] = mapped_column(Float, nullable=False)
+    interval_s: Mapped[float] = mapped_column(Float, nullable=False)
