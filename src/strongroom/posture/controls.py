@@ -236,6 +236,31 @@ def _canaries(f: Facts, d: Declaration) -> Finding:
 # -- audit ----------------------------------------------------------------------------------------
 
 
+#: The monitor loop counts as running when it caught up with the log's head this recently
+#: (or within five of its intervals, when those are longer).
+MONITOR_STALE_S = 10.0
+
+
+def _monitor_loop(f: Facts, d: Declaration) -> Finding:
+    """Detection runs in the deployment: a loop processed the audit log up to its head lately."""
+    m = f.monitor
+    if m is None:
+        return _unknown("the monitor loop's lease")
+    if m.get("leader") is None:
+        return NOT_MET, ("CRITICAL: no monitor loop has ever run on this database: detectors "
+                         "raise no alert (unseal a host: `strongroom serve` runs the loop)")
+    stale = max(MONITOR_STALE_S, 5 * float(m.get("interval_s") or 0))
+    age = float(m["caught_up_age_s"])
+    where = (f"leader {m['leader']}, cursor {m['cursor']} of {m['head']} entries "
+             f"({m['lag_entries']} behind)")
+    if age > stale:
+        return NOT_MET, (f"CRITICAL: the monitor loop is stopped: it last caught up with the "
+                         f"audit log {age:,.0f} s ago (needs ≤ {stale:g} s; {where}); break-glass, "
+                         "canary and risk alerts are not raised until a host runs it")
+    return MET, (f"the monitor loop processed every audit entry older than {age:.1f} s "
+                 f"({where})")
+
+
 def _audit_verifies(f: Facts, d: Declaration) -> Finding:
     if f.audit is None:
         return _unknown("the audit log")
@@ -395,7 +420,8 @@ CONTROLS: tuple[Control, ...] = (
     Control("A-3", "access", 3, "People per access tier within RAND's SL3 caps", "verified",
             _caps),
     Control("A-4", "access", 4, "Break-glass abuse raises a critical alert", "verified",
-            _by_redteam(("RT-BG-001", "RT-BG-002"), "red-team")),
+            lambda f, d: _all(_by_redteam(("RT-BG-001", "RT-BG-002"), "red-team")(f, d),
+                              _monitor_loop(f, d))),
     # mpa
     Control("M-2", "mpa", 2, "Loading weights needs ≥ 2 approvals by other people", "verified",
             _two_person),
@@ -405,6 +431,8 @@ CONTROLS: tuple[Control, ...] = (
     Control("M-4", "mpa", 4, "Exports need approvers from two groups (AND)", "verified",
             _cross_group),
     # monitoring
+    Control("MO-0", "monitoring", 1, "Detectors run in the deployment, caught up with the log",
+            "verified", _monitor_loop),
     Control("MO-1", "monitoring", 1, "Egress cap stops a bulk copy, with an alert", "verified",
             _by_redteam(("RT-EXF-001",), "red-team")),
     Control("MO-2", "monitoring", 2, "A full theft takes ≥ 1 day under the caps", "verified",

@@ -52,6 +52,9 @@ class Facts:
     canaries: int | None = None
     lock_ok: bool | None = None
     lock_detail: str = ""
+    #: The monitor loop's lease: leader, cursor, head, lag_entries, caught_up_age_s,
+    #: heartbeat_age_s, interval_s (``{"leader": None}``: no loop ever ran; None: not readable).
+    monitor: dict[str, Any] | None = None
     #: The stored red-team run (``<home>/redteam/latest.json``), or None.
     redteam: dict[str, Any] | None = None
     notes: list[str] = field(default_factory=list)
@@ -186,6 +189,29 @@ def _egress(store: Store, facts: Facts) -> None:
     facts.canaries = len(CanaryRegistry(store).names())
 
 
+def _monitor(store: Store, facts: Facts) -> None:
+    """How far the deployment's monitor loop has processed the audit log, and how lately."""
+    from sqlalchemy import select
+
+    from strongroom.runtime.monitor_loop import read_lease
+    from strongroom.store.tables.audit import AuditHead
+
+    with store.session(readonly=True) as s:
+        head = int(s.scalar(select(AuditHead.size).where(AuditHead.id == 1)) or 0)
+    lease = read_lease(store)
+    if lease is None:
+        facts.monitor = {"leader": None, "head": head}
+        return
+    now = time.time()
+    facts.monitor = {
+        "leader": lease.owner, "cursor": lease.cursor, "head": head,
+        "lag_entries": max(0, head - lease.cursor),
+        "caught_up_age_s": round(now - lease.caught_up_at, 3),
+        "heartbeat_age_s": round(now - lease.heartbeat_at, 3),
+        "lease_expires_in_s": round(lease.expires_at - now, 3),
+        "interval_s": lease.interval_s}
+
+
 def _lock(facts: Facts) -> None:
     from strongroom.supplychain.doctor import DoctorReport, check_lock, parse_lock
 
@@ -241,6 +267,10 @@ def collect(home: Path, store: Store, keys: KeyService | None) -> Facts:
         _egress(store, facts)
     except StrongroomError as exc:
         facts.notes.append(f"egress: {exc}")
+    try:
+        _monitor(store, facts)
+    except StrongroomError as exc:
+        facts.notes.append(f"monitor: {exc}")
     try:
         _lock(facts)
     except StrongroomError as exc:
