@@ -14,6 +14,7 @@ from strongroom.cli import (
     access_cmd,
     age_cmd,
     audit_cmd,
+    backup_cmd,
     console_cmd,
     docs_cmd,
     gateway_cmd,
@@ -86,6 +87,7 @@ for module in (
     redteam_cmd,
     posture_cmd,
     trust_cmd,
+    backup_cmd,
 ):
     module.register(app)
 

@@ -36,6 +36,7 @@ REMOTE = frozenset({
 ANYWHERE = frozenset({
     "audit check-value", "audit hash", "audit verify-checkpoint", "audit verify-note",
     "audit verify-proof",
+    "backup verify",
     "decrypt", "encrypt", "keygen",
     "doctor", "sbom", "scan",
     "gateway sign-release", "gateway verify-release",
@@ -51,6 +52,7 @@ VAULT_HOST = frozenset({
     "access break-glass", "access caps", "access policy set", "access policy show",
     "access revoke",
     "audit key", "audit prove", "audit show", "audit verify",
+    "backup check", "backup create", "backup restore",
     "compartments label", "compartments ls",
     "console endorse", "console pending", "console register-token",
     "docs add", "docs ls", "docs read",

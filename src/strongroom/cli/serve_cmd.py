@@ -62,6 +62,7 @@ def serve(
     import uvicorn
 
     from strongroom.runtime.agent import start_owned_agent
+    from strongroom.runtime.backup import require_checked
     from strongroom.runtime.lifeline import OWNER_ENV, Lifeline
     from strongroom.settings import Settings
 
@@ -74,6 +75,7 @@ def serve(
     settings = Settings()
     home = settings.resolved_home
     require_vault(home, settings.database_url)
+    require_checked(home)  # a restored directory serves only once `backup check` passed
     import importlib.util
 
     fast = importlib.util.find_spec("httptools") is not None

@@ -1,0 +1,191 @@
+"""Backup and restore as an operator drills them: back up, destroy, restore, unseal, check, load."""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import sqlalchemy as sa
+
+from cli_fixtures import Run, grant_cli, make_runner, unseal_home
+from vault_fixtures import make_model
+
+
+def _unseal(run: Run, root: Path) -> None:
+    shares = sorted((root / "shares").glob("share-*.age"))
+    for i in (1, 2):
+        run("unseal", "--share", shares[i - 1], "--identity", root / "custodians" / f"c{i}.key")
+
+
+def _destroy(db_url: str, home: Path) -> None:
+    """What a lost host leaves: no data directory, no database."""
+    shutil.rmtree(home)
+    if db_url.startswith("sqlite"):
+        for suffix in ("", "-wal", "-shm"):
+            Path(db_url.removeprefix("sqlite:///") + suffix).unlink(missing_ok=True)
+        return
+    engine = sa.create_engine(db_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        schema = conn.exec_driver_sql("SELECT current_schema()").scalar_one()
+        conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
+        conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
+    engine.dispose()
+
+
+def _load(env: dict[str, str], out: Path) -> dict[str, np.ndarray]:
+    script = ("import sys, numpy as np, strongroom\n"
+              "with strongroom.open_weights('tiny') as w:\n"
+              "    np.savez(sys.argv[1], **{k: np.array(v) for k, v in w.items()})\n")
+    done = subprocess.run([sys.executable, "-c", script, str(out)], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    with np.load(out) as loaded:
+        return {k: loaded[k] for k in loaded.files}
+
+
+def _tamper_manifest_row(db_url: str) -> None:
+    """Edit the artifact's manifest row in place, re-signing nothing."""
+    engine = sa.create_engine(db_url)
+    with engine.begin() as conn:
+        envelope = json.loads(conn.exec_driver_sql(
+            "SELECT manifest_json FROM artifacts WHERE name = 'tiny'").scalar_one())
+        payload = json.loads(base64.b64decode(envelope["payload"]))
+        payload["compartments"] = []
+        envelope["payload"] = base64.b64encode(json.dumps(payload).encode()).decode()
+        conn.execute(sa.text("UPDATE artifacts SET manifest_json = :m WHERE name = 'tiny'"),
+                     {"m": json.dumps(envelope)})
+    engine.dispose()
+
+
+def test_restore_drill(tmp_path: Path, db_url: str) -> None:
+    home = tmp_path / "home"
+    run, env = unseal_home(home, db_url)
+    src = tmp_path / "m.safetensors"
+    tensors = make_model(src)
+    run("weights", "import", src, "--name", "tiny", "--compartment", "atlas")
+    grant_cli(env, "tiny", ("load",), compartments=("atlas",))
+    backup = tmp_path / "backup"
+    made = run("backup", "create", "--to", backup).stdout
+    assert "signed with the vault's manifest key" in made
+    listing = {p.relative_to(backup).as_posix() for p in backup.rglob("*") if p.is_file()}
+    assert "backup.json" in listing and "home/audit-high-water" in listing
+    assert sum(name.startswith("blobs/") for name in listing) == 1
+    assert src.read_bytes() not in b"".join(p.read_bytes() for p in backup.rglob("*")
+                                           if p.is_file()), "plaintext in the backup"
+    assert "ok: backup" in run("backup", "verify", backup).stdout
+    run("seal")
+    _destroy(db_url, home)
+
+    new_home = tmp_path / "home2"
+    new_url = db_url if not db_url.startswith("sqlite") else f"sqlite:///{tmp_path / 'new.db'}"
+    restored_env = dict(env, STRONGROOM_HOME=str(new_home), STRONGROOM_DATABASE_URL=new_url)
+    again = make_runner(restored_env)
+    out = again("backup", "restore", "--from", backup, "--to", new_home, "--database-url",
+                new_url).stdout
+    assert "(sealed)" in out
+    refused = again("serve", "--port", "1", ok=False)
+    assert refused.returncode == 2 and "backup check" in refused.stderr
+    _unseal(again, tmp_path)
+    try:
+        checked = again("backup", "check").stdout
+        assert "1 artifacts, 1 blobs match" in checked and "may serve" in checked
+        assert not (new_home / "restore-unchecked.json").exists()
+        assert "ok tiny@1" in again("weights", "verify", "tiny").stdout
+        loaded = _load(restored_env, tmp_path / "loaded.npz")
+        assert set(loaded) == set(tensors)
+        for name, want in tensors.items():
+            assert loaded[name].dtype == want.dtype and loaded[name].tobytes() == want.tobytes()
+        tail = again("audit", "tail", "-n", "100").stdout
+        assert '"action":"backup.create"' in tail and '"action":"backup.check"' in tail
+    finally:
+        again("seal", ok=False)
+
+
+def test_edited_restored_row_fails_the_check_and_serve_stays_refused(
+        tmp_path: Path, db_url: str) -> None:
+    home = tmp_path / "home"
+    run, env = unseal_home(home, db_url)
+    src = tmp_path / "m.safetensors"
+    make_model(src)
+    run("weights", "import", src, "--name", "tiny")
+    run("backup", "create", "--to", tmp_path / "backup")
+    run("seal")
+    _destroy(db_url, home)
+    new_url = db_url if not db_url.startswith("sqlite") else f"sqlite:///{tmp_path / 'new.db'}"
+    again = make_runner(dict(env, STRONGROOM_HOME=str(tmp_path / "home2"),
+                             STRONGROOM_DATABASE_URL=new_url))
+    again("backup", "restore", "--from", tmp_path / "backup", "--to", tmp_path / "home2",
+          "--database-url", new_url)
+    _tamper_manifest_row(new_url)
+    _unseal(again, tmp_path)
+    try:
+        failed = again("backup", "check", ok=False)
+        assert failed.returncode != 0 and "manifest of tiny@1" in failed.stderr
+        assert (tmp_path / "home2" / "restore-unchecked.json").exists()
+        assert "backup check" in again("serve", "--port", "1", ok=False).stderr
+    finally:
+        again("seal", ok=False)
+
+
+@pytest.fixture
+def sqlite_backup(tmp_path: Path) -> tuple[Run, Path]:
+    run, _ = unseal_home(tmp_path / "home", None)
+    src = tmp_path / "m.safetensors"
+    make_model(src)
+    run("weights", "import", src, "--name", "tiny")
+    run("backup", "create", "--to", tmp_path / "backup")
+    run("seal")
+    return run, tmp_path / "backup"
+
+
+def test_a_backup_missing_a_blob_is_refused_naming_it(sqlite_backup: tuple[Run, Path],
+                                                      tmp_path: Path) -> None:
+    run, backup = sqlite_backup
+    (blob,) = [p for p in (backup / "blobs").rglob("*") if p.is_file()]
+    blob.unlink()
+    for argv in (("backup", "verify", backup),
+                 ("backup", "restore", "--from", backup, "--to", tmp_path / "new")):
+        refused = run(*argv, ok=False)
+        assert refused.returncode != 0
+        assert f"blob {blob.name} of tiny@1 is missing from the backup" in refused.stderr
+    assert not (tmp_path / "new").exists(), "a refused restore wrote something"
+
+
+def test_a_backup_with_an_edited_row_is_refused_naming_the_database(
+        sqlite_backup: tuple[Run, Path], tmp_path: Path) -> None:
+    run, backup = sqlite_backup
+    with sqlite3.connect(backup / "database.sqlite3") as db:
+        db.execute("UPDATE artifacts SET total_size = total_size + 1")
+    refused = run("backup", "restore", "--from", backup, "--to", tmp_path / "new", ok=False)
+    assert refused.returncode != 0 and "database.sqlite3 was changed" in refused.stderr
+    assert not (tmp_path / "new").exists()
+
+
+def test_a_backup_signed_by_another_key_is_refused_when_pinned(
+        sqlite_backup: tuple[Run, Path], tmp_path: Path) -> None:
+    run, backup = sqlite_backup
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    other = base64.b64encode(Ed25519PrivateKey.generate().public_key().public_bytes(
+        Encoding.Raw, PublicFormat.Raw)).decode()
+    refused = run("backup", "verify", backup, "--manifest-key", other, ok=False)
+    assert refused.returncode != 0 and "not by the pinned manifest key" in refused.stderr
+
+
+def test_restore_refuses_a_non_empty_target(sqlite_backup: tuple[Run, Path],
+                                            tmp_path: Path) -> None:
+    run, backup = sqlite_backup
+    target = tmp_path / "busy"
+    target.mkdir()
+    (target / "keep").write_text("x")
+    refused = run("backup", "restore", "--from", backup, "--to", target, ok=False)
+    assert refused.returncode == 2 and "not empty" in refused.stderr
+    assert [p.name for p in target.iterdir()] == ["keep"]
