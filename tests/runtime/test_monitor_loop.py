@@ -139,3 +139,18 @@ def test_the_loop_thread_alerts_and_stop_releases(store: Store, log: AuditLog) -
     state = read_lease(store)
     assert state is not None and state.expires_at == 0.0
     assert _breakglass_alerts(store) == [("carol", 1)]
+
+
+def test_a_cursor_past_the_head_primes_without_error(store: Store, log: AuditLog) -> None:
+    """A log rolled back below the cursor (the gate refuses it anyway) does not kill the loop."""
+    from sqlalchemy import update
+
+    from strongroom.store.tables.monitor import MonitorLease as Row
+
+    clock = Clock()
+    _loop(log, store, "host-a", clock).tick()
+    with store.session() as s:
+        s.execute(update(Row).values(cursor=log.size() + 1000))
+    clock.now += 6.0
+    b = _loop(log, store, "host-b", clock)
+    assert b.tick() == [] and b.leading

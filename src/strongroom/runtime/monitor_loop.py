@@ -256,7 +256,8 @@ class MonitorLoop:
                 return []
             if self._scanner is None:
                 cursor = self.lease.cursor()
-                start = first_index_since(self.audit, self.lease.clock() - self.replay_s, cursor)
+                start = first_index_since(self.audit, self.lease.clock() - self.replay_s,
+                                          min(cursor, self.audit.size()))
                 self._scanner = _LeaseScanner(self.audit, self.engine_factory(), self.alerts,
                                               self.lease, start=start, stopped=self._stop)
                 _log.info("monitor: %s leads, priming from entry %d, alerting from %d",
