@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import http.client
+import http.server
+import json
 import os
-from collections.abc import Iterator
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +18,7 @@ from server_kit import ARTIFACT, ServerWorld, UvicornThread, build_world
 
 import strongroom
 from strongroom.crypto.age import ENCRYPTED_CHUNK_SIZE
-from strongroom.errors import AccessDenied
+from strongroom.errors import AccessDenied, IntegrityError
 from strongroom.server.client import Client, KnownServers
 from strongroom.server.remote_vault import RemoteVault
 
@@ -117,3 +123,138 @@ def test_a_full_load_reads_ahead_in_fewer_requests(world: ServerWorld,
     assert len(fetched) <= asks // 2, (fetched, blob)
     # a thread over-reads at most one window beyond its part (two threads by default)
     assert sum(fetched) <= blob + 2 * 6 * ENCRYPTED_CHUNK_SIZE, (fetched, blob)
+
+
+# -- the http.client fetch path (Client.byte_range when the client owns its transport) --------
+
+class _Fake(http.server.BaseHTTPRequestHandler):
+    """Answers every GET as ``answer`` says; records the request headers."""
+
+    protocol_version = "HTTP/1.1"
+    answer: Callable[[_Fake, int, int], None]
+    seen: list[dict[str, str]]
+
+    def do_GET(self) -> None:
+        type(self).seen.append(dict(self.headers))
+        first, _, last = self.headers["Range"].removeprefix("bytes=").partition("-")
+        type(self).answer(self, int(first), int(last) + 1)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def send(self, status: int, body: bytes, headers: dict[str, str]) -> None:
+        self.send_response(status)
+        for k, v in {"Content-Length": str(len(body)), **headers}.items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(body)
+
+
+BLOB = bytes(range(256)) * 64  # 16 KiB
+PATH = "/v1/weights/m/versions/1/blobs/abcdefgh"
+
+
+@pytest.fixture
+def fake(world: ServerWorld) -> Iterator[tuple[type[_Fake], Client]]:
+    handler = type("Handler", (_Fake,), {"seen": [], "answer": None})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    client = Client(f"http://127.0.0.1:{server.server_address[1]}", world.people["alice"],
+                    known_servers=KnownServers(world.tmp / "fake.known_servers"))
+    try:
+        yield handler, client
+    finally:
+        client.close()
+        server.shutdown()
+        server.server_close()
+
+
+def _good(h: _Fake, start: int, end: int) -> None:
+    h.send(206, BLOB[start:end], {"Content-Range": f"bytes {start}-{end - 1}/{len(BLOB)}"})
+
+
+def test_the_fetch_path_signs_and_reuses_its_connection(
+        fake: tuple[type[_Fake], Client]) -> None:
+    handler, client = fake
+    handler.answer = _good
+    connections: list[object] = []
+    real = http.client.HTTPConnection.connect
+
+    def connect(self: http.client.HTTPConnection) -> None:
+        connections.append(self)
+        real(self)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(http.client.HTTPConnection, "connect", connect)
+        assert client.byte_range(PATH, 0, 100, len(BLOB)) == BLOB[:100]
+        assert client.byte_range(PATH, 100, len(BLOB), len(BLOB)) == BLOB[100:]
+    assert len(connections) == 1  # keep-alive
+    first, second = handler.seen
+    for seen in (first, second):
+        assert 'tag="strongroom"' in seen["Signature-Input"] and seen["Signature"]
+        assert seen["Content-Digest"].startswith("sha-256=")
+    assert first["Signature"] != second["Signature"]  # a fresh nonce each request
+
+
+@pytest.mark.parametrize("answer", [
+    pytest.param(lambda h, s, e: h.send(206, BLOB[s:e], {
+        "Content-Range": f"bytes {s + 1}-{e}/{len(BLOB)}"}), id="wrong Content-Range"),
+    pytest.param(lambda h, s, e: h.send(206, BLOB[s:e], {
+        "Content-Range": f"bytes {s}-{e - 1}/{len(BLOB) + 1}"}), id="wrong total"),
+    pytest.param(lambda h, s, e: h.send(200, BLOB, {}), id="200 with the whole blob"),
+    pytest.param(lambda h, s, e: h.send(206, BLOB[s:e - 1], {
+        "Content-Range": f"bytes {s}-{e - 1}/{len(BLOB)}"}), id="short body"),
+    pytest.param(lambda h, s, e: h.send(206, BLOB[s:e + 1], {
+        "Content-Range": f"bytes {s}-{e - 1}/{len(BLOB)}"}), id="long body"),
+    pytest.param(lambda h, s, e: (h.send(206, b"", {
+        "Content-Range": f"bytes {s}-{e - 1}/{len(BLOB)}", "Content-Length": str(e - s)}),
+        h.wfile.write(BLOB[s:e - 7]), h.wfile.flush(),
+        h.connection.shutdown(socket.SHUT_RDWR)),
+        id="connection closed mid-body"),
+])
+def test_the_fetch_path_refuses_a_wrong_range(fake: tuple[type[_Fake], Client],
+                                              answer: Callable[[_Fake, int, int], None]) -> None:
+    handler, client = fake
+    handler.answer = answer
+    with pytest.raises(IntegrityError, match="did not return the byte range asked for"):
+        client.byte_range(PATH, 10, 1000, len(BLOB))
+    handler.answer = _good  # the refused connection is not reused for the next request
+    assert client.byte_range(PATH, 10, 1000, len(BLOB)) == BLOB[10:1000]
+
+
+def test_the_fetch_path_raises_the_servers_error(fake: tuple[type[_Fake], Client]) -> None:
+    handler, client = fake
+    body = json.dumps({"error": "no Grant", "type": "AccessDenied", "object": "m@1",
+                       "remedy": "ask"}).encode()
+    handler.answer = lambda h, s, e: h.send(403, body, {"Content-Type": "application/json"})
+    with pytest.raises(AccessDenied, match="no Grant") as info:
+        client.byte_range(PATH, 0, 10, len(BLOB))
+    assert info.value.remedy == "ask"
+
+
+def test_the_fetch_path_reconnects_when_the_server_closed_an_idle_connection(
+        fake: tuple[type[_Fake], Client]) -> None:
+    handler, client = fake
+
+    def then_close(h: _Fake, start: int, end: int) -> None:
+        _good(h, start, end)
+        h.close_connection = True  # without saying "Connection: close"
+
+    handler.answer = then_close
+    assert client.byte_range(PATH, 0, 10, len(BLOB)) == BLOB[:10]
+    time.sleep(0.1)
+    assert client.byte_range(PATH, 10, 20, len(BLOB)) == BLOB[10:20]
+    assert len({s["Signature"] for s in handler.seen}) == len(handler.seen)
+
+
+def test_an_injected_transport_keeps_httpx(world: ServerWorld) -> None:
+    client = Client(str(world.http.base_url), world.people["alice"], http=world.http,
+                    known_servers=KnownServers(world.tmp / "alice.known_servers"))
+    assert client._fetcher is None
+    m = client.verified_manifest(ARTIFACT)
+    entry = m.files[0]
+    world.grant_load("alice")
+    data = client.byte_range(f"/v1/weights/{m.name}/versions/{m.version}/blobs/{entry.blob}",
+                             0, 100, entry.ct_size)
+    assert len(data) == 100
