@@ -108,8 +108,21 @@ def test_restore_drill(tmp_path: Path, db_url: str) -> None:
         again("seal", ok=False)
 
 
+def _tamper_audit_entry(db_url: str) -> None:
+    """Edit the first audit entry's recorded bytes in place."""
+    engine = sa.create_engine(db_url)
+    with engine.begin() as conn:
+        body = bytes(conn.exec_driver_sql("SELECT body FROM audit_entries WHERE idx = 0")
+                     .scalar_one())
+        conn.execute(sa.text("UPDATE audit_entries SET body = :b WHERE idx = 0"),
+                     {"b": body.replace(b'"ok"', b'"OK"', 1) if b'"ok"' in body else body + b" "})
+    engine.dispose()
+
+
+@pytest.mark.parametrize(("tamper", "named"), [(_tamper_manifest_row, "manifest of tiny@1"),
+                                               (_tamper_audit_entry, "entry 0")])
 def test_edited_restored_row_fails_the_check_and_serve_stays_refused(
-        tmp_path: Path, db_url: str) -> None:
+        tmp_path: Path, db_url: str, tamper: object, named: str) -> None:
     home = tmp_path / "home"
     run, env = unseal_home(home, db_url)
     src = tmp_path / "m.safetensors"
@@ -123,11 +136,11 @@ def test_edited_restored_row_fails_the_check_and_serve_stays_refused(
                              STRONGROOM_DATABASE_URL=new_url))
     again("backup", "restore", "--from", tmp_path / "backup", "--to", tmp_path / "home2",
           "--database-url", new_url)
-    _tamper_manifest_row(new_url)
+    tamper(new_url)  # type: ignore[operator]
     _unseal(again, tmp_path)
     try:
         failed = again("backup", "check", ok=False)
-        assert failed.returncode != 0 and "manifest of tiny@1" in failed.stderr
+        assert failed.returncode != 0 and named in failed.stderr, failed.stderr
         assert (tmp_path / "home2" / "restore-unchecked.json").exists()
         assert "backup check" in again("serve", "--port", "1", ok=False).stderr
     finally:
