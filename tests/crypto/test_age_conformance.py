@@ -107,7 +107,7 @@ class Vector:
         v.data = zlib.decompress(body) if compressed else body
         return v
 
-    def x25519_identities(self) -> list[age.Identity]:
+    def x25519_identities(self) -> list[age.AgeIdentity]:
         return [
             age.X25519Identity.parse(i) for i in self.identities if i.startswith("AGE-SECRET-KEY-1")
         ]

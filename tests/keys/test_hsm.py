@@ -22,7 +22,7 @@ import pytest
 from pkcs11 import Attribute, KeyType, ObjectClass
 from pkcs11 import exceptions as p11err
 
-from strongroom.crypto.age import Identity, Recipient, Stanza
+from strongroom.crypto.age import AgeIdentity, Recipient, Stanza
 from strongroom.errors import (
     AccessDenied,
     AlreadyExists,
@@ -359,7 +359,7 @@ def test_errors_are_strongroom_errors() -> None:
 
 def test_recipient_identity_round_trip(kek: HsmKek) -> None:
     recipient, identity = HsmRecipient(kek), HsmIdentity(kek)
-    assert isinstance(recipient, Recipient) and isinstance(identity, Identity)
+    assert isinstance(recipient, Recipient) and isinstance(identity, AgeIdentity)
     file_key = os.urandom(16)
     stanzas = recipient.wrap(file_key)
     assert len(stanzas) == 1

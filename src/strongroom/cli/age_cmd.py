@@ -67,8 +67,8 @@ def _progress(description: str, size: int | None) -> Iterator[Callable[[int], No
         yield advance
 
 
-def _read_identities(paths: list[Path]) -> list[age.Identity]:
-    identities: list[age.Identity] = []
+def _read_identities(paths: list[Path]) -> list[age.AgeIdentity]:
+    identities: list[age.AgeIdentity] = []
     for path in paths:
         try:
             text = path.read_text(encoding="utf-8")

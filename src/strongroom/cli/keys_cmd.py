@@ -20,7 +20,7 @@ from strongroom.cli import render
 from strongroom.errors import InvalidInput, NotFound
 
 if TYPE_CHECKING:
-    from strongroom.crypto.age import Identity as Identity_
+    from strongroom.crypto.age import AgeIdentity
     from strongroom.keys.keyring import KeyringStatus
     from strongroom.store.db import Store
 
@@ -40,7 +40,7 @@ ShareOpt = Annotated[Path | None, typer.Option("--share", help="your share file"
 IdentityOpt = Annotated[Path | None, typer.Option("--identity", help="your age identity file")]
 
 
-def _read_identities(path: Path) -> list[Identity_]:
+def _read_identities(path: Path) -> list[AgeIdentity]:
     from strongroom.crypto.age import parse_identities
 
     try:

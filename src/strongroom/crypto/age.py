@@ -24,7 +24,7 @@ Use it like this::
         reader.decrypt_into(buffer)  # whole payload into a preallocated buffer
 
 New kinds of keys plug in as a :class:`Recipient` (wraps a file key into
-stanzas) and an :class:`Identity` (unwraps one, returning None for "not mine").
+stanzas) and an :class:`AgeIdentity` (unwraps one, returning None for "not mine").
 
 What not to do:
 
@@ -88,11 +88,11 @@ __all__ = [
     "MAX_LINE_SIZE",
     "MAX_STANZAS",
     "TAG_SIZE",
+    "AgeIdentity",
     "AgeReader",
     "BufferSource",
     "ByteSource",
     "Header",
-    "Identity",
     "Recipient",
     "Stanza",
     "X25519Identity",
@@ -162,7 +162,7 @@ class Recipient(Protocol):
 
 
 @runtime_checkable
-class Identity(Protocol):
+class AgeIdentity(Protocol):
     """Something that can decrypt: unwraps the file key from a header's stanzas."""
 
     def unwrap(self, stanzas: Sequence[Stanza]) -> bytes | None:
@@ -343,7 +343,7 @@ def _verify_mac(header: Header, header_bytes: bytes | memoryview, file_key: byte
         )
 
 
-def _unwrap(header: Header, identities: Sequence[Identity]) -> bytes:
+def _unwrap(header: Header, identities: Sequence[AgeIdentity]) -> bytes:
     if not identities:
         raise InvalidInput("no identities given", remedy="pass at least one identity")
     # A passphrase file must have no other way in (spec: scrypt stanzas stand alone).
@@ -501,9 +501,9 @@ def parse_recipient(s: str) -> Recipient:
     )
 
 
-def parse_identities(text: str) -> list[Identity]:
+def parse_identities(text: str) -> list[AgeIdentity]:
     """Parse identity-file text: one key a line; ``#`` comments and blank lines ignored."""
-    identities: list[Identity] = []
+    identities: list[AgeIdentity] = []
     for number, raw in enumerate(text.splitlines(), start=1):
         line = raw.strip()
         if not line or line.startswith("#"):
@@ -641,7 +641,7 @@ class AgeReader:
     def open(
         cls,
         source: ByteSource | bytes | bytearray | memoryview | mmap.mmap,
-        identities: Sequence[Identity],
+        identities: Sequence[AgeIdentity],
         *,
         plaintext_size: int | None = None,
         check_header: Callable[[Header, bytes | memoryview], None] | None = None,
@@ -813,7 +813,7 @@ def _file_key(given: bytes | None) -> Iterator[bytes | bytearray]:
         key[:] = bytes(FILE_KEY_SIZE)
 
 
-def decrypt(data: bytes | bytearray | memoryview, identities: Sequence[Identity]) -> bytes:
+def decrypt(data: bytes | bytearray | memoryview, identities: Sequence[AgeIdentity]) -> bytes:
     """Decrypt a whole age file with the first identity that matches."""
     with AgeReader.open(data, identities) as reader:
         out = bytearray(reader.plaintext_size)
@@ -935,7 +935,7 @@ def _read_stream_header(src: BinaryIO) -> tuple[Header, bytes]:
 def decrypt_stream(
     src: BinaryIO,
     dst: BinaryIO,
-    identities: Sequence[Identity],
+    identities: Sequence[AgeIdentity],
     *,
     progress: Callable[[int], None] | None = None,
     threads: int = 2,

@@ -310,7 +310,7 @@ def _hsm_wrap_root(settings: KeysSettings, root: bytearray, vault_id: str) -> by
         return kek.wrap(bytes(root), vault_id.encode())
 
 
-def read_share_file(path: Path, identities: Sequence[age.Identity]) -> ShareContent:
+def read_share_file(path: Path, identities: Sequence[age.AgeIdentity]) -> ShareContent:
     """Decrypt a custodian's share file with their age identity."""
     try:
         data = path.read_bytes()
@@ -362,7 +362,7 @@ def build_submission(status: KeyringStatus, content: ShareContent, *, obj: str =
     return age.encrypt(body, [age.X25519Recipient.parse(status.ceremony_recipient)])
 
 
-def verify_share_file(path: Path, identities: Sequence[age.Identity],
+def verify_share_file(path: Path, identities: Sequence[age.AgeIdentity],
                       published: CeremonyConfig) -> ShareContent:
     """Check a custodian's share against the published commitment (nothing is revealed)."""
     content = read_share_file(path, identities)

@@ -8,7 +8,7 @@
   the artifact's kind, compartments and metadata from the same object. The
   server's release route reads its verified manifests and pinned header stanzas
   here too (:meth:`SignedShards.manifest`, :meth:`SignedShards.stanzas`).
-* :class:`GateIdentity` — an age :class:`~strongroom.crypto.age.Identity` whose
+* :class:`GateIdentity` — an age :class:`~strongroom.crypto.age.AgeIdentity` whose
   file key comes from the release gate: handed to
   :meth:`~strongroom.crypto.age.AgeReader.open`, it signs fresh evidence for its
   shard and asks the key service, so a shard's blob is opened once and its header
