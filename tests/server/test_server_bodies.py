@@ -70,8 +70,9 @@ def _post_routes(world: ServerWorld) -> list[tuple[str, bool, bool]]:
             continue
         ints = {p["name"] for p in op.get("parameters", [])
                 if p.get("schema", {}).get("type") == "integer"}
-        filled = re.sub(r"\{(\w+)\}", lambda m, ints=ints: "1" if m[1] in ints else "deadbeef01",
-                        path)
+        # ids no row has: the deployment's monitor raises real alerts (SR-PROBE) meanwhile
+        filled = re.sub(r"\{(\w+)\}",
+                        lambda m, ints=ints: "987654321" if m[1] in ints else "deadbeef01", path)
         content = op.get("requestBody", {}).get("content", {"application/json": {}})
         routes.append((filled, "application/json" in content, "requestBody" in op))
     return routes
