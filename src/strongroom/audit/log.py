@@ -246,6 +246,10 @@ class AuditLog:
 
     # -- reading --------------------------------------------------------------
 
+    def observe_commits(self, callback: Callable[[int, float], None] | None) -> None:
+        """Call ``callback(entries, seconds)`` after each committed batch (metrics; must not raise)."""
+        self._writer.on_commit = callback
+
     def size(self) -> int:
         """Number of entries committed."""
         return self._tree.size()

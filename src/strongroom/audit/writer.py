@@ -139,6 +139,8 @@ class GroupCommitWriter:
         self.commit_delay = commit_delay
         self.lock_timeout = lock_timeout
         self._refusal = refusal
+        #: Called after each committed batch with (entries, seconds the commit took); metrics.
+        self.on_commit: Callable[[int, float], None] | None = None
         self._pg = store.dialect == "postgresql"
         # Statements are built from constants and placeholders only (no values).
         mark = "%s" if self._pg else "?"
@@ -267,6 +269,7 @@ class GroupCommitWriter:
             own = len(batch.items)
             batch.items.extend(carried)  # after the callers' items: their offsets stand
             committed = False
+            started = time.perf_counter()
             try:
                 batch.first = self._commit(batch)
                 committed = True
@@ -281,9 +284,15 @@ class GroupCommitWriter:
                 with self._lock:
                     self._unrecorded[:0] = carried + refused
                     del self._unrecorded[:-_MAX_UNRECORDED]
+            took = time.perf_counter() - started
             if batch.guarded:
                 self._settle(batch, committed)
             batch.done.set()
+            if committed and self.on_commit is not None:  # after the wake-up: off the callers' path
+                try:
+                    self.on_commit(len(batch.items), took)
+                except Exception:  # a metric must never stop the writer
+                    log.exception("the audit commit observer failed")
 
     @contextlib.contextmanager
     def _write_tx(self, what: str) -> Iterator[Connection]:

@@ -25,7 +25,10 @@ Every weight load goes through :meth:`ReleaseGate.release`, which runs, in order
    when the append fails;
 7. **unwrap** — only now is the file key decrypted and returned (caller zeroes it).
 
-Every refusal after step 1 is audited as ``deny``. The gate builds none of its
+Every refusal after step 1 is audited as ``deny``. An optional
+:class:`~strongroom.release.ports.ReleaseObserver` counts each decision, its
+time and the bytes released, for the deployment's metrics; a refusal is
+counted by its class (:func:`refusal_class`), never by its message. The gate builds none of its
 collaborators: the runtime composes them at unseal
 (:mod:`strongroom.runtime.wiring`, ``LocalKeyService``), and tests hand in their own.
 
@@ -54,11 +57,15 @@ from typing import TYPE_CHECKING, Any, cast
 
 from strongroom.errors import (
     AccessDenied,
+    ApprovalRequired,
     AuditUnavailable,
     BudgetExceeded,
+    GrantBudgetSpent,
     IntegrityError,
     InvalidInput,
     NotFound,
+    Sealed,
+    StorageError,
     StrongroomError,
 )
 from strongroom.release.ports import (
@@ -67,6 +74,7 @@ from strongroom.release.ports import (
     EgressPort,
     EvidenceVerifier,
     LedgerBudgetedEvidence,
+    ReleaseObserver,
     ShardSizes,
     StateGuard,
 )
@@ -76,10 +84,28 @@ if TYPE_CHECKING:
     from strongroom.audit.log import AuditLog
     from strongroom.keys.keyring import Keyring
 
-__all__ = ["ACTION", "ReleaseGate"]
+__all__ = ["ACTION", "REFUSAL_CLASSES", "ReleaseGate", "refusal_class"]
 
 #: The audit action of every release decision.
 ACTION = "key.release"
+
+#: Refusal classes by error class, most specific first: the only values a metric's
+#: ``reason`` label takes (a small fixed set: never a message, a principal or an artifact).
+_CLASSES: tuple[tuple[type[StrongroomError], str], ...] = (
+    (Sealed, "sealed"), (AuditUnavailable, "audit_unavailable"), (StorageError, "storage"),
+    (BudgetExceeded, "budget"), (GrantBudgetSpent, "budget"),
+    (ApprovalRequired, "approval_required"), (AccessDenied, "denied"),
+    (NotFound, "not_found"), (IntegrityError, "integrity"), (InvalidInput, "invalid_input"))
+#: Every value :func:`refusal_class` returns.
+REFUSAL_CLASSES = tuple(dict.fromkeys([name for _, name in _CLASSES] + ["error"]))
+
+
+def refusal_class(exc: StrongroomError) -> str:
+    """The fixed class a refused release is counted under (``error`` for anything else)."""
+    for cls, name in _CLASSES:
+        if isinstance(exc, cls):
+            return name
+    return "error"
 
 
 def _host(request: ReleaseRequest, server: str | None = None) -> dict[str, str]:
@@ -115,6 +141,7 @@ class ReleaseGate:
         guard: StateGuard | None = None,
         clock: Callable[[], float] = time.time,
         server: str | None = None,
+        observer: ReleaseObserver | None = None,
     ) -> None:
         #: This host's id (``STRONGROOM_HOST_ID``), recorded as ``server`` in each release entry.
         self.server = server
@@ -126,6 +153,8 @@ class ReleaseGate:
         self.canaries = canaries
         self.sizes = sizes
         self.guard = guard
+        #: Counts decisions for the metrics (``None``: nothing counted).
+        self.observer = observer
         self._join: tuple[object, object, bool] | None = None
         self._ledger_rule: tuple[object, LedgerBudgetedEvidence | None] | None = None
 
@@ -146,6 +175,20 @@ class ReleaseGate:
         ``request.nbytes`` is a hint: the bytes charged are the shard's size in
         its signed manifest (a file key opens the whole shard).
         """
+        observer = self.observer
+        if observer is None:
+            return self._checked(request)[0]
+        start = time.perf_counter()
+        try:
+            key, nbytes = self._checked(request)
+        except StrongroomError as exc:
+            observer.refused(refusal_class(exc), time.perf_counter() - start)
+            raise
+        observer.allowed(nbytes, time.perf_counter() - start)
+        return key
+
+    def _checked(self, request: ReleaseRequest) -> tuple[bytearray, int]:
+        """The file key and the bytes it opens (as signed), or the refusal."""
         if not request.blob_id or not request.principal or not request.artifact:
             raise InvalidInput("release request needs a principal, an artifact and a blob id",
                                obj=request.obj)
@@ -155,7 +198,7 @@ class ReleaseGate:
         with expecting():  # concurrent releases share one audit commit
             return self._release(request)
 
-    def _release(self, request: ReleaseRequest) -> bytearray:
+    def _release(self, request: ReleaseRequest) -> tuple[bytearray, int]:
         self.keyring.require_unsealed()
         intact = getattr(self.audit, "require_intact", None)
         if callable(intact):
@@ -221,7 +264,7 @@ class ReleaseGate:
                 raise
             if rule is not None and budget is not None:
                 rule.charged(budget[0], request.nbytes)
-            return self.keyring.unwrap(request.blob_id, located)
+            return self.keyring.unwrap(request.blob_id, located), request.nbytes
         try:
             meter.charge(request.principal, request.nbytes, now, artifact=request.artifact,
                          charge_id=charge_id)
@@ -233,7 +276,7 @@ class ReleaseGate:
         except BaseException:
             meter.refund(request.principal, request.nbytes, now, charge_id=charge_id)
             raise
-        return self.keyring.unwrap(request.blob_id, located)
+        return self.keyring.unwrap(request.blob_id, located), request.nbytes
 
     def _derive(self, request: ReleaseRequest) -> tuple[ReleaseRequest, dict[str, int]]:
         """The request with its size from the signed manifest; the client's figure if it differed."""

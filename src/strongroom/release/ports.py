@@ -17,7 +17,9 @@ unseal, :mod:`strongroom.runtime.wiring`):
   located and verified once;
 * :class:`CanaryCheck` — alerts on decoys (:class:`strongroom.monitor.canaries.CanaryRegistry`);
 * :class:`StateGuard` — restrictive rows agree with the verified audit log
-  (:class:`strongroom.runtime.state_guard.StateGuard`).
+  (:class:`strongroom.runtime.state_guard.StateGuard`);
+* :class:`ReleaseObserver` — counts decisions for the deployment's metrics
+  (:class:`strongroom.runtime.metrics.ReleaseMetrics`); optional.
 
 A new rule implements the protocol; it never bypasses the gate.
 """
@@ -40,6 +42,7 @@ __all__ = [
     "EvidenceVerifier",
     "LedgerBudgetedEvidence",
     "LocatedShard",
+    "ReleaseObserver",
     "ShardLocator",
     "ShardSizes",
     "StateGuard",
@@ -170,4 +173,20 @@ class CanaryCheck(Protocol):
 
     def check(self, request: ReleaseRequest) -> bool:
         """True when the request was for a canary (the alert is already raised)."""
+        ...
+
+
+class ReleaseObserver(Protocol):
+    """Counts the gate's decisions (``GET /metrics``); called after each, it must not raise.
+
+    ``reason`` is one of the gate's fixed refusal classes
+    (:data:`strongroom.release.gate.REFUSAL_CLASSES`), never a message or a name.
+    """
+
+    def allowed(self, nbytes: int, seconds: float) -> None:
+        """A file key of ``nbytes`` plaintext bytes was released after ``seconds``."""
+        ...
+
+    def refused(self, reason: str, seconds: float) -> None:
+        """A release was refused (class ``reason``) after ``seconds``."""
         ...

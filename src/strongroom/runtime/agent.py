@@ -235,6 +235,8 @@ class AgentServer:
             return svc.rekey_commit(str(args["nonce"])).to_dict()
         if op == "ping":
             return {"pid": os.getpid(), "owner": self.owner}
+        if op == "vitals":  # the metrics' witness lag (no key material)
+            return svc.vitals()
         raise InvalidInput(f"unknown agent operation {op!r}", obj="agent")
 
     def _handle(self, conn: socket.socket) -> None:

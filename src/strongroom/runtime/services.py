@@ -209,6 +209,9 @@ class LocalKeyService:
             try:
                 self._audit = self._audit_factory(
                     self.store, self.keyring.signing_key("checkpoint"))
+                from strongroom.runtime.metrics import ReleaseMetrics, observe_audit
+
+                observe_audit(self._audit)
                 rollback = self._start_publisher(self._audit)
                 self._audit.append(actor=self.actor, action="keys.unseal",
                                    obj=f"vault {status.vault_id}", decision="allow",
@@ -235,7 +238,7 @@ class LocalKeyService:
                 self._gate = ReleaseGate(
                     self.keyring, self._audit, evidence=rule, egress=meter, canaries=canaries,
                     sizes=self._sizes_factory(self.keyring) if self._sizes_factory else shards,
-                    guard=guard, server=_host_id(),
+                    guard=guard, server=_host_id(), observer=ReleaseMetrics(),
                 )
                 alerts.deliver_pending()
                 self._start_monitor(alerts)
@@ -307,6 +310,12 @@ class LocalKeyService:
     def publisher(self) -> CheckpointPublisher | None:
         """The checkpoint publisher while unsealed (``None`` while sealed)."""
         return self._publisher
+
+    def vitals(self) -> dict[str, Any]:
+        """What only the key service knows, for the metrics: each witness's cosignature lag."""
+        publisher = self._publisher
+        lag = publisher.status().witness_lag_s if publisher is not None else {}
+        return {"witness_lag_s": dict(lag)}
 
     def _rollback_alert(self, exc: IntegrityError) -> None:
         from strongroom.monitor.alerts import Alert
@@ -521,6 +530,11 @@ class AgentKeyService:
             self._async = AsyncAgentClient(self.client.home)
         result = await self._async.call("release", request=request_to_json(request))
         return bytearray(unb64(result))
+
+    def vitals(self) -> dict[str, Any]:
+        """The agent's :meth:`LocalKeyService.vitals`."""
+        result = self.client.call("vitals")
+        return dict(result) if isinstance(result, dict) else {}
 
     def sign(self, purpose: SignPurpose, message: bytes) -> bytes:
         """Sign through the agent."""

@@ -19,6 +19,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from strongroom.errors import StrongroomError
+from strongroom.runtime.metrics import count_api_refusal
 from strongroom.server import models as M
 from strongroom.server.auth import (
     DEFAULT_MAX_BODY,
@@ -29,6 +30,8 @@ from strongroom.server.auth import (
 )
 from strongroom.server.context import ServerContext
 from strongroom.server.errors import error_body, status_for
+from strongroom.server.metrics import MetricsSettings
+from strongroom.server.metrics import build_router as metrics_router
 from strongroom.server.routes import access, audit, directory, system, weights
 from strongroom.server.routes import keys as key_release
 from strongroom.server.signatures import NonceCache, RequestVerifier, default_nonce_cache
@@ -63,6 +66,7 @@ def create_app(ctx: ServerContext, *, nonces: NonceCache | None = None,
     app.include_router(keys_router)  # first: the hot path is matched before the others
     app.include_router(system.build_router(ctx, keys))
     app.include_router(system.build_probes(ctx))
+    app.include_router(metrics_router(ctx, keys))
     app.include_router(directory.build_router(ctx, keys))
     app.include_router(weights.build_router(ctx, keys))
     app.include_router(access.build_router(ctx, keys))
@@ -73,9 +77,16 @@ def create_app(ctx: ServerContext, *, nonces: NonceCache | None = None,
     def append_refusal(**entry: Any) -> object:
         return ctx.audit().append(**entry)  # Sealed while sealed: not recorded
 
+    refusals = RefusalLog(append_refusal)
+
+    def refused(scope: Any, exc: StrongroomError) -> None:
+        count_api_refusal(exc)
+        refusals(scope, exc)
+
+    token = MetricsSettings().token
     app.add_middleware(SignedRequestMiddleware, verifier=verifier, max_body=max_body,
-                       max_upload=max_upload, on_refused=RefusalLog(append_refusal),
-                       direct=direct)
+                       max_upload=max_upload, on_refused=refused, direct=direct,
+                       metrics_token=token.get_secret_value().encode() if token else None)
     return app
 
 

@@ -6,7 +6,9 @@ not signed by an enrolled, unrevoked principal or a pinned officer (401) and
 buffered bodies that are not UTF-8 JSON (400, :mod:`strongroom.server.bodies`), and
 hands the verified :class:`~strongroom.server.signatures.Caller` to the route
 in ``request.state.caller``. It fails closed: a new route is signed-only unless
-it is listed in :data:`PUBLIC_PATHS`.
+it is listed in :data:`PUBLIC_PATHS`. Outside ``/v1/`` it guards :data:`METRICS_PATH`
+too: a signed request, or a scraper's bearer token (``STRONGROOM_METRICS_TOKEN``,
+:mod:`strongroom.server.metrics`), which sets ``request.state.scraper``.
 
 A route may also be given to the middleware as a :data:`DirectRoute` (key
 release: the hot path): once the request is verified the middleware calls it
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import hmac
 import re
 import threading
 import time
@@ -47,6 +50,7 @@ from strongroom.server.signatures import Caller, RequestVerifier
 __all__ = [
     "DEFAULT_MAX_BODY",
     "DEFAULT_MAX_UPLOAD",
+    "METRICS_PATH",
     "PUBLIC_PATHS",
     "DirectRoute",
     "PrincipalKeys",
@@ -62,6 +66,8 @@ DEFAULT_MAX_BODY = 1 << 20
 #: API paths that need no signature: seal status and share submission (the share is the credential).
 PUBLIC_PATHS = frozenset({"/v1/sys/seal-status", "/v1/sys/unseal", "/v1/sys/version",
                           "/v1/sys/health", "/livez", "/readyz"})
+#: The Prometheus scrape path: signed (auditors, officers) or the scraper's bearer token.
+METRICS_PATH = "/metrics"
 #: Routes whose body is streamed to the route (uploads), not buffered here.
 STREAMED = re.compile(r"^/v1/weights/[^/]+/import$")
 #: Largest streamed upload, bytes (``--max-upload``).
@@ -213,8 +219,10 @@ class SignedRequestMiddleware:
                  max_body: int = DEFAULT_MAX_BODY, max_upload: int = DEFAULT_MAX_UPLOAD,
                  public_paths: frozenset[str] = PUBLIC_PATHS,
                  on_refused: Callable[[Scope, StrongroomError], None] | None = None,
-                 direct: dict[tuple[str, str], DirectRoute] | None = None) -> None:
+                 direct: dict[tuple[str, str], DirectRoute] | None = None,
+                 metrics_token: bytes | None = None) -> None:
         self.app = app
+        self.metrics_token = metrics_token
         self.verifier = verifier
         self.max_body = max_body
         self.max_upload = max_upload
@@ -231,7 +239,8 @@ class SignedRequestMiddleware:
         await _json_error(exc)(scope, receive, send)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not str(scope["path"]).startswith("/v1/"):
+        if scope["type"] != "http" or not (str(scope["path"]).startswith("/v1/")
+                                           or scope["path"] == METRICS_PATH):
             await self.app(scope, receive, send)
             return
         if scope["method"] == "POST" and STREAMED.match(scope["path"]):
@@ -241,7 +250,9 @@ class SignedRequestMiddleware:
         try:
             check_path(scope.get("raw_path") or scope["path"].encode(), scope["path"])
             body = await self._read_body(scope, receive)
-            if scope["path"] not in self.public_paths:
+            if scope["path"] == METRICS_PATH and self._scraper(scope):
+                scope.setdefault("state", {})["scraper"] = True
+            elif scope["path"] not in self.public_paths:
                 caller = await self._verify(scope, body)
                 scope.setdefault("state", {})["caller"] = caller
             document = decode_json(body)  # every route after this sees decodable JSON only
@@ -268,6 +279,20 @@ class SignedRequestMiddleware:
             return await receive()
 
         await self.app(scope, replay, send)
+
+    def _scraper(self, scope: Scope) -> bool:
+        """True for the scraper's bearer token; False without one (then a signature is needed)."""
+        for name, value in scope.get("headers", []):
+            if name == b"authorization" and value[:7].lower() == b"bearer ":
+                token = value[7:].strip()
+                if self.metrics_token is None or not hmac.compare_digest(token,
+                                                                          self.metrics_token):
+                    raise Unauthenticated("the bearer token is not the metrics token",
+                                          obj=f"GET {METRICS_PATH}",
+                                          remedy="give the scraper STRONGROOM_METRICS_TOKEN, or "
+                                          "sign the request as an auditor or officer")
+                return True
+        return False
 
     async def _streamed(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Verify the headers now; count and hash the body as the route reads it."""

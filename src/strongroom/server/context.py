@@ -142,11 +142,15 @@ class ServerContext:
         if keys.status().sealed:
             raise Sealed("the vault is sealed", obj="audit log",
                          remedy="unseal it: custodians submit shares (`strongroom unseal`)")
+        from strongroom.runtime.metrics import observe_audit
+
         checkpoint = Ed25519PublicKey.from_public_bytes(keys.public_keys()["checkpoint"])
-        return AuditSettings().open_log(
+        log = AuditSettings().open_log(
             self.store, (checkpoint, lambda message: keys.sign("checkpoint", message)),
             anchor_path=self.settings.resolved_home / "audit" / "latest-checkpoint",
         )
+        observe_audit(log)  # this worker's own appends (refusals, statements)
+        return log
 
     def forget_sealed(self) -> None:
         """Drop handles bound to an unseal that has ended (call after sealing)."""

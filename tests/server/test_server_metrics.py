@@ -1,0 +1,98 @@
+"""GET /metrics: who may scrape it, the counters a release and a refusal move, promtool's verdict."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from server_kit import ServerWorld, build_world
+
+TOKEN = "s" * 40
+
+
+@pytest.fixture
+def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[ServerWorld]:
+    monkeypatch.setenv("STRONGROOM_METRICS_TOKEN", TOKEN)
+    yield from build_world(tmp_path)
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of a scrape, by name and sorted labels."""
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def value(scrape: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str,
+          **labels: str) -> float:
+    return scrape.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def scrape(world: ServerWorld) -> str:
+    r = world.http.get("/metrics", headers={"authorization": f"Bearer {TOKEN}"})
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"].startswith("text/plain; version=0.0.4")
+    return r.text
+
+
+def test_metrics_need_an_auditor_an_officer_or_the_scrape_token(world: ServerWorld) -> None:
+    assert world.http.get("/metrics").status_code == 401
+    wrong = world.http.get("/metrics", headers={"authorization": "Bearer " + "x" * 40})
+    assert wrong.status_code == 401 and "metrics token" in wrong.json()["error"]
+    assert world.client("alice").get("/metrics").status_code == 403  # a requester
+    assert world.client("eve").get("/metrics").status_code == 200  # an auditor
+    assert world.client("officer").get("/metrics").status_code == 200
+    # the missing signature and the wrong token were audited like any refused request
+    refused = [e for e in world.ctx.audit().tail(10)
+               if (e.action, e.decision, e.object) == ("api.request", "deny", "GET /metrics")]
+    assert [e.details["error"] for e in refused] == ["Unauthenticated"] * 2
+    assert not any("x" * 40 in e.body.decode() or TOKEN in e.body.decode() for e in refused)
+
+
+def test_a_release_and_a_refusal_move_the_counters(world: ServerWorld) -> None:
+    world.grant_load()
+    before = samples(scrape(world))
+    ok = world.client("alice").post("/v1/keys/release", world.release_body("alice"))
+    assert ok.status_code == 200, ok.text
+    denied = world.client("bob").post("/v1/keys/release", world.release_body("bob"))
+    assert denied.status_code == 403, denied.text
+    assert world.http.get("/v1/weights").status_code == 401  # unsigned: an API refusal
+    text = scrape(world)
+    after = samples(text)
+
+    def moved(name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    assert moved("strongroom_releases_total", decision="allow", reason="granted") == 1
+    # bob has no grant: refused as "approval_required"
+    assert moved("strongroom_releases_total", decision="deny", reason="approval_required") == 1
+    assert moved("strongroom_release_duration_seconds_count", decision="allow") == 1
+    assert moved("strongroom_release_duration_seconds_count", decision="deny") == 1
+    shard = world.client("alice").get("/v1/weights/tiny/manifest").json()["manifest"]["files"][0]
+    assert moved("strongroom_egress_bytes_total") == shard["size"]  # as signed
+    assert moved("strongroom_api_refusals_total", error="Unauthenticated") >= 1
+    assert moved("strongroom_audit_batch_entries_sum") >= 2  # the allow and the deny entries
+    assert moved("strongroom_audit_commit_duration_seconds_count") >= 1
+    assert value(after, "strongroom_sealed") == 0 and value(after, "strongroom_initialized") == 1
+    assert moved("strongroom_audit_entries") >= 2
+    assert value(after, "strongroom_alerts_open", severity="critical") >= 0
+    assert ("strongroom_monitor_running", ()) in after
+    # labels are fixed classes: no principal, artifact or message appears in a scrape
+    for secretish in ("alice", "bob", "tiny", "evidence"):
+        assert secretish not in text
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool is not installed (Debian package prometheus; "
+                    "scripts/system-deps.sh installs it): the format check did not run")
+    check = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True,
+                           text=True, timeout=30)
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_seal_shows_in_the_metrics(world: ServerWorld) -> None:
+    world.ctx.keys.seal()
+    after = samples(scrape(world))
+    assert value(after, "strongroom_sealed") == 1
