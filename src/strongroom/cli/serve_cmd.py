@@ -8,7 +8,11 @@ the workers die with ``serve``, however it dies (``kill -9`` included:
 :mod:`strongroom.runtime.lifeline`), and ``serve`` stops when its agent does.
 An agent already running for the directory is never adopted: a sealed one
 is told to stop, an unsealed one makes ``serve`` refuse (exit 2) until it is
-sealed (``strongroom seal``). See ``docs/operations.md``.
+sealed (``strongroom seal``). ``--log-format json`` makes serve, its agent and
+its workers log one JSON object a line (:mod:`strongroom.runtime.logs`). Every
+process writes its metric counters under ``<home>/metrics`` (0700, emptied at
+start; :mod:`strongroom.runtime.metrics`), which ``GET /metrics`` sums. See
+``docs/operations.md``.
 """
 
 from __future__ import annotations
@@ -57,14 +61,23 @@ def serve(
     plain_http: Annotated[bool, typer.Option(
         "--plain-http", help="allow plain HTTP on a non-loopback address (only behind a "
         "TLS-terminating proxy on the same host)")] = False,
+    log_format: Annotated[str, typer.Option(
+        "--log-format", help="text, or json: one JSON object a line (time, level, logger, "
+        "message, request_id)")] = "text",
 ) -> None:
     """Serve the HTTP API: every request signed (RFC 9421), key releases through the gate."""
     import uvicorn
+    from uvicorn.config import LOGGING_CONFIG
 
     from strongroom.runtime.agent import start_owned_agent
     from strongroom.runtime.backup import require_checked
     from strongroom.runtime.lifeline import OWNER_ENV, Lifeline
+    from strongroom.runtime.logs import FORMAT_ENV, FORMATS, uvicorn_log_config
     from strongroom.settings import Settings
+
+    if log_format not in FORMATS:
+        raise ConfigError(f"unknown log format {log_format!r}", obj="--log-format",
+                          remedy="use text or json")
 
     if (tls_cert is None) != (tls_key is None):
         raise ConfigError("give both --tls-cert and --tls-key, or neither", obj="serve")
@@ -89,20 +102,25 @@ def serve(
     # The agent serves the workers; a quiet night must not seal the server.
     os.environ.setdefault("STRONGROOM_AGENT_IDLE", str(30 * 24 * 3600))
     _stop_stray_agent(home)
+    os.environ[FORMAT_ENV] = log_format  # the agent and the workers log alike
+    _fresh_metrics_dir(home)  # before any process of this server imports prometheus_client
     lifeline = Lifeline()
     agent = start_owned_agent(home, lifeline, dict(os.environ))
     lifeline.close_child_end()
     os.environ[OWNER_ENV] = str(os.getpid())  # the workers watch this process
     stopping = threading.Event()
     _stop_with(agent, stopping)
+    level = os.environ.get("STRONGROOM_LOG_LEVEL", "info")
     try:
         # No access log: release responses carry file keys; the audit log records requests.
         uvicorn.run("strongroom.server.workers:agent_app", factory=True, host=host, port=port,
                     workers=workers, http="httptools" if fast else "h11",
                     ssl_certfile=str(tls_cert) if tls_cert else None,
                     ssl_keyfile=str(tls_key) if tls_key else None,
-                    log_level=os.environ.get("STRONGROOM_LOG_LEVEL", "info"),
-                    access_log=False, server_header=False, proxy_headers=False)
+                    log_level=level,
+                    access_log=False, server_header=False, proxy_headers=False,
+                    log_config=uvicorn_log_config("json", level) if log_format == "json"
+                    else LOGGING_CONFIG)
     finally:
         # Like a restarted Vault: a stopped server leaves no unsealed key behind.
         stopping.set()
@@ -110,6 +128,21 @@ def serve(
             agent.terminate()
         with contextlib.suppress(subprocess.TimeoutExpired):
             agent.wait(10)
+
+
+def _fresh_metrics_dir(home: Path) -> None:
+    """``<home>/metrics``, private and empty, as every process's metric files (multiprocess mode).
+
+    Emptied at start: the counters of a previous server are not this one's (Prometheus
+    sees a counter reset). Only ``serve`` runs here: no other server holds the directory.
+    """
+    from strongroom.datadir import make_private_dir
+    from strongroom.runtime.metrics import MULTIPROC_ENV
+
+    path = make_private_dir(home / "metrics")
+    for stale in path.glob("*.db"):
+        stale.unlink()
+    os.environ[MULTIPROC_ENV] = str(path)
 
 
 def _stop_stray_agent(home: Path) -> None:

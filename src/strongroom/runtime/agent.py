@@ -649,9 +649,10 @@ def start_owned_agent(home: Path, lifeline: Lifeline, env: dict[str, str]) -> su
 def main() -> None:
     """Entry point of ``python -m strongroom.runtime.agent``."""
     from strongroom.runtime.lifeline import LIFELINE_ENV, OWNER_ENV
+    from strongroom.runtime.logs import configure, log_format
     from strongroom.settings import Settings
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s agent[%(process)d] %(message)s")
+    configure(log_format())  # text, or JSON lines under `serve --log-format json`
     owner = os.environ.pop(OWNER_ENV, None)
     fd = os.environ.pop(LIFELINE_ENV, None)
     sys.exit(AgentServer(Settings().resolved_home, owner=int(owner) if owner else None,

@@ -13,12 +13,15 @@ the gate; their responses (file keys) are never logged.
 
 from __future__ import annotations
 
+import re
+import secrets
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from strongroom.errors import StrongroomError
+from strongroom.runtime.logs import REQUEST_ID, log_format
 from strongroom.runtime.metrics import count_api_refusal
 from strongroom.server import models as M
 from strongroom.server.auth import (
@@ -87,7 +90,39 @@ def create_app(ctx: ServerContext, *, nonces: NonceCache | None = None,
     app.add_middleware(SignedRequestMiddleware, verifier=verifier, max_body=max_body,
                        max_upload=max_upload, on_refused=refused, direct=direct,
                        metrics_token=token.get_secret_value().encode() if token else None)
+    if log_format() == "json":
+        app.add_middleware(RequestIds)  # outermost: every line a request causes carries its id
     return app
+
+
+#: A client's X-Request-Id is kept when it looks like an id (else one is made up).
+_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,64}$")
+
+
+class RequestIds:
+    """Gives each request an id (:data:`~strongroom.runtime.logs.REQUEST_ID`, ``X-Request-Id``)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = next((v for k, v in scope.get("headers", []) if k == b"x-request-id"), b"")
+        rid = given.decode("ascii") if _REQUEST_ID.match(given) else secrets.token_hex(8)
+
+        async def send_with_id(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []),
+                                      (b"x-request-id", rid.encode("ascii"))]
+            await send(message)
+
+        token = REQUEST_ID.set(rid)
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            REQUEST_ID.reset(token)
 
 
 def _console_builder() -> Any:
