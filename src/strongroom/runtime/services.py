@@ -1,5 +1,9 @@
 """The key services: the two implementations of :class:`~strongroom.keys.protocol.KeyService`.
 
+One module because its two key services (in process, and over the agent's socket)
+implement one protocol and share the wiring done at unseal; reading them side by side
+is how a reviewer checks they agree.
+
 The protocol (what the vault, the CLI and the server call to use keys) lives in
 :mod:`strongroom.keys.protocol`; here are its implementations, and the wiring
 that builds the release gate when the keyring unseals (``_after_unseal``,
