@@ -14,4 +14,4 @@ export STRONGROOM_TEST_ARTIFACTS=${STRONGROOM_TEST_ARTIFACTS:-$PWD/test-artifact
 .venv/bin/mypy
 # The layers of docs/architecture.md, contracts in pyproject.toml [tool.importlinter].
 .venv/bin/lint-imports
-.venv/bin/pytest -m "not slow" -p no:cacheprovider "$@"
+.venv/bin/pytest -m "not slow" -p no:cacheprovider --durations=25 "$@"
