@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test bench lint clean
+.PHONY: demo test test-slow bench lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,8 +31,13 @@ test: $(VENV)/.stamp-dev
 	scripts/system-deps.sh
 	scripts/run-tests.sh
 
+# Tests marked slow (full restores on both databases, serve soaks): not part of `make test`.
+test-slow: $(VENV)/.stamp-dev
+	scripts/system-deps.sh
+	scripts/run-tests.sh -m slow
+
 bench: $(VENV)/.stamp-dev
-	for b in weights keys shamir hsm audit access gateway supplychain server; do \
+	for b in weights keys shamir hsm audit access gateway supplychain server remote_load; do \
 	  echo "== bench/$$b.py"; $(BIN)/python bench/$$b.py || exit 1; done
 
 lint: $(VENV)/.stamp-dev

@@ -119,8 +119,10 @@ def _tamper_audit_entry(db_url: str) -> None:
     engine.dispose()
 
 
-@pytest.mark.parametrize(("tamper", "named"), [(_tamper_manifest_row, "manifest of tiny@1"),
-                                               (_tamper_audit_entry, "entry 0")])
+# The manifest-row variant runs in `make test-slow` (each variant is a full restore).
+@pytest.mark.parametrize(("tamper", "named"), [
+    pytest.param(_tamper_manifest_row, "manifest of tiny@1", marks=pytest.mark.slow),
+    (_tamper_audit_entry, "entry 0")])
 def test_edited_restored_row_fails_the_check_and_serve_stays_refused(
         tmp_path: Path, db_url: str, tamper: object, named: str) -> None:
     home = tmp_path / "home"

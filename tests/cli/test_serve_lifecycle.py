@@ -71,7 +71,8 @@ def cli_home(tmp_path: Path) -> Iterator[tuple[Run, dict[str, str], Path]]:
         run("seal", ok=False)
 
 
-@pytest.mark.parametrize("workers", [1, 2])
+# --workers 1 takes the same path (serve owns one agent) and runs in `make test-slow`.
+@pytest.mark.parametrize("workers", [pytest.param(1, marks=pytest.mark.slow), 2])
 def test_serve_is_one_gate_and_dies_whole_on_kill_9(
         cli_home: tuple[Run, dict[str, str], Path], workers: int) -> None:
     run, env, home = cli_home

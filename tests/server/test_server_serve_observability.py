@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from strongroom.keys.identity import Identity
@@ -36,6 +37,7 @@ def _allowed(text: str) -> float:
                if s.name == "strongroom_releases_total" and s.labels.get("decision") == "allow")
 
 
+@pytest.mark.slow  # a real serve --workers 2 (~40 s): `make test-slow`; test_server_metrics covers /metrics in make test
 def test_serve_sums_every_process_and_logs_json(tmp_path: Path) -> None:
     home = tmp_path / "home"
     run, env = unseal_home(home, None, {"STRONGROOM_HOST_ID": "metrics-host"})

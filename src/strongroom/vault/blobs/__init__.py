@@ -42,6 +42,8 @@ module picks one from the settings (:func:`blob_store_from_settings`).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from strongroom.errors import ConfigError
 from strongroom.settings import Settings
 from strongroom.vault.blobs.base import (
@@ -53,7 +55,21 @@ from strongroom.vault.blobs.base import (
     validate_blob_id,
 )
 from strongroom.vault.blobs.local import LocalBlobSource, LocalBlobStore, LocalBlobWriter
-from strongroom.vault.blobs.s3 import S3_PART_SIZE, S3BlobSource, S3BlobStore, S3BlobWriter
+
+if TYPE_CHECKING:
+    from strongroom.vault.blobs.s3 import S3_PART_SIZE, S3BlobSource, S3BlobStore, S3BlobWriter
+
+#: The S3 backend's names, imported on first use: boto3 costs ~0.3 s of every CLI
+#: command's start-up, and a local deployment never needs it.
+_S3_NAMES = frozenset({"S3_PART_SIZE", "S3BlobSource", "S3BlobStore", "S3BlobWriter"})
+
+
+def __getattr__(name: str) -> Any:
+    if name in _S3_NAMES:
+        from strongroom.vault.blobs import s3
+
+        return getattr(s3, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
     "BLOB_ID_PATTERN",
@@ -97,6 +113,8 @@ def blob_store_from_settings(settings: Settings) -> BlobStore:
                 remedy=f"set {variable}, or use STRONGROOM_BLOB_STORE=local",
             )
     assert settings.s3_endpoint and settings.s3_access_key and settings.s3_secret_key
+    from strongroom.vault.blobs.s3 import S3BlobStore
+
     return S3BlobStore(
         settings.s3_bucket,
         endpoint_url=settings.s3_endpoint,
