@@ -58,6 +58,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from strongroom.crypto.dsse import key_id, sign_statement, verify_statement
 from strongroom.datadir import make_private_dir
+from strongroom.digests import file_inventory, sha256_file
 from strongroom.errors import ConfigError, IntegrityError, InvalidInput
 from strongroom.timefmt import utc_stamp
 
@@ -119,15 +120,6 @@ class CheckReport:
 
 
 # -- files and hashes ---------------------------------------------------------------
-
-
-def _sha256_file(path: Path) -> tuple[int, str]:
-    digest, size = hashlib.sha256(), 0
-    with open(path, "rb") as f:
-        while chunk := f.read(_STEP):
-            digest.update(chunk)
-            size += len(chunk)
-    return size, digest.hexdigest()
 
 
 def _copy(src: Path, dest: Path) -> tuple[int, str]:
@@ -298,10 +290,7 @@ def create_backup(vault: Vault, home: Path, dest: Path) -> BackupReport:
         for relative in _HOME_FILES:
             if (home / relative).is_file():
                 _copy(home / relative, tmp / "home" / relative)
-        files: dict[str, dict[str, int | str]] = {}
-        for path in sorted(p for p in tmp.rglob("*") if p.is_file()):
-            size, digest = _sha256_file(path)
-            files[path.relative_to(tmp).as_posix()] = {"size": size, "sha256": digest}
+        files = file_inventory(tmp)
         statement = {
             "_type": BACKUP_TYPE,
             "backup_id": backup_id,
@@ -389,7 +378,7 @@ def verify_backup(src: Path, pinned: Ed25519PublicKey | None = None) -> dict[str
         if not path.is_file():
             raise IntegrityError(f"{what} is missing from the backup", obj=what,
                                  remedy="find the complete copy of this backup, or use another")
-        size, digest = _sha256_file(path)
+        size, digest = sha256_file(path)
         if (size, digest) != (want["size"], want["sha256"]):
             raise IntegrityError(f"{what} was changed: {size} bytes, SHA-256 {digest[:16]}…, the "
                                  f"signed manifest says {want['size']} bytes, "

@@ -66,6 +66,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from strongroom.crypto import age
 from strongroom.crypto.dsse import sign_statement, verify_statement
+from strongroom.digests import file_inventory, sha256_file
 from strongroom.errors import (
     AlreadyExists,
     ApprovalRequired,
@@ -229,12 +230,6 @@ def _write(path: Path, data: bytes) -> None:
         os.fsync(fh.fileno())
 
 
-def _sha256(path: Path) -> tuple[int, str]:
-    with open(path, "rb") as fh:
-        digest = hashlib.file_digest(fh, "sha256")
-    return path.stat().st_size, digest.hexdigest()
-
-
 def export_bundle(
     vault: Vault,
     name: str,
@@ -286,10 +281,7 @@ def export_bundle(
         _write(tmp / "approval.proof", proof.encode())
         for i, approval in enumerate(approvals):
             _write(tmp / "approvals" / f"{i:02d}.dsse", approval.encode())
-        files = {}
-        for path in sorted(p for p in tmp.rglob("*") if p.is_file()):
-            size, digest = _sha256(path)
-            files[path.relative_to(tmp).as_posix()] = {"size": size, "sha256": digest}
+        files = file_inventory(tmp)
         statement = {
             "_type": _BUNDLE_TYPE,
             "bundle_id": bundle_id,
@@ -404,7 +396,7 @@ def verify_bundle(root: Path, *, sender: PublicIdentity, enclave: str) -> Verifi
     if missing:
         raise _refuse(obj, f"files listed in the signed manifest are missing: {', '.join(missing)}")
     for rel, info in sorted(listed.items()):
-        size, digest = _sha256(present[rel])
+        size, digest = sha256_file(present[rel])
         if size < int(info["size"]):
             raise _refuse(f"{obj}/{rel}", f"file is truncated ({size} of {info['size']} bytes)")
         if size != int(info["size"]):

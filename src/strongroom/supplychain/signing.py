@@ -48,6 +48,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from strongroom.crypto.dsse import pae
+from strongroom.digests import sha256_file
 from strongroom.errors import AlreadyExists, IntegrityError, InvalidInput, NotFound
 
 if TYPE_CHECKING:
@@ -99,8 +100,7 @@ def _bad(obj: str, why: str) -> IntegrityError:
 
 
 def _sha256_file(path: Path) -> str:
-    with open(path, "rb") as fh:
-        return hashlib.file_digest(fh, "sha256").hexdigest()
+    return sha256_file(path)[1]
 
 
 def is_ignored(name: str, ignore: Iterable[str]) -> bool:
