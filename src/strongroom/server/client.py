@@ -45,6 +45,7 @@ from strongroom.errors import (
     ServerError,
     ServerKeyChanged,
 )
+from strongroom.server.operations import Operations
 from strongroom.server.ranges import (
     _TIMEOUT,
     RANGE_SIZE,
@@ -163,8 +164,12 @@ class _ServerGate:
             key[:] = bytes(len(key))
 
 
-class Client:
-    """Signed requests to one strongroom server as one identity."""
+class Client(Operations):
+    """Signed requests to one strongroom server as one identity.
+
+    Listings, reports and signed statements (people, compartments, caps, audit,
+    break-glass, enrollments, ...) come from :class:`~strongroom.server.operations.Operations`.
+    """
 
     def __init__(self, url: str, identity: Identity | None, *,
                  verify: bool | str = True, http: httpx.Client | None = None,

@@ -11,9 +11,16 @@ __all__ = [
     "AlertOut",
     "ArtifactOut",
     "AuditEntryOut",
+    "AuditVerifyIn",
+    "AuditVerifyOut",
+    "BreakGlassOut",
+    "BudgetOut",
+    "CapsOut",
     "CheckpointOut",
+    "CompartmentOut",
     "ConsistencyOut",
     "DocumentOut",
+    "EgressOut",
     "Envelope",
     "ErrorOut",
     "GrantOut",
@@ -25,6 +32,7 @@ __all__ = [
     "RequestOut",
     "SealStatusOut",
     "StatementIn",
+    "StatementOut",
     "StoredOut",
     "UnsealIn",
     "WhoAmIOut",
@@ -85,19 +93,35 @@ class WhoAmIOut(BaseModel):
 
 
 class PrincipalOut(BaseModel):
-    """An enrolled principal as k officers signed it."""
+    """An enrolled, unrevoked principal as k officers signed it (``people ls --json``)."""
 
-    key_id: str
     name: str
     kind: str
+    key_id: str
     roles: list[str]
     clearance: str
     compartments: list[str]
     vetting: str
-    vetting_expires: int
+    vetting_expires: str = Field(description="UTC stamp")
     employment: str
-    serial: int
-    revoked: bool
+    current: bool = Field(description="vetting current and employment active")
+
+
+class CompartmentOut(BaseModel):
+    """A compartment: who is read in, which resources need it (``compartments ls --json``)."""
+
+    compartment: str
+    people: list[str]
+    resources: list[str]
+
+
+class StatementOut(BaseModel):
+    """A stored signed statement (to cosign it, or to sign one that names it)."""
+
+    digest: str
+    kind: str
+    envelope: str
+    signers: list[str] = Field(description="key ids that signed it (unverified)")
 
 
 class StatementIn(BaseModel):
@@ -114,10 +138,11 @@ class Envelope(BaseModel):
 
 
 class StoredOut(BaseModel):
-    """A statement stored under its payload digest."""
+    """A statement stored under its payload digest (``signatures``: how many it holds now)."""
 
     digest: str
     kind: str
+    signatures: int = 0
 
 
 class ArtifactOut(BaseModel):
@@ -132,13 +157,14 @@ class ArtifactOut(BaseModel):
 
 
 class DocumentOut(BaseModel):
-    """One secret document version."""
+    """One secret document version (``docs ls --json``; no content)."""
 
     name: str
     version: int
-    size: int
     classification: str
     compartments: list[str]
+    bytes: int
+    created: str = Field(description="UTC stamp")
 
 
 class ManifestOut(BaseModel):
@@ -269,3 +295,52 @@ class AlertAck(BaseModel):
     """An acknowledgement note."""
 
     note: str = Field(default="", max_length=2000)
+
+
+class CapsOut(BaseModel):
+    """Per artifact and action: holders of valid Grants, and the cap (``access caps --json``)."""
+
+    artifact: str
+    holders: dict[str, int]
+    caps: dict[str, int | None]
+
+
+class BreakGlassOut(BaseModel):
+    """A break-glass access and its reviews (``access break-glass --pending --json``)."""
+
+    break_glass: str
+    principal: str
+    resource: str
+    reason: str
+    reviewed_by: list[str]
+    reviewed: bool
+
+
+class BudgetOut(BaseModel):
+    """An egress budget in force."""
+
+    scope: str
+    subject: str
+    window_s: int
+    cap_bytes: int
+
+
+class EgressOut(BaseModel):
+    """Budgets and each artifact's time to exfiltrate (``monitor egress --json``)."""
+
+    budgets: list[BudgetOut]
+    artifacts: list[dict[str, Any]]
+
+
+class AuditVerifyIn(BaseModel):
+    """Checkpoints the caller kept outside the database (signed-note text), to check against."""
+
+    checkpoints: list[str] = Field(default_factory=list, max_length=64)
+
+
+class AuditVerifyOut(BaseModel):
+    """The log replayed: its summary, how many outside marks it extends, the latest checkpoint."""
+
+    summary: str
+    kept_outside: int
+    latest_checkpoint: str | None = None

@@ -207,10 +207,12 @@ def build_router(ctx: ServerContext, keys: PrincipalKeys) -> APIRouter:
         from strongroom.access import statements
 
         caller = caller_of(request)
-        full = _find(ctx, "grant", grant_id).digest
+        stored = _find(ctx, "grant", grant_id)
+        full = stored.digest
         st = _verify_own(body.envelope, "grant-revocation", caller)
         if st.get("grant") != full or st.get("by_key") != caller.key_id:
             raise AccessDenied("the revocation names another grant or signer", obj=full[:16])
+        _require_entitled(ctx, caller, stored.envelope, full)
         digest = statements.put(ctx.store, "grant-revocation", body.envelope, subject=full)
         ctx.vault(actor=caller.name).record(
             "access.revoke", full[:16], "allow", reason=str(st.get("reason", "")), grant=full,
@@ -219,24 +221,96 @@ def build_router(ctx: ServerContext, keys: PrincipalKeys) -> APIRouter:
 
     @r.post("/break-glass", response_model=M.StoredOut, status_code=201)
     def break_glass(request: Request, body: M.Envelope) -> M.StoredOut:
-        """Store a break-glass statement the caller signed: a critical alert at once."""
+        """Store a break-glass statement the caller signed: a critical alert at once.
+
+        As on the vault host, it is stored and audited as taken; whether it holds (the
+        caller listed on the label, the window, policy) the gate decides at each release.
+        """
+        from strongroom.access import statements
         from strongroom.access.breakglass import ALERT_ACTION, BreakGlass, submit_break_glass
 
         caller = caller_of(request)
         st = _verify_own(body.envelope, "break-glass", caller)
-        from strongroom.access import statements
-
         bg = BreakGlass.from_statement(st, statements.payload_digest(body.envelope))
         if bg.principal != caller.name or bg.principal_key != caller.key_id:
             raise AccessDenied("the break-glass names someone other than the caller",
                                obj=bg.resource)
         digest = submit_break_glass(ctx.store, body.envelope)
-        ctx.vault(actor=caller.name).record(ALERT_ACTION, bg.resource, "allow",
-                                            reason=bg.reason, severity="critical",
-                                            break_glass=digest)
+        ctx.vault(actor=caller.name).record(
+            ALERT_ACTION, bg.resource, "allow", reason=bg.reason, severity="critical",
+            break_glass=digest, access_action=bg.action, window_s=bg.expires - bg.issued)
         return M.StoredOut(digest=digest, kind="break-glass")
 
+    @r.get("/break-glass", response_model=list[M.BreakGlassOut])
+    def list_break_glass(request: Request) -> list[dict[str, Any]]:
+        """Every break-glass access and who reviewed it (``access break-glass --pending``)."""
+        from strongroom.runtime.listings import break_glass_rows
+
+        caller_of(request)
+        return break_glass_rows(ctx.store, ctx.directory())
+
+    @r.post("/break-glass/{bg_id}/reviews", response_model=M.StoredOut, status_code=201)
+    def review_break_glass(request: Request, bg_id: Annotated[str, Path(pattern=_DIGEST)],
+                           body: M.Envelope) -> M.StoredOut:
+        """Store a review of a break-glass access the caller signed (not the taker's own)."""
+        from strongroom.access import statements
+        from strongroom.access.approvals import require_enrolled
+        from strongroom.access.breakglass import submit_review
+
+        caller = caller_of(request)
+        taken = _find(ctx, "break-glass", bg_id)
+        st = _verify_own(body.envelope, "review", caller)
+        if st.get("break_glass") != taken.digest or st.get("reviewer_key") != caller.key_id:
+            raise AccessDenied("the review names another break-glass or reviewer",
+                               obj=taken.digest[:16])
+        require_enrolled(ctx.directory(), caller.key_id, caller.name, "a review",
+                         obj=f"break-glass {taken.digest[:16]}")
+        if statements.unverified_payload(taken.envelope).get("principal_key") == caller.key_id:
+            raise AccessDenied(f"{caller.name} took this break-glass and cannot review it",
+                               obj=taken.digest[:16],
+                               remedy="two other security officers review it")
+        digest = submit_review(ctx.store, body.envelope)
+        ctx.vault(actor=caller.name).record("access.break-glass.review", taken.digest[:16],
+                                            "allow", reason=str(st.get("verdict", "")))
+        return M.StoredOut(digest=digest, kind="review")
+
+    @r.get("/caps", response_model=list[M.CapsOut])
+    def caps(request: Request) -> list[dict[str, Any]]:
+        """Holders of valid Grants per artifact and action, against the caps."""
+        from strongroom.access.grants import valid_grants
+        from strongroom.runtime.listings import caps_rows
+
+        caller = caller_of(request)
+        directory = ctx.directory()
+        grants = valid_grants(ctx.store, directory, engine(),
+                              lambda name: resource(name, directory), now=time.time())
+        return caps_rows(grants, (a.name for a in ctx.vault(actor=caller.name).list_artifacts()))
+
     return r
+
+
+def _require_entitled(ctx: ServerContext, caller: Caller, grant_env: str, grant_id: str) -> None:
+    """AccessDenied unless the caller's revocation of the grant would count at the gate:
+    its requester, one of its approvers, a security officer (role) or a pinned officer."""
+    from strongroom.access import statements
+
+    if caller.officer:
+        return
+    person = ctx.directory(key_ids=[caller.key_id], resources=[]).principal(caller.key_id)
+    if person is not None and "security-officers" in person.roles:
+        return
+    try:
+        st = statements.unverified_payload(grant_env)
+        keys = {str(statements.unverified_payload(str(st["request"])).get("requester_key"))}
+        keys |= {str(statements.unverified_payload(str(a)).get("approver_key"))
+                 for a in st.get("approvals", [])}
+    except (KeyError, InvalidInput):
+        keys = set()
+    if caller.key_id not in keys:
+        raise AccessDenied(f"{caller.name} is neither the grant's requester nor one of its "
+                           "approvers nor a security officer: the revocation would not count",
+                           obj=grant_id[:16],
+                           remedy="ask the requester, an approver or a security officer")
 
 
 def _find(ctx: ServerContext, kind: str, prefix: str) -> Stored:

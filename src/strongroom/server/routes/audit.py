@@ -1,8 +1,10 @@
-"""Audit log and alert routes (``/v1/audit/*``, ``/v1/alerts``), tags ``audit`` and ``alerts``.
+"""Audit log, egress and alert routes (``/v1/audit/*``, ``/v1/monitor/egress``, ``/v1/alerts``).
 
 ``build_router(ctx, keys)`` returns the router :func:`strongroom.server.app.create_app`
-includes. Reading needs an auditor or a security officer; acknowledging an
-alert needs a security officer and is audited.
+includes. Reading (and replaying the log: ``POST /v1/audit/verify``) needs an
+auditor or a security officer; acknowledging an alert needs a security officer
+and is audited. Report rows come from :mod:`strongroom.runtime.listings`, as
+the CLI's on the vault host.
 """
 
 from __future__ import annotations
@@ -93,6 +95,25 @@ def build_router(ctx: ServerContext, keys: PrincipalKeys) -> APIRouter:
         hashes = log.consistency(old, new)
         return M.ConsistencyOut(old=old, new=new,
                                 hashes=[base64.b64encode(h).decode() for h in hashes])
+
+    @r.post("/audit/verify", response_model=M.AuditVerifyOut)
+    def verify(request: Request, body: M.AuditVerifyIn) -> dict[str, Any]:
+        """Replay the whole log against the caller's checkpoints, this host's high-water file
+        and the witnesses (IntegrityError naming the first divergence)."""
+        from strongroom.runtime.listings import verify_log
+
+        require_role(request, keys, *_AUDITORS)
+        return verify_log(ctx.audit(), ctx.settings.resolved_home, body.checkpoints)
+
+    @r.get("/monitor/egress", response_model=M.EgressOut, tags=["monitor"])
+    def egress(request: Request,
+               compression: Annotated[float, Query(ge=0.01, le=1e6)] = 1.0) -> dict[str, Any]:
+        """Egress budgets in force and each artifact's time to exfiltrate (security officers,
+        auditors)."""
+        from strongroom.runtime.listings import egress_report
+
+        require_role(request, keys, *_AUDITORS)
+        return egress_report(ctx.store, compression=compression)
 
     @r.get("/alerts", response_model=list[M.AlertOut], tags=["alerts"])
     def alerts(request: Request, unacked: bool = False,

@@ -7,12 +7,14 @@ signatures; a statement is stored only when the calling officer signed it.
 
 from __future__ import annotations
 
-from typing import Any
+import time
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Path, Query, Request
 
 from strongroom.access.restrictions import journal_details
-from strongroom.errors import AccessDenied, IntegrityError
+from strongroom.access.statements import Stored
+from strongroom.errors import AccessDenied, IntegrityError, InvalidInput, NotFound
 from strongroom.server import models as M
 from strongroom.server.auth import PrincipalKeys, caller_of
 from strongroom.server.context import ServerContext
@@ -20,13 +22,20 @@ from strongroom.server.context import ServerContext
 __all__ = ["build_router"]
 
 
-def _principal_out(kid: str, e: Any, revoked: bool) -> M.PrincipalOut:
-    from strongroom.access.directory import level_name
+#: Audit action of an officer statement published over the API, as the CLI records it.
+_ACTIONS = {"enrollment": "people.enroll", "revocation": "people.revoke",
+            "label": "compartments.label"}
+#: Kinds a statement lookup may name (every stored statement is signed; none holds a secret).
+_KINDS = ("enrollment", "revocation", "label", "policy", "codeowners", "request", "approval",
+          "denial", "grant", "grant-revocation", "break-glass", "review")
+_PREFIX = r"^[0-9a-f]{8,64}$"
 
-    return M.PrincipalOut(key_id=kid, name=e.name, kind=e.kind, roles=sorted(e.roles),
-                          clearance=level_name(e.clearance), compartments=sorted(e.compartments),
-                          vetting=e.vetting.status, vetting_expires=e.vetting.expires,
-                          employment=e.employment, serial=e.serial, revoked=revoked)
+
+def _statement_out(row: Stored) -> M.StatementOut:
+    from strongroom.access import statements
+
+    return M.StatementOut(digest=row.digest, kind=row.kind, envelope=row.envelope,
+                          signers=statements.signer_ids(row.envelope))
 
 
 def build_router(ctx: ServerContext, keys: PrincipalKeys) -> APIRouter:
@@ -34,28 +43,55 @@ def build_router(ctx: ServerContext, keys: PrincipalKeys) -> APIRouter:
     r = APIRouter(prefix="/v1", tags=["directory"])
 
     @r.get("/people", response_model=list[M.PrincipalOut])
-    def people(request: Request) -> list[M.PrincipalOut]:
-        """Every enrolled principal, verified against the officers' signatures."""
-        caller_of(request)
-        view = ctx.directory()
-        return [_principal_out(kid, e, kid in view.revoked_keys)
-                for kid, e in sorted(view.principals.items(), key=lambda kv: kv[1].name)]
+    def people(request: Request) -> list[dict[str, Any]]:
+        """Every enrolled, unrevoked principal, verified against the officers' signatures."""
+        from strongroom.runtime.listings import people_rows
 
-    @r.get("/compartments", response_model=dict[str, list[str]])
-    def compartments(request: Request) -> dict[str, list[str]]:
-        """Each compartment and the (unrevoked) principals in it."""
         caller_of(request)
-        view = ctx.directory()
-        out: dict[str, list[str]] = {}
-        for kid, e in view.principals.items():
-            if kid in view.revoked_keys:
-                continue
-            for c in e.compartments:
-                out.setdefault(c, []).append(e.name)
-        for lab in view.labels.values():
-            for c in lab.compartments:
-                out.setdefault(c, [])
-        return {k: sorted(v) for k, v in sorted(out.items())}
+        return people_rows(ctx.directory(), now=time.time())
+
+    @r.get("/compartments", response_model=list[M.CompartmentOut])
+    def compartments(request: Request) -> list[dict[str, Any]]:
+        """Each compartment: the principals read in, the resources (manifest or label) in it."""
+        from strongroom.runtime.listings import compartment_rows
+
+        caller = caller_of(request)
+        return compartment_rows(ctx.directory(), ctx.vault(actor=caller.name))
+
+    @r.get("/statements", response_model=list[M.StatementOut])
+    def list_statements(request: Request,
+                        kind: Annotated[str, Query(pattern=f"^({'|'.join(_KINDS)})$")],
+                        subject: Annotated[str, Query(min_length=1, max_length=256)]
+                        ) -> list[M.StatementOut]:
+        """Stored statements of ``kind`` about ``subject`` (a key id, a resource name, ...)."""
+        from strongroom.access import statements
+
+        caller_of(request)
+        return [_statement_out(Stored(kind, statements.payload_digest(env), env))
+                for env in statements.envelopes(ctx.store, kind, subject=subject)]
+
+    @r.get("/statements/{prefix}", response_model=M.StatementOut)
+    def get_statement(request: Request, prefix: Annotated[str, Path(pattern=_PREFIX)],
+                      kind: Annotated[list[str] | None, Query(max_length=len(_KINDS))] = None
+                      ) -> M.StatementOut:
+        """The one stored statement whose id starts with ``prefix`` (8+ hex), of ``kind``."""
+        from strongroom.access.statements import find_by_prefix
+
+        caller_of(request)
+        kinds = tuple(kind or _KINDS)
+        unknown = sorted(set(kinds) - set(_KINDS))
+        if unknown:
+            raise InvalidInput(f"unknown statement kind {unknown[0]!r}", obj="kind",
+                               remedy=f"name one of {', '.join(_KINDS)}")
+        rows = find_by_prefix(ctx.store, kinds, prefix, limit=2)
+        if not rows:
+            raise NotFound(f"no statement {prefix}" + (f" of kind {', '.join(kinds)}" if kind
+                                                         else ""),
+                           obj=prefix, remedy="give the id the signer printed")
+        if len(rows) > 1:
+            raise InvalidInput(f"several statements match {prefix!r}", obj=prefix,
+                               remedy="give more characters of the id")
+        return _statement_out(rows[0])
 
     @r.post("/statements", response_model=M.StoredOut, status_code=201)
     def publish_statement(request: Request, body: M.StatementIn) -> M.StoredOut:
@@ -75,14 +111,18 @@ def build_router(ctx: ServerContext, keys: PrincipalKeys) -> APIRouter:
         except IntegrityError as exc:
             raise AccessDenied(f"the statement is not signed by the caller: {exc.message}",
                                obj=f"{body.kind} statement") from None
+        cosign = statements.by_digest(ctx.store, statements.payload_digest(body.envelope))
         digest = publish(ctx.store, body.kind, body.envelope)
-        ctx.audit().append(actor=caller.name, action=f"people.{body.kind}",
+        ctx.audit().append(actor=caller.name,
+                           action="people.cosign" if cosign else _ACTIONS[body.kind],
                            obj=digest[:16], decision="allow", reason="published over the API",
                            details=journal_details(body.kind, body.envelope, subject=str(
                                statements.unverified_payload(body.envelope).get("key_id", "")))
                            if body.kind == "revocation" else None)
         if body.kind == "revocation":
             keys.forget()
-        return M.StoredOut(digest=digest, kind=body.kind)
+        stored = statements.by_digest(ctx.store, digest) or body.envelope
+        return M.StoredOut(digest=digest, kind=body.kind,
+                           signatures=len(statements.signer_ids(stored)))
 
     return r

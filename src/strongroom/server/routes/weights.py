@@ -14,7 +14,7 @@ import base64
 import os
 import pathlib
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import StreamingResponse
@@ -198,13 +198,11 @@ def build_router(ctx: ServerContext, keys: PrincipalKeys) -> APIRouter:
                                  media_type="application/octet-stream", headers=headers)
 
     @r.get("/documents", response_model=list[M.DocumentOut], tags=["documents"])
-    def documents(request: Request) -> list[M.DocumentOut]:
+    def documents(request: Request) -> list[dict[str, Any]]:
         """Every secret document version (manifests verified; content needs a Grant)."""
-        from strongroom.vault.documents import list_documents
+        from strongroom.runtime.listings import document_rows
 
         caller = caller_of(request)
-        return [M.DocumentOut(name=d.name, version=d.version, size=d.size,
-                              classification=d.classification, compartments=list(d.compartments))
-                for d in list_documents(ctx.vault(actor=caller.name))]
+        return document_rows(ctx.vault(actor=caller.name))
 
     return r
