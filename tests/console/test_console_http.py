@@ -21,7 +21,7 @@ from strongroom.access.registration import (
     store_pending,
     verify_register_token,
 )
-from strongroom.errors import AccessDenied
+from strongroom.errors import AccessDenied, Sealed
 from strongroom.server.console import ConsoleConfig, build_router
 from strongroom.server.console.sessions import COOKIE
 from strongroom.server.context import ServerContext
@@ -505,3 +505,40 @@ def test_an_approver_revokes_the_grant_with_a_security_key(env: Env) -> None:
     assert _revoke(e, "carol", digest, csrf, "again")[0] == 403  # revoked already
     entry = [x for x in e.w.vault.audit.tail(20) if x.action == "access.revoke-grant"][-1]
     assert entry.actor == "carol" and entry.details["via"] == "console security key"
+
+
+def test_a_security_officer_seals_the_vault_from_the_console_with_a_key(env_any: Env) -> None:
+    e = env_any
+    csrf = e.sign_in("bob")  # an approver, not a security officer: no button, and refused
+    assert 'data-webauthn="seal"' not in e.client.get("/console/status").text
+    status, text = _ceremony(e, "bob", "seal", csrf, {"reason": "drill", "scope": "host"})
+    assert status == 403 and "security-officers" in text
+    csrf = e.sign_in("dave")
+    page = e.client.get("/console/status").text
+    assert 'data-webauthn="seal"' in page and "unsealed" in page
+    status, text = _ceremony(e, "dave", "seal", csrf, {"reason": "", "scope": "host"})
+    assert status == 400 and "say why" in text  # a reason is required
+    status, text = _ceremony(e, "dave", "seal", csrf, {"reason": "x", "scope": "galaxy"})
+    assert status == 400
+    assert not e.w.keys.svc.status().sealed
+    dave = e.w.rule.reader.view().by_name("dave")
+    assert dave is not None
+    log = e.w.vault.audit
+    size = log.size()
+    status, text = _ceremony(e, "dave", "seal", csrf,
+                             {"reason": "suspected compromise of host-a", "scope": "host"})
+    assert status == 200, text
+    assert e.w.keys.svc.status().sealed  # sealed when the answer came back
+    with pytest.raises(Sealed):
+        e.w.vault_as("alice").open_weights("minilm")
+    [stored] = statements.find_by_prefix(e.w.store, "seal", "")
+    got = fido.verify_envelope(stored.envelope, "seal", {dave.key_id: dave})
+    assert got.statement["reason"] == "suspected compromise of host-a"
+    assert got.statement["scope"] == "host"
+    later = list(log.events(size, log.size()))
+    [request] = [x for x in later if x.action == "keys.seal-request"]
+    assert request.actor == "dave" and request.details["via"] == "console security key"
+    assert request.details["statement"] == stored.digest
+    assert [x.action for x in later][-1] == "keys.seal"  # the request precedes the wipe
+    page = e.client.get("/console/status").text
+    assert "sealed" in page and 'data-webauthn="seal"' not in page

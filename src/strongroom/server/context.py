@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from strongroom.access.directory import Directory, DirectoryReader
     from strongroom.audit.log import AuditLog
     from strongroom.keys.identity import Identity
+    from strongroom.keys.keyring import KeyringStatus
     from strongroom.monitor.alerts import AlertManager
     from strongroom.runtime.services import AgentKeyService, LocalKeyService
     from strongroom.vault.shards import SignedShards
@@ -87,7 +88,7 @@ class ServerContext:
         settings = settings or Settings()
         home = settings.resolved_home
         home.mkdir(mode=0o700, parents=True, exist_ok=True)
-        store = Store.open(settings.resolved_database_url)
+        store = Store.open(settings.resolved_database_url, schema="current")
         try:
             keys = LocalKeyService(store, alerts_file=home / "alerts.jsonl")
             return cls(settings, store, keys)
@@ -108,7 +109,7 @@ class ServerContext:
         home = settings.resolved_home
         home.mkdir(mode=0o700, parents=True, exist_ok=True)
         keys = key_service(home, start=start)
-        store = Store.open(settings.resolved_database_url)
+        store = Store.open(settings.resolved_database_url, schema="current")
         try:
             return cls(settings, store, keys)
         except BaseException:
@@ -151,6 +152,31 @@ class ServerContext:
         )
         observe_audit(log)  # this worker's own appends (refusals, statements)
         return log
+
+    def seal_host(self, actor: str, *, all_hosts: bool = False, via: str = "api",
+                  **details: Any) -> KeyringStatus:
+        """Seal this host for ``actor`` (already authorised as a security officer).
+
+        With ``all_hosts`` a seal order (``keys.seal-all``) is appended to the shared
+        audit log first: every host's state guard that sees it seals that host. The
+        request itself is audited as ``keys.seal-request`` (who, how, which host)
+        before the key service wipes its keys; returns the status once sealed.
+        """
+        from strongroom.runtime.state_guard import SEAL_ORDER_ACTION
+
+        if not all_hosts and self.keys.status().sealed:
+            return self.keys.status()  # nothing to wipe; a sealed host cannot sign an entry
+        log = self.audit()
+        facts = {"server": self.settings.host_id, "via": via, **details}
+        if all_hosts:
+            log.append(actor=actor, action=SEAL_ORDER_ACTION, obj="keyring", decision="allow",
+                       reason="every host sharing the database", details=facts)
+        else:
+            log.append(actor=actor, action="keys.seal-request", obj="keyring",
+                       decision="allow", reason="this host", details=facts)
+        status = self.keys.seal()
+        self.forget_sealed()
+        return status or self.keys.status()
 
     def forget_sealed(self) -> None:
         """Drop handles bound to an unseal that has ended (call after sealing)."""

@@ -39,4 +39,5 @@ def build_router(ctx: ServerContext, config: ConsoleConfig | None = None) -> API
     router = APIRouter(route_class=route_class, tags=["console"])
     pages.add_routes(router, console)
     ceremonies.add_routes(router, console)
+    ceremonies.add_seal_routes(router, console)
     return router

@@ -43,7 +43,7 @@ from strongroom.server.console import data
 from strongroom.server.console.core import Console, ConsoleError
 from strongroom.server.console.sessions import Session
 
-__all__ = ["add_routes"]
+__all__ = ["add_routes", "add_seal_routes"]
 
 #: Largest JSON body a WebAuthn endpoint reads.
 MAX_BODY = 64 * 1024
@@ -429,6 +429,44 @@ def add_routes(router: APIRouter, console: Console) -> None:
                          via="console security key", credential=key.id[:32])
         return JSONResponse({"grant": verified.grant_id, "approvers": list(verified.approvers),
                              "redirect": f"/console/requests/{digest}"})
+
+
+def add_seal_routes(router: APIRouter, console: Console) -> None:
+    """Add ``/webauthn/seal/{begin,finish}``: a security officer seals the vault with a key.
+
+    The begin step shows the officer the seal statement (which host, or every
+    host sharing the database, and why); the key signs its digest; the finish
+    step verifies the assertion against the officer's enrolled key, keeps the
+    signed statement, audits who sealed and how, and answers once sealed.
+    """
+    ctx = console.ctx
+
+    @router.post("/webauthn/seal/begin", include_in_schema=False)
+    async def seal_begin(request: Request) -> JSONResponse:
+        sess = console.session(request)
+        body = await _body(request)
+        console.check_post(request, sess, None)
+        me = console.person(sess)
+        console.require_role(me, "security-officers")
+        scope = str(body.get("scope", "host"))
+        if scope not in ("host", "all"):
+            raise ConsoleError(400, "scope is 'host' (this host) or 'all' (every host)")
+        st = {"officer": me.name, "officer_key": me.key_id, "host": ctx.settings.host_id,
+              "scope": scope, "reason": _reason(body, "seal"), "issued_at": int(time.time())}
+        return _start_signing(console, sess, me, "seal", "seal", st)
+
+    @router.post("/webauthn/seal/finish", include_in_schema=False)
+    async def seal_finish(request: Request) -> JSONResponse:
+        me, env, key, _, verified = await _finish_signing(console, request, "seal", "seal",
+                                                          "no seal in progress")
+        console.require_role(me, "security-officers")
+        st = verified.statement
+        digest = statements.payload_digest(env)
+        statements.put(ctx.store, "seal", env, subject=digest)
+        status = ctx.seal_host(me.name, all_hosts=st.get("scope") == "all",
+                               via="console security key", credential=key.id[:32],
+                               reason=str(st.get("reason", ""))[:300], statement=digest)
+        return JSONResponse({"sealed": status.sealed, "redirect": "/console/status"})
 
 
 def _algs() -> list[Any]:

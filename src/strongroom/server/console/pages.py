@@ -172,4 +172,12 @@ def add_routes(router: APIRouter, console: Console) -> None:
     @router.get("/console/status", include_in_schema=False)
     async def status(request: Request) -> HTMLResponse:
         st = ctx.keys.status()
-        return console.page(request, "status.html", None, seal=st)
+        sess = console.session(request)
+        may_seal = False
+        if sess.person_key:
+            try:
+                may_seal = "security-officers" in console.person(sess).roles
+            except ConsoleError:
+                may_seal = False  # a revoked or lapsed person still sees the seal state
+        return console.page(request, "status.html", sess, seal=st, may_seal=may_seal,
+                            host=ctx.settings.host_id)

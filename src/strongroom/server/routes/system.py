@@ -103,16 +103,9 @@ def build_router(ctx: ServerContext, keys: PrincipalKeys) -> APIRouter:
         if not caller.officer:
             raise AccessDenied(f"{caller.name} is not a security officer", obj="keyring",
                                remedy="a pinned security officer seals the vault")
-        if all_hosts:
-            from strongroom.runtime.state_guard import SEAL_ORDER_ACTION
-
-            ctx.audit().append(actor=caller.name, action=SEAL_ORDER_ACTION, obj="keyring",
-                               decision="allow", reason="every host sharing the database",
-                               details={"server": ctx.settings.host_id})
-        status = ctx.keys.seal()
-        ctx.forget_sealed()
+        status = ctx.seal_host(caller.name, all_hosts=all_hosts)
         keys.forget()
-        return M.SealStatusOut(**(status or ctx.keys.status()).to_dict())
+        return M.SealStatusOut(**status.to_dict())
 
     @r.get("/sys/public-keys", response_model=M.PublicKeysOut)
     def public_keys(request: Request) -> M.PublicKeysOut:

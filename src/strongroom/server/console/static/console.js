@@ -81,6 +81,15 @@
       const done = await post("/webauthn/revoke/finish", {credential});
       window.location.assign(done.redirect);
     },
+    async seal(el) {
+      const reason = (document.getElementById("seal-reason") || {value: ""}).value;
+      const picked = el.querySelector("input[name=scope]:checked");
+      const scope = picked ? picked.value : "host";
+      const begin = await post("/webauthn/seal/begin", {reason, scope});
+      const credential = await getAssertion(begin.options);
+      const done = await post("/webauthn/seal/finish", {credential});
+      window.location.assign(done.redirect);
+    },
     async grant(el) {
       const begin = await post("/webauthn/grant/begin", {request: el.dataset.request});
       const credential = await getAssertion(begin.options);
