@@ -262,6 +262,20 @@ class StoredTree:
         with self.read("read entries") as conn:
             return [AuditEvent.from_body(bytes(b)) for b in conn.execute(q).scalars()]
 
+    def head_in(self, conn: Connection) -> tuple[int, str | None]:
+        """``(size, origin)`` as ``conn``'s snapshot sees the head row."""
+        row = conn.execute(select(HEAD.c.size, HEAD.c.origin).where(HEAD.c.id == 1)).one()
+        return int(row.size), row.origin
+
+    def rows(self, conn: Connection, start: int, end: int) -> list[tuple[int, bytes, bytes]]:
+        """``(index, body, stored leaf hash)`` of entries ``start <= index < end``, in order.
+
+        A deleted row is simply absent here: the caller names the gap.
+        """
+        q = (select(ENTRIES.c.idx, ENTRIES.c.body, ENTRIES.c.leaf_hash)
+             .where(ENTRIES.c.idx >= start, ENTRIES.c.idx < end).order_by(ENTRIES.c.idx))
+        return [(int(i), bytes(b), bytes(h)) for i, b, h in conn.execute(q)]
+
     def checkpoints(self) -> list[str]:
         """Every stored signed checkpoint (with cosignatures), oldest first."""
         with self.read("read checkpoints") as conn:
