@@ -22,18 +22,30 @@ def audit_log(store: Store) -> AuditLog:
 
 
 class Receiver:
-    """An HTTP server on 127.0.0.1 that records every POSTed JSON body."""
+    """An HTTP server on 127.0.0.1 that records every POSTed JSON body it accepts.
+
+    ``status`` is what it answers (204: accepted; set another to refuse);
+    ``headers`` keeps each accepted request's headers.
+    """
 
     def __init__(self, port: int = 0) -> None:
         received: list[dict[str, Any]] = []
         keys: list[str] = []
+        headers: list[dict[str, str]] = []
+        self.status = 204
+        owner = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", "0"))
-                received.append(json.loads(self.rfile.read(length)))
-                keys.append(self.headers.get("Idempotency-Key", ""))
-                self.send_response(204)
+                body = json.loads(self.rfile.read(length))
+                status = owner.status
+                if status < 300:
+                    received.append(body)
+                    keys.append(self.headers.get("Idempotency-Key", ""))
+                    headers.append(dict(self.headers.items()))
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
                 self.end_headers()
 
             def log_message(self, *args: Any) -> None:
@@ -41,6 +53,7 @@ class Receiver:
 
         self.received = received
         self.keys = keys
+        self.headers = headers
         self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.port = self.server.server_address[1]
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)

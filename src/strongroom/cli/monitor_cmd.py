@@ -172,5 +172,8 @@ def monitor_budget(
 
 def register(app: typer.Typer) -> None:
     """Add ``alerts`` and ``monitor`` to the main app."""
+    from strongroom.cli.alert_routes_cmd import add_commands
+
+    add_commands(alerts_app)
     app.add_typer(alerts_app, name="alerts")
     app.add_typer(monitor_app, name="monitor")

@@ -51,6 +51,7 @@ ANYWHERE = frozenset({
 VAULT_HOST = frozenset({
     "access break-glass", "access caps", "access policy set", "access policy show",
     "access revoke",
+    "alerts outbox", "alerts test",
     "audit key", "audit prove", "audit show", "audit verify",
     "backup check", "backup create", "backup restore",
     "compartments label", "compartments ls",

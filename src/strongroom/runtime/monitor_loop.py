@@ -16,7 +16,9 @@ On taking the lease a loop primes its detectors' baselines by replaying the
 entries of the last ``replay_days`` up to the cursor without alerting (as the
 demo's replay does), then raises alerts only for entries past it; alerts go
 through the key service's :class:`~strongroom.monitor.alerts.AlertManager`
-(stored, audited, delivered to the sinks, de-duplicated by key).
+(stored, audited, delivered to the sinks, de-duplicated by key); after each
+scan it leads, ``after_scan`` wakes the delivery of the routes of
+``alerts.yaml`` (:mod:`strongroom.monitor.alert_outbox`).
 The first loop ever to run on a database starts its cursor at the log's head:
 what happened before detection existed is not alerted on.
 
@@ -239,6 +241,9 @@ class MonitorLoop:
         self.interval_s = interval_s
         self.replay_s = replay_s
         self._scanner: _LeaseScanner | None = None
+        #: Called after each scan this loop leads: the alert routes' delivery step
+        #: (:class:`~strongroom.monitor.alert_outbox.RouteDeliverer`), so only the leader delivers.
+        self.after_scan: Callable[[], None] | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -263,10 +268,13 @@ class MonitorLoop:
                 _log.info("monitor: %s leads, priming from entry %d, alerting from %d",
                           self.lease.owner, start, cursor)
             try:
-                return self._scanner.scan()
+                raised = self._scanner.scan()
             except LeaseLost:
                 self._scanner = None
                 return []
+        if self.after_scan is not None:
+            self.after_scan()
+        return raised
 
     def start(self) -> None:
         """Tick in a daemon thread every ``interval_s`` until :meth:`stop`."""

@@ -36,6 +36,7 @@ from __future__ import annotations
 import contextlib
 import getpass
 import json
+import logging
 import os
 import secrets
 import threading
@@ -47,7 +48,7 @@ from typing import TYPE_CHECKING, Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from strongroom.crypto.age import Stanza
-from strongroom.errors import IntegrityError, InvalidInput, Sealed, StrongroomError
+from strongroom.errors import ConfigError, IntegrityError, InvalidInput, Sealed, StrongroomError
 from strongroom.keys.config import KeysSettings
 from strongroom.keys.keyring import Keyring, KeyringStatus
 from strongroom.keys.protocol import SignPurpose
@@ -65,6 +66,7 @@ if TYPE_CHECKING:
     from strongroom.audit.log import AuditLog
     from strongroom.audit.publisher import CheckpointPublisher
     from strongroom.keys.identity import Identity
+    from strongroom.monitor.alert_outbox import RouteDeliverer
     from strongroom.monitor.alerts import AlertManager
     from strongroom.runtime.agent import AgentClient, AsyncAgentClient
     from strongroom.runtime.monitor_loop import MonitorLoop
@@ -81,6 +83,7 @@ __all__ = [
     "open_vault",
 ]
 
+_log = logging.getLogger(__name__)
 AuditFactory = Callable[[Store, Ed25519PrivateKey], "AuditLog"]
 RekeyOutcome = tuple[KeyringStatus, list[tuple[str, bytes]] | None]
 #: Builds the gate's evidence rule once unsealed (the deployment's: :func:`grant_evidence`),
@@ -194,6 +197,7 @@ class LocalKeyService:
         self._sizes_factory = sizes_factory
         self._guard: StateGuard | None = None
         self._monitor: MonitorLoop | None = None
+        self._routes: RouteDeliverer | None = None
         self.settings = settings or KeysSettings()
         self.keyring = Keyring(store, self.settings)
         self._audit_factory = audit_factory
@@ -283,7 +287,32 @@ class LocalKeyService:
             self._audit, alerts,
             lambda: deployment_engine(self.keyring, self.store, self.settings.egress_cap_bytes),
             lease, interval_s=conf.interval_s, replay_s=conf.replay_days * 86400)
+        self._start_routes(self._monitor, alerts)
         self._monitor.start()
+
+    def _start_routes(self, loop: MonitorLoop, alerts: AlertManager) -> None:
+        """Deliver to the routes of alerts.yaml after each scan the loop leads (a bad file: alert)."""
+        from strongroom.monitor.alert_config import alerts_config_path
+        from strongroom.monitor.alert_outbox import route_deliverer
+        from strongroom.monitor.alerts import Alert
+
+        home = self._alerts_file.parent if self._alerts_file else None
+        if home is None and not os.environ.get("STRONGROOM_ALERTS_CONFIG"):
+            return
+        path = alerts_config_path(home or Path.cwd())
+        try:
+            self._routes = route_deliverer(self.store, path, leading=lambda: loop.leading,
+                                           interval_s=loop.interval_s)
+        except ConfigError as exc:  # alerts stay stored; the routes catch up once it is fixed
+            _log.error("alerts: %s", exc)
+            alerts.raise_alert(Alert(
+                rule="SR-ALERT-ROUTES", severity="high", subject=_host_id(), obj=str(path),
+                message=f"alert routes not loaded: {exc}"[:2000],
+                dedup_key=f"alert-routes:{_host_id()}:{int(time.time())}"))
+            return
+        if self._routes is not None:
+            loop.after_scan = self._routes.wake
+            self._routes.start()
 
     @property
     def monitor(self) -> MonitorLoop | None:
@@ -411,6 +440,9 @@ class LocalKeyService:
         if self._monitor is not None:
             self._monitor.stop()
             self._monitor = None
+        if self._routes is not None:
+            self._routes.stop()
+            self._routes = None
         if self._guard is not None:
             self._guard.stop()
             self._guard = None

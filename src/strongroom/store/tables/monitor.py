@@ -9,6 +9,10 @@ the caps an operator set (scope ``principal``, ``artifact`` or ``lab``;
 subject ``*`` is the default for its scope). ``monitor_alerts`` holds every
 alert once (``dedup_key`` is unique) with its acknowledgement;
 ``monitor_alert_outbox`` is the durable delivery queue of the alert sinks;
+``alert_deliveries`` is the outbox of the routes of ``alerts.yaml`` (one row per
+alert and route: pending until the receiver accepted it, failed if it refused
+it for good, or skipped by the route's filter) and ``alert_routes`` records
+since which alert each route is fed and its back-off;
 ``monitor_canaries`` names the decoy artifacts; ``monitor_cursors`` records
 how far a detector run has read the audit log; ``monitor_leases`` elects the one
 monitor loop per database that runs the detectors in a deployment (its holder,
@@ -31,12 +35,14 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    UniqueConstraint,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
 from strongroom.store.base import Base
 
 __all__ = [
+    "AlertDelivery",
     "AlertOutbox",
     "AlertRow",
     "CanaryRow",
@@ -44,6 +50,7 @@ __all__ = [
     "EgressCharge",
     "MonitorCursor",
     "MonitorLease",
+    "RouteState",
 ]
 
 
@@ -113,6 +120,47 @@ class AlertOutbox(Base):
     attempts: Mapped[int] = mapped_column(Integer, nullable=False)
     next_attempt: Mapped[float] = mapped_column(Float, nullable=False)
     delivered_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class AlertDelivery(Base):
+    """One alert to one route of ``alerts.yaml``: pending, delivered, failed or skipped."""
+
+    __tablename__ = "alert_deliveries"
+    __table_args__ = (
+        UniqueConstraint("alert_id", "route", name="uq_alert_deliveries_alert_route"),
+        Index("ix_alert_deliveries_route_state", "route", "state", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    alert_id: Mapped[int] = mapped_column(
+        ForeignKey("monitor_alerts.id", ondelete="CASCADE"), nullable=False
+    )
+    route: Mapped[str] = mapped_column(String(64), nullable=False)
+    state: Mapped[str] = mapped_column(String(16), nullable=False)
+    payload: Mapped[str] = mapped_column(Text, nullable=False)
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False)
+    created_at: Mapped[float] = mapped_column(Float, nullable=False)
+    last_attempt_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    delivered_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class RouteState(Base):
+    """A route of ``alerts.yaml`` as the outbox knows it: where its feed starts, its back-off.
+
+    It is fed the alerts with ids above ``floor``. ``retry_at`` (seconds since
+    the epoch) is when it may be tried next: after ``failures`` failed rounds,
+    or while a deliverer holds it (the claim), so that no two send at once.
+    """
+
+    __tablename__ = "alert_routes"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    floor: Mapped[int] = mapped_column(Integer, nullable=False)
+    created_at: Mapped[float] = mapped_column(Float, nullable=False)
+    failures: Mapped[int] = mapped_column(Integer, nullable=False)
+    retry_at: Mapped[float] = mapped_column(Float, nullable=False)
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
