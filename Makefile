@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test test-slow bench lint clean
+.PHONY: demo test test-slow test-cluster bench lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,12 @@ test: $(VENV)/.stamp-dev
 test-slow: $(VENV)/.stamp-dev
 	scripts/system-deps.sh
 	scripts/run-tests.sh -m slow
+
+# Three `strongroom serve` hosts behind HAProxy on loopback, sharing PostgreSQL and S3
+# (docs/operations.md, "Several hosts: what was tested"): not part of `make test`.
+test-cluster: $(VENV)/.stamp-dev
+	scripts/system-deps.sh
+	scripts/run-tests.sh -m cluster tests/cluster
 
 bench: $(VENV)/.stamp-dev
 	for b in weights keys shamir hsm audit access gateway supplychain server remote_load; do \

@@ -9,7 +9,6 @@ skipping it, so CI can never pass by silently skipping a backend.
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import pytest
 
 from strongroom.store.db import Store
 
-from testsupport import CONFORMANCE, need_service
+from testsupport import CONFORMANCE, need_service, pg_schema
 
 pytest_plugins = ["vault_fixtures", "cli_fixtures"]
 
@@ -30,27 +29,11 @@ def conformance_dir() -> Path:
     return CONFORMANCE
 
 
-def _pg_schema_url(base: str, schema: str) -> str:
-    sep = "&" if "?" in base else "?"
-    return f"{base}{sep}options=-csearch_path%3D{schema}"
-
-
 @pytest.fixture
 def pg_url() -> Iterator[str]:
     """A PostgreSQL URL whose search_path is a fresh schema, dropped afterwards."""
-    base = need_service("STRONGROOM_TEST_PG_URL", "PostgreSQL")
-    import sqlalchemy as sa
-
-    schema = "t_" + secrets.token_hex(6)
-    admin = sa.create_engine(base, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
-    try:
-        yield _pg_schema_url(base, schema)
-    finally:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
-        admin.dispose()
+    with pg_schema(need_service("STRONGROOM_TEST_PG_URL", "PostgreSQL")) as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -50,7 +50,7 @@ from strongroom.store.db import Store
 
 from cli_fixtures import strongroom_exe
 from keyring_fixtures import make_custodians
-from testsupport import need_service
+from testsupport import need_service, pg_schema
 from vault_fixtures import make_model
 
 YEAR = 365 * 24 * 3600
@@ -207,22 +207,8 @@ def server_db(request: pytest.FixtureRequest) -> Iterator[str | None]:
     if request.param == "sqlite":
         yield None
         return
-    import secrets
-
-    import sqlalchemy as sa
-
-    base = need_service("STRONGROOM_TEST_PG_URL", "PostgreSQL")
-    schema = "t_" + secrets.token_hex(6)
-    admin = sa.create_engine(base, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
-    sep = "&" if "?" in base else "?"
-    try:
-        yield f"{base}{sep}options=-csearch_path%3D{schema}"
-    finally:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
-        admin.dispose()
+    with pg_schema(need_service("STRONGROOM_TEST_PG_URL", "PostgreSQL")) as url:
+        yield url
 
 
 def build_world(tmp: Path, http_factory: Any = None, *, agent: bool = False,
