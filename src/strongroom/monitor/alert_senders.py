@@ -36,7 +36,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
+from strongroom.errors import InvalidInput
 from strongroom.monitor.alert_config import FACILITIES, Delivery, SyslogRoute, WebhookRoute
+from strongroom.timefmt import parse_utc, utc_stamp
 
 __all__ = ["Outcome", "Sender", "SyslogSender", "WebhookSender", "idempotency_key",
            "rfc5424", "sender_for"]
@@ -156,7 +158,10 @@ def rfc5424(payload: Mapping[str, Any], route: SyslogRoute, *, hostname: str | N
     """One RFC 5424 message for an alert: PRI from the route's facility and the severity."""
     severity = SYSLOG_SEVERITY.get(str(payload.get("severity")), 5)
     pri = FACILITIES[route.facility] * 8 + severity
-    timestamp = str(payload.get("time") or "-")
+    try:  # RFC 5424 wants an offset; a time read back from SQLite has none (it is UTC)
+        timestamp = utc_stamp(parse_utc(str(payload.get("time"))))
+    except InvalidInput:
+        timestamp = "-"
     host = _header_field(hostname or socket.gethostname(), 255)
     msgid = _header_field(str(payload.get("rule") or "-"), 32)
     params = {"id": payload.get("id"), "key": idempotency_key(payload),
