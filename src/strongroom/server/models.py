@@ -333,9 +333,9 @@ class EgressOut(BaseModel):
 
 
 class AuditVerifyIn(BaseModel):
-    """Checkpoints the caller kept outside the database (signed-note text), to check against."""
+    """Checkpoints the caller kept outside the database (signed-note text; may be empty)."""
 
-    checkpoints: list[str] = Field(default_factory=list, max_length=64)
+    checkpoints: list[str] = Field(max_length=64)
 
 
 class AuditVerifyOut(BaseModel):
