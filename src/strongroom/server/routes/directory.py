@@ -2,7 +2,10 @@
 
 ``build_router(ctx, keys)`` returns the router :func:`strongroom.server.app.create_app`
 includes. Principals are read from the directory verified against the officers'
-signatures; a statement is stored only when the calling officer signed it.
+signatures and answered as ``people ls --json`` / ``compartments ls --json`` rows
+(:mod:`strongroom.runtime.listings`); a statement is stored only when the calling
+officer signed it, and any signed caller may look stored statements up (to cosign
+one, or to sign one that names it: none holds a secret).
 """
 
 from __future__ import annotations
