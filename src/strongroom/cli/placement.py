@@ -52,6 +52,7 @@ VAULT_HOST = frozenset({
     "access break-glass", "access caps", "access policy set", "access policy show",
     "access revoke",
     "alerts outbox", "alerts test",
+    "alerts export", "audit export",
     "audit key", "audit prove", "audit show", "audit verify",
     "backup check", "backup create", "backup restore",
     "compartments label", "compartments ls",

@@ -1,0 +1,179 @@
+"""``strongroom audit export`` and ``strongroom alerts export``: the log, streamed to a SIEM.
+
+Both write one JSON line per audit entry, OCSF events (``--format ocsf``) or
+strongroom's own lines (``--format jsonl``), to standard output or appended to
+``-o FILE``; ``alerts export`` writes only the alert entries (``alert.raise``,
+``alert.ack``, as OCSF Detection Findings). Every line carries the entry's
+index and leaf hash; ``--cursor FILE`` makes the export resumable (the cursor
+is replaced atomically after each written batch) and refuses a log rewritten
+since; ``--follow`` keeps polling until interrupted (Ctrl-C or SIGTERM end it
+after the batch in hand). The logic is :mod:`strongroom.audit.export`, the
+OCSF mapping :mod:`strongroom.audit.ocsf`; docs/operations.md ("SIEM export").
+
+It reads the database only (no keys, a sealed vault is fine) and runs on the
+vault host: the API offers no paged read of the entries' exact bytes, so with
+``STRONGROOM_URL`` set it is refused (see :mod:`strongroom.cli.placement`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import stat
+import sys
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from types import FrameType
+from typing import IO, TYPE_CHECKING, Annotated
+
+import typer
+
+from strongroom.errors import InvalidInput, StorageError
+
+if TYPE_CHECKING:
+    from strongroom.audit.ocsf import ExportedEntry
+
+__all__ = ["register"]
+
+FormatOpt = Annotated[str, typer.Option("--format", help="ocsf (OCSF events) or jsonl")]
+FollowOpt = Annotated[bool, typer.Option("--follow", "-f",
+                                         help="keep polling for new entries until interrupted")]
+FromOpt = Annotated[int | None, typer.Option("--from", min=0,
+                                             help="first index (default 0; not with a cursor "
+                                                  "that exists)")]
+CursorOpt = Annotated[Path | None, typer.Option("--cursor",
+                                                help="resume from, and keep, this cursor file")]
+OutOpt = Annotated[Path | None, typer.Option("--out", "-o",
+                                             help="append the lines to FILE (default: stdout)")]
+IntervalOpt = Annotated[float, typer.Option("--interval", min=0.05,
+                                            help="seconds between polls with --follow")]
+
+
+@contextlib.contextmanager
+def _stop_on_signals() -> Iterator[threading.Event]:
+    """An event SIGTERM and SIGINT set, so the export stops between batches."""
+    stop = threading.Event()
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield stop
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+@contextlib.contextmanager
+def _sink(out: Path | None) -> Iterator[IO[str]]:
+    """Standard output, or ``out`` opened for appending (created 0600)."""
+    if out is None or str(out) == "-":
+        yield sys.stdout
+        return
+    if out.is_symlink():
+        raise InvalidInput("the output path is a symbolic link", obj=str(out),
+                           remedy="name the file itself")
+    from strongroom.datadir import open_private_append
+
+    try:
+        fd = open_private_append(out)
+    except OSError as exc:
+        raise InvalidInput(f"cannot open the output file ({exc.strerror})", obj=str(out),
+                           remedy="check the path and its permissions") from exc
+    with os.fdopen(fd, "a", encoding="utf-8") as stream:
+        yield stream
+
+
+def _writer(stream: IO[str], fmt: str, origin: str, *, per_line: bool
+            ) -> Callable[[Sequence[ExportedEntry]], None]:
+    """Writes a batch, flushed (per line when following) and fsync'd when it is a file."""
+    from strongroom import __version__
+    from strongroom.audit.export import export_line
+
+    is_file = stream is not sys.stdout and stat.S_ISREG(os.fstat(stream.fileno()).st_mode)
+
+    def write(batch: Sequence[ExportedEntry]) -> None:
+        try:
+            for entry in batch:
+                stream.write(export_line(entry, fmt, origin=origin, product_version=__version__)
+                             + "\n")
+                if per_line:
+                    stream.flush()
+            stream.flush()
+            if is_file:
+                os.fsync(stream.fileno())
+        except OSError as exc:
+            raise StorageError(f"cannot write the export ({exc.strerror})",
+                               obj=getattr(stream, "name", "output")) from exc
+
+    return write
+
+
+def _export(fmt: str, follow: bool, start: int | None, cursor_path: Path | None,
+            out: Path | None, interval: float, alerts_only: bool) -> None:
+    from strongroom.audit.export import FORMATS, AuditExporter, ExportCursor, run_export
+    from strongroom.audit.tree import StoredTree
+    from strongroom.datadir import require_vault
+    from strongroom.monitor.alerts import ALERT_ACTIONS
+    from strongroom.settings import Settings
+    from strongroom.store.db import Store
+
+    if fmt not in FORMATS:
+        raise InvalidInput(f"unknown export format {fmt!r}", obj="--format",
+                           remedy=f"use one of {', '.join(FORMATS)}")
+    saved = ExportCursor.load(cursor_path) if cursor_path is not None else None
+    if saved is not None and start is not None:
+        raise InvalidInput("give --from or an existing --cursor, not both", obj=str(cursor_path),
+                           remedy="drop --from to resume from the cursor, or name a new cursor "
+                                  "file to start at --from")
+    settings = Settings()
+    require_vault(settings.resolved_home, settings.database_url)
+    store = Store.open(settings.resolved_database_url)
+    tree = StoredTree(store)
+    try:
+        exporter = AuditExporter(tree)
+        if saved is not None:
+            exporter.check_resume(saved)
+        cursor = saved or exporter.cursor_at(start or 0)
+        on_batch = None if cursor_path is None else (lambda c: c.save(cursor_path))
+        if on_batch is not None and saved is None:
+            on_batch(cursor)  # the starting point, so an interrupted first batch resumes there
+        with _stop_on_signals() as stop, _sink(out) as stream:
+            run_export(exporter, cursor, _writer(stream, fmt, exporter.origin, per_line=follow),
+                       on_batch=on_batch, follow=follow, interval_s=interval, stop=stop,
+                       actions=ALERT_ACTIONS if alerts_only else None)
+    finally:
+        tree.close()
+        store.close()
+
+
+def _command(alerts_only: bool, doc: str) -> Callable[..., None]:
+    """The ``export`` command of a group (``alerts_only``: only the alert entries)."""
+
+    def export(
+        fmt: FormatOpt = "ocsf",
+        follow: FollowOpt = False,
+        start: FromOpt = None,
+        cursor: CursorOpt = None,
+        out: OutOpt = None,
+        interval: IntervalOpt = 1.0,
+    ) -> None:
+        _export(fmt, follow, start, cursor, out, interval, alerts_only)
+
+    export.__doc__ = doc
+    return export
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``export`` to the ``audit`` and ``alerts`` groups (registered by their modules)."""
+    from strongroom.cli.audit_cmd import audit_app
+    from strongroom.cli.monitor_cmd import alerts_app
+
+    audit_app.command("export")(_command(
+        False, "Stream every audit entry, in order, with its index and leaf hash (for a SIEM)."))
+    alerts_app.command("export")(_command(
+        True, "Stream the alerts (raised, acknowledged) from the audit log, as OCSF "
+        "Detection Findings."))
