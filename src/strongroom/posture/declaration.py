@@ -39,7 +39,8 @@ import yaml
 
 from strongroom.errors import InvalidInput, NotFound
 
-__all__ = ["HSM_CERTS", "VETTING_DEPTHS", "Declaration", "load_declaration", "parse_declaration"]
+__all__ = ["HSM_CERTS", "VETTING_DEPTHS", "Declaration", "declaration_from_text", "load_declaration",
+           "parse_declaration"]
 
 VETTING_DEPTHS = ("none", "basic", "enhanced", "government-secret", "government-top-secret")
 HSM_CERTS = ("none", "fips-140-2-level-3", "fips-140-3-level-3")
@@ -134,8 +135,13 @@ def load_declaration(path: Path) -> Declaration:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise NotFound("declaration file not found", obj=str(path)) from None
+    return declaration_from_text(text, str(path))
+
+
+def declaration_from_text(text: str, source: str = "<declaration>") -> Declaration:
+    """Parse and validate a declaration's YAML text (``source`` names it in errors)."""
     try:
         doc = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise _fail(str(path), "yaml", f"does not parse ({str(exc).splitlines()[0]})") from None
-    return parse_declaration(doc, str(path))
+        raise _fail(source, "yaml", f"does not parse ({str(exc).splitlines()[0]})") from None
+    return parse_declaration(doc, source)

@@ -250,7 +250,7 @@ def collect_live(home: Path, database_url: str) -> Facts:
 
 def collect(home: Path, store: Store, keys: KeyService | None) -> Facts:
     """Read every fact the controls need from a live deployment."""
-    from strongroom.redteam.runner import load_results, results_path
+    from strongroom.posture.redteam_results import load_results, results_path
 
     facts = Facts(home=str(home))
     unsealed = _keyring(keys, facts)

@@ -33,6 +33,7 @@ from typing import Any
 
 from strongroom.errors import StrongroomError
 from strongroom.outputs import write_output
+from strongroom.posture.redteam_results import load_results
 from strongroom.redteam.context import RunContext
 from strongroom.redteam.grading import grade
 from strongroom.redteam.schema import Scenario
@@ -194,17 +195,3 @@ def save_results(path: Path, report: SuiteReport) -> None:
     """Write the run as JSON atomically (mode 0600); the posture report reads it."""
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     write_output(path, json.dumps(report.to_record(), indent=1, sort_keys=True).encode("utf-8"))
-
-
-def load_results(path: Path) -> dict[str, Any] | None:
-    """The stored run, or None when there is none (or it does not parse)."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) and isinstance(data.get("results"), list) else None
-
-
-def results_path(home: Path) -> Path:
-    """Where a data directory keeps its latest red-team results."""
-    return home / "redteam" / "latest.json"

@@ -132,6 +132,11 @@ class Operations:
         "latest_checkpoint"}``, or the IntegrityError naming the first divergence."""
         return dict(self.post("/v1/audit/verify", {"checkpoints": list(checkpoints)}))
 
+    def posture(self, declaration: str | None = None) -> Row:
+        """``posture assess``: ``{"report", "html"}`` scored by the server on its own evidence
+        (auditors, security officers); ``declaration`` is a declaration file's YAML text."""
+        return dict(self.post("/v1/posture", {"declaration": declaration}))
+
     # -- access statements -------------------------------------------------------------------
 
     def revoke_grant(self, grant_id: str, *, reason: str) -> Row:
