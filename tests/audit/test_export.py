@@ -14,6 +14,7 @@ from sqlalchemy import text
 
 from ocsf_validation import validate_ocsf
 from strongroom.audit import AuditLog
+from strongroom.audit.entry import canonical_json
 from strongroom.audit.export import AuditExporter, ExportCursor, export_line, run_export
 from strongroom.audit.merkle import leaf_hash, verify_inclusion
 from strongroom.audit.ocsf import ExportedEntry, ocsf_class
@@ -107,6 +108,8 @@ def test_every_ocsf_event_validates_and_carries_the_entry(audit_log: AuditLog, s
             event["unmapped"]["strongroom"]["leaf_hash"]
         plain = json.loads(export_line(e, "jsonl", origin=ORIGIN, product_version="0.1.0"))
         assert plain["index"] == e.index and plain["entry"] == e.event.to_dict()
+        # ... and from a jsonl line by re-encoding the entry as canonical JSON.
+        assert leaf_hash(canonical_json(plain["entry"])).hex() == plain["leaf_hash"]
     assert classes == {2004, 3001, 3002, 3004, 6003}
     by_action = {e.event.action: json.loads(export_line(e, "ocsf", origin=ORIGIN,
                                                         product_version="0"))

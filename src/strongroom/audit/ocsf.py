@@ -70,9 +70,9 @@ _ENTITY_VERBS: dict[str, tuple[int, str]] = {
                     (1, "Create")),
     **dict.fromkeys(("read", "export", "show", "verify", "check", "infer", "publisher-verify"),
                     (2, "Read")),
-    **dict.fromkeys(("approve", "cosign", "policy", "rotate", "rewrap", "rekey", "owners",
-                     "budget", "restriction"), (3, "Update")),
-    **dict.fromkeys(("revoke", "revoke-grant", "retire", "deny"), (4, "Delete")),
+    **dict.fromkeys(("approve", "deny", "cosign", "policy", "rotate", "rewrap", "rekey",
+                     "owners", "budget", "restriction"), (3, "Update")),
+    **dict.fromkeys(("revoke", "revoke-grant", "retire"), (4, "Delete")),
     "unseal": (10, "Activate"),
     **dict.fromkeys(("seal", "seal-all", "seal-request"), (11, "Deactivate")),
 }
