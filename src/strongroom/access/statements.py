@@ -58,7 +58,7 @@ __all__ = [
 
 KINDS = (
     "enrollment", "revocation", "label", "policy", "request", "approval", "denial", "grant",
-    "grant-revocation", "break-glass", "review", "codeowners", "seal",
+    "grant-revocation", "break-glass", "review", "codeowners", "seal", "key-order",
 )
 #: How many verified statements the cache keeps.
 CACHE_SIZE = 50_000

@@ -35,7 +35,7 @@ from strongroom.server.context import ServerContext
 from strongroom.server.errors import error_body, status_for
 from strongroom.server.metrics import MetricsSettings
 from strongroom.server.metrics import build_router as metrics_router
-from strongroom.server.routes import access, audit, directory, posture, system, weights
+from strongroom.server.routes import access, audit, directory, keyring, posture, system, weights
 from strongroom.server.routes import keys as key_release
 from strongroom.server.signatures import NonceCache, RequestVerifier, default_nonce_cache
 
@@ -75,6 +75,7 @@ def create_app(ctx: ServerContext, *, nonces: NonceCache | None = None,
     app.include_router(access.build_router(ctx, keys))
     app.include_router(audit.build_router(ctx, keys))
     app.include_router(posture.build_router(ctx, keys))
+    app.include_router(keyring.build_router(ctx))
     build_router = _console_builder()
     if build_router is not None:
         app.include_router(build_router(ctx))

@@ -132,6 +132,22 @@ class Operations:
         "latest_checkpoint"}``, or the IntegrityError naming the first divergence."""
         return dict(self.post("/v1/audit/verify", {"checkpoints": list(checkpoints)}))
 
+    def keys_rotate(self) -> Row:
+        """``keys rotate`` (security officers): ``{"kek_version", "order"}``, by a signed order."""
+        return self._key_order("rotate")
+
+    def keys_rewrap(self) -> Row:
+        """``keys rewrap`` (security officers): ``{"rewrapped", "order"}``, by a signed order."""
+        return self._key_order("rewrap")
+
+    def _key_order(self, order: str) -> Row:
+        from strongroom.access import statements
+        from strongroom.access.key_orders import key_order
+
+        signing_key, name, _ = self._signer()
+        env = statements.sign("key-order", key_order(order, name, now=time.time()), signing_key)
+        return dict(self.post(f"/v1/sys/keys/{order}", {"envelope": env}))
+
     def posture(self, declaration: str | None = None) -> Row:
         """``posture assess``: ``{"report", "html"}`` scored by the server on its own evidence
         (auditors, security officers); ``declaration`` is a declaration file's YAML text."""
