@@ -4,7 +4,16 @@ Target (issue 7): >= 1,000 releases/s with 2 workers, p99 <= 20 ms; printed
 with the ratio to the same authorised release (GrantEvidence, same store,
 same Grant) run in-process through the gate in this run.
 
-    .venv/bin/python bench/server.py [--releases 4000] [--threads 8] [--workers 2]
+    .venv/bin/python bench/server.py [--releases 1000] [--rounds 5] [--threads 8] [--workers 2]
+    .venv/bin/python bench/server.py --profile /tmp/agent   # py-spy on the agent (top frames)
+
+Each round signs its requests just before it is timed (a signature is valid
+for 60 s), then times them; the median round is judged and the best printed
+beside it, with the load average after each round and the machine's
+reference figures (bench/machine.py) at the start. ``--profile PREFIX`` runs
+``py-spy record`` on the key agent during the timed HTTP rounds and prints
+its top frames (``PREFIX.gil.txt``: where the agent holds the GIL, i.e. its
+Python CPU; ``PREFIX.all.txt``: every thread, waits included).
 
 The load is closed-loop: ``--threads`` clients each send the next request
 when the last is answered, so the mean latency is threads / rate (Little's
@@ -28,6 +37,7 @@ egress charge, durable audit append, unwrap) and returns the file key.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -38,13 +48,17 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-sys.path[:0] = [str(Path(__file__).resolve().parent.parent / "tests")]
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE.parent / "tests"), str(HERE)]
 
 import httpx  # noqa: E402
 
+from machine import describe, loadavg, summary  # noqa: E402
 from strongroom.access.approvals import AccessRequest, approve  # noqa: E402
 from strongroom.access.directory import (  # noqa: E402
     Enrollment,
@@ -152,14 +166,15 @@ class CpuMeter:
         self.server_pid = server_pid
         self.home = home
 
-    def _agent_pid(self) -> int | None:
+    def agent_pid(self) -> int | None:
+        """The key agent's pid (from its lock file), None when none runs."""
         try:
             return int((self.home / "agent.lock").read_text().split()[0])
         except (OSError, ValueError, IndexError):
             return None
 
     def sample(self) -> dict[str, float]:
-        agent = self._agent_pid()
+        agent = self.agent_pid()
         server = sum(_cpu(p) for p in _tree(self.server_pid) if p != agent)
         return {"client": _cpu(os.getpid()), "server": server,
                 "agent": _cpu(agent) if agent else 0.0}
@@ -221,6 +236,58 @@ class RawClient:
             raise RuntimeError(f"HTTP {status}: {data[:300]!r}")
 
 
+class Profiler:
+    """``py-spy record`` on one process while a block runs; prints its top frames after."""
+
+    def __init__(self, prefix: str | None, pid: int | None) -> None:
+        self.prefix, self.pid = prefix, pid
+        self.procs: list[tuple[subprocess.Popen[bytes], Path]] = []
+
+    def __enter__(self) -> Profiler:
+        spy = Path(sys.executable).parent / "py-spy"
+        if self.prefix is None or self.pid is None:
+            return self
+        if not spy.exists():
+            print("  (no py-spy in the venv: not profiled)")
+            return self
+        for kind, extra in (("gil", ["--gil"]), ("all", [])):
+            out = Path(f"{self.prefix}.{kind}.txt")
+            self.procs.append((subprocess.Popen(
+                [str(spy), "record", "-p", str(self.pid), "-r", "200", "-f", "raw",
+                 "-o", str(out), *extra], stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL), out))
+        time.sleep(1.0)  # py-spy attaches
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for proc, _ in self.procs:
+            proc.send_signal(signal.SIGINT)
+        for proc, out in self.procs:
+            proc.wait(60)
+            print(f"  py-spy ({out.name}): {top_frames(out)}")
+
+
+def top_frames(path: Path, n: int = 12) -> str:
+    """The ``n`` functions with the most samples in a py-spy raw file (inclusive %)."""
+    incl: dict[str, int] = {}
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not count.isdigit():
+            continue
+        total += int(count)
+        seen = set()
+        for frame in stack.split(";"):
+            name, _, where = frame.partition(" (")
+            fn = f"{name} ({where.split(':')[0].rsplit('/', 1)[-1]}"
+            if fn not in seen and not name.startswith(("Thread.", "_bootstrap", "<module>")):
+                seen.add(fn)
+                incl[fn] = incl.get(fn, 0) + int(count)
+    top = sorted(incl.items(), key=lambda kv: -kv[1])[:n]
+    return f"{total} samples\n" + "\n".join(f"    {100 * v / max(total, 1):5.1f}% {k}"
+                                             for k, v in top)
+
+
 def _enroll(c: Client, officer: Identity, ident: Identity, roles: tuple[str, ...]) -> None:
     now = int(time.time())
     env = Enrollment(name=ident.name, key=ident.public.public_bytes, roles=roles,
@@ -230,13 +297,59 @@ def _enroll(c: Client, officer: Identity, ident: Identity, roles: tuple[str, ...
     c.post("/v1/statements", {"kind": "enrollment", "envelope": env})
 
 
-def main() -> None:
-    """Start the server, make a Grant, time releases over HTTP and in-process."""
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--releases", type=int, default=4000)
-    ap.add_argument("--threads", type=int, default=8)
-    ap.add_argument("--workers", type=int, default=2)
-    args = ap.parse_args()
+@dataclass
+class Rig:
+    """A running ``strongroom serve`` with alice's Grant for one shard, and a raw client."""
+
+    tmp: Path
+    base: str
+    meter: CpuMeter
+    people: dict[str, Identity]
+    result: Any
+    cust: Any
+    ref: str = ""
+    entry: dict[str, Any] = field(default_factory=dict)
+    send: Any = None
+    #: CPU seconds of the timed releases so far, by process (client, server, agent), and their count.
+    cpu: dict[str, float] = field(default_factory=dict)
+    cpu_n: int = 0
+
+    def signed_releases(self, n: int) -> list[tuple[bytes, dict[str, str]]]:
+        """``n`` release requests, each with fresh evidence and a fresh HTTP signature."""
+        key, entry = self.people["alice"].private_key, self.entry
+        out = []
+        for _ in range(n):
+            ev = make_evidence(key, artifact=self.ref, shard=entry["path"],
+                               blob_id=entry["blob"], purpose="load", ttl_s=600)
+            body = json.dumps({"artifact": self.ref, "shard": entry["path"], "purpose": "load",
+                               "evidence": ev}).encode()
+            headers = sign_request(key, "POST", "/v1/keys/release", body)
+            headers["content-type"] = "application/json"
+            out.append((body, headers))
+        return out
+
+    def over_http(self, item: tuple[bytes, dict[str, str]]) -> None:
+        """Send one prepared release (fails the run unless answered 200)."""
+        self.send("POST", "/v1/keys/release", item[0], item[1])
+
+    def releases(self, n: int, threads: int) -> tuple[float, float]:
+        """Sign ``n`` releases, then time them from ``threads`` clients: (per second, p50 ms).
+
+        The CPU the timed part cost (not the signing) is added to :attr:`cpu`.
+        """
+        prepared = self.signed_releases(n)
+        before = self.meter.sample()
+        lat, elapsed = _run(threads, prepared, self.over_http)
+        after = self.meter.sample()
+        for k in before:
+            self.cpu[k] = self.cpu.get(k, 0.0) + after[k] - before[k]
+        self.cpu_n += n
+        return len(lat) / elapsed, statistics.median(lat) * 1000
+
+
+@contextlib.contextmanager
+def release_server(workers: int) -> Iterator[Rig]:
+    """A throwaway vault served by ``strongroom serve --workers N``, set up for releases."""
     tmp = Path(tempfile.mkdtemp(prefix="bench-server-"))
     home = tmp / "home"
     url = f"sqlite:///{tmp / 'bench.db'}"
@@ -255,7 +368,7 @@ def main() -> None:
     port = _free_port()
     # What `strongroom serve --port P --workers N` runs (without loading every CLI group).
     code = ("from strongroom.cli.serve_cmd import serve; "
-            f"serve(port={port}, workers={args.workers})")
+            f"serve(port={port}, workers={workers})")
     server = subprocess.Popen([sys.executable, "-c", code], env=env, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -268,7 +381,14 @@ def main() -> None:
                 if time.monotonic() > deadline or server.poll() is not None:
                     raise SystemExit("the server did not start") from None
                 time.sleep(0.2)
-        _bench(args, tmp, base, officer, result, cust, CpuMeter(server.pid, home))
+        rig = Rig(tmp, base, CpuMeter(server.pid, home),
+                  {n: Identity.generate(n) for n in ("officer", "alice", "bob", "carol")},
+                  result, cust)
+        rig.people["officer"] = officer
+        _setup(rig)
+        host, port_text = base.removeprefix("http://").split(":")
+        rig.send = RawClient(host, int(port_text)).send
+        yield rig
     finally:
         if server.poll() is None:
             os.killpg(server.pid, signal.SIGTERM)
@@ -278,15 +398,32 @@ def main() -> None:
         key_service(home, start=False).seal()  # no-op when the bench already sealed it
 
 
-def _bench(args: argparse.Namespace, tmp: Path, base: str, officer: Identity, result: Any,
-           cust: Any, meter: CpuMeter) -> None:
-    people = {n: Identity.generate(n) for n in ("alice", "bob", "carol")}
+def main() -> None:
+    """Start the server, make a Grant, time releases over HTTP and in-process."""
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--releases", type=int, default=1000, help="per round")
+    ap.add_argument("--threads", type=int, default=8)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=5, help="timed HTTP rounds (median judged)")
+    ap.add_argument("--profile", metavar="PREFIX", help="py-spy the agent during the rounds")
+    ap.add_argument("--no-direct", action="store_true",
+                    help="skip the agent-socket and in-process comparisons")
+    args = ap.parse_args()
+    print(describe())
+    with release_server(args.workers) as rig:
+        _bench(args, rig)
+
+
+def _setup(rig: Rig) -> None:
+    """Unseal over the API, import a small model, enroll, label, and grant alice."""
+    base, people, result, cust = rig.base, rig.people, rig.result, rig.cust
+    officer = people["officer"]
     with Client(base, officer) as c:
         for i in (1, 2):
             status = KeyringStatus.from_dict(c.status())
             content = ceremony.read_share_file(result.share_files[i - 1], [cust.identities[i - 1]])
             c.unseal(ceremony.build_submission(status, content))
-        path = tmp / "tiny.safetensors"
+        path = rig.tmp / "tiny.safetensors"
         make_model(path)
         c.import_weights(path, "tiny", compartments=("atlas",))  # streamed over the API
         path.unlink()
@@ -310,26 +447,16 @@ def _bench(args: argparse.Namespace, tmp: Path, base: str, officer: Identity, re
                         bundle["approval_envelopes"], now=time.time())
     alice.post("/v1/access/grants", {"envelope": grant})
     manifest = alice.manifest("tiny")["manifest"]
-    entry = manifest["files"][0]
-    ref = f"{manifest['name']}@{manifest['version']}"
+    rig.entry = manifest["files"][0]
+    rig.ref = f"{manifest['name']}@{manifest['version']}"
     alice.close()
 
-    # -- HTTP ---------------------------------------------------------------------------
-    key = people["alice"].private_key
-    prepared = []
-    for _ in range(args.releases):
-        ev = make_evidence(key, artifact=ref, shard=entry["path"], blob_id=entry["blob"],
-                           purpose="load", ttl_s=600)
-        body = json.dumps({"artifact": ref, "shard": entry["path"], "purpose": "load",
-                           "evidence": ev}).encode()
-        headers = sign_request(key, "POST", "/v1/keys/release", body)
-        headers["content-type"] = "application/json"
-        prepared.append((body, headers))
-    host, port = base.removeprefix("http://").split(":")
-    send = RawClient(host, int(port)).send
 
-    def over_http(item: tuple[bytes, dict[str, str]]) -> None:
-        send("POST", "/v1/keys/release", item[0], item[1])
+def _bench(args: argparse.Namespace, rig: Rig) -> None:
+    meter, people, ref, entry, send = rig.meter, rig.people, rig.ref, rig.entry, rig.send
+    result, cust = rig.result, rig.cust
+    key = people["alice"].private_key
+    over_http = rig.over_http
 
     def whoami(headers: dict[str, str]) -> None:
         send("GET", "/v1/whoami", b"", headers)
@@ -341,16 +468,24 @@ def _bench(args: argparse.Namespace, tmp: Path, base: str, officer: Identity, re
     _summary(f"signed GET /v1/whoami (no gate), {args.workers} workers", lat, elapsed,
              "requests")
     meter.report(before, meter.sample(), len(noop))
-    warm = prepared[: min(50, len(prepared) // 10)]
-    _run(4, warm, over_http)
-    before = meter.sample()
-    lat, elapsed = _run(args.threads, prepared[len(warm):], over_http)
-    http_rate = _summary(f"HTTP, {args.workers} workers, {args.threads} client threads", lat,
-                         elapsed)
-    meter.report(before, meter.sample(), len(prepared) - len(warm))
+    _run(4, rig.signed_releases(50), over_http)  # warm-up: connections, caches
+    rates, p50s = [], []
+    with Profiler(args.profile, meter.agent_pid()):
+        for r in range(args.rounds):
+            rate, p50 = rig.releases(args.releases, args.threads)
+            rates.append(rate)
+            p50s.append(p50)
+            print(f"  round {r + 1}/{args.rounds}: {rate:,.0f} releases/s, p50 {p50:.2f} ms "
+                  f"(load average {loadavg()})")
+    print(summary(f"HTTP, {args.workers} workers, {args.threads} client threads", rates,
+                  "releases/s") + f"; p50 median {statistics.median(p50s):.2f} ms")
+    meter.report({k: 0.0 for k in rig.cpu}, rig.cpu, rig.cpu_n)
+    http_rate = statistics.median(rates)
     from strongroom.runtime.services import key_service
     from strongroom.settings import Settings
 
+    if args.no_direct:
+        return
     if args.workers > 1:
         agent = key_service(Settings().resolved_home, start=False)
         before = meter.sample()
@@ -366,8 +501,10 @@ def _bench(args: argparse.Namespace, tmp: Path, base: str, officer: Identity, re
             content = ceremony.read_share_file(result.share_files[i - 1],
                                                [cust.identities[i - 1]])
             svc.submit_share(ceremony.build_submission(svc.status(), content))
-        rate = _direct(args, "in-process gate (LocalKeyService)", svc, ref, entry,
-                       people["alice"])
+        prefix = f"{args.profile}.inproc" if args.profile else None
+        with Profiler(prefix, os.getpid()):
+            rate = _direct(args, "in-process gate (LocalKeyService)", svc, ref, entry,
+                           people["alice"])
         svc.seal()
     finally:
         store.close()

