@@ -38,8 +38,9 @@ def test_command_path_resolves_nested_groups() -> None:
     assert command_path(["--help"]) == ""
 
 
-@pytest.mark.parametrize("argv", [["rekey"], ["weights", "show", "m"], ["people", "ls"],
-                                  ["monitor", "egress"]])
+@pytest.mark.parametrize("argv", [["rekey"], ["weights", "export", "m", "--to", "x",
+                                              "--reason", "r"], ["access", "policy", "show"],
+                                  ["monitor", "budget", "lab", "*", "1"]])
 def test_vault_host_commands_are_refused_remotely_and_touch_nothing(
         tmp_path: Path, argv: list[str]) -> None:
     env = {**os.environ, "STRONGROOM_URL": "http://127.0.0.1:9", "HOME": str(tmp_path)}
@@ -77,3 +78,39 @@ def test_docs_cli_md_lists_every_command_where_it_runs() -> None:
         where = ("server (API)" if command in placement.REMOTE else "here, no vault needed"
                  if command in placement.ANYWHERE else "vault host only")
         assert f"| `strongroom {command}` | {where} |" in docs, f"docs/cli.md: {command}"
+
+
+def test_remote_table_is_what_the_remote_service_performs() -> None:
+    from strongroom.service.embedded import EmbeddedService
+    from strongroom.service.protocol import COMMANDS, Service, offered
+    from strongroom.service.remote import RemoteService
+
+    operations = {name for name in vars(Service) if not name.startswith("_")} - {"close"}
+    assert {op for ops in COMMANDS.values() for op in ops} == operations
+    for impl in (EmbeddedService, RemoteService):
+        assert all(callable(getattr(impl, op, None)) for op in operations), impl
+    assert offered(EmbeddedService) == operations
+    performed = offered(RemoteService)
+    for command, ops in COMMANDS.items():
+        assert (command in placement.REMOTE) == set(ops).issubset(performed), command
+        assert (command in placement.VAULT_HOST) == (command not in placement.REMOTE), command
+
+
+def test_a_refused_remote_operation_says_where_it_runs() -> None:
+    from strongroom.errors import InvalidInput
+    from strongroom.server.client import Client
+    from strongroom.service.protocol import COMMANDS
+    from strongroom.service.remote import RemoteService
+
+    svc = RemoteService(Client("http://127.0.0.1:9", None))
+    try:
+        refused = [c for c in COMMANDS if c in placement.VAULT_HOST]
+        assert refused, "every operation is offered remotely: drop this test's premise"
+        command = refused[0]
+        with pytest.raises(InvalidInput) as err:
+            getattr(svc, COMMANDS[command][0])()
+        assert err.value.exit_code == 2
+        assert f"`strongroom {command}` runs only on the vault host" in err.value.message
+        assert "http://127.0.0.1:9" in err.value.message
+    finally:
+        svc.close()

@@ -1,12 +1,11 @@
 """How the ``access`` commands show results, the same embedded and against a server.
 
-Each command gathers plain rows — the keys the API sends (``RequestOut``,
-``GrantOut``) — whether it read the local vault or the server, and hands them
-to one function here, so a table, its units and the ``--json`` keys cannot
-differ between the two paths::
+Each command gets plain rows from the service (:mod:`strongroom.service`) —
+the keys the API sends (``RequestOut``, ``GrantOut``) — whether it read the
+local vault or the server, and hands them to one function here, so a table,
+its units and the ``--json`` keys cannot differ between the two paths::
 
-    access_render.grants([access_render.grant(g) for g in valid_grants(...)], as_json)
-    access_render.grants(client.get("/v1/access/grants"), as_json)   # the API's rows
+    access_render.grants(svc.access_grants(), as_json)
 
 ``--json`` keys are listed in docs/cli.md ("JSON output"); times there are UTC
 stamps and sizes and durations plain numbers (bytes, seconds).
@@ -15,33 +14,35 @@ stamps and sizes and durations plain numbers (bytes, seconds).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
 from strongroom.cli.render import duration, human_bytes, print_json, stamp
 
-if TYPE_CHECKING:
-    from strongroom.access.grants import VerifiedGrant
-
-__all__ = ["break_glass", "caps", "grant", "grants", "request_filed", "requests"]
+__all__ = ["approved", "break_glass", "caps", "grants", "request_filed", "requests"]
 
 _out = Console(highlight=False, soft_wrap=True)
 
 
-def request_filed(digest: str, requester: str, action: str, resource: str, duration_s: int,
-                  byte_budget: int, rule: str) -> None:
+def request_filed(r: Mapping[str, Any]) -> None:
     """``access request``'s line: the id approvers sign, what was asked and the rule to meet."""
-    _out.print(f"request {digest[:16]} by {requester}: {action} {resource} for "
-               f"{duration(duration_s)}, {human_bytes(byte_budget)}; needs {rule}", markup=False)
+    _out.print(f"request {r['digest'][:16]} by {r['requester']}: {r['action']} {r['resource']} "
+               f"for {duration(r['duration_s'])}, {human_bytes(r['byte_budget'])}; "
+               f"needs {r['rule']}", markup=False)
 
 
-def grant(g: VerifiedGrant) -> dict[str, Any]:
-    """A verified Grant as the API sends it (``GrantOut``)."""
-    return {"grant_id": g.grant_id, "holder": g.request.requester, "action": g.request.action,
-            "resource": g.request.resource, "approvers": list(g.approvers), "issued": g.issued,
-            "expires": g.expires, "byte_budget": g.byte_budget, "issuer": g.issuer}
+def approved(a: Mapping[str, Any]) -> None:
+    """``access approve``'s lines: the approval, then the Grant issued or what it still needs."""
+    _out.print(f"{a['approver']} approved request {a['request'][:16]}", markup=False)
+    g = a["grant"]
+    if g is None:
+        _out.print(f"not yet: {a['not_yet']}", markup=False)
+        return
+    _out.print(f"grant {g['grant_id'][:16]} issued: {g['holder']} may {g['action']} "
+               f"{g['resource']} until {stamp(g['expires'])} "
+               f"(approved by {', '.join(g['approvers'])})", markup=False)
 
 
 def grants(rows: Iterable[Mapping[str, Any]], as_json: bool) -> None:

@@ -11,20 +11,21 @@ import contextlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
+from strongroom.cli.placement import service
 from strongroom.errors import IntegrityError, InvalidInput, NotFound
 from strongroom.outputs import write_output
-
-if TYPE_CHECKING:
-    from strongroom.audit.log import AuditLog
+from strongroom.service.embedded import open_log
 
 # The audit modules (SQLAlchemy, the witness's HTTP stack) are imported inside
 # the commands: importing them here would slow every `strongroom` command.
+# open_log: the local log, for the host-only commands (hash, check-value, key).
+__all__ = ["audit_app", "open_log", "register"]
 
 audit_app = typer.Typer(help="The tamper-evident audit log.", no_args_is_help=True)
 _out = Console(highlight=False, soft_wrap=True)
@@ -46,35 +47,6 @@ _MALFORMED = {
 _VKEY_FORMAT = "give the verifier key as <name>+<8 hex key ID>+<base64 key>, as its owner publishes it"
 
 
-@contextlib.contextmanager
-def open_log() -> Iterator[AuditLog]:
-    """The configured log, signing checkpoints through the key agent (vault must be unsealed)."""
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
-    from strongroom.audit.config import AuditSettings
-    from strongroom.runtime.services import key_service
-    from strongroom.settings import Settings
-    from strongroom.store.db import Store
-
-    settings = Settings()
-    home = settings.resolved_home
-    keys = key_service(home)
-    public = Ed25519PublicKey.from_public_bytes(keys.public_keys()["checkpoint"])
-    store = Store.open(settings.resolved_database_url)
-    try:
-        log = AuditSettings().open_log(
-            store,
-            (public, lambda message: keys.sign("checkpoint", message)),
-            anchor_path=home / "audit" / "latest-checkpoint",
-        )
-        try:
-            yield log
-        finally:
-            log.close()
-    finally:
-        store.close()
-
-
 def _read(path: Path) -> str:
     try:
         return path.read_text(encoding="utf-8")
@@ -89,20 +61,18 @@ def tail(
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON array")] = False,
 ) -> None:
     """Print the last entries as JSON lines, each exactly as recorded."""
-    from strongroom.cli import remote, render
+    from strongroom.cli import render
 
-    if remote.active():
-        return remote.audit_tail(n, as_json)
-    with open_log() as log:
-        render.audit_entries([event.to_dict() for event in log.tail(n)], as_json)
+    with service() as svc:
+        render.audit_entries(svc.audit_tail(n), as_json)
 
 
 @audit_app.command()
 def show(index: int) -> None:
     """Print one entry (pretty JSON)."""
-    with open_log() as log:
-        _out.print(json.dumps(log.event(index).to_dict(), indent=2, ensure_ascii=False),
-                   markup=False)
+    with service() as svc:
+        entry = svc.audit_show(index)
+    _out.print(json.dumps(entry, indent=2, ensure_ascii=False, sort_keys=True), markup=False)
 
 
 @audit_app.command()
@@ -111,20 +81,16 @@ def prove(
     out: Annotated[Path | None, typer.Option("--out", "-o", help="write to a file")] = None,
 ) -> None:
     """Print an inclusion proof checkable with only the checkpoint and the log key."""
-    with open_log() as log:
-        text = log.prove(index).to_text()
+    with service() as svc:
+        text = svc.audit_prove(index)
     write_output(out, text.encode("utf-8"))
 
 
 @audit_app.command()
 def checkpoint() -> None:
     """Sign a checkpoint at the current size, push it to the witnesses, print it."""
-    from strongroom.cli import remote
-
-    if remote.active():
-        return remote.audit_checkpoint()
-    with open_log() as log:
-        typer.echo(log.checkpoint(), nl=False)
+    with service() as svc:
+        typer.echo(svc.audit_checkpoint(), nl=False)
 
 
 @audit_app.command()
@@ -139,20 +105,13 @@ def verify(
     Names the first divergence; a log shorter than (or not extending) what was
     signed or witnessed names the entries that are gone.
     """
-    from strongroom.audit.highwater import HIGH_WATER_NAME, HighWater, check_extends, witness_marks
-    from strongroom.settings import Settings
-
     trusted = [_read(p) for p in checkpoint or []]
-    with open_log() as log:
-        report = log.verify(trusted)
-        high_water = HighWater(Settings().resolved_home / HIGH_WATER_NAME, log)
-        marks = high_water.marks() + witness_marks(log)
-        for mark in sorted(marks, key=lambda m: m.size, reverse=True):
-            check_extends(log, mark, (report.size, report.root))
-        _out.print(f"[green]ok[/]: {report.summary()}; extends {len(marks)} checkpoint(s) "
-                   "kept outside the database (high-water file, witnesses)")
-        if report.latest_checkpoint:
-            typer.echo(report.latest_checkpoint, nl=False)
+    with service() as svc:
+        report = svc.audit_verify(trusted)
+    _out.print(f"[green]ok[/]: {report['summary']}; extends {report['kept_outside']} "
+               "checkpoint(s) kept outside the database (high-water file, witnesses)")
+    if report["latest_checkpoint"]:
+        typer.echo(report["latest_checkpoint"], nl=False)
 
 
 @audit_app.command("key")

@@ -46,14 +46,10 @@ def add(
 def ls(as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False) -> None:
     """Documents with classification and compartments (no content)."""
     from strongroom.cli import render
-    from strongroom.runtime.services import open_vault
-    from strongroom.vault.documents import list_documents
+    from strongroom.cli.placement import service
 
-    with open_vault() as vault:
-        rows = [{"name": d.name, "version": d.version, "classification": d.classification,
-                 "compartments": list(d.compartments), "bytes": d.size, "created": d.created}
-                for d in list_documents(vault)]
-    render.documents(rows, as_json)
+    with service() as svc:
+        render.documents(svc.docs_ls(), as_json)
 
 
 @docs_app.command("read")

@@ -17,11 +17,10 @@ import typer
 from rich.console import Console
 
 from strongroom.cli import render
-from strongroom.errors import InvalidInput, NotFound
+from strongroom.cli.placement import service
+from strongroom.service.embedded import read_age_identities as _read_identities
 
 if TYPE_CHECKING:
-    from strongroom.crypto.age import AgeIdentity
-    from strongroom.keys.keyring import KeyringStatus
     from strongroom.store.db import Store
 
 # The keyring, ceremony (numpy), store (SQLAlchemy) and agent client are
@@ -31,6 +30,7 @@ __all__ = ["keys_app", "register"]
 
 keys_app = typer.Typer(help="KEK rotation, identities and share checks.", no_args_is_help=True)
 _out = Console(highlight=False, soft_wrap=True)
+_err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 CustodianOpt = Annotated[list[Path], typer.Option("--custodian", help="custodian's age public "
                                                   "key file (repeat once per custodian)")]
@@ -40,31 +40,12 @@ ShareOpt = Annotated[Path | None, typer.Option("--share", help="your share file"
 IdentityOpt = Annotated[Path | None, typer.Option("--identity", help="your age identity file")]
 
 
-def _read_identities(path: Path) -> list[AgeIdentity]:
-    from strongroom.crypto.age import parse_identities
-
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise NotFound("identity file not found", obj=str(path)) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InvalidInput(f"cannot read identity file ({type(exc).__name__})",
-                           obj=str(path)) from exc
-    try:
-        return list(parse_identities(text))
-    except InvalidInput as exc:
-        raise InvalidInput(exc.message, obj=str(path), remedy=exc.remedy) from None
-
-
-def _show(status: KeyringStatus) -> None:
-    render.keyring_status(status.to_dict(), False)
-
-
-def _store() -> Store:
+def _store(*, new: bool = False) -> Store:
+    """The vault's database; ``new`` (``init`` only): an empty one gets the schema."""
     from strongroom.settings import Settings
     from strongroom.store.db import Store
 
-    return Store.open(Settings().resolved_database_url)
+    return Store.open(Settings().resolved_database_url, schema="create" if new else "current")
 
 
 def init(
@@ -83,7 +64,7 @@ def init(
     from strongroom.settings import Settings
 
     make_private_dir(Settings().resolved_home)  # 0700 before the database is created in it
-    store = _store()
+    store = _store(new=True)
     try:
         result = ceremony.init_vault(
             store, custodians=custodian or [], threshold=threshold, shares_dir=shares_dir,
@@ -106,33 +87,13 @@ def unseal(
     reset: Annotated[bool, typer.Option("--reset", help="discard progress and start over")] = False,
 ) -> None:
     """Submit one custodian's share (or, for an HSM vault, log in to the token)."""
-    from strongroom.cli import remote
-
-    if remote.active():
-        return remote.unseal(share, identity, reset)
-    from strongroom.keys import ceremony
-    from strongroom.keys.config import KeysSettings
-    from strongroom.runtime.services import key_service
-
-    svc = key_service(start=True)  # only init, unseal and serve start the agent
-    if reset:
-        _show(svc.reset())
-        return
-    status = svc.status()
-    if not status.initialized:
-        raise InvalidInput("the vault is not initialised", obj="keyring",
-                           remedy="run `strongroom init` first")
-    if status.backend == "hsm":
-        pin = KeysSettings().hsm_pin or getpass.getpass("HSM user PIN: ")
-        _show(svc.unseal_hsm(pin))
-        return
-    if not status.sealed:
+    with service() as svc:
+        out = svc.unseal(share, identity, reset=reset,
+                         hsm_pin=lambda: getpass.getpass("HSM user PIN: "))
+    if out["already_unsealed"]:
         _out.print("the vault is already unsealed")
         return
-    if share is None or identity is None:
-        raise InvalidInput("give --share FILE and --identity IDENTITY_FILE", obj="unseal")
-    content = ceremony.read_share_file(share, _read_identities(identity))
-    _show(svc.submit_share(ceremony.build_submission(status, content, obj=str(share))))
+    render.keyring_status(out["status"], False)
 
 
 def seal(
@@ -141,72 +102,24 @@ def seal(
                       "(with STRONGROOM_URL)")] = False,
 ) -> None:
     """Wipe key material from memory and stop the local agent (with STRONGROOM_URL: the server)."""
-    from strongroom.cli import remote
-    from strongroom.runtime.services import key_service
-
-    if remote.active():
-        return remote.seal(all_hosts)
-    if all_hosts:
-        raise InvalidInput("--all is an order to every server sharing the database, given "
-                           "through one of them", obj="seal --all",
-                           remedy="set STRONGROOM_URL to any server and run it as an officer "
-                           "(STRONGROOM_IDENTITY)")
-
-    svc = key_service(start=False)
-    info = svc.client.ping()
-    if svc.seal() is None:
-        _out.print("no key agent is running; the vault is sealed")
-    elif info and info.get("owner"):
-        _out.print(f"sealed; the key agent of strongroom serve (pid {info['owner']}) stays up, "
-                   "sealed, for the server's next unseal")
-    else:
-        _out.print("sealed; the key agent has stopped")
+    with service() as svc:
+        out = svc.seal(all_hosts=all_hosts)
+    for note in out["notes"]:
+        _out.print(note, markup=False)
 
 
 def status(json_out: Annotated[bool, typer.Option("--json", help="machine-readable")] = False
            ) -> None:
     """Show initialised, sealed, threshold, unseal progress and KEK versions."""
-    from strongroom.cli import remote
-
-    if remote.active():
-        return remote.status(json_out)
     from strongroom import __version__
 
-    # server_version: the strongroom whose gate answered (here, this one), as remotely
-    render.keyring_status({**_status_without_starting().to_dict(),
-                           "server_version": __version__}, json_out)
-
-
-def _status_without_starting() -> KeyringStatus:
-    """The agent's status when it runs; else read from the store (sealed) — never start one.
-
-    ``status`` run in the wrong directory must not create a data directory or
-    leave an agent behind.
-    """
-    from strongroom.keys.config import KeysSettings
-    from strongroom.keys.keyring import Keyring
-    from strongroom.keys.keyring import KeyringStatus as KeyringStatusCls
-    from strongroom.runtime.services import key_service
-    from strongroom.settings import Settings
-    from strongroom.store.db import Store
-
-    svc = key_service(start=False)
-    if svc.client.running():
-        return svc.status()
-    settings = Settings()
-    keys_settings = KeysSettings()
-    home = settings.resolved_home
-    if not settings.database_url and not (home / "strongroom.db").exists():
-        return KeyringStatusCls(initialized=False, sealed=True, backend=keys_settings.key_backend)
-    store = Store.open(settings.resolved_database_url)
-    try:
-        ring = Keyring(store, keys_settings)
-        try:
-            return ring.status()
-        finally:
-            ring.close()
-    finally:
-        store.close()
+    with service() as svc:
+        st = svc.status()
+    server_version = str(st.get("server_version", "?"))
+    if server_version != __version__:
+        _err.print(f"note: {svc.location} runs strongroom {server_version}, this client "
+                   f"{__version__}", markup=False)
+    render.keyring_status(st, json_out)
 
 
 def rekey(
@@ -245,17 +158,17 @@ def rekey(
 @keys_app.command("rotate")
 def rotate() -> None:
     """Create a new KEK version; new file keys are wrapped under it."""
-    from strongroom.runtime.services import key_service
-
-    _out.print(f"KEK version {key_service().rotate()} created; run `strongroom keys rewrap`")
+    with service() as svc:
+        version = svc.keys_rotate()["kek_version"]
+    _out.print(f"KEK version {version} created; run `strongroom keys rewrap`")
 
 
 @keys_app.command("rewrap")
 def rewrap() -> None:
     """Wrap every file key under the newest KEK version (payloads untouched)."""
-    from strongroom.runtime.services import key_service
-
-    _out.print(f"rewrapped {key_service().rewrap()} file key(s)")
+    with service() as svc:
+        count = svc.keys_rewrap()["rewrapped"]
+    _out.print(f"rewrapped {count} file key(s)")
 
 
 @keys_app.command("retire")
@@ -297,24 +210,8 @@ def public(
     prints what the server claims, which is worth pinning only once compared
     with the vault host's output.
     """
-    import base64
-
-    from strongroom.cli import remote
-    from strongroom.errors import Sealed
-
-    if remote.active():
-        with remote.client() as c:
-            claimed = c.public_keys()
-        keys = {"manifest": claimed["manifest"], "checkpoint": claimed["checkpoint"]}
-    else:
-        from strongroom.runtime.services import key_service
-
-        svc = key_service(start=False)
-        if not svc.client.running():
-            raise Sealed("the vault is sealed (no key agent is running)", obj="keyring",
-                         remedy="unseal it first: `strongroom unseal`")
-        raw = svc.public_keys()
-        keys = {k: base64.b64encode(raw[k]).decode() for k in ("manifest", "checkpoint")}
+    with service() as svc:
+        keys = svc.public_keys()
     only = [k for k, wanted in (("manifest", manifest), ("checkpoint", checkpoint)) if wanted]
     render.public_keys(keys, only, as_json)
 

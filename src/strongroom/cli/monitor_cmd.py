@@ -8,18 +8,14 @@ it runs the detectors over a synthetic lab.
 
 from __future__ import annotations
 
-import contextlib
 import json
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 from rich.console import Console
 
 from strongroom.cli import render
-
-if TYPE_CHECKING:
-    from strongroom.store.db import Store
+from strongroom.cli.placement import service
 
 # SQLAlchemy, numpy and the monitor modules are imported inside the commands:
 # importing them here would slow every `strongroom` command.
@@ -31,21 +27,6 @@ _out = Console(highlight=False, soft_wrap=True)
 JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON")]
 
 
-@contextlib.contextmanager
-def _store() -> Iterator[Store]:
-    from strongroom.datadir import require_vault
-    from strongroom.settings import Settings
-    from strongroom.store.db import Store
-
-    settings = Settings()
-    require_vault(settings.resolved_home, settings.database_url)  # creates nothing
-    store = Store.open(settings.resolved_database_url)
-    try:
-        yield store
-    finally:
-        store.close()
-
-
 @alerts_app.command("ls")
 def alerts_ls(
     all_: Annotated[bool, typer.Option("--all", help="include acknowledged alerts")] = False,
@@ -53,15 +34,8 @@ def alerts_ls(
     as_json: JsonOpt = False,
 ) -> None:
     """List alerts, newest first (unacknowledged only unless --all)."""
-    from strongroom.cli import remote
-
-    if remote.active():
-        return remote.alerts_ls(all_, limit, as_json)
-    from strongroom.monitor.alerts import AlertManager
-
-    with _store() as store:
-        rows = [render.alert(a) for a in AlertManager(store).recent(unacked=not all_, limit=limit)]
-    render.alerts(rows, as_json)
+    with service() as svc:
+        render.alerts(svc.alerts_ls(include_acked=all_, limit=limit), as_json)
 
 
 @alerts_app.command("ack")
@@ -71,16 +45,9 @@ def alerts_ack(
     note: Annotated[str, typer.Option("--note", help="what was found")] = "",
 ) -> None:
     """Acknowledge an alert (audited as alert.ack; remote: as the signing identity)."""
-    from strongroom.cli import remote
-
-    if remote.active():
-        return remote.alerts_ack(alert_id, note)
-    from strongroom.cli.audit_cmd import open_log
-    from strongroom.monitor.alerts import AlertManager
-
-    with open_log() as log:
-        stored = AlertManager(log.store, audit=log).ack(alert_id, by=by, note=note)
-    _out.print(f"alert #{stored.id} acknowledged by {stored.acked_by}", markup=False)
+    with service() as svc:
+        stored = svc.alerts_ack(alert_id, by=by, note=note)
+    _out.print(f"alert #{stored['id']} acknowledged by {stored['acked_by']}", markup=False)
 
 
 @monitor_app.command("eval")
@@ -135,17 +102,9 @@ def monitor_egress(
     as_json: JsonOpt = False,
 ) -> None:
     """Budgets in force and how long stealing each artifact would take under them."""
-    from strongroom.monitor.egress import EgressMeter
-    from strongroom.store.catalogue import artifact_sizes
-
-    with _store() as store:
-        meter = EgressMeter(store)
-        budgets = meter.budgets()
-        arts = artifact_sizes(store)
-        estimates = meter.time_to_exfiltrate(arts, compression=compression)
-    render.egress([{"scope": b.scope, "subject": b.subject, "window_s": b.window_s,
-                    "cap_bytes": b.cap_bytes} for b in budgets],
-                  [e.to_dict() for e in estimates], compression, as_json)
+    with service() as svc:
+        report = svc.egress_report(compression)
+    render.egress(report["budgets"], report["artifacts"], compression, as_json)
 
 
 @monitor_app.command("budget")
@@ -156,8 +115,8 @@ def monitor_budget(
     window_h: Annotated[int, typer.Option("--window-h", min=1, help="window, hours")] = 24,
 ) -> None:
     """Set (or replace) an egress budget; audited as monitor.budget."""
-    from strongroom.cli.audit_cmd import open_log
     from strongroom.monitor.egress import Budget, EgressMeter
+    from strongroom.service.embedded import open_log
 
     budget = Budget(scope, subject, window_h * 3600, int(cap_gib * 2**30))  # type: ignore[arg-type]
     with open_log() as log:

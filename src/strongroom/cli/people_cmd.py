@@ -17,7 +17,7 @@ import typer
 from rich.console import Console
 
 from strongroom.cli import render
-from strongroom.cli.render import stamp
+from strongroom.cli.placement import service
 from strongroom.errors import InvalidInput, NotFound
 from strongroom.timefmt import parse_utc
 
@@ -135,19 +135,8 @@ def revoke(
 @people_app.command("ls")
 def ls(as_json: JsonOpt = False) -> None:
     """Principals whose enrollment verifies (signed by k officers, not revoked)."""
-    from strongroom.access.directory import level_name
-    from strongroom.cli.access_cmd import open_context
-
-    vault, ctx = open_context()
-    with vault:
-        now = time.time()
-        rows = [{"name": p.name, "kind": p.kind, "key_id": kid, "roles": list(p.roles),
-                 "clearance": level_name(p.clearance), "compartments": list(p.compartments),
-                 "vetting": p.vetting.status, "vetting_expires": stamp(p.vetting.expires),
-                 "employment": p.employment, "current": p.eligible(now)}
-                for kid, p in sorted(ctx.directory().principals.items(),
-                                     key=lambda kv: kv[1].name)]
-    render.people(rows, as_json)
+    with service() as svc:
+        render.people(svc.people_ls(), as_json)
 
 
 @compartments_app.command("label")
@@ -191,25 +180,8 @@ def label(
 @compartments_app.command("ls")
 def compartments_ls(as_json: JsonOpt = False) -> None:
     """Compartments: who is read in, and which labelled resources need them."""
-    from strongroom.cli.access_cmd import open_context
-
-    vault, ctx = open_context()
-    with vault:
-        directory = ctx.directory()
-        members: dict[str, list[str]] = {}
-        for p in directory.principals.values():
-            for c in p.compartments:
-                members.setdefault(c, []).append(p.name)
-        resources: dict[str, list[str]] = {}
-        for a in vault.list_artifacts():
-            m = vault.manifest(a.name, a.version)
-            for c in set(m.compartments) | set(getattr(directory.label(a.name), "compartments",
-                                                       ())):
-                resources.setdefault(c, []).append(m.ref)
-        rows = [{"compartment": c, "people": sorted(members.get(c, [])),
-                 "resources": sorted(resources.get(c, []))}
-                for c in sorted(set(members) | set(resources))]
-    render.compartments(rows, as_json)
+    with service() as svc:
+        render.compartments(svc.compartments_ls(), as_json)
 
 
 def register(app: typer.Typer) -> None:

@@ -1,36 +1,42 @@
-"""Where each command runs when ``STRONGROOM_URL`` names a server.
+"""Where each command runs when ``STRONGROOM_URL`` names a server, and the service it uses.
 
 Every command is in exactly one of three places (a test walks the Typer app
 and fails on a command that is in none, so a new command cannot slip through):
 
-* ``REMOTE`` — goes over the signed HTTP API to the server;
+* ``REMOTE`` — goes over the signed HTTP API to the server. Derived, not
+  written down: a command is remote when every service operation it calls
+  (:data:`strongroom.service.protocol.COMMANDS`) is one the remote service
+  performs rather than refuses, so this table and the remote implementation
+  cannot drift;
 * ``ANYWHERE`` — needs no vault (file encryption, offline verification, key
   files, scanning local files, a witness): it runs on this machine, with or
   without ``STRONGROOM_URL``;
-* everything else runs only on the vault host. With ``STRONGROOM_URL`` set it is
-  refused before it touches anything — never run against a local directory
-  instead of the server the user named (the failure the deployed-mode issue saw:
-  ``strongroom seal`` "sealed" an empty ``./.strongroom`` while the server kept
-  releasing keys).
+* ``VAULT_HOST`` — everything else runs only on the vault host. With
+  ``STRONGROOM_URL`` set it is refused before it touches anything — never run
+  against a local directory instead of the server the user named (the failure
+  the deployed-mode issue saw: ``strongroom seal`` "sealed" an empty
+  ``./.strongroom`` while the server kept releasing keys).
+
+Commands that go through the service open it with :func:`service`, which
+picks the implementation once, from the environment.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 
-from strongroom.errors import InvalidInput
+from strongroom.service import Service, open_service
+from strongroom.service.protocol import COMMANDS, offered, refusal
+from strongroom.service.remote import RemoteService
 
-__all__ = ["ANYWHERE", "REMOTE", "VAULT_HOST", "check"]
+__all__ = ["ANYWHERE", "REMOTE", "VAULT_HOST", "check", "service"]
+
+_REMOTE_OPS = offered(RemoteService)
 
 #: Commands that go to the server over the API when STRONGROOM_URL is set.
-REMOTE = frozenset({
-    "access approve", "access deny", "access grants", "access request",
-    "alerts ack", "alerts ls",
-    "audit checkpoint", "audit tail",
-    "keys public",
-    "seal", "status", "unseal",
-    "weights import", "weights ls", "weights verify",
-})
+REMOTE = frozenset(cmd for cmd, ops in COMMANDS.items() if set(ops) <= _REMOTE_OPS)
 
 #: Commands that need no vault: they run here either way.
 ANYWHERE = frozenset({
@@ -47,27 +53,26 @@ ANYWHERE = frozenset({
     "witness key", "witness keygen", "witness serve",
 })
 
-#: Commands that run only on the vault host (refused with STRONGROOM_URL set).
-VAULT_HOST = frozenset({
-    "access break-glass", "access caps", "access policy set", "access policy show",
-    "access revoke",
-    "alerts outbox", "alerts test",
-    "alerts export", "audit export",
-    "audit key", "audit prove", "audit show", "audit verify",
+#: Commands outside the service that need this host's data directory or agent.
+_HOST_ONLY = frozenset({
+    "access policy set", "access policy show",
+    "alerts export", "alerts outbox", "alerts test", "audit export", "audit key",
     "backup check", "backup create", "backup restore",
-    "compartments label", "compartments ls",
+    "compartments label",
     "console endorse", "console pending", "console register-token",
-    "docs add", "docs ls", "docs read",
+    "docs add", "docs read",
     "gateway owners set", "gateway owners show", "gateway serve",
     "init", "rekey",
-    "keys retire", "keys rewrap", "keys rotate",
-    "monitor budget", "monitor egress", "monitor eval",
-    "people cosign", "people enroll", "people ls", "people revoke",
-    "posture assess", "redteam run",
+    "keys retire",
+    "monitor budget", "monitor eval",
+    "people cosign", "people enroll", "people revoke",
+    "redteam run",
     "transfer approve", "transfer approve-sign", "transfer export", "transfer import",
     "transfer keygen",
-    "weights export", "weights show",
 })
+
+#: Commands that run only on the vault host (refused with STRONGROOM_URL set).
+VAULT_HOST = _HOST_ONLY | frozenset(COMMANDS).difference(REMOTE)
 
 
 def check(command: str) -> None:
@@ -75,10 +80,14 @@ def check(command: str) -> None:
     url = os.environ.get("STRONGROOM_URL")
     if not url or command in REMOTE or command in ANYWHERE:
         return
-    raise InvalidInput(
-        f"`strongroom {command}` runs only on the vault host: it is not offered over the API, "
-        f"and STRONGROOM_URL is set ({url}), so it was not run against a local directory instead",
-        obj=command,
-        remedy="run it on the vault host, where STRONGROOM_HOME names the data directory, "
-               "or unset STRONGROOM_URL to work on a local vault",
-    )
+    raise refusal(command, url)
+
+
+@contextlib.contextmanager
+def service() -> Iterator[Service]:
+    """The service this command works with (the server at STRONGROOM_URL, else the local vault)."""
+    svc = open_service()
+    try:
+        yield svc
+    finally:
+        svc.close()

@@ -31,24 +31,19 @@ def assess_cmd(
     html: Annotated[Path | None, typer.Option("--html", help="write the HTML report here")] = None,
 ) -> None:
     """Score the deployment per control family and overall."""
-    from strongroom.posture.assess import LEVEL_NAMES, assess
-    from strongroom.posture.declaration import load_declaration
-    from strongroom.posture.facts import collect_live
-    from strongroom.posture.report import render_html
-    from strongroom.settings import Settings
+    from strongroom.cli.placement import service
 
-    declaration = load_declaration(declare) if declare is not None else None
-    settings = Settings()
-    facts = collect_live(settings.resolved_home, settings.resolved_database_url)
-    result = assess(facts, declaration)
+    with service() as svc:
+        out = svc.posture(declare)
+    report = out["report"]
     if html is not None:
-        write_private(html, render_html(result))
+        write_private(html, out["html"])
     if as_json:
-        print(json.dumps(result.to_json(), indent=1, sort_keys=True, default=str))
+        print(json.dumps(report, indent=1, sort_keys=True, default=str))
         return
-    _out.print(f"[bold]{escape(LEVEL_NAMES[result.level])}[/] (the lowest family level)")
-    for f in result.families:
-        _out.print(f"  SL{f.level}  {f.title:34} next: {escape(f.next_step)[:110]}")
+    _out.print(f"[bold]{escape(report['overall']['name'])}[/] (the lowest family level)")
+    for f in report["families"]:
+        _out.print(f"  SL{f['level']}  {f['title']:34} next: {escape(f['to_reach_next'])[:110]}")
     if html is not None:
         _out.print(f"report written to {html}")
 

@@ -1,12 +1,12 @@
 """How the CLI shows results: units, times, and one renderer per result type.
 
-A command gathers its result as plain values — the same mapping whether it
-read the local vault or the server's API — and hands it to one function here,
+A command gets its result as plain values from the service
+(:mod:`strongroom.service`: the same rows whether it read the local vault or
+the server's API) and hands it to one function here,
 so ``strongroom weights ls`` prints the same table, units and JSON keys
 embedded and with ``STRONGROOM_URL`` set; the two paths cannot drift::
 
-    render.artifacts([render.artifact(a) for a in vault.list_artifacts()], as_json)
-    render.artifacts(client.weights(), as_json)     # the API's rows, same keys
+    render.artifacts(service.weights_ls(), as_json)   # embedded or remote: the same rows
 
 Units: :func:`human_bytes` (``1.5 GiB``) and :func:`duration` (``4 h``); times:
 :func:`stamp` (``2026-05-01T10:00:00Z``, UTC). ``--json`` output is indented,
@@ -28,9 +28,9 @@ from rich.table import Table
 from strongroom.timefmt import parse_utc, utc_stamp
 
 __all__ = [
-    "alerts", "artifact", "artifacts", "audit_entries", "compartments", "documents", "duration",
-    "egress", "human_bytes", "imported", "keyring_status", "people", "print_json",
-    "public_keys", "stamp", "verified",
+    "alerts", "artifacts", "audit_entries", "compartments", "documents", "duration",
+    "egress", "human_bytes", "imported", "keyring_status", "manifest", "manifest_size",
+    "people", "print_json", "public_keys", "stamp", "verified",
 ]
 
 _out = Console(highlight=False, soft_wrap=True)
@@ -86,12 +86,6 @@ def _table(*columns: str) -> Table:
 # -- weights ----------------------------------------------------------------------------------
 
 
-def artifact(a: Any) -> dict[str, Any]:
-    """One artifact version as the API sends it (``ArtifactOut``) from a local catalogue row."""
-    return {"name": a.name, "version": a.version, "kind": a.kind, "files": a.files,
-            "total_size": a.total_size, "created": a.created.isoformat()}
-
-
 def artifacts(rows: Iterable[Mapping[str, Any]], as_json: bool) -> None:
     """``weights ls``: rows with name, version, kind, files, total_size, created."""
     listed = [{"name": r["name"], "version": r["version"], "kind": r["kind"],
@@ -105,6 +99,26 @@ def artifacts(rows: Iterable[Mapping[str, Any]], as_json: bool) -> None:
         table.add_row(r["name"], str(r["version"]), str(r["files"]), human_bytes(r["bytes"]),
                       r["created"])
     _out.print(table)
+
+
+def manifest_size(m: Mapping[str, Any]) -> int:
+    """Plaintext bytes of every file of a manifest (``Manifest.to_json()`` form)."""
+    return sum(int(f["size"]) for f in m["files"])
+
+
+def manifest(m: Mapping[str, Any], as_json: bool) -> None:
+    """``weights show``: the verified manifest (``--json``: exactly as signed)."""
+    if as_json:
+        print_json(dict(m))
+        return
+    _out.print(f"[bold]{m['name']}@{m['version']}[/] ({m['kind']}), created {stamp(m['created'])}")
+    _out.print(f"compartments: {', '.join(m['compartments']) or '(none)'}")
+    table = _table("file", "kind", "size", "sha256")
+    for f in m["files"]:
+        table.add_row(f["path"], f["kind"], human_bytes(f["size"]), f["sha256"][:16] + "…")
+    _out.print(table)
+    _out.print(f"{len(m['tensors'])} tensors, {human_bytes(manifest_size(m))} in all; "
+               "signature verified")
 
 
 def imported(ref: str, files: int, tensors: int, nbytes: int) -> None:
@@ -164,18 +178,6 @@ def public_keys(keys: Mapping[str, str], only: list[str], as_json: bool) -> None
 # -- audit and alerts ------------------------------------------------------------------------------
 
 
-def audit_entry(e: Mapping[str, Any]) -> dict[str, Any]:
-    """An entry as recorded (its canonical fields) from the API's ``AuditEntryOut``."""
-    d = dict(e)
-    shard, nbytes = d.pop("shard", None), d.pop("nbytes", None)
-    d.setdefault("request_id", None)
-    if shard is not None:
-        d["shard"] = shard
-    if nbytes is not None:
-        d["bytes"] = nbytes
-    return d
-
-
 def audit_entries(entries: Iterable[Mapping[str, Any]], as_json: bool) -> None:
     """``audit tail``: one canonical JSON line per entry, or (``--json``) one JSON array."""
     from strongroom.audit.entry import canonical_json
@@ -186,14 +188,6 @@ def audit_entries(entries: Iterable[Mapping[str, Any]], as_json: bool) -> None:
         return
     for e in rows:
         _out.print(canonical_json(e).decode(), markup=False)
-
-
-def alert(a: Any) -> dict[str, Any]:
-    """A stored alert as the API sends it (``AlertOut``)."""
-    return {"id": a.id, "rule": a.rule, "severity": a.severity, "subject": a.subject,
-            "object": a.obj, "message": a.message, "count": a.count,
-            "first_seen": a.first_seen.isoformat(), "last_seen": a.last_seen.isoformat(),
-            "acked_at": a.acked_at.isoformat() if a.acked_at else None, "acked_by": a.acked_by}
 
 
 def alerts(rows: Iterable[Mapping[str, Any]], as_json: bool) -> None:
@@ -235,6 +229,7 @@ def egress(budgets: list[dict[str, Any]], estimates: list[dict[str, Any]], compr
 
 def people(rows: list[dict[str, Any]], as_json: bool) -> None:
     """``people ls``: name, kind, key_id, roles, clearance, compartments, vetting, current."""
+    rows = [{**p, "vetting_expires": stamp(p["vetting_expires"])} for p in rows]
     if as_json:
         print_json(rows)
         return

@@ -1,7 +1,7 @@
 """``strongroom scan|sbom|doctor`` and ``strongroom transfer export|import|approve|keygen|approve-sign``.
 
-``import_checked_cli`` is the helper ``strongroom weights import`` calls when
-``--publisher-key``, ``--signature`` or ``--convert`` is given.
+(``weights import --publisher-key|--signature|--convert`` checks through the
+service: :func:`strongroom.supplychain.imports.import_checked`.)
 """
 
 from __future__ import annotations
@@ -16,12 +16,10 @@ from rich.table import Table
 
 if TYPE_CHECKING:
     from strongroom.keys.keyring import KeyringStatus
-    from strongroom.vault.manifest import Manifest
-    from strongroom.vault.vault import Vault
 
 # Scanners, the vault and the keyring are imported inside the commands.
 
-__all__ = ["import_checked_cli", "register"]
+__all__ = ["register"]
 
 transfer = typer.Typer(help="Airgap transfer bundles: export, import, approve.", no_args_is_help=True)
 _out = Console(highlight=False)
@@ -228,23 +226,6 @@ def approve(
                                 approvals=_approvals(approval),
                                 approver=OfficerQuorum.from_vault(vault, threshold), name=name)
     _out.print(f"admitted as [bold]{manifest.ref}[/]")
-
-
-def import_checked_cli(
-    vault: Vault,
-    path: Path,
-    name: str,
-    *,
-    publisher_key: Path | None,
-    signature: Path | None,
-    convert: bool,
-    **kwargs: Any,
-) -> Manifest:
-    """What ``weights import`` calls for ``--publisher-key``/``--signature``/``--convert``."""
-    from strongroom.supplychain.imports import import_checked
-
-    return import_checked(vault, path, name, publisher_key=publisher_key, signature=signature,
-                          convert=convert, **kwargs)
 
 
 def register(app: typer.Typer) -> None:

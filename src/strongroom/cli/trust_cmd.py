@@ -8,20 +8,34 @@ compared out of band (``strongroom keys public --manifest`` on the vault host).
 
 from __future__ import annotations
 
+import json
 from typing import Annotated
 
 import typer
+from rich.console import Console
+from rich.table import Table
 
-from strongroom.cli import remote
+from strongroom.service.remote import known_server_pins, pin_server_key
 
 trust_app = typer.Typer(help="Pinned server keys: list, set, forget.", no_args_is_help=True)
+_out = Console(highlight=False, soft_wrap=True)
 
 
 @trust_app.command("ls")
 def ls(as_json: Annotated[bool, typer.Option("--json", help="machine-readable")] = False
        ) -> None:
     """List the servers whose manifest key is pinned here, with key ids."""
-    remote.trust_ls(as_json)
+    path, pins = known_server_pins()
+    if as_json:
+        print(json.dumps(pins))
+        return
+    if not pins:
+        _out.print(f"no server keys are pinned ({path})")
+        return
+    table = Table("server", "manifest key id", "key (base64)", title=path)
+    for p in pins:
+        table.add_row(p["url"], p["key_id"], p["key"])
+    _out.print(table)
 
 
 @trust_app.command("set")
@@ -31,13 +45,15 @@ def set_(
                                            "compared out of band")],
 ) -> None:
     """Pin KEY for URL in place of what was pinned."""
-    remote.trust_set(url, key)
+    path, had = pin_server_key(url, key)
+    _out.print(f"{'replaced' if had else 'pinned'} {url.rstrip('/')}'s manifest key in {path}")
 
 
 @trust_app.command("rm")
 def rm(url: Annotated[str, typer.Argument(help="the server URL")]) -> None:
     """Forget URL's pin (the next use pins the key it offers, with a notice)."""
-    remote.trust_set(url, None)
+    pin_server_key(url, None)
+    _out.print(f"forgot {url.rstrip('/')}: its key is pinned again, with a notice, on next use")
 
 
 def register(app: typer.Typer) -> None:

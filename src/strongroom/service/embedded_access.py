@@ -1,0 +1,263 @@
+"""The embedded service's access operations: requests, approvals, Grants, caps, break-glass.
+
+:class:`EmbeddedAccess` is the half of
+:class:`~strongroom.service.embedded.EmbeddedService` that signs with
+``STRONGROOM_IDENTITY`` and works on the local vault's statements through
+:func:`~strongroom.service.access_context.open_context`. Every operation
+returns the rows :class:`~strongroom.service.protocol.Service` documents and
+records its decision in the audit log; nothing here prints.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from strongroom.artifacts import ArtifactRef, base_name
+from strongroom.errors import AccessDenied, InvalidInput
+from strongroom.service.access_context import (
+    Context,
+    find_envelope,
+    find_statement,
+    open_context,
+)
+
+if TYPE_CHECKING:
+    from strongroom.access.directory import Directory
+    from strongroom.access.grants import VerifiedGrant
+
+__all__ = ["ACTIONS", "EmbeddedAccess", "grant_row"]
+
+Row = dict[str, Any]
+#: The actions a Grant is for, in the order listings show them.
+ACTIONS = ("infer", "load", "read", "export")
+
+
+def grant_row(g: VerifiedGrant) -> Row:
+    """A verified Grant as the API sends it (``GrantOut``)."""
+    return {"grant_id": g.grant_id, "holder": g.request.requester, "action": g.request.action,
+            "resource": g.request.resource, "approvers": list(g.approvers), "issued": g.issued,
+            "expires": g.expires, "byte_budget": g.byte_budget, "issuer": g.issuer}
+
+
+def _try_issue(ctx: Context, digest: str) -> tuple[Row | None, str | None]:
+    """Issue the Grant of request ``digest`` if its rule is met: (GrantOut, None) or (None, why)."""
+    from strongroom.access import statements
+    from strongroom.access.approvals import AccessRequest
+    from strongroom.access.grants import issue_grant
+    from strongroom.errors import ApprovalRequired
+
+    store = ctx.vault.store
+    envs = statements.envelopes(store, "request", subject=digest)
+    if not envs:
+        raise InvalidInput("no such request", obj=digest[:16])
+    req = AccessRequest.from_statement(statements.unverified_payload(envs[0]))
+    directory = ctx.directory()
+    res = ctx.resource(req.resource, directory)
+    try:
+        _, grant = issue_grant(store, ctx.me.private_key, digest, directory, ctx.engine(), res,
+                               now=time.time())
+    except ApprovalRequired as exc:
+        return None, exc.message
+    ctx.vault.record("access.grant", res.name, "allow", reason=req.purpose,
+                     grant=grant.grant_id, approvers=list(grant.approvers),
+                     access_action=req.action, requester=req.requester, expires=grant.expires,
+                     byte_budget=grant.byte_budget)
+    return grant_row(grant), None
+
+
+def _enrolled_on(ctx: Context, request_id: str, what: str) -> tuple[str, str, Directory]:
+    """The request ``request_id`` names (digest, envelope) and the directory, once the
+    signer is found enrolled to give ``what`` (an approval, a denial) on it."""
+    from strongroom.access.approvals import require_enrolled
+
+    digest, env = find_envelope(ctx.vault.store, "request", request_id)
+    directory = ctx.directory()
+    require_enrolled(directory, ctx.me.public.key_id, ctx.name, what,
+                     obj=f"request {digest[:16]}")
+    return digest, env, directory
+
+
+class EmbeddedAccess:
+    """Access operations on the local vault, signed as ``STRONGROOM_IDENTITY``."""
+
+    def access_request(self, resource: str, *, purpose: str, action: str, duration_s: int,
+                       byte_budget: int) -> Row:
+        """File a signed request (refused, and audited, when policy denies it)."""
+        from strongroom.access.approvals import AccessRequest, require_enrolled, submit_request
+
+        vault, ctx = open_context()
+        with vault:
+            directory = ctx.directory()
+            res = ctx.resource(resource, directory)
+            me = require_enrolled(directory, ctx.me.public.key_id, ctx.name, "a request",
+                                  obj=res.name)
+            decision = ctx.engine().decide(me, action, res, time.time())
+            if not decision.allowed:
+                vault.record("access.request", res.name, "deny", reason="policy",
+                             access_action=action)
+                raise AccessDenied(f"policy denies {me.name} {action} on {res.name} "
+                                   "(clearance, compartments or vetting)", obj=res.name,
+                                   remedy="ask the security officers about your enrollment")
+            target = resource if ArtifactRef.parse(resource).version is not None \
+                else base_name(res.name)
+            req = AccessRequest.new(me.name, me.key_id, target, action, purpose, duration_s,
+                                    byte_budget, time.time())
+            digest = submit_request(vault.store, req.sign(ctx.me.private_key))
+            vault.record("access.request", res.name, "allow", reason=purpose,
+                         access_action=action, request=digest)
+            return {"digest": digest, "requester": me.name, "action": action,
+                    "resource": target, "duration_s": req.duration_s,
+                    "byte_budget": req.byte_budget,
+                    "rule": str(directory.rule(res.name, action))}
+
+    def access_approve(self, request_id: str, *, ttl_s: int) -> Row:
+        """Sign an approval; issue the Grant once the rule is met."""
+        from strongroom.access.approvals import approve, submit_approval
+
+        vault, ctx = open_context()
+        with vault:
+            digest, env, directory = _enrolled_on(ctx, request_id, "an approval")
+            submit_approval(vault.store, approve(ctx.me.private_key, ctx.name, env,
+                                                 now=time.time(), ttl_s=ttl_s),
+                            directory=directory)
+            vault.record("access.approve", digest[:16], "allow", request=digest)
+            grant, not_yet = _try_issue(ctx, digest)
+            return {"approver": ctx.name, "request": digest, "grant": grant,
+                    "not_yet": not_yet}
+
+    def access_deny(self, request_id: str, *, reason: str) -> Row:
+        """Sign a denial: no Grant is issued for the request."""
+        from strongroom.access.approvals import deny, submit_approval
+        from strongroom.access.restrictions import journal_details
+
+        vault, ctx = open_context()
+        with vault:
+            digest, env, directory = _enrolled_on(ctx, request_id, "a denial")
+            denial = deny(ctx.me.private_key, ctx.name, env, now=time.time(), reason=reason)
+            submit_approval(vault.store, denial, kind="denial", directory=directory)
+            vault.record("access.deny", digest[:16], "deny", reason=reason, request=digest,
+                         **journal_details("denial", denial, subject=digest))
+            return {"denier": ctx.name, "request": digest, "reason": reason}
+
+    def access_grants(self) -> list[Row]:
+        """Grants that verify now."""
+        from strongroom.access.grants import valid_grants
+
+        vault, ctx = open_context()
+        with vault:
+            directory = ctx.directory()
+            return [grant_row(g) for g in valid_grants(
+                vault.store, directory, ctx.engine(),
+                lambda name: ctx.resource(name, directory), now=time.time())]
+
+    def access_requests(self) -> list[Row]:
+        """Requests without a Grant, with who approved so far."""
+        from strongroom.access import statements
+        from strongroom.access.approvals import AccessRequest
+        from strongroom.access.grants import parse_approval
+
+        vault, ctx = open_context()
+        with vault:
+            directory = ctx.directory()
+            rows = []
+            for env in statements.envelopes(vault.store, "request"):
+                st = statements.unverified_payload(env)
+                digest = statements.payload_digest(env)
+                if statements.envelopes(vault.store, "grant", subject=str(st["requester_key"]),
+                                        resource=base_name(str(st["resource"]))) and any(
+                        statements.unverified_payload(g).get("request") == env
+                        for g in statements.envelopes(vault.store, "grant")):
+                    continue
+                req = AccessRequest.from_statement(st)
+                rows.append({"digest": digest, "requester": req.requester,
+                             "action": req.action, "resource": req.resource,
+                             "purpose": req.purpose,
+                             "approvals": [parse_approval(a).approver for a in
+                                           statements.envelopes(vault.store, "approval",
+                                                                subject=digest)],
+                             "duration_s": req.duration_s, "byte_budget": req.byte_budget,
+                             "rule": str(directory.rule(req.resource, req.action))})
+            return rows
+
+    def access_caps(self) -> list[Row]:
+        """Holders of valid Grants per artifact and action, against the caps."""
+        from strongroom.access.caps import AccessCaps, holders
+        from strongroom.access.grants import valid_grants
+
+        vault, ctx = open_context()
+        with vault:
+            directory = ctx.directory()
+            caps = AccessCaps()
+            counts = holders(valid_grants(vault.store, directory, ctx.engine(),
+                                          lambda name: ctx.resource(name, directory),
+                                          now=time.time()))
+            names = sorted({a.name for a in vault.list_artifacts()})
+            return [{"artifact": name,
+                     "holders": {a: len(counts.get((name, a), set())) for a in ACTIONS},
+                     "caps": {a: caps.cap(a) for a in ACTIONS}} for name in names]
+
+    def access_revoke(self, grant_id: str, *, reason: str) -> Row:
+        """Revoke a Grant (its holder, its approvers or officers)."""
+        from strongroom.access.grants import revoke_grant
+        from strongroom.access.restrictions import journal_details
+
+        vault, ctx = open_context()
+        with vault:
+            digest = find_statement(vault.store, "grant", grant_id)
+            env = revoke_grant(vault.store, ctx.me.private_key, ctx.name, digest, reason,
+                               now=time.time())
+            vault.record("access.revoke", digest[:16], "allow", reason=reason, grant=digest,
+                         **journal_details("grant-revocation", env, subject=digest))
+            return {"grant": digest, "by": ctx.name}
+
+    def break_glass(self, resource: str, *, reason: str, action: str, window_s: int) -> Row:
+        """Take emergency access alone (at most the label's window); a critical alert at once."""
+        from strongroom.access.breakglass import ALERT_ACTION, submit_break_glass, take
+
+        vault, ctx = open_context()
+        with vault:
+            directory = ctx.directory()
+            res = ctx.resource(resource, directory)
+            label = directory.label(res.name)
+            limit = label.break_glass_window_s if label else 0
+            seconds = min(window_s, limit) if limit else window_s
+            env = take(ctx.me.private_key, ctx.name, base_name(res.name), action, reason,
+                       now=time.time(), window_s=seconds)
+            digest = submit_break_glass(vault.store, env)
+            vault.record(ALERT_ACTION, res.name, "allow", reason=reason, severity="critical",
+                         break_glass=digest, access_action=action, window_s=seconds)
+            return {"break_glass": digest, "principal": ctx.name, "resource": res.name,
+                    "action": action, "window_s": seconds, "reason": reason}
+
+    def break_glass_review(self, break_glass_id: str, *, verdict: str) -> Row:
+        """Sign a review of one break-glass (``justified`` or ``unjustified``)."""
+        from strongroom.access.breakglass import review, submit_review
+
+        vault, ctx = open_context()
+        with vault:
+            digest, env = find_envelope(vault.store, "break-glass", break_glass_id)
+            submit_review(vault.store, review(ctx.me.private_key, ctx.name, env, verdict,
+                                              now=time.time()))
+            vault.record("access.break-glass.review", digest[:16], "allow", reason=verdict)
+            return {"break_glass": digest, "reviewer": ctx.name, "verdict": verdict}
+
+    def break_glass_pending(self) -> list[Row]:
+        """Every break-glass and who reviewed it."""
+        from strongroom.access import statements
+        from strongroom.access.breakglass import BreakGlass, review_status
+
+        vault, ctx = open_context()
+        with vault:
+            store = vault.store
+            directory = ctx.directory()
+            rows = []
+            for env in statements.envelopes(store, "break-glass"):
+                digest = statements.payload_digest(env)
+                bg = BreakGlass.from_statement(statements.unverified_payload(env), digest)
+                done, who = review_status(bg, statements.envelopes(store, "review",
+                                                                   subject=digest), directory)
+                rows.append({"break_glass": digest, "principal": bg.principal,
+                             "resource": bg.resource, "reason": bg.reason,
+                             "reviewed_by": list(who), "reviewed": done})
+            return rows
