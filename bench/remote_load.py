@@ -27,7 +27,6 @@ of this process, the server's processes and the agent, and the load average.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import signal
 import statistics
@@ -37,15 +36,15 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-sys.path[:0] = [str(HERE.parent / "tests"), str(HERE.parent / "tests" / "server")]
+sys.path[:0] = [str(HERE.parent / "tests"), str(HERE.parent / "tests" / "server"), str(HERE)]
 
 import httpx  # noqa: E402
 from server_kit import ServerWorld, unseal_over_api  # noqa: E402
 
+from machine import bench_module  # noqa: E402
 from strongroom.access.directory import ResourceLabel, Rule, level  # noqa: E402
 from strongroom.crypto.age import CHUNK_SIZE, ENCRYPTED_CHUNK_SIZE  # noqa: E402
 from strongroom.keys import ceremony  # noqa: E402
@@ -61,15 +60,6 @@ from keyring_fixtures import make_custodians  # noqa: E402
 NAME = "big"
 TENSOR = "layer.7.weight"
 GIB = 2**30
-
-
-def _bench_module(name: str) -> ModuleType:
-    """A sibling benchmark script, for its helpers (bench/ is not a package)."""
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", HERE / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _start_server(env: dict[str, str], port: int, workers: int) -> subprocess.Popen[bytes]:
@@ -95,7 +85,7 @@ def _deploy(tmp: Path, world: ServerWorld, settings: Settings, result: Any, cust
     unseal_over_api(world.client(None), tmp, result, cust)
     plain = tmp / "big.safetensors"
     print(f"generating and importing {size_mib} MiB (16 float16 tensors)…")
-    _bench_module("weights").generate(plain, size_mib)
+    bench_module("weights").generate(plain, size_mib)
     with open_vault(settings, identity=world.officer) as v:
         v.import_weights(plain, name=NAME, compartments=["atlas"])
     plain.unlink()
@@ -202,7 +192,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.quick:
         args.size_mib, args.rounds = 64, 2
-    server_bench = _bench_module("server")
+    server_bench = bench_module("server")
     with tempfile.TemporaryDirectory(prefix="bench-remote-load-") as name:
         tmp = Path(name)
         home = tmp / "home"
