@@ -96,3 +96,39 @@ def test_seal_shows_in_the_metrics(world: ServerWorld) -> None:
     world.ctx.keys.seal()
     after = samples(scrape(world))
     assert value(after, "strongroom_sealed") == 1
+
+
+
+_RACE = """
+import threading, time
+import prometheus_client
+real = prometheus_client.Counter.__init__
+def slow(self, *a, **k):
+    time.sleep(0.05)  # widen the window in which two first uses overlap
+    real(self, *a, **k)
+prometheus_client.Counter.__init__ = slow
+from strongroom.runtime import metrics
+start, got, errors = threading.Barrier(8), [], []
+def first_use():
+    start.wait()
+    try:
+        got.append(id(metrics._instruments()))
+    except BaseException as exc:
+        errors.append(repr(exc))
+threads = [threading.Thread(target=first_use) for _ in range(8)]
+[t.start() for t in threads]
+[t.join() for t in threads]
+assert not errors, errors
+assert len(set(got)) == 1, got
+"""
+
+
+def test_the_instruments_are_created_once_under_concurrent_first_use() -> None:
+    """Eight threads using the process's instruments for the first time at once: one
+    registration (prometheus-client refuses a duplicate name, which was a 500)."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", _RACE], capture_output=True, text=True,
+                         timeout=60, check=False)
+    assert out.returncode == 0, out.stderr[-2000:]

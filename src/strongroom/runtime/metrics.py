@@ -32,8 +32,8 @@ severity, witness name, error class): never a principal, an artifact or a messag
 
 from __future__ import annotations
 
-import functools
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -76,9 +76,27 @@ class _Instruments:
     api_refusals: Counter
 
 
-@functools.cache
+_INSTRUMENTS_LOCK = threading.Lock()
+_INSTRUMENTS: list[_Instruments] = []
+
+
 def _instruments() -> _Instruments:
-    """This process's instruments (created once: prometheus-client registers them globally)."""
+    """This process's instruments, created once under a lock.
+
+    prometheus-client registers every metric in one global registry and refuses a
+    second registration of a name, so two threads creating them at once (the first
+    two refusals of a busy worker) must not both try: ``functools.cache`` does not
+    prevent that, and the loser's error became a 500.
+    """
+    if _INSTRUMENTS:
+        return _INSTRUMENTS[0]
+    with _INSTRUMENTS_LOCK:
+        if not _INSTRUMENTS:
+            _INSTRUMENTS.append(_create_instruments())
+        return _INSTRUMENTS[0]
+
+
+def _create_instruments() -> _Instruments:
     from prometheus_client import Counter, Histogram
 
     return _Instruments(
