@@ -179,7 +179,7 @@ def test_migration_keeps_old_rows_outside_every_budget(db_url: str) -> None:
                          {"at": T0})
     finally:
         engine.dispose()
-    store = Store.open(db_url)  # applies 0009 (and any later migration) on the existing database
+    store = Store.open(db_url, schema="upgrade")  # as `strongroom db upgrade`: 0009 and later
     try:
         assert store.schema_versions() and "0008_nonces" not in store.schema_versions()
         with store.session(readonly=True) as s:

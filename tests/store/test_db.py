@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from strongroom.errors import StorageError
-from strongroom.store.db import Store
+from strongroom.store.db import Store, schema_heads
 
 
 def test_migrations_create_every_table(store: Store) -> None:
@@ -86,5 +86,37 @@ def test_readonly_sessions_do_not_take_the_write_lock(tmp_path: object) -> None:
             r.add(CanaryRow(name="sneaky", kind="weights", created_at=datetime.now(UTC)))
         with s.session(readonly=True) as r:
             assert set(r.scalars(text("SELECT name FROM monitor_canaries"))) == {"before", "during"}
+    finally:
+        s.close()
+
+
+def test_open_settles_the_schema_only_as_asked(db_url: str) -> None:
+    """``create`` makes a new schema; ``current`` refuses older, newer and empty databases."""
+    from alembic import command
+    from sqlalchemy import text
+
+    from strongroom.store.db import _alembic_config
+    from strongroom.store.schema import SchemaMismatch
+
+    with pytest.raises(SchemaMismatch, match="no strongroom schema"):
+        Store.open(db_url, schema="current")
+    Store.open(db_url).close()  # create
+    (head,) = schema_heads()
+    s = Store.open(db_url, schema="unchecked")
+    try:
+        command.downgrade(_alembic_config(s.engine), "-1")
+        (older,) = s.schema_versions()
+        for mode in ("current", "create"):
+            with pytest.raises(SchemaMismatch, match=f"{older}.*older.*{head}.*db upgrade"):
+                Store.open(db_url, schema=mode)  # type: ignore[arg-type]
+        assert s.schema_versions() == {older}  # refused, not migrated
+        before = Store.open(db_url, schema="upgrade")
+        before.close()
+        assert s.schema_versions() == {head}
+        with s.engine.begin() as conn:
+            conn.execute(text("UPDATE alembic_version SET version_num = '0999_newer'"))
+        for mode in ("current", "create", "upgrade"):
+            with pytest.raises(SchemaMismatch, match=f"0999_newer.*does not know.*{head}"):
+                Store.open(db_url, schema=mode)  # type: ignore[arg-type]
     finally:
         s.close()

@@ -235,7 +235,7 @@ def collect_live(home: Path, database_url: str) -> Facts:
     from strongroom.runtime.services import key_service
     from strongroom.store.db import Store
 
-    store = Store.open(database_url)
+    store = Store.open(database_url, schema="current")
     try:
         keys: KeyService | None
         try:

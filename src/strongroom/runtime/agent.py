@@ -336,7 +336,7 @@ class AgentServer:
         os.chmod(path, 0o600)
         server.listen(64)
         server.settimeout(_POLL_S)
-        store = Store.open(Settings().resolved_database_url)
+        store = Store.open(Settings().resolved_database_url, schema="current")
         self.service = LocalKeyService(store, self.settings, alerts_file=self.home / "alerts.jsonl")
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, lambda *_: self._stop.set())
@@ -440,8 +440,11 @@ class AgentClient:
     def spawn(self) -> None:
         """Start the agent detached and wait until it listens (refused without a vault)."""
         from strongroom.settings import Settings
+        from strongroom.store.db import require_current
 
-        require_vault(self.home, Settings().database_url)
+        settings = Settings(home=self.home)
+        require_vault(self.home, settings.database_url)
+        require_current(settings.resolved_database_url)  # never migrates; says why it refuses
         make_private_dir(self.home)
         env = dict(os.environ, STRONGROOM_HOME=str(self.home))
         with os.fdopen(open_private_append(self.home / LOG_NAME), "ab") as logf:
@@ -618,7 +621,12 @@ def start_owned_agent(home: Path, lifeline: Lifeline, env: dict[str, str]) -> su
     It gets the read end of ``lifeline`` and the settings in ``env`` (the
     server's idle timeout); it dies with the calling process.
     """
-    require_vault(home, env.get("STRONGROOM_DATABASE_URL") or None)
+    from strongroom.settings import Settings
+    from strongroom.store.db import require_current
+
+    database_url = env.get("STRONGROOM_DATABASE_URL") or None
+    require_vault(home, database_url)
+    require_current(Settings(home=home, database_url=database_url).resolved_database_url)
     make_private_dir(home)
     child_env = dict(env, STRONGROOM_HOME=str(home), **lifeline.child_env())
     with os.fdopen(open_private_append(home / LOG_NAME), "ab") as logf:

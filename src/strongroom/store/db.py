@@ -15,7 +15,6 @@ refuses to flush.
 from __future__ import annotations
 
 import contextlib
-import re
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,36 +26,18 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from strongroom.datadir import DIR_MODE, create_private_file
 from strongroom.errors import StorageError
+from strongroom.store.schema import (
+    MIGRATIONS_DIR,
+    SchemaMode,
+    SchemaState,
+    schema_heads,
+)
 
-__all__ = ["READONLY", "Store", "dbapi_errors", "is_sqlite", "raw_query", "reader_engine"]
+__all__ = ["MIGRATIONS_DIR", "READONLY", "Store", "dbapi_errors", "is_sqlite", "raw_query",
+           "reader_engine", "require_current", "schema_heads"]
 
 #: Execution option marking a connection whose transactions only read.
 READONLY = "strongroom_readonly"
-
-MIGRATIONS_DIR = Path(__file__).parent / "migrations"
-_REVISION = re.compile(r'^revision\s*=\s*"([^"]+)"', re.M)
-_DOWN_REVISION = re.compile(r"^down_revision\s*=\s*(.+)$", re.M)
-
-
-def schema_heads() -> frozenset[str]:
-    """The newest Alembic revisions, read from the migration files without importing Alembic.
-
-    A store already at these revisions skips Alembic entirely: importing it
-    costs most of a CLI command's start-up. A test checks this against Alembic.
-    """
-    revisions: set[str] = set()
-    parents: set[str] = set()
-    for path in (MIGRATIONS_DIR / "versions").glob("*.py"):
-        text = path.read_text(encoding="utf-8")
-        found = _REVISION.search(text)
-        if found is None:
-            continue
-        revisions.add(found.group(1))
-        down = _DOWN_REVISION.search(text)
-        if down is not None:
-            parents.update(re.findall(r'"([^"]+)"', down.group(1)))
-    return frozenset(revisions - parents)
-
 
 _upgrade_lock = threading.Lock()
 
@@ -92,6 +73,15 @@ def dbapi_errors(engine: Engine) -> tuple[type[BaseException], ...]:
     """The exception classes :func:`raw_query` may raise on ``engine``."""
     error = getattr(engine.dialect.dbapi, "Error", None)
     return (SQLAlchemyError, error) if isinstance(error, type) else (SQLAlchemyError,)
+
+
+def require_current(url: str) -> None:
+    """Raise :class:`~strongroom.store.schema.SchemaMismatch` unless ``url``'s schema is current.
+
+    What starts a deployment (``serve``, the key agent) asks this before it spawns a
+    process, so the operator reads the refusal instead of "the agent did not start".
+    """
+    Store.open(url, schema="current").close()
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -160,12 +150,22 @@ class Store:
         event.listen(self._readers, "before_flush", _refuse_flush)
 
     @classmethod
-    def open(cls, url: str, *, migrate: bool = True) -> Store:
-        """Connect to ``url`` and bring its schema up to date."""
+    def open(cls, url: str, *, schema: SchemaMode = "create") -> Store:
+        """Connect to ``url``; ``schema`` says what may happen to its schema (store/schema.py).
+
+        ``create`` (default): a new, empty database gets the whole schema, an existing
+        one must be at this code's revisions. ``current``: what a deployment runs
+        with, refusing a new, older or newer database (an SQLite file is not
+        created). ``upgrade``: apply pending migrations (``strongroom db upgrade``).
+        ``unchecked``: change and check nothing. Raises
+        :class:`~strongroom.store.schema.SchemaMismatch` when refused.
+        """
         kwargs: dict[str, Any] = {}
         if is_sqlite(url):
             path = url.split("///", 1)[-1].partition("?")[0]
             if path and path != ":memory:" and not path.startswith("file:"):
+                if schema == "current" and not Path(path).is_file():
+                    SchemaState.of(frozenset()).require(url)  # no database: refused, not made
                 # Created 0600 here, so SQLite's -wal and -shm files (which copy
                 # the database file's mode) are 0600 from their first byte too.
                 Path(path).parent.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
@@ -185,9 +185,21 @@ class Store:
             event.listen(engine, "connect", _sqlite_pragmas)
             event.listen(engine, "begin", _sqlite_begin)
         store = cls(engine)
-        if migrate:
-            store.migrate()
+        try:
+            store._settle_schema(schema)
+        except BaseException:
+            engine.dispose()
+            raise
         return store
+
+    def _settle_schema(self, mode: SchemaMode) -> None:
+        if mode == "unchecked":
+            return
+        state = self.schema_state()
+        if mode == "upgrade" or (mode == "create" and state.new):
+            self.migrate()  # refuses a newer database first
+        else:
+            state.require(self.url)
 
     @property
     def url(self) -> str:
@@ -204,14 +216,35 @@ class Store:
         try:
             with self.engine.connect() as conn:
                 rows = conn.execute(text("SELECT version_num FROM alembic_version")).all()
-        except SQLAlchemyError:
+        except SQLAlchemyError as exc:
+            if not self._reachable_without_schema():
+                raise StorageError(
+                    f"cannot read the schema revision: {type(exc).__name__}", obj=self.url,
+                    remedy="check that the database is reachable and readable") from exc
             return frozenset()
         return frozenset(str(r[0]) for r in rows)
 
-    def migrate(self) -> None:
-        """Apply every Alembic migration not yet applied."""
-        if self.schema_versions() == schema_heads():
-            return
+    def _reachable_without_schema(self) -> bool:
+        try:
+            with self.engine.connect() as conn:
+                return not inspect(conn).has_table("alembic_version")
+        except SQLAlchemyError:
+            return False
+
+    def schema_state(self) -> SchemaState:
+        """The database's revisions beside this code's (new, current, pending or newer)."""
+        return SchemaState.of(self.schema_versions())
+
+    def migrate(self) -> SchemaState:
+        """Apply every Alembic migration not yet applied; the state before it (from -> to).
+
+        Only ``strongroom init`` (through ``Store.open``'s ``create``) and ``strongroom
+        db upgrade`` call this; a database a newer strongroom migrated is refused.
+        """
+        before = self.schema_state()
+        before.refuse_newer(self.url)
+        if before.current:
+            return before
         try:
             from alembic import command
 
@@ -223,6 +256,7 @@ class Store:
                 obj=self.url,
                 remedy="check that the database is reachable and writable",
             ) from exc
+        return before
 
     def table_names(self) -> list[str]:
         """Names of the tables that exist in the database."""
