@@ -169,7 +169,7 @@ class Vault:
         # Only once the key service answered (a vault exists and is unsealed): a refused
         # open leaves no directory behind.
         home.mkdir(mode=0o700, parents=True, exist_ok=True)
-        store = Store.open(settings.resolved_database_url)
+        store = Store.open(settings.resolved_database_url, schema="current")
         try:
             audit = AuditSettings().open_log(
                 store,
