@@ -16,7 +16,9 @@ from strongroom.cli import (
     audit_cmd,
     audit_export_cmd,
     backup_cmd,
+    bundle_cmd,
     console_cmd,
+    db_cmd,
     docs_cmd,
     gateway_cmd,
     keys_cmd,
@@ -90,6 +92,8 @@ for module in (
     posture_cmd,
     trust_cmd,
     backup_cmd,
+    db_cmd,
+    bundle_cmd,
 ):
     module.register(app)
 

@@ -42,7 +42,7 @@ REMOTE = frozenset(cmd for cmd, ops in COMMANDS.items() if set(ops) <= _REMOTE_O
 ANYWHERE = frozenset({
     "audit check-value", "audit hash", "audit verify-checkpoint", "audit verify-note",
     "audit verify-proof",
-    "backup verify",
+    "backup verify", "bundle",
     "decrypt", "encrypt", "keygen",
     "doctor", "sbom", "scan",
     "gateway sign-release", "gateway verify-release",
@@ -60,6 +60,7 @@ _HOST_ONLY = frozenset({
     "backup check", "backup create", "backup restore",
     "compartments label",
     "console endorse", "console pending", "console register-token",
+    "db upgrade",
     "docs add", "docs read",
     "gateway owners set", "gateway owners show", "gateway serve",
     "init", "rekey",
