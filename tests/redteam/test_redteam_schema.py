@@ -18,6 +18,7 @@ VALID: dict[str, Any] = {
     "id": "RT-TEST-001",
     "title": "a test scenario",
     "group": "credentials",
+    "control": "grant-evidence",
     "mitre": {"attack": ["T1078"]},
     "adversary": "OC2",
     "preconditions": [{"step": "enroll", "args": {"who": "eve"}}],
@@ -76,6 +77,8 @@ def _with(**changes: Any) -> dict[str, Any]:
 @pytest.mark.parametrize(("doc", "message"), [
     (_with(id="cred-1"), "id"),
     (_with(group="hacking"), "not one of RAND's groups"),
+    (_with(control="the-firewall"), "not a known control"),
+    (_with(control=None), "control"),
     (_with(steps=[{"step": "__import__", "args": {}}]), "not a valid name"),
     (_with(steps=[{"step": "rm_rf_slash"}]), "unknown step 'rm_rf_slash'"),
     (_with(steps=[{"step": "load_weights", "code": "os.system('x')"}]), "steps[0]"),

@@ -18,7 +18,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from strongroom.errors import AuditUnavailable, IntegrityError, StrongroomError
+from strongroom.errors import AuditUnavailable, IntegrityError, Sealed, StrongroomError
 from strongroom.redteam.context import RunContext
 from strongroom.timefmt import parse_utc
 
@@ -57,9 +57,19 @@ def keyring_stays_sealed(ctx: RunContext) -> list[dict[str, Any]]:
     if not status.sealed or int(status.progress) > before:
         raise Missing(f"keyring status after the attack: sealed={status.sealed}, "
                       f"progress={status.progress} (was {before})")
+    try:  # a probe: the sealed service must refuse a key operation as sealed, nothing else
+        svc.sign("manifest", b"red-team probe")
+    except Sealed:
+        pass
+    except Exception as exc:  # anything but Sealed: the seal is not what stopped it
+        raise Missing(f"a signing probe on the sealed keyring failed with {type(exc).__name__}, "
+                      "not Sealed") from None
+    else:
+        raise Missing("a signing probe on the sealed keyring was answered")
     return [{"kind": "state", "check": "keyring_stays_sealed",
              "detail": f"keyring status read afterwards: sealed, unseal progress "
-                       f"{status.progress}/{status.threshold} (nonce {str(status.nonce)[:8]}…)"}]
+                       f"{status.progress}/{status.threshold} (nonce {str(status.nonce)[:8]}…); "
+                       "a signing probe is refused as sealed"}]
 
 
 @check("hsm_guesses_refused")
@@ -432,3 +442,48 @@ def lock_stall_refused_within_bound(ctx: RunContext, who: str,
                                 f"would have been {unrecorded.get('decision')}; "
                                 f"{e.reason[:160]}"})
     return items
+
+
+@check("stolen_data_opens_nothing")
+def stolen_data_opens_nothing(ctx: RunContext) -> list[dict[str, Any]]:
+    """Every key-sized value in what the attacker copied, tried at every layer of the key
+    hierarchy, opens no sealed row, no wrapped file key and no blob."""
+    from strongroom.redteam.loot import try_every_key
+
+    loot = ctx.vars.get("loot")
+    if not isinstance(loot, Path) or not loot.is_dir():
+        raise Missing("the scenario copied nothing to try keys on")
+    report = try_every_key(loot)
+    if report.opened or not report.blobs or not report.trials:
+        raise Missing(report.summary())
+    return [{"kind": "state", "check": "stolen_data_opens_nothing", "detail": report.summary()}]
+
+
+@check("outputs_rounded")
+def outputs_rounded(ctx: RunContext, who: str, precision: int = 4) -> list[dict[str, Any]]:
+    """Every answer the caller kept is one the gateway logged as served (its SHA-256 is an
+    audited ``gateway.infer`` allow) and carries no component finer than ``precision``."""
+    import hashlib
+
+    replies = [(s, b) for s, b in ctx.vars.get("gateway_replies") or [] if s == 200]
+    if not replies:
+        raise Missing("the gateway answered no probe")
+    log = ctx.target.audit
+    served = {e.details.get("output_sha256"): e for e in log.events(ctx.audit_start, log.size())
+              if e.action == "gateway.infer" and e.decision == "allow"
+              and e.actor == ctx.actor(who)}
+    items = []
+    for _, body in replies:
+        entry = served.get(hashlib.sha256(body).hexdigest())
+        if entry is None:
+            raise Missing("an answer the caller kept is not in the audit log as served")
+        values = [x for row in json.loads(body)["data"] for x in row["embedding"]]
+        fine = [x for x in values if round(x, precision) != x]
+        if fine:
+            raise Missing(f"entry #{entry.index}: {len(fine)} of {len(values)} components carry "
+                          f"more than {precision} decimals (e.g. {fine[0]!r})")
+        items.append({"kind": "audit", "id": entry.index, "action": entry.action,
+                      "decision": "allow", "actor": entry.actor,
+                      "detail": f"served {len(values)} components, none finer than "
+                                f"{precision} decimals"})
+    return items[:3]

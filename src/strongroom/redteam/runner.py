@@ -33,15 +33,15 @@ from typing import Any
 
 from strongroom.errors import StrongroomError
 from strongroom.outputs import write_output
-from strongroom.posture.redteam_results import load_results
+from strongroom.posture.redteam_results import load_results, results_path
 from strongroom.redteam.context import RunContext
 from strongroom.redteam.grading import grade
 from strongroom.redteam.schema import Scenario
 from strongroom.redteam.steps import STEPS
 from strongroom.timefmt import utc_stamp
 
-__all__ = ["OUTCOMES", "ScenarioResult", "SuiteReport", "load_results", "run_scenario",
-           "run_suite", "save_results"]
+__all__ = ["OUTCOMES", "ScenarioResult", "SuiteReport", "load_results", "results_path",
+           "run_scenario", "run_suite", "save_results"]
 
 OUTCOMES = ("blocked", "detected", "missed", "unsupported")
 

@@ -5,6 +5,7 @@ A scenario file (``scenarios/*.yaml``, shipped as package data) looks like::
     id: RT-ACC-001
     title: Stolen engineer credentials used to load the weights
     group: credentials            # one of RAND's nine attack-vector groups (GROUPS)
+    control: grant-evidence       # the control it attacks (strongroom.redteam.controls)
     mitre:
       attack: [T1078]             # ATT&CK technique ids (current release)
       attack_pre_v19: []          # only where ids differ before ATT&CK v19 (optional)
@@ -67,7 +68,7 @@ _ATTACK = re.compile(r"^T\d{4}(\.\d{3})?$")
 _ATLAS = re.compile(r"^AML\.T\d{4}(\.\d{3})?$")
 _NAME = re.compile(r"^[a-z][a-z0-9_]{1,63}$")
 _DETECTOR = re.compile(r"^[A-Za-z][A-Za-z0-9_.:-]{1,63}$")
-_TOP = {"id", "title", "group", "mitre", "adversary", "preconditions", "steps", "cleanup",
+_TOP = {"id", "title", "group", "control", "mitre", "adversary", "preconditions", "steps", "cleanup",
         "expect", "needs", "timeout_s", "notes"}
 MAX_TIMEOUT_S = 600
 
@@ -104,6 +105,7 @@ class Scenario:
     id: str
     title: str
     group: str
+    control: str
     attack: tuple[str, ...]
     attack_pre_v19: tuple[str, ...]
     atlas: tuple[str, ...]
@@ -179,6 +181,7 @@ def _calls(value: Any, source: str, where: str, registry: Mapping[str, Any]) -> 
 def parse_scenario(doc: Any, source: str = "<scenario>") -> Scenario:
     """Validate one parsed YAML document; raise InvalidInput naming the first problem."""
     from strongroom.redteam.checks import CHECKS
+    from strongroom.redteam.controls import CONTROLS
     from strongroom.redteam.steps import STEPS
 
     if not isinstance(doc, Mapping):
@@ -192,6 +195,10 @@ def parse_scenario(doc: Any, source: str = "<scenario>") -> Scenario:
     if group not in GROUPS:
         raise _fail(source, "group", f"{group!r} is not one of RAND's groups: "
                     + ", ".join(GROUPS))
+    control = _str(doc, "control", source)
+    if control not in CONTROLS:
+        raise _fail(source, "control", f"{control!r} is not a known control; known: "
+                    + ", ".join(sorted(CONTROLS)))
     mitre = doc.get("mitre")
     if not isinstance(mitre, Mapping) or set(mitre) - {"attack", "attack_pre_v19", "atlas"}:
         raise _fail(source, "mitre", "must be a mapping of attack, attack_pre_v19, atlas")
@@ -235,7 +242,7 @@ def parse_scenario(doc: Any, source: str = "<scenario>") -> Scenario:
     if not isinstance(notes, str):
         raise _fail(source, "notes", "must be a string")
     return Scenario(
-        id=sid, title=title, group=group, attack=attack, attack_pre_v19=pre, atlas=atlas,
+        id=sid, title=title, group=group, control=control, attack=attack, attack_pre_v19=pre, atlas=atlas,
         adversary=adversary,
         preconditions=_calls(doc.get("preconditions"), source, "preconditions", STEPS),
         steps=steps, cleanup=_calls(doc.get("cleanup"), source, "cleanup", STEPS),

@@ -7,15 +7,15 @@ the alert store and the target's state afterwards (:mod:`strongroom.redteam.grad
 Principals a scenario creates carry its marker (``ctx.actor(role)``).
 
 By target: :mod:`.access` (preconditions, Grants, approvals, break-glass,
-egress), :mod:`.keys`, :mod:`.audit`, :mod:`.supplychain`, :mod:`.gateway` and
+egress), :mod:`.data` (stolen dumps, blobs and backups), :mod:`.keys`, :mod:`.audit`, :mod:`.supplychain`, :mod:`.gateway` and
 :mod:`.server`; :mod:`.registry` holds :data:`STEPS`, :func:`step` and the
 moves they share. Importing this package registers every step.
 """
 
 from __future__ import annotations
 
-from strongroom.redteam.steps import access, audit, gateway, keys, server, supplychain
+from strongroom.redteam.steps import access, audit, data, gateway, keys, server, supplychain
 from strongroom.redteam.steps.registry import SHARD, STEPS, step
 
-__all__ = ["SHARD", "STEPS", "access", "audit", "gateway", "keys", "server", "step",
+__all__ = ["SHARD", "STEPS", "access", "audit", "data", "gateway", "keys", "server", "step",
            "supplychain"]

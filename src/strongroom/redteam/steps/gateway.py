@@ -75,3 +75,29 @@ def extraction_attack(ctx: RunContext, batches: int = 6, batch: int = 24) -> Non
     finally:
         gw.close()
     ctx.saw(f"extraction batches answered with HTTP {codes}")
+
+
+@step("probe_output_precision")
+def probe_output_precision(ctx: RunContext, texts: int = 6) -> None:
+    """An ``infer``-only caller sends ordinary texts and keeps every answer, to read more
+    precision out of the vectors than the gateway's rounding allows (an output-side channel)."""
+    from strongroom.gateway.auth import sign_request
+    from strongroom.gateway.codesign import add_signature, sign_release
+    from strongroom.gateway.server import EMBEDDINGS_PATH
+    from strongroom.keys.identity import Identity
+
+    owners = [Identity.generate(f"owner{i}") for i in range(3)]
+    release = add_signature(sign_release([owners[0]]), owners[1])
+    caller = Identity.generate(ctx.actor("prober"))
+    gw = _gateway(ctx, release, owners, [caller])
+    replies = []
+    try:
+        for i in range(texts):
+            body = json.dumps({"input": [f"the weather report for day {i} is mild"]}).encode()
+            headers = sign_request(caller, "POST", EMBEDDINGS_PATH, body)
+            reply = gw.handle("POST", EMBEDDINGS_PATH, headers, body, "10.9.8.8")
+            replies.append((reply.status, reply.body))
+    finally:
+        gw.close()
+    ctx.vars["gateway_replies"] = replies
+    ctx.saw(f"precision probes answered with HTTP {[s for s, _ in replies]}")
