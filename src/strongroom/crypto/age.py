@@ -58,7 +58,7 @@ import stat
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from hashlib import sha256
-from typing import BinaryIO, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, BinaryIO, Protocol, runtime_checkable
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
@@ -68,7 +68,10 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from strongroom.crypto import bech32
 from strongroom.crypto.stream import (
+    AES_256_GCM,
+    CHACHA20_POLY1305,
     CHUNK_SIZE,
+    CIPHERS,
     ENCRYPTED_CHUNK_SIZE,
     NONCE_SIZE,
     TAG_SIZE,
@@ -81,8 +84,14 @@ from strongroom.crypto.stream import (
 )
 from strongroom.errors import HeaderError, HmacError, InvalidInput, NoIdentityMatched, PayloadError
 
+if TYPE_CHECKING:
+    from typing_extensions import Buffer
+
 __all__ = [
+    "AES_256_GCM",
+    "CHACHA20_POLY1305",
     "CHUNK_SIZE",
+    "CIPHERS",
     "FILE_KEY_SIZE",
     "MAX_HEADER_SIZE",
     "MAX_LINE_SIZE",
@@ -116,6 +125,11 @@ MAX_LINE_SIZE = 16 * 1024
 MAX_STANZAS = 4096
 
 _INTRO = b"age-encryption.org/v1\n"
+#: strongroom's AES-256-GCM payload mode: an age header in every other respect, under its
+#: own first line, so an age tool refuses the file as "not age" instead of failing on a chunk.
+AES_INTRO = b"strongroom/aes-256-gcm/v1\n"
+_INTROS = {_INTRO: CHACHA20_POLY1305, AES_INTRO: AES_256_GCM}
+_INTRO_OF = {cipher: intro for intro, cipher in _INTROS.items()}
 _VERSION_PREFIX = b"age-encryption.org/"
 _STANZA_PREFIX = b"-> "
 _FOOTER_PREFIX = b"---"
@@ -202,11 +216,16 @@ def _is_valid_arg(s: str) -> bool:
 
 @dataclass(frozen=True)
 class Header:
-    """A parsed age header; ``size`` is its length in bytes (the payload starts there)."""
+    """A parsed age header; ``size`` is its length in bytes (the payload starts there).
+
+    ``cipher`` is the payload's AEAD, named by the first line: ``chacha20-poly1305``
+    (``age-encryption.org/v1``) or ``aes-256-gcm`` (``strongroom/aes-256-gcm/v1``).
+    """
 
     stanzas: tuple[Stanza, ...]
     mac: bytes
     size: int
+    cipher: str = CHACHA20_POLY1305
 
     @property
     def mac_input_size(self) -> int:
@@ -247,10 +266,11 @@ def parse_header(data: bytes | bytearray | memoryview, *, complete: bool = True)
 
     intro = next_line()
     if intro is None:
-        if not buf.startswith(_INTRO[: len(buf)]):
+        if not any(known.startswith(buf) for known in _INTROS):
             raise _header_error("not an age file (unknown first line)")
         return None
-    if intro + b"\n" != _INTRO:
+    cipher = _INTROS.get(intro + b"\n")
+    if cipher is None:
         if intro.startswith(_VERSION_PREFIX):
             raise _header_error("unsupported age format version")
         raise _header_error("not an age file (unknown first line)")
@@ -268,7 +288,7 @@ def parse_header(data: bytes | bytearray | memoryview, *, complete: bool = True)
             mac = _b64decode(parts[1], "the header MAC")
             if len(mac) != _MAC_SIZE:
                 raise _header_error("the header MAC has the wrong length")
-            return Header(stanzas=tuple(stanzas), mac=mac, size=pos)
+            return Header(stanzas=tuple(stanzas), mac=mac, size=pos, cipher=cipher)
         if not line.startswith(_STANZA_PREFIX):
             raise _header_error(f"malformed line at byte {start}: expected a stanza or the MAC")
         if len(stanzas) >= MAX_STANZAS:
@@ -314,13 +334,25 @@ def _header_mac(file_key: bytes | bytearray, mac_input: bytes | memoryview) -> b
     return hmac.new(hmac_key, mac_input, sha256).digest()
 
 
-def build_header(file_key: bytes | bytearray, recipients: Sequence[Recipient]) -> bytes:
-    """Serialize a header that wraps ``file_key`` for every recipient, with its MAC."""
+def _check_cipher(cipher: str) -> None:
+    if cipher not in CIPHERS:
+        raise InvalidInput(f"unknown payload cipher {cipher!r}", obj="cipher",
+                           remedy=f"use one of {', '.join(CIPHERS)}")
+
+
+def build_header(file_key: bytes | bytearray, recipients: Sequence[Recipient], *,
+                 cipher: str = CHACHA20_POLY1305) -> bytes:
+    """Serialize a header that wraps ``file_key`` for every recipient, with its MAC.
+
+    ``cipher`` picks the first line: age's for ChaCha20-Poly1305, strongroom's
+    AES-256-GCM mode otherwise (the MAC covers it, and manifests pin it).
+    """
+    _check_cipher(cipher)
     if len(file_key) != FILE_KEY_SIZE:
         raise InvalidInput(f"a file key must be {FILE_KEY_SIZE} bytes", obj="file key")
     if not recipients:
         raise InvalidInput("no recipients given", remedy="pass at least one recipient")
-    parts = [_INTRO]
+    parts = [_INTRO_OF[cipher]]
     count = 0
     for recipient in recipients:
         for stanza in recipient.wrap(bytes(file_key)):
@@ -525,7 +557,12 @@ def parse_identities(text: str) -> list[AgeIdentity]:
 
 
 class ByteSource(Protocol):
-    """Random-access ciphertext: a local buffer or mmap, or a remote ranged reader."""
+    """Random-access ciphertext: a local buffer or mmap, or a remote ranged reader.
+
+    A source may also have ``release(offset, size)``: the reader calls it once it
+    has opened the chunks in that range, so a source that maps a file can drop
+    them from the process's resident set.
+    """
 
     def __len__(self) -> int:
         """Total size in bytes."""
@@ -604,7 +641,7 @@ class AgeReader:
         problem = self._geometry.problem()
         if problem is not None:
             raise PayloadError(problem, obj="age payload")
-        self._cipher = PayloadCipher(payload_key(file_key, nonce))
+        self._cipher = PayloadCipher(payload_key(file_key, nonce, header.cipher), header.cipher)
         self._closed = False
         self.header = header
         self.num_chunks = self._geometry.num_chunks
@@ -697,6 +734,11 @@ class AgeReader:
         if self._closed:
             raise InvalidInput("the reader is closed", obj="age payload")
 
+    @property
+    def cipher(self) -> str:
+        """The payload's AEAD: ``chacha20-poly1305`` (age) or ``aes-256-gcm``."""
+        return self.header.cipher
+
     def _fetch(self, first: int, stop: int) -> bytes | memoryview:
         start = self._start + first * ENCRYPTED_CHUNK_SIZE
         size = min(stop * ENCRYPTED_CHUNK_SIZE, self._geometry.ciphertext_size) - (
@@ -710,10 +752,20 @@ class AgeReader:
             )
         return data
 
-    def _open(self, out: memoryview, first: int, count: int, *, threads: int) -> None:
+    def _done(self, first: int, stop: int) -> None:
+        """Chunks ``first..stop-1`` were opened: a source that maps its file may drop them."""
+        release = getattr(self._source, "release", None)
+        if release is not None:
+            start = self._start + first * ENCRYPTED_CHUNK_SIZE
+            release(start, min(stop * ENCRYPTED_CHUNK_SIZE, self._geometry.ciphertext_size)
+                    - first * ENCRYPTED_CHUNK_SIZE)
+
+    def _open(self, out: memoryview, first: int, count: int, *, threads: int,
+              skip: int = 0) -> None:
         self._check_open()
         failed = self._cipher.open(
-            self._fetch, out, first, count, last=self.num_chunks - 1, threads=threads
+            self._fetch, out, first, count, last=self.num_chunks - 1, threads=threads, skip=skip,
+            done=self._done,
         )
         if failed is not None:
             raise PayloadError(failed.describe(), obj="age payload")
@@ -732,37 +784,47 @@ class AgeReader:
         return bytes(out)
 
     def read(self, start: int, end: int, *, threads: int = 1) -> bytes:
-        """Plaintext bytes ``[start, end)``, decrypting only the chunks that cover them."""
+        """Plaintext bytes ``[start, end)``, decrypting only the chunks that cover them.
+
+        For large ranges prefer :meth:`decrypt_into` on a buffer you keep (no copy).
+        """
         if not 0 <= start <= end <= self.plaintext_size:
             raise InvalidInput(
                 f"range [{start}, {end}) outside the plaintext of {self.plaintext_size} bytes",
                 obj="age payload",
             )
-        if start == end:
-            return b""
-        first = start // CHUNK_SIZE
-        stop = (end - 1) // CHUNK_SIZE + 1
-        base = first * CHUNK_SIZE
-        out = bytearray(min(stop * CHUNK_SIZE, self.plaintext_size) - base)
-        view = memoryview(out)
-        self._open(view, first, stop - first, threads=threads)
-        return bytes(view[start - base : end - base])
+        out = bytearray(end - start)
+        self.decrypt_into(out, start, threads=threads)
+        return bytes(out)
 
-    def decrypt_into(self, out: memoryview | bytearray, *, threads: int = 2) -> None:
-        """Decrypt the whole payload into ``out``, exactly ``plaintext_size`` bytes long."""
+    def decrypt_into(self, out: Buffer, offset: int = 0, *, threads: int = 2) -> None:
+        """Decrypt plaintext bytes ``[offset, offset + len(out))`` straight into ``out``.
+
+        Only the chunks covering the range are read, in ``threads`` threads, each
+        chunk wholly inside the range opened in place; at most two edge chunks
+        (when ``offset`` or the end is not on a 64 KiB boundary) go through a
+        64 KiB per-thread buffer, zeroed after the copy. Pass a buffer of exactly
+        ``plaintext_size`` bytes and offset 0 to decrypt the whole payload.
+        """
         view = memoryview(out)
         if view.readonly:
             raise InvalidInput("the output buffer is read-only", obj="decrypt_into")
         if view.format != "B" or view.ndim != 1:
             view = view.cast("B")
-        if len(view) != self.plaintext_size:
+        end = offset + len(view)
+        if not 0 <= offset <= end <= self.plaintext_size:
             raise InvalidInput(
-                f"the output buffer holds {len(view)} bytes, the plaintext {self.plaintext_size}",
+                f"range [{offset}, {end}) outside the plaintext of {self.plaintext_size} bytes",
                 obj="decrypt_into",
             )
         if threads < 1:
             raise InvalidInput("threads must be at least 1", obj="decrypt_into")
-        self._open(view, 0, self.num_chunks, threads=threads)
+        if offset == end:
+            self._check_open()
+            return
+        first = offset // CHUNK_SIZE
+        stop = (end - 1) // CHUNK_SIZE + 1
+        self._open(view, first, stop - first, threads=threads, skip=offset - first * CHUNK_SIZE)
 
 
 # -- whole buffers ----------------------------------------------------------------
@@ -779,22 +841,26 @@ def encrypt(
     *,
     file_key: bytes | None = None,
     threads: int = 1,
+    cipher: str = CHACHA20_POLY1305,
 ) -> bytes:
-    """Encrypt ``plaintext`` to every recipient; returns the age file."""
+    """Encrypt ``plaintext`` to every recipient; returns the age file.
+
+    ``cipher="aes-256-gcm"`` writes strongroom's AES-256-GCM payload mode instead.
+    """
     _check_threads(threads)
     plain = memoryview(plaintext).cast("B")
     with _file_key(file_key) as key:
-        header = build_header(key, recipients)
+        header = build_header(key, recipients, cipher=cipher)
         nonce = os.urandom(NONCE_SIZE)
-        cipher = PayloadCipher(payload_key(key, nonce))
+        sealer = PayloadCipher(payload_key(key, nonce, cipher), cipher)
     start = len(header) + NONCE_SIZE
     out = bytearray(start + sealed_size(len(plain)))
     out[: len(header)] = header
     out[len(header) : start] = nonce
     try:
-        cipher.seal(plain, memoryview(out)[start:], 0, final=True, threads=threads)
+        sealer.seal(plain, memoryview(out)[start:], 0, final=True, threads=threads)
     finally:
-        cipher.wipe()
+        sealer.wipe()
     return bytes(out)
 
 
@@ -832,24 +898,26 @@ def encrypt_stream(
     file_key: bytes | None = None,
     threads: int = 2,
     progress: Callable[[int], None] | None = None,
+    cipher: str = CHACHA20_POLY1305,
 ) -> int:
     """Encrypt ``src`` into ``dst`` for every recipient; returns the plaintext size.
 
     Reads 4 MiB blocks into reused buffers and seals each block's chunks in
     ``threads`` threads while the previous block is written and the next read.
     ``progress(n)`` is called with each increment of plaintext written.
+    ``cipher="aes-256-gcm"`` writes strongroom's AES-256-GCM payload mode.
     """
     _check_threads(threads)
     with _file_key(file_key) as key:
         nonce = os.urandom(NONCE_SIZE)
-        head = build_header(key, recipients) + nonce
-        cipher = PayloadCipher(payload_key(key, nonce))
+        head = build_header(key, recipients, cipher=cipher) + nonce
+        sealer = PayloadCipher(payload_key(key, nonce, cipher), cipher)
     try:
         with _preallocated(src, dst, lambda n: len(head) + sealed_size(n)):
             dst.write(head)
-            return _seal_stream(cipher, src, dst, threads, progress)
+            return _seal_stream(sealer, src, dst, threads, progress)
     finally:
-        cipher.wipe()
+        sealer.wipe()
 
 
 def _seal_stream(
@@ -956,7 +1024,7 @@ def decrypt_stream(
             raise _header_error("the file ends before the payload nonce")
         data += piece
     nonce = data[header.size : header.size + NONCE_SIZE]
-    cipher = PayloadCipher(payload_key(file_key, nonce))
+    cipher = PayloadCipher(payload_key(file_key, nonce, header.cipher), header.cipher)
     prefix = data[header.size + NONCE_SIZE :]
     try:
         with _preallocated(src, dst, lambda n: _opened_size(n + len(prefix))):

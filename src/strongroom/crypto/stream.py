@@ -1,4 +1,4 @@
-"""The STREAM payload of an age file: 64 KiB ChaCha20-Poly1305 chunks, in parallel.
+"""The STREAM payload of an age file: 64 KiB AEAD chunks, in parallel.
 
 This is age's internal payload machinery; use :mod:`strongroom.crypto.age`
 instead of calling it directly. The payload is a 16-byte nonce followed by
@@ -6,6 +6,11 @@ chunks of at most ``CHUNK_SIZE`` plaintext bytes, each sealed under the payload
 key with the nonce ``counter (11 bytes, big-endian) || last-flag (1 byte)``.
 Every chunk but the last is full; the last carries the flag and is empty only
 when the whole plaintext is.
+
+Two AEADs run the same STREAM (``CIPHERS``): ``chacha20-poly1305`` is age's
+payload; ``aes-256-gcm`` is strongroom's FIPS-approved payload mode (same
+chunking, nonces and last-chunk rule; its payload key is derived with its own
+HKDF label, see docs/formats.md).
 
 :class:`PayloadCipher` seals and opens runs of consecutive chunks straight
 into caller-provided buffers, splitting a run into contiguous blocks that run
@@ -26,11 +31,14 @@ from typing import BinaryIO
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 __all__ = [
+    "AES_256_GCM",
+    "CHACHA20_POLY1305",
     "CHUNK_SIZE",
+    "CIPHERS",
     "ENCRYPTED_CHUNK_SIZE",
     "FETCH_CHUNKS",
     "NONCE_SIZE",
@@ -53,12 +61,23 @@ NONCE_SIZE = 16
 #: Chunks of ciphertext fetched from a source at once by one worker (4 MiB).
 FETCH_CHUNKS = 64
 _PAYLOAD_LABEL = b"payload"
+#: The payload ciphers, by the name manifests, settings and ``--cipher`` use.
+CHACHA20_POLY1305 = "chacha20-poly1305"
+AES_256_GCM = "aes-256-gcm"
+CIPHERS = (CHACHA20_POLY1305, AES_256_GCM)
+#: HKDF info of each cipher's payload key: age's label for age's cipher, a distinct one
+#: for AES-256-GCM so no payload key is ever shared between the two modes.
+_PAYLOAD_LABELS = {CHACHA20_POLY1305: _PAYLOAD_LABEL, AES_256_GCM: b"strongroom/aes-256-gcm payload"}
+_AEADS: dict[str, type[ChaCha20Poly1305] | type[AESGCM]] = {
+    CHACHA20_POLY1305: ChaCha20Poly1305, AES_256_GCM: AESGCM}
 _LAST_CHUNK_FLAG = 1
 _COUNTER_BYTES = 11
 
 ReadBuffer = bytes | bytearray | memoryview
 #: ``fetch(first, stop)`` returns the ciphertext of chunks ``first..stop-1``, contiguous.
 Fetch = Callable[[int, int], ReadBuffer]
+#: ``done(first, stop)``: chunks ``first..stop-1`` were opened (their ciphertext may go).
+Done = Callable[[int, int], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,11 +102,14 @@ class ChunkFailure:
         return f"chunk {self.index} failed authentication"
 
 
-def payload_key(file_key: bytes | bytearray, nonce: bytes) -> bytes:
-    """Derive the payload key: HKDF-SHA256(file key, salt = nonce, info = "payload")."""
-    return HKDF(algorithm=hashes.SHA256(), length=32, salt=nonce, info=_PAYLOAD_LABEL).derive(
-        file_key
-    )
+def payload_key(file_key: bytes | bytearray, nonce: bytes,
+                cipher: str = CHACHA20_POLY1305) -> bytes:
+    """Derive the payload key: HKDF-SHA256(file key, salt = nonce, info = the cipher's label).
+
+    age's label is ``payload``; AES-256-GCM's is ``strongroom/aes-256-gcm payload``.
+    """
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=nonce,
+                info=_PAYLOAD_LABELS[cipher]).derive(file_key)
 
 
 def chunk_nonce(index: int, last: bool) -> bytes:
@@ -151,21 +173,24 @@ def _split(count: int, parts: int) -> list[tuple[int, int]]:
 
 
 class PayloadCipher:
-    """Seals and opens runs of STREAM chunks under one payload key."""
+    """Seals and opens runs of STREAM chunks under one payload key, with one of ``CIPHERS``."""
 
-    def __init__(self, key: bytes) -> None:
+    def __init__(self, key: bytes, cipher: str = CHACHA20_POLY1305) -> None:
+        if cipher not in _AEADS:
+            raise ValueError(f"unknown payload cipher {cipher!r}")
         self._key = bytearray(key)
         self._wiped = False
+        self.cipher = cipher
 
     def wipe(self) -> None:
         """Zero the key held here; any later use raises ValueError."""
         self._key[:] = bytes(len(self._key))
         self._wiped = True
 
-    def _aead(self) -> ChaCha20Poly1305:
+    def _aead(self) -> ChaCha20Poly1305 | AESGCM:
         if self._wiped:
             raise ValueError("the payload key was wiped")
-        return ChaCha20Poly1305(self._key)
+        return _AEADS[self.cipher](self._key)
 
     # -- sealing ------------------------------------------------------------
 
@@ -224,10 +249,17 @@ class PayloadCipher:
     # -- opening ------------------------------------------------------------
 
     def _open_range(
-        self, fetch: Fetch, out: memoryview, first: int, lo: int, hi: int, last: int
+        self, fetch: Fetch, out: memoryview, first: int, lo: int, hi: int, last: int,
+        skip: int = 0, done: Done | None = None,
     ) -> ChunkFailure | None:
-        """Open chunks ``first+lo .. first+hi-1``; describe the first one that fails."""
+        """Open chunks ``first+lo .. first+hi-1``; describe the first one that fails.
+
+        Chunk ``first`` lands at ``-skip`` in ``out``: a chunk that lies partly
+        outside ``out`` is opened into this thread's 64 KiB buffer and its part
+        copied (then the buffer is zeroed); every other chunk opens in place.
+        """
         decrypt_into = self._aead().decrypt_into
+        edge: memoryview | None = None
         for part in range(lo, hi, FETCH_CHUNKS):
             part_end = min(part + FETCH_CHUNKS, hi)
             # Fetched a piece at a time: a remote or pread source then holds at most
@@ -239,48 +271,90 @@ class PayloadCipher:
                 c1 = min(c0 + ENCRYPTED_CHUNK_SIZE, size)
                 if c1 - c0 < TAG_SIZE:
                     return ChunkFailure(first + k, misflagged=False)
-                p0 = k * CHUNK_SIZE
-                sealed = data[c0:c1]
-                plain = out[p0 : p0 + (c1 - c0 - TAG_SIZE)]
-                is_last = first + k == last
-                try:
-                    decrypt_into(chunk_nonce(first + k, is_last), sealed, None, plain)
-                except InvalidTag:
-                    if c1 - c0 != ENCRYPTED_CHUNK_SIZE:
-                        return ChunkFailure(first + k, misflagged=False)
-                    # A full chunk that opens with the other flag is authentic but out
-                    # of place: the stream was truncated or extended at this chunk.
-                    try:
-                        decrypt_into(chunk_nonce(first + k, not is_last), sealed, None, plain)
-                    except InvalidTag:
-                        return ChunkFailure(first + k, misflagged=False)
-                    return ChunkFailure(first + k, misflagged=True)
+                p0 = k * CHUNK_SIZE - skip
+                size_k = c1 - c0 - TAG_SIZE
+                inside = p0 >= 0 and p0 + size_k <= len(out)
+                if inside:
+                    plain = out[p0 : p0 + size_k]
+                else:
+                    edge = edge if edge is not None else _edge_buffer()
+                    plain = edge[:size_k]
+                failure = _open_chunk(decrypt_into, data[c0:c1], plain, first + k,
+                                      first + k == last)
+                if not inside:
+                    a, b = max(p0, 0), min(p0 + size_k, len(out))
+                    if failure is None or failure.misflagged:
+                        out[a:b] = plain[a - p0 : b - p0]
+                    plain[:] = bytes(size_k)  # no plaintext left in the reused buffer
+                if failure is not None:
+                    return failure
+            del data
+            if done is not None:
+                done(first + part, first + part_end)
         return None
 
     def submit_open(
-        self, fetch: Fetch, out: memoryview, first: int, count: int, *, last: int, threads: int
+        self, fetch: Fetch, out: memoryview, first: int, count: int, *, last: int, threads: int,
+        skip: int = 0, done: Done | None = None,
     ) -> list[Future[ChunkFailure | None]]:
-        """Start opening ``count`` chunks from ``first`` into ``out`` (chunk ``first`` at 0).
+        """Start opening ``count`` chunks from ``first`` into ``out``.
 
-        ``last`` is the index of the payload's final chunk (-1 when it is not in
-        this run). Each future describes the first chunk of its block that
-        failed, or gives None.
+        Chunk ``first`` starts ``skip`` bytes before ``out`` (0: at its start);
+        plaintext outside ``out`` is dropped. ``last`` is the index of the
+        payload's final chunk (-1 when it is not in this run). ``done`` hears of
+        each piece once opened. Each future describes the first chunk of its
+        block that failed, or gives None.
         """
         pool = _executor()
         return [
-            pool.submit(self._open_range, fetch, out, first, lo, hi, last)
+            pool.submit(self._open_range, fetch, out, first, lo, hi, last, skip, done)
             for lo, hi in _split(count, threads)
         ]
 
     def open(
-        self, fetch: Fetch, out: memoryview, first: int, count: int, *, last: int, threads: int
+        self, fetch: Fetch, out: memoryview, first: int, count: int, *, last: int, threads: int,
+        skip: int = 0, done: Done | None = None,
     ) -> ChunkFailure | None:
         """Open like :meth:`submit_open` and wait; describe the first failing chunk."""
         if count <= 0:
             return None
         if threads <= 1 or count == 1:
-            return self._open_range(fetch, out, first, 0, count, last)
-        return first_failure(self.submit_open(fetch, out, first, count, last=last, threads=threads))
+            return self._open_range(fetch, out, first, 0, count, last, skip, done)
+        return first_failure(self.submit_open(fetch, out, first, count, last=last,
+                                              threads=threads, skip=skip, done=done))
+
+
+def _open_chunk(decrypt_into: Callable[[bytes, ReadBuffer, None, memoryview], int],
+                sealed: memoryview, plain: memoryview, index: int, is_last: bool
+                ) -> ChunkFailure | None:
+    """Open one chunk into ``plain``; describe it when it fails."""
+    try:
+        decrypt_into(chunk_nonce(index, is_last), sealed, None, plain)
+        return None
+    except InvalidTag:
+        if len(sealed) != ENCRYPTED_CHUNK_SIZE:
+            return ChunkFailure(index, misflagged=False)
+    # A full chunk that opens with the other flag is authentic but out of place: the
+    # stream was truncated or extended at this chunk.
+    try:
+        decrypt_into(chunk_nonce(index, not is_last), sealed, None, plain)
+    except InvalidTag:
+        return ChunkFailure(index, misflagged=False)
+    return ChunkFailure(index, misflagged=True)
+
+
+# -- per-thread buffers ---------------------------------------------------------------
+
+_local = threading.local()
+
+
+def _edge_buffer() -> memoryview:
+    """This thread's 64 KiB buffer for a chunk only partly inside the output (zeroed after use)."""
+    buf: bytearray | None = getattr(_local, "edge", None)
+    if buf is None:
+        buf = bytearray(CHUNK_SIZE)
+        _local.edge = buf
+    return memoryview(buf)
 
 
 def first_failure(futures: list[Future[ChunkFailure | None]]) -> ChunkFailure | None:
