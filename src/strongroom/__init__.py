@@ -57,6 +57,7 @@ def open_weights(
     lazy: bool = False,
     framework: str = "numpy",
     vault: Any = None,
+    into: Any = None,
 ) -> Any:
     """Decrypt an artifact's tensors into memory: a read-only mapping of name -> array.
 
@@ -64,7 +65,8 @@ def open_weights(
     ``STRONGROOM_URL`` set, the server's (keys from its gate, ciphertext by
     range, signed as ``STRONGROOM_IDENTITY``), else the local data directory
     (``STRONGROOM_HOME``). Close the result (or use it as a context manager) to
-    zero the buffers.
+    zero the buffers. ``into`` (full loads) maps shard paths to writable buffers
+    to decrypt into, reused across loads (``strongroom.vault.loader.shard_buffers``).
     """
     import os
 
@@ -80,7 +82,9 @@ def open_weights(
     else:
         v = vault
     try:
-        weights = v.open_weights(name, version, lazy=lazy, framework=framework)
+        weights = (v.open_weights(name, version, lazy=lazy, framework=framework)
+                   if into is None else
+                   v.open_weights(name, version, lazy=lazy, framework=framework, into=into))
     except BaseException:
         if owned:
             v.close()

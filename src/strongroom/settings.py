@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -29,6 +30,11 @@ class Settings(BaseSettings):
     s3_access_key: str | None = None
     s3_secret_key: str | None = None
     threads: int = Field(default=2, ge=1, le=64, description="threads for chunk crypto")
+    cipher: Literal["chacha20-poly1305", "aes-256-gcm"] = Field(
+        default="chacha20-poly1305",
+        description="payload cipher of new blobs: age's ChaCha20-Poly1305, or the "
+        "FIPS-approved AES-256-GCM mode (docs/formats.md)",
+    )
     host_id: str = Field(
         default_factory=socket.gethostname, min_length=1, max_length=255,
         description="this server host's name in the audit log (key.release details 'server')",

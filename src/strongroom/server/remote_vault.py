@@ -27,6 +27,10 @@ from strongroom.server.client import Client
 from strongroom.settings import Settings
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from typing_extensions import Buffer
+
     from strongroom.crypto.age import AgeReader
     from strongroom.vault.loader import Weights
     from strongroom.vault.manifest import FileEntry, Manifest
@@ -97,12 +101,17 @@ class RemoteVault:
             yield reader
 
     def open_weights(self, name: str, version: int | None = None, *, lazy: bool = False,
-                     framework: str = "numpy") -> Weights:
-        """A read-only mapping of tensor name -> array, decrypted in this process's memory."""
+                     framework: str = "numpy", into: Mapping[str, Buffer] | None = None
+                     ) -> Weights:
+        """A read-only mapping of tensor name -> array, decrypted in this process's memory.
+
+        ``into``: the caller's buffers per shard path (see ``loader.shard_buffers``).
+        """
         from strongroom.vault.loader import load_weights
 
         shards = self if lazy else _FullLoad(self)
-        return load_weights(shards, self.manifest(name, version), lazy=lazy, framework=framework)
+        return load_weights(shards, self.manifest(name, version), lazy=lazy, framework=framework,
+                            into=into)
 
     def close(self) -> None:
         """Close the HTTP connections."""

@@ -146,8 +146,12 @@ def encrypt_file(
     *,
     threads: int,
     progress: Progress | None = None,
+    cipher: str = age.CHACHA20_POLY1305,
 ) -> EncryptedFile:
-    """Encrypt one file into a new committed blob; returns its manifest entry."""
+    """Encrypt one file into a new committed blob; returns its manifest entry.
+
+    ``cipher``: age's ChaCha20-Poly1305 payload, or the AES-256-GCM mode.
+    """
     tensors: list[TensorEntry] = []
     metadata: dict[str, str] = {}
     if source.kind == "safetensors":
@@ -166,6 +170,7 @@ def encrypt_file(
                 file_key=bytes(file_key),
                 threads=threads,
                 progress=progress,
+                cipher=cipher,
             )
             if reader.count != source.size:
                 raise InvalidInput(
@@ -187,5 +192,6 @@ def encrypt_file(
         ct_size=out.count,
         ct_sha256=out.digest.hexdigest(),
         header_sha256=hashlib.sha256(out.head[: header.size]).hexdigest(),
+        cipher=header.cipher,
     )
     return EncryptedFile(entry, tensors, metadata)

@@ -8,12 +8,21 @@ of tensor name -> array::
     with strongroom.open_weights("minilm", lazy=True) as w:
         one = w["pooler.dense.weight"]                   # decrypts only its chunks
 
-A full load decrypts each shard with several threads straight into one
-preallocated buffer and hands out zero-copy, read-only views of it. A lazy load
+A full load decrypts each shard with ``settings.threads`` threads straight into
+one buffer per shard and hands out zero-copy, read-only views of it. A lazy load
 releases a shard's file key on first use and decrypts only the 64 KiB chunks
-that cover the tensor asked for. Each shard's blob is opened once and its key
-released once, by the release gate through :meth:`Vault.open_reader`
+that cover the tensor asked for, straight into the tensor's own array (one
+allocation, no intermediate copy). Each shard's blob is opened once and its
+key released once, by the release gate through :meth:`Vault.open_reader`
 (audited, metered). ``close()`` zeroes the plaintext buffers.
+
+Fresh memory costs a page fault per page on first touch, which bounds a full
+load. To load the same model again without paying it, keep the buffers and
+pass them back (``into``); they are zeroed on ``close()`` and refilled::
+
+    buffers = shard_buffers(manifest)                    # once
+    with vault.open_weights("minilm", into=buffers) as w:
+        ...
 """
 
 from __future__ import annotations
@@ -30,6 +39,8 @@ from strongroom.vault.manifest import FileEntry, Manifest, TensorRef
 from strongroom.vault.shards import renamed_errors
 
 if TYPE_CHECKING:
+    from typing_extensions import Buffer
+
     from strongroom.settings import Settings
 
 
@@ -49,7 +60,7 @@ class ShardReaders(Protocol):
         ...
 
 
-__all__ = ["NUMPY_DTYPES", "ShardReaders", "Weights", "load_weights"]
+__all__ = ["NUMPY_DTYPES", "ShardReaders", "Weights", "load_weights", "shard_buffers"]
 
 #: safetensors dtype -> numpy dtype (little-endian). BF16 and FP8 have no numpy
 #: dtype: they come back as raw unsigned integers of the same width.
@@ -112,9 +123,10 @@ class Weights(Mapping[str, Any]):
             raise KeyError(name)
         if self.lazy:
             reader = self._reader(self.manifest.file(ref.file))
+            data: np.ndarray[Any, Any] = np.empty(ref.nbytes, dtype=np.uint8)
+            self._buffers[f"tensor:{name}"] = data  # zeroed on close, even after a failure
             with renamed_errors(f"{self.manifest.ref}/{ref.file}"):
-                data = np.frombuffer(bytearray(reader.read(ref.start, ref.end)), dtype=np.uint8)
-            self._buffers[f"tensor:{name}"] = data
+                reader.decrypt_into(data.data, ref.start, threads=self.vault.settings.threads)
             array = _view(data, 0, ref)
         else:
             array = _view(self._buffers[ref.file], ref.start, ref)
@@ -180,16 +192,34 @@ class Weights(Mapping[str, Any]):
             self._readers[entry.path] = reader
         return reader
 
-    def _load_all(self) -> None:
+    def _load_all(self, into: Mapping[str, Buffer] | None) -> None:
         threads = self.vault.settings.threads
         for entry in self.manifest.files:
             if entry.kind != "safetensors":
                 continue
-            buffer: np.ndarray[Any, Any] = np.empty(entry.size, dtype=np.uint8)
+            given = None if into is None else into.get(entry.path)
+            buffer = (np.empty(entry.size, dtype=np.uint8) if given is None
+                      else self._caller_buffer(given, entry))
+            self._buffers[entry.path] = buffer  # zeroed on close, even after a failure
             with self.vault.open_reader(self.manifest, entry, "load") as reader:
                 reader.decrypt_into(buffer.data, threads=threads)
             buffer.flags.writeable = False
-            self._buffers[entry.path] = buffer
+
+    def _caller_buffer(self, given: Buffer, entry: FileEntry) -> np.ndarray[Any, Any]:
+        """The first ``entry.size`` bytes of a caller's buffer, as a writable uint8 array."""
+        obj = f"{self.manifest.ref}/{entry.path}"
+        view = memoryview(given)
+        if view.readonly:
+            raise InvalidInput("the buffer given for this shard is read-only", obj=obj,
+                               remedy="pass writable buffers (shard_buffers(manifest))")
+        if not view.c_contiguous:
+            raise InvalidInput("the buffer given for this shard is not contiguous", obj=obj,
+                               remedy="pass contiguous buffers (shard_buffers(manifest))")
+        if view.nbytes < entry.size:
+            raise InvalidInput(f"the buffer given for this shard holds {view.nbytes} bytes, "
+                               f"the shard {entry.size}", obj=obj,
+                               remedy="pass buffers from shard_buffers(manifest)")
+        return np.frombuffer(view.cast("B"), dtype=np.uint8, count=entry.size)
 
     def _convert(self, array: np.ndarray[Any, Any], ref: TensorRef) -> Any:
         if self.framework == "numpy":
@@ -213,14 +243,38 @@ def _quiet_nonwritable() -> Iterator[None]:
         yield
 
 
+def shard_buffers(manifest: Manifest) -> dict[str, np.ndarray[Any, Any]]:
+    """One writable buffer per safetensors shard of ``manifest``, for ``into=`` (pre-faulted).
+
+    Allocate once and pass to every full load of the artifact: decryption then
+    writes into memory that is already mapped instead of faulting in fresh pages.
+    """
+    buffers: dict[str, np.ndarray[Any, Any]] = {}
+    for entry in manifest.files:
+        if entry.kind == "safetensors":
+            buffer = np.empty(entry.size, dtype=np.uint8)
+            buffer.fill(0)
+            buffers[entry.path] = buffer
+    return buffers
+
+
 def load_weights(
-    vault: ShardReaders, manifest: Manifest, *, lazy: bool = False, framework: str = "numpy"
+    vault: ShardReaders, manifest: Manifest, *, lazy: bool = False, framework: str = "numpy",
+    into: Mapping[str, Buffer] | None = None,
 ) -> Weights:
-    """Open the weights of ``manifest``: all decrypted now, or lazily per tensor."""
+    """Open the weights of ``manifest``: all decrypted now, or lazily per tensor.
+
+    ``into`` (full loads only) maps shard paths to the caller's buffers to decrypt
+    into (see :func:`shard_buffers`); shards it does not name get fresh buffers.
+    ``close()`` zeroes them all: they hold plaintext.
+    """
+    if into is not None and lazy:
+        raise InvalidInput("into= applies to full loads", obj=manifest.ref,
+                           remedy="drop lazy=True, or drop into=")
     weights = Weights(vault, manifest, lazy=lazy, framework=framework)
     if not lazy:
         try:
-            weights._load_all()
+            weights._load_all(into)
         except BaseException:
             weights.close()
             raise

@@ -1,9 +1,9 @@
 """Artifact manifests: what an artifact version holds, signed by the vault.
 
 A manifest names every file of one artifact version with its plaintext size
-and SHA-256, its ciphertext blob, size and SHA-256, and the SHA-256 of the
-blob's age header (which pins the wrapped file key, so one shard's blob cannot
-be swapped for another's), plus a tensor index (name -> file, dtype, shape,
+and SHA-256, its ciphertext blob, size and SHA-256, its payload cipher, and the
+SHA-256 of the blob's age header (which pins the wrapped file key and the
+cipher, so one shard's blob cannot be swapped for another's), plus a tensor index (name -> file, dtype, shape,
 absolute byte range). It is canonical JSON in a DSSE envelope signed with the
 vault's Ed25519 key; the rows in the database are never trusted without it.
 """
@@ -18,6 +18,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from strongroom.crypto.dsse import ExternalKey, key_id, sign_statement, verify_statement
+from strongroom.crypto.stream import CHACHA20_POLY1305, CIPHERS
 from strongroom.errors import IntegrityError, InvalidInput
 from strongroom.release.request import Shard
 
@@ -67,10 +68,13 @@ class FileEntry:
     ct_size: int
     ct_sha256: str
     header_sha256: str
+    #: The blob's payload cipher (``CIPHERS``); absent from the manifest for age's own.
+    cipher: str = CHACHA20_POLY1305
 
     def to_json(self) -> dict[str, Any]:
-        """The manifest form."""
-        return {
+        """The manifest form (``cipher`` only when it is not age's ChaCha20-Poly1305)."""
+        extra = {} if self.cipher == CHACHA20_POLY1305 else {"cipher": self.cipher}
+        return extra | {
             "path": self.path,
             "blob": self.blob,
             "kind": self.kind,
@@ -168,6 +172,9 @@ class Manifest:
             if data.get("_type") != "strongroom.manifest/v1":
                 raise ValueError("unknown manifest type")
             files = tuple(FileEntry(**f) for f in data["files"])
+            for f in files:
+                if f.cipher not in CIPHERS:
+                    raise ValueError(f"unknown cipher {f.cipher!r} for {f.path!r}")
             tensors = {
                 name: TensorRef(
                     name, t["file"], t["dtype"], tuple(t["shape"]), int(t["start"]), int(t["end"])

@@ -64,13 +64,17 @@ from strongroom.vault.manifest import FileEntry, Manifest, TensorRef, check_name
 from strongroom.vault.shards import (
     HEADER_MISMATCH,
     GateIdentity,
-    PreadSource,
+    MappedSource,
     header_pinned,
     read_manifest,
     renamed_errors,
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from typing_extensions import Buffer
+
     from strongroom.keys.identity import Identity
     from strongroom.keys.protocol import KeyService
     from strongroom.vault.loader import Weights
@@ -289,8 +293,17 @@ class Vault:
         new_version: bool = False,
         escrow: Sequence[age.Recipient] = (),
         progress: Progress | None = None,
+        cipher: str | None = None,
     ) -> Manifest:
-        """Encrypt a .safetensors file or a directory of shards into a new artifact version."""
+        """Encrypt a .safetensors file or a directory of shards into a new artifact version.
+
+        ``cipher``: the payload mode of every blob (``age.CIPHERS``); default the
+        vault's (``STRONGROOM_CIPHER``, ChaCha20-Poly1305 unless set).
+        """
+        cipher = cipher or self.settings.cipher
+        if cipher not in age.CIPHERS:
+            raise InvalidInput(f"unknown payload cipher {cipher!r}", obj=name,
+                               remedy=f"use one of {', '.join(age.CIPHERS)}")
         _ = self.actor  # nobody signs, nothing is imported: refuse before any work
         check_name(name)
         for c in compartments:
@@ -331,6 +344,7 @@ class Vault:
                         recipients_for,
                         threads=self.settings.threads,
                         progress=progress,
+                        cipher=cipher,
                     )
                 )
             manifest = self._build_manifest(name, version, sorted(set(compartments)), written)
@@ -344,6 +358,7 @@ class Vault:
                 files=len(written),
                 nbytes=manifest.total_size,
                 source=str(path),
+                cipher=cipher,
             )
             self.record_artifact(manifest, envelope)
         except BaseException as exc:
@@ -530,23 +545,28 @@ class Vault:
                             host=client_host())
 
     def _open_source(self, blob_id: str) -> age.ByteSource:
-        """A ciphertext source; local blobs are read with pread, not mapped.
+        """A ciphertext source; local blobs are mapped (:class:`MappedSource`).
 
-        Reading through pread into short-lived chunk buffers keeps a full load's
-        resident memory at the size of the plaintext: a memory map would add the
-        whole ciphertext to the process's resident set.
+        The reader decrypts from the page cache without a copy and releases each
+        piece it has opened, so a full load's resident memory stays at the size
+        of the plaintext.
         """
         if isinstance(self.blobs, LocalBlobStore):
-            return PreadSource(self.blobs.path_of(blob_id), obj=f"blob {blob_id}")
+            return MappedSource(self.blobs.path_of(blob_id), obj=f"blob {blob_id}")
         return self.blobs.open(blob_id)
 
     def open_weights(
-        self, name: str, version: int | None = None, *, lazy: bool = False, framework: str = "numpy"
+        self, name: str, version: int | None = None, *, lazy: bool = False,
+        framework: str = "numpy", into: Mapping[str, Buffer] | None = None,
     ) -> Weights:
-        """A read-only mapping of tensor name -> array, decrypted in memory."""
+        """A read-only mapping of tensor name -> array, decrypted in memory.
+
+        ``into``: the caller's buffers per shard path (see ``loader.shard_buffers``).
+        """
         from strongroom.vault.loader import load_weights
 
-        return load_weights(self, self.manifest(name, version), lazy=lazy, framework=framework)
+        return load_weights(self, self.manifest(name, version), lazy=lazy, framework=framework,
+                            into=into)
 
     # -- verify / export ------------------------------------------------------
 
@@ -569,8 +589,11 @@ class Vault:
                     )
                 digest = hashlib.sha256()
                 step = 8 << 20
+                release = getattr(source, "release", None)
                 for off in range(0, len(source), step):
                     digest.update(source.read_at(off, min(step, len(source) - off)))
+                    if release is not None:
+                        release(off, step)
                 if digest.hexdigest() != entry.ct_sha256:
                     raise IntegrityError("ciphertext SHA-256 does not match the manifest", obj=obj)
                 with self._reader(source, manifest, entry, "verify") as reader:
