@@ -217,6 +217,8 @@ defaults
   timeout connect 2s
   timeout client 60s
   timeout server 60s
+  # a host busy with releases may take longer than an interval to answer /readyz
+  timeout check 2s
   retries 2
   option redispatch
 """ + "".join(sections))
