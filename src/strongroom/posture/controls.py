@@ -84,8 +84,16 @@ def _encrypted(f: Facts, d: Declaration) -> Finding:
     bad = [a["name"] for a in f.artifacts if not a.get("verified")]
     if bad:
         return NOT_MET, f"manifests fail verification: {', '.join(bad[:5])}"
-    return MET, (f"{len(f.artifacts)} artifacts, every one stored as age v1 blobs with one file "
-                 "key per file and a manifest signed by the barrier's key (all verified)")
+    modes: dict[str, int] = {}
+    for a in f.artifacts:
+        for cipher in a.get("ciphers") or ["chacha20-poly1305"]:
+            modes[cipher] = modes.get(cipher, 0) + 1
+    where = "; payload modes: " + ", ".join(
+        f"{n} with {c}{' (FIPS-approved)' if c == 'aes-256-gcm' else ' (age)'}"
+        for c, n in sorted(modes.items()))
+    return MET, (f"{len(f.artifacts)} artifacts, every one stored as age-format blobs with one "
+                 "file key per file and a manifest signed by the barrier's key (all verified)"
+                 + where)
 
 
 def _gate_evidence(f: Facts, d: Declaration) -> Finding:

@@ -119,6 +119,7 @@ def _access(store: Store, keys: KeyService, facts: Facts) -> None:
         export_rule = label.rules.get("export") if label is not None else None
         facts.artifacts.append({
             "name": name, "kind": m.kind, "size": m.total_size, "verified": True,
+            "ciphers": sorted({f.cipher for f in m.files}),
             "compartments": list(m.compartments), "labelled": label is not None,
             "load_min": _rule_min(load_rule), "export_groups": _rule_groups(export_rule)})
         resources[name] = describe_resource(m.ref, m.kind, m.compartments, m.metadata).labelled(

@@ -10,7 +10,10 @@ Checks: installed packages against the hash-pinned lock file (missing, other
 version, not in the lock); the vault's seal state; software keys where an
 HSM is configured; no witnesses or a zero witness quorum; anything in the data
 directory looser than 0700 (directories) or 0600 (files, sockets), or an
-identity file readable by others; an HSM PIN left in the environment.
+identity file readable by others; an HSM PIN left in the environment; which
+payload mode the stored blobs are in (an info line), and a warning when the
+vault requires AES-256-GCM (``STRONGROOM_CIPHER``) but files are in age's
+ChaCha20-Poly1305, which is not FIPS-approved.
 
 Each check takes its inputs as parameters, so tests give real values; it
 never changes anything. Do not read ``ok`` as "secure": it means none of
@@ -138,8 +141,14 @@ def run_doctor(
     audit_settings: AuditSettings,
     home: Path,
     environ: dict[str, str] | None = None,
+    payload_modes: dict[str, list[str]] | None = None,
+    cipher: str | None = None,
 ) -> DoctorReport:
-    """Run every check; ``status`` None means the keyring could not be reached."""
+    """Run every check; ``status`` None means the keyring could not be reached.
+
+    ``payload_modes`` (cipher -> stored files) and ``cipher`` (the vault's
+    setting) default to what the deployment in ``home`` has.
+    """
     env = dict(os.environ if environ is None else environ)
     report = DoctorReport()
     add = report.findings.append
@@ -187,5 +196,47 @@ def run_doctor(
         elif _mode_open(ident):
             add(Finding("identity", "error", f"identity file {ident} is readable by others",
                         f"chmod 600 {ident}"))
+    _check_payload_modes(home, payload_modes, cipher, add)
     return report
+
+
+def _check_payload_modes(home: Path, modes: dict[str, list[str]] | None, cipher: str | None,
+                         add: Callable[[Finding], None]) -> None:
+    """Which payload mode the stored files are in; a warning where the vault requires AES."""
+    from strongroom.settings import Settings
+    from strongroom.vault.modes import summarize
+
+    settings = Settings(home=home)
+    if modes is None:
+        modes = _stored_modes(settings.resolved_database_url)
+        if modes is None:
+            return
+    cipher = cipher or settings.cipher
+    add(Finding("payload", "info", f"{summarize(modes)} (from the stored manifests; "
+                "`strongroom posture assess` verifies them); new imports use " + cipher,
+                "set STRONGROOM_CIPHER=aes-256-gcm where FIPS-approved ciphers are required"))
+    chacha = modes.get("chacha20-poly1305", [])
+    if cipher == "aes-256-gcm" and chacha:
+        add(Finding("payload", "warning",
+                    f"{len(chacha)} stored files are in ChaCha20-Poly1305 (not FIPS-approved) "
+                    f"although the vault requires aes-256-gcm: {', '.join(chacha[:5])}",
+                    "re-import them with `strongroom weights import --cipher aes-256-gcm "
+                    "--new-version`"))
+
+
+def _stored_modes(database_url: str) -> dict[str, list[str]] | None:
+    """The deployment's payload modes, or None where its database cannot be read as it is."""
+    from strongroom.store.db import Store
+    from strongroom.vault.modes import payload_modes
+
+    try:
+        store = Store.open(database_url, schema="current")  # never creates or migrates
+    except (StrongroomError, OSError):
+        return None
+    try:
+        return payload_modes(store)
+    except StrongroomError:
+        return None
+    finally:
+        store.close()
 
