@@ -46,6 +46,11 @@ def import_(
         bool,
         typer.Option("--convert", help="convert scanned pickle checkpoints to safetensors"),
     ] = False,
+    cipher: Annotated[
+        str | None,
+        typer.Option("--cipher", help="payload cipher: chacha20-poly1305 (age) or aes-256-gcm "
+                     "(FIPS-approved); default STRONGROOM_CIPHER"),
+    ] = None,
 ) -> None:
     """Scan, then encrypt weights into the vault: one age file and file key per shard."""
     if path.is_dir():
@@ -56,7 +61,7 @@ def import_(
         out = svc.weights_import(path, name, compartments=compartment or [],
                                  new_version=new_version, escrow=escrow or [],
                                  publisher_key=publisher_key, signature=signature,
-                                 convert=convert, progress=advance)
+                                 convert=convert, progress=advance, cipher=cipher)
     render.imported(out["ref"], out["files"], out["tensors"], out["bytes"])
 
 

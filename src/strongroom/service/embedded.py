@@ -250,14 +250,14 @@ class EmbeddedService(EmbeddedAccess):
     def weights_import(self, path: Path, name: str, *, compartments: list[str],
                        new_version: bool, escrow: list[str], publisher_key: Path | None,
                        signature: Path | None, convert: bool,
-                       progress: Progress | None = None) -> Row:
-        """Scan, then encrypt: one age file and file key per shard."""
+                       progress: Progress | None = None, cipher: str | None = None) -> Row:
+        """Scan, then encrypt: one age file and file key per shard (``cipher``: payload mode)."""
         from strongroom.crypto import age
         from strongroom.runtime.services import open_vault
 
         options: dict[str, Any] = {"compartments": compartments, "new_version": new_version,
                                    "escrow": [age.parse_recipient(r) for r in escrow],
-                                   "progress": progress}
+                                   "progress": progress, "cipher": cipher}
         with open_vault() as vault:
             if publisher_key or signature or convert:
                 from strongroom.supplychain.imports import import_checked

@@ -132,8 +132,8 @@ class Service(Protocol):
     def weights_import(self, path: Path, name: str, *, compartments: list[str],
                        new_version: bool, escrow: list[str], publisher_key: Path | None,
                        signature: Path | None, convert: bool,
-                       progress: Progress | None = None) -> Row:
-        """Scan and encrypt: ``{"ref", "files", "tensors", "bytes"}``."""
+                       progress: Progress | None = None, cipher: str | None = None) -> Row:
+        """Scan and encrypt: ``{"ref", "files", "tensors", "bytes"}`` (``cipher``: payload mode)."""
 
     def weights_export(self, name: str, to: Path, *, reason: str, version: int | None,
                        progress: Progress | None = None) -> Row:

@@ -146,15 +146,18 @@ class RemoteService:
     def weights_import(self, path: Path, name: str, *, compartments: list[str],
                        new_version: bool, escrow: list[str], publisher_key: Path | None,
                        signature: Path | None, convert: bool,
-                       progress: Progress | None = None) -> Row:
+                       progress: Progress | None = None, cipher: str | None = None) -> Row:
         """Stream one .safetensors file to the server, which scans and encrypts it in RAM.
+
+        The server's vault setting (``STRONGROOM_CIPHER``) picks the payload mode.
 
         The returned manifest is verified with the pinned manifest key before it is believed.
         """
         from strongroom.vault.manifest import Manifest
 
         local_only = {"--escrow": bool(escrow), "--publisher-key": publisher_key is not None,
-                      "--signature": signature is not None, "--convert": convert}
+                      "--signature": signature is not None, "--convert": convert,
+                      "--cipher": cipher is not None}
         refused = sorted(opt for opt, given in local_only.items() if given)
         if refused:
             raise InvalidInput(f"{', '.join(refused)} is not offered over the API", obj="import",
