@@ -85,7 +85,7 @@ def test_wheel_carries_every_package_data_file(built_wheel: Path) -> None:
         assert needed in names
     assert any(n.startswith("strongroom/store/migrations/versions/0010") for n in names)
     assert any(n.endswith(".cedar") for n in names) and any(n.endswith(".html") for n in names)
-    assert "strongroom = strongroom.cli.main:main" in entry_points
+    assert "strongroom = strongroom.cli.entry:main" in entry_points
 
 
 @pytest.fixture(scope="module")
@@ -105,6 +105,7 @@ def _venv(where: Path) -> Path:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # pip compiles 60-odd packages: ~4 min at load 12 on 2 cores
 def test_offline_install_from_the_wheelhouse_runs(wheelhouse: Path, tmp_path: Path) -> None:
     bin_dir = _venv(tmp_path / "venv")
     pip, *args = INSTALL.format(d=wheelhouse).split()
