@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from access_kit import World, access_world
-from fastapi import FastAPI
-from fastapi.testclient import TestClient
+from console_kit import ORIGIN, Env
 from fido_softkey import SoftKey, add_keys
 
 from strongroom.access import fido, statements
@@ -22,78 +18,9 @@ from strongroom.access.registration import (
     verify_register_token,
 )
 from strongroom.errors import AccessDenied, Sealed
-from strongroom.server.console import ConsoleConfig, build_router
 from strongroom.server.console.sessions import COOKIE
-from strongroom.server.context import ServerContext
-from strongroom.settings import Settings
 
-from vault_fixtures import make_model
-
-ORIGIN = "https://testserver"
 XSS = '<script>window.__xss=1</script><img src=x onerror="window.__xss=2">'
-
-
-@dataclass
-class Env:
-    w: World
-    client: TestClient
-    keys: dict[str, SoftKey]
-
-    def sign_in(self, name: str, key: SoftKey | None = None) -> str:
-        """Sign in as ``name`` with a fresh client session; returns the page's CSRF token."""
-        self.client.cookies.clear()
-        csrf = self.csrf("/console/sign-in")
-        begin = self.client.post("/webauthn/login/begin", json={"name": name},
-                                 headers={"X-CSRF-Token": csrf, "Origin": ORIGIN})
-        assert begin.status_code == 200, begin.text
-        k = key or self.keys[name]
-        challenge = fido.unb64url(begin.json()["options"]["challenge"])
-        done = self.client.post("/webauthn/login/finish",
-                                json={"credential": k.browser_json(k.assertion(challenge))},
-                                headers={"X-CSRF-Token": csrf, "Origin": ORIGIN})
-        assert done.status_code == 200, done.text
-        return self.csrf("/console/inbox")
-
-    def csrf(self, path: str) -> str:
-        page = self.client.get(path)
-        assert page.status_code == 200, page.text
-        marker = '<meta name="csrf-token" content="'
-        return page.text.split(marker, 1)[1].split('"', 1)[0]
-
-
-@pytest.fixture
-def env(tmp_path: Path) -> Iterator[Env]:
-    """The console on SQLite."""
-    yield from _env(f"sqlite:///{tmp_path / 'db.sqlite'}", tmp_path)
-
-
-@pytest.fixture
-def env_any(db_url: str, tmp_path: Path) -> Iterator[Env]:
-    """The console on each database backend."""
-    yield from _env(db_url, tmp_path)
-
-
-def _env(db_url: str, tmp_path: Path) -> Iterator[Env]:
-    with access_world(db_url, tmp_path) as w:
-        make_model(tmp_path / "m.safetensors")
-        w.vault.import_weights(tmp_path / "m.safetensors", "minilm", compartments=["atlas"])
-        w.enroll("alice", roles=("requesters",))
-        for name in ("bob", "carol"):
-            w.enroll(name)
-        w.enroll("dave", roles=("approvers", "security-officers"))
-        keys: dict[str, SoftKey] = {}
-        directory = w.rule.reader.view()
-        for name in ("alice", "bob", "carol", "dave"):
-            keys[name] = SoftKey(rp_id="testserver", origin=ORIGIN)
-            current = directory.by_name(name)
-            assert current is not None
-            add_keys(w.store, current, [keys[name].security_key()], w.officers)
-        ctx = ServerContext(Settings(home=tmp_path / "home", database_url=w.store.url), w.store,
-                            w.keys.svc, w.vault.blobs, owns_store=False)
-        app = FastAPI()
-        app.include_router(build_router(ctx, ConsoleConfig.for_origin(ORIGIN)))
-        with TestClient(app, base_url=ORIGIN) as client:
-            yield Env(w, client, keys)
 
 
 def _approve(e: Env, name: str, digest: str, csrf: str, key: SoftKey | None = None,

@@ -58,7 +58,7 @@ __all__ = [
 
 KINDS = (
     "enrollment", "revocation", "label", "policy", "request", "approval", "denial", "grant",
-    "grant-revocation", "break-glass", "review", "codeowners", "seal", "key-order",
+    "grant-revocation", "break-glass", "review", "codeowners", "seal", "key-order", "alert-ack",
 )
 #: How many verified statements the cache keeps.
 CACHE_SIZE = 50_000

@@ -332,18 +332,30 @@ class AlertManager:
             return StoredAlert._from_row(row)
 
     def recent(self, *, unacked: bool = False, subject: str | None = None,
-             limit: int = 100) -> list[StoredAlert]:
-        """Alerts, newest first."""
+             limit: int = 100, rule: str | None = None, severity: str | None = None,
+             acked: bool = False) -> list[StoredAlert]:
+        """Alerts, newest first (optionally only open or only acknowledged ones, one rule, one severity)."""
         q = select(AlertRow).order_by(AlertRow.id.desc()).limit(limit)
         if unacked:
             q = q.where(AlertRow.acked_at.is_(None))
+        if acked:
+            q = q.where(AlertRow.acked_at.is_not(None))
         if subject is not None:
             q = q.where(AlertRow.subject == subject)
+        if rule is not None:
+            q = q.where(AlertRow.rule == rule)
+        if severity is not None:
+            q = q.where(AlertRow.severity == severity)
         with self.store.session() as s:
             return [StoredAlert._from_row(r) for r in s.scalars(q)]
 
-    def ack(self, alert_id: int, *, by: str, note: str = "") -> StoredAlert:
-        """Mark an alert handled by ``by`` (audited as ``alert.ack``)."""
+    def ack(self, alert_id: int, *, by: str, note: str = "",
+            statement: str | None = None) -> StoredAlert:
+        """Mark an alert handled by ``by`` (audited as ``alert.ack``).
+
+        ``statement`` is the digest of a signed acknowledgement (the console's
+        security-key ack of a critical alert), kept in the audit entry.
+        """
         if not by:
             raise InvalidInput("an acknowledgement needs the name of who acknowledges",
                                obj=f"alert {alert_id}")
@@ -354,7 +366,9 @@ class AlertManager:
             self.audit.append(actor=by, action="alert.ack", obj=current.obj, decision="allow",
                               reason=note[:500], details={"alert_id": alert_id,
                                                           "rule": current.rule,
-                                                          "dedup_key": current.dedup_key})
+                                                          "dedup_key": current.dedup_key,
+                                                          **({"statement": statement}
+                                                             if statement else {})})
         with self.store.session() as s:
             s.execute(update(AlertRow).where(AlertRow.id == alert_id,
                                              AlertRow.acked_at.is_(None))

@@ -43,7 +43,8 @@ from strongroom.server.console import data
 from strongroom.server.console.core import Console, ConsoleError
 from strongroom.server.console.sessions import Session
 
-__all__ = ["add_routes", "add_seal_routes"]
+__all__ = ["add_routes", "add_seal_routes", "finish_signing", "read_body", "reason_of",
+           "start_signing"]
 
 #: Largest JSON body a WebAuthn endpoint reads.
 MAX_BODY = 64 * 1024
@@ -481,3 +482,10 @@ def _json(text: str) -> Any:
 
     return json.loads(text)
 
+
+
+# The signing-ceremony steps other console modules build on (alert acknowledgements).
+read_body = _body
+reason_of = _reason
+start_signing = _start_signing
+finish_signing = _finish_signing

@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -30,6 +31,8 @@ from strongroom.access.directory import Enrollment
 from strongroom.errors import InvalidInput, StrongroomError
 from strongroom.server.console.sessions import COOKIE, SESSION_TTL_S, Session, Sessions
 from strongroom.server.errors import error_body, status_for
+from strongroom.timefmt import parse_utc, utc_stamp
+from strongroom.units import duration, human_bytes, relative, short_code
 
 if TYPE_CHECKING:
     from strongroom.access.policy import PolicyEngine
@@ -54,6 +57,10 @@ SECURITY_HEADERS = {
     "Cross-Origin-Resource-Policy": "same-origin",
     "Permissions-Policy": "camera=(), microphone=(), geolocation=(), payment=()",
 }
+#: Headings of the HTML error page by HTTP status (API clients get JSON instead).
+ERROR_TITLES = {400: "Bad request", 401: "Sign in first", 403: "Refused", 404: "Not found",
+                409: "Already done", 413: "Too large", 422: "Bad request",
+                429: "Too many attempts", 503: "Unavailable"}
 
 
 @dataclass(frozen=True)
@@ -131,7 +138,8 @@ class SecureRoute(APIRoute):
                     response = JSONResponse(body, status_code=status)
                 else:
                     response = console.page(request, "error.html", None, status=status,
-                                            message=message)
+                                            message=message, status_code=status,
+                                            title=ERROR_TITLES.get(status, "Refused"))
             for k, v in SECURITY_HEADERS.items():
                 response.headers.setdefault(k, v)
             return response
@@ -203,6 +211,19 @@ class SignInThrottle:
                 decision="deny", reason=reason[:300], details=details)
 
 
+def when(value: float | datetime | str | None, *, now: float | None = None) -> dict[str, str]:
+    """A time for a page: ``{"iso": UTC stamp, "rel": "3 min ago"}`` (empty for None)."""
+    if value is None or value == "":
+        return {"iso": "", "rel": "never"}
+    if isinstance(value, datetime):
+        t = (value if value.tzinfo else value.replace(tzinfo=UTC)).timestamp()
+    elif isinstance(value, str):
+        t = parse_utc(value)
+    else:
+        t = float(value)
+    return {"iso": utc_stamp(t), "rel": relative(t, now=time.time() if now is None else now)}
+
+
 def _power_of_ten(n: int) -> bool:
     while n >= 10 and n % 10 == 0:
         n //= 10
@@ -219,6 +240,8 @@ class Console:
         self.templates = Environment(loader=FileSystemLoader(HERE / "templates"),
                                      autoescape=select_autoescape(default=True,
                                                                   default_for_string=True))
+        self.templates.globals.update(human_bytes=human_bytes, duration=duration,
+                                      short_code=short_code, when=when)
         self._engine: tuple[str, PolicyEngine] | None = None
         self._lock = threading.Lock()
         self.signins = SignInThrottle(ctx)

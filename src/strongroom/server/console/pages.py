@@ -2,23 +2,21 @@
 
 from __future__ import annotations
 
-import base64
 import time
 from typing import Any
 
 from fastapi import APIRouter, Form, Request
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 
 from strongroom.access.directory import level_name
 from strongroom.artifacts import ArtifactRef
 from strongroom.server.console import data
-from strongroom.server.console.core import AUDITORS, HERE, Console, ConsoleError
+from strongroom.server.console.core import HERE, Console, ConsoleError
 from strongroom.server.console.sessions import COOKIE
 
-__all__ = ["add_routes"]
+__all__ = ["add_not_found", "add_routes", "percent"]
 
 _STATIC = {"console.js": "text/javascript", "console.css": "text/css"}
-_AUDIT_SCAN = 5000
 
 
 def add_routes(router: APIRouter, console: Console) -> None:
@@ -73,65 +71,6 @@ def add_routes(router: APIRouter, console: Console) -> None:
             me.name == item.request.requester or me.name in item.counted)
         return console.page(request, "request.html", sess, item=item, can_issue=can_issue)
 
-    @router.get("/console/audit", include_in_schema=False)
-    async def audit(request: Request, actor: str = "", action: str = "",
-                    object: str = "") -> HTMLResponse:
-        sess = console.session(request)
-        console.require_role(console.person(sess), *AUDITORS)
-        log = ctx.audit()
-        size = log.size()
-        found = []
-        for ev in reversed(log.events(max(0, size - _AUDIT_SCAN), size)):
-            if actor and actor.lower() not in ev.actor.lower():
-                continue
-            if action and action.lower() not in ev.action.lower():
-                continue
-            if object and object.lower() not in ev.object.lower():
-                continue
-            found.append(ev)
-            if len(found) >= 200:
-                break
-        return console.page(request, "audit.html", sess, events=found, size=size,
-                            q={"actor": actor, "action": action, "object": object})
-
-    @router.get("/console/audit/{index}/proof", include_in_schema=False)
-    async def audit_proof(request: Request, index: int) -> JSONResponse:
-        from strongroom.audit.checkpoint import Checkpoint
-        from strongroom.crypto.note import parse_note
-
-        sess = console.session(request)
-        console.require_role(console.person(sess), *AUDITORS)
-        log = ctx.audit()
-        proof = log.prove(index)
-        log.opened(proof.checkpoint)  # the log's signature on the checkpoint, checked here
-        text, _ = parse_note(proof.checkpoint)
-        cp = Checkpoint.parse(text)
-        return JSONResponse({"index": proof.index, "size": cp.size,
-                             "root": base64.b64encode(cp.root).decode(),
-                             "entry": base64.b64encode(proof.entry).decode(),
-                             "hashes": [base64.b64encode(h).decode() for h in proof.hashes],
-                             "checkpoint": proof.checkpoint})
-
-    @router.get("/console/alerts", include_in_schema=False)
-    async def alerts(request: Request) -> HTMLResponse:
-        sess = console.session(request)
-        me = console.person(sess)
-        console.require_role(me, *AUDITORS)
-        rows = ctx.alerts().recent(limit=200)
-        return console.page(request, "alerts.html", sess, alerts=rows,
-                            may_ack="security-officers" in me.roles)
-
-    @router.post("/console/alerts/{alert_id}/ack", include_in_schema=False)
-    async def ack(request: Request, alert_id: int, csrf: str = Form(""),
-                  note: str = Form("")) -> Response:
-        sess = console.session(request)
-        console.check_post(request, sess, csrf)
-        me = console.person(sess)
-        if "security-officers" not in me.roles:
-            raise ConsoleError(403, "only security officers acknowledge alerts")
-        ctx.alerts().ack(alert_id, by=me.name, note=note[:500])
-        return RedirectResponse("/console/alerts", status_code=303)
-
     @router.get("/console/people", include_in_schema=False)
     async def people(request: Request) -> HTMLResponse:
         sess = console.session(request)
@@ -162,7 +101,8 @@ def add_routes(router: APIRouter, console: Console) -> None:
                 ref = str(ArtifactRef(a.name, a.version))
                 bars = [{"scope": u.budget.scope, "window": u.budget.describe("*", a.name),
                          "used": u.used, "cap": u.budget.cap_bytes,
-                         "percent": min(100, round(100 * u.fraction))}
+                         "percent": min(100.0, 100 * u.fraction),
+                         "percent_text": percent(u.fraction)}
                         for u in meter.usage("*", ref, now)
                         if u.budget.scope in ("artifact", "lab")]
                 rows.append({"ref": ref, "kind": a.kind, "files": a.files,
@@ -181,3 +121,23 @@ def add_routes(router: APIRouter, console: Console) -> None:
                 may_seal = False  # a revoked or lapsed person still sees the seal state
         return console.page(request, "status.html", sess, seal=st, may_seal=may_seal,
                             host=ctx.settings.host_id)
+
+
+def percent(fraction: float) -> str:
+    """A share of a budget as people read it: ``0 %``, ``< 0.1 %``, ``0.3 %``, ``42 %``."""
+    if fraction <= 0:
+        return "0 % used"
+    if fraction < 0.001:
+        return "< 0.1 % used"
+    return f"{100 * fraction:.1f} % used" if fraction < 0.1 else f"{100 * fraction:.0f} % used"
+
+
+def add_not_found(router: APIRouter) -> None:
+    """Answer every other ``/console/...`` address with a 404 page (JSON for API clients).
+
+    Added last, so it matches only what no page matched.
+    """
+
+    @router.api_route("/console/{rest:path}", methods=["GET", "POST"], include_in_schema=False)
+    async def not_found(rest: str) -> Response:
+        raise ConsoleError(404, f"there is no console page at /console/{rest[:100]}")

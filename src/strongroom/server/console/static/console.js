@@ -28,6 +28,29 @@
     return data;
   }
 
+  // The code of a digest as people compare it: first 16 hex digits, upper case, groups of 4
+  // (strongroom.units.short_code; `strongroom access show` prints the request's the same way).
+  function shortCode(hex) {
+    return hex.slice(0, 16).toUpperCase().match(/.{4}/g).join("-");
+  }
+  function hexOf(b64url) {
+    const bin = atob(b64url.replace(/-/g, "+").replace(/_/g, "/"));
+    return Array.from(bin, (c) => c.charCodeAt(0).toString(16).padStart(2, "0")).join("");
+  }
+
+  // Show what the key is about to sign (the statement and its digest) before asking for it.
+  function preview(begin) {
+    const box = document.getElementById("signing");
+    if (!box || !begin.statement) return;
+    document.getElementById("signing-code").textContent = shortCode(hexOf(begin.options.challenge));
+    const names = begin.statement.request || begin.statement.grant || "";
+    document.getElementById("signing-request").textContent =
+      /^[0-9a-f]{64}$/.test(names) ? shortCode(names) : "(none)";
+    document.getElementById("signing-statement").textContent =
+      JSON.stringify(begin.statement, null, 2);
+    box.hidden = false;
+  }
+
   async function getAssertion(options) {
     const publicKey = PublicKeyCredential.parseRequestOptionsFromJSON(options);
     const cred = await navigator.credentials.get({publicKey});
@@ -63,6 +86,7 @@
     },
     async approve(el) {
       const begin = await post("/webauthn/approve/begin", {request: el.dataset.request});
+      preview(begin);
       const credential = await getAssertion(begin.options);
       const done = await post("/webauthn/approve/finish", {credential});
       window.location.assign(done.redirect);
@@ -70,6 +94,7 @@
     async deny(el) {
       const reason = (document.getElementById("deny-reason") || {value: ""}).value;
       const begin = await post("/webauthn/deny/begin", {request: el.dataset.request, reason});
+      preview(begin);
       const credential = await getAssertion(begin.options);
       const done = await post("/webauthn/deny/finish", {credential});
       window.location.assign(done.redirect);
@@ -77,6 +102,7 @@
     async revoke(el) {
       const reason = (document.getElementById("revoke-reason") || {value: ""}).value;
       const begin = await post("/webauthn/revoke/begin", {request: el.dataset.request, reason});
+      preview(begin);
       const credential = await getAssertion(begin.options);
       const done = await post("/webauthn/revoke/finish", {credential});
       window.location.assign(done.redirect);
@@ -88,6 +114,13 @@
       const begin = await post("/webauthn/seal/begin", {reason, scope});
       const credential = await getAssertion(begin.options);
       const done = await post("/webauthn/seal/finish", {credential});
+      window.location.assign(done.redirect);
+    },
+    async "alert-ack"(el) {
+      const reason = (el.querySelector("input[name=reason]") || {value: ""}).value;
+      const begin = await post("/webauthn/alert-ack/begin", {alert: el.dataset.alert, reason});
+      const credential = await getAssertion(begin.options);
+      const done = await post("/webauthn/alert-ack/finish", {credential});
       window.location.assign(done.redirect);
     },
     async grant(el) {
