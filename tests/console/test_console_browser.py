@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 import socket
 import threading
 import time
@@ -105,6 +106,23 @@ def _person_page(browser: Any) -> tuple[Any, list[str]]:
     return page, problems
 
 
+AXE = Path(__file__).parent / "vendor" / "axe.min.js"
+
+
+def _axe(page: Any, where: str) -> None:
+    """Run axe-core (vendored, MPL-2.0) in the page; fail on serious or critical violations.
+
+    Injected over the DevTools protocol (``evaluate``), which the page's CSP does not
+    govern; the console itself never loads it.
+    """
+    page.evaluate(AXE.read_text(encoding="utf-8"))
+    result = page.evaluate("axe.run(document, {resultTypes: ['violations']})")
+    bad = [f"{v['id']} ({v['impact']}): {v['help']} at "
+           f"{[n['target'] for n in v['nodes']][:3]}"
+           for v in result["violations"] if v["impact"] in ("serious", "critical")]
+    assert not bad, f"{where}: {bad}"
+
+
 def test_register_endorse_sign_in_approve_grant_release(served: Served) -> None:
     from playwright.sync_api import expect, sync_playwright
 
@@ -187,10 +205,17 @@ def test_register_endorse_sign_in_approve_grant_release(served: Served) -> None:
             page.locator("[data-proof]").first.click()
             expect(page.locator(".proof.error").first).to_contain_text("NOT verified")
             page.unroute("**/console/audit/*/proof")
-            for path in ("people", "artifacts", "alerts", "status"):
+            w.keys.svc.audit.checkpoint(require_quorum=False)
+            first_entry = page.locator("#entries a").first.get_attribute("href")
+            for path in ("people", "artifacts", "alerts", "status", "audit",
+                         "audit?decision=deny", first_entry.removeprefix("/console/"),
+                         f"requests/{digest}", "no-such-page"):
                 response = page.goto(f"{base}/console/{path}")
-                assert response is not None and response.status == 200, path
-                page.screenshot(path=str(shots / f"6-{path}.png"))
+                assert response is not None, path
+                assert response.status == (404 if path == "no-such-page" else 200), path
+                name = re.sub(r"[^a-z0-9]+", "-", path).strip("-")
+                page.screenshot(path=str(shots / f"6-{name}.png"), full_page=True)
+                _axe(page, path)
             for name, (pg, problems) in pages.items():
                 assert pg.evaluate("window.__xss") is None, name
                 assert not [x for x in problems if "dialog" in x or "Content Security" in x], \
