@@ -14,8 +14,10 @@ remote cannot skip the comparison.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,6 +29,8 @@ from server_kit import ServerWorld, UvicornThread, build_world, run_cli, server_
 
 from strongroom.cli import placement
 from strongroom.monitor.alerts import Alert, AlertManager
+from strongroom.monitor.egress import Budget, EgressMeter
+from strongroom.vault.documents import add_document
 
 from cli_fixtures import strongroom_exe
 
@@ -52,6 +56,12 @@ def world(tmp_path_factory: pytest.TempPathFactory, server_db: str | None  # noq
             acked = manager.raise_alert(Alert("odd-hours", "warning", "bob", "tiny@1",
                                               "load at 03:00", "parity-2"))
             manager.ack(acked.id, by="officer", note="on call")
+            EgressMeter(w.ctx.store).set_budget(Budget("principal", "alice", 86400, 3 << 30))
+            doc = tmp / "runbook.md"
+            doc.write_text("rotate the on-call key quarterly\n")
+            add_document(w.ctx.vault(identity=w.officer), doc, name="runbook",
+                         classification="secret", compartments=["atlas"])
+            doc.unlink()
             yield w
     finally:
         server.stop()
@@ -84,13 +94,26 @@ LISTINGS = [
     ("eve", ("audit", "tail", "-n", "8"), True),
     ("eve", ("audit", "show", "2"), False),
     ("eve", ("audit", "prove", "2"), False),
+    ("eve", ("audit", "verify"), False),
+    ("eve", ("monitor", "egress"), True),
+    ("eve", ("monitor", "egress", "--compression", "2.5", "--json"), False),
+    ("alice", ("people", "ls"), True),
+    ("alice", ("compartments", "ls"), True),
+    ("alice", ("docs", "ls"), True),
+    ("alice", ("access", "caps"), True),
+    ("alice", ("access", "break-glass", "--pending"), True),
+    ("eve", ("posture", "assess"), True),
 ]
 #: Remote commands that change state; tests/server/test_server_remote_cli.py and
 #: test_server_remote_seal.py drive each against a server and check what it printed.
 CHANGES_STATE = frozenset({
-    "access approve", "access deny", "access request", "alerts ack", "audit checkpoint",
-    "seal", "unseal", "weights import", "weights verify",
+    "access approve", "access deny", "access request", "access revoke", "alerts ack",
+    "audit checkpoint", "keys rewrap", "keys rotate", "seal", "unseal", "weights import",
+    "weights verify",
 })
+#: What a posture report measures at the moment it runs: the monitor loop's age, and when.
+LIVE = re.compile(r"(?<=older than )[\d,.]+(?= s)|(?<=audit log )[\d,]+(?= s ago)"
+                  r'|(?<="generated": ")[^"]+')
 CASES = [(who, (*args, "--json") if as_json else args)
          for who, args, has_json in LISTINGS for as_json in ((False, True) if has_json
                                                              else (False,))]
@@ -116,6 +139,8 @@ def test_embedded_and_remote_print_the_same(world: ServerWorld, who: str,
     assert _command(argv) in placement.REMOTE
     remote = run_cli(world, who, *argv).stdout
     local = _embedded(world, who, *argv).stdout
+    if argv[0] == "posture":
+        remote, local = LIVE.sub("<age>", remote), LIVE.sub("<age>", local)
     assert remote == local
     assert remote.strip()
 
@@ -126,3 +151,69 @@ def test_audit_tail_names_bytes_as_recorded(world: ServerWorld) -> None:
     rows = json.loads(run_cli(world, "eve", "audit", "tail", "-n", "50", "--json").stdout)
     release = next(r for r in rows if r["action"] == "key.release")
     assert release["bytes"] > 0 and release["shard"] and "nbytes" not in release
+
+
+def _masked(text: str, ids: dict[str, str]) -> str:
+    """``text`` with each id's 16-character prefix replaced by its placeholder."""
+    for ident, placeholder in ids.items():
+        text = text.replace(ident[:16], placeholder)
+    return text
+
+
+def _critical(proc: subprocess.CompletedProcess[str]) -> str:
+    return "".join(line for line in proc.stderr.splitlines(keepends=True)
+                   if line.startswith("CRITICAL"))
+
+
+def test_signed_changes_print_the_same(world: ServerWorld) -> None:
+    """Each signed change is made twice, remotely and embedded, on twin objects: the two
+    print the same but for the ids and counters, and both take effect."""
+    import json
+
+    from strongroom.access.directory import ResourceLabel, Rule, level
+
+    # access revoke: one of two fresh grants each way
+    g_remote, g_local = world.grant_load("alice"), world.grant_load("alice")
+    remote = run_cli(world, "alice", "access", "revoke", g_remote[:12], "--reason", "done")
+    local = _embedded(world, "alice", "access", "revoke", g_local[:12], "--reason", "done")
+    assert remote.stdout == f"grant {g_remote[:16]} revoked by alice\n"
+    assert _masked(remote.stdout, {g_remote: "<g>"}) == _masked(local.stdout, {g_local: "<g>"})
+    tail = json.loads(run_cli(world, "eve", "audit", "tail", "-n", "40", "--json").stdout)
+    revoked = {e["details"]["grant"]: e["actor"] for e in tail if e["action"] == "access.revoke"}
+    assert revoked.get(g_remote) == revoked.get(g_local) == "alice", revoked
+
+    # access break-glass: alice is listed by a newer label, takes it each way, bob reviews
+    label = ResourceLabel("tiny", level("secret"), ("atlas",), {"load": Rule.parse(
+        "2 of approvers")}, break_glass=("alice",), break_glass_window_s=900, serial=2,
+        issued=int(time.time())).sign(world.officer.private_key)
+    r = world.client("officer").post("/v1/statements", {"kind": "label", "envelope": label})
+    assert r.status_code == 201, r.text
+    argv = ("access", "break-glass", "tiny", "--reason", "outage", "--window", "1h")
+    remote, local = run_cli(world, "alice", *argv), _embedded(world, "alice", *argv)
+    bg_remote, bg_local = remote.stdout.split()[-1], local.stdout.split()[-1]
+    assert remote.stdout == f"break-glass {bg_remote}\n" and bg_remote != bg_local
+    assert "alice broke glass on tiny (load, 15 min): outage" in _critical(remote)
+    assert _critical(remote) == _critical(local)
+    remote = run_cli(world, "bob", "access", "break-glass", "--review", bg_remote)
+    local = _embedded(world, "bob", "access", "break-glass", "--review", bg_local)
+    assert remote.stdout == f"bob reviewed break-glass {bg_remote}: justified\n"
+    assert _masked(remote.stdout, {bg_remote: "<b>"}) == _masked(local.stdout, {bg_local: "<b>"})
+    for extra in ((), ("--json",)):
+        pending = ("access", "break-glass", "--pending", *extra)
+        shown = run_cli(world, "alice", *pending).stdout
+        assert shown == _embedded(world, "alice", *pending).stdout
+        assert bg_remote in shown and bg_local in shown and "bob" in shown
+
+    # keys rotate and rewrap: a pinned officer's signed key order remotely, the agent locally
+    remote = run_cli(world, "officer", "keys", "rotate")
+    local = _embedded(world, "officer", "keys", "rotate")
+    versions = [int(re.findall(r"\d+", p.stdout)[0]) for p in (remote, local)]
+    assert versions[1] == versions[0] + 1
+    assert re.sub(r"\d+", "N", remote.stdout) == re.sub(r"\d+", "N", local.stdout) == \
+        "KEK version N created; run `strongroom keys rewrap`\n"
+    remote = run_cli(world, "officer", "keys", "rewrap")
+    local = _embedded(world, "officer", "keys", "rewrap")
+    assert re.fullmatch(r"rewrapped [1-9]\d* file key\(s\)\n", remote.stdout), remote.stdout
+    assert re.sub(r"\d+", "N", remote.stdout) == re.sub(r"\d+", "N", local.stdout)
+    status = json.loads(run_cli(world, "alice", "status", "--json").stdout)
+    assert max(status["kek_versions"]) == versions[1]

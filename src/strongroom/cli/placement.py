@@ -40,8 +40,7 @@ REMOTE = frozenset(cmd for cmd, ops in COMMANDS.items() if set(ops) <= _REMOTE_O
 
 #: Commands that need no vault: they run here either way.
 ANYWHERE = frozenset({
-    "audit check-value", "audit hash", "audit verify-checkpoint", "audit verify-note",
-    "audit verify-proof",
+    "audit verify-checkpoint", "audit verify-note", "audit verify-proof",
     "backup verify", "bundle",
     "decrypt", "encrypt", "keygen",
     "doctor", "sbom", "scan",
@@ -57,6 +56,9 @@ ANYWHERE = frozenset({
 _HOST_ONLY = frozenset({
     "access policy set", "access policy show",
     "alerts export", "alerts outbox", "alerts test", "audit export", "audit key",
+    # the log's redaction salt stays on the host: over the API these would be an oracle
+    # that tells anyone which secret a redacted field holds
+    "audit check-value", "audit hash",
     "backup check", "backup create", "backup restore",
     "compartments label",
     "console endorse", "console pending", "console register-token",
@@ -77,9 +79,12 @@ VAULT_HOST = _HOST_ONLY | frozenset(COMMANDS).difference(REMOTE)
 
 
 def check(command: str) -> None:
-    """Refuse ``command`` when STRONGROOM_URL is set and it cannot run against that server."""
+    """Refuse ``command`` when STRONGROOM_URL is set and it cannot run against that server.
+
+    An empty ``command`` (``strongroom --version``, ``--help``, no arguments) runs nothing.
+    """
     url = os.environ.get("STRONGROOM_URL")
-    if not url or command in REMOTE or command in ANYWHERE:
+    if not url or not command or command in REMOTE or command in ANYWHERE:
         return
     raise refusal(command, url)
 

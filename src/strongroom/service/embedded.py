@@ -301,22 +301,11 @@ class EmbeddedService(EmbeddedAccess):
 
     def audit_verify(self, checkpoints: list[str]) -> Row:
         """Replay the log against its checkpoints, the high-water file and the witnesses."""
-        from strongroom.audit.highwater import (
-            HIGH_WATER_NAME,
-            HighWater,
-            check_extends,
-            witness_marks,
-        )
+        from strongroom.runtime.listings import verify_log
         from strongroom.settings import Settings
 
         with open_log() as log:
-            report = log.verify(checkpoints)
-            high_water = HighWater(Settings().resolved_home / HIGH_WATER_NAME, log)
-            marks = high_water.marks() + witness_marks(log)
-            for mark in sorted(marks, key=lambda m: m.size, reverse=True):
-                check_extends(log, mark, (report.size, report.root))
-        return {"summary": report.summary(), "kept_outside": len(marks),
-                "latest_checkpoint": report.latest_checkpoint}
+            return verify_log(log, Settings().resolved_home, checkpoints)
 
     def audit_checkpoint(self) -> str:
         """Sign a checkpoint at the current size and push it to the witnesses."""
@@ -340,61 +329,36 @@ class EmbeddedService(EmbeddedAccess):
 
     def egress_report(self, compression: float) -> Row:
         """Budgets in force and time-to-exfiltrate per artifact."""
-        from strongroom.monitor.egress import EgressMeter
-        from strongroom.store.catalogue import artifact_sizes
+        from strongroom.runtime.listings import egress_report
 
         with _store() as store:
-            meter = EgressMeter(store)
-            budgets = meter.budgets()
-            estimates = meter.time_to_exfiltrate(artifact_sizes(store), compression=compression)
-        return {"budgets": [{"scope": b.scope, "subject": b.subject, "window_s": b.window_s,
-                             "cap_bytes": b.cap_bytes} for b in budgets],
-                "artifacts": [e.to_dict() for e in estimates]}
+            return egress_report(store, compression=compression)
 
     # -- directory, documents, posture ------------------------------------------------------
 
     def people_ls(self) -> list[Row]:
         """Principals whose enrollment verifies (signed by k officers, not revoked)."""
-        from strongroom.access.directory import level_name
+        from strongroom.runtime.listings import people_rows
 
         vault, ctx = open_context()
         with vault:
-            now = time.time()
-            return [{"name": p.name, "kind": p.kind, "key_id": kid, "roles": list(p.roles),
-                     "clearance": level_name(p.clearance), "compartments": list(p.compartments),
-                     "vetting": p.vetting.status, "vetting_expires": p.vetting.expires,
-                     "employment": p.employment, "current": p.eligible(now)}
-                    for kid, p in sorted(ctx.directory().principals.items(),
-                                         key=lambda kv: kv[1].name)]
+            return people_rows(ctx.directory(), now=time.time())
 
     def compartments_ls(self) -> list[Row]:
         """Compartments: who is read in, and which labelled resources need them."""
+        from strongroom.runtime.listings import compartment_rows
+
         vault, ctx = open_context()
         with vault:
-            directory = ctx.directory()
-            members: dict[str, list[str]] = {}
-            for p in directory.principals.values():
-                for c in p.compartments:
-                    members.setdefault(c, []).append(p.name)
-            resources: dict[str, list[str]] = {}
-            for a in vault.list_artifacts():
-                m = vault.manifest(a.name, a.version)
-                labelled = getattr(directory.label(a.name), "compartments", ())
-                for c in set(m.compartments) | set(labelled):
-                    resources.setdefault(c, []).append(m.ref)
-            return [{"compartment": c, "people": sorted(members.get(c, [])),
-                     "resources": sorted(resources.get(c, []))}
-                    for c in sorted(set(members) | set(resources))]
+            return compartment_rows(ctx.directory(), vault)
 
     def docs_ls(self) -> list[Row]:
         """Documents with classification and compartments (no content)."""
+        from strongroom.runtime.listings import document_rows
         from strongroom.runtime.services import open_vault
-        from strongroom.vault.documents import list_documents
 
         with open_vault() as vault:
-            return [{"name": d.name, "version": d.version, "classification": d.classification,
-                     "compartments": list(d.compartments), "bytes": d.size,
-                     "created": d.created} for d in list_documents(vault)]
+            return document_rows(vault)
 
     def posture(self, declaration: Path | None) -> Row:
         """This deployment scored against RAND SL1–SL5 from live evidence."""

@@ -26,11 +26,9 @@ if TYPE_CHECKING:
     from strongroom.access.directory import Directory
     from strongroom.access.grants import VerifiedGrant
 
-__all__ = ["ACTIONS", "EmbeddedAccess", "grant_row"]
+__all__ = ["EmbeddedAccess", "grant_row"]
 
 Row = dict[str, Any]
-#: The actions a Grant is for, in the order listings show them.
-ACTIONS = ("infer", "load", "read", "export")
 
 
 def grant_row(g: VerifiedGrant) -> Row:
@@ -182,20 +180,15 @@ class EmbeddedAccess:
 
     def access_caps(self) -> list[Row]:
         """Holders of valid Grants per artifact and action, against the caps."""
-        from strongroom.access.caps import AccessCaps, holders
         from strongroom.access.grants import valid_grants
+        from strongroom.runtime.listings import caps_rows
 
         vault, ctx = open_context()
         with vault:
             directory = ctx.directory()
-            caps = AccessCaps()
-            counts = holders(valid_grants(vault.store, directory, ctx.engine(),
-                                          lambda name: ctx.resource(name, directory),
-                                          now=time.time()))
-            names = sorted({a.name for a in vault.list_artifacts()})
-            return [{"artifact": name,
-                     "holders": {a: len(counts.get((name, a), set())) for a in ACTIONS},
-                     "caps": {a: caps.cap(a) for a in ACTIONS}} for name in names]
+            grants = valid_grants(vault.store, directory, ctx.engine(),
+                                  lambda name: ctx.resource(name, directory), now=time.time())
+            return caps_rows(grants, (a.name for a in vault.list_artifacts()))
 
     def access_revoke(self, grant_id: str, *, reason: str) -> Row:
         """Revoke a Grant (its holder, its approvers or officers)."""
@@ -227,8 +220,10 @@ class EmbeddedAccess:
             digest = submit_break_glass(vault.store, env)
             vault.record(ALERT_ACTION, res.name, "allow", reason=reason, severity="critical",
                          break_glass=digest, access_action=action, window_s=seconds)
-            return {"break_glass": digest, "principal": ctx.name, "resource": res.name,
-                    "action": action, "window_s": seconds, "reason": reason}
+            # the resource as the signed statement names it (its base name), as remotely
+            return {"break_glass": digest, "principal": ctx.name,
+                    "resource": base_name(res.name), "action": action, "window_s": seconds,
+                    "reason": reason}
 
     def break_glass_review(self, break_glass_id: str, *, verdict: str) -> Row:
         """Sign a review of one break-glass (``justified`` or ``unjustified``)."""
@@ -244,20 +239,8 @@ class EmbeddedAccess:
 
     def break_glass_pending(self) -> list[Row]:
         """Every break-glass and who reviewed it."""
-        from strongroom.access import statements
-        from strongroom.access.breakglass import BreakGlass, review_status
+        from strongroom.runtime.listings import break_glass_rows
 
         vault, ctx = open_context()
         with vault:
-            store = vault.store
-            directory = ctx.directory()
-            rows = []
-            for env in statements.envelopes(store, "break-glass"):
-                digest = statements.payload_digest(env)
-                bg = BreakGlass.from_statement(statements.unverified_payload(env), digest)
-                done, who = review_status(bg, statements.envelopes(store, "review",
-                                                                   subject=digest), directory)
-                rows.append({"break_glass": digest, "principal": bg.principal,
-                             "resource": bg.resource, "reason": bg.reason,
-                             "reviewed_by": list(who), "reviewed": done})
-            return rows
+            return break_glass_rows(vault.store, ctx.directory())

@@ -11,7 +11,8 @@ recipient before sending.
 
 An operation the server does not offer is marked :func:`vault_host_only`: it
 refuses ("runs only on the vault host", exit 2) and never falls back to a
-local directory. :func:`known_server_pins` and :func:`pin_server_key` manage
+local directory. Only ``weights_export`` is so marked: a plaintext copy is
+written on the vault host, never sent over the wire. :func:`known_server_pins` and :func:`pin_server_key` manage
 the pins of servers' manifest keys (``strongroom trust``).
 """
 
@@ -33,18 +34,6 @@ if TYPE_CHECKING:
 __all__ = ["RemoteService", "known_server_pins", "pin_server_key"]
 
 Row = dict[str, Any]
-
-
-def audit_entry(e: Row) -> Row:
-    """An entry as recorded (its canonical fields) from the API's ``AuditEntryOut``."""
-    d = dict(e)
-    shard, nbytes = d.pop("shard", None), d.pop("nbytes", None)
-    d.setdefault("request_id", None)
-    if shard is not None:
-        d["shard"] = shard
-    if nbytes is not None:
-        d["bytes"] = nbytes
-    return d
 
 
 class RemoteService:
@@ -117,15 +106,13 @@ class RemoteService:
         claimed = self.client.public_keys()
         return {"manifest": claimed["manifest"], "checkpoint": claimed["checkpoint"]}
 
-    @vault_host_only("keys rotate")
     def keys_rotate(self) -> Row:
-        """Refused until the API offers officer-signed rotation."""
-        raise NotImplementedError  # replaced by the refusal
+        """A new KEK version, by a key order this identity signs (pinned officers)."""
+        return {"kek_version": int(self.client.keys_rotate()["kek_version"])}
 
-    @vault_host_only("keys rewrap")
     def keys_rewrap(self) -> Row:
-        """Refused until the API offers officer-signed rewrapping."""
-        raise NotImplementedError  # replaced by the refusal
+        """Every file key under the newest KEK, by a key order this identity signs."""
+        return {"rewrapped": int(self.client.keys_rewrap()["rewrapped"])}
 
     # -- weights ----------------------------------------------------------------------------
 
@@ -135,7 +122,7 @@ class RemoteService:
 
     def weights_show(self, name: str, version: int | None) -> Row:
         """The manifest, verified here with the pinned manifest key."""
-        return self.client.verified_manifest(name, version).to_json()
+        return self.client.weights_show(name, version)
 
     def weights_verify(self, name: str, version: int | None, *,
                        progress: Progress | None = None) -> Row:
@@ -249,50 +236,45 @@ class RemoteService:
         return [r for r in self.client.get("/v1/access/requests") if not r["denied"]
                 and (r["requester"], r["resource"], r["action"]) not in granted]
 
-    @vault_host_only("access caps")
     def access_caps(self) -> list[Row]:
-        """Refused until the API offers caps."""
-        raise NotImplementedError  # replaced by the refusal
+        """Holders of valid Grants per artifact and action, as the server's gate counts them."""
+        return self.client.caps()
 
-    @vault_host_only("access revoke")
     def access_revoke(self, grant_id: str, *, reason: str) -> Row:
-        """Refused until the API offers revocation by id prefix."""
-        raise NotImplementedError  # replaced by the refusal
+        """A revocation signed here; the server refuses one that would not count at the gate."""
+        return self.client.revoke_grant(grant_id, reason=reason)
 
-    @vault_host_only("access break-glass")
     def break_glass(self, resource: str, *, reason: str, action: str, window_s: int) -> Row:
-        """Refused until the API offers break-glass."""
-        raise NotImplementedError  # replaced by the refusal
+        """Emergency access signed here (at most the label's window); a critical alert at once."""
+        return self.client.break_glass(resource, reason=reason, action=action,
+                                       window_s=window_s)
 
-    @vault_host_only("access break-glass")
     def break_glass_review(self, break_glass_id: str, *, verdict: str) -> Row:
-        """Refused until the API offers break-glass reviews."""
-        raise NotImplementedError  # replaced by the refusal
+        """A review signed here (the server refuses the taker's own)."""
+        return self.client.break_glass_review(break_glass_id, verdict=verdict)
 
-    @vault_host_only("access break-glass")
     def break_glass_pending(self) -> list[Row]:
-        """Refused until the API lists break-glass."""
-        raise NotImplementedError  # replaced by the refusal
+        """Every break-glass and who reviewed it."""
+        return self.client.break_glass_pending()
 
     # -- audit, alerts, egress --------------------------------------------------------------
 
     def audit_tail(self, n: int) -> list[Row]:
         """The newest entries as recorded (the same fields as on the vault host)."""
-        return [audit_entry(e) for e in self.client.get("/v1/audit/tail",
-                                                         params={"n": min(n, 1000)})]
+        return self.client.audit_tail(n)
 
     def audit_show(self, index: int) -> Row:
         """One entry as recorded."""
-        return audit_entry(self.client.get(f"/v1/audit/entries/{index}"))
+        return self.client.audit_show(index)
 
     def audit_prove(self, index: int) -> str:
         """An inclusion proof against the server's latest signed checkpoint."""
-        return str(self.client.get(f"/v1/audit/entries/{index}/proof")["proof"])
+        return self.client.audit_prove(index)
 
-    @vault_host_only("audit verify")
     def audit_verify(self, checkpoints: list[str]) -> Row:
-        """Refused until the API replays the log for a client."""
-        raise NotImplementedError  # replaced by the refusal
+        """The server replays its log against ``checkpoints`` (kept by you), its high-water
+        file and the witnesses; a divergence comes back as the IntegrityError naming it."""
+        return self.client.audit_verify(checkpoints)
 
     def audit_checkpoint(self) -> str:
         """The server signs a checkpoint at the current size."""
@@ -307,32 +289,33 @@ class RemoteService:
         """Acknowledge an alert as the signing identity (``by`` is the server's to record)."""
         return dict(self.client.post(f"/v1/alerts/{alert_id}/ack", {"note": note}))
 
-    @vault_host_only("monitor egress")
     def egress_report(self, compression: float) -> Row:
-        """Refused until the API offers the egress report."""
-        raise NotImplementedError  # replaced by the refusal
+        """Budgets in force and time-to-exfiltrate per artifact (auditors, officers)."""
+        return self.client.egress(compression)
 
     # -- directory, documents, posture ------------------------------------------------------
 
-    @vault_host_only("people ls")
     def people_ls(self) -> list[Row]:
-        """Refused until the API lists people with the CLI's keys."""
-        raise NotImplementedError  # replaced by the refusal
+        """Enrolled, unrevoked principals, verified by the server against the officers."""
+        return self.client.people()
 
-    @vault_host_only("compartments ls")
     def compartments_ls(self) -> list[Row]:
-        """Refused until the API lists compartments with the CLI's keys."""
-        raise NotImplementedError  # replaced by the refusal
+        """Compartments: who is read in, and which resources need them."""
+        return self.client.compartments()
 
-    @vault_host_only("docs ls")
     def docs_ls(self) -> list[Row]:
-        """Refused until the API lists documents with the CLI's keys."""
-        raise NotImplementedError  # replaced by the refusal
+        """Documents with classification and compartments (no content)."""
+        return self.client.docs()
 
-    @vault_host_only("posture assess")
     def posture(self, declaration: Path | None) -> Row:
-        """Refused until the API offers the posture report."""
-        raise NotImplementedError  # replaced by the refusal
+        """The server scores its own deployment; a declaration file is sent as its YAML text."""
+        text = None
+        if declaration is not None:
+            from strongroom.posture.declaration import load_declaration
+
+            load_declaration(declaration)  # refused here as on the vault host, naming the file
+            text = declaration.read_text(encoding="utf-8")
+        return self.client.posture(text)
 
 
 # -- trust (pins of servers' manifest keys) -----------------------------------------------------
