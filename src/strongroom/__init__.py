@@ -11,8 +11,6 @@ Everything not re-exported here may change.
 
 from __future__ import annotations
 
-from typing import Any
-
 from strongroom.errors import (
     AccessDenied,
     AlreadyExists,
@@ -27,6 +25,11 @@ from strongroom.errors import (
     StorageError,
     StrongroomError,
 )
+
+# typing is imported only by type checkers: `strongroom --version` starts without it.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = [
     "AccessDenied",

@@ -6,7 +6,6 @@ import os
 import sys
 
 import typer
-from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 
@@ -33,6 +32,7 @@ from strongroom.cli import (
     weights_cmd,
     witness_cmd,
 )
+from strongroom.cli.entry import print_error
 from strongroom.errors import StrongroomError
 
 __all__ = ["app", "main"]
@@ -126,27 +126,43 @@ def main() -> None:
         if isinstance(code, int) and code != 0:
             sys.exit(code)
     except StrongroomError as exc:
-        _err.print(f"[bold red]error:[/] {escape(str(exc))}", markup=True, soft_wrap=True)
+        print_error(exc)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         _err.print("interrupted")
         sys.exit(130)
     except (typer.Abort, typer.Exit) as exc:
         sys.exit(getattr(exc, "exit_code", 1))
-    except ValidationError as exc:
-        if not exc.title.endswith("Settings"):
+    except Exception as exc:
+        if not _settings_error(exc):
+            _usage_error(exc)
             raise
-        for problem in exc.errors():
+        for problem in exc.errors():  # type: ignore[attr-defined]
             name = "STRONGROOM_" + "_".join(str(p) for p in problem["loc"]).upper()
             _err.print(f"[bold red]error:[/] {escape(name)}: {escape(problem['msg'])} "
                        "(remedy: fix or unset the environment variable)", markup=True,
                        soft_wrap=True)
         sys.exit(2)
-    except Exception as exc:
-        # Usage errors: click's ClickException, or the copy typer >= 0.20 vendors
-        # (typer._click), which click's class does not match.
-        show, code = getattr(exc, "show", None), getattr(exc, "exit_code", None)
-        if callable(show) and isinstance(code, int):
-            show()
-            sys.exit(code)
-        raise
+
+
+def _settings_error(exc: Exception) -> bool:
+    """Whether ``exc`` is pydantic's complaint about a ``STRONGROOM_*`` variable.
+
+    pydantic is imported only by the commands that read settings, so it is
+    looked up, not imported, here: if it was never loaded, it raised nothing.
+    """
+    pydantic = sys.modules.get("pydantic")
+    return (pydantic is not None and isinstance(exc, pydantic.ValidationError)
+            and exc.title.endswith("Settings"))
+
+
+def _usage_error(exc: Exception) -> None:
+    """Show a usage error and exit with its code; return for any other exception.
+
+    Usage errors: click's ClickException, or the copy typer >= 0.20 vendors
+    (typer._click), which click's class does not match.
+    """
+    show, code = getattr(exc, "show", None), getattr(exc, "exit_code", None)
+    if callable(show) and isinstance(code, int):
+        show()
+        sys.exit(code)

@@ -3,24 +3,23 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from strongroom.crypto.note import (
-    SIG_COSIGNATURE_V1,
-    CosignatureSigner,
-    generate_key,
-    new_signer,
-)
 from strongroom.errors import ConfigError, InvalidInput
 from strongroom.outputs import write_output
+
+if TYPE_CHECKING:
+    from strongroom.crypto.note import CosignatureSigner
 
 witness_app = typer.Typer(help="A transparency-log witness (C2SP tlog-witness).",
                           no_args_is_help=True)
 
 
 def _load_signer(path: Path) -> CosignatureSigner:
+    from strongroom.crypto.note import CosignatureSigner, new_signer
+
     try:
         signer = new_signer(path.read_text(encoding="utf-8").strip())
     except OSError as exc:
@@ -36,6 +35,8 @@ def keygen(
     out: Annotated[Path, typer.Option("--out", "-o", help="file for the private key (0600)")],
 ) -> None:
     """Create a witness key; print its verifier key."""
+    from strongroom.crypto.note import SIG_COSIGNATURE_V1, generate_key
+
     skey, vkey = generate_key(name, SIG_COSIGNATURE_V1)
     write_output(out, (skey + "\n").encode("utf-8"), overwrite=False)
     typer.echo(vkey)
