@@ -8,6 +8,11 @@ recipient (one *stanza* each) and authenticates itself with an HMAC, followed
 by a binary payload: a 16-byte nonce and 64 KiB ChaCha20-Poly1305 chunks
 (STREAM). Files written here are read by the ``age`` tool and vice versa.
 
+``cipher="aes-256-gcm"`` writes strongroom's FIPS-approved payload mode
+instead: the same header and STREAM with AES-256-GCM chunks, under the first
+line ``strongroom/aes-256-gcm/v1`` (so the ``age`` tool refuses it as not age);
+readers here take the cipher from that line (docs/formats.md).
+
 Use it like this::
 
     identity = X25519Identity.generate()
