@@ -99,7 +99,10 @@ def test_csrf_on_the_alert_acknowledgement_form(env: Env) -> None:
     r = e.client.post(f"/console/alerts/{stored.id}/ack", data={"note": "seen", "csrf": csrf},
                       headers={"Origin": ORIGIN}, follow_redirects=False)
     assert r.status_code == 303
-    assert "dave: seen" in e.client.get("/console/alerts").text
+    assert f'id="alert-{stored.id}"' not in e.client.get("/console/alerts").text  # open only
+    row = e.client.get("/console/alerts?state=acknowledged").text.split(
+        f'id="alert-{stored.id}"', 1)[1].split("</tr>", 1)[0]
+    assert "acknowledged by dave" in row and ": seen" in row
 
 
 def test_approval_with_a_key_not_registered_to_the_approver_is_refused(env: Env) -> None:

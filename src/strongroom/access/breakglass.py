@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from strongroom.access import statements
 from strongroom.access.approvals import satisfy
-from strongroom.access.directory import Directory, Resource, Rule, base_name
+from strongroom.access.directory import Directory, Enrollment, Resource, Rule, base_name
 from strongroom.access.grants import CLOCK_SKEW_S
 from strongroom.access.policy import PolicyEngine
 from strongroom.access.statements import VerifyCache
@@ -39,12 +39,16 @@ from strongroom.store.db import Store
 __all__ = [
     "ALERT_ACTION",
     "REVIEW_RULE",
+    "VERDICTS",
     "BreakGlass",
+    "Review",
     "review",
+    "review_statement",
     "review_status",
     "submit_break_glass",
     "submit_review",
     "take",
+    "verified_reviews",
     "verify_break_glass",
 ]
 
@@ -143,14 +147,25 @@ def submit_break_glass(store: Store, env: str) -> str:
                           expires=int(st.get("expires", 0)))
 
 
+#: A review's verdicts (the console shows ``unjustified`` as "not justified").
+VERDICTS = ("justified", "unjustified")
+
+
+def review_statement(bg_id: str, name: str, reviewer_key: str, verdict: str, *, now: float,
+                     note: str = "") -> dict[str, Any]:
+    """The unsigned review of break-glass ``bg_id`` (signed by an identity or a security key)."""
+    if verdict not in VERDICTS:
+        raise InvalidInput("a review's verdict is justified or unjustified", obj="review")
+    return {"break_glass": bg_id, "reviewer": name, "reviewer_key": reviewer_key,
+            "verdict": verdict, "note": note, "issued": int(now)}
+
+
 def review(key: Ed25519PrivateKey, name: str, bg_env: str, verdict: str, *, now: float,
            note: str = "") -> str:
     """A signed review of a break-glass access (``justified`` or ``unjustified``)."""
-    if verdict not in ("justified", "unjustified"):
-        raise InvalidInput("a review's verdict is justified or unjustified", obj="review")
-    return statements.sign("review", {"break_glass": statements.payload_digest(bg_env),
-                                      "reviewer": name, "reviewer_key": key_id(key.public_key()),
-                                      "verdict": verdict, "note": note, "issued": int(now)}, key)
+    return statements.sign("review", review_statement(
+        statements.payload_digest(bg_env), name, key_id(key.public_key()), verdict, now=now,
+        note=note), key)
 
 
 def submit_review(store: Store, env: str) -> str:
@@ -159,11 +174,30 @@ def submit_review(store: Store, env: str) -> str:
     return statements.put(store, "review", env, subject=str(st.get("break_glass", "")))
 
 
-def review_status(bg: BreakGlass, review_envs: Sequence[str], directory: Directory,
-                  cache: VerifyCache | None = None) -> tuple[bool, list[str]]:
-    """Whether a quorum reviewed ``bg``, and who (verified, distinct, not the taker)."""
+@dataclass(frozen=True)
+class Review:
+    """A review whose signature verified under its reviewer's enrollment."""
+
+    digest: str
+    reviewer: Enrollment
+    verdict: str
+    note: str
+    issued: int
+    #: signed with an enrolled security key in the console (else the identity key)
+    security_key: bool
+
+
+def verified_reviews(bg: BreakGlass, review_envs: Sequence[str], directory: Directory,
+                     cache: VerifyCache | None = None) -> list[Review]:
+    """The reviews of ``bg`` that verify: one per person, never the taker's.
+
+    A review signed with an identity key (CLI, API) and one signed with an enrolled
+    security key (the console: :func:`strongroom.access.fido.verify_envelope`) count alike.
+    """
+    from strongroom.access import fido
+
     cache = cache or VerifyCache()
-    reviewers = []
+    out: list[Review] = []
     seen: set[str] = set()
     for env in review_envs:
         try:
@@ -173,11 +207,22 @@ def review_status(bg: BreakGlass, review_envs: Sequence[str], directory: Directo
         who = directory.principal(kid)
         if who is None or who.name in seen or kid == bg.principal_key or who.name == bg.principal:
             continue
+        keyed = fido.is_webauthn(env)
         try:
-            st = cache.verify(env, "review", {kid: who.public_key}, obj="review")
+            st = fido.verify_envelope(env, "review", {kid: who}, obj="review").statement \
+                if keyed else cache.verify(env, "review", {kid: who.public_key}, obj="review")
         except IntegrityError:
             continue
-        if st.get("break_glass") == bg.id:
-            seen.add(who.name)
-            reviewers.append(who)
+        if st.get("break_glass") != bg.id or st.get("verdict") not in VERDICTS:
+            continue
+        seen.add(who.name)
+        out.append(Review(statements.payload_digest(env), who, str(st["verdict"]),
+                          str(st.get("note", "")), int(st.get("issued", 0) or 0), keyed))
+    return out
+
+
+def review_status(bg: BreakGlass, review_envs: Sequence[str], directory: Directory,
+                  cache: VerifyCache | None = None) -> tuple[bool, list[str]]:
+    """Whether a quorum reviewed ``bg``, and who (verified, distinct, not the taker)."""
+    reviewers = [r.reviewer for r in verified_reviews(bg, review_envs, directory, cache)]
     return satisfy(REVIEW_RULE, reviewers) is not None, [r.name for r in reviewers]

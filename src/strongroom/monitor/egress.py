@@ -240,6 +240,22 @@ class EgressMeter:
                 out.append(BudgetUsage(b, subject, self._db.used(s, b, principal, artifact, t)))
             return out
 
+    def top_principals(self, since: float, limit: int = 10) -> list[tuple[str, int]]:
+        """Who was charged most since ``since``: ``(principal, bytes)``, most first (a read)."""
+        from sqlalchemy import func
+
+        total = func.sum(EgressCharge.nbytes)
+        q = (select(EgressCharge.principal, total).where(EgressCharge.at >= since)
+             .group_by(EgressCharge.principal).order_by(total.desc(), EgressCharge.principal)
+             .limit(limit))
+        with self.store.session(readonly=True) as s:
+            return [(str(p), int(n or 0)) for p, n in s.execute(q)]
+
+    def spent(self, budget_ids: Sequence[str]) -> dict[str, int]:
+        """Bytes charged so far under each Grant or break-glass budget id (lifetime; a read)."""
+        with self.store.session(readonly=True) as s:
+            return self._db.budget_totals(s.connection(), list(budget_ids))
+
     # -- deciding ----------------------------------------------------------
 
     def _current(self, conn: Connection, generation: int) -> LedgerCache:

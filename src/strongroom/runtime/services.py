@@ -223,7 +223,8 @@ class LocalKeyService:
                 rollback = self._start_publisher(self._audit)
                 self._audit.append(actor=self.actor, action="keys.unseal",
                                    obj=f"vault {status.vault_id}", decision="allow",
-                                   reason=f"{status.backend} unseal")
+                                   reason=f"{status.backend} unseal",
+                                   details={"server": _host_id()})  # the console's host list
                 from strongroom.monitor.alerts import AlertManager, JsonLinesSink
                 from strongroom.monitor.canaries import CanaryRegistry
                 from strongroom.runtime.wiring import default_meter, shard_locator
@@ -451,7 +452,7 @@ class LocalKeyService:
             self._publisher = None
         if self._audit is not None:
             with contextlib.suppress(StrongroomError):  # sealing must not wait on the log
-                self._record("keys.seal", "keyring")
+                self._record("keys.seal", "keyring", server=_host_id())
             self._audit.close()
         self._audit = None
         self._alerts = None

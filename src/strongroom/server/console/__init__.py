@@ -32,7 +32,14 @@ __all__ = ["ConsoleConfig", "build_router"]
 
 def build_router(ctx: ServerContext, config: ConsoleConfig | None = None) -> APIRouter:
     """The console's routes over ``ctx`` (origin and RP id from ``config`` or the environment)."""
-    from strongroom.server.console import alert_pages, audit_pages, ceremonies, pages
+    from strongroom.server.console import (
+        alert_pages,
+        audit_pages,
+        break_glass,
+        ceremonies,
+        overview,
+        pages,
+    )
 
     console = Console(ctx, config or ConsoleConfig.from_env())
     route_class = type("ConsoleRoute", (SecureRoute,), {"console": console})
@@ -40,6 +47,8 @@ def build_router(ctx: ServerContext, config: ConsoleConfig | None = None) -> API
     pages.add_routes(router, console)
     audit_pages.add_routes(router, console)
     alert_pages.add_routes(router, console)
+    overview.add_routes(router, console)
+    break_glass.add_routes(router, console)
     ceremonies.add_routes(router, console)
     ceremonies.add_seal_routes(router, console)
     pages.add_not_found(router)

@@ -11,7 +11,7 @@ from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Resp
 from strongroom.access.directory import level_name
 from strongroom.artifacts import ArtifactRef
 from strongroom.server.console import data
-from strongroom.server.console.core import HERE, Console, ConsoleError
+from strongroom.server.console.core import AUDITORS, HERE, Console, ConsoleError
 from strongroom.server.console.sessions import COOKIE
 
 __all__ = ["add_not_found", "add_routes", "percent"]
@@ -33,6 +33,12 @@ def add_routes(router: APIRouter, console: Console) -> None:
     async def home(request: Request) -> Response:
         sess = console.session(request)
         target = "/console/inbox" if sess.person_key else "/console/sign-in"
+        if sess.person_key:
+            try:  # officers and auditors start at the overview
+                if set(console.person(sess).roles) & set(AUDITORS):
+                    target = "/console/overview"
+            except ConsoleError:
+                pass
         response = RedirectResponse(target, status_code=303)
         value = getattr(request.state, "new_cookie", None)
         if value:

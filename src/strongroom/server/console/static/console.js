@@ -43,7 +43,8 @@
     const box = document.getElementById("signing");
     if (!box || !begin.statement) return;
     document.getElementById("signing-code").textContent = shortCode(hexOf(begin.options.challenge));
-    const names = begin.statement.request || begin.statement.grant || "";
+    const names = begin.statement.request || begin.statement.grant ||
+      begin.statement.break_glass || "";
     document.getElementById("signing-request").textContent =
       /^[0-9a-f]{64}$/.test(names) ? shortCode(names) : "(none)";
     document.getElementById("signing-statement").textContent =
@@ -121,6 +122,16 @@
       const begin = await post("/webauthn/alert-ack/begin", {alert: el.dataset.alert, reason});
       const credential = await getAssertion(begin.options);
       const done = await post("/webauthn/alert-ack/finish", {credential});
+      window.location.assign(done.redirect);
+    },
+    async "break-glass-review"(el) {
+      const picked = el.querySelector("input[name=verdict]:checked");
+      const note = (el.querySelector("textarea[name=note]") || {value: ""}).value;
+      const begin = await post("/webauthn/break-glass-review/begin", {
+        break_glass: el.dataset.breakGlass, verdict: picked ? picked.value : "", reason: note});
+      preview(begin);
+      const credential = await getAssertion(begin.options);
+      const done = await post("/webauthn/break-glass-review/finish", {credential});
       window.location.assign(done.redirect);
     },
     async grant(el) {
