@@ -104,7 +104,8 @@ def test_a_step_that_claims_success_is_not_evidence(rt_target: EmbeddedTarget) -
     """Grading reads the log: an attack that never reached the gate is missed, not blocked."""
     STEPS["redteam_test_noop"] = lambda ctx, **_: ctx.saw("pretended to be refused")
     try:
-        sc = Scenario("RT-TEST-001", "no-op", "credentials", ("T1078",), (), (), "OC1", (),
+        sc = Scenario("RT-TEST-001", "no-op", "credentials", "grant-evidence", ("T1078",), (), (),
+                      "OC1", (),
                       (StepCall("redteam_test_noop"),), (),
                       Expectation(True, "key.release", "SR-CANARY", (), "no grant"), (), 10)
         report = run_suite(rt_target, [sc])

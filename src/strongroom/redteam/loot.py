@@ -22,16 +22,20 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import hmac
 import json
 import re
 import sqlite3
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from hashlib import sha256
 from pathlib import Path
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 __all__ = ["LootReport", "try_every_key"]
 
@@ -183,30 +187,47 @@ def try_every_key(root: Path) -> LootReport:
         headers.append((blob_path.name, header, bytes(data[:header.mac_input_size])))
     keys = set(loot.keys)
     report.candidates = len(keys) + len(loot.identities)
+    # A wrong key fails on any row sealed under the right one, so each candidate is tried on
+    # one row per sealing key (the barrier; each KEK version) and only a key that opens it is
+    # used on the rest.
     for vid in loot.vault_ids:
-        for k in [k for k in keys if len(k) == 32]:
+        sealed = [(entry, sealed, _entry_aad(vid, entry, version))
+                  for entry, version, sealed in loot.sealed]
+        for k in [k for k in keys if len(k) == 32] if sealed else []:
             for key, layer in ((k, "barrier key"), (derive_barrier_key(k), "root key")):
                 aead = AESGCM(key)
-                for entry, version, sealed in loot.sealed:
-                    report.trials += 1
-                    plain = _opens(aead, sealed, _entry_aad(vid, entry, version))
+                report.trials += 1
+                if _opens(aead, sealed[0][1], sealed[0][2]) is None:
+                    continue
+                for entry, body, aad in sealed:
+                    plain = _opens(aead, body, aad)
                     if plain is not None:
                         report.opened.append(f"keyring entry {entry} with a {layer} from the loot")
                         keys.update(_kek_values(plain))
+        by_version: dict[int, list[tuple[str, bytes, bytes]]] = {}
+        for blob, version, wrapped in loot.wrapped:
+            by_version.setdefault(version, []).append((blob, wrapped,
+                                                       _wrap_aad(vid, version, blob)))
         for k in [k for k in keys if len(k) == 32]:
             aead = AESGCM(k)
-            for blob, version, wrapped in loot.wrapped:
+            for rows in by_version.values():
                 report.trials += 1
-                plain = _opens(aead, wrapped, _wrap_aad(vid, version, blob))
-                if plain is not None:
-                    report.opened.append(f"the file key of blob {blob} with a KEK from the loot")
-                    keys.add(plain)
-    for name, header, mac_input in headers:
-        for k in [k for k in keys if len(k) == age.FILE_KEY_SIZE]:
+                if _opens(aead, rows[0][1], rows[0][2]) is None:
+                    continue
+                for blob, body, aad in rows:
+                    plain = _opens(aead, body, aad)
+                    if plain is not None:
+                        report.opened.append(f"the file key of blob {blob} with a KEK from "
+                                             "the loot")
+                        keys.add(plain)
+    for k in [k for k in keys if len(k) == age.FILE_KEY_SIZE]:
+        mac_key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None,
+                       info=age._HEADER_LABEL).derive(k)  # the header MAC's key, as age derives it
+        for name, header, mac_input in headers:
             report.trials += 1
-            if age._header_mac(k, mac_input) == header.mac:
+            if hmac.new(mac_key, mac_input, sha256).digest() == header.mac:
                 report.opened.append(f"blob {name} with a file key found in the loot")
-                break
+    for name, header, _ in headers:
         for text in loot.identities:
             report.trials += 1
             if age.X25519Identity.parse(text).unwrap(header.stanzas) is not None:
