@@ -40,6 +40,26 @@ def _revocations_ignored(mp: pytest.MonkeyPatch) -> None:
     mp.setattr(GrantEvidence, "_revoked_among", lambda self, snap, grants, directory: set())
 
 
+def _policy_sees_no_restriction(mp: pytest.MonkeyPatch) -> None:
+    """Cedar is asked about principals vetted for ever and resources with no compartments."""
+    import strongroom.access.policy as policy
+
+    principal, resource = policy._principal_entity, policy._resource_entity
+
+    def vetted(p: Any) -> dict[str, Any]:
+        e = principal(p)
+        e["attrs"].update(vetting_status="active", vetting_expires=1 << 40, vetting_flags=[])
+        return e
+
+    def open_resource(r: Any) -> dict[str, Any]:
+        e = resource(r)
+        e["attrs"].update(compartments=[])
+        return e
+
+    mp.setattr(policy, "_principal_entity", vetted)
+    mp.setattr(policy, "_resource_entity", open_resource)
+
+
 def _nonces_forgotten(mp: pytest.MonkeyPatch) -> None:
     """Every layer that spends a release nonce: the evidence rule's nonce book and the egress
     ledger, which refuses a charge id (the nonce) it already holds."""
@@ -231,6 +251,7 @@ def _keys_stored_in_the_clear(mp: pytest.MonkeyPatch) -> None:
 #: One switch per control of strongroom.redteam.controls.CONTROLS.
 SWITCHES: dict[str, Switch] = {
     "grant-evidence": Switch(weaken={"evidence": "noop"}),
+    "policy": Switch(patch=_policy_sees_no_restriction),
     "grant-revocation": Switch(patch=_revocations_ignored),
     "release-nonce": Switch(patch=_nonces_forgotten),
     "signed-shard-size": Switch(patch=_client_size_trusted),

@@ -43,6 +43,9 @@ CONTROLS: dict[str, Control] = _controls(
      "signatures: the holder's key, k distinct approvers (never the requester), the officers' "
      "enrollments and labels, vetting, compartments, the Grant's byte budget",
      "strongroom.access.evidence.GrantEvidence"),
+    ("policy", "Cedar policy, default deny: clearance at least the classification, the "
+     "resource's compartments within the principal's, vetting active and unflagged",
+     "strongroom.access.policy.PolicyEngine"),
     ("grant-revocation", "a revoked Grant releases nothing",
      "strongroom.access.evidence.GrantEvidence._revoked_among"),
     ("release-nonce", "each signed release request is used once",
