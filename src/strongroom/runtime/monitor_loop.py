@@ -51,17 +51,18 @@ from sqlalchemy import case, select, update
 from sqlalchemy.exc import IntegrityError as DbIntegrityError
 
 from strongroom.errors import StorageError, StrongroomError
-from strongroom.monitor.detectors import AuditScanner, RiskEngine
+from strongroom.monitor.detectors import AuditScanner, RiskEngine, default_detectors
 from strongroom.store.tables.monitor import MonitorLease as LeaseRow
 
 if TYPE_CHECKING:
+    from strongroom.access.directory import DirectoryReader
     from strongroom.audit.log import AuditLog
     from strongroom.keys.keyring import Keyring
     from strongroom.monitor.alerts import AlertManager, StoredAlert
     from strongroom.store.db import Store
 
 __all__ = ["LEASE_NAME", "LeaseState", "MonitorLease", "MonitorLoop", "MonitorSettings",
-           "deployment_engine", "read_lease"]
+           "break_glass_reviews", "deployment_engine", "read_lease"]
 
 #: The lease (and cursor) of the deployment's detectors in ``monitor_leases``.
 LEASE_NAME = "detectors"
@@ -269,6 +270,7 @@ class MonitorLoop:
                           self.lease.owner, start, cursor)
             try:
                 raised = self._scanner.scan()
+                raised += self._scanner.due(self.lease.clock())  # an overdue review
             except LeaseLost:
                 self._scanner = None
                 return []
@@ -312,4 +314,30 @@ def deployment_engine(keyring: Keyring, store: Store, principal_cap: int) -> Ris
     reader = DirectoryReader(store, keyring.officers, keyring.officer_threshold)
     return RiskEngine(directory=SignedDirectoryPeers(reader),
                       canaries=CanaryRegistry(store).names,
-                      principal_cap=(principal_cap, int(_DAY)))
+                      principal_cap=(principal_cap, int(_DAY)),
+                      detectors=default_detectors(review_state=break_glass_reviews(store, reader)))
+
+
+def break_glass_reviews(store: Store, reader: DirectoryReader
+                        ) -> Callable[[str], tuple[bool, list[str]]]:
+    """Whether a break-glass has its quorum of reviews, checked from the stored statements.
+
+    Reviews are verified against the officer-signed directory (identity or security-key
+    signatures, :func:`strongroom.access.breakglass.review_status`). A break-glass whose
+    statement is missing from the store cannot have a review verified: not reviewed.
+    """
+    from strongroom.access import statements
+    from strongroom.access.breakglass import BreakGlass, review_status
+
+    def state(bg_id: str) -> tuple[bool, list[str]]:
+        env = statements.by_digest(store, bg_id)
+        if env is None:
+            return False, []
+        try:
+            bg = BreakGlass.from_statement(statements.unverified_payload(env), bg_id)
+        except StrongroomError:
+            return False, []
+        return review_status(bg, statements.envelopes(store, "review", subject=bg_id),
+                             reader.view(), reader.cache)
+
+    return state

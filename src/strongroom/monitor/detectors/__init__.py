@@ -84,6 +84,8 @@ from strongroom.monitor.detectors.tripwires import (
     CanaryTouch,
     Denials,
     EdgeProbing,
+    ReviewState,
+    UnreviewedBreakGlass,
 )
 from strongroom.monitor.peers import PeerGroups, Person, StaticPeers
 
@@ -113,11 +115,13 @@ __all__ = [
     "OffHours",
     "PeerGroups",
     "Person",
+    "ReviewState",
     "RiskEngine",
     "RiskScore",
     "StaticPeers",
     "SustainedVolume",
     "UnderCap",
+    "UnreviewedBreakGlass",
     "Volume",
     "default_detectors",
 ]

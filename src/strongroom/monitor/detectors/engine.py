@@ -34,16 +34,23 @@ from strongroom.monitor.detectors.tripwires import (
     CanaryTouch,
     Denials,
     EdgeProbing,
+    ReviewState,
+    UnreviewedBreakGlass,
 )
 from strongroom.monitor.peers import PeerGroups, StaticPeers
 
 SEVERITY_WEIGHT = {"low": 1, "high": 3, "critical": 10}
 
 
-def default_detectors() -> list[Detector]:
-    """One instance of every rule, with the documented thresholds."""
+def default_detectors(review_state: ReviewState | None = None) -> list[Detector]:
+    """One instance of every rule, with the documented thresholds.
+
+    ``review_state`` tells :class:`UnreviewedBreakGlass` whether a break-glass has its
+    quorum of verified reviews (the deployment passes one; without it that rule is idle).
+    """
     return [OffHours(), FirstAccess(), Volume(), SustainedVolume(), Denials(), Breadth(),
-            AfterFlag(), NewHost(), UnderCap(), CanaryTouch(), BreakGlassUse(), EdgeProbing()]
+            AfterFlag(), NewHost(), UnderCap(), CanaryTouch(), BreakGlassUse(), EdgeProbing(),
+            UnreviewedBreakGlass(review_state)]
 
 
 #: Rule id -> (title, techniques, severity), for docs and `monitor eval`.
@@ -120,6 +127,10 @@ class RiskEngine:
             if escalation is not None:
                 alerts.append(escalation)
         return alerts
+
+    def due(self, now: float) -> list[Alert]:
+        """Alerts the passing of time makes due at ``now`` (an overdue review), once each."""
+        return [a for det in self.detectors for a in det.due(now)]
 
     def run(self, events: Iterable[ActivityEvent]) -> list[Alert]:
         """Feed many events; return every alert."""

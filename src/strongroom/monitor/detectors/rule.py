@@ -135,6 +135,10 @@ class Detector:
         """Update state with ``ev``; return a finding when the rule fires."""
         raise NotImplementedError
 
+    def due(self, now: float) -> list[Alert]:
+        """Alerts that time alone makes due at ``now`` (no new event needed); none by default."""
+        return []
+
     def _flagged_since(self, person: str, day: int) -> bool:
         """Whether this rule flagged ``person`` on ``day`` or later (kept out of peer baselines)."""
         seen = self._flagged_day.get(person)

@@ -70,3 +70,7 @@ class AuditScanner:
                 self._save(end)
         self._save(self._position)
         return raised
+
+    def due(self, now: float) -> list[StoredAlert]:
+        """Raise what the clock made due (call after :meth:`scan` caught up with the log)."""
+        return [self.alerts.raise_alert(a) for a in self.engine.due(now)]

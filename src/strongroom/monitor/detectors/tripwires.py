@@ -2,16 +2,19 @@
 
 Repeated refusals at the gate (:class:`Denials`) or at the server's edge
 (:class:`EdgeProbing`), a release by a flagged person (:class:`AfterFlag`), a
-touch of a canary (:class:`CanaryTouch`) and any break-glass
-(:class:`BreakGlassUse`). Canary and break-glass findings are critical: each is
-an alert on its own.
+touch of a canary (:class:`CanaryTouch`), any break-glass
+(:class:`BreakGlassUse`) and a break-glass left unreviewed for a day
+(:class:`UnreviewedBreakGlass`, due on the clock, not on an event). Canary and
+break-glass findings are critical: each is an alert on its own.
 """
 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable, Sequence
 
 from strongroom.artifacts import base_name
+from strongroom.monitor.alerts import Alert
 from strongroom.monitor.detectors.rule import (
     BREAK_GLASS_ACTION,
     DAY,
@@ -150,6 +153,69 @@ class BreakGlassUse(Detector):
                        f"{ev.actor} {how} {ev.artifact} (break-glass {bg[:16]}): "
                        f"{str(reason)[:120]}; a quorum review is due",
                        self.techniques, {"break_glass": bg, "action": ev.action}, weight=2.0)
+
+
+#: Whether a break-glass (by id) has its quorum of verified reviews, and who reviewed it.
+ReviewState = Callable[[str], tuple[bool, Sequence[str]]]
+
+
+class UnreviewedBreakGlass(Detector):
+    """A break-glass still not reviewed by its quorum ``due_s`` (24 h) after it was first seen.
+
+    Uses are read from the log (taken, or first used at the gate), so a statement row
+    deleted from the store is still followed; whether the quorum has reviewed it is
+    asked of ``review_state`` (the runtime verifies the stored reviews' signatures
+    against the officer-signed directory). :meth:`due`, called by the monitor loop on
+    every tick, raises one ``high`` alert per use (de-duplicated by its id) and then
+    forgets it; a use reviewed in time is forgotten without one.
+    """
+
+    id = "SR-BREAKGLASS-REVIEW"
+    title = "break-glass not reviewed by the quorum within 24 h"
+    techniques = ("T1078", "T1548")
+    severity = "high"
+    learns = False
+
+    def __init__(self, review_state: ReviewState | None = None, due_s: float = DAY) -> None:
+        super().__init__()
+        self.review_state = review_state
+        self.due_s = due_s
+        #: break-glass id -> (first seen, who, artifact), until reviewed or alerted
+        self._open: dict[str, tuple[float, str, str]] = {}
+        self._done: set[str] = set()
+
+    def observe(self, ev: ActivityEvent, ctx: Context) -> Finding | None:
+        """Remember each break-glass when first seen (taken or used); never a finding itself."""
+        if ev.decision != "allow" or not (ev.action == BREAK_GLASS_ACTION or is_release(ev)):
+            return None
+        bg = ev.details.get("break_glass")
+        if isinstance(bg, str) and bg and bg not in self._done and bg not in self._open:
+            self._open[bg] = (ev.time, ev.actor, ev.artifact)
+        return None
+
+    def due(self, now: float) -> list[Alert]:
+        """One alert for each use past ``due_s`` whose quorum has not reviewed it."""
+        if self.review_state is None:
+            return []
+        out = []
+        for bg, (seen, who, artifact) in sorted(self._open.items(), key=lambda kv: kv[1][0]):
+            if now - seen < self.due_s:
+                continue
+            reviewed, reviewers = self.review_state(bg)  # may raise: asked again next tick
+            del self._open[bg]
+            self._done.add(bg)
+            if reviewed:
+                continue
+            by = ", ".join(reviewers) or "nobody"
+            out.append(Alert(
+                rule=self.id, severity=self.severity, subject=who, obj=artifact,
+                message=f"break-glass {bg[:16]} by {who} on {artifact} is "
+                        f"{(now - seen) / 3600:.0f} h old and not reviewed by 2 security "
+                        f"officers (reviewed by: {by})",
+                dedup_key=f"{self.id}:{bg}",
+                details={"break_glass": bg, "taken": int(seen), "reviewed_by": list(reviewers)},
+                techniques=self.techniques))
+        return out
 
 
 #: Refusals at the server's edge, audited by the API and the console.
