@@ -132,3 +132,29 @@ def unsealed_cli_env(tmp_path: Path, db_url: str) -> Iterator[tuple[Run, dict[st
         yield run, env
     finally:
         run("seal", ok=False)
+
+
+def json_line_reader(proc: subprocess.Popen[str]) -> Callable[[int], list[dict[str, object]]]:
+    """``read(n)``: the next ``n`` JSON lines a running ``proc`` writes (30 s at most for them),
+    read by a thread so a follower that writes nothing cannot hang the test."""
+    import contextlib
+    import json
+    import queue
+    import threading
+    import time
+
+    assert proc.stdout is not None
+    stdout = proc.stdout
+    received: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [received.put(line) for line in stdout], daemon=True).start()
+
+    def read(n: int) -> list[dict[str, object]]:
+        got = []
+        deadline = time.monotonic() + 30
+        while len(got) < n and time.monotonic() < deadline:
+            with contextlib.suppress(queue.Empty):
+                got.append(json.loads(received.get(timeout=0.2)))
+        assert len(got) == n, f"read {len(got)} of {n} lines; exit status {proc.poll()}"
+        return got
+
+    return read

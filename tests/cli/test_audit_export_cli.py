@@ -9,13 +9,10 @@ refusals, covered on both by tests/audit/test_export.py, run on SQLite here.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import queue
 import signal
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,7 +28,7 @@ from strongroom.crypto.note import Ed25519Signer
 from strongroom.monitor.alerts import Alert, AlertManager
 from strongroom.store.db import Store
 
-from cli_fixtures import make_runner, strongroom_exe
+from cli_fixtures import json_line_reader, make_runner, strongroom_exe
 
 ORIGIN = "strongroom.test/export"
 
@@ -115,19 +112,7 @@ def test_follow_picks_up_entries_another_process_appends(log: AuditLog, env: dic
     proc = subprocess.Popen([strongroom_exe(), "audit", "export", "--follow", "--interval", "0.1",
                              "--cursor", str(cursor)],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    assert proc.stdout is not None
-    received: queue.Queue[str] = queue.Queue()
-    threading.Thread(target=lambda: [received.put(line) for line in proc.stdout],  # type: ignore[union-attr]
-                     daemon=True).start()
-
-    def read(n: int) -> list[dict[str, object]]:
-        got = []
-        deadline = time.monotonic() + 30
-        while len(got) < n and time.monotonic() < deadline:
-            with contextlib.suppress(queue.Empty):
-                got.append(json.loads(received.get(timeout=0.2)))
-        assert len(got) == n, f"read {len(got)} of {n} lines; exit status {proc.poll()}"
-        return got
+    read = json_line_reader(proc)
 
     try:
         first = read(2)
@@ -175,10 +160,13 @@ def test_a_rewritten_entry_is_refused_on_resume(log: AuditLog, env: dict[str, st
     assert "audit entry 3 was rewritten after it was exported" in result.stderr
 
 
-def test_remote_export_is_refused_before_touching_anything(tmp_path: Path) -> None:
+def test_remote_export_touches_nothing_local(tmp_path: Path) -> None:
+    """With STRONGROOM_URL set the export goes to that server (tests/cli/
+    test_audit_export_remote_cli.py), never to a local directory instead."""
     env = dict(os.environ, STRONGROOM_URL="http://127.0.0.1:9", STRONGROOM_HOME=str(tmp_path))
+    env.pop("STRONGROOM_IDENTITY", None)
     for group in ("audit", "alerts"):
         result = make_runner(env)(group, "export", ok=False)
         assert result.returncode != 0
-        assert "runs only on the vault host" in result.stderr
+        assert "STRONGROOM_IDENTITY" in result.stderr
     assert not any(tmp_path.iterdir())

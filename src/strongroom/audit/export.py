@@ -26,7 +26,9 @@ What it guarantees:
   seconds until ``stop`` is set, always finishing the batch in hand first.
 
 The exporter does not verify checkpoint signatures (``strongroom audit verify``
-and the SIEM do that); it reports which checkpoint covers each entry.
+and the SIEM do that); it reports which checkpoint covers each entry. Through
+a server, :class:`strongroom.audit.pages.VerifiedPages` is the entry source
+instead (:class:`EntrySource`): it does verify, against the pinned log key.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from strongroom.audit.checkpoint import Checkpoint
 from strongroom.audit.entry import AuditEvent
@@ -52,7 +55,9 @@ __all__ = [
     "DEFAULT_BATCH",
     "FORMATS",
     "AuditExporter",
+    "EntrySource",
     "ExportCursor",
+    "check_cursor",
     "export_line",
     "run_export",
 ]
@@ -161,32 +166,14 @@ class AuditExporter:
 
     def check_resume(self, cursor: ExportCursor) -> None:
         """Refuse to continue ``cursor`` when the log no longer holds what was exported."""
-        if cursor.origin != self.origin:
-            raise InvalidInput(
-                f"the cursor belongs to the log {cursor.origin!r}, this database holds "
-                f"{self.origin!r}", obj="export cursor",
-                remedy="use the cursor of this log's export, or a new cursor file")
-        if cursor.next_index == 0:
-            return
         last = cursor.next_index - 1
-        with self.tree.read("check the export cursor") as conn:
-            size, _ = self.tree.head_in(conn)
-            rows = self.tree.rows(conn, last, last + 1)
-        if size < cursor.next_index:
-            raise IntegrityError(
-                f"the log holds {size} entries but {cursor.next_index} were exported: "
-                f"entries {size}..{last} are gone (the log was rolled back)",
-                obj=f"audit entry {last}", remedy=_REMEDY_REWRITTEN)
-        if not rows:
-            raise IntegrityError(f"audit entry {last}, the last one exported, is missing "
-                                 "(deleted)", obj=f"audit entry {last}", remedy=_REMEDY_REWRITTEN)
-        now = leaf_hash(rows[0][1])
-        if now != cursor.last_leaf_hash:
-            assert cursor.last_leaf_hash is not None
-            raise IntegrityError(
-                f"audit entry {last} was rewritten after it was exported: its leaf hash was "
-                f"{cursor.last_leaf_hash.hex()}, it is {now.hex()} now",
-                obj=f"audit entry {last}", remedy=_REMEDY_REWRITTEN)
+        rows = []
+        size = 0
+        if cursor.origin == self.origin and last >= 0:
+            with self.tree.read("check the export cursor") as conn:
+                size, _ = self.tree.head_in(conn)
+                rows = self.tree.rows(conn, last, last + 1)
+        check_cursor(cursor, self.origin, size, leaf_hash(rows[0][1]) if rows else None)
 
     def read_batch(self, start: int) -> list[ExportedEntry]:
         """Entries ``start..`` (at most ``batch``), from one snapshot; [] when none is new."""
@@ -229,8 +216,51 @@ class AuditExporter:
         return self._checkpoint[1]
 
 
+def check_cursor(cursor: ExportCursor, origin: str, size: int, last: bytes | None) -> None:
+    """Refuse to continue ``cursor`` on the log ``origin`` of ``size`` entries whose entry
+    ``cursor.next_index - 1`` has leaf hash ``last`` (None: the entry is gone)."""
+    if cursor.origin != origin:
+        raise InvalidInput(
+            f"the cursor belongs to the log {cursor.origin!r}, this database holds "
+            f"{origin!r}", obj="export cursor",
+            remedy="use the cursor of this log's export, or a new cursor file")
+    if cursor.next_index == 0:
+        return
+    index = cursor.next_index - 1
+    if size < cursor.next_index:
+        raise IntegrityError(
+            f"the log holds {size} entries but {cursor.next_index} were exported: "
+            f"entries {size}..{index} are gone (the log was rolled back)",
+            obj=f"audit entry {index}", remedy=_REMEDY_REWRITTEN)
+    if last is None:
+        raise IntegrityError(f"audit entry {index}, the last one exported, is missing "
+                             "(deleted)", obj=f"audit entry {index}", remedy=_REMEDY_REWRITTEN)
+    if last != cursor.last_leaf_hash:
+        assert cursor.last_leaf_hash is not None
+        raise IntegrityError(
+            f"audit entry {index} was rewritten after it was exported: its leaf hash was "
+            f"{cursor.last_leaf_hash.hex()}, it is {last.hex()} now",
+            obj=f"audit entry {index}", remedy=_REMEDY_REWRITTEN)
+
+
+class EntrySource(Protocol):
+    """Where an export reads entries: the local store (:class:`AuditExporter`) or a server
+    whose pages are verified against the pinned log key (:class:`strongroom.audit.pages.VerifiedPages`)."""
+
+    origin: str
+
+    def cursor_at(self, start: int) -> ExportCursor:
+        """A cursor starting at index ``start``."""
+
+    def check_resume(self, cursor: ExportCursor) -> None:
+        """Refuse ``cursor`` when the log no longer holds what was exported."""
+
+    def read_batch(self, start: int) -> list[ExportedEntry]:
+        """Entries ``start..`` in order, checked; [] when none is new."""
+
+
 def run_export(
-    exporter: AuditExporter,
+    exporter: EntrySource,
     cursor: ExportCursor,
     write_batch: Callable[[Sequence[ExportedEntry]], None],
     *,

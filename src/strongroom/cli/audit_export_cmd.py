@@ -10,9 +10,12 @@ since; ``--follow`` keeps polling until interrupted (Ctrl-C or SIGTERM end it
 after the batch in hand). The logic is :mod:`strongroom.audit.export`, the
 OCSF mapping :mod:`strongroom.audit.ocsf`; docs/operations.md ("SIEM export").
 
-It reads the database only (no keys, a sealed vault is fine) and runs on the
-vault host: the API offers no paged read of the entries' exact bytes, so with
-``STRONGROOM_URL`` set it is refused (see :mod:`strongroom.cli.placement`).
+On the vault host it reads the database only (no keys, a sealed vault is
+fine). With ``STRONGROOM_URL`` set it reads pages of entries' exact bytes from
+the server (``GET /v1/audit/entries``, an auditor's or officer's identity) and
+believes none of them unchecked: :class:`strongroom.audit.pages.VerifiedPages`
+verifies each page against the pinned log key (``STRONGROOM_LOG_KEY``, else
+pinned on first use) and exports only what a signed checkpoint covers.
 """
 
 from __future__ import annotations
@@ -114,12 +117,9 @@ def _writer(stream: IO[str], fmt: str, origin: str, *, per_line: bool
 
 def _export(fmt: str, follow: bool, start: int | None, cursor_path: Path | None,
             out: Path | None, interval: float, alerts_only: bool) -> None:
-    from strongroom.audit.export import FORMATS, AuditExporter, ExportCursor, run_export
-    from strongroom.audit.tree import StoredTree
-    from strongroom.datadir import require_vault
+    from strongroom.audit.export import FORMATS, ExportCursor, run_export
+    from strongroom.cli.placement import service
     from strongroom.monitor.alerts import ALERT_ACTIONS
-    from strongroom.settings import Settings
-    from strongroom.store.db import Store
 
     if fmt not in FORMATS:
         raise InvalidInput(f"unknown export format {fmt!r}", obj="--format",
@@ -129,25 +129,17 @@ def _export(fmt: str, follow: bool, start: int | None, cursor_path: Path | None,
         raise InvalidInput("give --from or an existing --cursor, not both", obj=str(cursor_path),
                            remedy="drop --from to resume from the cursor, or name a new cursor "
                                   "file to start at --from")
-    settings = Settings()
-    require_vault(settings.resolved_home, settings.database_url)
-    store = Store.open(settings.resolved_database_url)
-    tree = StoredTree(store)
-    try:
-        exporter = AuditExporter(tree)
+    with service() as svc, svc.audit_source() as source:
         if saved is not None:
-            exporter.check_resume(saved)
-        cursor = saved or exporter.cursor_at(start or 0)
+            source.check_resume(saved)
+        cursor = saved or source.cursor_at(start or 0)
         on_batch = None if cursor_path is None else (lambda c: c.save(cursor_path))
         if on_batch is not None and saved is None:
             on_batch(cursor)  # the starting point, so an interrupted first batch resumes there
         with _stop_on_signals() as stop, _sink(out) as stream:
-            run_export(exporter, cursor, _writer(stream, fmt, exporter.origin, per_line=follow),
+            run_export(source, cursor, _writer(stream, fmt, source.origin, per_line=follow),
                        on_batch=on_batch, follow=follow, interval_s=interval, stop=stop,
                        actions=ALERT_ACTIONS if alerts_only else None)
-    finally:
-        tree.close()
-        store.close()
 
 
 def _command(alerts_only: bool, doc: str) -> Callable[..., None]:

@@ -42,6 +42,7 @@ from strongroom.errors import (
     AccessDenied,
     ConfigError,
     IntegrityError,
+    InvalidInput,
     ServerError,
     ServerKeyChanged,
 )
@@ -61,6 +62,7 @@ if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
     from strongroom.crypto.age import AgeReader, ByteSource
+    from strongroom.crypto.note import Ed25519Verifier
     from strongroom.keys.identity import Identity
     from strongroom.vault.manifest import FileEntry, Manifest
 
@@ -95,32 +97,28 @@ class KnownServers:
     def __init__(self, path: Path | None = None) -> None:
         self.path = path or _known_servers_path()
 
-    def get(self, url: str) -> str | None:
-        """The pinned key (base64) for ``url``, or None."""
-        try:
-            lines = self.path.read_text(encoding="utf-8").splitlines()
-        except FileNotFoundError:
-            return None
-        for line in lines:
-            parts = line.split()
-            if len(parts) == 3 and parts[0] == url and parts[1] == "ed25519":
-                return parts[2]
-        return None
-
-    def add(self, url: str, key_b64: str) -> None:
-        """Pin ``key_b64`` for ``url`` (append; the directory and file are private)."""
-        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        with os.fdopen(fd, "a", encoding="utf-8") as f:
-            f.write(f"{url} ed25519 {key_b64}\n")
-
-    def pins(self) -> list[tuple[str, str]]:
-        """Every (url, key base64) pinned, in file order."""
+    def _lines(self) -> list[list[str]]:
         try:
             lines = self.path.read_text(encoding="utf-8").splitlines()
         except FileNotFoundError:
             return []
-        return [(p[0], p[2]) for p in map(str.split, lines) if len(p) == 3 and p[1] == "ed25519"]
+        return [p for p in map(str.split, lines) if len(p) == 3]
+
+    def get(self, url: str, kind: str = "ed25519") -> str | None:
+        """The key pinned for ``url`` (``ed25519``: the manifest key, base64; ``log-key``:
+        the audit log's verifier key), or None."""
+        return next((p[2] for p in self._lines() if p[0] == url and p[1] == kind), None)
+
+    def add(self, url: str, key: str, kind: str = "ed25519") -> None:
+        """Pin ``key`` of ``kind`` for ``url`` (append; the directory and file are private)."""
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        with os.fdopen(fd, "a", encoding="utf-8") as f:
+            f.write(f"{url} {kind} {key}\n")
+
+    def pins(self) -> list[tuple[str, str]]:
+        """Every (url, manifest key base64) pinned, in file order."""
+        return [(p[0], p[2]) for p in self._lines() if p[1] == "ed25519"]
 
     def replace(self, url: str, key_b64: str | None) -> bool:
         """Pin ``key_b64`` for ``url`` instead of what was pinned (None: forget ``url``).
@@ -128,16 +126,17 @@ class KnownServers:
         Written to a temporary file and renamed, so a crash leaves the old pins.
         Returns whether ``url`` had a pin.
         """
-        pins = self.pins()
-        had = any(u == url for u, _ in pins)
-        keep = [(u, k) for u, k in pins if u != url]
+        lines = self._lines()
+        had = any(p[0] == url and p[1] == "ed25519" for p in lines)
+        # other kinds of pin for url (its log key) stay, unless url is forgotten
+        keep = [p for p in lines if p[0] != url or (p[1] != "ed25519" and key_b64 is not None)]
         if key_b64 is not None:
-            keep.append((url, key_b64))
+            keep.append([url, "ed25519", key_b64])
         self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         tmp = self.path.with_name(self.path.name + ".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.writelines(f"{u} ed25519 {k}\n" for u, k in keep)
+            f.writelines(" ".join(p) + "\n" for p in keep)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, self.path)
@@ -316,6 +315,47 @@ class Client(Operations):
                 "the vault host); if the vault's key really changed, delete this server's "
                 "line from the known_servers file or set STRONGROOM_MANIFEST_KEY")
         return key
+
+    def log_key(self, origin: str) -> Ed25519Verifier:
+        """The audit log's checkpoint verifier: ``STRONGROOM_LOG_KEY`` (the ``<name>+<id>+<key>``
+        line ``strongroom audit key`` prints on the vault host), else the key pinned for this
+        server in known_servers, else the server's checkpoint key for the log ``origin``,
+        pinned on first use. ServerKeyChanged when the server's key changed since."""
+        from strongroom.crypto.note import Ed25519Verifier as _Verifier
+        from strongroom.crypto.note import new_verifier
+
+        pinned = os.environ.get("STRONGROOM_LOG_KEY") or None
+        where = "STRONGROOM_LOG_KEY"
+        if pinned is None:
+            pinned, where = self.known_servers.get(self.url, "log-key"), str(self.known_servers.path)
+        offered = _decode_key(str(self.public_keys().get("checkpoint", "")),
+                              f"{self.url} checkpoint key")
+        if pinned is None:
+            key = _Verifier(origin, offered)
+            self.known_servers.add(self.url, key.vkey, "log-key")
+            sys.stderr.write(
+                f"note: pinned {self.url}'s audit log key {key.vkey} on first use in "
+                f"{self.known_servers.path}; compare it with `strongroom audit key` on the vault "
+                "host\n")
+            return key
+        try:
+            parsed = new_verifier(pinned)
+        except (InvalidInput, ValueError):
+            raise ConfigError("not a log verifier key <name>+<id>+<base64 key>", obj=where,
+                              remedy="copy the line `strongroom audit key` prints on the "
+                              "vault host") from None
+        if not isinstance(parsed, _Verifier):
+            raise ConfigError("the log key is a cosignature key, not the log's", obj=where,
+                              remedy="copy the line `strongroom audit key` prints")
+        if parsed.public.public_bytes_raw() != offered.public_bytes_raw():
+            raise ServerKeyChanged(
+                "the server's audit checkpoint key is not the pinned log key: it may be an "
+                "impostor or a compromised server serving a forged log",
+                obj=f"{self.url} (pinned in {where})",
+                remedy="confirm the key out of band (`strongroom audit key` on the vault host); "
+                "if the vault's key really changed, remove this server's log-key line from "
+                "the known_servers file or set STRONGROOM_LOG_KEY")
+        return parsed
 
     def verified_manifest(self, name: str, version: int | None = None) -> Manifest:
         """The manifest of ``name`` (``version``), its DSSE signature verified with the pinned key."""

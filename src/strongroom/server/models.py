@@ -260,6 +260,33 @@ class ProofOut(BaseModel):
     proof: str
 
 
+class AuditPageEntryOut(BaseModel):
+    """One entry of a page: its index and exact bytes (base64)."""
+
+    index: int
+    body: str
+
+
+class AuditPageProofOut(BaseModel):
+    """Hashes binding entries ``[from, end)`` to the checkpoint: the compact range left of
+    the page and a consistency proof from ``end`` to the checkpoint's size (base64 each)."""
+
+    end: int
+    left: list[str]
+    consistency: list[str]
+
+
+class AuditEntriesOut(BaseModel):
+    """A page of entries as stored, the latest signed checkpoint and the proof of the part
+    it covers (:mod:`strongroom.audit.pages`); a reader recomputes every hash itself."""
+
+    origin: str
+    size: int
+    checkpoint: str | None
+    entries: list[AuditPageEntryOut]
+    proof: AuditPageProofOut | None
+
+
 class CheckpointOut(BaseModel):
     """The latest signed checkpoint (a C2SP signed note) and the log size."""
 

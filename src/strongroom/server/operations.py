@@ -126,6 +126,12 @@ class Operations:
         """``audit prove``: an inclusion proof's text, checkable offline (``verify-proof``)."""
         return str(self.get(f"/v1/audit/entries/{int(index)}/proof")["proof"])
 
+    def audit_entries(self, start: int, limit: int = 500) -> Row:
+        """A page of entries ``start..`` as stored (auditors, officers): ``{"origin", "size",
+        "checkpoint", "entries": [{"index", "body"}], "proof"}``, unverified: read it
+        through :class:`strongroom.audit.pages.VerifiedPages` with the pinned log key."""
+        return dict(self.get("/v1/audit/entries", params={"from": start, "limit": limit}))
+
     def audit_verify(self, checkpoints: Sequence[str] = ()) -> Row:
         """``audit verify``: the server replays its log against ``checkpoints`` (kept by you),
         its high-water file and the witnesses: ``{"summary", "kept_outside",

@@ -29,6 +29,7 @@ from strongroom.service.embedded_access import EmbeddedAccess
 from strongroom.service.protocol import Progress
 
 if TYPE_CHECKING:
+    from strongroom.audit.export import AuditExporter
     from strongroom.audit.log import AuditLog
     from strongroom.crypto.age import AgeIdentity
     from strongroom.keys.keyring import KeyringStatus
@@ -70,7 +71,7 @@ def open_log() -> Iterator[AuditLog]:
     home = settings.resolved_home
     keys = key_service(home)
     public = Ed25519PublicKey.from_public_bytes(keys.public_keys()["checkpoint"])
-    store = Store.open(settings.resolved_database_url)
+    store = Store.open(settings.resolved_database_url, schema="current")
     try:
         log = AuditSettings().open_log(
             store,
@@ -94,7 +95,7 @@ def _store() -> Iterator[Store]:
 
     settings = Settings()
     require_vault(settings.resolved_home, settings.database_url)  # creates nothing
-    store = Store.open(settings.resolved_database_url)
+    store = Store.open(settings.resolved_database_url, schema="current")
     try:
         yield store
     finally:
@@ -121,8 +122,15 @@ def _status_without_starting() -> KeyringStatus:
     home = settings.resolved_home
     if not settings.database_url and not (home / "strongroom.db").exists():
         return KeyringStatus(initialized=False, sealed=True, backend=keys_settings.key_backend)
-    store = Store.open(settings.resolved_database_url)
+    # An empty database (a new PostgreSQL one) is reported, not given a schema; an older
+    # or newer one is refused as everywhere else (`db upgrade`, or the newer release).
+    store = Store.open(settings.resolved_database_url, schema="unchecked")
     try:
+        state = store.schema_state()
+        if state.new:
+            return KeyringStatus(initialized=False, sealed=True,
+                                 backend=keys_settings.key_backend)
+        state.require(store.url)
         ring = Keyring(store, keys_settings)
         try:
             return ring.status()
@@ -311,6 +319,19 @@ class EmbeddedService(EmbeddedAccess):
         """Sign a checkpoint at the current size and push it to the witnesses."""
         with open_log() as log:
             return log.checkpoint()
+
+    @contextlib.contextmanager
+    def audit_source(self) -> Iterator[AuditExporter]:
+        """The stored log, read without keys (a sealed vault host is fine)."""
+        from strongroom.audit.export import AuditExporter
+        from strongroom.audit.tree import StoredTree
+
+        with _store() as store:
+            tree = StoredTree(store)
+            try:
+                yield AuditExporter(tree)
+            finally:
+                tree.close()
 
     def alerts_ls(self, *, include_acked: bool, limit: int) -> list[Row]:
         """Alerts newest first (read from the database; no agent needed)."""

@@ -18,10 +18,14 @@ table is derived from them and cannot drift.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from strongroom.errors import InvalidInput
+
+if TYPE_CHECKING:
+    from strongroom.audit.export import EntrySource
 
 __all__ = ["COMMANDS", "Progress", "Service", "offered", "refusal", "vault_host_only"]
 
@@ -44,6 +48,7 @@ COMMANDS: Mapping[str, tuple[str, ...]] = {
     "audit tail": ("audit_tail",), "audit show": ("audit_show",),
     "audit prove": ("audit_prove",), "audit verify": ("audit_verify",),
     "audit checkpoint": ("audit_checkpoint",),
+    "audit export": ("audit_source",), "alerts export": ("audit_source",),
     "alerts ls": ("alerts_ls",), "alerts ack": ("alerts_ack",),
     "monitor egress": ("egress_report",),
     "people ls": ("people_ls",), "compartments ls": ("compartments_ls",),
@@ -190,6 +195,9 @@ class Service(Protocol):
 
     def audit_checkpoint(self) -> str:
         """A freshly signed checkpoint (signed-note text)."""
+
+    def audit_source(self) -> AbstractContextManager[EntrySource]:
+        """Where ``audit export`` reads entries, checked (remotely: against the pinned log key)."""
 
     def alerts_ls(self, *, include_acked: bool, limit: int) -> list[Row]:
         """Alerts newest first (``AlertOut`` rows)."""

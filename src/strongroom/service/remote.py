@@ -19,8 +19,9 @@ the pins of servers' manifest keys (``strongroom trust``).
 from __future__ import annotations
 
 import base64
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +29,7 @@ from strongroom.errors import AccessDenied, ApprovalRequired, IntegrityError, In
 from strongroom.service.protocol import Progress, vault_host_only
 
 if TYPE_CHECKING:
+    from strongroom.audit.pages import VerifiedPages
     from strongroom.keys.identity import Identity
     from strongroom.server.client import Client
 
@@ -279,6 +281,17 @@ class RemoteService:
     def audit_checkpoint(self) -> str:
         """The server signs a checkpoint at the current size."""
         return str(self.client.post("/v1/audit/checkpoint")["checkpoint"] or "")
+
+    @contextlib.contextmanager
+    def audit_source(self) -> Iterator[VerifiedPages]:
+        """Pages of the server's log, each checked here against the pinned log key
+        (``STRONGROOM_LOG_KEY``, else pinned on first use): only entries a verified
+        checkpoint covers are exported, every leaf hash recomputed from the bytes."""
+        from strongroom.audit.pages import VerifiedPages
+
+        origin = str(self.client.audit_entries(0, 1)["origin"])
+        yield VerifiedPages(self.client.audit_entries, self.client.log_key(origin),
+                            where=self.location)
 
     def alerts_ls(self, *, include_acked: bool, limit: int) -> list[Row]:
         """Alerts from the server, newest first."""

@@ -50,6 +50,22 @@ def build_router(ctx: ServerContext, keys: PrincipalKeys) -> APIRouter:
         require_role(request, keys, *_AUDITORS)
         return [_entry_out(ev) for ev in ctx.audit().tail(n)]
 
+    @r.get("/audit/entries", response_model=M.AuditEntriesOut)
+    def entries(request: Request,
+                start: Annotated[int, Query(alias="from", ge=0, le=1 << 62)] = 0,
+                limit: Annotated[int, Query(ge=1, le=1000)] = 500) -> dict[str, Any]:
+        """Entries ``from..`` as stored (exact bytes), the latest signed checkpoint and the
+        hashes that bind the part it covers to it (``audit export`` through the API)."""
+        from strongroom.audit.pages import read_page
+        from strongroom.audit.tree import StoredTree
+
+        require_role(request, keys, *_AUDITORS)
+        tree = StoredTree(ctx.store)  # works sealed too: the tables are read, no key is used
+        try:
+            return read_page(tree, start, limit).to_json()
+        finally:
+            tree.close()
+
     @r.get("/audit/entries/{index}", response_model=M.AuditEntryOut)
     def entry(request: Request, index: Annotated[int, Path(ge=0, le=1 << 62)]
               ) -> M.AuditEntryOut:
