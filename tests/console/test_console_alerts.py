@@ -89,3 +89,53 @@ def test_only_security_officers_acknowledge(env: Env) -> None:
                       headers={"X-CSRF-Token": csrf, "Origin": ORIGIN})
     assert r.status_code == 403
     assert e.ctx.alerts().get(crit).acked_at is None
+
+
+def test_assign_shows_filters_and_is_audited(env_any: Env) -> None:
+    e = env_any
+    a = _raise(e, "SR-EXFIL", "high")
+    b = _raise(e, "SR-DENIALS", "high", "bob")
+    e.w.enroll("erin", roles=("security-officers",))
+    csrf = e.sign_in("dave")
+    headers = {"Origin": ORIGIN}
+    r = e.client.post(f"/console/alerts/{a}/assign", data={"csrf": csrf, "to": "erin"},
+                      headers=headers, follow_redirects=False)
+    assert r.status_code == 303
+    assert e.ctx.alerts().get(a).assigned_to == "erin"
+    entry = [ev for ev in e.w.keys.svc.audit.tail(5) if ev.action == "alert.assign"][-1]
+    assert entry.actor == "dave" and entry.details["assigned_to"] == "erin"
+    assert entry.details["alert_id"] == a
+    e.client.post(f"/console/alerts/{b}/assign", data={"csrf": csrf, "to": "dave"},
+                  headers=headers)
+    page = e.client.get("/console/alerts").text
+    row = page.split(f'id="alert-{a}"', 1)[1].split("</tr>", 1)[0]
+    assert "<strong>erin</strong>" in row
+    mine = e.client.get("/console/alerts?assignee=me").text
+    assert f'id="alert-{b}"' in mine and f'id="alert-{a}"' not in mine
+    erins = e.client.get("/console/alerts?assignee=erin").text
+    assert f'id="alert-{a}"' in erins and f'id="alert-{b}"' not in erins
+    e.client.post(f"/console/alerts/{a}/assign", data={"csrf": csrf, "to": ""}, headers=headers)
+    assert e.ctx.alerts().get(a).assigned_to is None
+    nobody = e.client.get("/console/alerts?assignee=none").text
+    assert f'id="alert-{a}"' in nobody and f'id="alert-{b}"' not in nobody
+
+
+def test_assign_refusals_are_4xx(env: Env) -> None:
+    e = env
+    a = _raise(e, "SR-EXFIL", "high")
+    csrf = e.sign_in("dave")
+    h = {"Origin": ORIGIN}
+    assert e.client.post(f"/console/alerts/{a}/assign", data={"to": "dave"},
+                         headers=h).status_code == 403  # no CSRF token
+    bad = e.client.post(f"/console/alerts/{a}/assign", data={"csrf": csrf, "to": "bob"},
+                        headers=h)  # bob is no security officer
+    assert bad.status_code == 400 and "not a current security officer" in bad.text
+    assert e.client.post("/console/alerts/99999/assign", data={"csrf": csrf, "to": "dave"},
+                         headers=h).status_code == 404
+    assert e.client.post("/console/alerts/x/assign", data={"csrf": csrf, "to": "dave"},
+                         headers=h).status_code == 422
+    assert e.client.get("/console/alerts?assignee=<b>").status_code == 400
+    csrf = e.sign_in("bob")
+    assert e.client.post(f"/console/alerts/{a}/assign", data={"csrf": csrf, "to": "dave"},
+                         headers=h).status_code == 403
+    assert e.ctx.alerts().get(a).assigned_to is None

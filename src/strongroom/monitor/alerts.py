@@ -71,7 +71,7 @@ __all__ = [
 #: Severities, lowest first.
 SEVERITIES = ("info", "warning", "high", "critical")
 #: Audit actions the monitor writes itself (detectors ignore them).
-ALERT_ACTIONS = frozenset({"alert.raise", "alert.ack"})
+ALERT_ACTIONS = frozenset({"alert.raise", "alert.ack", "alert.assign"})
 #: Longest wait between two delivery attempts of one queued alert.
 MAX_RETRY_DELAY_S = 3600.0
 
@@ -134,12 +134,15 @@ class StoredAlert:
     acked_by: str | None
     ack_note: str | None
     new: bool = False
+    assigned_to: str | None = None
+    assigned_at: datetime | None = None
 
     @classmethod
     def _from_row(cls, row: AlertRow, *, new: bool = False) -> StoredAlert:
         return cls(row.id, row.rule, row.severity, row.subject, row.obj, row.message,
                    json.loads(row.details_json), row.dedup_key, row.first_seen, row.last_seen,
-                   row.count, row.acked_at, row.acked_by, row.ack_note, new)
+                   row.count, row.acked_at, row.acked_by, row.ack_note, new, row.assigned_to,
+                   row.assigned_at)
 
     def payload(self) -> dict[str, Any]:
         """What sinks receive: a JSON-able mapping."""
@@ -333,9 +336,13 @@ class AlertManager:
 
     def recent(self, *, unacked: bool = False, subject: str | None = None,
              limit: int = 100, rule: str | None = None, severity: str | None = None,
-             acked: bool = False) -> list[StoredAlert]:
-        """Alerts, newest first (optionally only open or only acknowledged ones, one rule, one severity)."""
+             acked: bool = False, assigned_to: str | None = None) -> list[StoredAlert]:
+        """Alerts, newest first (optionally only open or only acknowledged ones, one rule, one
+        severity, one assignee: a name, or ``""`` for alerts assigned to nobody)."""
         q = select(AlertRow).order_by(AlertRow.id.desc()).limit(limit)
+        if assigned_to is not None:
+            q = q.where(AlertRow.assigned_to == assigned_to if assigned_to
+                        else AlertRow.assigned_to.is_(None))
         if unacked:
             q = q.where(AlertRow.acked_at.is_(None))
         if acked:
@@ -373,6 +380,25 @@ class AlertManager:
             s.execute(update(AlertRow).where(AlertRow.id == alert_id,
                                              AlertRow.acked_at.is_(None))
                       .values(acked_at=_utcnow(), acked_by=by, ack_note=note or None))
+        return self.get(alert_id)
+
+    def assign(self, alert_id: int, *, to: str | None, by: str) -> StoredAlert:
+        """Assign an alert to ``to`` (``None``: to nobody), audited as ``alert.assign`` by ``by``."""
+        if not by:
+            raise InvalidInput("an assignment needs the name of who assigns",
+                               obj=f"alert {alert_id}")
+        current = self.get(alert_id)
+        if current.assigned_to == to:
+            return current
+        if self.audit is not None:
+            self.audit.append(actor=by, action="alert.assign", obj=current.obj, decision="allow",
+                              reason=f"assigned to {to}" if to else "unassigned",
+                              details={"alert_id": alert_id, "rule": current.rule,
+                                       "dedup_key": current.dedup_key, "assigned_to": to,
+                                       "previous": current.assigned_to})
+        with self.store.session() as s:
+            s.execute(update(AlertRow).where(AlertRow.id == alert_id)
+                      .values(assigned_to=to, assigned_at=_utcnow() if to else None))
         return self.get(alert_id)
 
     # -- delivery ----------------------------------------------------------

@@ -2,8 +2,9 @@
 
 Routes (auditors and security officers see alerts; security officers acknowledge)::
 
-    GET  /console/alerts?rule=SR-...&severity=critical&state=open   the list, filtered
+    GET  /console/alerts?rule=SR-...&severity=critical&state=open&assignee=me   filtered
     POST /console/alerts/{id}/ack                  a reason (required); not for critical alerts
+    POST /console/alerts/{id}/assign               to a current security officer, or nobody
     POST /webauthn/alert-ack/{begin,finish}        a critical alert: the officer's security key
                                                    signs an ``alert-ack`` statement
 
@@ -11,7 +12,9 @@ Every alert links to its evidence in the audit explorer: the ``alert.raise``
 entry (found by the alert's de-duplication key) and everything its subject did
 from an hour before the first sighting to the last one. Acknowledgements are
 audited as ``alert.ack``; a signed one carries the statement's digest, and the
-statement is kept with the other signed statements.
+statement is kept with the other signed statements. An alert is assigned to one
+security officer at a time (``alert.assign`` in the audit log); the list shows
+and filters by the assignee (``me``, ``none`` or a name).
 """
 
 from __future__ import annotations
@@ -52,6 +55,15 @@ def evidence_links(a: StoredAlert) -> dict[str, str]:
     return {"raised": f"/console/audit?{raised}", "activity": f"/console/audit?{activity}"}
 
 
+def _officers(console: Console) -> list[str]:
+    """Names of the current security officers (whom an alert may be assigned to)."""
+    directory = console.ctx.directory()
+    now = time.time()
+    return sorted(p.name for kid, p in directory.principals.items()
+                  if kid not in directory.revoked_keys and "security-officers" in p.roles
+                  and p.eligible(now))
+
+
 def add_routes(router: APIRouter, console: Console) -> None:
     """Add the alert pages and the security-key acknowledgement ceremony."""
     from strongroom.server.console import ceremonies
@@ -60,10 +72,15 @@ def add_routes(router: APIRouter, console: Console) -> None:
 
     @router.get("/console/alerts", include_in_schema=False)
     async def alerts(request: Request, rule: str = "", severity: str = "",
-                     state: str = "open") -> HTMLResponse:
+                     state: str = "open", assignee: str = "") -> HTMLResponse:
         sess = console.session(request)
         me = console.person(sess)
         console.require_role(me, *AUDITORS)
+        officers = _officers(console)
+        if assignee not in ("", "me", "none") and assignee not in officers:
+            raise ConsoleError(400, f"unknown assignee {assignee[:40]!r}: use me, none or a "
+                               "security officer's name")
+        assigned = {"": None, "none": "", "me": me.name}.get(assignee, assignee)
         if severity and severity not in SEVERITIES:
             raise ConsoleError(400, f"unknown severity {severity[:20]!r}: use one of "
                                f"{', '.join(SEVERITIES)}")
@@ -72,13 +89,15 @@ def add_routes(router: APIRouter, console: Console) -> None:
                                f"{', '.join(_STATES)}")
         manager = ctx.alerts()
         rows = manager.recent(limit=LIST_LIMIT, rule=rule or None, severity=severity or None,
-                              unacked=state == "open", acked=state == "acknowledged")
+                              unacked=state == "open", acked=state == "acknowledged",
+                              assigned_to=assigned)
         rules = sorted({a.rule for a in manager.recent(limit=1000)} | ({rule} if rule else set()))
         listed: list[dict[str, Any]] = [{"a": a, "links": evidence_links(a)} for a in rows]
         return console.page(request, "alerts.html", sess, alerts=listed, rules=rules,
                             severities=SEVERITIES, states=_STATES,
-                            f={"rule": rule, "severity": severity, "state": state},
-                            may_ack="security-officers" in me.roles,
+                            f={"rule": rule, "severity": severity, "state": state,
+                               "assignee": assignee},
+                            officers=officers, may_ack="security-officers" in me.roles,
                             has_key=bool(me.security_keys), limit=LIST_LIMIT)
 
     @router.post("/console/alerts/{alert_id}/ack", include_in_schema=False)
@@ -99,6 +118,20 @@ def add_routes(router: APIRouter, console: Console) -> None:
                                "auditors read it")
         ctx.alerts().ack(alert_id, by=me.name, note=reason)
         return RedirectResponse("/console/alerts", status_code=303)
+
+    @router.post("/console/alerts/{alert_id}/assign", include_in_schema=False)
+    async def assign(request: Request, alert_id: int, csrf: str = Form(""),
+                     to: str = Form("")) -> Response:
+        sess = console.session(request)
+        console.check_post(request, sess, csrf)
+        me = console.person(sess)
+        if "security-officers" not in me.roles:
+            raise ConsoleError(403, "only security officers assign alerts")
+        if to and to not in _officers(console):
+            raise ConsoleError(400, f"{to[:40]!r} is not a current security officer: assign "
+                               "the alert to one, or to nobody")
+        ctx.alerts().assign(alert_id, to=to or None, by=me.name)
+        return RedirectResponse(f"/console/alerts?state=all#alert-{alert_id}", status_code=303)
 
     @router.post("/webauthn/alert-ack/begin", include_in_schema=False)
     async def alert_ack_begin(request: Request) -> JSONResponse:

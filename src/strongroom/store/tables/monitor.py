@@ -103,6 +103,9 @@ class AlertRow(Base):
     acked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     acked_by: Mapped[str | None] = mapped_column(String(200), nullable=True)
     ack_note: Mapped[str | None] = mapped_column(Text, nullable=True)
+    #: The security officer handling it (migration 0012; each change is an alert.assign entry).
+    assigned_to: Mapped[str | None] = mapped_column(String(200), nullable=True, index=True)
+    assigned_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 class AlertOutbox(Base):
