@@ -145,7 +145,7 @@ class StoredTree:
         except SQLAlchemyError as exc:
             raise self.failed(what, exc) from exc
 
-    def failed(self, what: str, exc: SQLAlchemyError) -> AuditUnavailable:
+    def failed(self, what: str, exc: BaseException) -> AuditUnavailable:
         """The refusal for a store error met while trying to ``what``."""
         return AuditUnavailable(
             f"audit store failed while trying to {what}: {type(exc).__name__}",

@@ -27,13 +27,13 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol
 
 from sqlalchemy import Connection
-from sqlalchemy.exc import SQLAlchemyError
 
 from strongroom.audit.entry import EncodedEntry
 from strongroom.audit.merkle import Frontier
+from strongroom.audit.recent import RecentEntries
 from strongroom.audit.tree import StoredTree
 from strongroom.errors import AuditUnavailable
-from strongroom.store.db import Store
+from strongroom.store.db import Store, dbapi_errors
 
 __all__ = [
     "APPEND_TIMEOUT_S",
@@ -111,8 +111,11 @@ class PendingAppend:
 
 
 def lock_timed_out(exc: BaseException | None) -> bool:
-    """Whether a database error is a lock wait past its bound (SQLite busy, PostgreSQL timeouts)."""
-    orig = getattr(exc, "orig", None)
+    """Whether a database error is a lock wait past its bound (SQLite busy, PostgreSQL timeouts).
+
+    ``exc`` is an SQLAlchemy error (its driver error in ``orig``) or the driver's own.
+    """
+    orig = getattr(exc, "orig", None) or exc
     if getattr(orig, "sqlstate", None) in ("55P03", "57014"):  # lock_not_available, query_canceled
         return True
     return getattr(orig, "sqlite_errorcode", None) in (5, 6)  # SQLITE_BUSY, SQLITE_LOCKED
@@ -131,8 +134,11 @@ class GroupCommitWriter:
         append_timeout: float = APPEND_TIMEOUT_S,
         commit_delay: float = COMMIT_DELAY_S,
         lock_timeout: float = LOCK_TIMEOUT_S,
+        recent: RecentEntries | None = None,
     ) -> None:
         self.store = store
+        #: Where committed entries go, for the log's followers to read without the database.
+        self.recent = recent
         self.tree = tree
         self.origin = origin
         self.append_timeout = append_timeout
@@ -157,6 +163,9 @@ class GroupCommitWriter:
             f"WHERE id = 1 AND size = {mark}"
         )
         self._frontier: Frontier | None = None
+        # The writer thread's own connection, kept between batches (see _connection).
+        self._conn: Connection | None = None
+        self._db_errors = dbapi_errors(store.engine)  # SQLAlchemy's and the driver's
         # Entries of failed batches, turned into refusals: they ride on the next batch.
         self._unrecorded: list[EncodedEntry] = []
         self._lock = threading.Lock()
@@ -261,6 +270,7 @@ class GroupCommitWriter:
                 while not self._batch.items and not self._closed:
                     self._wake.wait()
                 if not self._batch.items and self._closed:
+                    self._drop(reuse=True)
                     return
                 self._gather()
                 batch = self._batch
@@ -294,6 +304,42 @@ class GroupCommitWriter:
                 except Exception:  # a metric must never stop the writer
                     log.exception("the audit commit observer failed")
 
+    def _connection(self) -> Connection:
+        """The writer thread's connection: opened once, kept between batches.
+
+        Checking a pooled connection out and back in (with its reset, and the lock
+        bound set and restored each time) cost more than the batch's own
+        statements; only this thread uses it. SQLite's busy timeout is set to the
+        bound once; PostgreSQL's bounds are set per transaction (``set_config(...,
+        true)``), so nothing of the writer's leaks into the pool.
+        """
+        conn = self._conn
+        if conn is not None and not conn.closed and not conn.invalidated:
+            return conn
+        conn = self.store.engine.connect()
+        if not self._pg:
+            conn.connection.dbapi_connection.execute(  # type: ignore[union-attr]
+                f"PRAGMA busy_timeout={max(1, int(self.lock_timeout * 1000))}")
+        self._conn = conn
+        return conn
+
+    def _drop(self, *, reuse: bool = False) -> None:
+        """Let go of the writer's connection: back to the pool (``reuse``), else discarded.
+
+        After a failed batch it is discarded: whatever state the failure left it in
+        (a lost server, a half-finished transaction) goes with it.
+        """
+        conn, self._conn = self._conn, None
+        if conn is None or conn.closed:
+            return
+        with contextlib.suppress(Exception):  # it is being let go either way
+            if reuse and not self._pg and not conn.invalidated:
+                conn.connection.dbapi_connection.execute(  # type: ignore[union-attr]
+                    "PRAGMA busy_timeout=30000")  # the store's own setting (store/db.py)
+            elif not reuse:
+                conn.invalidate()
+            conn.close()
+
     @contextlib.contextmanager
     def _write_tx(self, what: str) -> Iterator[Connection]:
         """A write transaction that waits at most ``lock_timeout`` for the database's locks.
@@ -304,22 +350,19 @@ class GroupCommitWriter:
         """
         ms = max(1, int(self.lock_timeout * 1000))
         try:
-            with self.store.engine.connect() as conn:
-                raw: Any = conn.connection.dbapi_connection
-                saved = None if self._pg else raw.execute("PRAGMA busy_timeout").fetchone()[0]
-                if saved is not None:
-                    raw.execute(f"PRAGMA busy_timeout={ms}")
-                try:
-                    with conn.begin():  # SQLite: BEGIN IMMEDIATE, under the bound
-                        if self._pg:
-                            conn.exec_driver_sql(
-                                "SELECT set_config('lock_timeout', %s, true), "
-                                "set_config('statement_timeout', %s, true)", (f"{ms}ms",) * 2)
-                        yield conn
-                finally:
-                    if saved is not None:
-                        raw.execute(f"PRAGMA busy_timeout={int(saved)}")
-        except SQLAlchemyError as exc:
+            conn = self._connection()
+            try:
+                with conn.begin():  # SQLite: BEGIN IMMEDIATE, under the bound
+                    if self._pg:
+                        cur = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+                        cur.execute("SELECT set_config('lock_timeout', %s, true), "
+                                    "set_config('statement_timeout', %s, true)", (f"{ms}ms",) * 2)
+                        cur.close()
+                    yield conn
+            except BaseException:
+                self._drop()
+                raise
+        except self._db_errors as exc:
             if lock_timed_out(exc):
                 raise AuditUnavailable(
                     f"the audit database stayed locked for more than {self.lock_timeout:g} s "
@@ -374,33 +417,53 @@ class GroupCommitWriter:
 
     def _commit(self, batch: _Batch) -> int:
         with self._write_tx(f"append {len(batch.items)} entries") as conn:
-            # Plain DB-API statements: this transaction is the hot loop of every append.
-            found = conn.exec_driver_sql(self._select_size).scalar()
-            if found is None:
-                raise AuditUnavailable("the audit head row is missing", obj=self.store.url,
-                                       remedy="run the migrations (Store.open) on this database")
-            size = int(found)
-            items = self._admit(conn, batch, size) if batch.guarded else batch.items
-            if not items:
-                return size  # every item was conditional and refused: nothing to append
-            frontier = self._frontier
-            if frontier is None or frontier.size != size:
-                frontier = self.tree.load_frontier(conn, size)
-            frontier = frontier.copy()
-            sha = hashlib.sha256
-            append = frontier.append
-            entries = []
-            nodes: list[tuple[int, int, bytes]] = []
-            for i, (prefix, suffix) in enumerate(items):
-                body = prefix + str(size + i).encode() + suffix
-                lh = sha(b"\x00" + body).digest()
-                entries.append((size + i, lh, body))
-                nodes += append(lh)
-            conn.exec_driver_sql(self._insert_entry, entries)
-            if nodes:
-                conn.exec_driver_sql(self._insert_node, nodes)
-            moved = conn.exec_driver_sql(self._move_head, (frontier.size, frontier.root(), size))
-            if moved.rowcount != 1:
-                raise AuditUnavailable("audit head moved during a batch (lost lock)")
-        self._frontier = frontier
+            # DB-API statements on the transaction's own connection: this transaction is
+            # the hot loop of every append (an SQLAlchemy execute costs ~5x a cursor's).
+            cur = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+            try:
+                size, frontier, bodies = self._extend(conn, cur, batch)
+            finally:
+                cur.close()
+        if frontier is not None:  # once committed
+            self._frontier = frontier
+            if self.recent is not None:
+                self.recent.add_bodies(size, bodies)
         return size
+
+    def _extend(self, conn: Connection, cur: Any, batch: _Batch
+                ) -> tuple[int, Frontier | None, list[bytes]]:
+        """Inside the batch's transaction: admit, append, move the head.
+
+        Returns the size before, the new frontier and the bodies appended.
+        """
+        cur.execute(self._select_size)
+        found = cur.fetchone()
+        if found is None:
+            raise AuditUnavailable("the audit head row is missing", obj=self.store.url,
+                                   remedy="run the migrations (Store.open) on this database")
+        size = int(found[0])
+        items = self._admit(conn, batch, size) if batch.guarded else batch.items
+        if not items:
+            return size, None, []  # every item was conditional and refused: nothing appended
+        frontier = self._frontier
+        if frontier is None or frontier.size != size:
+            frontier = self.tree.load_frontier(conn, size)
+        frontier = frontier.copy()
+        sha = hashlib.sha256
+        append = frontier.append
+        entries = []
+        bodies = []
+        nodes: list[tuple[int, int, bytes]] = []
+        for i, (prefix, suffix) in enumerate(items):
+            body = prefix + str(size + i).encode() + suffix
+            lh = sha(b"\x00" + body).digest()
+            entries.append((size + i, lh, body))
+            bodies.append(body)
+            nodes += append(lh)
+        cur.executemany(self._insert_entry, entries)
+        if nodes:
+            cur.executemany(self._insert_node, nodes)
+        cur.execute(self._move_head, (frontier.size, frontier.root(), size))
+        if cur.rowcount != 1:
+            raise AuditUnavailable("audit head moved during a batch (lost lock)")
+        return size, frontier, bodies

@@ -33,7 +33,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import ColumnElement, Connection, func, or_, select
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from strongroom.errors import StorageError
@@ -191,6 +191,30 @@ class LedgerCache:
                    for bid, used in previous.spent.items())
 
 
+def _driver_rows(conn: Connection, sql: str, params: Any = ()) -> list[Any]:
+    """Rows of one statement run on ``conn``'s DB-API connection, inside its transaction.
+
+    The ledger's statements run inside every audit batch: a DB-API cursor costs a
+    fraction of an SQLAlchemy execute. ``sql`` is a constant with the driver's
+    placeholders; a list of tuples in ``params`` runs it once per tuple (no rows).
+    Driver errors are raised as SQLAlchemy's (as ``exec_driver_sql`` would), parameters hidden.
+    """
+    dbapi = conn.dialect.loaded_dbapi
+    try:
+        cur = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        try:
+            if isinstance(params, list):
+                cur.executemany(sql, params)
+                return []
+            cur.execute(sql, params)
+            return list(cur.fetchall()) if cur.description is not None else []
+        finally:
+            cur.close()
+    except dbapi.Error as exc:
+        raise DBAPIError.instance(sql, None, exc, dbapi.Error, hide_parameters=True,
+                                  dialect=conn.dialect) from exc
+
+
 def _like_escape(text_: str) -> str:
     return text_.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
@@ -233,7 +257,8 @@ class LedgerStore:
         SQLite: the transaction's ``BEGIN IMMEDIATE`` already holds the write
         lock. PostgreSQL: the ``UPDATE`` locks the one state row until commit.
         """
-        gen = conn.exec_driver_sql(self._sql_bump).scalar()
+        rows = _driver_rows(conn, self._sql_bump)
+        gen = rows[0][0] if rows else None
         if gen is None:
             raise StorageError("the egress ledger's state row is missing", obj=self.store.url,
                                remedy="run the migrations (Store.open) on this database")
@@ -299,8 +324,8 @@ class LedgerStore:
         for i in range(0, len(ids), ID_CHUNK):
             chunk = ids[i:i + ID_CHUNK]
             marks = ", ".join([self._mark] * len(chunk))
-            rows: Any = conn.exec_driver_sql(
-                f"SELECT charge_id FROM egress_charges WHERE charge_id IN ({marks})",  # noqa: S608
+            rows = _driver_rows(
+                conn, f"SELECT charge_id FROM egress_charges WHERE charge_id IN ({marks})",  # noqa: S608
                 tuple(chunk))
             found.update(str(r[0]) for r in rows)
         return found
@@ -342,8 +367,8 @@ class LedgerStore:
         for i in range(0, len(ids), ID_CHUNK):
             chunk = ids[i:i + ID_CHUNK]
             marks = ", ".join([self._mark] * len(chunk))
-            rows: Any = conn.exec_driver_sql(
-                "SELECT budget_id, coalesce(sum(nbytes), 0) FROM egress_charges "  # noqa: S608
+            rows = _driver_rows(
+                conn, "SELECT budget_id, coalesce(sum(nbytes), 0) FROM egress_charges "  # noqa: S608
                 f"WHERE budget_id IN ({marks}) GROUP BY budget_id", tuple(chunk))
             found.update((str(bid), int(total or 0)) for bid, total in rows)
         return found
@@ -351,4 +376,4 @@ class LedgerStore:
     def insert(self, conn: Connection, rows: Sequence[ChargeRow]) -> None:
         """Insert ledger rows in ``conn``'s transaction (the caller holds the ledger lock)."""
         if rows:
-            conn.exec_driver_sql(self._sql_insert, list(rows))
+            _driver_rows(conn, self._sql_insert, list(rows))
