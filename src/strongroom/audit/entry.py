@@ -20,6 +20,7 @@ import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cached_property
 from typing import Any
 
 from strongroom.audit.redaction import Redactor
@@ -110,9 +111,9 @@ class AuditEvent:
     nbytes: int | None
     body: bytes = field(repr=False)
 
-    @property
+    @cached_property
     def at(self) -> float:
-        """When the entry was written, in seconds since the epoch."""
+        """When the entry was written, in seconds since the epoch (parsed once: events are shared)."""
         return parse_utc(self.time, obj=f"audit entry {self.index}")
 
     @classmethod

@@ -57,6 +57,7 @@ from typing import Any, cast
 
 from strongroom.audit.checkpoint import OpenedCheckpoint
 from strongroom.audit.entry import AuditEvent, EntryEncoder, utcnow
+from strongroom.audit.recent import RecentEntries
 from strongroom.audit.redaction import Redactor, Secret
 from strongroom.audit.signing import CheckpointSigner
 from strongroom.audit.tree import InclusionProof, StoredTree
@@ -127,8 +128,9 @@ class AuditLog:
         self._encoder = EntryEncoder(self.redactor, clock)
         self._signing = CheckpointSigner(self._tree, signer, origin, self.witnesses, quorum,
                                          anchor_path)
+        self._recent = RecentEntries()
         self._writer = GroupCommitWriter(
-            store, self._tree, self._encoder.refusal, origin=origin,
+            store, self._tree, self._encoder.refusal, origin=origin, recent=self._recent,
             append_timeout=append_timeout, commit_delay=commit_delay, lock_timeout=lock_timeout,
         )
 
@@ -252,7 +254,9 @@ class AuditLog:
 
     def size(self) -> int:
         """Number of entries committed."""
-        return self._tree.size()
+        size = self._tree.size()
+        self._recent.bound(size)
+        return size
 
     def head(self) -> tuple[int, bytes, int]:
         """``(size, root, latest checkpoint size)`` as the head row records them."""
@@ -278,8 +282,22 @@ class AuditLog:
         return self._tree.event(index)
 
     def events(self, start: int = 0, end: int | None = None) -> list[AuditEvent]:
-        """Entries with ``start <= index < end``, in order."""
-        return self._tree.events(start, end)
+        """Entries with ``start <= index < end``, in order.
+
+        The newest entries come from memory (:mod:`strongroom.audit.recent`: what
+        this process committed or already read); the rest from the database.
+        """
+        recent = self._recent
+        if end is None or end - start > recent.capacity:
+            return self._tree.events(start, end)
+        found = recent.get(start, end)
+        if found is None:
+            lo, hi = recent.gap(start, end)
+            recent.put(self._tree.events(lo, hi))
+            found = recent.get(start, end)
+            if found is None:  # rows missing from the database (or already evicted)
+                return self._tree.events(start, end)
+        return found
 
     def recent(self, since: float, *, batch: int = 2000) -> Iterator[AuditEvent]:
         """Entries newest first, back to (and including) the first one at or before ``since``.
