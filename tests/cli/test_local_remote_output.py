@@ -125,8 +125,12 @@ def _command(args: tuple[str, ...]) -> str:
     return command_path(list(args))
 
 
+#: Remote reads of one object by id, compared by their own test below.
+BY_ID = frozenset({"access show"})
+
+
 def test_every_remote_command_is_compared_or_driven() -> None:
-    compared = {_command(args) for _, args, _ in LISTINGS}
+    compared = {_command(args) for _, args, _ in LISTINGS} | BY_ID
     assert compared.isdisjoint(CHANGES_STATE)
     assert compared | CHANGES_STATE == placement.REMOTE, (
         "classify each remote command here: compare its output (LISTINGS) or name it in "
@@ -163,6 +167,30 @@ def _masked(text: str, ids: dict[str, str]) -> str:
 def _critical(proc: subprocess.CompletedProcess[str]) -> str:
     return "".join(line for line in proc.stderr.splitlines(keepends=True)
                    if line.startswith("CRITICAL"))
+
+
+def test_access_show_prints_the_consoles_code_on_both_paths(world: ServerWorld) -> None:
+    """``access show ID`` prints the request's short code, computed from the envelope, the
+    same embedded and remotely; bad ids are refused with exit 2 and no traceback."""
+    import json
+
+    from strongroom.access import statements
+    from strongroom.units import short_code
+
+    env = statements.envelopes(world.ctx.store, "request")[0]
+    digest = statements.payload_digest(env)
+    for extra in ((), ("--json",)):
+        argv = ("access", "show", digest[:12], *extra)
+        remote = run_cli(world, "bob", *argv).stdout
+        assert remote == _embedded(world, "bob", *argv).stdout
+    text = run_cli(world, "bob", "access", "show", digest[:12]).stdout
+    assert text.startswith(f"request {short_code(digest)}\n") and digest in text
+    shown = json.loads(run_cli(world, "bob", "access", "show", digest, "--json").stdout)
+    assert shown["code"] == short_code(digest) and shown["request"] == digest
+    assert shown["statement"] == statements.unverified_payload(env)
+    for bad in ("zz", "0" * 7, "ffffffffff"):
+        out = run_cli(world, "bob", "access", "show", bad, ok=False)
+        assert out.returncode in (2, 3) and "Traceback" not in out.stderr, out.stderr
 
 
 def test_signed_changes_print_the_same(world: ServerWorld) -> None:

@@ -1,4 +1,4 @@
-"""``strongroom access request|approve|deny|grants|revoke|break-glass|caps|policy``.
+"""``strongroom access request|show|approve|deny|grants|revoke|break-glass|caps|policy``.
 
 Every command signs with the identity named by ``STRONGROOM_IDENTITY``
 (``strongroom keys new-identity``); nothing here is trusted by the release
@@ -103,6 +103,16 @@ def deny_cmd(
         out = svc.access_deny(request_id, reason=reason)
     _out.print(f"{out['denier']} denied request {out['request'][:16]}: {out['reason']}",
                markup=False)
+
+
+@access_app.command("show")
+def show_cmd(
+    request_id: Annotated[str, typer.Argument(help="request id (at least 8 characters)")],
+    as_json: Annotated[bool, typer.Option("--json", help="JSON (keys in docs/cli.md)")] = False,
+) -> None:
+    """Show a request and its short code: compare it with the console's before touching a key."""
+    with service() as svc:
+        access_render.request_shown(svc.access_show(request_id), as_json)
 
 
 @access_app.command("grants")

@@ -21,7 +21,8 @@ from rich.table import Table
 
 from strongroom.cli.render import duration, human_bytes, print_json, stamp
 
-__all__ = ["approved", "break_glass", "caps", "grants", "request_filed", "requests"]
+__all__ = ["approved", "break_glass", "caps", "grants", "request_filed", "request_shown",
+           "requests"]
 
 _out = Console(highlight=False, soft_wrap=True)
 
@@ -31,6 +32,22 @@ def request_filed(r: Mapping[str, Any]) -> None:
     _out.print(f"request {r['digest'][:16]} by {r['requester']}: {r['action']} {r['resource']} "
                f"for {duration(r['duration_s'])}, {human_bytes(r['byte_budget'])}; "
                f"needs {r['rule']}", markup=False)
+
+
+def request_shown(r: Mapping[str, Any], as_json: bool) -> None:
+    """``access show``: the short code first (what the console shows), then what it names."""
+    if as_json:
+        print_json(dict(r))
+        return
+    _out.print(f"request {r['code']}", markup=False)
+    for label, value in (
+            ("digest", r["request"]), ("requester", r["requester"]),
+            ("asks", f"{r['action']} {r['resource']} for {duration(r['duration_s'])}, "
+                     f"{human_bytes(r['byte_budget'])}"),
+            ("purpose", r["purpose"]), ("requested", r["created"])):
+        _out.print(f"  {label:<10} {value}", markup=False)
+    _out.print("Compare the code with the one the console shows for this request before you "
+               "touch your security key; if they differ, do not approve.", markup=False)
 
 
 def approved(a: Mapping[str, Any]) -> None:

@@ -14,6 +14,7 @@ stamps (``YYYY-MM-DDTHH:MM:SSZ``), sizes byte counts, durations seconds::
     document_rows(vault)                        # docs ls
     caps_rows(grants, artifact_names)           # access caps
     break_glass_rows(store, directory)          # access break-glass --pending
+    request_shown(envelope)                     # access show
     egress_report(store, compression=1.0)       # monitor egress
     verify_log(log, home, checkpoints)          # audit verify
 
@@ -44,6 +45,7 @@ __all__ = [
     "document_rows",
     "egress_report",
     "people_rows",
+    "request_shown",
     "stamp",
     "verify_log",
 ]
@@ -126,6 +128,26 @@ def break_glass_rows(store: Store, directory: Directory) -> list[Row]:
         rows.append({"break_glass": digest, "principal": bg.principal, "resource": bg.resource,
                      "reason": bg.reason, "reviewed_by": list(who), "reviewed": done})
     return rows
+
+
+def request_shown(envelope: str) -> Row:
+    """``access show``: a request's digest, short code and statement, derived from its envelope.
+
+    The digest is computed here from the signed envelope (never taken from a row),
+    so the code printed is the code of the statement printed beside it: the same
+    ``XXXX-XXXX-XXXX-XXXX`` the console's request page shows before a key signs.
+    """
+    from strongroom.access import statements
+    from strongroom.units import short_code
+
+    digest = statements.payload_digest(envelope)
+    st = statements.unverified_payload(envelope)
+    return {"request": digest, "code": short_code(digest),
+            "requester": str(st.get("requester", "")), "action": str(st.get("action", "")),
+            "resource": str(st.get("resource", "")), "purpose": str(st.get("purpose", "")),
+            "duration_s": int(st.get("duration_s", 0) or 0),
+            "byte_budget": int(st.get("byte_budget", 0) or 0),
+            "created": stamp(st.get("created")), "statement": st}
 
 
 def egress_report(store: Store, *, compression: float = 1.0) -> Row:

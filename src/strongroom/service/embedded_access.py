@@ -149,6 +149,25 @@ class EmbeddedAccess:
                 vault.store, directory, ctx.engine(),
                 lambda name: ctx.resource(name, directory), now=time.time())]
 
+    def access_show(self, request_id: str) -> Row:
+        """The request ``request_id`` names, its signature verified under the requester's
+        enrollment, with its digest's short code."""
+        from strongroom.access import statements
+        from strongroom.errors import IntegrityError
+        from strongroom.runtime.listings import request_shown
+
+        vault, ctx = open_context()
+        with vault:
+            digest, env = find_envelope(vault.store, "request", request_id)
+            kid = str(statements.unverified_payload(env).get("requester_key", ""))
+            who = ctx.directory().principal(kid)
+            if who is None:
+                raise IntegrityError(f"request {digest[:16]} is signed by a key no officer "
+                                     "enrolled", obj=digest[:16], remedy="do not approve it")
+            ctx.reader.cache.verify(env, "request", {kid: who.public_key},
+                                    obj=f"request {digest[:16]}")
+            return request_shown(env)
+
     def access_requests(self) -> list[Row]:
         """Requests without a Grant, with who approved so far."""
         from strongroom.access import statements

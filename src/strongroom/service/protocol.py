@@ -43,6 +43,7 @@ COMMANDS: Mapping[str, tuple[str, ...]] = {
     "weights export": ("weights_export",),
     "access request": ("access_request",), "access approve": ("access_approve",),
     "access deny": ("access_deny",), "access grants": ("access_grants", "access_requests"),
+    "access show": ("access_show",),
     "access caps": ("access_caps",), "access revoke": ("access_revoke",),
     "access break-glass": ("break_glass", "break_glass_review", "break_glass_pending"),
     "audit tail": ("audit_tail",), "audit show": ("audit_show",),
@@ -156,6 +157,10 @@ class Service(Protocol):
 
     def access_deny(self, request_id: str, *, reason: str) -> Row:
         """Sign a denial: ``{"denier", "request", "reason"}``."""
+
+    def access_show(self, request_id: str) -> Row:
+        """One request as an approver compares it: request (digest), code (its short code),
+        requester, action, resource, purpose, duration_s, byte_budget, created, statement."""
 
     def access_grants(self) -> list[Row]:
         """Grants that verify now (``GrantOut`` rows)."""

@@ -232,6 +232,24 @@ class RemoteService:
         """Grants that verify now, as the server's gate checks them."""
         return list(self.client.get("/v1/access/grants"))
 
+    def access_show(self, request_id: str) -> Row:
+        """The request the server holds under ``request_id``; its digest and code are computed
+        here from the signed envelope it sent (a server cannot print one code for another)."""
+        from strongroom.errors import IntegrityError
+        from strongroom.runtime.listings import request_shown
+
+        prefix = request_id.strip().lower()
+        if not 8 <= len(prefix) <= 64 or any(c not in "0123456789abcdef" for c in prefix):
+            raise InvalidInput(f"not a request id: {request_id[:80]!r}", obj="access show",
+                               remedy="give at least 8 hex digits of the request id")
+        out = self.client.get(f"/v1/access/requests/{prefix}")
+        row = request_shown(str(out["envelope"]))
+        if not row["request"].startswith(prefix) or row["request"] != out["digest"]:
+            raise IntegrityError("the server answered with a statement whose digest is not the "
+                                 "request asked for", obj=prefix,
+                                 remedy="do not approve; report the server to the officers")
+        return row
+
     def access_requests(self) -> list[Row]:
         """Open requests: not denied and without a Grant."""
         granted = {(g["holder"], g["resource"], g["action"]) for g in self.access_grants()}
