@@ -8,7 +8,8 @@ embedded and with ``STRONGROOM_URL`` set; the two paths cannot drift::
 
     render.artifacts(service.weights_ls(), as_json)   # embedded or remote: the same rows
 
-Units: :func:`human_bytes` (``1.5 GiB``) and :func:`duration` (``4 h``); times:
+Units: :func:`human_bytes` (``1.5 GiB``) and :func:`duration` (``4 h``), the
+console's own formatters from :mod:`strongroom.units`; times:
 :func:`stamp` (``2026-05-01T10:00:00Z``, UTC). ``--json`` output is indented,
 key-sorted JSON whose keys docs/cli.md lists per command; sizes there are
 plain byte counts and times the same UTC stamps.
@@ -25,7 +26,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from strongroom import units
 from strongroom.timefmt import parse_utc, utc_stamp
+from strongroom.units import human_bytes
 
 __all__ = [
     "alerts", "artifacts", "audit_entries", "compartments", "documents", "duration",
@@ -39,30 +42,10 @@ _out = Console(highlight=False, soft_wrap=True)
 # -- units and times -------------------------------------------------------------------------
 
 
-def human_bytes(n: float) -> str:
-    """``n`` bytes in binary units: ``512 B``, ``1.5 KiB`` … ``2.0 TiB``."""
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
-        n /= 1024
-    return str(n)  # not reached
-
-
 def duration(seconds: float) -> str:
-    """A span of time as people say it: ``45 s``, ``12 min``, ``4 h``, ``3.5 days``."""
-    if seconds == float("inf"):
-        return "never (cap 0)"
-
-    def num(x: float) -> str:
-        return f"{x:,.0f}" if abs(x - round(x)) < 0.05 else f"{x:,.1f}"
-
-    if seconds >= 86400:
-        return f"{num(seconds / 86400)} days"
-    if seconds >= 3600:
-        return f"{num(seconds / 3600)} h"
-    if seconds >= 60:
-        return f"{num(seconds / 60)} min"
-    return f"{seconds:,.0f} s"
+    """A span as people say it (:func:`strongroom.units.duration`); an infinite one is a
+    zero cap's time to exfiltrate: ``never (cap 0)``."""
+    return "never (cap 0)" if seconds == float("inf") else units.duration(seconds)
 
 
 def stamp(when: str | datetime | float | None) -> str:
