@@ -186,6 +186,8 @@ class Client(Operations):
         self.known_servers = known_servers or KnownServers()
         #: bytes per ranged request when reading a shard
         self.range_size = RANGE_SIZE
+        #: whether the server's API version was checked (before the first request)
+        self._version_checked = False
 
     @classmethod
     def from_env(cls) -> Client:
@@ -217,7 +219,12 @@ class Client(Operations):
     def request(self, method: str, path: str, body: Any = None, *,
                 params: dict[str, Any] | None = None, signed: bool = True,
                 headers: dict[str, str] | None = None) -> httpx.Response:
-        """Send one request (signed unless ``signed=False``); raise the server's error."""
+        """Send one request (signed unless ``signed=False``); raise the server's error.
+
+        The first request of this client checks the server's API version first.
+        """
+        if not self._version_checked:
+            self.check_version()
         content = b"" if body is None else json.dumps(body).encode()
         req = self.http.build_request(method, path, params=params, content=content,
                                       headers={"content-type": "application/json",
@@ -265,6 +272,22 @@ class Client(Operations):
     def version(self) -> dict[str, Any]:
         """The server's ``version`` and ``api`` (unsigned)."""
         return dict(self.get("/v1/sys/version", signed=False))
+
+    def check_version(self) -> None:
+        """Refuse a server of another API major version; warn (stderr) on a minor skew."""
+        from strongroom.server.api_version import check_server_version
+
+        self._version_checked = True
+        try:
+            reported = self.version()
+        except errors.NotFound:  # a server older than the version route
+            reported = {}
+        except BaseException:
+            self._version_checked = False  # not checked: the next request tries again
+            raise
+        warning = check_server_version(reported, self.url)
+        if warning:
+            sys.stderr.write(warning)
 
     def seal(self, *, all_hosts: bool = False) -> dict[str, Any]:
         """Seal the server (a security officer's signed request); its seal status once sealed.
@@ -384,6 +407,8 @@ class Client(Operations):
         """Stream a .safetensors file to the server, which scans and encrypts it (RAM only)."""
         if self.identity is None:
             raise AccessDenied("no identity to sign the upload with", obj="STRONGROOM_IDENTITY")
+        if not self._version_checked:
+            self.check_version()
         digest = hashlib.sha256()
         with open(path, "rb") as f:
             for block in iter(lambda: f.read(1 << 20), b""):

@@ -51,10 +51,11 @@ class ErrorOut(BaseModel):
 
 
 class VersionOut(BaseModel):
-    """The server's strongroom version and API version (no signature needed)."""
+    """The server's strongroom version and API major and minor version (no signature needed)."""
 
     version: str
     api: int
+    api_minor: int
 
 
 class SealStatusOut(BaseModel):

@@ -16,13 +16,11 @@ from fastapi.responses import JSONResponse
 
 from strongroom.errors import AccessDenied, InvalidInput, StrongroomError
 from strongroom.server import models as M
+from strongroom.server.api_version import API_MINOR, API_VERSION
 from strongroom.server.auth import PrincipalKeys, caller_of
 from strongroom.server.context import ServerContext
 
 __all__ = ["API_VERSION", "build_probes", "build_router"]
-
-#: The HTTP API's version (the /v1 prefix); raised when a route changes incompatibly.
-API_VERSION = 1
 
 
 def _health(ctx: ServerContext) -> JSONResponse:
@@ -69,10 +67,11 @@ def build_router(ctx: ServerContext, keys: PrincipalKeys) -> APIRouter:
 
     @r.get("/sys/version", response_model=M.VersionOut)
     def version() -> M.VersionOut:
-        """The server's version, so clients can report skew (no signature needed)."""
+        """The server's version and API version, so clients refuse a major skew and warn on a
+        minor one (no signature needed; :mod:`strongroom.server.api_version`)."""
         from strongroom import __version__
 
-        return M.VersionOut(version=__version__, api=API_VERSION)
+        return M.VersionOut(version=__version__, api=API_VERSION, api_minor=API_MINOR)
 
     @r.get("/sys/seal-status", response_model=M.SealStatusOut)
     def seal_status() -> M.SealStatusOut:
