@@ -37,7 +37,7 @@ def _routes_outbox() -> RouteOutbox:
     settings = Settings()
     config = load_alerts_config(alerts_config_path(settings.resolved_home))
     require_vault(settings.resolved_home, settings.database_url)  # creates nothing
-    store = Store.open(settings.resolved_database_url)
+    store = Store.open(settings.resolved_database_url, schema="current")
     return RouteOutbox(store, config)
 
 

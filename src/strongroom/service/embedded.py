@@ -112,7 +112,7 @@ def _status_without_starting() -> KeyringStatus:
     from strongroom.keys.keyring import Keyring, KeyringStatus
     from strongroom.runtime.services import key_service
     from strongroom.settings import Settings
-    from strongroom.store.db import Store
+    from strongroom.store.db import Store, is_sqlite
 
     svc = key_service(start=False)
     if svc.client.running():
@@ -123,8 +123,10 @@ def _status_without_starting() -> KeyringStatus:
     if not settings.database_url and not (home / "strongroom.db").exists():
         return KeyringStatus(initialized=False, sealed=True, backend=keys_settings.key_backend)
     # An empty database (a new PostgreSQL one) is reported, not given a schema; an older
-    # or newer one is refused as everywhere else (`db upgrade`, or the newer release).
-    store = Store.open(settings.resolved_database_url, schema="unchecked")
+    # or newer one is refused as everywhere else (`db upgrade`, or the newer release). An
+    # SQLite URL is opened as a deployment does: "unchecked" would create a missing file.
+    url = settings.resolved_database_url
+    store = Store.open(url, schema="current" if is_sqlite(url) else "unchecked")
     try:
         state = store.schema_state()
         if state.new:
