@@ -25,7 +25,6 @@ import contextlib
 import os
 import stat
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -119,6 +118,8 @@ def _open_in_place(path: Path) -> Iterator[BinaryIO]:
 @contextlib.contextmanager
 def _replace(path: Path, *, overwrite: bool, mode: int) -> Iterator[BinaryIO]:
     """Write a temporary file beside ``path`` and rename it into place on success."""
+    import tempfile  # (with shutil and random) only when a file is written: start-up time
+
     if not overwrite and os.path.lexists(path):
         raise _exists(path)
     directory = path.parent

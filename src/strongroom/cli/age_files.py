@@ -17,7 +17,6 @@ part-way has already written a prefix there.
 from __future__ import annotations
 
 import contextlib
-import datetime
 import os
 import stat
 import sys
@@ -117,6 +116,8 @@ def decrypt(identity: list[Path] | None, output: Path | None, input_path: Path |
 
 def keygen(output: Path | None) -> None:
     """Write a new X25519 identity to ``output`` (stdout) like age-keygen; the public key to stderr."""
+    import datetime
+
     identity = age.X25519Identity.generate()
     created = datetime.datetime.now(datetime.UTC).replace(microsecond=0).isoformat()
     public = str(identity.recipient)
