@@ -105,7 +105,9 @@ LISTINGS = [
     ("eve", ("posture", "assess"), True),
 ]
 #: Remote commands that change state; tests/server/test_server_remote_cli.py and
-#: test_server_remote_seal.py drive each against a server and check what it printed.
+#: test_server_remote_seal.py drive each against a server and check what it printed, and
+#: test_signed_changes_print_the_same (below) makes revoke, break-glass and keys
+#: rotate/rewrap both ways and compares.
 CHANGES_STATE = frozenset({
     "access approve", "access deny", "access request", "access revoke", "alerts ack",
     "audit checkpoint", "keys rewrap", "keys rotate", "seal", "unseal", "weights import",
