@@ -26,6 +26,13 @@ HARDENING = {
 }
 
 
+def _copy_units(into: Path) -> None:
+    """Every unit, its install prefix pointed at this checkout's console script."""
+    for unit in [*UNITS.glob("*.service"), *UNITS.glob("*.timer")]:
+        text = unit.read_text(encoding="utf-8")
+        (into / unit.name).write_text(text.replace(PREFIX, strongroom_exe()), encoding="utf-8")
+
+
 def _service(unit: Path) -> dict[str, list[str]]:
     values: dict[str, list[str]] = {}
     section = ""
@@ -38,14 +45,14 @@ def _service(unit: Path) -> dict[str, list[str]]:
     return values
 
 
-@pytest.mark.parametrize("name", ["strongroom.service", "strongroom-witness.service"])
+@pytest.mark.parametrize("name", ["strongroom.service", "strongroom-witness.service",
+                                  "strongroom-redteam.service"])
 def test_unit_verifies_and_is_hardened(name: str, tmp_path: Path) -> None:
     tool = need_tool("systemd-analyze")
     text = (UNITS / name).read_text(encoding="utf-8")
     assert PREFIX in text
-    unit = tmp_path / name
-    unit.write_text(text.replace(PREFIX, strongroom_exe()), encoding="utf-8")
-    done = subprocess.run([tool, "verify", str(unit)], capture_output=True, text=True,
+    _copy_units(tmp_path)  # a unit that Requires= another is verified beside it
+    done = subprocess.run([tool, "verify", str(tmp_path / name)], capture_output=True, text=True,
                           timeout=60, cwd=tmp_path)
     assert done.returncode == 0 and not done.stderr.strip() and not done.stdout.strip(), (
         done.stdout + done.stderr)
@@ -74,3 +81,18 @@ def test_serve_unit_checks_the_schema_before_serving() -> None:
     service = _service(UNITS / "strongroom.service")
     assert service["ExecStartPre"] == [f"{PREFIX} db upgrade --check"]
     assert service["ExecStart"][0].startswith(f"{PREFIX} serve ")
+
+
+def test_redteam_timer_verifies_and_runs_the_suite_once(tmp_path: Path) -> None:
+    """The timer and its service parse together; the service signs each run with the credential."""
+    tool = need_tool("systemd-analyze")
+    _copy_units(tmp_path)
+    done = subprocess.run([tool, "verify", str(tmp_path / "strongroom-redteam.timer")],
+                          capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert done.returncode == 0 and not done.stderr.strip() and not done.stdout.strip(), (
+        done.stdout + done.stderr)
+    service = _service(UNITS / "strongroom-redteam.service")
+    assert service["Type"] == ["oneshot"]
+    assert service["ExecStart"] == [
+        f"{PREFIX} redteam schedule --once --identity %d/redteam.identity"]
+    assert service["LoadCredential"][0].startswith("redteam.identity:")

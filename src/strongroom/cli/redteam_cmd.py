@@ -1,4 +1,4 @@
-"""``strongroom redteam run|list``: attack a deployment with the shipped scenarios and grade it.
+"""``strongroom redteam run|list|schedule``: attack a deployment with the shipped scenarios, grade it.
 
 ``run`` builds a throw-away embedded deployment in a temporary directory (a
 real key ceremony, an imported model, enrolled people) unless ``--target URL``
@@ -7,17 +7,29 @@ missed from the audit log and the alert store, and stores the results under
 the data directory (``<home>/redteam/latest.json``) for ``strongroom posture
 assess``. Exit status: 1 when anything is missed, 2 when nothing was missed
 but some scenarios could not run against the target.
+
+``schedule`` runs the same on an interval (``--every 1d``) or once per
+invocation (``--once``, for ``contrib/systemd/strongroom-redteam.timer``);
+with ``--identity`` (required there) each run's scorecard, signed by the
+red-team identity, is appended to the vault host's audit log as
+``redteam.result``, which ``posture assess`` scores.
 """
 
 from __future__ import annotations
 
 import json
 import sys
-from typing import Annotated
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.markup import escape
+
+if TYPE_CHECKING:
+    from strongroom.keys.identity import Identity
+    from strongroom.redteam.runner import SuiteReport
 
 redteam_app = typer.Typer(help="Continuous red-team scenarios against a deployment.",
                           no_args_is_help=True)
@@ -35,20 +47,69 @@ def list_cmd() -> None:
         _out.print(f"{sc.id:14} {sc.group:20} {escape(sc.title)}")
 
 
+TargetOpt = Annotated[str | None, typer.Option(
+    "--target", help="URL of a live server (default: a throw-away embedded deployment)")]
+IdentityOpt = Annotated[Path | None, typer.Option(
+    "--identity", help="the red-team identity the operator issued: signs the run's scorecard, "
+    "appended to this vault host's audit log as redteam.result")]
+ScenarioOpt = Annotated[list[str] | None, typer.Option(
+    "--scenario", help="run only this id (repeatable)")]
+
+
 @redteam_app.command("run")
 def run_cmd(
-    target: Annotated[str | None, typer.Option("--target", help="URL of a live server "
-                                               "(default: a throw-away embedded deployment)")] = None,
+    target: TargetOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the results as JSON")] = False,
-    scenario: Annotated[list[str] | None, typer.Option("--scenario", help="run only this id "
-                                                       "(repeatable)")] = None,
+    scenario: ScenarioOpt = None,
+    identity: IdentityOpt = None,
 ) -> None:
     """Run the scenarios, grade them from evidence, store the results."""
+    report = _run_once(target, scenario, identity, as_json)
+    if as_json:
+        print(json.dumps(report.to_json(), indent=1, sort_keys=True))
+    # sys.exit, not typer.Exit: main() runs click with standalone_mode=False, where
+    # click turns Exit into a return value and the process would exit 0.
+    sys.exit(_status(report))
+
+
+@redteam_app.command("schedule")
+def schedule_cmd(
+    identity: Annotated[Path, typer.Option(
+        "--identity", help="the red-team identity the operator issued (signs every scorecard)")],
+    target: TargetOpt = None,
+    every: Annotated[str | None, typer.Option(
+        "--every", help="run again after this long (90s, 30m, 6h, 1d) until stopped")] = None,
+    once: Annotated[bool, typer.Option(
+        "--once", help="one run, then exit with its status (for a systemd timer)")] = False,
+    scenario: ScenarioOpt = None,
+) -> None:
+    """Run the suite on a schedule; each run's signed scorecard goes into the audit log."""
+    from strongroom.cli.access_cmd import parse_duration
+    from strongroom.errors import InvalidInput
+
+    if once == (every is not None):
+        raise InvalidInput("say how often: --every DURATION, or --once for a systemd timer",
+                           obj="redteam schedule",
+                           remedy="e.g. strongroom redteam schedule --identity rt.id --every 1d")
+    interval = parse_duration(every, "--every") if every is not None else 0
+    while True:
+        report = _run_once(target, scenario, identity, False)
+        if once:
+            sys.exit(_status(report))
+        _out.print(f"next run in {every}")
+        time.sleep(interval)
+
+
+def _run_once(target: str | None, scenario: list[str] | None, identity: Path | None,
+              as_json: bool) -> SuiteReport:
+    """One run: attack, grade, store latest.json and, with an identity, the signed result."""
+    from strongroom.keys.identity import Identity
     from strongroom.redteam.runner import results_path, run_suite, save_results
     from strongroom.redteam.schema import load_builtin
     from strongroom.redteam.target import EmbeddedTarget, UrlTarget
     from strongroom.settings import Settings
 
+    who = Identity.load(identity) if identity is not None else None  # refused before attacking
     scenarios = load_builtin(scenario or ())
     tgt = UrlTarget(target) if target else EmbeddedTarget.build()
     try:
@@ -59,19 +120,30 @@ def run_cmd(
         tgt.close()
     path = results_path(Settings().resolved_home)
     save_results(path, report)
-    if as_json:
-        print(json.dumps(report.to_json(), indent=1, sort_keys=True))
-    else:
+    entry = _record(report, who) if who is not None else None
+    if not as_json:
         counts = {o: sum(1 for r in report.results if r.outcome == o)
                   for o in ("blocked", "detected", "missed", "unsupported")}
         _out.print(", ".join(f"{n} {o}" for o, n in counts.items())
-                   + f" in {report.duration_s:.1f} s; results in {path}")
-    # sys.exit, not typer.Exit: main() runs click with standalone_mode=False, where
-    # click turns Exit into a return value and the process would exit 0.
+                   + f" in {report.duration_s:.1f} s; results in {path}"
+                   + (f"; signed result: audit entry {entry}" if entry is not None else ""))
+    return report
+
+
+def _record(report: SuiteReport, who: Identity) -> int:
+    """Append the signed scorecard to this vault host's audit log (agent must be unsealed)."""
+    from strongroom.redteam.runner import record_result
+    from strongroom.service.embedded import open_log
+
+    with open_log() as log:
+        return record_result(log, report, who)
+
+
+def _status(report: SuiteReport) -> int:
+    """1 when anything is missed, 2 when nothing was but some scenario could not run, else 0."""
     if report.missed:
-        sys.exit(1)
-    if report.unsupported:
-        sys.exit(2)
+        return 1
+    return 2 if report.unsupported else 0
 
 
 def _show(r: object) -> None:

@@ -107,6 +107,12 @@ class Assessment:
                     "run_id": self.facts.redteam.get("run_id"),
                     "started": self.facts.redteam.get("started"),
                     "missed": self.facts.redteam.get("missed"),
+                    "source": self.facts.redteam.get("source"),
+                    "verified": self.facts.redteam.get("verified"),
+                    "trend": [{"run_id": r.get("run_id"), "started": r.get("started"),
+                               "missed": r.get("missed"), "counts": r.get("counts"),
+                               "verified": r.get("verified")}
+                              for r in self.facts.redteam_runs],
                     "outcomes": {str(r.get("id")): r.get("outcome")
                                  for r in self.facts.redteam.get("results", [])}},
                 "notes": self.facts.notes,

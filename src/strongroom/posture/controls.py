@@ -356,6 +356,26 @@ def _redteam_age_days(run: Mapping[str, Any]) -> float | None:
     return (time.time() - started) / 86400
 
 
+def _from_log(run: Mapping[str, Any]) -> bool:
+    """Whether the run was read from a ``redteam.result`` audit entry (not the local file)."""
+    return "audit_index" in run
+
+
+def _redteam_source(run: Mapping[str, Any]) -> str:
+    """Where the run was read and whether its signature held (``""`` for a verified log entry)."""
+    if not _from_log(run):
+        return "; read from the unsigned local file (the audit log holds no signed run)"
+    if not run.get("verified"):
+        return f"; its signature did not verify: {run.get('verify_detail') or 'unknown'}"
+    return f"; {run.get('source')}, signed by {run.get('signed_by')}"
+
+
+def redteam_trend(f: Facts) -> str:
+    """The signed runs in the log, newest first, as ``started: N missed of M``."""
+    return "; ".join(f"{r.get('started')}: {r.get('missed')} missed of {len(r.get('results', []))}"
+                     for r in f.redteam_runs)
+
+
 def _redteam_recent(max_age_days: float) -> Rule:
     def rule(f: Facts, d: Declaration) -> Finding:
         if not f.redteam:
@@ -364,8 +384,10 @@ def _redteam_recent(max_age_days: float) -> Rule:
         if age is None:
             return NOT_MET, "the stored red-team run has no valid date"
         n = len(f.redteam.get("results", []))
+        trend = redteam_trend(f)
         return (MET if age <= max_age_days and n else NOT_MET), \
-            f"last run {age:.1f} days ago ({n} scenarios; needs ≤ {max_age_days:g} days)"
+            (f"last run {age:.1f} days ago ({n} scenarios; needs ≤ {max_age_days:g} days)"
+             + (f"; runs in the log, newest first: {trend}" if trend else ""))
     return rule
 
 
@@ -378,9 +400,13 @@ def _redteam_clean(max_age_days: float) -> Rule:
             return NOT_MET, "the stored red-team run has no valid date"
         results = f.redteam.get("results", [])
         missed = [r["id"] for r in results if r.get("outcome") == "missed"]
+        trusted = not _from_log(f.redteam) or bool(f.redteam.get("verified"))
         text = (f"last run {age:.1f} days ago: {len(results)} scenarios, {len(missed)} missed"
-                + (f" ({', '.join(missed[:5])})" if missed else ""))
-        return (MET if not missed and age <= max_age_days and results else NOT_MET), text
+                + (f" ({', '.join(missed[:5])})" if missed else "")
+                + (f"; stale (needs ≤ {max_age_days:g} days)" if age > max_age_days else "")
+                + _redteam_source(f.redteam))
+        ok = not missed and age <= max_age_days and bool(results) and trusted
+        return (MET if ok else NOT_MET), text
     return rule
 
 
@@ -488,8 +514,8 @@ CONTROLS: tuple[Control, ...] = (
     # red-teaming
     Control("R-1", "redteam", 1, "The red-team suite ran within the last 30 days",
             "verified", _redteam_recent(30)),
-    Control("R-2", "redteam", 2, "Nothing missed in the latest red-team run", "verified",
-            _redteam_clean(30)),
+    Control("R-2", "redteam", 2, "Nothing missed in the latest red-team run, at most 7 days old",
+            "verified", _redteam_clean(7)),
     Control("R-3", "redteam", 3, "Scenarios cover RAND's software-testable attack groups",
             "verified", _redteam_groups),
     Control("R-4", "redteam", 4, "External red team within a year", "declared", _third_party),

@@ -19,6 +19,7 @@ from strongroom.artifacts import base_name
 from strongroom.errors import StrongroomError
 
 if TYPE_CHECKING:
+    from strongroom.access.directory import Directory
     from strongroom.keys.protocol import KeyService
     from strongroom.store.db import Store
 
@@ -55,8 +56,11 @@ class Facts:
     #: The monitor loop's lease: leader, cursor, head, lag_entries, caught_up_age_s,
     #: heartbeat_age_s, interval_s (``{"leader": None}``: no loop ever ran; None: not readable).
     monitor: dict[str, Any] | None = None
-    #: The stored red-team run (``<home>/redteam/latest.json``), or None.
+    #: The latest red-team run: the newest signed ``redteam.result`` entry of the audit log,
+    #: else (``source: file``) ``<home>/redteam/latest.json``; None when there is neither.
     redteam: dict[str, Any] | None = None
+    #: The signed runs found in the audit log, newest first (the trend).
+    redteam_runs: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
 
@@ -81,7 +85,7 @@ def _keyring(keys: KeyService | None, facts: Facts) -> bool:
     return True
 
 
-def _access(store: Store, keys: KeyService, facts: Facts) -> None:
+def _access(store: Store, keys: KeyService, facts: Facts) -> Directory:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
     from strongroom.access.caps import AccessCaps, holders
@@ -138,6 +142,7 @@ def _access(store: Store, keys: KeyService, facts: Facts) -> None:
     facts.enrolled = len(principals)
     facts.unvetted_holders = sum(1 for p in principals
                                  if p.name in holder_names and not p.vetting.current(now))
+    return directory
 
 
 def _rule_min(rule: Any) -> int | None:
@@ -149,10 +154,11 @@ def _rule_groups(rule: Any) -> int | None:
     return None if rule is None else len({t.group for t in rule.terms})
 
 
-def _audit(store: Store, keys: KeyService, facts: Facts) -> None:
+def _audit(store: Store, keys: KeyService, facts: Facts, directory: Directory | None) -> None:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
     from strongroom.audit.config import AuditSettings
+    from strongroom.posture.redteam_results import runs_from_log, trend_since
 
     settings = AuditSettings()
     with contextlib.suppress(StrongroomError):
@@ -169,6 +175,8 @@ def _audit(store: Store, keys: KeyService, facts: Facts) -> None:
         except StrongroomError as exc:
             info.update(verify_ok=False, verify_message=exc.message, cosigned=False)
         facts.audit = info
+        facts.redteam_runs = runs_from_log(log.recent(trend_since()),
+                                           directory.principal if directory else None)
     finally:
         log.close()
 
@@ -256,12 +264,13 @@ def collect(home: Path, store: Store, keys: KeyService | None) -> Facts:
     facts = Facts(home=str(home))
     unsealed = _keyring(keys, facts)
     if unsealed and keys is not None:
+        directory = None
         try:
-            _access(store, keys, facts)
+            directory = _access(store, keys, facts)
         except StrongroomError as exc:
             facts.notes.append(f"access: {exc}")
         try:
-            _audit(store, keys, facts)
+            _audit(store, keys, facts, directory)
         except StrongroomError as exc:
             facts.notes.append(f"audit: {exc}")
     try:
@@ -276,5 +285,10 @@ def collect(home: Path, store: Store, keys: KeyService | None) -> Facts:
         _lock(facts)
     except StrongroomError as exc:
         facts.lock_ok, facts.lock_detail = False, exc.message
-    facts.redteam = load_results(results_path(home))
+    if facts.redteam_runs:
+        facts.redteam = facts.redteam_runs[0]
+    else:  # no signed run in the log (or it could not be read): a local run's file, marked so
+        facts.redteam = load_results(results_path(home))
+        if facts.redteam is not None:
+            facts.redteam.setdefault("source", "file")
     return facts

@@ -29,10 +29,11 @@ import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from strongroom.errors import StrongroomError
 from strongroom.outputs import write_output
+from strongroom.posture import redteam_results
 from strongroom.posture.redteam_results import load_results, results_path
 from strongroom.redteam.context import RunContext
 from strongroom.redteam.grading import grade
@@ -40,8 +41,12 @@ from strongroom.redteam.schema import Scenario
 from strongroom.redteam.steps import STEPS
 from strongroom.timefmt import utc_stamp
 
-__all__ = ["OUTCOMES", "ScenarioResult", "SuiteReport", "load_results", "results_path",
-           "run_scenario", "run_suite", "save_results"]
+if TYPE_CHECKING:
+    from strongroom.audit.log import AuditLog
+    from strongroom.keys.identity import Identity
+
+__all__ = ["OUTCOMES", "ScenarioResult", "SuiteReport", "load_results", "record_result",
+           "results_path", "run_scenario", "run_suite", "save_results"]
 
 OUTCOMES = ("blocked", "detected", "missed", "unsupported")
 
@@ -195,3 +200,18 @@ def save_results(path: Path, report: SuiteReport) -> None:
     """Write the run as JSON atomically (mode 0600); the posture report reads it."""
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     write_output(path, json.dumps(report.to_record(), indent=1, sort_keys=True).encode("utf-8"))
+
+
+def record_result(log: AuditLog, report: SuiteReport, identity: Identity) -> int:
+    """Append the run's scorecard, signed by the red-team ``identity``, as ``redteam.result``.
+
+    The actor is the identity's name (as the operator enrolled it); the entry's
+    ``dsse`` envelope is checked against the directory by ``posture assess``.
+    Returns the entry's index; raises AuditUnavailable when the log cannot be written.
+    """
+    card = redteam_results.scorecard(report.to_record())
+    actor = identity.name or f"redteam:{identity.public.key_id}"
+    return log.append(actor=actor, action=redteam_results.RESULT_ACTION, obj=report.run_id,
+                      decision="allow",
+                      reason=f"{report.missed} missed of {len(report.results)}",
+                      details=redteam_results.result_details(card, identity.private_key))
