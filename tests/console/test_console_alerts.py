@@ -135,6 +135,16 @@ def test_assign_refusals_are_4xx(env: Env) -> None:
     assert e.client.post("/console/alerts/x/assign", data={"csrf": csrf, "to": "dave"},
                          headers=h).status_code == 422
     assert e.client.get("/console/alerts?assignee=<b>").status_code == 400
+    # a browser's same-origin form under Referrer-Policy: no-referrer says "Origin: null";
+    # only Sec-Fetch-Site: same-origin (which no page can set) makes that acceptable
+    for site, status in ((None, 403), ("cross-site", 403), ("same-site", 403),
+                         ("same-origin", 303)):
+        h_null = {"Origin": "null", **({"Sec-Fetch-Site": site} if site else {})}
+        r = e.client.post(f"/console/alerts/{a}/assign", data={"csrf": csrf, "to": "dave"},
+                          headers=h_null, follow_redirects=False)
+        assert r.status_code == status, (site, r.text)
+    assert e.ctx.alerts().get(a).assigned_to == "dave"
+    e.client.post(f"/console/alerts/{a}/assign", data={"csrf": csrf, "to": ""}, headers=h)
     csrf = e.sign_in("bob")
     assert e.client.post(f"/console/alerts/{a}/assign", data={"csrf": csrf, "to": "dave"},
                          headers=h).status_code == 403

@@ -26,8 +26,10 @@ from access_kit import World, access_world
 
 from strongroom.access import statements
 from strongroom.access.approvals import AccessRequest, submit_request
+from strongroom.access.breakglass import ALERT_ACTION, submit_break_glass, take
 from strongroom.access.directory import publish
 from strongroom.access.registration import endorsed_enrollment, make_register_token
+from strongroom.monitor.alerts import Alert, AlertManager
 from strongroom.server.context import ServerContext
 from strongroom.settings import Settings
 
@@ -205,9 +207,35 @@ def test_register_endorse_sign_in_approve_grant_release(served: Served) -> None:
             page.locator("[data-proof]").first.click()
             expect(page.locator(".proof.error").first).to_contain_text("NOT verified")
             page.unroute("**/console/audit/*/proof")
+            # break-glass taken by alice 25 h ago: carol reviews it with her security key
+            bg_env = take(alice.private_key, "alice", "minilm", "load", f"outage {XSS}",
+                          now=time.time() - 25 * 3600, window_s=600)
+            bg = submit_break_glass(w.store, bg_env)
+            w.keys.svc.audit.append(actor="alice", action=ALERT_ACTION, obj="minilm",
+                                    decision="allow", reason="outage",
+                                    details={"severity": "critical", "break_glass": bg})
+            page.goto(f"{base}/console/break-glass")
+            card = page.locator(f"#bg-{bg[:16]}")
+            expect(card).to_contain_text("review overdue")
+            card.locator("input[value=unjustified]").check()
+            card.locator("textarea").fill("no incident ticket")
+            card.locator("button[type=submit]").click()
+            expect(page.locator(f"#bg-{bg[:16]} .reviews")).to_contain_text("carol",
+                                                                         timeout=15000)
+            page.screenshot(path=str(shots / "7-break-glass-reviewed.png"), full_page=True)
+            # an alert assigned to carol from the alerts page
+            raised = AlertManager(w.store, audit=w.keys.svc.audit).raise_alert(Alert(
+                "SR-EXFIL", "high", "alice", "minilm@1", "3 GiB in an hour", "browser-1"))
+            page.goto(f"{base}/console/alerts")
+            page.select_option(f"#to-{raised.id}", "carol")
+            page.locator(f"#alert-{raised.id} form.assign button").click()
+            expect(page.locator(f"#alert-{raised.id} td.assignee")).to_contain_text("carol")
             w.keys.svc.audit.checkpoint(require_quorum=False)
-            first_entry = page.locator("#entries a").first.get_attribute("href")
-            for path in ("people", "artifacts", "alerts", "status", "audit",
+            first_entry = page.locator("#entries a").first.get_attribute("href") \
+                if page.goto(f"{base}/console/audit") else None
+            assert first_entry
+            for path in ("overview", "overview?span=7d", "break-glass", "alerts?assignee=me",
+                         "people", "artifacts", "alerts", "status", "audit",
                          "audit?decision=deny", first_entry.removeprefix("/console/"),
                          f"requests/{digest}", "no-such-page"):
                 response = page.goto(f"{base}/console/{path}")

@@ -76,12 +76,13 @@ def _num(x: float) -> str:
     return f"{x:,.0f}" if abs(x - round(x)) < 1e-9 else f"{x:,.1f}"
 
 
-def _frame(ident: str, title: str, desc: str, height: int, body: list[Markup]) -> Markup:
+def _frame(ident: str, title: str, desc: str, height: int, body: list[Markup], *,
+           width: int = WIDTH) -> Markup:
     t, d = f"{ident}-title", f"{ident}-desc"
     head = Markup('<svg class="chart" id="{}" role="img" viewBox="0 0 {} {}" '
                   'aria-labelledby="{} {}" xmlns="http://www.w3.org/2000/svg">'
                   '<title id="{}">{}</title><desc id="{}">{}</desc>'
-                  ).format(ident, WIDTH, height, t, d, t, title, d, desc)
+                  ).format(ident, width, height, t, d, t, title, d, desc)
     return head + Markup("").join(body) + Markup("</svg>")
 
 
@@ -133,11 +134,15 @@ def columns(ident: str, title: str, desc: str, buckets: Sequence[Bucket],
 
 
 def bars(ident: str, title: str, desc: str, rows: Sequence[Bar], *,
-         label_width: int = 170, text_width: int = 250) -> Markup:
-    """Horizontal bars, one per row: the label, a track to the maximum, the text beside it."""
+         label_width: int = 170, text_width: int = 250, width: int = WIDTH) -> Markup:
+    """Horizontal bars, one per row: the label, a track to the maximum, the text beside it.
+
+    ``width`` is the drawing's width: a chart for a narrow card draws narrower, so its
+    text is not scaled down to nothing.
+    """
     row_h, top = 30, 6
     height = top * 2 + row_h * max(1, len(rows))
-    track = WIDTH - label_width - text_width - 16
+    track = width - label_width - text_width - 16
     body: list[Markup] = []
     for i, r in enumerate(rows):
         y = top + i * row_h
@@ -153,7 +158,7 @@ def bars(ident: str, title: str, desc: str, rows: Sequence[Bar], *,
             r.label, r.text, label_width - 8, y + 19, _clip(r.label, 24),
             label_width, y + 6, track, r.css, label_width, y + 6, fill,
             label_width + track + 8, y + 19, _clip(r.text, 40)))
-    return _frame(ident, title, desc, height, body)
+    return _frame(ident, title, desc, height, body, width=width)
 
 
 def _clip(text: str, n: int) -> str:

@@ -267,9 +267,12 @@ class Console:
         """Refuse cross-site POSTs and POSTs without this session's CSRF token (audited)."""
         try:
             origin = request.headers.get("origin")
-            if origin is not None and origin != self.config.origin:
-                raise ConsoleError(403, f"cross-site request refused (origin {origin[:100]})")
             site = request.headers.get("sec-fetch-site")
+            # Under Referrer-Policy: no-referrer a browser sends "Origin: null" for a plain
+            # form POST, even same-origin; Sec-Fetch-Site (which no page can set) then vouches.
+            same_site_form = origin == "null" and site == "same-origin"
+            if origin is not None and origin != self.config.origin and not same_site_form:
+                raise ConsoleError(403, f"cross-site request refused (origin {origin[:100]})")
             if site is not None and site not in ("same-origin", "none"):
                 raise ConsoleError(403, f"cross-site request refused (Sec-Fetch-Site {site[:40]})")
             token = token or request.headers.get("x-csrf-token")

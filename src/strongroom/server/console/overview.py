@@ -44,6 +44,8 @@ __all__ = ["SPANS", "HostState", "ReleaseTally", "add_routes"]
 
 #: The spans the overview offers: name -> (seconds, bucket seconds).
 SPANS = {"24h": (24 * 3600, 3600), "7d": (7 * 86400, 6 * 3600)}
+#: How a span reads in a sentence.
+SPAN_WORDS = {"24h": "24 hours", "7d": "7 days"}
 #: Entries the tally reads at most in one view (the first view of a busy log stops here).
 SCAN_LIMIT = 50_000
 #: Entries read per query.
@@ -177,7 +179,7 @@ def release_chart(tally: ReleaseTally, span: str, now: float) -> dict[str, Any]:
     released = sum(r[1][2] for r in rows)
     busiest = max(rows, key=lambda r: r[1][0] + r[1][1], default=None)
     desc = (f"{allowed:,} key releases allowed ({human_bytes(released)}) and {denied:,} denied "
-            f"in the last {duration(SPANS[span][0])}")
+            f"in the last {SPAN_WORDS[span]}")
     if busiest is not None and busiest[1][0] + busiest[1][1]:
         desc += f"; busiest from {_clock(busiest[0], span)} UTC"
     buckets = [charts.Bucket(_clock(t, span), {"allow": v[0], "deny": v[1]},
@@ -236,7 +238,7 @@ def alert_chart(open_by_severity: dict[str, int]) -> dict[str, Any]:
     bars = [charts.Bar(s, open_by_severity.get(s, 0), top,
                        f"{open_by_severity.get(s, 0):,} open", f"b-{s}") for s in order]
     return {"svg": charts.bars("alerts-chart", "Open alerts by severity", desc, bars,
-                               label_width=90, text_width=120),
+                               label_width=80, text_width=80, width=340),
             "desc": desc, "total": total,
             "rows": [{"severity": s, "open": open_by_severity.get(s, 0)} for s in order]}
 
@@ -255,7 +257,8 @@ def log_health(vitals: Any) -> dict[str, Any]:
             "checkpoint_size": vitals.checkpoint_size, "uncovered": uncovered,
             "stale": uncovered > 0 and (age is None or age > 60),
             "lag": lag, "svg": charts.bars("witness-chart", "Witness cosignature lag", desc,
-                                           bars, label_width=150) if lag else None,
+                                           bars, label_width=110, text_width=110, width=380)
+            if lag else None,
             "lag_desc": desc}
 
 
