@@ -69,7 +69,7 @@ _HOST_ONLY = frozenset({
     "keys retire",
     "monitor budget", "monitor eval",
     "people cosign", "people enroll", "people revoke",
-    "redteam run",
+    "redteam run", "redteam schedule",
     "transfer approve", "transfer approve-sign", "transfer export", "transfer import",
     "transfer keygen",
 })
