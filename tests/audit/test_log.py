@@ -117,12 +117,13 @@ def test_fail_closed_when_commit_fails(audit_log: AuditLog, store: Store) -> Non
     def fail(*_: object) -> None:
         raise OperationalError("COMMIT", {}, Exception("disk I/O error"))
 
-    event.listen(store.engine, "commit", fail)
+    engine = audit_log._writer._engine  # the writer's (on SQLite a second engine on the file)
+    event.listen(engine, "commit", fail)
     try:
         with pytest.raises(AuditUnavailable):
             release_weights()
     finally:
-        event.remove(store.engine, "commit", fail)
+        event.remove(engine, "commit", fail)
     assert performed == []
     release_weights()
     assert performed == ["released"]

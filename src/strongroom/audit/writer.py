@@ -33,7 +33,7 @@ from strongroom.audit.merkle import Frontier
 from strongroom.audit.recent import RecentEntries
 from strongroom.audit.tree import StoredTree
 from strongroom.errors import AuditUnavailable
-from strongroom.store.db import Store, dbapi_errors
+from strongroom.store.db import Store, dbapi_errors, writer_engine
 
 __all__ = [
     "APPEND_TIMEOUT_S",
@@ -163,8 +163,10 @@ class GroupCommitWriter:
             f"WHERE id = 1 AND size = {mark}"
         )
         self._frontier: Frontier | None = None
-        # The writer thread's own connection, kept between batches (see _connection).
+        # The writer thread's own connection, kept between batches (see _connection), and
+        # whether this thread emits SQLite's BEGIN IMMEDIATE itself (store.db.writer_engine).
         self._conn: Connection | None = None
+        self._engine, self._begin_raw = writer_engine(store)
         self._db_errors = dbapi_errors(store.engine)  # SQLAlchemy's and the driver's
         # Entries of failed batches, turned into refusals: they ride on the next batch.
         self._unrecorded: list[EncodedEntry] = []
@@ -271,6 +273,8 @@ class GroupCommitWriter:
                     self._wake.wait()
                 if not self._batch.items and self._closed:
                     self._drop(reuse=True)
+                    if self._engine is not self.store.engine:
+                        self._engine.dispose()
                     return
                 self._gather()
                 batch = self._batch
@@ -316,7 +320,7 @@ class GroupCommitWriter:
         conn = self._conn
         if conn is not None and not conn.closed and not conn.invalidated:
             return conn
-        conn = self.store.engine.connect()
+        conn = self._engine.connect()
         if not self._pg:
             conn.connection.dbapi_connection.execute(  # type: ignore[union-attr]
                 f"PRAGMA busy_timeout={max(1, int(self.lock_timeout * 1000))}")
@@ -332,8 +336,9 @@ class GroupCommitWriter:
         conn, self._conn = self._conn, None
         if conn is None or conn.closed:
             return
+        shared = self._engine is self.store.engine
         with contextlib.suppress(Exception):  # it is being let go either way
-            if reuse and not self._pg and not conn.invalidated:
+            if reuse and shared and not self._pg and not conn.invalidated:
                 conn.connection.dbapi_connection.execute(  # type: ignore[union-attr]
                     "PRAGMA busy_timeout=30000")  # the store's own setting (store/db.py)
             elif not reuse:
@@ -353,7 +358,10 @@ class GroupCommitWriter:
             conn = self._connection()
             try:
                 with conn.begin():  # SQLite: BEGIN IMMEDIATE, under the bound
-                    if self._pg:
+                    if self._begin_raw:
+                        conn.connection.dbapi_connection.execute(  # type: ignore[union-attr]
+                            "BEGIN IMMEDIATE")
+                    elif self._pg:
                         cur = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
                         cur.execute("SELECT set_config('lock_timeout', %s, true), "
                                     "set_config('statement_timeout', %s, true)", (f"{ms}ms",) * 2)

@@ -34,7 +34,7 @@ from strongroom.store.schema import (
 )
 
 __all__ = ["MIGRATIONS_DIR", "READONLY", "Store", "dbapi_errors", "is_sqlite", "raw_query",
-           "reader_engine", "require_current", "schema_heads"]
+           "reader_engine", "require_current", "schema_heads", "writer_engine"]
 
 #: Execution option marking a connection whose transactions only read.
 READONLY = "strongroom_readonly"
@@ -115,6 +115,27 @@ def reader_engine(store: Store, *, pool_size: int = 5, max_overflow: int = 10) -
                            pool_size=pool_size, max_overflow=max_overflow)
     event.listen(reader, "connect", _sqlite_query_only)
     return reader
+
+
+def writer_engine(store: Store) -> tuple[Engine, bool]:
+    """An engine for one long-lived writing connection, and whether the caller emits ``BEGIN``.
+
+    On a file-backed SQLite database: a second engine on the file (one pooled
+    connection, the store's pragmas) without the store's ``begin`` hook, so its
+    owner emits ``BEGIN IMMEDIATE`` itself on the DB-API connection (True): the
+    hook's SQLAlchemy execute cost more than the statement in the audit
+    writer's hot loop. ``Connection.begin()`` still brackets the transaction
+    and commits or rolls it back. Elsewhere (PostgreSQL, in-memory SQLite): the
+    store's engine (False). The caller disposes an engine it got here unless
+    it is ``store.engine``.
+    """
+    path = store.engine.url.database or ""
+    if store.dialect != "sqlite" or not path or path == ":memory:" or path.startswith("file:"):
+        return store.engine, False
+    engine = create_engine(store.engine.url, connect_args={"timeout": 30, "isolation_level": None},
+                           pool_size=1, max_overflow=0)
+    event.listen(engine, "connect", _sqlite_pragmas)
+    return engine, True
 
 
 def _sqlite_begin(conn: Connection) -> None:
