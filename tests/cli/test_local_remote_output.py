@@ -50,7 +50,7 @@ def world(tmp_path_factory: pytest.TempPathFactory, server_db: str | None  # noq
             w.grant_load("alice")
             r = w.client("alice").post("/v1/keys/release", w.release_body("alice"))
             assert r.status_code == 200, r.text  # an entry with shard and bytes
-            manager = AlertManager(w.ctx.store)
+            manager = AlertManager(w.ctx.store, audit=w.ctx.audit())  # alert.raise entries
             manager.raise_alert(Alert("egress-spike", "high", "alice", "tiny@1",
                                       "3 GiB in an hour", "parity-1"))
             acked = manager.raise_alert(Alert("odd-hours", "warning", "bob", "tiny@1",
@@ -103,6 +103,9 @@ LISTINGS = [
     ("alice", ("access", "caps"), True),
     ("alice", ("access", "break-glass", "--pending"), True),
     ("eve", ("posture", "assess"), True),
+    ("eve", ("audit", "export"), False),
+    ("eve", ("audit", "export", "--format", "jsonl", "--from", "3"), False),
+    ("eve", ("alerts", "export"), False),
 ]
 #: Remote commands that change state; tests/server/test_server_remote_cli.py and
 #: test_server_remote_seal.py drive each against a server and check what it printed, and
