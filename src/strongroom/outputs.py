@@ -5,8 +5,9 @@ One rule for every command that writes where it is told:
 - ``-`` (or no path) is standard output, written in place.
 - A path that exists and is not a regular file — a character or block device
   such as ``/dev/null``, a FIFO, a socket — is opened and written in place; it
-  is never replaced. So is anything under ``/dev`` or ``/proc`` (``/dev/stdout``,
-  ``/dev/fd/3``): those names stand for open streams, not files to rename over.
+  is never replaced. So is any name directly in ``/dev`` or anywhere under ``/proc``
+  (``/dev/stdout``, ``/dev/fd/3``): those names stand for open streams, not files to
+  rename over. Directories below ``/dev`` such as ``/dev/shm`` hold ordinary files.
 - A regular file (or a new name) is written to a temporary file in the same
   directory, fsync'd, and renamed over the target only when the writer
   succeeded; on any failure the temporary file is removed, so no partial output
@@ -36,8 +37,10 @@ __all__ = ["PRIVATE_FILE_MODE", "is_stdout", "open_output", "write_output"]
 #: Mode of the files this module creates.
 PRIVATE_FILE_MODE = 0o600
 
-#: Directories whose names are streams and devices: written in place, never renamed over.
-_STREAM_DIRS = (Path("/dev"), Path("/proc"))
+#: Directories whose names are streams and devices: written in place, never renamed over
+#: (/dev itself, and everything under /proc; /dev/shm and other directories below /dev
+#: hold ordinary files and follow the ordinary rules).
+_DEV, _PROC = Path("/dev"), Path("/proc")
 
 
 def is_stdout(path: Path | str | None) -> bool:
@@ -82,8 +85,9 @@ def _in_place(path: Path) -> bool:
         parent = path.parent.resolve()
     except OSError:
         parent = path.parent
-    if any(parent == d or d in parent.parents for d in _STREAM_DIRS):
-        return True
+    if parent == _DEV or parent == _PROC or _PROC in parent.parents:
+        return True  # /dev/null, /dev/stdout, /dev/fd/3 (/proc/self/fd): names of streams
+    # below /dev (e.g. /dev/shm, a tmpfs): what is there decides, as anywhere else
     try:
         st = os.lstat(path)
     except FileNotFoundError:

@@ -233,3 +233,19 @@ def test_export_leaves_only_the_new_directory_or_nothing(tmp_path: Path) -> None
         assert sorted(p.name for p in out.iterdir()) == ["dangling", "plain"]
     finally:
         cli("seal", ok=False)
+
+
+def test_a_new_file_under_dev_shm_is_an_ordinary_file(files: dict[str, Path | str]) -> None:
+    """/dev/shm (a tmpfs) holds ordinary files: a new one is created, mode 0600, not
+    refused as a stream name (only names directly in /dev and under /proc are streams)."""
+    shm = Path("/dev/shm")
+    if not shm.is_dir():
+        pytest.skip("no /dev/shm here")
+    out = shm / f"strongroom-test-{os.getpid()}.out"
+    try:
+        result = run("decrypt", "-i", files["key"], "-o", out, files["enc"])
+        assert result.returncode == 0, result.stderr
+        assert out.read_bytes() == PLAIN
+        assert stat.S_IMODE(out.stat().st_mode) == 0o600
+    finally:
+        out.unlink(missing_ok=True)

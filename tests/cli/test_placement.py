@@ -72,6 +72,20 @@ def test_version_and_environment_in_help(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("args", [["weights", "export", "--help"], ["weights", "--help"],
+                                  ["people"], ["backup", "create", "--help"]])
+def test_help_and_bare_groups_are_never_refused_with_a_server_named(
+        tmp_path: Path, args: list[str]) -> None:
+    """Help runs nothing, so naming a server does not refuse it (a vault-host command's help
+    included); a group named alone prints its commands."""
+    env = {**os.environ, "STRONGROOM_URL": "http://127.0.0.1:9"}
+    out = subprocess.run([strongroom_exe(), *args], cwd=tmp_path, env=env, capture_output=True,
+                         text=True, timeout=60)
+    assert "runs only on the vault host" not in out.stdout + out.stderr
+    assert "Usage" in out.stdout + out.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_docs_cli_md_lists_every_command_where_it_runs() -> None:
     docs = (Path(__file__).parents[2] / "docs" / "cli.md").read_text()
     for command in ALL:

@@ -118,8 +118,8 @@ def command_path(args: list[str]) -> str:
 def main() -> None:
     """Entry point: run the app, print strongroom errors without a traceback."""
     try:
-        if os.environ.get("STRONGROOM_URL"):
-            placement.check(command_path(sys.argv[1:]))
+        if os.environ.get("STRONGROOM_URL") and "--help" not in sys.argv[1:]:
+            placement.check(command_path(sys.argv[1:]))  # help runs nothing: never refused
         # Without standalone mode click *returns* the code of a typer.Exit raised in a
         # command instead of exiting with it: pass it on, or `raise typer.Exit(1)` exits 0.
         code = app(standalone_mode=False)

@@ -81,11 +81,15 @@ VAULT_HOST = _HOST_ONLY | frozenset(COMMANDS).difference(REMOTE)
 def check(command: str) -> None:
     """Refuse ``command`` when STRONGROOM_URL is set and it cannot run against that server.
 
-    An empty ``command`` (``strongroom --version``, ``--help``, no arguments) runs nothing.
+    An empty ``command`` (``strongroom --version``, ``--help``, no arguments) and a group
+    named alone (``strongroom weights``) run nothing; ``main`` skips the check for ``--help``.
     """
     url = os.environ.get("STRONGROOM_URL")
     if not url or not command or command in REMOTE or command in ANYWHERE:
         return
+    if command not in VAULT_HOST and any(c.startswith(command + " ")
+                                         for c in REMOTE | ANYWHERE | VAULT_HOST):
+        return  # a group alone (`strongroom weights`) prints its help and runs nothing
     raise refusal(command, url)
 
 
