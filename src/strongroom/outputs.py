@@ -85,7 +85,7 @@ def _in_place(path: Path) -> bool:
         parent = path.parent.resolve()
     except OSError:
         parent = path.parent
-    if parent == _DEV or parent == _PROC or _PROC in parent.parents:
+    if parent in (_DEV, _PROC) or _PROC in parent.parents:
         return True  # /dev/null, /dev/stdout, /dev/fd/3 (/proc/self/fd): names of streams
     # below /dev (e.g. /dev/shm, a tmpfs): what is there decides, as anywhere else
     try:
