@@ -9,6 +9,7 @@ import sqlite3
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -204,3 +205,79 @@ def test_restore_refuses_a_non_empty_target(sqlite_backup: tuple[Run, Path],
     refused = run("backup", "restore", "--from", backup, "--to", target, ok=False)
     assert refused.returncode == 2 and "not empty" in refused.stderr
     assert [p.name for p in target.iterdir()] == ["keep"]
+
+
+def _as_if_made_by(backup: Path, home: Path, release: str, edit_db: Any,
+                   recorded: list[str] | None) -> None:
+    """Rewrite ``backup`` as ``release`` would have made it (its database edited by
+    ``edit_db(url)``, ``recorded`` revisions or none), re-signed by the vault of ``home``
+    through its running key agent, so only the release differs."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    from strongroom.crypto.dsse import sign_statement
+    from strongroom.digests import sha256_file
+    from strongroom.runtime.backup import BACKUP_TYPE
+    from strongroom.runtime.services import key_service
+
+    edit_db(f"sqlite:///{backup / 'database.sqlite3'}")
+    envelope = json.loads((backup / "backup.json").read_text())
+    statement = json.loads(base64.b64decode(envelope["payload"]))
+    statement["strongroom"] = release
+    statement["database"].pop("schema_revisions")
+    if recorded is not None:
+        statement["database"]["schema_revisions"] = recorded
+    size, digest = sha256_file(backup / "database.sqlite3")
+    statement["files"]["database.sqlite3"] = {"size": size, "sha256": digest}
+    keys = key_service(home)
+    public = Ed25519PublicKey.from_public_bytes(keys.public_keys()["manifest"])
+    (backup / "backup.json").write_text(sign_statement(
+        statement, BACKUP_TYPE, (public, lambda m: keys.sign("manifest", m))) + "\n")
+
+
+def test_restore_across_releases(tmp_path: Path) -> None:
+    """A backup made by an older release restores, then `db upgrade`, unseal, `backup check`;
+    one made by a newer release is refused (before writing when it records its schema)."""
+    from test_db_upgrade_cli import _downgrade_one, _set_revision
+
+    home = tmp_path / "home"
+    run, env = unseal_home(home, None)
+    src = tmp_path / "m.safetensors"
+    make_model(src)
+    run("weights", "import", src, "--name", "tiny")
+    made = tmp_path / "backup"
+    run("backup", "create", "--to", made)
+    older, newer, unrecorded = (tmp_path / n for n in ("older", "newer", "newer-unrecorded"))
+    for copy in (older, newer, unrecorded):
+        shutil.copytree(made, copy)
+    revision: list[str] = []
+    _as_if_made_by(older, home, "0.0.9", lambda url: revision.append(_downgrade_one(url)), None)
+    future = lambda url: _set_revision(url, "9999_from_the_future")  # noqa: E731
+    _as_if_made_by(newer, home, "9.0.0", future, ["9999_from_the_future"])
+    _as_if_made_by(unrecorded, home, "9.0.0", future, None)
+    run("seal")
+    shutil.rmtree(home)
+
+    for backup in (newer, unrecorded):
+        refused = run("backup", "restore", "--from", backup, "--to", tmp_path / "new", ok=False)
+        assert refused.returncode == 9, refused.stderr
+        assert "9999_from_the_future, which this strongroom does not know" in refused.stderr
+        assert "made by strongroom 9.0.0" in refused.stderr
+        assert not (tmp_path / "new").exists(), "a refused restore left something"
+
+    new_home = tmp_path / "home2"
+    again = make_runner(dict(env, STRONGROOM_HOME=str(new_home)))
+    out = again("backup", "restore", "--from", older, "--to", new_home).stdout
+    assert f"schema revision {revision[0]}, older than" in out
+    assert "made by strongroom 0.0.9" in out and "`strongroom db upgrade`" in out
+    shares = sorted((tmp_path / "shares").glob("share-*.age"))
+    early = again("unseal", "--share", shares[0], "--identity",
+                  tmp_path / "custodians" / "c1.key", ok=False)
+    assert early.returncode == 9 and "db upgrade" in early.stderr
+    assert "upgraded" in again("db", "upgrade").stdout
+    _unseal(again, tmp_path)
+    try:
+        checked = again("backup", "check").stdout
+        assert "1 artifacts, 1 blobs match" in checked and "may serve" in checked
+        assert '"action":"backup.check"' in again("audit", "tail", "-n", "3").stdout
+    finally:
+        again("seal", ok=False)

@@ -96,10 +96,17 @@ def restore(
     from strongroom.runtime.backup import restore_backup
 
     statement = restore_backup(from_, to, database_url, _pinned(manifest_key))
+    schema = statement["restored_schema"]
+    upgrade = ""
+    if schema["pending"]:
+        upgrade = (f"Its database is at schema revision {', '.join(schema['from'])}, older than "
+                   f"this strongroom's {', '.join(schema['to'])} (the backup was made by "
+                   f"strongroom {statement.get('strongroom', '?')}): first `strongroom db "
+                   "upgrade` on it (STRONGROOM_HOME set to it), then ")
     _out.print(f"restored backup {statement['backup_id']} into {to.expanduser().absolute()} "
-               "(sealed). Next: the custodians unseal it (`strongroom unseal`), then "
-               "`strongroom backup check`; serve refuses the directory until the check passed",
-               markup=False)
+               f"(sealed). Next: {upgrade or ''}the custodians unseal it (`strongroom unseal`), "
+               "then `strongroom backup check`; serve refuses the directory until the check "
+               "passed", markup=False)
 
 
 @backup_app.command("check")

@@ -60,6 +60,7 @@ from strongroom.crypto.dsse import key_id, sign_statement, verify_statement
 from strongroom.datadir import make_private_dir
 from strongroom.digests import file_inventory, sha256_file
 from strongroom.errors import ConfigError, IntegrityError, InvalidInput
+from strongroom.runtime.backup_schema import recorded_schema, refuse_newer_backup, restored_schema
 from strongroom.timefmt import utc_stamp
 
 if TYPE_CHECKING:
@@ -257,7 +258,8 @@ def create_backup(vault: Vault, home: Path, dest: Path) -> BackupReport:
     tmp = dest.parent / f".{dest.name}.partial-{secrets.token_hex(4)}"
     tmp.mkdir(mode=0o700)
     try:
-        database: dict[str, Any] = {"dialect": dialect}
+        database: dict[str, Any] = {"dialect": dialect,
+                                    "schema_revisions": recorded_schema(vault.store)}
         if dialect == "sqlite":
             db_file = Path(str(vault.store.engine.url.database))
             rows, audit_size = _sqlite_snapshot(db_file, tmp / _SQLITE_FILE)
@@ -466,10 +468,13 @@ def restore_backup(src: Path, home: Path, database_url: str | None,
     ``database_url``: where the database goes (default: SQLite in ``home``; a
     PostgreSQL dump needs one, an empty schema of the dumped name). The vault
     is left sealed and marked unchecked (:data:`RESTORE_MARK`). Returns the
-    verified statement.
+    verified statement and ``restored_schema`` (``from``, ``to``, ``pending``:
+    a backup made by older code needs ``strongroom db upgrade`` before unseal).
+    A backup newer than this code is refused (:mod:`strongroom.runtime.backup_schema`).
     """
     src, home = src.expanduser().absolute(), home.expanduser().absolute()
     statement = verify_backup(src, pinned)
+    refuse_newer_backup(statement)
     if home.exists() and (not home.is_dir() or any(home.iterdir())):
         raise InvalidInput("the target data directory is not empty", obj=str(home),
                            remedy="restore into a new directory: a restore never merges")
@@ -507,6 +512,8 @@ def restore_backup(src: Path, home: Path, database_url: str | None,
                 source.close()
         else:
             _pg_restore(src / _PG_FILE, pg_url, home)
+        state = restored_schema(f"sqlite:///{sqlite_path}" if database["dialect"] == "sqlite"
+                                else pg_url, statement)
     except BaseException:
         if created:
             shutil.rmtree(home, ignore_errors=True)
@@ -517,7 +524,8 @@ def restore_backup(src: Path, home: Path, database_url: str | None,
             with contextlib.suppress(FileNotFoundError):
                 sqlite_path.unlink()
         raise
-    return statement
+    return {**statement, "restored_schema": {"from": sorted(state.at), "to": sorted(state.heads),
+                                             "pending": state.pending}}
 
 
 # -- check before serving -------------------------------------------------------------
