@@ -4,21 +4,22 @@ Officer statements (enrollments, key revocations, resource labels, policies)
 are signed by security officers' identities (``STRONGROOM_IDENTITY``); the
 first officer signs and stores the statement, the others add their
 signatures with ``people cosign ID``; it counts once k officers have signed.
-Writing rows yourself grants nothing: the gate verifies the signatures.
+Writing rows yourself grants nothing: the gate verifies the signatures. Every
+command asks the service (the local vault, or the server at ``STRONGROOM_URL``,
+which signs nothing: the statement is signed here) and prints its row once.
 """
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 
 from strongroom.cli import render
 from strongroom.cli.placement import service
-from strongroom.errors import InvalidInput, NotFound
+from strongroom.errors import InvalidInput
 from strongroom.timefmt import parse_utc
 
 __all__ = ["compartments_app", "people_app", "register"]
@@ -53,83 +54,49 @@ def enroll(
     flag: Annotated[list[str] | None, typer.Option("--flag", help="continuous-evaluation flag")] = None,
     employment: Annotated[str, typer.Option("--employment", help="active, leave, terminated")] = "active",
     kind: Annotated[str, typer.Option("--kind", help="person or service")] = "person",
+    as_json: JsonOpt = False,
 ) -> None:
     """Sign (as an officer) and store an enrollment; a new one supersedes the old."""
-    from strongroom.access import statements
-    from strongroom.access.directory import Enrollment, Vetting, level, publish
-    from strongroom.cli.access_cmd import open_context
-    from strongroom.keys.identity import PublicIdentity
-
-    pub = PublicIdentity.load(key)
-    vault, ctx = open_context()
-    with vault:
-        keys = ctx.officer_keys()
-        previous = [int(statements.unverified_payload(e).get("serial", 0)) for e in
-                    statements.envelopes(vault.store, "enrollment", subject=pub.key_id)]
-        now = int(time.time())
-        e = Enrollment(name=name, key=pub.public_bytes, roles=tuple(role or ()),
-                       clearance=level(clearance), compartments=tuple(compartment or ()),
-                       vetting=Vetting(status, now, _date(vetting_expires), tuple(flag or ())),
-                       employment=employment, kind=kind, serial=max(previous, default=0) + 1,
-                       issued=now)
-        digest = publish(vault.store, "enrollment", e.sign(*keys))  # type: ignore[arg-type]
-        vault.record("people.enroll", name, "allow", key_id=pub.key_id, serial=e.serial,
-                     statement=digest)
-        _out.print(f"enrollment {digest[:16]} of {name} (serial {e.serial}) signed by "
-                   f"{ctx.name}; it counts once {ctx.reader.threshold} officer(s) signed "
-                   "(`strongroom people cosign`)")
+    expires = _date(vetting_expires)
+    with service() as svc:
+        out = svc.people_enroll(name, key, vetting_expires=expires, clearance=clearance,
+                                roles=list(role or ()), compartments=list(compartment or ()),
+                                vetting=status, flags=list(flag or ()), employment=employment,
+                                kind=kind)
+    _signed(out, as_json, f"enrollment {out['statement'][:16]} of {out['name']} "
+                          f"(serial {out['serial']}) signed by {out['signer']}")
 
 
 @people_app.command("cosign")
-def cosign(statement_id: Annotated[str, typer.Argument(help="statement id (8+ characters)")]) -> None:
+def cosign(statement_id: Annotated[str, typer.Argument(help="statement id (8+ characters)")],
+           as_json: JsonOpt = False) -> None:
     """Add your officer signature to a stored enrollment, revocation, label or policy."""
-    from strongroom.access import statements
-    from strongroom.access.directory import publish
-    from strongroom.cli.access_cmd import open_context
-    from strongroom.crypto.dsse import sign_statement
-
-    vault, ctx = open_context()
-    with vault:
-        keys = ctx.officer_keys()
-        rows = statements.find_by_prefix(
-            vault.store, ("enrollment", "revocation", "label", "policy", "codeowners"),
-            statement_id)
-        if len(rows) != 1 or len(statement_id) < 8:
-            raise NotFound(f"{len(rows)} officer statements match", obj=statement_id,
-                           remedy="give at least 8 characters of the id the first officer printed")
-        kind, env = rows[0].kind, rows[0].envelope
-        body = statements.unverified_payload(env)
-        mine = sign_statement(body, statements.payload_type(kind), *keys)  # type: ignore[arg-type]
-        if kind in ("policy", "codeowners"):
-            subject = "policy" if kind == "policy" else "gateway"
-            digest = statements.put(vault.store, kind, mine, subject=subject)
-        else:
-            digest = publish(vault.store, kind, mine)
-        vault.record("people.cosign", digest[:16], "allow", statement_kind=kind)
-        n = len(statements.signer_ids(statements.by_digest(vault.store, digest) or mine))
-        _out.print(f"{ctx.name} cosigned {kind} {digest[:16]} ({n} signature(s))")
+    with service() as svc:
+        out = svc.people_cosign(statement_id)
+    _signed(out, as_json, f"{out['signer']} cosigned {out['kind']} {out['statement'][:16]}")
 
 
 @people_app.command("revoke")
 def revoke(
     name: Annotated[str, typer.Argument(help="principal name or key id")],
     reason: Annotated[str, typer.Option("--reason", help="why")],
+    as_json: JsonOpt = False,
 ) -> None:
     """Sign (as an officer) a key revocation: the key's enrollment and approvals stop counting."""
-    from strongroom.access.directory import KeyRevocation, publish
-    from strongroom.access.restrictions import journal_details
-    from strongroom.cli.access_cmd import open_context
+    with service() as svc:
+        out = svc.people_revoke(name, reason=reason)
+    _signed(out, as_json, f"revocation {out['statement'][:16]} of key {out['key_id']} "
+                          f"signed by {out['signer']}")
 
-    vault, ctx = open_context()
-    with vault:
-        keys = ctx.officer_keys()
-        found = ctx.directory().by_name(name)
-        kid = found.key_id if found is not None else name
-        env = KeyRevocation(kid, reason, int(time.time())).sign(*keys)  # type: ignore[arg-type]
-        digest = publish(vault.store, "revocation", env)
-        vault.record("people.revoke", name, "allow", reason=reason, key_id=kid,
-                     **journal_details("revocation", env, subject=kid))
-        _out.print(f"revocation {digest[:16]} of key {kid} signed by {ctx.name}")
+
+def _signed(out: dict[str, Any], as_json: bool, what: str) -> None:
+    """An officer statement's row as JSON, or ``what`` and how many officers signed it."""
+    if as_json:
+        render.print_json(out)
+        return
+    n, k = out["signatures"], out["threshold"]
+    counts = "it counts now" if n >= k else "it counts once they have (`strongroom people cosign`)"
+    _out.print(f"{what}; {n} of {k} officer signature(s): {counts}", markup=False)
 
 
 @people_app.command("ls")
@@ -150,11 +117,10 @@ def label(
     break_glass: Annotated[list[str] | None, typer.Option(
         "--break-glass", help="person who may break glass (repeatable)")] = None,
     window: Annotated[int, typer.Option("--window", help="break-glass window, seconds")] = 1800,
+    as_json: JsonOpt = False,
 ) -> None:
     """Sign (as an officer) a resource label; a higher serial supersedes the old one."""
-    from strongroom.access import statements
-    from strongroom.access.directory import ResourceLabel, Rule, level, publish
-    from strongroom.cli.access_cmd import open_context
+    from strongroom.access.directory import Rule
 
     rules = {}
     for r in rule or ():
@@ -162,19 +128,14 @@ def label(
         if not sep:
             raise InvalidInput(f"cannot read rule {r!r}", obj="--rule",
                                remedy="write ACTION=RULE, e.g. load=2 of approvers")
-        rules[action.strip()] = Rule.parse(text)
-    vault, ctx = open_context()
-    with vault:
-        keys = ctx.officer_keys()
-        previous = [int(statements.unverified_payload(e).get("serial", 0))
-                    for e in statements.envelopes(vault.store, "label", subject=resource)]
-        lab = ResourceLabel(resource, level(classification), tuple(compartment or ()), rules,
-                            tuple(break_glass or ()), window, max(previous, default=0) + 1,
-                            int(time.time()))
-        digest = publish(vault.store, "label", lab.sign(*keys))  # type: ignore[arg-type]
-        vault.record("compartments.label", resource, "allow", statement=digest,
-                     classification=classification)
-        _out.print(f"label {digest[:16]} of {resource} (serial {lab.serial}) signed by {ctx.name}")
+        Rule.parse(text)  # refused here, naming the rule, before anything is signed
+        rules[action.strip()] = text.strip()
+    with service() as svc:
+        out = svc.compartments_label(resource, classification=classification,
+                                     compartments=list(compartment or ()), rules=rules,
+                                     break_glass=list(break_glass or ()), window_s=window)
+    _signed(out, as_json, f"label {out['statement'][:16]} of {out['resource']} "
+                          f"(serial {out['serial']}) signed by {out['signer']}")
 
 
 @compartments_app.command("ls")

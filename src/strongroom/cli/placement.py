@@ -60,7 +60,6 @@ _HOST_ONLY = frozenset({
     # that tells anyone which secret a redacted field holds
     "audit check-value", "audit hash",
     "backup check", "backup create", "backup restore",
-    "compartments label",
     "console endorse", "console pending", "console register-token",
     "db upgrade",
     "docs add", "docs read",
@@ -68,7 +67,6 @@ _HOST_ONLY = frozenset({
     "init", "rekey",
     "keys retire",
     "monitor budget", "monitor eval",
-    "people cosign", "people enroll", "people revoke",
     "redteam run", "redteam schedule",
     "transfer approve", "transfer approve-sign", "transfer export", "transfer import",
     "transfer keygen",

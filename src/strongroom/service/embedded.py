@@ -3,7 +3,8 @@
 Everything that needs the unsealed root key goes to the directory's key agent
 (``<STRONGROOM_HOME>/agent.sock``); only ``unseal`` starts one (``init`` and
 ``serve`` are the CLI's own). The access operations live in
-:mod:`strongroom.service.embedded_access`. Heavy modules (SQLAlchemy, the
+:mod:`strongroom.service.embedded_access`, the officer statements in
+:mod:`strongroom.service.embedded_officers`. Heavy modules (SQLAlchemy, the
 vault, Cedar) are imported inside the operations so that a CLI command that
 needs none of them starts quickly::
 
@@ -26,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from strongroom.errors import InvalidInput, NotFound, Sealed
 from strongroom.service.access_context import open_context
 from strongroom.service.embedded_access import EmbeddedAccess
+from strongroom.service.embedded_officers import EmbeddedOfficers
 from strongroom.service.protocol import Progress
 
 if TYPE_CHECKING:
@@ -142,7 +144,7 @@ def _status_without_starting() -> KeyringStatus:
         store.close()
 
 
-class EmbeddedService(EmbeddedAccess):
+class EmbeddedService(EmbeddedAccess, EmbeddedOfficers):
     """The operations on the data directory ``STRONGROOM_HOME`` and its key agent."""
 
     def __init__(self) -> None:

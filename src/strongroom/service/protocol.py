@@ -53,6 +53,8 @@ COMMANDS: Mapping[str, tuple[str, ...]] = {
     "alerts ls": ("alerts_ls",), "alerts ack": ("alerts_ack",),
     "monitor egress": ("egress_report",),
     "people ls": ("people_ls",), "compartments ls": ("compartments_ls",),
+    "people enroll": ("people_enroll",), "people cosign": ("people_cosign",),
+    "people revoke": ("people_revoke",), "compartments label": ("compartments_label",),
     "docs ls": ("docs_ls",), "posture assess": ("posture",),
 }
 
@@ -220,6 +222,26 @@ class Service(Protocol):
 
     def compartments_ls(self) -> list[Row]:
         """compartment, people, resources."""
+
+    def people_enroll(self, name: str, key: Path, *, vetting_expires: int, clearance: str,
+                      roles: list[str], compartments: list[str], vetting: str,
+                      flags: list[str], employment: str, kind: str) -> Row:
+        """An enrollment signed as this officer (``key``: their .pub file): ``{"statement",
+        "name", "key_id", "serial", "signer", "signatures", "threshold"}``."""
+
+    def people_cosign(self, statement_id: str) -> Row:
+        """This officer's signature added to a stored officer statement (8+ characters of its
+        id): ``{"statement", "kind", "signer", "signatures", "threshold"}``."""
+
+    def people_revoke(self, who: str, *, reason: str) -> Row:
+        """A key revocation signed as this officer (``who``: a name or key id):
+        ``{"statement", "key_id", "signer", "signatures", "threshold"}``."""
+
+    def compartments_label(self, resource: str, *, classification: str,
+                           compartments: list[str], rules: dict[str, str],
+                           break_glass: list[str], window_s: int) -> Row:
+        """A resource label signed as this officer (``rules``: action -> rule text):
+        ``{"statement", "resource", "serial", "signer", "signatures", "threshold"}``."""
 
     def docs_ls(self) -> list[Row]:
         """name, version, classification, compartments, bytes, created."""

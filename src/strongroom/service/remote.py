@@ -338,6 +338,42 @@ class RemoteService:
         """Documents with classification and compartments (no content)."""
         return self.client.docs()
 
+    def _signed(self, out: Row) -> Row:
+        """``out`` (a statement the server stored) with the name it knows this signer by."""
+        self._me()
+        return {**out, "signer": str(self.client.get("/v1/whoami")["name"])}
+
+    def people_enroll(self, name: str, key: Path, *, vetting_expires: int, clearance: str,
+                      roles: list[str], compartments: list[str], vetting: str,
+                      flags: list[str], employment: str, kind: str) -> Row:
+        """An enrollment signed here; the server stores it only from a pinned officer."""
+        from strongroom.keys.identity import PublicIdentity
+
+        return self._signed(self.client.enroll(
+            name, PublicIdentity.load(key), vetting_expires=vetting_expires,
+            clearance=clearance, roles=roles, compartments=compartments, vetting=vetting,
+            flags=flags, employment=employment, kind=kind))
+
+    def people_cosign(self, statement_id: str) -> Row:
+        """This officer's signature on a stored enrollment, revocation or label.
+
+        Policies and gateway owners are set on the vault host only, and so are their
+        cosignatures: the server does not find them among the statements offered here.
+        """
+        return self._signed(self.client.cosign(statement_id))
+
+    def people_revoke(self, who: str, *, reason: str) -> Row:
+        """A key revocation signed here; the server forgets the key's principal at once."""
+        return self._signed(self.client.revoke_key(who, reason=reason))
+
+    def compartments_label(self, resource: str, *, classification: str,
+                           compartments: list[str], rules: dict[str, str],
+                           break_glass: list[str], window_s: int) -> Row:
+        """A resource label signed here (the next serial after those the server holds)."""
+        return self._signed(self.client.label(
+            resource, classification=classification, compartments=compartments, rules=rules,
+            break_glass=break_glass, window_s=window_s))
+
     def posture(self, declaration: Path | None) -> Row:
         """The server scores its own deployment; a declaration file is sent as its YAML text."""
         text = None
