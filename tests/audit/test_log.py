@@ -274,3 +274,19 @@ def test_a_failing_guard_fails_its_batch_and_writes_nothing(audit_log: AuditLog,
     assert audit_log.append_if(guard, "ok-kept", actor="t", action="cond", obj="o",
                                decision="allow") == 0
     assert _cursors(store) == {"ok-kept"}
+
+
+def test_writer_reconnects_after_its_server_connection_dies(audit_log: AuditLog, store: Store,
+                                                            db_url: str) -> None:
+    """The writer keeps one connection; a server that dropped it while idle costs no append."""
+    if not db_url.startswith("postgresql"):
+        pytest.skip("needs a database server that can end the writer's session")
+    fill(audit_log, 2)
+    conn = audit_log._writer._conn
+    assert conn is not None
+    pid = conn.connection.dbapi_connection.info.backend_pid  # type: ignore[union-attr]
+    with store.engine.begin() as admin:
+        admin.exec_driver_sql(f"SELECT pg_terminate_backend({int(pid)})")
+    time.sleep(1.2)  # idle past the ping interval
+    assert audit_log.append(actor="a", action="x", obj="o", decision="allow") == 2
+    audit_log.verify()

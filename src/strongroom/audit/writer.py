@@ -54,6 +54,8 @@ COMMIT_DELAY_S = 0.002
 #: How long a batch waits for the database's write lock (SQLite busy timeout,
 #: PostgreSQL ``lock_timeout`` and ``statement_timeout``) before it is refused, seconds.
 LOCK_TIMEOUT_S = 5.0
+#: A PostgreSQL connection idle this long is pinged before its next batch, seconds.
+_PING_AFTER_S = 1.0
 #: Refusals kept in memory while the store cannot take them (oldest dropped beyond).
 _MAX_UNRECORDED = 10_000
 
@@ -167,6 +169,7 @@ class GroupCommitWriter:
         # whether this thread emits SQLite's BEGIN IMMEDIATE itself (store.db.writer_engine).
         self._conn: Connection | None = None
         self._engine, self._begin_raw = writer_engine(store)
+        self._used = 0.0  # when the connection last ran a batch (monotonic)
         self._db_errors = dbapi_errors(store.engine)  # SQLAlchemy's and the driver's
         # Entries of failed batches, turned into refusals: they ride on the next batch.
         self._unrecorded: list[EncodedEntry] = []
@@ -319,13 +322,23 @@ class GroupCommitWriter:
         """
         conn = self._conn
         if conn is not None and not conn.closed and not conn.invalidated:
-            return conn
+            if not self._pg or time.monotonic() - self._used < _PING_AFTER_S or self._alive(conn):
+                return conn
+            self._drop()  # the server went away while idle (what the pool's pre-ping caught)
         conn = self._engine.connect()
         if not self._pg:
             conn.connection.dbapi_connection.execute(  # type: ignore[union-attr]
                 f"PRAGMA busy_timeout={max(1, int(self.lock_timeout * 1000))}")
         self._conn = conn
         return conn
+
+    def _alive(self, conn: Connection) -> bool:
+        """Whether an idle PostgreSQL connection still answers (the pool's pre-ping)."""
+        raw = conn.connection.dbapi_connection
+        try:
+            return raw is not None and bool(self._engine.dialect.do_ping(raw))
+        except self._db_errors:
+            return False
 
     def _drop(self, *, reuse: bool = False) -> None:
         """Let go of the writer's connection: back to the pool (``reuse``), else discarded.
@@ -370,6 +383,8 @@ class GroupCommitWriter:
             except BaseException:
                 self._drop()
                 raise
+            finally:
+                self._used = time.monotonic()
         except self._db_errors as exc:
             if lock_timed_out(exc):
                 raise AuditUnavailable(
