@@ -115,6 +115,8 @@ CHANGES_STATE = frozenset({
     "access approve", "access deny", "access request", "access revoke", "alerts ack",
     "audit checkpoint", "keys rewrap", "keys rotate", "seal", "unseal", "weights import",
     "weights verify",
+    # test_officer_statements_print_the_same (below) makes each both ways and compares
+    "compartments label", "people cosign", "people enroll", "people revoke",
 })
 #: What a posture report measures at the moment it runs: the monitor loop's age, and when.
 LIVE = re.compile(r"(?<=older than )[\d,.]+(?= s)|(?<=audit log )[\d,]+(?= s ago)"
@@ -214,6 +216,15 @@ def test_signed_changes_print_the_same(world: ServerWorld) -> None:
     tail = json.loads(run_cli(world, "eve", "audit", "tail", "-n", "40", "--json").stdout)
     revoked = {e["details"]["grant"]: e["actor"] for e in tail if e["action"] == "access.revoke"}
     assert revoked.get(g_remote) == revoked.get(g_local) == "alice", revoked
+    # access grants shows the revocation as the gate derives it, the same on both faces
+    for extra in ((), ("--json",)):
+        shown = run_cli(world, "alice", "access", "grants", *extra).stdout
+        assert shown == _embedded(world, "alice", "access", "grants", *extra).stdout
+    listed = {g["grant_id"]: g for g in json.loads(
+        run_cli(world, "alice", "access", "grants", "--json").stdout)}
+    assert listed[g_remote]["state"] == listed[g_local]["state"] == "revoked", listed
+    assert listed[g_remote]["revoked_by"] == listed[g_local]["revoked_by"] == "alice"
+    assert "active" in {g["state"] for g in listed.values()}
 
     # access break-glass: alice is listed by a newer label, takes it each way, bob reviews
     label = ResourceLabel("tiny", level("secret"), ("atlas",), {"load": Rule.parse(
@@ -250,3 +261,62 @@ def test_signed_changes_print_the_same(world: ServerWorld) -> None:
     assert re.sub(r"\d+", "N", remote.stdout) == re.sub(r"\d+", "N", local.stdout)
     status = json.loads(run_cli(world, "alice", "status", "--json").stdout)
     assert max(status["kek_versions"]) == versions[1]
+
+
+def test_officer_statements_print_the_same(world: ServerWorld) -> None:
+    """An officer enrolls, labels, cosigns and revokes from the vault host and from another
+    machine (STRONGROOM_URL) on twin objects: text and --json print the same but for the
+    objects' names and ids, and each statement counts (people ls sees it); a non-officer is
+    refused remotely as on the vault host."""
+    import json
+
+    from strongroom.keys.identity import Identity
+
+    def both(argv: tuple[str, ...], twins: tuple[str, str]) -> list[dict[str, object]]:
+        """``argv`` each way (``{}``: the twin), text then --json; returns the JSON rows."""
+        fill = [[a.format(t) for a in argv] for t in twins]
+        texts = [run_cli(world, "officer", *fill[0]).stdout,
+                 _embedded(world, "officer", *fill[1]).stdout]
+        rows = [json.loads(run_cli(world, "officer", *fill[0], "--json").stdout),
+                json.loads(_embedded(world, "officer", *fill[1], "--json").stdout)]
+        # ids (statement prefixes, key ids) are 16 hex digits; the twins' names differ too
+        masked = [re.sub(r"\b[0-9a-f]{16}\b", "<id>", text).replace(twin, "<o>")
+                  for text, twin in zip(texts, twins, strict=True)]
+        assert all(text.strip() for text in texts)
+        assert masked[0] == masked[1], texts
+        plain = [{k: ("<o>" if v in twins else v) for k, v in row.items()
+                  if k not in ("statement", "key_id")} for row in rows]
+        assert plain[0] == plain[1], rows
+        return rows
+
+    for twin in ("dora", "dave"):
+        (world.tmp / f"{twin}.pub").write_text(Identity.generate(twin).public.to_text())
+    enroll = ("people", "enroll", "{}", "--key", str(world.tmp / "{}.pub"),
+              "--vetting-expires", "2099-01-01", "--role", "approvers", "--compartment", "atlas")
+    remote, _ = both(enroll, ("dora", "dave"))
+    # a pinned officer who is not enrolled is named by key id, as the server's gate names it
+    assert remote["signer"] == f"officer-{world.officer.public.key_id}", remote
+    assert remote["signatures"] == 1 and remote["serial"] == 2, remote
+    people = {p["name"]: p for p in json.loads(run_cli(world, "alice", "people", "ls",
+                                                         "--json").stdout)}
+    assert people["dora"]["current"] and people["dave"]["current"], people
+
+    label = ("compartments", "label", "{}", "--classification", "secret", "--compartment",
+             "atlas", "--rule", "load=2 of approvers", "--break-glass", "alice")
+    remote, local = both(label, ("twin-remote", "twin-local"))
+    assert remote["resource"] == "twin-remote" and remote["serial"] == 2, remote
+
+    # cosign by a 12-character prefix: the same officer signing again adds no signature
+    cosigned = both(("people", "cosign", "{}"), (str(remote["statement"])[:12],
+                                                 str(local["statement"])[:12]))
+    assert [c["kind"] for c in cosigned] == ["label", "label"]
+    assert [c["statement"] for c in cosigned] == [remote["statement"], local["statement"]]
+
+    twins = people["dora"]["key_id"], people["dave"]["key_id"]
+    remote, _ = both(("people", "revoke", "{}", "--reason", "left the lab"), twins)
+    assert remote["key_id"] == twins[0] and remote["signatures"] == 1, remote
+    people = {p["name"]: p for p in json.loads(run_cli(world, "alice", "people", "ls",
+                                                         "--json").stdout)}
+    assert not {"dora", "dave"} & set(people), people
+    refused = run_cli(world, "alice", *[a.format("eve2") for a in label], ok=False)
+    assert refused.returncode == 6 and "not a security officer" in refused.stderr, refused.stderr

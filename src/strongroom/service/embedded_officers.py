@@ -130,7 +130,11 @@ def _counted(store: Store, ctx: Context, digest: str) -> Row:
     """Who signed now, how many officer signatures the stored statement holds, how many count."""
     from strongroom.access import statements
 
+    # the officer's name as the server's gate knows it: enrolled, the enrollment's name; a
+    # pinned officer not enrolled, officer-<key id> (an identity file's name is self-claimed)
+    kid = ctx.me.public.key_id
+    person = ctx.directory().principal(kid)
     stored = statements.by_digest(store, digest)
-    return {"signer": ctx.name,
+    return {"signer": person.name if person is not None else f"officer-{kid}",
             "signatures": len(statements.signer_ids(stored)) if stored is not None else 1,
             "threshold": ctx.reader.threshold}
