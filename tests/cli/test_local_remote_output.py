@@ -216,6 +216,15 @@ def test_signed_changes_print_the_same(world: ServerWorld) -> None:
     tail = json.loads(run_cli(world, "eve", "audit", "tail", "-n", "40", "--json").stdout)
     revoked = {e["details"]["grant"]: e["actor"] for e in tail if e["action"] == "access.revoke"}
     assert revoked.get(g_remote) == revoked.get(g_local) == "alice", revoked
+    # access grants shows the revocation as the gate derives it, the same on both faces
+    for extra in ((), ("--json",)):
+        shown = run_cli(world, "alice", "access", "grants", *extra).stdout
+        assert shown == _embedded(world, "alice", "access", "grants", *extra).stdout
+    listed = {g["grant_id"]: g for g in json.loads(
+        run_cli(world, "alice", "access", "grants", "--json").stdout)}
+    assert listed[g_remote]["state"] == listed[g_local]["state"] == "revoked", listed
+    assert listed[g_remote]["revoked_by"] == listed[g_local]["revoked_by"] == "alice"
+    assert "active" in {g["state"] for g in listed.values()}
 
     # access break-glass: alice is listed by a newer label, takes it each way, bob reviews
     label = ResourceLabel("tiny", level("secret"), ("atlas",), {"load": Rule.parse(

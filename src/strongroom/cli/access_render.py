@@ -63,18 +63,22 @@ def approved(a: Mapping[str, Any]) -> None:
 
 
 def grants(rows: Iterable[Mapping[str, Any]], as_json: bool) -> None:
-    """``access grants``: the Grants that verify now."""
+    """``access grants``: the Grants whose signatures verify, each with its state."""
     listed = [{"grant_id": r["grant_id"], "holder": r["holder"], "action": r["action"],
                "resource": r["resource"], "approvers": list(r["approvers"]),
                "issued": stamp(r["issued"]), "expires": stamp(r["expires"]),
-               "byte_budget": r["byte_budget"], "issuer": r["issuer"]} for r in rows]
+               "byte_budget": r["byte_budget"], "issuer": r["issuer"], "state": r["state"],
+               "revoked_by": r["revoked_by"], "spent": r["spent"]} for r in rows]
     if as_json:
         print_json(listed)
         return
-    table = Table("grant", "holder", "action", "resource", "approvers", "expires", "budget")
+    table = Table("grant", "holder", "action", "resource", "approvers", "expires", "budget",
+                  "state")
     for g in listed:
+        state = f"revoked by {g['revoked_by']}" if g["revoked_by"] else g["state"]
         table.add_row(g["grant_id"][:16], g["holder"], g["action"], g["resource"],
-                      ", ".join(g["approvers"]), g["expires"], human_bytes(g["byte_budget"]))
+                      ", ".join(g["approvers"]), g["expires"], human_bytes(g["byte_budget"]),
+                      state)
     _out.print(table)
 
 

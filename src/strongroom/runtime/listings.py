@@ -12,6 +12,7 @@ stamps (``YYYY-MM-DDTHH:MM:SSZ``), sizes byte counts, durations seconds::
     people_rows(directory, now=time.time())     # people ls
     compartment_rows(directory, vault)          # compartments ls
     document_rows(vault)                        # docs ls
+    grant_rows(store, directory, engine, resource_of, officers, now=now)  # access grants
     caps_rows(grants, artifact_names)           # access caps
     break_glass_rows(store, directory)          # access break-glass --pending
     request_shown(envelope)                     # access show
@@ -24,15 +25,18 @@ after its role check) decides that.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from strongroom.timefmt import parse_utc, utc_stamp
 
 if TYPE_CHECKING:
-    from strongroom.access.directory import Directory
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    from strongroom.access.directory import Directory, Resource
     from strongroom.access.grants import VerifiedGrant
+    from strongroom.access.policy import PolicyEngine
     from strongroom.audit.log import AuditLog
     from strongroom.store.db import Store
     from strongroom.vault.vault import Vault
@@ -44,6 +48,8 @@ __all__ = [
     "compartment_rows",
     "document_rows",
     "egress_report",
+    "grant_row",
+    "grant_rows",
     "people_rows",
     "request_shown",
     "stamp",
@@ -53,6 +59,8 @@ __all__ = [
 Row = dict[str, Any]
 #: The actions caps and grants are counted for, in the order they are shown.
 ACTIONS = ("infer", "load", "read", "export")
+#: How long after its window closes ``access grants`` still lists a grant (as ``expired``).
+EXPIRED_SHOWN_S = 86400
 
 
 def stamp(when: str | float | None) -> str:
@@ -100,6 +108,59 @@ def document_rows(vault: Vault) -> list[Row]:
     return [{"name": d.name, "version": d.version, "classification": d.classification,
              "compartments": list(d.compartments), "bytes": d.size, "created": stamp(d.created)}
             for d in list_documents(vault)]
+
+
+def grant_row(g: VerifiedGrant) -> Row:
+    """A verified Grant as the API sends it (``GrantOut``)."""
+    return {"grant_id": g.grant_id, "holder": g.request.requester, "action": g.request.action,
+            "resource": g.request.resource, "approvers": list(g.approvers), "issued": g.issued,
+            "expires": g.expires, "byte_budget": g.byte_budget, "issuer": g.issuer}
+
+
+def grant_rows(store: Store, directory: Directory, engine: PolicyEngine,
+               resource_of: Callable[[str], Resource], officers: Mapping[str, Ed25519PublicKey],
+               *, now: float) -> list[Row]:
+    """``access grants``: each stored Grant whose signatures verify, with its ``state``.
+
+    The state is derived as the release gate derives it, never read from a flag:
+    ``revoked`` (by ``revoked_by``) when a revocation statement verifies under
+    :func:`~strongroom.access.grants.grant_revoked`, ``expired`` when its signed
+    window closed (listed for :data:`EXPIRED_SHOWN_S` afterwards), ``budget spent``
+    when the egress ledger holds its whole byte budget, else ``active``.
+    """
+    from strongroom.access import statements
+    from strongroom.access.grants import grant_revoked, verify_grant
+    from strongroom.errors import AccessDenied, InvalidInput, NotFound
+    from strongroom.monitor.egress import EgressMeter
+
+    found: list[tuple[VerifiedGrant, bool]] = []
+    for env in statements.envelopes(store, "grant"):
+        try:
+            claimed = statements.unverified_payload(env)
+            res = resource_of(str(statements.unverified_payload(
+                str(claimed["request"]))["resource"]))
+            expires = int(claimed.get("expires", 0))
+        except (AccessDenied, InvalidInput, NotFound, KeyError, TypeError, ValueError):
+            continue
+        expired = expires <= now
+        if expired and expires <= now - EXPIRED_SHOWN_S:
+            continue
+        try:  # an expired grant is checked at its last second: its signatures still verify
+            found.append((verify_grant(env, directory, engine, res,
+                                       now=expires - 1 if expired else now), expired))
+        except (AccessDenied, InvalidInput, NotFound, KeyError):
+            continue
+    spent = EgressMeter(store).spent(sorted({g.request_digest for g, _ in found})) \
+        if found else {}
+    rows = []
+    for g, expired in found:
+        revocations = statements.envelopes(store, "grant-revocation", subject=g.grant_id)
+        by = grant_revoked(g, revocations, directory, officers) if revocations else None
+        used = spent.get(g.request_digest, 0)
+        state = ("revoked" if by else "expired" if expired
+                 else "budget spent" if used >= g.byte_budget else "active")
+        rows.append({**grant_row(g), "state": state, "revoked_by": by, "spent": used})
+    return rows
 
 
 def caps_rows(grants: Iterable[VerifiedGrant], artifact_names: Iterable[str]) -> list[Row]:

@@ -238,6 +238,15 @@ class GrantOut(BaseModel):
     issuer: str
 
 
+class GrantStateOut(GrantOut):
+    """A stored grant whose signatures verify, with its state as the gate derives it."""
+
+    #: ``active``, ``revoked``, ``expired`` or ``budget spent``
+    state: str
+    revoked_by: str | None
+    spent: int
+
+
 class AuditEntryOut(BaseModel):
     """One audit-log entry as recorded."""
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from strongroom.artifacts import ArtifactRef, base_name
 from strongroom.errors import AccessDenied, InvalidInput
+from strongroom.runtime.listings import grant_row
 from strongroom.service.access_context import (
     Context,
     find_envelope,
@@ -24,18 +25,10 @@ from strongroom.service.access_context import (
 
 if TYPE_CHECKING:
     from strongroom.access.directory import Directory
-    from strongroom.access.grants import VerifiedGrant
 
 __all__ = ["EmbeddedAccess", "grant_row"]
 
 Row = dict[str, Any]
-
-
-def grant_row(g: VerifiedGrant) -> Row:
-    """A verified Grant as the API sends it (``GrantOut``)."""
-    return {"grant_id": g.grant_id, "holder": g.request.requester, "action": g.request.action,
-            "resource": g.request.resource, "approvers": list(g.approvers), "issued": g.issued,
-            "expires": g.expires, "byte_budget": g.byte_budget, "issuer": g.issuer}
 
 
 def _try_issue(ctx: Context, digest: str) -> tuple[Row | None, str | None]:
@@ -139,15 +132,15 @@ class EmbeddedAccess:
             return {"denier": ctx.name, "request": digest, "reason": reason}
 
     def access_grants(self) -> list[Row]:
-        """Grants that verify now."""
-        from strongroom.access.grants import valid_grants
+        """Grants whose signatures verify, each with its state as the gate derives it."""
+        from strongroom.runtime.listings import grant_rows
 
         vault, ctx = open_context()
         with vault:
             directory = ctx.directory()
-            return [grant_row(g) for g in valid_grants(
-                vault.store, directory, ctx.engine(),
-                lambda name: ctx.resource(name, directory), now=time.time())]
+            return grant_rows(vault.store, directory, ctx.engine(),
+                              lambda name: ctx.resource(name, directory), ctx.officers,
+                              now=time.time())
 
     def access_show(self, request_id: str) -> Row:
         """The request ``request_id`` names, its signature verified under the requester's

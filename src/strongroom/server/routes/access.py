@@ -155,21 +155,20 @@ def build_router(ctx: ServerContext, keys: PrincipalKeys) -> APIRouter:
         return _submit_verdict(request, digest, body, "denial")
 
     def grant_out(g: Any) -> M.GrantOut:
-        return M.GrantOut(grant_id=g.grant_id, holder=g.request.requester,
-                          action=g.request.action, resource=g.request.resource,
-                          approvers=list(g.approvers), issued=g.issued, expires=g.expires,
-                          byte_budget=g.byte_budget, issuer=g.issuer)
+        from strongroom.runtime.listings import grant_row
 
-    @r.get("/grants", response_model=list[M.GrantOut])
-    def list_grants(request: Request) -> list[M.GrantOut]:
-        """Grants that verify now, from their signatures."""
-        from strongroom.access.grants import valid_grants
+        return M.GrantOut(**grant_row(g))
+
+    @r.get("/grants", response_model=list[M.GrantStateOut])
+    def list_grants(request: Request) -> list[dict[str, Any]]:
+        """Grants whose signatures verify, each with its state (active, revoked, expired,
+        budget spent) derived as the gate derives it."""
+        from strongroom.runtime.listings import grant_rows
 
         caller_of(request)
         directory = ctx.directory()
-        return [grant_out(g) for g in valid_grants(
-            ctx.store, directory, engine(), lambda name: resource(name, directory),
-            now=time.time())]
+        return grant_rows(ctx.store, directory, engine(), lambda name: resource(name, directory),
+                          ctx.officers(), now=time.time())
 
     @r.post("/grants", response_model=M.GrantOut, status_code=201)
     def submit_grant(request: Request, body: M.Envelope) -> M.GrantOut:
