@@ -68,7 +68,8 @@ def world(tmp_path_factory: pytest.TempPathFactory, server_db: str | None  # noq
         mp.undo()
 
 
-def _embedded(world: ServerWorld, who: str, *args: str) -> subprocess.CompletedProcess[str]:
+def _embedded(world: ServerWorld, who: str, *args: str, ok: bool = True
+              ) -> subprocess.CompletedProcess[str]:
     """``strongroom ARGS`` on the world's data directory and database, signing as ``who``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("STRONGROOM_")}
     env.update(STRONGROOM_HOME=str(world.tmp / "home"),
@@ -76,7 +77,7 @@ def _embedded(world: ServerWorld, who: str, *args: str) -> subprocess.CompletedP
                STRONGROOM_IDENTITY=str(world.tmp / f"{who}.identity"))
     out = subprocess.run([strongroom_exe(), *args], capture_output=True, text=True, env=env,
                          timeout=120)
-    assert out.returncode == 0 and "Traceback" not in out.stderr, out.stdout + out.stderr
+    assert (out.returncode == 0) == ok and "Traceback" not in out.stderr, out.stdout + out.stderr
     return out
 
 
@@ -205,6 +206,7 @@ def test_signed_changes_print_the_same(world: ServerWorld) -> None:
     print the same but for the ids and counters, and both take effect."""
     import json
 
+    from strongroom.access import statements
     from strongroom.access.directory import ResourceLabel, Rule, level
 
     # access revoke: one of two fresh grants each way
@@ -233,6 +235,13 @@ def test_signed_changes_print_the_same(world: ServerWorld) -> None:
     r = world.client("officer").post("/v1/statements", {"kind": "label", "envelope": label})
     assert r.status_code == 201, r.text
     argv = ("access", "break-glass", "tiny", "--reason", "outage", "--window", "1h")
+    # bob is not listed: refused alike each way (one check), nothing stored
+    before = len(statements.envelopes(world.ctx.store, "break-glass"))
+    remote, local = run_cli(world, "bob", *argv, ok=False), _embedded(world, "bob", *argv,
+                                                                      ok=False)
+    assert "bob is not listed for break-glass on tiny" in remote.stderr, remote.stderr
+    assert remote.stderr == local.stderr and remote.returncode == local.returncode
+    assert len(statements.envelopes(world.ctx.store, "break-glass")) == before
     remote, local = run_cli(world, "alice", *argv), _embedded(world, "alice", *argv)
     bg_remote, bg_local = remote.stdout.split()[-1], local.stdout.split()[-1]
     assert remote.stdout == f"break-glass {bg_remote}\n" and bg_remote != bg_local

@@ -28,7 +28,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from strongroom.access import statements
 from strongroom.access.approvals import satisfy
-from strongroom.access.directory import Directory, Enrollment, Resource, Rule, base_name
+from strongroom.access.directory import (
+    Directory,
+    Enrollment,
+    Resource,
+    ResourceLabel,
+    Rule,
+    base_name,
+)
 from strongroom.access.grants import CLOCK_SKEW_S
 from strongroom.access.policy import PolicyEngine
 from strongroom.access.statements import VerifyCache
@@ -42,6 +49,7 @@ __all__ = [
     "VERDICTS",
     "BreakGlass",
     "Review",
+    "require_listed",
     "review",
     "review_statement",
     "review_status",
@@ -101,6 +109,20 @@ def take(key: Ed25519PrivateKey, name: str, resource: str, action: str, reason: 
         "nonce": secrets.token_hex(8)}, key)
 
 
+def require_listed(directory: Directory, resource: str, name: str, key_id: str
+                   ) -> ResourceLabel:
+    """The label of ``resource`` if it lists ``name`` (or ``key_id``) for break-glass.
+
+    AccessDenied otherwise: the one check the gate, the embedded service and the
+    API's break-glass route share, so a break-glass that cannot hold is refused alike.
+    """
+    label = directory.label(resource)
+    if label is None or not ({name, key_id} & set(label.break_glass)):
+        raise AccessDenied(f"{name} is not listed for break-glass on {base_name(resource)}",
+                           obj=resource, remedy="request access and collect approvals")
+    return label
+
+
 def verify_break_glass(env: str, directory: Directory, engine: PolicyEngine, resource: Resource,
                        *, now: float, cache: VerifyCache | None = None) -> BreakGlass:
     """Check a break-glass statement for ``resource`` at ``now`` (AccessDenied if it does not hold)."""
@@ -120,10 +142,7 @@ def verify_break_glass(env: str, directory: Directory, engine: PolicyEngine, res
     except IntegrityError as exc:
         raise AccessDenied(f"the break-glass statement does not verify: {exc.message}",
                            obj=obj) from None
-    label = directory.label(resource.name)
-    if label is None or not ({who.name, who.key_id} & set(label.break_glass)):
-        raise AccessDenied(f"{who.name} is not listed for break-glass on {base_name(obj)}",
-                           obj=obj, remedy="request access and collect approvals")
+    label = require_listed(directory, obj, who.name, who.key_id)
     if bg.principal != who.name or bg.principal_key != kid:
         raise AccessDenied("the break-glass statement names another person", obj=obj)
     if bg.resource not in (resource.name, base_name(resource.name)):

@@ -218,14 +218,19 @@ class EmbeddedAccess:
 
     def break_glass(self, resource: str, *, reason: str, action: str, window_s: int) -> Row:
         """Take emergency access alone (at most the label's window); a critical alert at once."""
-        from strongroom.access.breakglass import ALERT_ACTION, submit_break_glass, take
+        from strongroom.access.breakglass import (
+            ALERT_ACTION,
+            require_listed,
+            submit_break_glass,
+            take,
+        )
 
         vault, ctx = open_context()
         with vault:
             directory = ctx.directory()
             res = ctx.resource(resource, directory)
-            label = directory.label(res.name)
-            limit = label.break_glass_window_s if label else 0
+            label = require_listed(directory, base_name(res.name), ctx.name, ctx.me.public.key_id)
+            limit = label.break_glass_window_s
             seconds = min(window_s, limit) if limit else window_s
             env = take(ctx.me.private_key, ctx.name, base_name(res.name), action, reason,
                        now=time.time(), window_s=seconds)

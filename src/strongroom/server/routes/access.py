@@ -226,7 +226,12 @@ def build_router(ctx: ServerContext, keys: PrincipalKeys) -> APIRouter:
         caller listed on the label, the window, policy) the gate decides at each release.
         """
         from strongroom.access import statements
-        from strongroom.access.breakglass import ALERT_ACTION, BreakGlass, submit_break_glass
+        from strongroom.access.breakglass import (
+            ALERT_ACTION,
+            BreakGlass,
+            require_listed,
+            submit_break_glass,
+        )
 
         caller = caller_of(request)
         st = _verify_own(body.envelope, "break-glass", caller)
@@ -234,6 +239,7 @@ def build_router(ctx: ServerContext, keys: PrincipalKeys) -> APIRouter:
         if bg.principal != caller.name or bg.principal_key != caller.key_id:
             raise AccessDenied("the break-glass names someone other than the caller",
                                obj=bg.resource)
+        require_listed(ctx.directory(), bg.resource, caller.name, caller.key_id)
         digest = submit_break_glass(ctx.store, body.envelope)
         ctx.vault(actor=caller.name).record(
             ALERT_ACTION, bg.resource, "allow", reason=bg.reason, severity="critical",
