@@ -27,6 +27,7 @@ from strongroom.audit.entry import entry_index
 from strongroom.audit.merkle import EMPTY_ROOT, node_hash, perfect_subtrees
 from strongroom.audit.tree import CHECKPOINTS, ENTRIES, HEAD, NODES, StoredTree, divergence
 from strongroom.crypto.note import NoteError
+from strongroom.errors import IntegrityError
 
 __all__ = ["VerifyReport", "verify_log"]
 
@@ -215,9 +216,13 @@ def _verify_checkpoint(
                          obj=where)
     unknown = sorted({s.name for s in checked.note.unverified})
     if unknown:
-        raise divergence(
+        raise IntegrityError(
             f"carries a cosignature from unknown witness {', '.join(unknown)}",
             obj=where,
+            remedy="if this host should know that witness (a restored or new host), set "
+                   "STRONGROOM_WITNESSES to the same '<url> <verifier key>' pairs as the host "
+                   "that wrote the log and run again; otherwise treat the log as tampered with "
+                   "and restore it from a trusted copy",
         )
     if cp.size > size:
         raise divergence(
