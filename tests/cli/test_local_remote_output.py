@@ -251,6 +251,15 @@ def test_signed_changes_print_the_same(world: ServerWorld) -> None:
     local = _embedded(world, "bob", "access", "break-glass", "--review", bg_local)
     assert remote.stdout == f"bob reviewed break-glass {bg_remote}: justified\n"
     assert _masked(remote.stdout, {bg_remote: "<b>"}) == _masked(local.stdout, {bg_local: "<b>"})
+    # each face journals the signed review, so the log can re-derive it if its row goes
+    tail = json.loads(run_cli(world, "eve", "audit", "tail", "-n", "40", "--json").stdout)
+    journaled = {e["details"]["break_glass"][:16]: e["details"]["statement"] for e in tail
+                 if e["action"] == "access.break-glass.review"}
+    for bg in (bg_remote, bg_local):
+        signed = journaled[bg[:16]]
+        assert signed["kind"] == "review" and signed["subject"].startswith(bg), journaled
+        assert signed["envelope"] in statements.envelopes(world.ctx.store, "review",
+                                                          subject=signed["subject"])
     for extra in ((), ("--json",)):
         pending = ("access", "break-glass", "--pending", *extra)
         shown = run_cli(world, "alice", *pending).stdout

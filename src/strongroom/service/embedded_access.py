@@ -245,13 +245,15 @@ class EmbeddedAccess:
     def break_glass_review(self, break_glass_id: str, *, verdict: str) -> Row:
         """Sign a review of one break-glass (``justified`` or ``unjustified``)."""
         from strongroom.access.breakglass import review, submit_review
+        from strongroom.access.restrictions import journal_details
 
         vault, ctx = open_context()
         with vault:
             digest, env = find_envelope(vault.store, "break-glass", break_glass_id)
-            submit_review(vault.store, review(ctx.me.private_key, ctx.name, env, verdict,
-                                              now=time.time()))
-            vault.record("access.break-glass.review", digest[:16], "allow", reason=verdict)
+            signed = review(ctx.me.private_key, ctx.name, env, verdict, now=time.time())
+            submit_review(vault.store, signed)
+            vault.record("access.break-glass.review", digest[:16], "allow", reason=verdict,
+                         break_glass=digest, **journal_details("review", signed, subject=digest))
             return {"break_glass": digest, "reviewer": ctx.name, "verdict": verdict}
 
     def break_glass_pending(self) -> list[Row]:

@@ -275,8 +275,10 @@ def build_router(ctx: ServerContext, keys: PrincipalKeys) -> APIRouter:
                                obj=taken.digest[:16],
                                remedy="two other security officers review it")
         digest = submit_review(ctx.store, body.envelope)
-        ctx.vault(actor=caller.name).record("access.break-glass.review", taken.digest[:16],
-                                            "allow", reason=str(st.get("verdict", "")))
+        ctx.vault(actor=caller.name).record(
+            "access.break-glass.review", taken.digest[:16], "allow",
+            reason=str(st.get("verdict", "")), break_glass=taken.digest,
+            **journal_details("review", body.envelope, subject=taken.digest))
         return M.StoredOut(digest=digest, kind="review")
 
     @r.get("/caps", response_model=list[M.CapsOut])
