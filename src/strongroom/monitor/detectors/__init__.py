@@ -85,6 +85,7 @@ from strongroom.monitor.detectors.tripwires import (
     Denials,
     EdgeProbing,
     ReviewState,
+    UnjustifiedBreakGlass,
     UnreviewedBreakGlass,
 )
 from strongroom.monitor.peers import PeerGroups, Person, StaticPeers
@@ -121,6 +122,7 @@ __all__ = [
     "StaticPeers",
     "SustainedVolume",
     "UnderCap",
+    "UnjustifiedBreakGlass",
     "UnreviewedBreakGlass",
     "Volume",
     "default_detectors",

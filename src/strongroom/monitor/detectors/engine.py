@@ -35,6 +35,7 @@ from strongroom.monitor.detectors.tripwires import (
     Denials,
     EdgeProbing,
     ReviewState,
+    UnjustifiedBreakGlass,
     UnreviewedBreakGlass,
 )
 from strongroom.monitor.peers import PeerGroups, StaticPeers
@@ -50,7 +51,7 @@ def default_detectors(review_state: ReviewState | None = None) -> list[Detector]
     """
     return [OffHours(), FirstAccess(), Volume(), SustainedVolume(), Denials(), Breadth(),
             AfterFlag(), NewHost(), UnderCap(), CanaryTouch(), BreakGlassUse(), EdgeProbing(),
-            UnreviewedBreakGlass(review_state)]
+            UnreviewedBreakGlass(review_state), UnjustifiedBreakGlass()]
 
 
 #: Rule id -> (title, techniques, severity), for docs and `monitor eval`.

@@ -4,7 +4,8 @@ Repeated refusals at the gate (:class:`Denials`) or at the server's edge
 (:class:`EdgeProbing`), a release by a flagged person (:class:`AfterFlag`), a
 touch of a canary (:class:`CanaryTouch`), any break-glass
 (:class:`BreakGlassUse`) and a break-glass left unreviewed for a day
-(:class:`UnreviewedBreakGlass`, due on the clock, not on an event). Canary and
+(:class:`UnreviewedBreakGlass`, due on the clock, not on an event), a break-glass
+reviewed as not justified (:class:`UnjustifiedBreakGlass`). Canary and
 break-glass findings are critical: each is an alert on its own.
 """
 
@@ -153,6 +154,61 @@ class BreakGlassUse(Detector):
                        f"{ev.actor} {how} {ev.artifact} (break-glass {bg[:16]}): "
                        f"{str(reason)[:120]}; a quorum review is due",
                        self.techniques, {"break_glass": bg, "action": ev.action}, weight=2.0)
+
+
+#: Audit action of a signed review of a break-glass (API, CLI or console).
+REVIEW_ACTION = "access.break-glass.review"
+
+
+class UnjustifiedBreakGlass(Detector):
+    """A break-glass a reviewer judged not justified: one ``high`` alert per such review.
+
+    Driven from the review's audit entry (its reason is the verdict; API, CLI and
+    console all record it so), so reviews made by any face count. The taker and
+    artifact come from the break-glass entry when the log holds it. Like
+    :class:`UnreviewedBreakGlass`, the alert is handed out by :meth:`due` (the
+    monitor loop's next tick), not folded into the engine's one-case-per-person
+    ``high`` findings: two unjustified reviews are two alerts (de-duplicated by
+    break-glass and reviewer).
+    """
+
+    id = "SR-BREAKGLASS-UNJUSTIFIED"
+    title = "break-glass reviewed as not justified"
+    techniques = ("T1078", "T1548")
+    severity = "high"
+    learns = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        #: break-glass id -> (taker, artifact), from the entries that took it
+        self._taken: dict[str, tuple[str, str]] = {}
+        self._seen: set[tuple[str, str]] = set()
+        self._pending: list[Alert] = []
+
+    def observe(self, ev: ActivityEvent, ctx: Context) -> Finding | None:
+        """Remember who took each break-glass; queue an alert for each unjustified review."""
+        bg = ev.details.get("break_glass")
+        if not isinstance(bg, str) or not bg or ev.decision != "allow":
+            return None
+        if ev.action == BREAK_GLASS_ACTION:
+            self._taken.setdefault(bg, (ev.actor, ev.artifact))
+        elif ev.action == REVIEW_ACTION and ev.reason == "unjustified" \
+                and (bg, ev.actor) not in self._seen:
+            self._seen.add((bg, ev.actor))
+            taker, artifact = self._taken.get(bg, ("unknown", f"break-glass {bg[:16]}"))
+            self._pending.append(Alert(
+                rule=self.id, severity=self.severity, subject=taker, obj=artifact,
+                message=f"{ev.actor} reviewed break-glass {bg[:16]} by {taker} on {artifact} "
+                        "as not justified",
+                dedup_key=f"{self.id}:{bg}:{ev.actor}",
+                details={"break_glass": bg, "reviewer": ev.actor, "time": int(ev.time)},
+                techniques=self.techniques))
+        return None
+
+    def due(self, now: float) -> list[Alert]:
+        """The alerts for unjustified reviews seen since the last call, once each."""
+        out, self._pending = self._pending, []
+        return out
 
 
 #: Whether a break-glass (by id) has its quorum of verified reviews, and who reviewed it.
