@@ -117,6 +117,14 @@ class ServerWorld:
         r = self.client("officer").post("/v1/statements", {"kind": "revocation", "envelope": env})
         assert r.status_code == 201, r.text
 
+    def list_for_break_glass(self, *names: str, serial: int = 2) -> None:
+        """Relabel the artifact (newer serial) so that ``names`` may take break-glass on it."""
+        lab = ResourceLabel(ARTIFACT, level("secret"), ("atlas",),
+                            {"load": Rule.parse("2 of approvers")}, break_glass=names,
+                            serial=serial, issued=int(time.time())).sign(self.officer.private_key)
+        r = self.client("officer").post("/v1/statements", {"kind": "label", "envelope": lab})
+        assert r.status_code == 201, r.text
+
     def grant_load(self, who: str = "alice", approvers: tuple[str, ...] = ("bob", "carol"),
                    resource: str = ARTIFACT, *, byte_budget: int = 1 << 40) -> str:
         """Request, approve and grant over the API, each party signing with its own key."""
