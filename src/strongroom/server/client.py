@@ -223,6 +223,8 @@ class Client(Operations):
 
         The first request of this client checks the server's API version first.
         """
+        if signed and self.identity is None:
+            self.signature_headers(method, path, b"")  # says which variable to set, offline
         if not self._version_checked:
             self.check_version()
         content = b"" if body is None else json.dumps(body).encode()
