@@ -99,7 +99,8 @@ def test_approvals_that_would_not_count_are_refused(
     grants = json.loads(run("access", "grants", "--json").stdout)
     assert len(grants) == 1 and set(grants[0]) == {
         "grant_id", "holder", "action", "resource", "approvers", "issued", "expires",
-        "byte_budget", "issuer"}
+        "byte_budget", "issuer", "state", "revoked_by", "spent"}
+    assert grants[0]["state"] == "active" and grants[0]["revoked_by"] is None
     assert grants[0]["approvers"] == ["bob", "carol"] and grants[0]["byte_budget"] == 1 << 30
     assert grants[0]["expires"].endswith("Z")
     caps = json.loads(run("access", "caps", "--json").stdout)

@@ -23,6 +23,7 @@ from strongroom.runtime.agent import (
     AgentUnavailable,
     AsyncAgentClient,
 )
+from strongroom.store.db import Store
 
 
 def _pid(home: Path) -> int | None:
@@ -58,7 +59,9 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     h = Path(f"/tmp/sra-{os.urandom(4).hex()}")
     h.mkdir(mode=0o700)
     monkeypatch.setenv("STRONGROOM_HOME", str(h))
-    monkeypatch.setenv("STRONGROOM_DATABASE_URL", f"sqlite:///{tmp_path / 'sr.db'}")
+    url = f"sqlite:///{tmp_path / 'sr.db'}"
+    monkeypatch.setenv("STRONGROOM_DATABASE_URL", url)
+    Store.open(url).close()  # what `strongroom init` does first: an agent refuses an empty database
     try:
         yield h
     finally:

@@ -59,6 +59,6 @@ def test_remote_approvals_that_would_not_count_exit_non_zero(world: ServerWorld)
     assert "issued" in _cli(world, "carol", "access", "approve", request_id).stdout
     grants = json.loads(_cli(world, "alice", "access", "grants", "--json").stdout)
     assert {"grant_id", "holder", "action", "resource", "approvers", "issued", "expires",
-            "byte_budget", "issuer"} == set(grants[0])
+            "byte_budget", "issuer", "state", "revoked_by", "spent"} == set(grants[0])
     assert any(g["approvers"] == ["bob", "carol"] and g["byte_budget"] == 2 << 30
                for g in grants)

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from strongroom.server.auth import PrincipalKeys, require_role
 from strongroom.server.context import ServerContext
@@ -25,9 +25,15 @@ MAX_DECLARATION = 64 * 1024
 
 
 class PostureIn(BaseModel):
-    """An optional posture declaration, as the YAML text of a declaration file."""
+    """A posture declaration as the YAML text of a declaration file, or null for none.
 
-    declaration: str | None = Field(default=None, max_length=MAX_DECLARATION)
+    Required (null allowed) and nothing else accepted: a body of another shape is a 4xx,
+    as for every POST route.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    declaration: str | None = Field(max_length=MAX_DECLARATION)
 
 
 def build_router(ctx: ServerContext, keys: PrincipalKeys) -> APIRouter:
