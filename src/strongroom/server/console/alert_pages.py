@@ -135,11 +135,7 @@ def add_routes(router: APIRouter, console: Console) -> None:
 
     @router.post("/webauthn/alert-ack/begin", include_in_schema=False)
     async def alert_ack_begin(request: Request) -> JSONResponse:
-        sess = console.session(request)
-        body = await ceremonies.read_body(request)
-        console.check_post(request, sess, None)
-        me = console.person(sess)
-        console.require_role(me, "security-officers")
+        sess, body, me = await ceremonies.signed_in_post(console, request, "security-officers")
         try:
             alert_id = int(body.get("alert", ""))
         except (TypeError, ValueError):

@@ -111,11 +111,7 @@ def add_routes(router: APIRouter, console: Console) -> None:
     async def review_begin(request: Request) -> JSONResponse:
         from strongroom.access.breakglass import VERDICTS, review_statement
 
-        sess = console.session(request)
-        body = await ceremonies.read_body(request)
-        console.check_post(request, sess, None)
-        me = console.person(sess)
-        console.require_role(me, "security-officers")
+        sess, body, me = await ceremonies.signed_in_post(console, request, "security-officers")
         bg_id = str(body.get("break_glass", ""))
         if not _DIGEST.match(bg_id):
             raise ConsoleError(400, "name the break-glass to review (its 64-hex-digit id)")

@@ -43,7 +43,7 @@ from strongroom.server.console import data
 from strongroom.server.console.core import Console, ConsoleError
 from strongroom.server.console.sessions import Session
 
-__all__ = ["add_routes", "add_seal_routes", "finish_signing", "read_body", "reason_of",
+__all__ = ["add_routes", "add_seal_routes", "finish_signing", "reason_of", "signed_in_post",
            "start_signing"]
 
 #: Largest JSON body a WebAuthn endpoint reads.
@@ -141,10 +141,7 @@ async def _finish_signing(console: Console, request: Request, kind: str, stateme
     Returns the signer, the WebAuthn envelope, the key that signed, the
     session's ceremony and the verified statement; nothing is stored yet.
     """
-    sess = console.session(request)
-    body = await _body(request)
-    console.check_post(request, sess, None)
-    me = console.person(sess)
+    sess, body, me = await signed_in_post(console, request)
     env, key, ceremony = _signed_by_key(console, sess, me, body, kind, statement_kind, missing)
     verified = fido.verify_envelope(env, statement_kind, {me.key_id: me},
                                     obj=f"{statement_kind} by {me.name}")
@@ -152,13 +149,25 @@ async def _finish_signing(console: Console, request: Request, kind: str, stateme
     return me, env, key, ceremony, verified
 
 
-async def _on_request(console: Console, request: Request
-                      ) -> tuple[Session, dict[str, Any], Enrollment, data.RequestItem]:
-    """A begin step about one access request: session, body, signer, the request as they see it."""
+async def signed_in_post(console: Console, request: Request, *roles: str
+                         ) -> tuple[Session, dict[str, Any], Enrollment]:
+    """A begin or finish step's session, JSON body and signed-in person (checked CSRF).
+
+    With ``roles`` the person must hold one of them (403 otherwise).
+    """
     sess = console.session(request)
     body = await _body(request)
     console.check_post(request, sess, None)
     me = console.person(sess)
+    if roles:
+        console.require_role(me, *roles)
+    return sess, body, me
+
+
+async def _on_request(console: Console, request: Request
+                      ) -> tuple[Session, dict[str, Any], Enrollment, data.RequestItem]:
+    """A begin step about one access request: session, body, signer, the request as they see it."""
+    sess, body, me = await signed_in_post(console, request)
     return sess, body, me, data.request_item(console, str(body.get("request", "")), me)
 
 
@@ -444,11 +453,7 @@ def add_seal_routes(router: APIRouter, console: Console) -> None:
 
     @router.post("/webauthn/seal/begin", include_in_schema=False)
     async def seal_begin(request: Request) -> JSONResponse:
-        sess = console.session(request)
-        body = await _body(request)
-        console.check_post(request, sess, None)
-        me = console.person(sess)
-        console.require_role(me, "security-officers")
+        sess, body, me = await signed_in_post(console, request, "security-officers")
         scope = str(body.get("scope", "host"))
         if scope not in ("host", "all"):
             raise ConsoleError(400, "scope is 'host' (this host) or 'all' (every host)")
@@ -485,7 +490,6 @@ def _json(text: str) -> Any:
 
 
 # The signing-ceremony steps other console modules build on (alert acknowledgements).
-read_body = _body
 reason_of = _reason
 start_signing = _start_signing
 finish_signing = _finish_signing
