@@ -42,7 +42,7 @@ def build_router(ctx: ServerContext) -> APIRouter:
     """The key-order routes over ``ctx``."""
     r = APIRouter(prefix="/v1", tags=["sys"])
 
-    def _checked(request: Request, order: str, envelope: str) -> tuple[str, str]:
+    def _checked(request: Request, order: str, envelope: str) -> str:
         caller = caller_of(request)
         if not caller.officer:
             raise AccessDenied(f"{caller.name} is not a security officer", obj=f"keys {order}",
@@ -54,24 +54,24 @@ def build_router(ctx: ServerContext) -> APIRouter:
         digest = statements.payload_digest(envelope)
         if statements.find_by_prefix(ctx.store, "key-order", digest, limit=1):
             raise AlreadyExists("this key order was used already", obj=digest[:16],
-                           remedy="sign a new order")
+                                remedy="sign a new order")
         statements.put(ctx.store, "key-order", envelope, subject=digest)
         ctx.audit().append(actor=caller.name, action=f"keys.{order}-order", obj="keyring",
                            decision="allow", reason="signed key order",
                            details={"server": ctx.settings.host_id, "order": digest,
                                     **journal_details("key-order", envelope, subject=digest)})
-        return caller.name, digest
+        return digest
 
     @r.post("/sys/keys/rotate")
     def rotate(request: Request, body: KeyOrderIn) -> dict[str, Any]:
         """A new KEK version (``keys rotate --json``): ``{"kek_version", "order"}``."""
-        _, digest = _checked(request, "rotate", body.envelope)
+        digest = _checked(request, "rotate", body.envelope)
         return {"kek_version": ctx.keys.rotate(), "order": digest}
 
     @r.post("/sys/keys/rewrap")
     def rewrap(request: Request, body: KeyOrderIn) -> dict[str, Any]:
         """Every file key wrapped under the newest KEK (``keys rewrap --json``)."""
-        _, digest = _checked(request, "rewrap", body.envelope)
+        digest = _checked(request, "rewrap", body.envelope)
         return {"rewrapped": ctx.keys.rewrap(), "order": digest}
 
     return r
