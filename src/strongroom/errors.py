@@ -17,6 +17,7 @@ __all__ = [
     "AgentUnavailable",
     "AlreadyExists",
     "ApprovalRequired",
+    "ArmorError",
     "AuditUnavailable",
     "BudgetExceeded",
     "ConfigError",
@@ -99,6 +100,10 @@ class IntegrityError(StrongroomError):
 
 class HeaderError(IntegrityError):
     """An age header is malformed."""
+
+
+class ArmorError(IntegrityError):
+    """The ASCII armor around an age file is malformed (not strict PEM-like base64)."""
 
 
 class HmacError(IntegrityError):

@@ -30,6 +30,11 @@ Use it like this::
 
 New kinds of keys plug in as a :class:`Recipient` (wraps a file key into
 stanzas) and an :class:`AgeIdentity` (unwraps one, returning None for "not mine").
+The rest of the age v1 spec lives beside this module on those interfaces:
+:mod:`strongroom.crypto.age_pq` (the hybrid ML-KEM-768 + X25519 ``age1pq1…``
+keys, which :func:`parse_recipient` and :func:`parse_identities` also return),
+:mod:`strongroom.crypto.age_scrypt` (passphrases; an scrypt stanza stands alone)
+and :mod:`strongroom.crypto.age_armor` (ASCII armor).
 
 What not to do:
 
@@ -111,6 +116,8 @@ __all__ = [
     "Stanza",
     "X25519Identity",
     "X25519Recipient",
+    "b64decode_canonical",
+    "b64encode_unpadded",
     "build_header",
     "decrypt",
     "decrypt_stream",
@@ -119,6 +126,7 @@ __all__ = [
     "new_file_key",
     "parse_header",
     "parse_identities",
+    "parse_identity",
     "parse_recipient",
     "read_header",
 ]
@@ -210,6 +218,11 @@ def _b64decode(text: bytes, what: str) -> bytes:
     if _b64encode(data) != text:
         raise HeaderError(f"{what} is not canonical base64", obj="age header")
     return data
+
+
+#: Header base64 (unpadded, canonical) for recipient types defined in other modules.
+b64encode_unpadded = _b64encode
+b64decode_canonical = _b64decode
 
 
 def _is_valid_arg(s: str) -> bool:
@@ -365,6 +378,9 @@ def build_header(file_key: bytes | bytearray, recipients: Sequence[Recipient], *
             count += 1
     if count > MAX_STANZAS:
         raise InvalidInput(f"too many stanzas (more than {MAX_STANZAS})", obj="recipients")
+    if count > 1 and any(p.startswith(b"-> " + _SCRYPT_TYPE.encode() + b" ") for p in parts):
+        raise InvalidInput("a passphrase (scrypt) must be the file's only recipient",
+                           obj="recipients", remedy="encrypt with -p alone, or to keys alone")
     parts.append(_FOOTER_PREFIX)
     signed = b"".join(parts)
     if len(signed) > MAX_HEADER_SIZE - 64:
@@ -529,13 +545,30 @@ class X25519Identity:
 
 
 def parse_recipient(s: str) -> Recipient:
-    """Parse a recipient string (``age1...``)."""
+    """Parse a recipient string: ``age1pq1...`` (hybrid ML-KEM-768 + X25519) or ``age1...``."""
+    from strongroom.crypto import age_pq  # it builds on this module
+
     s = s.strip()
+    if s.startswith(age_pq.RECIPIENT_PREFIX):
+        return age_pq.HybridRecipient.parse(s)
     if s.startswith(_RECIPIENT_HRP + "1"):
         return X25519Recipient.parse(s)
     raise InvalidInput(
-        "unknown recipient type", obj=f"recipient {s!r}", remedy="use an age1... public key"
+        "unknown recipient type", obj=f"recipient {s[:16]!r}",
+        remedy="use an age1pq1... (hybrid) or age1... public key",
     )
+
+
+def parse_identity(s: str) -> AgeIdentity:
+    """Parse one secret key: ``AGE-SECRET-KEY-PQ-1...`` (hybrid) or ``AGE-SECRET-KEY-1...``."""
+    from strongroom.crypto import age_pq  # it builds on this module
+
+    if s.startswith(age_pq.IDENTITY_PREFIX):
+        return age_pq.HybridIdentity.parse(s)
+    if s.startswith(_IDENTITY_HRP + "1"):
+        return X25519Identity.parse(s)
+    raise InvalidInput("not an AGE-SECRET-KEY-1 or AGE-SECRET-KEY-PQ-1 identity",
+                       obj="age identity")
 
 
 def parse_identities(text: str) -> list[AgeIdentity]:
@@ -545,12 +578,8 @@ def parse_identities(text: str) -> list[AgeIdentity]:
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
-        if not line.startswith(_IDENTITY_HRP + "1"):
-            raise InvalidInput(
-                f"line {number} is not an AGE-SECRET-KEY-1 identity", obj="identity file"
-            )
         try:
-            identities.append(X25519Identity.parse(line))
+            identities.append(parse_identity(line))
         except InvalidInput as exc:
             raise InvalidInput(f"line {number}: {exc.message}", obj="identity file") from None
     if not identities:
