@@ -18,6 +18,7 @@ __all__ = [
     "AlreadyExists",
     "ApprovalRequired",
     "ArmorError",
+    "AttestationRefused",
     "AuditUnavailable",
     "BudgetExceeded",
     "ConfigError",
@@ -151,6 +152,22 @@ class AccessDenied(StrongroomError):
 
 class ApprovalRequired(AccessDenied):
     """The action needs a Grant that carries enough approvals."""
+
+
+class AttestationRefused(AccessDenied):
+    """Confidential-computing evidence failed one named check (``check``): no key is released."""
+
+    default_remedy = (
+        "produce fresh evidence from an attested workload whose measurement, TCB and policy "
+        "the attestation policy allows (docs/attestation.md)"
+    )
+    #: The check that failed ("signature", "chain", "debug", ...); empty when rebuilt from a wire.
+    check: str = ""
+
+    def __init__(self, check: str, message: str, *, obj: str | None = None,
+                 remedy: str | None = None) -> None:
+        self.check = check
+        super().__init__(f"{check}: {message}", obj=obj, remedy=remedy)
 
 
 class Sealed(StrongroomError):
