@@ -12,6 +12,7 @@ from rich.markup import escape
 from strongroom.cli import (
     access_cmd,
     age_cmd,
+    attest_cmd,
     audit_cmd,
     audit_export_cmd,
     backup_cmd,
@@ -75,6 +76,7 @@ def _root(
 
 for module in (
     age_cmd,
+    attest_cmd,
     keys_cmd,
     weights_cmd,
     audit_cmd,

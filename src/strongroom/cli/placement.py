@@ -40,6 +40,7 @@ REMOTE = frozenset(cmd for cmd, ops in COMMANDS.items() if set(ops) <= _REMOTE_O
 
 #: Commands that need no vault: they run here either way.
 ANYWHERE = frozenset({
+    "attest verify",
     "audit verify-checkpoint", "audit verify-note", "audit verify-proof",
     "backup verify", "bundle",
     "decrypt", "encrypt", "keygen",
