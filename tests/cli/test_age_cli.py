@@ -167,3 +167,146 @@ def test_interop_with_age_tool(keyfile: tuple[Path, str], tmp_path: Path) -> Non
     assert out.stdout == plain
     theirs = subprocess.run([age_bin, "-r", public], input=plain, capture_output=True, check=True)
     assert run("decrypt", "-i", path, input=theirs.stdout).stdout == plain
+
+
+# -- hybrid keys, passphrases and armor (issue 23) ----------------------------------
+
+
+def _passphrase_env(tmp_path: Path, passphrase: str = "correct horse battery") -> dict[str, str]:
+    path = tmp_path / "passphrase.txt"
+    path.write_text(passphrase + "\n")
+    path.chmod(0o600)
+    return {**os.environ, "STRONGROOM_PASSPHRASE_FILE": str(path)}
+
+
+def run_env(env: dict[str, str], *args: str | Path,
+            input: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+    result = subprocess.run([strongroom_exe(), *map(str, args)], input=input,
+                            capture_output=True, env=env, timeout=120)
+    assert b"Traceback" not in result.stderr, result.stderr.decode(errors="replace")
+    return result
+
+
+def test_keygen_pq_round_trip_with_armor(tmp_path: Path) -> None:
+    key = tmp_path / "pq.txt"
+    result = run("keygen", "--pq", "-o", key)
+    assert result.returncode == 0, result.stderr
+    public = result.stderr.decode().strip().removeprefix("Public key: ")
+    assert public.startswith("age1pq1")
+    secret = key.read_text().splitlines()[2]
+    assert secret.startswith("AGE-SECRET-KEY-PQ-1")
+    plain = os.urandom(age.CHUNK_SIZE + 7)
+    armored = run("encrypt", "-a", "-r", public, input=plain)
+    assert armored.returncode == 0, armored.stderr
+    assert armored.stdout.startswith(b"-----BEGIN AGE ENCRYPTED FILE-----\n")
+    assert b"mlkem768x25519" not in armored.stdout  # it is inside the armor
+    assert run("decrypt", "-i", key, input=armored.stdout).stdout == plain
+
+
+def test_passphrase_round_trip(tmp_path: Path) -> None:
+    env = _passphrase_env(tmp_path)
+    enc = run_env(env, "encrypt", "-p", "-o", tmp_path / "p.age", input=b"launch codes")
+    assert enc.returncode == 0, enc.stderr
+    assert b"-> scrypt " in (tmp_path / "p.age").read_bytes()
+    assert run_env(env, "decrypt", tmp_path / "p.age").stdout == b"launch codes"
+    wrong = run_env(_passphrase_env(tmp_path / "..", "nope"), "decrypt", tmp_path / "p.age")
+    assert wrong.returncode == 5 and b"no identity matched" in wrong.stderr
+
+
+@pytest.mark.parametrize(("args", "code", "says"), [
+    (["encrypt", "-p", "-r", "age1qqqq"], 2, b"-p cannot be combined with -r"),
+    (["encrypt", "-r", "age1pq1qqqqqqqqqqqqqq"], 2, b"malformed recipient"),
+    (["decrypt"], 2, b"not passphrase-encrypted"),
+])
+def test_bad_input_is_named(args: list[str], code: int, says: bytes, tmp_path: Path) -> None:
+    key = age.X25519Identity.generate()
+    data = age.encrypt(b"x", [key.recipient]) if args == ["decrypt"] else b""
+    result = run_env(_passphrase_env(tmp_path), *args, input=data)
+    assert result.returncode == code, result.stderr
+    assert says in result.stderr
+
+
+def test_passphrase_needs_a_terminal_or_a_file(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "STRONGROOM_PASSPHRASE_FILE"}
+    result = subprocess.run([strongroom_exe(), "encrypt", "-p"], input=b"x", capture_output=True,
+                            env=env, timeout=60, start_new_session=True)  # no controlling tty
+    assert result.returncode == 2
+    assert b"no terminal" in result.stderr and b"STRONGROOM_PASSPHRASE_FILE" in result.stderr
+
+
+def test_garbled_armor_is_an_armor_error(keyfile: tuple[Path, str]) -> None:
+    path, public = keyfile
+    armored = run("encrypt", "-a", "-r", public, input=b"hello").stdout
+    garbled = armored.replace(b"\n", b"\n ", 2)
+    result = run("decrypt", "-i", path, input=garbled)
+    assert result.returncode == 4
+    assert b"armored age file" in result.stderr
+
+
+def _age_on_a_terminal(age_bin: str, args: list[str], src: Path, dst: Path,
+                       passphrase: str) -> int:
+    """Run ``age ARGS < src > dst`` with a pseudo-terminal that answers its passphrase prompts."""
+    import pty
+    import select
+
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: the pty is its controlling terminal (age reads /dev/tty)
+        try:
+            os.dup2(os.open(src, os.O_RDONLY), 0)
+            os.dup2(os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), 1)
+            os.execv(age_bin, [age_bin, *args])
+        finally:
+            os._exit(127)
+    seen = answered = 0
+    transcript = b""
+    while True:
+        ready, _, _ = select.select([fd], [], [], 60)
+        if not ready:
+            os.kill(pid, 9)
+            break
+        try:
+            piece = os.read(fd, 1024)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not piece:
+            break
+        transcript += piece
+        seen = transcript.lower().count(b"passphrase:") + transcript.count(b"secure one):")
+        while answered < seen:
+            os.write(fd, passphrase.encode() + b"\n")
+            answered += 1
+    os.close(fd)
+    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+
+
+@pytest.mark.agecli
+def test_passphrase_interop_with_age_tool(tmp_path: Path) -> None:
+    """age 1.1 decrypts our scrypt files, and we decrypt its (work factor 18, under our bound)."""
+    age_bin = need_tool("age")
+    env = _passphrase_env(tmp_path, "tr0ub4dor&3")
+    plain = os.urandom(age.CHUNK_SIZE + 3)
+    (tmp_path / "plain").write_bytes(plain)
+    assert run_env(env, "encrypt", "-p", "-o", tmp_path / "ours.age",
+                   tmp_path / "plain").returncode == 0
+    assert _age_on_a_terminal(age_bin, ["-d"], tmp_path / "ours.age", tmp_path / "out",
+                              "tr0ub4dor&3") == 0
+    assert (tmp_path / "out").read_bytes() == plain
+    assert _age_on_a_terminal(age_bin, ["-p", "-a"], tmp_path / "plain",
+                              tmp_path / "theirs.age", "tr0ub4dor&3") == 0
+    assert (tmp_path / "theirs.age").read_bytes().startswith(b"-----BEGIN AGE ENCRYPTED FILE")
+    assert run_env(env, "decrypt", tmp_path / "theirs.age").stdout == plain
+
+
+@pytest.mark.agecli
+def test_armor_interop_with_age_tool(keyfile: tuple[Path, str], tmp_path: Path) -> None:
+    age_bin = need_tool("age")
+    path, public = keyfile
+    plain = os.urandom(1000)
+    ours = run("encrypt", "-a", "-r", public, input=plain).stdout
+    out = subprocess.run([age_bin, "-d", "-i", str(path)], input=ours, capture_output=True,
+                         check=True)
+    assert out.stdout == plain
+    theirs = subprocess.run([age_bin, "-a", "-r", public], input=plain, capture_output=True,
+                            check=True).stdout
+    assert theirs.startswith(b"-----BEGIN AGE ENCRYPTED FILE-----")
+    assert run("decrypt", "-i", path, input=theirs).stdout == plain

@@ -79,6 +79,10 @@ TAKEN = [  # command lines the fast path must take (the common ones)
     ["keygen"],
     ["keygen", "-o", "key.txt"],
     ["keygen", "--output", "a", "--output=b"],
+    ["keygen", "--pq"],
+    ["keygen", "--pq", "-o", "k", "--pq"],
+    ["encrypt", "-p", "-a", "plain.bin"],
+    ["encrypt", "--armor", "-r", RECIPIENT, "--passphrase"],
 ]
 
 LEFT = [  # command lines the fast path must leave to Typer
@@ -88,6 +92,7 @@ LEFT = [  # command lines the fast path must leave to Typer
     ["encrypt", "a", "b"], ["encrypt", "--recip", "x"], ["encrypt", "-i", "k"],
     ["decrypt", "-r", "x"], ["keygen", "x"], ["keygen", "-r", "x"], ["--version", "encrypt"],
     ["encrypt", "--version"], ["weights", "ls"], [], ["Encrypt"],
+    ["encrypt", "-pa"], ["encrypt", "--armor=yes"], ["keygen", "--pq=1"], ["decrypt", "-p"],
 ]
 
 
@@ -106,7 +111,8 @@ def test_fast_path_leaves_the_rest_to_typer(argv: list[str]) -> None:
 _TOKENS = st.sampled_from(["encrypt", "decrypt", "keygen", "-r", "--recipient", "-i",
                            "--identity", "-o", "--output", "--", "-", "-x", "--help", "a",
                            "b.age", "-ra", "-ob", "--output=c", "--recipient=", "-o=", "",
-                           "-", "--identity=k", "-ik", "x y", "--version"])
+                           "-", "--identity=k", "-ik", "x y", "--version", "-p", "-a",
+                           "--armor", "--pq", "-pa"])
 
 
 @settings(max_examples=150, deadline=None)

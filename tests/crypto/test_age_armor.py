@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 import pytest
 
 from strongroom.crypto import age, age_armor
@@ -18,6 +20,18 @@ def test_round_trip(size: int) -> None:
     assert age_armor.is_armored(b"\n  " + text[:40])
     assert age_armor.dearmor(text) == data[:size]
     assert age_armor.dearmor(text.replace(b"\n", b"\r\n")) == data[:size]
+
+
+@pytest.mark.parametrize("pieces", [[0], [1, 47, 48], [48, 48, 5], [1000, 3]])
+def test_writer_writes_what_armor_writes(pieces: list[int]) -> None:
+    data = bytes(range(256)) * 5
+    out = io.BytesIO()
+    with age_armor.ArmoredWriter(out) as writer:
+        pos = 0
+        for size in pieces:
+            writer.write(data[pos : pos + size])
+            pos += size
+    assert out.getvalue() == age_armor.armor(data[:pos])
 
 
 def test_armored_age_file_decrypts() -> None:

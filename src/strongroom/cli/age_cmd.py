@@ -27,17 +27,26 @@ def encrypt(
     input_path: Annotated[
         Path | None, typer.Argument(metavar="[INPUT]", help="file to encrypt (default: stdin)")
     ] = None,
+    passphrase: Annotated[
+        bool, typer.Option("--passphrase", "-p",
+                           help="encrypt to a passphrase asked on the terminal (scrypt; alone)")
+    ] = False,
+    armor: Annotated[
+        bool, typer.Option("--armor", "-a", help="write ASCII armor (PEM-like text)")
+    ] = False,
 ) -> None:
-    """Encrypt a file to one or more age recipients."""
+    """Encrypt a file to age recipients (age1pq1… hybrid or age1… X25519) or a passphrase."""
     from strongroom.cli import age_files  # the Typer app registers this without loading age
 
-    age_files.encrypt(recipient, output, input_path)
+    age_files.encrypt(recipient, output, input_path, passphrase=passphrase, armor=armor)
 
 
 def decrypt(
     identity: Annotated[
         list[Path] | None,
-        typer.Option("--identity", "-i", help="identity file with AGE-SECRET-KEY-1… (repeatable)"),
+        typer.Option("--identity", "-i",
+                     help="identity file with AGE-SECRET-KEY-1… or AGE-SECRET-KEY-PQ-1… keys "
+                          "(repeatable; without it a passphrase is asked for)"),
     ] = None,
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="write here (default: stdout)")
@@ -46,7 +55,7 @@ def decrypt(
         Path | None, typer.Argument(metavar="[INPUT]", help="age file (default: stdin)")
     ] = None,
 ) -> None:
-    """Decrypt an age file with one or more identity files."""
+    """Decrypt an age file (armored or not) with identity files or its passphrase."""
     from strongroom.cli import age_files  # the Typer app registers this without loading age
 
     age_files.decrypt(identity, output, input_path)
@@ -57,11 +66,14 @@ def keygen(
         Path | None,
         typer.Option("--output", "-o", help="write the new key here, mode 0600 (default: stdout)"),
     ] = None,
+    pq: Annotated[
+        bool, typer.Option("--pq", help="a hybrid post-quantum key (ML-KEM-768 + X25519, age1pq1…)")
+    ] = False,
 ) -> None:
-    """Generate an X25519 identity, printed like age-keygen."""
+    """Generate an identity (X25519, or hybrid with --pq), printed like age-keygen."""
     from strongroom.cli import age_files  # the Typer app registers this without loading age
 
-    age_files.keygen(output)
+    age_files.keygen(output, pq=pq)
 
 
 def register(app: typer.Typer) -> None:

@@ -35,12 +35,14 @@ class _Spec:
     """A command the fast path runs: its options and what each parameter holds."""
 
     def __init__(self, options: dict[str, str], multiple: set[str], paths: set[str],
-                 positional: str | None) -> None:
+                 positional: str | None, switches: dict[str, str] | None = None) -> None:
         self.options = options  # flag -> parameter name
         self.multiple = multiple  # repeatable options: a list, or None when not given
         self.paths = paths  # parameters Typer gives as pathlib.Path (the others as str)
         self.positional = positional  # the one optional argument, if any
-        self.params = sorted(set(options.values()) | ({positional} if positional else set()))
+        self.switches = switches or {}  # boolean flag -> parameter name (False unless given)
+        self.params = sorted(set(options.values()) | set(self.switches.values())
+                             | ({positional} if positional else set()))
 
 
 _OUTPUT = {"--output": "output", "-o": "output"}
@@ -48,10 +50,12 @@ _OUTPUT = {"--output": "output", "-o": "output"}
 #: The commands the fast path runs, as :mod:`strongroom.cli.age_cmd` declares them.
 COMMANDS: dict[str, _Spec] = {
     "encrypt": _Spec({"--recipient": "recipient", "-r": "recipient", **_OUTPUT},
-                     {"recipient"}, {"output", "input_path"}, "input_path"),
+                     {"recipient"}, {"output", "input_path"}, "input_path",
+                     {"--passphrase": "passphrase", "-p": "passphrase",
+                      "--armor": "armor", "-a": "armor"}),
     "decrypt": _Spec({"--identity": "identity", "-i": "identity", **_OUTPUT},
                      {"identity"}, {"identity", "output", "input_path"}, "input_path"),
-    "keygen": _Spec(dict(_OUTPUT), set(), {"output"}, None),
+    "keygen": _Spec(dict(_OUTPUT), set(), {"output"}, None, {"--pq": "pq"}),
 }
 
 
@@ -60,6 +64,7 @@ def _parse(spec: _Spec, args: Sequence[str]) -> dict[str, Any] | None:
     from pathlib import Path
 
     values: dict[str, list[str]] = {}
+    switched: set[str] = set()
     positional: list[str] = []
     rest = list(args)
     while rest:
@@ -73,6 +78,12 @@ def _parse(spec: _Spec, args: Sequence[str]) -> dict[str, Any] | None:
         else:
             flag, value = arg[:2], arg[2:]
             given = bool(value)
+        switch = spec.switches.get(flag)
+        if switch is not None:
+            if given:
+                return None  # -pa, --armor=x: Click's to read
+            switched.add(switch)
+            continue
         name = spec.options.get(flag)
         if name is None:
             return None  # --help, --, an unknown option: Click's to answer
@@ -89,6 +100,9 @@ def _parse(spec: _Spec, args: Sequence[str]) -> dict[str, Any] | None:
         values[spec.positional] = positional
     out: dict[str, Any] = {}
     for name in spec.params:
+        if name in spec.switches.values():
+            out[name] = name in switched
+            continue
         got: list[Any] | None = values.get(name)
         if got is not None and name in spec.paths:
             got = [Path(v) for v in got]

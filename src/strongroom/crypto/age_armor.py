@@ -22,7 +22,10 @@ Use it like this::
     data = age.decrypt(dearmor(text), identities)
     if is_armored(first_bytes): ...
 
-Armor is for small files sent as text (keys, share files, notes); it works on
+    with ArmoredWriter(out_file) as armored:   # streaming: 48 bytes in, 64 columns out
+        age.encrypt_stream(src, armored, recipients)
+
+Armor is for files sent as text (keys, share files, notes); the reader works on
 whole buffers.
 """
 
@@ -30,10 +33,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+from typing import BinaryIO
 
 from strongroom.errors import ArmorError
 
-__all__ = ["BEGIN", "END", "MAX_OUTER_WHITESPACE", "armor", "dearmor", "is_armored"]
+__all__ = ["BEGIN", "END", "MAX_OUTER_WHITESPACE", "ArmoredWriter", "armor", "dearmor", "is_armored"]
 
 BEGIN = b"-----BEGIN AGE ENCRYPTED FILE-----"
 END = b"-----END AGE ENCRYPTED FILE-----"
@@ -49,6 +53,44 @@ def armor(data: bytes | bytearray | memoryview) -> bytes:
     encoded = base64.b64encode(bytes(data))
     lines = [encoded[i : i + _COLUMNS] for i in range(0, len(encoded), _COLUMNS)]
     return b"\n".join([BEGIN, *lines, END]) + b"\n"
+
+
+class ArmoredWriter:
+    """A write-only stream that armors what is written to it into ``dst``; close() ends it."""
+
+    _LINE_BYTES = _COLUMNS // 4 * 3
+
+    def __init__(self, dst: BinaryIO) -> None:
+        self._dst = dst
+        self._pending = bytearray()
+        self._closed = False
+        dst.write(BEGIN + b"\n")
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        """Buffer ``data`` and write every whole 64-column line it completes."""
+        self._pending += data
+        whole = len(self._pending) - len(self._pending) % self._LINE_BYTES
+        if whole:
+            encoded = base64.b64encode(self._pending[:whole])
+            self._dst.write(b"".join(encoded[i : i + _COLUMNS] + b"\n"
+                                     for i in range(0, len(encoded), _COLUMNS)))
+            del self._pending[:whole]
+        return len(data)
+
+    def close(self) -> None:
+        """Write the last (short or empty) line and the END line."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._pending:
+            self._dst.write(base64.b64encode(self._pending) + b"\n")
+        self._dst.write(END + b"\n")
+
+    def __enter__(self) -> ArmoredWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def is_armored(prefix: bytes | bytearray | memoryview) -> bool:
