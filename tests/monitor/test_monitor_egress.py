@@ -9,11 +9,12 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import text
+from sqlalchemy import Connection, text
 
 from strongroom.errors import AccessDenied, AuditUnavailable, BudgetExceeded, InvalidInput
 from strongroom.monitor.alerts import AlertManager
 from strongroom.monitor.egress import DAY, Budget, EgressMeter
+from strongroom.monitor.ledger import ChargeRow
 from strongroom.release import ReleaseGate, ReleaseRequest, sign_release_evidence
 from strongroom.store.db import Store
 
@@ -468,3 +469,52 @@ def test_a_refused_charge_from_a_fast_clock_does_not_age_out_totals(store: Store
     with pytest.raises(BudgetExceeded):
         meter.charge("alice", 500, T0 + 5, artifact="m@1")
     meter.charge("alice", 400, T0 + 6, artifact="m@1")
+
+
+def test_hosts_catch_up_on_each_others_charges_without_reloading(db_url: str) -> None:
+    """Another host's charges are appends: a meter reads only those rows, never whole windows.
+
+    Two meters on one database stand for two hosts. Between ``a``'s batches ``b``
+    charges (one with its clock behind, stamped at the ledger's high water: a tie
+    that must count once); ``a`` keeps its cache object and counts exactly what
+    ``b`` added. A change that is not an append (a budget set, a refund) bumps the
+    epoch, and ``a`` then rebuilds from the rows.
+    """
+    stores = [Store.open(db_url), Store.open(db_url)]
+    a, b = (EgressMeter(s, budgets=[Budget("principal", "*", DAY, 1000),
+                                    Budget("lab", "*", DAY, 5000)]) for s in stores)
+    try:
+        a.charge("alice", 100, T0, artifact="m@1", charge_id="a1")
+        cache = a._ledger
+        assert cache is not None
+        b.charge("alice", 200, T0 + 1, artifact="m@1", charge_id="b1")
+        b.charge("alice", 50, T0 - 30, artifact="m@1", charge_id="b2")  # stamped at T0 + 1
+        read: list[int] = []
+        since = a._db.since
+
+        def counted(conn: Connection, high: float) -> list[ChargeRow]:
+            rows = since(conn, high)
+            read.append(len(rows))
+            return rows
+
+        a._db.since = counted  # type: ignore[method-assign]
+        a.charge("alice", 300, T0 + 2, artifact="m@1", charge_id="a2")
+        assert a._ledger is cache and read == [3]  # a1's tie, b1, b2: caught up, not rebuilt
+        with pytest.raises(BudgetExceeded, match=r"\(650 of 1000 bytes used\)"):
+            a.charge("alice", 351, T0 + 3, artifact="m@1", charge_id="a3")
+        b.charge("bob", 900, T0 + 3, artifact="m@1", charge_id="b3")
+        with pytest.raises(BudgetExceeded, match=r"\(1550 of 5000 bytes used\)"):
+            a.charge("carol", 3500, T0 + 4, artifact="m@1", charge_id="a4")
+        b.set_budget(Budget("principal", "*", DAY, 700))  # not an append: a rebuilds
+        with pytest.raises(BudgetExceeded, match=r"\(650 of 700 bytes used\)"):
+            a.charge("alice", 51, T0 + 5, artifact="m@1", charge_id="a5")
+        assert a._ledger is not cache
+        cache = a._ledger
+        b.refund("alice", 200, T0 + 5, charge_id="b1")
+        a.charge("alice", 51, T0 + 6, artifact="m@1", charge_id="a6")
+        assert a._ledger is not cache
+        with pytest.raises(BudgetExceeded, match=r"\(501 of 700 bytes used\)"):
+            a.charge("alice", 200, T0 + 7, artifact="m@1", charge_id="a7")
+    finally:
+        for s in stores:
+            s.close()

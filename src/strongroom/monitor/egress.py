@@ -30,8 +30,7 @@ Rules it keeps:
   (``budget=(budget_id, cap_bytes)``: a Grant's request digest or a
   break-glass id, and its byte budget). Inside the same locked transaction
   the ledger checks what is already charged under that id (an indexed sum,
-  read once per ledger generation and then kept as a running total like the
-  window totals, so reloaded whenever another process changed the ledger)
+  read once and then kept as a running total like the window totals)
   and refuses a charge that would pass the cap
   with :class:`~strongroom.errors.AccessDenied` (:class:`GrantBudgetSpent`),
   recording nothing. Every gate on the database therefore shares one budget,
@@ -45,9 +44,15 @@ Rules it keeps:
 * **Running totals.** Each window's total is kept in memory, loaded once from
   the ledger and then updated as charges are recorded. The ``egress_ledger``
   row's generation, bumped by every change to charges or budgets, tells a
-  process when another one (or a failed batch) changed the ledger; it then
-  reloads instead of trusting its totals. Totals a transaction changed are used
-  again only once it is known to have committed.
+  process when another one (or a failed batch) changed the ledger. If only
+  charges were appended since (the row's epoch is unchanged), the process reads
+  just the rows stamped since its newest one (every charge is stamped at or after
+  the ledger's high water), so CPU per release does not grow with the number of
+  hosts; a refund, a repair or a budget change bumps the epoch too, and the
+  process then reloads instead of trusting its totals. Totals never count less
+  than they knew: rows deleted behind the meter's back stay counted until the
+  state guard puts them back from the audit log. Totals a transaction changed
+  are used again only once it is known to have committed.
 * **Idempotent.** ``charge_id`` (the release evidence's nonce) is the primary
   key: a retried charge or a replayed audit event (:meth:`EgressMeter.record_events`,
   :meth:`EgressMeter.backfill`) is charged once.
@@ -201,7 +206,7 @@ class EgressMeter:
 
     def _changed(self, conn: Connection) -> None:
         """Lock the ledger for a change that invalidates cached totals (reloaded next time)."""
-        self._db.lock(conn)
+        self._db.lock(conn, rewrite=True)
         self._ledger = None
 
     def _budgets(self, s: Session | Connection) -> list[Budget]:
@@ -258,12 +263,27 @@ class EgressMeter:
 
     # -- deciding ----------------------------------------------------------
 
-    def _current(self, conn: Connection, generation: int) -> LedgerCache:
-        """The cached ledger if it is still this generation's, else a fresh one (totals lazy)."""
+    def _current(self, conn: Connection, generation: int, epoch: int) -> LedgerCache:
+        """The cached ledger, caught up if only appends happened since; else a fresh one.
+
+        Under the ledger lock. A newer generation of the cache's epoch means other
+        processes only appended charges, each stamped at or after the newest
+        before it: the rows stamped since the cache's high water are all it lacks
+        (one indexed read of those rows, not a reload of whole windows).
+        """
         ledger = self._ledger
-        if ledger is None or ledger.generation != generation:
-            ledger = LedgerCache(generation, self._budgets(conn), self._db.high_water(conn))
-        return ledger
+        if ledger is not None and ledger.epoch == epoch:
+            if ledger.generation != generation:
+                ledger.catch_up(self._db.since(conn, ledger.high))
+                ledger.generation = generation
+            return ledger
+        return self._fresh(conn, generation, epoch)
+
+    def _fresh(self, conn: Connection, generation: int, epoch: int) -> LedgerCache:
+        """A cache read from the rows (totals loaded lazily), at ``generation`` and ``epoch``."""
+        high = self._db.high_water(conn)
+        at_high = [] if high == float("-inf") else [r[0] for r in self._db.since(conn, high)]
+        return LedgerCache(generation, self._budgets(conn), high, epoch, at_high)
 
     def missing(self, ids: Sequence[str]) -> set[str]:
         """Which of ``ids`` the ledger does not hold (a read; no ledger lock).
@@ -280,9 +300,9 @@ class EgressMeter:
         cache and updated as the rows are written; they go back (:meth:`_publish`)
         only once the transaction is known to have committed.
         """
-        generation = self._db.lock(conn)
+        generation, epoch = self._db.lock(conn)
         previous = self._ledger
-        current = self._current(conn, generation)  # the cache itself while it is still valid
+        current = self._current(conn, generation, epoch)  # the cache itself while it is valid
         self._ledger = None  # nobody may use totals that this transaction is changing
         ledger, fresh = self._prepare(conn, current, batch)
         if previous is not None and ledger is not previous and ledger.fell_below(previous):
@@ -292,9 +312,9 @@ class EgressMeter:
             # read again, so this batch is decided on the ledger the log vouches for.
             self.suspect.set()
             if self.repair is not None and self.repair(conn):
-                fresh_ledger = LedgerCache(generation, ledger.budgets,
-                                           self._db.high_water(conn))
-                ledger, fresh = self._prepare(conn, fresh_ledger, batch)
+                # Old rows went back in: other processes must rebuild, not catch up.
+                generation, epoch = self._db.lock(conn, rewrite=True)
+                ledger, fresh = self._prepare(conn, self._fresh(conn, generation, epoch), batch)
         spent = ledger.spent
         rows: list[ChargeRow] = []
         for it in fresh:
@@ -316,7 +336,7 @@ class EgressMeter:
                     it.warnings.append((b, so_far + it.nbytes))
             if it.refused is None:
                 rows.append((it.charge_id, it.principal, it.artifact, it.nbytes, t, bid))
-                ledger.add(it.principal, it.artifact, t, it.nbytes)
+                ledger.add(it.principal, it.artifact, t, it.nbytes, it.charge_id)
                 if bid is not None:
                     spent[bid] += it.nbytes
         self._db.insert(conn, rows)

@@ -2,7 +2,8 @@
 
 The ledger is two tables (``egress_charges``, one row per charge keyed by the
 release evidence's nonce; ``egress_budgets``) and one state row
-(``egress_ledger``) whose generation every change bumps.
+(``egress_ledger``) whose generation every change bumps, and whose epoch only
+the changes that are not appends bump (refunds, repairs, budgets).
 :class:`strongroom.monitor.egress.EgressMeter` is its only writer; it uses:
 
 * :class:`LedgerStore` — the SQL: a write transaction (:meth:`LedgerStore.begin`),
@@ -18,8 +19,11 @@ release evidence's nonce; ``egress_budgets``) and one state row
 
 * :class:`LedgerCache` and :class:`WindowTotal` — what a process knows of the
   ledger at one generation (budgets, the newest charge time, one running total
-  per budget window, lifetime totals per Grant budget). Valid only while the
-  database's generation is the cache's; otherwise it is rebuilt.
+  per budget window, lifetime totals per Grant budget). Valid as it is while the
+  database's generation is the cache's; at a newer generation of the same epoch
+  only appends happened (other hosts' charges, each stamped at or after every
+  charge before it), so the cache catches up on the rows stamped since its high
+  water (:meth:`LedgerStore.since`); at another epoch it is rebuilt.
 * :func:`charge_row` — the row a ``key.release`` allow entry of the audit log
   stands for, so a replay (or the state guard's repair) charges it exactly as
   the gate did.
@@ -133,12 +137,17 @@ class LedgerCache:
     so a change by another process (or a rolled-back batch) forces a reload.
     """
 
-    __slots__ = ("budgets", "generation", "high", "hits", "lengths", "spent", "windows")
+    __slots__ = ("at_high", "budgets", "epoch", "generation", "high", "hits", "lengths",
+                 "spent", "windows")
 
-    def __init__(self, generation: int, budgets: list[Budget], high: float) -> None:
+    def __init__(self, generation: int, budgets: list[Budget], high: float,
+                 epoch: int = 0, at_high: Iterable[str] = ()) -> None:
         self.generation = generation
+        self.epoch = epoch
         self.budgets = budgets
         self.high = high
+        #: Ids of the charges stamped exactly at ``high`` (a catch-up skips them).
+        self.at_high: set[str] = set(at_high)
         self.windows: dict[WindowKey, WindowTotal] = {}
         #: Lifetime bytes charged under each Grant / break-glass budget id loaded so far.
         self.spent: dict[str, int] = {}
@@ -157,7 +166,8 @@ class LedgerCache:
             self.hits[principal, artifact] = found
         return found
 
-    def add(self, principal: str, artifact: str, at: float, nbytes: int) -> None:
+    def add(self, principal: str, artifact: str, at: float, nbytes: int,
+            charge_id: str = "") -> None:
         """Count a recorded charge in every loaded total whose filter it matches."""
         windows = self.windows
         for scope in SCOPES:
@@ -170,6 +180,21 @@ class LedgerCache:
                     w.add(at, nbytes)
         if at > self.high:
             self.high = at
+            self.at_high = {charge_id}
+        elif at == self.high:
+            self.at_high.add(charge_id)
+
+    def catch_up(self, rows: Iterable[ChargeRow]) -> int:
+        """Count the appended rows (:meth:`LedgerStore.since`) not counted yet; how many."""
+        spent, counted = self.spent, 0
+        for cid, principal, artifact, nbytes, at, bid in rows:
+            if at < self.high or (at == self.high and cid in self.at_high):
+                continue  # counted already (or a row put back: that bumps the epoch)
+            self.add(principal, artifact, at, nbytes, cid)
+            if bid is not None and bid in spent:
+                spent[bid] += nbytes
+            counted += 1
+        return counted
 
     def prune(self) -> None:
         """Forget totals that hold no charge any more (bounded memory for idle principals)."""
@@ -234,7 +259,11 @@ class LedgerStore:
         # Statements are built from constants and placeholders only (no values).
         # Locks the row (PostgreSQL) and bumps the generation in one statement.
         self._sql_bump = ("UPDATE egress_ledger SET generation = generation + 1 WHERE id = 1 "
-                          "RETURNING generation")
+                          "RETURNING generation, epoch")
+        self._sql_rewrite = ("UPDATE egress_ledger SET generation = generation + 1, "
+                             "epoch = epoch + 1 WHERE id = 1 RETURNING generation, epoch")
+        self._sql_since = ("SELECT charge_id, principal, artifact, nbytes, at, budget_id "  # noqa: S608
+                           f"FROM egress_charges WHERE at >= {mark} ORDER BY at")
         self._sql_insert = ("INSERT INTO egress_charges (charge_id, principal, artifact, "  # noqa: S608
                             f"nbytes, at, budget_id) VALUES ({mark}, {mark}, {mark}, {mark}, "
                             f"{mark}, {mark})")
@@ -250,19 +279,27 @@ class LedgerStore:
                                obj=self.store.url,
                                remedy="check that the database is reachable and writable") from exc
 
-    def lock(self, conn: Connection) -> int:
-        """Lock the ledger for this transaction and bump its generation; the one before.
+    def lock(self, conn: Connection, *, rewrite: bool = False) -> tuple[int, int]:
+        """Lock the ledger for this transaction and bump its generation: (the one before, epoch).
 
-        Every transaction that may change charges or budgets calls this first.
+        Every transaction that may change charges or budgets calls this first;
+        one that may do anything but append charges stamped at or after the
+        newest (refund, put rows back, change budgets) passes ``rewrite`` and
+        bumps the epoch too, so every cache is rebuilt rather than caught up.
         SQLite: the transaction's ``BEGIN IMMEDIATE`` already holds the write
         lock. PostgreSQL: the ``UPDATE`` locks the one state row until commit.
         """
-        rows = _driver_rows(conn, self._sql_bump)
-        gen = rows[0][0] if rows else None
-        if gen is None:
+        rows = _driver_rows(conn, self._sql_rewrite if rewrite else self._sql_bump)
+        if not rows or rows[0][0] is None:
             raise StorageError("the egress ledger's state row is missing", obj=self.store.url,
                                remedy="run the migrations (Store.open) on this database")
-        return int(gen) - 1
+        return int(rows[0][0]) - 1, int(rows[0][1])
+
+    def since(self, conn: Connection, high: float) -> list[ChargeRow]:
+        """The rows stamped at or after ``high``, oldest first (read under the ledger lock)."""
+        floor = high if high != float("-inf") else -1.0e300  # every row of an empty cache
+        return [(str(cid), str(p), str(a), int(n), float(at), None if bid is None else str(bid))
+                for cid, p, a, n, at, bid in _driver_rows(conn, self._sql_since, (floor,))]
 
     # -- budgets -----------------------------------------------------------
 
