@@ -156,6 +156,47 @@ def test_cached_decision_sees_a_key_revocation_at_once(world: World) -> None:
         _release(w, "alice")
 
 
+def _pin_clock(w: World) -> None:
+    """Every release decides at one instant, so a cached decision is always in its second."""
+    gate = w.keys.gate
+    assert gate is not None
+    pinned = time.time()
+    gate.clock = lambda: pinned
+
+
+def _decisions(w: World) -> int:
+    snap = w.rule._snap
+    return 0 if snap is None else sum(1 for k in snap.memo if k[0] == "decision")
+
+
+def test_decision_reused_in_its_second_yields_to_a_grant_revocation(world: World) -> None:
+    w = world
+    _pin_clock(w)
+    _, grant_id = _granted(w, "alice")
+    _release(w, "alice")
+    _release(w, "alice")  # served from the cached decision
+    assert _decisions(w) == 1
+    revoke_grant(w.store, w.people["carol"].private_key, "carol", grant_id, "stop",
+                 now=time.time())
+    with pytest.raises(AccessDenied, match="revoked"):
+        _release(w, "alice")  # the very next release, in the same second
+    assert _decisions(w) == 0  # the marker moved: a new snapshot, nothing cached
+
+
+def test_decision_reused_in_its_second_yields_to_a_key_revocation(world: World) -> None:
+    w = world
+    _pin_clock(w)
+    _granted(w, "alice")
+    _release(w, "alice")
+    _release(w, "alice")
+    assert _decisions(w) == 1
+    publish(w.store, "revocation",
+            KeyRevocation(w.people["bob"].public.key_id, "left", int(time.time()))
+            .sign(*[o.private_key for o in w.officers]))
+    with pytest.raises(AccessDenied):  # bob's approval no longer counts: 1 of 2
+        _release(w, "alice")
+
+
 def test_marker_changes_on_insert_and_on_merged_cosignature(world: World) -> None:
     w = world
     kid = w.people["carol"].public.key_id

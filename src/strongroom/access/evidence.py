@@ -40,8 +40,13 @@ revocations, cap holders) is cached in a :class:`_Snapshot` tagged with
 :func:`strongroom.access.statements.marker`, which is re-read (one query) on
 every release; any new statement, merged cosignature or deleted row changes
 it and the snapshot is rebuilt. Signed manifests are the shard locator's
-(verified once per artifact ref and manifest key: immutable). Checks that depend on the time (release evidence and grant
-expiry, approvals, vetting, Cedar decisions) run on every release.
+(verified once per artifact ref and manifest key: immutable). The release
+evidence (signature, expiry, nonce) is checked on every release; a Grant
+decision (verification, Cedar, revocations, denials, caps) is kept in the
+snapshot for the rest of its whole second, since Cedar and every expiry it
+compares see whole seconds, and the byte-budget hint is checked again each
+time. A revocation or any other statement moves the marker, so the very next
+release decides afresh.
 
 Byte budgets: a Grant's byte budget is charged per *request digest* (what the
 approvers approved), so several Grants assembled from one request share one
@@ -310,6 +315,55 @@ class GrantEvidence:
         nonce, expires = self._check_release(release_env, public, kid, request, now)
         described = self._resource(self.shards.locate(request), obj)
         snap = self._snapshot()
+        decided = self._decided(snap, kid, request, action, grant_env, bg_env, described, now)
+        if decided is not None:  # this snapshot and second already accepted the same question
+            details, budget = decided
+        else:
+            details, budget = self._decide(snap, kid, request, action, grant_env, bg_env,
+                                           described, now, reserve=reserve)
+        if not reserve:  # the ledger charges it; the candidates were pre-checked on the hint
+            self._consume(nonce, expires, request, obj, now)
+        else:
+            budget_id = str(details.get("request_digest") or details["break_glass"])
+            self._reserve(budget_id, request.nbytes, budget, obj)  # check and charge at once
+            try:
+                self._consume(nonce, expires, request, obj, now)
+            except BaseException:
+                self._refund(budget_id, request.nbytes)
+                raise
+        return {"evidence_key": kid, "nonce": nonce, "expires": expires, "action": action,
+                **details}
+
+    @staticmethod
+    def _decision_key(kid: str, request: ReleaseRequest, action: str, grant_env: str | None,
+                      bg_env: str | None, described: Resource, now: float) -> tuple[Any, ...]:
+        # int(now): Cedar sees whole seconds, and every expiry compared is a whole second.
+        return ("decision", kid, request.principal, request.artifact, action, grant_env,
+                bg_env, described, int(now))
+
+    def _decided(self, snap: _Snapshot, kid: str, request: ReleaseRequest, action: str,
+                 grant_env: str | None, bg_env: str | None, described: Resource,
+                 now: float) -> tuple[dict[str, Any], int] | None:
+        """A Grant decision this snapshot made in this second, if its budget hint still holds.
+
+        Everything a Grant decision reads is either in the snapshot (statements:
+        enrollments, labels, grants, revocations, denials, the policy; any change
+        moves the marker and starts a new snapshot) or a function of the whole
+        second (Cedar's ``now``, vetting and grant expiry). Only the byte-budget
+        hint moves between releases: it is checked again here, and a spent one
+        takes the full path (which picks another candidate or reports it).
+        """
+        hit: tuple[dict[str, Any], int] | None = snap.memo.get(
+            self._decision_key(kid, request, action, grant_env, bg_env, described, now))
+        if hit is None or self.used(str(hit[0]["request_digest"])) + request.nbytes > hit[1]:
+            return None
+        return hit
+
+    def _decide(self, snap: _Snapshot, kid: str, request: ReleaseRequest, action: str,
+                grant_env: str | None, bg_env: str | None, described: Resource, now: float,
+                *, reserve: bool) -> tuple[dict[str, Any], int]:
+        """The full decision from the snapshot: the principal, then a Grant or break-glass."""
+        obj = request.obj
         if grant_env:
             candidates = [grant_env]
         elif bg_env:
@@ -348,18 +402,12 @@ class GrantEvidence:
                 details, budget = self._stored_break_glass(snap, kid, directory, engine,
                                                            resource, action, request, now,
                                                            refused)
-        if not reserve:  # the ledger charges it; the candidates were pre-checked on the hint
-            self._consume(nonce, expires, request, obj, now)
-        else:
-            budget_id = str(details.get("request_digest") or details["break_glass"])
-            self._reserve(budget_id, request.nbytes, budget, obj)  # check and charge at once
-            try:
-                self._consume(nonce, expires, request, obj, now)
-            except BaseException:
-                self._refund(budget_id, request.nbytes)
-                raise
-        return {"evidence_key": kid, "nonce": nonce, "expires": expires, "action": action,
-                **details}
+                return details, budget  # break-glass: decided afresh every time
+        if "request_digest" in details and self.used(str(details["request_digest"])) \
+                + request.nbytes <= budget:  # not a Grant the hint already found spent
+            self._memo(snap, self._decision_key(kid, request, action, grant_env, bg_env,
+                                                described, now), lambda: (details, budget))
+        return details, budget
 
     def _split(self, evidence: str, obj: str) -> tuple[str, str | None, str | None]:
         try:
