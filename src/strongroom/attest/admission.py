@@ -1,0 +1,176 @@
+"""The gate's side of an attested release: its nonces, bound evidence, a per-key cache, wrapping.
+
+A workload in an enclave proves itself in four steps; the gate never hands a
+file key to anything but the enclave's ephemeral key::
+
+    desk = AdmissionDesk({"sev-snp": SevSnp.with_amd_roots()})
+    nonce = desk.challenge()                                  # 1. the gate issues a nonce
+    # 2. the enclave makes an ephemeral X25519 key and asks its platform for evidence
+    #    whose report data is binding(its_public_key, nonce)
+    adm = desk.admit(policy, "sev-snp", report, collateral, recipient, nonce)   # 3. checked
+    stanza = desk.wrap(file_key, adm)                         # 4. only that key can open it
+
+:meth:`AdmissionDesk.admit` spends the nonce (single use, short-lived), verifies
+the evidence on its platform, checks that the report data binds *this*
+recipient and *this* nonce (so a report replayed with another ephemeral key,
+or replayed at all, is refused) and that the policy allows it, then caches the
+admission under the recipient for ``lifetime_s``: further releases to the
+same ephemeral key skip the evidence verification (:meth:`admitted`).
+
+Each decision is passed to ``observer`` (the runtime appends it to the audit
+log); a refusal is an :class:`~strongroom.errors.AttestationRefused` naming
+the check (``nonce``, ``binding``, ``platform``, ``measurement``, ``tcb``,
+``debug``, or one of the platform's own).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from strongroom.attest.evidence import Collateral, Platform, VerifiedEvidence, refuse
+from strongroom.attest.policy import AttestationPolicy
+from strongroom.crypto.age import Stanza, X25519Recipient
+from strongroom.errors import AttestationRefused, InvalidInput
+
+__all__ = ["NONCE_SIZE", "Admission", "AdmissionDesk", "binding"]
+
+NONCE_SIZE = 32
+#: How long an issued nonce may wait for its evidence, seconds.
+NONCE_TTL_S = 120.0
+#: How long verified evidence stands for its ephemeral key, seconds.
+LIFETIME_S = 900.0
+#: Most nonces outstanding and admissions cached at once (oldest dropped first).
+MAX_OUTSTANDING = 10_000
+
+Observer = Callable[[dict[str, Any]], None]
+
+
+def binding(public_key: bytes, nonce: bytes) -> bytes:
+    """The 64 bytes of report data that bind ``public_key`` and ``nonce``: SHA-256, then zeros."""
+    return hashlib.sha256(public_key + nonce).digest() + bytes(32)
+
+
+@dataclass(frozen=True)
+class Admission:
+    """Evidence the gate accepted for one ephemeral key under one policy, until ``expires``."""
+
+    evidence: VerifiedEvidence
+    recipient: X25519Recipient
+    policy: str
+    serial: int
+    expires: float
+
+
+class AdmissionDesk:
+    """Issues nonces, admits bound evidence under a policy, and wraps file keys to admitted keys."""
+
+    def __init__(self, platforms: Mapping[str, Platform], *, observer: Observer | None = None,
+                 clock: Callable[[], float] = time.monotonic,
+                 wall: Callable[[], datetime] | None = None, nonce_ttl_s: float = NONCE_TTL_S,
+                 lifetime_s: float = LIFETIME_S) -> None:
+        self._platforms = dict(platforms)
+        self._observer = observer
+        self._clock = clock
+        self._wall = wall or (lambda: datetime.now(UTC))
+        self._nonce_ttl = nonce_ttl_s
+        self._lifetime = lifetime_s
+        self._nonces: OrderedDict[bytes, float] = OrderedDict()
+        self._admitted: OrderedDict[tuple[str, bytes], Admission] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def challenge(self) -> bytes:
+        """A fresh nonce for one piece of evidence (single use, valid ``nonce_ttl_s``)."""
+        nonce = os.urandom(NONCE_SIZE)
+        with self._lock:
+            self._nonces[nonce] = self._clock() + self._nonce_ttl
+            while len(self._nonces) > MAX_OUTSTANDING:
+                self._nonces.popitem(last=False)
+        return nonce
+
+    def _spend(self, nonce: bytes) -> None:
+        with self._lock:
+            expires = self._nonces.pop(nonce, None)
+        if expires is None:
+            raise refuse("nonce", "the nonce was not issued by this gate or was already used",
+                         obj="attested release")
+        if self._clock() > expires:
+            raise refuse("nonce", "the nonce is stale (older than "
+                                  f"{self._nonce_ttl:.0f} s)", obj="attested release")
+
+    def admit(self, policy: AttestationPolicy, platform: str, evidence: bytes,
+              collateral: Collateral, recipient: X25519Recipient, nonce: bytes) -> Admission:
+        """Check evidence bound to ``recipient`` and ``nonce`` against ``policy``; cache it."""
+        facts: dict[str, Any] = {"policy": policy.name, "serial": policy.serial,
+                                 "platform": platform, "recipient": str(recipient)}
+        try:
+            admission = self._admit(policy, platform, evidence, collateral, recipient, nonce,
+                                    facts)
+        except AttestationRefused as exc:
+            self._observe({**facts, "decision": "deny", "check": exc.check,
+                           "reason": exc.message[:300]})
+            raise
+        self._observe({**facts, "decision": "allow"})
+        return admission
+
+    def _admit(self, policy: AttestationPolicy, platform: str, evidence: bytes,
+               collateral: Collateral, recipient: X25519Recipient, nonce: bytes,
+               facts: dict[str, Any]) -> Admission:
+        if platform not in policy.platforms:
+            raise refuse("platform", f"policy {policy.name!r} does not allow {platform}",
+                         obj="attested release")
+        verifier = self._platforms.get(platform)
+        if verifier is None:
+            raise refuse("platform", f"this gate has no {platform} verifier",
+                          obj="attested release")
+        if len(nonce) != NONCE_SIZE:
+            raise refuse("nonce", f"a nonce is {NONCE_SIZE} bytes", obj="attested release")
+        self._spend(nonce)
+        ev = verifier.verify(evidence, collateral, now=self._wall())
+        facts.update(measurement=ev.measurement, chip_id=ev.chip_id, tcb=dict(ev.tcb))
+        if not hmac.compare_digest(ev.report_data, binding(recipient.public_bytes, nonce)):
+            raise refuse("binding", "the report data does not bind this ephemeral key and "
+                                    "this nonce (replayed evidence, or made for another key)",
+                         obj="attested release")
+        policy.check(ev)
+        admission = Admission(ev, recipient, policy.name, policy.serial,
+                              self._clock() + self._lifetime)
+        with self._lock:
+            self._admitted[(policy.name, recipient.public_bytes)] = admission
+            while len(self._admitted) > MAX_OUTSTANDING:
+                self._admitted.popitem(last=False)
+        return admission
+
+    def admitted(self, policy: AttestationPolicy, recipient: X25519Recipient) -> Admission | None:
+        """The standing admission of ``recipient`` under ``policy`` (this serial), else None."""
+        key = (policy.name, recipient.public_bytes)
+        with self._lock:
+            adm = self._admitted.get(key)
+            if adm is None:
+                return None
+            if adm.serial != policy.serial or self._clock() > adm.expires:
+                del self._admitted[key]
+                return None
+        return adm
+
+    def wrap(self, file_key: bytes | bytearray, admission: Admission) -> Stanza:
+        """``file_key`` as an age X25519 stanza only the admitted ephemeral key opens."""
+        if self._clock() > admission.expires:
+            raise refuse("expired", "the admission of this ephemeral key has lapsed; attest "
+                                    "again", obj="attested release")
+        if len(file_key) != 16:
+            raise InvalidInput("a file key is 16 bytes", obj="attested release")
+        (stanza,) = admission.recipient.wrap(bytes(file_key))
+        return stanza
+
+    def _observe(self, event: dict[str, Any]) -> None:
+        if self._observer is not None:
+            self._observer(event)
