@@ -22,6 +22,7 @@ from strongroom.cli import (
     docs_cmd,
     gateway_cmd,
     keys_cmd,
+    keyserver_cmd,
     monitor_cmd,
     people_cmd,
     placement,
@@ -96,6 +97,7 @@ for module in (
     backup_cmd,
     db_cmd,
     bundle_cmd,
+    keyserver_cmd,
 ):
     module.register(app)
 

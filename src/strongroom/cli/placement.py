@@ -47,6 +47,8 @@ ANYWHERE = frozenset({
     "doctor", "sbom", "scan",
     "gateway sign-release", "gateway verify-release",
     "keys new-identity", "keys verify-share",
+    # a key server is its own data directory and host, never the vault's
+    "keyserver serve",
     "redteam list",
     "serve",
     "trust ls", "trust rm", "trust set",

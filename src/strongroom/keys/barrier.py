@@ -65,6 +65,8 @@ _CHECK_PATH = "core/check"
 _CEREMONY_PATH = "core/ceremony"
 _OFFICERS_PATH = "core/officers"
 _SIGNING_PREFIX = "core/signing/"
+#: Barrier path prefix of entries other packages seal through the keyring (``ext/<name>``).
+EXT_PREFIX = "ext/"
 #: Barrier path prefix of KEK versions (``kek/<version>``).
 KEK_PREFIX = "kek/"
 SIGNING_PURPOSES = ("manifest", "checkpoint")
@@ -262,6 +264,18 @@ class Barrier:
             session.add(KeyringEntry(path=path, version=version, sealed=sealed, updated_at=now))
         else:
             row.version, row.sealed, row.updated_at = version, sealed, now
+
+    def get(self, session: Any, path: str) -> Any | None:
+        """Open entry ``path`` (None when absent); IntegrityError when it fails authentication."""
+        row = session.get(KeyringEntry, path)
+        if row is None:
+            return None
+        try:
+            return json.loads(self._aead.decrypt(row.sealed[:NONCE_LEN], row.sealed[NONCE_LEN:],
+                                                 _entry_aad(self.vault_id, path, row.version)))
+        except (InvalidTag, ValueError) as exc:
+            raise IntegrityError("barrier entry fails authentication",
+                                 obj=f"keyring entry {path!r}") from exc
 
     def put_ceremony(self, session: Any, config: CeremonyConfig, backend: str,
                      now: datetime) -> None:

@@ -67,6 +67,7 @@ from strongroom.errors import (
     StorageError,
 )
 from strongroom.keys.barrier import (
+    EXT_PREFIX,
     ROOT_KEY_LEN,
     SIGNING_PURPOSES,
     Barrier,
@@ -444,6 +445,26 @@ class Keyring:
         """How many officers must sign directory statements (the access issue's root of trust)."""
         self.require_unsealed()
         return self._officer_threshold
+
+    def sealed_entry(self, name: str) -> Any | None:
+        """Open the barrier entry ``ext/<name>`` another package sealed here (None when absent)."""
+        with self._lock:
+            self.require_unsealed()
+            assert self._barrier is not None
+            with self.store.session() as session:
+                return self._barrier.get(session, EXT_PREFIX + name)
+
+    def seal_entry(self, name: str, value: Any) -> None:
+        """Seal ``value`` (JSON) as the next version of barrier entry ``ext/<name>``.
+
+        For secrets of other key backends (a threshold key server's share): they
+        are as safe as the KEKs, and unreadable while sealed.
+        """
+        with self._lock:
+            self.require_unsealed()
+            assert self._barrier is not None
+            with self.store.session() as session:
+                self._barrier.put(session, EXT_PREFIX + name, value, self.clock())
 
     def public_keys(self) -> dict[str, bytes]:
         """Raw Ed25519 public keys: ``manifest``, ``checkpoint`` and ``officer:<key id>``."""

@@ -48,8 +48,8 @@ from strongroom.threshold.shares import KeyShare, lagrange_at_zero, public_share
 
 __all__ = [
     "DIGEST_LEN",
-    "FILE_KEY_LEN",
-    "WRAPPED_LEN",
+    "FILE_KEY_LENS",
+    "WRAPPED_LENS",
     "Combiner",
     "Partial",
     "Wrapped",
@@ -61,11 +61,12 @@ __all__ = [
     "wrap_file_key",
 ]
 
-FILE_KEY_LEN = 32
+#: File key lengths wrapped: age's 16-byte file key, or a 32-byte key.
+FILE_KEY_LENS = (16, 32)
 DIGEST_LEN = 32
 _TAG_LEN = 16
-#: ``U ‖ sealed file key ‖ tag``: the body of a threshold-wrapped file key.
-WRAPPED_LEN = ELEMENT_LEN + FILE_KEY_LEN + _TAG_LEN
+#: Lengths of ``U ‖ sealed file key ‖ tag``, the body of a threshold-wrapped file key.
+WRAPPED_LENS = tuple(ELEMENT_LEN + n + _TAG_LEN for n in FILE_KEY_LENS)
 _KDF_LABEL = b"strongroom threshold file key v1\x00"
 _PROOF_LABEL = b"STRONGROOM-THRESHOLD-V1-"
 # Each derived key seals exactly one file key, so a fixed nonce never repeats under a key.
@@ -91,14 +92,15 @@ class Wrapped:
     sealed: bytes
 
     def encode(self) -> bytes:
-        """``U ‖ sealed`` (:data:`WRAPPED_LEN` bytes)."""
+        """``U ‖ sealed`` (one of :data:`WRAPPED_LENS` bytes)."""
         return self.u.raw + self.sealed
 
     @classmethod
     def decode(cls, raw: bytes, *, what: str = "threshold-wrapped file key") -> Wrapped:
         """Parse and check ``U ‖ sealed``; InvalidInput when malformed."""
-        if len(raw) != WRAPPED_LEN:
-            raise InvalidInput(f"a threshold-wrapped file key is {WRAPPED_LEN} bytes, got {len(raw)}", obj=what,
+        if len(raw) not in WRAPPED_LENS:
+            raise InvalidInput(f"a threshold-wrapped file key is {' or '.join(map(str, WRAPPED_LENS))} bytes, "
+                               f"got {len(raw)}", obj=what,
                                remedy="the header is corrupt; restore the blob from a trusted copy")
         return cls(Element.decode(raw[:ELEMENT_LEN], what=what), raw[ELEMENT_LEN:])
 
@@ -110,9 +112,9 @@ def _kek(shared: Element, u: Element, group_key: Element, bound: bytes) -> ChaCh
 
 
 def wrap_file_key(group_key: Element, file_key: bytes, bound: bytes) -> Wrapped:
-    """Wrap a 32-byte file key to ``group_key``, bound to ``bound`` (:func:`binding`)."""
-    if len(file_key) != FILE_KEY_LEN:
-        raise InvalidInput(f"a file key is {FILE_KEY_LEN} bytes, got {len(file_key)}", obj="threshold wrap",
+    """Wrap a 16- or 32-byte file key to ``group_key``, bound to ``bound`` (:func:`binding`)."""
+    if len(file_key) not in FILE_KEY_LENS:
+        raise InvalidInput(f"a file key is 16 or 32 bytes, got {len(file_key)}", obj="threshold wrap",
                            remedy="wrap the blob's age file key")
     if group_key.is_identity:
         raise InvalidInput("the group key is the identity", obj="threshold wrap",
@@ -183,12 +185,18 @@ class Partial:
         return cls(index, digest, points, Proof.decode(proof_raw, what=what))
 
 
-def partial_decrypt(share: KeyShare, request_digest: bytes, us: Sequence[Element]) -> Partial:
-    """Key server side: ``Dᵢ = yᵢ·U`` for each blob, with one DLEQ proof bound to the request."""
+def partial_decrypt(
+    share: KeyShare, request_digest: bytes, us: Sequence[Element], *, points: Sequence[Element] | None = None
+) -> Partial:
+    """Key server side: ``Dᵢ = yᵢ·U`` for each blob, with one DLEQ proof bound to the request.
+
+    ``points`` are the ``Dᵢ`` when the caller already computed them (the key
+    server's gate does, as its last step).
+    """
     if not 1 <= len(us) <= MAX_BLOBS:
         raise InvalidInput(f"a release covers 1 to {MAX_BLOBS} blobs, got {len(us)}", obj="partial decryption",
                            remedy="split the request")
-    points = tuple(u.mult(share.value) for u in us)
+    points = tuple(u.mult(share.value) for u in us) if points is None else tuple(points)
     mine = base_mult(share.value)
     proof = generate_proof(share.value, GENERATOR, mine, us, points, proof_context(request_digest, share.index))
     return Partial(share.index, request_digest, points, proof)

@@ -1,0 +1,487 @@
+"""A threshold key server: one of n independent hosts that each hold one share of the group key.
+
+A key server is a strongroom data directory of its own — its own database,
+keyring (its own custodians and unseal), officers, audit log with its
+witnesses, egress ledger and state guard — running the **same release gate**
+as ``strongroom serve`` (:class:`~strongroom.release.gate.ReleaseGate`, built
+by :class:`~strongroom.runtime.services.LocalKeyService` at unseal). Only the
+gate's last step differs: instead of unwrapping a file key under a KEK, it
+computes the partial decryption ``Dᵢ = yᵢ·U`` with its share, which this
+module returns with an RFC 9497 DLEQ proof bound to the request's digest
+(:mod:`strongroom.threshold.wrap`). The share is a barrier entry of its
+keyring: unreadable while sealed, never on disk in the clear.
+
+Before the gate runs, the server checks what it will decrypt: the request
+carries the artifact's manifest, which must be signed by the vault manifest
+key pinned at set-up, and the blob's age header, whose SHA-256 must be the one
+that manifest pins for the shard; the ``U`` comes from that header only. The
+bytes charged are the manifest's size for the shard.
+
+Who may release (interim rule, until the directory of signed statements is
+replicated to key servers; docs/threshold.md): principals pinned by the key
+server's own officers at set-up (:class:`PinnedPrincipals`), each request
+freshly signed by the principal and single use (nonces rebuilt from this
+server's own audit log at unseal).
+
+Administration (set-up, key generation, re-sharing) takes statements signed
+by one of the key server's officers (``keyserver-admin`` DSSE, fresh, single
+use); every step is audited in its own log. Use it through
+``strongroom keyserver serve`` (:func:`create_app`); the requester's side is
+:mod:`strongroom.runtime.threshold_client`.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, cast
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from strongroom.crypto import age
+from strongroom.crypto.dsse import key_id, verify_statement
+from strongroom.errors import (
+    AccessDenied,
+    ConfigError,
+    IntegrityError,
+    InvalidInput,
+    NotFound,
+    Sealed,
+    StrongroomError,
+)
+from strongroom.keys.config import KeysSettings
+from strongroom.keys.threshold import (
+    SHARE_ENTRY,
+    find_wrapped,
+    load_share,
+    request_digest,
+    share_entry,
+)
+from strongroom.release import ReleaseGate, ReleaseRequest, UsedNonces, check_release_signature
+from strongroom.release.request import MAX_EVIDENCE_LIFETIME_S, PublicKeys
+from strongroom.runtime.services import LocalKeyService
+from strongroom.store.db import Store
+from strongroom.threshold.group import Element, decode_scalar, encode_scalar
+from strongroom.threshold.shares import (
+    DealtShare,
+    KeyShare,
+    combine,
+    combine_reshare,
+    deal,
+    reshare,
+)
+from strongroom.threshold.wrap import partial_decrypt
+from strongroom.vault.manifest import FileEntry, Manifest
+
+if TYPE_CHECKING:
+    from strongroom.audit.log import AuditLog
+    from strongroom.keys.keyring import Keyring
+    from strongroom.release.ports import ShardLocator
+
+__all__ = [
+    "ADMIN_PAYLOAD_TYPE",
+    "KeyServer",
+    "PartialRequest",
+    "PinnedPrincipals",
+]
+
+ADMIN_PAYLOAD_TYPE = "application/vnd.strongroom.keyserver-admin+json"
+_CONFIG_ENTRY = "threshold/config"
+_TRANSPORT_ENTRY = "threshold/transport"
+_PENDING_ENTRY = "threshold/pending"
+ACTION = "keys.threshold_partial"
+
+
+@dataclass(frozen=True)
+class PartialRequest:
+    """What a requester sends a key server: the release request, the signed manifest, the blob header."""
+
+    request: ReleaseRequest
+    manifest: str
+    header: bytes
+
+    def to_json(self) -> dict[str, Any]:
+        """The HTTP body."""
+        r = self.request
+        return {"principal": r.principal, "principal_key": base64.b64encode(r.principal_key).decode(),
+                "artifact": r.artifact, "shard": r.shard, "blob_id": r.blob_id, "nbytes": r.nbytes,
+                "purpose": r.purpose, "evidence": r.evidence, "manifest": self.manifest,
+                "header": base64.b64encode(self.header).decode()}
+
+    @classmethod
+    def from_json(cls, body: Any) -> PartialRequest:
+        """Parse the HTTP body; InvalidInput naming the field when malformed."""
+        if not isinstance(body, dict):
+            raise InvalidInput("the body must be a JSON object", obj="partial request")
+        try:
+            text = {k: body[k] for k in ("principal", "artifact", "shard", "blob_id", "purpose",
+                                          "evidence", "manifest")}
+            if not all(isinstance(v, str) for v in text.values()) or not isinstance(body["nbytes"], int):
+                raise TypeError
+            key = base64.b64decode(body["principal_key"], validate=True)
+            header = base64.b64decode(body["header"], validate=True)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InvalidInput(f"malformed partial request ({type(exc).__name__})", obj="partial request",
+                               remedy="send principal, principal_key, artifact, shard, blob_id, nbytes, "
+                               "purpose, evidence, manifest and header") from None
+        request = ReleaseRequest(principal=text["principal"], principal_key=key, artifact=text["artifact"],
+                                 shard=text["shard"], blob_id=text["blob_id"], nbytes=body["nbytes"],
+                                 purpose=text["purpose"], evidence=text["evidence"])
+        return cls(request, text["manifest"], header)
+
+
+class PinnedPrincipals:
+    """The key server's evidence rule: a principal pinned by its officers, freshly signed, single use."""
+
+    def __init__(self, principals: Mapping[str, Ed25519PublicKey]) -> None:
+        self.principals = dict(principals)
+        self._keys = PublicKeys()
+        self.nonces = UsedNonces()
+
+    def seed_from_audit(self, audit: AuditLog, now: float) -> None:
+        """Remember the nonces this server's own log shows spent and not yet expired."""
+        end = audit.size()
+        horizon = now - MAX_EVIDENCE_LIFETIME_S
+        while end > 0:
+            start = max(0, end - 2000)
+            events = audit.events(start, end)
+            for ev in events:
+                nonce, expires = ev.details.get("nonce"), ev.details.get("expires")
+                if ev.decision == "allow" and isinstance(nonce, str) and isinstance(expires, int) \
+                        and expires > now:
+                    self.nonces.remember(nonce, float(expires))
+            if not events or _event_time(events[0]) <= horizon:
+                break
+            end = start
+
+    def verify(self, request: ReleaseRequest, now: float) -> Mapping[str, Any]:
+        """Signature, pinning, binding, expiry, replay; AccessDenied naming what failed."""
+        obj = request.obj
+        try:
+            public, kid = self._keys.load(request.principal_key)
+        except (ValueError, TypeError):
+            raise AccessDenied("the principal's public key is malformed", obj=obj) from None
+        if kid not in self.principals:
+            raise AccessDenied(f"principal {request.principal} (key {kid}) is not pinned on this key server",
+                               obj=obj, remedy="ask this key server's officers to pin the principal "
+                               "(`keyserver-admin` set-up); each key server decides for itself")
+        nonce, expires = check_release_signature(request.evidence, public, kid, request, now)
+        self.nonces.spend(nonce, expires, now, obj=obj)
+        return {"evidence_key": kid, "nonce": nonce, "expires": expires}
+
+
+def _event_time(ev: Any) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(str(ev.time).replace("Z", "+00:00")).timestamp()
+
+
+@dataclass(frozen=True)
+class _Located:
+    version: int
+    wrapped: Any
+
+
+class _ShareUnwrapper:
+    """Stands where the gate's keyring stands; its ``unwrap`` is the partial decryption ``yᵢ·U``."""
+
+    def __init__(self, keyring: Keyring, server: KeyServer) -> None:
+        self._keyring = keyring
+        self._server = server
+
+    def require_unsealed(self) -> None:
+        self._keyring.require_unsealed()
+
+    def locate(self, blob_id: str, stanzas: Sequence[age.Stanza] = ()) -> _Located:
+        share, epoch = self._server.share()
+        return _Located(epoch, find_wrapped(stanzas, share.public_key, obj=f"blob {blob_id}"))
+
+    def unwrap(self, blob_id: str, located: _Located) -> bytearray:
+        share, _ = self._server.share()
+        return bytearray(located.wrapped.u.mult(share.value).raw)
+
+
+class _CarriedSizes:
+    """Shard sizes from manifests this server verified for the request in flight."""
+
+    def __init__(self) -> None:
+        self._sizes: dict[tuple[str, str, str], int] = {}
+        self._lock = threading.Lock()
+
+    def note(self, request: ReleaseRequest, entry: FileEntry) -> None:
+        with self._lock:
+            self._sizes[(request.artifact, request.shard, request.blob_id)] = entry.size
+
+    def size(self, request: ReleaseRequest) -> int:
+        with self._lock:
+            size = self._sizes.get((request.artifact, request.shard, request.blob_id))
+        if size is None:
+            raise AccessDenied("no verified manifest names this shard", obj=request.obj,
+                               remedy="send the artifact's signed manifest with the request")
+        return size
+
+
+class KeyServer:
+    """One key server's state: its key service (keyring, gate, audit), its sealed share and config."""
+
+    def __init__(self, store: Store, settings: KeysSettings | None = None, *, actor: str = "keyserver") -> None:
+        self._sizes = _CarriedSizes()
+        self._rule: PinnedPrincipals | None = None
+        self.svc = LocalKeyService(store, settings or KeysSettings(key_backend="shamir"), actor=actor,
+                                   evidence_factory=self._evidence, sizes_factory=lambda _kr: self._sizes)
+        self._gate: ReleaseGate | None = None
+        self._lock = threading.RLock()
+        self._manifests: dict[str, Manifest] = {}
+        self._share: tuple[KeyShare, int] | None = None
+        self._used_admin: UsedNonces = UsedNonces()
+
+    # -- wiring ------------------------------------------------------------------
+
+    def _evidence(self, keyring: Keyring, store: Store, audit: AuditLog, shards: ShardLocator) -> PinnedPrincipals:
+        config = self._config_or_none(keyring)
+        rule = PinnedPrincipals(_principals(config))
+        rule.seed_from_audit(audit, time.time())
+        self._rule = rule
+        return rule
+
+    @staticmethod
+    def _config_or_none(keyring: Keyring) -> dict[str, Any] | None:
+        entry = keyring.sealed_entry(_CONFIG_ENTRY)
+        return entry if isinstance(entry, dict) else None
+
+    def gate(self) -> ReleaseGate:
+        """The gate of ``strongroom serve`` with the partial decryption as its last step."""
+        with self._lock:
+            base = self.svc.gate
+            if base is None:
+                self.svc.keyring.require_unsealed()
+                raise Sealed("the key server's gate is not built", obj="key server",
+                             remedy="unseal it with its custodians' shares")
+            if self._gate is None or self._gate.audit is not base.audit:
+                self._gate = ReleaseGate(
+                    cast("Keyring", _ShareUnwrapper(self.svc.keyring, self)), base.audit,
+                    evidence=base.evidence, egress=base.egress, sizes=self._sizes, canaries=base.canaries,
+                    guard=base.guard, server=base.server, observer=base.observer)
+            return self._gate
+
+    def share(self) -> tuple[KeyShare, int]:
+        """This server's share and its epoch; NotFound before key generation."""
+        with self._lock:
+            if self._share is None:
+                entry = self.svc.keyring.sealed_entry(SHARE_ENTRY)
+                if entry is None:
+                    raise NotFound("this key server holds no share yet", obj="key server",
+                                   remedy="run the key generation (`keyserver-admin` dkg) with the other servers")
+                self._share = load_share(entry, obj="key server share")
+            return self._share
+
+    def config(self) -> dict[str, Any]:
+        """The sealed set-up: index, pinned manifest key, pinned principals; ConfigError before set-up."""
+        config = self._config_or_none(self.svc.keyring)
+        if config is None:
+            raise ConfigError("the key server is not set up", obj="key server",
+                              remedy="its officers sign a `setup` statement (index, manifest key, principals)")
+        return config
+
+    # -- release -------------------------------------------------------------------
+
+    def partial(self, body: PartialRequest) -> dict[str, object]:
+        """Verify the manifest and header, run the gate, return the partial with its proof."""
+        request = body.request
+        config = self.config()
+        manifest = self._manifest(body.manifest, config, obj=request.artifact)
+        entry = manifest.file(request.shard)
+        if manifest.ref != request.artifact or entry.blob != request.blob_id:
+            raise AccessDenied("the signed manifest does not list this blob for this shard", obj=request.obj,
+                               remedy="send the artifact's current signed manifest")
+        header = age.parse_header(body.header)
+        if header is None or hashlib.sha256(body.header[: header.size]).hexdigest() != entry.header_sha256:
+            raise IntegrityError("the blob header is not the one the signed manifest pins", obj=request.obj,
+                                 remedy="send the blob's own header; the blob may have been swapped")
+        self._sizes.note(request, entry)
+        request = ReleaseRequest(principal=request.principal, principal_key=request.principal_key,
+                                 artifact=request.artifact, shard=request.shard, blob_id=request.blob_id,
+                                 nbytes=request.nbytes, purpose=request.purpose, evidence=request.evidence,
+                                 stanzas=header.stanzas)
+        share, _ = self.share()
+        wrapped = find_wrapped(header.stanzas, share.public_key, obj=request.obj)
+        digest = request_digest(request, [wrapped.u])
+        raw = self.gate().release(request)
+        try:
+            point = Element.decode(bytes(raw), what="partial")
+        finally:
+            raw[:] = bytes(len(raw))
+        return partial_decrypt(share, digest, [wrapped.u], points=[point]).encode()
+
+    def _manifest(self, envelope: str, config: Mapping[str, Any], *, obj: str) -> Manifest:
+        cached = self._manifests.get(envelope)
+        if cached is not None:
+            return cached
+        key = Ed25519PublicKey.from_public_bytes(base64.b64decode(config["manifest_key"]))
+        manifest = Manifest.verify(envelope, key, obj=obj)
+        with self._lock:
+            if len(self._manifests) > 4096:
+                self._manifests.clear()
+            self._manifests[envelope] = manifest
+        return manifest
+
+    # -- administration (officer-signed) ---------------------------------------------
+
+    def admin(self, envelope: str) -> dict[str, Any]:
+        """Run one officer-signed administration statement; audited; returns its public result."""
+        keyring = self.svc.keyring
+        officers = keyring.officers()
+        st = verify_statement(envelope, ADMIN_PAYLOAD_TYPE, officers, obj="keyserver-admin statement")
+        now = time.time()
+        expires, nonce = st.get("expires"), st.get("nonce")
+        if not isinstance(expires, int) or not isinstance(nonce, str) or len(nonce) < 16 \
+                or not now < expires <= now + MAX_EVIDENCE_LIFETIME_S:
+            raise AccessDenied("the administration statement is expired or lacks a nonce",
+                               obj="keyserver-admin statement", remedy="sign a fresh one")
+        with self._lock:
+            self._used_admin.spend(nonce, expires, now, obj="keyserver-admin statement")
+            op = st.get("op")
+            handler = {"setup": self._setup, "deal": self._deal, "accept": self._accept}.get(str(op))
+            if handler is None:
+                raise InvalidInput(f"unknown operation {op!r}", obj="keyserver-admin statement",
+                                   remedy="use setup, deal or accept")
+            result = handler(st)
+            audit = self.svc.audit
+            if audit is not None:
+                audit.append(actor=f"officer:{_signer(envelope, officers)}", action=f"keys.threshold_{op}",
+                             obj="key server", decision="allow", reason=str(op),
+                             details={k: v for k, v in result.items() if k != "pieces"})
+            return result
+
+    def _setup(self, st: Mapping[str, Any]) -> dict[str, Any]:
+        try:
+            index = int(st["index"])
+            Ed25519PublicKey.from_public_bytes(base64.b64decode(st["manifest_key"], validate=True))
+            principals = {key_id(Ed25519PublicKey.from_public_bytes(base64.b64decode(p, validate=True))): p
+                          for p in st["principals"]}
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InvalidInput("setup needs index, manifest_key and principals (base64 Ed25519 keys)",
+                               obj="keyserver-admin setup") from exc
+        if not 1 <= index <= 255:
+            raise InvalidInput(f"index {index} is outside 1..255", obj="keyserver-admin setup")
+        keyring = self.svc.keyring
+        keyring.seal_entry(_CONFIG_ENTRY, {"index": index, "manifest_key": st["manifest_key"],
+                                           "principals": sorted(principals.values())})
+        if self._rule is not None:
+            self._rule.principals = _principals(self.config())
+        return {"index": index, "principals": sorted(principals)}
+
+    def transport(self) -> age.X25519Identity:
+        """This server's key-generation transport identity (sealed in its barrier; made on first use)."""
+        keyring = self.svc.keyring
+        entry = keyring.sealed_entry(_TRANSPORT_ENTRY)
+        if isinstance(entry, dict) and isinstance(entry.get("identity"), str):
+            return age.X25519Identity.parse(entry["identity"])
+        identity = age.X25519Identity.generate()
+        keyring.seal_entry(_TRANSPORT_ENTRY, {"identity": str(identity)})
+        return identity
+
+    def _deal(self, st: Mapping[str, Any]) -> dict[str, Any]:
+        """Deal a fresh secret (``mode: dkg``) or this server's share (``mode: reshare``) to recipients."""
+        try:
+            threshold = int(st["threshold"])
+            recipients = {int(i): age.X25519Recipient.parse(r) for i, r in st["recipients"].items()}
+            mode = st["mode"]
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise InvalidInput("deal needs mode, threshold and recipients {index: age recipient}",
+                               obj="keyserver-admin deal") from exc
+        me = int(self.config()["index"])
+        if mode == "dkg":
+            from strongroom.threshold.group import random_scalar
+
+            dealing = deal(random_scalar(), threshold=threshold, indices=sorted(recipients), dealer=me)
+        elif mode == "reshare":
+            dealing = reshare(self.share()[0], threshold=threshold, indices=sorted(recipients))
+        else:
+            raise InvalidInput(f"unknown mode {mode!r}", obj="keyserver-admin deal", remedy="use dkg or reshare")
+        pieces = {}
+        for index, recipient in recipients.items():
+            plain = json.dumps({"dealer": me, "index": index,
+                                "value": base64.b64encode(encode_scalar(dealing.values[index])).decode()})
+            pieces[str(index)] = base64.b64encode(_seal_to(recipient, plain.encode())).decode()
+        return {"dealer": me, "mode": mode, "commitments": [c.hex() for c in dealing.commitments],
+                "pieces": pieces}
+
+    def _accept(self, st: Mapping[str, Any]) -> dict[str, Any]:
+        """Verify and combine the dealings addressed to this server; seal the new share."""
+        me = int(self.config()["index"])
+        identity = self.transport()
+        try:
+            mode = st["mode"]
+            dealings = list(st["dealings"])
+            epoch = int(st.get("epoch", 1))
+            old = [Element.decode(bytes.fromhex(c)) for c in st.get("old_commitments", [])]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InvalidInput("accept needs mode and dealings", obj="keyserver-admin accept") from exc
+        pieces = []
+        for d in dealings:
+            commitments = tuple(Element.decode(bytes.fromhex(c), what=f"dealing of {d.get('dealer')}")
+                                for c in d["commitments"])
+            sealed = base64.b64decode(d["pieces"][str(me)], validate=True)
+            plain = json.loads(_open_with(identity, sealed, obj=f"dealing of {d.get('dealer')}"))
+            if plain["index"] != me or plain["dealer"] != d["dealer"]:
+                raise IntegrityError("a piece addressed to another server or from another dealer",
+                                     obj=f"dealing of {d.get('dealer')}", remedy="refuse this dealing")
+            value = decode_scalar(base64.b64decode(plain["value"], validate=True), what="dealt piece")
+            pieces.append(DealtShare(int(d["dealer"]), me, value, commitments))
+        share = combine(pieces) if mode == "dkg" else combine_reshare(pieces, old)
+        self.svc.keyring.seal_entry(SHARE_ENTRY, share_entry(share, epoch=epoch))
+        self._share = (share, epoch)
+        self._gate = None
+        return {"index": me, "epoch": epoch, "public_share": share.public_share(me).hex(),
+                "commitments": [c.hex() for c in share.commitments]}
+
+    def status(self) -> dict[str, Any]:
+        """Public status: sealed, index, epoch, public share and commitments (never the share)."""
+        st = self.svc.status()
+        out: dict[str, Any] = {"sealed": st.sealed, "keyring": st.to_dict()}
+        if st.sealed:
+            return out
+        config = self._config_or_none(self.svc.keyring)
+        if config is not None:
+            out["index"] = config["index"]
+            out["transport"] = str(self.transport().recipient)
+        try:
+            share, epoch = self.share()
+        except NotFound:
+            return out
+        out |= {"epoch": epoch, "commitments": [c.hex() for c in share.commitments],
+                "public_share": share.public_share(share.index).hex()}
+        return out
+
+
+def _principals(config: Mapping[str, Any] | None) -> dict[str, Ed25519PublicKey]:
+    if config is None:
+        return {}
+    keys = [Ed25519PublicKey.from_public_bytes(base64.b64decode(p)) for p in config.get("principals", [])]
+    return {key_id(k): k for k in keys}
+
+
+def _signer(envelope: str, officers: Mapping[str, Ed25519PublicKey]) -> str:
+    try:
+        sigs = json.loads(envelope).get("signatures", [])
+        return next((str(s.get("keyid")) for s in sigs if s.get("keyid") in officers), "?")
+    except (ValueError, AttributeError):
+        return "?"
+
+
+def _seal_to(recipient: age.X25519Recipient, plain: bytes) -> bytes:
+    return age.encrypt(plain, [recipient])
+
+
+def _open_with(identity: age.X25519Identity, sealed: bytes, *, obj: str) -> bytes:
+    try:
+        return age.decrypt(sealed, [identity])
+    except StrongroomError as exc:
+        raise IntegrityError("a dealt piece does not open with this server's transport key", obj=obj,
+                             remedy="the dealer used another recipient; deal again") from exc

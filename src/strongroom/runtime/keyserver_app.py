@@ -1,0 +1,103 @@
+"""The key server's HTTP face: status, unseal, officer-signed administration, partial decryptions.
+
+``strongroom keyserver serve`` runs :func:`create_app` under uvicorn, one
+process per key server, each on its own data directory and database. Routes
+(JSON bodies; errors are ``{"error": {type, message, obj, remedy}}`` with a
+4xx/503 status, never a traceback, never key material):
+
+* ``GET  /v1/keyserver/status`` — sealed?, index, epoch, commitments, public share, transport recipient;
+* ``POST /v1/keyserver/unseal`` — ``{"submission": <base64>}``: one custodian's share submission;
+* ``POST /v1/keyserver/admin`` — ``{"envelope": <DSSE>}`` signed by one of this server's officers;
+* ``POST /v1/keyserver/partial`` — a :class:`~strongroom.runtime.keyserver.PartialRequest`: the
+  partial decryption with its proof, or the gate's refusal.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from strongroom.errors import (
+    AccessDenied,
+    AuditUnavailable,
+    ConfigError,
+    IntegrityError,
+    InvalidInput,
+    NotFound,
+    Sealed,
+    StrongroomError,
+)
+from strongroom.runtime.keyserver import KeyServer, PartialRequest
+
+__all__ = ["create_app", "status_of"]
+
+_MAX_BODY = 1 << 20
+
+
+def status_of(exc: StrongroomError) -> int:
+    """The HTTP status a refusal travels with."""
+    for cls, code in ((AccessDenied, 403), (NotFound, 404), (Sealed, 503), (AuditUnavailable, 503),
+                      (IntegrityError, 409), (ConfigError, 409), (InvalidInput, 400)):
+        if isinstance(exc, cls):
+            return code
+    return 400
+
+
+def _error(exc: StrongroomError) -> JSONResponse:
+    return JSONResponse({"error": {"type": type(exc).__name__, "message": exc.message, "obj": exc.obj,
+                                   "remedy": exc.remedy}}, status_code=status_of(exc))
+
+
+async def _body(request: Request) -> Any:
+    raw = await request.body()
+    if len(raw) > _MAX_BODY:
+        raise InvalidInput("request body too large", obj=request.url.path, remedy=f"send at most {_MAX_BODY} bytes")
+    try:
+        return json.loads(raw)
+    except ValueError:
+        raise InvalidInput("the body is not JSON", obj=request.url.path) from None
+
+
+def create_app(server: KeyServer) -> FastAPI:
+    """The key server's ASGI app over one :class:`KeyServer`."""
+    app = FastAPI(title="strongroom key server", docs_url=None, redoc_url=None, openapi_url=None)
+
+    @app.exception_handler(StrongroomError)
+    async def _refused(_: Request, exc: StrongroomError) -> JSONResponse:
+        return _error(exc)
+
+    @app.get("/v1/keyserver/status")
+    def status() -> dict[str, Any]:
+        return server.status()
+
+    @app.post("/v1/keyserver/unseal")
+    async def unseal(request: Request) -> dict[str, Any]:
+        body = await _body(request)
+        try:
+            submission = base64.b64decode(body["submission"], validate=True)
+        except (KeyError, TypeError, binascii.Error):
+            raise InvalidInput("send {\"submission\": <base64>}", obj="unseal") from None
+        await run_in_threadpool(server.svc.submit_share, submission)
+        return await run_in_threadpool(server.status)
+
+    @app.post("/v1/keyserver/admin")
+    async def admin(request: Request) -> dict[str, Any]:
+        body = await _body(request)
+        envelope = body.get("envelope") if isinstance(body, dict) else None
+        if not isinstance(envelope, str):
+            raise InvalidInput("send {\"envelope\": <DSSE statement>}", obj="keyserver-admin")
+        result: dict[str, Any] = await run_in_threadpool(server.admin, envelope)
+        return result
+
+    @app.post("/v1/keyserver/partial")
+    async def partial(request: Request) -> dict[str, object]:
+        parsed = PartialRequest.from_json(await _body(request))
+        return await run_in_threadpool(server.partial, parsed)
+
+    return app

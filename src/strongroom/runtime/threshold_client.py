@@ -1,0 +1,142 @@
+"""The requester's side of threshold release: ask key servers in turn, verify, combine k partials.
+
+Each key server decides for itself (its own gate, log and ledger) and answers
+with a partial decryption and its proof. The requester verifies every partial
+against that server's public share — derived from the group's Feldman
+commitments, which the requester pins (never taken from a server's answer) —
+and this request's digest; a refusal, an unreachable server or a partial that
+does not verify is recorded by server name and the next server is asked. With
+k verified partials the file key opens; with fewer, :class:`AccessDenied` names
+every server and why. When some servers released and others refused on
+policy (one server answering for a Grant the others consider revoked), the
+result says so (:attr:`ThresholdRelease.disagreement`) so the caller alerts.
+
+Use it like this::
+
+    client = ThresholdClient([("ks-a", "http://10.0.0.1:8430"), ...], commitments, vault_id="v1")
+    released = client.release(request, manifest_envelope, header_bytes)
+    try: use(released.key)
+    finally: released.key[:] = bytes(32)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import httpx
+
+from strongroom import errors
+from strongroom.crypto import age
+from strongroom.errors import AccessDenied, InvalidInput, StrongroomError
+from strongroom.keys.threshold import find_wrapped, request_digest
+from strongroom.release import ReleaseRequest
+from strongroom.runtime.keyserver import PartialRequest
+from strongroom.threshold.group import Element
+from strongroom.threshold.wrap import Combiner, Partial, binding, unwrap
+
+__all__ = ["Refusal", "ThresholdClient", "ThresholdRelease"]
+
+_POLICY_REFUSALS = ("AccessDenied", "ApprovalRequired", "BudgetExceeded", "GrantBudgetSpent", "Throttled")
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why one key server gave no usable partial: its error class and message (never key material)."""
+
+    server: str
+    kind: str
+    message: str
+
+    @property
+    def on_policy(self) -> bool:
+        """Whether the server refused on its checks (not down, not a bad partial)."""
+        return self.kind in _POLICY_REFUSALS
+
+
+@dataclass
+class ThresholdRelease:
+    """A released file key (the caller zeroes it), who answered, and who refused."""
+
+    key: bytearray = field(repr=False)
+    answered: list[str]
+    refusals: list[Refusal]
+
+    @property
+    def disagreement(self) -> bool:
+        """Some key servers released while another refused on its own checks: alert on it."""
+        return any(r.on_policy for r in self.refusals)
+
+
+class ThresholdClient:
+    """Asks key servers for partials until k verify; combines them into the file key."""
+
+    def __init__(
+        self,
+        servers: Sequence[tuple[str, str]],
+        commitments: Sequence[Element],
+        *,
+        vault_id: str,
+        http: httpx.Client | None = None,
+        timeout: float = 10.0,
+    ) -> None:
+        if not servers:
+            raise InvalidInput("no key servers configured", obj="threshold release",
+                               remedy="name at least k key servers")
+        self.servers = list(servers)
+        self.commitments = tuple(commitments)
+        self.vault_id = vault_id
+        self._http = http or httpx.Client(timeout=timeout)
+
+    def close(self) -> None:
+        """Close the HTTP connections."""
+        self._http.close()
+
+    def _ask(self, name: str, url: str, body: PartialRequest) -> Partial:
+        try:
+            r = self._http.post(f"{url.rstrip('/')}/v1/keyserver/partial", json=body.to_json())
+        except httpx.HTTPError as exc:
+            raise errors.ServerError(f"cannot reach the key server ({type(exc).__name__})", obj=name,
+                                     remedy="check that it runs; the next key server is asked") from None
+        try:
+            data = r.json()
+        except ValueError:
+            raise errors.ServerError(f"the key server answered HTTP {r.status_code} without JSON",
+                                     obj=name) from None
+        if r.status_code != 200:
+            err = data.get("error", {}) if isinstance(data, dict) else {}
+            raise errors.from_wire(str(err.get("type", "ServerError")), str(err.get("message", "")),
+                                   obj=name, remedy=err.get("remedy"))
+        return Partial.decode(data, what=name)
+
+    def release(self, request: ReleaseRequest, manifest: str, header: bytes) -> ThresholdRelease:
+        """The file key of ``request``'s shard, from k verified partials; AccessDenied with fewer."""
+        parsed = age.parse_header(header)
+        if parsed is None:
+            raise InvalidInput("the blob header is incomplete", obj=request.obj)
+        group_key = self.commitments[0]
+        wrapped = find_wrapped(parsed.stanzas, group_key, obj=request.obj)
+        digest = request_digest(request, [wrapped.u])
+        combiner = Combiner(self.commitments, digest, [wrapped.u])
+        body = PartialRequest(request, manifest, header)
+        answered: list[str] = []
+        refusals: list[Refusal] = []
+        for name, url in self.servers:
+            if combiner.ready:
+                break
+            try:
+                combiner.add(self._ask(name, url, body), server=name)
+            except StrongroomError as exc:
+                refusals.append(Refusal(name, type(exc).__name__, str(exc)))
+                continue
+            answered.append(name)
+        if not combiner.ready:
+            why = "; ".join(f"{r.server}: {r.kind}: {r.message}" for r in refusals) or "no answer"
+            raise AccessDenied(
+                f"{len(answered)} of the {combiner.threshold} key servers needed released a partial ({why})",
+                obj=request.obj,
+                remedy="no file key without k independent key servers; see each refusing server's audit log",
+            )
+        bound = binding(self.vault_id, request.artifact, request.shard, request.blob_id)
+        key = unwrap(wrapped, combiner.shared_points()[0], group_key, bound, what=request.obj)
+        return ThresholdRelease(key, answered, refusals)
