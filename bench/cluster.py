@@ -2,6 +2,7 @@
 
     source /tmp/sr-services.env   # or what `scripts/services.sh start` prints
     .venv/bin/python bench/cluster.py [--releases 600] [--rounds 5] [--threads 8] [--workers 1]
+                                      [--clients-per-host 4]
 
 The cluster of ``tests/cluster`` (:mod:`cluster_kit`): three hosts on one
 PostgreSQL schema and one S3 bucket (private, removed afterwards), each with
@@ -14,7 +15,11 @@ the best printed beside it, the load average after each round.
 Besides the rate, each run prints the CPU per release of the serving hosts
 (every process of their ``serve``: uvicorn workers and key agent), of HAProxy
 and of the load generator: on a machine with fewer cores than hosts the rate
-cannot grow with the hosts, but the CPU a release costs must not. At the end
+cannot grow with the hosts, but the CPU a release costs must not. With a fixed
+number of clients, more hosts also means fewer concurrent requests per host,
+so smaller audit and ledger batches (one transaction each) and more CPU per
+release for that reason alone; ``--clients-per-host`` keeps each host's
+concurrency the same, which isolates what the hosts cost each other. At the end
 every release acknowledged must have exactly one ``key.release`` entry in the
 shared log, whichever host released it.
 
@@ -67,6 +72,10 @@ def main() -> None:
     ap.add_argument("--releases", type=int, default=600, help="releases per run")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--threads", type=int, default=8, help="closed-loop clients")
+    ap.add_argument("--clients-per-host", type=int, default=0,
+                    help="instead of --threads: this many clients per host behind the "
+                    "listener, so every host sees the same concurrency (and batch sizes) "
+                    "whatever the number of hosts")
     ap.add_argument("--workers", type=int, default=1, help="uvicorn workers per host")
     args = ap.parse_args()
     base, s3 = os.environ.get("STRONGROOM_TEST_PG_URL"), s3_env()
@@ -106,7 +115,8 @@ def main() -> None:
                 server_bench._run(2, items[:20], one)  # each client thread's connection through HAProxy
                 cpu_of = server_bench._cpu
                 hosts, proxy, me = _cpu_of(spans[name]), cpu_of(c.haproxy.pid), cpu_of(os.getpid())
-                latencies, elapsed = server_bench._run(args.threads, items[20:], one)
+                clients = args.clients_per_host * k if args.clients_per_host else args.threads
+                latencies, elapsed = server_bench._run(clients, items[20:], one)
                 n = len(latencies)
                 used = _cpu_of(spans[name]) - hosts
                 background = sum(idle[h.name] for h in spans[name]) * elapsed
@@ -116,7 +126,9 @@ def main() -> None:
 
             return run
 
-        print(f"{args.releases} releases a run, {args.threads} clients, --workers {args.workers} "
+        clients = (f"{args.clients_per_host} clients a host" if args.clients_per_host
+                   else f"{args.threads} clients")
+        print(f"{args.releases} releases a run, {clients}, --workers {args.workers} "
               "a host; releases/s by hosts behind HAProxy:", flush=True)
         rates = interleave(args.rounds, {name: subject(name, k)
                                          for k, name in enumerate(spans, start=1)})

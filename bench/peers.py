@@ -3,6 +3,7 @@
     .venv/bin/python bench/peers.py                       # every peer that installs here
     .venv/bin/python bench/peers.py --only openbao --rounds 7 --releases 1000
     .venv/bin/python bench/peers.py --only age --size-mib 256
+    .venv/bin/python bench/peers.py --only cryptotensors --size-mib 1024 --rounds 5
 
 Peers are never dependencies of strongroom: each is installed into a
 throwaway virtual environment (``--venv``, default
@@ -23,6 +24,12 @@ cannot be installed or started is skipped with a message saying why.
 * **age** (the ``age`` CLI on the PATH): ``age -r RECIPIENT`` against
   ``strongroom encrypt --recipient`` on the same ``--size-mib`` file, whole
   processes (start-up included), output to a file in a temp directory.
+* **cryptotensors** (``pip install cryptotensors``, a safetensors fork that
+  encrypts each tensor with AES-256-GCM or ChaCha20-Poly1305): full load and
+  one lazy tensor of an open handle against ``Vault.open_weights`` with the
+  same payload cipher, on a generated ``--size-mib`` file; CryptoTensors runs
+  in a worker process of its venv and times itself, so neither side pays
+  process start-up.
 
 Printed: the machine (nproc, CPU model, load average) and its reference
 figures (bench/machine.py), each round with the load average, then the median
@@ -228,9 +235,153 @@ def bench_age(args: argparse.Namespace, tmp: Path) -> None:
                      higher_is_better=False))
 
 
+# -- CryptoTensors ---------------------------------------------------------------
+
+#: Runs in the peer's venv: encrypts the plaintext file once per cipher, then answers
+#: timing commands on stdin ("full CIPHER", "lazy CIPHER TENSOR"), one figure per line.
+#: Keys are JWKs handed over directly (``enc_key``/``sign_key``), as CryptoTensors'
+#: own tests do; a lazy handle is opened once per cipher, like strongroom's.
+_CT_WORKER = r"""
+import base64, os, sys, time
+import cryptotensors
+from cryptotensors.numpy import save_file
+from safetensors.numpy import load_file
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+b64 = lambda b: base64.b64encode(b).decode()
+sk = Ed25519PrivateKey.generate()
+raw = serialization.Encoding.Raw
+sign = {"alg": "ed25519", "kid": "bench-sign",
+        "private": b64(sk.private_bytes(raw, serialization.PrivateFormat.Raw,
+                                        serialization.NoEncryption())),
+        "public": b64(sk.public_key().public_bytes(raw, serialization.PublicFormat.Raw))}
+plain, workdir = sys.argv[1], sys.argv[2]
+tensors = load_file(plain)
+files, configs, handles = {}, {}, {}
+for cipher, alg in (("aes-256-gcm", "aes256gcm"), ("chacha20-poly1305", "chacha20poly1305")):
+    cfg = {"enc_key": {"kty": "oct", "alg": alg, "kid": "bench-" + alg,
+                       "k": b64(os.urandom(32))}, "sign_key": sign}
+    files[cipher] = os.path.join(workdir, "ct-" + alg + ".safetensors")
+    save_file(tensors, files[cipher], config=cfg)
+    configs[cipher] = cfg
+del tensors
+for cipher in files:
+    handles[cipher] = cryptotensors.safe_open(files[cipher], framework="np",
+                                              config=configs[cipher])
+print("ready", flush=True)
+for line in sys.stdin:
+    cmd = line.split()
+    t0 = time.perf_counter()
+    if cmd[0] == "full":
+        with cryptotensors.safe_open(files[cmd[1]], framework="np",
+                                     config=configs[cmd[1]]) as f:
+            out = {k: f.get_tensor(k) for k in f.keys()}
+    else:
+        out = handles[cmd[1]].get_tensor(cmd[2])
+    print(time.perf_counter() - t0, flush=True)
+    del out
+"""
+
+
+def bench_cryptotensors(args: argparse.Namespace, tmp: Path) -> None:
+    """Full and lazy loads against CryptoTensors (per-tensor AES-256-GCM / ChaCha20-Poly1305).
+
+    strongroom runs in this process (a vault with one import per payload cipher,
+    its key released through the gate before the rounds, as bench/weights.py);
+    CryptoTensors in a worker process of its venv, timed inside the worker, so
+    neither side pays process start-up. Same generated file, same cipher, each
+    round another tensor for the lazy figures.
+    """
+    venv = peer_venv(args.venv, "cryptotensors")
+    py = str(venv / "bin" / "python")
+    got = subprocess.run([py, "-m", "pip", "install", "-q", "numpy", "safetensors",
+                          "cryptography"], capture_output=True, text=True)
+    if got.returncode != 0:
+        raise Skip(f"cannot install CryptoTensors' numpy support: {got.stderr.strip()[-300:]}")
+    weights = bench_module("weights")
+    plain = tmp / "plain.safetensors"
+    weights.generate(plain, args.size_mib)
+    worker = tmp / "ct_worker.py"
+    worker.write_text(_CT_WORKER)
+    peer = subprocess.Popen([py, str(worker), str(plain), str(tmp)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    assert peer.stdin is not None and peer.stdout is not None
+    if peer.stdout.readline().strip() != "ready":
+        raise Skip("the CryptoTensors worker did not start (see its error above)")
+
+    def ask(command: str) -> float:
+        assert peer.stdin is not None and peer.stdout is not None
+        peer.stdin.write(command + "\n")
+        peer.stdin.flush()
+        return float(peer.stdout.readline())
+
+    from strongroom.settings import Settings
+    from strongroom.store.db import Store
+    from strongroom.vault.vault import Vault
+
+    sys.path.insert(0, str(HERE.parent / "tests"))
+    from keyring_fixtures import unsealed_service
+
+    settings = Settings(home=tmp / "home")
+    keystore = Store.open(settings.resolved_database_url)
+    service, _, _, officer = unsealed_service(keystore, tmp / "ceremony")
+    ciphers = {"aes-256-gcm": "ct-aes", "chacha20-poly1305": "ct-chacha"}
+    count = 15  # tensors 1..15 in the lazy rounds; tensor 0 served the key release
+
+    def tensor(r: int) -> str:
+        return f"layer.{1 + r % count}.weight"
+
+    try:
+        with Vault.open(settings, keys=service, identity=officer) as vault:
+            for cipher, name in ciphers.items():
+                vault.import_weights(plain, name, cipher=cipher)
+            weights.page_cache(plain)
+            handles = {c: vault.open_weights(n, lazy=True) for c, n in ciphers.items()}
+            for w in handles.values():
+                w["layer.0.weight"]  # the key release, outside the rounds
+
+            def ours_full(name: str) -> Callable[[int], float]:
+                return lambda _: weights.timed(lambda: vault.open_weights(name).close())
+
+            def ours_lazy(cipher: str) -> Callable[[int], float]:
+                def run(r: int) -> float:
+                    w, name = handles[cipher], tensor(r)
+                    w._cache.pop(name, None)  # a tensor read again is decrypted again
+                    w._buffers.pop(f"tensor:{name}", None)
+                    return weights.timed(lambda: w[name])
+                return run
+
+            subjects: dict[str, Callable[[int], float]] = {}
+            for cipher, name in ciphers.items():
+                subjects[f"strongroom full {cipher}"] = ours_full(name)
+                subjects[f"cryptotensors full {cipher}"] = (
+                    lambda _, c=cipher: ask(f"full {c}"))  # type: ignore[misc]
+                subjects[f"strongroom lazy {cipher}"] = ours_lazy(cipher)
+                subjects[f"cryptotensors lazy {cipher}"] = (
+                    lambda r, c=cipher: ask(f"lazy {c} {tensor(r)}"))  # type: ignore[misc]
+            print(f"\n== {args.size_mib} MiB safetensors (16 float16 tensors): full load and "
+                  f"one lazy tensor, strongroom vs CryptoTensors, seconds")
+            rounds = interleave(args.rounds, subjects)
+            for w in handles.values():
+                w.close()
+    finally:
+        service.seal()
+        keystore.close()
+        peer.kill()
+        peer.wait()
+    for name, times in rounds.items():
+        print(summary(name, times, "s", higher_is_better=False))
+    for cipher in ciphers:
+        for what in ("full", "lazy"):
+            print(ratio_line(f"{what} load {cipher}", rounds[f"strongroom {what} {cipher}"],
+                             rounds[f"cryptotensors {what} {cipher}"], higher_is_better=False))
+
+
 PEERS: dict[str, Callable[[argparse.Namespace, Path], None]] = {
     "openbao": bench_openbao,
     "age": bench_age,
+    "cryptotensors": bench_cryptotensors,
 }
 
 
@@ -241,7 +392,7 @@ def main() -> None:
     ap.add_argument("--releases", type=int, default=1000, help="requests a round (openbao)")
     ap.add_argument("--threads", type=int, default=8, help="closed-loop clients (openbao)")
     ap.add_argument("--workers", type=int, default=2, help="`strongroom serve --workers`")
-    ap.add_argument("--size-mib", type=int, default=256, help="file size (age)")
+    ap.add_argument("--size-mib", type=int, default=256, help="file size (age, cryptotensors)")
     ap.add_argument("--venv", type=Path, default=DEFAULT_VENV,
                     help="where peers are pip-installed (never the project's venv)")
     args = ap.parse_args()
