@@ -269,6 +269,8 @@ class ResourceLabel:
     issued: int = 0
     #: Actions whose approvals count only when signed with an enrolled security key.
     security_key_actions: tuple[str, ...] = ()
+    #: An attestation policy's name: keys are released only into enclaves it admits.
+    attested: str = ""
 
     def to_statement(self) -> dict[str, Any]:
         """The signed form."""
@@ -280,7 +282,8 @@ class ResourceLabel:
                 "serial": self.serial, "issued": self.issued,
                 # absent when empty, so labels without it sign as before
                 **({"security_key_actions": sorted(self.security_key_actions)}
-                   if self.security_key_actions else {})}
+                   if self.security_key_actions else {}),
+                **({"attested": self.attested} if self.attested else {})}
 
     @classmethod
     def from_statement(cls, st: Mapping[str, Any]) -> ResourceLabel:
@@ -296,7 +299,8 @@ class ResourceLabel:
                        break_glass_window_s=int(st["break_glass_window_s"]),
                        serial=int(st["serial"]), issued=int(st["issued"]),
                        security_key_actions=_strs(st.get("security_key_actions", []),
-                                                  "security_key_actions"))
+                                                  "security_key_actions"),
+                       attested=str(st.get("attested", "")))
         except (KeyError, TypeError, ValueError, InvalidInput) as exc:
             raise IntegrityError(f"label statement has an unexpected shape ({exc})",
                                  obj="label") from None

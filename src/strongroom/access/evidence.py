@@ -387,7 +387,11 @@ class GrantEvidence:
             raise AccessDenied(f"the request says {request.principal} but key {kid} is enrolled "
                                f"as {who.name}", obj=obj,
                                remedy=f"use an identity named {who.name}")
-        resource = described.labelled(directory.label(request.artifact))
+        label = directory.label(request.artifact)
+        resource = described.labelled(label)
+        # A label saying `attested: <policy>` travels to the gate, which then releases the
+        # key only into an enclave that policy admits (strongroom.attest).
+        attested = {"attested": label.attested} if label is not None and label.attested else {}
         engine = self._policy(snap)
         if bg_env:
             details, budget = self._break_glass(bg_env, directory, engine, resource, action,
@@ -402,7 +406,8 @@ class GrantEvidence:
                 details, budget = self._stored_break_glass(snap, kid, directory, engine,
                                                            resource, action, request, now,
                                                            refused)
-                return details, budget  # break-glass: decided afresh every time
+                return {**details, **attested}, budget  # break-glass: decided afresh every time
+        details = {**details, **attested}
         if "request_digest" in details and self.used(str(details["request_digest"])) \
                 + request.nbytes <= budget:  # not a Grant the hint already found spent
             self._memo(snap, self._decision_key(kid, request, action, grant_env, bg_env,

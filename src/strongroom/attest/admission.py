@@ -32,7 +32,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -41,7 +41,8 @@ from strongroom.attest.policy import AttestationPolicy
 from strongroom.crypto.age import Stanza, X25519Recipient
 from strongroom.errors import AttestationRefused, InvalidInput
 
-__all__ = ["NONCE_SIZE", "Admission", "AdmissionDesk", "binding"]
+__all__ = ["NONCE_SIZE", "Admission", "AdmissionDesk", "AttestationService", "AttestedClaim",
+           "binding"]
 
 NONCE_SIZE = 32
 #: How long an issued nonce may wait for its evidence, seconds.
@@ -174,3 +175,49 @@ class AdmissionDesk:
     def _observe(self, event: dict[str, Any]) -> None:
         if self._observer is not None:
             self._observer(event)
+
+
+@dataclass(frozen=True)
+class AttestedClaim:
+    """What a workload hands the gate with an attested release request.
+
+    The first request of an ephemeral key carries the evidence, its collateral
+    and the nonce the gate issued; later ones may carry only the recipient
+    while its admission stands (:meth:`AdmissionDesk.admitted`).
+    """
+
+    recipient: X25519Recipient
+    platform: str = ""
+    evidence: bytes = b""
+    collateral: Collateral = field(default_factory=Collateral)
+    nonce: bytes = b""
+
+
+class AttestationService:
+    """What the release gate holds: the admission desk and the pinned policies by name."""
+
+    def __init__(self, desk: AdmissionDesk,
+                 policies: Callable[[str], AttestationPolicy | None]) -> None:
+        self.desk = desk
+        self._policies = policies
+
+    def policy(self, name: str) -> AttestationPolicy:
+        """The pinned, officer-signed policy called ``name``; refused when there is none."""
+        policy = self._policies(name)
+        if policy is None:
+            raise refuse("policy", f"no attestation policy {name!r} is pinned",
+                         obj="attested release")
+        return policy
+
+    def admit(self, policy_name: str, claim: AttestedClaim) -> Admission:
+        """The claim's standing admission under the policy, else its evidence checked now."""
+        policy = self.policy(policy_name)
+        standing = self.desk.admitted(policy, claim.recipient)
+        if standing is not None:
+            return standing
+        if not claim.evidence:
+            raise refuse("evidence", f"policy {policy_name!r} needs evidence from the "
+                                     "enclave (none given, and this ephemeral key is not "
+                                     "admitted)", obj="attested release")
+        return self.desk.admit(policy, claim.platform, claim.evidence, claim.collateral,
+                               claim.recipient, claim.nonce)

@@ -25,6 +25,15 @@ Every weight load goes through :meth:`ReleaseGate.release`, which runs, in order
    when the append fails;
 7. **unwrap** — only now is the file key decrypted and returned (caller zeroes it).
 
+**Attested releases.** When the accepted evidence says ``attested: <policy>`` (the
+artifact's officer-signed label), :meth:`ReleaseGate.release` refuses, audited, and
+only :meth:`ReleaseGate.release_attested` can release: after step 5 the gate's
+:class:`~strongroom.attest.admission.AttestationService` admits the enclave's
+evidence (bound to its ephemeral X25519 key and a gate nonce) under that policy,
+or finds the key's standing admission; the allow entry records the measurement,
+chip and policy; and the file key leaves the gate only as an age stanza wrapped to
+that ephemeral key (:class:`~strongroom.errors.AttestationRefused` names a failed check).
+
 Every refusal after step 1 is audited as ``deny``. An optional
 :class:`~strongroom.release.ports.ReleaseObserver` counts each decision, its
 time and the bytes released, for the deployment's metrics; a refusal is
@@ -55,9 +64,12 @@ import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, cast
 
+from strongroom.attest.admission import Admission, AttestationService, AttestedClaim
+from strongroom.crypto.age import Stanza
 from strongroom.errors import (
     AccessDenied,
     ApprovalRequired,
+    AttestationRefused,
     AuditUnavailable,
     BudgetExceeded,
     GrantBudgetSpent,
@@ -142,6 +154,7 @@ class ReleaseGate:
         clock: Callable[[], float] = time.time,
         server: str | None = None,
         observer: ReleaseObserver | None = None,
+        attestation: AttestationService | None = None,
     ) -> None:
         #: This host's id (``STRONGROOM_HOST_ID``), recorded as ``server`` in each release entry.
         self.server = server
@@ -155,6 +168,8 @@ class ReleaseGate:
         self.guard = guard
         #: Counts decisions for the metrics (``None``: nothing counted).
         self.observer = observer
+        #: Admits enclaves' evidence for artifacts labelled ``attested`` (None: none can be).
+        self.attestation = attestation
         self._join: tuple[object, object, bool] | None = None
         self._ledger_rule: tuple[object, LedgerBudgetedEvidence | None] | None = None
 
@@ -175,30 +190,52 @@ class ReleaseGate:
         ``request.nbytes`` is a hint: the bytes charged are the shard's size in
         its signed manifest (a file key opens the whole shard).
         """
+        return self._observed(request, None)[0]
+
+    def release_attested(self, request: ReleaseRequest, claim: AttestedClaim) -> Stanza:
+        """Run the gate for an enclave; return the file key wrapped to ``claim``'s ephemeral key.
+
+        The key is in clear only inside this call (zeroed before it returns): the
+        caller gets an age X25519 stanza that only the admitted enclave can open.
+        """
+        key, admission = self._observed(request, claim)
+        try:
+            if admission is None or self.attestation is None:  # _attested admitted it
+                raise AttestationRefused("evidence", "no admission for this release",
+                                         obj=request.obj)
+            return self.attestation.desk.wrap(key, admission)
+        finally:
+            key[:] = bytes(len(key))
+
+    def _observed(self, request: ReleaseRequest,
+                  claim: AttestedClaim | None) -> tuple[bytearray, Admission | None]:
         observer = self.observer
         if observer is None:
-            return self._checked(request)[0]
+            key, _, admission = self._checked(request, claim)
+            return key, admission
         start = time.perf_counter()
         try:
-            key, nbytes = self._checked(request)
+            key, nbytes, admission = self._checked(request, claim)
         except StrongroomError as exc:
             observer.refused(refusal_class(exc), time.perf_counter() - start)
             raise
         observer.allowed(nbytes, time.perf_counter() - start)
-        return key
+        return key, admission
 
-    def _checked(self, request: ReleaseRequest) -> tuple[bytearray, int]:
-        """The file key and the bytes it opens (as signed), or the refusal."""
+    def _checked(self, request: ReleaseRequest, claim: AttestedClaim | None = None
+                 ) -> tuple[bytearray, int, Admission | None]:
+        """The file key, the bytes it opens (as signed) and the enclave's admission, or the refusal."""
         if not request.blob_id or not request.principal or not request.artifact:
             raise InvalidInput("release request needs a principal, an artifact and a blob id",
                                obj=request.obj)
         expecting = getattr(self.audit, "expecting", None)
         if not callable(expecting):
-            return self._release(request)
+            return self._release(request, claim)
         with expecting():  # concurrent releases share one audit commit
-            return self._release(request)
+            return self._release(request, claim)
 
-    def _release(self, request: ReleaseRequest) -> tuple[bytearray, int]:
+    def _release(self, request: ReleaseRequest,
+                 claim: AttestedClaim | None) -> tuple[bytearray, int, Admission | None]:
         self.keyring.require_unsealed()
         intact = getattr(self.audit, "require_intact", None)
         if callable(intact):
@@ -233,6 +270,13 @@ class ReleaseGate:
             except AccessDenied as exc:
                 self._deny(request, exc, **accepted)
                 raise
+        admission = self._attested(request, claim, accepted)
+        if admission is not None:
+            ev = admission.evidence
+            accepted = {**accepted, "attestation": {
+                "policy": admission.policy, "serial": admission.serial,
+                "platform": ev.platform, "measurement": ev.measurement,
+                "chip_id": ev.chip_id, "tcb": dict(ev.tcb), "recipient": str(admission.recipient)}}
         # Keyed by the evidence nonce, as the meter keys audit events it replays,
         # so a release is never charged twice.
         nonce = accepted.get("nonce")
@@ -264,7 +308,7 @@ class ReleaseGate:
                 raise
             if rule is not None and budget is not None:
                 rule.charged(budget[0], request.nbytes)
-            return self.keyring.unwrap(request.blob_id, located), request.nbytes
+            return self.keyring.unwrap(request.blob_id, located), request.nbytes, admission
         try:
             meter.charge(request.principal, request.nbytes, now, artifact=request.artifact,
                          charge_id=charge_id)
@@ -276,7 +320,32 @@ class ReleaseGate:
         except BaseException:
             meter.refund(request.principal, request.nbytes, now, charge_id=charge_id)
             raise
-        return self.keyring.unwrap(request.blob_id, located), request.nbytes
+        return self.keyring.unwrap(request.blob_id, located), request.nbytes, admission
+
+    def _attested(self, request: ReleaseRequest, claim: AttestedClaim | None,
+                  accepted: Mapping[str, Any]) -> Admission | None:
+        """The enclave's admission when the evidence requires one (or one is offered), else None."""
+        required = accepted.get("attested")
+        if not required and claim is None:
+            return None
+        try:
+            if claim is None:
+                raise AttestationRefused(
+                    "evidence", f"{request.artifact} is labelled attested: {required}; its keys "
+                                "are released only into an attested enclave", obj=request.obj,
+                    remedy="load it through an attested workload (docs/attestation.md)")
+            if not isinstance(required, str) or not required:
+                raise AttestationRefused(
+                    "policy", "the artifact's label names no attestation policy",
+                    obj=request.obj, remedy="ask k officers to label it attested: <policy>")
+            if self.attestation is None:
+                raise AttestationRefused(
+                    "evidence", "this gate verifies no attestation evidence", obj=request.obj,
+                    remedy="configure attestation on the key-release host")
+            return self.attestation.admit(required, claim)
+        except AccessDenied as exc:
+            self._deny(request, exc, **accepted)
+            raise
 
     def _derive(self, request: ReleaseRequest) -> tuple[ReleaseRequest, dict[str, int]]:
         """The request with its size from the signed manifest; the client's figure if it differed."""
