@@ -23,6 +23,7 @@ import hashlib
 import logging
 import threading
 import time
+from _thread import allocate_lock as _allocate_lock
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol
 
@@ -79,6 +80,48 @@ class AppendGuard(Protocol):
         ...
 
 
+class _Done:
+    """A one-shot event that wakes each waiter through its own lock.
+
+    ``threading.Event.set`` notifies a shared condition: with 64 appenders
+    waiting, its O(n^2) notify and each waiter re-taking the condition's lock in
+    turn cost the writer thread more than the batch's own inserts. Here each
+    waiter blocks on a lock of its own, which :meth:`set` releases.
+    """
+
+    __slots__ = ("_flag", "_mutex", "_waiters")
+
+    def __init__(self) -> None:
+        self._flag = False
+        self._mutex = threading.Lock()
+        self._waiters: list[Any] = []
+
+    def set(self) -> None:
+        """Mark done and wake every waiter."""
+        with self._mutex:
+            self._flag = True
+            waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            waiter.release()
+
+    def wait(self, timeout: float) -> bool:
+        """Whether it was set within ``timeout`` seconds."""
+        if self._flag:
+            return True
+        waiter = _allocate_lock()
+        waiter.acquire()
+        with self._mutex:
+            if self._flag:
+                return True
+            self._waiters.append(waiter)
+        if waiter.acquire(timeout=timeout):
+            return True
+        with self._mutex:  # timed out: withdraw, unless set meanwhile
+            with contextlib.suppress(ValueError):
+                self._waiters.remove(waiter)
+            return self._flag
+
+
 class _Batch:
     """Appends that will commit together: one wake-up for all of them."""
 
@@ -88,7 +131,7 @@ class _Batch:
         self.items: list[EncodedEntry] = []
         # (position in items, guard, claim) of each conditional append
         self.guarded: list[tuple[int, AppendGuard, Any]] = []
-        self.done = threading.Event()
+        self.done = _Done()
         self.first = -1
         # Each item's index (-1: refused by its guard) when a guard dropped any item.
         self.indices: list[int] | None = None
