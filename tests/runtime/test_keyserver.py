@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import hashlib
 import os
-import secrets
 import signal
 import socket
 import subprocess
@@ -30,27 +28,26 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from strongroom.crypto import age
-from strongroom.crypto.dsse import sign_statement
 from strongroom.errors import AccessDenied
 from strongroom.keys import ceremony
 from strongroom.keys.config import KeysSettings
 from strongroom.keys.identity import Identity
 from strongroom.keys.keyring import KeyringStatus
-from strongroom.keys.threshold import ThresholdRecipient
-from strongroom.release import ReleaseRequest, sign_release_evidence
-from strongroom.runtime.keyserver import ADMIN_PAYLOAD_TYPE
 from strongroom.runtime.threshold_client import ThresholdClient
 from strongroom.store.db import Store
 from strongroom.threshold.group import Element
-from strongroom.vault.manifest import FileEntry, Manifest
+from threshold_fixtures import (
+    VAULT,
+    Blob,
+    FileKeyIdentity,
+    admin_statement,
+    make_blob,
+    release_request,
+)
 
 from cli_fixtures import strongroom_exe
 from keyring_fixtures import make_custodians
 from testsupport import need_service, pg_schema
-
-VAULT = "vault-threshold-test"
-ARTIFACT = "minilm@1"
-SHARD = "model.safetensors"
 
 
 def _free_port() -> int:
@@ -76,8 +73,7 @@ class KeyServerProc:
         return out
 
     def admin(self, op: str, **fields: Any) -> dict[str, Any]:
-        st = {"op": op, "nonce": secrets.token_hex(16), "expires": int(time.time()) + 300, **fields}
-        env = sign_statement(st, ADMIN_PAYLOAD_TYPE, self.officer)
+        env = admin_statement(self.officer, op, **fields)
         r = self.http.post(f"{self.url}/v1/keyserver/admin", json={"envelope": env})
         assert r.status_code == 200, r.text
         out: dict[str, Any] = r.json()
@@ -148,55 +144,10 @@ def _keygen(servers: list[KeyServerProc], *, threshold: int) -> list[Element]:
     return [Element.decode(bytes.fromhex(c)) for c in commitments.pop()]
 
 
-@dataclass
-class Blob:
-    plaintext: bytes
-    encrypted: bytes
-    header: bytes
-    manifest: str
-    blob_id: str
-
-
-def _import(group_key: Element, manifest_key: Ed25519PrivateKey) -> Blob:
-    """What the vault writes at import for the threshold backend: the age file, its manifest entry."""
-    blob_id = "blob-" + secrets.token_hex(8)
-    plaintext = os.urandom(300_000)
-    recipient = ThresholdRecipient(group_key, vault_id=VAULT, artifact=ARTIFACT, shard=SHARD, blob_id=blob_id)
-    encrypted = age.encrypt(plaintext, [recipient])
-    header = age.parse_header(encrypted, complete=False)
-    assert header is not None
-    head = encrypted[: header.size]
-    entry = FileEntry(path=SHARD, blob=blob_id, kind="opaque", size=len(plaintext),
-                      sha256=hashlib.sha256(plaintext).hexdigest(), ct_size=len(encrypted),
-                      ct_sha256=hashlib.sha256(encrypted).hexdigest(),
-                      header_sha256=hashlib.sha256(head).hexdigest())
-    manifest = Manifest(name="minilm", version=1, kind="weights", created="2026-12-01T00:00:00Z",
-                        compartments=(), files=(entry,)).sign(manifest_key)
-    return Blob(plaintext, encrypted, head, manifest, blob_id)
-
-
-class _FileKey:
-    """An age identity that holds one released file key (checks the header MAC with it)."""
-
-    def __init__(self, key: bytearray) -> None:
-        self.key = bytes(key)
-
-    def unwrap(self, stanzas: Any) -> bytes:
-        return self.key
-
-
-def _request(principal: Ed25519PrivateKey, blob: Blob) -> ReleaseRequest:
-    evidence = sign_release_evidence(principal, artifact=ARTIFACT, shard=SHARD, blob_id=blob.blob_id,
-                                     purpose="load")
-    return ReleaseRequest(principal="inference-enclave", principal_key=principal.public_key().public_bytes_raw(),
-                          artifact=ARTIFACT, shard=SHARD, blob_id=blob.blob_id, nbytes=len(blob.plaintext),
-                          purpose="load", evidence=evidence)
-
-
 def _load(client: ThresholdClient, principal: Ed25519PrivateKey, blob: Blob) -> tuple[bytes, list[str]]:
-    released = client.release(_request(principal, blob), blob.manifest, blob.header)
+    released = client.release(release_request(principal, blob), blob.manifest, blob.header)
     try:
-        return age.decrypt(blob.encrypted, [_FileKey(released.key)]), released.answered
+        return age.decrypt(blob.encrypted, [FileKeyIdentity(released.key)]), released.answered
     finally:
         released.key[:] = bytes(len(released.key))
 
@@ -226,7 +177,7 @@ def test_two_of_three_key_servers_release_reshare_and_survive_a_kill(
             servers.append(_start(tmp_path, i, databases[i - 1], mpub, [principal_pub]))
         commitments = _keygen(servers, threshold=2)
         group_key = commitments[0]
-        blob = _import(group_key, manifest_key)
+        blob = make_blob(group_key, manifest_key)
         targets = [(s.name, s.url) for s in servers]
         client = ThresholdClient(targets, commitments, vault_id=VAULT)
 
@@ -242,16 +193,16 @@ def test_two_of_three_key_servers_release_reshare_and_survive_a_kill(
         for s in servers[1:]:
             s.admin("setup", index=s.index, manifest_key=base64.b64encode(mpub).decode(), principals=[])
         with pytest.raises(AccessDenied, match="1 of the 2 key servers") as refused:
-            client.release(_request(principal, blob), blob.manifest, blob.header)
+            client.release(release_request(principal, blob), blob.manifest, blob.header)
         assert "ks-2: AccessDenied" in str(refused.value) and "ks-3: AccessDenied" in str(refused.value)
         for s in servers[1:]:
             s.admin("setup", index=s.index, manifest_key=base64.b64encode(mpub).decode(),
                     principals=[base64.b64encode(principal_pub).decode()])
 
         # a header that the signed manifest does not pin is refused by every server
-        other = _import(group_key, manifest_key)
+        other = make_blob(group_key, manifest_key)
         with pytest.raises(AccessDenied, match="0 of the 2"):
-            client.release(_request(principal, blob), blob.manifest, other.header)
+            client.release(release_request(principal, blob), blob.manifest, other.header)
 
         # re-sharing to a fourth server (2 of 4) keeps the group key: old files still open
         servers.append(_start(tmp_path, 4, databases[3], mpub, [principal_pub]))

@@ -239,6 +239,8 @@ class KeyServer:
         self._manifests: dict[str, Manifest] = {}
         self._share: tuple[KeyShare, int] | None = None
         self._used_admin: UsedNonces = UsedNonces()
+        #: The sealed set-up, read once per unseal (re-read after each ``setup``).
+        self._config: dict[str, Any] | None = None
 
     # -- wiring ------------------------------------------------------------------
 
@@ -282,7 +284,10 @@ class KeyServer:
 
     def config(self) -> dict[str, Any]:
         """The sealed set-up: index, pinned manifest key, pinned principals; ConfigError before set-up."""
-        config = self._config_or_none(self.svc.keyring)
+        self.svc.keyring.require_unsealed()
+        config = self._config
+        if config is None:
+            config = self._config = self._config_or_none(self.svc.keyring)
         if config is None:
             raise ConfigError("the key server is not set up", obj="key server",
                               remedy="its officers sign a `setup` statement (index, manifest key, principals)")
@@ -372,6 +377,7 @@ class KeyServer:
         keyring = self.svc.keyring
         keyring.seal_entry(_CONFIG_ENTRY, {"index": index, "manifest_key": st["manifest_key"],
                                            "principals": sorted(principals.values())})
+        self._config = None
         if self._rule is not None:
             self._rule.principals = _principals(self.config())
         return {"index": index, "principals": sorted(principals)}

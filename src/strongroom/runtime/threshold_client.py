@@ -21,7 +21,8 @@ Use it like this::
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import httpx
@@ -35,7 +36,7 @@ from strongroom.runtime.keyserver import PartialRequest
 from strongroom.threshold.group import Element
 from strongroom.threshold.wrap import Combiner, Partial, binding, unwrap
 
-__all__ = ["Refusal", "ThresholdClient", "ThresholdRelease"]
+__all__ = ["Ask", "Refusal", "ThresholdClient", "ThresholdRelease", "http_link"]
 
 _POLICY_REFUSALS = ("AccessDenied", "ApprovalRequired", "BudgetExceeded", "GrantBudgetSpent", "Throttled")
 
@@ -68,33 +69,16 @@ class ThresholdRelease:
         return any(r.on_policy for r in self.refusals)
 
 
-class ThresholdClient:
-    """Asks key servers for partials until k verify; combines them into the file key."""
+#: How the requester reaches one key server: the body in, the server's partial out (or its refusal).
+Ask = Callable[[PartialRequest], Partial]
 
-    def __init__(
-        self,
-        servers: Sequence[tuple[str, str]],
-        commitments: Sequence[Element],
-        *,
-        vault_id: str,
-        http: httpx.Client | None = None,
-        timeout: float = 10.0,
-    ) -> None:
-        if not servers:
-            raise InvalidInput("no key servers configured", obj="threshold release",
-                               remedy="name at least k key servers")
-        self.servers = list(servers)
-        self.commitments = tuple(commitments)
-        self.vault_id = vault_id
-        self._http = http or httpx.Client(timeout=timeout)
 
-    def close(self) -> None:
-        """Close the HTTP connections."""
-        self._http.close()
+def http_link(name: str, url: str, http: httpx.Client) -> tuple[str, Ask]:
+    """A key server reached over HTTP at ``url`` (``POST /v1/keyserver/partial``)."""
 
-    def _ask(self, name: str, url: str, body: PartialRequest) -> Partial:
+    def ask(body: PartialRequest) -> Partial:
         try:
-            r = self._http.post(f"{url.rstrip('/')}/v1/keyserver/partial", json=body.to_json())
+            r = http.post(f"{url.rstrip('/')}/v1/keyserver/partial", json=body.to_json())
         except httpx.HTTPError as exc:
             raise errors.ServerError(f"cannot reach the key server ({type(exc).__name__})", obj=name,
                                      remedy="check that it runs; the next key server is asked") from None
@@ -109,6 +93,35 @@ class ThresholdClient:
                                    obj=name, remedy=err.get("remedy"))
         return Partial.decode(data, what=name)
 
+    return name, ask
+
+
+class ThresholdClient:
+    """Asks key servers for partials until k verify; combines them into the file key."""
+
+    def __init__(
+        self,
+        servers: Sequence[tuple[str, str] | tuple[str, Ask]],
+        commitments: Sequence[Element],
+        *,
+        vault_id: str,
+        http: httpx.Client | None = None,
+        timeout: float = 10.0,
+    ) -> None:
+        """``servers``: (name, URL) pairs, or (name, :data:`Ask`) for a server reached another way."""
+        if not servers:
+            raise InvalidInput("no key servers configured", obj="threshold release",
+                               remedy="name at least k key servers")
+        self._http = http or httpx.Client(timeout=timeout)
+        self.links = [http_link(name, target, self._http) if isinstance(target, str) else (name, target)
+                      for name, target in servers]
+        self.commitments = tuple(commitments)
+        self.vault_id = vault_id
+
+    def close(self) -> None:
+        """Close the HTTP connections."""
+        self._http.close()
+
     def release(self, request: ReleaseRequest, manifest: str, header: bytes) -> ThresholdRelease:
         """The file key of ``request``'s shard, from k verified partials; AccessDenied with fewer."""
         parsed = age.parse_header(header)
@@ -121,15 +134,21 @@ class ThresholdClient:
         body = PartialRequest(request, manifest, header)
         answered: list[str] = []
         refusals: list[Refusal] = []
-        for name, url in self.servers:
-            if combiner.ready:
-                break
-            try:
-                combiner.add(self._ask(name, url, body), server=name)
-            except StrongroomError as exc:
-                refusals.append(Refusal(name, type(exc).__name__, str(exc)))
-                continue
-            answered.append(name)
+        pending = list(self.links)
+        # Ask k servers at once (separate hosts answer in parallel); ask the next one for each
+        # that refuses, is down, or sends a partial that does not verify.
+        while pending and not combiner.ready:
+            batch, pending = pending[: combiner.threshold - combiner.count], pending[combiner.threshold
+                                                                                     - combiner.count:]
+            with ThreadPoolExecutor(len(batch)) as pool:
+                futures = [(name, pool.submit(ask, body)) for name, ask in batch]
+            for name, future in futures:
+                try:
+                    combiner.add(future.result(), server=name)
+                except StrongroomError as exc:
+                    refusals.append(Refusal(name, type(exc).__name__, str(exc)))
+                    continue
+                answered.append(name)
         if not combiner.ready:
             why = "; ".join(f"{r.server}: {r.kind}: {r.message}" for r in refusals) or "no answer"
             raise AccessDenied(

@@ -30,6 +30,7 @@ Shares never appear in errors, reprs or logs.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -115,6 +116,12 @@ def commit(coefficients: Sequence[Scalar]) -> tuple[Element, ...]:
 def public_share(index: int, commitments: Sequence[Element]) -> Element:
     """``Xᵢ = Σ iʲ·Cⱼ``: index ``i``'s public share, from the commitments alone."""
     _check_indices([index], what="public share")
+    return _public_share(index, tuple(commitments))
+
+
+@functools.lru_cache(maxsize=1024)
+def _public_share(index: int, commitments: tuple[Element, ...]) -> Element:
+    # public data only; every partial a requester verifies needs it, k scalar multiplications each
     total = IDENTITY
     power = 1
     for c in commitments:
@@ -203,6 +210,11 @@ class KeyShare:
     def public_key(self) -> Element:
         """The group key ``Y = s·G`` (the constant commitment)."""
         return self.commitments[0]
+
+    @functools.cached_property
+    def own_public_share(self) -> Element:
+        """``sᵢ·G``, this server's public share (computed once)."""
+        return base_mult(self.value)
 
     def public_share(self, index: int) -> Element:
         """Any server's public share, from the commitments."""

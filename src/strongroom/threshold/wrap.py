@@ -197,8 +197,7 @@ def partial_decrypt(
         raise InvalidInput(f"a release covers 1 to {MAX_BLOBS} blobs, got {len(us)}", obj="partial decryption",
                            remedy="split the request")
     points = tuple(u.mult(share.value) for u in us) if points is None else tuple(points)
-    mine = base_mult(share.value)
-    proof = generate_proof(share.value, GENERATOR, mine, us, points, proof_context(request_digest, share.index))
+    proof = generate_proof(share.value, GENERATOR, share.own_public_share, us, points, proof_context(request_digest, share.index))
     return Partial(share.index, request_digest, points, proof)
 
 
@@ -229,6 +228,11 @@ class Combiner:
     def threshold(self) -> int:
         """k: partials needed."""
         return len(self._commitments)
+
+    @property
+    def count(self) -> int:
+        """Verified partials so far."""
+        return len(self._verified)
 
     @property
     def ready(self) -> bool:
