@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from strongroom.audit.config import AuditSettings
 from strongroom.audit.log import AuditLog
 from strongroom.crypto.age import X25519Identity
+from strongroom.crypto.age_pq import HybridIdentity
 from strongroom.errors import AccessDenied
 from strongroom.keys import ceremony
 from strongroom.keys.ceremony import InitResult
@@ -98,14 +99,19 @@ def softhsm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SoftHsm]:
 
 @dataclass
 class Custodians:
-    identities: list[X25519Identity]
+    identities: list[X25519Identity | HybridIdentity]
     pubfiles: list[Path]
 
 
-def make_custodians(directory: Path, n: int) -> Custodians:
-    """``n`` custodians with age identities and public key files."""
+def make_custodians(directory: Path, n: int, pq: int = 1) -> Custodians:
+    """``n`` custodians with age identities and public key files; the first ``pq`` are hybrid.
+
+    By default one hybrid (ML-KEM-768 + X25519) custodian among classical ones, so
+    every ceremony the tests run deals and unseals with both kinds.
+    """
     directory.mkdir(parents=True, exist_ok=True)
-    ids = [X25519Identity.generate() for _ in range(n)]
+    ids: list[X25519Identity | HybridIdentity] = [
+        HybridIdentity.generate() if i < pq else X25519Identity.generate() for i in range(n)]
     files = []
     for i, ident in enumerate(ids, start=1):
         pub = directory / f"custodian{i}.pub"

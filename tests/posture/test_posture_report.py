@@ -56,7 +56,9 @@ def _perfect(backend: str = "shamir") -> Facts:
                "verify_message": "verified 1000 entries"},
         witnesses=3, witness_quorum=2, principal_cap_bytes=64 * 2**30,
         exfiltration=[{"artifact": "frontier", "size": 800 * 2**30, "days": 12.5}],
-        canaries=2, lock_ok=True, lock_detail="pins match", redteam=_redteam())
+        canaries=2, lock_ok=True, lock_detail="pins match", redteam=_redteam(),
+        wraps={"custodians": 5, "classical_custodians": 0, "transfers": 2,
+               "classical_transfers": 0})
 
 
 def test_software_only_never_reaches_sl4() -> None:
@@ -64,6 +66,15 @@ def test_software_only_never_reaches_sl4() -> None:
     assert result.level <= 3
     keys = next(f for f in result.families if f.key == "keys")
     assert keys.level == 3 and "K-4" in keys.next_step
+
+
+def test_classical_custodians_hold_keys_below_sl4() -> None:
+    facts = _perfect("hsm")
+    assert facts.wraps is not None
+    facts.wraps["classical_transfers"] = 1
+    hsm = assess(facts, parse_declaration(FULL_DECLARATION))
+    keys = next(f for f in hsm.families if f.key == "keys")
+    assert keys.level == 3 and "K-5" in keys.next_step
 
 
 def test_every_declaration_cannot_lift_software_keys() -> None:

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from strongroom.crypto.age import X25519Identity
+from strongroom.crypto.age_pq import HybridIdentity
 from strongroom.demo.access import demo_grant
 from strongroom.demo.supplychain import open_second_vault
 from strongroom.errors import (
@@ -58,12 +59,16 @@ def dest(tmp_path: Path) -> Iterator[tuple[Vault, Identity]]:
         v.close()
 
 
+TransferKey = X25519Identity | HybridIdentity
+
+
 @pytest.fixture
-def transfer_id() -> X25519Identity:
-    return X25519Identity.generate()
+def transfer_id() -> TransferKey:
+    """The destination enclave's transfer key: hybrid, as `transfer keygen` makes it."""
+    return HybridIdentity.generate()
 
 
-def _export(vault: Vault, to: Path, recipient: X25519Identity, bid: str = BID, enclave: str = ENCLAVE) -> Path:
+def _export(vault: Vault, to: Path, recipient: TransferKey, bid: str = BID, enclave: str = ENCLAVE) -> Path:
     req = TransferRequest("transfer.export", bid, "tiny@1", enclave)
     export_bundle(vault, "tiny", to, enclave=enclave, recipient=recipient.recipient,
                   sender=vault.identity, approvals=[sign_approval(vault.identity, req)],
@@ -71,13 +76,18 @@ def _export(vault: Vault, to: Path, recipient: X25519Identity, bid: str = BID, e
     return to
 
 
+@pytest.mark.parametrize("kind", ["hybrid", "classical"])
 def test_round_trip_into_a_second_data_directory(
     source: tuple[Vault, dict[str, np.ndarray]], dest: tuple[Vault, Identity],
-    transfer_id: X25519Identity, tmp_path: Path,
+    kind: str, tmp_path: Path,
 ) -> None:
+    """Hybrid transfer keys (the default) and classical ones (older enclaves) both work."""
     vault, tensors = source
     v2, officer2 = dest
+    transfer_id: TransferKey = HybridIdentity.generate() if kind == "hybrid" else X25519Identity.generate()
     bundle = _export(vault, tmp_path / "usb" / "b", transfer_id)
+    stanza = b"-> mlkem768x25519 " if kind == "hybrid" else b"-> X25519 "
+    assert all(stanza in k.read_bytes() for k in (bundle / "keys").iterdir())
     blob_files = list((bundle / "blobs").iterdir())
     plain = (tmp_path / "model" / "model.safetensors").read_bytes()
     assert blob_files and all(plain[8:200] not in p.read_bytes() for p in blob_files)
@@ -107,7 +117,7 @@ def test_round_trip_into_a_second_data_directory(
         receive_bundle(v2, bundle, sender=vault.identity.public, enclave=ENCLAVE, identity=transfer_id)
 
 
-def _refused(bundle: Path, vault: Vault, v2: Vault, tid: X25519Identity, match: str,
+def _refused(bundle: Path, vault: Vault, v2: Vault, tid: TransferKey, match: str,
              enclave: str = ENCLAVE) -> None:
     with pytest.raises(StrongroomError, match=match):
         receive_bundle(v2, bundle, sender=vault.identity.public, enclave=enclave, identity=tid)
@@ -115,7 +125,7 @@ def _refused(bundle: Path, vault: Vault, v2: Vault, tid: X25519Identity, match: 
 
 
 @pytest.fixture
-def exported(source: tuple[Vault, dict[str, np.ndarray]], transfer_id: X25519Identity,
+def exported(source: tuple[Vault, dict[str, np.ndarray]], transfer_id: TransferKey,
              tmp_path: Path) -> Path:
     return _export(source[0], tmp_path / "usb" / "b", transfer_id)
 
@@ -124,7 +134,7 @@ def exported(source: tuple[Vault, dict[str, np.ndarray]], transfer_id: X25519Ide
                                    "bundle.dsse"])
 def test_one_flipped_byte_anywhere_is_refused(
     source: tuple[Vault, dict[str, np.ndarray]], dest: tuple[Vault, Identity], exported: Path,
-    transfer_id: X25519Identity, which: str,
+    transfer_id: TransferKey, which: str,
 ) -> None:
     target = {"blob": next((exported / "blobs").iterdir()), "key": next((exported / "keys").iterdir())}.get(
         which, exported / which)
@@ -137,7 +147,7 @@ def test_one_flipped_byte_anywhere_is_refused(
 
 def test_truncated_extra_and_missing_files_are_refused(
     source: tuple[Vault, dict[str, np.ndarray]], dest: tuple[Vault, Identity], exported: Path,
-    transfer_id: X25519Identity, tmp_path: Path,
+    transfer_id: TransferKey, tmp_path: Path,
 ) -> None:
     v, v2 = source[0], dest[0]
     for case in ("truncated", "extra", "missing"):
@@ -156,7 +166,7 @@ def test_truncated_extra_and_missing_files_are_refused(
 
 def test_addressed_to_another_enclave_or_unknown_sender_is_refused(
     source: tuple[Vault, dict[str, np.ndarray]], dest: tuple[Vault, Identity], exported: Path,
-    transfer_id: X25519Identity,
+    transfer_id: TransferKey,
 ) -> None:
     _refused(exported, source[0], dest[0], transfer_id, "addressed to enclave 'enclave-b'",
              enclave="enclave-c")
@@ -171,7 +181,7 @@ def test_wrong_transfer_identity_cannot_open_the_keys(
 
 
 def test_export_needs_an_officer_approval_and_audits_the_denial(
-    source: tuple[Vault, dict[str, np.ndarray]], transfer_id: X25519Identity, tmp_path: Path,
+    source: tuple[Vault, dict[str, np.ndarray]], transfer_id: TransferKey, tmp_path: Path,
 ) -> None:
     vault = source[0]
     wrong = TransferRequest("transfer.export", BID, "tiny@1", "enclave-c")  # other enclave
@@ -184,7 +194,7 @@ def test_export_needs_an_officer_approval_and_audits_the_denial(
 
 
 def test_bundle_with_a_malicious_pickle_is_refused_in_quarantine(
-    vault: Vault, dest: tuple[Vault, Identity], transfer_id: X25519Identity, tmp_path: Path,
+    vault: Vault, dest: tuple[Vault, Identity], transfer_id: TransferKey, tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # The sender is an older or compromised vault that imported without scanning: the

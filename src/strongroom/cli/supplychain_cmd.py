@@ -112,23 +112,29 @@ def _enclave(value: str | None) -> str:
 
 
 def _transfer_identity(path: Path) -> Any:
-    from strongroom.crypto.age import X25519Identity, parse_identities
+    from strongroom.crypto.age import parse_identities
 
-    ids = [i for i in parse_identities(path.read_text(encoding="utf-8")) if isinstance(i, X25519Identity)]
+    ids = parse_identities(path.read_text(encoding="utf-8"))
     if len(ids) != 1:
         from strongroom.errors import InvalidInput
 
-        raise InvalidInput("expected exactly one age X25519 identity", obj=str(path))
+        raise InvalidInput("expected exactly one transfer identity (AGE-SECRET-KEY-PQ-1… or "
+                           "AGE-SECRET-KEY-1…)", obj=str(path))
     return ids[0]
 
 
 @transfer.command("keygen")
-def keygen(out: Annotated[Path, typer.Option("--out", "-o", help="new transfer identity file (0600)")]) -> None:
-    """Create this enclave's age X25519 transfer identity; prints the recipient senders use."""
+def keygen(
+    out: Annotated[Path, typer.Option("--out", "-o", help="new transfer identity file (0600)")],
+    classical: Annotated[bool, typer.Option(
+        "--classical", help="an X25519-only key, for a sender that cannot wrap to hybrid keys")] = False,
+) -> None:
+    """Create this enclave's transfer identity (hybrid ML-KEM-768 + X25519); prints its recipient."""
     from strongroom.crypto.age import X25519Identity
+    from strongroom.crypto.age_pq import HybridIdentity
     from strongroom.keys.identity import write_private_file
 
-    ident = X25519Identity.generate()
+    ident = X25519Identity.generate() if classical else HybridIdentity.generate()
     write_private_file(out, f"# strongroom transfer identity\n# recipient: {ident.recipient}\n{ident}\n".encode())
     print(ident.recipient)
 
@@ -156,7 +162,8 @@ def export(
     name: str,
     to: Annotated[Path, typer.Option("--to", help="new bundle directory (removable media)")],
     enclave: Annotated[str, typer.Option("--enclave", help="destination enclave id")],
-    recipient: Annotated[str, typer.Option("--recipient", help="destination's age1… transfer recipient")],
+    recipient: Annotated[str, typer.Option(
+        "--recipient", help="destination's transfer recipient: age1pq1… (hybrid) or age1…")],
     bundle_id: Annotated[str, typer.Option("--bundle-id", help="the id the approvals name")],
     approval: Annotated[list[Path] | None, typer.Option("--approval", help="officer approval (repeatable)")] = None,
     threshold: Annotated[int, typer.Option("--threshold", help="officer approvals required")] = 1,
@@ -164,12 +171,17 @@ def export(
     version: Annotated[int | None, typer.Option("--version")] = None,
 ) -> None:
     """Write an encrypted, signed transfer bundle for another enclave."""
-    from strongroom.crypto.age import X25519Recipient
+    from strongroom.crypto.age import parse_recipient
+    from strongroom.crypto.age_pq import RECIPIENT_PREFIX
     from strongroom.runtime.services import open_vault
     from strongroom.supplychain.airgap import OfficerQuorum, export_bundle
 
+    if not recipient.strip().startswith(RECIPIENT_PREFIX):
+        typer.echo("warning: the transfer recipient is classical X25519: a recorded bundle's keys "
+                   "fall to a future quantum computer; give the enclave a hybrid key "
+                   "(`strongroom transfer keygen`, age1pq1…)", err=True)
     with open_vault() as vault:
-        result = export_bundle(vault, name, to, enclave=enclave, recipient=X25519Recipient.parse(recipient),
+        result = export_bundle(vault, name, to, enclave=enclave, recipient=parse_recipient(recipient),
                                sender=_sender_identity(identity), approvals=_approvals(approval),
                                approver=OfficerQuorum.from_vault(vault, threshold),
                                bundle_id=bundle_id, version=version)

@@ -25,6 +25,7 @@ from rich.table import Table
 
 from strongroom.audit.config import AuditSettings
 from strongroom.crypto.age import X25519Identity
+from strongroom.crypto.age_pq import HybridIdentity
 from strongroom.crypto.note import ExternalEd25519Signer
 from strongroom.errors import StrongroomError
 from strongroom.runtime.services import open_vault
@@ -135,14 +136,17 @@ def _ceremony(home: Path) -> None:
     people.mkdir(mode=0o700)
     pubs: list[str | Path] = []
     for name in ("carol", "dave", "erin"):
-        ident = X25519Identity.generate()
+        # carol holds a hybrid post-quantum key (`strongroom keygen --pq`); the others classical ones
+        ident = HybridIdentity.generate() if name == "carol" else X25519Identity.generate()
         key = people / f"{name}.key"
         key.write_text(f"# custodian {name}\n{ident}\n")
         key.chmod(0o600)
         (people / f"{name}.pub").write_text(f"{ident.recipient}\n")
         pubs += ["--custodian", people / f"{name}.pub"]
     console.print(
-        "custodians carol, dave and erin each hold an age key (on a security key in production)"
+        "custodians carol, dave and erin each hold an age key (on a security key in production); "
+        "carol's is hybrid ML-KEM-768 + X25519 (age1pq1…), so her share file stays closed to a "
+        "future quantum computer"
     )
     shares = people / "shares"
     _cli("init", *pubs, "--threshold", "2", "--shares-dir", shares)

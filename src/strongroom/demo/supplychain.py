@@ -97,7 +97,7 @@ def open_second_vault(home: Path) -> tuple[Vault, Any, Any]:
 
 def demo_supplychain(vault: Vault, console: Console, home: Path) -> None:
     """Run the supply-chain demo against the demo's unsealed ``vault``."""
-    from strongroom.crypto.age import X25519Identity
+    from strongroom.crypto.age_pq import HybridIdentity
     from strongroom.scanning.scan import scan_path
     from strongroom.supplychain.airgap import (
         OfficerQuorum,
@@ -142,7 +142,7 @@ def demo_supplychain(vault: Vault, console: Console, home: Path) -> None:
                   f"{manifest.name}, approved by two approvers and a security officer")
     vault2, service2, officer2 = open_second_vault(work / "enclave-b")
     try:
-        transfer_id = X25519Identity.generate()
+        transfer_id = HybridIdentity.generate()  # the enclave's hybrid transfer key
         bundle_dir = work / "usb" / "minilm"
         request = TransferRequest("transfer.export", os.urandom(16).hex(), manifest.ref, ENCLAVE)
         result = export_bundle(vault, manifest.name, bundle_dir, enclave=ENCLAVE,
@@ -151,7 +151,8 @@ def demo_supplychain(vault: Vault, console: Console, home: Path) -> None:
                                approver=OfficerQuorum.from_vault(vault),
                                bundle_id=request.bundle_id)
         console.print(f"bundle {result.bundle_id[:12]}… written: ciphertext blobs, file keys "
-                      f"re-wrapped to {ENCLAVE}'s transfer key via the release gate, signed "
+                      f"re-wrapped to {ENCLAVE}'s hybrid (ML-KEM-768 + X25519) transfer key via "
+                      f"the release gate, signed "
                       f"manifest, model signature, audit proof of the approval")
         tampered = work / "usb" / "tampered"
         shutil.copytree(bundle_dir, tampered)

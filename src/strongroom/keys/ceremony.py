@@ -110,7 +110,11 @@ def share_file_name(vault_id: str, generation: int, index: int) -> str:
 
 
 def read_custodian(path: Path) -> str:
-    """The ``age1...`` recipient in a custodian's public key file."""
+    """The recipient in a custodian's public key file: ``age1pq1...`` (hybrid) or ``age1...``.
+
+    Hybrid post-quantum keys (``strongroom keygen --pq``) are preferred: a share
+    file leaves the vault host, and a recorded one must stay closed for years.
+    """
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -121,11 +125,12 @@ def read_custodian(path: Path) -> str:
     for line in text.splitlines():
         line = line.strip()
         if line.startswith("age1"):
-            return str(age.X25519Recipient.parse(line))
+            return str(age.parse_recipient(line))
         if "public key:" in line and "age1" in line:
-            return str(age.X25519Recipient.parse(line[line.index("age1"):].split()[0]))
-    raise InvalidInput("no age1... recipient line", obj=str(path),
-                       remedy="give the custodian's age public key (age-keygen -y KEY)")
+            return str(age.parse_recipient(line[line.index("age1"):].split()[0]))
+    raise InvalidInput("no age1pq1... or age1... recipient line", obj=str(path),
+                       remedy="give the custodian's public key (`strongroom keygen --pq` prints "
+                              "a hybrid one; age-keygen -y KEY a classical one)")
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -149,7 +154,7 @@ def encrypt_share_files(
             "threshold": config.threshold, "shares": len(config.custodians),
             "share": base64.b64encode(share.to_bytes()).decode(), "commitment": commitment,
         }, sort_keys=True).encode()
-        data = age.encrypt(body, [age.X25519Recipient.parse(recipient)])
+        data = age.encrypt(body, [age.parse_recipient(recipient)])
         out.append((share_file_name(config.vault_id, config.generation, share.x), data))
     out.append((commitments_file_name(config), commitments_json(config).encode()))
     return out
@@ -359,7 +364,7 @@ def build_submission(status: KeyringStatus, content: ShareContent, *, obj: str =
     body = json.dumps({"nonce": status.nonce, "vault_id": content.vault_id,
                        "generation": content.generation, "index": content.index,
                        "share": base64.b64encode(content.share.to_bytes()).decode()}).encode()
-    return age.encrypt(body, [age.X25519Recipient.parse(status.ceremony_recipient)])
+    return age.encrypt(body, [age.parse_recipient(status.ceremony_recipient)])
 
 
 def verify_share_file(path: Path, identities: Sequence[age.AgeIdentity],

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from strongroom.crypto import age, shamir
+from strongroom.crypto.age_pq import HybridIdentity
 from strongroom.errors import IntegrityError, InvalidInput, NoIdentityMatched
 from strongroom.keys.barrier import CeremonyConfig, unb64
 from strongroom.store.tables.keys import KeyringState
@@ -42,7 +43,8 @@ class Ceremony:
 
     kind: str
     nonce: str = field(default_factory=lambda: secrets.token_hex(16))
-    identity: age.X25519Identity = field(default_factory=age.X25519Identity.generate)
+    #: Custodians' submissions travel to this key: hybrid, so a recorded one stays closed.
+    identity: HybridIdentity = field(default_factory=HybridIdentity.generate)
     shares: dict[int, shamir.Share] = field(default_factory=dict)
     new_custodians: tuple[str, ...] = ()
     new_threshold: int = 0
@@ -160,7 +162,7 @@ class Ceremonies:
     def start_rekey(self, custodians: Sequence[str], threshold: int) -> None:
         """Begin a rekey to ``threshold``-of-``len(custodians)`` (replaces any ceremony)."""
         for c in custodians:
-            age.X25519Recipient.parse(c)
+            age.parse_recipient(c)  # hybrid age1pq1... or classical age1...
         if not 2 <= threshold <= len(custodians) <= shamir.MAX_SHARES:
             raise InvalidInput(f"cannot rekey to {threshold}-of-{len(custodians)}",
                                remedy="need 2 <= --threshold <= custodians <= 255")

@@ -142,6 +142,21 @@ def _officers(f: Facts, d: Declaration) -> Finding:
                      "(the bootstrap officer of an evaluation install)")
 
 
+def _post_quantum(f: Facts, d: Declaration) -> Finding:
+    w = f.wraps
+    if w is None:
+        return _unknown("the custodians' and transfer keys' kinds")
+    if f.keyring is not None and f.keyring.get("backend") == "hsm" and not w["transfers"]:
+        return MET, "root key in an HSM (no share files) and no transfer bundle exported"
+    bad = w["classical_custodians"] + w["classical_transfers"]
+    if bad:
+        return NOT_MET, (f"{w['classical_custodians']} of {w['custodians']} custodians and "
+                         f"{w['classical_transfers']} of {w['transfers']} transfer exports are "
+                         "wrapped to classical X25519 only (harvest now, decrypt later)")
+    return MET, (f"{w['custodians']} custodians' shares and {w['transfers']} transfer exports, "
+                 "all wrapped to hybrid ML-KEM-768 + X25519 keys")
+
+
 def _hsm(f: Facts, d: Declaration) -> Finding:
     if f.keyring is None:
         return _unknown("the keyring backend")
@@ -447,6 +462,8 @@ CONTROLS: tuple[Control, ...] = (
             "verified", _officers),
     Control("K-4", "keys", 4, "Root key in a certified hardware security module", "verified",
             _hsm),
+    Control("K-5", "keys", 4, "Shares and transfer keys that leave the vault are post-quantum "
+            "(hybrid ML-KEM-768 + X25519)", "verified", _post_quantum),
     # access
     Control("A-1", "access", 1, "Default-deny policy; releases need clearance and compartments",
             "verified", _by_redteam(("RT-CMP-001", "RT-CRED-001"), "red-team")),

@@ -61,7 +61,19 @@ class Facts:
     redteam: dict[str, Any] | None = None
     #: The signed runs found in the audit log, newest first (the trend).
     redteam_runs: list[dict[str, Any]] = field(default_factory=list)
+    #: Wraps that leave the vault host: custodians, classical_custodians, transfers,
+    #: classical_transfers (counts; None: not readable). See supplychain.pq_wraps.
+    wraps: dict[str, int] | None = None
     notes: list[str] = field(default_factory=list)
+
+
+def _wraps(store: Store, facts: Facts) -> None:
+    from strongroom.supplychain.pq_wraps import deployment_wraps
+
+    w = deployment_wraps(store)
+    facts.wraps = {"custodians": len(w.custodians),
+                   "classical_custodians": len(w.classical_custodians),
+                   "transfers": len(w.transfers), "classical_transfers": len(w.classical_transfers)}
 
 
 def _keyring(keys: KeyService | None, facts: Facts) -> bool:
@@ -281,6 +293,10 @@ def collect(home: Path, store: Store, keys: KeyService | None) -> Facts:
         _monitor(store, facts)
     except StrongroomError as exc:
         facts.notes.append(f"monitor: {exc}")
+    try:
+        _wraps(store, facts)
+    except StrongroomError as exc:
+        facts.notes.append(f"post-quantum wraps: {exc}")
     try:
         _lock(facts)
     except StrongroomError as exc:

@@ -16,7 +16,9 @@ A bundle is a directory for removable media::
     blobs/<blob-id>          the encrypted blobs, copied as ciphertext
     keys/<blob-id>.age       each file key, released by the source's gate with purpose
                              ``transfer: <enclave>`` and age-encrypted to the destination
-                             enclave's X25519 transfer recipient
+                             enclave's transfer recipient: hybrid ML-KEM-768 + X25519
+                             (``age1pq1…``, what ``transfer keygen`` makes) or, for
+                             older enclaves, classical X25519 (``age1…``)
 
 Sending side::
 
@@ -236,7 +238,7 @@ def export_bundle(
     dest: Path,
     *,
     enclave: str,
-    recipient: age.X25519Recipient,
+    recipient: age.Recipient,
     sender: Identity,
     approvals: Sequence[str],
     approver: ApprovalHook,
@@ -463,7 +465,7 @@ def _seen(vault: Vault, bundle_id: str, action: str, decisions: tuple[str, ...])
     )
 
 
-def _file_key(root: Path, blob: str, identity: age.X25519Identity) -> bytearray:
+def _file_key(root: Path, blob: str, identity: age.AgeIdentity) -> bytearray:
     try:
         key = age.decrypt((root / "keys" / f"{blob}.age").read_bytes(), [identity])
     except StrongroomError as exc:
@@ -474,7 +476,7 @@ def _file_key(root: Path, blob: str, identity: age.X25519Identity) -> bytearray:
     return bytearray(key)
 
 
-def _check_plaintext(bundle: VerifiedBundle, identity: age.X25519Identity) -> int:
+def _check_plaintext(bundle: VerifiedBundle, identity: age.AgeIdentity) -> int:
     """Decrypt every chunk in memory, match the manifest's SHA-256, scan each file."""
     total = 0
     for entry in bundle.manifest.files:
@@ -517,7 +519,7 @@ def _scan_safetensors(name: str, head: bytes, size: int, root: Path, reader: age
 
 
 def receive_bundle(
-    vault: Vault, root: Path, *, sender: PublicIdentity, enclave: str, identity: age.X25519Identity
+    vault: Vault, root: Path, *, sender: PublicIdentity, enclave: str, identity: age.AgeIdentity
 ) -> Quarantined:
     """Verify, decrypt in memory, scan, and hold a bundle in quarantine (audited)."""
     try:
@@ -556,7 +558,7 @@ def admit_bundle(
     *,
     sender: PublicIdentity,
     enclave: str,
-    identity: age.X25519Identity,
+    identity: age.AgeIdentity,
     approvals: Sequence[str],
     approver: ApprovalHook,
     name: str | None = None,

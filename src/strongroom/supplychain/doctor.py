@@ -13,7 +13,9 @@ directory looser than 0700 (directories) or 0600 (files, sockets), or an
 identity file readable by others; an HSM PIN left in the environment; which
 payload mode the stored blobs are in (an info line), and a warning when the
 vault requires AES-256-GCM (``STRONGROOM_CIPHER``) but files are in age's
-ChaCha20-Poly1305, which is not FIPS-approved.
+ChaCha20-Poly1305, which is not FIPS-approved; and a warning for custodians'
+shares and transfer bundles wrapped to classical X25519 keys rather than hybrid
+post-quantum ones (:mod:`strongroom.supplychain.pq_wraps`).
 
 Each check takes its inputs as parameters, so tests give real values; it
 never changes anything. Do not read ``ok`` as "secure": it means none of
@@ -39,6 +41,8 @@ if TYPE_CHECKING:
     from strongroom.audit.config import AuditSettings
     from strongroom.keys.config import KeysSettings
     from strongroom.keys.keyring import KeyringStatus
+    from strongroom.store.db import Store
+    from strongroom.supplychain.pq_wraps import Wraps
 
 __all__ = ["DoctorReport", "Finding", "check_lock", "parse_lock", "run_doctor"]
 
@@ -143,11 +147,13 @@ def run_doctor(
     environ: dict[str, str] | None = None,
     payload_modes: dict[str, list[str]] | None = None,
     cipher: str | None = None,
+    wraps: Wraps | None = None,
 ) -> DoctorReport:
     """Run every check; ``status`` None means the keyring could not be reached.
 
     ``payload_modes`` (cipher -> stored files) and ``cipher`` (the vault's
-    setting) default to what the deployment in ``home`` has.
+    setting) and ``wraps`` (custodians, transfer recipients) default to what
+    the deployment in ``home`` has.
     """
     env = dict(os.environ if environ is None else environ)
     report = DoctorReport()
@@ -197,7 +203,29 @@ def run_doctor(
             add(Finding("identity", "error", f"identity file {ident} is readable by others",
                         f"chmod 600 {ident}"))
     _check_payload_modes(home, payload_modes, cipher, add)
+    _check_post_quantum(home, wraps, add)
     return report
+
+
+def _check_post_quantum(home: Path, wraps: Wraps | None, add: Callable[[Finding], None]) -> None:
+    """A warning for custodians and transfer keys that are classical X25519 only."""
+    from strongroom.supplychain.pq_wraps import deployment_wraps, pq_summary
+
+    if wraps is None:
+        from strongroom.settings import Settings
+
+        store = _open_store(Settings(home=home).resolved_database_url)
+        if store is None:
+            return
+        try:
+            wraps = deployment_wraps(store)
+        except StrongroomError:
+            return
+        finally:
+            store.close()
+    message, remedy = pq_summary(wraps)
+    if message:
+        add(Finding("post-quantum", "warning", message, remedy))
 
 
 def _check_payload_modes(home: Path, modes: dict[str, list[str]] | None, cipher: str | None,
@@ -224,14 +252,22 @@ def _check_payload_modes(home: Path, modes: dict[str, list[str]] | None, cipher:
                     "--new-version`"))
 
 
-def _stored_modes(database_url: str) -> dict[str, list[str]] | None:
-    """The deployment's payload modes, or None where its database cannot be read as it is."""
+def _open_store(database_url: str) -> Store | None:
+    """The deployment's database as it is (never created or migrated), or None."""
     from strongroom.store.db import Store
-    from strongroom.vault.modes import payload_modes
 
     try:
-        store = Store.open(database_url, schema="current")  # never creates or migrates
+        return Store.open(database_url, schema="current")
     except (StrongroomError, OSError):
+        return None
+
+
+def _stored_modes(database_url: str) -> dict[str, list[str]] | None:
+    """The deployment's payload modes, or None where its database cannot be read as it is."""
+    from strongroom.vault.modes import payload_modes
+
+    store = _open_store(database_url)
+    if store is None:
         return None
     try:
         return payload_modes(store)
