@@ -145,19 +145,10 @@ class PinnedPrincipals:
 
     def seed_from_audit(self, audit: AuditLog, now: float) -> None:
         """Remember the nonces this server's own log shows spent and not yet expired."""
-        end = audit.size()
-        horizon = now - MAX_EVIDENCE_LIFETIME_S
-        while end > 0:
-            start = max(0, end - 2000)
-            events = audit.events(start, end)
-            for ev in events:
-                nonce, expires = ev.details.get("nonce"), ev.details.get("expires")
-                if ev.decision == "allow" and isinstance(nonce, str) and isinstance(expires, int) \
-                        and expires > now:
-                    self.nonces.remember(nonce, float(expires))
-            if not events or _event_time(events[0]) <= horizon:
-                break
-            end = start
+        for ev in audit.recent(now - MAX_EVIDENCE_LIFETIME_S):
+            nonce, expires = ev.details.get("nonce"), ev.details.get("expires")
+            if ev.decision == "allow" and isinstance(nonce, str) and isinstance(expires, int) and expires > now:
+                self.nonces.remember(nonce, float(expires))
 
     def verify(self, request: ReleaseRequest, now: float) -> Mapping[str, Any]:
         """Signature, pinning, binding, expiry, replay; AccessDenied naming what failed."""
@@ -173,12 +164,6 @@ class PinnedPrincipals:
         nonce, expires = check_release_signature(request.evidence, public, kid, request, now)
         self.nonces.spend(nonce, expires, now, obj=obj)
         return {"evidence_key": kid, "nonce": nonce, "expires": expires}
-
-
-def _event_time(ev: Any) -> float:
-    from datetime import datetime
-
-    return datetime.fromisoformat(str(ev.time).replace("Z", "+00:00")).timestamp()
 
 
 @dataclass(frozen=True)
