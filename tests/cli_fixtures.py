@@ -5,6 +5,7 @@ The key agent this starts is stopped (``strongroom seal``) when the test ends.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -158,3 +159,41 @@ def json_line_reader(proc: subprocess.Popen[str]) -> Callable[[int], list[dict[s
         return got
 
     return read
+
+
+@contextlib.contextmanager
+def serve_process(env: dict[str, str], log: Path, *args: str) -> Iterator[str]:
+    """A real ``strongroom serve ARGS`` on a free loopback port (stderr to ``log``); its base
+    URL once ``/livez`` answers. Stopped with SIGTERM (SIGKILL to its group after 30 s)."""
+    import signal
+    import socket
+    import time
+
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    with open(log, "wb") as err:
+        proc = subprocess.Popen([strongroom_exe(), "serve", "--port", str(port), *args], env=env,
+                                stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                httpx.get(f"{base}/livez", timeout=2)
+                break
+            except httpx.HTTPError:
+                assert proc.poll() is None, log.read_text()
+                assert time.monotonic() < deadline, "serve did not answer"
+                time.sleep(0.2)
+        yield base
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)

@@ -52,5 +52,5 @@ def test_a_miss_exits_non_zero(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
 
 def test_url_target_says_what_it_cannot_run(tmp_path: Path) -> None:
     res = _run(tmp_path, "--target", "http://127.0.0.1:9", "--scenario", "RT-CRED-001")
-    assert res.returncode == 2
-    assert "not supported against a live server" in res.stdout
+    assert res.returncode == 2  # not run, never passed: without an identity it lacks an insider
+    assert "not run: needs insider" in res.stdout

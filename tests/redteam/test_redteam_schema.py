@@ -24,6 +24,7 @@ VALID: dict[str, Any] = {
     "preconditions": [{"step": "enroll", "args": {"who": "eve"}}],
     "steps": [{"step": "load_weights", "args": {"who": "eve"}}],
     "expect": {"blocked": {"action": "key.release", "reason": "no grant"}},
+    "needs": ["insider"],
     "timeout_s": 10,
 }
 
@@ -56,6 +57,15 @@ def test_shipped_scenarios_load() -> None:
         assert s.expect.blocked or s.expect.detected
     tamper = [s for s in scenarios if s.id.startswith("RT-TAMPER")]
     assert all("T1070" in s.attack and "T1070" in s.attack_pre_v19 for s in tamper)
+
+
+def test_every_scenario_declares_known_needs() -> None:
+    from strongroom.redteam.schema import NEEDS
+
+    for s in load_builtin():
+        assert s.needs and set(s.needs) <= set(NEEDS), s.id
+    live = {s.id for s in load_builtin() if set(s.needs) <= {"network", "insider", "dba"}}
+    assert {"RT-CRED-001", "RT-SRV-001", "RT-ABS-006", "RT-DBA-001"} <= live
 
 
 def test_select_by_id_and_unknown_id() -> None:
@@ -99,6 +109,9 @@ def _with(**changes: Any) -> dict[str, Any]:
     (_with(extra_field=1), "unknown field"),
     (_with(title=""), "title"),
     (_with(preconditions=[{"step": "enroll", "args": ["eve"]}]), "args must be a mapping"),
+    (_with(needs=None), "must list what the attacker must hold"),
+    (_with(needs=[]), "must list what the attacker must hold"),
+    (_with(needs=["root-on-everything"]), "unknown need(s) root-on-everything"),
 ])
 def test_bad_documents_are_refused_naming_the_field(doc: dict[str, Any], message: str) -> None:
     with pytest.raises(InvalidInput) as err:

@@ -101,6 +101,23 @@ def test_alerts_list_and_ack(world: ServerWorld) -> None:
     assert r.status_code == 200 and r.json()["acked_by"].startswith("officer")
 
 
+def test_a_red_team_identity_acknowledges_only_alerts_about_itself(world: ServerWorld) -> None:
+    from strongroom.monitor.alerts import Alert
+
+    world.enroll("redteam", ("auditors", "red-team"))
+    raise_ = world.ctx.alerts().raise_alert
+    own = raise_(Alert(rule="test.rule", severity="warning", subject="redteam", obj=ARTIFACT,
+                       message="raised by the red team", dedup_key="rt-own"))
+    other = raise_(Alert(rule="test.rule", severity="warning", subject="alice", obj=ARTIFACT,
+                         message="raised by alice", dedup_key="rt-other"))
+    rt = world.client("redteam")
+    refused = rt.post(f"/v1/alerts/{other.id}/ack", {"note": "red-team run"})
+    assert refused.status_code == 403 and "only alerts about itself" in refused.text
+    done = rt.post(f"/v1/alerts/{own.id}/ack", {"note": "red-team run rt1-01"})
+    assert done.status_code == 200 and done.json()["acked_by"] == "redteam"
+    assert world.ctx.alerts().get(other.id).acked_at is None
+
+
 def test_seal_over_api_needs_an_officer(world: ServerWorld) -> None:
     r = world.client("bob").post("/v1/sys/seal")
     assert r.status_code == 403

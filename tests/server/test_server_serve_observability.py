@@ -3,14 +3,9 @@ the workers (multiprocess mode under ``<home>/metrics``), and JSON log lines wit
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import signal
-import socket
 import stat
-import subprocess
-import time
 from pathlib import Path
 
 import httpx
@@ -20,16 +15,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from strongroom.keys.identity import Identity
 from strongroom.server.client import Client, KnownServers
 
-from cli_fixtures import grant_cli, strongroom_exe, unseal_home
+from cli_fixtures import grant_cli, serve_process, unseal_home
 from vault_fixtures import make_model
 
 TOKEN = "metrics-token-" + "t" * 32
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _allowed(text: str) -> float:
@@ -43,23 +32,8 @@ def test_serve_sums_every_process_and_logs_json(tmp_path: Path) -> None:
     run, env = unseal_home(home, None, {"STRONGROOM_HOST_ID": "metrics-host"})
     run("seal")  # serve starts its own agent
     env = dict(env, STRONGROOM_METRICS_TOKEN=TOKEN)
-    port = _port()
     log = tmp_path / "serve.log"
-    with open(log, "wb") as err:
-        proc = subprocess.Popen([strongroom_exe(), "serve", "--port", str(port), "--workers",
-                                 "2", "--log-format", "json"], env=env,
-                                stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                httpx.get(f"{base}/livez", timeout=2)
-                break
-            except httpx.HTTPError:
-                assert proc.poll() is None, log.read_text()
-                assert time.monotonic() < deadline, "serve did not answer"
-                time.sleep(0.2)
+    with serve_process(env, log, "--workers", "2", "--log-format", "json") as base:
         shares = sorted((home.parent / "shares").glob("share-*.age"))
         for i in (1, 2):
             run("unseal", "--share", shares[i - 1], "--identity",
@@ -82,14 +56,6 @@ def test_serve_sums_every_process_and_logs_json(tmp_path: Path) -> None:
         metrics_dir = home / "metrics"
         assert stat.S_IMODE(os.stat(metrics_dir).st_mode) == 0o700
         assert list(metrics_dir.glob("*.db"))
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
     text = log.read_text()
     lines = [line for line in text.splitlines() if line.strip()]
     assert lines, "serve logged nothing"

@@ -52,6 +52,11 @@ TargetOpt = Annotated[str | None, typer.Option(
 IdentityOpt = Annotated[Path | None, typer.Option(
     "--identity", help="the red-team identity the operator issued: signs the run's scorecard, "
     "appended to this vault host's audit log as redteam.result")]
+DatabaseOpt = Annotated[str | None, typer.Option(
+    "--database-url", help="with --target: the deployment's database with a DBA's credentials "
+    "(adds the DBA-insider scenarios)")]
+ArtifactOpt = Annotated[str | None, typer.Option(
+    "--artifact", help="with --target: the model to attack (default: the first listed)")]
 ScenarioOpt = Annotated[list[str] | None, typer.Option(
     "--scenario", help="run only this id (repeatable)")]
 
@@ -62,9 +67,11 @@ def run_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="print the results as JSON")] = False,
     scenario: ScenarioOpt = None,
     identity: IdentityOpt = None,
+    database_url: DatabaseOpt = None,
+    artifact: ArtifactOpt = None,
 ) -> None:
     """Run the scenarios, grade them from evidence, store the results."""
-    report = _run_once(target, scenario, identity, as_json)
+    report = _run_once(target, scenario, identity, as_json, database_url, artifact)
     if as_json:
         print(json.dumps(report.to_json(), indent=1, sort_keys=True))
     # sys.exit, not typer.Exit: main() runs click with standalone_mode=False, where
@@ -82,6 +89,8 @@ def schedule_cmd(
     once: Annotated[bool, typer.Option(
         "--once", help="one run, then exit with its status (for a systemd timer)")] = False,
     scenario: ScenarioOpt = None,
+    database_url: DatabaseOpt = None,
+    artifact: ArtifactOpt = None,
 ) -> None:
     """Run the suite on a schedule; each run's signed scorecard goes into the audit log."""
     from strongroom.cli.access_cmd import parse_duration
@@ -93,7 +102,7 @@ def schedule_cmd(
                            remedy="e.g. strongroom redteam schedule --identity rt.id --every 1d")
     interval = parse_duration(every, "--every") if every is not None else 0
     while True:
-        report = _run_once(target, scenario, identity, False)
+        report = _run_once(target, scenario, identity, False, database_url, artifact)
         if once:
             sys.exit(_status(report))
         _out.print(f"next run in {every}")
@@ -101,17 +110,24 @@ def schedule_cmd(
 
 
 def _run_once(target: str | None, scenario: list[str] | None, identity: Path | None,
-              as_json: bool) -> SuiteReport:
+              as_json: bool, database_url: str | None = None,
+              artifact: str | None = None) -> SuiteReport:
     """One run: attack, grade, store latest.json and, with an identity, the signed result."""
+    from strongroom.errors import InvalidInput
     from strongroom.keys.identity import Identity
+    from strongroom.redteam.live import LiveTarget
     from strongroom.redteam.runner import results_path, run_suite, save_results
     from strongroom.redteam.schema import load_builtin
-    from strongroom.redteam.target import EmbeddedTarget, UrlTarget
+    from strongroom.redteam.target import EmbeddedTarget
     from strongroom.settings import Settings
 
+    if not target and (database_url or artifact):
+        raise InvalidInput("--database-url and --artifact describe a live deployment",
+                           obj="redteam run", remedy="add --target URL")
     who = Identity.load(identity) if identity is not None else None  # refused before attacking
     scenarios = load_builtin(scenario or ())
-    tgt = UrlTarget(target) if target else EmbeddedTarget.build()
+    tgt = LiveTarget.connect(target, who, database_url=database_url, artifact=artifact) \
+        if target else EmbeddedTarget.build()
     try:
         if not as_json:
             _out.print(f"target: {tgt.description}; {len(scenarios)} scenarios")

@@ -165,14 +165,15 @@ def log_intact(ctx: RunContext) -> list[dict[str, Any]]:
 
 @check("replay_never_reached_gate")
 def replay_never_reached_gate(ctx: RunContext, victim: str) -> list[dict[str, Any]]:
-    """The original release is in the log, and nothing the victim sent after it reached the gate."""
+    """The original request reached the gate once (allowed or not), and nothing the victim
+    sent after it reached the gate."""
     log = ctx.target.audit
     after = int(ctx.vars.get("replay_after", -1))
     if after < 0:
         raise Missing("no signed request was captured")
     name = ctx.actor(victim)
     before = [e for e in log.events(ctx.audit_start, after)
-              if e.actor == name and e.action == "key.release" and e.decision == "allow"]
+              if e.actor == name and e.action == "key.release"]
     later = [e for e in log.events(after, log.size()) if e.actor == name]
     if len(before) != 1:
         raise Missing(f"the victim's original release is not in the log once ({len(before)})")
@@ -180,7 +181,7 @@ def replay_never_reached_gate(ctx: RunContext, victim: str) -> list[dict[str, An
         raise Missing(f"{len(later)} entries by {name} after the capture: the replay reached "
                       f"the service (#{later[0].index} {later[0].action} {later[0].decision})")
     return [{"kind": "audit", "id": before[0].index, "action": "key.release",
-             "decision": "allow", "actor": name,
+             "decision": before[0].decision, "actor": name,
              "detail": f"the captured request's release is entry #{before[0].index}; no entry by "
                        f"{name} after it: the replays stopped at the signature check"}]
 
@@ -487,3 +488,4 @@ def outputs_rounded(ctx: RunContext, who: str, precision: int = 4) -> list[dict[
                       "detail": f"served {len(values)} components, none finer than "
                                 f"{precision} decimals"})
     return items[:3]
+

@@ -32,8 +32,15 @@ class RunContext:
     observed: list[str] = field(default_factory=list)
 
     def actor(self, who: str) -> str:
-        """The marked principal name for role ``who`` in this run (e.g. ``mallory.rt1a2b-07``)."""
-        return f"{who}.{self.marker}"
+        """The principal name playing role ``who`` in this run: a marked name in the embedded
+        target (e.g. ``mallory.rt1a2b-07``), the red-team identity's name on a live one."""
+        return self.target.plays(who, self.marker)
+
+    def ours(self, *texts: str | None) -> bool:
+        """Whether any of ``texts`` marks this scenario: it carries the marker, or it is the
+        name of an actor the target's run plays as (read within the scenario's window)."""
+        names = self.target.own_names
+        return any(self.marker in (t or "") or (t or "") in names for t in texts)
 
     def person(self, who: str) -> Identity:
         """The enrolled identity of marked role ``who``."""

@@ -28,15 +28,11 @@ from strongroom.redteam.schema import Scenario
 __all__ = ["grade"]
 
 
-def _marked(ctx: RunContext, *texts: str) -> bool:
-    return any(ctx.marker in (t or "") for t in texts)
-
-
 def _audit_evidence(ctx: RunContext, action: str,
                     reason: str) -> tuple[bool, list[dict[str, Any]]]:
     log = ctx.target.audit
     events = [e for e in log.events(ctx.audit_start, log.size())
-              if _marked(ctx, e.actor, e.object, e.reason)
+              if ctx.ours(e.actor, e.object, e.reason)
               and (not action or e.action == action)]
     denies = [e for e in events if e.decision == "deny"
               and reason.lower() in e.reason.lower()]
@@ -66,14 +62,14 @@ def _alert_evidence(ctx: RunContext, detector: str) -> list[dict[str, Any]]:
     found: list[dict[str, Any]] = []
     for a in ctx.target.alerts.recent(limit=1000):
         seen = a.last_seen if a.last_seen.tzinfo else a.last_seen.replace(tzinfo=UTC)
-        if a.rule == detector and seen >= since and _marked(ctx, a.subject, a.obj, a.message):
+        if a.rule == detector and seen >= since and ctx.ours(a.subject, a.obj, a.message):
             found.append({"kind": "alert", "id": a.id, "detector": a.rule,
                           "severity": a.severity, "subject": a.subject,
                           "message": a.message[:200]})
     log = ctx.target.audit
     for e in log.events(ctx.audit_start, log.size()):
         if e.action == "gateway.alert" and e.details.get("kind") == detector \
-                and _marked(ctx, e.object, e.actor):
+                and ctx.ours(e.object, e.actor):
             found.append({"kind": "audit-alert", "id": e.index, "detector": detector,
                           "severity": e.decision, "subject": e.object,
                           "message": e.reason[:200]})

@@ -120,12 +120,10 @@ def run_scenario(target: Any, sc: Scenario, run_id: str, seq: int) -> ScenarioRe
     t0 = time.monotonic()
     result = ScenarioResult(sc.id, sc.title, sc.group, "missed", [], expected=_expected(sc),
                             marker=marker)
-    reason = target.unsupported(sc.needs) if sc.needs else None
-    if reason is None and target.kind != "embedded":
-        reason = target.unsupported(("embedded",))
-    if reason is not None:
+    reason = target.unsupported(sc.needs)
+    if reason is not None:  # listed as not run, with what it needs: never passed silently
         result.outcome = "unsupported"
-        result.evidence = [{"kind": "unsupported", "detail": reason}]
+        result.evidence = [{"kind": "unsupported", "needs": list(sc.needs), "detail": reason}]
         return result
     if "own-target" in sc.needs:
         try:
@@ -171,6 +169,13 @@ def _run(target: Any, sc: Scenario, marker: str, run_id: str, result: ScenarioRe
     finally:
         try:
             _call(ctx, sc.cleanup)
+            acknowledge = getattr(target, "acknowledge", None)  # a live deployment's alerts
+            if acknowledge is not None:
+                acked = acknowledge(ctx, sc.id)
+                if acked:
+                    result.evidence.append({"kind": "acknowledged", "ids": acked,
+                                            "detail": f"alerts acknowledged as red-team run "
+                                                      f"{marker}"})
         except Exception as exc:
             result.outcome = "missed"
             result.evidence.append({"kind": "error", "error": type(exc).__name__,

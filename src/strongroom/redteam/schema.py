@@ -18,7 +18,7 @@ A scenario file (``scenarios/*.yaml``, shipped as package data) looks like::
       blocked: {action: key.release, reason: grant}   # a marked denial naming the control
       detected: SR-EGRESS-CAP            # an alert with this detector id for the run's actors
       checks: [{check: artifact_absent, args: {name: evil}}]
-    needs: []                     # target capabilities (e.g. softhsm)
+    needs: [insider]              # what the attacker must hold (NEEDS); at least one
     timeout_s: 20
 
 Steps and checks are *names* looked up in registries of Python functions
@@ -42,6 +42,7 @@ from strongroom.errors import InvalidInput
 
 __all__ = [
     "GROUPS",
+    "NEEDS",
     "Expectation",
     "Scenario",
     "StepCall",
@@ -61,6 +62,24 @@ GROUPS: dict[str, str] = {
     "supply-chain": "Supply chain attacks",
     "humint": "Human intelligence (insiders, bribery, coercion)",
     "ai-specific": "AI-specific attack vectors",
+}
+#: What a scenario may need, and who supplies it. A target runs a scenario only when it
+#: supplies every need; the others are reported "not run: needs X", never passed.
+NEEDS: dict[str, str] = {
+    "network": "the deployment's API over the network (every target)",
+    "insider": "an enrolled identity the operator issued to the red team (--identity); "
+               "it plays every role the scenario names",
+    "dba": "the deployment's database with a DBA's credentials (--database-url)",
+    "officers": "the security officers' keys: enroll marked people, label artifacts, issue "
+                "Grants with standing approvers (embedded target only)",
+    "host-shell": "a shell on a serving host: its files, processes and key agent "
+                  "(embedded target only)",
+    "blob-bucket": "read access to the blob store (embedded target only)",
+    "in-process": "the deployment's objects in the suite's own process: steps not spoken "
+                  "over the API (embedded target only)",
+    "own-target": "a fresh deployment the scenario may leave unusable (embedded target only)",
+    "sqlite": "an SQLite store whose write lock the scenario holds",
+    "softhsm": "SoftHSM2's tools (softhsm2-util, the PKCS#11 module)",
 }
 ADVERSARIES = ("OC1", "OC2", "OC3", "OC4", "OC5")
 _ID = re.compile(r"^RT-[A-Z]{2,8}-\d{3}$")
@@ -235,9 +254,14 @@ def parse_scenario(doc: Any, source: str = "<scenario>") -> Scenario:
     if isinstance(timeout, bool) or not isinstance(timeout, int | float) \
             or not 0 < timeout <= MAX_TIMEOUT_S:
         raise _fail(source, "timeout_s", f"must be a number in (0, {MAX_TIMEOUT_S}]")
-    needs = doc.get("needs") or []
-    if not isinstance(needs, list) or not all(isinstance(n, str) for n in needs):
-        raise _fail(source, "needs", "must be a list of capability names")
+    needs = doc.get("needs")
+    if not isinstance(needs, list) or not needs or not all(isinstance(n, str) for n in needs):
+        raise _fail(source, "needs", "must list what the attacker must hold, at least one of: "
+                    + ", ".join(NEEDS))
+    unknown = [n for n in needs if n not in NEEDS]
+    if unknown:
+        raise _fail(source, "needs", f"unknown need(s) {', '.join(unknown)}; known: "
+                    + ", ".join(NEEDS))
     notes = doc.get("notes") or ""
     if not isinstance(notes, str):
         raise _fail(source, "notes", "must be a string")

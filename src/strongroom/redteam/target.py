@@ -22,8 +22,7 @@ long as the database stays locked)::
     with EmbeddedTarget.build(Path(tmp)) as target:
         ...
 
-A live server (``--target URL``) is :class:`UrlTarget`; it supports no
-scenario until the server's HTTP API lands, and says so per scenario.
+A live server (``--target URL``) is :class:`strongroom.redteam.live.LiveTarget`.
 """
 
 from __future__ import annotations
@@ -52,7 +51,7 @@ if TYPE_CHECKING:
     from strongroom.store.db import Store
     from strongroom.vault.vault import Vault
 
-__all__ = ["ARTIFACT", "COMPARTMENT", "DECOY", "EmbeddedTarget", "Target", "UrlTarget"]
+__all__ = ["ARTIFACT", "COMPARTMENT", "DECOY", "EmbeddedTarget", "Target"]
 
 #: The labelled model every scenario attacks.
 ARTIFACT = "atlas-ckpt"
@@ -93,31 +92,13 @@ class Target(Protocol):
         """Why a scenario needing ``needs`` cannot run here (``None`` when it can)."""
         ...
 
+    def plays(self, who: str, marker: str) -> str:
+        """The principal name that plays role ``who`` in the scenario marked ``marker``."""
+        ...
+
     def close(self) -> None:
         """Stop whatever the target started and delete what it wrote."""
         ...
-
-
-@dataclass
-class UrlTarget:
-    """A live strongroom server (``--target URL``)."""
-
-    url: str
-    kind: str = "url"
-    description: str = ""
-
-    def __post_init__(self) -> None:
-        if not self.url.startswith(("http://", "https://")):
-            raise InvalidInput("the target must be an http(s) URL", obj=self.url)
-        self.description = f"live server at {self.url}"
-
-    def unsupported(self, needs: tuple[str, ...]) -> str | None:
-        """Every scenario needs in-process capabilities until the server API is attacked."""
-        return ("not supported against a live server yet: the scenario needs "
-                + ", ".join(needs) + " (run it against the embedded target)")
-
-    def close(self) -> None:
-        """Nothing to stop."""
 
 
 class _NoopEvidence:
@@ -174,6 +155,8 @@ class EmbeddedTarget:
     people: dict[str, Identity] = field(default_factory=dict)
     kind: str = "embedded"
     description: str = ""
+    #: The model every scenario attacks.
+    artifact: str = ARTIFACT
     _label_serial: dict[str, int] = field(default_factory=dict)
     _owned_root: bool = False
     _server: Any = None
@@ -455,6 +438,15 @@ class EmbeddedTarget:
         return dict(self.svc.keyring.officers())
 
     # -- the Target protocol ---------------------------------------------------------
+
+    def plays(self, who: str, marker: str) -> str:
+        """A marked principal per role (``mallory.rt1a2b-07``), enrolled by the scenario."""
+        return f"{who}.{marker}"
+
+    @property
+    def own_names(self) -> frozenset[str]:
+        """None: every principal the run creates carries its marker."""
+        return frozenset()
 
     def unsupported(self, needs: tuple[str, ...]) -> str | None:
         """The embedded target supports every capability; ``softhsm`` needs the tools,

@@ -98,8 +98,9 @@ def _forge(ctx: RunContext, who: str, approval_envs: list[str], *, store: bool) 
     env = ctx.vars["request:" + who]
     forged = build_grant(ctx.person(who).private_key, env, approval_envs, now=time.time())
     if store:
-        statements.put(ctx.target.store, "grant", forged, subject=ctx.person(who).public.key_id,
-                       resource=ARTIFACT, expires=int(time.time()) + 3600)
+        ctx.vars["forged_grant_row"] = statements.put(
+            ctx.target.store, "grant", forged, subject=ctx.person(who).public.key_id,
+            resource=ctx.target.artifact, expires=int(time.time()) + 3600)
     return forged
 
 
@@ -150,6 +151,23 @@ def dba_insert_grant(ctx: RunContext, who: str) -> None:
     """A database administrator writes a Grant row for ``who`` straight into the store."""
     _forge(ctx, who, ctx.vars.get("approvals:" + who, []), store=True)
     ask_gate(ctx, who)  # the gate looks Grants up in the store
+
+
+@step("dba_remove_grant")
+def dba_remove_grant(ctx: RunContext) -> None:
+    """Cleanup: the DBA deletes the Grant row the scenario inserted (a live deployment keeps
+    nothing of the run but its audit entries)."""
+    from sqlalchemy import delete
+
+    from strongroom.store.tables.access import AccessStatement
+
+    digest = ctx.vars.get("forged_grant_row")
+    if digest is None:
+        return
+    with ctx.target.store.session() as s:
+        gone = s.execute(delete(AccessStatement).where(AccessStatement.kind == "grant",
+                                                       AccessStatement.digest == digest))
+    ctx.saw(f"cleanup: deleted {getattr(gone, 'rowcount', 0)} inserted Grant row(s)")
 
 
 @step("dba_enroll_ghosts")

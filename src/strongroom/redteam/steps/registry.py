@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from strongroom.release import ReleaseRequest
 
 __all__ = ["SHARD", "STEPS", "Step", "ask_gate", "attempt", "release_request", "send_request",
-           "step"]
+           "shard_of", "step"]
 
 Step = Callable[..., None]
 STEPS: dict[str, Step] = {}
@@ -70,7 +70,7 @@ def release_request(ctx: RunContext, who: str, *, resource: str = ARTIFACT,
     ident = ctx.person(who)
     manifest = t.vault.manifest(resource)
     source = t.vault.manifest(blob_of) if blob_of else manifest
-    shard = SHARD if manifest.kind != "document" else manifest.files[0].path
+    shard = shard_of(manifest)
     entry = next(f for f in source.files if f.path == shard)
     if evidence is None:
         evidence = make_evidence(ident.private_key, artifact=manifest.ref, shard=shard,
@@ -81,6 +81,13 @@ def release_request(ctx: RunContext, who: str, *, resource: str = ARTIFACT,
                           shard=shard, blob_id=entry.blob,
                           nbytes=entry.size if nbytes is None else nbytes,
                           purpose=purpose, evidence=evidence)
+
+
+def shard_of(manifest: Any) -> str:
+    """The shard a scenario asks for: ``model.safetensors``, else the manifest's first file
+    (a document's, or a live deployment's model stored under another name)."""
+    paths = [f.path for f in manifest.files]
+    return SHARD if manifest.kind != "document" and SHARD in paths else paths[0]
 
 
 def send_request(ctx: RunContext, who: str, request: ReleaseRequest) -> None:

@@ -7,7 +7,7 @@ import secrets
 
 from strongroom.errors import StrongroomError
 from strongroom.redteam.context import RunContext
-from strongroom.redteam.steps.registry import SHARD, step
+from strongroom.redteam.steps.registry import shard_of, step
 from strongroom.redteam.target import ARTIFACT
 
 
@@ -21,11 +21,12 @@ def server_release_replay(ctx: RunContext, victim: str) -> None:
     client = t.server()
     ident = ctx.person(victim)
     manifest = t.vault.manifest(ARTIFACT)
-    entry = manifest.file(SHARD)
-    evidence = make_evidence(ident.private_key, artifact=manifest.ref, shard=SHARD,
+    shard = shard_of(manifest)
+    entry = manifest.file(shard)
+    evidence = make_evidence(ident.private_key, artifact=manifest.ref, shard=shard,
                              blob_id=entry.blob, purpose="load",
                              grant=ctx.vars.get(f"grant:{victim}"))
-    body = json.dumps({"artifact": manifest.ref, "shard": SHARD, "purpose": "load",
+    body = json.dumps({"artifact": manifest.ref, "shard": shard, "purpose": "load",
                        "evidence": evidence}).encode()
     headers = {**sign_request(ident.private_key, "POST", "/v1/keys/release", body),
                "Content-Type": "application/json"}

@@ -3,8 +3,8 @@
 ``build_router(ctx, keys)`` returns the router :func:`strongroom.server.app.create_app`
 includes. Reading (and replaying the log: ``POST /v1/audit/verify``) needs an
 auditor or a security officer; acknowledging an alert needs a security officer
-and is audited. Report rows come from :mod:`strongroom.runtime.listings`, as
-the CLI's on the vault host.
+(or the red-team identity, for alerts about itself) and is audited. Report rows
+come from :mod:`strongroom.runtime.listings`, as the CLI's on the vault host.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request
 
-from strongroom.errors import InvalidInput, NotFound
+from strongroom.errors import AccessDenied, InvalidInput, NotFound
 from strongroom.server import models as M
 from strongroom.server.auth import PrincipalKeys, require_role
 from strongroom.server.context import ServerContext
@@ -22,6 +22,8 @@ from strongroom.server.context import ServerContext
 __all__ = ["build_router"]
 
 _AUDITORS = ("auditors", "security-officers")
+#: The role of an identity the operator issues to the red team (``strongroom redteam run``).
+_REDTEAM = "red-team"
 
 
 def _entry_out(ev: Any) -> M.AuditEntryOut:
@@ -141,8 +143,17 @@ def build_router(ctx: ServerContext, keys: PrincipalKeys) -> APIRouter:
     @r.post("/alerts/{alert_id}/ack", response_model=M.AlertOut, tags=["alerts"])
     def ack(request: Request, alert_id: Annotated[int, Path(ge=1, le=1 << 62)],
             body: M.AlertAck) -> M.AlertOut:
-        """Acknowledge an alert (audited)."""
-        caller = require_role(request, keys, "security-officers")
-        return _alert_out(ctx.alerts().ack(alert_id, by=caller.name, note=body.note))
+        """Acknowledge an alert (audited). A red-team identity may acknowledge only alerts
+        about itself (raised by its own attacks), recorded under its name."""
+        caller = require_role(request, keys, "security-officers", _REDTEAM)
+        alerts = ctx.alerts()
+        person = keys.enrollment(caller.key_id)
+        if not caller.officer and (person is None or "security-officers" not in person.roles):
+            alert = alerts.get(alert_id)
+            if caller.name not in (alert.subject, alert.obj):
+                raise AccessDenied(f"{caller.name} may acknowledge only alerts about itself",
+                                   obj=f"alert {alert_id}",
+                                   remedy="a security officer acknowledges it")
+        return _alert_out(alerts.ack(alert_id, by=caller.name, note=body.note))
 
     return r

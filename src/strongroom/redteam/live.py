@@ -1,0 +1,276 @@
+"""The live target: a running ``strongroom serve`` attacked through its HTTP API.
+
+::
+
+    target = LiveTarget.connect("https://strongroom.lab.example", Identity.load(path),
+                                database_url=None)
+    report = run_suite(target, load_builtin())
+    target.close()                  # acknowledges what the run raised, as red-team
+
+A scenario runs here only when the target supplies every one of its
+``needs`` (:data:`strongroom.redteam.schema.NEEDS`): ``network`` always,
+``insider`` with the red-team identity the operator issued (enrolled with the
+``auditors`` role, to read the evidence, and ``red-team``, to acknowledge the
+alerts it raised itself), ``dba`` with ``--database-url``. Every other
+scenario is reported ``unsupported`` ("not run: needs ...").
+
+The red-team identity plays every role a scenario names (the "engineer"
+whose key was stolen, the "victim" whose request is replayed): its enrolled
+name is what the deployment's audit log records, so the grader reads that
+name, within the scenario's window of entries, as the run's mark. The model
+every scenario attacks (``atlas-ckpt`` in the embedded target) is, here, the
+artifact named by ``--artifact`` (default: the first the server lists).
+Evidence is read back over the API: ``GET /v1/audit/tail`` and
+``GET /v1/alerts``; the deployment's own monitor loop raises the alerts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from strongroom.errors import InvalidInput, StrongroomError
+from strongroom.monitor.alerts import StoredAlert
+from strongroom.redteam.schema import NEEDS
+from strongroom.redteam.target import ARTIFACT
+from strongroom.server.models import AlertOut, AuditEntryOut
+
+if TYPE_CHECKING:
+    from strongroom.keys.identity import Identity
+    from strongroom.redteam.context import RunContext
+    from strongroom.release import ReleaseRequest
+    from strongroom.server.client import Client
+    from strongroom.store.db import Store
+    from strongroom.vault.manifest import Manifest
+
+__all__ = ["REDTEAM_ROLE", "LiveTarget"]
+
+#: The role that lets an enrolled red-team identity acknowledge the alerts about itself.
+REDTEAM_ROLE = "red-team"
+#: The most entries one scenario's window may span (``GET /v1/audit/tail``'s limit).
+MAX_WINDOW = 1000
+
+
+class _RemoteAudit:
+    """The deployment's audit log, read over the API (auditors' role)."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+
+    def size(self) -> int:
+        return int(self.client.get("/v1/audit/checkpoint")["size"])
+
+    def events(self, start: int, end: int) -> list[AuditEntryOut]:
+        if end <= start:
+            return []
+        size = self.size()
+        if size - start > MAX_WINDOW:
+            raise InvalidInput(f"{size - start} entries were appended since entry {start}; the "
+                               f"API reads back at most {MAX_WINDOW}", obj="audit window",
+                               remedy="run the red team when the deployment is quieter")
+        rows = self.client.get("/v1/audit/tail", params={"n": max(1, size - start)})
+        out = [AuditEntryOut.model_validate(r) for r in rows if start <= int(r["index"]) < end]
+        return sorted(out, key=lambda e: e.index)
+
+
+class _RemoteAlerts:
+    """The deployment's alert store, read over the API."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+
+    def recent(self, limit: int = 100) -> list[StoredAlert]:
+        rows = self.client.get("/v1/alerts", params={"limit": min(limit, 1000)})
+        return [_stored(AlertOut.model_validate(a)) for a in rows]
+
+
+def _stored(a: AlertOut) -> StoredAlert:
+    """An alert the API listed, in the shape the grader reads."""
+    return StoredAlert(a.id, a.rule, a.severity, a.subject, a.object, a.message, {}, "",
+                       datetime.fromisoformat(a.first_seen), datetime.fromisoformat(a.last_seen),
+                       a.count, datetime.fromisoformat(a.acked_at) if a.acked_at else None,
+                       a.acked_by, None)
+
+
+class _LiveVault:
+    """Manifests (verified with the pinned manifest key) and loads, as one identity."""
+
+    def __init__(self, target: LiveTarget, client: Client) -> None:
+        self.target, self.client = target, client
+
+    def manifest(self, name: str) -> Manifest:
+        return self.client.verified_manifest(self.target.resource_name(name))
+
+    def open_weights(self, name: str) -> Any:
+        from strongroom.server.remote_vault import RemoteVault
+
+        return RemoteVault(self.client).open_weights(self.target.resource_name(name))
+
+
+class _LiveKeys:
+    """The gate, reached as ``POST /v1/keys/release`` signed by the insider."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+
+    def release(self, request: ReleaseRequest) -> bytearray:
+        import base64
+
+        out = self.client.post("/v1/keys/release", {
+            "artifact": request.artifact, "shard": request.shard, "purpose": request.purpose,
+            "evidence": request.evidence})
+        return bytearray(base64.b64decode(out["file_key"]))
+
+
+class LiveTarget:
+    """A live deployment reached at ``url`` (see the module docstring)."""
+
+    kind = "live"
+
+    def __init__(self, url: str, identity: Identity | None, client: Client, root: Path, *,
+                 name: str, artifact: str, store: Store | None) -> None:
+        self.url, self.identity, self.client, self.root = url, identity, client, root
+        self.insider_name, self.artifact, self.store = name, artifact, store
+        self.supplies = {"network"} | ({"insider"} if identity is not None else set()) \
+            | ({"dba"} if store is not None else set())
+        self.description = f"live server at {url}" + (f" as {name}" if identity else "") \
+            + (" with a DBA's database credentials" if store is not None else "")
+        self.people: dict[str, Identity] = {name: identity} if identity is not None else {}
+        self.audit = _RemoteAudit(client)
+        self.alerts = _RemoteAlerts(client)
+        self.vault = _LiveVault(self, client)
+        self.keys = _LiveKeys(client)
+        self.started = time.time()
+        self.acknowledged: list[int] = []
+        self._http: httpx.Client | None = None
+
+    @classmethod
+    def connect(cls, url: str, identity: Identity | None, *, database_url: str | None = None,
+                artifact: str | None = None) -> LiveTarget:
+        """Check the server answers and who the identity is there; open the DBA's store."""
+        from strongroom.server.client import Client, KnownServers
+
+        if not url.startswith(("http://", "https://")):
+            raise InvalidInput("the target must be an http(s) URL", obj=url,
+                               remedy="e.g. --target https://strongroom.lab.example")
+        root = Path(tempfile.mkdtemp(prefix="sr-redteam-live-"))
+        client = Client(url, identity, known_servers=KnownServers(root / "known_servers"))
+        store = None
+        try:
+            name = ""
+            if identity is not None:
+                name = str(client.get("/v1/whoami")["name"])
+                if not artifact:
+                    listed = client.weights()
+                    if not listed:
+                        raise InvalidInput("the server lists no weights to attack",
+                                           obj=url, remedy="import a model, or name one "
+                                                           "with --artifact")
+                    artifact = str(listed[0]["name"])
+            if database_url:
+                from strongroom.store.db import Store
+
+                store = Store.open(database_url)
+            return cls(url, identity, client, root, name=name, artifact=artifact or ARTIFACT,
+                       store=store)
+        except BaseException:
+            client.close()
+            if store is not None:
+                store.close()
+            shutil.rmtree(root, ignore_errors=True)
+            raise
+
+    # -- what the runner asks ------------------------------------------------------------
+
+    def unsupported(self, needs: tuple[str, ...]) -> str | None:
+        """``not run: needs X (what X is)`` for every need this target does not supply."""
+        missing = [n for n in needs if n not in self.supplies]
+        if not missing:
+            return None
+        return "not run: needs " + "; ".join(f"{n} ({NEEDS[n]})" for n in missing)
+
+    def plays(self, who: str, marker: str) -> str:
+        """The insider plays every role."""
+        return self.insider_name
+
+    @property
+    def own_names(self) -> frozenset[str]:
+        """Actor names that mark the run's entries within a scenario's window."""
+        return frozenset({self.insider_name}) if self.insider_name else frozenset()
+
+    def scan_monitor(self) -> None:
+        """Nothing: the deployment's own monitor loop scans on its interval."""
+
+    def acknowledge(self, ctx: RunContext, scenario: str) -> list[int]:
+        """Acknowledge, as red-team, the unacknowledged alerts about the run since ``ctx`` started."""
+        since = ctx.started - 1
+        done: list[int] = []
+        for a in self.alerts.recent(limit=1000):
+            if a.acked_by is None and a.last_seen.timestamp() >= since \
+                    and ctx.ours(a.subject, a.obj) and a.id not in self.acknowledged:
+                self.client.post(f"/v1/alerts/{a.id}/ack",
+                                 {"note": f"red-team run {ctx.marker} ({scenario})"})
+                done.append(a.id)
+        self.acknowledged += done
+        return done
+
+    # -- what the steps use ------------------------------------------------------------
+
+    def resource_name(self, name: str) -> str:
+        """The embedded target's model name stands for the attacked artifact."""
+        return self.artifact if name == ARTIFACT else name
+
+    def server(self) -> httpx.Client:
+        """A plain HTTP client of the server (steps sign their own requests)."""
+        if self._http is None:
+            self._http = httpx.Client(base_url=self.url, timeout=30)
+        return self._http
+
+    def enroll(self, name: str, **_: Any) -> Identity:
+        """The operator enrolled the insider: its own roles stand for the ones asked."""
+        if name not in self.people:
+            raise InvalidInput(f"{name} is not the red-team identity of this run",
+                               obj=name, remedy="pass --identity")
+        return self.people[name]
+
+    def vault_as(self, ident: Identity) -> _LiveVault:
+        """Loading as ``ident`` (the insider)."""
+        if ident is not self.identity:
+            raise InvalidInput("a live target acts only as the red-team identity",
+                               obj=ident.name or ident.public.key_id)
+        return self.vault
+
+    def request(self, name: str, resource: str, action: str, *, budget: int = 1 << 30,
+                duration: int = 3600) -> tuple[str, str]:
+        """The insider signs and submits an access request over the API; (envelope, digest)."""
+        from strongroom.access.approvals import AccessRequest
+
+        ident = self.people[name]
+        req = AccessRequest.new(name, ident.public.key_id, self.resource_name(resource), action,
+                                f"red-team {name}", duration, budget, time.time())
+        env = req.sign(ident.private_key)
+        out = self.client.post("/v1/access/requests", {"envelope": env})
+        return env, str(out["digest"])
+
+    def close(self) -> None:
+        """Acknowledge what the run raised since it started (as red-team); close connections."""
+        with contextlib.suppress(StrongroomError, httpx.HTTPError):
+            for a in self.alerts.recent(limit=1000):
+                if a.acked_by is None and a.last_seen.timestamp() >= self.started - 1 \
+                        and self.insider_name and self.insider_name in (a.subject, a.obj):
+                    self.client.post(f"/v1/alerts/{a.id}/ack",
+                                     {"note": "red-team run (raised after its scenario)"})
+                    self.acknowledged.append(a.id)
+        if self._http is not None:
+            self._http.close()
+        self.client.close()
+        if self.store is not None:
+            self.store.close()
+        shutil.rmtree(self.root, ignore_errors=True)

@@ -1,0 +1,92 @@
+"""``strongroom redteam run --target URL`` against a real ``strongroom serve`` (SQLite, PostgreSQL).
+
+The operator issues the red team an identity (roles ``auditors`` and
+``red-team``); the run attacks the live deployment through its API with it,
+lists every scenario whose needs it was not given as not run, leaves the
+deployment's audit log verifying, acknowledges (as red-team) the alerts it
+raised, and removes the Grant row its DBA scenario inserted.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+
+from strongroom.keys.identity import Identity
+from strongroom.redteam.schema import load_builtin
+from strongroom.server.client import Client, KnownServers
+
+from cli_fixtures import serve_process, strongroom_exe, unseal_home
+from vault_fixtures import make_model
+
+#: The scenarios a live run supplies the needs of (with --database-url: also RT-DBA-001).
+LIVE = {"RT-CRED-001", "RT-SRV-001", "RT-ABS-006"}
+
+
+def _grant_rows(db_url: str, key_id: str) -> int:
+    from sqlalchemy import func, select
+
+    from strongroom.store.db import Store
+    from strongroom.store.tables.access import AccessStatement
+
+    store = Store.open(db_url)
+    try:
+        with store.session() as s:
+            return int(s.scalar(select(func.count()).select_from(AccessStatement).where(
+                AccessStatement.kind == "grant", AccessStatement.subject == key_id)) or 0)
+    finally:
+        store.close()
+
+
+def test_live_run_against_serve(tmp_path: Path, db_url: str) -> None:
+    """The one test that proves the live target (~25 s per backend on a quiet machine)."""
+    home = tmp_path / "home"
+    run, env = unseal_home(home, db_url)
+    model = tmp_path / "model.safetensors"
+    make_model(model)
+    run("weights", "import", model, "--name", "tiny")
+    rt = Identity.generate("redteam")
+    rt.save(tmp_path / "rt.identity")
+    (tmp_path / "rt.pub").write_text(rt.public.to_text())
+    run("people", "enroll", "redteam", "--key", tmp_path / "rt.pub", "--vetting-expires",
+        "2099-01-01", "--clearance", "top-secret", "--role", "auditors", "--role", "red-team")
+    run("seal")  # serve starts its own agent
+    with serve_process(env, tmp_path / "serve.log") as base:
+        shares = sorted((home.parent / "shares").glob("share-*.age"))
+        for i in (1, 2):
+            run("unseal", "--share", shares[i - 1], "--identity",
+                home.parent / "custodians" / f"c{i}.key")
+        red = {k: v for k, v in env.items() if k != "STRONGROOM_IDENTITY"}
+        t0 = time.monotonic()
+        out = subprocess.run([strongroom_exe(), "redteam", "run", "--json", "--target", str(base),
+                              "--identity", str(tmp_path / "rt.identity"),
+                              "--database-url", db_url],
+                             capture_output=True, text=True, env=red, timeout=300)
+        took = time.monotonic() - t0
+        assert "Traceback" not in out.stderr, out.stderr
+        doc = json.loads(out.stdout)
+        by_id = {s["id"]: s for s in doc["scenarios"]}
+        assert doc["missed"] == 0, [s for s in doc["scenarios"] if s["outcome"] == "missed"]
+        assert out.returncode == 2  # nothing missed; some scenarios not run
+        ran = {i for i, s in by_id.items() if s["outcome"] != "unsupported"}
+        assert ran == LIVE | {"RT-DBA-001"}, (ran, took)
+        assert all(by_id[i]["outcome"] == "blocked" for i in ran)
+        assert set(by_id) == {s.id for s in load_builtin()}  # every scenario listed
+        for s in doc["scenarios"]:
+            if s["outcome"] == "unsupported":  # never passed silently: what it needs, named
+                assert s["evidence"][0]["detail"].startswith("not run: needs "), s
+        # the evidence is the deployment's own audit entries, by the red-team identity
+        cred = next(e for e in by_id["RT-CRED-001"]["evidence"] if e["kind"] == "audit")
+        assert cred["actor"] == "redteam" and cred["decision"] == "deny"
+        officer = Identity.load(Path(env["STRONGROOM_IDENTITY"]))
+        with Client(base, officer, known_servers=KnownServers(tmp_path / "ks")) as client:
+            alerts = client.get("/v1/alerts", params={"limit": 1000})
+            ours = [a for a in alerts if "redteam" in (a["subject"], a["object"])]
+            assert all(a["acked_by"] == "redteam" for a in ours), ours
+        assert _grant_rows(db_url, rt.public.key_id) == 0  # RT-DBA-001 removed its row
+        run("audit", "verify")  # the run left the deployment's log verifying (exit 0)
+        # the red team's signed scorecard is in the log
+        tail = run("audit", "tail", "-n", "200", "--json", ok=False)
+        assert "redteam.result" in tail.stdout, tail.stdout[-2000:] + tail.stderr
