@@ -16,7 +16,7 @@ from starlette.testclient import TestClient
 
 from strongroom.gateway.alerts import MemoryAlertSink
 from strongroom.gateway.auth import AllowList, SignedRequestAuth, sign_request
-from strongroom.gateway.defence import OutputPolicy
+from strongroom.gateway.defence import LimitsConfig, OutputPolicy
 from strongroom.gateway.models import load_model
 from strongroom.gateway.server import EMBEDDINGS_PATH, Gateway, GatewayConfig, create_app
 from strongroom.keys.identity import Identity
@@ -115,6 +115,32 @@ def test_dimension_limit_hides_the_hidden_size(toy: tuple) -> None:
     samples, _ = _attack(gw, per_request=32, budget=160)
     assert samples.shape == (160, 16)
     assert _hidden_size_estimate(samples) != TOY_HIDDEN
+
+
+def _paraphrases(n: int) -> list[str]:
+    """Ordinary questions, each worded differently (what a distiller sends: no pattern)."""
+    topics = ["tides", "photosynthesis", "inflation", "volcanoes", "jazz", "glaciers", "vaccines",
+              "bridges", "comets", "bees", "tariffs", "sleep"]
+    forms = ["explain {} simply", "what drives {} in practice", "give me an overview of {}",
+             "why do people study {}", "summarise the history of {}", "how would you teach {}"]
+    return [forms[i % len(forms)].format(topics[(i * 5) % len(topics)]) + f" ({i})"
+            for i in range(n)]
+
+
+def test_distillation_under_the_detectors_is_stopped_by_the_daily_budget(toy: tuple) -> None:
+    config = GatewayConfig(limits=LimitsConfig(principal_budget=40))
+    gw, sink, audit = _gateway(toy[1], config)
+    questions = _paraphrases(80)
+    answered, statuses = 0, []
+    for i in range(0, len(questions), 8):
+        reply = embed_request(gw, MALLORY, questions[i:i + 8])
+        statuses.append(reply.status)
+        answered += len(vectors(reply)) if reply.status == 200 else 0
+    assert answered == 40 and statuses[:5] == [200] * 5 and set(statuses[5:]) == {429}
+    # one alert for the spent budget, none from the pattern detectors (nothing looked odd)
+    assert [a.kind for a in sink.alerts] == ["query-budget"]
+    assert sink.alerts[0].principal == "mallory" and sink.alerts[0].details["budget"] == 40
+    assert [e["decision"] for e in audit.events].count("throttle") == 5
 
 
 # -- no weight bytes in any answer --------------------------------------------------

@@ -248,6 +248,13 @@ def _keys_stored_in_the_clear(mp: pytest.MonkeyPatch) -> None:
         + bytes(16)))
 
 
+def _no_query_budget(mp: pytest.MonkeyPatch) -> None:
+    """The gateway's budgets charge nothing (the rate limits stay)."""
+    from strongroom.gateway.defence import Limits
+
+    mp.setattr(Limits, "admit", lambda self, principal, n_texts, now: None)
+
+
 #: One switch per control of strongroom.redteam.controls.CONTROLS.
 SWITCHES: dict[str, Switch] = {
     "grant-evidence": Switch(weaken={"evidence": "noop"}),
@@ -277,5 +284,6 @@ SWITCHES: dict[str, Switch] = {
     "gateway-codesign": Switch(patch=_unsigned_code_runs),
     "extraction-detector": Switch(patch=_no_extraction_detector),
     "output-rounding": Switch(patch=_no_rounding),
+    "query-budget": Switch(patch=_no_query_budget),
     "key-barrier": Switch(at_build=_keys_stored_in_the_clear),
 }

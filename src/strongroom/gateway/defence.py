@@ -37,6 +37,7 @@ __all__ = [
     "Limits",
     "LimitsConfig",
     "OutputPolicy",
+    "QueryBudgetReached",
     "Throttled",
     "looks_random",
 ]
@@ -94,6 +95,21 @@ class LimitsConfig:
     principal_budget: int = 20_000
     global_budget: int = 1_000_000
     budget_window_s: float = 86_400.0
+
+
+class QueryBudgetReached(Throttled):
+    """A query budget (texts per window, of one caller or of all callers) is spent.
+
+    The gateway alerts on it (``query-budget``): staying under the rate limits and the
+    extraction detectors while asking as much as the budget allows is how a model is
+    distilled from its outputs.
+    """
+
+    def __init__(self, message: str, *, obj: str, retry_after: float, budget: int,
+                 window_s: float, everyone: bool) -> None:
+        super().__init__(message, obj=obj, retry_after=retry_after,
+                         remedy="wait for the window to move, or ask for a larger budget")
+        self.budget, self.window_s, self.everyone = budget, window_s, everyone
 
 
 class _Bucket:
@@ -155,10 +171,10 @@ class Limits:
                 used = window.used(now, c.budget_window_s)
                 if used + n_texts > cap:
                     retry = (window.events[0][0] + c.budget_window_s - now) if window.events else 1
-                    raise Throttled(
+                    raise QueryBudgetReached(
                         f"query budget of {cap} texts per {c.budget_window_s:.0f} s reached for {who}",
-                        obj=principal, retry_after=retry,
-                        remedy="wait for the window to move, or ask for a larger budget")
+                        obj=principal, retry_after=retry, budget=cap,
+                        window_s=c.budget_window_s, everyone=window is gw)
             pw.add(now, n_texts)
             gw.add(now, n_texts)
 

@@ -51,6 +51,7 @@ from strongroom.gateway.defence import (
     Limits,
     LimitsConfig,
     OutputPolicy,
+    QueryBudgetReached,
     Throttled,
 )
 from strongroom.gateway.memory import MemoryLock
@@ -169,6 +170,8 @@ class Gateway:
         self.detector = ExtractionDetector(self.config.detector)
         self.memory: MemoryLock | None = None
         self._on_close = on_close
+        #: When each caller's spent budget was last alerted (one alert per caller and window).
+        self._budget_alerted: dict[str, float] = {}
 
     def close(self) -> None:
         """Release the model's weights (zeroing them when they came from the vault)."""
@@ -236,6 +239,8 @@ class Gateway:
         except Throttled as exc:
             self._record(who, "throttle", request_id, exc.message, host=host,
                          input_sha256=in_digest, texts=len(texts))
+            if isinstance(exc, QueryBudgetReached):
+                self._alert_budget(who, host, exc, now)
             return _error(429, "throttled", str(exc), request_id,
                           {"Retry-After": str(int(exc.retry_after) + 1)})
         alerts = self.detector.observe(who, host, texts, now)
@@ -265,6 +270,20 @@ class Gateway:
                      output_sha256=hashlib.sha256(out).hexdigest(), texts=len(texts),
                      dimensions=dims)
         return Reply(200, out, {"X-Request-Id": request_id})
+
+
+    def _alert_budget(self, who: str, host: str, exc: QueryBudgetReached, now: float) -> None:
+        """A ``query-budget`` alert, once per caller (or for all callers) and budget window."""
+        key = "all callers" if exc.everyone else who
+        last = self._budget_alerted.get(key)
+        if last is not None and now - last < exc.window_s:
+            return
+        self._budget_alerted[key] = now
+        self.alerts.emit(GatewayAlert(
+            "query-budget", "high", who, host,
+            f"{key} spent the query budget of {exc.budget} texts per {exc.window_s:.0f} s: "
+            "answers in that volume can distil the model", now,
+            {"budget": exc.budget, "window_s": int(exc.window_s), "all_callers": exc.everyone}))
 
 
 def _suspends(alert: GatewayAlert) -> bool:

@@ -489,3 +489,22 @@ def outputs_rounded(ctx: RunContext, who: str, precision: int = 4) -> list[dict[
                                 f"{precision} decimals"})
     return items[:3]
 
+
+@check("query_budget_held")
+def query_budget_held(ctx: RunContext, who: str, budget: int) -> list[dict[str, Any]]:
+    """The texts the gateway served the caller (its audited ``gateway.infer`` allows) stay
+    within ``budget``, and a later request was refused naming the query budget."""
+    log = ctx.target.audit
+    mine = [e for e in log.events(ctx.audit_start, log.size())
+            if e.action == "gateway.infer" and e.actor == ctx.actor(who)]
+    served = sum(int(e.details.get("texts", 0)) for e in mine if e.decision == "allow")
+    if served > budget:
+        raise Missing(f"the gateway served {who} {served} texts, over the budget of {budget}")
+    refused = [e for e in mine if e.decision == "throttle" and "query budget" in e.reason]
+    if not refused:
+        raise Missing(f"no request by {ctx.actor(who)} was refused for the query budget "
+                      f"({served} texts served)")
+    return [{"kind": "audit", "id": refused[0].index, "action": "gateway.infer",
+             "decision": "throttle", "actor": refused[0].actor,
+             "detail": f"{served} texts served of a budget of {budget}; then refused: "
+                       f"{refused[0].reason[:120]}"}]

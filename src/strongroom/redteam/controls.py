@@ -95,6 +95,8 @@ CONTROLS: dict[str, Control] = _controls(
      "strongroom.gateway.codesign.verify_release"),
     ("extraction-detector", "the gateway's extraction-pattern detectors",
      "strongroom.gateway.defence.ExtractionDetector.observe"),
+    ("query-budget", "the gateway's per-caller query budget (texts per day), alerted when "
+     "spent", "strongroom.gateway.defence.Limits.admit"),
     ("output-rounding", "gateway outputs are rounded to the configured precision",
      "strongroom.gateway.defence.OutputPolicy.shape"),
     ("key-barrier", "keys at rest are wrapped under the root key, which exists only in memory "

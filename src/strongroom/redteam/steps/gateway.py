@@ -1,4 +1,5 @@
-"""Steps against the inference gateway: starting it from unsigned code, an extraction attack."""
+"""Steps against the inference gateway: starting it from unsigned code, an extraction attack,
+distillation under the detectors, an output-side channel."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from strongroom.redteam.steps.registry import attempt, step
 from strongroom.redteam.target import ARTIFACT
 
 
-def _gateway(ctx: RunContext, release: str, owners: list[Any], callers: list[Any]) -> Any:
+def _gateway(ctx: RunContext, release: str, owners: list[Any], callers: list[Any],
+             config: Any = None) -> Any:
     from strongroom.gateway.alerts import AuditAlertSink
     from strongroom.gateway.auth import AllowList, SignedRequestAuth
     from strongroom.gateway.server import start_gateway
@@ -20,7 +22,7 @@ def _gateway(ctx: RunContext, release: str, owners: list[Any], callers: list[Any
     return start_gateway(svc, ARTIFACT, release=release, code_owners=[o.public for o in owners],
                          threshold=2, auth=SignedRequestAuth([c.public for c in callers]),
                          authorizer=AllowList({c.name for c in callers}),
-                         alerts=AuditAlertSink(t.audit))
+                         alerts=AuditAlertSink(t.audit), config=config)
 
 
 @step("start_gateway_unsigned")
@@ -101,3 +103,47 @@ def probe_output_precision(ctx: RunContext, texts: int = 6) -> None:
         gw.close()
     ctx.vars["gateway_replies"] = replies
     ctx.saw(f"precision probes answered with HTTP {[s for s, _ in replies]}")
+
+
+#: Questions a distiller words differently each time (no pattern for the detectors to see).
+_TOPICS = ("tides", "photosynthesis", "inflation", "volcanoes", "jazz", "glaciers", "vaccines",
+           "bridges", "comets", "bees", "tariffs", "sleep", "rivers", "printing")
+_FORMS = ("explain {} to a new colleague", "what actually drives {}", "an overview of {} please",
+          "why would anyone study {}", "the short history of {}", "how I would teach {}")
+
+
+@step("distill_in_budget")
+def distill_in_budget(ctx: RunContext, budget: int = 48, batch: int = 8,
+                      batches: int = 12) -> None:
+    """An ``infer``-only caller asks ordinary, differently worded questions in small batches,
+    under the rate limits and the detectors, to collect answers for distilling the model.
+    The gateway runs with a per-caller daily budget of ``budget`` texts."""
+    from strongroom.gateway.auth import sign_request
+    from strongroom.gateway.codesign import add_signature, sign_release
+    from strongroom.gateway.defence import LimitsConfig
+    from strongroom.gateway.server import EMBEDDINGS_PATH, GatewayConfig
+    from strongroom.keys.identity import Identity
+
+    owners = [Identity.generate(f"owner{i}") for i in range(3)]
+    release = add_signature(sign_release([owners[0]]), owners[1])
+    caller = Identity.generate(ctx.actor("distiller"))
+    config = GatewayConfig(limits=LimitsConfig(principal_budget=budget))
+    gw = _gateway(ctx, release, owners, [caller], config)
+    answered, codes = 0, []
+    try:
+        for b in range(batches):
+            texts = [_FORMS[(b * batch + i) % len(_FORMS)].format(
+                _TOPICS[(b * 3 + i * 5) % len(_TOPICS)]) + f", part {b}.{i}"
+                for i in range(batch)]
+            body = json.dumps({"input": texts}).encode()
+            reply = gw.handle("POST", EMBEDDINGS_PATH, sign_request(caller, "POST",
+                                                                    EMBEDDINGS_PATH, body),
+                              body, "10.9.8.9")
+            codes.append(reply.status)
+            if reply.status == 200:
+                answered += len(json.loads(reply.body)["data"])
+    finally:
+        gw.close()
+    ctx.vars["distilled"] = (answered, budget)
+    ctx.saw(f"{batches} batches of {batch} paraphrases answered with HTTP {codes}: "
+            f"{answered} answers collected")
