@@ -109,3 +109,18 @@ def test_approvals_that_would_not_count_are_refused(
                      "caps": {"infer": 100, "load": 50, "read": 50, "export": 20}}]
     actors = {e["actor"] for e in _tail(run, 40) if e["action"] == "access.approve"}
     assert actors == {"bob", "carol"}
+
+
+def test_revoking_a_name_nobody_holds_or_a_key_twice_is_refused(
+        vault: tuple[Run, dict[str, str]], tmp_path: Path) -> None:
+    run, env = vault
+    _people(tmp_path, run, env)
+    before = len(_tail(run, 200))
+    typo = run("people", "revoke", "alcie", "--reason", "left", ok=False)
+    assert typo.returncode != 0 and "alcie" in typo.stderr and "people ls" in typo.stderr
+    assert "Traceback" not in typo.stderr
+    assert len(_tail(run, 200)) == before  # nothing signed, nothing logged
+    run("people", "revoke", "alice", "--reason", "left")
+    again = run("people", "revoke", "alice", "--reason", "left", ok=False)
+    assert again.returncode != 0 and "already revoked" in again.stderr
+    assert "alice" not in run("people", "ls").stdout

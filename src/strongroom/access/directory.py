@@ -376,6 +376,30 @@ class Directory:
         return DEFAULT_RULES[action]
 
 
+def revocation_subject(who: str, people: Iterable[tuple[str, str]],
+                       revoked: Iterable[tuple[str, str]] = ()) -> str:
+    """The key id ``people revoke WHO`` revokes: a listed name's key, or a key id.
+
+    ``people`` are the (name, key id) pairs of the principals in force; ``revoked``
+    those whose keys are revoked already. A name nobody holds is refused rather than signed
+    as if it were a key id (a typo must not publish a revocation of nothing), and so
+    is a key already revoked. A key id (16 hex characters) of someone not listed is
+    accepted: an officer may revoke a key whose enrollment is still collecting
+    signatures, or one leaked before it was ever enrolled.
+    """
+    for name, kid in people:
+        if who in (name, kid):
+            return kid
+    if any(who in pair for pair in revoked):
+        raise InvalidInput(f"key {who} is already revoked", obj=who,
+                           remedy="nothing to do: `strongroom people ls` lists whose keys count")
+    if re.fullmatch(r"[0-9a-f]{16}", who) is None:
+        raise InvalidInput("no enrolled person by this name, and it is not a key id", obj=who,
+                           remedy="give a name or a 16-hex-digit key id that `strongroom "
+                           "people ls` lists")
+    return who
+
+
 OfficerKeys = Callable[[], Mapping[str, Ed25519PublicKey]]
 
 

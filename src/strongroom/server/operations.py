@@ -246,11 +246,10 @@ class Operations:
     def revoke_key(self, who: str, *, reason: str) -> Row:
         """``people revoke`` (officers): a key revocation signed here; ``who`` is a principal's
         name or key id. ``{"statement", "key_id", "signatures", "threshold"}``."""
-        from strongroom.access.directory import KeyRevocation
+        from strongroom.access.directory import KeyRevocation, revocation_subject
 
         signing_key, _, _ = self._signer()
-        found = [p["key_id"] for p in self.people() if p["name"] == who]
-        kid = found[0] if found else who
+        kid = revocation_subject(who, ((p["name"], p["key_id"]) for p in self.people()))
         out = self._publish("revocation",
                             KeyRevocation(kid, reason, int(time.time())).sign(signing_key))
         return {"statement": out["digest"], "key_id": kid, "signatures": out["signatures"],

@@ -89,14 +89,17 @@ class EmbeddedOfficers:
 
     def people_revoke(self, who: str, *, reason: str) -> Row:
         """Sign a key revocation (``who``: a principal's name or a key id)."""
-        from strongroom.access.directory import KeyRevocation, publish
+        from strongroom.access.directory import KeyRevocation, publish, revocation_subject
         from strongroom.access.restrictions import journal_details
 
         vault, ctx = open_context()
         with vault:
             keys = ctx.officer_keys()
-            found = ctx.directory().by_name(who)
-            kid = found.key_id if found is not None else who
+            d = ctx.directory()
+            pairs = [(p.name, k) for k, p in d.principals.items()]
+            kid = revocation_subject(who, [x for x in pairs if x[1] not in d.revoked_keys],
+                                     [x for x in pairs if x[1] in d.revoked_keys]
+                                     + [("", k) for k in d.revoked_keys])
             env = KeyRevocation(kid, reason, int(time.time())).sign(*keys)  # type: ignore[arg-type]
             digest = publish(vault.store, "revocation", env)
             vault.record("people.revoke", who, "allow", reason=reason, key_id=kid,
