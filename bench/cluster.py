@@ -19,7 +19,9 @@ cannot grow with the hosts, but the CPU a release costs must not. With a fixed
 number of clients, more hosts also means fewer concurrent requests per host,
 so smaller audit and ledger batches (one transaction each) and more CPU per
 release for that reason alone; ``--clients-per-host`` keeps each host's
-concurrency the same, which isolates what the hosts cost each other. At the end
+concurrency the same, which isolates what the hosts cost each other. The CPU
+of the hosts not behind the listener (they follow the shared log and check the
+ledger) is printed too: what one release costs every other host. At the end
 every release acknowledged must have exactly one ``key.release`` entry in the
 shared log, whichever host released it.
 
@@ -98,6 +100,9 @@ def main() -> None:
             f"{h.name} {idle[h.name]:.3f}" for h in c.hosts), flush=True)
         nonces: list[str] = []
         cpu: dict[str, list[tuple[float, float, float, float]]] = {name: [] for name in spans}
+        #: CPU per release of the hosts not behind the listener (following the shared log,
+        #: the ledger check), less their idle CPU: what a release costs the other hosts.
+        others: dict[str, list[float]] = {name: [] for name in spans if len(spans[name]) < 3}
 
         def subject(name: str, k: int) -> object:
             send = server_bench.RawClient("127.0.0.1", c.listeners[f"h{k}"]).send
@@ -115,11 +120,16 @@ def main() -> None:
                 server_bench._run(2, items[:20], one)  # each client thread's connection through HAProxy
                 cpu_of = server_bench._cpu
                 hosts, proxy, me = _cpu_of(spans[name]), cpu_of(c.haproxy.pid), cpu_of(os.getpid())
+                rest = [h for h in c.hosts if h not in spans[name]]
+                rest_before = _cpu_of(rest)
                 clients = args.clients_per_host * k if args.clients_per_host else args.threads
                 latencies, elapsed = server_bench._run(clients, items[20:], one)
                 n = len(latencies)
                 used = _cpu_of(spans[name]) - hosts
                 background = sum(idle[h.name] for h in spans[name]) * elapsed
+                if rest:
+                    rest_idle = sum(idle[h.name] for h in rest) * elapsed
+                    others[name].append((_cpu_of(rest) - rest_before - rest_idle) / n / len(rest))
                 cpu[name].append((used / n, (used - background) / n,
                                   (cpu_of(c.haproxy.pid) - proxy) / n, (cpu_of(os.getpid()) - me) / n))
                 return n / elapsed
@@ -139,6 +149,10 @@ def main() -> None:
             print(summary(name, samples, "releases/s") + f"; CPU per release (median): hosts "
                   f"{ms[0]:.2f} ms ({ms[1]:.2f} ms less their idle CPU), HAProxy {ms[2]:.2f} ms, "
                   f"load generator {ms[3]:.2f} ms")
+            if others.get(name):
+                print(f"  each host not behind the listener: "
+                      f"{statistics.median(others[name]) * 1e3:.2f} ms per release served "
+                      "by the others (less its idle CPU)")
         time.sleep(0.5)
         logged = c.releases_by_nonce(start)
         missing = [n for n in nonces if len(logged.get(n, [])) != 1]
