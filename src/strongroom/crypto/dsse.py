@@ -31,6 +31,7 @@ __all__ = [
     "canonical_json",
     "key_id",
     "pae",
+    "parse_envelope",
     "sign_statement",
     "verify_statement",
 ]
@@ -102,19 +103,9 @@ def sign_statement(
     return json.dumps(envelope, sort_keys=True, separators=(",", ":"))
 
 
-def verify_statement(
-    envelope: str | bytes,
-    payload_type: str,
-    trusted: Mapping[str, Ed25519PublicKey],
-    *,
-    threshold: int = 1,
-    obj: str = "statement",
-) -> dict[str, Any]:
-    """Return the statement if at least ``threshold`` distinct trusted keys signed it.
-
-    Signatures from unknown keys are ignored; a bad signature from a trusted
-    key id is an error (something tampered with the envelope).
-    """
+def parse_envelope(envelope: str | bytes, payload_type: str, *,
+                   obj: str = "statement") -> tuple[bytes, list[Any]]:
+    """The payload (unverified!) and signature entries of a DSSE envelope of ``payload_type``."""
     try:
         env = json.loads(envelope)
         if env["payloadType"] != payload_type:
@@ -128,6 +119,23 @@ def verify_statement(
             raise TypeError("signatures is not a list")
     except (ValueError, KeyError, TypeError) as exc:
         raise IntegrityError(f"malformed signed envelope ({type(exc).__name__})", obj=obj) from exc
+    return payload, signatures
+
+
+def verify_statement(
+    envelope: str | bytes,
+    payload_type: str,
+    trusted: Mapping[str, Ed25519PublicKey],
+    *,
+    threshold: int = 1,
+    obj: str = "statement",
+) -> dict[str, Any]:
+    """Return the statement if at least ``threshold`` distinct trusted keys signed it.
+
+    Signatures from unknown keys are ignored; a bad signature from a trusted
+    key id is an error (something tampered with the envelope).
+    """
+    payload, signatures = parse_envelope(envelope, payload_type, obj=obj)
     message = pae(payload_type, payload)
     good: set[str] = set()
     for entry in signatures:
