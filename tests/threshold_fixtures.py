@@ -89,6 +89,7 @@ class InProcessKeyServer:
     server: Any  # strongroom.runtime.keyserver.KeyServer
     officer: Ed25519PrivateKey
     store: Any
+    unseal: Any = None  # restarts the server in this process: a new KeyServer, unsealed again
 
     def admin(self, op: str, **fields: Any) -> dict[str, Any]:
         result: dict[str, Any] = self.server.admin(admin_statement(self.officer, op, **fields))
@@ -128,6 +129,14 @@ def inprocess_keyservers(tmp: Any, n: int, k: int, manifest_pub: bytes, principa
         assert result.officer_identity is not None
         officer = Identity.load(result.officer_identity).private_key
         s = InProcessKeyServer(f"ks-{i}", i, ks, officer, store)
+
+        def restart(s: InProcessKeyServer = s, result: Any = result, cust: Any = cust) -> None:
+            s.server.svc.seal()
+            s.server = KeyServer(s.store, actor=s.name)
+            for c in (1, 2):
+                submit(s.server.svc, result, cust, c)
+
+        s.unseal = restart
         s.admin("setup", index=i, manifest_key=base64.b64encode(manifest_pub).decode(),
                 principals=[base64.b64encode(p).decode() for p in principals])
         servers.append(s)

@@ -224,6 +224,7 @@ class KeyServer:
         self._manifests: dict[str, Manifest] = {}
         self._share: tuple[KeyShare, int] | None = None
         self._used_admin: UsedNonces = UsedNonces()
+        self._admin_seeded = False
         #: The sealed set-up, read once per unseal (re-read after each ``setup``).
         self._config: dict[str, Any] | None = None
 
@@ -334,6 +335,16 @@ class KeyServer:
             raise AccessDenied("the administration statement is expired or lacks a nonce",
                                obj="keyserver-admin statement", remedy="sign a fresh one")
         with self._lock:
+            audit = self.svc.audit
+            if audit is None:
+                raise Sealed("the key server's audit log is not open", obj="key server",
+                             remedy="unseal it with its custodians' shares")
+            if not self._admin_seeded:  # statements spent before a restart stay spent
+                for ev in audit.recent(now - MAX_EVIDENCE_LIFETIME_S):
+                    n, e = ev.details.get("admin_nonce"), ev.details.get("admin_expires")
+                    if ev.action.startswith("keys.threshold_") and isinstance(n, str) and isinstance(e, int):
+                        self._used_admin.remember(n, float(e))
+                self._admin_seeded = True
             self._used_admin.spend(nonce, expires, now, obj="keyserver-admin statement")
             op = st.get("op")
             handler = {"setup": self._setup, "deal": self._deal, "accept": self._accept}.get(str(op))
@@ -341,11 +352,10 @@ class KeyServer:
                 raise InvalidInput(f"unknown operation {op!r}", obj="keyserver-admin statement",
                                    remedy="use setup, deal or accept")
             result = handler(st)
-            audit = self.svc.audit
-            if audit is not None:
-                audit.append(actor=f"officer:{_signer(envelope, officers)}", action=f"keys.threshold_{op}",
-                             obj="key server", decision="allow", reason=str(op),
-                             details={k: v for k, v in result.items() if k != "pieces"})
+            audit.append(actor=f"officer:{_signer(envelope, officers)}", action=f"keys.threshold_{op}",
+                         obj="key server", decision="allow", reason=str(op),
+                         details={"admin_nonce": nonce, "admin_expires": expires,
+                                  **{k: v for k, v in result.items() if k != "pieces"}})
             return result
 
     def _setup(self, st: Mapping[str, Any]) -> dict[str, Any]:
@@ -414,23 +424,31 @@ class KeyServer:
             old = [Element.decode(bytes.fromhex(c)) for c in st.get("old_commitments", [])]
         except (KeyError, TypeError, ValueError) as exc:
             raise InvalidInput("accept needs mode and dealings", obj="keyserver-admin accept") from exc
-        pieces = []
-        for d in dealings:
-            commitments = tuple(Element.decode(bytes.fromhex(c), what=f"dealing of {d.get('dealer')}")
-                                for c in d["commitments"])
-            sealed = base64.b64decode(d["pieces"][str(me)], validate=True)
-            plain = json.loads(_open_with(identity, sealed, obj=f"dealing of {d.get('dealer')}"))
-            if plain["index"] != me or plain["dealer"] != d["dealer"]:
-                raise IntegrityError("a piece addressed to another server or from another dealer",
-                                     obj=f"dealing of {d.get('dealer')}", remedy="refuse this dealing")
-            value = decode_scalar(base64.b64decode(plain["value"], validate=True), what="dealt piece")
-            pieces.append(DealtShare(int(d["dealer"]), me, value, commitments))
+        pieces = [self._piece(d, me, identity) for d in dealings]
         share = combine(pieces) if mode == "dkg" else combine_reshare(pieces, old)
         self.svc.keyring.seal_entry(SHARE_ENTRY, share_entry(share, epoch=epoch))
         self._share = (share, epoch)
         self._gate = None
         return {"index": me, "epoch": epoch, "public_share": share.public_share(me).hex(),
                 "commitments": [c.hex() for c in share.commitments]}
+
+    @staticmethod
+    def _piece(d: Any, me: int, identity: age.X25519Identity) -> DealtShare:
+        """Open and check the piece of one dealing addressed to this server (index ``me``)."""
+        what = f"dealing of {d.get('dealer') if isinstance(d, dict) else '?'}"
+        try:
+            commitments = tuple(Element.decode(bytes.fromhex(c), what=what) for c in d["commitments"])
+            sealed = base64.b64decode(d["pieces"][str(me)], validate=True)
+            plain = json.loads(_open_with(identity, sealed, obj=what))
+            dealer = int(d["dealer"])
+            if plain["index"] != me or plain["dealer"] != dealer:
+                raise IntegrityError("a piece addressed to another server or from another dealer", obj=what,
+                                     remedy="refuse this dealing")
+            value = decode_scalar(base64.b64decode(plain["value"], validate=True), what=what)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise InvalidInput(f"malformed dealing ({type(exc).__name__})", obj=what,
+                               remedy="pass the dealings exactly as `deal` returned them") from None
+        return DealtShare(dealer, me, value, commitments)
 
     def status(self) -> dict[str, Any]:
         """Public status: sealed, index, epoch, public share and commitments (never the share)."""
