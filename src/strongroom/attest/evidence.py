@@ -84,24 +84,26 @@ class VerifiedEvidence:
 
 @dataclass(frozen=True)
 class Collateral:
-    """What is given beside evidence: certificates (leaf first or in any order) and CRLs."""
+    """What is given beside evidence: certificates, CRLs, and JSON documents (TDX collateral)."""
 
     certificates: tuple[x509.Certificate, ...] = ()
     crls: tuple[x509.CertificateRevocationList, ...] = ()
+    #: JSON collateral as given (Intel's TCB info, QE identity and CRLs in dcap-qvl's form).
+    documents: tuple[bytes, ...] = ()
 
     @classmethod
     def from_pem(cls, *blobs: bytes, obj: str = "collateral") -> Collateral:
-        """Parse PEM (or single DER) certificates and CRLs from each blob."""
+        """Parse each blob: a JSON document, or PEM (or single DER) certificates and CRLs."""
         certs: list[x509.Certificate] = []
         crls: list[x509.CertificateRevocationList] = []
+        docs: list[bytes] = []
         for blob in blobs:
+            if blob.lstrip().startswith(b"{"):
+                docs.append(blob)
+                continue
             certs.extend(load_certificates(blob, obj=obj))
             crls.extend(_load_crls(blob, obj=obj))
-        return cls(tuple(certs), tuple(crls))
-
-    def merged(self, other: Collateral) -> Collateral:
-        """Both collaterals' certificates and CRLs."""
-        return Collateral(self.certificates + other.certificates, self.crls + other.crls)
+        return cls(tuple(certs), tuple(crls), tuple(docs))
 
 
 def load_certificates(blob: bytes, *, obj: str) -> list[x509.Certificate]:
@@ -159,8 +161,14 @@ def _sev_snp() -> Platform:
     return SevSnp.with_amd_roots()
 
 
+def _tdx() -> Platform:
+    from strongroom.attest.tdx import Tdx
+
+    return Tdx()
+
+
 #: The platforms a deployment can select, by name: a factory each, built on first use.
-PLATFORMS: Mapping[str, Callable[[], Platform]] = {"sev-snp": _sev_snp}
+PLATFORMS: Mapping[str, Callable[[], Platform]] = {"sev-snp": _sev_snp, "tdx": _tdx}
 
 
 def platform_named(name: str) -> Platform:

@@ -1,7 +1,8 @@
 """``strongroom attest``: verify confidential-computing evidence offline.
 
 ``attest verify REPORT --vcek VCEK.pem`` checks an AMD SEV-SNP report against
-AMD's roots shipped with strongroom and prints the facts an attestation policy
+AMD's roots shipped with strongroom (``--platform tdx QUOTE --collateral
+collateral.json``: an Intel TDX quote, through dcap-qvl) and prints the facts an attestation policy
 judges (platform, measurement, report data, TCB, chip id). Any failed check
 exits non-zero (6) and names the check; with ``--json`` the refusal is also
 printed as ``{"verified": false, "check": ..., "error": ...}``.
@@ -41,14 +42,13 @@ def _read(path: Path, what: str) -> bytes:
 
 @attest_app.command("verify")
 def verify(
-    evidence: Annotated[Path, typer.Argument(help="the raw evidence (an SEV-SNP report)")],
+    evidence: Annotated[Path, typer.Argument(help="the raw evidence (an SEV-SNP report, a TDX quote)")],
     vcek: Annotated[Path | None, typer.Option(
         "--vcek", help="the VCEK/VLEK certificate (PEM or DER) the report was signed with")] = None,
     collateral: Annotated[list[Path] | None, typer.Option(
         "--collateral", help="PEM file of further certificates (ASK/ASVK, KDS cert_chain) "
-                             "and CRLs; repeatable")] = None,
-    platform: Annotated[str, typer.Option("--platform", help="the evidence's platform")] = (
-        "sev-snp"),
+                             "and CRLs, or TDX collateral JSON; repeatable")] = None,
+    platform: Annotated[str, typer.Option("--platform", help="sev-snp or tdx")] = "sev-snp",
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable")] = False,
 ) -> None:
     """Verify EVIDENCE against the vendor's roots; print what it proves, or the check that failed."""
