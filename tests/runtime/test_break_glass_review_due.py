@@ -9,6 +9,7 @@ of them by a security officer, one missing; the loop's clock is moved a day forw
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 from access_kit import access_world
@@ -91,3 +92,30 @@ def test_unreviewed_break_glass_alerts_once_after_a_day(db_url: str, tmp_path: P
         assert [x[0] for x in overdue()] == [taken["left"][0]]
         assert len([ev for ev in log.tail(20) if ev.action == "alert.raise"
                     and ev.details.get("rule") == "SR-BREAKGLASS-REVIEW"]) == 1
+
+
+def test_an_unreadable_break_glass_row_does_not_hide_the_others(db_url: str,
+                                                                tmp_path: Path) -> None:
+    """A DBA's malformed row in access_statements is listed as such; real ones still show."""
+    from sqlalchemy import insert
+
+    from strongroom.runtime.listings import break_glass_rows
+    from strongroom.store.tables.access import AccessStatement
+
+    with access_world(db_url, tmp_path) as w:
+        alice = w.enroll("alice", roles=("requesters",))
+        env = take(alice.private_key, "alice", "minilm", "load", "incident", now=time.time())
+        real = submit_break_glass(w.store, env)
+        with w.store.session() as s:
+            for i, junk in enumerate(("not json", '{"signatures": [], "payload": "!!"}',
+                                      '{"signatures": [], "payload": "e30="}')):  # "e30=": {}
+                s.execute(insert(AccessStatement).values(kind="break-glass", subject="x",
+                                                         resource="minilm", envelope=junk,
+                                                         digest=str(i) * 64,
+                                                         created_at=datetime.now(UTC)))
+        rows = break_glass_rows(w.store, w.rule.reader.view())
+        assert [r["break_glass"] for r in rows if r["principal"] == "alice"] == [real]
+        unreadable = [r for r in rows if not r["principal"]]
+        assert len(unreadable) == 3
+        assert all("unreadable break-glass row" in r["reason"] and not r["reviewed"]
+                   for r in unreadable)
