@@ -255,6 +255,13 @@ def _no_query_budget(mp: pytest.MonkeyPatch) -> None:
     mp.setattr(Limits, "admit", lambda self, principal, n_texts, now: None)
 
 
+def _code_never_rechecked(mp: pytest.MonkeyPatch) -> None:
+    """The gateway checks its code at start only."""
+    from strongroom.gateway.server import Gateway
+
+    mp.setattr(Gateway, "check_code", lambda self, who, host, now: None)
+
+
 #: One switch per control of strongroom.redteam.controls.CONTROLS.
 SWITCHES: dict[str, Switch] = {
     "grant-evidence": Switch(weaken={"evidence": "noop"}),
@@ -285,5 +292,6 @@ SWITCHES: dict[str, Switch] = {
     "extraction-detector": Switch(patch=_no_extraction_detector),
     "output-rounding": Switch(patch=_no_rounding),
     "query-budget": Switch(patch=_no_query_budget),
+    "code-integrity": Switch(patch=_code_never_rechecked),
     "key-barrier": Switch(at_build=_keys_stored_in_the_clear),
 }

@@ -40,6 +40,7 @@ from starlette.concurrency import run_in_threadpool
 from strongroom.errors import (
     AccessDenied,
     AuditUnavailable,
+    IntegrityError,
     InvalidInput,
     StrongroomError,
 )
@@ -58,6 +59,8 @@ from strongroom.gateway.memory import MemoryLock
 from strongroom.gateway.models import Model
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from strongroom.keys.identity import PublicIdentity
     from strongroom.vault.vault import Vault
 
@@ -85,6 +88,9 @@ class GatewayConfig:
     output: OutputPolicy = field(default_factory=OutputPolicy)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     detector: DetectorConfig = field(default_factory=DetectorConfig)
+    #: While serving, the installed modules are checked against the signed code release
+    #: again before the first request after each of these intervals (0: every request).
+    code_check_s: float = 60.0
 
     @classmethod
     def unprotected(cls) -> GatewayConfig:
@@ -157,7 +163,10 @@ class Gateway:
         config: GatewayConfig | None = None,
         clock: Callable[[], float] = time.time,
         on_close: Callable[[], None] | None = None,
+        code_check: Callable[[], object] | None = None,
     ) -> None:
+        """``code_check`` re-verifies the code release (raising IntegrityError naming the file
+        changed); :func:`start_gateway` passes the check it made at start."""
         self.model = model
         self.model_ref = model_ref
         self.auth = auth
@@ -172,6 +181,10 @@ class Gateway:
         self._on_close = on_close
         #: When each caller's spent budget was last alerted (one alert per caller and window).
         self._budget_alerted: dict[str, float] = {}
+        self._code_check = code_check
+        self._code_checked: float | None = None  # at start (start_gateway verified it)
+        #: What changed in the code since start (then every request is refused), else None.
+        self.code_changed: str | None = None
 
     def close(self) -> None:
         """Release the model's weights (zeroing them when they came from the vault)."""
@@ -222,6 +235,12 @@ class Gateway:
         except AccessDenied as exc:
             self._record(who, "deny", request_id, exc.message, host=host, input_sha256=in_digest)
             return _error(403, "forbidden", str(exc), request_id)
+        changed = self.check_code(who, host, now)
+        if changed is not None:
+            self._record(who, "deny", request_id, f"code changed since the gateway started: "
+                         f"{changed}", host=host, input_sha256=in_digest)
+            return _error(503, "code_changed", "the gateway's code changed since it started; "
+                          "an operator must restore the signed release", request_id)
         wait = self.detector.suspended(who, host, now)
         if wait > 0:
             self._record(who, "throttle", request_id, "suspended after an extraction alert",
@@ -271,6 +290,30 @@ class Gateway:
                      dimensions=dims)
         return Reply(200, out, {"X-Request-Id": request_id})
 
+
+    def check_code(self, who: str, host: str, now: float) -> str | None:
+        """Re-verify the installed code against the signed release when due; what changed.
+
+        A module changed on disk does not change the code already imported, but it runs at
+        the next import or restart; found, it is alerted (``code-modified``, critical) once
+        and every later request is refused until an operator restarts from signed code.
+        """
+        if self._code_check is None or self.code_changed is not None:
+            return self.code_changed
+        if self._code_checked is None:
+            self._code_checked = now
+        if now - self._code_checked < self.config.code_check_s:
+            return None
+        self._code_checked = now
+        try:
+            self._code_check()
+        except IntegrityError as exc:
+            self.code_changed = f"{exc.message} ({exc.obj})"
+            self.alerts.emit(GatewayAlert(
+                "code-modified", "critical", who, host,
+                f"the gateway's installed code changed while serving: {self.code_changed}",
+                now, {"file": str(exc.obj)}))
+        return self.code_changed
 
     def _alert_budget(self, who: str, host: str, exc: QueryBudgetReached, now: float) -> None:
         """A ``query-budget`` alert, once per caller (or for all callers) and budget window."""
@@ -329,18 +372,21 @@ def start_gateway(
     config: GatewayConfig | None = None,
     version: int | None = None,
     blas_threads: int | None = 1,
+    code_root: Path | None = None,
 ) -> Gateway:
     """Verify the code release, load ``artifact`` through key release, lock it, build the model.
 
     ``blas_threads`` sets numpy's BLAS threads process-wide (one forward pass per
-    request thread; None leaves it alone).
+    request thread; None leaves it alone). The release is checked again while serving
+    (:meth:`Gateway.check_code`). ``code_root``: the package directory to check (default:
+    the installed one, whose imported modules are checked too).
     """
     from strongroom.gateway.codesign import verify_release
     from strongroom.gateway.minilm import limit_blas_threads
     from strongroom.gateway.models import load_model
 
     try:
-        signed = verify_release(release, code_owners, threshold)
+        signed = verify_release(release, code_owners, threshold, code_root)
     except StrongroomError as exc:
         with contextlib.suppress(StrongroomError):
             vault.record("gateway.start", artifact, "deny", reason=exc.message)
@@ -367,7 +413,9 @@ def start_gateway(
         weights.close()
 
     gateway = Gateway(model, weights.manifest.ref, auth=auth, authorizer=authorizer,
-                      audit=vault.audit, alerts=alerts, config=config, on_close=close)
+                      audit=vault.audit, alerts=alerts, config=config, on_close=close,
+                      code_check=lambda: verify_release(release, code_owners, threshold,
+                                                        code_root))
     gateway.memory = lock
     return gateway
 

@@ -93,6 +93,9 @@ CONTROLS: dict[str, Control] = _controls(
      "manifest before anything is trusted", "strongroom.supplychain.airgap.receive_bundle"),
     ("gateway-codesign", "the inference gateway runs only code k code owners signed",
      "strongroom.gateway.codesign.verify_release"),
+    ("code-integrity", "the gateway checks its installed modules against the release k code "
+     "owners signed, at start and again while serving; a changed module is alerted and stops "
+     "it", "strongroom.gateway.server.Gateway.check_code"),
     ("extraction-detector", "the gateway's extraction-pattern detectors",
      "strongroom.gateway.defence.ExtractionDetector.observe"),
     ("query-budget", "the gateway's per-caller query budget (texts per day), alerted when "

@@ -12,7 +12,7 @@ from strongroom.redteam.target import ARTIFACT
 
 
 def _gateway(ctx: RunContext, release: str, owners: list[Any], callers: list[Any],
-             config: Any = None) -> Any:
+             config: Any = None, code_root: Any = None) -> Any:
     from strongroom.gateway.alerts import AuditAlertSink
     from strongroom.gateway.auth import AllowList, SignedRequestAuth
     from strongroom.gateway.server import start_gateway
@@ -22,7 +22,7 @@ def _gateway(ctx: RunContext, release: str, owners: list[Any], callers: list[Any
     return start_gateway(svc, ARTIFACT, release=release, code_owners=[o.public for o in owners],
                          threshold=2, auth=SignedRequestAuth([c.public for c in callers]),
                          authorizer=AllowList({c.name for c in callers}),
-                         alerts=AuditAlertSink(t.audit), config=config)
+                         alerts=AuditAlertSink(t.audit), config=config, code_root=code_root)
 
 
 @step("start_gateway_unsigned")
@@ -147,3 +147,52 @@ def distill_in_budget(ctx: RunContext, budget: int = 48, batch: int = 8,
     ctx.vars["distilled"] = (answered, budget)
     ctx.saw(f"{batches} batches of {batch} paraphrases answered with HTTP {codes}: "
             f"{answered} answers collected")
+
+
+def _host_copy(ctx: RunContext) -> Any:
+    """Where the scenario's serving host has strongroom installed: a copy of the package
+    (the suite never edits the installation it runs from)."""
+    return ctx.target.root / f"host-{ctx.marker}" / "strongroom"
+
+
+@step("modify_module_while_serving")
+def modify_module_while_serving(ctx: RunContext, module: str = "gateway/server.py") -> None:
+    """A gateway serves from a signed release; someone with a shell on its host then edits
+    one of its installed modules (a hook that runs at the next import or restart), and the
+    caller keeps asking."""
+    import shutil
+
+    from strongroom.gateway.auth import sign_request
+    from strongroom.gateway.codesign import add_signature, package_root, sign_release
+    from strongroom.gateway.server import EMBEDDINGS_PATH, GatewayConfig
+    from strongroom.keys.identity import Identity
+
+    root = _host_copy(ctx)
+    shutil.copytree(package_root(), root, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    owners = [Identity.generate(f"owner{i}") for i in range(3)]
+    release = add_signature(sign_release([owners[0]], root), owners[1], root)
+    caller = Identity.generate(ctx.actor("caller"))
+    gw = _gateway(ctx, release, owners, [caller], GatewayConfig(code_check_s=0.0), root)
+    codes = []
+    try:
+        for i in range(3):
+            if i == 1:
+                with open(root / module, "a", encoding="utf-8") as f:
+                    f.write(f"\nimport os  # {ctx.marker}: sends what it serves elsewhere\n")
+                ctx.saw(f"edited {module} on the serving host")
+            body = json.dumps({"input": [f"a fair question number {i}"]}).encode()
+            reply = gw.handle("POST", EMBEDDINGS_PATH, sign_request(caller, "POST",
+                                                                    EMBEDDINGS_PATH, body),
+                              body, "10.9.8.10")
+            codes.append(reply.status)
+    finally:
+        gw.close()
+    ctx.saw(f"requests before and after the edit answered with HTTP {codes}")
+
+
+@step("remove_host_copy")
+def remove_host_copy(ctx: RunContext) -> None:
+    """Cleanup: delete the serving host's copy of the package."""
+    import shutil
+
+    shutil.rmtree(_host_copy(ctx).parent, ignore_errors=True)
