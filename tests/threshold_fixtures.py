@@ -102,7 +102,7 @@ class InProcessKeyServer:
         return Partial.decode(self.server.partial(body), what=self.name)
 
     def close(self) -> None:
-        self.server.svc.seal()
+        self.server.seal()
         self.store.close()
 
 
@@ -131,7 +131,7 @@ def inprocess_keyservers(tmp: Any, n: int, k: int, manifest_pub: bytes, principa
         s = InProcessKeyServer(f"ks-{i}", i, ks, officer, store)
 
         def restart(s: InProcessKeyServer = s, result: Any = result, cust: Any = cust) -> None:
-            s.server.svc.seal()
+            s.server.seal()
             s.server = KeyServer(s.store, actor=s.name)
             for c in (1, 2):
                 submit(s.server.svc, result, cust, c)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from strongroom.errors import AccessDenied, IntegrityError, InvalidInput
+from strongroom.errors import AccessDenied, IntegrityError, InvalidInput, Sealed
 from threshold_fixtures import admin_statement, inprocess_keyservers
 
 
@@ -42,6 +42,15 @@ def test_admin_statements_are_officer_signed_and_single_use(tmp_path: Path) -> N
             ks.admin("accept", mode="dkg", dealings=[{"dealer": 2, "commitments": [], "pieces": {}}])
         with pytest.raises(InvalidInput, match="deal needs"):
             ks.admin("deal", mode="dkg")
+        # sealing forgets the share held in memory; nothing answers until the custodians unseal again
+        ks.server.seal()
+        with pytest.raises(Sealed):
+            ks.server.share()
+        with pytest.raises(Sealed):
+            ks.admin("setup", index=1)
+        assert "epoch" not in ks.server.status()
+        ks.unseal()
+        assert ks.server.share()[0].public_key == commitments[0]
     finally:
         for s in servers:
             s.close()

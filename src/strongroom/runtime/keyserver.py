@@ -33,6 +33,7 @@ use); every step is audited in its own log. Use it through
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import threading
@@ -227,6 +228,8 @@ class KeyServer:
         self._admin_seeded = False
         #: The sealed set-up, read once per unseal (re-read after each ``setup``).
         self._config: dict[str, Any] | None = None
+        #: The unseal session the caches above belong to (its audit log object).
+        self._session: object | None = None
 
     # -- wiring ------------------------------------------------------------------
 
@@ -257,9 +260,28 @@ class KeyServer:
                     guard=base.guard, server=base.server, observer=base.observer)
             return self._gate
 
-    def share(self) -> tuple[KeyShare, int]:
-        """This server's share and its epoch; NotFound before key generation."""
+    def _current(self) -> None:
+        """Drop what was read from the barrier under an earlier unseal (a seal ends a session)."""
+        audit = self.svc.audit
+        if audit is None or audit is not self._session:
+            self._share, self._config, self._gate, self._admin_seeded = None, None, None, False
+            self._session = audit
+        self.svc.keyring.require_unsealed()
+
+    def seal(self) -> None:
+        """Seal the key service and forget the share and set-up held in memory."""
         with self._lock:
+            self.svc.seal()
+            self._current_or_sealed()
+
+    def _current_or_sealed(self) -> None:
+        with contextlib.suppress(Sealed):
+            self._current()
+
+    def share(self) -> tuple[KeyShare, int]:
+        """This server's share and its epoch; Sealed when sealed, NotFound before key generation."""
+        with self._lock:
+            self._current()
             if self._share is None:
                 entry = self.svc.keyring.sealed_entry(SHARE_ENTRY)
                 if entry is None:
@@ -270,8 +292,9 @@ class KeyServer:
 
     def config(self) -> dict[str, Any]:
         """The sealed set-up: index, pinned manifest key, pinned principals; ConfigError before set-up."""
-        self.svc.keyring.require_unsealed()
-        config = self._config
+        with self._lock:
+            self._current()
+            config = self._config
         if config is None:
             config = self._config = self._config_or_none(self.svc.keyring)
         if config is None:
@@ -335,6 +358,7 @@ class KeyServer:
             raise AccessDenied("the administration statement is expired or lacks a nonce",
                                obj="keyserver-admin statement", remedy="sign a fresh one")
         with self._lock:
+            self._current()
             audit = self.svc.audit
             if audit is None:
                 raise Sealed("the key server's audit log is not open", obj="key server",
