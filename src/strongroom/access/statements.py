@@ -59,6 +59,7 @@ __all__ = [
 KINDS = (
     "enrollment", "revocation", "label", "policy", "request", "approval", "denial", "grant",
     "grant-revocation", "break-glass", "review", "codeowners", "seal", "key-order", "alert-ack",
+    "attest-policy",
 )
 #: How many verified statements the cache keeps.
 CACHE_SIZE = 50_000

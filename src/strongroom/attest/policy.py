@@ -32,8 +32,10 @@ from strongroom.errors import IntegrityError, InvalidInput
 
 __all__ = ["PAYLOAD_TYPE", "AttestationPolicy", "sign_policy", "verify_policy"]
 
-PAYLOAD_TYPE = "application/vnd.strongroom.attest.policy.v1+json"
-_TYPE = "strongroom.attest.policy/v1"
+#: The officer-statement kind ``attest-policy`` (strongroom.access.statements), so policies are
+#: stored, cosigned (`strongroom people cosign`) and pinned like every officer statement.
+PAYLOAD_TYPE = "application/vnd.strongroom.access.attest-policy.v1+json"
+_TYPE = "strongroom.access.attest-policy/v1"
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 _HEX = re.compile(r"^[0-9a-f]{32,128}$")
 

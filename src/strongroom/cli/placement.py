@@ -58,6 +58,7 @@ ANYWHERE = frozenset({
 #: Commands outside the service that need this host's data directory or agent.
 _HOST_ONLY = frozenset({
     "access policy set", "access policy show",
+    "attest policy set", "attest policy show",
     "alerts outbox", "alerts test", "audit key",
     # the log's redaction salt stays on the host: over the API these would be an oracle
     # that tells anyone which secret a redacted field holds

@@ -30,7 +30,7 @@ Row = dict[str, Any]
 
 #: Statement kinds an officer may cosign on the vault host (policy and gateway owners are
 #: set on the vault host only, so their cosignatures are too).
-_COSIGNABLE = ("enrollment", "revocation", "label", "policy", "codeowners")
+_COSIGNABLE = ("enrollment", "revocation", "label", "policy", "codeowners", "attest-policy")
 
 
 class EmbeddedOfficers:
@@ -79,7 +79,9 @@ class EmbeddedOfficers:
             kind, env = rows[0].kind, rows[0].envelope
             body = statements.unverified_payload(env)
             mine = sign_statement(body, statements.payload_type(kind), *keys)  # type: ignore[arg-type]
-            if kind in ("policy", "codeowners"):
+            if kind == "attest-policy":  # stored under the policy's name
+                digest = statements.put(vault.store, kind, mine, subject=str(body.get("name")))
+            elif kind in ("policy", "codeowners"):
                 subject = "policy" if kind == "policy" else "gateway"
                 digest = statements.put(vault.store, kind, mine, subject=subject)
             else:
