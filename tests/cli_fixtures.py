@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from strongroom.crypto.age import X25519Identity
+from strongroom.crypto.age_pq import HybridIdentity
 
 Run = Callable[..., subprocess.CompletedProcess[str]]
 
@@ -61,8 +62,9 @@ def unseal_home(
     people = home.parent / "custodians"
     people.mkdir(parents=True, exist_ok=True)
     pubs = []
-    for i in range(1, 4):
-        ident = X25519Identity.generate()
+    for i in range(1, 4):  # c1 holds a hybrid post-quantum key, c2 and c3 classical ones
+        ident: X25519Identity | HybridIdentity = (
+            HybridIdentity.generate() if i == 1 else X25519Identity.generate())
         (people / f"c{i}.key").write_text(f"{ident}\n")
         (people / f"c{i}.pub").write_text(f"{ident.recipient}\n")
         pubs += ["--custodian", str(people / f"c{i}.pub")]

@@ -32,8 +32,9 @@ keys_app = typer.Typer(help="KEK rotation, identities and share checks.", no_arg
 _out = Console(highlight=False, soft_wrap=True)
 _err = Console(stderr=True, highlight=False, soft_wrap=True)
 
-CustodianOpt = Annotated[list[Path], typer.Option("--custodian", help="custodian's age public "
-                                                  "key file (repeat once per custodian)")]
+CustodianOpt = Annotated[list[Path], typer.Option(
+    "--custodian", help="custodian's public key file: age1pq1… (hybrid, from `strongroom keygen "
+                        "--pq`; preferred) or age1… (repeat once per custodian)")]
 ThresholdOpt = Annotated[int, typer.Option("--threshold", help="shares needed to unseal (K)")]
 SharesDirOpt = Annotated[Path, typer.Option("--shares-dir", help="where share files are written")]
 ShareOpt = Annotated[Path | None, typer.Option("--share", help="your share file")]
