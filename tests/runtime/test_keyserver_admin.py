@@ -54,3 +54,34 @@ def test_admin_statements_are_officer_signed_and_single_use(tmp_path: Path) -> N
     finally:
         for s in servers:
             s.close()
+
+
+def test_http_face_refuses_bad_input_with_named_errors(tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from strongroom.runtime.keyserver import PartialRequest
+    from strongroom.runtime.keyserver_app import create_app
+    from threshold_fixtures import make_blob, release_request
+
+    manifest_key = Ed25519PrivateKey.generate()
+    stranger = Ed25519PrivateKey.generate()
+    servers, commitments = inprocess_keyservers(
+        tmp_path, 2, 2, manifest_key.public_key().public_bytes_raw(), [])
+    try:
+        http = TestClient(create_app(servers[0].server))
+        assert http.get("/v1/keyserver/status").json()["index"] == 1
+        for body, status in ((b"not json", 400), (b"[1, 2]", 400), (b'{"principal": 3}', 400)):
+            r = http.post("/v1/keyserver/partial", content=body)
+            assert r.status_code == status and r.json()["error"]["type"] == "InvalidInput", r.text
+        assert http.post("/v1/keyserver/unseal", json={"submission": "%%"}).status_code == 400
+        assert http.post("/v1/keyserver/admin", json={"envelope": 7}).status_code == 400
+        blob = make_blob(commitments[0], manifest_key, size=1024)
+        body = PartialRequest(release_request(stranger, blob), blob.manifest, blob.header).to_json()
+        r = http.post("/v1/keyserver/partial", json=body)
+        assert r.status_code == 403 and "not pinned on this key server" in r.json()["error"]["message"]
+        r = http.post("/v1/keyserver/partial", json=body | {"header": "AAAA"})
+        assert r.status_code in (400, 409) and "Traceback" not in r.text
+        http.close()
+    finally:
+        for s in servers:
+            s.close()
