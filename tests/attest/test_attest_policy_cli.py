@@ -5,12 +5,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from strongroom.access import statements
+from strongroom.access.directory import ResourceLabel
+from strongroom.store.db import Store
+
 from cli_fixtures import Run
 
 M1 = "ab" * 48
 
 
-def test_policy_set_pins_and_show_lists(unsealed_cli: Run, tmp_path: Path) -> None:
+def test_policy_set_pins_and_show_lists(unsealed_cli: Run, tmp_path: Path, db_url: str) -> None:
     run = unsealed_cli
     doc = {"name": "inference", "serial": 1, "platforms": ["sev-snp"], "measurements": [M1],
            "min_tcb": {"sev-snp": {"snp": 8, "microcode": 115}}}
@@ -35,3 +39,14 @@ def test_policy_set_pins_and_show_lists(unsealed_cli: Run, tmp_path: Path) -> No
         "attest", "policy", "show", "other").stdout
     audit = run("audit", "tail", "--json").stdout
     assert "attest.policy" in audit
+
+    # An officer labels an artifact as needing the policy: the signed label carries it.
+    run("compartments", "label", "minilm", "--classification", "secret",
+        "--attested", "inference")
+    store = Store.open(db_url)
+    try:
+        (env,) = statements.envelopes(store, "label", subject="minilm")
+        assert ResourceLabel.from_statement(statements.unverified_payload(env)).attested == (
+            "inference")
+    finally:
+        store.close()

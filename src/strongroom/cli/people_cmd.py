@@ -117,6 +117,9 @@ def label(
     break_glass: Annotated[list[str] | None, typer.Option(
         "--break-glass", help="person who may break glass (repeatable)")] = None,
     window: Annotated[int, typer.Option("--window", help="break-glass window, seconds")] = 1800,
+    attested: Annotated[str, typer.Option(
+        "--attested", help="attestation policy its keys need: released only into enclaves it "
+                           "admits (docs/attestation.md)")] = "",
     as_json: JsonOpt = False,
 ) -> None:
     """Sign (as an officer) a resource label; a higher serial supersedes the old one."""
@@ -133,7 +136,8 @@ def label(
     with service() as svc:
         out = svc.compartments_label(resource, classification=classification,
                                      compartments=list(compartment or ()), rules=rules,
-                                     break_glass=list(break_glass or ()), window_s=window)
+                                     break_glass=list(break_glass or ()), window_s=window,
+                                     attested=attested)
     _signed(out, as_json, f"label {out['statement'][:16]} of {out['resource']} "
                           f"(serial {out['serial']}) signed by {out['signer']}")
 

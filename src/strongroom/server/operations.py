@@ -257,7 +257,7 @@ class Operations:
 
     def label(self, resource: str, *, classification: str, compartments: Sequence[str] = (),
               rules: dict[str, str] | None = None, break_glass: Sequence[str] = (),
-              window_s: int = 1800) -> Row:
+              window_s: int = 1800, attested: str = "") -> Row:
         """``compartments label`` (officers): a resource label signed here (``rules``: action ->
         rule text, e.g. ``{"load": "2 of approvers"}``). ``{"statement", "resource",
         "serial", "signatures", "threshold"}``."""
@@ -267,7 +267,7 @@ class Operations:
         parsed = {a: Rule.parse(text) for a, text in (rules or {}).items()}
         lab = ResourceLabel(resource, level(classification), tuple(compartments), parsed,
                             tuple(break_glass), window_s, self._next_serial("label", resource),
-                            int(time.time()))
+                            int(time.time()), attested=attested)
         out = self._publish("label", lab.sign(signing_key))
         return {"statement": out["digest"], "resource": resource, "serial": lab.serial,
                 "signatures": out["signatures"], "threshold": self._officer_threshold()}

@@ -110,7 +110,7 @@ class EmbeddedOfficers:
 
     def compartments_label(self, resource: str, *, classification: str,
                            compartments: list[str], rules: dict[str, str],
-                           break_glass: list[str], window_s: int) -> Row:
+                           break_glass: list[str], window_s: int, attested: str = "") -> Row:
         """Sign a resource label (``rules``: action -> rule text); a higher serial supersedes."""
         from strongroom.access import statements
         from strongroom.access.directory import ResourceLabel, Rule, level, publish
@@ -123,7 +123,7 @@ class EmbeddedOfficers:
                         for e in statements.envelopes(vault.store, "label", subject=resource)]
             lab = ResourceLabel(resource, level(classification), tuple(compartments), parsed,
                                 tuple(break_glass), window_s, max(previous, default=0) + 1,
-                                int(time.time()))
+                                int(time.time()), attested=attested)
             digest = publish(vault.store, "label", lab.sign(*keys))  # type: ignore[arg-type]
             vault.record("compartments.label", resource, "allow", statement=digest,
                          classification=classification)

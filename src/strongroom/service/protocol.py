@@ -239,8 +239,9 @@ class Service(Protocol):
 
     def compartments_label(self, resource: str, *, classification: str,
                            compartments: list[str], rules: dict[str, str],
-                           break_glass: list[str], window_s: int) -> Row:
-        """A resource label signed as this officer (``rules``: action -> rule text):
+                           break_glass: list[str], window_s: int, attested: str = "") -> Row:
+        """A resource label signed as this officer (``rules``: action -> rule text; ``attested``:
+        the attestation policy its keys need, docs/attestation.md):
         ``{"statement", "resource", "serial", "signer", "signatures", "threshold"}``."""
 
     def docs_ls(self) -> list[Row]:

@@ -368,11 +368,11 @@ class RemoteService:
 
     def compartments_label(self, resource: str, *, classification: str,
                            compartments: list[str], rules: dict[str, str],
-                           break_glass: list[str], window_s: int) -> Row:
+                           break_glass: list[str], window_s: int, attested: str = "") -> Row:
         """A resource label signed here (the next serial after those the server holds)."""
         return self._signed(self.client.label(
             resource, classification=classification, compartments=compartments, rules=rules,
-            break_glass=break_glass, window_s=window_s))
+            break_glass=break_glass, window_s=window_s, attested=attested))
 
     def posture(self, declaration: Path | None) -> Row:
         """The server scores its own deployment; a declaration file is sent as its YAML text."""
