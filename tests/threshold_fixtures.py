@@ -6,17 +6,15 @@ from __future__ import annotations
 import hashlib
 import os
 import secrets
-import time
 from dataclasses import dataclass
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from strongroom.crypto import age
-from strongroom.crypto.dsse import sign_statement
 from strongroom.keys.threshold import ThresholdRecipient
 from strongroom.release import ReleaseRequest, sign_release_evidence
-from strongroom.runtime.keyserver import ADMIN_PAYLOAD_TYPE
+from strongroom.runtime.keyserver import admin_statement
 from strongroom.threshold.group import Element
 from strongroom.vault.manifest import FileEntry, Manifest
 
@@ -72,12 +70,6 @@ def release_request(principal: Ed25519PrivateKey, blob: Blob) -> ReleaseRequest:
     return ReleaseRequest(principal=PRINCIPAL, principal_key=principal.public_key().public_bytes_raw(),
                           artifact=ARTIFACT, shard=SHARD, blob_id=blob.blob_id, nbytes=len(blob.plaintext),
                           purpose="load", evidence=evidence)
-
-
-def admin_statement(officer: Ed25519PrivateKey, op: str, **fields: Any) -> str:
-    """A fresh ``keyserver-admin`` statement signed by one of the key server's officers."""
-    st = {"op": op, "nonce": secrets.token_hex(16), "expires": int(time.time()) + 300, **fields}
-    return sign_statement(st, ADMIN_PAYLOAD_TYPE, officer)
 
 
 @dataclass

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -131,8 +132,22 @@ def _start(tmp: Path, index: int, db_url: str | None, manifest_key: bytes, princ
         r = ks.http.post(f"{ks.url}/v1/keyserver/unseal", json={"submission": base64.b64encode(sub).decode()})
         assert r.status_code == 200, r.text
     assert ks.status()["sealed"] is False
-    ks.admin("setup", index=index, manifest_key=base64.b64encode(manifest_key).decode(),
-             principals=[base64.b64encode(p).decode() for p in principals])
+    fields = {"index": index, "manifest_key": base64.b64encode(manifest_key).decode(),
+              "principals": [base64.b64encode(p).decode() for p in principals]}
+    if index != 4:
+        ks.admin("setup", **fields)
+        return ks
+    # the fourth server's officer sets it up as an operator does: with the CLI and its identity file
+    (tmp / "setup-4.json").write_text(json.dumps(fields))
+    out = subprocess.run([strongroom_exe(), "keyserver", "admin", "setup", "--server", ks.url, "--identity",
+                          str(result.officer_identity), "--body", str(tmp / "setup-4.json")],
+                         capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr
+    assert json.loads(out.stdout)["index"] == 4
+    unknown = subprocess.run([strongroom_exe(), "keyserver", "admin", "launch", "--server", ks.url,
+                             "--identity", str(result.officer_identity)],
+                            capture_output=True, text=True, env=env, timeout=120)
+    assert unknown.returncode != 0 and "unknown operation" in unknown.stderr and "Traceback" not in unknown.stderr
     return ks
 
 

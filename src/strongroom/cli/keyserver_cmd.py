@@ -9,6 +9,7 @@ generation with signed statements (docs/threshold.md).
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -42,6 +43,43 @@ def serve(
     finally:
         server.svc.close()
         store.close()
+
+
+@keyserver_app.command()
+def admin(
+    op: Annotated[str, typer.Argument(help="setup, deal or accept")],
+    server: Annotated[str, typer.Option("--server", help="the key server's URL")],
+    identity: Annotated[Path, typer.Option("--identity", help="this key server's officer identity file")],
+    body: Annotated[Path | None, typer.Option("--body", help="JSON file with the operation's fields")] = None,
+) -> None:
+    """Sign one administration statement with an officer identity, send it, print the result (JSON)."""
+    import json
+
+    import httpx
+
+    from strongroom import errors
+    from strongroom.keys.identity import Identity
+    from strongroom.runtime.keyserver import admin_statement
+
+    try:
+        fields = json.loads(body.read_text(encoding="utf-8")) if body else {}
+    except (OSError, ValueError) as exc:
+        raise errors.InvalidInput(f"cannot read the fields ({type(exc).__name__})", obj=str(body),
+                                  remedy="give a JSON object, e.g. {\"index\": 1, ...}") from None
+    if not isinstance(fields, dict):
+        raise errors.InvalidInput("the fields must be a JSON object", obj=str(body))
+    envelope = admin_statement(Identity.load(identity).private_key, op, **fields)
+    try:
+        r = httpx.post(f"{server.rstrip('/')}/v1/keyserver/admin", json={"envelope": envelope}, timeout=60)
+        data = r.json()
+    except (httpx.HTTPError, ValueError) as exc:
+        raise errors.ServerError(f"no answer from the key server ({type(exc).__name__})", obj=server,
+                                 remedy="check the URL and that `strongroom keyserver serve` runs") from None
+    if r.status_code != 200:
+        err = data.get("error", {}) if isinstance(data, dict) else {}
+        raise errors.from_wire(str(err.get("type", "ServerError")), str(err.get("message", "")),
+                               obj=err.get("obj") or server, remedy=err.get("remedy"))
+    typer.echo(json.dumps(data, indent=2, sort_keys=True))
 
 
 def register(app: typer.Typer) -> None:

@@ -36,16 +36,17 @@ import base64
 import contextlib
 import hashlib
 import json
+import secrets
 import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from strongroom.crypto import age
-from strongroom.crypto.dsse import key_id, verify_statement
+from strongroom.crypto.dsse import key_id, sign_statement, verify_statement
 from strongroom.errors import (
     AccessDenied,
     ConfigError,
@@ -89,6 +90,7 @@ __all__ = [
     "KeyServer",
     "PartialRequest",
     "PinnedPrincipals",
+    "admin_statement",
 ]
 
 ADMIN_PAYLOAD_TYPE = "application/vnd.strongroom.keyserver-admin+json"
@@ -134,6 +136,12 @@ class PartialRequest:
                                  shard=text["shard"], blob_id=text["blob_id"], nbytes=body["nbytes"],
                                  purpose=text["purpose"], evidence=text["evidence"])
         return cls(request, text["manifest"], header)
+
+
+def admin_statement(officer: Ed25519PrivateKey, op: str, *, ttl_s: int = 300, **fields: Any) -> str:
+    """A fresh, single-use ``keyserver-admin`` statement signed by one of the key server's officers."""
+    statement = {"op": op, "nonce": secrets.token_hex(16), "expires": int(time.time()) + ttl_s, **fields}
+    return sign_statement(statement, ADMIN_PAYLOAD_TYPE, officer)
 
 
 class PinnedPrincipals:
