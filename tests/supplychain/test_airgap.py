@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cryptography.hazmat.primitives.asymmetric.mldsa import MLDSA65PrivateKey
 
 from strongroom.crypto.age import X25519Identity
 from strongroom.crypto.age_pq import HybridIdentity
@@ -172,6 +173,33 @@ def test_addressed_to_another_enclave_or_unknown_sender_is_refused(
              enclave="enclave-c")
     with pytest.raises(IntegrityError, match="signed by 0 trusted"):
         verify_bundle(exported, sender=Identity.generate().public, enclave=ENCLAVE)
+
+
+def test_manifest_signed_with_ml_dsa_beside_ed25519(
+    source: tuple[Vault, dict[str, np.ndarray]], exported: Path, transfer_id: TransferKey,
+    tmp_path: Path,
+) -> None:
+    """A receiver that pins the sender's ML-DSA-65 key needs both signatures on bundle.dsse."""
+    vault = source[0]
+    pq = MLDSA65PrivateKey.generate()
+    with pytest.raises(IntegrityError, match="0 pinned signer"):  # Ed25519 alone is not enough
+        verify_bundle(exported, sender=vault.identity.public, enclave=ENCLAVE,
+                      sender_pq=pq.public_key())
+    bid = "fedcba9876543210fedcba9876543210"
+    req = TransferRequest("transfer.export", bid, "tiny@1", ENCLAVE)
+    export_bundle(vault, "tiny", tmp_path / "usb" / "pq", enclave=ENCLAVE,
+                  recipient=transfer_id.recipient, sender=vault.identity,
+                  approvals=[sign_approval(vault.identity, req)],
+                  approver=OfficerQuorum.from_vault(vault), bundle_id=bid, sender_pq=pq)
+    both = verify_bundle(tmp_path / "usb" / "pq", sender=vault.identity.public, enclave=ENCLAVE,
+                         sender_pq=pq.public_key())
+    assert both.bundle_id == bid
+    # A receiver that pins only Ed25519 still accepts it.
+    assert verify_bundle(tmp_path / "usb" / "pq", sender=vault.identity.public,
+                         enclave=ENCLAVE).bundle_id == bid
+    with pytest.raises(IntegrityError, match="0 pinned signer"):  # another ML-DSA key pinned
+        verify_bundle(tmp_path / "usb" / "pq", sender=vault.identity.public, enclave=ENCLAVE,
+                      sender_pq=MLDSA65PrivateKey.generate().public_key())
 
 
 def test_wrong_transfer_identity_cannot_open_the_keys(

@@ -65,9 +65,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.mldsa import MLDSA65PrivateKey, MLDSA65PublicKey
 
 from strongroom.crypto import age
 from strongroom.crypto.dsse import sign_statement, verify_statement
+from strongroom.crypto.hybrid_sig import PinnedSigner, add_mldsa_signature, verify_hybrid_statement
 from strongroom.digests import file_inventory, sha256_file
 from strongroom.errors import (
     AlreadyExists,
@@ -244,8 +246,13 @@ def export_bundle(
     approver: ApprovalHook,
     bundle_id: str | None = None,
     version: int | None = None,
+    sender_pq: MLDSA65PrivateKey | None = None,
 ) -> ExportResult:
-    """Write a transfer bundle of ``name`` for ``enclave`` into the new directory ``dest``."""
+    """Write a transfer bundle of ``name`` for ``enclave`` into the new directory ``dest``.
+
+    With ``sender_pq`` the bundle manifest also carries the sender's ML-DSA-65
+    signature (:mod:`strongroom.crypto.hybrid_sig`), for a receiver that pins both keys.
+    """
     check_enclave(enclave)
     bundle_id = bundle_id or secrets.token_hex(16)
     if not _BUNDLE_ID.match(bundle_id):
@@ -300,8 +307,10 @@ def export_bundle(
             },
             "files": files,
         }
-        _write(tmp / BUNDLE_FILE,
-               sign_statement(statement, BUNDLE_PAYLOAD_TYPE, sender.private_key).encode())
+        signed = sign_statement(statement, BUNDLE_PAYLOAD_TYPE, sender.private_key)
+        if sender_pq is not None:
+            signed = add_mldsa_signature(signed, BUNDLE_PAYLOAD_TYPE, sender_pq)
+        _write(tmp / BUNDLE_FILE, signed.encode())
         os.rename(tmp, dest)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -370,14 +379,24 @@ def _listed_files(root: Path) -> dict[str, Path]:
     return found
 
 
-def verify_bundle(root: Path, *, sender: PublicIdentity, enclave: str) -> VerifiedBundle:
-    """Check every signature and hash of the bundle at ``root``; decrypts nothing."""
+def verify_bundle(root: Path, *, sender: PublicIdentity, enclave: str,
+                  sender_pq: MLDSA65PublicKey | None = None) -> VerifiedBundle:
+    """Check every signature and hash of the bundle at ``root``; decrypts nothing.
+
+    With ``sender_pq`` pinned, the bundle manifest must carry both the sender's
+    Ed25519 and ML-DSA-65 signatures.
+    """
     obj = str(root)
     if root.is_symlink() or not root.is_dir():
         raise NotFound("no bundle directory here", obj=obj)
     text = _read_statement(root)
-    st = verify_statement(text, BUNDLE_PAYLOAD_TYPE, {sender.key_id: sender.public_key},
-                          obj=f"{obj}/{BUNDLE_FILE}")
+    if sender_pq is None:
+        st = verify_statement(text, BUNDLE_PAYLOAD_TYPE, {sender.key_id: sender.public_key},
+                              obj=f"{obj}/{BUNDLE_FILE}")
+    else:
+        st = verify_hybrid_statement(text, BUNDLE_PAYLOAD_TYPE,
+                                     [PinnedSigner(sender.public_key, sender_pq)],
+                                     obj=f"{obj}/{BUNDLE_FILE}")
     try:
         if st["_type"] != _BUNDLE_TYPE or not _BUNDLE_ID.match(st["bundle_id"]):
             raise ValueError("type or bundle id")
@@ -519,11 +538,12 @@ def _scan_safetensors(name: str, head: bytes, size: int, root: Path, reader: age
 
 
 def receive_bundle(
-    vault: Vault, root: Path, *, sender: PublicIdentity, enclave: str, identity: age.AgeIdentity
+    vault: Vault, root: Path, *, sender: PublicIdentity, enclave: str, identity: age.AgeIdentity,
+    sender_pq: MLDSA65PublicKey | None = None,
 ) -> Quarantined:
     """Verify, decrypt in memory, scan, and hold a bundle in quarantine (audited)."""
     try:
-        bundle = verify_bundle(root, sender=sender, enclave=enclave)
+        bundle = verify_bundle(root, sender=sender, enclave=enclave, sender_pq=sender_pq)
     except StrongroomError as exc:
         with contextlib.suppress(StrongroomError):
             vault.record("transfer.receive", str(root), "deny", reason=exc.message)
@@ -562,6 +582,7 @@ def admit_bundle(
     approvals: Sequence[str],
     approver: ApprovalHook,
     name: str | None = None,
+    sender_pq: MLDSA65PublicKey | None = None,
 ) -> Manifest:
     """Release a quarantined bundle into the vault after its own quorum approval."""
     if not _BUNDLE_ID.match(bundle_id):
@@ -570,7 +591,7 @@ def admit_bundle(
     if not qdir.is_dir():
         raise NotFound("no such bundle in quarantine", obj=bundle_id,
                        remedy="receive it first with `strongroom transfer import DIR`")
-    bundle = verify_bundle(qdir, sender=sender, enclave=enclave)
+    bundle = verify_bundle(qdir, sender=sender, enclave=enclave, sender_pq=sender_pq)
     if bundle.bundle_id != bundle_id:
         raise _refuse(str(qdir), f"the quarantined bundle is {bundle.bundle_id}, not {bundle_id}")
     if _seen(vault, bundle_id, "transfer.import", ("allow",)):
