@@ -60,6 +60,7 @@ def admin(
     from strongroom import errors
     from strongroom.keys.identity import Identity
     from strongroom.runtime.keyserver import admin_statement
+    from strongroom.runtime.threshold_client import answer
 
     try:
         fields = json.loads(body.read_text(encoding="utf-8")) if body else {}
@@ -71,14 +72,10 @@ def admin(
     envelope = admin_statement(Identity.load(identity).private_key, op, **fields)
     try:
         r = httpx.post(f"{server.rstrip('/')}/v1/keyserver/admin", json={"envelope": envelope}, timeout=60)
-        data = r.json()
-    except (httpx.HTTPError, ValueError) as exc:
+    except httpx.HTTPError as exc:
         raise errors.ServerError(f"no answer from the key server ({type(exc).__name__})", obj=server,
                                  remedy="check the URL and that `strongroom keyserver serve` runs") from None
-    if r.status_code != 200:
-        err = data.get("error", {}) if isinstance(data, dict) else {}
-        raise errors.from_wire(str(err.get("type", "ServerError")), str(err.get("message", "")),
-                               obj=err.get("obj") or server, remedy=err.get("remedy"))
+    data = answer(r, server)
     typer.echo(json.dumps(data, indent=2, sort_keys=True))
 
 

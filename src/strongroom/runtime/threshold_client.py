@@ -24,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
 
@@ -36,7 +37,7 @@ from strongroom.runtime.keyserver import PartialRequest
 from strongroom.threshold.group import Element
 from strongroom.threshold.wrap import Combiner, Partial, binding, unwrap
 
-__all__ = ["Ask", "Refusal", "ThresholdClient", "ThresholdRelease", "http_link"]
+__all__ = ["Ask", "Refusal", "ThresholdClient", "ThresholdRelease", "answer", "http_link"]
 
 _POLICY_REFUSALS = ("AccessDenied", "ApprovalRequired", "BudgetExceeded", "GrantBudgetSpent", "Throttled")
 
@@ -69,6 +70,19 @@ class ThresholdRelease:
         return any(r.on_policy for r in self.refusals)
 
 
+def answer(r: httpx.Response, name: str) -> Any:
+    """A key server's JSON answer, or its refusal rebuilt as the error class it raised."""
+    try:
+        data = r.json()
+    except ValueError:
+        raise errors.ServerError(f"the key server answered HTTP {r.status_code} without JSON", obj=name) from None
+    if r.status_code != 200:
+        err = data.get("error", {}) if isinstance(data, dict) else {}
+        raise errors.from_wire(str(err.get("type", "ServerError")), str(err.get("message", "")),
+                               obj=name, remedy=err.get("remedy"))
+    return data
+
+
 #: How the requester reaches one key server: the body in, the server's partial out (or its refusal).
 Ask = Callable[[PartialRequest], Partial]
 
@@ -82,16 +96,7 @@ def http_link(name: str, url: str, http: httpx.Client) -> tuple[str, Ask]:
         except httpx.HTTPError as exc:
             raise errors.ServerError(f"cannot reach the key server ({type(exc).__name__})", obj=name,
                                      remedy="check that it runs; the next key server is asked") from None
-        try:
-            data = r.json()
-        except ValueError:
-            raise errors.ServerError(f"the key server answered HTTP {r.status_code} without JSON",
-                                     obj=name) from None
-        if r.status_code != 200:
-            err = data.get("error", {}) if isinstance(data, dict) else {}
-            raise errors.from_wire(str(err.get("type", "ServerError")), str(err.get("message", "")),
-                                   obj=name, remedy=err.get("remedy"))
-        return Partial.decode(data, what=name)
+        return Partial.decode(answer(r, name), what=name)
 
     return name, ask
 
