@@ -263,21 +263,26 @@ class EgressMeter:
 
     # -- deciding ----------------------------------------------------------
 
-    def _current(self, conn: Connection, generation: int, epoch: int) -> LedgerCache:
-        """The cached ledger, caught up if only appends happened since; else a fresh one.
+    def _current(self, conn: Connection, generation: int, epoch: int
+                 ) -> tuple[LedgerCache, bool]:
+        """The cached ledger, caught up if only appends happened since, else a fresh one;
+        and whether the generation moved with no row appended (someone else's doing).
 
         Under the ledger lock. A newer generation of the cache's epoch means other
         processes only appended charges, each stamped at or after the newest
         before it: the rows stamped since the cache's high water are all it lacks
-        (one indexed read of those rows, not a reload of whole windows).
+        (one indexed read of those rows, not a reload of whole windows). Only a
+        transaction that added rows moves the generation, so finding none is
+        suspect: rows deleted by hand and the generation bumped to force a reload.
         """
         ledger = self._ledger
         if ledger is not None and ledger.epoch == epoch:
+            moved_empty = False
             if ledger.generation != generation:
-                ledger.catch_up(self._db.since(conn, ledger.high))
+                moved_empty = ledger.catch_up(self._db.since(conn, ledger.high)) == 0
                 ledger.generation = generation
-            return ledger
-        return self._fresh(conn, generation, epoch)
+            return ledger, moved_empty
+        return self._fresh(conn, generation, epoch), False
 
     def _fresh(self, conn: Connection, generation: int, epoch: int) -> LedgerCache:
         """A cache read from the rows (totals loaded lazily), at ``generation`` and ``epoch``."""
@@ -302,14 +307,18 @@ class EgressMeter:
         """
         generation, epoch = self._db.lock(conn)
         previous = self._ledger
-        current = self._current(conn, generation, epoch)  # the cache itself while it is valid
+        # The cache itself while it is valid (caught up on other hosts' appends).
+        current, moved_empty = self._current(conn, generation, epoch)
         self._ledger = None  # nobody may use totals that this transaction is changing
         ledger, fresh = self._prepare(conn, current, batch)
-        if previous is not None and ledger is not previous and ledger.fell_below(previous):
+        if moved_empty or (previous is not None and ledger is not previous
+                           and ledger.fell_below(previous)):
             # Charges leave a total only by ageing out or by a refund: rows deleted behind
-            # the meter's back look the same. The runtime's repair puts back, in this very
-            # transaction, the rows whose releases the audit log holds; the totals are then
-            # read again, so this batch is decided on the ledger the log vouches for.
+            # the meter's back look the same, and so does a generation moved with no row
+            # added. The runtime's repair puts back, in this very transaction, the rows
+            # whose releases the audit log holds; the totals are then read again, so this
+            # batch is decided on the ledger the log vouches for. (A cache that caught up
+            # still counts the deleted rows: it never counts less than it knew.)
             self.suspect.set()
             if self.repair is not None and self.repair(conn):
                 # Old rows went back in: other processes must rebuild, not catch up.
@@ -340,7 +349,7 @@ class EgressMeter:
                 if bid is not None:
                     spent[bid] += it.nbytes
         self._db.insert(conn, rows)
-        ledger.generation = generation + 1
+        ledger.generation = self._db.appended(conn) if rows else generation
         ledger.prune()
         for it in batch:
             it.decided = ledger

@@ -13,9 +13,11 @@ the changes that are not appends bump (refunds, repairs, budgets).
 
       db = LedgerStore(store)
       with db.begin() as conn:
-          generation = db.lock(conn)            # before any read that decides a charge
+          generation, epoch = db.lock(conn)     # before any read that decides a charge
           new = [r for r in rows if r[0] not in db.held(conn, [r[0] for r in rows])]
           db.insert(conn, new)
+          if new:
+              generation = db.appended(conn)
 
 * :class:`LedgerCache` and :class:`WindowTotal` — what a process knows of the
   ledger at one generation (budgets, the newest charge time, one running total
@@ -23,7 +25,9 @@ the changes that are not appends bump (refunds, repairs, budgets).
   database's generation is the cache's; at a newer generation of the same epoch
   only appends happened (other hosts' charges, each stamped at or after every
   charge before it), so the cache catches up on the rows stamped since its high
-  water (:meth:`LedgerStore.since`); at another epoch it is rebuilt.
+  water (:meth:`LedgerStore.since`); at another epoch it is rebuilt. Only a
+  transaction that added rows moves the generation, so one that moved with no
+  new row to read is someone else's doing (rows deleted by hand, say).
 * :func:`charge_row` — the row a ``key.release`` allow entry of the audit log
   stands for, so a replay (or the state guard's repair) charges it exactly as
   the gate did.
@@ -258,8 +262,11 @@ class LedgerStore:
         self._mark = mark
         # Statements are built from constants and placeholders only (no values).
         # Locks the row (PostgreSQL) and bumps the generation in one statement.
+        # PostgreSQL: the row lock serialises charges; SQLite: BEGIN IMMEDIATE already did.
+        self._sql_lock = ("SELECT generation, epoch FROM egress_ledger WHERE id = 1"
+                          + (" FOR UPDATE" if store.dialect == "postgresql" else ""))
         self._sql_bump = ("UPDATE egress_ledger SET generation = generation + 1 WHERE id = 1 "
-                          "RETURNING generation, epoch")
+                          "RETURNING generation")
         self._sql_rewrite = ("UPDATE egress_ledger SET generation = generation + 1, "
                              "epoch = epoch + 1 WHERE id = 1 RETURNING generation, epoch")
         self._sql_since = ("SELECT charge_id, principal, artifact, nbytes, at, budget_id "  # noqa: S608
@@ -280,20 +287,28 @@ class LedgerStore:
                                remedy="check that the database is reachable and writable") from exc
 
     def lock(self, conn: Connection, *, rewrite: bool = False) -> tuple[int, int]:
-        """Lock the ledger for this transaction and bump its generation: (the one before, epoch).
+        """Lock the ledger for this transaction: its (generation, epoch) from now on.
 
-        Every transaction that may change charges or budgets calls this first;
-        one that may do anything but append charges stamped at or after the
-        newest (refund, put rows back, change budgets) passes ``rewrite`` and
-        bumps the epoch too, so every cache is rebuilt rather than caught up.
+        Every transaction that may change charges or budgets calls this first.
+        One that appends charges calls :meth:`appended` once it has inserted
+        rows (so the generation moves only when rows were added: a batch whose
+        charges were all refused leaves it alone). One that may do anything but
+        append charges stamped at or after the newest (refund, put rows back,
+        change budgets) passes ``rewrite``, which bumps the epoch and the
+        generation at once, so every cache is rebuilt rather than caught up.
         SQLite: the transaction's ``BEGIN IMMEDIATE`` already holds the write
-        lock. PostgreSQL: the ``UPDATE`` locks the one state row until commit.
+        lock. PostgreSQL: ``FOR UPDATE`` (or the ``UPDATE``) locks the one state
+        row until commit.
         """
-        rows = _driver_rows(conn, self._sql_rewrite if rewrite else self._sql_bump)
+        rows = _driver_rows(conn, self._sql_rewrite if rewrite else self._sql_lock)
         if not rows or rows[0][0] is None:
             raise StorageError("the egress ledger's state row is missing", obj=self.store.url,
                                remedy="run the migrations (Store.open) on this database")
-        return int(rows[0][0]) - 1, int(rows[0][1])
+        return int(rows[0][0]), int(rows[0][1])
+
+    def appended(self, conn: Connection) -> int:
+        """Bump the generation after inserting charges under :meth:`lock`; the new one."""
+        return int(_driver_rows(conn, self._sql_bump)[0][0])
 
     def since(self, conn: Connection, high: float) -> list[ChargeRow]:
         """The rows stamped at or after ``high``, oldest first (read under the ledger lock)."""

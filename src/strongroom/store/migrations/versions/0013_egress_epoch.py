@@ -1,11 +1,13 @@
 """Egress ledger state: an epoch that only changes which are not appends bump.
 
-Every ledger transaction bumps ``generation``. Charges decided under the ledger
-lock are appends: each is stamped at or after every charge already held, so a
-process whose cached totals are a few generations old catches up by reading
-only the rows stamped since its newest one. A refund, a repair that puts back
-old rows, or a budget change also bumps ``epoch``; a process that sees another
-epoch reloads its totals from the rows (and compares them with what it knew).
+Every ledger transaction that changes it bumps ``generation``. Charges decided
+under the ledger lock are appends: each is stamped at or after every charge
+already held, so a process whose cached totals are a few generations old
+catches up by reading only the rows stamped since its newest one (and finding
+none is suspect: only a transaction that added rows moves the generation). A
+refund, a repair that puts back old rows, or a budget change also bumps
+``epoch``; a process that sees another epoch reloads its totals from the rows
+(and compares them with what it knew).
 Before this, every host's commit made every other host reload whole windows,
 so CPU per release grew with the number of hosts.
 
