@@ -261,9 +261,8 @@ class LedgerStore:
         mark = "%s" if store.dialect == "postgresql" else "?"
         self._mark = mark
         # Statements are built from constants and placeholders only (no values).
-        # Locks the row (PostgreSQL) and bumps the generation in one statement.
         # PostgreSQL: the row lock serialises charges; SQLite: BEGIN IMMEDIATE already did.
-        self._sql_lock = ("SELECT generation, epoch FROM egress_ledger WHERE id = 1"
+        self._sql_lock = ("SELECT generation, epoch FROM egress_ledger WHERE id = 1"  # noqa: S608
                           + (" FOR UPDATE" if store.dialect == "postgresql" else ""))
         self._sql_bump = ("UPDATE egress_ledger SET generation = generation + 1 WHERE id = 1 "
                           "RETURNING generation")
