@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from strongroom.access import statements
 from strongroom.access.directory import ResourceLabel
 from strongroom.store.db import Store
@@ -12,6 +14,17 @@ from strongroom.store.db import Store
 from cli_fixtures import Run
 
 M1 = "ab" * 48
+
+
+# The SQLite run is the one test that proves the commands (vault init and unseal, ~70 s on
+# 2 cores); the PostgreSQL run repeats it on the other backend and is marked slow.
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.slow)])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The conftest database URL, with the PostgreSQL variant marked slow."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'strongroom.db'}"
+    url: str = request.getfixturevalue("pg_url")
+    return url
 
 
 def test_policy_set_pins_and_show_lists(unsealed_cli: Run, tmp_path: Path, db_url: str) -> None:
