@@ -13,14 +13,14 @@ implementation::
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from strongroom.crypto.age import Stanza
     from strongroom.keys.keyring import KeyringStatus
     from strongroom.release.request import ReleaseRequest
 
-__all__ = ["KeyService", "SignPurpose"]
+__all__ = ["KeyService", "ShardKeyWrapping", "SignPurpose"]
 
 SignPurpose = Literal["manifest", "checkpoint"]
 
@@ -46,4 +46,18 @@ class KeyService(Protocol):
 
     def public_keys(self) -> dict[str, bytes]:
         """Raw Ed25519 public keys: ``manifest``, ``checkpoint``, ``officer:<key id>``."""
+        ...
+
+
+@runtime_checkable
+class ShardKeyWrapping(Protocol):
+    """A key service that binds each file key to its artifact and shard when wrapping it.
+
+    The ``threshold`` backend (:mod:`strongroom.runtime.threshold_keys`) wraps to the
+    key servers' group key with vault, artifact, shard and blob as associated data;
+    the importer calls this instead of ``wrap_file_key`` when the service offers it.
+    """
+
+    def wrap_shard_file_key(self, artifact: str, shard: str, blob_id: str, file_key: bytes) -> Stanza:
+        """Wrap ``file_key`` for ``artifact``'s ``shard`` stored as ``blob_id``."""
         ...

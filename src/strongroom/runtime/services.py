@@ -63,6 +63,7 @@ from strongroom.release import (
 from strongroom.store.db import Store
 
 if TYPE_CHECKING:
+    from strongroom.attest.admission import AttestedClaim
     from strongroom.audit.log import AuditLog
     from strongroom.audit.publisher import CheckpointPublisher
     from strongroom.keys.identity import Identity
@@ -227,6 +228,7 @@ class LocalKeyService:
                                    details={"server": _host_id()})  # the console's host list
                 from strongroom.monitor.alerts import AlertManager, JsonLinesSink
                 from strongroom.monitor.canaries import CanaryRegistry
+                from strongroom.runtime.attestation import attestation_service
                 from strongroom.runtime.wiring import default_meter, shard_locator
 
                 sinks = [JsonLinesSink(self._alerts_file)] if self._alerts_file else []
@@ -248,6 +250,7 @@ class LocalKeyService:
                     self.keyring, self._audit, evidence=rule, egress=meter, canaries=canaries,
                     sizes=self._sizes_factory(self.keyring) if self._sizes_factory else shards,
                     guard=guard, server=_host_id(), observer=ReleaseMetrics(),
+                    attestation=attestation_service(self.keyring, self.store, self._audit),
                 )
                 alerts.deliver_pending()
                 self._start_monitor(alerts)
@@ -478,6 +481,23 @@ class LocalKeyService:
             raise Sealed("the release gate is not open", obj="keyring")
         return gate.release(request)
 
+    def attest_nonce(self) -> bytes:
+        """A fresh single-use nonce from the gate for an enclave's evidence."""
+        return self._attested_gate().attestation.desk.challenge()  # type: ignore[union-attr]
+
+    def release_attested(self, request: ReleaseRequest, claim: AttestedClaim) -> Stanza:
+        """Run the gate for an enclave: the file key only as a stanza to its ephemeral key."""
+        return self._attested_gate().release_attested(request, claim)
+
+    def _attested_gate(self) -> ReleaseGate:
+        gate = self._gate
+        if gate is None:
+            self.keyring.require_unsealed()
+            raise Sealed("the release gate is not open", obj="keyring")
+        if gate.attestation is None:
+            raise ConfigError("this gate verifies no attestation evidence", obj="release gate")
+        return gate
+
     def sign(self, purpose: SignPurpose, message: bytes) -> bytes:
         """Sign with a barrier key."""
         return self.keyring.signing_key(purpose).sign(message)
@@ -558,6 +578,21 @@ class AgentKeyService:
         from strongroom.runtime.agent import request_to_json, unb64
 
         return bytearray(unb64(self.client.call("release", request=request_to_json(request))))
+
+    def attest_nonce(self) -> bytes:
+        """A fresh nonce from the agent's gate."""
+        from strongroom.runtime.agent import unb64
+
+        return unb64(self.client.call("attest_nonce"))
+
+    def release_attested(self, request: ReleaseRequest, claim: AttestedClaim) -> Stanza:
+        """Run the agent's gate for an enclave; the file key comes back wrapped to it."""
+        from strongroom.runtime.agent import request_to_json, stanza_from_json
+        from strongroom.runtime.attestation import claim_to_json
+
+        return stanza_from_json(self.client.call("release_attested",
+                                                 request=request_to_json(request),
+                                                 claim=claim_to_json(claim)))
 
     async def release_async(self, request: ReleaseRequest) -> bytearray:
         """Run the agent's gate from an event loop (raises AgentUnavailable when none runs)."""
@@ -662,6 +697,10 @@ def open_vault(
 ) -> Vault:
     """The vault of ``settings`` (default: the environment) on the local agent's key service.
 
+    With ``STRONGROOM_FILE_KEYS=threshold`` the agent's service is wrapped in a
+    :class:`~strongroom.runtime.threshold_keys.ThresholdKeyService`: file keys go to
+    the key servers' group key and come back only from k of them.
+
     What the CLI and :func:`strongroom.open_weights` open; raises
     :class:`~strongroom.errors.Sealed` when the vault is not initialised or unsealed.
     """
@@ -672,5 +711,16 @@ def open_vault(
     from strongroom.datadir import require_vault
 
     require_vault(settings.resolved_home, settings.database_url)  # before anything is created
-    return Vault.open(settings, keys=key_service(settings.resolved_home), identity=identity,
-                      actor=actor)
+    from strongroom.keys.config import KeysSettings
+
+    keys_settings = KeysSettings()
+    agent = key_service(settings.resolved_home)
+    if keys_settings.file_keys != "threshold":
+        return Vault.open(settings, keys=agent, identity=identity, actor=actor)
+    # File keys wrapped to the key servers' group key and released only by k of them.
+    from strongroom.runtime.threshold_keys import ThresholdKeyService
+
+    keys = ThresholdKeyService.from_settings(agent, keys_settings)
+    vault = Vault.open(settings, keys=keys, identity=identity, actor=actor)
+    keys.attach(vault)
+    return vault

@@ -55,6 +55,7 @@ from strongroom.errors import (
     StorageError,
     StrongroomError,
 )
+from strongroom.keys.protocol import ShardKeyWrapping
 from strongroom.settings import Settings
 from strongroom.store.db import Store
 from strongroom.store.tables.vault import Artifact, ArtifactFile
@@ -329,19 +330,27 @@ class Vault:
         sources = collect_files(path)
         version = self.next_version(name, new_version)
         keys = self.keys
-
-        def recipients_for(blob_id: str, file_key: bytes) -> list[age.Recipient]:
-            return [_WrappedBy(keys.wrap_file_key(blob_id, file_key)), *escrow]
-
         written: list[EncryptedFile] = []
         ref = str(ArtifactRef(name, version))
+
+        def recipients_for(shard: str) -> Callable[[str, bytes], list[age.Recipient]]:
+            # A backend that binds file keys to their shard (threshold) is given both names.
+            def wrap(blob_id: str, file_key: bytes) -> list[age.Recipient]:
+                if isinstance(keys, ShardKeyWrapping):
+                    stanza = keys.wrap_shard_file_key(ref, shard, blob_id, file_key)
+                else:
+                    stanza = keys.wrap_file_key(blob_id, file_key)
+                return [_WrappedBy(stanza), *escrow]
+
+            return wrap
+
         try:
             for source in sources:
                 written.append(
                     encrypt_file(
                         source,
                         self.blobs,
-                        recipients_for,
+                        recipients_for(source.name),
                         threads=self.settings.threads,
                         progress=progress,
                         cipher=cipher,
