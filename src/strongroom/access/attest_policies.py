@@ -23,12 +23,13 @@ __all__ = ["KIND", "pinned_policies", "pinned_policy"]
 KIND = "attest-policy"
 
 
-def _verified(reader: DirectoryReader, subject: str | None) -> dict[str, AttestationPolicy]:
+def _verified(reader: DirectoryReader, subject: str | None, *,
+              allow_test: bool = False) -> dict[str, AttestationPolicy]:
     best: dict[str, AttestationPolicy] = {}
     for env in statements.envelopes(reader.store, KIND, subject=subject):
         try:
             st = reader.verify_officer_statement(env, KIND, "attestation policy")
-            policy = AttestationPolicy.from_json(st)
+            policy = AttestationPolicy.from_json(st, allow_test=allow_test)
         except (IntegrityError, InvalidInput):
             continue  # under-signed, unsigned or malformed rows pin nothing
         if subject is not None and policy.name != subject:
@@ -39,9 +40,13 @@ def _verified(reader: DirectoryReader, subject: str | None) -> dict[str, Attesta
     return best
 
 
-def pinned_policy(reader: DirectoryReader, name: str) -> AttestationPolicy | None:
-    """The newest policy called ``name`` that the officers' threshold signed, else None."""
-    return _verified(reader, name).get(name)
+def pinned_policy(reader: DirectoryReader, name: str, *,
+                  allow_test: bool = False) -> AttestationPolicy | None:
+    """The newest policy called ``name`` that the officers' threshold signed, else None.
+
+    Policies listing a test platform pin only with ``allow_test`` (a gate given test roots).
+    """
+    return _verified(reader, name, allow_test=allow_test).get(name)
 
 
 def pinned_policies(reader: DirectoryReader) -> list[AttestationPolicy]:

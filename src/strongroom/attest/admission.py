@@ -111,7 +111,8 @@ class AdmissionDesk:
               collateral: Collateral, recipient: X25519Recipient, nonce: bytes) -> Admission:
         """Check evidence bound to ``recipient`` and ``nonce`` against ``policy``; cache it."""
         facts: dict[str, Any] = {"policy": policy.name, "serial": policy.serial,
-                                 "platform": platform, "recipient": str(recipient)}
+                                 "platform": platform, "recipient": str(recipient),
+                                 "nonce": nonce.hex()}  # spent, allowed or not: in the log
         try:
             admission = self._admit(policy, platform, evidence, collateral, recipient, nonce,
                                     facts)

@@ -209,6 +209,13 @@ class AgentServer:
                 return b64(key)
             finally:
                 key[:] = bytes(len(key))
+        if op == "attest_nonce":
+            return b64(svc.attest_nonce())
+        if op == "release_attested":
+            from strongroom.runtime.attestation import claim_from_json
+
+            return stanza_to_json(svc.release_attested(request_from_json(args["request"]),
+                                                       claim_from_json(args["claim"])))
         if op == "sign":
             purpose = args["purpose"]
             if purpose not in ("manifest", "checkpoint"):

@@ -31,13 +31,14 @@ import hashlib
 import json
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from strongroom import errors
+from strongroom.crypto.age import Stanza
 from strongroom.errors import (
     AccessDenied,
     ConfigError,
@@ -478,6 +479,33 @@ class Client(Operations):
                                               "purpose": purpose, "evidence": evidence})
         return bytearray(base64.b64decode(out["file_key"]))
 
+    def attest_nonce(self) -> bytes:
+        """A single-use nonce from the server's gate, to bind in the enclave's report data."""
+        return base64.b64decode(self.post("/v1/keys/attest/nonce", {})["nonce"])
+
+    def release_attested(self, artifact: str, shard: str, blob: str, purpose: str, *,
+                         recipient: str, platform: str = "", report: bytes = b"",
+                         collateral: Sequence[bytes] = (), nonce: bytes = b"",
+                         grant: str | None = None) -> Stanza:
+        """The file key as an age stanza to ``recipient`` (the enclave's ephemeral key).
+
+        The first release of an ephemeral key carries the evidence (``report`` with
+        its ``collateral`` and the gate's ``nonce``); later ones only the recipient.
+        """
+        from strongroom.access.evidence import make_evidence
+
+        if self.identity is None:
+            raise AccessDenied("no identity to sign the release evidence with",
+                               obj="STRONGROOM_IDENTITY")
+        evidence = make_evidence(self.identity.private_key, artifact=artifact, shard=shard,
+                                 blob_id=blob, purpose=purpose, grant=grant)
+        out = self.post("/v1/keys/release-attested", {
+            "artifact": artifact, "shard": shard, "purpose": purpose, "evidence": evidence,
+            "recipient": recipient, "platform": platform, "report": _b64(report),
+            "collateral": [_b64(c) for c in collateral], "nonce": _b64(nonce)})
+        return Stanza(out["stanza_type"], tuple(out["stanza_args"]),
+                      base64.b64decode(out["stanza_body"]))
+
     @contextlib.contextmanager
     def open_shard(self, name: str, version: int | None, path: str, *,
                    purpose: str) -> Iterator[AgeReader]:
@@ -544,3 +572,7 @@ class Client(Operations):
                 raise IntegrityError("plaintext SHA-256 does not match the manifest", obj=obj)
             total += entry.size
         return m.ref, len(m.files), total
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()

@@ -207,6 +207,34 @@ class KeyReleaseOut(BaseModel):
     file_key: str
 
 
+class AttestNonceOut(BaseModel):
+    """A single-use nonce the gate issued (base64); bind it in the enclave's report data."""
+
+    nonce: str
+
+
+class AttestedReleaseIn(KeyReleaseIn):
+    """Release evidence plus the enclave's: report data = sha256(recipient key || nonce)."""
+
+    recipient: str = Field(min_length=10, max_length=256, description="ephemeral age1... key")
+    platform: str = Field(default="", max_length=64)
+    report: str = Field(default="", max_length=1048576, description="base64 evidence")
+    collateral: list[str] = Field(default_factory=list, max_length=16,
+                                  description="base64 PEM certificates/CRLs or JSON")
+    nonce: str = Field(default="", max_length=128, description="base64 nonce from the gate")
+
+
+class AttestedReleaseOut(BaseModel):
+    """The file key as an age stanza only the enclave's ephemeral key opens."""
+
+    artifact: str
+    shard: str
+    blob: str
+    stanza_type: str
+    stanza_args: list[str]
+    stanza_body: str
+
+
 class RequestOut(BaseModel):
     """An access request with the approvals stored for it."""
 

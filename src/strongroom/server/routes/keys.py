@@ -1,5 +1,10 @@
 """Key release (``POST /v1/keys/release``), tag ``weights``: the hot path.
 
+Enclaves take the attested path instead: ``POST /v1/keys/attest/nonce`` for a
+gate nonce, then ``POST /v1/keys/release-attested`` with the evidence, whose
+answer is the file key as an age stanza to the enclave's ephemeral key
+(docs/attestation.md).
+
 ``build_router(ctx)`` returns the router and the same route as a
 :class:`~strongroom.server.auth.DirectRoute` for the signing middleware, which
 answers it without FastAPI's thread hops; the FastAPI route stays the schema and
@@ -20,7 +25,7 @@ from fastapi import APIRouter, Request
 
 from strongroom.artifacts import ArtifactRef
 from strongroom.crypto.age import Stanza
-from strongroom.errors import InvalidInput, NotFound
+from strongroom.errors import ConfigError, InvalidInput, NotFound
 from strongroom.release.request import ReleaseRequest, build_request
 from strongroom.server import models as M
 from strongroom.server.auth import DirectRoute, caller_of
@@ -62,13 +67,16 @@ def build_router(ctx: ServerContext) -> tuple[APIRouter, dict[tuple[str, str], D
             key[:] = bytes(len(key))
         return M.KeyReleaseOut(artifact=m.ref, shard=entry.path, blob=entry.blob, file_key=text)
 
-    def release_key(caller: Caller, body: M.KeyReleaseIn, host: str | None) -> M.KeyReleaseOut:
+    def shard_of(body: M.KeyReleaseIn) -> tuple[Manifest, FileEntry, tuple[Stanza, ...]]:
         m = shards.manifest(ref_of(body))
         entry = next((f for f in m.files if f.path == body.shard), None)
         if entry is None:
             raise NotFound("no such shard in the artifact", obj=f"{m.ref}/{body.shard}",
                            remedy="name a shard the artifact's manifest lists")
-        stanzas = shards.stanzas(ctx.blobs, entry, f"{m.ref}/{entry.path}")
+        return m, entry, shards.stanzas(ctx.blobs, entry, f"{m.ref}/{entry.path}")
+
+    def release_key(caller: Caller, body: M.KeyReleaseIn, host: str | None) -> M.KeyReleaseOut:
+        m, entry, stanzas = shard_of(body)
         key = ctx.keys.release(request_for(caller, body, host, m, entry, stanzas))
         return answer(m, entry, key)
 
@@ -115,5 +123,47 @@ def build_router(ctx: ServerContext) -> tuple[APIRouter, dict[tuple[str, str], D
         host = str(client[0]) if client else None
         out = await release_out(caller, body, host)
         return 200, out.model_dump_json().encode()
+
+    def attested_keys() -> Any:
+        keys = ctx.keys
+        if not callable(getattr(keys, "release_attested", None)):
+            raise ConfigError("this server's key service releases no keys into enclaves",
+                              obj="release gate", remedy="run the gate in strongroom serve")
+        return keys
+
+    def release_attested(caller: Caller, body: M.AttestedReleaseIn, host: str | None
+                         ) -> M.AttestedReleaseOut:
+        from strongroom.runtime.attestation import claim_from_json
+
+        keys = attested_keys()
+        claim = claim_from_json({"recipient": body.recipient, "platform": body.platform,
+                                 "evidence": body.report, "collateral": body.collateral,
+                                 "nonce": body.nonce})
+        m, entry, stanzas = shard_of(body)
+        stanza: Stanza = keys.release_attested(
+            request_for(caller, body, host, m, entry, stanzas), claim)
+        return M.AttestedReleaseOut(artifact=m.ref, shard=entry.path, blob=entry.blob,
+                                    stanza_type=stanza.type, stanza_args=list(stanza.args),
+                                    stanza_body=base64.b64encode(stanza.body).decode())
+
+    @r.post("/keys/attest/nonce", response_model=M.AttestNonceOut)
+    async def attest_nonce(request: Request) -> M.AttestNonceOut:
+        """A single-use nonce from the gate for one piece of enclave evidence."""
+        from starlette.concurrency import run_in_threadpool
+
+        caller_of(request)  # signed callers only
+        nonce: bytes = await run_in_threadpool(lambda: attested_keys().attest_nonce())
+        return M.AttestNonceOut(nonce=base64.b64encode(nonce).decode())
+
+    @r.post("/keys/release-attested", response_model=M.AttestedReleaseOut)
+    async def release_into_enclave(request: Request, body: M.AttestedReleaseIn
+                                   ) -> M.AttestedReleaseOut:
+        """Run the gate for an enclave: the file key comes back wrapped to its ephemeral key."""
+        from starlette.concurrency import run_in_threadpool
+
+        caller = caller_of(request)
+        host = request.client.host if request.client is not None else None
+        out: M.AttestedReleaseOut = await run_in_threadpool(release_attested, caller, body, host)
+        return out
 
     return r, {("POST", "/v1/keys/release"): release_direct}
