@@ -30,6 +30,7 @@ def serve(
     from strongroom.datadir import require_vault
     from strongroom.runtime.keyserver import KeyServer
     from strongroom.runtime.keyserver_app import create_app
+    from strongroom.runtime.keyserver_watch import WatchSettings, keyserver_watch
     from strongroom.settings import Settings
     from strongroom.store.db import Store
 
@@ -37,10 +38,16 @@ def serve(
     require_vault(settings.resolved_home, settings.database_url)
     store = Store.open(settings.resolved_database_url)
     server = KeyServer(store)
+    # Compares its own release log with its peers' and alerts on a release only some recorded.
+    watch = keyserver_watch(server, WatchSettings())
+    if watch is not None:
+        watch.start()
     typer.echo(f"key server for {settings.resolved_home} on http://{host}:{port}", err=True)
     try:
         uvicorn.run(create_app(server), host=host, port=port, log_level="warning")
     finally:
+        if watch is not None:
+            watch.stop()
         server.svc.close()
         store.close()
 

@@ -399,6 +399,11 @@ class LocalKeyService:
         return self._audit
 
     @property
+    def alerts(self) -> AlertManager | None:
+        """The alert manager of this unseal session (``None`` while sealed)."""
+        return self._alerts
+
+    @property
     def gate(self) -> ReleaseGate | None:
         """The release gate while unsealed (``None`` while sealed)."""
         return self._gate

@@ -48,19 +48,20 @@ _SETTING_SERVERS = "STRONGROOM_THRESHOLD_SERVERS"
 _SETTING_COMMITMENTS = "STRONGROOM_THRESHOLD_COMMITMENTS"
 
 
-def parse_servers(text: str) -> list[tuple[str, str]]:
-    """``name=URL,name=URL`` as (name, URL) pairs; InvalidInput naming the bad item."""
+def parse_servers(text: str, *, obj: str = _SETTING_SERVERS,
+                  schemes: tuple[str, ...] = ("http://", "https://")) -> list[tuple[str, str]]:
+    """``name=URL,name=URL`` as (name, URL) pairs; InvalidInput naming the bad item (``obj``: the setting)."""
     servers: list[tuple[str, str]] = []
     for item in (part.strip() for part in text.split(",")):
         if not item:
             continue
         name, sep, url = item.partition("=")
-        if not sep or not name.strip() or not url.strip().startswith(("http://", "https://")):
-            raise InvalidInput(f"key server {item!r} is not name=URL", obj=_SETTING_SERVERS,
-                               remedy="list the key servers as ks-a=https://host:8430,ks-b=...")
+        if not sep or not name.strip() or not url.strip().startswith(schemes):
+            raise InvalidInput(f"key server {item!r} is not name=URL", obj=obj,
+                               remedy=f"list the key servers as ks-a={schemes[0]}...,ks-b=...")
         servers.append((name.strip(), url.strip()))
     if len({n for n, _ in servers}) != len(servers):
-        raise InvalidInput("a key server name is given twice", obj=_SETTING_SERVERS,
+        raise InvalidInput("a key server name is given twice", obj=obj,
                            remedy="give each key server one distinct name")
     return servers
 
