@@ -26,6 +26,8 @@ from strongroom.attest.admission import binding
 from strongroom.attest.forge import ForgedChip, ForgedVendor
 from strongroom.attest.policy import AttestationPolicy, sign_policy
 from strongroom.crypto.age import Stanza, X25519Identity
+from strongroom.posture.assess import ControlResult, assess
+from strongroom.posture.facts import collect
 
 GOOD = b"\x5a" * 48
 
@@ -71,7 +73,7 @@ def _claim(w: ServerWorld, chip: ForgedChip, enclave: X25519Identity, **report: 
 
 
 def test_enclave_gets_only_a_stanza_its_key_opens_and_replays_are_refused(
-        world: ServerWorld, vendor: ForgedVendor) -> None:
+        world: ServerWorld, vendor: ForgedVendor, monkeypatch: pytest.MonkeyPatch) -> None:
     w, chip = world, vendor.chip()
     alice = w.client("alice")
     # the labelled artifact's key is not released in clear
@@ -115,6 +117,21 @@ def test_enclave_gets_only_a_stanza_its_key_opens_and_replays_are_refused(
     assert base64.b64decode(str(claim["nonce"])).hex() in spent
     assert {e.decision for e in entries} == {"allow", "deny"}
     assert all(file_key.hex() not in str(e.details) for e in entries)
+
+
+    # posture W-4: critical while the gate trusts test roots; met once they are gone
+    # (the one model is labelled attested and both its releases were bound to evidence)
+    w4 = _w4(w)
+    assert w4.status == "not met" and "critical" in w4.evidence
+    monkeypatch.delenv("STRONGROOM_ATTEST_TEST_ROOTS")
+    w4 = _w4(w)
+    assert w4.status == "met", w4.evidence
+    assert "2 release(s)" in w4.evidence
+
+
+def _w4(w: ServerWorld) -> ControlResult:
+    facts = collect(w.ctx.settings.resolved_home, w.ctx.store, w.ctx.keys)
+    return next(c for f in assess(facts).families for c in f.controls if c.id == "W-4")
 
 
 def test_malformed_claim_is_a_named_error(world: ServerWorld) -> None:

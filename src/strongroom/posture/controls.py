@@ -109,6 +109,27 @@ def _gate_evidence(f: Facts, d: Declaration) -> Finding:
     return NOT_MET, f"red-team outcomes: {shown}"
 
 
+def _enclaves(f: Facts, d: Declaration) -> Finding:
+    if f.attest_test_roots:
+        return NOT_MET, ("critical: the gate trusts test roots (STRONGROOM_ATTEST_TEST_ROOTS="
+                         f"{f.attest_test_roots}); test only: unset it")
+    if f.attested_releases is None:
+        return _unknown("the audit log")
+    weights = [a for a in f.artifacts if a.get("verified") and a.get("kind") != "document"]
+    if not weights:
+        return UNKNOWN, "no artifacts"
+    r = f.attested_releases
+    if r["unbound"]:
+        return NOT_MET, (f"{r['unbound']} release(s) of artifacts labelled attested were not "
+                         "bound to enclave evidence: " + "; ".join(r["unbound_examples"]))
+    plain = [a["name"] for a in weights if not a.get("attested")]
+    if plain:
+        return NOT_MET, (f"{len(plain)} of {len(weights)} models are not labelled attested: "
+                         f"<policy> (their keys may go to ordinary hosts): {', '.join(plain[:5])}")
+    return MET, (f"all {len(weights)} models labelled attested; {r['bound']} release(s) since, "
+                 "each bound to verified enclave evidence")
+
+
 # -- keys --------------------------------------------------------------------------------
 
 
@@ -451,7 +472,7 @@ CONTROLS: tuple[Control, ...] = (
     Control("W-3", "weights", 3, "Rooms holding weights have access control and logs",
             "declared", _declared("facility.physical_access_control", "physical access control")),
     Control("W-4", "weights", 4, "Weights decrypted only inside confidential-computing enclaves",
-            "declared", _declared("confidential_computing", "TEEs for all weight use")),
+            "verified", _enclaves),
     Control("W-5", "weights", 5, "Guarded facility with side-channel (TEMPEST) protection",
             "declared", _declared("facility.side_channel_protection", "emanation protection")),
     # keys

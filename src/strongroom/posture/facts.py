@@ -19,7 +19,10 @@ from strongroom.artifacts import base_name
 from strongroom.errors import StrongroomError
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from strongroom.access.directory import Directory
+    from strongroom.audit.entry import AuditEvent
     from strongroom.keys.protocol import KeyService
     from strongroom.store.db import Store
 
@@ -64,6 +67,12 @@ class Facts:
     #: Wraps that leave the vault host: custodians, classical_custodians, transfers,
     #: classical_transfers (counts; None: not readable). See supplychain.pq_wraps.
     wraps: dict[str, int] | None = None
+    #: Allowed releases of artifacts labelled ``attested`` since their label said so:
+    #: bound (count, each with verified enclave evidence), unbound (count) and
+    #: unbound_examples (None: the log was not readable). See posture control W-4.
+    attested_releases: dict[str, Any] | None = None
+    #: STRONGROOM_ATTEST_TEST_ROOTS as this process sees it ("" unset): test only, critical.
+    attest_test_roots: str = ""
     notes: list[str] = field(default_factory=list)
 
 
@@ -137,7 +146,9 @@ def _access(store: Store, keys: KeyService, facts: Facts) -> Directory:
             "name": name, "kind": m.kind, "size": m.total_size, "verified": True,
             "ciphers": sorted({f.cipher for f in m.files}),
             "compartments": list(m.compartments), "labelled": label is not None,
-            "load_min": _rule_min(load_rule), "export_groups": _rule_groups(export_rule)})
+            "load_min": _rule_min(load_rule), "export_groups": _rule_groups(export_rule),
+            "attested": label.attested if label is not None else "",
+            "attested_since": label.issued if label is not None and label.attested else None})
         resources[name] = describe_resource(m.ref, m.kind, m.compartments, m.metadata).labelled(
             label)
     valid = valid_grants(store, directory, engine, lambda ref: resources[base_name(ref)],
@@ -189,8 +200,31 @@ def _audit(store: Store, keys: KeyService, facts: Facts, directory: Directory | 
         facts.audit = info
         facts.redteam_runs = runs_from_log(log.recent(trend_since()),
                                            directory.principal if directory else None)
+        _attested_releases(log.recent(0), facts)
     finally:
         log.close()
+
+
+def _attested_releases(entries: Iterable[AuditEvent], facts: Facts) -> None:
+    """Count allowed releases of attested-labelled artifacts since their label, bound or not."""
+    from strongroom.release.gate import ACTION
+    from strongroom.timefmt import parse_utc
+
+    since = {a["name"]: float(a["attested_since"]) for a in facts.artifacts
+             if a.get("attested") and a.get("attested_since") is not None}
+    bound, unbound = 0, []
+    for e in entries:
+        if e.action != ACTION or e.decision != "allow":
+            continue
+        start = since.get(base_name(e.object.split("/", 1)[0]))
+        if start is None or parse_utc(e.time) < start:
+            continue
+        if isinstance(e.details.get("attestation"), dict):
+            bound += 1
+        else:
+            unbound.append(f"{e.object} to {e.actor} at {e.time}")
+    facts.attested_releases = {"bound": bound, "unbound": len(unbound),
+                               "unbound_examples": unbound[:5]}
 
 
 def _egress(store: Store, facts: Facts) -> None:
@@ -272,8 +306,10 @@ def collect_live(home: Path, database_url: str) -> Facts:
 def collect(home: Path, store: Store, keys: KeyService | None) -> Facts:
     """Read every fact the controls need from a live deployment."""
     from strongroom.posture.redteam_results import load_results, results_path
+    from strongroom.runtime.attestation import AttestSettings
 
     facts = Facts(home=str(home))
+    facts.attest_test_roots = str(AttestSettings().test_roots or "")
     unsealed = _keyring(keys, facts)
     if unsealed and keys is not None:
         directory = None
