@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.mldsa import MLDSA65PrivateKey
 
 from strongroom.access import fido, statements
 from strongroom.access.directory import Directory, Enrollment, Resource, Rule, base_name
@@ -133,12 +134,12 @@ class AccessRequest:
             raise IntegrityError(f"request statement has an unexpected shape ({exc})",
                                  obj="request") from None
 
-    def sign(self, key: Ed25519PrivateKey) -> str:
-        """The request statement signed by the requester's key."""
+    def sign(self, key: Ed25519PrivateKey, *, pq: MLDSA65PrivateKey | None = None) -> str:
+        """The request statement signed by the requester's key (and ML-DSA key, if hybrid)."""
         if key_id(key.public_key()) != self.requester_key:
             raise InvalidInput("a request must be signed by the requester's own key",
                                obj=self.resource)
-        return statements.sign("request", self.to_statement(), key)
+        return statements.sign("request", self.to_statement(), key, pq=pq)
 
     def covers(self, artifact: str) -> bool:
         """True if this request's resource names ``artifact`` (``name`` covers every version)."""
@@ -179,21 +180,25 @@ class Approval:
 
 
 def approve(key: Ed25519PrivateKey, approver: str, request_env: str, *, now: float,
-            ttl_s: int = 24 * 3600) -> str:
-    """An approval of the request in ``request_env``, signed by the approver's key."""
+            ttl_s: int = 24 * 3600, pq: MLDSA65PrivateKey | None = None) -> str:
+    """An approval of the request in ``request_env``, signed by the approver's key(s).
+
+    ``pq``: a hybrid approver's ML-DSA-65 key; once enrolled with it, their
+    approvals count only with both signatures.
+    """
     if not 0 < ttl_s <= MAX_APPROVAL_TTL_S:
         raise InvalidInput(f"approval lifetime must be 1..{MAX_APPROVAL_TTL_S} s", obj="approval")
     a = Approval(statements.payload_digest(request_env), approver, key_id(key.public_key()),
                  "approve", secrets.token_hex(16), int(now), int(now) + ttl_s)
-    return statements.sign("approval", a.to_statement(), key)
+    return statements.sign("approval", a.to_statement(), key, pq=pq)
 
 
 def deny(key: Ed25519PrivateKey, approver: str, request_env: str, *, now: float,
-         reason: str) -> str:
+         reason: str, pq: MLDSA65PrivateKey | None = None) -> str:
     """A signed denial: the request is closed (no grant is issued while it stands)."""
     a = Approval(statements.payload_digest(request_env), approver, key_id(key.public_key()),
                  "deny", secrets.token_hex(16), int(now), int(now) + MAX_APPROVAL_TTL_S, reason)
-    return statements.sign("denial", a.to_statement(), key)
+    return statements.sign("denial", a.to_statement(), key, pq=pq)
 
 
 def submit_request(store: Store, request_env: str) -> str:
@@ -237,7 +242,8 @@ def _verified(env: str, kind: str, directory: Directory, cache: VerifyCache) -> 
             st = fido.verify_envelope(env, kind, {who.key_id: who},
                                       obj=f"{kind} by {who.name}").statement
         else:
-            st = cache.verify(env, kind, {who.key_id: who.public_key}, obj=f"{kind} by {who.name}")
+            st = cache.verify(env, kind, {who.key_id: who.public_key}, obj=f"{kind} by {who.name}",
+                              pq=who.pq_pins())
         a = Approval.from_statement(st)
     except (IntegrityError, InvalidInput):
         return None
@@ -408,7 +414,7 @@ def approval_candidates(
                 continue
             else:
                 st = cache.verify(env, "approval", {who.key_id: who.public_key},
-                                  obj=f"approval by {who.name}")
+                                  obj=f"approval by {who.name}", pq=who.pq_pins())
             a = Approval.from_statement(st)
         except IntegrityError as exc:
             refused.append(f"approval by {who.name}: {exc.message}")

@@ -20,6 +20,11 @@ Do not build a :class:`Directory` from database rows yourself; build it with
 higher ``serial`` supersedes a lower one, and once this process has seen a
 serial it never accepts a lower one for that key (a deleted newer enrollment
 does not resurrect an older, broader one while the service runs).
+
+An enrollment may pin the person's ML-DSA-65 public key beside Ed25519
+(``mldsa_key``, from a hybrid ``.pub``); from then on the statements that
+person signs (requests, approvals, denials, Grants, Grant revocations) count
+only with both signatures verifying (:meth:`Enrollment.pq_pins`).
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.mldsa import MLDSA65PublicKey
 
 from strongroom.access import statements
 from strongroom.access.fido import SecurityKey
@@ -139,11 +145,15 @@ class Enrollment:
     issued: int = 0
     #: Security keys (WebAuthn credentials) the officers enrolled for approving in the console.
     security_keys: tuple[SecurityKey, ...] = ()
+    #: The principal's ML-DSA-65 public key (raw); empty for a classical principal.
+    mldsa_key: bytes = b""
 
     def __post_init__(self) -> None:
         _check_name(self.name, "principal name")
         if len(self.key) != 32:
             raise InvalidInput("an Ed25519 public key is 32 bytes", obj=self.name)
+        if self.mldsa_key and len(self.mldsa_key) != 1952:
+            raise InvalidInput("an ML-DSA-65 public key is 1952 bytes", obj=self.name)
         if self.kind not in ("person", "service"):
             raise InvalidInput(f"principal kind {self.kind!r} is not person or service",
                                obj=self.name)
@@ -169,6 +179,16 @@ class Enrollment:
         """The principal's Ed25519 public key."""
         return Ed25519PublicKey.from_public_bytes(self.key)
 
+    @functools.cached_property
+    def mldsa_public_key(self) -> MLDSA65PublicKey | None:
+        """The principal's pinned ML-DSA-65 public key, or None."""
+        return MLDSA65PublicKey.from_public_bytes(self.mldsa_key) if self.mldsa_key else None
+
+    def pq_pins(self) -> dict[str, MLDSA65PublicKey]:
+        """``{key id: ML-DSA key}`` when one is pinned (for ``VerifyCache.verify(pq=)``)."""
+        pq = self.mldsa_public_key
+        return {self.key_id: pq} if pq is not None else {}
+
     def eligible(self, now: float) -> bool:
         """Vetting current and employment active (the policy forbids everything otherwise)."""
         return self.vetting.current(now) and self.employment == "active"
@@ -183,7 +203,8 @@ class Enrollment:
                 "employment": self.employment, "serial": self.serial, "issued": self.issued,
                 # absent when empty, so enrollments without security keys sign as before
                 **({"security_keys": [k.to_statement() for k in self.security_keys]}
-                   if self.security_keys else {})}
+                   if self.security_keys else {}),
+                **({"mldsa_key": self.mldsa_key.hex()} if self.mldsa_key else {})}
 
     @classmethod
     def from_statement(cls, st: Mapping[str, Any]) -> Enrollment:
@@ -197,7 +218,8 @@ class Enrollment:
                                        _strs(v["flags"], "flags")),
                        employment=str(st["employment"]), serial=int(st["serial"]),
                        issued=int(st["issued"]),
-                       security_keys=_security_keys(st.get("security_keys", [])))
+                       security_keys=_security_keys(st.get("security_keys", [])),
+                       mldsa_key=bytes.fromhex(str(st.get("mldsa_key", ""))))
         except (KeyError, TypeError, ValueError, InvalidInput) as exc:
             raise IntegrityError(f"enrollment statement has an unexpected shape ({exc})",
                                  obj="enrollment") from None

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.mldsa import MLDSA65PrivateKey, MLDSA65PublicKey
 
 from strongroom.access import fido, statements
 from strongroom.access.approvals import (
@@ -105,9 +106,13 @@ def grant_statement(request_env: str, approval_envs: Sequence[str], *,
 
 
 def build_grant(key: Ed25519PrivateKey, request_env: str, approval_envs: Sequence[str], *,
-                now: float) -> str:
-    """Assemble (and sign) a grant statement; :func:`verify_grant` decides whether it holds."""
-    return statements.sign("grant", grant_statement(request_env, approval_envs, now=now), key)
+                now: float, pq: MLDSA65PrivateKey | None = None) -> str:
+    """Assemble (and sign) a grant statement; :func:`verify_grant` decides whether it holds.
+
+    ``pq``: a hybrid signer's ML-DSA-65 key, required once their enrollment pins it.
+    """
+    return statements.sign("grant", grant_statement(request_env, approval_envs, now=now), key,
+                           pq=pq)
 
 
 def standing_denials(store: Store, request_digest: str, directory: Directory) -> list[str]:
@@ -297,13 +302,14 @@ def grant_parts(env: str, directory: Directory, resource: Resource, *,
     try:
         req = AccessRequest.from_statement(cache.verify(
             request_env, "request", {requester.key_id: requester.public_key},
-            obj=f"request by {requester.name}"))
+            obj=f"request by {requester.name}", pq=requester.pq_pins()))
     except IntegrityError as exc:
         raise _deny(f"the grant's request does not verify: {exc.message}", obj) from None
     if req.requester_key != requester.key_id or req.requester != requester.name:
         raise _deny("the request names another requester than its signer", obj)
     # The grant's own signature: by the requester or one of the claimed approvers.
     signers: dict[str, Ed25519PublicKey] = {requester.key_id: requester.public_key}
+    pq: dict[str, MLDSA65PublicKey] = requester.pq_pins()
     people: dict[str, Enrollment] = {requester.key_id: requester}
     for a_env in approval_envs:
         try:
@@ -313,12 +319,13 @@ def grant_parts(env: str, directory: Directory, resource: Resource, *,
         who = directory.principal(kid)
         if who is not None:
             signers[kid] = who.public_key
+            pq.update(who.pq_pins())
             people[kid] = who
     try:
         if fido.is_webauthn(env):  # assembled in the console, signed with a security key
             st = fido.verify_envelope(env, "grant", people, obj=f"grant for {obj}").statement
         else:
-            st = cache.verify(env, "grant", signers, obj=f"grant for {obj}")
+            st = cache.verify(env, "grant", signers, obj=f"grant for {obj}", pq=pq)
         issued, expires = int(st["issued"]), int(st["expires"])
     except IntegrityError as exc:
         raise _deny(f"the grant does not verify: {exc.message}", obj) from None
@@ -381,6 +388,7 @@ def issue_grant(
     now: float,
     cache: VerifyCache | None = None,
     caps: AccessCaps | None = None,
+    pq: MLDSA65PrivateKey | None = None,
 ) -> tuple[str, VerifiedGrant]:
     """Build a grant from the stored request and approvals, verify it as the gate would, store it.
 
@@ -388,7 +396,7 @@ def issue_grant(
     (``caps``, default :class:`AccessCaps` from the environment).
     """
     request_env, approvals = pending_grant_inputs(store, request_digest, directory)
-    env = build_grant(key, request_env, approvals, now=now)
+    env = build_grant(key, request_env, approvals, now=now, pq=pq)
     return env, store_grant(store, env, directory, engine, resource, now=now, cache=cache,
                             caps=caps)
 
@@ -401,10 +409,10 @@ def revocation_statement(grant_id: str, by: str, by_key: str, reason: str, *,
 
 
 def revoke_grant(store: Store, key: Ed25519PrivateKey, by: str, grant_id: str, reason: str, *,
-                 now: float) -> str:
+                 now: float, pq: MLDSA65PrivateKey | None = None) -> str:
     """Sign and store a grant revocation; the gate refuses the grant from the next release."""
     env = statements.sign("grant-revocation", revocation_statement(
-        grant_id, by, key_id(key.public_key()), reason, now=now), key)
+        grant_id, by, key_id(key.public_key()), reason, now=now), key, pq=pq)
     statements.put(store, "grant-revocation", env, subject=grant_id)
     return env
 
@@ -438,7 +446,8 @@ def grant_revoked(
                 st = fido.verify_envelope(env, "grant-revocation", {kid: who},
                                           obj="grant revocation").statement
             else:
-                st = cache.verify(env, "grant-revocation", trusted, obj="grant revocation")
+                st = cache.verify(env, "grant-revocation", trusted, obj="grant revocation",
+                                  pq=who.pq_pins() if who is not None else None)
         except IntegrityError:
             continue
         if st.get("grant") == grant.grant_id and st.get("by_key") == kid:

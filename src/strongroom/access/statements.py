@@ -3,7 +3,10 @@
 Every fact the access part acts on is a statement of one *kind* (enrollment,
 revocation, label, policy, request, approval, denial, grant, grant-revocation,
 break-glass, review), signed with Ed25519 and stored as an envelope in
-``access_statements``. Use it like this::
+``access_statements``. A signer whose enrollment pins an ML-DSA-65 key signs
+with both keys (``sign(..., pq=mldsa_key)``) and is counted only when both
+signatures verify (``cache.verify(..., pq={kid: mldsa_public})``; see
+:mod:`strongroom.crypto.hybrid_sig`). Use it like this::
 
     env = sign("approval", {"request": digest, ...}, identity.private_key)
     put(store, "approval", env, subject=digest)                 # idempotent; merges cosignatures
@@ -30,9 +33,11 @@ from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.mldsa import MLDSA65PrivateKey, MLDSA65PublicKey
 from sqlalchemy import select, update
 
 from strongroom.crypto.dsse import ExternalKey, sign_statement, verify_statement
+from strongroom.crypto.hybrid_sig import PinnedSigner, add_mldsa_signature, verify_hybrid_statement
 from strongroom.errors import IntegrityError, InvalidInput, StorageError
 from strongroom.store.db import Store, dbapi_errors, raw_query
 from strongroom.store.tables.access import AccessGeneration, AccessStatement
@@ -72,10 +77,19 @@ def payload_type(kind: str) -> str:
     return f"application/vnd.strongroom.access.{kind}.v1+json"
 
 
-def sign(kind: str, statement: Mapping[str, Any], *keys: Ed25519PrivateKey | ExternalKey) -> str:
-    """Sign ``statement`` (``_type`` added) as a statement of ``kind`` with every key."""
+def sign(kind: str, statement: Mapping[str, Any], *keys: Ed25519PrivateKey | ExternalKey,
+         pq: Collection[MLDSA65PrivateKey | None] | MLDSA65PrivateKey | None = None) -> str:
+    """Sign ``statement`` (``_type`` added) as a statement of ``kind`` with every key.
+
+    ``pq``: the ML-DSA-65 key(s) of hybrid signers, whose signatures are added
+    over the same bytes (None entries, classical signers, are skipped).
+    """
     body = {**statement, "_type": f"strongroom.access.{kind}/v1"}
-    return sign_statement(body, payload_type(kind), *keys)
+    env = sign_statement(body, payload_type(kind), *keys)
+    for key in (pq,) if pq is None or isinstance(pq, MLDSA65PrivateKey) else pq:
+        if key is not None:
+            env = add_mldsa_signature(env, payload_type(kind), key)
+    return env
 
 
 def _envelope(env: str) -> dict[str, Any]:
@@ -158,7 +172,8 @@ class VerifyCache:
     def __init__(self, size: int = CACHE_SIZE) -> None:
         self._size = size
         self._lock = threading.Lock()
-        self._entries: OrderedDict[tuple[str, str, int, tuple[tuple[str, bytes], ...]],
+        self._entries: OrderedDict[tuple[str, str, int, tuple[tuple[str, bytes], ...],
+                                         tuple[tuple[str, bytes], ...]],
                                    dict[str, Any]] = OrderedDict()
 
     def verify(
@@ -169,16 +184,30 @@ class VerifyCache:
         *,
         threshold: int = 1,
         obj: str = "statement",
+        pq: Mapping[str, MLDSA65PublicKey] | None = None,
     ) -> dict[str, Any]:
-        """The statement if ``threshold`` trusted keys signed it (IntegrityError otherwise)."""
+        """The statement if ``threshold`` trusted keys signed it (IntegrityError otherwise).
+
+        ``pq`` pins ML-DSA-65 keys of some trusted key ids: such a signer counts
+        only when its envelope carries both signatures and both verify.
+        """
         keys = tuple((kid, trusted[kid].public_bytes_raw()) for kid in sorted(trusted))
-        key = (env, kind, threshold, keys)
+        pq = pq or {}
+        pinned = tuple((kid, pq[kid].public_bytes_raw()) for kid in sorted(pq) if kid in trusted)
+        key = (env, kind, threshold, keys, pinned)
         with self._lock:
             hit = self._entries.get(key)
             if hit is not None:
                 self._entries.move_to_end(key)
                 return dict(hit)
-        statement = verify_statement(env, payload_type(kind), trusted, threshold=threshold, obj=obj)
+        if pinned:
+            statement = verify_hybrid_statement(
+                env, payload_type(kind),
+                [PinnedSigner(public, pq.get(kid)) for kid, public in trusted.items()],
+                threshold=threshold, obj=obj)
+        else:
+            statement = verify_statement(env, payload_type(kind), trusted, threshold=threshold,
+                                         obj=obj)
         if statement.get("_type") != f"strongroom.access.{kind}/v1":
             raise IntegrityError(f"signed statement is not a {kind}", obj=obj)
         with self._lock:

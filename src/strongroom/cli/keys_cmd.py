@@ -185,12 +185,15 @@ def retire(version: Annotated[int, typer.Argument(help="KEK version to retire")]
 def new_identity(
     out: Annotated[Path, typer.Option("--out", "-o", help="identity file to create (0600)")],
     name: Annotated[str | None, typer.Option("--name", help="who this identity is")] = None,
+    pq: Annotated[bool, typer.Option(
+        "--pq", help="also an ML-DSA-65 key: approvals, Grants and transfer manifests you sign "
+        "carry both signatures and stay verifiable against a quantum forger")] = False,
 ) -> None:
     """Create an Ed25519 identity file and its public key file (<out>.pub)."""
     from strongroom.keys.identity import Identity
     from strongroom.outputs import write_output
 
-    ident = Identity.generate(name)
+    ident = Identity.generate(name, pq=pq)
     ident.save(out)
     pub = out.with_name(out.name + ".pub")
     write_output(pub, ident.public.to_text().encode("utf-8"), mode=0o644)

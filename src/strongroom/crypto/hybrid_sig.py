@@ -106,6 +106,7 @@ def verify_hybrid_statement(envelope: str | bytes, payload_type: str,
     payload, signatures = dsse.parse_envelope(envelope, payload_type, obj=obj)
     message = dsse.pae(payload_type, payload)
     counted = 0
+    missing: list[str] = []
     for signer in signers:
         keys: list[tuple[str, Ed25519PublicKey | MLDSA65PublicKey]] = [
             (dsse.key_id(signer.ed25519), signer.ed25519)]
@@ -116,6 +117,7 @@ def verify_hybrid_statement(envelope: str | bytes, payload_type: str,
             sig = _signature(signatures, kid, obj)
             if sig is None:
                 complete = False
+                missing.append(kid)
                 continue
             try:
                 public.verify(sig, message)
@@ -123,8 +125,10 @@ def verify_hybrid_statement(envelope: str | bytes, payload_type: str,
                 raise IntegrityError(f"signature by key {kid} does not verify", obj=obj) from None
         counted += complete
     if counted < threshold:
+        lacking = f" (no signature by {', '.join(missing)})" if missing else ""
         raise IntegrityError(
-            f"signed by {counted} pinned signer(s) with all their keys, {threshold} required",
+            f"signed by {counted} pinned signer(s) with all their keys, {threshold} required"
+            f"{lacking}",
             obj=obj, remedy="the statement lacks a required Ed25519 or ML-DSA-65 signature; "
                             "do not use it")
     statement = json.loads(payload)

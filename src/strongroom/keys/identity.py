@@ -1,4 +1,4 @@
-"""Ed25519 signing identities of people: officers, approvers, custodians' signing keys.
+"""Ed25519 signing identities of people (optionally with ML-DSA-65 beside): officers, approvers, custodians.
 
 An identity file (secret, mode 0600) holds comment lines and one key line::
 
@@ -10,6 +10,13 @@ An identity file (secret, mode 0600) holds comment lines and one key line::
 A public key file holds the ``sr-ed25519-pub1...`` line (Bech32 of the raw
 32-byte key, like age's ``age1...`` recipients) and optionally ``# name:``.
 Both are Bech32 with a checksum, so a mistyped key is refused, not misread.
+
+A *hybrid* identity (``keys new-identity --pq``) also holds an ML-DSA-65 key,
+for statements that must stay verifiable for years (approvals, Grants, transfer
+manifests; see :mod:`strongroom.crypto.hybrid_sig`): one more line in each file,
+``SR-MLDSA65-SECRET-1...`` (the 32-byte seed) and ``sr-mldsa65-pub1...`` (the
+1952-byte public key). Files without those lines are classical identities and
+parse exactly as before.
 
 Use it like this::
 
@@ -28,17 +35,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.mldsa import MLDSA65PrivateKey, MLDSA65PublicKey
 
 from strongroom.crypto import bech32
 from strongroom.crypto.dsse import key_id
 from strongroom.errors import InvalidInput, NotFound
 from strongroom.outputs import write_output
 
-__all__ = ["PUBLIC_HRP", "SECRET_HRP", "Identity", "PublicIdentity", "write_private_file"]
+__all__ = ["MLDSA_PUBLIC_HRP", "MLDSA_SECRET_HRP", "PUBLIC_HRP", "SECRET_HRP", "Identity",
+           "PublicIdentity", "write_private_file"]
 
 #: Bech32 human-readable parts of public keys and secret keys.
 PUBLIC_HRP = "sr-ed25519-pub"
 SECRET_HRP = "sr-ed25519-secret-"
+#: Bech32 human-readable parts of a hybrid identity's ML-DSA-65 public key and seed.
+MLDSA_PUBLIC_HRP = "sr-mldsa65-pub"
+MLDSA_SECRET_HRP = "sr-mldsa65-secret-"
+_MLDSA_PUBLIC_LEN = 1952
 _NAME = re.compile(r"^#\s*name:\s*(\S.*?)\s*$")
 _VALID_NAME = re.compile(r"[A-Za-z0-9._@+-]{1,64}")
 
@@ -63,9 +76,12 @@ def _read(path: Path, what: str) -> str:
         raise InvalidInput(f"cannot read {what} file ({type(exc).__name__})", obj=str(path)) from exc
 
 
-def _parse(text: str, hrp: str, what: str, obj: str) -> tuple[bytes, str | None]:
+def _parse(text: str, hrp: str, what: str, obj: str,
+           pq: tuple[str, int] = ("", 0)) -> tuple[bytes, str | None, bytes]:
+    """The key of ``hrp``, the name and the optional ML-DSA key of ``pq`` (HRP, length)."""
     name: str | None = None
     found: bytes | None = None
+    extra = b""
     for number, raw in enumerate(text.splitlines(), start=1):
         line = raw.strip()
         match = _NAME.match(line)
@@ -78,6 +94,12 @@ def _parse(text: str, hrp: str, what: str, obj: str) -> tuple[bytes, str | None]
             got_hrp, data = bech32.decode(line)
         except ValueError as exc:
             raise InvalidInput(f"line {number} is not a valid {what} ({exc})", obj=obj) from None
+        if pq[0] and got_hrp == pq[0]:
+            if len(data) != pq[1] or extra:
+                raise InvalidInput(f"line {number} is not one ML-DSA-65 key of {pq[1]} bytes",
+                                   obj=obj, remedy="use the file keys new-identity --pq wrote")
+            extra = data
+            continue
         if got_hrp != hrp or len(data) != 32:
             raise InvalidInput(f"line {number} is not a {what}", obj=obj,
                                remedy=f"expected a line starting with {hrp}1")
@@ -86,15 +108,22 @@ def _parse(text: str, hrp: str, what: str, obj: str) -> tuple[bytes, str | None]
         found = data
     if found is None:
         raise InvalidInput(f"no {what} found", obj=obj)
-    return found, name
+    return found, name, extra
 
 
 @dataclass(frozen=True)
 class PublicIdentity:
-    """A person's Ed25519 public key and an optional name."""
+    """A person's Ed25519 public key, an optional name and an optional ML-DSA-65 public key."""
 
     public_bytes: bytes
     name: str | None = None
+    #: Raw ML-DSA-65 public key of a hybrid identity; empty for a classical one.
+    mldsa_bytes: bytes = b""
+
+    @property
+    def mldsa_key(self) -> MLDSA65PublicKey | None:
+        """The ML-DSA-65 public key, or None for a classical identity."""
+        return MLDSA65PublicKey.from_public_bytes(self.mldsa_bytes) if self.mldsa_bytes else None
 
     @property
     def public_key(self) -> Ed25519PublicKey:
@@ -117,13 +146,22 @@ class PublicIdentity:
     def to_text(self) -> str:
         """Public key file contents."""
         name = f"# name: {self.name}\n" if self.name else ""
-        return f"# strongroom public key (Ed25519)\n{name}{self}\n"
+        if not self.mldsa_bytes:
+            return f"# strongroom public key (Ed25519)\n{name}{self}\n"
+        pq = bech32.encode(MLDSA_PUBLIC_HRP, self.mldsa_bytes)
+        return f"# strongroom public key (Ed25519 + ML-DSA-65)\n{name}{self}\n{pq}\n"
 
     @classmethod
     def parse(cls, text: str, obj: str = "public key") -> PublicIdentity:
         """Parse public key file text (an ``sr-ed25519-pub1...`` line)."""
-        data, name = _parse(text, PUBLIC_HRP, "strongroom Ed25519 public key", obj)
-        return cls(data, name)
+        data, name, pq = _parse(text, PUBLIC_HRP, "strongroom Ed25519 public key", obj,
+                                (MLDSA_PUBLIC_HRP, _MLDSA_PUBLIC_LEN))
+        if pq:
+            try:
+                MLDSA65PublicKey.from_public_bytes(pq)
+            except ValueError:
+                raise InvalidInput("the ML-DSA-65 public key is not valid", obj=obj) from None
+        return cls(data, name, pq)
 
     @classmethod
     def load(cls, path: Path) -> PublicIdentity:
@@ -133,33 +171,43 @@ class PublicIdentity:
 
 @dataclass(frozen=True)
 class Identity:
-    """An Ed25519 signing key with an optional name; its file is secret."""
+    """An Ed25519 signing key with an optional name (and ML-DSA-65 key); its file is secret."""
 
     private_key: Ed25519PrivateKey = field(repr=False)
     name: str | None = None
+    #: The ML-DSA-65 key of a hybrid identity (``--pq``); None for a classical one.
+    mldsa_key: MLDSA65PrivateKey | None = field(default=None, repr=False)
 
     @classmethod
-    def generate(cls, name: str | None = None) -> Identity:
-        """A new random identity."""
-        return cls(Ed25519PrivateKey.generate(), _check_name(name) if name else None)
+    def generate(cls, name: str | None = None, *, pq: bool = False) -> Identity:
+        """A new random identity; with ``pq`` it also holds an ML-DSA-65 key."""
+        return cls(Ed25519PrivateKey.generate(), _check_name(name) if name else None,
+                   MLDSA65PrivateKey.generate() if pq else None)
 
     @property
     def public(self) -> PublicIdentity:
         """The public half."""
-        return PublicIdentity(self.private_key.public_key().public_bytes_raw(), self.name)
+        pq = self.mldsa_key.public_key().public_bytes_raw() if self.mldsa_key else b""
+        return PublicIdentity(self.private_key.public_key().public_bytes_raw(), self.name, pq)
 
     def to_text(self) -> str:
         """Identity file contents (secret)."""
         secret = bech32.encode(SECRET_HRP, self.private_key.private_bytes_raw()).upper()
         name = f"# name: {self.name}\n" if self.name else ""
-        return (f"# strongroom identity (Ed25519): keep this file secret\n{name}"
-                f"# public key: {self.public}\n{secret}\n")
+        if self.mldsa_key is None:
+            return (f"# strongroom identity (Ed25519): keep this file secret\n{name}"
+                    f"# public key: {self.public}\n{secret}\n")
+        seed = bech32.encode(MLDSA_SECRET_HRP, self.mldsa_key.private_bytes_raw()).upper()
+        return (f"# strongroom identity (Ed25519 + ML-DSA-65): keep this file secret\n{name}"
+                f"# public key: {self.public}\n{secret}\n{seed}\n")
 
     @classmethod
     def parse(cls, text: str, obj: str = "identity") -> Identity:
         """Parse identity file text."""
-        data, name = _parse(text, SECRET_HRP, "strongroom Ed25519 identity", obj)
-        return cls(Ed25519PrivateKey.from_private_bytes(data), name)
+        data, name, seed = _parse(text, SECRET_HRP, "strongroom Ed25519 identity", obj,
+                                  (MLDSA_SECRET_HRP, 32))
+        return cls(Ed25519PrivateKey.from_private_bytes(data), name,
+                   MLDSA65PrivateKey.from_seed_bytes(seed) if seed else None)
 
     @classmethod
     def load(cls, path: Path) -> Identity:

@@ -237,7 +237,8 @@ class Operations:
                        clearance=level(clearance), compartments=tuple(compartments),
                        vetting=Vetting(vetting, now, int(vetting_expires), tuple(flags)),
                        employment=employment, kind=kind,
-                       serial=self._next_serial("enrollment", key.key_id), issued=now)
+                       serial=self._next_serial("enrollment", key.key_id), issued=now,
+                       mldsa_key=key.mldsa_bytes)  # a hybrid .pub pins its ML-DSA-65 key
         out = self._publish("enrollment", e.sign(signing_key))
         return {"statement": out["digest"], "name": name, "key_id": key.key_id,
                 "serial": e.serial, "signatures": out["signatures"],

@@ -47,7 +47,7 @@ def _try_issue(ctx: Context, digest: str) -> tuple[Row | None, str | None]:
     res = ctx.resource(req.resource, directory)
     try:
         _, grant = issue_grant(store, ctx.me.private_key, digest, directory, ctx.engine(), res,
-                               now=time.time())
+                               now=time.time(), pq=ctx.me.mldsa_key)
     except ApprovalRequired as exc:
         return None, exc.message
     ctx.vault.record("access.grant", res.name, "allow", reason=req.purpose,
@@ -94,7 +94,7 @@ class EmbeddedAccess:
                 else base_name(res.name)
             req = AccessRequest.new(me.name, me.key_id, target, action, purpose, duration_s,
                                     byte_budget, time.time())
-            digest = submit_request(vault.store, req.sign(ctx.me.private_key))
+            digest = submit_request(vault.store, req.sign(ctx.me.private_key, pq=ctx.me.mldsa_key))
             vault.record("access.request", res.name, "allow", reason=purpose,
                          access_action=action, request=digest)
             return {"digest": digest, "requester": me.name, "action": action,
@@ -110,7 +110,8 @@ class EmbeddedAccess:
         with vault:
             digest, env, directory = _enrolled_on(ctx, request_id, "an approval")
             submit_approval(vault.store, approve(ctx.me.private_key, ctx.name, env,
-                                                 now=time.time(), ttl_s=ttl_s),
+                                                 now=time.time(), ttl_s=ttl_s,
+                                                 pq=ctx.me.mldsa_key),
                             directory=directory)
             vault.record("access.approve", digest[:16], "allow", request=digest)
             grant, not_yet = _try_issue(ctx, digest)
@@ -125,7 +126,8 @@ class EmbeddedAccess:
         vault, ctx = open_context()
         with vault:
             digest, env, directory = _enrolled_on(ctx, request_id, "a denial")
-            denial = deny(ctx.me.private_key, ctx.name, env, now=time.time(), reason=reason)
+            denial = deny(ctx.me.private_key, ctx.name, env, now=time.time(), reason=reason,
+                          pq=ctx.me.mldsa_key)
             submit_approval(vault.store, denial, kind="denial", directory=directory)
             vault.record("access.deny", digest[:16], "deny", reason=reason, request=digest,
                          **journal_details("denial", denial, subject=digest))
@@ -211,7 +213,7 @@ class EmbeddedAccess:
         with vault:
             digest = find_statement(vault.store, "grant", grant_id)
             env = revoke_grant(vault.store, ctx.me.private_key, ctx.name, digest, reason,
-                               now=time.time())
+                               now=time.time(), pq=ctx.me.mldsa_key)
             vault.record("access.revoke", digest[:16], "allow", reason=reason, grant=digest,
                          **journal_details("grant-revocation", env, subject=digest))
             return {"grant": digest, "by": ctx.name}

@@ -55,7 +55,8 @@ class EmbeddedOfficers:
                            clearance=level(clearance), compartments=tuple(compartments),
                            vetting=Vetting(vetting, now, int(vetting_expires), tuple(flags)),
                            employment=employment, kind=kind,
-                           serial=max(previous, default=0) + 1, issued=now)
+                           serial=max(previous, default=0) + 1, issued=now,
+                           mldsa_key=pub.mldsa_bytes)  # a hybrid .pub pins its ML-DSA-65 key
             digest = publish(vault.store, "enrollment", e.sign(*keys))  # type: ignore[arg-type]
             vault.record("people.enroll", name, "allow", key_id=pub.key_id, serial=e.serial,
                          statement=digest)

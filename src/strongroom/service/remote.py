@@ -183,7 +183,7 @@ class RemoteService:
         req = AccessRequest.new(who["name"], who["key_id"], resource, action, purpose,
                                 duration_s, byte_budget, time.time())
         digest = self.client.post("/v1/access/requests",
-                                  {"envelope": req.sign(me.private_key)})["digest"]
+                                  {"envelope": req.sign(me.private_key, pq=me.mldsa_key)})["digest"]
         filed = self.client.get(f"/v1/access/requests/{digest}")
         return {"digest": digest, "requester": who["name"], "action": action,
                 "resource": resource, "duration_s": req.duration_s,
@@ -208,10 +208,11 @@ class RemoteService:
         me, who, digest, env = self._verdict(request_id)
         self.client.post(f"/v1/access/requests/{digest}/approvals",
                          {"envelope": approve(me.private_key, who, env, now=time.time(),
-                                              ttl_s=ttl_s)})
+                                              ttl_s=ttl_s, pq=me.mldsa_key)})
         bundle = self.client.get(f"/v1/access/requests/{digest}")
         grant_env = build_grant(me.private_key, bundle["envelope"],
-                                bundle["approval_envelopes"], now=time.time())
+                                bundle["approval_envelopes"], now=time.time(),
+                                pq=me.mldsa_key)
         try:
             grant = self.client.post("/v1/access/grants", {"envelope": grant_env})
         except ApprovalRequired as exc:
@@ -225,7 +226,7 @@ class RemoteService:
         me, who, digest, env = self._verdict(request_id)
         self.client.post(f"/v1/access/requests/{digest}/denials",
                          {"envelope": deny(me.private_key, who, env, now=time.time(),
-                                           reason=reason)})
+                                           reason=reason, pq=me.mldsa_key)})
         return {"denier": who, "request": digest, "reason": reason}
 
     def access_grants(self) -> list[Row]:
