@@ -9,8 +9,9 @@ artifact, shard and blob), never to the host's KEK, and each release goes to the
 key servers through a :class:`~strongroom.runtime.threshold_client.ThresholdClient`
 with the artifact's signed manifest and the blob's pinned header. The host's
 keyring cannot open such a blob alone. A blob without a threshold stanza (an
-artifact imported before the vault switched, a document) is released by the
-host's own gate as before.
+artifact imported before the vault switched, a secret document, which names no
+shard and is wrapped by the host keyring) is released by the host's own gate
+as before.
 
 :func:`strongroom.runtime.services.open_vault` builds it when
 ``STRONGROOM_FILE_KEYS=threshold`` (``STRONGROOM_THRESHOLD_SERVERS``,
@@ -131,10 +132,12 @@ class ThresholdKeyService:
         return self.inner.status()
 
     def wrap_file_key(self, blob_id: str, file_key: bytes) -> Stanza:
-        """Refused: a threshold-wrapped key is bound to its artifact and shard (use ``wrap_shard_file_key``)."""
-        raise InvalidInput("the threshold backend binds each file key to its artifact and shard",
-                           obj=f"blob {blob_id}",
-                           remedy="import through Vault.import_weights, which names the shard")
+        """The host keyring's wrapping, for callers that name no shard (secret documents).
+
+        Weights are imported through :meth:`wrap_shard_file_key`; documents stay
+        under the keyring (``docs/threshold.md``, what is not built yet).
+        """
+        return self.inner.wrap_file_key(blob_id, file_key)
 
     def wrap_shard_file_key(self, artifact: str, shard: str, blob_id: str, file_key: bytes) -> Stanza:
         """One ``strongroom-threshold`` stanza: the file key wrapped to the group key only."""
