@@ -216,7 +216,7 @@ def _unsigned_code_runs(mp: pytest.MonkeyPatch) -> None:
     import strongroom.gateway.codesign as codesign
 
     mp.setattr(codesign, "verify_release",
-               lambda release, owners, threshold: SimpleNamespace(signers=(), files={}))
+               lambda release, owners, threshold, root=None: SimpleNamespace(signers=(), files={}))
 
 
 def _no_extraction_detector(mp: pytest.MonkeyPatch) -> None:
