@@ -23,7 +23,13 @@ server's own officers at set-up (:class:`PinnedPrincipals`), each request
 freshly signed by the principal and single use (nonces rebuilt from this
 server's own audit log at unseal).
 
-Administration (set-up, key generation, re-sharing) takes statements signed
+Group-key rotation: a new ``dkg`` while this server holds a share keeps the old
+share as a retired entry (``threshold/share/<group key id>``), and a partial
+is made with the share of the group key named in the blob's stanza, so blobs
+wrapped to the old group key still open while the vault rewraps them; the
+officers' ``retire`` statement then stops this server using the old share.
+
+Administration (set-up, key generation, re-sharing, retiring) takes statements signed
 by one of the key server's officers (``keyserver-admin`` DSSE, fresh, single
 use); every step is audited in its own log. Use it through
 ``strongroom keyserver serve`` (:func:`create_app`); the requester's side is
@@ -59,7 +65,9 @@ from strongroom.errors import (
 from strongroom.keys.config import KeysSettings
 from strongroom.keys.threshold import (
     SHARE_ENTRY,
+    STANZA_TYPE,
     find_wrapped,
+    group_key_id,
     load_share,
     request_digest,
     share_entry,
@@ -179,6 +187,7 @@ class PinnedPrincipals:
 class _Located:
     version: int
     wrapped: Any
+    share: KeyShare
 
 
 class _ShareUnwrapper:
@@ -192,12 +201,11 @@ class _ShareUnwrapper:
         self._keyring.require_unsealed()
 
     def locate(self, blob_id: str, stanzas: Sequence[age.Stanza] = ()) -> _Located:
-        share, epoch = self._server.share()
-        return _Located(epoch, find_wrapped(stanzas, share.public_key, obj=f"blob {blob_id}"))
+        share, epoch = self._server.share_for(stanzas)
+        return _Located(epoch, find_wrapped(stanzas, share.public_key, obj=f"blob {blob_id}"), share)
 
     def unwrap(self, blob_id: str, located: _Located) -> bytearray:
-        share, _ = self._server.share()
-        return bytearray(located.wrapped.u.mult(share.value).raw)
+        return bytearray(located.wrapped.u.mult(located.share.value).raw)
 
 
 class _CarriedSizes:
@@ -232,6 +240,7 @@ class KeyServer:
         self._lock = threading.RLock()
         self._manifests: dict[str, Manifest] = {}
         self._share: tuple[KeyShare, int] | None = None
+        self._retired: dict[str, tuple[KeyShare, int]] = {}
         self._used_admin: UsedNonces = UsedNonces()
         self._admin_seeded = False
         #: The sealed set-up, read once per unseal (re-read after each ``setup``).
@@ -273,6 +282,7 @@ class KeyServer:
         audit = self.svc.audit
         if audit is None or audit is not self._session:
             self._share, self._config, self._gate, self._admin_seeded = None, None, None, False
+            self._retired = {}
             self._session = audit
         self.svc.keyring.require_unsealed()
 
@@ -297,6 +307,23 @@ class KeyServer:
                                    remedy="run the key generation (`keyserver-admin` dkg) with the other servers")
                 self._share = load_share(entry, obj="key server share")
             return self._share
+
+    def share_for(self, stanzas: Sequence[age.Stanza]) -> tuple[KeyShare, int]:
+        """The share of the group key a blob's stanza names: the current one, or a retired one kept
+        since a rotation (until its ``retire``); the current one when no stanza names another."""
+        share, epoch = self.share()
+        kids = [s.args[0] for s in stanzas if s.type == STANZA_TYPE and s.args]
+        if not kids or group_key_id(share.public_key) in kids:
+            return share, epoch
+        with self._lock:
+            for kid in kids:
+                if kid not in self._retired:
+                    entry = self.svc.keyring.sealed_entry(f"{SHARE_ENTRY}/{kid}")
+                    if entry is None:
+                        continue
+                    self._retired[kid] = load_share(entry, obj=f"retired share {kid}")
+                return self._retired[kid]
+        return share, epoch  # the caller's find_wrapped names the missing group key
 
     def config(self) -> dict[str, Any]:
         """The sealed set-up: index, pinned manifest key, pinned principals; ConfigError before set-up."""
@@ -330,7 +357,7 @@ class KeyServer:
                                  artifact=request.artifact, shard=request.shard, blob_id=request.blob_id,
                                  nbytes=request.nbytes, purpose=request.purpose, evidence=request.evidence,
                                  stanzas=header.stanzas)
-        share, _ = self.share()
+        share, _ = self.share_for(header.stanzas)
         wrapped = find_wrapped(header.stanzas, share.public_key, obj=request.obj)
         digest = request_digest(request, [wrapped.u])
         raw = self.gate().release(request)
@@ -379,10 +406,11 @@ class KeyServer:
                 self._admin_seeded = True
             self._used_admin.spend(nonce, expires, now, obj="keyserver-admin statement")
             op = st.get("op")
-            handler = {"setup": self._setup, "deal": self._deal, "accept": self._accept}.get(str(op))
+            handler = {"setup": self._setup, "deal": self._deal, "accept": self._accept,
+                       "retire": self._retire}.get(str(op))
             if handler is None:
                 raise InvalidInput(f"unknown operation {op!r}", obj="keyserver-admin statement",
-                                   remedy="use setup, deal or accept")
+                                   remedy="use setup, deal, accept or retire")
             result = handler(st)
             audit.append(actor=f"officer:{_signer(envelope, officers)}", action=f"keys.threshold_{op}",
                          obj="key server", decision="allow", reason=str(op),
@@ -458,11 +486,32 @@ class KeyServer:
             raise InvalidInput("accept needs mode and dealings", obj="keyserver-admin accept") from exc
         pieces = [self._piece(d, me, identity) for d in dealings]
         share = combine(pieces) if mode == "dkg" else combine_reshare(pieces, old)
+        retired = None
+        with contextlib.suppress(NotFound):
+            current, current_epoch = self.share()
+            if current.public_key != share.public_key:  # a new group key: keep the old for the rewrap
+                retired = group_key_id(current.public_key)
+                self.svc.keyring.seal_entry(f"{SHARE_ENTRY}/{retired}",
+                                            share_entry(current, epoch=current_epoch))
         self.svc.keyring.seal_entry(SHARE_ENTRY, share_entry(share, epoch=epoch))
         self._share = (share, epoch)
         self._gate = None
         return {"index": me, "epoch": epoch, "public_share": share.public_share(me).hex(),
-                "commitments": [c.hex() for c in share.commitments]}
+                "commitments": [c.hex() for c in share.commitments], "retired": retired}
+
+    def _retire(self, st: Mapping[str, Any]) -> dict[str, Any]:
+        """Stop using the retired share of a rotated-away group key (after the vault rewrapped)."""
+        kid = st.get("group_key_id")
+        share, _ = self.share()
+        if not isinstance(kid, str) or kid == group_key_id(share.public_key):
+            raise InvalidInput("retire names a group key id other than the current one",
+                               obj="keyserver-admin retire", remedy="send {\"group_key_id\": <16 hex>}")
+        name = f"{SHARE_ENTRY}/{kid}"
+        if self.svc.keyring.sealed_entry(name) is None:
+            raise NotFound(f"no retired share of group key {kid}", obj="keyserver-admin retire")
+        self.svc.keyring.seal_entry(name, None)
+        self._retired.pop(kid, None)
+        return {"retired": kid}
 
     @staticmethod
     def _piece(d: Any, me: int, identity: age.X25519Identity) -> DealtShare:

@@ -21,17 +21,28 @@ as before.
     keys = ThresholdKeyService.from_settings(key_service(home), KeysSettings())
     vault = Vault.open(settings, keys=keys)
     keys.attach(vault)          # manifests and blob headers are read through the vault
+
+Rotating the group key: the key servers run a new ``dkg`` (each keeps its old
+share, retired, for the blobs still wrapped to it); then
+``keys.rewrap(old_commitments)`` releases each such blob's file key through the
+old group (audited, purpose ``rewrap``), writes the blob again as a new blob
+whose header wraps the same file key to the new group key (the payload is
+copied as it is), re-signs the artifact's manifest and deletes the old blob;
+finally the key servers' officers ``retire`` the old group key.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import hashlib
 import json
 from typing import TYPE_CHECKING, Any
 
 from strongroom.artifacts import ArtifactRef
 from strongroom.crypto import age
 from strongroom.errors import InvalidInput, NotFound, Sealed
-from strongroom.keys.threshold import STANZA_TYPE, ThresholdRecipient
+from strongroom.keys.threshold import STANZA_TYPE, ThresholdRecipient, group_key_id
 from strongroom.runtime.threshold_client import ThresholdClient
 from strongroom.threshold.group import Element
 
@@ -41,6 +52,7 @@ if TYPE_CHECKING:
     from strongroom.keys.keyring import KeyringStatus
     from strongroom.keys.protocol import KeyService, SignPurpose
     from strongroom.release.request import ReleaseRequest
+    from strongroom.vault.manifest import FileEntry, Manifest
     from strongroom.vault.vault import Vault
 
 __all__ = ["ThresholdKeyService", "load_commitments", "parse_servers"]
@@ -90,6 +102,8 @@ class ThresholdKeyService:
         self.vault_id = vault_id
         self.group_key = client.commitments[0]
         self._vault: Vault | None = None
+        #: Clients of earlier group keys (by key id), for blobs not yet rewrapped.
+        self._previous: dict[str, ThresholdClient] = {}
 
     @classmethod
     def from_settings(cls, inner: KeyService, settings: KeysSettings) -> ThresholdKeyService:
@@ -125,6 +139,12 @@ class ThresholdKeyService:
         """Close the connections to the key servers."""
         self.client.close()
 
+    def _attached(self, obj: str) -> Vault:
+        if self._vault is None:
+            raise Sealed("the threshold key service is not attached to a vault", obj=obj,
+                         remedy="open the vault through strongroom.runtime.services.open_vault")
+        return self._vault
+
     # -- KeyService --------------------------------------------------------------
 
     def status(self) -> KeyringStatus:
@@ -147,12 +167,13 @@ class ThresholdKeyService:
 
     def release(self, request: ReleaseRequest) -> bytearray:
         """The file key from k key servers (the caller zeroes it); the host's gate for other blobs."""
-        if not any(s.type == STANZA_TYPE for s in request.stanzas):
+        kids = [s.args[0] for s in request.stanzas if s.type == STANZA_TYPE and s.args]
+        if not kids:
             return self.inner.release(request)
-        vault = self._vault
-        if vault is None:
-            raise Sealed("the threshold key service is not attached to a vault", obj=request.obj,
-                         remedy="open the vault through strongroom.runtime.services.open_vault")
+        vault = self._attached(request.obj)
+        current = group_key_id(self.group_key)
+        client = self.client if current in kids else next(
+            (self._previous[k] for k in kids if k in self._previous), self.client)
         ref = ArtifactRef.parse(request.artifact)
         if ref.version is None:
             raise InvalidInput("the release names no artifact version", obj=request.obj)
@@ -165,7 +186,7 @@ class ThresholdKeyService:
             close = getattr(source, "close", None)
             if close is not None:
                 close()
-        released = self.client.release(request, envelope, head_bytes)
+        released = client.release(request, envelope, head_bytes)
         # The host's own log says which key servers released it, and any that refused on policy.
         refused = [f"{r.server}: {r.kind}" for r in released.refusals if r.on_policy]
         vault.record("key.release", request.obj, "allow",
@@ -181,3 +202,121 @@ class ThresholdKeyService:
     def public_keys(self) -> dict[str, bytes]:
         """The host keyring's public keys."""
         return self.inner.public_keys()
+
+    # -- rotation ------------------------------------------------------------------
+
+    def rewrap(self, old_commitments: list[Element]) -> list[str]:
+        """Rewrap every blob wrapped to the old group key to the current one; the artifacts changed.
+
+        Each changed artifact version is one step: its blobs are written anew, its
+        manifest re-signed and stored with the new blobs in one transaction, then
+        the old blobs are deleted (a failure leaves the old version intact).
+        """
+        from sqlalchemy import select
+
+        from strongroom.store.tables.vault import Artifact
+
+        vault = self._attached("rewrap")
+        old_kid = group_key_id(old_commitments[0])
+        if old_kid == group_key_id(self.group_key):
+            raise InvalidInput("the old commitments are the current group's", obj="rewrap",
+                               remedy="pass the commitments of the group key rotated away from")
+        self._previous[old_kid] = ThresholdClient(self.client.links, old_commitments, vault_id=self.vault_id)
+        with vault.store.session(readonly=True) as s:
+            versions = list(s.execute(select(Artifact.name, Artifact.version)).all())
+        changed = []
+        for name, version in versions:
+            manifest = vault.manifest(name, version)
+            if self._rewrap_artifact(vault, manifest, old_kid):
+                changed.append(manifest.ref)
+        return changed
+
+    def _rewrap_artifact(self, vault: Vault, manifest: Manifest, old_kid: str) -> bool:
+        from strongroom.vault.blobs import new_blob_id
+
+        files: list[FileEntry] = []
+        written: list[str] = []
+        try:
+            for entry in manifest.files:
+                new = self._rewrap_blob(vault, manifest, entry, old_kid, new_blob_id())
+                if new is not None:
+                    written.append(new.blob)
+                files.append(new or entry)
+            if not written:
+                return False
+            rewrapped = dataclasses.replace(manifest, files=tuple(files))
+            envelope = rewrapped.sign((vault.manifest_key, lambda m: self.sign("manifest", m)))
+            vault.record("weights.rewrap", manifest.ref, "allow", files=len(written),
+                         old_group_key=old_kid, group_key=group_key_id(self.group_key))
+            _store_rewrapped(vault, rewrapped, envelope)
+        except BaseException:
+            for blob in written:
+                with contextlib.suppress(Exception):
+                    vault.blobs.delete(blob)
+            raise
+        for old, new in zip(manifest.files, files, strict=True):
+            if old.blob != new.blob:
+                with contextlib.suppress(Exception):
+                    vault.blobs.delete(old.blob)
+        return True
+
+    def _rewrap_blob(self, vault: Vault, manifest: Manifest, entry: FileEntry, old_kid: str,
+                     blob_id: str) -> FileEntry | None:
+        """The blob written again with its file key wrapped to the current group key (None: not old)."""
+        source = vault.blobs.open(entry.blob)
+        try:
+            header, _ = age.read_header(source)
+            if not any(s.type == STANZA_TYPE and s.args == (old_kid,) for s in header.stanzas):
+                return None
+            key = vault.release_file_key(manifest, entry, "rewrap")
+            try:
+                kept = [s for s in header.stanzas if s.type != STANZA_TYPE]  # escrow stays
+                recipients: list[age.Recipient] = [ThresholdRecipient(self.group_key, vault_id=self.vault_id, artifact=manifest.ref,
+                                                 shard=entry.path, blob_id=blob_id), _Fixed(kept)]
+                head = age.build_header(bytes(key), recipients, cipher=header.cipher)
+            finally:
+                key[:] = bytes(len(key))
+            digest = hashlib.sha256(head)
+            size = len(head)
+            with vault.blobs.writer(blob_id) as writer:
+                writer.write(head)
+                offset, end = header.size, len(source)
+                while offset < end:
+                    chunk = source.read_at(offset, min(1 << 20, end - offset))
+                    writer.write(chunk)
+                    digest.update(chunk)
+                    offset += len(chunk)
+                    size += len(chunk)
+                writer.commit()
+        finally:
+            close = getattr(source, "close", None)
+            if close is not None:
+                close()
+        return dataclasses.replace(entry, blob=blob_id, ct_size=size, ct_sha256=digest.hexdigest(),
+                                   header_sha256=hashlib.sha256(head).hexdigest())
+
+
+@dataclasses.dataclass(frozen=True)
+class _Fixed:
+    """A recipient whose stanzas already exist (the escrow stanzas a rewrap keeps)."""
+
+    stanzas: list[Stanza]
+
+    def wrap(self, file_key: bytes) -> list[Stanza]:
+        return list(self.stanzas)
+
+
+def _store_rewrapped(vault: Vault, manifest: Manifest, envelope: str) -> None:
+    """Replace the artifact's signed manifest and its files' blob rows in one transaction."""
+    from sqlalchemy import select
+
+    from strongroom.store.tables.vault import Artifact
+
+    with vault.store.session() as s:
+        row = s.scalars(select(Artifact).where(Artifact.name == manifest.name,
+                                               Artifact.version == manifest.version)).one()
+        row.manifest_json = envelope
+        by_path = {f.path: f for f in manifest.files}
+        for f in row.files:
+            entry = by_path[f.path]
+            f.blob_id, f.ct_size, f.ct_sha256 = entry.blob, entry.ct_size, entry.ct_sha256
