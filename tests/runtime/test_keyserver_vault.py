@@ -6,7 +6,8 @@ servers (2 of 3, separate processes, each its own database and log) that pin
 the vault's manifest key and the CLI's identity. The CLI imports a model; each
 blob's header carries the file key wrapped to the group key only, so the host's
 own keyring cannot release it; ``strongroom.open_weights`` loads it
-bit-identical through the key servers, and still does with one server killed.
+bit-identical through the key servers; after a new group key (DKG) the CLI's
+``keyserver rewrap`` moves it to the new key; it still loads with one server killed.
 """
 
 from __future__ import annotations
@@ -78,6 +79,17 @@ def test_weights_import_and_load_go_through_the_key_servers(
         with pytest.raises(NotFound, match="no wrapped file key for this blob in the keyring"):
             strongroom.open_weights("tm")
         monkeypatch.setenv("STRONGROOM_FILE_KEYS", "threshold")
+
+        # the group key rotated (a new DKG), then the operator rewraps through the CLI
+        (tmp_path / "old.json").write_text(pinned.read_text())
+        rotated = keygen(servers, threshold=2)
+        assert rotated[0] != commitments[0]
+        pinned.write_text(json.dumps([c.hex() for c in rotated]))
+        out = make_runner({**env, **threshold_env})("keyserver", "rewrap", "--old-commitments",
+                                                    tmp_path / "old.json")
+        assert json.loads(out.stdout) == {"rewrapped": ["tm@1"]}
+        with strongroom.open_weights("tm") as weights:
+            np.testing.assert_array_equal(weights["layer.0.w"], tensors["layer.0.w"])
 
         # one key server down: the load continues through the other two
         servers[0].stop()

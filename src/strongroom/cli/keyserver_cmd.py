@@ -54,7 +54,7 @@ def serve(
 
 @keyserver_app.command()
 def admin(
-    op: Annotated[str, typer.Argument(help="setup, deal or accept")],
+    op: Annotated[str, typer.Argument(help="setup, deal, accept or retire")],
     server: Annotated[str, typer.Option("--server", help="the key server's URL")],
     identity: Annotated[Path, typer.Option("--identity", help="this key server's officer identity file")],
     body: Annotated[Path | None, typer.Option("--body", help="JSON file with the operation's fields")] = None,
@@ -84,6 +84,33 @@ def admin(
                                  remedy="check the URL and that `strongroom keyserver serve` runs") from None
     data = answer(r, server)
     typer.echo(json.dumps(data, indent=2, sort_keys=True))
+
+
+@keyserver_app.command()
+def rewrap(
+    old_commitments: Annotated[Path, typer.Option(
+        "--old-commitments", help="JSON file of the rotated-away group's commitments")],
+) -> None:
+    """Rewrap this vault's file keys from the old group key to the current one (after a new DKG)."""
+    import json
+
+    from strongroom import errors
+    from strongroom.runtime.services import open_vault
+    from strongroom.runtime.threshold_keys import ThresholdKeyService, load_commitments
+
+    try:
+        data = json.loads(old_commitments.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise errors.InvalidInput(f"cannot read the old commitments ({type(exc).__name__})",
+                                  obj=str(old_commitments), remedy="give the JSON list the key servers showed") from None
+    old = load_commitments(data, obj=str(old_commitments))
+    with open_vault() as vault:
+        keys = vault.keys
+        if not isinstance(keys, ThresholdKeyService):
+            raise errors.ConfigError("this vault does not use the threshold backend", obj="STRONGROOM_FILE_KEYS",
+                                     remedy="set STRONGROOM_FILE_KEYS=threshold and the new group's commitments")
+        changed = keys.rewrap(old)
+    typer.echo(json.dumps({"rewrapped": changed}, indent=2))
 
 
 def register(app: typer.Typer) -> None:
