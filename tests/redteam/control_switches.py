@@ -263,11 +263,34 @@ def _code_never_rechecked(mp: pytest.MonkeyPatch) -> None:
 
 
 #: One switch per control of strongroom.redteam.controls.CONTROLS.
+def _stale_evidence_accepted(mp: pytest.MonkeyPatch) -> None:
+    """The desk forgets spent nonces and stops comparing the report data with its binding."""
+    import strongroom.attest.admission as admission
+
+    mp.setattr(admission.AdmissionDesk, "_spend", lambda self, nonce: None)
+    mp.setattr(admission, "hmac", SimpleNamespace(compare_digest=lambda a, b: True))
+
+
+def _debug_guests_admitted(mp: pytest.MonkeyPatch) -> None:
+    from strongroom.attest.sevsnp import Report
+
+    mp.setattr(Report, "debug", property(lambda self: False))
+
+
+def _any_measurement(mp: pytest.MonkeyPatch) -> None:
+    from strongroom.attest.policy import AttestationPolicy
+
+    mp.setattr(AttestationPolicy, "check", lambda self, evidence: None)
+
+
 SWITCHES: dict[str, Switch] = {
     "grant-evidence": Switch(weaken={"evidence": "noop"}),
     "policy": Switch(patch=_policy_sees_no_restriction),
     "grant-revocation": Switch(patch=_revocations_ignored),
     "release-nonce": Switch(patch=_nonces_forgotten),
+    "attest-fresh-evidence": Switch(patch=_stale_evidence_accepted),
+    "attest-no-debug": Switch(patch=_debug_guests_admitted),
+    "attest-measurement": Switch(patch=_any_measurement),
     "signed-shard-size": Switch(patch=_client_size_trusted),
     "manifest-blob-binding": Switch(patch=_any_blob_is_the_shard),
     "state-guard": Switch(weaken={"guard": "off"}),

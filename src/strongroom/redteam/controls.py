@@ -50,6 +50,13 @@ CONTROLS: dict[str, Control] = _controls(
      "strongroom.access.evidence.GrantEvidence._revoked_among"),
     ("release-nonce", "each signed release request is used once",
      "strongroom.release.request.UsedNonces"),
+    ("attest-fresh-evidence", "enclave evidence binds a single-use gate nonce and the enclave's "
+     "ephemeral key: a report replayed, or presented with another key, admits nothing",
+     "strongroom.attest.admission.AdmissionDesk.admit"),
+    ("attest-no-debug", "a debug-enabled guest (host-readable memory) is never admitted",
+     "strongroom.attest.sevsnp.SevSnp.verify"),
+    ("attest-measurement", "only launch measurements on the officers' signed allowlist are "
+     "admitted", "strongroom.attest.policy.AttestationPolicy.check"),
     ("signed-shard-size", "the gate charges the shard's size from its signed manifest, not the "
      "client's figure", "strongroom.release.gate.ReleaseGate._derive"),
     ("manifest-blob-binding", "a key is released only for a blob the artifact's signed manifest "

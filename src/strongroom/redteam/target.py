@@ -43,6 +43,7 @@ from strongroom.errors import InvalidInput
 from strongroom.keys.identity import Identity
 
 if TYPE_CHECKING:
+    from strongroom.attest.forge import ForgedVendor
     from strongroom.audit.log import AuditLog
     from strongroom.monitor.alerts import AlertManager
     from strongroom.monitor.canaries import CanaryRegistry
@@ -71,6 +72,10 @@ def console_origin() -> str:
     import os
 
     return os.environ.get("STRONGROOM_CONSOLE_ORIGIN", CONSOLE_ORIGIN).rstrip("/")
+
+
+#: The file (under the target's root) holding the throw-away enclave vendor's ARK.
+ENCLAVE_ROOTS = "enclave-test-roots.pem"
 #: Bytes one principal may have released per window in the target (small, to reach caps fast).
 CAP_FACTOR = 6
 #: The target's STRONGROOM_DB_LOCK_TIMEOUT_S (short, so that a lock stall is refused fast).
@@ -161,6 +166,9 @@ class EmbeddedTarget:
     _owned_root: bool = False
     _server: Any = None
     checkpoint_interval: float = 3600.0
+    #: The throw-away SEV-SNP vendor whose ARK this target's gate trusts as ``sev-snp-test``
+    #: (the attestation scenarios sign enclave reports with its chips).
+    enclave_vendor: ForgedVendor | None = None
 
     # -- building ----------------------------------------------------------------
 
@@ -179,6 +187,7 @@ class EmbeddedTarget:
         from strongroom.monitor.canaries import CanaryRegistry
         from strongroom.monitor.egress import DEFAULT_BUDGETS, Budget, EgressMeter
         from strongroom.release import ReleaseGate
+        from strongroom.runtime.attestation import AttestSettings, attestation_service
         from strongroom.runtime.services import LocalKeyService, grant_evidence
         from strongroom.runtime.state_guard import StateGuard
         from strongroom.settings import Settings
@@ -275,12 +284,16 @@ class EmbeddedTarget:
                 guard.reconcile()
             if hasattr(gate0.evidence, "on_change"):  # the rule restores through this guard only
                 gate0.evidence.on_change = guard.journal.changed if guard is not None else None
+            vendor = _enclave_vendor(root)
             keys.gate = ReleaseGate(svc.keyring, audit, evidence=gate0.evidence, egress=meter,
-                                    canaries=canaries, sizes=gate0.sizes, guard=guard)
+                                    canaries=canaries, sizes=gate0.sizes, guard=guard,
+                                    attestation=attestation_service(
+                                        svc.keyring, store, audit,
+                                        AttestSettings(test_roots=root / ENCLAVE_ROOTS)))
             target = cls(root, store, svc, keys, audit, alerts, canaries, vault, officers,
                          custodians, list(result.share_files), cap,
                          weakened=tuple(sorted(weaken)), _owned_root=owned,
-                         checkpoint_interval=checkpoint_interval)
+                         checkpoint_interval=checkpoint_interval, enclave_vendor=vendor)
             target.description = ("embedded deployment: 2-of-3 Shamir keyring, 2-of-2 officers, "
                                   "Grant evidence at the gate" + (
                                       f", WEAKENED ({', '.join(weaken)})" if weaken else ""))
@@ -328,7 +341,7 @@ class EmbeddedTarget:
 
     def relabel(self, resource: str, *, classification: str = "secret",
                 compartments: tuple[str, ...] = (COMPARTMENT,),
-                break_glass: tuple[str, ...] = ()) -> None:
+                break_glass: tuple[str, ...] = (), attested: str = "") -> None:
         """Officers (re)label ``resource``: load needs 2 approvers, export adds an officer."""
         from strongroom.access.directory import ResourceLabel, Rule, level, publish
 
@@ -339,7 +352,7 @@ class EmbeddedTarget:
                  "read": Rule.parse("1 of approvers"),
                  "export": Rule.parse("1 of approvers AND 1 of security-officers")}
         label = ResourceLabel(resource, level(classification), compartments, rules,
-                              break_glass, 600, serial, int(time.time()))
+                              break_glass, 600, serial, int(time.time()), attested=attested)
         publish(self.store, "label", label.sign(*[o.private_key for o in self.officers]))
 
     def request(self, name: str, resource: str, action: str, *, budget: int = 1 << 30,
@@ -486,6 +499,17 @@ class EmbeddedTarget:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _enclave_vendor(root: Path) -> ForgedVendor:
+    """A throw-away SEV-SNP vendor; its ARK written where the target's gate reads test roots."""
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    from strongroom.attest.forge import ForgedVendor
+
+    vendor = ForgedVendor.create("Milan")
+    (root / ENCLAVE_ROOTS).write_bytes(vendor.ark.public_bytes(Encoding.PEM))
+    return vendor
 
 
 def _software_security_key(name: str) -> Any:
