@@ -169,8 +169,15 @@ def export(
     threshold: Annotated[int, typer.Option("--threshold", help="officer approvals required")] = 1,
     identity: Annotated[Path | None, typer.Option("--identity", help="sender identity")] = None,
     version: Annotated[int | None, typer.Option("--version")] = None,
+    pq: Annotated[bool, typer.Option(
+        "--pq", help="require the sender identity's ML-DSA-65 key (keys new-identity --pq): the "
+        "manifest carries both signatures, so a future quantum forger cannot fake it")] = False,
 ) -> None:
-    """Write an encrypted, signed transfer bundle for another enclave."""
+    """Write an encrypted, signed transfer bundle for another enclave.
+
+    A sender identity holding an ML-DSA-65 key always signs the manifest with it
+    too (receivers that pin only Ed25519 ignore it); ``--pq`` refuses a classical one.
+    """
     from strongroom.crypto.age import parse_recipient
     from strongroom.crypto.age_pq import RECIPIENT_PREFIX
     from strongroom.runtime.services import open_vault
@@ -180,11 +187,18 @@ def export(
         typer.echo("warning: the transfer recipient is classical X25519: a recorded bundle's keys "
                    "fall to a future quantum computer; give the enclave a hybrid key "
                    "(`strongroom transfer keygen`, age1pq1…)", err=True)
+    sender = _sender_identity(identity)
+    if pq and sender.mldsa_key is None:
+        from strongroom.errors import InvalidInput
+
+        raise InvalidInput("the sender identity holds no ML-DSA-65 key", obj="--identity",
+                           remedy="sign with an identity made by `strongroom keys new-identity "
+                           "--pq`, or drop --pq")
     with open_vault() as vault:
         result = export_bundle(vault, name, to, enclave=enclave, recipient=parse_recipient(recipient),
-                               sender=_sender_identity(identity), approvals=_approvals(approval),
+                               sender=sender, approvals=_approvals(approval),
                                approver=OfficerQuorum.from_vault(vault, threshold),
-                               bundle_id=bundle_id, version=version)
+                               bundle_id=bundle_id, version=version, sender_pq=sender.mldsa_key)
     _out.print(f"bundle {result.bundle_id} of {result.artifact} ({result.files} files) written to "
                f"{result.path} for enclave {enclave}")
 
@@ -192,14 +206,20 @@ def export(
 @transfer.command("import")
 def import_(
     path: Annotated[Path, typer.Argument(help="the bundle directory")],
-    sender_key: Annotated[Path, typer.Option("--sender-key", help="the sender's pinned public key")],
+    sender_key: Annotated[Path, typer.Option(
+        "--sender-key", help="the sender's pinned public key; a hybrid .pub pins its ML-DSA-65 "
+        "key too, and then the manifest must carry both signatures")],
     transfer_identity: Annotated[Path, typer.Option("--transfer-identity", help="this enclave's age identity")],
     enclave: Annotated[str | None, typer.Option("--enclave", help="this enclave's id")] = None,
     approval: Annotated[list[Path] | None, typer.Option("--approval", help="officer approval of the import")] = None,
     threshold: Annotated[int, typer.Option("--threshold")] = 1,
     name: Annotated[str | None, typer.Option("--name", help="artifact name here")] = None,
 ) -> None:
-    """Verify, scan and quarantine a bundle; with enough --approval, admit it at once."""
+    """Verify, scan and quarantine a bundle; with enough --approval, admit it at once.
+
+    When the --sender-key file carries an ML-DSA-65 key (keys new-identity --pq),
+    a manifest without a valid ML-DSA-65 signature by it is refused.
+    """
     from strongroom.keys.identity import PublicIdentity
     from strongroom.runtime.services import open_vault
     from strongroom.supplychain.airgap import OfficerQuorum, admit_bundle, receive_bundle
@@ -208,11 +228,12 @@ def import_(
     ident = _transfer_identity(transfer_identity)
     here = _enclave(enclave)
     with open_vault() as vault:
-        q = receive_bundle(vault, path, sender=sender, enclave=here, identity=ident)
+        q = receive_bundle(vault, path, sender=sender, enclave=here, identity=ident,
+                           sender_pq=sender.mldsa_key)
         _out.print(f"bundle {q.bundle_id} ({q.artifact}, {q.files} files) verified, scanned, quarantined")
         if approval:
             manifest = admit_bundle(vault, q.bundle_id, sender=sender, enclave=here, identity=ident,
-                                    approvals=_approvals(approval),
+                                    sender_pq=sender.mldsa_key, approvals=_approvals(approval),
                                     approver=OfficerQuorum.from_vault(vault, threshold), name=name)
             _out.print(f"admitted as [bold]{manifest.ref}[/]")
 
@@ -232,8 +253,9 @@ def approve(
     from strongroom.runtime.services import open_vault
     from strongroom.supplychain.airgap import OfficerQuorum, admit_bundle
 
+    sender = PublicIdentity.load(sender_key)
     with open_vault() as vault:
-        manifest = admit_bundle(vault, bundle_id, sender=PublicIdentity.load(sender_key),
+        manifest = admit_bundle(vault, bundle_id, sender=sender, sender_pq=sender.mldsa_key,
                                 enclave=_enclave(enclave), identity=_transfer_identity(transfer_identity),
                                 approvals=_approvals(approval),
                                 approver=OfficerQuorum.from_vault(vault, threshold), name=name)
