@@ -70,6 +70,7 @@ _HOST_ONLY = frozenset({
     "gateway owners set", "gateway owners show", "gateway serve",
     "init", "rekey",
     "keys retire",
+    "keyserver rewrap",  # the vault's blobs and manifests, through its key servers
     "monitor budget", "monitor eval",
     "redteam run", "redteam schedule",
     "transfer approve", "transfer approve-sign", "transfer export", "transfer import",
