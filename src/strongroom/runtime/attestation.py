@@ -25,6 +25,7 @@ report flags the setting as critical (docs/attestation.md explains the choice).
 from __future__ import annotations
 
 import base64
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -43,6 +44,8 @@ if TYPE_CHECKING:
 
 __all__ = ["ADMIT_ACTION", "TEST_PLATFORM", "AttestSettings", "attestation_service",
            "claim_from_json", "claim_to_json", "deployable_platforms"]
+
+_log = logging.getLogger(__name__)
 
 #: The audit action of each admission decision (allow or deny, with the nonce spent).
 ADMIT_ACTION = "attest.admit"
@@ -91,6 +94,9 @@ def attestation_service(keyring: Keyring, store: Store, audit: AuditLog,
     platforms = deployable_platforms()
     if settings.test_roots is not None:
         platforms[TEST_PLATFORM] = _test_platform(settings.test_roots)
+        _log.warning("STRONGROOM_ATTEST_TEST_ROOTS is set: this gate also trusts the test "
+                     "roots in %s as %s (test only; never in a deployment)",
+                     settings.test_roots, TEST_PLATFORM)
     allow_test = settings.test_roots is not None
     reader = DirectoryReader(store, keyring.officers, keyring.officer_threshold)
 
