@@ -65,6 +65,8 @@ def test_group_key_rotation_rewraps_every_file_key(tmp_path: Path) -> None:
             keys = use(new)
             with pytest.raises(NotFound, match=group_key_id(new[0])):  # not rewrapped yet
                 vault.open_weights("m")
+            refused = next(e for e in vault.audit.recent(0.0) if e.action == "key.release")
+            assert refused.decision == "deny" and refused.details["error"] == "NotFound"
             with pytest.raises(InvalidInput, match="current group"):
                 keys.rewrap(new)
             assert keys.rewrap(old) == ["m@1"]

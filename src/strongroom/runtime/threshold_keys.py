@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 from strongroom.artifacts import ArtifactRef
 from strongroom.crypto import age
-from strongroom.errors import InvalidInput, NotFound, Sealed
+from strongroom.errors import InvalidInput, NotFound, Sealed, StrongroomError
 from strongroom.keys.threshold import STANZA_TYPE, ThresholdRecipient, group_key_id
 from strongroom.runtime.threshold_client import ThresholdClient
 from strongroom.threshold.group import Element
@@ -186,7 +186,12 @@ class ThresholdKeyService:
             close = getattr(source, "close", None)
             if close is not None:
                 close()
-        released = client.release(request, envelope, head_bytes)
+        try:
+            released = client.release(request, envelope, head_bytes)
+        except StrongroomError as exc:  # the host's log records the refusal too (the servers' name each)
+            vault.record("key.release", request.obj, "deny", reason=exc.message[:500], shard=request.shard,
+                         error=type(exc).__name__, purpose=request.purpose)
+            raise
         # The host's own log says which key servers released it, and any that refused on policy.
         refused = [f"{r.server}: {r.kind}" for r in released.refusals if r.on_policy]
         vault.record("key.release", request.obj, "allow",
