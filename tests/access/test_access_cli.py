@@ -122,3 +122,60 @@ def test_enroll_request_approve_grant_break_glass(cli: tuple[Run, dict[str, str]
     assert "does not" in _invoke(monkeypatch, officer, "access", "policy", "set", str(bad),
                                  "--serial", "1", ok=False)
     assert "serial 0" in _invoke(monkeypatch, officer, "access", "policy", "show")
+
+
+def _envelopes(env: dict[str, str], kind: str) -> list[str]:
+    from strongroom.access import statements
+    from strongroom.store.db import Store
+
+    store = Store.open(f"sqlite:///{env['STRONGROOM_HOME']}/strongroom.db")
+    try:
+        return statements.envelopes(store, kind)
+    finally:
+        store.close()
+
+
+def _signers(envelope: str) -> list[str]:
+    """The kinds of signature an envelope carries: ed25519 (16-hex key ids) or mldsa65."""
+    import json
+
+    return sorted("mldsa65" if s["keyid"].startswith("mldsa65:") else "ed25519"
+                  for s in json.loads(envelope)["signatures"])
+
+
+def test_hybrid_people_sign_with_both_keys_classical_people_as_before(
+        cli: tuple[Run, dict[str, str]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """keys new-identity --pq, people enroll pins the ML-DSA key, and the person's request,
+    approval and Grant carry both signatures; a classical approver signs Ed25519 alone."""
+    from strongroom.access import statements
+
+    run, env = cli
+    officer = Path(env["STRONGROOM_IDENTITY"])
+    ids = {}
+    for name, pq in (("alice", True), ("bob", True), ("carol", False)):
+        run("keys", "new-identity", *(["--pq"] if pq else []), "--name", name,
+            "--out", tmp_path / f"{name}.id")
+        ids[name] = tmp_path / f"{name}.id"
+        _invoke(monkeypatch, officer, "people", "enroll", name, "--key", f"{ids[name]}.pub",
+                "--vetting-expires", "2099-01-01", "--clearance", "top-secret",
+                "--compartment", "atlas", "--role", "approvers")
+    pinned = {statements.unverified_payload(e)["name"]: "mldsa_key" in
+              statements.unverified_payload(e) for e in _envelopes(env, "enrollment")}
+    assert pinned == {"alice": True, "bob": True, "carol": False}
+    doc = tmp_path / "recipe.md"
+    doc.write_text("warmup 2000 steps\n")
+    _invoke(monkeypatch, officer, "docs", "add", str(doc), "--name", "recipe",
+            "--classification", "secret", "--compartment", "atlas")
+    for approver in ("bob", "carol"):
+        out = _invoke(monkeypatch, ids["alice"], "access", "request", "recipe", "--action",
+                      "read", "--purpose", f"run with {approver}")
+        assert "grant" in _invoke(monkeypatch, ids[approver], "access", "approve", out.split()[1])
+    hybrid = ["ed25519", "mldsa65"]
+    approvals = {statements.unverified_payload(e)["approver"]: _signers(e)
+                 for e in _envelopes(env, "approval")}
+    assert approvals == {"bob": hybrid, "carol": ["ed25519"]}
+    assert [_signers(e) for e in _envelopes(env, "request")] == [hybrid, hybrid]
+    # Each Grant is signed by the approver who completed it: bob's with both keys.
+    assert sorted(_signers(e) for e in _envelopes(env, "grant")) == [["ed25519"], hybrid]
+    listing = _invoke(monkeypatch, officer, "access", "grants")
+    assert listing.count("alice") == 2
