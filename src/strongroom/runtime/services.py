@@ -48,7 +48,14 @@ from typing import TYPE_CHECKING, Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from strongroom.crypto.age import Stanza
-from strongroom.errors import ConfigError, IntegrityError, InvalidInput, Sealed, StrongroomError
+from strongroom.errors import (
+    AttestationRefused,
+    ConfigError,
+    IntegrityError,
+    InvalidInput,
+    Sealed,
+    StrongroomError,
+)
 from strongroom.keys.config import KeysSettings
 from strongroom.keys.keyring import Keyring, KeyringStatus
 from strongroom.keys.protocol import SignPurpose
@@ -500,7 +507,8 @@ class LocalKeyService:
             self.keyring.require_unsealed()
             raise Sealed("the release gate is not open", obj="keyring")
         if gate.attestation is None:
-            raise ConfigError("this gate verifies no attestation evidence", obj="release gate")
+            raise AttestationRefused("evidence", "this gate verifies no attestation evidence",
+                                     obj="release gate")
         return gate
 
     def sign(self, purpose: SignPurpose, message: bytes) -> bytes:

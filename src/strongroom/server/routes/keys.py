@@ -25,7 +25,7 @@ from fastapi import APIRouter, Request
 
 from strongroom.artifacts import ArtifactRef
 from strongroom.crypto.age import Stanza
-from strongroom.errors import ConfigError, InvalidInput, NotFound
+from strongroom.errors import AttestationRefused, InvalidInput, NotFound
 from strongroom.release.request import ReleaseRequest, build_request
 from strongroom.server import models as M
 from strongroom.server.auth import DirectRoute, caller_of
@@ -127,8 +127,9 @@ def build_router(ctx: ServerContext) -> tuple[APIRouter, dict[tuple[str, str], D
     def attested_keys() -> Any:
         keys = ctx.keys
         if not callable(getattr(keys, "release_attested", None)):
-            raise ConfigError("this server's key service releases no keys into enclaves",
-                              obj="release gate", remedy="run the gate in strongroom serve")
+            raise AttestationRefused("evidence", "this server's key service releases no keys "
+                                     "into enclaves", obj="release gate",
+                                     remedy="ask a strongroom serve whose gate verifies evidence")
         return keys
 
     def release_attested(caller: Caller, body: M.AttestedReleaseIn, host: str | None
