@@ -20,8 +20,9 @@ from strongroom.access.directory import (
     publish,
 )
 from strongroom.access.grants import build_grant, grant_parts
-from strongroom.errors import AccessDenied
-from strongroom.keys.identity import Identity, PublicIdentity
+from strongroom.crypto import bech32
+from strongroom.errors import AccessDenied, IntegrityError, InvalidInput
+from strongroom.keys.identity import MLDSA_PUBLIC_HRP, Identity, PublicIdentity
 from strongroom.store.db import Store
 
 YEAR = 365 * 24 * 3600
@@ -141,3 +142,21 @@ def test_a_hybrid_persons_grant_and_request_need_both_signatures(store: Store) -
     # Bob (classical) signs a grant with Ed25519 alone, as before.
     by_bob = build_grant(w.ids["bob"].private_key, req_env, [approval], now=time.time())
     assert grant_parts(by_bob, directory, RESOURCE).issuer_kid == w.ids["bob"].public.key_id
+
+
+def test_an_enrollment_with_a_malformed_ml_dsa_key_is_refused() -> None:
+    ident = Identity.generate("alice", pq=True)
+    now = int(time.time())
+    e = Enrollment(name="alice", key=ident.public.public_bytes, issued=now,
+                   mldsa_key=ident.public.mldsa_bytes)
+    assert Enrollment.from_statement(e.to_statement()) == e
+    with pytest.raises(InvalidInput, match="not an ML-DSA-65 public key"):
+        Enrollment(name="alice", key=ident.public.public_bytes, mldsa_key=b"\x01" * 10)
+    for bad in ("zz", "01" * 10):
+        with pytest.raises(IntegrityError, match="enrollment statement has an unexpected shape"):
+            Enrollment.from_statement({**e.to_statement(), "mldsa_key": bad})
+    # A .pub whose ML-DSA line is cut short is refused when read, naming the file's line.
+    text = ident.public.to_text().splitlines()
+    short = bech32.encode(MLDSA_PUBLIC_HRP, ident.public.mldsa_bytes[:100])
+    with pytest.raises(InvalidInput, match="line 4 is not one ML-DSA-65 key"):
+        PublicIdentity.parse("\n".join([*text[:3], short]), obj="alice.pub")

@@ -152,8 +152,12 @@ class Enrollment:
         _check_name(self.name, "principal name")
         if len(self.key) != 32:
             raise InvalidInput("an Ed25519 public key is 32 bytes", obj=self.name)
-        if self.mldsa_key and len(self.mldsa_key) != 1952:
-            raise InvalidInput("an ML-DSA-65 public key is 1952 bytes", obj=self.name)
+        if self.mldsa_key:
+            try:
+                MLDSA65PublicKey.from_public_bytes(self.mldsa_key)
+            except ValueError:
+                raise InvalidInput("not an ML-DSA-65 public key (1952 bytes)",
+                                   obj=self.name) from None
         if self.kind not in ("person", "service"):
             raise InvalidInput(f"principal kind {self.kind!r} is not person or service",
                                obj=self.name)

@@ -160,7 +160,7 @@ class EmbeddedAccess:
                 raise IntegrityError(f"request {digest[:16]} is signed by a key no officer "
                                      "enrolled", obj=digest[:16], remedy="do not approve it")
             ctx.reader.cache.verify(env, "request", {kid: who.public_key},
-                                    obj=f"request {digest[:16]}")
+                                    obj=f"request {digest[:16]}", pq=who.pq_pins())
             return request_shown(env)
 
     def access_requests(self) -> list[Row]:

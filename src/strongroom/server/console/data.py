@@ -63,7 +63,8 @@ def request_item(console: Console, digest: str, me: Enrollment,
         if requester is None:
             raise ConsoleError(404, "the request's signer is not enrolled")
         req = AccessRequest.from_statement(console.ctx.directory_reader().cache.verify(
-            env, "request", {requester.key_id: requester.public_key}, obj="request"))
+            env, "request", {requester.key_id: requester.public_key}, obj="request",
+            pq=requester.pq_pins()))
     except (IntegrityError, InvalidInput) as exc:
         raise ConsoleError(400, f"the request does not verify: {exc.message}") from None
     if statements.payload_digest(env) != digest:
