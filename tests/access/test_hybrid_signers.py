@@ -10,7 +10,13 @@ import time
 
 import pytest
 
-from strongroom.access.approvals import AccessRequest, approval_candidates, approve, submit_request
+from strongroom.access.approvals import (
+    AccessRequest,
+    approval_candidates,
+    approve,
+    submit_approval,
+    submit_request,
+)
 from strongroom.access.directory import (
     DirectoryReader,
     Enrollment,
@@ -119,6 +125,10 @@ def test_a_hybrid_approval_counts_only_with_both_signatures(store: Store) -> Non
 
     counted, refused = w.candidates(req, req_env, [_corrupt_mldsa(good)])
     assert counted == [] and "mldsa65:" in refused[0] and "does not verify" in refused[0]
+    # Such an approval is refused when submitted, not stored to fail later.
+    with pytest.raises(IntegrityError, match="no signature by mldsa65:") as info:
+        submit_approval(store, _strip_mldsa(good), directory=w.reader.view())
+    assert info.value.obj == "approval by bob"
 
 
 def test_a_hybrid_persons_grant_and_request_need_both_signatures(store: Store) -> None:

@@ -214,9 +214,15 @@ def submit_approval(store: Store, env: str, kind: str = "approval", *,
                     directory: Directory) -> str:
     """Store an approval or denial under its request's digest.
 
-    An approval that :func:`check_approval` refuses is not stored.
+    An approval that :func:`check_approval` refuses is not stored, nor is one by a person
+    whose enrollment pins an ML-DSA-65 key that lacks a valid ML-DSA-65 signature (it
+    could never count: IntegrityError naming the missing or failing signature).
     """
     a = Approval.from_statement(statements.unverified_payload(env))
+    who = directory.principal(a.approver_key)
+    if who is not None and who.mldsa_key and not fido.is_webauthn(env):
+        VerifyCache().verify(env, kind, {who.key_id: who.public_key}, pq=who.pq_pins(),
+                             obj=f"{kind} by {who.name}")
     if kind == "approval":
         check_approval(store, a, directory)
     return statements.put(store, kind, env, subject=a.request, expires=a.expires)
