@@ -21,8 +21,10 @@ from strongroom.server.client import Client, KnownServers
 from cli_fixtures import serve_process, strongroom_exe, unseal_home
 from vault_fixtures import make_model
 
-#: The scenarios a live run supplies the needs of (with --database-url: also RT-DBA-001).
+#: The scenarios a live run supplies the needs of with --identity alone.
 LIVE = {"RT-CRED-001", "RT-SRV-001", "RT-ABS-006"}
+#: ... and with --database-url (a DBA) and --blob-bucket (read access to the blob store).
+LIVE_STORAGE = {"RT-DBA-001", "RT-DNA-001"}
 
 
 def _grant_rows(db_url: str, key_id: str) -> int:
@@ -62,7 +64,7 @@ def test_live_run_against_serve(tmp_path: Path, db_url: str) -> None:
         t0 = time.monotonic()
         out = subprocess.run([strongroom_exe(), "redteam", "run", "--json", "--target", str(base),
                               "--identity", str(tmp_path / "rt.identity"),
-                              "--database-url", db_url],
+                              "--database-url", db_url, "--blob-bucket", str(home / "blobs")],
                              capture_output=True, text=True, env=red, timeout=300)
         took = time.monotonic() - t0
         assert "Traceback" not in out.stderr, out.stderr
@@ -71,7 +73,7 @@ def test_live_run_against_serve(tmp_path: Path, db_url: str) -> None:
         assert doc["missed"] == 0, [s for s in doc["scenarios"] if s["outcome"] == "missed"]
         assert out.returncode == 2  # nothing missed; some scenarios not run
         ran = {i for i, s in by_id.items() if s["outcome"] != "unsupported"}
-        assert ran == LIVE | {"RT-DBA-001"}, (ran, took)
+        assert ran == LIVE | LIVE_STORAGE, (ran, took)
         assert all(by_id[i]["outcome"] == "blocked" for i in ran)
         assert set(by_id) == {s.id for s in load_builtin()}  # every scenario listed
         for s in doc["scenarios"]:
@@ -80,6 +82,9 @@ def test_live_run_against_serve(tmp_path: Path, db_url: str) -> None:
         # the evidence is the deployment's own audit entries, by the red-team identity
         cred = next(e for e in by_id["RT-CRED-001"]["evidence"] if e["kind"] == "audit")
         assert cred["actor"] == "redteam" and cred["decision"] == "deny"
+        # the stolen dump and every blob of the live deployment: every key tried, none opened
+        loot = by_id["RT-DNA-001"]["evidence"][0]["detail"]
+        assert "nothing opened" in loot and " 0 blobs" not in loot, loot
         officer = Identity.load(Path(env["STRONGROOM_IDENTITY"]))
         with Client(base, officer, known_servers=KnownServers(tmp_path / "ks")) as client:
             alerts = client.get("/v1/alerts", params={"limit": 1000})

@@ -55,6 +55,9 @@ IdentityOpt = Annotated[Path | None, typer.Option(
 DatabaseOpt = Annotated[str | None, typer.Option(
     "--database-url", help="with --target: the deployment's database with a DBA's credentials "
     "(adds the DBA-insider scenarios)")]
+BucketOpt = Annotated[str | None, typer.Option(
+    "--blob-bucket", help="with --target: read access to the blob store, as a thief has it: "
+    "the local store's directory, or s3 (the bucket STRONGROOM_S3_* name)")]
 ArtifactOpt = Annotated[str | None, typer.Option(
     "--artifact", help="with --target: the model to attack (default: the first listed)")]
 ScenarioOpt = Annotated[list[str] | None, typer.Option(
@@ -69,9 +72,10 @@ def run_cmd(
     identity: IdentityOpt = None,
     database_url: DatabaseOpt = None,
     artifact: ArtifactOpt = None,
+    blob_bucket: BucketOpt = None,
 ) -> None:
     """Run the scenarios, grade them from evidence, store the results."""
-    report = _run_once(target, scenario, identity, as_json, database_url, artifact)
+    report = _run_once(target, scenario, identity, as_json, database_url, artifact, blob_bucket)
     if as_json:
         print(json.dumps(report.to_json(), indent=1, sort_keys=True))
     # sys.exit, not typer.Exit: main() runs click with standalone_mode=False, where
@@ -91,6 +95,7 @@ def schedule_cmd(
     scenario: ScenarioOpt = None,
     database_url: DatabaseOpt = None,
     artifact: ArtifactOpt = None,
+    blob_bucket: BucketOpt = None,
 ) -> None:
     """Run the suite on a schedule; each run's signed scorecard goes into the audit log."""
     from strongroom.cli.access_cmd import parse_duration
@@ -102,7 +107,8 @@ def schedule_cmd(
                            remedy="e.g. strongroom redteam schedule --identity rt.id --every 1d")
     interval = parse_duration(every, "--every") if every is not None else 0
     while True:
-        report = _run_once(target, scenario, identity, False, database_url, artifact)
+        report = _run_once(target, scenario, identity, False, database_url, artifact,
+                           blob_bucket)
         if once:
             sys.exit(_status(report))
         _out.print(f"next run in {every}")
@@ -111,7 +117,7 @@ def schedule_cmd(
 
 def _run_once(target: str | None, scenario: list[str] | None, identity: Path | None,
               as_json: bool, database_url: str | None = None,
-              artifact: str | None = None) -> SuiteReport:
+              artifact: str | None = None, blob_bucket: str | None = None) -> SuiteReport:
     """One run: attack, grade, store latest.json and, with an identity, the signed result."""
     from strongroom.errors import InvalidInput
     from strongroom.keys.identity import Identity
@@ -121,13 +127,14 @@ def _run_once(target: str | None, scenario: list[str] | None, identity: Path | N
     from strongroom.redteam.target import EmbeddedTarget
     from strongroom.settings import Settings
 
-    if not target and (database_url or artifact):
-        raise InvalidInput("--database-url and --artifact describe a live deployment",
+    if not target and (database_url or artifact or blob_bucket):
+        raise InvalidInput("--database-url, --blob-bucket and --artifact describe a live "
+                           "deployment",
                            obj="redteam run", remedy="add --target URL")
     who = Identity.load(identity) if identity is not None else None  # refused before attacking
     scenarios = load_builtin(scenario or ())
-    tgt = LiveTarget.connect(target, who, database_url=database_url, artifact=artifact) \
-        if target else EmbeddedTarget.build()
+    tgt = LiveTarget.connect(target, who, database_url=database_url, artifact=artifact,
+                             blob_bucket=blob_bucket) if target else EmbeddedTarget.build()
     try:
         if not as_json:
             _out.print(f"target: {tgt.description}; {len(scenarios)} scenarios")

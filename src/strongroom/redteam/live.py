@@ -11,8 +11,11 @@ A scenario runs here only when the target supplies every one of its
 ``needs`` (:data:`strongroom.redteam.schema.NEEDS`): ``network`` always,
 ``insider`` with the red-team identity the operator issued (enrolled with the
 ``auditors`` role, to read the evidence, and ``red-team``, to acknowledge the
-alerts it raised itself), ``dba`` with ``--database-url``. Every other
-scenario is reported ``unsupported`` ("not run: needs ...").
+alerts it raised itself), ``dba`` with ``--database-url``, ``blob-bucket``
+with ``--blob-bucket`` (the blob store's directory, or ``s3`` for the bucket
+the ``STRONGROOM_S3_*`` variables name, read as a thief would: every blob
+copied, nothing written). Every other scenario is reported ``unsupported``
+("not run: needs ...").
 
 The red-team identity plays every role a scenario names (the "engineer"
 whose key was stolen, the "victim" whose request is replayed): its enrolled
@@ -48,6 +51,7 @@ if TYPE_CHECKING:
     from strongroom.release import ReleaseRequest
     from strongroom.server.client import Client
     from strongroom.store.db import Store
+    from strongroom.vault.blobs import BlobStore
     from strongroom.vault.manifest import Manifest
 
 __all__ = ["REDTEAM_ROLE", "LiveTarget"]
@@ -99,11 +103,29 @@ def _stored(a: AlertOut) -> StoredAlert:
                        a.acked_by, None)
 
 
+def _blob_bucket(where: str) -> BlobStore:
+    """The blob store at ``where``: a local store's directory, or ``s3`` (the environment's
+    ``STRONGROOM_S3_*`` settings name the bucket)."""
+    from strongroom.settings import Settings
+    from strongroom.vault.blobs import LocalBlobStore, blob_store_from_settings
+
+    if where.strip().lower() == "s3":
+        return blob_store_from_settings(Settings(blob_store="s3"))
+    path = Path(where).expanduser()
+    if not path.is_dir():
+        raise InvalidInput("the blob bucket is not a directory", obj=str(path),
+                           remedy="pass the local blob store's directory (the data "
+                                  "directory's blobs/), or s3 with STRONGROOM_S3_* set")
+    return LocalBlobStore(path)
+
+
 class _LiveVault:
     """Manifests (verified with the pinned manifest key) and loads, as one identity."""
 
     def __init__(self, target: LiveTarget, client: Client) -> None:
         self.target, self.client = target, client
+        #: The blob store as a thief with read access holds it (``--blob-bucket``), or None.
+        self.blobs = target.blobs
 
     def manifest(self, name: str) -> Manifest:
         return self.client.verified_manifest(self.target.resource_name(name))
@@ -135,13 +157,16 @@ class LiveTarget:
     kind = "live"
 
     def __init__(self, url: str, identity: Identity | None, client: Client, root: Path, *,
-                 name: str, artifact: str, store: Store | None) -> None:
+                 name: str, artifact: str, store: Store | None,
+                 blobs: BlobStore | None = None) -> None:
         self.url, self.identity, self.client, self.root = url, identity, client, root
-        self.insider_name, self.artifact, self.store = name, artifact, store
+        self.insider_name, self.artifact, self.store, self.blobs = name, artifact, store, blobs
         self.supplies = {"network"} | ({"insider"} if identity is not None else set()) \
-            | ({"dba"} if store is not None else set())
+            | ({"dba"} if store is not None else set()) \
+            | ({"blob-bucket"} if blobs is not None else set())
         self.description = f"live server at {url}" + (f" as {name}" if identity else "") \
-            + (" with a DBA's database credentials" if store is not None else "")
+            + (" with a DBA's database credentials" if store is not None else "") \
+            + (" and read access to the blob store" if blobs is not None else "")
         self.people: dict[str, Identity] = {name: identity} if identity is not None else {}
         self.audit = _RemoteAudit(client)
         self.alerts = _RemoteAlerts(client)
@@ -153,8 +178,9 @@ class LiveTarget:
 
     @classmethod
     def connect(cls, url: str, identity: Identity | None, *, database_url: str | None = None,
-                artifact: str | None = None) -> LiveTarget:
-        """Check the server answers and who the identity is there; open the DBA's store."""
+                artifact: str | None = None, blob_bucket: str | None = None) -> LiveTarget:
+        """Check the server answers and who the identity is there; open the DBA's store and
+        the blob store a thief reads (``blob_bucket``: a directory, or ``s3``)."""
         from strongroom.server.client import Client, KnownServers
 
         if not url.startswith(("http://", "https://")):
@@ -178,8 +204,9 @@ class LiveTarget:
                 from strongroom.store.db import Store
 
                 store = Store.open(database_url)
+            blobs = _blob_bucket(blob_bucket) if blob_bucket else None
             return cls(url, identity, client, root, name=name, artifact=artifact or ARTIFACT,
-                       store=store)
+                       store=store, blobs=blobs)
         except BaseException:
             client.close()
             if store is not None:

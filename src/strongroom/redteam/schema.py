@@ -74,7 +74,7 @@ NEEDS: dict[str, str] = {
                 "Grants with standing approvers (embedded target only)",
     "host-shell": "a shell on a serving host: its files, processes and key agent "
                   "(embedded target only)",
-    "blob-bucket": "read access to the blob store (embedded target only)",
+    "blob-bucket": "read access to the blob store (--blob-bucket)",
     "in-process": "the deployment's objects in the suite's own process: steps not spoken "
                   "over the API (embedded target only)",
     "own-target": "a fresh deployment the scenario may leave unusable (embedded target only)",
