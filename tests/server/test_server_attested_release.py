@@ -6,7 +6,7 @@ through ``STRONGROOM_ATTEST_TEST_ROOTS`` (test only); the artifact is relabelled
 ``attested: inference`` and the officers pin a policy for the ``sev-snp-test``
 platform. The enclave asks for a nonce, binds it with its ephemeral key in the
 report data, and gets back only an age stanza its key opens. This is the one test
-that proves the runtime wiring (SQLite; ~20 s of vault setup).
+that proves the HTTP path (SQLite and PostgreSQL, one world each).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.serialization import Encoding
-from server_kit import ARTIFACT, ServerWorld, build_world
+from server_kit import ARTIFACT, ServerWorld, build_world, server_db  # noqa: F401
 
 from strongroom.access import statements
 from strongroom.access.directory import ResourceLabel, Rule, level
@@ -37,13 +37,19 @@ def vendor() -> ForgedVendor:
     return ForgedVendor.create("Genoa")
 
 
-@pytest.fixture
-def world(tmp_path: Path, vendor: ForgedVendor, monkeypatch: pytest.MonkeyPatch
-          ) -> Iterator[ServerWorld]:
-    roots = tmp_path / "test-roots.pem"
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory, vendor: ForgedVendor,
+          server_db: str | None) -> Iterator[ServerWorld]:  # noqa: F811
+    tmp = tmp_path_factory.mktemp("attested")
+    roots = tmp / "test-roots.pem"
     roots.write_bytes(vendor.ark.public_bytes(Encoding.PEM))
-    monkeypatch.setenv("STRONGROOM_ATTEST_TEST_ROOTS", str(roots))
-    for w in build_world(tmp_path):
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("STRONGROOM_ATTEST_TEST_ROOTS", str(roots))
+        yield from _attested_world(tmp, server_db)
+
+
+def _attested_world(tmp: Path, db_url: str | None) -> Iterator[ServerWorld]:
+    for w in build_world(tmp, db_url=db_url):
         officer = w.officer
         policy = AttestationPolicy(name="inference", serial=1, platforms=("sev-snp-test",),
                                    measurements=frozenset({GOOD.hex()}))
