@@ -17,6 +17,7 @@ from strongroom.attest.forge import ForgedChip, ForgedVendor
 from strongroom.attest.policy import AttestationPolicy, sign_policy, verify_policy
 from strongroom.attest.sevsnp import POLICY_DEBUG
 from strongroom.crypto.age import X25519Identity, new_file_key
+from strongroom.crypto.age_pq import HybridIdentity
 from strongroom.crypto.dsse import key_id
 from strongroom.errors import AttestationRefused, IntegrityError, InvalidInput
 
@@ -101,6 +102,29 @@ def test_attested_release_wraps_the_key_to_the_enclave_only(
     # Cached for the ephemeral key's lifetime: no second evidence needed.
     assert desk.admitted(_policy(), identity.recipient) == adm
     assert desk.admitted(_policy(serial=2), identity.recipient) is None
+
+
+def test_a_hybrid_ephemeral_key_gets_a_post_quantum_stanza(
+        world: tuple[AdmissionDesk, list[dict[str, Any]], Clock], chip: ForgedChip) -> None:
+    """An enclave's age1pq1 key: the file key travels in an mlkem768x25519 stanza only it opens,
+    and evidence bound to it does not admit its X25519 half on its own."""
+    desk, _, _ = world
+    enclave = HybridIdentity.generate()
+    nonce = desk.challenge()
+    report = chip.report(report_data=binding(enclave.recipient.public_bytes, nonce),
+                         measurement=GOOD)
+    adm = desk.admit(_policy(), PLATFORM, report, chip.collateral(), enclave.recipient, nonce)
+    file_key = new_file_key()
+    stanza = desk.wrap(file_key, adm)
+    assert stanza.type == "mlkem768x25519"
+    assert enclave.unwrap([stanza]) == file_key
+    assert HybridIdentity.generate().unwrap([stanza]) is None
+    classical = X25519Identity.generate()
+    nonce2 = desk.challenge()
+    with pytest.raises(AttestationRefused, match="does not bind this ephemeral key"):
+        desk.admit(_policy(), PLATFORM, chip.report(
+            report_data=binding(enclave.recipient.public_bytes, nonce2), measurement=GOOD),
+            chip.collateral(), classical.recipient, nonce2)
 
 
 def test_cache_lapses_with_the_ephemeral_keys_lifetime(

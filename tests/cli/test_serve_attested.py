@@ -24,6 +24,7 @@ from strongroom.attest.admission import binding
 from strongroom.attest.forge import ForgedVendor
 from strongroom.attest.policy import AttestationPolicy, sign_policy
 from strongroom.crypto.age import X25519Identity
+from strongroom.crypto.age_pq import HybridIdentity
 from strongroom.errors import AccessDenied
 from strongroom.keys.identity import Identity
 from strongroom.server.client import Client, KnownServers
@@ -74,7 +75,7 @@ def test_serve_releases_a_labelled_model_only_into_an_attested_enclave(tmp_path:
             else:
                 raise AssertionError("a labelled model's key was released in clear")
             chip = vendor.chip()
-            enclave = X25519Identity.generate()
+            enclave = HybridIdentity.generate()  # post-quantum: what an enclave should use
             nonce = client.attest_nonce()
             report = chip.report(measurement=GOOD,
                                  report_data=binding(enclave.recipient.public_bytes, nonce))
@@ -82,6 +83,7 @@ def test_serve_releases_a_labelled_model_only_into_an_attested_enclave(tmp_path:
                 m.ref, f.path, f.blob, "load", recipient=str(enclave.recipient),
                 platform="sev-snp-test", report=report, nonce=nonce,
                 collateral=[chip.vcek_pem(), chip.ask.public_bytes(Encoding.PEM)])
+            assert stanza.type == "mlkem768x25519"
             file_key = enclave.unwrap([stanza])
             assert file_key is not None and len(file_key) == 16
             # the same evidence again (its nonce spent) for another key: refused, named

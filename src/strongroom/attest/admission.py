@@ -5,8 +5,8 @@ file key to anything but the enclave's ephemeral key::
 
     desk = AdmissionDesk({"sev-snp": SevSnp.with_amd_roots()})
     nonce = desk.challenge()                                  # 1. the gate issues a nonce
-    # 2. the enclave makes an ephemeral X25519 key and asks its platform for evidence
-    #    whose report data is binding(its_public_key, nonce)
+    # 2. the enclave makes an ephemeral key (hybrid ML-KEM-768 + X25519, or X25519) and
+    #    asks its platform for evidence whose report data is binding(its_public_key, nonce)
     adm = desk.admit(policy, "sev-snp", report, collateral, recipient, nonce)   # 3. checked
     stanza = desk.wrap(file_key, adm)                         # 4. only that key can open it
 
@@ -16,6 +16,11 @@ recipient and *this* nonce (so a report replayed with another ephemeral key,
 or replayed at all, is refused) and that the policy allows it, then caches the
 admission under the recipient for ``lifetime_s``: further releases to the
 same ephemeral key skip the evidence verification (:meth:`admitted`).
+
+The ephemeral key may be a hybrid post-quantum ``age1pq1…`` recipient (the
+file key then travels in an ``mlkem768x25519`` stanza, so a recording of the
+release stays closed to a future quantum computer) or a classical ``age1…``
+X25519 one; the hybrid is what an enclave should use.
 
 Each decision is passed to ``observer`` (the runtime appends it to the audit
 log); a refusal is an :class:`~strongroom.errors.AttestationRefused` naming
@@ -39,10 +44,11 @@ from typing import Any
 from strongroom.attest.evidence import Collateral, Platform, VerifiedEvidence, refuse
 from strongroom.attest.policy import AttestationPolicy
 from strongroom.crypto.age import Stanza, X25519Recipient
+from strongroom.crypto.age_pq import HybridRecipient
 from strongroom.errors import AttestationRefused, InvalidInput
 
 __all__ = ["NONCE_SIZE", "Admission", "AdmissionDesk", "AttestationService", "AttestedClaim",
-           "binding"]
+           "EphemeralRecipient", "binding"]
 
 NONCE_SIZE = 32
 #: How long an issued nonce may wait for its evidence, seconds.
@@ -53,6 +59,8 @@ LIFETIME_S = 900.0
 MAX_OUTSTANDING = 10_000
 
 Observer = Callable[[dict[str, Any]], None]
+#: The enclave's ephemeral key: hybrid ML-KEM-768 + X25519 (preferred) or classical X25519.
+EphemeralRecipient = HybridRecipient | X25519Recipient
 
 
 def binding(public_key: bytes, nonce: bytes) -> bytes:
@@ -65,7 +73,7 @@ class Admission:
     """Evidence the gate accepted for one ephemeral key under one policy, until ``expires``."""
 
     evidence: VerifiedEvidence
-    recipient: X25519Recipient
+    recipient: EphemeralRecipient
     policy: str
     serial: int
     expires: float
@@ -108,7 +116,7 @@ class AdmissionDesk:
                                   f"{self._nonce_ttl:.0f} s)", obj="attested release")
 
     def admit(self, policy: AttestationPolicy, platform: str, evidence: bytes,
-              collateral: Collateral, recipient: X25519Recipient, nonce: bytes) -> Admission:
+              collateral: Collateral, recipient: EphemeralRecipient, nonce: bytes) -> Admission:
         """Check evidence bound to ``recipient`` and ``nonce`` against ``policy``; cache it."""
         facts: dict[str, Any] = {"policy": policy.name, "serial": policy.serial,
                                  "platform": platform, "recipient": str(recipient),
@@ -124,7 +132,7 @@ class AdmissionDesk:
         return admission
 
     def _admit(self, policy: AttestationPolicy, platform: str, evidence: bytes,
-               collateral: Collateral, recipient: X25519Recipient, nonce: bytes,
+               collateral: Collateral, recipient: EphemeralRecipient, nonce: bytes,
                facts: dict[str, Any]) -> Admission:
         if platform not in policy.platforms:
             raise refuse("platform", f"policy {policy.name!r} does not allow {platform}",
@@ -151,7 +159,7 @@ class AdmissionDesk:
                 self._admitted.popitem(last=False)
         return admission
 
-    def admitted(self, policy: AttestationPolicy, recipient: X25519Recipient) -> Admission | None:
+    def admitted(self, policy: AttestationPolicy, recipient: EphemeralRecipient) -> Admission | None:
         """The standing admission of ``recipient`` under ``policy`` (this serial), else None."""
         key = (policy.name, recipient.public_bytes)
         with self._lock:
@@ -164,7 +172,7 @@ class AdmissionDesk:
         return adm
 
     def wrap(self, file_key: bytes | bytearray, admission: Admission) -> Stanza:
-        """``file_key`` as an age X25519 stanza only the admitted ephemeral key opens."""
+        """``file_key`` as an age stanza only the admitted ephemeral key opens (its type's)."""
         if self._clock() > admission.expires:
             raise refuse("expired", "the admission of this ephemeral key has lapsed; attest "
                                     "again", obj="attested release")
@@ -187,7 +195,7 @@ class AttestedClaim:
     while its admission stands (:meth:`AdmissionDesk.admitted`).
     """
 
-    recipient: X25519Recipient
+    recipient: EphemeralRecipient
     platform: str = ""
     evidence: bytes = b""
     collateral: Collateral = field(default_factory=Collateral)

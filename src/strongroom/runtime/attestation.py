@@ -34,7 +34,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from strongroom.attest.admission import AdmissionDesk, AttestationService, AttestedClaim
 from strongroom.attest.evidence import PLATFORMS, TEST_SUFFIX, Collateral, Platform
-from strongroom.crypto.age import X25519Recipient
+from strongroom.crypto.age import X25519Recipient, parse_recipient
+from strongroom.crypto.age_pq import HybridRecipient
 from strongroom.errors import ConfigError, InvalidInput
 
 if TYPE_CHECKING:
@@ -129,7 +130,10 @@ def claim_from_json(data: dict[str, Any]) -> AttestedClaim:
     """The claim :func:`claim_to_json` wrote (or an HTTP body with the same fields)."""
     obj = "attested release"
     try:
-        recipient = X25519Recipient.parse(str(data["recipient"]))
+        recipient = parse_recipient(str(data["recipient"]))
+        if not isinstance(recipient, HybridRecipient | X25519Recipient):  # pragma: no cover
+            raise InvalidInput("the ephemeral key must be an age1pq1… or age1… recipient",
+                               obj=obj)
         blobs = [base64.b64decode(str(b), validate=True) for b in data.get("collateral") or ()]
         return AttestedClaim(recipient=recipient, platform=str(data.get("platform") or ""),
                              evidence=base64.b64decode(str(data.get("evidence") or ""),
@@ -138,6 +142,6 @@ def claim_from_json(data: dict[str, Any]) -> AttestedClaim:
                              nonce=base64.b64decode(str(data.get("nonce") or ""), validate=True))
     except (KeyError, ValueError, TypeError) as exc:
         raise InvalidInput(f"malformed attested claim ({type(exc).__name__})", obj=obj,
-                           remedy="give recipient (age1...), platform, and base64 evidence, "
+                           remedy="give recipient (age1pq1... or age1...), platform, and base64 evidence, "
                                   "collateral and nonce") from exc
 

@@ -216,7 +216,8 @@ class AttestNonceOut(BaseModel):
 class AttestedReleaseIn(KeyReleaseIn):
     """Release evidence plus the enclave's: report data = sha256(recipient key || nonce)."""
 
-    recipient: str = Field(min_length=10, max_length=256, description="ephemeral age1... key")
+    recipient: str = Field(min_length=10, max_length=4096,
+                           description="ephemeral age1pq1... (hybrid) or age1... key")
     platform: str = Field(default="", max_length=64)
     report: str = Field(default="", max_length=1048576, description="base64 evidence")
     collateral: list[str] = Field(default_factory=list, max_length=16,
