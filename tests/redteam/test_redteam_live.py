@@ -25,6 +25,8 @@ from vault_fixtures import make_model
 LIVE = {"RT-CRED-001", "RT-SRV-001", "RT-ABS-006"}
 #: ... and with --database-url (a DBA) and --blob-bucket (read access to the blob store).
 LIVE_STORAGE = {"RT-DBA-001", "RT-DNA-001"}
+#: ... and with the approvers the operator lends (--approver-identity).
+LIVE_APPROVERS = {"RT-GRT-001"}
 
 
 def _grant_rows(db_url: str, key_id: str) -> int:
@@ -54,6 +56,14 @@ def test_live_run_against_serve(tmp_path: Path, db_url: str) -> None:
     (tmp_path / "rt.pub").write_text(rt.public.to_text())
     run("people", "enroll", "redteam", "--key", tmp_path / "rt.pub", "--vetting-expires",
         "2099-01-01", "--clearance", "top-secret", "--role", "auditors", "--role", "red-team")
+    lent = []
+    for name in ("approver1", "approver2"):  # approvers the operator lends the red team
+        ident = Identity.generate(name)
+        ident.save(tmp_path / f"{name}.identity")
+        (tmp_path / f"{name}.pub").write_text(ident.public.to_text())
+        run("people", "enroll", name, "--key", tmp_path / f"{name}.pub", "--vetting-expires",
+            "2099-01-01", "--clearance", "top-secret", "--role", "approvers")
+        lent += ["--approver-identity", str(tmp_path / f"{name}.identity")]
     run("seal")  # serve starts its own agent
     with serve_process(env, tmp_path / "serve.log") as base:
         shares = sorted((home.parent / "shares").glob("share-*.age"))
@@ -64,7 +74,7 @@ def test_live_run_against_serve(tmp_path: Path, db_url: str) -> None:
         t0 = time.monotonic()
         out = subprocess.run([strongroom_exe(), "redteam", "run", "--json", "--target", str(base),
                               "--identity", str(tmp_path / "rt.identity"),
-                              "--database-url", db_url, "--blob-bucket", str(home / "blobs")],
+                              "--database-url", db_url, "--blob-bucket", str(home / "blobs"), *lent],
                              capture_output=True, text=True, env=red, timeout=300)
         took = time.monotonic() - t0
         assert "Traceback" not in out.stderr, out.stderr
@@ -73,7 +83,7 @@ def test_live_run_against_serve(tmp_path: Path, db_url: str) -> None:
         assert doc["missed"] == 0, [s for s in doc["scenarios"] if s["outcome"] == "missed"]
         assert out.returncode == 2  # nothing missed; some scenarios not run
         ran = {i for i, s in by_id.items() if s["outcome"] != "unsupported"}
-        assert ran == LIVE | LIVE_STORAGE, (ran, took)
+        assert ran == LIVE | LIVE_STORAGE | LIVE_APPROVERS, (ran, took)
         assert all(by_id[i]["outcome"] == "blocked" for i in ran)
         assert set(by_id) == {s.id for s in load_builtin()}  # every scenario listed
         for s in doc["scenarios"]:
@@ -90,7 +100,12 @@ def test_live_run_against_serve(tmp_path: Path, db_url: str) -> None:
             alerts = client.get("/v1/alerts", params={"limit": 1000})
             ours = [a for a in alerts if "redteam" in (a["subject"], a["object"])]
             assert all(a["acked_by"] == "redteam" for a in ours), ours
-        assert _grant_rows(db_url, rt.public.key_id) == 0  # RT-DBA-001 removed its row
+            # every Grant the run was issued (RT-GRT-001's) is revoked: none left usable
+            grants = [g for g in client.get("/v1/access/grants") if g["holder"] == "redteam"]
+            assert grants and all(g["state"] == "revoked" for g in grants), grants
+        # RT-DBA-001 removed the row it inserted: what is left is the Grants the lent
+        # approvers signed (each listed above as verifying, and revoked)
+        assert _grant_rows(db_url, rt.public.key_id) == len(grants)
         run("audit", "verify")  # the run left the deployment's log verifying (exit 0)
         # the red team's signed scorecard is in the log
         tail = run("audit", "tail", "-n", "200", "--json", ok=False)

@@ -14,7 +14,10 @@ A scenario runs here only when the target supplies every one of its
 alerts it raised itself), ``dba`` with ``--database-url``, ``blob-bucket``
 with ``--blob-bucket`` (the blob store's directory, or ``s3`` for the bucket
 the ``STRONGROOM_S3_*`` variables name, read as a thief would: every blob
-copied, nothing written). Every other scenario is reported ``unsupported``
+copied, nothing written), ``approvers`` with ``--approver-identity`` (each an
+enrolled approver the operator lends: they approve the insider's requests,
+sign the Grants and revoke them; every Grant the run issued is revoked when it
+closes). Every other scenario is reported ``unsupported``
 ("not run: needs ...").
 
 The red-team identity plays every role a scenario names (the "engineer"
@@ -158,15 +161,22 @@ class LiveTarget:
 
     def __init__(self, url: str, identity: Identity | None, client: Client, root: Path, *,
                  name: str, artifact: str, store: Store | None,
-                 blobs: BlobStore | None = None) -> None:
+                 blobs: BlobStore | None = None,
+                 approvers: tuple[tuple[str, Identity, Client], ...] = ()) -> None:
         self.url, self.identity, self.client, self.root = url, identity, client, root
         self.insider_name, self.artifact, self.store, self.blobs = name, artifact, store, blobs
         self.supplies = {"network"} | ({"insider"} if identity is not None else set()) \
             | ({"dba"} if store is not None else set()) \
-            | ({"blob-bucket"} if blobs is not None else set())
+            | ({"blob-bucket"} if blobs is not None else set()) \
+            | ({"approvers"} if approvers and identity is not None else set())
+        #: The lent approvers: (enrolled name, identity, a client signing as them).
+        self.approvers = approvers
+        #: Grants this run issued (id, by then revoked or not), revoked at close.
+        self.grants: dict[str, bool] = {}
         self.description = f"live server at {url}" + (f" as {name}" if identity else "") \
             + (" with a DBA's database credentials" if store is not None else "") \
-            + (" and read access to the blob store" if blobs is not None else "")
+            + (" and read access to the blob store" if blobs is not None else "") \
+            + (f" with {len(approvers)} lent approvers" if approvers else "")
         self.people: dict[str, Identity] = {name: identity} if identity is not None else {}
         self.audit = _RemoteAudit(client)
         self.alerts = _RemoteAlerts(client)
@@ -178,9 +188,11 @@ class LiveTarget:
 
     @classmethod
     def connect(cls, url: str, identity: Identity | None, *, database_url: str | None = None,
-                artifact: str | None = None, blob_bucket: str | None = None) -> LiveTarget:
+                artifact: str | None = None, blob_bucket: str | None = None,
+                approvers: tuple[Identity, ...] = ()) -> LiveTarget:
         """Check the server answers and who the identity is there; open the DBA's store and
-        the blob store a thief reads (``blob_bucket``: a directory, or ``s3``)."""
+        the blob store a thief reads (``blob_bucket``: a directory, or ``s3``); sign in the
+        ``approvers`` the operator lends."""
         from strongroom.server.client import Client, KnownServers
 
         if not url.startswith(("http://", "https://")):
@@ -189,7 +201,11 @@ class LiveTarget:
         root = Path(tempfile.mkdtemp(prefix="sr-redteam-live-"))
         client = Client(url, identity, known_servers=KnownServers(root / "known_servers"))
         store = None
+        lent: list[tuple[str, Identity, Client]] = []
         try:
+            for a in approvers:
+                c = Client(url, a, known_servers=KnownServers(root / "known_servers"))
+                lent.append((str(c.get("/v1/whoami")["name"]), a, c))
             name = ""
             if identity is not None:
                 name = str(client.get("/v1/whoami")["name"])
@@ -206,9 +222,11 @@ class LiveTarget:
                 store = Store.open(database_url)
             blobs = _blob_bucket(blob_bucket) if blob_bucket else None
             return cls(url, identity, client, root, name=name, artifact=artifact or ARTIFACT,
-                       store=store, blobs=blobs)
+                       store=store, blobs=blobs, approvers=tuple(lent))
         except BaseException:
             client.close()
+            for _, _, c in lent:
+                c.close()
             if store is not None:
                 store.close()
             shutil.rmtree(root, ignore_errors=True)
@@ -286,8 +304,52 @@ class LiveTarget:
         out = self.client.post("/v1/access/requests", {"envelope": env})
         return env, str(out["digest"])
 
+    def grant(self, who: str, resource: str, action: str, *, approvers: tuple[str, ...] = (),
+              budget: int = 1 << 30, duration: int = 3600) -> str:
+        """``who`` (the insider) requests; every lent approver approves (the names a scenario
+        gives stand for them); the first signs the Grant and posts it. The Grant."""
+        from strongroom.access import statements
+        from strongroom.access.approvals import approve
+        from strongroom.access.grants import build_grant
+
+        if not self.approvers:
+            raise InvalidInput("no approvers were lent to this run", obj="red-team grant",
+                               remedy="pass --approver-identity (repeatable)")
+        env, digest = self.request(who, resource, action, budget=budget, duration=duration)
+        for name, ident, client in self.approvers:
+            client.post(f"/v1/access/requests/{digest}/approvals", {
+                "envelope": approve(ident.private_key, name, env, now=time.time(),
+                                    pq=ident.mldsa_key)})
+        _, first, client = self.approvers[0]
+        bundle = client.get(f"/v1/access/requests/{digest}")
+        grant = build_grant(first.private_key, bundle["envelope"], bundle["approval_envelopes"],
+                            now=time.time(), pq=first.mldsa_key)
+        client.post("/v1/access/grants", {"envelope": grant})
+        self.grants[statements.payload_digest(grant)] = False
+        return grant
+
+    def revoke(self, grant_id: str, reason: str) -> str:
+        """The first lent approver revokes ``grant_id`` over the API (the server journals it)."""
+        from strongroom.access import statements
+        from strongroom.access.grants import revocation_statement
+
+        name, ident, client = self.approvers[0]
+        env = statements.sign("grant-revocation", revocation_statement(
+            grant_id, name, ident.public.key_id, reason, now=time.time()), ident.private_key,
+            pq=ident.mldsa_key)
+        client.post(f"/v1/access/grants/{grant_id}/revocations", {"envelope": env})
+        self.grants[grant_id] = True
+        return env
+
     def close(self) -> None:
-        """Acknowledge what the run raised since it started (as red-team); close connections."""
+        """Revoke the run's Grants; acknowledge what it raised since it started (as red-team);
+        close connections."""
+        for gid, revoked in list(self.grants.items()):
+            if not revoked:
+                with contextlib.suppress(StrongroomError, httpx.HTTPError):
+                    self.revoke(gid, "red-team run cleanup")
+        for _, _, c in self.approvers:
+            c.close()
         with contextlib.suppress(StrongroomError, httpx.HTTPError):
             for a in self.alerts.recent(limit=1000):
                 if a.acked_by is None and a.last_seen.timestamp() >= self.started - 1 \

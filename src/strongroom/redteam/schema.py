@@ -72,6 +72,9 @@ NEEDS: dict[str, str] = {
     "dba": "the deployment's database with a DBA's credentials (--database-url)",
     "officers": "the security officers' keys: enroll marked people, label artifacts, issue "
                 "Grants with standing approvers (embedded target only)",
+    "approvers": "approvers the operator lends the red team (--approver-identity, at least "
+                 "as many as the model's load rule needs): they approve, issue and revoke "
+                 "the run's Grants",
     "host-shell": "a shell on a serving host: its files, processes and key agent "
                   "(embedded target only)",
     "blob-bucket": "read access to the blob store (--blob-bucket)",

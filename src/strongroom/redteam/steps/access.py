@@ -10,10 +10,14 @@ egress budget stops them, and touching a canary.
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING, cast
 
 from strongroom.redteam.context import RunContext
 from strongroom.redteam.steps.registry import SHARD, ask_gate, attempt, step
 from strongroom.redteam.target import ARTIFACT, COMPARTMENT, DECOY, OTHER
+
+if TYPE_CHECKING:
+    from strongroom.redteam.live import LiveTarget
 
 
 @step("enroll")
@@ -207,6 +211,10 @@ def revoke_grant(ctx: RunContext, who: str, by: str = "carol") -> None:
 
     gid = statements.payload_digest(ctx.vars[f"grant:{who}"])
     reason = f"red-team {ctx.marker}"
+    if ctx.target.kind == "live":  # a lent approver revokes over the API; the server journals
+        ctx.vars.setdefault("restrictions", []).append(
+            statements_digest(cast("LiveTarget", ctx.target).revoke(gid, reason)))
+        return
     env = revoke(ctx.target.store, ctx.target.people[by].private_key, by, gid, reason,
                  now=time.time())
     _journal(ctx, by, "access.revoke", "grant-revocation", env, gid, reason)
