@@ -26,7 +26,7 @@ LIVE = {"RT-CRED-001", "RT-SRV-001", "RT-ABS-006"}
 #: ... and with --database-url (a DBA) and --blob-bucket (read access to the blob store).
 LIVE_STORAGE = {"RT-DBA-001", "RT-DNA-001"}
 #: ... and with the approvers the operator lends (--approver-identity).
-LIVE_APPROVERS = {"RT-GRT-001"}
+LIVE_APPROVERS = {"RT-GRT-001", "RT-CRED-003"}
 
 
 def _grant_rows(db_url: str, key_id: str) -> int:

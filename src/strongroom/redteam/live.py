@@ -254,7 +254,9 @@ class LiveTarget:
         """Nothing: the deployment's own monitor loop scans on its interval."""
 
     def acknowledge(self, ctx: RunContext, scenario: str) -> list[int]:
-        """Acknowledge, as red-team, the unacknowledged alerts about the run since ``ctx`` started."""
+        """After each scenario: revoke the Grants it was issued (none outlives its scenario);
+        acknowledge, as red-team, the unacknowledged alerts about the run since ``ctx`` started."""
+        self._revoke_outstanding(f"red-team run {ctx.marker} ({scenario}) cleanup")
         since = ctx.started - 1
         done: list[int] = []
         for a in self.alerts.recent(limit=1000):
@@ -341,13 +343,16 @@ class LiveTarget:
         self.grants[grant_id] = True
         return env
 
+    def _revoke_outstanding(self, reason: str) -> None:
+        for gid, revoked in list(self.grants.items()):
+            if not revoked:
+                self.revoke(gid, reason)
+
     def close(self) -> None:
         """Revoke the run's Grants; acknowledge what it raised since it started (as red-team);
         close connections."""
-        for gid, revoked in list(self.grants.items()):
-            if not revoked:
-                with contextlib.suppress(StrongroomError, httpx.HTTPError):
-                    self.revoke(gid, "red-team run cleanup")
+        with contextlib.suppress(StrongroomError, httpx.HTTPError):
+            self._revoke_outstanding("red-team run cleanup")
         for _, _, c in self.approvers:
             c.close()
         with contextlib.suppress(StrongroomError, httpx.HTTPError):
