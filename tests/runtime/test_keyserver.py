@@ -85,6 +85,8 @@ def test_two_of_three_key_servers_release_reshare_and_survive_a_kill(
         # re-sharing to a fourth server (2 of 4) keeps the group key: old files still open
         servers.append(start_keyserver(tmp_path, 4, databases[3], mpub, [principal_pub]))
         recipients = {str(s.index): s.status()["transport"] for s in servers}
+        # shares cross the network in dealings: sealed to hybrid post-quantum transport keys
+        assert all(r.startswith("age1pq1") for r in recipients.values())
         old = [c.hex() for c in commitments]
         dealings = [s.admin("deal", mode="reshare", threshold=2, recipients=recipients) for s in servers[:2]]
         results = [s.admin("accept", mode="reshare", dealings=dealings, old_commitments=old, epoch=2)

@@ -52,6 +52,7 @@ from typing import TYPE_CHECKING, Any, cast
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from strongroom.crypto import age
+from strongroom.crypto.age_pq import HybridIdentity
 from strongroom.crypto.dsse import key_id, sign_statement, verify_statement
 from strongroom.errors import (
     AccessDenied,
@@ -103,6 +104,8 @@ __all__ = [
 
 ADMIN_PAYLOAD_TYPE = "application/vnd.strongroom.keyserver-admin+json"
 _CONFIG_ENTRY = "threshold/config"
+#: A key server's transport key for dealt shares: hybrid (new), or classical (sealed before).
+TransportIdentity = HybridIdentity | age.X25519Identity
 _TRANSPORT_ENTRY = "threshold/transport"
 _PENDING_ENTRY = "threshold/pending"
 ACTION = "keys.threshold_partial"
@@ -437,13 +440,20 @@ class KeyServer:
             self._rule.principals = _principals(self.config())
         return {"index": index, "principals": sorted(principals)}
 
-    def transport(self) -> age.X25519Identity:
-        """This server's key-generation transport identity (sealed in its barrier; made on first use)."""
+    def transport(self) -> TransportIdentity:
+        """This server's key-generation transport identity (sealed in its barrier; made on first use).
+
+        A hybrid ML-KEM-768 + X25519 key: shares dealt between key servers cross the
+        network, and a recording of a dealing must stay closed to a future quantum
+        computer. A classical identity sealed by an older version keeps working.
+        """
         keyring = self.svc.keyring
         entry = keyring.sealed_entry(_TRANSPORT_ENTRY)
         if isinstance(entry, dict) and isinstance(entry.get("identity"), str):
-            return age.X25519Identity.parse(entry["identity"])
-        identity = age.X25519Identity.generate()
+            text = entry["identity"]
+            return (HybridIdentity.parse(text) if text.startswith("AGE-SECRET-KEY-PQ-")
+                    else age.X25519Identity.parse(text))
+        identity = HybridIdentity.generate()
         keyring.seal_entry(_TRANSPORT_ENTRY, {"identity": str(identity)})
         return identity
 
@@ -451,7 +461,7 @@ class KeyServer:
         """Deal a fresh secret (``mode: dkg``) or this server's share (``mode: reshare``) to recipients."""
         try:
             threshold = int(st["threshold"])
-            recipients = {int(i): age.X25519Recipient.parse(r) for i, r in st["recipients"].items()}
+            recipients = {int(i): age.parse_recipient(r) for i, r in st["recipients"].items()}
             mode = st["mode"]
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise InvalidInput("deal needs mode, threshold and recipients {index: age recipient}",
@@ -514,7 +524,7 @@ class KeyServer:
         return {"retired": kid}
 
     @staticmethod
-    def _piece(d: Any, me: int, identity: age.X25519Identity) -> DealtShare:
+    def _piece(d: Any, me: int, identity: TransportIdentity) -> DealtShare:
         """Open and check the piece of one dealing addressed to this server (index ``me``)."""
         what = f"dealing of {d.get('dealer') if isinstance(d, dict) else '?'}"
         try:
@@ -565,11 +575,11 @@ def _signer(envelope: str, officers: Mapping[str, Ed25519PublicKey]) -> str:
         return "?"
 
 
-def _seal_to(recipient: age.X25519Recipient, plain: bytes) -> bytes:
+def _seal_to(recipient: age.Recipient, plain: bytes) -> bytes:
     return age.encrypt(plain, [recipient])
 
 
-def _open_with(identity: age.X25519Identity, sealed: bytes, *, obj: str) -> bytes:
+def _open_with(identity: TransportIdentity, sealed: bytes, *, obj: str) -> bytes:
     try:
         return age.decrypt(sealed, [identity])
     except StrongroomError as exc:
