@@ -290,28 +290,36 @@ def test_officer_statements_print_the_same(world: ServerWorld) -> None:
 
     from strongroom.keys.identity import Identity
 
-    def both(argv: tuple[str, ...], twins: tuple[str, str]) -> list[dict[str, object]]:
-        """``argv`` each way (``{}``: the twin), text then --json; returns the JSON rows."""
+    def both(argv: tuple[str, ...], twins: tuple[str, str],
+             json_twins: tuple[str, str] | None = None) -> list[dict[str, object]]:
+        """``argv`` each way (``{}``: the twin), text then --json; returns the JSON rows.
+
+        ``json_twins``: other twins for the --json run, for a change that cannot be made
+        twice (a key revoked already is refused).
+        """
         fill = [[a.format(t) for a in argv] for t in twins]
+        again = [[a.format(t) for a in argv] for t in json_twins] if json_twins else fill
         texts = [run_cli(world, "officer", *fill[0]).stdout,
                  _embedded(world, "officer", *fill[1]).stdout]
-        rows = [json.loads(run_cli(world, "officer", *fill[0], "--json").stdout),
-                json.loads(_embedded(world, "officer", *fill[1], "--json").stdout)]
+        rows = [json.loads(run_cli(world, "officer", *again[0], "--json").stdout),
+                json.loads(_embedded(world, "officer", *again[1], "--json").stdout)]
         # ids (statement prefixes, key ids) are 16 hex digits; the twins' names differ too
         masked = [re.sub(r"\b[0-9a-f]{16}\b", "<id>", text).replace(twin, "<o>")
                   for text, twin in zip(texts, twins, strict=True)]
         assert all(text.strip() for text in texts)
         assert masked[0] == masked[1], texts
-        plain = [{k: ("<o>" if v in twins else v) for k, v in row.items()
+        names = set(twins) | set(json_twins or ())
+        plain = [{k: ("<o>" if v in names else v) for k, v in row.items()
                   if k not in ("statement", "key_id")} for row in rows]
         assert plain[0] == plain[1], rows
         return rows
 
-    for twin in ("dora", "dave"):
+    for twin in ("dora", "dave", "dina", "dean"):
         (world.tmp / f"{twin}.pub").write_text(Identity.generate(twin).public.to_text())
     enroll = ("people", "enroll", "{}", "--key", str(world.tmp / "{}.pub"),
               "--vetting-expires", "2099-01-01", "--role", "approvers", "--compartment", "atlas")
     remote, _ = both(enroll, ("dora", "dave"))
+    both(enroll, ("dina", "dean"))  # the --json revocation's twins (a key is revoked once)
     # a pinned officer who is not enrolled is named by key id, as the server's gate names it
     assert remote["signer"] == f"officer-{world.officer.public.key_id}", remote
     assert remote["signatures"] == 1 and remote["serial"] == 2, remote
@@ -331,10 +339,14 @@ def test_officer_statements_print_the_same(world: ServerWorld) -> None:
     assert [c["statement"] for c in cosigned] == [remote["statement"], local["statement"]]
 
     twins = people["dora"]["key_id"], people["dave"]["key_id"]
-    remote, _ = both(("people", "revoke", "{}", "--reason", "left the lab"), twins)
-    assert remote["key_id"] == twins[0] and remote["signatures"] == 1, remote
+    json_twins = people["dina"]["key_id"], people["dean"]["key_id"]
+    remote, _ = both(("people", "revoke", "{}", "--reason", "left the lab"), twins, json_twins)
+    assert remote["key_id"] == json_twins[0] and remote["signatures"] == 1, remote
     people = {p["name"]: p for p in json.loads(run_cli(world, "alice", "people", "ls",
                                                          "--json").stdout)}
-    assert not {"dora", "dave"} & set(people), people
+    assert not {"dora", "dave", "dina", "dean"} & set(people), people
+    again = run_cli(world, "officer", "people", "revoke", twins[0], "--reason", "again",
+                    ok=False)
+    assert again.returncode != 0 and "already revoked" in again.stderr, again.stderr
     refused = run_cli(world, "alice", *[a.format("eve2") for a in label], ok=False)
     assert refused.returncode == 6 and "not a security officer" in refused.stderr, refused.stderr

@@ -17,7 +17,7 @@ from fastapi import APIRouter, Path, Query, Request
 
 from strongroom.access.restrictions import journal_details
 from strongroom.access.statements import Stored
-from strongroom.errors import AccessDenied, IntegrityError, InvalidInput, NotFound
+from strongroom.errors import AccessDenied, AlreadyExists, IntegrityError, InvalidInput, NotFound
 from strongroom.server import models as M
 from strongroom.server.auth import PrincipalKeys, caller_of
 from strongroom.server.context import ServerContext
@@ -115,6 +115,12 @@ def build_router(ctx: ServerContext, keys: PrincipalKeys) -> APIRouter:
             raise AccessDenied(f"the statement is not signed by the caller: {exc.message}",
                                obj=f"{body.kind} statement") from None
         cosign = statements.by_digest(ctx.store, statements.payload_digest(body.envelope))
+        if body.kind == "revocation" and not cosign:
+            kid = str(statements.unverified_payload(body.envelope).get("key_id", ""))
+            if kid and kid in ctx.directory(key_ids=[kid]).revoked_keys:
+                raise AlreadyExists(f"key {kid} is already revoked", obj=kid,
+                                    remedy="nothing to do: `strongroom people ls` lists whose "
+                                    "keys count")
         digest = publish(ctx.store, body.kind, body.envelope)
         ctx.audit().append(actor=caller.name,
                            action="people.cosign" if cosign else _ACTIONS[body.kind],
