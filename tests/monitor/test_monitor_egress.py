@@ -518,3 +518,31 @@ def test_hosts_catch_up_on_each_others_charges_without_reloading(db_url: str) ->
     finally:
         for s in stores:
             s.close()
+
+
+def test_rows_deleted_by_hand_stay_counted_when_the_log_restores_only_some(store: Store) -> None:
+    """A generation moved with no row appended: suspect, repaired, and nothing forgotten.
+
+    A DBA deletes two charges and bumps the generation. The repair (the state guard's,
+    from the audit log) can put back only the one the log holds; the other still counts,
+    because the meter's totals never count less than they knew.
+    """
+    meter = _meter(store, cap=1000)
+    meter.charge("alice", 300, T0, artifact="m@1", charge_id="logged")
+    meter.charge("alice", 300, T0 + 1, artifact="m@1", charge_id="unlogged")
+    cache = meter._ledger
+    with store.session() as s:
+        s.execute(text("DELETE FROM egress_charges WHERE principal = 'alice'"))
+        s.execute(text("UPDATE egress_ledger SET generation = generation + 1"))
+
+    def repair(conn: Connection) -> int:
+        meter.insert(conn, [("logged", "alice", "m@1", 300, T0, None)])
+        return 1
+
+    meter.repair = repair
+    with pytest.raises(BudgetExceeded, match=r"\(600 of 1000 bytes used\)"):
+        meter.charge("alice", 401, T0 + 2, artifact="m@1", charge_id="third")
+    assert meter.suspect.is_set() and meter._ledger is cache  # kept, not rebuilt
+    meter.charge("alice", 400, T0 + 3, artifact="m@1", charge_id="fourth")  # 1000: exact
+    with pytest.raises(BudgetExceeded, match=r"\(1000 of 1000 bytes used\)"):
+        meter.charge("alice", 1, T0 + 4, artifact="m@1", charge_id="fifth")

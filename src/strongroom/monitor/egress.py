@@ -323,7 +323,11 @@ class EgressMeter:
             if self.repair is not None and self.repair(conn):
                 # Old rows went back in: other processes must rebuild, not catch up.
                 generation, epoch = self._db.lock(conn, rewrite=True)
-                ledger, fresh = self._prepare(conn, self._fresh(conn, generation, epoch), batch)
+                if moved_empty:  # this cache never lost the rows: keep it, at the new epoch
+                    ledger.generation, ledger.epoch = generation, epoch
+                else:
+                    ledger, fresh = self._prepare(conn, self._fresh(conn, generation, epoch),
+                                                  batch)
         spent = ledger.spent
         rows: list[ChargeRow] = []
         for it in fresh:
