@@ -546,3 +546,18 @@ def test_rows_deleted_by_hand_stay_counted_when_the_log_restores_only_some(store
     meter.charge("alice", 400, T0 + 3, artifact="m@1", charge_id="fourth")  # 1000: exact
     with pytest.raises(BudgetExceeded, match=r"\(1000 of 1000 bytes used\)"):
         meter.charge("alice", 1, T0 + 4, artifact="m@1", charge_id="fifth")
+
+
+def test_a_replay_of_a_charge_the_repair_puts_back_is_refused_as_a_replay(store: Store) -> None:
+    """The repair runs after the batch's replay check: the check runs again after it."""
+    meter = _meter(store, cap=1000)
+    meter.charge("alice", 100, T0, artifact="m@1", charge_id="n1")
+    with store.session() as s:
+        s.execute(text("DELETE FROM egress_charges WHERE charge_id = 'n1'"))
+        s.execute(text("UPDATE egress_ledger SET generation = generation + 1"))
+    meter.repair = lambda conn: meter.insert(conn, [("n1", "alice", "m@1", 100, T0, None)]) or 1
+    meter.charge("alice", 100, T0 + 1, artifact="m@1", charge_id="n1")  # a replay: a no-op
+    with store.session(readonly=True) as s:
+        assert s.execute(text("SELECT count(*) FROM egress_charges")).scalar() == 1
+    with pytest.raises(BudgetExceeded, match=r"\(100 of 1000 bytes used\)"):
+        meter.charge("alice", 901, T0 + 2, artifact="m@1", charge_id="n2")

@@ -326,8 +326,9 @@ class EgressMeter:
                 if moved_empty:  # this cache never lost the rows: keep it, at the new epoch
                     ledger.generation, ledger.epoch = generation, epoch
                 else:
-                    ledger, fresh = self._prepare(conn, self._fresh(conn, generation, epoch),
-                                                  batch)
+                    ledger = self._fresh(conn, generation, epoch)
+                # Again: a row put back may be a charge id this batch now replays.
+                ledger, fresh = self._prepare(conn, ledger, batch)
         spent = ledger.spent
         rows: list[ChargeRow] = []
         for it in fresh:
