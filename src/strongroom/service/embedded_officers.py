@@ -99,10 +99,10 @@ class EmbeddedOfficers:
         with vault:
             keys = ctx.officer_keys()
             d = ctx.directory()
-            pairs = [(p.name, k) for k, p in d.principals.items()]
-            kid = revocation_subject(who, [x for x in pairs if x[1] not in d.revoked_keys],
-                                     [x for x in pairs if x[1] in d.revoked_keys]
-                                     + [("", k) for k in d.revoked_keys])
+            named = {k: p.name for k, p in d.principals.items()}
+            kid = revocation_subject(
+                who, [(n, k) for k, n in named.items() if k not in d.revoked_keys],
+                [(named.get(k, ""), k) for k in d.revoked_keys])
             env = KeyRevocation(kid, reason, int(time.time())).sign(*keys)  # type: ignore[arg-type]
             digest = publish(vault.store, "revocation", env)
             vault.record("people.revoke", who, "allow", reason=reason, key_id=kid,
