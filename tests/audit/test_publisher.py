@@ -107,7 +107,9 @@ def test_a_witness_that_is_down_delays_no_append(
             lag = publisher.status().witness_lag_s["witness.test/down"]
         finally:
             publisher.stop()
-    assert appends < 1.0  # 20 one-entry commits, none waiting on the witness
+    # 20 one-entry commits: waiting on the 0.2 s witness would take >= 4 s; the bound is
+    # loose so a loaded CI machine cannot fail it, and still far below that.
+    assert appends < 2.5
     assert lag > 0.2
 
 
