@@ -40,12 +40,16 @@ def vendor() -> ForgedVendor:
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory, vendor: ForgedVendor,
           server_db: str | None) -> Iterator[ServerWorld]:  # noqa: F811
-    tmp = tmp_path_factory.mktemp("attested")
+    yield from trusting_world(tmp_path_factory.mktemp("attested"), vendor, server_db)
+
+
+def trusting_world(tmp: Path, vendor: ForgedVendor, db_url: str | None) -> Iterator[ServerWorld]:
+    """The attested world, its gate given ``vendor``'s roots (test only) while it lives."""
     roots = tmp / "test-roots.pem"
     roots.write_bytes(vendor.ark.public_bytes(Encoding.PEM))
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("STRONGROOM_ATTEST_TEST_ROOTS", str(roots))
-        yield from _attested_world(tmp, server_db)
+        yield from _attested_world(tmp, db_url)
 
 
 def _attested_world(tmp: Path, db_url: str | None) -> Iterator[ServerWorld]:

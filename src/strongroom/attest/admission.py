@@ -10,7 +10,9 @@ file key to anything but the enclave's ephemeral key::
     adm = desk.admit(policy, "sev-snp", report, collateral, recipient, nonce)   # 3. checked
     stanza = desk.wrap(file_key, adm)                         # 4. only that key can open it
 
-:meth:`AdmissionDesk.admit` spends the nonce (single use, short-lived), verifies
+:meth:`AdmissionDesk.admit` spends the nonce (single use, short-lived, MAC'd by the
+gate: :mod:`strongroom.attest.nonces`; the runtime keeps them in the database so
+evidence may come back to any gate of the deployment, after a restart too), verifies
 the evidence on its platform, checks that the report data binds *this*
 recipient and *this* nonce (so a report replayed with another ephemeral key,
 or replayed at all, is refused) and that the policy allows it, then caches the
@@ -42,6 +44,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from strongroom.attest.evidence import Collateral, Platform, VerifiedEvidence, refuse
+from strongroom.attest.nonces import MemoryLedger, SignedNonces
 from strongroom.attest.policy import AttestationPolicy
 from strongroom.crypto.age import Stanza, X25519Recipient
 from strongroom.crypto.age_pq import HybridRecipient
@@ -85,35 +88,25 @@ class AdmissionDesk:
     def __init__(self, platforms: Mapping[str, Platform], *, observer: Observer | None = None,
                  clock: Callable[[], float] = time.monotonic,
                  wall: Callable[[], datetime] | None = None, nonce_ttl_s: float = NONCE_TTL_S,
-                 lifetime_s: float = LIFETIME_S) -> None:
+                 lifetime_s: float = LIFETIME_S, nonces: SignedNonces | None = None) -> None:
         self._platforms = dict(platforms)
         self._observer = observer
         self._clock = clock
         self._wall = wall or (lambda: datetime.now(UTC))
-        self._nonce_ttl = nonce_ttl_s
         self._lifetime = lifetime_s
-        self._nonces: OrderedDict[bytes, float] = OrderedDict()
+        #: Issues and spends the gate's nonces: this process only unless the runtime
+        #: hands in the deployment's (MAC key in the barrier, ledger in the database).
+        self.nonces = nonces or SignedNonces(os.urandom(32), MemoryLedger(MAX_OUTSTANDING),
+                                             ttl_s=nonce_ttl_s, clock=clock)
         self._admitted: OrderedDict[tuple[str, bytes], Admission] = OrderedDict()
         self._lock = threading.Lock()
 
     def challenge(self) -> bytes:
         """A fresh nonce for one piece of evidence (single use, valid ``nonce_ttl_s``)."""
-        nonce = os.urandom(NONCE_SIZE)
-        with self._lock:
-            self._nonces[nonce] = self._clock() + self._nonce_ttl
-            while len(self._nonces) > MAX_OUTSTANDING:
-                self._nonces.popitem(last=False)
-        return nonce
+        return self.nonces.issue()
 
     def _spend(self, nonce: bytes) -> None:
-        with self._lock:
-            expires = self._nonces.pop(nonce, None)
-        if expires is None:
-            raise refuse("nonce", "the nonce was not issued by this gate or was already used",
-                         obj="attested release")
-        if self._clock() > expires:
-            raise refuse("nonce", "the nonce is stale (older than "
-                                  f"{self._nonce_ttl:.0f} s)", obj="attested release")
+        self.nonces.spend(nonce)
 
     def admit(self, policy: AttestationPolicy, platform: str, evidence: bytes,
               collateral: Collateral, recipient: EphemeralRecipient, nonce: bytes) -> Admission:

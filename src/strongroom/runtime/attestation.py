@@ -4,7 +4,8 @@
 local key agent) the deployable platforms (AMD SEV-SNP over AMD's shipped roots;
 Intel TDX when dcap-qvl is installed), the officers' pinned attestation policies
 and an observer that appends every admission decision, with the nonce it spent,
-to the audit log (``attest.admit``)::
+to the audit log (``attest.admit``), and nonces any gate on the database can
+spend once (:func:`deployment_nonces`)::
 
     gate = ReleaseGate(..., attestation=attestation_service(keyring, store, audit))
     nonce = gate.attestation.desk.challenge()
@@ -26,14 +27,21 @@ from __future__ import annotations
 
 import base64
 import logging
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from strongroom.attest.admission import AdmissionDesk, AttestationService, AttestedClaim
+from strongroom.attest.admission import (
+    NONCE_TTL_S,
+    AdmissionDesk,
+    AttestationService,
+    AttestedClaim,
+)
 from strongroom.attest.evidence import PLATFORMS, TEST_SUFFIX, Collateral, Platform
+from strongroom.attest.nonces import MAC_KEY_SIZE, SignedNonces
 from strongroom.crypto.age import X25519Recipient, parse_recipient
 from strongroom.crypto.age_pq import HybridRecipient
 from strongroom.errors import ConfigError, InvalidInput
@@ -44,12 +52,15 @@ if TYPE_CHECKING:
     from strongroom.store.db import Store
 
 __all__ = ["ADMIT_ACTION", "TEST_PLATFORM", "AttestSettings", "attestation_service",
-           "claim_from_json", "claim_to_json", "deployable_platforms"]
+           "claim_from_json", "claim_to_json", "deployable_platforms", "deployment_nonces",
+           "nonce_mac_key"]
 
 _log = logging.getLogger(__name__)
 
 #: The audit action of each admission decision (allow or deny, with the nonce spent).
 ADMIT_ACTION = "attest.admit"
+#: The barrier entry (``ext/…``) holding the deployment's nonce MAC key.
+NONCE_KEY_ENTRY = "attest-nonce-key"
 #: The only platform test roots can make: never a deployable name.
 TEST_PLATFORM = "sev-snp" + TEST_SUFFIX
 
@@ -107,9 +118,34 @@ def attestation_service(keyring: Keyring, store: Store, audit: AuditLog,
                      obj=f"attestation policy {event.get('policy', '')}", decision=decision,
                      reason=str(event.get("check", "")), details=event)
 
-    desk = AdmissionDesk(platforms, observer=observe)
+    desk = AdmissionDesk(platforms, observer=observe, nonces=deployment_nonces(keyring, store))
     return AttestationService(
         desk, lambda name: pinned_policy(reader, name, allow_test=allow_test))
+
+
+def nonce_mac_key(keyring: Keyring) -> bytes:
+    """The deployment's nonce MAC key, sealed in the barrier (made by the first gate to need it).
+
+    Every unsealed gate on the database reads the same entry; the database only
+    ever sees it sealed, so a DBA cannot make a nonce a gate would accept.
+    """
+    stored = keyring.sealed_entry(NONCE_KEY_ENTRY)
+    if not isinstance(stored, str):
+        keyring.seal_entry(NONCE_KEY_ENTRY, os.urandom(MAC_KEY_SIZE).hex())
+        stored = keyring.sealed_entry(NONCE_KEY_ENTRY)  # the newest, if another gate raced
+    if not isinstance(stored, str):  # pragma: no cover - seal_entry just wrote it
+        raise ConfigError("the attestation nonce key is missing from the barrier",
+                          obj="keyring", remedy="unseal again")
+    return bytes.fromhex(stored)
+
+
+def deployment_nonces(keyring: Keyring, store: Store) -> SignedNonces:
+    """Nonces every gate on ``store`` can spend once: MAC'd under the barrier's key, rows in
+    ``attest_nonces`` (so evidence may return to another host, or after a restart)."""
+    from strongroom.store.nonces import StoreAttestNonces
+
+    return SignedNonces(lambda: nonce_mac_key(keyring), StoreAttestNonces(store),
+                        ttl_s=NONCE_TTL_S)
 
 
 def claim_to_json(claim: AttestedClaim) -> dict[str, Any]:

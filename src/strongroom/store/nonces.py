@@ -1,5 +1,8 @@
 """Spent request nonces kept in storage: a SQLite file per host, or the database's table.
 
+(:class:`StoreAttestNonces` keeps the gates' attestation nonces the same way:
+every host on the database spends them, once.)
+
 The server's RFC 9421 verifier (:mod:`strongroom.server.signatures`) refuses a
 signed request whose nonce was already spent; these are the two shared places
 it remembers them (the in-process one stays with the verifier)::
@@ -22,7 +25,7 @@ from strongroom.errors import InvalidInput
 if TYPE_CHECKING:  # SQLAlchemy loads only when a database cache is made (CLI start-up)
     from strongroom.store.db import Store
 
-__all__ = ["SqliteNonceCache", "StoreNonceCache"]
+__all__ = ["SqliteNonceCache", "StoreAttestNonces", "StoreNonceCache"]
 
 
 class SqliteNonceCache:
@@ -125,3 +128,64 @@ class StoreNonceCache:
                                remedy="check that the database is reachable, then retry"
                                ) from None
         return spent
+
+
+class StoreAttestNonces:
+    """The gates' attestation nonces on the database (table ``attest_nonces``).
+
+    A :class:`strongroom.attest.nonces.NonceLedger`: :meth:`record` inserts the
+    row at issue; :meth:`spend` marks it spent in one ``UPDATE … WHERE spent IS
+    NULL AND expires > now`` (atomic on SQLite and PostgreSQL: of two hosts
+    racing, one updates the row, the other finds none). The row is trusted for
+    nothing else: the nonce's MAC and expiry are checked before it is read.
+    """
+
+    def __init__(self, store: Store, *, prune_every_s: float = 60.0) -> None:
+        from strongroom.store.tables.attest import AttestNonce
+
+        self.store = store
+        self._table: Any = AttestNonce.__table__
+        self._prune_every_s = prune_every_s
+        self._next_prune = 0.0
+        self._lock = threading.Lock()
+
+    def _storage_error(self, what: str, exc: Exception) -> Exception:
+        from strongroom.errors import StorageError
+
+        return StorageError(f"cannot {what} the attestation nonce: {type(exc).__name__}",
+                            obj="attest_nonces",
+                            remedy="check that the database is reachable, then retry")
+
+    def record(self, nonce_id: str, expires: float, now: float) -> None:
+        """Insert the issued nonce's row (pruning rows long expired now and then)."""
+        from sqlalchemy import delete, insert
+        from sqlalchemy.exc import SQLAlchemyError
+
+        table = self._table
+        with self._lock:
+            prune = now >= self._next_prune
+            if prune:
+                self._next_prune = now + self._prune_every_s
+        try:
+            with self.store.engine.begin() as conn:
+                if prune:
+                    conn.execute(delete(table).where(table.c.expires <= now))
+                conn.execute(insert(table).values(nonce_id=nonce_id, expires=expires))
+        except SQLAlchemyError as exc:
+            raise self._storage_error("record", exc) from None
+
+    def spend(self, nonce_id: str, now: float) -> bool:
+        """Mark the nonce spent; False when its row is absent, expired or already spent."""
+        from sqlalchemy import update
+        from sqlalchemy.exc import SQLAlchemyError
+
+        table = self._table
+        stmt = (update(table)
+                .where(table.c.nonce_id == nonce_id, table.c.spent.is_(None),
+                       table.c.expires > now)
+                .values(spent=now))
+        try:
+            with self.store.engine.begin() as conn:
+                return conn.execute(stmt).rowcount == 1
+        except SQLAlchemyError as exc:
+            raise self._storage_error("spend", exc) from None
