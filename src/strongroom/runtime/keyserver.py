@@ -17,11 +17,19 @@ key pinned at set-up, and the blob's age header, whose SHA-256 must be the one
 that manifest pins for the shard; the ``U`` comes from that header only. The
 bytes charged are the manifest's size for the shard.
 
-Who may release (interim rule, until the directory of signed statements is
-replicated to key servers; docs/threshold.md): principals pinned by the key
-server's own officers at set-up (:class:`PinnedPrincipals`), each request
+Who may release: when the key server's officers pinned a set of **directory
+officers** at set-up (``officers``, ``officer_threshold``), the deployment's
+Grant rule itself (:class:`~strongroom.access.evidence.GrantEvidence`) over this
+server's own store: enrollments, labels, policies and Grants verified against
+those pinned officers, revocations and denials from this server's own table
+(journaled in its own log, so its DBA cannot delete them), the Grant's byte
+budget in its own ledger. The signed statements reach it through
+``POST /v1/keyserver/statements`` (:meth:`KeyServer.receive`): anyone may send
+them, since each one verifies at use; a Grant may also travel in the release
+evidence. Without pinned officers, the documented *pinned-principals* mode:
+principals pinned by its officers (:class:`PinnedPrincipals`), each request
 freshly signed by the principal and single use (nonces rebuilt from this
-server's own audit log at unseal).
+server's own audit log at unseal); no Grant, approvals or Cedar.
 
 Group-key rotation: a new ``dkg`` while this server holds a share keeps the old
 share as a retired entry (``threshold/share/<group key id>``), and a partial
@@ -45,7 +53,7 @@ import json
 import secrets
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
@@ -53,7 +61,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from strongroom.crypto import age
 from strongroom.crypto.age_pq import HybridIdentity
-from strongroom.crypto.dsse import key_id, sign_statement, verify_statement
+from strongroom.crypto.dsse import key_id, sign_statement
 from strongroom.errors import (
     AccessDenied,
     ConfigError,
@@ -64,6 +72,7 @@ from strongroom.errors import (
     StrongroomError,
 )
 from strongroom.keys.config import KeysSettings
+from strongroom.keys.officers import Officers
 from strongroom.keys.threshold import (
     SHARE_ENTRY,
     STANZA_TYPE,
@@ -74,6 +83,7 @@ from strongroom.keys.threshold import (
     share_entry,
 )
 from strongroom.release import ReleaseGate, ReleaseRequest, UsedNonces, check_release_signature
+from strongroom.release.ports import LocatedShard
 from strongroom.release.request import MAX_EVIDENCE_LIFETIME_S, PublicKeys
 from strongroom.runtime.services import LocalKeyService
 from strongroom.store.db import Store
@@ -92,7 +102,8 @@ from strongroom.vault.manifest import FileEntry, Manifest
 if TYPE_CHECKING:
     from strongroom.audit.log import AuditLog
     from strongroom.keys.keyring import Keyring
-    from strongroom.release.ports import ShardLocator
+    from strongroom.release.ports import EvidenceVerifier, ShardLocator
+    from strongroom.runtime.state_guard import StateGuard
 
 __all__ = [
     "ADMIN_PAYLOAD_TYPE",
@@ -211,31 +222,39 @@ class _ShareUnwrapper:
         return bytearray(located.wrapped.u.mult(located.share.value).raw)
 
 
-class _CarriedSizes:
-    """Shard sizes from manifests this server verified for the request in flight."""
+class _CarriedShards:
+    """The gate's shard locator on a key server: shards of the manifests it verified for the
+    requests in flight (carried with each request; there is no artifact table to read)."""
 
     def __init__(self) -> None:
-        self._sizes: dict[tuple[str, str, str], int] = {}
+        self._located: dict[tuple[str, str, str], LocatedShard] = {}
         self._lock = threading.Lock()
 
-    def note(self, request: ReleaseRequest, entry: FileEntry) -> None:
+    def note(self, request: ReleaseRequest, manifest: Manifest, entry: FileEntry) -> None:
+        located = LocatedShard(manifest.shard(entry), manifest.kind, tuple(manifest.compartments),
+                               dict(manifest.metadata))
         with self._lock:
-            self._sizes[(request.artifact, request.shard, request.blob_id)] = entry.size
+            if len(self._located) > 4096:
+                self._located.clear()
+            self._located[(request.artifact, request.shard, request.blob_id)] = located
 
-    def size(self, request: ReleaseRequest) -> int:
+    def locate(self, request: ReleaseRequest) -> LocatedShard:
         with self._lock:
-            size = self._sizes.get((request.artifact, request.shard, request.blob_id))
-        if size is None:
+            found = self._located.get((request.artifact, request.shard, request.blob_id))
+        if found is None:
             raise AccessDenied("no verified manifest names this shard", obj=request.obj,
                                remedy="send the artifact's signed manifest with the request")
-        return size
+        return found
+
+    def size(self, request: ReleaseRequest) -> int:
+        return self.locate(request).shard.size
 
 
 class KeyServer:
     """One key server's state: its key service (keyring, gate, audit), its sealed share and config."""
 
     def __init__(self, store: Store, settings: KeysSettings | None = None, *, actor: str = "keyserver") -> None:
-        self._sizes = _CarriedSizes()
+        self._sizes = _CarriedShards()
         self._rule: PinnedPrincipals | None = None
         self.svc = LocalKeyService(store, settings or KeysSettings(key_backend="shamir"), actor=actor,
                                    evidence_factory=self._evidence, sizes_factory=lambda _kr: self._sizes)
@@ -274,11 +293,30 @@ class KeyServer:
                 raise Sealed("the key server's gate is not built", obj="key server",
                              remedy="unseal it with its custodians' shares")
             if self._gate is None or self._gate.audit is not base.audit:
+                config = self._config_or_none(self.svc.keyring)
+                evidence = (self._grant_rule(config, base) if config is not None and config.get("officers")
+                            else base.evidence)
                 self._gate = ReleaseGate(
                     cast("Keyring", _ShareUnwrapper(self.svc.keyring, self)), base.audit,
-                    evidence=base.evidence, egress=base.egress, sizes=self._sizes, canaries=base.canaries,
+                    evidence=evidence, egress=base.egress, sizes=self._sizes, canaries=base.canaries,
                     guard=base.guard, server=base.server, observer=base.observer)
             return self._gate
+
+    def _grant_rule(self, config: Mapping[str, Any], base: ReleaseGate) -> EvidenceVerifier:
+        """The deployment's Grant rule over this server's own store, its officers' pinned directory
+        officers and the manifests carried with each request (wired as ``strongroom serve`` wires it)."""
+        from strongroom.access.evidence import GrantEvidence
+
+        pinned = _keys(config.get("officers", []))
+        rule = GrantEvidence(lambda: pinned, int(config["officer_threshold"]), self.svc.store,
+                             shards=self._sizes)
+        guard = cast("StateGuard | None", base.guard)
+        if guard is not None:  # restore deleted revocations before the rule reads the table
+            rule.on_change = guard.journal.changed
+            if guard.egress is not None:
+                guard.egress.remember_nonce = rule.remember
+        rule.seed_from_audit(base.audit, time.time())
+        return rule
 
     def _current(self) -> None:
         """Drop what was read from the barrier under an earlier unseal (a seal ends a session)."""
@@ -355,7 +393,7 @@ class KeyServer:
         if header is None or hashlib.sha256(body.header[: header.size]).hexdigest() != entry.header_sha256:
             raise IntegrityError("the blob header is not the one the signed manifest pins", obj=request.obj,
                                  remedy="send the blob's own header; the blob may have been swapped")
-        self._sizes.note(request, entry)
+        self._sizes.note(request, manifest, entry)
         request = ReleaseRequest(principal=request.principal, principal_key=request.principal_key,
                                  artifact=request.artifact, shard=request.shard, blob_id=request.blob_id,
                                  nbytes=request.nbytes, purpose=request.purpose, evidence=request.evidence,
@@ -369,6 +407,38 @@ class KeyServer:
         finally:
             raw[:] = bytes(len(raw))
         return partial_decrypt(share, digest, [wrapped.u], points=[point]).encode()
+
+    # -- the directory of signed statements (the Grant rule's input) -------------------
+
+    def receive(self, items: Sequence[Any]) -> dict[str, Any]:
+        """Store signed access statements in this server's own table; audited in its own log.
+
+        Anyone may send them: each is verified at use against the directory officers this
+        server's officers pinned (an unsigned or foreign one grants nothing). The lookup keys
+        are derived here from each statement's payload, never taken from the sender, so a
+        revocation cannot be filed where the rule does not look. Restrictive kinds
+        (revocations, denials, Grant revocations) are journaled in this server's log by its
+        state guard before the next release, so this server's DBA cannot delete them.
+        """
+        self._current()
+        audit = self.svc.audit
+        if audit is None:
+            raise Sealed("the key server's audit log is not open", obj="key server",
+                         remedy="unseal it with its custodians' shares")
+        if len(items) > _MAX_STATEMENTS:
+            raise InvalidInput(f"{len(items)} statements in one request", obj="statements",
+                               remedy=f"send at most {_MAX_STATEMENTS} at a time")
+        store = self.svc.store
+        writers = [(kind, _writer(store, kind, env))  # every one checked before any is written
+                   for kind, env in (_statement(item, n) for n, item in enumerate(items))]
+        stored: dict[str, list[str]] = {}
+        for kind, write in writers:
+            stored.setdefault(kind, []).append(write())
+        result = {"stored": {k: len(v) for k, v in sorted(stored.items())}}
+        audit.append(actor="keyserver", action="keys.threshold_statements", obj="key server",
+                     decision="allow", reason="signed access statements received",
+                     details={**result, "digests": {k: sorted(v) for k, v in stored.items()}})
+        return result
 
     def _manifest(self, envelope: str, config: Mapping[str, Any], *, obj: str) -> Manifest:
         cached = self._manifests.get(envelope)
@@ -388,7 +458,8 @@ class KeyServer:
         """Run one officer-signed administration statement; audited; returns its public result."""
         keyring = self.svc.keyring
         officers = keyring.officers()
-        st = verify_statement(envelope, ADMIN_PAYLOAD_TYPE, officers, obj="keyserver-admin statement")
+        st = Officers(officers, keyring.officer_mldsa()).verify(
+            envelope, ADMIN_PAYLOAD_TYPE, obj="keyserver-admin statement")
         now = time.time()
         expires, nonce = st.get("expires"), st.get("nonce")
         if not isinstance(expires, int) or not isinstance(nonce, str) or len(nonce) < 16 \
@@ -422,23 +493,35 @@ class KeyServer:
             return result
 
     def _setup(self, st: Mapping[str, Any]) -> dict[str, Any]:
+        obj = "keyserver-admin setup"
         try:
             index = int(st["index"])
             Ed25519PublicKey.from_public_bytes(base64.b64decode(st["manifest_key"], validate=True))
             principals = {key_id(Ed25519PublicKey.from_public_bytes(base64.b64decode(p, validate=True))): p
-                          for p in st["principals"]}
+                          for p in st.get("principals", [])}
+            officers = _keys(list(st.get("officers", [])))
+            officer_threshold = int(st.get("officer_threshold", 0))
         except (KeyError, TypeError, ValueError) as exc:
-            raise InvalidInput("setup needs index, manifest_key and principals (base64 Ed25519 keys)",
-                               obj="keyserver-admin setup") from exc
+            raise InvalidInput("setup needs index, manifest_key, and officers with officer_threshold (the Grant "
+                               "rule) or principals (base64 Ed25519 keys)", obj=obj) from exc
         if not 1 <= index <= 255:
-            raise InvalidInput(f"index {index} is outside 1..255", obj="keyserver-admin setup")
+            raise InvalidInput(f"index {index} is outside 1..255", obj=obj)
+        if officers and not 1 <= officer_threshold <= len(officers):
+            raise InvalidInput(f"officer_threshold {officer_threshold} is outside 1..{len(officers)}", obj=obj,
+                               remedy="give how many of the pinned directory officers must sign a statement")
+        config: dict[str, Any] = {"index": index, "manifest_key": st["manifest_key"],
+                                  "principals": sorted(principals.values())}
+        if officers:
+            config |= {"officers": sorted(st["officers"]), "officer_threshold": officer_threshold}
         keyring = self.svc.keyring
-        keyring.seal_entry(_CONFIG_ENTRY, {"index": index, "manifest_key": st["manifest_key"],
-                                           "principals": sorted(principals.values())})
+        keyring.seal_entry(_CONFIG_ENTRY, config)
         self._config = None
+        self._gate = None  # the next release builds the gate with the rule this set-up chose
         if self._rule is not None:
             self._rule.principals = _principals(self.config())
-        return {"index": index, "principals": sorted(principals)}
+        mode = "grant" if officers else "pinned-principals"
+        return {"index": index, "principals": sorted(principals), "mode": mode,
+                "officers": sorted(officers), "officer_threshold": officer_threshold if officers else None}
 
     def transport(self) -> TransportIdentity:
         """This server's key-generation transport identity (sealed in its barrier; made on first use).
@@ -561,10 +644,70 @@ class KeyServer:
 
 
 def _principals(config: Mapping[str, Any] | None) -> dict[str, Ed25519PublicKey]:
-    if config is None:
-        return {}
-    keys = [Ed25519PublicKey.from_public_bytes(base64.b64decode(p)) for p in config.get("principals", [])]
+    return {} if config is None else _keys(config.get("principals", []))
+
+
+def _keys(encoded: Sequence[str]) -> dict[str, Ed25519PublicKey]:
+    """Base64 Ed25519 public keys by DSSE key id (raises ValueError on a malformed one)."""
+    keys = [Ed25519PublicKey.from_public_bytes(base64.b64decode(p, validate=True)) for p in encoded]
     return {key_id(k): k for k in keys}
+
+
+#: Statement kinds a key server's Grant rule reads (break-glass is not accepted on key servers).
+STATEMENT_KINDS = ("enrollment", "revocation", "label", "policy", "request", "approval", "denial",
+                   "grant", "grant-revocation")
+_MAX_STATEMENTS = 2000
+
+
+def _statement(item: Any, n: int) -> tuple[str, str]:
+    """One ``{"kind", "envelope"}`` item, checked to be a DSSE statement of an accepted kind."""
+    from strongroom.access import statements
+
+    obj = f"statement {n}"
+    kind = item.get("kind") if isinstance(item, dict) else None
+    env = item.get("envelope") if isinstance(item, dict) else None
+    if kind not in STATEMENT_KINDS or not isinstance(env, str):
+        raise InvalidInput(f"statement {n} is not {{\"kind\", \"envelope\"}} of an accepted kind", obj=obj,
+                           remedy=f"send kinds among {', '.join(STATEMENT_KINDS)} with their DSSE envelopes")
+    try:
+        statements.unverified_payload(env)
+    except (InvalidInput, ValueError, TypeError):
+        raise InvalidInput(f"statement {n} is not a DSSE envelope", obj=obj,
+                           remedy="send the envelope exactly as it was signed") from None
+    return str(kind), env
+
+
+def _writer(store: Store, kind: str, env: str) -> Callable[[], str]:
+    """What stores ``env`` under the lookup keys the vault's own writers use (from its payload);
+    InvalidInput before anything is written when a field they need is missing."""
+    from strongroom.access import statements
+    from strongroom.access.approvals import AccessRequest, submit_request
+    from strongroom.access.directory import base_name, publish
+
+    st = statements.unverified_payload(env)
+    try:
+        if kind == "enrollment":
+            Ed25519PublicKey.from_public_bytes(bytes.fromhex(str(st["key"])))
+        if kind in ("enrollment", "revocation", "label"):
+            return lambda: publish(store, kind, env)
+        if kind == "policy":
+            return lambda: statements.put(store, kind, env, subject="policy")
+        if kind == "request":
+            AccessRequest.from_statement(st)
+            return lambda: submit_request(store, env)
+        if kind in ("approval", "denial"):
+            subject, expires = str(st["request"]), int(st["expires"])
+            return lambda: statements.put(store, kind, env, subject=subject, expires=expires)
+        if kind == "grant":
+            req = AccessRequest.from_statement(statements.unverified_payload(str(st["request"])))
+            resource, expires = base_name(req.resource), int(st["expires"])
+            return lambda: statements.put(store, kind, env, subject=req.requester_key, resource=resource,
+                                          expires=expires)
+        grant = str(st["grant"])  # grant-revocation
+        return lambda: statements.put(store, kind, env, subject=grant)
+    except (KeyError, TypeError, ValueError, IntegrityError) as exc:
+        raise InvalidInput(f"a {kind} statement lacks its fields ({type(exc).__name__})", obj=kind,
+                           remedy="send the statement exactly as it was signed") from None
 
 
 def _signer(envelope: str, officers: Mapping[str, Ed25519PublicKey]) -> str:

@@ -8,6 +8,9 @@ process per key server, each on its own data directory and database. Routes
 * ``GET  /v1/keyserver/status`` — sealed?, index, epoch, commitments, public share, transport recipient;
 * ``POST /v1/keyserver/unseal`` — ``{"submission": <base64>}``: one custodian's share submission;
 * ``POST /v1/keyserver/admin`` — ``{"envelope": <DSSE>}`` signed by one of this server's officers;
+* ``POST /v1/keyserver/statements`` — ``{"statements": [{"kind", "envelope"}, ...]}``: signed access
+  statements for the Grant rule (enrollments, labels, policies, requests, approvals, Grants and
+  their revocations); no sender authentication, since each verifies at use;
 * ``POST /v1/keyserver/partial`` — a :class:`~strongroom.runtime.keyserver.PartialRequest`: the
   partial decryption with its proof, or the gate's refusal.
 """
@@ -17,7 +20,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -38,6 +41,7 @@ from strongroom.runtime.keyserver import KeyServer, PartialRequest
 __all__ = ["create_app", "status_of"]
 
 _MAX_BODY = 1 << 20
+_T = TypeVar("_T")
 
 
 def status_of(exc: StrongroomError) -> int:
@@ -64,6 +68,14 @@ async def _body(request: Request) -> Any:
         raise InvalidInput("the body is not JSON", obj=request.url.path) from None
 
 
+def _field(body: Any, name: str, kind: type[_T], obj: str, shape: str) -> _T:
+    """``body[name]`` when the body is an object holding one of ``kind``; InvalidInput naming the shape."""
+    value = body.get(name) if isinstance(body, dict) else None
+    if not isinstance(value, kind):
+        raise InvalidInput(f"send {{\"{name}\": {shape}}}", obj=obj)
+    return value
+
+
 def create_app(server: KeyServer) -> FastAPI:
     """The key server's ASGI app over one :class:`KeyServer`."""
     app = FastAPI(title="strongroom key server", docs_url=None, redoc_url=None, openapi_url=None)
@@ -88,11 +100,15 @@ def create_app(server: KeyServer) -> FastAPI:
 
     @app.post("/v1/keyserver/admin")
     async def admin(request: Request) -> dict[str, Any]:
-        body = await _body(request)
-        envelope = body.get("envelope") if isinstance(body, dict) else None
-        if not isinstance(envelope, str):
-            raise InvalidInput("send {\"envelope\": <DSSE statement>}", obj="keyserver-admin")
+        envelope = _field(await _body(request), "envelope", str, "keyserver-admin", "<DSSE statement>")
         result: dict[str, Any] = await run_in_threadpool(server.admin, envelope)
+        return result
+
+    @app.post("/v1/keyserver/statements")
+    async def receive(request: Request) -> dict[str, Any]:
+        items = _field(await _body(request), "statements", list, "statements",
+                       "[{\"kind\": ..., \"envelope\": ...}]")
+        result: dict[str, Any] = await run_in_threadpool(server.receive, items)
         return result
 
     @app.post("/v1/keyserver/partial")
