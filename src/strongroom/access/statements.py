@@ -36,8 +36,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.asymmetric.mldsa import MLDSA65PrivateKey, MLDSA65PublicKey
 from sqlalchemy import select, update
 
-from strongroom.crypto.dsse import ExternalKey, sign_statement, verify_statement
-from strongroom.crypto.hybrid_sig import PinnedSigner, add_mldsa_signature, verify_hybrid_statement
+from strongroom.crypto.dsse import ExternalKey, sign_statement
+from strongroom.crypto.hybrid_sig import add_mldsa_signature, verify_pinned
 from strongroom.errors import IntegrityError, InvalidInput, StorageError
 from strongroom.store.db import Store, dbapi_errors, raw_query
 from strongroom.store.tables.access import AccessGeneration, AccessStatement
@@ -200,14 +200,8 @@ class VerifyCache:
             if hit is not None:
                 self._entries.move_to_end(key)
                 return dict(hit)
-        if pinned:
-            statement = verify_hybrid_statement(
-                env, payload_type(kind),
-                [PinnedSigner(public, pq.get(kid)) for kid, public in trusted.items()],
-                threshold=threshold, obj=obj)
-        else:
-            statement = verify_statement(env, payload_type(kind), trusted, threshold=threshold,
-                                         obj=obj)
+        statement = verify_pinned(env, payload_type(kind), trusted, pq=pq, threshold=threshold,
+                                  obj=obj)
         if statement.get("_type") != f"strongroom.access.{kind}/v1":
             raise IntegrityError(f"signed statement is not a {kind}", obj=obj)
         with self._lock:

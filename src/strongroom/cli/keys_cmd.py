@@ -54,7 +54,9 @@ def init(
     threshold: ThresholdOpt = 0,
     shares_dir: SharesDirOpt = Path("shares"),
     officer: Annotated[list[Path] | None, typer.Option(
-        "--officer", help="security officer's Ed25519 public key file (repeatable)")] = None,
+        "--officer", help="security officer's public key file (repeatable): from `keys "
+                     "new-identity --pq` (Ed25519 + ML-DSA-65, both pinned; preferred) or "
+                     "without --pq (Ed25519 alone)")] = None,
     officer_threshold: Annotated[int, typer.Option(
         "--officer-threshold", help="officer signatures needed for directory statements")] = 1,
 ) -> None:

@@ -32,7 +32,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,6 +51,7 @@ __all__ = [
     "add_mldsa_signature",
     "mldsa_key_id",
     "verify_hybrid_statement",
+    "verify_pinned",
 ]
 
 #: The signed-note signature type used for ML-DSA-65 lines (see the module docstring).
@@ -135,6 +136,27 @@ def verify_hybrid_statement(envelope: str | bytes, payload_type: str,
     if not isinstance(statement, dict):
         raise IntegrityError("signed payload is not a JSON object", obj=obj)
     return statement
+
+
+def verify_pinned(envelope: str | bytes, payload_type: str,
+                  trusted: Mapping[str, Ed25519PublicKey], *,
+                  pq: Mapping[str, MLDSA65PublicKey] | None = None, threshold: int = 1,
+                  obj: str = "statement") -> dict[str, Any]:
+    """The statement if ``threshold`` of ``trusted`` signed it: the one rule for pinned signers.
+
+    ``pq`` pins the ML-DSA-65 keys of some of the ``trusted`` key ids (hybrid
+    signers): such a signer counts only when both its signatures verify; the
+    others count on Ed25519 alone. With no ML-DSA key pinned this is
+    :func:`dsse.verify_statement`.
+    """
+    pins = {kid: key for kid, key in (pq or {}).items() if kid in trusted}
+    if not pins:
+        return dsse.verify_statement(envelope, payload_type, trusted, threshold=threshold,
+                                     obj=obj)
+    return verify_hybrid_statement(
+        envelope, payload_type,
+        [PinnedSigner(public, pins.get(kid)) for kid, public in trusted.items()],
+        threshold=threshold, obj=obj)
 
 
 def _note_key_id(name: str, public_key: MLDSA65PublicKey) -> int:

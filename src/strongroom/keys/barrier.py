@@ -25,13 +25,14 @@ from __future__ import annotations
 import base64
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.mldsa import MLDSA65PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from sqlalchemy import select
@@ -140,6 +141,9 @@ class BarrierContents:
     #: Officers' public keys by DSSE key id.
     officers: dict[str, Ed25519PublicKey]
     officer_threshold: int
+    #: Hybrid officers' ML-DSA-65 keys by the DSSE key id of their Ed25519 key (a keyring
+    #: written before hybrid officers has none: its officers are classical).
+    officer_mldsa: dict[str, MLDSA65PublicKey] = field(default_factory=dict)
 
 
 def initial_entries(
@@ -149,8 +153,12 @@ def initial_entries(
     officers: list[bytes] | tuple[bytes, ...],
     officer_threshold: int,
     now: datetime,
+    officer_mldsa: dict[bytes, bytes] | None = None,
 ) -> tuple[bytes, list[KeyringEntry]]:
-    """A new barrier: the keyring check and the entries (ceremony, officers, KEK v1, signing)."""
+    """A new barrier: the keyring check and the entries (ceremony, officers, KEK v1, signing).
+
+    ``officer_mldsa`` maps a hybrid officer's raw Ed25519 key to its raw ML-DSA-65 key.
+    """
     aead = AESGCM(derive_barrier_key(root_key))
     vid = config.vault_id
 
@@ -167,7 +175,9 @@ def initial_entries(
     entries = [
         seal(_CEREMONY_PATH, json.loads(config.to_json()) | {"backend": backend}),
         seal(_OFFICERS_PATH, {"threshold": officer_threshold,
-                              "keys": [b64(k) for k in officers]}),
+                              "keys": [b64(k) for k in officers],
+                              "mldsa": {key_id(Ed25519PublicKey.from_public_bytes(k)): b64(pq)
+                                        for k, pq in (officer_mldsa or {}).items()}}),
         seal(f"{KEK_PREFIX}1", {"key": b64(os.urandom(32)), "created": now.isoformat(),
                                 "retired": False}),
     ]
@@ -235,6 +245,8 @@ class Barrier:
             }
             officer_keys = [Ed25519PublicKey.from_public_bytes(unb64(k)) for k in officers["keys"]]
             officer_threshold = int(officers["threshold"])
+            officer_mldsa = {str(kid): MLDSA65PublicKey.from_public_bytes(unb64(v))
+                             for kid, v in dict(officers.get("mldsa") or {}).items()}
         except (KeyError, ValueError, TypeError) as exc:
             raise IntegrityError("the keyring barrier is missing or has malformed entries",
                                  obj=f"vault {state.vault_id}",
@@ -248,8 +260,13 @@ class Barrier:
             )
         if not keks:
             raise IntegrityError("the keyring holds no KEK version", obj=f"vault {state.vault_id}")
-        return BarrierContents(config, backend, keks, signing,
-                               {key_id(k): k for k in officer_keys}, officer_threshold)
+        pinned = {key_id(k): k for k in officer_keys}
+        if not set(officer_mldsa) <= set(pinned):
+            raise IntegrityError("the keyring pins an ML-DSA-65 key of no officer",
+                                 obj=f"vault {state.vault_id}",
+                                 remedy="restore the keyring tables from a trusted backup")
+        return BarrierContents(config, backend, keks, signing, pinned, officer_threshold,
+                               officer_mldsa)
 
     def put(self, session: Any, path: str, value: Any, now: datetime) -> None:
         """Seal ``value`` as the next version of entry ``path`` in ``session``'s transaction."""

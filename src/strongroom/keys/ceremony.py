@@ -286,7 +286,9 @@ def init_vault(
         try:
             Keyring.create(store, root_key=root, backend=backend, config=config,
                            officers=[o.public_bytes for o in officer_keys],
-                           officer_threshold=officer_threshold, wrapped_root=wrapped_root)
+                           officer_threshold=officer_threshold, wrapped_root=wrapped_root,
+                           officer_mldsa={o.public_bytes: o.mldsa_bytes
+                                          for o in officer_keys if o.mldsa_bytes})
         except BaseException:
             for f in files:
                 f.unlink(missing_ok=True)

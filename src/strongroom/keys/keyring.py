@@ -55,6 +55,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.mldsa import MLDSA65PublicKey
 from sqlalchemy.exc import IntegrityError as DbIntegrityError
 
 from strongroom.crypto import age, shamir
@@ -77,6 +78,7 @@ from strongroom.keys.barrier import (
 )
 from strongroom.keys.config import KeysSettings
 from strongroom.keys.kek import STANZA_TYPE, KekRing, Located
+from strongroom.keys.officers import OFFICER_MLDSA_PREFIX, OFFICER_PREFIX
 from strongroom.keys.unseal import HSM_HINT, UNSEAL_HINT, Ceremonies
 from strongroom.store.db import Store
 from strongroom.store.tables.keys import KeyringState
@@ -153,6 +155,7 @@ class Keyring:
         self._backend = ""
         self._signing: dict[str, Ed25519PrivateKey] = {}
         self._officers: dict[str, Ed25519PublicKey] = {}
+        self._officer_mldsa: dict[str, MLDSA65PublicKey] = {}
         self._officer_threshold = 1
         self._ceremonies = Ceremonies()
         self._keks = KekRing(store, clock, self._lock, self.require_unsealed)
@@ -169,6 +172,7 @@ class Keyring:
         officers: Sequence[bytes],
         officer_threshold: int,
         wrapped_root: bytes | None = None,
+        officer_mldsa: dict[bytes, bytes] | None = None,
         clock: Callable[[], datetime] = _utcnow,
     ) -> None:
         """Write a new keyring (state, check, ceremony, officers, signing keys, KEK v1) at once."""
@@ -180,8 +184,10 @@ class Keyring:
                 remedy="give 1 <= --officer-threshold <= number of --officer keys",
             )
         now = clock()
+        if not set(officer_mldsa or {}) <= set(officers):
+            raise InvalidInput("an ML-DSA-65 key is given for no --officer", obj="--officer")
         check, entries = initial_entries(root_key, config, backend, tuple(officers),
-                                         officer_threshold, now)
+                                         officer_threshold, now, officer_mldsa)
         state = KeyringState(
             id=1, vault_id=config.vault_id, backend=backend, generation=config.generation,
             threshold=config.threshold, shares=len(config.custodians),
@@ -311,6 +317,7 @@ class Keyring:
             self._keks.install(barrier, contents.keks)
             self._signing = contents.signing
             self._officers = contents.officers
+            self._officer_mldsa = contents.officer_mldsa
             self._officer_threshold = contents.officer_threshold
         except BaseException:
             root[:] = bytes(len(root))
@@ -325,6 +332,7 @@ class Keyring:
         self._keks.drop()
         self._signing = {}
         self._officers = {}
+        self._officer_mldsa = {}
         self._config = None
 
     def close(self) -> None:
@@ -440,6 +448,14 @@ class Keyring:
         self.require_unsealed()
         return dict(self._officers)
 
+    def officer_mldsa(self) -> dict[str, MLDSA65PublicKey]:
+        """Hybrid officers' ML-DSA-65 keys, by the key id of their Ed25519 key.
+
+        An officer listed here counts on a statement only when both signatures verify.
+        """
+        self.require_unsealed()
+        return dict(self._officer_mldsa)
+
     @property
     def officer_threshold(self) -> int:
         """How many officers must sign directory statements (the access issue's root of trust)."""
@@ -467,9 +483,12 @@ class Keyring:
                 self._barrier.put(session, EXT_PREFIX + name, value, self.clock())
 
     def public_keys(self) -> dict[str, bytes]:
-        """Raw Ed25519 public keys: ``manifest``, ``checkpoint`` and ``officer:<key id>``."""
+        """Raw public keys: Ed25519 ``manifest``, ``checkpoint`` and ``officer:<key id>``, and
+        ML-DSA-65 ``officer-mldsa65:<key id>`` of hybrid officers (:mod:`strongroom.keys.officers`)."""
         self.require_unsealed()
         out = {p: k.public_key().public_bytes_raw() for p, k in self._signing.items()}
         for kid, pub in self._officers.items():
-            out[f"officer:{kid}"] = pub.public_bytes_raw()
+            out[f"{OFFICER_PREFIX}{kid}"] = pub.public_bytes_raw()
+        for kid, pq in self._officer_mldsa.items():
+            out[f"{OFFICER_MLDSA_PREFIX}{kid}"] = pq.public_bytes_raw()
         return out
