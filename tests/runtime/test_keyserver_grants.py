@@ -14,6 +14,9 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import json
+import os
+import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -30,7 +33,7 @@ from strongroom.access import statements
 from strongroom.access.approvals import AccessRequest, approve
 from strongroom.access.directory import Enrollment, Vetting, level
 from strongroom.access.evidence import make_evidence
-from strongroom.access.grants import build_grant, revocation_statement
+from strongroom.access.grants import build_grant
 from strongroom.crypto import age
 from strongroom.errors import AccessDenied
 from strongroom.keys.identity import Identity
@@ -39,6 +42,7 @@ from strongroom.runtime.threshold_client import ThresholdClient
 from strongroom.store.db import Store
 from threshold_fixtures import ARTIFACT, SHARD, VAULT, Blob, FileKeyIdentity, make_blob
 
+from cli_fixtures import strongroom_exe
 from testsupport import need_service, pg_schema
 
 YEAR = 365 * 24 * 3600
@@ -195,19 +199,39 @@ def test_key_servers_verify_grants_themselves(tmp_path: Path, databases: list[st
         # ks-1 and ks-2 charged the first load and refuse; ks-3 never did and answers, but one is not k
         refused_by_each(spent, servers[:2], "byte budget", released=1)
 
-        # revoked: bob signs a revocation of the first Grant and pushes it to each key server
-        # himself (no vault, so no vault DBA, on the path); every server then refuses the Grant
+        # revoked: bob signs a revocation of the first Grant and sends it to each key server himself
+        # (`keyserver revoke-grant`: no vault, so no vault DBA, on the path); every server refuses it
         bob = d.people["bob"]
+        bob.save(tmp_path / "bob.identity")
         grant_id = statements.payload_digest(grant)
-        revocation = statements.sign(
-            "grant-revocation",
-            revocation_statement(grant_id, "bob", bob.public.key_id, "test", now=time.time()),
-            bob.private_key,
-        )
         assert (
             load(client, alice, blob, grant, servers) == blob.plaintext
         )  # the control: it loads before
-        push(servers, [{"kind": "grant-revocation", "envelope": revocation}])
+        env = {
+            k: v for k, v in os.environ.items() if k not in ("STRONGROOM_URL", "STRONGROOM_HOME")
+        }
+        out = subprocess.run(
+            [
+                strongroom_exe(),
+                "keyserver",
+                "revoke-grant",
+                grant_id,
+                "--reason",
+                "left the project",
+                "--identity",
+                str(tmp_path / "bob.identity"),
+                *[a for s in servers for a in ("--server", s.url)],
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+        )
+        assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr
+        sent = json.loads(out.stdout)
+        assert sent["grant"] == grant_id
+        assert all(sent["stored"][s.url] == {"grant-revocation": 1} for s in servers)
+        revocation: str = sent["revocation"]  # its digest
         with pytest.raises(AccessDenied) as revoked:
             load(client, alice, blob, grant, servers)
         refused_by_each(revoked, servers, "revoked")
@@ -230,9 +254,8 @@ def test_key_servers_verify_grants_themselves(tmp_path: Path, databases: list[st
         for s, url in zip(servers, databases, strict=True):  # the row is back (not just remembered)
             store = Store.open(url or f"sqlite:///{s.home / 'strongroom.db'}")
             try:
-                assert statements.envelopes(store, "grant-revocation", subject=grant_id) == [
-                    revocation
-                ]
+                kept = statements.envelopes(store, "grant-revocation", subject=grant_id)
+                assert [statements.payload_digest(e) for e in kept] == [revocation]
             finally:
                 store.close()
 

@@ -86,6 +86,84 @@ def admin(
     typer.echo(json.dumps(data, indent=2, sort_keys=True))
 
 
+def _post_statements(url: str, items: list[dict[str, str]]) -> dict[str, int]:
+    """Send signed statements to one key server in batches; what it stored, by kind."""
+    import httpx
+
+    from strongroom import errors
+    from strongroom.runtime.threshold_client import answer
+
+    stored: dict[str, int] = {}
+    with httpx.Client(timeout=60) as http:
+        for start in range(0, len(items), _BATCH):
+            try:
+                r = http.post(f"{url.rstrip('/')}/v1/keyserver/statements",
+                              json={"statements": items[start:start + _BATCH]})
+            except httpx.HTTPError as exc:
+                raise errors.ServerError(f"no answer from the key server ({type(exc).__name__})", obj=url,
+                                         remedy="check the URL and that `strongroom keyserver serve` runs") from None
+            for kind, n in answer(r, url).get("stored", {}).items():
+                stored[kind] = stored.get(kind, 0) + int(n)
+    return stored
+
+
+_BATCH = 200
+
+
+@keyserver_app.command()
+def sync(
+    server: Annotated[list[str] | None, typer.Option(
+        "--server", help="NAME=URL of a key server (repeatable); default: STRONGROOM_THRESHOLD_SERVERS")] = None,
+) -> None:
+    """Send this vault's signed access statements to its key servers (they verify each at use)."""
+    import json
+
+    from sqlalchemy import select
+
+    from strongroom.keys.config import KeysSettings
+    from strongroom.runtime.keyserver import STATEMENT_KINDS
+    from strongroom.runtime.services import open_vault
+    from strongroom.runtime.threshold_keys import parse_servers
+    from strongroom.store.tables.access import AccessStatement
+
+    targets = parse_servers(",".join(server) if server else KeysSettings().threshold_servers)
+    with open_vault() as vault, vault.store.session(readonly=True) as s:
+        rows = s.execute(select(AccessStatement.kind, AccessStatement.envelope)
+                         .where(AccessStatement.kind.in_(STATEMENT_KINDS)).order_by(AccessStatement.id)).all()
+    items = [{"kind": str(kind), "envelope": str(env)} for kind, env in rows]
+    out = {name: _post_statements(url, items) for name, url in targets}
+    typer.echo(json.dumps({"sent": len(items), "stored": out}, indent=2, sort_keys=True))
+
+
+@keyserver_app.command("revoke-grant")
+def revoke_grant(
+    grant_id: Annotated[str, typer.Argument(help="the Grant's id (`strongroom access grants`)")],
+    server: Annotated[list[str], typer.Option("--server", help="a key server's URL (repeatable: give every one)")],
+    identity: Annotated[Path, typer.Option("--identity", help="your identity file (requester, approver, officer)")],
+    reason: Annotated[str, typer.Option("--reason", help="why, for the logs")] = "",
+) -> None:
+    """Sign a Grant revocation with your own key and send it to each key server directly.
+
+    No vault is on this path, so nobody who runs the vault's database can hold it back; run
+    `strongroom access revoke` too so that the vault's own gate refuses the Grant.
+    """
+    import json
+    import time
+
+    from strongroom.access import statements
+    from strongroom.access.grants import revocation_statement
+    from strongroom.keys.identity import Identity
+
+    ident = Identity.load(identity)
+    env = statements.sign("grant-revocation", revocation_statement(
+        grant_id, ident.public.principal, ident.public.key_id, reason, now=time.time()), ident.private_key,
+        pq=ident.mldsa_key)
+    item = [{"kind": "grant-revocation", "envelope": env}]
+    out = {url: _post_statements(url, item) for url in server}
+    typer.echo(json.dumps({"grant": grant_id, "revocation": statements.payload_digest(env), "stored": out},
+                          indent=2, sort_keys=True))
+
+
 @keyserver_app.command()
 def rewrap(
     old_commitments: Annotated[Path, typer.Option(

@@ -48,7 +48,7 @@ ANYWHERE = frozenset({
     "gateway sign-release", "gateway verify-release",
     "keys new-identity", "keys verify-share",
     # a key server is its own data directory and host, never the vault's
-    "keyserver admin", "keyserver serve",
+    "keyserver admin", "keyserver revoke-grant", "keyserver serve",
     "redteam list",
     "serve",
     "trust ls", "trust rm", "trust set",
@@ -71,6 +71,7 @@ _HOST_ONLY = frozenset({
     "init", "rekey",
     "keys retire",
     "keyserver rewrap",  # the vault's blobs and manifests, through its key servers
+    "keyserver sync",  # the vault's signed access statements, to its key servers
     "monitor budget", "monitor eval",
     "redteam run", "redteam schedule",
     "transfer approve", "transfer approve-sign", "transfer export", "transfer import",
