@@ -37,6 +37,7 @@ import contextlib
 import dataclasses
 import hashlib
 import json
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from strongroom.artifacts import ArtifactRef
@@ -55,10 +56,15 @@ if TYPE_CHECKING:
     from strongroom.vault.manifest import FileEntry, Manifest
     from strongroom.vault.vault import Vault
 
-__all__ = ["ThresholdKeyService", "load_commitments", "parse_servers"]
+__all__ = ["ThresholdKeyService", "load_commitments", "parse_servers", "wrapped_to_group"]
 
 _SETTING_SERVERS = "STRONGROOM_THRESHOLD_SERVERS"
 _SETTING_COMMITMENTS = "STRONGROOM_THRESHOLD_COMMITMENTS"
+
+
+def wrapped_to_group(stanzas: Sequence[Stanza]) -> bool:
+    """Whether a blob's header wraps its file key to a threshold group key."""
+    return any(s.type == STANZA_TYPE for s in stanzas)
 
 
 def parse_servers(text: str, *, obj: str = _SETTING_SERVERS,
@@ -167,10 +173,15 @@ class ThresholdKeyService:
 
     def release(self, request: ReleaseRequest) -> bytearray:
         """The file key from k key servers (the caller zeroes it); the host's gate for other blobs."""
-        kids = [s.args[0] for s in request.stanzas if s.type == STANZA_TYPE and s.args]
-        if not kids:
+        if not wrapped_to_group(request.stanzas):
             return self.inner.release(request)
-        vault = self._attached(request.obj)
+        return self.release_through(self._attached(request.obj), request)
+
+    def release_through(self, vault: Vault, request: ReleaseRequest) -> bytearray:
+        """The file key of a threshold blob from k key servers, the manifest and header read (and
+        the host's decision recorded) through ``vault``: what ``strongroom serve``'s release route
+        calls with a vault acting for its verified caller."""
+        kids = [s.args[0] for s in request.stanzas if s.type == STANZA_TYPE and s.args]
         current = group_key_id(self.group_key)
         client = self.client if current in kids else next(
             (self._previous[k] for k in kids if k in self._previous), self.client)

@@ -13,7 +13,10 @@ manifests and pinned header stanzas come from a
 :class:`~strongroom.vault.shards.SignedShards` (both immutable once recorded, so
 cached; ``ctx.signed_shards()``, shared with the blob route), and the request is
 built by :func:`strongroom.release.request.build_request`; the release gate
-itself decides and audits every release.
+itself decides and audits every release. On a threshold vault
+(``STRONGROOM_FILE_KEYS=threshold``) a blob wrapped to the key servers' group
+key is released by k of them instead
+(:class:`~strongroom.server.threshold_release.ThresholdReleases`).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from strongroom.server import models as M
 from strongroom.server.auth import DirectRoute, caller_of
 from strongroom.server.context import ServerContext
 from strongroom.server.signatures import Caller
+from strongroom.server.threshold_release import ThresholdReleases
 from strongroom.vault.manifest import FileEntry, Manifest
 
 __all__ = ["build_router"]
@@ -47,6 +51,7 @@ def build_router(ctx: ServerContext) -> tuple[APIRouter, dict[tuple[str, str], D
     """
     r = APIRouter(prefix="/v1", tags=["weights"])
     shards = ctx.signed_shards()  # shared with the blob route
+    threshold = ThresholdReleases(ctx)  # STRONGROOM_FILE_KEYS=threshold: through the key servers
 
     def ref_of(body: M.KeyReleaseIn) -> ArtifactRef:
         ref = ArtifactRef.parse(body.artifact)
@@ -77,7 +82,10 @@ def build_router(ctx: ServerContext) -> tuple[APIRouter, dict[tuple[str, str], D
 
     def release_key(caller: Caller, body: M.KeyReleaseIn, host: str | None) -> M.KeyReleaseOut:
         m, entry, stanzas = shard_of(body)
-        key = ctx.keys.release(request_for(caller, body, host, m, entry, stanzas))
+        request = request_for(caller, body, host, m, entry, stanzas)
+        if threshold.handles(stanzas):  # wrapped to the key servers' group key: k of them release
+            return answer(m, entry, threshold.release(request, caller.name))
+        key = ctx.keys.release(request)
         return answer(m, entry, key)
 
     async def release_out(caller: Caller, body: M.KeyReleaseIn, host: str | None
@@ -93,7 +101,7 @@ def build_router(ctx: ServerContext) -> tuple[APIRouter, dict[tuple[str, str], D
                 hit = shards.cached(ref_of(body), body.shard)
             except InvalidInput:
                 hit = None  # the blocking path reports it
-        if release_async is not None and hit is not None:
+        if release_async is not None and hit is not None and not threshold.handles(hit[2]):
             m, entry, stanzas = hit
             try:
                 key = await release_async(request_for(caller, body, host, m, entry, stanzas))
