@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from cryptography.hazmat.primitives.asymmetric.mldsa import MLDSA65PublicKey
+from cryptography.hazmat.primitives.asymmetric.mldsa import MLDSA65PrivateKey, MLDSA65PublicKey
 
 from strongroom.access import statements
 from strongroom.access.fido import SecurityKey
@@ -45,6 +45,7 @@ from strongroom.access.statements import VerifyCache
 from strongroom.artifacts import base_name as base_name  # re-exported: labels and Grants key on it
 from strongroom.crypto.dsse import ExternalKey, key_id
 from strongroom.errors import IntegrityError, InvalidInput
+from strongroom.keys.officers import Officers
 from strongroom.store.db import Store
 
 __all__ = [
@@ -73,6 +74,8 @@ VETTING_STATUSES = ("active", "lapsed", "suspended", "revoked")
 EMPLOYMENT_STATES = ("active", "leave", "terminated")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}$")
 _TERM = re.compile(r"^\s*(\d+)\s+of\s+([A-Za-z0-9][A-Za-z0-9._-]{0,63})\s*$")
+#: Hybrid officers' ML-DSA-65 keys signing beside their Ed25519 keys (None: classical ones).
+OfficerPQSigners = Sequence[MLDSA65PrivateKey | None] | MLDSA65PrivateKey | None
 
 
 def level(value: str | int) -> int:
@@ -228,9 +231,9 @@ class Enrollment:
             raise IntegrityError(f"enrollment statement has an unexpected shape ({exc})",
                                  obj="enrollment") from None
 
-    def sign(self, *officers: Ed25519PrivateKey | ExternalKey) -> str:
-        """The enrollment statement signed by each officer key given."""
-        return statements.sign("enrollment", self.to_statement(), *officers)
+    def sign(self, *officers: Ed25519PrivateKey | ExternalKey, pq: OfficerPQSigners = None) -> str:
+        """The enrollment statement signed by each officer key given (``pq``: hybrid officers' ML-DSA-65)."""
+        return statements.sign("enrollment", self.to_statement(), *officers, pq=pq)
 
 
 @dataclass(frozen=True)
@@ -331,9 +334,9 @@ class ResourceLabel:
             raise IntegrityError(f"label statement has an unexpected shape ({exc})",
                                  obj="label") from None
 
-    def sign(self, *officers: Ed25519PrivateKey | ExternalKey) -> str:
-        """The label statement signed by each officer key given."""
-        return statements.sign("label", self.to_statement(), *officers)
+    def sign(self, *officers: Ed25519PrivateKey | ExternalKey, pq: OfficerPQSigners = None) -> str:
+        """The label statement signed by each officer key given (``pq``: hybrid officers' ML-DSA-65)."""
+        return statements.sign("label", self.to_statement(), *officers, pq=pq)
 
 
 @dataclass(frozen=True)
@@ -344,10 +347,10 @@ class KeyRevocation:
     reason: str
     issued: int
 
-    def sign(self, *officers: Ed25519PrivateKey | ExternalKey) -> str:
-        """The revocation statement signed by each officer key given."""
+    def sign(self, *officers: Ed25519PrivateKey | ExternalKey, pq: OfficerPQSigners = None) -> str:
+        """The revocation statement signed by each officer key given (``pq``: hybrid officers')."""
         return statements.sign("revocation", {"key_id": self.key_id, "reason": self.reason,
-                                              "issued": self.issued}, *officers)
+                                              "issued": self.issued}, *officers, pq=pq)
 
 
 @dataclass(frozen=True)
@@ -427,17 +430,21 @@ def revocation_subject(who: str, people: Iterable[tuple[str, str]],
 
 
 OfficerKeys = Callable[[], Mapping[str, Ed25519PublicKey]]
+OfficerPQKeys = Callable[[], Mapping[str, MLDSA65PublicKey]]
 
 
 class DirectoryReader:
     """Builds verified :class:`Directory` views from the store's statements."""
 
     def __init__(self, store: Store, officers: OfficerKeys, threshold: int,
-                 cache: VerifyCache | None = None) -> None:
+                 cache: VerifyCache | None = None, *,
+                 mldsa: OfficerPQKeys | None = None) -> None:
         if threshold < 1:
             raise InvalidInput("the officer threshold must be at least 1", obj="officers")
         self.store = store
         self.officers = officers
+        #: Hybrid officers' ML-DSA-65 keys: such an officer counts only when both signatures verify.
+        self.mldsa: OfficerPQKeys = mldsa or dict
         self.threshold = threshold
         self.cache = cache or VerifyCache()
         self._lock = threading.Lock()
@@ -446,8 +453,14 @@ class DirectoryReader:
         self._revoked: set[str] = set()
 
     def verify_officer_statement(self, env: str, kind: str, obj: str) -> dict[str, Any]:
-        """A statement only if ``threshold`` pinned officers signed it."""
-        return self.cache.verify(env, kind, self.officers(), threshold=self.threshold, obj=obj)
+        """A statement only if ``threshold`` pinned officers signed it (hybrid ones with both keys)."""
+        return self.cache.verify(env, kind, self.officers(), threshold=self.threshold, obj=obj,
+                                 pq=self.mldsa())
+
+    @classmethod
+    def for_officers(cls, store: Store, officers: Officers, threshold: int) -> DirectoryReader:
+        """A reader trusting ``officers`` (their ML-DSA-65 keys pinned too)."""
+        return cls(store, lambda: officers.ed25519, threshold, mldsa=lambda: officers.mldsa)
 
     def _enrollments(self, envs: Iterable[str]) -> dict[str, Enrollment]:
         best: dict[str, Enrollment] = {}

@@ -30,7 +30,8 @@ looked up in the store) or the JSON object ``{"release": <DSSE>, "grant":
 :func:`make_evidence`. Wire it into the gate like this::
 
     shards = shard_locator(keyring)        # strongroom.runtime.wiring
-    rule = GrantEvidence(keyring.officers, keyring.officer_threshold, store, shards=shards)
+    rule = GrantEvidence(keyring.officers, keyring.officer_threshold, store, shards=shards,
+                         officer_mldsa=keyring.officer_mldsa)
     rule.seed_from_audit(audit, time.time())
     gate = ReleaseGate(keyring, audit, evidence=rule, egress=meter, sizes=shards)
 
@@ -93,6 +94,7 @@ from strongroom.access.directory import (
     Directory,
     DirectoryReader,
     OfficerKeys,
+    OfficerPQKeys,
     Resource,
     base_name,
     level,
@@ -209,12 +211,13 @@ class GrantEvidence:
         shards: ShardLocator,
         caps: AccessCaps | None = None,
         cache: VerifyCache | None = None,
+        officer_mldsa: OfficerPQKeys | None = None,
     ) -> None:
         threshold = officer_threshold() if callable(officer_threshold) else officer_threshold
         self.officers = officers
         self.store = store
         self.cache = cache or VerifyCache()
-        self.reader = DirectoryReader(store, officers, threshold, self.cache)
+        self.reader = DirectoryReader(store, officers, threshold, self.cache, mldsa=officer_mldsa)
         self.shards = shards
         self.caps = caps or AccessCaps()
         self._lock = threading.Lock()
@@ -621,8 +624,9 @@ class GrantEvidence:
         officers = self.officers()
         for g in todo:
             found = by_grant.get(g.grant_id, [])
-            revoked = bool(found) and grant_revoked(g, found, revokers, officers,
-                                                    self.cache) is not None
+            revoked = bool(found) and grant_revoked(
+                g, found, revokers, officers, self.cache,
+                officer_mldsa=self.reader.mldsa()) is not None
             snap.memo[("revoked", g.grant_id)] = revoked
             if revoked:
                 with self._lock:

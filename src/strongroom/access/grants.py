@@ -423,8 +423,14 @@ def grant_revoked(
     directory: Directory,
     officers: Mapping[str, Ed25519PublicKey],
     cache: VerifyCache | None = None,
+    *,
+    officer_mldsa: Mapping[str, MLDSA65PublicKey] | None = None,
 ) -> str | None:
-    """Who revoked ``grant`` (a name), if a valid revocation is among ``revocation_envs``."""
+    """Who revoked ``grant`` (a name), if a valid revocation is among ``revocation_envs``.
+
+    ``officer_mldsa``: hybrid officers' ML-DSA-65 keys; such an officer's revocation
+    counts only with both signatures.
+    """
     cache = cache or VerifyCache()
     entitled = {grant.request.requester, *grant.approvers}
     for env in revocation_envs:
@@ -434,8 +440,11 @@ def grant_revoked(
             continue
         who = directory.principal(kid)
         trusted: dict[str, Ed25519PublicKey] = {}
+        pq = who.pq_pins() if who is not None else {}
         if kid in officers:
             trusted[kid] = officers[kid]
+            if officer_mldsa and kid in officer_mldsa:
+                pq = {kid: officer_mldsa[kid]}
         elif who is not None and (who.name in entitled or "security-officers" in who.roles):
             trusted[kid] = who.public_key
         else:
@@ -447,7 +456,7 @@ def grant_revoked(
                                           obj="grant revocation").statement
             else:
                 st = cache.verify(env, "grant-revocation", trusted, obj="grant revocation",
-                                  pq=who.pq_pins() if who is not None else None)
+                                  pq=pq)
         except IntegrityError:
             continue
         if st.get("grant") == grant.grant_id and st.get("by_key") == kid:

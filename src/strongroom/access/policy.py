@@ -32,6 +32,7 @@ from typing import Any
 
 import cedarpy
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.mldsa import MLDSA65PrivateKey
 
 from strongroom.access import statements
 from strongroom.access.directory import DirectoryReader, Enrollment, Resource
@@ -108,11 +109,13 @@ def validate_policy(text: str) -> cedarpy.PolicySet:
 
 
 def sign_policy(text: str, serial: int, issued: int,
-                *officers: Ed25519PrivateKey | ExternalKey) -> str:
-    """A policy statement (validated first) signed by each officer key given."""
+                *officers: Ed25519PrivateKey | ExternalKey,
+                pq: MLDSA65PrivateKey | None = None) -> str:
+    """A policy statement (validated first) signed by each officer key given (``pq``: a hybrid
+    officer's ML-DSA-65 key)."""
     validate_policy(text)
     return statements.sign("policy", {"cedar": text, "serial": serial, "issued": issued},
-                           *officers)
+                           *officers, pq=pq)
 
 
 def current_policy(reader: DirectoryReader) -> tuple[str, int]:

@@ -25,9 +25,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.mldsa import MLDSA65PrivateKey, MLDSA65PublicKey
 
 from strongroom.attest.evidence import TEST_SUFFIX, VerifiedEvidence, refuse
-from strongroom.crypto.dsse import ExternalKey, sign_statement, verify_statement
+from strongroom.crypto.dsse import ExternalKey, sign_statement
+from strongroom.crypto.hybrid_sig import add_mldsa_signature, verify_pinned
 from strongroom.errors import IntegrityError, InvalidInput
 
 __all__ = ["PAYLOAD_TYPE", "AttestationPolicy", "sign_policy", "verify_policy"]
@@ -115,16 +117,23 @@ class AttestationPolicy:
                                     f"least {minimum}", obj=obj)
 
 
-def sign_policy(policy: AttestationPolicy, *keys: Ed25519PrivateKey | ExternalKey) -> str:
-    """The DSSE envelope of ``policy`` signed by each officer key."""
-    return sign_statement({**policy.as_json(), "_type": _TYPE}, PAYLOAD_TYPE, *keys)
+def sign_policy(policy: AttestationPolicy, *keys: Ed25519PrivateKey | ExternalKey,
+                pq: MLDSA65PrivateKey | None = None) -> str:
+    """The DSSE envelope of ``policy`` signed by each officer key (``pq``: a hybrid officer's
+    ML-DSA-65 key, whose signature is added over the same bytes)."""
+    env = sign_statement({**policy.as_json(), "_type": _TYPE}, PAYLOAD_TYPE, *keys)
+    return add_mldsa_signature(env, PAYLOAD_TYPE, pq) if pq is not None else env
 
 
 def verify_policy(envelope: str, officers: Mapping[str, Ed25519PublicKey], *, threshold: int,
-                  allow_test: bool = False) -> AttestationPolicy:
-    """The policy in ``envelope`` if ``threshold`` distinct officers signed it, else IntegrityError."""
-    statement = verify_statement(envelope, PAYLOAD_TYPE, officers, threshold=threshold,
-                                 obj="attestation policy")
+                  allow_test: bool = False,
+                  pq: Mapping[str, MLDSA65PublicKey] | None = None) -> AttestationPolicy:
+    """The policy in ``envelope`` if ``threshold`` distinct officers signed it, else IntegrityError.
+
+    ``pq``: hybrid officers' ML-DSA-65 keys; such an officer counts only with both signatures.
+    """
+    statement = verify_pinned(envelope, PAYLOAD_TYPE, officers, pq=pq, threshold=threshold,
+                              obj="attestation policy")
     if statement.pop("_type", None) != _TYPE:
         raise IntegrityError("the statement is not an attestation policy",
                              obj="attestation policy")

@@ -209,7 +209,8 @@ def policy_set(
         except OSError as exc:
             raise InvalidInput(f"cannot read policy file ({exc.strerror})", obj=str(path)) from exc
         try:
-            env = sign_policy(text, serial, int(time.time()), *keys)  # type: ignore[arg-type]
+            env = sign_policy(text, serial, int(time.time()), *keys,  # type: ignore[arg-type]
+                              pq=ctx.officer_pq())
         except InvalidInput:
             vault.record("access.policy", "policy", "deny", reason="does not validate",
                          serial=serial)

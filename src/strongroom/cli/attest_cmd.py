@@ -109,7 +109,7 @@ def policy_set(
         if current is not None and policy.serial <= current.serial:
             raise InvalidInput(f"serial must be above {current.serial}",
                                obj=f"attestation policy {policy.name!r}")
-        env = sign_policy(policy, *keys)  # type: ignore[arg-type]
+        env = sign_policy(policy, *keys, pq=ctx.officer_pq())  # type: ignore[arg-type]
         digest = statements.put(vault.store, KIND, env, subject=policy.name)
         vault.record("attest.policy", policy.name, "allow", reason=f"serial {policy.serial}",
                      statement=digest, measurements=len(policy.measurements),

@@ -79,7 +79,7 @@ def endorse(
             raise NotFound(f"{name} is not enrolled", obj=name,
                            remedy="enroll them first (`strongroom people enroll`)")
         e = endorsed_enrollment(vault.store, current, list(credential), now=time.time())
-        digest = publish(vault.store, "enrollment", e.sign(*keys))  # type: ignore[arg-type]
+        digest = publish(vault.store, "enrollment", e.sign(*keys, pq=ctx.officer_pq()))  # type: ignore[arg-type]
         vault.record("people.enroll", name, "allow", key_id=current.key_id, serial=e.serial,
                      statement=digest, security_keys=len(e.security_keys))
         _out.print(f"enrollment {digest[:16]} of {name} (serial {e.serial}, "

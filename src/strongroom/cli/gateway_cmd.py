@@ -136,7 +136,7 @@ def owners_set(code_owner: OwnerOpt, threshold: ThresholdOpt = 2) -> None:
                     for e in statements.envelopes(vault.store, KIND, subject=SUBJECT)]
         pinned = CodeOwners(owners, threshold, serial=max(previous, default=0) + 1,
                             issued=int(time.time()))
-        digest = publish_owners(vault.store, pinned.sign(*keys))  # type: ignore[arg-type]
+        digest = publish_owners(vault.store, pinned.sign(*keys, pq=ctx.officer_pq()))  # type: ignore[arg-type]
         vault.record("gateway.owners", SUBJECT, "allow", statement=digest,
                      owners=[o.principal for o in owners], threshold=threshold,
                      serial=pinned.serial)

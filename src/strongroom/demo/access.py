@@ -17,7 +17,6 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from rich.console import Console
 
 from strongroom.access.approvals import AccessRequest, approve, submit_approval, submit_request
@@ -35,6 +34,7 @@ from strongroom.access.grants import issue_grant
 from strongroom.access.policy import PolicyEngine
 from strongroom.errors import AccessDenied, StrongroomError
 from strongroom.keys.identity import Identity
+from strongroom.keys.officers import Officers
 from strongroom.vault.documents import add_document, read_document
 from strongroom.vault.vault import Vault
 
@@ -52,9 +52,8 @@ _DEMO_APPROVERS: dict[str, tuple[str, ...]] = {"approver-1": ("approvers",), "ap
                    "sec-officer": ("security-officers",)}
 
 
-def _officers(vault: Vault) -> dict[str, Ed25519PublicKey]:
-    return {k.split(":", 1)[1]: Ed25519PublicKey.from_public_bytes(v)
-            for k, v in vault.keys.public_keys().items() if k.startswith("officer:")}
+def _officers(vault: Vault) -> Officers:
+    return Officers.from_public_keys(vault.keys.public_keys())
 
 
 def demo_grant(vault: Vault, officer: Identity, holder: Identity, resource: str,
@@ -71,7 +70,7 @@ def demo_grant(vault: Vault, officer: Identity, holder: Identity, resource: str,
     """
     manifest = vault.manifest(resource)
     comps = tuple(manifest.compartments)
-    reader = DirectoryReader(vault.store, lambda: _officers(vault), 1)
+    reader = DirectoryReader.for_officers(vault.store, _officers(vault), 1)
     people_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     now = int(time.time())
     wanted: dict[str, tuple[Identity, tuple[str, ...], str]] = {
@@ -118,7 +117,7 @@ def demo_access(vault: Vault, console: Console, home: Path, *, artifact: str = "
     """Run the access demo on ``artifact``; return alice's identity (granted load and export)."""
     officer = vault.identity
     officers = _officers(vault)
-    reader = DirectoryReader(vault.store, lambda: officers, len(officers))
+    reader = DirectoryReader.for_officers(vault.store, officers, len(officers.ed25519))
     engine = PolicyEngine()
     manifest = vault.manifest(artifact)
     compartments = tuple(manifest.compartments) or ("demo",)

@@ -158,17 +158,16 @@ def _principal_used(meter: EgressMeter, principal: str, ref: str) -> int:
 def _detect(vault: Vault, console: Console, alerts: AlertManager, principal: str,
             cap: int) -> None:
     """Replay the audit log through the detectors, peers and flags from the signed directory."""
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
     from strongroom.access.directory import DirectoryReader
+    from strongroom.keys.officers import Officers
     from strongroom.monitor.canaries import CanaryRegistry
     from strongroom.monitor.detectors import AuditScanner, RiskEngine
     from strongroom.monitor.peers import SignedDirectoryPeers
 
-    officers = {k.split(":", 1)[1]: Ed25519PublicKey.from_public_bytes(v)
-                for k, v in vault.keys.public_keys().items() if k.startswith("officer:")}
-    threshold = int(getattr(vault.keys.status(), "officer_threshold", 0) or len(officers) or 1)
-    peers = SignedDirectoryPeers(DirectoryReader(vault.store, lambda: officers, threshold))
+    officers = Officers.from_public_keys(vault.keys.public_keys())
+    threshold = int(getattr(vault.keys.status(), "officer_threshold", 0)
+                    or len(officers.ed25519) or 1)
+    peers = SignedDirectoryPeers(DirectoryReader.for_officers(vault.store, officers, threshold))
     engine = RiskEngine(directory=peers, canaries=CanaryRegistry(vault.store).names,
                         principal_cap=(cap, DAY))
     raised = AuditScanner(vault.audit, engine, alerts).scan()

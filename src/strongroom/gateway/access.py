@@ -53,14 +53,13 @@ DEFAULT_TTL_S = 10.0
 def directory_reader(store: Store, public_keys: dict[str, bytes],
                      threshold: int) -> DirectoryReader:
     """A directory reader trusting the officers in ``public_keys`` (``officer:<kid>`` entries)."""
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+    from strongroom.keys.officers import Officers
 
-    officers = {k.split(":", 1)[1]: Ed25519PublicKey.from_public_bytes(v)
-                for k, v in public_keys.items() if k.startswith("officer:")}
-    if not officers:
+    officers = Officers.from_public_keys(public_keys)
+    if not officers.ed25519:
         raise InvalidInput("no security officers are pinned in the keyring", obj="directory",
                            remedy="initialise the vault with --officer keys")
-    return DirectoryReader(store, lambda: officers, threshold)
+    return DirectoryReader.for_officers(store, officers, threshold)
 
 
 Marker = tuple[int, int, int]
@@ -166,7 +165,8 @@ class GrantAuthorizer:
                 continue
             if grant_revoked(g, statements.envelopes(self.store, "grant-revocation",
                                                      subject=g.grant_id),
-                             directory, self.reader.officers()):
+                             directory, self.reader.officers(),
+                             officer_mldsa=self.reader.mldsa()):
                 reasons.append("the grant was revoked")
                 continue
             with self._lock:

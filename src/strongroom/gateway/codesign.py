@@ -30,7 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from strongroom.crypto.dsse import canonical_json, key_id, pae, sign_statement, verify_statement
+from strongroom.crypto.dsse import canonical_json, key_id, pae, sign_statement
+from strongroom.crypto.hybrid_sig import add_mldsa_signature, verify_pinned
 from strongroom.errors import ConfigError, IntegrityError, InvalidInput
 from strongroom.keys.identity import Identity, PublicIdentity
 
@@ -100,8 +101,12 @@ def sign_release(identities: Sequence[Identity], root: Path | None = None) -> st
     if not identities:
         raise InvalidInput("a release needs at least one code owner's signature",
                            obj="code release", remedy="pass --identity")
-    return sign_statement(release_statement(root), PAYLOAD_TYPE,
-                          *(i.private_key for i in identities))
+    env = sign_statement(release_statement(root), PAYLOAD_TYPE,
+                         *(i.private_key for i in identities))
+    for i in identities:  # hybrid code owners sign with ML-DSA-65 too
+        if i.mldsa_key is not None:
+            env = add_mldsa_signature(env, PAYLOAD_TYPE, i.mldsa_key)
+    return env
 
 
 def _load(envelope: str) -> dict[str, Any]:
@@ -131,7 +136,10 @@ def add_signature(envelope: str, identity: Identity, root: Path | None = None) -
         raise InvalidInput("this identity already signed the release", obj=identity.public.principal)
     signature = identity.private_key.sign(pae(PAYLOAD_TYPE, payload))
     env["signatures"].append({"keyid": kid, "sig": base64.b64encode(signature).decode()})
-    return json.dumps(env, sort_keys=True, separators=(",", ":"))
+    out = json.dumps(env, sort_keys=True, separators=(",", ":"))
+    if identity.mldsa_key is not None:  # a hybrid code owner signs with ML-DSA-65 too
+        out = add_mldsa_signature(out, PAYLOAD_TYPE, identity.mldsa_key)
+    return out
 
 
 def _compare(signed: Mapping[str, Any], actual: Mapping[str, Any], root: Path) -> None:
@@ -188,8 +196,9 @@ def verify_release(
     if len(trusted) != len(owners):
         raise ConfigError("a code owner key is listed twice", obj="code release")
     env = _load(envelope)
-    statement = verify_statement(envelope, PAYLOAD_TYPE, trusted, threshold=threshold,
-                                 obj="code release")
+    pq = {o.key_id: key for o in owners if (key := o.mldsa_key) is not None}
+    statement = verify_pinned(envelope, PAYLOAD_TYPE, trusted, pq=pq, threshold=threshold,
+                              obj="code release")
     installed = package_root()
     root = (root or installed).resolve()
     actual = release_statement(root)

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.mldsa import MLDSA65PrivateKey
 
 from strongroom.access import statements
 from strongroom.access.directory import DirectoryReader
@@ -76,9 +77,11 @@ class CodeOwners:
             raise InvalidInput("the code-owners statement is malformed",
                                obj="code owners") from None
 
-    def sign(self, *officers: Ed25519PrivateKey | ExternalKey) -> str:
-        """The statement signed by each officer key given (k are needed)."""
-        return statements.sign(KIND, self.to_statement(), *officers)
+    def sign(self, *officers: Ed25519PrivateKey | ExternalKey,
+             pq: MLDSA65PrivateKey | None = None) -> str:
+        """The statement signed by each officer key given (k are needed; ``pq``: a hybrid
+        officer's ML-DSA-65 key)."""
+        return statements.sign(KIND, self.to_statement(), *officers, pq=pq)
 
 
 def publish_owners(store: Store, env: str) -> str:

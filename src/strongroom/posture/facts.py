@@ -114,12 +114,12 @@ def _access(store: Store, keys: KeyService, facts: Facts) -> Directory:
     from strongroom.access.evidence import describe_resource
     from strongroom.access.grants import valid_grants
     from strongroom.access.policy import PolicyEngine
+    from strongroom.keys.officers import Officers
     from strongroom.vault.manifest import Manifest
 
-    officers = {k.split(":", 1)[1]: Ed25519PublicKey.from_public_bytes(v)
-                for k, v in keys.public_keys().items() if k.startswith("officer:")}
-    threshold = int((facts.keyring or {}).get("officer_threshold") or len(officers) or 1)
-    directory = DirectoryReader(store, lambda: officers, threshold).view()
+    officers = Officers.from_public_keys(keys.public_keys())
+    threshold = int((facts.keyring or {}).get("officer_threshold") or len(officers.ed25519) or 1)
+    directory = DirectoryReader.for_officers(store, officers, threshold).view()
     engine = PolicyEngine()
     manifest_key = Ed25519PublicKey.from_public_bytes(keys.public_keys()["manifest"])
     from sqlalchemy import select

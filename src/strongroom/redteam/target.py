@@ -388,7 +388,8 @@ class EmbeddedTarget:
         from strongroom.access.directory import DirectoryReader
 
         ring = self.svc.keyring
-        return DirectoryReader(self.store, ring.officers, ring.officer_threshold)
+        return DirectoryReader(self.store, ring.officers, ring.officer_threshold,
+                               mldsa=ring.officer_mldsa)
 
     def grant(self, who: str, resource: str, action: str, *,
               approvers: tuple[str, ...] = ("bob", "carol"), budget: int = 1 << 30,

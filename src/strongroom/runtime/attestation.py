@@ -110,7 +110,8 @@ def attestation_service(keyring: Keyring, store: Store, audit: AuditLog,
                      "roots in %s as %s (test only; never in a deployment)",
                      settings.test_roots, TEST_PLATFORM)
     allow_test = settings.test_roots is not None
-    reader = DirectoryReader(store, keyring.officers, keyring.officer_threshold)
+    reader = DirectoryReader(store, keyring.officers, keyring.officer_threshold,
+                             mldsa=keyring.officer_mldsa)
 
     def observe(event: dict[str, Any]) -> None:
         decision = str(event.pop("decision"))

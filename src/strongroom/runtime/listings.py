@@ -34,6 +34,7 @@ from strongroom.timefmt import parse_utc, utc_stamp
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+    from cryptography.hazmat.primitives.asymmetric.mldsa import MLDSA65PublicKey
 
     from strongroom.access.directory import Directory, Resource
     from strongroom.access.grants import VerifiedGrant
@@ -120,7 +121,8 @@ def grant_row(g: VerifiedGrant) -> Row:
 
 def grant_rows(store: Store, directory: Directory, engine: PolicyEngine,
                resource_of: Callable[[str], Resource], officers: Mapping[str, Ed25519PublicKey],
-               *, now: float) -> list[Row]:
+               *, now: float, officer_mldsa: Mapping[str, MLDSA65PublicKey] | None = None
+               ) -> list[Row]:
     """``access grants``: each stored Grant whose signatures verify, with its ``state``.
 
     The state is derived as the release gate derives it, never read from a flag:
@@ -156,7 +158,8 @@ def grant_rows(store: Store, directory: Directory, engine: PolicyEngine,
     rows = []
     for g, expired in found:
         revocations = statements.envelopes(store, "grant-revocation", subject=g.grant_id)
-        by = grant_revoked(g, revocations, directory, officers) if revocations else None
+        by = grant_revoked(g, revocations, directory, officers,
+                           officer_mldsa=officer_mldsa) if revocations else None
         used = spent.get(g.request_digest, 0)
         state = ("revoked" if by else "expired" if expired
                  else "budget spent" if used >= g.byte_budget else "active")

@@ -311,7 +311,8 @@ def deployment_engine(keyring: Keyring, store: Store, principal_cap: int) -> Ris
     from strongroom.monitor.canaries import CanaryRegistry
     from strongroom.monitor.peers import SignedDirectoryPeers
 
-    reader = DirectoryReader(store, keyring.officers, keyring.officer_threshold)
+    reader = DirectoryReader(store, keyring.officers, keyring.officer_threshold,
+                             mldsa=keyring.officer_mldsa)
     return RiskEngine(directory=SignedDirectoryPeers(reader),
                       canaries=CanaryRegistry(store).names,
                       principal_cap=(principal_cap, int(_DAY)),

@@ -113,7 +113,7 @@ def grant_evidence(keyring: Keyring, store: Store, audit: AuditLog,
     from strongroom.access.evidence import GrantEvidence
 
     rule = GrantEvidence(keyring.officers, lambda: keyring.officer_threshold, store,
-                         shards=shards)
+                         shards=shards, officer_mldsa=keyring.officer_mldsa)
     rule.seed_from_audit(audit, time.time())
     return rule
 

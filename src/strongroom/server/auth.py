@@ -122,7 +122,8 @@ class PrincipalKeys:
         return caller
 
     def _lookup(self, kid: str) -> Caller:
-        officers = self.ctx.officers()
+        pins = self.ctx.officer_pins()
+        officers = pins.ed25519
         view = self.ctx.directory(key_ids=[kid], resources=[])
         if kid in view.revoked_keys:
             raise Unauthenticated(f"key {kid} has been revoked by the security officers",
@@ -131,12 +132,12 @@ class PrincipalKeys:
         person = view.principal(kid)
         if kid in officers:
             name = person.name if person is not None else f"officer-{kid}"
-            return Caller(kid, name, officers[kid], officer=True)
+            return Caller(kid, name, officers[kid], officer=True, mldsa=pins.mldsa.get(kid))
         if person is None:
             raise Unauthenticated(f"key {kid} is not enrolled by the security officers",
                                   obj=f"key {kid}",
                                   remedy="ask k security officers to sign your enrollment")
-        return Caller(kid, person.name, person.public_key)
+        return Caller(kid, person.name, person.public_key, mldsa=person.mldsa_public_key)
 
 
 def _json_error(exc: StrongroomError) -> JSONResponse:

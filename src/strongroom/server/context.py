@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from strongroom.audit.log import AuditLog
     from strongroom.keys.identity import Identity
     from strongroom.keys.keyring import KeyringStatus
+    from strongroom.keys.officers import Officers
     from strongroom.monitor.alerts import AlertManager
     from strongroom.runtime.services import AgentKeyService, LocalKeyService
     from strongroom.vault.shards import SignedShards
@@ -74,7 +75,7 @@ class ServerContext:
         self._alerts: AlertManager | None = None
         self._alerts_audit: AuditLog | None = None
         self._reader: DirectoryReader | None = None
-        self._reader_key: tuple[tuple[str, ...], int] | None = None
+        self._reader_key: tuple[tuple[str, ...], tuple[str, ...], int] | None = None
         self._shards: SignedShards | None = None
         self._manifest_key: Ed25519PublicKey | None = None
 
@@ -216,8 +217,13 @@ class ServerContext:
 
     def officers(self) -> dict[str, Ed25519PublicKey]:
         """The security officers pinned in the keyring, by key id (Sealed while sealed)."""
-        return {k.split(":", 1)[1]: Ed25519PublicKey.from_public_bytes(v)
-                for k, v in self.keys.public_keys().items() if k.startswith("officer:")}
+        return dict(self.officer_pins().ed25519)
+
+    def officer_pins(self) -> Officers:
+        """The pinned officers with the ML-DSA-65 keys of hybrid ones (Sealed while sealed)."""
+        from strongroom.keys.officers import Officers
+
+        return Officers.from_public_keys(self.keys.public_keys())
 
     def officer_threshold(self, officers: dict[str, Any] | None = None) -> int:
         """How many officers must sign a directory statement."""
@@ -236,12 +242,12 @@ class ServerContext:
         """The verifying reader over the officers pinned now (kept while they do not change)."""
         from strongroom.access.directory import DirectoryReader
 
-        officers = self.officers()
-        threshold = self.officer_threshold(officers)
-        key = (tuple(sorted(officers)), threshold)
+        pins = self.officer_pins()
+        threshold = self.officer_threshold(dict(pins.ed25519))
+        key = (tuple(sorted(pins.ed25519)), tuple(sorted(pins.mldsa)), threshold)
         with self._lock:
             if self._reader is None or self._reader_key != key:
-                self._reader = DirectoryReader(self.store, lambda: officers, threshold)
+                self._reader = DirectoryReader.for_officers(self.store, pins, threshold)
                 self._reader_key = key
             return self._reader
 

@@ -27,6 +27,7 @@ from strongroom.errors import AccessDenied, InvalidInput, NotFound
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.asymmetric.mldsa import MLDSA65PrivateKey
 
     from strongroom.keys.identity import Identity, PublicIdentity
     from strongroom.vault.manifest import Manifest
@@ -72,6 +73,11 @@ class Operations:
                                "(`strongroom keys new-identity`)")
         who = self.get("/v1/whoami")
         return self.identity.private_key, str(who["name"]), str(who["key_id"])
+
+    def _pq(self) -> MLDSA65PrivateKey | None:
+        """The signer's ML-DSA-65 key (a hybrid identity): its statements carry both signatures;
+        a server pinning it refuses one without, naming the missing signature."""
+        return self.identity.mldsa_key if self.identity is not None else None
 
     def statement(self, prefix: str, *kinds: str) -> Row:
         """The stored statement whose id starts with ``prefix`` (8+ hex characters)."""
@@ -151,7 +157,8 @@ class Operations:
         from strongroom.access.key_orders import key_order
 
         signing_key, name, _ = self._signer()
-        env = statements.sign("key-order", key_order(order, name, now=time.time()), signing_key)
+        env = statements.sign("key-order", key_order(order, name, now=time.time()), signing_key,
+                              pq=self._pq())
         return dict(self.post(f"/v1/sys/keys/{order}", {"envelope": env}))
 
     def posture(self, declaration: str | None = None) -> Row:
@@ -169,7 +176,8 @@ class Operations:
         key, name, kid = self._signer()
         full = self.statement(grant_id, "grant")["digest"]
         env = statements.sign("grant-revocation",
-                              revocation_statement(full, name, kid, reason, now=time.time()), key)
+                              revocation_statement(full, name, kid, reason, now=time.time()), key,
+                              pq=self._pq())
         self.post(f"/v1/access/grants/{full}/revocations", {"envelope": env})
         return {"grant": full, "by": name}
 
@@ -239,7 +247,7 @@ class Operations:
                        employment=employment, kind=kind,
                        serial=self._next_serial("enrollment", key.key_id), issued=now,
                        mldsa_key=key.mldsa_bytes)  # a hybrid .pub pins its ML-DSA-65 key
-        out = self._publish("enrollment", e.sign(signing_key))
+        out = self._publish("enrollment", e.sign(signing_key, pq=self._pq()))
         return {"statement": out["digest"], "name": name, "key_id": key.key_id,
                 "serial": e.serial, "signatures": out["signatures"],
                 "threshold": self._officer_threshold()}
@@ -252,7 +260,8 @@ class Operations:
         signing_key, _, _ = self._signer()
         kid = revocation_subject(who, ((p["name"], p["key_id"]) for p in self.people()))
         out = self._publish("revocation",
-                            KeyRevocation(kid, reason, int(time.time())).sign(signing_key))
+                            KeyRevocation(kid, reason, int(time.time())).sign(signing_key,
+                                                                              pq=self._pq()))
         return {"statement": out["digest"], "key_id": kid, "signatures": out["signatures"],
                 "threshold": self._officer_threshold()}
 
@@ -269,7 +278,7 @@ class Operations:
         lab = ResourceLabel(resource, level(classification), tuple(compartments), parsed,
                             tuple(break_glass), window_s, self._next_serial("label", resource),
                             int(time.time()), attested=attested)
-        out = self._publish("label", lab.sign(signing_key))
+        out = self._publish("label", lab.sign(signing_key, pq=self._pq()))
         return {"statement": out["digest"], "resource": resource, "serial": lab.serial,
                 "signatures": out["signatures"], "threshold": self._officer_threshold()}
 
@@ -278,6 +287,7 @@ class Operations:
         revocation or label. ``{"statement", "kind", "signatures", "threshold"}``."""
         from strongroom.access import statements
         from strongroom.crypto.dsse import sign_statement
+        from strongroom.crypto.hybrid_sig import add_mldsa_signature
 
         signing_key, _, _ = self._signer()
         try:
@@ -289,6 +299,9 @@ class Operations:
         kind = str(found["kind"])
         body = statements.unverified_payload(found["envelope"])
         mine = sign_statement(body, statements.payload_type(kind), signing_key)
+        pq = self._pq()
+        if pq is not None:  # a hybrid officer cosigns with both keys
+            mine = add_mldsa_signature(mine, statements.payload_type(kind), pq)
         out = self._publish(kind, mine)
         return {"statement": out["digest"], "kind": kind, "signatures": out["signatures"],
                 "threshold": self._officer_threshold()}

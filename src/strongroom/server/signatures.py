@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from cryptography.exceptions import InvalidSignature as BadEd25519Signature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.mldsa import MLDSA65PublicKey
 from http_message_signatures import (
     HTTPMessageSigner,
     HTTPMessageVerifier,
@@ -58,6 +59,7 @@ from http_message_signatures.exceptions import HTTPMessageSignaturesException
 
 from strongroom.crypto.dsse import key_id
 from strongroom.errors import InvalidInput, StrongroomError
+from strongroom.keys.officers import Officers
 from strongroom.server.errors import DigestMismatch, Unauthenticated
 from strongroom.store.nonces import SqliteNonceCache, StoreNonceCache
 
@@ -99,6 +101,14 @@ class Caller:
     name: str
     public_key: Ed25519PublicKey
     officer: bool = False
+    #: The ML-DSA-65 key pinned beside ``public_key`` (a hybrid officer or person), if any.
+    mldsa: MLDSA65PublicKey | None = None
+
+    @property
+    def pins(self) -> Officers:
+        """This caller's pinned keys, to check that it signed a statement it offers."""
+        return Officers({self.key_id: self.public_key},
+                        {self.key_id: self.mldsa} if self.mldsa is not None else {})
 
     @property
     def public_bytes(self) -> bytes:

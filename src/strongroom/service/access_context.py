@@ -22,6 +22,8 @@ from strongroom.artifacts import ArtifactRef
 from strongroom.errors import AccessDenied, InvalidInput, NotFound
 
 if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.mldsa import MLDSA65PrivateKey
+
     from strongroom.access.directory import Directory, DirectoryReader, Resource
     from strongroom.access.policy import PolicyEngine
     from strongroom.keys.identity import Identity
@@ -48,20 +50,18 @@ class Context:
     """An open vault, the signer, a verifying directory reader and the policy in force."""
 
     def __init__(self, vault: Vault, me: Identity) -> None:
-        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
         from strongroom.access.directory import DirectoryReader
+        from strongroom.keys.officers import Officers
 
         self.vault = vault
         self.me = me
-        keys = vault.keys.public_keys()
-        self.officers = {k.split(":", 1)[1]: Ed25519PublicKey.from_public_bytes(v)
-                         for k, v in keys.items() if k.startswith("officer:")}
+        self.pins = Officers.from_public_keys(vault.keys.public_keys())
+        self.officers = dict(self.pins.ed25519)
         status = vault.keys.status()
         # The pinned threshold; until the key service reports it, demand every officer.
         threshold = int(getattr(status, "officer_threshold", 0) or len(self.officers) or 1)
-        self.reader: DirectoryReader = DirectoryReader(vault.store, lambda: self.officers,
-                                                       threshold)
+        self.reader: DirectoryReader = DirectoryReader.for_officers(vault.store, self.pins,
+                                                                    threshold)
 
     @property
     def name(self) -> str:
@@ -94,6 +94,14 @@ class Context:
                                obj="officer statement",
                                remedy="officer statements are signed by officers' identities")
         return [self.me.private_key]
+
+    def officer_pq(self) -> MLDSA65PrivateKey | None:
+        """My ML-DSA-65 key to sign beside Ed25519 (None: a classical officer).
+
+        When the keyring pins my ML-DSA-65 key, an identity without it (or with
+        another) is refused here: its signature would not count.
+        """
+        return self.pins.mldsa_signer(self.me.public.key_id, self.me.mldsa_key)
 
 
 def open_context() -> tuple[Vault, Context]:

@@ -142,7 +142,7 @@ class EmbeddedAccess:
             directory = ctx.directory()
             return grant_rows(vault.store, directory, ctx.engine(),
                               lambda name: ctx.resource(name, directory), ctx.officers,
-                              now=time.time())
+                              now=time.time(), officer_mldsa=ctx.pins.mldsa)
 
     def access_show(self, request_id: str) -> Row:
         """The request ``request_id`` names, its signature verified under the requester's

@@ -47,7 +47,7 @@ class EmbeddedOfficers:
         pub = PublicIdentity.load(key)
         vault, ctx = open_context()
         with vault:
-            keys = ctx.officer_keys()
+            keys, pq = ctx.officer_keys(), ctx.officer_pq()
             previous = [int(statements.unverified_payload(e).get("serial", 0)) for e in
                         statements.envelopes(vault.store, "enrollment", subject=pub.key_id)]
             now = int(time.time())
@@ -57,7 +57,7 @@ class EmbeddedOfficers:
                            employment=employment, kind=kind,
                            serial=max(previous, default=0) + 1, issued=now,
                            mldsa_key=pub.mldsa_bytes)  # a hybrid .pub pins its ML-DSA-65 key
-            digest = publish(vault.store, "enrollment", e.sign(*keys))  # type: ignore[arg-type]
+            digest = publish(vault.store, "enrollment", e.sign(*keys, pq=pq))  # type: ignore[arg-type]
             vault.record("people.enroll", name, "allow", key_id=pub.key_id, serial=e.serial,
                          statement=digest)
             return {"statement": digest, "name": name, "key_id": pub.key_id,
@@ -68,10 +68,11 @@ class EmbeddedOfficers:
         from strongroom.access import statements
         from strongroom.access.directory import publish
         from strongroom.crypto.dsse import sign_statement
+        from strongroom.crypto.hybrid_sig import add_mldsa_signature
 
         vault, ctx = open_context()
         with vault:
-            keys = ctx.officer_keys()
+            keys, pq = ctx.officer_keys(), ctx.officer_pq()
             rows = statements.find_by_prefix(vault.store, _COSIGNABLE, statement_id)
             if len(rows) != 1 or len(statement_id) < 8:
                 raise NotFound(f"{len(rows)} officer statements match", obj=statement_id,
@@ -80,6 +81,8 @@ class EmbeddedOfficers:
             kind, env = rows[0].kind, rows[0].envelope
             body = statements.unverified_payload(env)
             mine = sign_statement(body, statements.payload_type(kind), *keys)  # type: ignore[arg-type]
+            if pq is not None:  # a hybrid officer cosigns with both keys
+                mine = add_mldsa_signature(mine, statements.payload_type(kind), pq)
             if kind == "attest-policy":  # stored under the policy's name
                 digest = statements.put(vault.store, kind, mine, subject=str(body.get("name")))
             elif kind in ("policy", "codeowners"):
@@ -97,13 +100,13 @@ class EmbeddedOfficers:
 
         vault, ctx = open_context()
         with vault:
-            keys = ctx.officer_keys()
+            keys, pq = ctx.officer_keys(), ctx.officer_pq()
             d = ctx.directory()
             named = {k: p.name for k, p in d.principals.items()}
             kid = revocation_subject(
                 who, [(n, k) for k, n in named.items() if k not in d.revoked_keys],
                 [(named.get(k, ""), k) for k in d.revoked_keys])
-            env = KeyRevocation(kid, reason, int(time.time())).sign(*keys)  # type: ignore[arg-type]
+            env = KeyRevocation(kid, reason, int(time.time())).sign(*keys, pq=pq)  # type: ignore[arg-type]
             digest = publish(vault.store, "revocation", env)
             vault.record("people.revoke", who, "allow", reason=reason, key_id=kid,
                          **journal_details("revocation", env, subject=kid))
@@ -119,13 +122,13 @@ class EmbeddedOfficers:
         parsed = {action: Rule.parse(text) for action, text in rules.items()}
         vault, ctx = open_context()
         with vault:
-            keys = ctx.officer_keys()
+            keys, pq = ctx.officer_keys(), ctx.officer_pq()
             previous = [int(statements.unverified_payload(e).get("serial", 0))
                         for e in statements.envelopes(vault.store, "label", subject=resource)]
             lab = ResourceLabel(resource, level(classification), tuple(compartments), parsed,
                                 tuple(break_glass), window_s, max(previous, default=0) + 1,
                                 int(time.time()), attested=attested)
-            digest = publish(vault.store, "label", lab.sign(*keys))  # type: ignore[arg-type]
+            digest = publish(vault.store, "label", lab.sign(*keys, pq=pq))  # type: ignore[arg-type]
             vault.record("compartments.label", resource, "allow", statement=digest,
                          classification=classification)
             return {"statement": digest, "resource": resource, "serial": lab.serial,

@@ -69,7 +69,12 @@ from cryptography.hazmat.primitives.asymmetric.mldsa import MLDSA65PrivateKey, M
 
 from strongroom.crypto import age
 from strongroom.crypto.dsse import sign_statement, verify_statement
-from strongroom.crypto.hybrid_sig import PinnedSigner, add_mldsa_signature, verify_hybrid_statement
+from strongroom.crypto.hybrid_sig import (
+    PinnedSigner,
+    add_mldsa_signature,
+    verify_hybrid_statement,
+    verify_pinned,
+)
 from strongroom.digests import file_inventory, sha256_file
 from strongroom.errors import (
     AlreadyExists,
@@ -80,6 +85,7 @@ from strongroom.errors import (
     StrongroomError,
 )
 from strongroom.keys.identity import Identity, PublicIdentity
+from strongroom.keys.officers import Officers
 from strongroom.scanning.scan import scan_content
 from strongroom.supplychain.signing import (
     compare_digests,
@@ -156,8 +162,11 @@ class TransferRequest:
 
 
 def sign_approval(identity: Identity, request: TransferRequest) -> str:
-    """An approver's DSSE envelope over ``request``."""
-    return sign_statement(request.to_json(), APPROVAL_PAYLOAD_TYPE, identity.private_key)
+    """An approver's DSSE envelope over ``request`` (a hybrid identity's: with ML-DSA-65 too)."""
+    env = sign_statement(request.to_json(), APPROVAL_PAYLOAD_TYPE, identity.private_key)
+    if identity.mldsa_key is not None:
+        env = add_mldsa_signature(env, APPROVAL_PAYLOAD_TYPE, identity.mldsa_key)
+    return env
 
 
 class ApprovalHook(Protocol):
@@ -171,22 +180,21 @@ class ApprovalHook(Protocol):
 class OfficerQuorum:
     """Interim rule: ``threshold`` distinct officers pinned in the barrier signed the request."""
 
-    def __init__(self, officers: Mapping[str, Ed25519PublicKey], threshold: int) -> None:
+    def __init__(self, officers: Mapping[str, Ed25519PublicKey], threshold: int, *,
+                 mldsa: Mapping[str, MLDSA65PublicKey] | None = None) -> None:
         if not 1 <= threshold <= max(1, len(officers)):
             raise InvalidInput(f"approval threshold {threshold} with {len(officers)} officer(s)",
                                obj="transfer approvals")
         self.officers = dict(officers)
+        #: Hybrid officers' ML-DSA-65 keys: their approvals count only with both signatures.
+        self.mldsa = dict(mldsa or {})
         self.threshold = threshold
 
     @classmethod
     def from_vault(cls, vault: Vault, threshold: int = 1) -> OfficerQuorum:
-        """The officers pinned in ``vault``'s barrier (``officer:<key id>`` public keys)."""
-        officers = {
-            name.split(":", 1)[1]: Ed25519PublicKey.from_public_bytes(raw)
-            for name, raw in vault.keys.public_keys().items()
-            if name.startswith("officer:")
-        }
-        return cls(officers, threshold)
+        """The officers pinned in ``vault``'s barrier (and hybrid officers' ML-DSA-65 keys)."""
+        pins = Officers.from_public_keys(vault.keys.public_keys())
+        return cls(pins.ed25519, threshold, mldsa=pins.mldsa)
 
     def check(self, request: TransferRequest, approvals: Sequence[str]) -> list[str]:
         """The key ids of the distinct officers whose approval matches ``request``."""
@@ -196,8 +204,8 @@ class OfficerQuorum:
                 if kid in good:
                     continue
                 try:
-                    statement = verify_statement(envelope, APPROVAL_PAYLOAD_TYPE, {kid: key},
-                                                 obj="transfer approval")
+                    statement = verify_pinned(envelope, APPROVAL_PAYLOAD_TYPE, {kid: key},
+                                              pq=self.mldsa, obj="transfer approval")
                 except IntegrityError:
                     continue
                 if statement == request.to_json():

@@ -129,8 +129,9 @@ def _grant_state(console: Console, item: RequestItem, env: str, directory: Direc
         return
     revocations = statements.envelopes(console.ctx.store, "grant-revocation",
                                        subject=g.grant_id)
-    item.revoked_by = grant_revoked(g, revocations, directory, console.ctx.officers()) \
-        if revocations else None
+    pins = console.ctx.officer_pins()
+    item.revoked_by = grant_revoked(g, revocations, directory, pins.ed25519,
+                                    officer_mldsa=pins.mldsa) if revocations else None
     entitled = me.name in {g.request.requester, *g.approvers} or \
         "security-officers" in me.roles
     item.may_revoke = item.revoked_by is None and entitled and bool(me.security_keys)

@@ -167,8 +167,9 @@ def build_router(ctx: ServerContext, keys: PrincipalKeys) -> APIRouter:
 
         caller_of(request)
         directory = ctx.directory()
+        pins = ctx.officer_pins()
         return grant_rows(ctx.store, directory, engine(), lambda name: resource(name, directory),
-                          ctx.officers(), now=time.time())
+                          pins.ed25519, now=time.time(), officer_mldsa=pins.mldsa)
 
     @r.post("/grants", response_model=M.GrantOut, status_code=201)
     def submit_grant(request: Request, body: M.Envelope) -> M.GrantOut:

@@ -108,9 +108,9 @@ def build_router(ctx: ServerContext, keys: PrincipalKeys) -> APIRouter:
                                obj=f"{body.kind} statement",
                                remedy="officer statements are signed by officers' identities")
         try:
-            statements.VerifyCache().verify(body.envelope, body.kind,
-                                            {caller.key_id: caller.public_key},
-                                            obj=f"{body.kind} statement")
+            pins = caller.pins  # a hybrid officer's statement carries both signatures
+            statements.VerifyCache().verify(body.envelope, body.kind, pins.ed25519,
+                                            pq=pins.mldsa, obj=f"{body.kind} statement")
         except IntegrityError as exc:
             raise AccessDenied(f"the statement is not signed by the caller: {exc.message}",
                                obj=f"{body.kind} statement") from None

@@ -24,7 +24,6 @@ from pydantic import BaseModel, Field
 from strongroom.access import statements
 from strongroom.access.key_orders import check_key_order
 from strongroom.access.restrictions import journal_details
-from strongroom.crypto.dsse import verify_statement
 from strongroom.errors import AccessDenied, AlreadyExists
 from strongroom.server.auth import caller_of
 from strongroom.server.context import ServerContext
@@ -47,9 +46,9 @@ def build_router(ctx: ServerContext) -> APIRouter:
         if not caller.officer:
             raise AccessDenied(f"{caller.name} is not a security officer", obj=f"keys {order}",
                                remedy="a pinned security officer orders key rotation")
-        mine = {caller.key_id: ctx.officers()[caller.key_id]}
-        st = verify_statement(envelope, statements.payload_type("key-order"), mine,
-                              obj=f"keys {order} order")
+        mine = ctx.officer_pins().only(caller.key_id)
+        st = mine.verify(envelope, statements.payload_type("key-order"),
+                         obj=f"keys {order} order")
         check_key_order(st, order, now=time.time())
         digest = statements.payload_digest(envelope)
         if statements.find_by_prefix(ctx.store, "key-order", digest, limit=1):
