@@ -31,6 +31,7 @@ lists the action in ``security_key_actions``, only such approvals count.
 
 from __future__ import annotations
 
+import re
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -69,6 +70,8 @@ __all__ = [
     "submit_request",
 ]
 
+#: What an attestation policy's name looks like (strongroom.attest.policy).
+_POLICY_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 #: Longest a grant may last (also how far back the gate re-reads byte usage).
 MAX_GRANT_DURATION_S = 7 * 24 * 3600
 #: Longest an approval stays usable.
@@ -88,13 +91,17 @@ class AccessRequest:
     byte_budget: int
     created: int
     nonce: str
+    #: An attestation policy's name: the Grant then releases keys only into enclaves it
+    #: admits (the approvers sign it with the request; a label's policy applies as well).
+    attested: str = ""
 
     @classmethod
     def new(cls, requester: str, requester_key: str, resource: str, action: str, purpose: str,
-            duration_s: int, byte_budget: int, now: float) -> AccessRequest:
+            duration_s: int, byte_budget: int, now: float, *,
+            attested: str = "") -> AccessRequest:
         """A fresh request (checked) with a random nonce."""
         req = cls(requester, requester_key, resource, action, purpose, int(duration_s),
-                  int(byte_budget), int(now), secrets.token_hex(16))
+                  int(byte_budget), int(now), secrets.token_hex(16), attested)
         req.check()
         return req
 
@@ -113,13 +120,19 @@ class AccessRequest:
         if not self.resource or not self.requester_key:
             raise InvalidInput("a request needs a resource and the requester's key",
                                obj="request")
+        if self.attested and not _POLICY_NAME.match(self.attested):
+            raise InvalidInput(f"{self.attested!r} is not an attestation policy name",
+                               obj=self.resource, remedy="name a policy from "
+                               "'strongroom attest policy show' (lowercase, digits, . _ -)")
 
     def to_statement(self) -> dict[str, Any]:
         """The signed form."""
         return {"requester": self.requester, "requester_key": self.requester_key,
                 "resource": self.resource, "action": self.action, "purpose": self.purpose,
                 "duration_s": self.duration_s, "byte_budget": self.byte_budget,
-                "created": self.created, "nonce": self.nonce}
+                "created": self.created, "nonce": self.nonce,
+                # absent when empty, so requests without it sign (and digest) as before
+                **({"attested": self.attested} if self.attested else {})}
 
     @classmethod
     def from_statement(cls, st: Mapping[str, Any]) -> AccessRequest:
@@ -127,7 +140,8 @@ class AccessRequest:
         try:
             req = cls(str(st["requester"]), str(st["requester_key"]), str(st["resource"]),
                       str(st["action"]), str(st["purpose"]), int(st["duration_s"]),
-                      int(st["byte_budget"]), int(st["created"]), str(st["nonce"]))
+                      int(st["byte_budget"]), int(st["created"]), str(st["nonce"]),
+                      str(st.get("attested", "")))
             req.check()
             return req
         except (KeyError, TypeError, ValueError, InvalidInput) as exc:

@@ -183,7 +183,10 @@ def _grant_details(g: VerifiedGrant) -> dict[str, Any]:
     """The audit details of a release under Grant ``g``."""
     return {"grant_id": g.grant_id, "request_digest": g.request_digest,
             "approvers": list(g.approvers), "grant_expires": g.expires,
-            "grant_bytes": g.byte_budget}
+            "grant_bytes": g.byte_budget,
+            # the approvers signed this policy with the request: the gate then admits
+            # only an enclave it allows (as well as the label's, if any)
+            **({"grant_attested": g.request.attested} if g.request.attested else {})}
 
 
 @dataclass

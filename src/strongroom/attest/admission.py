@@ -38,7 +38,7 @@ import os
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -152,6 +152,33 @@ class AdmissionDesk:
                 self._admitted.popitem(last=False)
         return admission
 
+    def extend(self, admission: Admission, policy: AttestationPolicy) -> Admission:
+        """``admission``'s evidence checked against another ``policy`` too (no nonce spent).
+
+        For a release two policies govern (a label's and a Grant's): the evidence
+        was verified and bound once; this policy must allow it as well.
+        """
+        ev = admission.evidence
+        facts: dict[str, Any] = {"policy": policy.name, "serial": policy.serial,
+                                 "platform": ev.platform, "recipient": str(admission.recipient),
+                                 "measurement": ev.measurement, "chip_id": ev.chip_id,
+                                 "tcb": dict(ev.tcb), "also": admission.policy}
+        try:
+            if ev.platform not in policy.platforms:
+                raise refuse("platform", f"policy {policy.name!r} does not allow {ev.platform}",
+                             obj="attested release")
+            policy.check(ev)
+        except AttestationRefused as exc:
+            self._observe({**facts, "decision": "deny", "check": exc.check,
+                           "reason": exc.message[:300]})
+            raise
+        self._observe({**facts, "decision": "allow"})
+        extended = Admission(ev, admission.recipient, policy.name, policy.serial,
+                             admission.expires)
+        with self._lock:
+            self._admitted[(policy.name, admission.recipient.public_bytes)] = extended
+        return extended
+
     def admitted(self, policy: AttestationPolicy, recipient: EphemeralRecipient) -> Admission | None:
         """The standing admission of ``recipient`` under ``policy`` (this serial), else None."""
         key = (policy.name, recipient.public_bytes)
@@ -223,3 +250,28 @@ class AttestationService:
                                      "admitted)", obj="attested release")
         return self.desk.admit(policy, claim.platform, claim.evidence, claim.collateral,
                                claim.recipient, claim.nonce)
+
+    def admit_all(self, policy_names: Sequence[str], claim: AttestedClaim) -> Admission:
+        """The claim admitted under every one of ``policy_names`` (the first's admission).
+
+        The evidence (and its nonce) is checked once, under the first policy that
+        has no standing admission for this key; every other policy must allow the
+        same verified evidence: a release two policies govern needs both.
+        """
+        if not policy_names:
+            raise refuse("policy", "no attestation policy is named", obj="attested release")
+        admissions: dict[str, Admission] = {}
+        for name in policy_names:  # standing admissions first: no evidence needed for those
+            standing = self.desk.admitted(self.policy(name), claim.recipient)
+            if standing is not None:
+                admissions[name] = standing
+        missing = [n for n in policy_names if n not in admissions]
+        if missing:
+            base = next(iter(admissions.values()), None) if not claim.evidence else None
+            if base is None:
+                base = self.admit(missing[0], claim)
+                admissions[missing[0]] = base
+            for name in missing:
+                if name not in admissions:
+                    admissions[name] = self.desk.extend(base, self.policy(name))
+        return admissions[policy_names[0]]

@@ -73,12 +73,17 @@ def request(
     action: Annotated[str, typer.Option("--action", help="infer, load, read or export")] = "load",
     duration: Annotated[str, typer.Option("--duration", help="how long, e.g. 8h")] = "8h",
     nbytes: Annotated[str, typer.Option("--bytes", help="byte budget, e.g. 2G")] = "64G",
+    attested: Annotated[str, typer.Option(
+        "--attested", metavar="POLICY",
+        help="the Grant releases keys only into enclaves this attestation policy admits "
+             "(docs/attestation.md)")] = "",
 ) -> None:
     """Ask for access; prints the request id approvers sign."""
     duration_s, budget = parse_duration(duration), _size(nbytes)
     with service() as svc:
         filed = svc.access_request(resource, purpose=purpose, action=action,
-                                   duration_s=duration_s, byte_budget=budget)
+                                   duration_s=duration_s, byte_budget=budget,
+                                   attested=attested)
     access_render.request_filed(filed)
 
 

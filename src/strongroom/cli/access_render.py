@@ -31,7 +31,9 @@ def request_filed(r: Mapping[str, Any]) -> None:
     """``access request``'s line: the id approvers sign, what was asked and the rule to meet."""
     _out.print(f"request {r['digest'][:16]} by {r['requester']}: {r['action']} {r['resource']} "
                f"for {duration(r['duration_s'])}, {human_bytes(r['byte_budget'])}; "
-               f"needs {r['rule']}", markup=False)
+               f"needs {r['rule']}"
+               + (f"; keys only into enclaves attested: {r['attested']}"
+                  if r.get("attested") else ""), markup=False)
 
 
 def request_shown(r: Mapping[str, Any], as_json: bool) -> None:
@@ -44,7 +46,9 @@ def request_shown(r: Mapping[str, Any], as_json: bool) -> None:
             ("digest", r["request"]), ("requester", r["requester"]),
             ("asks", f"{r['action']} {r['resource']} for {duration(r['duration_s'])}, "
                      f"{human_bytes(r['byte_budget'])}"),
-            ("purpose", r["purpose"]), ("requested", r["created"])):
+            ("purpose", r["purpose"]), ("requested", r["created"]),
+            *([("attested", f"{r['attested']} (keys only into enclaves this policy admits)")]
+              if r.get("attested") else [])):
         _out.print(f"  {label:<10} {value}", markup=False)
     _out.print("Compare the code with the one the console shows for this request before you "
                "touch your security key; if they differ, do not approve.", markup=False)

@@ -26,7 +26,8 @@ Every weight load goes through :meth:`ReleaseGate.release`, which runs, in order
 7. **unwrap** — only now is the file key decrypted and returned (caller zeroes it).
 
 **Attested releases.** When the accepted evidence says ``attested: <policy>`` (the
-artifact's officer-signed label), :meth:`ReleaseGate.release` refuses, audited, and
+artifact's officer-signed label, or the Grant's request its approvers signed; when
+both name one, both must admit the evidence), :meth:`ReleaseGate.release` refuses, audited, and
 only :meth:`ReleaseGate.release_attested` can release: after step 5 the gate's
 :class:`~strongroom.attest.admission.AttestationService` admits the enclave's
 evidence (bound to its ephemeral X25519 key and a gate nonce) under that policy,
@@ -275,6 +276,8 @@ class ReleaseGate:
             ev = admission.evidence
             accepted = {**accepted, "attestation": {
                 "policy": admission.policy, "serial": admission.serial,
+                **({"grant_policy": accepted["grant_attested"]}
+                   if accepted.get("grant_attested") else {}),
                 "platform": ev.platform, "measurement": ev.measurement,
                 "chip_id": ev.chip_id, "tcb": dict(ev.tcb), "recipient": str(admission.recipient)}}
         # Keyed by the evidence nonce, as the meter keys audit events it replays,
@@ -324,25 +327,34 @@ class ReleaseGate:
 
     def _attested(self, request: ReleaseRequest, claim: AttestedClaim | None,
                   accepted: Mapping[str, Any]) -> Admission | None:
-        """The enclave's admission when the evidence requires one (or one is offered), else None."""
-        required = accepted.get("attested")
+        """The enclave's admission when the evidence requires one (or one is offered), else None.
+
+        The label's policy (``attested``) and the Grant's (``grant_attested``, which its
+        approvers signed) both apply: when both name one, the evidence must satisfy both.
+        """
+        label, grant = accepted.get("attested"), accepted.get("grant_attested")
+        required = [p for p in dict.fromkeys((label, grant)) if p]
         if not required and claim is None:
             return None
         try:
             if claim is None:
+                said = "; ".join(
+                    ([f"{request.artifact} is labelled attested: {label}"] if label else [])
+                    + ([f"the Grant says attested: {grant}"] if grant else []))
                 raise AttestationRefused(
-                    "evidence", f"{request.artifact} is labelled attested: {required}; its keys "
-                                "are released only into an attested enclave", obj=request.obj,
+                    "evidence", f"{said}; its keys are released only into an attested enclave",
+                    obj=request.obj,
                     remedy="load it through an attested workload (docs/attestation.md)")
-            if not isinstance(required, str) or not required:
+            if not all(isinstance(p, str) for p in required) or not required:
                 raise AttestationRefused(
-                    "policy", "the artifact's label names no attestation policy",
-                    obj=request.obj, remedy="ask k officers to label it attested: <policy>")
+                    "policy", "neither the artifact's label nor the Grant names an attestation "
+                              "policy", obj=request.obj,
+                    remedy="ask k officers to label it attested: <policy>")
             if self.attestation is None:
                 raise AttestationRefused(
                     "evidence", "this gate verifies no attestation evidence", obj=request.obj,
                     remedy="configure attestation on the key-release host")
-            return self.attestation.admit(required, claim)
+            return self.attestation.admit_all([str(p) for p in required], claim)
         except AccessDenied as exc:
             self._deny(request, exc, **accepted)
             raise

@@ -225,7 +225,8 @@ def request_shown(envelope: str) -> Row:
             "resource": str(st.get("resource", "")), "purpose": str(st.get("purpose", "")),
             "duration_s": int(st.get("duration_s", 0) or 0),
             "byte_budget": int(st.get("byte_budget", 0) or 0),
-            "created": stamp(st.get("created")), "statement": st}
+            "created": stamp(st.get("created")), "attested": str(st.get("attested", "")),
+            "statement": st}
 
 
 def egress_report(store: Store, *, compression: float = 1.0) -> Row:

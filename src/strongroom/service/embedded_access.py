@@ -73,7 +73,7 @@ class EmbeddedAccess:
     """Access operations on the local vault, signed as ``STRONGROOM_IDENTITY``."""
 
     def access_request(self, resource: str, *, purpose: str, action: str, duration_s: int,
-                       byte_budget: int) -> Row:
+                       byte_budget: int, attested: str = "") -> Row:
         """File a signed request (refused, and audited, when policy denies it)."""
         from strongroom.access.approvals import AccessRequest, require_enrolled, submit_request
 
@@ -93,14 +93,14 @@ class EmbeddedAccess:
             target = resource if ArtifactRef.parse(resource).version is not None \
                 else base_name(res.name)
             req = AccessRequest.new(me.name, me.key_id, target, action, purpose, duration_s,
-                                    byte_budget, time.time())
+                                    byte_budget, time.time(), attested=attested)
             digest = submit_request(vault.store, req.sign(ctx.me.private_key, pq=ctx.me.mldsa_key))
             vault.record("access.request", res.name, "allow", reason=purpose,
                          access_action=action, request=digest)
             return {"digest": digest, "requester": me.name, "action": action,
                     "resource": target, "duration_s": req.duration_s,
                     "byte_budget": req.byte_budget,
-                    "rule": str(directory.rule(res.name, action))}
+                    "rule": str(directory.rule(res.name, action)), "attested": req.attested}
 
     def access_approve(self, request_id: str, *, ttl_s: int) -> Row:
         """Sign an approval; issue the Grant once the rule is met."""

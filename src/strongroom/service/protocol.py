@@ -150,9 +150,9 @@ class Service(Protocol):
     # -- access -----------------------------------------------------------------------------
 
     def access_request(self, resource: str, *, purpose: str, action: str, duration_s: int,
-                       byte_budget: int) -> Row:
+                       byte_budget: int, attested: str = "") -> Row:
         """File a signed request: digest, requester, action, resource, duration_s,
-        byte_budget, rule."""
+        byte_budget, rule, attested (the policy the Grant will require, if any)."""
 
     def access_approve(self, request_id: str, *, ttl_s: int) -> Row:
         """Sign an approval: ``{"approver", "request", "grant": GrantOut | None, "not_yet"}``."""

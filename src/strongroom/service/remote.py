@@ -174,20 +174,21 @@ class RemoteService:
     # -- access -----------------------------------------------------------------------------
 
     def access_request(self, resource: str, *, purpose: str, action: str, duration_s: int,
-                       byte_budget: int) -> Row:
+                       byte_budget: int, attested: str = "") -> Row:
         """Sign a request and file it on the server (which applies the policy)."""
         from strongroom.access.approvals import AccessRequest
 
         me = self._me()
         who = self.client.get("/v1/whoami")
         req = AccessRequest.new(who["name"], who["key_id"], resource, action, purpose,
-                                duration_s, byte_budget, time.time())
+                                duration_s, byte_budget, time.time(), attested=attested)
         digest = self.client.post("/v1/access/requests",
                                   {"envelope": req.sign(me.private_key, pq=me.mldsa_key)})["digest"]
         filed = self.client.get(f"/v1/access/requests/{digest}")
         return {"digest": digest, "requester": who["name"], "action": action,
                 "resource": resource, "duration_s": req.duration_s,
-                "byte_budget": req.byte_budget, "rule": filed["rule"]}
+                "byte_budget": req.byte_budget, "rule": filed["rule"],
+                "attested": req.attested}
 
     def _verdict(self, request_id: str) -> tuple[Identity, str, str, str]:
         me = self._me()
