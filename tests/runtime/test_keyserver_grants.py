@@ -189,6 +189,12 @@ def test_key_servers_verify_grants_themselves(tmp_path: Path, databases: list[st
         with pytest.raises(AccessDenied) as foreign_enrolled:
             load(client, alice, blob, d.grant("alice", ["bob", "mallory"]), servers)
         refused_by_each(foreign_enrolled, servers, "rule 2 of approvers")
+        # the control: once the two pinned officers enroll mallory, the same approvals count
+        push(servers, [{"kind": "enrollment", "envelope": d.enroll("mallory")}])
+        assert (
+            load(client, alice, blob, d.grant("alice", ["bob", "mallory"]), servers)
+            == blob.plaintext
+        )
 
         # over budget: one shard fits the Grant's bytes, a second load does not (each server's ledger)
         size = len(blob.plaintext)
