@@ -45,7 +45,7 @@ def _perfect(backend: str = "shamir") -> Facts:
         home="/srv/strongroom",
         keyring={"initialized": True, "sealed": False, "backend": backend, "threshold": 3,
                  "shares": 5, "officer_threshold": 2},
-        officers=3,
+        officers=3, classical_officers=0,
         artifacts=[{"name": "frontier", "kind": "weights", "size": 800 * 2**30, "verified": True,
                     "compartments": ["atlas"], "labelled": True, "load_min": 2,
                     "export_groups": 2}],
@@ -75,6 +75,22 @@ def test_classical_custodians_hold_keys_below_sl4() -> None:
     hsm = assess(facts, parse_declaration(FULL_DECLARATION))
     keys = next(f for f in hsm.families if f.key == "keys")
     assert keys.level == 3 and "K-5" in keys.next_step
+
+
+def test_classical_officers_hold_keys_below_sl4() -> None:
+    """K-5 flags officers who sign with Ed25519 alone, as it flags classical custodians."""
+    facts = _perfect("hsm")
+    declaration = parse_declaration(FULL_DECLARATION)
+    keys = next(f for f in assess(facts, declaration).families if f.key == "keys")
+    assert keys.level == 4  # every officer hybrid: met
+    facts.classical_officers = 2
+    keys = next(f for f in assess(facts, declaration).families if f.key == "keys")
+    k5 = next(c for c in keys.controls if c.id == "K-5")
+    assert keys.level == 3 and k5.status == "not met", k5
+    assert "2 of 3 officers sign with Ed25519 alone" in k5.evidence
+    facts.classical_officers = None  # sealed: not known, so not met
+    keys = next(f for f in assess(facts, declaration).families if f.key == "keys")
+    assert keys.level == 3
 
 
 def test_every_declaration_cannot_lift_software_keys() -> None:

@@ -40,3 +40,27 @@ def test_classical_custodians_and_transfer_keys_are_named(vault: Vault, tmp_path
 def test_all_hybrid_is_quiet() -> None:
     key = str(HybridIdentity.generate().recipient)
     assert pq_summary(Wraps(custodians=[key, key], transfers=[("b", "e", key)])) == ("", "")
+
+
+def test_classical_officers_are_named(tmp_path: Path) -> None:
+    """doctor names officers with no ML-DSA-65 key pinned, by key id; hybrid ones are quiet."""
+    from strongroom.keys.identity import Identity
+    from strongroom.keys.officers import Officers
+
+    key = str(HybridIdentity.generate().recipient)
+    wraps = Wraps(custodians=[key], transfers=[])
+    hybrid, classical = Identity.generate(pq=True).public, Identity.generate().public
+    assert hybrid.mldsa_key is not None
+    officers = Officers({hybrid.key_id: hybrid.public_key, classical.key_id: classical.public_key},
+                        {hybrid.key_id: hybrid.mldsa_key})
+    message, remedy = pq_summary(wraps, officers)
+    assert f"1 of 2 security officers sign with Ed25519 alone (key ids {classical.key_id})" \
+        in message and hybrid.key_id not in message
+    assert "keys new-identity --pq" in remedy
+    report = run_doctor(lock=None, status=None, keys_settings=KeysSettings(),
+                        audit_settings=AuditSettings(witnesses="", witness_quorum=0),
+                        home=tmp_path / "nowhere", environ={}, wraps=wraps, officers=officers)
+    (finding,) = [f for f in report.findings if f.check == "post-quantum"]
+    assert finding.level == "warning" and finding.message == message
+    only_hybrid = Officers({hybrid.key_id: hybrid.public_key}, {hybrid.key_id: hybrid.mldsa_key})
+    assert pq_summary(wraps, only_hybrid) == ("", "")

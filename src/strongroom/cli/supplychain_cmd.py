@@ -16,6 +16,7 @@ from rich.table import Table
 
 if TYPE_CHECKING:
     from strongroom.keys.keyring import KeyringStatus
+    from strongroom.keys.officers import Officers
 
 # Scanners, the vault and the keyring are imported inside the commands.
 
@@ -59,7 +60,7 @@ def doctor(
 
     home = Settings().resolved_home
     report = run_doctor(lock=lock, status=_keyring_status(home), keys_settings=KeysSettings(),
-                        audit_settings=AuditSettings(), home=home)
+                        audit_settings=AuditSettings(), home=home, officers=_officers(home))
     if as_json:
         print(json.dumps([f.__dict__ for f in report.findings], indent=2))
     else:
@@ -78,6 +79,18 @@ def _keyring_status(home: Path) -> KeyringStatus | None:
 
     try:
         return key_service(home, start=False).status()
+    except (StrongroomError, OSError, NotFound):
+        return None
+
+
+def _officers(home: Path) -> Officers | None:
+    """The officers pinned in the barrier, from the running agent (None when sealed or none)."""
+    from strongroom.errors import NotFound, StrongroomError
+    from strongroom.keys.officers import Officers
+    from strongroom.runtime.services import key_service
+
+    try:
+        return Officers.from_public_keys(key_service(home, start=False).public_keys())
     except (StrongroomError, OSError, NotFound):
         return None
 

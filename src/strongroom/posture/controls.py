@@ -167,15 +167,28 @@ def _post_quantum(f: Facts, d: Declaration) -> Finding:
     w = f.wraps
     if w is None:
         return _unknown("the custodians' and transfer keys' kinds")
+    if f.classical_officers is None or f.officers is None:
+        return _unknown("the pinned officers' signature keys")
+    officers = (f"; {f.classical_officers} of {f.officers} officers sign with Ed25519 alone "
+                "(a future quantum computer could forge their enrollments and labels)"
+                if f.classical_officers else "")
     if f.keyring is not None and f.keyring.get("backend") == "hsm" and not w["transfers"]:
-        return MET, "root key in an HSM (no share files) and no transfer bundle exported"
+        if officers:
+            return NOT_MET, "root key in an HSM and no transfer bundle exported" + officers
+        return MET, ("root key in an HSM (no share files), no transfer bundle exported, and "
+                     f"all {f.officers} officers sign with ML-DSA-65 beside Ed25519")
     bad = w["classical_custodians"] + w["classical_transfers"]
     if bad:
         return NOT_MET, (f"{w['classical_custodians']} of {w['custodians']} custodians and "
                          f"{w['classical_transfers']} of {w['transfers']} transfer exports are "
-                         "wrapped to classical X25519 only (harvest now, decrypt later)")
+                         "wrapped to classical X25519 only (harvest now, decrypt later)"
+                         + officers)
+    if officers:
+        return NOT_MET, ("shares and transfer exports are hybrid ML-KEM-768 + X25519"
+                         + officers)
     return MET, (f"{w['custodians']} custodians' shares and {w['transfers']} transfer exports, "
-                 "all wrapped to hybrid ML-KEM-768 + X25519 keys")
+                 "all wrapped to hybrid ML-KEM-768 + X25519 keys; all "
+                 f"{f.officers} officers sign with ML-DSA-65 beside Ed25519")
 
 
 def _hsm(f: Facts, d: Declaration) -> Finding:
@@ -484,7 +497,8 @@ CONTROLS: tuple[Control, ...] = (
     Control("K-4", "keys", 4, "Root key in a certified hardware security module", "verified",
             _hsm),
     Control("K-5", "keys", 4, "Shares and transfer keys that leave the vault are post-quantum "
-            "(hybrid ML-KEM-768 + X25519)", "verified", _post_quantum),
+            "(hybrid ML-KEM-768 + X25519), and officers sign with ML-DSA-65 beside Ed25519",
+            "verified", _post_quantum),
     # access
     Control("A-1", "access", 1, "Default-deny policy; releases need clearance and compartments",
             "verified", _by_redteam(("RT-CMP-001", "RT-CRED-001"), "red-team")),

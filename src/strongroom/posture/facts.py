@@ -38,6 +38,9 @@ class Facts:
     keyring: dict[str, Any] | None = None
     #: Officers pinned in the barrier (None while sealed).
     officers: int | None = None
+    #: Of them, those with no ML-DSA-65 key pinned: their signatures are Ed25519 alone
+    #: (None while sealed).
+    classical_officers: int | None = None
     #: One per artifact: name, kind, size, compartments, labelled, load_min, export_groups.
     artifacts: list[dict[str, Any]] = field(default_factory=list)
     #: artifact -> action -> distinct holders of valid grants (None: not readable).
@@ -87,6 +90,8 @@ def _wraps(store: Store, facts: Facts) -> None:
 
 def _keyring(keys: KeyService | None, facts: Facts) -> bool:
     """Fill keyring facts; True when unsealed."""
+    from strongroom.keys.officers import Officers
+
     if keys is None:
         facts.notes.append("no key service reachable: keyring facts unknown")
         return False
@@ -102,7 +107,9 @@ def _keyring(keys: KeyService | None, facts: Facts) -> bool:
         facts.notes.append("the vault is sealed: facts that need the barrier are unknown")
         return False
     with contextlib.suppress(StrongroomError, OSError):
-        facts.officers = sum(1 for k in keys.public_keys() if k.startswith("officer:"))
+        pins = Officers.from_public_keys(keys.public_keys())
+        facts.officers = len(pins.ed25519)
+        facts.classical_officers = len(pins.classical())
     return True
 
 

@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from strongroom.audit.config import AuditSettings
     from strongroom.keys.config import KeysSettings
     from strongroom.keys.keyring import KeyringStatus
+    from strongroom.keys.officers import Officers
     from strongroom.store.db import Store
     from strongroom.supplychain.pq_wraps import Wraps
 
@@ -148,12 +149,14 @@ def run_doctor(
     payload_modes: dict[str, list[str]] | None = None,
     cipher: str | None = None,
     wraps: Wraps | None = None,
+    officers: Officers | None = None,
 ) -> DoctorReport:
     """Run every check; ``status`` None means the keyring could not be reached.
 
     ``payload_modes`` (cipher -> stored files) and ``cipher`` (the vault's
     setting) and ``wraps`` (custodians, transfer recipients) default to what
-    the deployment in ``home`` has.
+    the deployment in ``home`` has; ``officers`` (pinned in the barrier, so
+    known only while unsealed) None: their keys are not judged.
     """
     env = dict(os.environ if environ is None else environ)
     report = DoctorReport()
@@ -203,12 +206,13 @@ def run_doctor(
             add(Finding("identity", "error", f"identity file {ident} is readable by others",
                         f"chmod 600 {ident}"))
     _check_payload_modes(home, payload_modes, cipher, add)
-    _check_post_quantum(home, wraps, add)
+    _check_post_quantum(home, wraps, add, officers)
     return report
 
 
-def _check_post_quantum(home: Path, wraps: Wraps | None, add: Callable[[Finding], None]) -> None:
-    """A warning for custodians and transfer keys that are classical X25519 only."""
+def _check_post_quantum(home: Path, wraps: Wraps | None, add: Callable[[Finding], None],
+                        officers: Officers | None = None) -> None:
+    """A warning for custodians, transfer keys and officers that are classical only."""
     from strongroom.supplychain.pq_wraps import deployment_wraps, pq_summary
 
     if wraps is None:
@@ -223,7 +227,7 @@ def _check_post_quantum(home: Path, wraps: Wraps | None, add: Callable[[Finding]
             return
         finally:
             store.close()
-    message, remedy = pq_summary(wraps)
+    message, remedy = pq_summary(wraps, officers)
     if message:
         add(Finding("post-quantum", "warning", message, remedy))
 

@@ -28,6 +28,7 @@ from sqlalchemy import select
 from strongroom.audit.entry import AuditEvent
 from strongroom.crypto.age_pq import RECIPIENT_PREFIX
 from strongroom.errors import StrongroomError
+from strongroom.keys.officers import Officers
 from strongroom.store.db import Store
 from strongroom.store.tables.audit import AuditEntry
 
@@ -87,8 +88,12 @@ def deployment_wraps(store: Store) -> Wraps:
             AuditEvent.from_body(body) for _, body in bodies if b'"transfer.export"' in body)
 
 
-def pq_summary(wraps: Wraps) -> tuple[str, str]:
-    """``(message, remedy)`` naming the classical wraps, or ``("", "")`` when there are none."""
+def pq_summary(wraps: Wraps, officers: Officers | None = None) -> tuple[str, str]:
+    """``(message, remedy)`` naming the classical wraps and officers, or ``("", "")``.
+
+    ``officers``: the officers pinned in the barrier (None: not known, sealed);
+    one without an ML-DSA-65 key signs with Ed25519 alone.
+    """
     parts: list[str] = []
     remedies: list[str] = []
     cust = wraps.classical_custodians
@@ -104,6 +109,14 @@ def pq_summary(wraps: Wraps) -> tuple[str, str]:
                      f"keys (enclaves {', '.join(enclaves)})")
         remedies.append("give each destination enclave a hybrid transfer key "
                         "(`strongroom transfer keygen`) for the next export")
+    classical = officers.classical() if officers is not None else []
+    if officers is not None and classical:
+        parts.append(f"{len(classical)} of {len(officers.ed25519)} security officers sign with "
+                     f"Ed25519 alone (key ids {', '.join(classical)}): a forger with a quantum "
+                     "computer could sign enrollments and labels as them")
+        remedies.append("officers' keys are pinned at `strongroom init`: give each officer a "
+                        "hybrid identity (`strongroom keys new-identity --pq`) and pin its .pub "
+                        "with `init --officer` (docs/key-ceremony.md)")
     if not parts:
         return "", ""
     return ("; ".join(parts) + ": recorded today, they open to a future quantum computer",
