@@ -12,9 +12,13 @@ round, medians judged and best-of beside them (issue 24):
 * ciphertext read by a lazy load of one 64 MiB tensor (≤ size + 2 chunks)
 * peak RSS of a full load ÷ model size (≤ 1.25)
 * ``strongroom encrypt`` ÷ ``age -r`` throughput, both writing a real file
+* age wraps and unwraps per second of one file key, hybrid ML-KEM-768 + X25519
+  beside X25519, interleaved (bench/age_pq.py; ``--only wraps`` runs this alone).
+  What leaves the vault is wrapped so; file keys at rest stay under the
+  symmetric KEK, so the import and load figures above do not pass through it
 
 on a generated 1 GiB safetensors file (16 float16 tensors of 64 MiB) and on MiniLM.
-Run: ``.venv/bin/python bench/weights.py [--size-mib 1024] [--rounds 7] [--only loads]``.
+Run: ``.venv/bin/python bench/weights.py [--size-mib 1024] [--rounds 7] [--only loads|wraps]``.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from strongroom.vault.vault import Vault
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from age_pq import report_lines, wrap_rates
 from machine import describe, interleave, reference, summary
 from strongroom.store.db import Store
 
@@ -312,10 +317,16 @@ def main() -> None:
     parser.add_argument("--size-mib", type=int, default=1024)
     parser.add_argument("--rounds", type=int, default=7, help="interleaved rounds")
     parser.add_argument("--repeat", type=int, default=3, help="runs of the other figures")
-    parser.add_argument("--only", choices=["loads", "all"], default="all",
-                        help="loads: the full and lazy load comparisons only")
+    parser.add_argument("--only", choices=["loads", "wraps", "all"], default="all",
+                        help="loads: the full and lazy load comparisons only; wraps: hybrid "
+                             "and X25519 wraps and unwraps per second only")
+    parser.add_argument("--wrap-seconds", type=float, default=0.5,
+                        help="seconds per wrap subject per round")
     args = parser.parse_args()
     print(describe())
+    if args.only == "wraps":
+        _print_wraps(args.rounds, args.wrap_seconds)
+        return
     with tempfile.TemporaryDirectory(prefix="sr-bench-") as tmp:
         work = Path(tmp)
         home = work / "home"
@@ -400,6 +411,16 @@ def main() -> None:
             f"(target ≥ 1.5, aim 2.0); vs age without sync {enc['age_gib_s']:.2f} GiB/s -> "
             f"{enc['speed_ratio_vs_unsynced_age']:.2f}"
         )
+    if args.only == "all":
+        _print_wraps(args.rounds, args.wrap_seconds)
+
+
+def _print_wraps(rounds: int, seconds: float) -> None:
+    """Hybrid and X25519 wraps/unwraps per second of one file key (what leaves the vault)."""
+    print(f"\n== age wraps of one file key, per second, {rounds} interleaved rounds "
+          f"({seconds:g} s each); file keys at rest stay under the symmetric KEK")
+    for line in report_lines(wrap_rates(rounds, seconds)):
+        print("  " + line)
 
 
 if __name__ == "__main__":
