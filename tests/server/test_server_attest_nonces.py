@@ -5,25 +5,42 @@ nonce host A issued is spent on host B, and one issued by a host that then
 stopped is spent on a host started after it (nothing kept in memory). A replay
 is refused on either host; a nonce whose row a DBA inserted (with no gate's
 MAC), or whose issued row a DBA deleted, is refused, fail closed.
+
+The same world loads the labelled weights as an enclave would (what ``gateway
+serve --attest`` does, with the test platform's evidence), and ``gateway serve
+--attest`` on a host with no TEE stops with a named error.
 """
 
 from __future__ import annotations
 
 import base64
 import os
+import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 from cryptography.hazmat.primitives.serialization import Encoding
-from server_kit import ServerWorld, SignedClient, second_host, server_db  # noqa: F401
+from server_kit import (  # noqa: F401
+    ARTIFACT,
+    ServerWorld,
+    SignedClient,
+    second_host,
+    server_db,
+)
 from sqlalchemy import delete, insert, update
 from test_server_attested_release import GOOD, trusting_world
 
 from strongroom.attest.admission import binding
+from strongroom.attest.enclave import TEST_CHIP_ENV, Enclave, evidence_source
 from strongroom.attest.forge import ForgedChip, ForgedVendor
 from strongroom.crypto.age import Stanza, X25519Identity
+from strongroom.errors import AccessDenied
 from strongroom.store.tables.attest import AttestNonce
+
+from cli_fixtures import strongroom_exe
 
 
 @pytest.fixture(scope="module")
@@ -136,3 +153,74 @@ def test_rows_a_dba_writes_or_deletes_admit_nothing(
     thief = X25519Identity.generate()
     report = _release(w, a, chip, nonce, enclave, recipient=str(thief.recipient))
     _refused(report, "binding")
+
+
+def test_a_workload_loads_weights_as_an_enclave(
+    world: ServerWorld, vendor: ForgedVendor, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What ``gateway serve --attest`` does: the vault asks for each file key through the
+    attested path, with the test platform's evidence, and opens it with its ephemeral key."""
+    w = world
+    chip = tmp_path / "chip.json"
+    vendor.chip().save(chip, GOOD)
+    monkeypatch.setenv(TEST_CHIP_ENV, str(chip))
+    vault = w.ctx.vault(identity=w.people["alice"])
+    with pytest.raises(AccessDenied, match="attested"):
+        vault.open_weights(ARTIFACT)  # not an enclave: refused
+    enclave = Enclave(evidence_source("sev-snp"))
+    assert enclave.platform == "sev-snp-test"
+    vault.enclave = enclave
+    weights = vault.open_weights(ARTIFACT)
+    try:
+        for name, array in w.model.items():
+            assert np.array_equal(weights[name], array)
+    finally:
+        weights.close()
+    mine = str(enclave.identity.recipient)
+    admits = [
+        e
+        for e in w.ctx.audit().recent(0)
+        if e.action == "attest.admit" and e.details.get("recipient") == mine
+    ]
+    assert [e.decision for e in admits] == ["allow"]
+    released = [
+        e
+        for e in w.ctx.audit().recent(0)
+        if e.action == "key.release"
+        and e.decision == "allow"
+        and e.details.get("attestation", {}).get("recipient") == mine
+    ]
+    assert released and all(e.details["attestation"]["measurement"] == GOOD.hex() for e in released)
+    # the gate forgot the key (a restart): the workload attests again, unasked
+    w.ctx.keys._attested_gate().attestation.desk._admitted.clear()  # type: ignore[union-attr]
+    vault.open_weights(ARTIFACT).close()
+    admits = [
+        e
+        for e in w.ctx.audit().recent(0)
+        if e.action == "attest.admit" and e.details.get("recipient") == mine
+    ]
+    assert [e.decision for e in admits] == ["allow", "allow"]
+
+
+def test_gateway_attest_without_a_tee_is_a_named_error(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STRONGROOM_")}
+    env["STRONGROOM_HOME"] = str(tmp_path / "home")
+    out = subprocess.run(
+        [
+            strongroom_exe(),
+            "gateway",
+            "serve",
+            ARTIFACT,
+            "--release",
+            str(tmp_path / "r.json"),
+            "--attest",
+            "sev-snp",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert out.returncode != 0
+    assert "Traceback" not in out.stderr
+    assert "no sev-snp evidence" in out.stderr and "/sys/kernel/config/tsm/report" in out.stderr

@@ -16,10 +16,12 @@ cannot be pointed at these roots. Nothing here is used by the gate itself.
 
 from __future__ import annotations
 
+import json
 import os
 import struct
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -38,6 +40,8 @@ from strongroom.attest.sevsnp import (
     ProductRoots,
     SevSnp,
 )
+from strongroom.datadir import create_private_file
+from strongroom.errors import InvalidInput
 
 __all__ = ["DEFAULT_POLICY", "ForgedChip", "ForgedVendor"]
 
@@ -109,6 +113,39 @@ class ForgedChip:
         raw[SIGNED_SIZE:SIGNED_SIZE + 72] = r.to_bytes(72, "little")
         raw[SIGNED_SIZE + 72:SIGNED_SIZE + 144] = s.to_bytes(72, "little")
         return bytes(raw)
+
+    def save(self, path: Path, measurement: bytes) -> None:
+        """Write this chip (its private key too: a test's) and the image it measures, as JSON.
+
+        What ``STRONGROOM_ATTEST_TEST_CHIP`` names for a test workload
+        (:mod:`strongroom.attest.enclave`): never a deployment's.
+        """
+        key = self.key.private_bytes(serialization.Encoding.PEM,
+                                     serialization.PrivateFormat.PKCS8,
+                                     serialization.NoEncryption())
+        doc = {"test_only": True, "product": self.product, "key": key.decode(),
+               "vcek": self.vcek_pem().decode(),
+               "ask": self.ask.public_bytes(serialization.Encoding.PEM).decode(),
+               "chip_id": self.chip_id.hex(), "tcb": self.tcb, "measurement": measurement.hex()}
+        create_private_file(path)
+        path.write_text(json.dumps(doc), encoding="utf-8")
+
+    @classmethod
+    def load(cls, path: Path) -> tuple[ForgedChip, bytes]:
+        """The chip and measurement :meth:`save` wrote (InvalidInput naming the file otherwise)."""
+        try:
+            doc = json.loads(path.read_text(encoding="utf-8"))
+            key = serialization.load_pem_private_key(doc["key"].encode(), None)
+            if not isinstance(key, ec.EllipticCurvePrivateKey) or doc.get("test_only") is not True:
+                raise ValueError("not a forged chip")
+            chip = cls(str(doc["product"]), key, x509.load_pem_x509_certificate(
+                doc["vcek"].encode()), x509.load_pem_x509_certificate(doc["ask"].encode()),
+                bytes.fromhex(doc["chip_id"]), {str(k): int(v) for k, v in doc["tcb"].items()})
+            return chip, bytes.fromhex(doc["measurement"])
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise InvalidInput(f"cannot read the test chip ({type(exc).__name__})",
+                               obj=str(path), remedy="unset STRONGROOM_ATTEST_TEST_CHIP "
+                               "(test only)") from None
 
     def encoded_tcb(self) -> bytes:
         """This chip's TCB as the 8-byte TCB_VERSION of its product line."""

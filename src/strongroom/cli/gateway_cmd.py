@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from strongroom.errors import InvalidInput, NotFound
+
+if TYPE_CHECKING:
+    from strongroom.attest.enclave import Enclave
 
 gateway_app = typer.Typer(help="The hardened inference gateway (output-only access).",
                           no_args_is_help=True)
@@ -68,6 +71,14 @@ def serve(
     port: Annotated[int, typer.Option(help="port to listen on")] = 8700,
     precision: Annotated[int, typer.Option(help="decimal places returned")] = 4,
     max_dimensions: Annotated[int | None, typer.Option(help="most components returned")] = None,
+    attest: Annotated[str | None, typer.Option(
+        "--attest", metavar="sev-snp|tdx",
+        help="load the weights as an attested workload: keys are released wrapped to this "
+             "process's ephemeral key, on this confidential VM's evidence")] = None,
+    attest_collateral: Annotated[list[Path] | None, typer.Option(
+        "--attest-collateral", metavar="FILE",
+        help="collateral the guest cannot supply itself (a VCEK from AMD's KDS, TDX TCB "
+             "info and QE identity), sent with the evidence (repeatable)")] = None,
 ) -> None:
     """Load ARTIFACT through key release and serve POST /v1/embeddings (only).
 
@@ -75,7 +86,8 @@ def serve(
     a load Grant on ARTIFACT. Callers are the principals the security officers
     enrolled; each needs an infer Grant on ARTIFACT (and Cedar's infer). The code
     release must be signed by the code owners the officers pinned
-    (`strongroom gateway owners set`).
+    (`strongroom gateway owners set`). With --attest, each file key is released
+    wrapped to this process's ephemeral key on the confidential VM's evidence.
     """
     import uvicorn
 
@@ -90,8 +102,10 @@ def serve(
     from strongroom.gateway.owners import require_owners
     from strongroom.runtime.services import open_vault
 
+    enclave = _enclave(attest, attest_collateral or [])
     config = GatewayConfig(output=OutputPolicy(precision=precision, max_dimensions=max_dimensions))
     with open_vault() as vault:
+        vault.enclave = enclave
         threshold_officers = vault.keys.status().officer_threshold
         reader = directory_reader(vault.store, vault.keys.public_keys(), threshold_officers)
         manifest = vault.manifest(artifact)
@@ -107,10 +121,38 @@ def serve(
             typer.echo(f"serving {gw.model_ref} on http://{host}:{port}/v1/embeddings to enrolled "
                        f"principals holding an infer grant; loaded as {vault.actor}")
             typer.echo(gw.memory.describe())
+            if enclave is not None:
+                typer.echo(f"weights loaded as an attested workload ({enclave.platform}): "
+                           "each file key was released wrapped to this process's ephemeral key")
             uvicorn.run(create_app(gw), host=host, port=port, log_level="warning",
                         access_log=False, lifespan="off")
         finally:
             gw.close()
+
+
+def _enclave(attest: str | None, collateral: list[Path]) -> Enclave | None:
+    """This process as an enclave on ``attest`` (None without --attest), or a named error."""
+    from strongroom.attest.enclave import Enclave, evidence_source
+
+    if attest is None:
+        if collateral:
+            raise InvalidInput("--attest-collateral needs --attest", obj="--attest-collateral",
+                               remedy="add --attest sev-snp or --attest tdx")
+        return None
+    if attest not in ("sev-snp", "tdx"):
+        raise InvalidInput(f"cannot attest as {attest!r}", obj="--attest",
+                           remedy="use --attest sev-snp or --attest tdx")
+    blobs = [_read_bytes(p, "attestation collateral") for p in collateral]
+    return Enclave(evidence_source(attest, blobs))
+
+
+def _read_bytes(path: Path, what: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise NotFound(f"{what} not found", obj=str(path)) from None
+    except OSError as exc:
+        raise InvalidInput(f"cannot read {what} ({exc.strerror})", obj=str(path)) from exc
 
 
 owners_app = typer.Typer(help="Code owners pinned by the security officers.",

@@ -36,6 +36,7 @@ import hashlib
 import mmap
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -58,6 +59,7 @@ from strongroom.store.tables.vault import Artifact
 from strongroom.vault.manifest import FileEntry, Manifest
 
 if TYPE_CHECKING:
+    from strongroom.attest.enclave import Enclave
     from strongroom.keys.identity import Identity
     from strongroom.keys.protocol import KeyService
     from strongroom.vault.blobs import BlobStore
@@ -274,6 +276,56 @@ class GateIdentity:
             return bytes(key)
         finally:
             key[:] = bytes(len(key))
+
+
+class AttestedGateIdentity(GateIdentity):
+    """A :class:`GateIdentity` for a workload in an enclave: keys come wrapped to its key.
+
+    The first release sends the enclave's evidence, bound to its ephemeral key
+    and a gate nonce; while the gate's admission stands, later ones send the key
+    alone (the gate's cache), and a lapsed one is attested again. The file key
+    is in clear only here, unwrapped with the enclave's ephemeral key.
+    """
+
+    def __init__(self, keys: KeyService, signer: Callable[[], Identity], shard: Shard,
+                 purpose: str, enclave: Enclave, *, host: str | None = None) -> None:
+        super().__init__(keys, signer, shard, purpose, host=host)
+        self.enclave = enclave
+
+    def release(self, stanzas: Sequence[age.Stanza]) -> bytearray:
+        """The shard's file key, released to the enclave only (the caller zeroes it)."""
+        from strongroom.errors import AttestationRefused
+
+        nonce_of = getattr(self.keys, "attest_nonce", None)
+        release = getattr(self.keys, "release_attested", None)
+        if not callable(nonce_of) or not callable(release):
+            raise AttestationRefused("evidence", "this key service cannot release into an "
+                                     "enclave", obj=self.shard.artifact,
+                                     remedy="run the workload against the vault host's "
+                                     "own key agent (docs/attestation.md)")
+        me = self.signer()
+        shard = self.shard
+        for attempt in (0, 1):
+            evidence = sign_release_evidence(me.private_key, artifact=shard.artifact,
+                                             shard=shard.path, blob_id=shard.blob_id,
+                                             purpose=self.purpose)
+            request = build_request(
+                shard, principal=me.public.principal, principal_key=me.public.public_bytes,
+                purpose=self.purpose, evidence=evidence, stanzas=stanzas, host=self.host)
+            fresh = self.enclave.needs_evidence() or attempt == 1
+            started = time.monotonic()
+            claim = self.enclave.claim(nonce_of() if fresh else None)
+            try:
+                stanza = release(request, claim)
+            except AttestationRefused as exc:
+                if fresh or exc.check != "evidence":
+                    raise
+                self.enclave.lapsed()  # the gate forgot this key (restart, lapse): attest again
+                continue
+            if fresh:
+                self.enclave.admitted(started)
+            return self.enclave.open(stanza)
+        raise AttestationRefused("evidence", "the gate admitted no evidence", obj=shard.artifact)
 
 
 @contextlib.contextmanager

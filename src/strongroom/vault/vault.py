@@ -64,6 +64,7 @@ from strongroom.vault.importer import EncryptedFile, collect_files, encrypt_file
 from strongroom.vault.manifest import FileEntry, Manifest, TensorRef, check_name
 from strongroom.vault.shards import (
     HEADER_MISMATCH,
+    AttestedGateIdentity,
     GateIdentity,
     MappedSource,
     header_pinned,
@@ -76,6 +77,7 @@ if TYPE_CHECKING:
 
     from typing_extensions import Buffer
 
+    from strongroom.attest.enclave import Enclave
     from strongroom.keys.identity import Identity
     from strongroom.keys.protocol import KeyService
     from strongroom.vault.loader import Weights
@@ -151,6 +153,9 @@ class Vault:
         self._actor = actor
         public = keys.public_keys()
         self.manifest_key = Ed25519PublicKey.from_public_bytes(public["manifest"])
+        #: When set, every file key is asked for through the attested path: released
+        #: wrapped to this enclave's ephemeral key, on its evidence (``gateway serve --attest``).
+        self.enclave: Enclave | None = None
 
     @classmethod
     def open(
@@ -550,6 +555,9 @@ class Vault:
                              "the tampering")
 
     def _gate_identity(self, manifest: Manifest, entry: FileEntry, purpose: str) -> GateIdentity:
+        if self.enclave is not None:
+            return AttestedGateIdentity(self.keys, lambda: self.identity, manifest.shard(entry),
+                                        purpose, self.enclave, host=client_host())
         return GateIdentity(self.keys, lambda: self.identity, manifest.shard(entry), purpose,
                             host=client_host())
 
