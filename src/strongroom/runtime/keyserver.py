@@ -58,6 +58,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.mldsa import MLDSA65PublicKey
 
 from strongroom.crypto import age
 from strongroom.crypto.age_pq import HybridIdentity
@@ -308,8 +309,9 @@ class KeyServer:
         from strongroom.access.evidence import GrantEvidence
 
         pinned = _keys(config.get("officers", []))
+        pq = _mldsa_keys(config.get("officers_mldsa", {}))  # hybrid directory officers: both
         rule = GrantEvidence(lambda: pinned, int(config["officer_threshold"]), self.svc.store,
-                             shards=self._sizes)
+                             shards=self._sizes, officer_mldsa=lambda: pq)
         guard = cast("StateGuard | None", base.guard)
         if guard is not None:  # restore deleted revocations before the rule reads the table
             rule.on_change = guard.journal.changed
@@ -500,12 +502,16 @@ class KeyServer:
             principals = {key_id(Ed25519PublicKey.from_public_bytes(base64.b64decode(p, validate=True))): p
                           for p in st.get("principals", [])}
             officers = _keys(list(st.get("officers", [])))
+            officers_mldsa = _mldsa_keys(dict(st.get("officers_mldsa") or {}))
             officer_threshold = int(st.get("officer_threshold", 0))
         except (KeyError, TypeError, ValueError) as exc:
             raise InvalidInput("setup needs index, manifest_key, and officers with officer_threshold (the Grant "
                                "rule) or principals (base64 Ed25519 keys)", obj=obj) from exc
         if not 1 <= index <= 255:
             raise InvalidInput(f"index {index} is outside 1..255", obj=obj)
+        if not set(officers_mldsa) <= set(officers):
+            raise InvalidInput("officers_mldsa names a key id that is not among the officers", obj=obj,
+                               remedy="key each ML-DSA-65 key by its officer's Ed25519 key id")
         if officers and not 1 <= officer_threshold <= len(officers):
             raise InvalidInput(f"officer_threshold {officer_threshold} is outside 1..{len(officers)}", obj=obj,
                                remedy="give how many of the pinned directory officers must sign a statement")
@@ -513,6 +519,8 @@ class KeyServer:
                                   "principals": sorted(principals.values())}
         if officers:
             config |= {"officers": sorted(st["officers"]), "officer_threshold": officer_threshold}
+            if officers_mldsa:
+                config["officers_mldsa"] = dict(st["officers_mldsa"])
         keyring = self.svc.keyring
         keyring.seal_entry(_CONFIG_ENTRY, config)
         self._config = None
@@ -645,6 +653,12 @@ class KeyServer:
 
 def _principals(config: Mapping[str, Any] | None) -> dict[str, Ed25519PublicKey]:
     return {} if config is None else _keys(config.get("principals", []))
+
+
+def _mldsa_keys(encoded: Mapping[str, str]) -> dict[str, MLDSA65PublicKey]:
+    """Base64 ML-DSA-65 public keys by their officer's Ed25519 key id (ValueError if malformed)."""
+    return {str(kid): MLDSA65PublicKey.from_public_bytes(base64.b64decode(v, validate=True))
+            for kid, v in encoded.items()}
 
 
 def _keys(encoded: Sequence[str]) -> dict[str, Ed25519PublicKey]:
