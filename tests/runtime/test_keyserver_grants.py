@@ -130,6 +130,17 @@ def load(
         released.key[:] = bytes(len(released.key))
 
 
+def keyserver_cli(servers: list[KeyServerProc], *args: str) -> dict[str, Any]:
+    """Run ``strongroom keyserver ARGS --server URL...`` (no vault in its environment); its JSON."""
+    env = {k: v for k, v in os.environ.items() if k not in ("STRONGROOM_URL", "STRONGROOM_HOME")}
+    urls = [a for s in servers for a in ("--server", s.url)]
+    out = subprocess.run([strongroom_exe(), "keyserver", *args, *urls], capture_output=True, text=True,
+                         env=env, timeout=120)  # fmt: skip
+    assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr
+    result: dict[str, Any] = json.loads(out.stdout)
+    return result
+
+
 def refused_by_each(
     exc: pytest.ExceptionInfo[AccessDenied],
     servers: list[KeyServerProc],
@@ -213,28 +224,10 @@ def test_key_servers_verify_grants_themselves(tmp_path: Path, databases: list[st
         assert (
             load(client, alice, blob, grant, servers) == blob.plaintext
         )  # the control: it loads before
-        env = {
-            k: v for k, v in os.environ.items() if k not in ("STRONGROOM_URL", "STRONGROOM_HOME")
-        }
-        out = subprocess.run(
-            [
-                strongroom_exe(),
-                "keyserver",
-                "revoke-grant",
-                grant_id,
-                "--reason",
-                "left the project",
-                "--identity",
-                str(tmp_path / "bob.identity"),
-                *[a for s in servers for a in ("--server", s.url)],
-            ],
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=120,
-        )
-        assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr
-        sent = json.loads(out.stdout)
+        sent = keyserver_cli(
+            servers, "revoke-grant", grant_id, "--reason", "left the project",
+            "--identity", str(tmp_path / "bob.identity"),
+        )  # fmt: skip
         assert sent["grant"] == grant_id
         assert all(sent["stored"][s.url] == {"grant-revocation": 1} for s in servers)
         revocation: str = sent["revocation"]  # its digest
@@ -264,6 +257,27 @@ def test_key_servers_verify_grants_themselves(tmp_path: Path, databases: list[st
                 assert [statements.payload_digest(e) for e in kept] == [revocation]
             finally:
                 store.close()
+
+        # a principal's key revoked by the two pinned officers, each sending a signature directly
+        # (`keyserver revoke-key`, then `--cosign`): bob's approvals stop counting on every server
+        for i, o in enumerate(officers):
+            o.save(tmp_path / f"officer{i}.identity")
+        first = keyserver_cli(
+            servers, "revoke-key", "--key-id", bob.public.key_id, "--reason", "left",
+            "--identity", str(tmp_path / "officer0.identity"), "--out", str(tmp_path / "rev.json"),
+        )  # fmt: skip
+        assert first["key_id"] == bob.public.key_id
+        # the control: one officer's signature of the two pinned is not a revocation yet
+        assert (
+            load(client, alice, blob, d.grant("alice", ["bob", "carol"]), servers) == blob.plaintext
+        )
+        keyserver_cli(
+            servers, "revoke-key", "--cosign", str(tmp_path / "rev.json"),
+            "--identity", str(tmp_path / "officer1.identity"),
+        )  # fmt: skip
+        with pytest.raises(AccessDenied) as key_revoked:
+            load(client, alice, blob, d.grant("alice", ["bob", "carol"]), servers)
+        refused_by_each(key_revoked, servers, "rule 2 of approvers")
 
         # nothing of the above reached a server as a statement it could not read: malformed refused whole
         r = httpx.post(

@@ -164,6 +164,55 @@ def revoke_grant(
                           indent=2, sort_keys=True))
 
 
+@keyserver_app.command("revoke-key")
+def revoke_key(
+    server: Annotated[list[str], typer.Option("--server", help="a key server's URL (repeatable: give every one)")],
+    identity: Annotated[Path, typer.Option("--identity", help="your officer identity file")],
+    key_id: Annotated[str | None, typer.Option("--key-id", help="the revoked principal's key id (first officer)")] = None,
+    reason: Annotated[str, typer.Option("--reason", help="why (first officer)")] = "",
+    cosign: Annotated[Path | None, typer.Option(
+        "--cosign", help="the revocation another officer signed (its --out file): add your signature")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="write the signed revocation here, for cosigners")] = None,
+) -> None:
+    """Sign a principal's key revocation as an officer and send it to each key server directly.
+
+    The first officer names the key (``--key-id``); each further officer signs the same statement
+    (``--cosign FILE``); each key server merges the signatures and the revocation counts once the
+    officers it pinned have signed it. No vault is on this path.
+    """
+    import json
+    import time
+
+    from strongroom import errors
+    from strongroom.access import statements
+    from strongroom.access.directory import KeyRevocation
+    from strongroom.keys.identity import Identity
+
+    ident = Identity.load(identity)
+    first = None
+    if cosign is not None:
+        try:
+            first = cosign.read_text(encoding="utf-8")
+            payload = statements.unverified_payload(first)
+            revocation = KeyRevocation(str(payload["key_id"]), str(payload["reason"]), int(payload["issued"]))
+        except (OSError, KeyError, TypeError, ValueError, errors.InvalidInput) as exc:
+            raise errors.InvalidInput(f"cannot read the revocation to cosign ({type(exc).__name__})", obj=str(cosign),
+                                      remedy="give the file the first officer wrote with --out") from None
+    elif key_id:
+        revocation = KeyRevocation(key_id, reason, int(time.time()))
+    else:
+        raise errors.InvalidInput("name the key (--key-id) or the revocation to cosign (--cosign)",
+                                  obj="keyserver revoke-key")
+    env = revocation.sign(ident.private_key, pq=ident.mldsa_key)
+    if first is not None:  # send every signature so far (each key server merges them anyway)
+        env = statements.merge(first, env)
+    if out is not None:
+        out.write_text(env, encoding="utf-8")
+    stored = {url: _post_statements(url, [{"kind": "revocation", "envelope": env}]) for url in server}
+    typer.echo(json.dumps({"key_id": revocation.key_id, "revocation": statements.payload_digest(env),
+                           "stored": stored}, indent=2, sort_keys=True))
+
+
 @keyserver_app.command()
 def rewrap(
     old_commitments: Annotated[Path, typer.Option(
