@@ -181,6 +181,7 @@ def revoke_key(
     officers it pinned have signed it. No vault is on this path.
     """
     import json
+    import re
     import time
 
     from strongroom import errors
@@ -199,6 +200,9 @@ def revoke_key(
             raise errors.InvalidInput(f"cannot read the revocation to cosign ({type(exc).__name__})", obj=str(cosign),
                                       remedy="give the file the first officer wrote with --out") from None
     elif key_id:
+        if re.fullmatch(r"[0-9a-f]{16}", key_id) is None:  # a typo must not publish a revocation of nothing
+            raise errors.InvalidInput(f"{key_id!r} is not a key id (16 lowercase hex characters)",
+                                      obj="keyserver revoke-key", remedy="copy it from `strongroom people ls`")
         revocation = KeyRevocation(key_id, reason, int(time.time()))
     else:
         raise errors.InvalidInput("name the key (--key-id) or the revocation to cosign (--cosign)",
