@@ -311,7 +311,12 @@ def test_hybrid_officer_through_a_running_server(tmp_path: Path) -> None:
             api.post("/v1/statements", {"kind": "enrollment", "envelope": forged})
         assert "mona" not in _enrolled(oscar)
 
-        rev = json.loads(olivia("people", "revoke", "bob", "--reason", "left", "--json").stdout)
-        oscar("people", "cosign", str(rev["statement"])[:16])
+        # the classical officer first, the hybrid one cosigns over the API with both keys
+        rev = json.loads(oscar("people", "revoke", "bob", "--reason", "left", "--json").stdout)
+        assert rev["signatures"] == 1, rev
+        cosigned = json.loads(
+            olivia("people", "cosign", str(rev["statement"])[:16], "--json").stdout
+        )
+        assert cosigned["signatures"] == 3, cosigned
         assert "bob" not in _enrolled(oscar)
     run("seal", ok=False)
