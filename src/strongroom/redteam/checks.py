@@ -96,7 +96,8 @@ def audit_verify_fails(ctx: RunContext) -> list[dict[str, Any]]:
     except IntegrityError as exc:
         return [{"kind": "verifier", "detector": AUDIT_VERIFY, "check": "audit_verify_fails",
                  "detail": f"audit verify: {exc.message}"}]
-    raise Missing(f"audit verify passed on the tampered log: {report.summary()}")
+    summary = report.summary() if hasattr(report, "summary") else report  # live: the API's
+    raise Missing(f"audit verify passed on the tampered log: {summary}")
 
 
 @check("witness_refuses_fork")

@@ -27,7 +27,8 @@ if TYPE_CHECKING:
     from strongroom.store.db import Store
 
 __all__ = ["add_checkpoint_body", "delete_entry", "edit_entry", "forked_note", "restore",
-           "size_of", "snapshot", "truncate", "truncate_tail", "witness_for"]
+           "restore_entries", "size_of", "snapshot", "truncate", "truncate_tail",
+           "witness_for"]
 
 _TABLES: tuple[Table, ...] = tuple(cast(Table, t.__table__) for t in
                                    (AuditHead, AuditEntry, AuditNode, AuditCheckpoint))
@@ -56,8 +57,26 @@ def _size(conn: Any) -> int:
     return int(conn.execute(select(_HEAD.c.size).where(_HEAD.c.id == 1)).scalar_one())
 
 
-def edit_entry(store: Store) -> int:
-    """Flip the newest ``deny`` to ``allow`` (else the middle entry's decision); leaf hash recomputed."""
+def _keep(conn: Any, idx: int, saved: list[dict[str, Any]] | None) -> None:
+    """Remember entry ``idx``'s row as it is (to put back with :func:`restore_entries`)."""
+    if saved is not None:
+        saved.append(dict(conn.execute(select(_ENTRIES).where(_ENTRIES.c.idx == idx))
+                          .mappings().one()))
+
+
+def restore_entries(store: Store, saved: Sequence[dict[str, Any]]) -> None:
+    """Put back exactly the entry rows ``saved`` (only those: entries appended since stay)."""
+    with store.engine.begin() as conn:
+        for row in saved:
+            conn.execute(delete(_ENTRIES).where(_ENTRIES.c.idx == row["idx"]))
+            conn.execute(insert(_ENTRIES), [row])
+
+
+def edit_entry(store: Store, saved: list[dict[str, Any]] | None = None, *,
+               rehash: bool = True) -> int:
+    """Flip the newest ``deny`` to ``allow`` (else the middle entry's decision); leaf hash
+    recomputed unless ``rehash`` is false (a live log keeps appending, and an append would
+    fold a changed leaf hash into its tree for good). ``saved`` receives the row as it was."""
     with store.engine.begin() as conn:
         size = _size(conn)
         if size < 2:
@@ -67,18 +86,20 @@ def edit_entry(store: Store) -> int:
         idx, body = next(((int(i), bytes(b)) for i, b in rows
                           if json.loads(b).get("decision") == "deny"),
                          (int(rows[len(rows) // 2][0]), bytes(rows[len(rows) // 2][1])))
+        _keep(conn, idx, saved)
         doc = json.loads(body)
         doc["decision"] = "allow" if doc.get("decision") == "deny" else "deny"
         new = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
         conn.execute(update(_ENTRIES).where(_ENTRIES.c.idx == idx)
-                     .values(body=new, leaf_hash=leaf_hash(new)))
+                     .values(body=new, **({"leaf_hash": leaf_hash(new)} if rehash else {})))
         return idx
 
 
-def delete_entry(store: Store) -> int:
-    """Delete the entry in the middle of the log."""
+def delete_entry(store: Store, saved: list[dict[str, Any]] | None = None) -> int:
+    """Delete the entry in the middle of the log (``saved`` receives its row)."""
     with store.engine.begin() as conn:
         idx = _size(conn) // 2
+        _keep(conn, idx, saved)
         conn.execute(delete(_ENTRIES).where(_ENTRIES.c.idx == idx))
         return idx
 

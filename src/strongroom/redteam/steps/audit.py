@@ -17,11 +17,18 @@ from strongroom.redteam.steps.registry import ask_gate, release_request, send_re
 
 @step("snapshot_audit")
 def snapshot_audit(ctx: RunContext) -> None:
-    """Take a signed checkpoint (kept outside the database) and snapshot the audit tables."""
+    """Take a signed checkpoint (kept outside the database) and snapshot the audit tables.
+
+    Live: the checkpoint is signed over the API and only the rows the attack touches are
+    kept (the deployment keeps appending; a whole-table restore would drop its entries).
+    """
     from strongroom.redteam import tamper
 
     t = ctx.target
     ctx.vars["trusted_checkpoint"] = t.audit.checkpoint(require_quorum=False)
+    if t.kind == "live":
+        ctx.vars["audit_rows"] = []
+        return
     ctx.vars["audit_snapshot"] = tamper.snapshot(t.store)
 
 
@@ -30,8 +37,10 @@ def edit_audit_entry(ctx: RunContext) -> None:
     """A DBA rewrites one past denial into an allow (bytes changed in place)."""
     from strongroom.redteam import tamper
 
-    idx = tamper.edit_entry(ctx.target.store)
-    ctx.saw(f"entry #{idx} rewritten from deny to allow")
+    live = ctx.target.kind == "live"
+    idx = tamper.edit_entry(ctx.target.store, ctx.vars.get("audit_rows"), rehash=not live)
+    ctx.saw(f"entry #{idx} rewritten from deny to allow" + (" (its leaf hash left)" if live
+                                                             else ""))
 
 
 @step("delete_audit_entry")
@@ -39,7 +48,7 @@ def delete_audit_entry(ctx: RunContext) -> None:
     """A DBA deletes one entry from the middle of the log."""
     from strongroom.redteam import tamper
 
-    idx = tamper.delete_entry(ctx.target.store)
+    idx = tamper.delete_entry(ctx.target.store, ctx.vars.get("audit_rows"))
     ctx.saw(f"entry #{idx} deleted")
 
 
@@ -176,6 +185,10 @@ def restore_audit(ctx: RunContext) -> None:
     """Cleanup: put the audit tables back exactly as snapshotted."""
     from strongroom.redteam import tamper
 
+    rows = ctx.vars.pop("audit_rows", None)
+    if rows:
+        tamper.restore_entries(ctx.target.store, rows)
+        ctx.saw(f"cleanup: {len(rows)} audit entry row(s) put back as they were")
     snap = ctx.vars.pop("audit_snapshot", None)
     if snap is not None:
         tamper.restore(ctx.target.store, snap)
