@@ -149,7 +149,12 @@ def _ceremony(home: Path) -> None:
         "future quantum computer"
     )
     shares = people / "shares"
-    _cli("init", *pubs, "--threshold", "2", "--shares-dir", shares)
+    # the security officer is hybrid (`keys new-identity --pq`): the keyring pins its ML-DSA-65
+    # key beside Ed25519, and its enrollments and labels carry both signatures
+    officer = people / "officer.identity"
+    _cli("keys", "new-identity", "--pq", "--name", "officer", "-o", officer)
+    _cli("init", *pubs, "--threshold", "2", "--shares-dir", shares,
+         "--officer", officer.with_name(officer.name + ".pub"))
     files = sorted(shares.glob("share-*.age"))
     console.print("[bold]while sealed, nothing can touch a key:[/]")
     refused = _cli("weights", "import", minilm_dir(), "--name", "minilm", check=False)
@@ -158,10 +163,10 @@ def _ceremony(home: Path) -> None:
     for name, share in (("carol", files[0]), ("erin", files[2])):
         console.print(f"[bold]{name} submits her share:[/]")
         _cli("unseal", "--share", share, "--identity", people / f"{name}.key")
-    os.environ["STRONGROOM_IDENTITY"] = str(shares / "officer.identity")
+    os.environ["STRONGROOM_IDENTITY"] = str(officer)
     console.print(
-        "acting as the bootstrap security officer (STRONGROOM_IDENTITY); every key release "
-        "needs a Grant, checked at the gate from signatures"
+        "acting as the security officer (STRONGROOM_IDENTITY, Ed25519 + ML-DSA-65, pinned at "
+        "init); every key release needs a Grant, checked at the gate from signatures"
     )
 
 

@@ -92,7 +92,7 @@ def demo_grant(vault: Vault, officer: Identity, holder: Identity, resource: str,
             compartments=tuple(sorted({*have, *comps})), vetting=Vetting("active", now,
                                                                          now + _YEAR),
             kind=what, serial=(current.serial + 1) if current is not None else 1,
-            issued=now).sign(officer.private_key))
+            issued=now).sign(officer.private_key, pq=officer.mldsa_key))
     directory = reader.view()
     engine = PolicyEngine()
     res = describe_resource(manifest.ref, manifest.kind, manifest.compartments,
@@ -138,12 +138,12 @@ def demo_access(vault: Vault, console: Console, home: Path, *, artifact: str = "
         publish(vault.store, "enrollment", Enrollment(
             name=name, key=ident.public.public_bytes, roles=roles, clearance=level(clearance),
             compartments=comps, vetting=Vetting("active", now, now + _YEAR), serial=1,
-            issued=now).sign(officer.private_key))
+            issued=now).sign(officer.private_key, pq=officer.mldsa_key))
     publish(vault.store, "label", ResourceLabel(
         artifact, level("secret"), compartments,
         {"load": Rule.parse("2 of approvers"),
          "export": Rule.parse("1 of approvers AND 1 of security-officers")},
-        serial=1, issued=now).sign(officer.private_key))
+        serial=1, issued=now).sign(officer.private_key, pq=officer.mldsa_key))
     console.print("officer enrolled alice, bob, carol (clearance secret) and dave (top secret, "
                   f"not in compartment atlas); labelled {artifact}: load needs 2 of approvers")
 

@@ -68,7 +68,8 @@ def demo_gateway(vault: Vault, console: Console, artifact: str = "minilm") -> No
     current = pinned_owners(reader)
     publish_owners(vault.store, CodeOwners(tuple(o.public for o in owners), 2,
                                            serial=current.serial + 1 if current else 1,
-                                           issued=int(time.time())).sign(officer.private_key))
+                                           issued=int(time.time())).sign(officer.private_key,
+                                                                         pq=officer.mldsa_key))
     pinned, need = require_owners(reader)
     console.print(f"the security officer pins the gateway's code owners: {need} of "
                   + ", ".join(o.principal for o in pinned))
