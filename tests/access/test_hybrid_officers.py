@@ -252,6 +252,15 @@ def test_hybrid_officer_enrolls_labels_revokes_on_the_vault_host(tmp_path: Path)
         assert "ML-DSA-65" in bad.stderr and "new-identity" in bad.stderr, bad.stderr
         assert _count(env, "enrollment") == before
 
+        # doctor (through the running agent) names oscar, who signs with Ed25519 alone
+        doctor = run("doctor", "--json", ok=False)
+        (pq,) = [f for f in json.loads(doctor.stdout) if f["check"] == "post-quantum"]
+        assert (
+            f"1 of 2 security officers sign with Ed25519 alone (key ids {pins.classical()[0]})"
+            in pq["message"]
+            and olivia_kid not in pq["message"]
+        ), pq
+
         # revocation: both officers, olivia with both keys
         rev = json.loads(olivia("people", "revoke", "alice", "--reason", "left", "--json").stdout)
         assert rev["signatures"] == 2, rev
