@@ -91,3 +91,25 @@ def test_bad_threshold_is_a_config_error(owners: list[Identity]) -> None:
     env = sign_release(owners[:2])
     with pytest.raises(ConfigError):
         verify_release(env, [o.public for o in owners], 4)
+
+
+def test_hybrid_owners_sign_with_both_keys_and_a_stripped_one_is_refused(tree: Path) -> None:
+    """A hybrid code owner (keys new-identity --pq) counts only with both signatures; the
+    code-owners statement pins its ML-DSA-65 key."""
+    import json
+
+    from strongroom.crypto.hybrid_sig import mldsa_key_id
+    from strongroom.gateway.owners import CodeOwners
+
+    hybrid, classical = Identity.generate("hana", pq=True), Identity.generate("hugo")
+    pinned = CodeOwners.from_statement(
+        CodeOwners((hybrid.public, classical.public), 2, 1, 1).to_statement()).owners
+    assert pinned[0].mldsa_bytes == hybrid.public.mldsa_bytes and not pinned[1].mldsa_bytes
+    env = add_signature(sign_release([hybrid], tree), classical, tree)
+    assert verify_release(env, pinned, threshold=2, root=tree).signers == ("hana", "hugo")
+    pq = hybrid.public.mldsa_key
+    assert pq is not None
+    data = json.loads(env)
+    data["signatures"] = [s for s in data["signatures"] if not s["keyid"].startswith("mldsa65:")]
+    with pytest.raises(IntegrityError, match=f"no signature by {mldsa_key_id(pq)}"):
+        verify_release(json.dumps(data), pinned, threshold=2, root=tree)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives.asymmetric.mldsa import MLDSA65PrivateKey
+from cryptography.hazmat.primitives.asymmetric.mldsa import MLDSA65PrivateKey, MLDSA65PublicKey
 
 from strongroom.access import statements
 from strongroom.access.directory import DirectoryReader
@@ -61,17 +61,23 @@ class CodeOwners:
         """The signed form."""
         return {"scope": SUBJECT, "threshold": self.threshold, "serial": self.serial,
                 "issued": self.issued,
-                "owners": [{"name": o.name or "", "key": o.public_bytes.hex()}
+                "owners": [{"name": o.name or "", "key": o.public_bytes.hex(),
+                            # a hybrid owner's ML-DSA-65 key: its releases need both signatures
+                            **({"mldsa_key": o.mldsa_bytes.hex()} if o.mldsa_bytes else {})}
                            for o in self.owners]}
 
     @classmethod
     def from_statement(cls, st: dict[str, Any]) -> CodeOwners:
         """Parse a verified statement."""
         try:
-            owners = tuple(PublicIdentity(bytes.fromhex(str(o["key"])), str(o["name"]) or None)
+            owners = tuple(PublicIdentity(bytes.fromhex(str(o["key"])), str(o["name"]) or None,
+                                          bytes.fromhex(str(o.get("mldsa_key", ""))))
                            for o in st["owners"])
             if any(len(o.public_bytes) != 32 for o in owners):
                 raise ValueError("key length")
+            for o in owners:  # a malformed ML-DSA-65 key is refused here (ValueError)
+                if o.mldsa_bytes:
+                    MLDSA65PublicKey.from_public_bytes(o.mldsa_bytes)
             return cls(owners, int(st["threshold"]), int(st["serial"]), int(st["issued"]))
         except (KeyError, TypeError, ValueError):
             raise InvalidInput("the code-owners statement is malformed",
