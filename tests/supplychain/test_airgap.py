@@ -262,3 +262,23 @@ def test_demo_supplychain_runs_end_to_end(tmp_path: Path) -> None:
         demo_supplychain(v, console, tmp_path / "home")
     text = console.export_text()
     assert "posix.system" in text and "tampered" in text and "104/104 tensors bit-identical" in text
+
+
+def test_a_hybrid_officers_transfer_approval_counts_only_with_both_signatures() -> None:
+    """OfficerQuorum pins a hybrid officer's ML-DSA-65 key: a stripped approval counts for nothing."""
+    import json
+
+    from strongroom.errors import ApprovalRequired
+
+    officer = Identity.generate("olivia", pq=True)
+    pq = officer.public.mldsa_key
+    assert pq is not None
+    quorum = OfficerQuorum({officer.public.key_id: officer.public.public_key}, 1,
+                           mldsa={officer.public.key_id: pq})
+    req = TransferRequest("transfer.export", "b-1", "tiny@1", "enclave-b")
+    approval = sign_approval(officer, req)
+    assert quorum.check(req, [approval]) == [f"ed25519:{officer.public.key_id}"]
+    data = json.loads(approval)
+    data["signatures"] = [s for s in data["signatures"] if not s["keyid"].startswith("mldsa65:")]
+    with pytest.raises(ApprovalRequired, match="0 valid officer approval"):
+        quorum.check(req, [json.dumps(data)])
