@@ -60,6 +60,19 @@ def format_time(t: datetime) -> str:
 
 
 def _check_json(value: Any, where: str) -> None:
+    # Fast path for the shapes every entry has (a dict of str keys and plain scalars):
+    # exact-type tests, and the path for a message built only for a child that needs one.
+    kind = type(value)
+    if kind is str or kind is int or kind is bool or value is None:
+        return
+    if kind is dict:
+        for k, v in value.items():
+            if type(k) is not str and not isinstance(k, str):
+                raise InvalidInput(f"{where}: keys must be strings")
+            vk = type(v)
+            if not (vk is str or vk is int or vk is bool or v is None):
+                _check_json(v, f"{where}.{k}")
+        return
     if isinstance(value, float):
         raise InvalidInput(f"{where}: floats are not allowed in audit entries (use int or str)")
     if isinstance(value, Mapping):

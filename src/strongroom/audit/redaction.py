@@ -31,6 +31,11 @@ SECRET_FIELDS = frozenset(
 )
 
 
+def _secret_key(key: object) -> bool:
+    """Whether values under ``key`` are secrets (a non-string key is left to the entry's check)."""
+    return isinstance(key, str) and key.lower() in SECRET_FIELDS
+
+
 @dataclass(frozen=True)
 class Secret:
     """Marks a detail value that must be stored only as an HMAC."""
@@ -63,9 +68,14 @@ class Redactor:
         return {k: self._value(k, v) for k, v in details.items()}
 
     def _value(self, key: str, value: Any) -> Any:
+        kind = type(value)  # exact types first: most values are plain ints, None or strings
+        if kind is int or kind is bool or value is None:
+            return value
+        if kind is str:
+            return self.hmac(value) if _secret_key(key) else value
         if isinstance(value, Secret):
             return self.hmac(value.value)
-        if key.lower() in SECRET_FIELDS and isinstance(value, str):
+        if isinstance(value, str) and _secret_key(key):
             return self.hmac(value)
         if isinstance(value, Mapping):
             return self.redact(value)

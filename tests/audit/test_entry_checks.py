@@ -1,0 +1,89 @@
+"""An audit entry's details: every value is checked and every secret redacted, at any depth.
+
+The encoder's type check and the redactor take exact-type shortcuts for the
+plain values most entries carry; these tests pin that nothing else slips
+through them: a float, a non-string key or an unknown type anywhere is refused
+naming where it is, and a secret is stored only as its HMAC however deep.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from strongroom.audit.entry import EntryEncoder, canonical_json
+from strongroom.audit.redaction import Redactor, Secret
+from strongroom.errors import InvalidInput
+
+SALT = bytes(range(16))
+
+
+def _encode(details: dict[str, Any]) -> bytes:
+    enc = EntryEncoder(Redactor(SALT), lambda: datetime(2026, 12, 2, tzinfo=UTC))
+    head, tail = enc.encode(
+        "alice", "key.release", "m@1", "allow", "load", None, details, None, None
+    )
+    return head + b"7" + tail
+
+
+class _Level(enum.IntEnum):
+    SECRET = 3
+
+
+@pytest.mark.parametrize(
+    ("details", "where"),
+    [
+        ({"x": 1.5}, "details.x"),
+        ({"a": {"b": {"c": 0.1}}}, "details.a.b.c"),
+        ({"a": [1, {"b": 2.0}]}, "details.a[1].b"),
+        ({"a": (1, 2, float("nan"))}, "details.a[2]"),
+    ],
+)
+def test_a_float_anywhere_is_refused_naming_where(details: dict[str, Any], where: str) -> None:
+    with pytest.raises(InvalidInput, match=re.escape(f"{where}: floats are not allowed")):
+        _encode(details)
+
+
+@pytest.mark.parametrize("details", [{"a": {1: "x"}}, {"a": [{"b": {None: 1}}]}])
+def test_a_non_string_key_is_refused(details: dict[str, Any]) -> None:
+    with pytest.raises(InvalidInput, match="keys must be strings"):
+        _encode(details)
+
+
+@pytest.mark.parametrize("value", [b"bytes", object(), {1, 2}, bytearray(b"k")])
+def test_an_unknown_type_is_refused(value: object) -> None:
+    with pytest.raises(InvalidInput, match="cannot go into an audit entry"):
+        _encode({"a": {"b": value}})
+
+
+def test_subclasses_of_plain_types_still_pass() -> None:
+    body = _encode({"level": _Level.SECRET, "flag": True, "none": None})
+    assert b'"level":3' in body and b'"flag":true' in body
+
+
+def test_secrets_are_redacted_at_every_depth() -> None:
+    red = Redactor(SALT)
+    body = _encode(
+        {
+            "token": "s3cr3t",
+            "Password": "pw",
+            "n": 1,
+            "outer": {"api_key": "k1", "list": [Secret("deep")], "share": ["a", "b"]},
+            "note": Secret("hunter2"),
+            "plain": "visible",
+        }
+    )
+    for secret in (b"s3cr3t", b'pw"', b"k1", b"deep", b"hunter2", b'"a"', b'"b"'):
+        assert secret not in body
+    assert b'"plain":"visible"' in body
+    assert red.hmac("s3cr3t").encode() in body and red.hmac("hunter2").encode() in body
+    assert red.hmac("a").encode() in body  # a list under a secret key: each item
+
+
+def test_canonical_json_checks_unless_told_otherwise() -> None:
+    with pytest.raises(InvalidInput, match=re.escape("entry.details.x: floats")):
+        canonical_json({"details": {"x": 2.5}})
