@@ -92,11 +92,16 @@ class PrincipalKeys:
         self.ttl_s = ttl_s
         self._cache: dict[str, tuple[float, Caller]] = {}
         self._lock = threading.Lock()
+        #: One lock per key id being looked up: concurrent misses wait for one lookup.
+        self._flights: dict[str, threading.Lock] = {}
+        #: Bumped by :meth:`forget`: a lookup begun before it does not fill the cache.
+        self._generation = 0
 
     def forget(self) -> None:
         """Drop cached callers (after a revocation is published here)."""
         with self._lock:
             self._cache.clear()
+            self._generation += 1
 
     def cached(self, kid: str) -> bool:
         """True when ``kid``'s caller is cached and fresh (a lookup would not touch the store)."""
@@ -112,14 +117,34 @@ class PrincipalKeys:
         now = time.monotonic()
         with self._lock:
             hit = self._cache.get(kid)
+            flight = self._flights.get(kid)
+            if flight is None and (hit is None or hit[0] <= now):
+                flight = self._flights.setdefault(kid, threading.Lock())
         if hit is not None and hit[0] > now:
             return hit[1]
-        caller = self._lookup(kid)
-        with self._lock:
-            if len(self._cache) > 100_000:
-                self._cache.clear()
-            self._cache[kid] = (now + self.ttl_s, caller)
-        return caller
+        assert flight is not None
+        # Single flight: when the entry expires, the requests in flight for this key
+        # (each in a thread-pool thread) would otherwise each read and verify the
+        # directory; one does, the others take its answer (as fresh as their own).
+        with flight:
+            with self._lock:
+                hit = self._cache.get(kid)
+                generation = self._generation
+            if hit is not None and hit[0] > now:
+                return hit[1]
+            started = time.monotonic()
+            try:
+                caller = self._lookup(kid)
+            finally:
+                with self._lock:  # later misses start their own flight (the dict stays small)
+                    if self._flights.get(kid) is flight:
+                        del self._flights[kid]
+            with self._lock:
+                if len(self._cache) > 100_000:
+                    self._cache.clear()
+                if generation == self._generation:  # no forget() since the lookup began
+                    self._cache[kid] = (started + self.ttl_s, caller)
+            return caller
 
     def _lookup(self, kid: str) -> Caller:
         pins = self.ctx.officer_pins()
