@@ -37,7 +37,7 @@ from cryptography.hazmat.primitives.asymmetric.mldsa import MLDSA65PrivateKey, M
 from sqlalchemy import select, update
 
 from strongroom.crypto.dsse import ExternalKey, sign_statement
-from strongroom.crypto.hybrid_sig import add_mldsa_signature, verify_pinned
+from strongroom.crypto.hybrid_sig import MLDSA_KEYID_PREFIX, add_mldsa_signature, verify_pinned
 from strongroom.errors import IntegrityError, InvalidInput, StorageError
 from strongroom.store.db import Store, dbapi_errors, raw_query
 from strongroom.store.tables.access import AccessGeneration, AccessStatement
@@ -57,6 +57,7 @@ __all__ = [
     "restore",
     "sign",
     "signatures",
+    "signer_count",
     "signer_ids",
     "unverified_payload",
 ]
@@ -138,6 +139,12 @@ def _decoded_payload(env: str) -> dict[str, Any]:
 def signer_ids(env: str) -> list[str]:
     """Key ids the envelope claims signed it (unverified)."""
     return [str(s.get("keyid", "")) for s in _envelope(env)["signatures"] if isinstance(s, dict)]
+
+
+def signer_count(env: str) -> int:
+    """How many signers the envelope claims (unverified): a hybrid signer's ML-DSA-65 entry
+    beside its Ed25519 one is the same signer, so "2 of 2 officers" never means one."""
+    return len({kid for kid in signer_ids(env) if not kid.startswith(MLDSA_KEYID_PREFIX)})
 
 
 def signatures(env: str) -> frozenset[tuple[str, str]]:

@@ -44,6 +44,7 @@ from strongroom.crypto import dsse, note
 from strongroom.errors import IntegrityError, InvalidInput
 
 __all__ = [
+    "MLDSA_KEYID_PREFIX",
     "SIG_MLDSA65",
     "MLDSANoteSigner",
     "MLDSANoteVerifier",
@@ -57,12 +58,13 @@ __all__ = [
 #: The signed-note signature type used for ML-DSA-65 lines (see the module docstring).
 SIG_MLDSA65 = 0xFF
 _NOTE_TAG = b"mldsa65"
-_KEYID_PREFIX = "mldsa65:"
+#: The DSSE key id prefix of an ML-DSA-65 signature entry.
+MLDSA_KEYID_PREFIX = "mldsa65:"
 
 
 def mldsa_key_id(public_key: MLDSA65PublicKey) -> str:
     """``mldsa65:`` and 16 hex characters of SHA-256 of the raw public key (DSSE keyid)."""
-    return _KEYID_PREFIX + hashlib.sha256(public_key.public_bytes_raw()).hexdigest()[:16]
+    return MLDSA_KEYID_PREFIX + hashlib.sha256(public_key.public_bytes_raw()).hexdigest()[:16]
 
 
 def add_mldsa_signature(envelope: str, payload_type: str, key: MLDSA65PrivateKey) -> str:

@@ -145,5 +145,5 @@ def _counted(store: Store, ctx: Context, digest: str) -> Row:
     person = ctx.directory().principal(kid)
     stored = statements.by_digest(store, digest)
     return {"signer": person.name if person is not None else f"officer-{kid}",
-            "signatures": len(statements.signer_ids(stored)) if stored is not None else 1,
+            "signatures": statements.signer_count(stored) if stored is not None else 1,
             "threshold": ctx.reader.threshold}

@@ -132,6 +132,6 @@ def build_router(ctx: ServerContext, keys: PrincipalKeys) -> APIRouter:
             keys.forget()
         stored = statements.by_digest(ctx.store, digest) or body.envelope
         return M.StoredOut(digest=digest, kind=body.kind,
-                           signatures=len(statements.signer_ids(stored)))
+                           signatures=statements.signer_count(stored))
 
     return r
