@@ -9,10 +9,14 @@ raised, and removes the Grant row its DBA scenario inserted.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import time
 from pathlib import Path
+
+import pytest
+from live_gateway import gateway_process, prepare_gateway
 
 from strongroom.keys.identity import Identity
 from strongroom.redteam.schema import load_builtin
@@ -27,6 +31,11 @@ LIVE = {"RT-CRED-001", "RT-SRV-001", "RT-ABS-006"}
 LIVE_STORAGE = {"RT-DBA-001", "RT-DNA-001"}
 #: ... and with the approvers the operator lends (--approver-identity).
 LIVE_APPROVERS = {"RT-GRT-001", "RT-CRED-003"}
+#: ... and with a running gateway and the callers the operator lends (--gateway,
+#: --gateway-caller): ai-specific.
+LIVE_GATEWAY = {"RT-AI-002", "RT-AI-003", "RT-GW-002"}
+#: Groups with at least two live scenarios once the gateway is given.
+GATEWAY_GROUPS = ("ai-specific",)
 
 
 def _grant_rows(db_url: str, key_id: str) -> int:
@@ -44,6 +53,7 @@ def _grant_rows(db_url: str, key_id: str) -> int:
         store.close()
 
 
+@pytest.mark.timeout(900)  # a serve, a gateway and ~20 CLI calls to set them up: ~5 min loaded
 def test_live_run_against_serve(tmp_path: Path, db_url: str) -> None:
     """The one test that proves the live target (~25 s per backend on a quiet machine)."""
     home = tmp_path / "home"
@@ -64,17 +74,21 @@ def test_live_run_against_serve(tmp_path: Path, db_url: str) -> None:
         run("people", "enroll", name, "--key", tmp_path / f"{name}.pub", "--vetting-expires",
             "2099-01-01", "--clearance", "top-secret", "--role", "approvers")
         lent += ["--approver-identity", str(tmp_path / f"{name}.identity")]
+    gw = prepare_gateway(run, env, tmp_path, [tmp_path / "approver1.identity",
+                                              tmp_path / "approver2.identity"])
     run("seal")  # serve starts its own agent
-    with serve_process(env, tmp_path / "serve.log") as base:
+    with serve_process(env, tmp_path / "serve.log") as base, contextlib.ExitStack() as stack:
         shares = sorted((home.parent / "shares").glob("share-*.age"))
         for i in (1, 2):
             run("unseal", "--share", shares[i - 1], "--identity",
                 home.parent / "custodians" / f"c{i}.key")
         red = {k: v for k, v in env.items() if k != "STRONGROOM_IDENTITY"}
+        gateway = stack.enter_context(gateway_process(env, gw, tmp_path / "gateway.log"))
         t0 = time.monotonic()
         out = subprocess.run([strongroom_exe(), "redteam", "run", "--json", "--target", str(base),
                               "--identity", str(tmp_path / "rt.identity"),
-                              "--database-url", db_url, "--blob-bucket", str(home / "blobs"), *lent],
+                              "--database-url", db_url, "--blob-bucket", str(home / "blobs"), *lent,
+                              "--artifact", "tiny", *gw.redteam_args(gateway)],
                              capture_output=True, text=True, env=red, timeout=300)
         took = time.monotonic() - t0
         assert "Traceback" not in out.stderr, out.stderr
@@ -83,8 +97,14 @@ def test_live_run_against_serve(tmp_path: Path, db_url: str) -> None:
         assert doc["missed"] == 0, [s for s in doc["scenarios"] if s["outcome"] == "missed"]
         assert out.returncode == 2  # nothing missed; some scenarios not run
         ran = {i for i, s in by_id.items() if s["outcome"] != "unsupported"}
-        assert ran == LIVE | LIVE_STORAGE | LIVE_APPROVERS, (ran, took)
-        assert all(by_id[i]["outcome"] == "blocked" for i in ran)
+        assert ran == LIVE | LIVE_STORAGE | LIVE_APPROVERS | LIVE_GATEWAY, (ran, took)
+        assert all(by_id[i]["outcome"] == "blocked" for i in ran if i != "RT-GW-002")
+        # the gateway's extraction detector raised its alert (a gateway.alert audit entry)
+        assert by_id["RT-GW-002"]["outcome"] == "detected", by_id["RT-GW-002"]
+        for group in GATEWAY_GROUPS:
+            live = [s for s in doc["scenarios"] if s["group"] == group
+                    and s["outcome"] in ("blocked", "detected")]
+            assert len(live) >= 2, (group, live)
         assert set(by_id) == {s.id for s in load_builtin()}  # every scenario listed
         for s in doc["scenarios"]:
             if s["outcome"] == "unsupported":  # never passed silently: what it needs, named

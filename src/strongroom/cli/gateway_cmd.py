@@ -79,6 +79,9 @@ def serve(
         "--attest-collateral", metavar="FILE",
         help="collateral the guest cannot supply itself (a VCEK from AMD's KDS, TDX TCB "
              "info and QE identity), sent with the evidence (repeatable)")] = None,
+    query_budget: Annotated[int | None, typer.Option(
+        help="texts one caller may send per day (default 20000); past it requests are "
+             "refused and a query-budget alert is raised")] = None,
 ) -> None:
     """Load ARTIFACT through key release and serve POST /v1/embeddings (only).
 
@@ -99,11 +102,18 @@ def serve(
         start_gateway,
     )
     from strongroom.gateway.access import DirectoryCallers, GrantAuthorizer, directory_reader
+    from strongroom.gateway.defence import LimitsConfig
     from strongroom.gateway.owners import require_owners
     from strongroom.runtime.services import open_vault
 
     enclave = _enclave(attest, attest_collateral or [])
-    config = GatewayConfig(output=OutputPolicy(precision=precision, max_dimensions=max_dimensions))
+    if query_budget is not None and query_budget < 1:
+        raise InvalidInput("the query budget must be at least 1 text", obj="--query-budget",
+                           remedy="e.g. --query-budget 20000")
+    limits = LimitsConfig() if query_budget is None else LimitsConfig(
+        principal_budget=query_budget)
+    config = GatewayConfig(output=OutputPolicy(precision=precision, max_dimensions=max_dimensions),
+                           limits=limits)
     with open_vault() as vault:
         vault.enclave = enclave
         threshold_officers = vault.keys.status().officer_threshold

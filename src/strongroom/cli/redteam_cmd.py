@@ -62,6 +62,12 @@ ApproverOpt = Annotated[list[Path] | None, typer.Option(
     "--approver-identity", help="with --target and --identity: an enrolled approver the "
     "operator lends the red team (repeatable; as many as the model's load rule needs): they "
     "approve, issue and revoke the run's Grants")]
+GatewayOpt = Annotated[str | None, typer.Option(
+    "--gateway", help="with --target and --identity: URL of a running `strongroom gateway "
+    "serve` of the deployment (adds the gateway scenarios; needs --gateway-caller)")]
+CallerOpt = Annotated[list[Path] | None, typer.Option(
+    "--gateway-caller", help="with --gateway: an enrolled caller the operator lends, holding "
+    "an infer Grant on the gateway's model (repeatable; one per gateway scenario)")]
 ArtifactOpt = Annotated[str | None, typer.Option(
     "--artifact", help="with --target: the model to attack (default: the first listed)")]
 ScenarioOpt = Annotated[list[str] | None, typer.Option(
@@ -78,10 +84,12 @@ def run_cmd(
     artifact: ArtifactOpt = None,
     blob_bucket: BucketOpt = None,
     approver_identity: ApproverOpt = None,
+    gateway: GatewayOpt = None,
+    gateway_caller: CallerOpt = None,
 ) -> None:
     """Run the scenarios, grade them from evidence, store the results."""
     report = _run_once(target, scenario, identity, as_json, database_url, artifact, blob_bucket,
-                       approver_identity)
+                       approver_identity, gateway=gateway, callers=gateway_caller)
     if as_json:
         print(json.dumps(report.to_json(), indent=1, sort_keys=True))
     # sys.exit, not typer.Exit: main() runs click with standalone_mode=False, where
@@ -103,6 +111,8 @@ def schedule_cmd(
     artifact: ArtifactOpt = None,
     blob_bucket: BucketOpt = None,
     approver_identity: ApproverOpt = None,
+    gateway: GatewayOpt = None,
+    gateway_caller: CallerOpt = None,
 ) -> None:
     """Run the suite on a schedule; each run's signed scorecard goes into the audit log."""
     from strongroom.cli.access_cmd import parse_duration
@@ -115,7 +125,8 @@ def schedule_cmd(
     interval = parse_duration(every, "--every") if every is not None else 0
     while True:
         report = _run_once(target, scenario, identity, False, database_url, artifact,
-                           blob_bucket, approver_identity)
+                           blob_bucket, approver_identity, gateway=gateway,
+                           callers=gateway_caller)
         if once:
             sys.exit(_status(report))
         _out.print(f"next run in {every}")
@@ -125,7 +136,8 @@ def schedule_cmd(
 def _run_once(target: str | None, scenario: list[str] | None, identity: Path | None,
               as_json: bool, database_url: str | None = None,
               artifact: str | None = None, blob_bucket: str | None = None,
-              approvers: list[Path] | None = None) -> SuiteReport:
+              approvers: list[Path] | None = None, *, gateway: str | None = None,
+              callers: list[Path] | None = None) -> SuiteReport:
     """One run: attack, grade, store latest.json and, with an identity, the signed result."""
     from strongroom.errors import InvalidInput
     from strongroom.keys.identity import Identity
@@ -135,15 +147,18 @@ def _run_once(target: str | None, scenario: list[str] | None, identity: Path | N
     from strongroom.redteam.target import EmbeddedTarget
     from strongroom.settings import Settings
 
-    if not target and (database_url or artifact or blob_bucket or approvers):
-        raise InvalidInput("--database-url, --blob-bucket, --approver-identity and --artifact "
-                           "describe a live deployment",
+    if not target and (database_url or artifact or blob_bucket or approvers or gateway
+                       or callers):
+        raise InvalidInput("--database-url, --blob-bucket, --approver-identity, --gateway, "
+                           "--gateway-caller and --artifact describe a live deployment",
                            obj="redteam run", remedy="add --target URL")
     who = Identity.load(identity) if identity is not None else None  # refused before attacking
     scenarios = load_builtin(scenario or ())
     lent = tuple(Identity.load(p) for p in approvers or ())
+    lent_callers = tuple(Identity.load(p) for p in callers or ())
     tgt = LiveTarget.connect(target, who, database_url=database_url, artifact=artifact,
-                             blob_bucket=blob_bucket, approvers=lent) if target else EmbeddedTarget.build()
+                             blob_bucket=blob_bucket, approvers=lent, gateway=gateway,
+                             gateway_callers=lent_callers) if target else EmbeddedTarget.build()
     try:
         if not as_json:
             _out.print(f"target: {tgt.description}; {len(scenarios)} scenarios")

@@ -17,8 +17,13 @@ the ``STRONGROOM_S3_*`` variables name, read as a thief would: every blob
 copied, nothing written), ``approvers`` with ``--approver-identity`` (each an
 enrolled approver the operator lends: they approve the insider's requests,
 sign the Grants and revoke them; every Grant the run issued is revoked when it
-closes). Every other scenario is reported ``unsupported``
-("not run: needs ...").
+closes), ``gateway`` with ``--gateway URL`` (a running ``strongroom gateway serve``)
+and ``--gateway-caller`` (enrolled callers the operator lends, each holding an
+``infer`` Grant on the gateway's model: each gateway scenario is given the next
+unused one, because it spends that caller's daily query budget or has it
+suspended; the gateway's audit entries and ``gateway.alert`` entries, in the
+deployment's log, are the evidence). Every other scenario is reported
+``unsupported`` ("not run: needs ...").
 
 The red-team identity plays every role a scenario names (the "engineer"
 whose key was stolen, the "victim" whose request is replayed): its enrolled
@@ -162,21 +167,31 @@ class LiveTarget:
     def __init__(self, url: str, identity: Identity | None, client: Client, root: Path, *,
                  name: str, artifact: str, store: Store | None,
                  blobs: BlobStore | None = None,
-                 approvers: tuple[tuple[str, Identity, Client], ...] = ()) -> None:
+                 approvers: tuple[tuple[str, Identity, Client], ...] = (),
+                 gateway: str | None = None,
+                 callers: tuple[tuple[str, Identity], ...] = ()) -> None:
         self.url, self.identity, self.client, self.root = url, identity, client, root
         self.insider_name, self.artifact, self.store, self.blobs = name, artifact, store, blobs
         self.supplies = {"network"} | ({"insider"} if identity is not None else set()) \
             | ({"dba"} if store is not None else set()) \
             | ({"blob-bucket"} if blobs is not None else set()) \
-            | ({"approvers"} if approvers and identity is not None else set())
+            | ({"approvers"} if approvers and identity is not None else set()) \
+            | ({"gateway"} if gateway and callers and identity is not None else set())
         #: The lent approvers: (enrolled name, identity, a client signing as them).
         self.approvers = approvers
+        #: The gateway's URL and the lent callers (enrolled name, identity), unused first.
+        self.gateway, self.callers = gateway, callers
+        #: Which lent caller plays which role of which scenario: (marker, role) -> name.
+        self.caller_roles: dict[tuple[str, str], str] = {}
+        self._gateway_http: httpx.Client | None = None
         #: Grants this run issued (id, by then revoked or not), revoked at close.
         self.grants: dict[str, bool] = {}
         self.description = f"live server at {url}" + (f" as {name}" if identity else "") \
             + (" with a DBA's database credentials" if store is not None else "") \
             + (" and read access to the blob store" if blobs is not None else "") \
-            + (f" with {len(approvers)} lent approvers" if approvers else "")
+            + (f" with {len(approvers)} lent approvers" if approvers else "") \
+            + (f", its gateway at {gateway} with {len(callers)} lent callers"
+               if gateway and callers else "")
         self.people: dict[str, Identity] = {name: identity} if identity is not None else {}
         self.audit = _RemoteAudit(client)
         self.alerts = _RemoteAlerts(client)
@@ -189,23 +204,35 @@ class LiveTarget:
     @classmethod
     def connect(cls, url: str, identity: Identity | None, *, database_url: str | None = None,
                 artifact: str | None = None, blob_bucket: str | None = None,
-                approvers: tuple[Identity, ...] = ()) -> LiveTarget:
+                approvers: tuple[Identity, ...] = (), gateway: str | None = None,
+                gateway_callers: tuple[Identity, ...] = ()) -> LiveTarget:
         """Check the server answers and who the identity is there; open the DBA's store and
         the blob store a thief reads (``blob_bucket``: a directory, or ``s3``); sign in the
-        ``approvers`` the operator lends."""
+        ``approvers`` the operator lends; learn the enrolled names of the ``gateway_callers``."""
         from strongroom.server.client import Client, KnownServers
 
         if not url.startswith(("http://", "https://")):
             raise InvalidInput("the target must be an http(s) URL", obj=url,
                                remedy="e.g. --target https://strongroom.lab.example")
+        if gateway is not None and not gateway.startswith(("http://", "https://")):
+            raise InvalidInput("the gateway must be an http(s) URL", obj=gateway,
+                               remedy="e.g. --gateway http://gateway.lab.example:8700")
+        if bool(gateway) != bool(gateway_callers):
+            raise InvalidInput("--gateway and --gateway-caller go together", obj="red-team run",
+                               remedy="lend at least one enrolled caller holding an infer "
+                                      "Grant on the gateway's model")
         root = Path(tempfile.mkdtemp(prefix="sr-redteam-live-"))
         client = Client(url, identity, known_servers=KnownServers(root / "known_servers"))
         store = None
         lent: list[tuple[str, Identity, Client]] = []
+        callers: list[tuple[str, Identity]] = []
         try:
             for a in approvers:
                 c = Client(url, a, known_servers=KnownServers(root / "known_servers"))
                 lent.append((str(c.get("/v1/whoami")["name"]), a, c))
+            for g in gateway_callers:
+                with Client(url, g, known_servers=KnownServers(root / "known_servers")) as c:
+                    callers.append((str(c.get("/v1/whoami")["name"]), g))
             name = ""
             if identity is not None:
                 name = str(client.get("/v1/whoami")["name"])
@@ -222,7 +249,8 @@ class LiveTarget:
                 store = Store.open(database_url)
             blobs = _blob_bucket(blob_bucket) if blob_bucket else None
             return cls(url, identity, client, root, name=name, artifact=artifact or ARTIFACT,
-                       store=store, blobs=blobs, approvers=tuple(lent))
+                       store=store, blobs=blobs, approvers=tuple(lent),
+                       gateway=gateway.rstrip("/") if gateway else None, callers=tuple(callers))
         except BaseException:
             client.close()
             for _, _, c in lent:
@@ -238,17 +266,48 @@ class LiveTarget:
         """``not run: needs X (what X is)`` for every need this target does not supply."""
         missing = [n for n in needs if n not in self.supplies]
         if not missing:
+            if "gateway" in needs and len(self.caller_roles) >= len(self.callers):
+                return (f"not run: needs gateway: each of the {len(self.callers)} lent "
+                        "gateway callers played in an earlier scenario; lend one per gateway "
+                        "scenario (--gateway-caller)")
             return None
         return "not run: needs " + "; ".join(f"{n} ({NEEDS[n]})" for n in missing)
 
     def plays(self, who: str, marker: str) -> str:
-        """The insider plays every role."""
-        return self.insider_name
+        """The lent gateway caller given this role of the scenario, else the insider."""
+        return self.caller_roles.get((marker, who), self.insider_name)
 
     @property
     def own_names(self) -> frozenset[str]:
         """Actor names that mark the run's entries within a scenario's window."""
-        return frozenset({self.insider_name}) if self.insider_name else frozenset()
+        names = {self.insider_name} if self.insider_name else set()
+        return frozenset(names | set(self.caller_roles.values()))
+
+    def gateway_caller(self, marker: str, role: str) -> Identity:
+        """The next unused lent caller, from now on playing ``role`` in scenario ``marker``."""
+        used = set(self.caller_roles.values())
+        free = [(n, i) for n, i in self.callers if n not in used]
+        if not self.gateway or not free:
+            raise InvalidInput("no unused gateway caller is left for this scenario",
+                               obj=f"{marker} {role}",
+                               remedy="lend one caller per gateway scenario (--gateway-caller)")
+        name, ident = free[0]
+        self.caller_roles[(marker, role)] = name
+        return ident
+
+    def gateway_post(self, ident: Identity, path: str, body: bytes) -> tuple[int, bytes]:
+        """POST ``body`` to the gateway, signed as ``ident``; (status, body)."""
+        from strongroom.gateway.auth import sign_request
+
+        if self.gateway is None:
+            raise InvalidInput("no gateway was given", obj="red-team run",
+                               remedy="pass --gateway URL")
+        if self._gateway_http is None:
+            self._gateway_http = httpx.Client(base_url=self.gateway, timeout=60)
+        headers = {**sign_request(ident, "POST", path, body),
+                   "Content-Type": "application/json"}
+        reply = self._gateway_http.post(path, content=body, headers=headers)
+        return reply.status_code, reply.content
 
     def scan_monitor(self) -> None:
         """Nothing: the deployment's own monitor loop scans on its interval."""
@@ -358,12 +417,14 @@ class LiveTarget:
         with contextlib.suppress(StrongroomError, httpx.HTTPError):
             for a in self.alerts.recent(limit=1000):
                 if a.acked_by is None and a.last_seen.timestamp() >= self.started - 1 \
-                        and self.insider_name and self.insider_name in (a.subject, a.obj):
+                        and {a.subject, a.obj} & self.own_names:
                     self.client.post(f"/v1/alerts/{a.id}/ack",
                                      {"note": "red-team run (raised after its scenario)"})
                     self.acknowledged.append(a.id)
         if self._http is not None:
             self._http.close()
+        if self._gateway_http is not None:
+            self._gateway_http.close()
         self.client.close()
         if self.store is not None:
             self.store.close()

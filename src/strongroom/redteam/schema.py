@@ -78,6 +78,10 @@ NEEDS: dict[str, str] = {
     "host-shell": "a shell on a serving host: its files, processes and key agent "
                   "(embedded target only)",
     "blob-bucket": "read access to the blob store (--blob-bucket)",
+    "gateway": "a running inference gateway (--gateway URL) and enrolled callers the operator "
+               "lends, each holding an infer Grant on its model (--gateway-caller, one per "
+               "gateway scenario: a scenario spends its caller's daily budget or has it "
+               "suspended)",
     "in-process": "the deployment's objects in the suite's own process: steps not spoken "
                   "over the API (embedded target only)",
     "own-target": "a fresh deployment the scenario may leave unusable (embedded target only)",

@@ -1,9 +1,17 @@
 """Steps against the inference gateway: starting it from unsigned code, an extraction attack,
-distillation under the detectors, an output-side channel."""
+distillation under the detectors, an output-side channel.
+
+The caller-side steps (extraction, distillation, the precision probe) attack an
+in-process gateway the step starts on the embedded target, or, on a live
+target, the running gateway (``--gateway``) as the next unused caller the
+operator lent (``--gateway-caller``): the same requests, signed the same way.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from strongroom.redteam.context import RunContext
@@ -23,6 +31,40 @@ def _gateway(ctx: RunContext, release: str, owners: list[Any], callers: list[Any
                          threshold=2, auth=SignedRequestAuth([c.public for c in callers]),
                          authorizer=AllowList({c.name for c in callers}),
                          alerts=AuditAlertSink(t.audit), config=config, code_root=code_root)
+
+
+#: Sends one request body to the gateway as the scenario's caller: (HTTP status, body).
+Send = Callable[[bytes], tuple[int, bytes]]
+
+
+@contextlib.contextmanager
+def _caller(ctx: RunContext, role: str, host: str, config: Any = None) -> Iterator[Send]:
+    """The scenario's caller in ``role``: a live target's next lent caller against its running
+    gateway, or a marked caller of a gateway started here (``config``) and closed afterwards."""
+    from strongroom.gateway.auth import sign_request
+    from strongroom.gateway.codesign import add_signature, sign_release
+    from strongroom.gateway.server import EMBEDDINGS_PATH
+    from strongroom.keys.identity import Identity
+
+    t: Any = ctx.target
+    if getattr(t, "kind", "") == "live":
+        lent = t.gateway_caller(ctx.marker, role)
+        yield lambda body: t.gateway_post(lent, EMBEDDINGS_PATH, body)
+        return
+    owners = [Identity.generate(f"owner{i}") for i in range(3)]
+    release = add_signature(sign_release([owners[0]]), owners[1])
+    caller = Identity.generate(ctx.actor(role))
+    gw = _gateway(ctx, release, owners, [caller], config)
+
+    def send(body: bytes) -> tuple[int, bytes]:
+        reply = gw.handle("POST", EMBEDDINGS_PATH,
+                          sign_request(caller, "POST", EMBEDDINGS_PATH, body), body, host)
+        return reply.status, reply.body
+
+    try:
+        yield send
+    finally:
+        gw.close()
 
 
 @step("start_gateway_unsigned")
@@ -56,26 +98,13 @@ def extraction_attack(ctx: RunContext, batches: int = 6, batch: int = 24) -> Non
     import random
     import string
 
-    from strongroom.gateway.auth import sign_request
-    from strongroom.gateway.codesign import add_signature, sign_release
-    from strongroom.gateway.server import EMBEDDINGS_PATH
-    from strongroom.keys.identity import Identity
-
-    owners = [Identity.generate(f"owner{i}") for i in range(3)]
-    release = add_signature(sign_release([owners[0]]), owners[1])
-    caller = Identity.generate(ctx.actor("extractor"))
-    gw = _gateway(ctx, release, owners, [caller])
     rng = random.Random(ctx.marker)  # noqa: S311 - attack inputs, not secrets
     codes = []
-    try:
+    with _caller(ctx, "extractor", "10.9.8.7") as send:
         for _ in range(batches):
             texts = ["".join(rng.choice(string.ascii_letters + string.digits) for _ in range(32))
                      for _ in range(batch)]
-            body = json.dumps({"input": texts}).encode()
-            headers = sign_request(caller, "POST", EMBEDDINGS_PATH, body)
-            codes.append(gw.handle("POST", EMBEDDINGS_PATH, headers, body, "10.9.8.7").status)
-    finally:
-        gw.close()
+            codes.append(send(json.dumps({"input": texts}).encode())[0])
     ctx.saw(f"extraction batches answered with HTTP {codes}")
 
 
@@ -83,24 +112,11 @@ def extraction_attack(ctx: RunContext, batches: int = 6, batch: int = 24) -> Non
 def probe_output_precision(ctx: RunContext, texts: int = 6) -> None:
     """An ``infer``-only caller sends ordinary texts and keeps every answer, to read more
     precision out of the vectors than the gateway's rounding allows (an output-side channel)."""
-    from strongroom.gateway.auth import sign_request
-    from strongroom.gateway.codesign import add_signature, sign_release
-    from strongroom.gateway.server import EMBEDDINGS_PATH
-    from strongroom.keys.identity import Identity
-
-    owners = [Identity.generate(f"owner{i}") for i in range(3)]
-    release = add_signature(sign_release([owners[0]]), owners[1])
-    caller = Identity.generate(ctx.actor("prober"))
-    gw = _gateway(ctx, release, owners, [caller])
     replies = []
-    try:
+    with _caller(ctx, "prober", "10.9.8.8") as send:
         for i in range(texts):
-            body = json.dumps({"input": [f"the weather report for day {i} is mild"]}).encode()
-            headers = sign_request(caller, "POST", EMBEDDINGS_PATH, body)
-            reply = gw.handle("POST", EMBEDDINGS_PATH, headers, body, "10.9.8.8")
-            replies.append((reply.status, reply.body))
-    finally:
-        gw.close()
+            replies.append(send(json.dumps(
+                {"input": [f"the weather report for day {i} is mild"]}).encode()))
     ctx.vars["gateway_replies"] = replies
     ctx.saw(f"precision probes answered with HTTP {[s for s, _ in replies]}")
 
@@ -117,33 +133,23 @@ def distill_in_budget(ctx: RunContext, budget: int = 48, batch: int = 8,
                       batches: int = 12) -> None:
     """An ``infer``-only caller asks ordinary, differently worded questions in small batches,
     under the rate limits and the detectors, to collect answers for distilling the model.
-    The gateway runs with a per-caller daily budget of ``budget`` texts."""
-    from strongroom.gateway.auth import sign_request
-    from strongroom.gateway.codesign import add_signature, sign_release
+    The embedded target's gateway runs with a per-caller daily budget of ``budget`` texts; a
+    live gateway is graded against the same ``budget`` (``gateway serve --query-budget``): one
+    that serves more than ``budget`` texts to the caller is a miss."""
     from strongroom.gateway.defence import LimitsConfig
-    from strongroom.gateway.server import EMBEDDINGS_PATH, GatewayConfig
-    from strongroom.keys.identity import Identity
+    from strongroom.gateway.server import GatewayConfig
 
-    owners = [Identity.generate(f"owner{i}") for i in range(3)]
-    release = add_signature(sign_release([owners[0]]), owners[1])
-    caller = Identity.generate(ctx.actor("distiller"))
     config = GatewayConfig(limits=LimitsConfig(principal_budget=budget))
-    gw = _gateway(ctx, release, owners, [caller], config)
     answered, codes = 0, []
-    try:
+    with _caller(ctx, "distiller", "10.9.8.9", config) as send:
         for b in range(batches):
             texts = [_FORMS[(b * batch + i) % len(_FORMS)].format(
                 _TOPICS[(b * 3 + i * 5) % len(_TOPICS)]) + f", part {b}.{i}"
                 for i in range(batch)]
-            body = json.dumps({"input": texts}).encode()
-            reply = gw.handle("POST", EMBEDDINGS_PATH, sign_request(caller, "POST",
-                                                                    EMBEDDINGS_PATH, body),
-                              body, "10.9.8.9")
-            codes.append(reply.status)
-            if reply.status == 200:
-                answered += len(json.loads(reply.body)["data"])
-    finally:
-        gw.close()
+            status, body = send(json.dumps({"input": texts}).encode())
+            codes.append(status)
+            if status == 200:
+                answered += len(json.loads(body)["data"])
     ctx.vars["distilled"] = (answered, budget)
     ctx.saw(f"{batches} batches of {batch} paraphrases answered with HTTP {codes}: "
             f"{answered} answers collected")
