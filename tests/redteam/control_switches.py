@@ -255,6 +255,15 @@ def _no_query_budget(mp: pytest.MonkeyPatch) -> None:
     mp.setattr(Limits, "admit", lambda self, principal, n_texts, now: None)
 
 
+def _publisher_unchecked(mp: pytest.MonkeyPatch) -> None:
+    """The publisher's signature is read but not checked: the files' own digests stand in."""
+    import strongroom.supplychain.imports as imports
+    from strongroom.supplychain.signing import hash_directory
+
+    mp.setattr(imports, "verify_directory",
+               lambda path, bundle, key, signature_path=None: hash_directory(path))
+
+
 def _code_never_rechecked(mp: pytest.MonkeyPatch) -> None:
     """The gateway checks its code at start only."""
     from strongroom.gateway.server import Gateway
@@ -311,6 +320,7 @@ SWITCHES: dict[str, Switch] = {
     "break-glass-alert": Switch(patch=_no_break_glass_alert),
     "import-scanner": Switch(patch=_no_import_scan),
     "airgap-verification": Switch(patch=_bundle_hashes_unchecked),
+    "import-provenance": Switch(patch=_publisher_unchecked),
     "gateway-codesign": Switch(patch=_unsigned_code_runs),
     "extraction-detector": Switch(patch=_no_extraction_detector),
     "output-rounding": Switch(patch=_no_rounding),

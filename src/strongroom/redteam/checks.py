@@ -139,6 +139,23 @@ def artifact_absent(ctx: RunContext, var: str) -> list[dict[str, Any]]:
              "detail": f"no artifact named {name} in the store"}]
 
 
+@check("not_imported")
+def not_imported(ctx: RunContext, var: str) -> list[dict[str, Any]]:
+    """The deployment lists no artifact named ``ctx.vars[var]`` (its vault, or a live
+    deployment's API, answers NotFound for its manifest)."""
+    from strongroom.errors import NotFound
+
+    name = ctx.vars.get(var)
+    if not name:
+        raise Missing(f"the scenario recorded no {var}")
+    try:
+        m = ctx.target.vault.manifest(name)
+    except NotFound:
+        return [{"kind": "state", "check": "not_imported",
+                 "detail": f"the deployment has no artifact named {name}"}]
+    raise Missing(f"{name} was imported ({m.ref})")
+
+
 @check("scanner_names_global")
 def scanner_names_global(ctx: RunContext, var: str, expect: str) -> list[dict[str, Any]]:
     """Scanning the attacker's files again refuses them, naming ``expect``."""

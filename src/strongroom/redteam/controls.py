@@ -96,6 +96,9 @@ CONTROLS: dict[str, Control] = _controls(
      "strongroom.monitor.detectors.tripwires.BreakGlassUse"),
     ("import-scanner", "imports are scanned and dangerous pickles refused",
      "strongroom.scanning.scan.scan_import"),
+    ("import-provenance", "an import given the publisher's key is refused unless the "
+     "publisher's model-signing signature covers every file as imported",
+     "strongroom.supplychain.imports.import_checked"),
     ("airgap-verification", "an airgap bundle is checked byte for byte against its signed "
      "manifest before anything is trusted", "strongroom.supplychain.airgap.receive_bundle"),
     ("gateway-codesign", "the inference gateway runs only code k code owners signed",

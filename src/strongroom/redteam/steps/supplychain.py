@@ -1,4 +1,5 @@
-"""Steps against the supply chain: a poisoned pickle at import, a tampered airgap bundle."""
+"""Steps against the supply chain: a poisoned pickle at import, a tampered airgap bundle, a
+signed model altered after signing."""
 
 from __future__ import annotations
 
@@ -83,3 +84,40 @@ def remove_media(ctx: RunContext) -> None:
     media = ctx.vars.pop("media", None)
     if isinstance(media, Path):
         shutil.rmtree(media, ignore_errors=True)
+
+
+@step("import_altered_signed_model")
+def import_altered_signed_model(ctx: RunContext, who: str = "importer") -> None:
+    """A publisher signs a model (OpenSSF model signing); its weights are replaced after
+    signing (a poisoned mirror or transfer); ``who`` imports it with the publisher's key and
+    signature. Live (``host-shell``): on the serving host, through its own key agent, as the
+    red-team identity."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    from strongroom.redteam.toymodel import make_model_dir
+    from strongroom.supplychain.imports import import_checked
+    from strongroom.supplychain.signing import hash_directory, sign_digests
+
+    t: Any = ctx.target
+    name = f"published-{ctx.marker}"
+    src = t.root / name
+    model = make_model_dir(src / "model", seed=23)
+    publisher = ec.generate_private_key(ec.SECP256R1())
+    (src / "model.sig").write_text(sign_digests(name, hash_directory(model), publisher),
+                                   encoding="utf-8")
+    (src / "publisher.pem").write_bytes(publisher.public_key().public_bytes(
+        Encoding.PEM, PublicFormat.SubjectPublicKeyInfo))
+    make_model_dir(model, seed=24)  # other weights under the signed names: a poisoned copy
+    ctx.vars["evil_name"], ctx.vars["evil_dir"] = name, src
+
+    def go(vault: Any) -> None:
+        import_checked(vault, model, name, publisher_key=src / "publisher.pem",
+                       signature=src / "model.sig")
+
+    label = "import of a signed model altered after signing"
+    if getattr(t, "kind", "") == "live":
+        with t.host.vault(t.identity) as vault:
+            attempt(ctx, label, lambda: go(vault))
+    else:
+        attempt(ctx, label, lambda: go(t.vault_as(ctx.person(who))))
