@@ -120,19 +120,9 @@ def _signed_by(env: str) -> set[str]:
 
 
 def _enroll_cosign(olivia: Run, oscar: Run, tmp: Path, name: str) -> str:
+    vetting = ("--vetting-expires", "2099-01-01", "--role", "approvers", "--json")
     out = json.loads(
-        olivia(
-            "people",
-            "enroll",
-            name,
-            "--key",
-            tmp / f"{name}.pub",
-            "--vetting-expires",
-            "2099-01-01",
-            "--role",
-            "approvers",
-            "--json",
-        ).stdout
+        olivia("people", "enroll", name, "--key", tmp / f"{name}.pub", *vetting).stdout
     )
     assert out["signatures"] == 1 and out["threshold"] == 2, out  # one officer, both keys
     assert name not in _enrolled(olivia)  # one officer of two: not yet
