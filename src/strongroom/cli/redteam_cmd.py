@@ -62,6 +62,14 @@ ApproverOpt = Annotated[list[Path] | None, typer.Option(
     "--approver-identity", help="with --target and --identity: an enrolled approver the "
     "operator lends the red team (repeatable; as many as the model's load rule needs): they "
     "approve, issue and revoke the run's Grants")]
+OfficerOpt = Annotated[list[Path] | None, typer.Option(
+    "--officer-identity", help="with --target and --identity: a security officer pinned in "
+    "the keyring whom the operator lends the red team (repeatable; as many as the officer "
+    "threshold): they re-issue the red team's enrollment and the model's label for a "
+    "scenario, put back as they were after it")]
+HostHomeOpt = Annotated[Path | None, typer.Option(
+    "--host-home", help="with --target and --identity: the serving host's data directory, "
+    "as a red team given a shell on that host has it (its settings, database and key agent)")]
 GatewayOpt = Annotated[str | None, typer.Option(
     "--gateway", help="with --target and --identity: URL of a running `strongroom gateway "
     "serve` of the deployment (adds the gateway scenarios; needs --gateway-caller)")]
@@ -84,12 +92,15 @@ def run_cmd(
     artifact: ArtifactOpt = None,
     blob_bucket: BucketOpt = None,
     approver_identity: ApproverOpt = None,
+    officer_identity: OfficerOpt = None,
+    host_home: HostHomeOpt = None,
     gateway: GatewayOpt = None,
     gateway_caller: CallerOpt = None,
 ) -> None:
     """Run the scenarios, grade them from evidence, store the results."""
     report = _run_once(target, scenario, identity, as_json, database_url, artifact, blob_bucket,
-                       approver_identity, gateway=gateway, callers=gateway_caller)
+                       approver_identity, officers=officer_identity, host_home=host_home,
+                       gateway=gateway, callers=gateway_caller)
     if as_json:
         print(json.dumps(report.to_json(), indent=1, sort_keys=True))
     # sys.exit, not typer.Exit: main() runs click with standalone_mode=False, where
@@ -111,6 +122,8 @@ def schedule_cmd(
     artifact: ArtifactOpt = None,
     blob_bucket: BucketOpt = None,
     approver_identity: ApproverOpt = None,
+    officer_identity: OfficerOpt = None,
+    host_home: HostHomeOpt = None,
     gateway: GatewayOpt = None,
     gateway_caller: CallerOpt = None,
 ) -> None:
@@ -125,8 +138,8 @@ def schedule_cmd(
     interval = parse_duration(every, "--every") if every is not None else 0
     while True:
         report = _run_once(target, scenario, identity, False, database_url, artifact,
-                           blob_bucket, approver_identity, gateway=gateway,
-                           callers=gateway_caller)
+                           blob_bucket, approver_identity, officers=officer_identity,
+                           host_home=host_home, gateway=gateway, callers=gateway_caller)
         if once:
             sys.exit(_status(report))
         _out.print(f"next run in {every}")
@@ -136,7 +149,8 @@ def schedule_cmd(
 def _run_once(target: str | None, scenario: list[str] | None, identity: Path | None,
               as_json: bool, database_url: str | None = None,
               artifact: str | None = None, blob_bucket: str | None = None,
-              approvers: list[Path] | None = None, *, gateway: str | None = None,
+              approvers: list[Path] | None = None, *, officers: list[Path] | None = None,
+              host_home: Path | None = None, gateway: str | None = None,
               callers: list[Path] | None = None) -> SuiteReport:
     """One run: attack, grade, store latest.json and, with an identity, the signed result."""
     from strongroom.errors import InvalidInput
@@ -147,17 +161,20 @@ def _run_once(target: str | None, scenario: list[str] | None, identity: Path | N
     from strongroom.redteam.target import EmbeddedTarget
     from strongroom.settings import Settings
 
-    if not target and (database_url or artifact or blob_bucket or approvers or gateway
-                       or callers):
-        raise InvalidInput("--database-url, --blob-bucket, --approver-identity, --gateway, "
-                           "--gateway-caller and --artifact describe a live deployment",
+    if not target and (database_url or artifact or blob_bucket or approvers or officers
+                       or host_home or gateway or callers):
+        raise InvalidInput("--database-url, --blob-bucket, --approver-identity, "
+                           "--officer-identity, --host-home, --gateway, --gateway-caller and "
+                           "--artifact describe a live deployment",
                            obj="redteam run", remedy="add --target URL")
     who = Identity.load(identity) if identity is not None else None  # refused before attacking
     scenarios = load_builtin(scenario or ())
     lent = tuple(Identity.load(p) for p in approvers or ())
+    chiefs = tuple(Identity.load(p) for p in officers or ())
     lent_callers = tuple(Identity.load(p) for p in callers or ())
     tgt = LiveTarget.connect(target, who, database_url=database_url, artifact=artifact,
-                             blob_bucket=blob_bucket, approvers=lent, gateway=gateway,
+                             blob_bucket=blob_bucket, approvers=lent, officers=chiefs,
+                             host_home=host_home, gateway=gateway,
                              gateway_callers=lent_callers) if target else EmbeddedTarget.build()
     try:
         if not as_json:

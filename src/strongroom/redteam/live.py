@@ -49,6 +49,7 @@ import httpx
 
 from strongroom.errors import InvalidInput, StrongroomError
 from strongroom.monitor.alerts import StoredAlert
+from strongroom.redteam.lent import HostShell, LentOfficers
 from strongroom.redteam.schema import NEEDS
 from strongroom.redteam.target import ARTIFACT
 from strongroom.server.models import AlertOut, AuditEntryOut
@@ -79,6 +80,15 @@ class _RemoteAudit:
     def size(self) -> int:
         return int(self.client.get("/v1/audit/checkpoint")["size"])
 
+    def checkpoint(self, require_quorum: bool = False) -> str:
+        """A checkpoint the deployment signs now over what its log holds (kept by the caller)."""
+        return str(self.client.post("/v1/audit/checkpoint")["checkpoint"])
+
+    def verify(self, checkpoints: list[str]) -> dict[str, Any]:
+        """``audit verify`` run by the deployment against ``checkpoints`` (IntegrityError: the
+        first divergence it names)."""
+        return dict(self.client.post("/v1/audit/verify", {"checkpoints": checkpoints}))
+
     def events(self, start: int, end: int) -> list[AuditEntryOut]:
         if end <= start:
             return []
@@ -101,6 +111,17 @@ class _RemoteAlerts:
     def recent(self, limit: int = 100) -> list[StoredAlert]:
         rows = self.client.get("/v1/alerts", params={"limit": min(limit, 1000)})
         return [_stored(AlertOut.model_validate(a)) for a in rows]
+
+
+def _gauges(text: str, names: tuple[str, ...]) -> dict[str, float]:
+    """The unlabelled gauges ``names`` of a Prometheus text exposition."""
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        if name in names:
+            with contextlib.suppress(ValueError):
+                out[name] = float(value)
+    return out
 
 
 def _stored(a: AlertOut) -> StoredAlert:
@@ -169,14 +190,23 @@ class LiveTarget:
                  blobs: BlobStore | None = None,
                  approvers: tuple[tuple[str, Identity, Client], ...] = (),
                  gateway: str | None = None,
-                 callers: tuple[tuple[str, Identity], ...] = ()) -> None:
+                 callers: tuple[tuple[str, Identity], ...] = (),
+                 officers: LentOfficers | None = None, host: HostShell | None = None) -> None:
         self.url, self.identity, self.client, self.root = url, identity, client, root
         self.insider_name, self.artifact, self.store, self.blobs = name, artifact, store, blobs
         self.supplies = {"network"} | ({"insider"} if identity is not None else set()) \
             | ({"dba"} if store is not None else set()) \
             | ({"blob-bucket"} if blobs is not None else set()) \
             | ({"approvers"} if approvers and identity is not None else set()) \
-            | ({"gateway"} if gateway and callers and identity is not None else set())
+            | ({"gateway"} if gateway and callers and identity is not None else set()) \
+            | ({"lent-officers"} if officers is not None and identity is not None else set()) \
+            | ({"host-shell"} if host is not None and identity is not None else set())
+        #: The officers the operator lent (directory changes undone after each scenario).
+        self.officers = officers
+        if officers is not None:
+            officers.reviewers = approvers
+        #: A shell on a serving host (``--host-home``).
+        self.host = host
         #: The lent approvers: (enrolled name, identity, a client signing as them).
         self.approvers = approvers
         #: The gateway's URL and the lent callers (enrolled name, identity), unused first.
@@ -191,7 +221,9 @@ class LiveTarget:
             + (" and read access to the blob store" if blobs is not None else "") \
             + (f" with {len(approvers)} lent approvers" if approvers else "") \
             + (f", its gateway at {gateway} with {len(callers)} lent callers"
-               if gateway and callers else "")
+               if gateway and callers else "") \
+            + (f", {len(officers.officers)} lent officers" if officers is not None else "") \
+            + (f", a shell on the host of {host.home}" if host is not None else "")
         self.people: dict[str, Identity] = {name: identity} if identity is not None else {}
         self.audit = _RemoteAudit(client)
         self.alerts = _RemoteAlerts(client)
@@ -205,10 +237,13 @@ class LiveTarget:
     def connect(cls, url: str, identity: Identity | None, *, database_url: str | None = None,
                 artifact: str | None = None, blob_bucket: str | None = None,
                 approvers: tuple[Identity, ...] = (), gateway: str | None = None,
-                gateway_callers: tuple[Identity, ...] = ()) -> LiveTarget:
+                gateway_callers: tuple[Identity, ...] = (), officers: tuple[Identity, ...] = (),
+                host_home: str | Path | None = None) -> LiveTarget:
         """Check the server answers and who the identity is there; open the DBA's store and
         the blob store a thief reads (``blob_bucket``: a directory, or ``s3``); sign in the
-        ``approvers`` the operator lends; learn the enrolled names of the ``gateway_callers``."""
+        ``approvers`` the operator lends; learn the enrolled names of the ``gateway_callers``;
+        sign in the lent ``officers`` (each must be pinned in the keyring); take the host shell
+        at ``host_home`` (the serving host's data directory)."""
         from strongroom.server.client import Client, KnownServers
 
         if not url.startswith(("http://", "https://")):
@@ -226,7 +261,17 @@ class LiveTarget:
         store = None
         lent: list[tuple[str, Identity, Client]] = []
         callers: list[tuple[str, Identity]] = []
+        chiefs: list[tuple[str, Identity, Client]] = []
         try:
+            host = HostShell.at(host_home) if host_home else None
+            for o in officers:
+                c = Client(url, o, known_servers=KnownServers(root / "known_servers"))
+                me = c.get("/v1/whoami")
+                chiefs.append((str(me["name"]), o, c))
+                if not me.get("officer"):
+                    raise InvalidInput(f"{me['name']} is not a security officer pinned in the "
+                                       "keyring", obj=str(me["name"]),
+                                       remedy="lend officers' identities (--officer-identity)")
             for a in approvers:
                 c = Client(url, a, known_servers=KnownServers(root / "known_servers"))
                 lent.append((str(c.get("/v1/whoami")["name"]), a, c))
@@ -250,10 +295,11 @@ class LiveTarget:
             blobs = _blob_bucket(blob_bucket) if blob_bucket else None
             return cls(url, identity, client, root, name=name, artifact=artifact or ARTIFACT,
                        store=store, blobs=blobs, approvers=tuple(lent),
-                       gateway=gateway.rstrip("/") if gateway else None, callers=tuple(callers))
+                       gateway=gateway.rstrip("/") if gateway else None, callers=tuple(callers),
+                       officers=LentOfficers(tuple(chiefs)) if chiefs else None, host=host)
         except BaseException:
             client.close()
-            for _, _, c in lent:
+            for _, _, c in (*lent, *chiefs):
                 c.close()
             if store is not None:
                 store.close()
@@ -309,13 +355,33 @@ class LiveTarget:
         reply = self._gateway_http.post(path, content=body, headers=headers)
         return reply.status_code, reply.content
 
-    def scan_monitor(self) -> None:
-        """Nothing: the deployment's own monitor loop scans on its interval."""
+    def scan_monitor(self, wait_s: float = 10.0) -> None:
+        """Wait (at most ``wait_s``) for the deployment's own monitor loop to have scanned every
+        entry the scenario appended (``strongroom_monitor_lag_entries`` of ``GET /metrics``);
+        the grader then reads the alerts it raised. No loop running: nothing to wait for."""
+        size = self.audit.size()
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            try:
+                text = self.client.request("GET", "/metrics").text
+            except StrongroomError:
+                return  # no metrics for this identity: grade from what is there now
+            gauges = _gauges(text, ("strongroom_audit_entries", "strongroom_monitor_lag_entries",
+                                    "strongroom_monitor_running"))
+            if not gauges.get("strongroom_monitor_running"):
+                return
+            entries = gauges.get("strongroom_audit_entries", 0.0)
+            if entries - gauges.get("strongroom_monitor_lag_entries", entries) >= size:
+                return
+            time.sleep(0.2)
 
     def acknowledge(self, ctx: RunContext, scenario: str) -> list[int]:
         """After each scenario: revoke the Grants it was issued (none outlives its scenario);
         acknowledge, as red-team, the unacknowledged alerts about the run since ``ctx`` started."""
         self._revoke_outstanding(f"red-team run {ctx.marker} ({scenario}) cleanup")
+        if self.officers is not None:
+            for what in self.officers.restore():
+                ctx.saw(f"cleanup: {what}")
         since = ctx.started - 1
         done: list[int] = []
         for a in self.alerts.recent(limit=1000):
@@ -402,6 +468,33 @@ class LiveTarget:
         self.grants[grant_id] = True
         return env
 
+    def relabel(self, resource: str, *, break_glass: tuple[str, ...] = (), **_: Any) -> None:
+        """The lent officers list ``break_glass`` on ``resource``'s label; with none, put the
+        label back as it was (it is also put back after the scenario, whatever happened)."""
+        if self.officers is None:
+            raise InvalidInput("no officers were lent to this run", obj="red-team relabel",
+                               remedy="pass --officer-identity (repeatable)")
+        if not break_glass:
+            self.officers.restore()
+            return
+        for name in break_glass:
+            self.officers.list_break_glass(self.resource_name(resource), name)
+
+    def lapse_vetting(self, name: str) -> None:
+        """The lent officers re-issue ``name``'s (the insider's) enrollment with lapsed vetting
+        (restored after the scenario)."""
+        if self.officers is None or name not in self.people:
+            raise InvalidInput("no officers were lent to this run", obj="red-team vetting",
+                               remedy="pass --officer-identity (repeatable)")
+        self.officers.reenroll(self.people[name].public.key_id, vetting="lapsed")
+
+    def take_break_glass(self, env: str) -> None:
+        """The insider posts the break-glass statement it signed (reviewed after the
+        scenario by the lent officers)."""
+        self.client.post("/v1/access/break-glass", {"envelope": env})
+        if self.officers is not None:
+            self.officers.taken.append(env)
+
     def _revoke_outstanding(self, reason: str) -> None:
         for gid, revoked in list(self.grants.items()):
             if not revoked:
@@ -412,6 +505,12 @@ class LiveTarget:
         close connections."""
         with contextlib.suppress(StrongroomError, httpx.HTTPError):
             self._revoke_outstanding("red-team run cleanup")
+        if self.officers is not None:
+            with contextlib.suppress(StrongroomError, httpx.HTTPError):
+                self.officers.restore()
+            self.officers.close()
+        if self.host is not None:
+            self.host.close()
         for _, _, c in self.approvers:
             c.close()
         with contextlib.suppress(StrongroomError, httpx.HTTPError):

@@ -75,8 +75,11 @@ NEEDS: dict[str, str] = {
     "approvers": "approvers the operator lends the red team (--approver-identity, at least "
                  "as many as the model's load rule needs): they approve, issue and revoke "
                  "the run's Grants",
-    "host-shell": "a shell on a serving host: its files, processes and key agent "
-                  "(embedded target only)",
+    "lent-officers": "security officers the operator lends the red team (--officer-identity): "
+                     "they re-issue the red team's own enrollment and the model's label for one "
+                     "scenario, put back as they were after it",
+    "host-shell": "a shell on a serving host: its data directory, settings, database and "
+                  "key agent (--host-home DIR)",
     "blob-bucket": "read access to the blob store (--blob-bucket)",
     "gateway": "a running inference gateway (--gateway URL) and enrolled callers the operator "
                "lends, each holding an infer Grant on its model (--gateway-caller, one per "

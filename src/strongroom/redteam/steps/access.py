@@ -199,7 +199,11 @@ def dba_enroll_ghosts(ctx: RunContext, requester: str, ghosts: int = 2) -> None:
 
 @step("lapse_vetting")
 def lapse_vetting(ctx: RunContext, who: str) -> None:
-    """Continuous evaluation: the officers re-enroll ``who`` with lapsed vetting."""
+    """Continuous evaluation: the officers re-enroll ``who`` with lapsed vetting (live: the
+    lent officers re-issue the insider's enrollment, put back after the scenario)."""
+    if ctx.target.kind == "live":
+        cast("LiveTarget", ctx.target).lapse_vetting(ctx.actor(who))
+        return
     ctx.target.enroll(ctx.actor(who), vetting="lapsed", serial=2)
 
 
@@ -342,9 +346,12 @@ def break_glass(ctx: RunContext, who: str, reason: str = "pager: inference outag
     """``who`` takes break-glass access and releases the model's key ``times`` times."""
     from strongroom.access.breakglass import submit_break_glass, take
 
-    env = take(ctx.person(who).private_key, ctx.actor(who), ARTIFACT, "load",
+    env = take(ctx.person(who).private_key, ctx.actor(who), ctx.target.artifact, "load",
                f"{reason} ({ctx.marker})", now=time.time(), window_s=600)
-    submit_break_glass(ctx.target.store, env)
+    if ctx.target.kind == "live":  # posted over the API (the server audits it as taken)
+        cast("LiveTarget", ctx.target).take_break_glass(env)
+    else:
+        submit_break_glass(ctx.target.store, env)
     for _ in range(times):
         ask_gate(ctx, who, break_glass=env)
 

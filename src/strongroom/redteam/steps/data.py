@@ -14,12 +14,15 @@ import base64
 import json
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import MetaData, select
 
 from strongroom.redteam.context import RunContext
 from strongroom.redteam.steps.registry import step
+
+if TYPE_CHECKING:
+    from strongroom.redteam.live import LiveTarget
 
 
 def _jsonable(value: Any) -> Any:
@@ -66,13 +69,23 @@ def steal_database_and_blobs(ctx: RunContext) -> None:
 
 @step("steal_backup")
 def steal_backup(ctx: RunContext) -> None:
-    """An operator runs ``backup create``; the attacker copies the backup directory away."""
+    """An operator runs ``backup create``; the attacker copies the backup directory away.
+
+    Live (``host-shell``): the backup is made on the serving host, through its own key
+    agent, as the red-team identity (recorded as ``backup.create`` in the deployment's log).
+    """
     from strongroom.runtime.backup import create_backup
 
     t = ctx.target
     loot = t.root / f"loot-{ctx.marker}"
     loot.mkdir()
-    create_backup(t.vault, t.vault.settings.home, loot / "backup")
+    if t.kind == "live":
+        live = cast("LiveTarget", t)
+        assert live.host is not None and live.identity is not None  # host-shell: both given
+        with live.host.vault(live.identity) as vault:
+            create_backup(vault, live.host.home, loot / "backup")
+    else:
+        create_backup(t.vault, t.vault.settings.home, loot / "backup")
     ctx.vars["loot"] = loot
     ctx.saw(f"copied the backup `backup create` wrote to {loot.name}")
 

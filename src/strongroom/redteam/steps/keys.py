@@ -2,24 +2,44 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, cast
+
 from strongroom.redteam.context import RunContext
 from strongroom.redteam.steps.registry import SHARD, attempt, step
 from strongroom.redteam.target import ARTIFACT
 
+if TYPE_CHECKING:
+    from strongroom.redteam.lent import HostShell
+    from strongroom.redteam.live import LiveTarget
+
+
+def _host(ctx: RunContext) -> HostShell:
+    """The shell on the serving host a live target was given (``host-shell``)."""
+    host = cast("LiveTarget", ctx.target).host
+    assert host is not None  # the runner runs a host-shell scenario only with one
+    return host
+
 
 @step("sealed_key_operations")
 def sealed_key_operations(ctx: RunContext) -> None:
-    """On a server process whose keyring is sealed, try release, wrap and sign."""
+    """On a server process whose keyring is sealed, try release, wrap and sign.
+
+    Live (``host-shell``): the attacker starts that process on the serving host, over the
+    database the host's settings name; the deployment's own agent stays unsealed beside it.
+    """
     from strongroom.keys.config import KeysSettings
+    from strongroom.keys.identity import Identity
     from strongroom.runtime.services import LocalKeyService
 
-    sealed = LocalKeyService(ctx.target.store, KeysSettings(key_backend="shamir"),
+    t = ctx.target
+    store = _host(ctx).store() if t.kind == "live" else t.store
+    sealed = LocalKeyService(store, KeysSettings(key_backend="shamir"),
                              actor=ctx.actor("attacker"))
     ctx.vars["sealed_service"] = sealed
     blob = ctx.target.vault.manifest(ARTIFACT).file(SHARD).blob
     from strongroom.release import ReleaseRequest
 
-    ident = ctx.target.officers[0]
+    ident = Identity.generate(f"attacker-{ctx.marker}")  # the attacker's own key
     req = ReleaseRequest(principal=ctx.actor("attacker"), principal_key=ident.public.public_bytes,
                          artifact=f"{ARTIFACT}@1", shard=SHARD, blob_id=blob, nbytes=1,
                          purpose="load", evidence="{}")
