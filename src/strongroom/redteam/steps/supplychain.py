@@ -87,11 +87,13 @@ def remove_media(ctx: RunContext) -> None:
 
 
 @step("import_altered_signed_model")
-def import_altered_signed_model(ctx: RunContext, who: str = "importer") -> None:
+def import_altered_signed_model(ctx: RunContext, who: str = "importer",
+                                resigned: bool = False) -> None:
     """A publisher signs a model (OpenSSF model signing); its weights are replaced after
-    signing (a poisoned mirror or transfer); ``who`` imports it with the publisher's key and
-    signature. Live (``host-shell``): on the serving host, through its own key agent, as the
-    red-team identity."""
+    signing (a poisoned mirror or transfer) and, if ``resigned``, the mirror signs the
+    poisoned files with its own key in the publisher's name; ``who`` imports it with the
+    publisher's key and the signature that came with it. Live (``host-shell``): on the
+    serving host, through its own key agent, as the red-team identity."""
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
@@ -109,6 +111,10 @@ def import_altered_signed_model(ctx: RunContext, who: str = "importer") -> None:
     (src / "publisher.pem").write_bytes(publisher.public_key().public_bytes(
         Encoding.PEM, PublicFormat.SubjectPublicKeyInfo))
     make_model_dir(model, seed=24)  # other weights under the signed names: a poisoned copy
+    if resigned:  # the mirror's own signature over the poisoned files, as if the publisher's
+        (src / "model.sig").write_text(sign_digests(name, hash_directory(model),
+                                                    ec.generate_private_key(ec.SECP256R1())),
+                                       encoding="utf-8")
     ctx.vars["evil_name"], ctx.vars["evil_dir"] = name, src
 
     def go(vault: Any) -> None:
