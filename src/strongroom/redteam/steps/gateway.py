@@ -67,12 +67,48 @@ def _caller(ctx: RunContext, role: str, host: str, config: Any = None) -> Iterat
         gw.close()
 
 
+def _start_unsigned_on_host(ctx: RunContext) -> None:
+    """Live (``host-shell``): on the serving host, as the red-team identity, start the gateway
+    as ``strongroom gateway serve`` does (the code owners the officers pinned, callers from the
+    directory) with a release two attacker keys signed."""
+    from strongroom.gateway.access import DirectoryCallers, GrantAuthorizer, directory_reader
+    from strongroom.gateway.alerts import AuditAlertSink
+    from strongroom.gateway.codesign import add_signature, sign_release
+    from strongroom.gateway.owners import require_owners
+    from strongroom.gateway.server import start_gateway
+    from strongroom.keys.identity import Identity
+    from strongroom.redteam.live import LiveTarget
+
+    live = ctx.target
+    assert isinstance(live, LiveTarget) and live.host is not None and live.identity is not None
+    attackers = [Identity.generate(f"{ctx.marker}-attacker{i}") for i in range(2)]
+    forged = add_signature(sign_release([attackers[0]]), attackers[1])
+    artifact = live.resource_name(ARTIFACT)
+    with live.host.vault(live.identity) as vault:
+        reader = directory_reader(vault.store, vault.keys.public_keys(),
+                                  vault.keys.status().officer_threshold)
+        manifest = vault.manifest(artifact)
+
+        def go() -> None:
+            owners, threshold = require_owners(reader)
+            gw = start_gateway(vault, artifact, release=forged, code_owners=owners,
+                               threshold=threshold, auth=DirectoryCallers(reader),
+                               authorizer=GrantAuthorizer(vault.store, reader, manifest),
+                               alerts=AuditAlertSink(vault.audit), blas_threads=None)
+            gw.close()
+
+        attempt(ctx, "gateway start on the serving host with two attacker signatures", go)
+
+
 @step("start_gateway_unsigned")
 def start_gateway_unsigned(ctx: RunContext) -> None:
     """Start the gateway with a release the code owners did not sign (an attacker's key)."""
     from strongroom.gateway.codesign import add_signature, sign_release
     from strongroom.keys.identity import Identity
 
+    if getattr(ctx.target, "kind", "") == "live":
+        _start_unsigned_on_host(ctx)
+        return
     owners = [Identity.generate(f"owner{i}") for i in range(3)]
     attacker = Identity.generate(ctx.actor("attacker"))
     forged = add_signature(sign_release([attacker]), owners[0])
