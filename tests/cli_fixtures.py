@@ -18,6 +18,8 @@ import pytest
 from strongroom.crypto.age import X25519Identity
 from strongroom.crypto.age_pq import HybridIdentity
 
+import cli_zygote
+
 Run = Callable[..., subprocess.CompletedProcess[str]]
 
 
@@ -33,13 +35,8 @@ def make_runner(env: dict[str, str]) -> Run:
     """A function running ``strongroom`` with ``env``; asserts no traceback, and success if ``ok``."""
 
     def run(*args: str | Path, ok: bool = True) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(
-            [strongroom_exe(), *map(str, args)],
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=120,
-        )
+        # a fresh process per command, forked from one that imported the CLI (cli_zygote)
+        result = cli_zygote.run([strongroom_exe(), *map(str, args)], env, timeout=120)
         assert "Traceback" not in result.stderr, result.stderr
         if ok:
             assert result.returncode == 0, result.stderr

@@ -12,6 +12,7 @@ import pytest
 
 from strongroom.crypto.note import SIG_COSIGNATURE_V1, generate_key, new_signer, sign
 
+import cli_zygote
 from cli_fixtures import strongroom_exe, unseal_home
 
 CLI = strongroom_exe()
@@ -23,7 +24,7 @@ ENV: dict[str, dict[str, str]] = {}
 def run(home: Path, *args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
     env = ENV.get(str(home)) or {**os.environ, "STRONGROOM_HOME": str(home)}
     env.pop("STRONGROOM_DATABASE_URL", None)
-    proc = subprocess.run([CLI, *args], env=env, capture_output=True, text=True, timeout=60)
+    proc = cli_zygote.run([CLI, *args], env, timeout=60)  # a forked process
     assert "Traceback" not in proc.stderr, proc.stderr
     if ok:
         assert proc.returncode == 0, proc.stderr

@@ -32,6 +32,7 @@ from strongroom.monitor.alerts import Alert, AlertManager
 from strongroom.monitor.egress import Budget, EgressMeter
 from strongroom.vault.documents import add_document
 
+import cli_zygote
 from cli_fixtures import strongroom_exe
 
 
@@ -75,8 +76,7 @@ def _embedded(world: ServerWorld, who: str, *args: str, ok: bool = True
     env.update(STRONGROOM_HOME=str(world.tmp / "home"),
                STRONGROOM_DATABASE_URL=world.ctx.settings.resolved_database_url,
                STRONGROOM_IDENTITY=str(world.tmp / f"{who}.identity"))
-    out = subprocess.run([strongroom_exe(), *args], capture_output=True, text=True, env=env,
-                         timeout=120)
+    out = cli_zygote.run([strongroom_exe(), *args], env, timeout=120)  # a forked process
     assert (out.returncode == 0) == ok and "Traceback" not in out.stderr, out.stdout + out.stderr
     return out
 

@@ -48,6 +48,7 @@ from strongroom.server.signatures import sign_request
 from strongroom.settings import Settings
 from strongroom.store.db import Store
 
+import cli_zygote
 from cli_fixtures import strongroom_exe
 from keyring_fixtures import make_custodians
 from testsupport import need_service, pg_schema
@@ -285,8 +286,7 @@ def run_cli(world: ServerWorld, who: str, *args: str, ok: bool = True,
     env.update(STRONGROOM_URL=str(world.http.base_url), STRONGROOM_IDENTITY=str(path),
                STRONGROOM_HOME=str(empty),
                STRONGROOM_KNOWN_SERVERS=str(world.tmp / "known_servers"), **(extra_env or {}))
-    out = subprocess.run([strongroom_exe(), *args], capture_output=True, text=True, env=env,
-                         timeout=120)
+    out = cli_zygote.run([strongroom_exe(), *args], env, timeout=120)  # a forked process
     assert "Traceback" not in out.stderr, out.stderr
     if ok:
         assert out.returncode == 0, out.stdout + out.stderr
