@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import shutil
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,7 @@ import pytest
 import sqlalchemy as sa
 
 from cli_fixtures import Run, grant_cli, make_runner, unseal_home
+from testsupport import need_service, pg_schema
 from vault_fixtures import make_model
 
 
@@ -32,6 +35,11 @@ def _destroy(db_url: str, home: Path) -> None:
         for suffix in ("", "-wal", "-shm"):
             Path(db_url.removeprefix("sqlite:///") + suffix).unlink(missing_ok=True)
         return
+    _empty_schema(db_url)
+
+
+def _empty_schema(db_url: str) -> None:
+    """Drop and re-create the PostgreSQL schema of ``db_url``: empty, the same name."""
     engine = sa.create_engine(db_url, isolation_level="AUTOCOMMIT")
     with engine.connect() as conn:
         schema = conn.exec_driver_sql("SELECT current_schema()").scalar_one()
@@ -65,43 +73,85 @@ def _tamper_manifest_row(db_url: str) -> None:
     engine.dispose()
 
 
-def test_restore_drill(tmp_path: Path, db_url: str) -> None:
-    home = tmp_path / "home"
-    run, env = unseal_home(home, db_url)
-    src = tmp_path / "m.safetensors"
-    tensors = make_model(src)
-    run("weights", "import", src, "--name", "tiny", "--compartment", "atlas")
-    grant_cli(env, "tiny", ("load",), compartments=("atlas",))
-    backup = tmp_path / "backup"
-    made = run("backup", "create", "--to", backup).stdout
-    assert "signed with the vault's manifest key" in made
+class Drilled:
+    """A vault that imported ``tiny`` (compartment atlas) with a load Grant for the CLI's
+    identity, was backed up, sealed and destroyed: what a lost host leaves, and its backup."""
+
+    def __init__(self, root: Path, db_url: str, env: dict[str, str],
+                 tensors: dict[str, np.ndarray], made: str) -> None:
+        self.root, self.db_url, self.env, self.tensors, self.made = root, db_url, env, tensors, made
+
+    @property
+    def backup(self) -> Path:
+        return self.root / "backup"
+
+
+# Module scope: one vault, import, Grant and backup per database for the drill and the
+# tampered restores below (each restores into its own empty target), instead of one each.
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def drilled(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+            ) -> Iterator[Drilled]:
+    root = tmp_path_factory.mktemp("drill")
+    with contextlib.ExitStack() as stack:
+        if request.param == "sqlite":
+            db_url = f"sqlite:///{root / 'strongroom.db'}"
+        else:
+            db_url = stack.enter_context(pg_schema(need_service("STRONGROOM_TEST_PG_URL",
+                                                                "PostgreSQL")))
+        home = root / "home"
+        run, env = unseal_home(home, db_url)
+        src = root / "m.safetensors"
+        tensors = make_model(src)
+        run("weights", "import", src, "--name", "tiny", "--compartment", "atlas")
+        grant_cli(env, "tiny", ("load",), compartments=("atlas",))
+        made = run("backup", "create", "--to", root / "backup").stdout
+        backup = root / "backup"
+        assert src.read_bytes() not in b"".join(p.read_bytes() for p in backup.rglob("*")
+                                               if p.is_file()), "plaintext in the backup"
+        assert "ok: backup" in run("backup", "verify", backup).stdout
+        run("seal")
+        _destroy(db_url, home)
+        yield Drilled(root, db_url, env, tensors, made)
+
+
+def _restore_target(drilled: Drilled, tmp_path: Path, request: pytest.FixtureRequest
+                    ) -> str:
+    """The empty database a restore of the drilled backup goes to: SQLite in ``tmp_path``;
+    on PostgreSQL the lost host's own schema (a dump restores only into a schema of its
+    name), emptied again when the test ends."""
+    if drilled.db_url.startswith("sqlite"):
+        return f"sqlite:///{tmp_path / 'new.db'}"
+    request.addfinalizer(lambda: _empty_schema(drilled.db_url))
+    return drilled.db_url
+
+
+def test_restore_drill(drilled: Drilled, tmp_path: Path, request: pytest.FixtureRequest
+                      ) -> None:
+    assert "signed with the vault's manifest key" in drilled.made
+    backup = drilled.backup
     listing = {p.relative_to(backup).as_posix() for p in backup.rglob("*") if p.is_file()}
     assert "backup.json" in listing and "home/audit-high-water" in listing
     assert sum(name.startswith("blobs/") for name in listing) == 1
-    assert src.read_bytes() not in b"".join(p.read_bytes() for p in backup.rglob("*")
-                                           if p.is_file()), "plaintext in the backup"
-    assert "ok: backup" in run("backup", "verify", backup).stdout
-    run("seal")
-    _destroy(db_url, home)
 
     new_home = tmp_path / "home2"
-    new_url = db_url if not db_url.startswith("sqlite") else f"sqlite:///{tmp_path / 'new.db'}"
-    restored_env = dict(env, STRONGROOM_HOME=str(new_home), STRONGROOM_DATABASE_URL=new_url)
+    new_url = _restore_target(drilled, tmp_path, request)
+    restored_env = dict(drilled.env, STRONGROOM_HOME=str(new_home),
+                        STRONGROOM_DATABASE_URL=new_url)
     again = make_runner(restored_env)
     out = again("backup", "restore", "--from", backup, "--to", new_home, "--database-url",
                 new_url).stdout
     assert "(sealed)" in out
     refused = again("serve", "--port", "1", ok=False)
     assert refused.returncode == 2 and "backup check" in refused.stderr
-    _unseal(again, tmp_path)
+    _unseal(again, drilled.root)
     try:
         checked = again("backup", "check").stdout
         assert "1 artifacts, 1 blobs match" in checked and "may serve" in checked
         assert not (new_home / "restore-unchecked.json").exists()
         assert "ok tiny@1" in again("weights", "verify", "tiny").stdout
         loaded = _load(restored_env, tmp_path / "loaded.npz")
-        assert set(loaded) == set(tensors)
-        for name, want in tensors.items():
+        assert set(loaded) == set(drilled.tensors)
+        for name, want in drilled.tensors.items():
             assert loaded[name].dtype == want.dtype and loaded[name].tobytes() == want.tobytes()
         tail = again("audit", "tail", "-n", "100").stdout
         assert '"action":"backup.create"' in tail and '"action":"backup.check"' in tail
@@ -125,22 +175,16 @@ def _tamper_audit_entry(db_url: str) -> None:
     pytest.param(_tamper_manifest_row, "manifest of tiny@1", marks=pytest.mark.slow),
     (_tamper_audit_entry, "entry 0")])
 def test_edited_restored_row_fails_the_check_and_serve_stays_refused(
-        tmp_path: Path, db_url: str, tamper: object, named: str) -> None:
-    home = tmp_path / "home"
-    run, env = unseal_home(home, db_url)
-    src = tmp_path / "m.safetensors"
-    make_model(src)
-    run("weights", "import", src, "--name", "tiny")
-    run("backup", "create", "--to", tmp_path / "backup")
-    run("seal")
-    _destroy(db_url, home)
-    new_url = db_url if not db_url.startswith("sqlite") else f"sqlite:///{tmp_path / 'new.db'}"
-    again = make_runner(dict(env, STRONGROOM_HOME=str(tmp_path / "home2"),
+        drilled: Drilled, tmp_path: Path, request: pytest.FixtureRequest, tamper: object,
+        named: str) -> None:
+    new_url, backup = _restore_target(drilled, tmp_path, request), tmp_path / "backup"
+    shutil.copytree(drilled.backup, backup)  # the drill's own backup stays as it was made
+    again = make_runner(dict(drilled.env, STRONGROOM_HOME=str(tmp_path / "home2"),
                              STRONGROOM_DATABASE_URL=new_url))
-    again("backup", "restore", "--from", tmp_path / "backup", "--to", tmp_path / "home2",
+    again("backup", "restore", "--from", backup, "--to", tmp_path / "home2",
           "--database-url", new_url)
     tamper(new_url)  # type: ignore[operator]
-    _unseal(again, tmp_path)
+    _unseal(again, drilled.root)
     try:
         failed = again("backup", "check", ok=False)
         assert failed.returncode != 0 and named in failed.stderr, failed.stderr
@@ -150,14 +194,29 @@ def test_edited_restored_row_fails_the_check_and_serve_stays_refused(
         again("seal", ok=False)
 
 
-@pytest.fixture
-def sqlite_backup(tmp_path: Path) -> tuple[Run, Path]:
-    run, _ = unseal_home(tmp_path / "home", None)
-    src = tmp_path / "m.safetensors"
+@pytest.fixture(scope="module")
+def sqlite_vault(tmp_path_factory: pytest.TempPathFactory
+                 ) -> Iterator[tuple[Run, dict[str, str], Path]]:
+    """An unsealed SQLite vault that imported ``tiny`` and made ``backup`` (left as made);
+    sealed when the module ends. One per module: the tests below each take a copy."""
+    root = tmp_path_factory.mktemp("backup-vault")
+    run, env = unseal_home(root / "home", None)
+    src = root / "m.safetensors"
     make_model(src)
     run("weights", "import", src, "--name", "tiny")
-    run("backup", "create", "--to", tmp_path / "backup")
-    run("seal")
+    run("backup", "create", "--to", root / "backup")
+    try:
+        yield run, env, root
+    finally:
+        run("seal", ok=False)
+
+
+@pytest.fixture
+def sqlite_backup(sqlite_vault: tuple[Run, dict[str, str], Path], tmp_path: Path
+                  ) -> tuple[Run, Path]:
+    """A copy of the module's backup in ``tmp_path``, for a test to break."""
+    run, _, root = sqlite_vault
+    shutil.copytree(root / "backup", tmp_path / "backup")
     return run, tmp_path / "backup"
 
 
@@ -234,28 +293,22 @@ def _as_if_made_by(backup: Path, home: Path, release: str, edit_db: Any,
         statement, BACKUP_TYPE, (public, lambda m: keys.sign("manifest", m))) + "\n")
 
 
-def test_restore_across_releases(tmp_path: Path) -> None:
+def test_restore_across_releases(sqlite_vault: tuple[Run, dict[str, str], Path],
+                                 tmp_path: Path) -> None:
     """A backup made by an older release restores, then `db upgrade`, unseal, `backup check`;
     one made by a newer release is refused (before writing when it records its schema)."""
     from test_db_upgrade_cli import _downgrade_one, _set_revision
 
-    home = tmp_path / "home"
-    run, env = unseal_home(home, None)
-    src = tmp_path / "m.safetensors"
-    make_model(src)
-    run("weights", "import", src, "--name", "tiny")
-    made = tmp_path / "backup"
-    run("backup", "create", "--to", made)
+    run, env, root = sqlite_vault
     older, newer, unrecorded = (tmp_path / n for n in ("older", "newer", "newer-unrecorded"))
     for copy in (older, newer, unrecorded):
-        shutil.copytree(made, copy)
+        shutil.copytree(root / "backup", copy)
     revision: list[str] = []
+    home = root / "home"
     _as_if_made_by(older, home, "0.0.9", lambda url: revision.append(_downgrade_one(url)), None)
     future = lambda url: _set_revision(url, "9999_from_the_future")  # noqa: E731
     _as_if_made_by(newer, home, "9.0.0", future, ["9999_from_the_future"])
     _as_if_made_by(unrecorded, home, "9.0.0", future, None)
-    run("seal")
-    shutil.rmtree(home)
 
     for backup in (newer, unrecorded):
         refused = run("backup", "restore", "--from", backup, "--to", tmp_path / "new", ok=False)
@@ -269,12 +322,12 @@ def test_restore_across_releases(tmp_path: Path) -> None:
     out = again("backup", "restore", "--from", older, "--to", new_home).stdout
     assert f"schema revision {revision[0]}, older than" in out
     assert "made by strongroom 0.0.9" in out and "`strongroom db upgrade`" in out
-    shares = sorted((tmp_path / "shares").glob("share-*.age"))
+    shares = sorted((root / "shares").glob("share-*.age"))
     early = again("unseal", "--share", shares[0], "--identity",
-                  tmp_path / "custodians" / "c1.key", ok=False)
+                  root / "custodians" / "c1.key", ok=False)
     assert early.returncode == 9 and "db upgrade" in early.stderr
     assert "upgraded" in again("db", "upgrade").stdout
-    _unseal(again, tmp_path)
+    _unseal(again, root)
     try:
         checked = again("backup", "check").stdout
         assert "1 artifacts, 1 blobs match" in checked and "may serve" in checked
