@@ -25,6 +25,7 @@ import json
 import locale
 import os
 import selectors
+import shutil
 import socket
 import subprocess
 import sys
@@ -71,7 +72,13 @@ def _start() -> tuple[subprocess.Popen[bytes], str, dict[str, str]]:
             raise RuntimeError(f"the CLI zygote did not start: {Path(log).read_text()}")
         time.sleep(0.02)
     _zygote = (proc, path, base)
-    atexit.register(proc.kill)
+
+    def stop() -> None:
+        proc.kill()
+        proc.wait()
+        shutil.rmtree(where, ignore_errors=True)
+
+    atexit.register(stop)
     return _zygote
 
 
