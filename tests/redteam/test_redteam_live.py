@@ -32,10 +32,20 @@ LIVE_STORAGE = {"RT-DBA-001", "RT-DNA-001"}
 #: ... and with the approvers the operator lends (--approver-identity).
 LIVE_APPROVERS = {"RT-GRT-001", "RT-CRED-003"}
 #: ... and with a running gateway and the callers the operator lends (--gateway,
-#: --gateway-caller): ai-specific.
-LIVE_GATEWAY = {"RT-AI-002", "RT-AI-003", "RT-GW-002"}
+#: --gateway-caller): ai-specific; with the code owners it pinned and a shell on the serving
+#: host (--host-home), a gateway started there from unsigned code (RT-GW-001).
+LIVE_GATEWAY = {"RT-AI-002", "RT-AI-003", "RT-GW-002", "RT-GW-001"}
+#: ... and with that shell, a publisher-signed model altered after signing (and re-signed by
+#: the mirror) imported on the serving host (supply-chain).
+LIVE_HOST_IMPORT = {"RT-SUP-003", "RT-SUP-004"}
 #: Groups with at least two live scenarios once the gateway is given.
-GATEWAY_GROUPS = ("ai-specific",)
+GATEWAY_GROUPS = ("ai-specific", "unauthorized-code", "supply-chain")
+#: ... and with the officers the operator lends (--officer-identity) and a shell on the serving
+#: host (--host-home): humint, bypass and data-network-access scenarios.
+LIVE_LENT = {"RT-VET-001", "RT-BG-002", "RT-TAMPER-001", "RT-TAMPER-002", "RT-KEY-001",
+             "RT-DNA-002"}
+#: Groups this file checks have at least two live scenarios, none missed.
+LIVE_GROUPS = ("humint", "bypass", "data-network-access")
 
 
 def _grant_rows(db_url: str, key_id: str) -> int:
@@ -61,6 +71,10 @@ def test_live_run_against_serve(tmp_path: Path, db_url: str) -> None:
     model = tmp_path / "model.safetensors"
     make_model(model)
     run("weights", "import", model, "--name", "tiny")
+    # labelled as an operator labels a model (RT-BG-002 lists the red team for break-glass on
+    # it for one scenario, then the lent officer puts the label back)
+    run("compartments", "label", "tiny", "--classification", "secret", "--rule",
+        "load=2 of approvers")
     rt = Identity.generate("redteam")
     rt.save(tmp_path / "rt.identity")
     (tmp_path / "rt.pub").write_text(rt.public.to_text())
@@ -88,7 +102,9 @@ def test_live_run_against_serve(tmp_path: Path, db_url: str) -> None:
         out = subprocess.run([strongroom_exe(), "redteam", "run", "--json", "--target", str(base),
                               "--identity", str(tmp_path / "rt.identity"),
                               "--database-url", db_url, "--blob-bucket", str(home / "blobs"), *lent,
-                              "--artifact", "tiny", *gw.redteam_args(gateway)],
+                              "--officer-identity", env["STRONGROOM_IDENTITY"],
+                              "--host-home", str(home), "--artifact", "tiny",
+                              *gw.redteam_args(gateway)],
                              capture_output=True, text=True, env=red, timeout=300)
         took = time.monotonic() - t0
         assert "Traceback" not in out.stderr, out.stderr
@@ -97,8 +113,17 @@ def test_live_run_against_serve(tmp_path: Path, db_url: str) -> None:
         assert doc["missed"] == 0, [s for s in doc["scenarios"] if s["outcome"] == "missed"]
         assert out.returncode == 2  # nothing missed; some scenarios not run
         ran = {i for i, s in by_id.items() if s["outcome"] != "unsupported"}
-        assert ran == LIVE | LIVE_STORAGE | LIVE_APPROVERS | LIVE_GATEWAY, (ran, took)
-        assert all(by_id[i]["outcome"] == "blocked" for i in ran if i != "RT-GW-002")
+        assert ran == (LIVE | LIVE_STORAGE | LIVE_APPROVERS | LIVE_LENT | LIVE_GATEWAY
+                       | LIVE_HOST_IMPORT), (ran, took)
+        assert all(by_id[i]["outcome"] == "blocked" for i in ran
+                   if i not in {"RT-BG-002", "RT-TAMPER-001", "RT-TAMPER-002", "RT-GW-002"})
+        # the audit log tampered with by the DBA: the deployment's own verify names it
+        for i in ("RT-TAMPER-001", "RT-TAMPER-002", "RT-BG-002"):
+            assert by_id[i]["outcome"] == "detected", by_id[i]
+        for group in LIVE_GROUPS:
+            live = [s for s in doc["scenarios"] if s["group"] == group
+                    and s["outcome"] in ("blocked", "detected")]
+            assert len(live) >= 2, (group, live)
         # the gateway's extraction detector raised its alert (a gateway.alert audit entry)
         assert by_id["RT-GW-002"]["outcome"] == "detected", by_id["RT-GW-002"]
         for group in GATEWAY_GROUPS:
