@@ -40,6 +40,15 @@ class Settings(BaseSettings):
         description="this server host's name in the audit log (key.release details 'server')",
     )
 
+    code_release: Path | None = Field(
+        default=None, description="signed code release `serve` checks its installed modules "
+        "against, at start and while serving (`strongroom serve --code-release`)",
+    )
+    code_check_s: float = Field(
+        default=60.0, ge=0, description="seconds between two checks of the installed modules "
+        "against the code release while serving (0: before every request)",
+    )
+
     @property
     def resolved_home(self) -> Path:
         """The data directory as an absolute path."""

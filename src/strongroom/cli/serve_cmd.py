@@ -64,6 +64,11 @@ def serve(
     log_format: Annotated[str, typer.Option(
         "--log-format", help="text, or json: one JSON object a line (time, level, logger, "
         "message, request_id)")] = "text",
+    code_release: Annotated[Path | None, typer.Option(
+        "--code-release", metavar="FILE",
+        help="code release signed by the code owners the officers pinned (`gateway "
+        "sign-release`): the installed modules are checked against it at start and while "
+        "serving [env: STRONGROOM_CODE_RELEASE]")] = None,
 ) -> None:
     """Serve the HTTP API: every request signed (RFC 9421), key releases through the gate."""
     import uvicorn
@@ -85,6 +90,7 @@ def serve(
         raise ConfigError(f"refusing plain HTTP on {host}", obj="serve",
                           remedy="pass --tls-cert/--tls-key, listen on 127.0.0.1 behind a TLS "
                           "proxy, or pass --plain-http if a proxy on this host terminates TLS")
+    _check_code(code_release)  # before anything of this installation runs
     settings = Settings()
     home = settings.resolved_home
     require_vault(home, settings.database_url)
@@ -128,6 +134,36 @@ def serve(
             agent.terminate()
         with contextlib.suppress(subprocess.TimeoutExpired):
             agent.wait(10)
+
+
+def _check_code(option: Path | None) -> None:
+    """Refuse to start when an installed module differs from the code release (named).
+
+    The release's signers are checked by each worker once the keyring is unsealed (the
+    pinned code owners live behind the barrier); the workers find the release in
+    ``STRONGROOM_CODE_RELEASE`` (:mod:`strongroom.server.codecheck`).
+    """
+    from strongroom.errors import NotFound
+    from strongroom.gateway.codesign import check_installed
+    from strongroom.settings import Settings
+
+    release = option or Settings().code_release
+    if release is None:
+        typer.echo("warning: no --code-release: this server does not check its installed "
+                   "modules against a signed release (docs/operations.md)", err=True)
+        return
+    release = release.expanduser().resolve()
+    try:
+        envelope = release.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        raise NotFound("code release not found", obj=str(release)) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read the code release ({type(exc).__name__})",
+                          obj=str(release)) from None
+    version = check_installed(envelope)
+    os.environ["STRONGROOM_CODE_RELEASE"] = str(release)
+    typer.echo(f"code: the installed modules match release {release} (strongroom {version}); "
+               "its signers are checked against the pinned code owners once unsealed", err=True)
 
 
 def _fresh_metrics_dir(home: Path) -> None:

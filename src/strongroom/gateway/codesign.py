@@ -25,7 +25,8 @@ import base64
 import hashlib
 import json
 import sys
-from collections.abc import Mapping, Sequence
+import threading
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,7 +40,9 @@ __all__ = [
     "ENTRY",
     "PAYLOAD_TYPE",
     "CodeRelease",
+    "CodeWatch",
     "add_signature",
+    "check_installed",
     "hash_tree",
     "package_root",
     "release_statement",
@@ -180,6 +183,66 @@ def _check_loaded(root: Path, files: Mapping[str, str]) -> None:
                                  obj=str(path), remedy="remove it from the import path") from None
         if rel not in files:
             raise IntegrityError(f"module {name} is not in the signed release", obj=str(path))
+
+
+def check_installed(envelope: str, root: Path | None = None) -> str:
+    """The release's version after checking its file hashes against the code under ``root``.
+
+    The signatures are *not* checked: this is the start check of a host whose pinned code
+    owners are out of reach until its keyring is unsealed (``strongroom serve``), which
+    verifies them later with :func:`verify_release`. A changed, added or missing module
+    stops it with an :class:`~strongroom.errors.IntegrityError` naming the file.
+    """
+    env = _load(envelope)
+    try:
+        statement = json.loads(base64.b64decode(env["payload"]))
+        if not isinstance(statement, dict):
+            raise ValueError("statement")
+    except ValueError:
+        raise IntegrityError("the release payload is not a JSON statement",
+                             obj="code release") from None
+    root = (root or package_root()).resolve()
+    _compare(statement, release_statement(root), root)
+    return str(statement.get("version"))
+
+
+class CodeWatch:
+    """Re-runs a code check before the first use after each interval; a change found sticks.
+
+    The gateway and ``strongroom serve`` both hold one: ``check`` is
+    :func:`verify_release` over the release they started from, and raises an
+    :class:`~strongroom.errors.IntegrityError` naming the file that changed.
+    ``checked_at`` is when it last passed (None: check at the first :meth:`poll`).
+    """
+
+    def __init__(self, check: Callable[[], object], *, checked_at: float | None = None) -> None:
+        self._check = check
+        self._checked = checked_at
+        self._lock = threading.Lock()
+        #: What changed (then every request is refused until a restart), else None.
+        self.changed: str | None = None
+        #: The file named by the failed check.
+        self.file: str | None = None
+
+    def poll(self, now: float, interval_s: float) -> tuple[str | None, bool]:
+        """What changed (None: nothing), and True only on the call that found it.
+
+        Errors other than an IntegrityError (a sealed keyring, no owners pinned)
+        propagate and leave the check due again at the next call.
+        """
+        with self._lock:
+            if self.changed is not None:
+                return self.changed, False
+            if self._checked is not None and now - self._checked < interval_s:
+                return None, False
+            try:
+                self._check()
+            except IntegrityError as exc:
+                self.changed = f"{exc.message} ({exc.obj})"
+                self.file = str(exc.obj)
+                return self.changed, True
+            self._checked = now
+            return None, False
 
 
 def verify_release(

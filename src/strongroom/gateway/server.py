@@ -40,12 +40,12 @@ from starlette.concurrency import run_in_threadpool
 from strongroom.errors import (
     AccessDenied,
     AuditUnavailable,
-    IntegrityError,
     InvalidInput,
     StrongroomError,
 )
 from strongroom.gateway.alerts import GatewayAlert, GatewayAlertSink
 from strongroom.gateway.auth import CallerAuth, InferAuthorizer
+from strongroom.gateway.codesign import CodeWatch
 from strongroom.gateway.defence import (
     DetectorConfig,
     ExtractionDetector,
@@ -181,10 +181,9 @@ class Gateway:
         self._on_close = on_close
         #: When each caller's spent budget was last alerted (one alert per caller and window).
         self._budget_alerted: dict[str, float] = {}
-        self._code_check = code_check
-        self._code_checked: float | None = None  # at start (start_gateway verified it)
-        #: What changed in the code since start (then every request is refused), else None.
-        self.code_changed: str | None = None
+        # start_gateway verified the code just before: the next check is due an interval on
+        self._code_watch = None if code_check is None else CodeWatch(code_check,
+                                                                     checked_at=clock())
 
     def close(self) -> None:
         """Release the model's weights (zeroing them when they came from the vault)."""
@@ -298,22 +297,20 @@ class Gateway:
         the next import or restart; found, it is alerted (``code-modified``, critical) once
         and every later request is refused until an operator restarts from signed code.
         """
-        if self._code_check is None or self.code_changed is not None:
-            return self.code_changed
-        if self._code_checked is None:
-            self._code_checked = now
-        if now - self._code_checked < self.config.code_check_s:
+        if self._code_watch is None:
             return None
-        self._code_checked = now
-        try:
-            self._code_check()
-        except IntegrityError as exc:
-            self.code_changed = f"{exc.message} ({exc.obj})"
+        changed, found = self._code_watch.poll(now, self.config.code_check_s)
+        if found:
             self.alerts.emit(GatewayAlert(
                 "code-modified", "critical", who, host,
-                f"the gateway's installed code changed while serving: {self.code_changed}",
-                now, {"file": str(exc.obj)}))
-        return self.code_changed
+                f"the gateway's installed code changed while serving: {changed}",
+                now, {"file": self._code_watch.file}))
+        return changed
+
+    @property
+    def code_changed(self) -> str | None:
+        """What changed in the code since start (then every request is refused), else None."""
+        return None if self._code_watch is None else self._code_watch.changed
 
     def _alert_budget(self, who: str, host: str, exc: QueryBudgetReached, now: float) -> None:
         """A ``query-budget`` alert, once per caller (or for all callers) and budget window."""

@@ -31,6 +31,7 @@ from strongroom.server.auth import (
     RefusalLog,
     SignedRequestMiddleware,
 )
+from strongroom.server.codecheck import install as install_code_check
 from strongroom.server.context import ServerContext
 from strongroom.server.errors import error_body, status_for
 from strongroom.server.metrics import MetricsSettings
@@ -92,6 +93,7 @@ def create_app(ctx: ServerContext, *, nonces: NonceCache | None = None,
     app.add_middleware(SignedRequestMiddleware, verifier=verifier, max_body=max_body,
                        max_upload=max_upload, on_refused=refused, direct=direct,
                        metrics_token=token.get_secret_value().encode() if token else None)
+    install_code_check(app, ctx)  # outside the signatures: a changed server answers no one
     if log_format() == "json":
         app.add_middleware(RequestIds)  # outermost: every line a request causes carries its id
     return app
