@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 from server_kit import ServerWorld, build_world
@@ -25,7 +26,41 @@ from strongroom.keys.identity import Identity
 from strongroom.server.app import create_app
 from strongroom.server.codecheck import CodeCheck, release_check, report_change
 
+from cli_fixtures import serve_process, unseal_home
+
 OWNER = Identity.generate("olga")
+
+
+def test_a_live_serve_from_a_signed_installation_refuses_after_a_module_changes(
+        installed: tuple[Path, Path], tmp_path: Path) -> None:
+    """The real ``strongroom serve --code-release`` running from the copy, owners pinned."""
+    signed, release = installed
+    root = tmp_path / "code" / "strongroom"
+    shutil.copytree(signed, root)
+    home = tmp_path / "home"
+    run, env = unseal_home(home, None)
+    (tmp_path / "olga.pub").write_text(OWNER.public.to_text())
+    run("gateway", "owners", "set", "--code-owner", tmp_path / "olga.pub", "--threshold", "1")
+    run("seal")
+    env = dict(env, PYTHONPATH=str(root.parent), PYTHONDONTWRITEBYTECODE="1",
+               STRONGROOM_CODE_CHECK_S="0")
+    log = tmp_path / "serve.log"
+    with serve_process(env, log, "--code-release", str(release)) as base:
+        assert "the installed modules match release" in log.read_text()
+        shares = sorted((home.parent / "shares").glob("share-*.age"))
+        for i in (1, 2):
+            run("unseal", "--share", shares[i - 1], "--identity",
+                home.parent / "custodians" / f"c{i}.key")
+        r = httpx.get(f"{base}/v1/sys/version", timeout=30)
+        assert r.status_code == 200, r.text  # verified against the pinned owner: served
+        target = root / "keys" / "keyring.py"
+        target.write_text(target.read_text() + "\nimport os  # implant\n")
+        r = httpx.get(f"{base}/v1/sys/version", timeout=30)
+        assert r.status_code == 503 and r.json()["type"] == "code_changed", r.text
+        assert str(target) in r.json()["error"]
+        assert httpx.get(f"{base}/v1/sys/health", timeout=30).status_code == 200
+    alerts = (home / "alerts.jsonl").read_text()
+    assert "code-modified" in alerts and str(target) in alerts
 
 
 def _copy_package(tmp: Path) -> Path:
