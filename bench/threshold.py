@@ -7,10 +7,10 @@ through 2-of-3 key servers at >= 0.5x the single-agent release in the same run.
 
 Part 1 times the key server's cryptographic last step alone, one thread (wall
 clock, and per CPU-second, which a machine shared with other work disturbs less): the
-partial ``Dᵢ = yᵢ·U`` with its RFC 9497 DLEQ proof bound to the request
-(``partial_decrypt``), for one blob per request and for ``--batch`` blobs per
-request (one proof covers the batch), and the requester's verification of one
-partial.
+partial ``Dᵢ = yᵢ·U`` with its DLEQ proof bound to the request
+(``partial_decrypt``), for one blob per request (plain Chaum–Pedersen) and for
+``--batch`` blobs per request (one RFC 9497 batched proof covers the batch), and
+the requester's verification of one partial.
 
 Part 2 interleaves, round by round (bench/machine.py), the whole release:
 

@@ -8,8 +8,14 @@ import os
 import pytest
 
 from strongroom.errors import AccessDenied, IntegrityError, InvalidInput
-from strongroom.threshold.dleq import Proof
-from strongroom.threshold.group import ORDER, Element, base_mult, random_scalar
+from strongroom.threshold.dleq import (
+    Proof,
+    generate_proof,
+    prove_single,
+    verify_proof,
+    verify_single,
+)
+from strongroom.threshold.group import GENERATOR, ORDER, Element, base_mult, random_scalar
 from strongroom.threshold.shares import KeyShare, combine, deal
 from strongroom.threshold.wrap import (
     Combiner,
@@ -17,6 +23,7 @@ from strongroom.threshold.wrap import (
     Wrapped,
     binding,
     partial_decrypt,
+    proof_context,
     unwrap,
     wrap_file_key,
 )
@@ -154,3 +161,54 @@ def test_malformed_inputs_are_named() -> None:
     good = partial_decrypt(_servers()[1], _digest("x"), [base_mult(3)])
     assert Partial.decode(good.encode()) == good
     assert isinstance(good.points[0], Element)
+
+
+def test_single_blob_proof_is_plain_chaum_pedersen_bound_to_request_and_server() -> None:
+    share = _servers()[2]
+    u = base_mult(random_scalar())
+    d = u.mult(share.value)
+    ctx = proof_context(_digest("req"), share.index)
+    proof = prove_single(share.value, share.own_public_share, u, d, ctx)
+    verify_single(share.own_public_share, u, d, proof, ctx)
+    replayed = proof_context(_digest("other req"), share.index)
+    other_slot = proof_context(_digest("req"), 3)
+    bad = [
+        (share.own_public_share, u, d, proof, replayed),  # the proof of another request
+        (share.own_public_share, u, d, proof, other_slot),  # relabelled as another server's
+        (base_mult(random_scalar()), u, d, proof, ctx),  # another server's public share
+        (share.own_public_share, u, d + base_mult(1), proof, ctx),  # altered partial
+        (share.own_public_share, u, u.mult(share.value + 1), proof, ctx),  # wrong share used
+        (share.own_public_share, u, d, Proof(proof.c, (proof.s + 1) % ORDER), ctx),
+    ]
+    for args in bad:
+        with pytest.raises(IntegrityError, match="does not verify"):
+            verify_single(*args[:4], args[4])
+    # a prover without the share cannot answer: a proof made with a wrong k for the true D fails
+    forged = prove_single(share.value + 1, share.own_public_share, u, d, ctx)
+    with pytest.raises(IntegrityError, match="does not verify"):
+        verify_single(share.own_public_share, u, d, forged, ctx)
+
+
+def test_proof_forms_are_domain_separated() -> None:
+    """A batched RFC 9497 proof for one blob is refused where the single form is expected,
+    and the other way round."""
+    servers = _servers()
+    share = servers[1]
+    u = base_mult(random_scalar())
+    d = u.mult(share.value)
+    digest = _digest("req")
+    ctx = proof_context(digest, share.index)
+    batched = generate_proof(share.value, GENERATOR, share.own_public_share, [u], [d], ctx)
+    verify_proof(GENERATOR, share.own_public_share, [u], [d], batched, ctx)  # valid in its own form
+    with pytest.raises(IntegrityError, match="does not verify"):
+        verify_single(share.own_public_share, u, d, batched, ctx)
+    single = prove_single(share.value, share.own_public_share, u, d, ctx)
+    with pytest.raises(IntegrityError, match="does not verify"):
+        verify_proof(GENERATOR, share.own_public_share, [u], [d], single, ctx)
+    # the requester expects the single form for one blob: a batched proof is refused and named
+    combiner = Combiner(share.commitments, digest, [u])
+    with pytest.raises(IntegrityError, match="does not verify") as exc:
+        combiner.add(Partial(share.index, digest, (d,), batched), server="keyserver-a")
+    assert "keyserver-a" in str(exc.value)
+    combiner.add(partial_decrypt(share, digest, [u]))
+    assert combiner.count == 1

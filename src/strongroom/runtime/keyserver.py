@@ -7,7 +7,7 @@ as ``strongroom serve`` (:class:`~strongroom.release.gate.ReleaseGate`, built
 by :class:`~strongroom.runtime.services.LocalKeyService` at unseal). Only the
 gate's last step differs: instead of unwrapping a file key under a KEK, it
 computes the partial decryption ``Dᵢ = yᵢ·U`` with its share, which this
-module returns with an RFC 9497 DLEQ proof bound to the request's digest
+module returns with a Chaum–Pedersen DLEQ proof bound to the request's digest
 (:mod:`strongroom.threshold.wrap`). The share is a barrier entry of its
 keyring: unreadable while sealed, never on disk in the clear.
 

@@ -8,11 +8,22 @@ the caller: RFC 9497 uses ``"OPRFV1-" || mode || "-" || suite``; threshold
 release puts the release request's digest into it, so a proof made for one
 request does not verify for any other (:mod:`strongroom.threshold.wrap`).
 
+For one ``(U, D)`` pair (a release of one blob, the common case) the plain
+Chaum–Pedersen proof (:func:`prove_single` / :func:`verify_single`) does the
+same job without the composite: the prover's commitments are ``r·G`` and
+``r·U`` directly, so it costs one base and one variable-base multiplication
+instead of three variable-base multiplications and one base multiplication
+(the verifier saves two of its five). Its challenge hashes the whole transcript
+``(G, X, U, D, r·G, r·U)`` under its own domain-separation tag, so a proof of
+one form never verifies as the other (docs/threshold.md gives the argument).
+
 Use it like this::
 
     ctx = context_string(b"...")             # or the RFC 9497 context for the vectors
     proof = generate_proof(x, G, X, [U], [D], ctx)
     verify_proof(G, X, [U], [D], proof, ctx)  # raises InvalidInput / IntegrityError
+    proof = prove_single(x, X, U, D, ctx)     # one pair, generator G
+    verify_single(X, U, D, proof, ctx)
 """
 
 from __future__ import annotations
@@ -36,11 +47,23 @@ from strongroom.threshold.group import (
     random_scalar,
 )
 
-__all__ = ["PROOF_LEN", "Proof", "composites", "generate_proof", "oprf_context", "verify_proof"]
+__all__ = [
+    "PROOF_LEN",
+    "Proof",
+    "composites",
+    "generate_proof",
+    "oprf_context",
+    "prove_single",
+    "verify_proof",
+    "verify_single",
+]
 
 PROOF_LEN = 2 * SCALAR_LEN
 #: Longest batch one proof may cover (RFC 9497 encodes the index in two bytes).
 MAX_BATCH = 65535
+#: Domain-separation prefix of the single-pair proof's challenge; the RFC 9497 proof hashes
+#: under ``"HashToScalar-" || context``, so no challenge of one form is a challenge of the other.
+_SINGLE_DST = b"STRONGROOM-CHAUM-PEDERSEN-V1-"
 
 
 def oprf_context(mode: int, identifier: bytes = b"ristretto255-SHA512") -> bytes:
@@ -66,6 +89,14 @@ class Proof:
             raise InvalidInput(f"a proof is {PROOF_LEN} bytes, got {len(raw)}", obj=what,
                                remedy="send the proof exactly as the key server returned it")
         return cls(decode_scalar(raw[:SCALAR_LEN], what=what), decode_scalar(raw[SCALAR_LEN:], what=what))
+
+
+def _does_not_verify(what: str) -> IntegrityError:
+    return IntegrityError(
+        "the zero-knowledge proof of correct decryption does not verify",
+        obj=what,
+        remedy="discard this partial and ask the next key server; alert its operators",
+    )
 
 
 def _lp(data: bytes) -> bytes:
@@ -143,8 +174,44 @@ def verify_proof(
     t2 = (base_mult(proof.s) if a == GENERATOR else a.mult(proof.s)) + b.mult(proof.c)
     t3 = m.mult(proof.s) + z.mult(proof.c)
     if _challenge(b, m, z, t2, t3, context) != proof.c:
-        raise IntegrityError(
-            "the zero-knowledge proof of correct decryption does not verify",
-            obj=what,
-            remedy="discard this partial and ask the next key server; alert its operators",
-        )
+        raise _does_not_verify(what)
+
+
+def _single_challenge(
+    x: Element, u: Element, d: Element, t2: Element, t3: Element, context: bytes
+) -> Scalar:
+    transcript = (
+        _lp(GENERATOR.raw)
+        + _lp(x.raw)
+        + _lp(u.raw)
+        + _lp(d.raw)
+        + _lp(t2.raw)
+        + _lp(t3.raw)
+        + b"SingleChallenge"
+    )
+    return hash_to_scalar(transcript, _SINGLE_DST + context)
+
+
+def prove_single(
+    k: Scalar, x: Element, u: Element, d: Element, context: bytes, *, r: Scalar | None = None
+) -> Proof:
+    """Chaum–Pedersen: prove ``k·G == X`` and ``k·U == D`` for one pair (not RFC 9497's form).
+
+    The caller vouches that ``X = k·G`` and ``D = k·U`` (it computed both); ``r``
+    is for tests only.
+    """
+    r = random_scalar() if r is None else r
+    t2 = base_mult(r)
+    t3 = u.mult(r)
+    ch = _single_challenge(x, u, d, t2, t3, context)
+    return Proof(ch, (r - ch * k) % ORDER)
+
+
+def verify_single(
+    x: Element, u: Element, d: Element, proof: Proof, context: bytes, *, what: str = "DLEQ proof"
+) -> None:
+    """Check a :func:`prove_single` proof; IntegrityError naming ``what`` unless it verifies."""
+    t2 = base_mult(proof.s) + x.mult(proof.c)
+    t3 = u.mult(proof.s) + d.mult(proof.c)
+    if _single_challenge(x, u, d, t2, t3, context) != proof.c:
+        raise _does_not_verify(what)

@@ -6,8 +6,9 @@ ristretto255): a fresh ``r``, ``U = r·G``, the shared point ``S = r·Y``, a key
 with ChaCha20-Poly1305 under associated data ``binding`` (vault, artifact, shard
 and blob: the same names the keyring binds today). Nobody holds ``y``: key
 server ``i`` holds a share ``yᵢ`` and answers a release with the partial
-``Dᵢ = yᵢ·U`` and an RFC 9497 DLEQ proof that ``Dᵢ`` and its public share
-``Xᵢ = yᵢ·G`` share one discrete log. The proof's context string carries the
+``Dᵢ = yᵢ·U`` and a DLEQ proof that ``Dᵢ`` and its public share
+``Xᵢ = yᵢ·G`` share one discrete log (plain Chaum–Pedersen for one blob, RFC
+9497's batched proof for several). The proof's context string carries the
 release request's digest and the server's index, so a partial made for one
 request (or one server) does not verify for another. Any k verified partials
 give ``S = Σ λᵢ·Dᵢ``; fewer give nothing.
@@ -35,7 +36,14 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from strongroom.errors import AccessDenied, IntegrityError, InvalidInput
-from strongroom.threshold.dleq import PROOF_LEN, Proof, generate_proof, verify_proof
+from strongroom.threshold.dleq import (
+    PROOF_LEN,
+    Proof,
+    generate_proof,
+    prove_single,
+    verify_proof,
+    verify_single,
+)
 from strongroom.threshold.group import (
     ELEMENT_LEN,
     GENERATOR,
@@ -188,7 +196,9 @@ class Partial:
 def partial_decrypt(
     share: KeyShare, request_digest: bytes, us: Sequence[Element], *, points: Sequence[Element] | None = None
 ) -> Partial:
-    """Key server side: ``Dᵢ = yᵢ·U`` for each blob, with one DLEQ proof bound to the request.
+    """Key server side: ``Dᵢ = yᵢ·U`` for each blob, with one DLEQ proof bound to the request
+    (:func:`~strongroom.threshold.dleq.prove_single` for one blob, RFC 9497's batched proof
+    for more).
 
     ``points`` are the ``Dᵢ`` when the caller already computed them (the key
     server's gate does, as its last step).
@@ -197,7 +207,11 @@ def partial_decrypt(
         raise InvalidInput(f"a release covers 1 to {MAX_BLOBS} blobs, got {len(us)}", obj="partial decryption",
                            remedy="split the request")
     points = tuple(u.mult(share.value) for u in us) if points is None else tuple(points)
-    proof = generate_proof(share.value, GENERATOR, share.own_public_share, us, points, proof_context(request_digest, share.index))
+    context = proof_context(request_digest, share.index)
+    if len(us) == 1:  # the common case: plain Chaum–Pedersen, two fewer multiplications
+        proof = prove_single(share.value, share.own_public_share, us[0], points[0], context)
+    else:
+        proof = generate_proof(share.value, GENERATOR, share.own_public_share, us, points, context)
     return Partial(share.index, request_digest, points, proof)
 
 
@@ -211,8 +225,11 @@ def verify_partial(
     if len(partial.points) != len(us):
         raise IntegrityError(f"the partial covers {len(partial.points)} blobs, the request {len(us)}", obj=what,
                              remedy="discard it and ask the next key server")
-    verify_proof(GENERATOR, server_share, us, partial.points, partial.proof,
-                 proof_context(request_digest, partial.index), what=what)
+    context = proof_context(request_digest, partial.index)
+    if len(us) == 1:  # one blob: only the single-pair form is accepted (its own hash domain)
+        verify_single(server_share, us[0], partial.points[0], partial.proof, context, what=what)
+    else:
+        verify_proof(GENERATOR, server_share, us, partial.points, partial.proof, context, what=what)
 
 
 class Combiner:
