@@ -224,6 +224,12 @@ class CodeWatch:
         #: The file named by the failed check.
         self.file: str | None = None
 
+    def due(self, now: float, interval_s: float) -> bool:
+        """True when :meth:`poll` would run the check (read without the lock: a stale answer
+        costs one extra :meth:`poll`, which decides under it)."""
+        return self.changed is None and (self._checked is None
+                                         or now - self._checked >= interval_s)
+
     def poll(self, now: float, interval_s: float) -> tuple[str | None, bool]:
         """What changed (None: nothing), and True only on the call that found it.
 

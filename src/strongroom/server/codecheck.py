@@ -22,6 +22,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from starlette.concurrency import run_in_threadpool
+
 from strongroom.errors import Sealed, StrongroomError
 from strongroom.gateway.codesign import CodeWatch
 
@@ -65,8 +67,14 @@ class CodeCheck:
         if scope["type"] != "http" or scope.get("path") in HEALTH_PATHS:
             await self.app(scope, receive, send)
             return
+        now = self.clock()
         try:
-            changed, found = self.watch.poll(self.clock(), self.interval_s)
+            # The check hashes the whole package and reads the pinned owners: in a thread,
+            # never on the event loop, and only when due (a request between checks pays a
+            # comparison).
+            changed, found = (await run_in_threadpool(self.watch.poll, now, self.interval_s)
+                              if self.watch.due(now, self.interval_s)
+                              else (self.watch.changed, False))
         except Sealed:
             changed, found = None, False  # checked at the first request once unsealed
         except StrongroomError as exc:  # no owners pinned, an unreadable release: fail closed
@@ -74,7 +82,7 @@ class CodeCheck:
             return
         if found:
             assert changed is not None
-            self.on_change(changed, self.watch.file or "")
+            await run_in_threadpool(self.on_change, changed, self.watch.file or "")
         if changed is not None:
             await _refuse(send, "code_changed",
                           f"the server's code changed since it started: {changed}",
