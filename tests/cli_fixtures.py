@@ -164,15 +164,11 @@ def json_line_reader(proc: subprocess.Popen[str]) -> Callable[[int], list[dict[s
 def serve_process(env: dict[str, str], log: Path, *args: str) -> Iterator[str]:
     """A real ``strongroom serve ARGS`` on a free loopback port (stderr to ``log``); its base
     URL once ``/livez`` answers. Stopped with SIGTERM (SIGKILL to its group after 30 s)."""
-    import signal
-    import socket
     import time
 
     import httpx
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
+    port = free_port()
     with open(log, "wb") as err:
         proc = subprocess.Popen([strongroom_exe(), "serve", "--port", str(port), *args], env=env,
                                 stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
@@ -189,10 +185,26 @@ def serve_process(env: dict[str, str], log: Path, *args: str) -> Iterator[str]:
                 time.sleep(0.2)
         yield base
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
+        stop_process(proc)
+
+
+def free_port() -> int:
+    """A loopback TCP port free at the time of asking."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM ``proc`` (started with ``start_new_session``), SIGKILL its group after 30 s."""
+    import signal
+
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)

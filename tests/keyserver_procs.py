@@ -12,7 +12,6 @@ import base64
 import json
 import os
 import signal
-import socket
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -33,14 +32,8 @@ from strongroom.store.db import Store
 from strongroom.threshold.group import Element
 from threshold_fixtures import Blob, FileKeyIdentity, release_request
 
-from cli_fixtures import strongroom_exe
+from cli_fixtures import free_port, strongroom_exe
 from keyring_fixtures import make_custodians
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

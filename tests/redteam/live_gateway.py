@@ -16,9 +16,7 @@ is graded against that budget) and yields its URL.
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
-import signal
 import socket
 import subprocess
 import time
@@ -30,7 +28,7 @@ from typing import Any
 from strongroom.gateway.codesign import package_root
 from strongroom.keys.identity import Identity
 
-from cli_fixtures import make_runner, strongroom_exe
+from cli_fixtures import free_port, make_runner, stop_process, strongroom_exe
 
 #: The gateway's model.
 MODEL = "minilm"
@@ -198,9 +196,7 @@ def prepare_gateway(
 def gateway_process(env: dict[str, str], setup: GatewaySetup, log: Path) -> Iterator[str]:
     """``strongroom gateway serve`` as the service principal on a free loopback port; its URL
     once it accepts connections. Stopped with SIGTERM (SIGKILL to its group after 30 s)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
+    port = free_port()
     gw_env = dict(setup.env(env), STRONGROOM_IDENTITY=str(setup.service))
     with open(log, "wb") as err:
         proc = subprocess.Popen(
@@ -232,10 +228,4 @@ def gateway_process(env: dict[str, str], setup: GatewaySetup, log: Path) -> Iter
             time.sleep(0.2)
         yield f"http://127.0.0.1:{port}"
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
+        stop_process(proc)
