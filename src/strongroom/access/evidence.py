@@ -124,6 +124,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DOCUMENT_CLASSIFICATION_KEY",
+    "NO_BREAK_GLASS",
     "GrantEvidence",
     "describe_resource",
     "make_evidence",
@@ -136,6 +137,11 @@ CAPS_TTL_S = 10.0
 #: How many entries a snapshot keeps before starting afresh (views, grant lists, revocations).
 SNAPSHOT_MEMO_SIZE = 20_000
 _RELEASE_ACTION = "key.release"
+#: Why a rule built with ``break_glass=False`` (each threshold key server's) refuses break-glass.
+NO_BREAK_GLASS = ("threshold key servers do not honour break-glass, by design: a key server "
+                  "releases its share only on a Grant its own officers' directory verifies")
+NO_BREAK_GLASS_REMEDY = ("request a Grant (`strongroom access request`) and have it approved; "
+                         "break-glass opens only blobs the vault's own gate releases (docs/threshold.md)")
 
 
 #: Remedy of refusals of malformed evidence: the client, not policy, is at fault.
@@ -215,8 +221,12 @@ class GrantEvidence:
         caps: AccessCaps | None = None,
         cache: VerifyCache | None = None,
         officer_mldsa: OfficerPQKeys | None = None,
+        break_glass: bool = True,
     ) -> None:
         threshold = officer_threshold() if callable(officer_threshold) else officer_threshold
+        #: Whether break-glass may stand in for a Grant here (a threshold key server: no, by
+        #: design; it refuses naming that, see docs/threshold.md).
+        self.break_glass = break_glass
         self.officers = officers
         self.store = store
         self.cache = cache or VerifyCache()
@@ -318,6 +328,8 @@ class GrantEvidence:
             raise AccessDenied("the principal's public key is malformed", obj=obj, remedy=_CLIENT_REMEDY) from None
         kid = key_id(public)
         release_env, grant_env, bg_env = self._split(request.evidence, obj)
+        if bg_env and not self.break_glass:
+            raise AccessDenied(NO_BREAK_GLASS, obj=obj, remedy=NO_BREAK_GLASS_REMEDY)
         nonce, expires = self._check_release(release_env, public, kid, request, now)
         described = self._resource(self.shards.locate(request), obj)
         snap = self._snapshot()
@@ -684,6 +696,10 @@ class GrantEvidence:
         base = base_name(request.artifact)
         envs = self._memo(snap, ("break-glass", kid, base), lambda: statements.envelopes(
             self.store, "break-glass", subject=kid, resource=base))
+        if envs and not self.break_glass:  # taken at the vault: name why it does not count here
+            raise AccessDenied(f"{refused.message}; break-glass {statements.payload_digest(envs[0])[:16]} "
+                               f"does not stand in for it: {NO_BREAK_GLASS}", obj=refused.obj,
+                               remedy=NO_BREAK_GLASS_REMEDY)
         for env in envs:
             try:
                 return self._break_glass(env, directory, engine, resource, action, request, now)

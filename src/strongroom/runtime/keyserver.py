@@ -311,7 +311,7 @@ class KeyServer:
         pinned = _keys(config.get("officers", []))
         pq = _mldsa_keys(config.get("officers_mldsa", {}))  # hybrid directory officers: both
         rule = GrantEvidence(lambda: pinned, int(config["officer_threshold"]), self.svc.store,
-                             shards=self._sizes, officer_mldsa=lambda: pq)
+                             shards=self._sizes, officer_mldsa=lambda: pq, break_glass=False)
         guard = cast("StateGuard | None", base.guard)
         if guard is not None:  # restore deleted revocations before the rule reads the table
             rule.on_change = guard.journal.changed
@@ -667,9 +667,10 @@ def _keys(encoded: Sequence[str]) -> dict[str, Ed25519PublicKey]:
     return {key_id(k): k for k in keys}
 
 
-#: Statement kinds a key server's Grant rule reads (break-glass is not accepted on key servers).
+#: Statement kinds a key server's Grant rule reads. Break-glass is stored only to name it when
+#: refusing: key servers do not honour it (``GrantEvidence(break_glass=False)``).
 STATEMENT_KINDS = ("enrollment", "revocation", "label", "policy", "request", "approval", "denial",
-                   "grant", "grant-revocation")
+                   "grant", "grant-revocation", "break-glass")
 _MAX_STATEMENTS = 2000
 
 
@@ -717,6 +718,13 @@ def _writer(store: Store, kind: str, env: str) -> Callable[[], str]:
             resource, expires = base_name(req.resource), int(st["expires"])
             return lambda: statements.put(store, kind, env, subject=req.requester_key, resource=resource,
                                           expires=expires)
+        if kind == "break-glass":
+            from strongroom.access.breakglass import submit_break_glass
+
+            if not (isinstance(st.get("principal_key"), str) and isinstance(st.get("resource"), str)) \
+                    or int(st["expires"]) <= 0:
+                raise ValueError("break-glass without its taker, resource or expiry")
+            return lambda: submit_break_glass(store, env)
         grant = str(st["grant"])  # grant-revocation
         return lambda: statements.put(store, kind, env, subject=grant)
     except (KeyError, TypeError, ValueError, IntegrityError) as exc:
