@@ -9,11 +9,13 @@ Shared by the process tests of threshold release (tests/runtime/test_keyserver*.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +36,7 @@ from threshold_fixtures import Blob, FileKeyIdentity, release_request
 
 from cli_fixtures import free_port, strongroom_exe
 from keyring_fixtures import make_custodians
+from testsupport import need_service, pg_schema
 
 
 @dataclass
@@ -64,6 +67,17 @@ class KeyServerProc:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait(timeout=30)
         self.http.close()
+
+
+@contextlib.contextmanager
+def database_urls(kind: str, n: int) -> Iterator[list[str | None]]:
+    """``n`` database URLs for processes: None each (its own SQLite) or fresh PostgreSQL schemas."""
+    if kind == "sqlite":
+        yield [None] * n
+        return
+    base = need_service("STRONGROOM_TEST_PG_URL", "PostgreSQL")
+    with contextlib.ExitStack() as stack:
+        yield [stack.enter_context(pg_schema(base)) for _ in range(n)]
 
 
 def start_keyserver(tmp: Path, index: int, db_url: str | None, manifest_key: bytes, principals: list[bytes]) -> KeyServerProc:

@@ -138,10 +138,17 @@ def revoke_cmd(
     grant_id: Annotated[str, typer.Argument(help="grant id (at least 8 characters)")],
     reason: Annotated[str, typer.Option("--reason", help="why")],
 ) -> None:
-    """Revoke a grant (requester, its approvers, or officers); effective at the next release."""
+    """Revoke a grant (requester, its approvers, or officers); effective at the next release.
+
+    A threshold vault (STRONGROOM_THRESHOLD_SERVERS) also sends it to each key server at once.
+    """
     with service() as svc:
         out = svc.access_revoke(grant_id, reason=reason)
     _out.print(f"grant {out['grant'][:16]} revoked by {out['by']}", markup=False)
+    from strongroom.cli.keyserver_cmd import push_restriction
+
+    if out.get("envelope"):
+        push_restriction("grant-revocation", str(out["envelope"]))  # a threshold vault's key servers: now
 
 
 @access_app.command("break-glass")

@@ -10,7 +10,7 @@ generation with signed statements (docs/threshold.md).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -87,41 +87,31 @@ def admin(
 
 
 def _post_statements(url: str, items: list[dict[str, str]]) -> dict[str, int]:
-    """Send signed statements to one key server in batches; what it stored, by kind."""
+    """Send signed statements to one key server; what it stored, by kind (one it already held: none)."""
     import httpx
 
-    from strongroom import errors
-    from strongroom.runtime.threshold_client import answer
+    from strongroom.runtime.keyserver_sync import send
 
-    stored: dict[str, int] = {}
     with httpx.Client(timeout=60) as http:
-        for start in range(0, len(items), _BATCH):
-            try:
-                r = http.post(f"{url.rstrip('/')}/v1/keyserver/statements",
-                              json={"statements": items[start:start + _BATCH]})
-            except httpx.HTTPError as exc:
-                raise errors.ServerError(f"no answer from the key server ({type(exc).__name__})", obj=url,
-                                         remedy="check the URL and that `strongroom keyserver serve` runs") from None
-            for kind, n in answer(r, url).get("stored", {}).items():
-                stored[kind] = stored.get(kind, 0) + int(n)
+        stored: dict[str, int] = send(http, url, items)["stored"]
     return stored
-
-
-_BATCH = 200
 
 
 @keyserver_app.command()
 def sync(
     server: Annotated[list[str] | None, typer.Option(
         "--server", help="NAME=URL of a key server (repeatable); default: STRONGROOM_THRESHOLD_SERVERS")] = None,
+    full: Annotated[bool, typer.Option("--full", help="send every statement, not only what each server lacks")] = False,
 ) -> None:
-    """Send this vault's signed access statements to its key servers (they verify each at use)."""
+    """Send each key server the vault's signed access statements it lacks (each verifies them itself)."""
     import json
 
     from sqlalchemy import select
 
+    from strongroom import errors
     from strongroom.keys.config import KeysSettings
     from strongroom.runtime.keyserver import STATEMENT_KINDS
+    from strongroom.runtime.keyserver_sync import sync_one
     from strongroom.runtime.services import open_vault
     from strongroom.runtime.threshold_keys import parse_servers
     from strongroom.store.tables.access import AccessStatement
@@ -131,8 +121,25 @@ def sync(
         rows = s.execute(select(AccessStatement.kind, AccessStatement.envelope)
                          .where(AccessStatement.kind.in_(STATEMENT_KINDS)).order_by(AccessStatement.id)).all()
     items = [{"kind": str(kind), "envelope": str(env)} for kind, env in rows]
-    out = {name: _post_statements(url, items) for name, url in targets}
-    typer.echo(json.dumps({"sent": len(items), "stored": out}, indent=2, sort_keys=True))
+    results: dict[str, dict[str, Any]] = {}
+    down: dict[str, str] = {}
+    for name, url in targets:  # one server down does not stop the others
+        try:
+            results[name] = sync_one(url, items, full=full)
+        except errors.StrongroomError as exc:
+            down[name] = f"{type(exc).__name__}: {exc.message}"
+    refused = {n: r["refused"] for n, r in results.items() if r["refused"]}
+    out = {"statements": len(items), "sent": sum(int(str(r["sent"])) for r in results.values()),
+           "sent_to": {n: r["sent"] for n, r in results.items()},
+           "stored": {n: r["stored"] for n, r in results.items()},
+           "held": {n: r["held"] for n, r in results.items()}, "refused": refused, "unreachable": down}
+    typer.echo(json.dumps(out, indent=2, sort_keys=True))
+    for name, items_refused in refused.items():
+        typer.echo(f"warning: {name} refused {len(items_refused)} statement(s) not signed by a signer its "
+                   "officers pinned or enrolled (see \"refused\")", err=True)
+    if down:
+        raise errors.ServerError(f"{len(down)} key server(s) not synced: " + "; ".join(f"{n}: {m}" for n, m in down.items()),
+                                 obj="keyserver sync", remedy="run `strongroom keyserver sync` again when they are back")
 
 
 @keyserver_app.command("revoke-grant")
@@ -242,6 +249,35 @@ def rewrap(
                                      remedy="set STRONGROOM_FILE_KEYS=threshold and the new group's commitments")
         changed = keys.rewrap(old)
     typer.echo(json.dumps({"rewrapped": changed}, indent=2))
+
+
+def push_restriction(kind: str, envelope: str) -> None:
+    """Best effort: a revocation just signed at the vault, to each of its key servers at once
+    (``STRONGROOM_THRESHOLD_SERVERS``), each server's answer printed; one not reached is named
+    with ``keyserver sync`` as the remedy. Nothing to do for a vault without key servers."""
+    from strongroom import errors
+    from strongroom.keys.config import KeysSettings
+    from strongroom.runtime.keyserver_sync import push
+    from strongroom.runtime.threshold_keys import parse_servers
+
+    try:
+        servers = parse_servers(KeysSettings().threshold_servers)
+    except errors.StrongroomError as exc:
+        typer.echo(f"warning: the {kind} was not sent to the key servers: {exc.message}; fix "
+                   "STRONGROOM_THRESHOLD_SERVERS and run `strongroom keyserver sync`", err=True)
+        return
+    if not servers:
+        return
+    missed = []
+    for name, result in push(servers, [{"kind": kind, "envelope": envelope}]).items():
+        if "error" in result:
+            missed.append(name)
+            typer.echo(f"key server {name}: NOT SENT ({result['error']})", err=True)
+        else:
+            typer.echo(f"key server {name}: {kind} {'stored' if result['stored'] else 'already held'}", err=True)
+    if missed:
+        typer.echo(f"warning: {', '.join(missed)} will honour what this {kind} revokes until they receive it: "
+                   "run `strongroom keyserver sync` on the vault host when they are reachable", err=True)
 
 
 def register(app: typer.Typer) -> None:

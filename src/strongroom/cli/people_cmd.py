@@ -73,7 +73,10 @@ def cosign(statement_id: Annotated[str, typer.Argument(help="statement id (8+ ch
     """Add your officer signature to a stored enrollment, revocation, label or policy."""
     with service() as svc:
         out = svc.people_cosign(statement_id)
+    envelope = str(out.pop("envelope", ""))
     _signed(out, as_json, f"{out['signer']} cosigned {out['kind']} {out['statement'][:16]}")
+    if out["kind"] == "revocation" and envelope:  # each key server merges the signatures as they come
+        _to_key_servers(envelope)
 
 
 @people_app.command("revoke")
@@ -85,8 +88,18 @@ def revoke(
     """Sign (as an officer) a key revocation: the key's enrollment and approvals stop counting."""
     with service() as svc:
         out = svc.people_revoke(name, reason=reason)
+    envelope = str(out.pop("envelope", ""))
     _signed(out, as_json, f"revocation {out['statement'][:16]} of key {out['key_id']} "
                           f"signed by {out['signer']}")
+    if envelope:
+        _to_key_servers(envelope)
+
+
+def _to_key_servers(envelope: str) -> None:
+    """A threshold vault's key servers get the key revocation now, not at the next sync."""
+    from strongroom.cli.keyserver_cmd import push_restriction
+
+    push_restriction("revocation", envelope)
 
 
 def _signed(out: dict[str, Any], as_json: bool, what: str) -> None:

@@ -412,35 +412,71 @@ class KeyServer:
 
     # -- the directory of signed statements (the Grant rule's input) -------------------
 
-    def receive(self, items: Sequence[Any]) -> dict[str, Any]:
+    def receive(self, items: Sequence[Any], *, skip_refused: bool = False) -> dict[str, Any]:
         """Store signed access statements in this server's own table; audited in its own log.
 
-        Anyone may send them: each is verified at use against the directory officers this
-        server's officers pinned (an unsigned or foreign one grants nothing). The lookup keys
-        are derived here from each statement's payload, never taken from the sender, so a
-        revocation cannot be filed where the rule does not look. Restrictive kinds
-        (revocations, denials, Grant revocations) are journaled in this server's log by its
-        state guard before the next release, so this server's DBA cannot delete them.
+        Each must be signed by a directory officer this server's officers pinned, or by a
+        person those officers enrolled (:mod:`strongroom.runtime.keyserver_intake`), checked
+        before anything is written: a refused one fails the batch (AccessDenied naming it),
+        or with ``skip_refused`` is left out and reported. One already held with the same
+        signatures is not written again. The lookup keys are derived here from each
+        statement's payload, never taken from the sender, so a revocation cannot be filed
+        where the rule does not look. Restrictive kinds (revocations, denials, Grant
+        revocations) are journaled in this server's log by its state guard before the next
+        release, so this server's DBA cannot delete them.
         """
-        self._current()
+        from strongroom.access.statements import payload_digest
+        from strongroom.runtime.keyserver_intake import admit, lacking
+
+        config = self.config()
         audit = self.svc.audit
         if audit is None:
             raise Sealed("the key server's audit log is not open", obj="key server",
                          remedy="unseal it with its custodians' shares")
+        if not config.get("officers"):
+            raise ConfigError("this key server runs the pinned-principals mode: it reads no access "
+                              "statements", obj="statements",
+                              remedy="its officers pin the vault's directory officers at `setup` "
+                              "(`officers`, `officer_threshold`) to run the Grant rule")
         if len(items) > _MAX_STATEMENTS:
             raise InvalidInput(f"{len(items)} statements in one request", obj="statements",
                                remedy=f"send at most {_MAX_STATEMENTS} at a time")
         store = self.svc.store
-        writers = [(kind, _writer(store, kind, env))  # every one checked before any is written
-                   for kind, env in (_statement(item, n) for n, item in enumerate(items))]
+        parsed = [_statement(item, n) for n, item in enumerate(items)]
+        writers = [(kind, _writer(store, kind, env)) for kind, env in parsed]  # all checked first
+        verdicts = admit(store, _keys(config["officers"]), _mldsa_keys(config.get("officers_mldsa", {})),
+                         int(config["officer_threshold"]), parsed)
+        refused = [{"statement": n, "kind": kind, "digest": payload_digest(env), "reason": v[0]}
+                   for n, ((kind, env), v) in enumerate(zip(parsed, verdicts, strict=True)) if v is not None]
+        if refused and not skip_refused:
+            first = refused[0]
+            remedy = next(v[1] for v in verdicts if v is not None)
+            raise AccessDenied(f"statement {first['statement']} ({first['kind']} {str(first['digest'])[:16]}) is "
+                               f"{first['reason']}; nothing was stored", obj=f"statement {first['statement']}",
+                               remedy=remedy)
+        fresh = lacking(store, parsed)
         stored: dict[str, list[str]] = {}
-        for kind, write in writers:
-            stored.setdefault(kind, []).append(write())
-        result = {"stored": {k: len(v) for k, v in sorted(stored.items())}}
-        audit.append(actor="keyserver", action="keys.threshold_statements", obj="key server",
-                     decision="allow", reason="signed access statements received",
-                     details={**result, "digests": {k: sorted(v) for k, v in stored.items()}})
+        for (kind, write), verdict, new in zip(writers, verdicts, fresh, strict=True):
+            if verdict is None and new:
+                stored.setdefault(kind, []).append(write())
+        result: dict[str, Any] = {"stored": {k: len(v) for k, v in sorted(stored.items())},
+                                  "held": sum(1 for v, new in zip(verdicts, fresh, strict=True)
+                                              if v is None and not new),
+                                  "refused": refused}
+        if stored:  # nothing new, nothing written: a resend or a replay does not grow the log
+            audit.append(actor="keyserver", action="keys.threshold_statements", obj="key server",
+                         decision="allow", reason="signed access statements received",
+                         details={"stored": result["stored"], "refused": len(refused),
+                                  "digests": {k: sorted(v) for k, v in stored.items()}})
         return result
+
+    def held(self) -> dict[str, list[str]]:
+        """The access statements this server holds, by digest (officer statements with their
+        signers' key ids): what ``strongroom keyserver sync`` compares to send only the rest."""
+        from strongroom.runtime.keyserver_intake import inventory
+
+        self.config()
+        return inventory(self.svc.store, STATEMENT_KINDS)
 
     def _manifest(self, envelope: str, config: Mapping[str, Any], *, obj: str) -> Manifest:
         cached = self._manifests.get(envelope)

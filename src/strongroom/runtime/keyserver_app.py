@@ -8,9 +8,12 @@ process per key server, each on its own data directory and database. Routes
 * ``GET  /v1/keyserver/status`` — sealed?, index, epoch, commitments, public share, transport recipient;
 * ``POST /v1/keyserver/unseal`` — ``{"submission": <base64>}``: one custodian's share submission;
 * ``POST /v1/keyserver/admin`` — ``{"envelope": <DSSE>}`` signed by one of this server's officers;
-* ``POST /v1/keyserver/statements`` — ``{"statements": [{"kind", "envelope"}, ...]}``: signed access
-  statements for the Grant rule (enrollments, labels, policies, requests, approvals, Grants and
-  their revocations); no sender authentication, since each verifies at use;
+* ``POST /v1/keyserver/statements`` — ``{"statements": [{"kind", "envelope"}, ...], "skip_refused"?}``:
+  signed access statements for the Grant rule (enrollments, labels, policies, requests, approvals,
+  Grants and their revocations); no sender authentication, but each must be signed by a pinned
+  officer or a person they enrolled before anything is stored (:mod:`.keyserver_intake`);
+* ``GET  /v1/keyserver/statements`` — the digests held (officer statements with their signers),
+  for ``strongroom keyserver sync`` to send only what is missing;
 * ``POST /v1/keyserver/partial`` — a :class:`~strongroom.runtime.keyserver.PartialRequest`: the
   partial decryption with its proof, or the gate's refusal.
 """
@@ -59,9 +62,17 @@ def _error(exc: StrongroomError) -> JSONResponse:
 
 
 async def _body(request: Request) -> Any:
-    raw = await request.body()
-    if len(raw) > _MAX_BODY:
-        raise InvalidInput("request body too large", obj=request.url.path, remedy=f"send at most {_MAX_BODY} bytes")
+    """The JSON body, read no further than :data:`_MAX_BODY` bytes (a declared larger one is refused unread)."""
+    too_large = InvalidInput("request body too large", obj=request.url.path,
+                             remedy=f"send at most {_MAX_BODY} bytes (`keyserver sync` batches by size)")
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > _MAX_BODY:
+        raise too_large
+    raw = bytearray()
+    async for chunk in request.stream():
+        raw += chunk
+        if len(raw) > _MAX_BODY:
+            raise too_large
     try:
         return json.loads(raw)
     except ValueError:
@@ -106,10 +117,15 @@ def create_app(server: KeyServer) -> FastAPI:
 
     @app.post("/v1/keyserver/statements")
     async def receive(request: Request) -> dict[str, Any]:
-        items = _field(await _body(request), "statements", list, "statements",
-                       "[{\"kind\": ..., \"envelope\": ...}]")
-        result: dict[str, Any] = await run_in_threadpool(server.receive, items)
+        body = await _body(request)
+        items = _field(body, "statements", list, "statements", "[{\"kind\": ..., \"envelope\": ...}]")
+        skip = body.get("skip_refused", False) is True
+        result: dict[str, Any] = await run_in_threadpool(lambda: server.receive(items, skip_refused=skip))
         return result
+
+    @app.get("/v1/keyserver/statements")
+    async def held() -> dict[str, Any]:
+        return {"statements": await run_in_threadpool(server.held)}
 
     @app.post("/v1/keyserver/partial")
     async def partial(request: Request) -> dict[str, object]:

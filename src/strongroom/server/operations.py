@@ -179,7 +179,7 @@ class Operations:
                               revocation_statement(full, name, kid, reason, now=time.time()), key,
                               pq=self._pq())
         self.post(f"/v1/access/grants/{full}/revocations", {"envelope": env})
-        return {"grant": full, "by": name}
+        return {"grant": full, "by": name, "envelope": env}
 
     def break_glass(self, resource: str, *, reason: str, action: str = "load",
                     window_s: int = 1800) -> Row:
@@ -259,11 +259,10 @@ class Operations:
 
         signing_key, _, _ = self._signer()
         kid = revocation_subject(who, ((p["name"], p["key_id"]) for p in self.people()))
-        out = self._publish("revocation",
-                            KeyRevocation(kid, reason, int(time.time())).sign(signing_key,
-                                                                              pq=self._pq()))
+        env = KeyRevocation(kid, reason, int(time.time())).sign(signing_key, pq=self._pq())
+        out = self._publish("revocation", env)
         return {"statement": out["digest"], "key_id": kid, "signatures": out["signatures"],
-                "threshold": self._officer_threshold()}
+                "threshold": self._officer_threshold(), "envelope": env}
 
     def label(self, resource: str, *, classification: str, compartments: Sequence[str] = (),
               rules: dict[str, str] | None = None, break_glass: Sequence[str] = (),
@@ -304,7 +303,7 @@ class Operations:
             mine = add_mldsa_signature(mine, statements.payload_type(kind), pq)
         out = self._publish(kind, mine)
         return {"statement": out["digest"], "kind": kind, "signatures": out["signatures"],
-                "threshold": self._officer_threshold()}
+                "threshold": self._officer_threshold(), "envelope": mine}
 
     def _officer_threshold(self) -> int:
         return int(self.get("/v1/sys/seal-status", signed=False).get("officer_threshold", 0))

@@ -216,7 +216,7 @@ class EmbeddedAccess:
                                now=time.time(), pq=ctx.me.mldsa_key)
             vault.record("access.revoke", digest[:16], "allow", reason=reason, grant=digest,
                          **journal_details("grant-revocation", env, subject=digest))
-            return {"grant": digest, "by": ctx.name}
+            return {"grant": digest, "by": ctx.name, "envelope": env}
 
     def break_glass(self, resource: str, *, reason: str, action: str, window_s: int) -> Row:
         """Take emergency access alone (at most the label's window); a critical alert at once."""

@@ -91,7 +91,8 @@ class EmbeddedOfficers:
             else:
                 digest = publish(vault.store, kind, mine)
             vault.record("people.cosign", digest[:16], "allow", statement_kind=kind)
-            return {"statement": digest, "kind": kind, **_counted(vault.store, ctx, digest)}
+            return {"statement": digest, "kind": kind, "envelope": mine,
+                    **_counted(vault.store, ctx, digest)}
 
     def people_revoke(self, who: str, *, reason: str) -> Row:
         """Sign a key revocation (``who``: a principal's name or a key id)."""
@@ -110,7 +111,8 @@ class EmbeddedOfficers:
             digest = publish(vault.store, "revocation", env)
             vault.record("people.revoke", who, "allow", reason=reason, key_id=kid,
                          **journal_details("revocation", env, subject=kid))
-            return {"statement": digest, "key_id": kid, **_counted(vault.store, ctx, digest)}
+            return {"statement": digest, "key_id": kid, "envelope": env,
+                    **_counted(vault.store, ctx, digest)}
 
     def compartments_label(self, resource: str, *, classification: str,
                            compartments: list[str], rules: dict[str, str],

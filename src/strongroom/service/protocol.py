@@ -174,7 +174,7 @@ class Service(Protocol):
         """Per artifact: ``{"artifact", "holders": {action: n}, "caps": {action: n}}``."""
 
     def access_revoke(self, grant_id: str, *, reason: str) -> Row:
-        """Revoke a Grant: ``{"grant", "by"}``."""
+        """Revoke a Grant: ``{"grant", "by", "envelope"}`` (the signed revocation)."""
 
     def break_glass(self, resource: str, *, reason: str, action: str, window_s: int) -> Row:
         """Emergency access: ``{"break_glass", "principal", "resource", "action",
@@ -231,11 +231,12 @@ class Service(Protocol):
 
     def people_cosign(self, statement_id: str) -> Row:
         """This officer's signature added to a stored officer statement (8+ characters of its
-        id): ``{"statement", "kind", "signer", "signatures", "threshold"}``."""
+        id): ``{"statement", "kind", "signer", "signatures", "threshold", "envelope"}`` (this
+        officer's signature alone)."""
 
     def people_revoke(self, who: str, *, reason: str) -> Row:
         """A key revocation signed as this officer (``who``: a name or key id):
-        ``{"statement", "key_id", "signer", "signatures", "threshold"}``."""
+        ``{"statement", "key_id", "signer", "signatures", "threshold", "envelope"}``."""
 
     def compartments_label(self, resource: str, *, classification: str,
                            compartments: list[str], rules: dict[str, str],
