@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import mmap
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,7 @@ from hypothesis import strategies as st
 
 from strongroom.crypto import age, bech32
 from strongroom.crypto.age import CHUNK_SIZE, TAG_SIZE
-from strongroom.crypto.stream import ENCRYPTED_CHUNK_SIZE, NONCE_SIZE
+from strongroom.crypto.stream import ENCRYPTED_CHUNK_SIZE, NONCE_SIZE, sealed_size
 from strongroom.errors import (
     HeaderError,
     HmacError,
@@ -498,3 +499,133 @@ def test_file_to_file_streams_and_failed_decrypt_leaves_no_tail(tmp_path: Path) 
     ):
         age.decrypt_stream(src, dst, [IDENTITY])
     assert (tmp_path / "e").read_bytes() == plain[: 66 * CHUNK_SIZE]
+
+
+# -- regular files: each worker reads and seals/opens its own 1 MiB block --------------
+
+FILE_BLOCK = 16 * CHUNK_SIZE  # age._FILE_BLOCK_CHUNKS chunks
+
+
+def _encrypt_file(tmp_path: Path, plain: bytes, threads: int = 2) -> bytes:
+    (tmp_path / "plain").write_bytes(plain)
+    with (tmp_path / "plain").open("rb") as src, (tmp_path / "sealed").open("wb") as dst:
+        assert age.encrypt_stream(src, dst, [IDENTITY.recipient], threads=threads) == len(plain)
+    return (tmp_path / "sealed").read_bytes()
+
+
+def _decrypt_file(tmp_path: Path, blob: bytes, out: io.BytesIO, threads: int = 2) -> int:
+    (tmp_path / "in.age").write_bytes(blob)
+    with (tmp_path / "in.age").open("rb") as src:
+        return age.decrypt_stream(src, out, [IDENTITY], threads=threads)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize(
+    "size", [1, CHUNK_SIZE, FILE_BLOCK - 1, FILE_BLOCK, FILE_BLOCK + 1, 5 * FILE_BLOCK + 3]
+)
+def test_file_paths_match_the_streams(tmp_path: Path, size: int, threads: int) -> None:
+    """A regular file is read in blocks by the workers; the result is the stream's format."""
+    plain = _plain(size)
+    seen: list[int] = []
+    (tmp_path / "plain").write_bytes(plain)
+    with (tmp_path / "plain").open("rb") as src, (tmp_path / "sealed").open("wb") as dst:
+        age.encrypt_stream(src, dst, [IDENTITY.recipient], threads=threads, progress=seen.append)
+    assert sum(seen) == size
+    blob = (tmp_path / "sealed").read_bytes()
+    assert len(blob) == _payload_start(blob) + sealed_size(size)
+    assert age.decrypt(blob, [IDENTITY]) == plain  # the in-memory reader agrees
+    out, progressed = io.BytesIO(), []
+    (tmp_path / "in.age").write_bytes(blob)
+    with (tmp_path / "in.age").open("rb") as src:
+        assert (
+            age.decrypt_stream(src, out, [IDENTITY], threads=threads, progress=progressed.append)
+            == size
+        )
+    assert out.getvalue() == plain
+    assert sum(progressed) == size
+    # From a position other than the file's start (stdin redirected after a prefix).
+    (tmp_path / "prefixed").write_bytes(b"xyz" + blob)
+    with (tmp_path / "prefixed").open("rb") as src:
+        src.read(3)
+        again = io.BytesIO()
+        age.decrypt_stream(src, again, [IDENTITY], threads=threads)
+    assert again.getvalue() == plain
+
+
+def test_file_path_refuses_truncation_and_trailing_data(tmp_path: Path) -> None:
+    plain = _plain(2 * FILE_BLOCK + 3 * CHUNK_SIZE + 9)
+    blob = _encrypt_file(tmp_path, plain)
+    start = _payload_start(blob)
+    chunks = -(-len(plain) // CHUNK_SIZE)
+    for cut in [start + k * ENCRYPTED_CHUNK_SIZE for k in (0, 1, 16, 32, chunks - 1)] + [
+        len(blob) - 1,
+        len(blob) - TAG_SIZE,
+    ]:
+        out = io.BytesIO()
+        with pytest.raises(PayloadError):
+            _decrypt_file(tmp_path, blob[:cut], out)
+        # Only whole authenticated chunks before the cut were released.
+        assert plain.startswith(out.getvalue())
+        assert len(out.getvalue()) % CHUNK_SIZE == 0
+    for extra in (b"\x00", bytes(TAG_SIZE), bytes(ENCRYPTED_CHUNK_SIZE)):
+        with pytest.raises(PayloadError):
+            _decrypt_file(tmp_path, blob + extra, io.BytesIO())
+
+
+@pytest.mark.parametrize("bad", [0, 15, 16, 37])
+def test_file_path_releases_only_chunks_before_the_bad_one(tmp_path: Path, bad: int) -> None:
+    plain = _plain(40 * CHUNK_SIZE)
+    blob = bytearray(_encrypt_file(tmp_path, plain))
+    blob[_payload_start(bytes(blob)) + bad * ENCRYPTED_CHUNK_SIZE + 5] ^= 1
+    out = io.BytesIO()
+    with pytest.raises(PayloadError, match=f"chunk {bad} failed authentication"):
+        _decrypt_file(tmp_path, bytes(blob), out)
+    assert out.getvalue() == plain[: bad * CHUNK_SIZE]
+
+
+def test_file_path_releases_a_misflagged_final_chunk_then_fails(tmp_path: Path) -> None:
+    """A file cut after a full non-final chunk: that chunk is authentic, released, then refused."""
+    plain = _plain(20 * CHUNK_SIZE + 1)
+    blob = _encrypt_file(tmp_path, plain)
+    cut = _payload_start(blob) + 17 * ENCRYPTED_CHUNK_SIZE
+    out = io.BytesIO()
+    with pytest.raises(PayloadError, match="chunk 16 is authentic but out of place"):
+        _decrypt_file(tmp_path, blob[:cut], out)
+    assert out.getvalue() == plain[: 17 * CHUNK_SIZE]
+
+
+def _meddler(path: Path, change: str, keep: int) -> Callable[[int], None]:
+    """A progress callback that truncates ``path`` to ``keep`` bytes or appends to it."""
+
+    def meddle(_: int) -> None:
+        with path.open("r+b") as f:
+            if change == "shrink":
+                f.truncate(keep)
+            else:
+                f.seek(0, os.SEEK_END)
+                f.write(b"more")
+
+    return meddle
+
+
+@pytest.mark.parametrize(("change", "word"), [("shrink", "shrank"), ("grow", "grew")])
+def test_input_file_that_changes_size_is_refused(tmp_path: Path, change: str, word: str) -> None:
+    """The size is read once: a file that shrinks or grows while read is refused, not mixed."""
+    plain = _plain(3 * FILE_BLOCK)
+    path = tmp_path / "plain"
+    path.write_bytes(plain)
+    with (
+        path.open("rb") as src,
+        pytest.raises(InvalidInput, match=f"the input file {word} while it was read"),
+    ):
+        meddle = _meddler(path, change, FILE_BLOCK)
+        age.encrypt_stream(src, io.BytesIO(), [IDENTITY.recipient], threads=1, progress=meddle)
+    blob = age.encrypt(plain, [IDENTITY.recipient])
+    sealed = tmp_path / "sealed"
+    sealed.write_bytes(blob)
+    with (
+        sealed.open("rb") as src,
+        pytest.raises(PayloadError, match=f"the file {word} while it was read"),
+    ):
+        meddle = _meddler(sealed, change, len(blob) // 2)
+        age.decrypt_stream(src, io.BytesIO(), [IDENTITY], threads=1, progress=meddle)

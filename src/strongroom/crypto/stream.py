@@ -25,7 +25,6 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, BinaryIO
 
 from cryptography.exceptions import InvalidTag
@@ -82,17 +81,51 @@ Fetch = Callable[[int, int], ReadBuffer]
 Done = Callable[[int, int], None]
 
 
-@dataclass(frozen=True, slots=True)
+def _init_frozen(obj: object, **values: object) -> None:
+    """Set the fields of an immutable record (see :class:`ChunkFailure`)."""
+    for name, value in values.items():
+        object.__setattr__(obj, name, value)
+
+
+def _frozen_setattr(obj: object, name: str, value: object) -> None:
+    raise AttributeError(f"cannot assign to field {name!r}: {type(obj).__name__} is immutable")
+
+
+def _frozen_delattr(obj: object, name: str) -> None:
+    raise AttributeError(f"cannot delete field {name!r}: {type(obj).__name__} is immutable")
+
+
 class ChunkFailure:
-    """A chunk that did not open.
+    """A chunk that did not open (immutable, compared by value).
 
     ``misflagged``: it opens with the other last-chunk flag, so it is authentic
     but the stream was truncated or extended there; its plaintext is in the
-    output buffer.
+    output buffer. The age records here are plain classes, not dataclasses:
+    ``dataclasses`` imports ``inspect`` (with ``ast`` and ``dis``), ~10 ms of
+    every ``strongroom encrypt`` start-up.
     """
 
+    __slots__ = ("index", "misflagged")
     index: int
     misflagged: bool
+
+    def __init__(self, index: int, misflagged: bool) -> None:
+        _init_frozen(self, index=index, misflagged=misflagged)
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, ChunkFailure)
+        return (self.index, self.misflagged) == (other.index, other.misflagged)
+
+    def __hash__(self) -> int:
+        return hash((self.index, self.misflagged))
+
+    def __repr__(self) -> str:
+        return f"ChunkFailure(index={self.index!r}, misflagged={self.misflagged!r})"
+
+    __setattr__ = _frozen_setattr
+    __delattr__ = _frozen_delattr
 
     def describe(self) -> str:
         """A message naming the chunk and what is wrong with it."""
