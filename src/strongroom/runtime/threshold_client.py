@@ -21,10 +21,11 @@ Use it like this::
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import httpx
 
@@ -117,15 +118,39 @@ class ThresholdClient:
         if not servers:
             raise InvalidInput("no key servers configured", obj="threshold release",
                                remedy="name at least k key servers")
-        self._http = http or httpx.Client(timeout=timeout)
-        self.links = [http_link(name, target, self._http) if isinstance(target, str) else (name, target)
-                      for name, target in servers]
+        # An HTTP client only when a server is reached over HTTP and the caller lent none.
+        self._owns_http = http is None and any(isinstance(target, str) for _, target in servers)
+        self._http = httpx.Client(timeout=timeout) if self._owns_http else http
+        self.links = [http_link(name, target, cast("httpx.Client", self._http)) if isinstance(target, str)
+                      else (name, target) for name, target in servers]
         self.commitments = tuple(commitments)
         self.vault_id = vault_id
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
+        self._closed = False
+
+    def _executor(self) -> ThreadPoolExecutor:
+        """The threads that ask key servers, kept across releases (a pool per release cost more
+        than the partial itself); several concurrent releases share it."""
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max(8, 4 * len(self.links)), thread_name_prefix="threshold-ask")
+            return self._pool
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` ran (a later release opens the asking threads again)."""
+        return self._closed
 
     def close(self) -> None:
-        """Close the HTTP connections."""
-        self._http.close()
+        """Close the HTTP connections (when this client opened them) and the asking threads."""
+        with self._pool_lock:
+            pool, self._pool = self._pool, None
+            self._closed = True
+        if pool is not None:
+            pool.shutdown(wait=True)
+        if self._owns_http and self._http is not None:
+            self._http.close()
 
     def release(self, request: ReleaseRequest, manifest: str, header: bytes) -> ThresholdRelease:
         """The file key of ``request``'s shard, from k verified partials; AccessDenied with fewer."""
@@ -140,20 +165,32 @@ class ThresholdClient:
         answered: list[str] = []
         refusals: list[Refusal] = []
         pending = list(self.links)
-        # Ask k servers at once (separate hosts answer in parallel); ask the next one for each
-        # that refuses, is down, or sends a partial that does not verify.
-        while pending and not combiner.ready:
-            batch, pending = pending[: combiner.threshold - combiner.count], pending[combiner.threshold
-                                                                                     - combiner.count:]
-            with ThreadPoolExecutor(len(batch)) as pool:
-                futures = [(name, pool.submit(ask, body)) for name, ask in batch]
-            for name, future in futures:
+        running: dict[Future[None], str] = {}
+        pool = self._executor()
+
+        def verified(name: str, ask: Ask) -> None:  # in the pool: ask, then verify the partial once
+            combiner.add(ask(body), server=name)
+
+        # Ask exactly k servers at once (separate hosts answer in parallel); the moment one
+        # refuses, is down, or sends a partial that does not verify, ask the next one.
+        while True:
+            while pending and len(running) + combiner.count < combiner.threshold:
+                name, ask = pending.pop(0)
+                running[pool.submit(verified, name, ask)] = name
+            if not running:
+                break
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                name = running.pop(future)
                 try:
-                    combiner.add(future.result(), server=name)
+                    future.result()
                 except StrongroomError as exc:
                     refusals.append(Refusal(name, type(exc).__name__, str(exc)))
                     continue
                 answered.append(name)
+        order = {name: n for n, (name, _) in enumerate(self.links)}  # reported in the configured order
+        answered.sort(key=order.__getitem__)
+        refusals.sort(key=lambda r: order[r.server])
         if not combiner.ready:
             why = "; ".join(f"{r.server}: {r.kind}: {r.message}" for r in refusals) or "no answer"
             raise AccessDenied(

@@ -138,11 +138,16 @@ class ThresholdKeyService:
                    vault_id=status.vault_id)
 
     def attach(self, vault: Vault) -> None:
-        """Read signed manifests and blob headers through ``vault`` (the key servers check both)."""
+        """Read signed manifests and blob headers through ``vault`` (the key servers check both);
+        closing the vault closes this service's connections to the key servers."""
         self._vault = vault
+        vault.on_close(self.close)
 
     def close(self) -> None:
-        """Close the connections to the key servers."""
+        """Close the connections to the key servers (of earlier group keys too)."""
+        previous, self._previous = list(self._previous.values()), {}
+        for client in previous:
+            client.close()
         self.client.close()
 
     def _attached(self, obj: str) -> Vault:

@@ -34,6 +34,8 @@ from strongroom.vault.blobs import BlobStore, blob_store_from_settings
 from strongroom.vault.vault import Vault
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from strongroom.access.directory import Directory, DirectoryReader
     from strongroom.audit.log import AuditLog
     from strongroom.keys.identity import Identity
@@ -78,6 +80,8 @@ class ServerContext:
         self._reader_key: tuple[tuple[str, ...], tuple[str, ...], int] | None = None
         self._shards: SignedShards | None = None
         self._manifest_key: Ed25519PublicKey | None = None
+        #: Closed by :meth:`close` before the key service and the store (``on_close``).
+        self._on_close: list[Callable[[], None]] = []
 
     # -- construction --------------------------------------------------------
 
@@ -270,8 +274,18 @@ class ServerContext:
 
     # -- lifecycle -------------------------------------------------------------------
 
+    def on_close(self, close: Callable[[], None]) -> None:
+        """Have :meth:`close` call ``close`` first (clients a route opened, such as the key servers')."""
+        with self._lock:
+            self._on_close.append(close)
+
     def close(self) -> None:
-        """Seal an in-process keyring, close the audit log and the store."""
+        """Close what routes opened, seal an in-process keyring, close the audit log and the store."""
+        with self._lock:
+            hooks, self._on_close = self._on_close, []
+        for hook in reversed(hooks):
+            with contextlib.suppress(Exception):  # one failing close must not keep the store open
+                hook()
         self.forget_sealed()
         close = getattr(self.keys, "close", None)
         if self.in_process and callable(close):

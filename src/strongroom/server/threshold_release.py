@@ -44,20 +44,29 @@ class ThresholdReleases:
         """Whether a blob with these header stanzas is released through the key servers."""
         return self.enabled and wrapped_to_group(stanzas)
 
-    def _keys(self) -> ThresholdKeyService:
+    def service(self) -> ThresholdKeyService:
+        """The key servers' client, built on first use and closed with the context."""
         from strongroom.keys.config import KeysSettings
         from strongroom.runtime.threshold_keys import ThresholdKeyService
 
         with self._lock:
             if self._service is None:
                 self._service = ThresholdKeyService.from_settings(self.ctx.keys, KeysSettings())
+                self.ctx.on_close(self.close)  # the key servers' connections end with the process's context
             return self._service
+
+    def close(self) -> None:
+        """Close the connections to the key servers (a later release opens them again)."""
+        with self._lock:
+            service, self._service = self._service, None
+        if service is not None:
+            service.close()
 
     def release(self, request: ReleaseRequest, actor: str) -> bytearray:
         """The file key from k key servers (the caller zeroes it); AccessDenied naming each refusal."""
         from strongroom.vault.vault import Vault
 
         ctx = self.ctx
-        keys = self._keys()
+        keys = self.service()
         vault = Vault(ctx.settings, ctx.store, ctx.blobs, keys, ctx.audit(), actor=actor)
         return keys.release_through(vault, request)

@@ -27,6 +27,8 @@ Use it like this::
 
 from __future__ import annotations
 
+import functools
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -106,11 +108,25 @@ class Wrapped:
     @classmethod
     def decode(cls, raw: bytes, *, what: str = "threshold-wrapped file key") -> Wrapped:
         """Parse and check ``U ‖ sealed``; InvalidInput when malformed."""
+        raw = bytes(raw)
+        known = _DECODED.get(raw)
+        if known is not None:  # a blob's header is released again and again: U checked once
+            return known
         if len(raw) not in WRAPPED_LENS:
             raise InvalidInput(f"a threshold-wrapped file key is {' or '.join(map(str, WRAPPED_LENS))} bytes, "
                                f"got {len(raw)}", obj=what,
                                remedy="the header is corrupt; restore the blob from a trusted copy")
-        return cls(Element.decode(raw[:ELEMENT_LEN], what=what), raw[ELEMENT_LEN:])
+        wrapped = cls(Element.decode(raw[:ELEMENT_LEN], what=what), raw[ELEMENT_LEN:])
+        if len(_DECODED) >= _DECODED_MAX:
+            _DECODED.clear()
+        _DECODED[raw] = wrapped
+        return wrapped
+
+
+#: Wrapped keys already decoded and checked, by their exact bytes (a pure function of them: the
+#: check that ``U`` is a canonical non-identity element gives the same answer every time).
+_DECODED: dict[bytes, Wrapped] = {}
+_DECODED_MAX = 4096
 
 
 def _kek(shared: Element, u: Element, group_key: Element, bound: bytes) -> ChaCha20Poly1305:
@@ -215,6 +231,11 @@ def partial_decrypt(
     return Partial(share.index, request_digest, points, proof)
 
 
+def _second(what: str) -> IntegrityError:
+    return IntegrityError("a second partial from the same key server", obj=what,
+                          remedy="each key server counts once; ask another")
+
+
 def verify_partial(
     partial: Partial, server_share: Element, request_digest: bytes, us: Sequence[Element], *, what: str
 ) -> None:
@@ -232,14 +253,25 @@ def verify_partial(
         verify_proof(GENERATOR, server_share, us, partial.points, partial.proof, context, what=what)
 
 
+@functools.lru_cache(maxsize=256)
+def _lagrange_weights(chosen: tuple[int, ...]) -> tuple[int, ...]:
+    # public: the same k servers answer most releases, and each weight costs a modular inverse
+    return tuple(lagrange_at_zero(chosen, i) for i in chosen)
+
+
 class Combiner:
-    """The requester's side: collects verified partials until k, then yields ``S = y·U`` per blob."""
+    """The requester's side: collects verified partials until k, then yields ``S = y·U`` per blob.
+
+    :meth:`add` may be called from several threads at once (one per key server
+    asked): each partial is verified once, outside the lock, and kept under it.
+    """
 
     def __init__(self, commitments: Sequence[Element], request_digest: bytes, us: Sequence[Element]) -> None:
         self._commitments = tuple(commitments)
         self._digest = request_digest
         self._us = tuple(us)
         self._verified: dict[int, Partial] = {}
+        self._lock = threading.Lock()
 
     @property
     def threshold(self) -> int:
@@ -260,10 +292,12 @@ class Combiner:
         """Verify and keep one partial; IntegrityError naming the server when it does not verify."""
         what = server or f"key server {partial.index}"
         if partial.index in self._verified:
-            raise IntegrityError("a second partial from the same key server", obj=what,
-                                 remedy="each key server counts once; ask another")
+            raise _second(what)
         verify_partial(partial, public_share(partial.index, self._commitments), self._digest, self._us, what=what)
-        self._verified[partial.index] = partial
+        with self._lock:  # two answers under one index (a server relaying another's) count once
+            if partial.index in self._verified:
+                raise _second(what)
+            self._verified[partial.index] = partial
 
     def shared_points(self) -> list[Element]:
         """``S = Σ λᵢ·Dᵢ`` per blob from exactly k verified partials; AccessDenied below k."""
@@ -274,8 +308,8 @@ class Combiner:
                 remedy="no file key without k independent key servers; ask the remaining key servers, "
                 "and see their audit logs for why they refused",
             )
-        chosen = sorted(self._verified)[: self.threshold]
-        weights = {i: lagrange_at_zero(chosen, i) for i in chosen}
+        chosen = tuple(sorted(self._verified)[: self.threshold])
+        weights = dict(zip(chosen, _lagrange_weights(chosen), strict=True))
         out = []
         for b in range(len(self._us)):
             total = IDENTITY

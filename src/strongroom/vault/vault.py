@@ -156,6 +156,8 @@ class Vault:
         #: When set, every file key is asked for through the attested path: released
         #: wrapped to this enclave's ephemeral key, on its evidence (``gateway serve --attest``).
         self.enclave: Enclave | None = None
+        #: What :meth:`close` also closes: what was opened for this vault alone (``on_close``).
+        self._on_close: list[Callable[[], None]] = []
 
     @classmethod
     def open(
@@ -244,10 +246,19 @@ class Vault:
             self._identity = Identity.load(Path(path))
         return self._identity
 
+    def on_close(self, close: Callable[[], None]) -> None:
+        """Have :meth:`close` call ``close`` too (a key service opened for this vault alone)."""
+        self._on_close.append(close)
+
     def close(self) -> None:
         """Stop background work and release connections."""
-        self.audit.close()
-        self.store.close()
+        hooks, self._on_close = self._on_close, []
+        try:
+            for hook in reversed(hooks):
+                hook()
+        finally:
+            self.audit.close()
+            self.store.close()
 
     def __enter__(self) -> Vault:
         return self
