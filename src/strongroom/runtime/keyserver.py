@@ -216,6 +216,10 @@ class _ShareUnwrapper:
         self._keyring.require_unsealed()
 
     def locate(self, blob_id: str, stanzas: Sequence[age.Stanza] = ()) -> _Located:
+        prepared = getattr(self._server.prepared, "located", None)
+        if prepared is not None and prepared[0] is stanzas:  # found by :meth:`KeyServer.partial` already
+            located: _Located = prepared[1]
+            return located
         share, epoch = self._server.share_for(stanzas)
         return _Located(epoch, find_wrapped(stanzas, share.public_key, obj=f"blob {blob_id}"), share)
 
@@ -256,12 +260,15 @@ class KeyServer:
 
     def __init__(self, store: Store, settings: KeysSettings | None = None, *, actor: str = "keyserver") -> None:
         self._sizes = _CarriedShards()
+        #: Per thread, the wrapped key :meth:`partial` found, which the gate's ``locate`` takes as it is.
+        self.prepared = threading.local()
         self._rule: PinnedPrincipals | None = None
         self.svc = LocalKeyService(store, settings or KeysSettings(key_backend="shamir"), actor=actor,
                                    evidence_factory=self._evidence, sizes_factory=lambda _kr: self._sizes)
         self._gate: ReleaseGate | None = None
         self._lock = threading.RLock()
-        self._manifests: dict[str, Manifest] = {}
+        #: Manifests verified, by (pinned manifest key, signed envelope).
+        self._manifests: dict[tuple[str, str], Manifest] = {}
         self._share: tuple[KeyShare, int] | None = None
         self._retired: dict[str, tuple[KeyShare, int]] = {}
         self._used_admin: UsedNonces = UsedNonces()
@@ -400,14 +407,23 @@ class KeyServer:
                                  artifact=request.artifact, shard=request.shard, blob_id=request.blob_id,
                                  nbytes=request.nbytes, purpose=request.purpose, evidence=request.evidence,
                                  stanzas=header.stanzas)
-        share, _ = self.share_for(header.stanzas)
-        wrapped = find_wrapped(header.stanzas, share.public_key, obj=request.obj)
+        share, epoch = self.share_for(header.stanzas)
+        wrapped = find_wrapped(header.stanzas, share.public_key, obj=request.obj)  # U checked here, once
         digest = request_digest(request, [wrapped.u])
-        raw = self.gate().release(request)
+        gate = self.gate()
+        self.prepared.located = (request.stanzas, _Located(epoch, wrapped, share))
         try:
-            point = Element.decode(bytes(raw), what="partial")
+            raw = gate.release(request)
+        finally:
+            self.prepared.located = None
+        try:
+            # yᵢ·U computed here from a checked U: a group element, not bytes from outside.
+            point = Element(bytes(raw))
         finally:
             raw[:] = bytes(len(raw))
+        if point.is_identity:
+            raise IntegrityError("the partial decryption is the identity", obj=request.obj,
+                                 remedy="this key server's share is unusable; re-share to it")
         return partial_decrypt(share, digest, [wrapped.u], points=[point]).encode()
 
     # -- the directory of signed statements (the Grant rule's input) -------------------
@@ -479,15 +495,18 @@ class KeyServer:
         return inventory(self.svc.store, STATEMENT_KINDS)
 
     def _manifest(self, envelope: str, config: Mapping[str, Any], *, obj: str) -> Manifest:
-        cached = self._manifests.get(envelope)
+        # Cached by the pinned key and the exact signed bytes: a `setup` that pins another
+        # manifest key never finds a manifest verified under the old one.
+        pinned = str(config["manifest_key"])
+        cached = self._manifests.get((pinned, envelope))
         if cached is not None:
             return cached
-        key = Ed25519PublicKey.from_public_bytes(base64.b64decode(config["manifest_key"]))
+        key = Ed25519PublicKey.from_public_bytes(base64.b64decode(pinned))
         manifest = Manifest.verify(envelope, key, obj=obj)
         with self._lock:
             if len(self._manifests) > 4096:
                 self._manifests.clear()
-            self._manifests[envelope] = manifest
+            self._manifests[(pinned, envelope)] = manifest
         return manifest
 
     # -- administration (officer-signed) ---------------------------------------------

@@ -26,7 +26,7 @@ import json
 from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from strongroom.errors import (
@@ -128,8 +128,10 @@ def create_app(server: KeyServer) -> FastAPI:
         return {"statements": await run_in_threadpool(server.held)}
 
     @app.post("/v1/keyserver/partial")
-    async def partial(request: Request) -> dict[str, object]:
+    async def partial(request: Request) -> Response:
         parsed = PartialRequest.from_json(await _body(request))
-        return await run_in_threadpool(server.partial, parsed)
+        result = await run_in_threadpool(server.partial, parsed)
+        # Plain JSON of hex strings and an int: encoded here, not walked by FastAPI's encoder.
+        return Response(json.dumps(result, separators=(",", ":")).encode(), media_type="application/json")
 
     return app
