@@ -6,7 +6,7 @@ CLI tests, which run hundreds of commands. :func:`run` hands each command line
 to a *zygote*, one Python process per test session that imported those modules
 once and forks a child per command. The child is a new process as the console
 script's is: it gets the caller's stdin and two new pipes as stdout and stderr
-(passed over a Unix socket), the command's environment and working directory,
+(passed over a Unix socket), the command's environment, working directory and umask,
 runs ``strongroom.cli.entry.main`` as the script does and shuts down as the
 interpreter would (non-daemon threads joined, ``atexit`` handlers run, streams
 flushed). Nothing a command does reaches the zygote or the next command.
@@ -106,7 +106,8 @@ def run(argv: Sequence[str], env: Mapping[str, str], timeout: float,
     STATS["forked"] += 1
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
-    request = json.dumps({"argv": args, "env": dict(env), "cwd": os.getcwd()}).encode() + b"\n"
+    request = json.dumps({"argv": args, "env": dict(env), "cwd": os.getcwd(),
+                          "umask": _umask()}).encode() + b"\n"
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
         conn.connect(path)
         try:
@@ -146,6 +147,13 @@ def run(argv: Sequence[str], env: Mapping[str, str], timeout: float,
     return subprocess.CompletedProcess(args, int(code), stdout, stderr)
 
 
+def _umask() -> int:
+    """This process's umask (the caller's, which the command's process takes)."""
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return mask
+
+
 # ---- the zygote -------------------------------------------------------------------------
 
 
@@ -162,6 +170,9 @@ def _child(request: dict[str, object], fds: list[int]) -> None:
     os.environ.clear()
     os.environ.update(env)
     os.chdir(str(request["cwd"]))
+    umask = request["umask"]
+    assert isinstance(umask, int)
+    os.umask(umask)
     argv = request["argv"]
     assert isinstance(argv, list)
     sys.argv = [str(a) for a in argv]
