@@ -131,10 +131,11 @@ class ThresholdClient:
 
     def _executor(self) -> ThreadPoolExecutor:
         """The threads that ask key servers, kept across releases (a pool per release cost more
-        than the partial itself); several concurrent releases share it."""
+        than the partial itself). Concurrent releases share it (``strongroom serve`` runs one per
+        worker thread, k asks each), so it is sized for them; a thread starts only when all are busy."""
         with self._pool_lock:
             if self._pool is None:
-                self._pool = ThreadPoolExecutor(max(8, 4 * len(self.links)), thread_name_prefix="threshold-ask")
+                self._pool = ThreadPoolExecutor(max(64, 16 * len(self.links)), thread_name_prefix="threshold-ask")
             return self._pool
 
     @property
