@@ -16,6 +16,7 @@ whose environment differs from the zygote's other than in the ``STRONGROOM_*``
 settings (read when a command runs; the one read at import is listed in
 ``_READ_AT_IMPORT``) runs the console script as a plain subprocess. ``STRONGROOM_TEST_CLI_ZYGOTE=0`` runs every command that way.
 The fast-path, output-path and age tests start the console script themselves.
+:func:`shim` puts a ``strongroom`` on a script's ``PATH`` that runs commands the same way.
 """
 
 from __future__ import annotations
@@ -60,7 +61,12 @@ def _start() -> tuple[subprocess.Popen[bytes], str, dict[str, str]]:
     global _zygote
     if _zygote is not None and _zygote[0].poll() is None:
         return _zygote
-    base = _at_import(os.environ)
+    _zygote = _spawn(_at_import(os.environ))
+    return _zygote
+
+
+def _spawn(base: dict[str, str]) -> tuple[subprocess.Popen[bytes], str, dict[str, str]]:
+    """A zygote started with the environment ``base``, stopped when the session ends."""
     where = tempfile.mkdtemp(prefix="sr-zygote-")
     path, log = os.path.join(where, "sock"), os.path.join(where, "zygote.log")
     with open(log, "wb") as err:
@@ -71,7 +77,6 @@ def _start() -> tuple[subprocess.Popen[bytes], str, dict[str, str]]:
         if proc.poll() is not None or time.monotonic() > deadline:
             raise RuntimeError(f"the CLI zygote did not start: {Path(log).read_text()}")
         time.sleep(0.02)
-    _zygote = (proc, path, base)
 
     def stop() -> None:
         proc.kill()
@@ -79,7 +84,62 @@ def _start() -> tuple[subprocess.Popen[bytes], str, dict[str, str]]:
         shutil.rmtree(where, ignore_errors=True)
 
     atexit.register(stop)
-    return _zygote
+    return proc, path, base
+
+
+#: What a shell puts in its commands' environment; no strongroom module reads it.
+_SHELL = frozenset({"PWD", "OLDPWD", "SHLVL", "_"})
+
+
+def shim(directory: Path, env: Mapping[str, str]) -> Path | None:
+    """Write ``directory/strongroom``: a command that runs ``strongroom ARGS`` in a process
+    forked from a zygote started with ``env`` (whose ``PATH`` names ``directory`` first),
+    for scripts that call the command by name (README.md's blocks, tests/test_readme.py).
+
+    The shim hands the zygote its own stdin, stdout and stderr and exits with the command's
+    status. It runs the console script itself (``exec``) for ``serve``, which a script may
+    start in the background and stop by its process group, and for an environment that
+    differs from ``env`` other than in the ``STRONGROOM_*`` settings or what a shell sets.
+    None, and no shim, with ``STRONGROOM_TEST_CLI_ZYGOTE=0``.
+    """
+    if not _enabled():
+        return None
+    base = {k: v for k, v in _at_import(env).items() if k not in _SHELL}
+    _, path, _ = _spawn(base)
+    exe = shutil.which("strongroom", path=str(Path(sys.executable).parent))
+    assert exe, "the strongroom console script is not installed"
+    directory.mkdir(parents=True, exist_ok=True)
+    script = directory / "strongroom"
+    script.write_text(
+        f"#!{sys.executable}\nimport sys\nsys.path.insert(0, {str(Path(__file__).parent)!r})\n"
+        f"import cli_zygote\nsys.exit(cli_zygote.client({path!r}, {json.dumps(base)!r}, "
+        f"{exe!r}))\n"
+    )
+    script.chmod(0o755)
+    return script
+
+
+def client(path: str, base_json: str, exe: str) -> int:
+    """The shim's ``main``: the command forked by the zygote at ``path`` (its stdio this
+    process's), or the console script ``exe`` in place of this process."""
+    import signal
+
+    argv = [exe, *sys.argv[1:]]
+    env = {k: v for k, v in os.environ.items() if k not in _SHELL}
+    if argv[1:2] == ["serve"] or _at_import(env) != json.loads(base_json):
+        os.execv(exe, argv)
+    request = json.dumps({"argv": argv, "env": env, "cwd": os.getcwd(),
+                          "umask": _umask()}).encode() + b"\n"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+        conn.connect(path)
+        socket.send_fds(conn, [request], [0, 1, 2])
+        reader = conn.makefile("rb")
+        pid = int(reader.readline())
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):  # passed on to the command
+            signal.signal(sig, lambda s, _f: os.kill(pid, s))
+        status = reader.readline().split()
+    code = int(status[0]) if status else 1
+    return 128 - code if code < 0 else code
 
 
 def _text(data: bytes) -> str:
