@@ -52,6 +52,8 @@ def utcnow() -> datetime:
 
 def format_time(t: datetime) -> str:
     """An entry's ``time``: UTC, microseconds, ``Z`` suffix (aware datetimes only)."""
+    if t.tzinfo is UTC:  # the default clock's: "+00:00" becomes "Z"
+        return t.isoformat(timespec="microseconds")[:-6] + "Z"
     if t.tzinfo is None:
         raise InvalidInput("the audit clock must return timezone-aware datetimes")
     if t.utcoffset():
@@ -177,10 +179,12 @@ class EntryEncoder:
         nbytes: int | None,
     ) -> EncodedEntry:
         """Check and encode one decision; raises :class:`InvalidInput` for bad fields."""
-        for name, value in (("actor", actor), ("action", action), ("object", obj),
-                            ("decision", decision)):
-            if not isinstance(value, str) or not value:
-                raise InvalidInput(f"audit event needs a non-empty {name}")
+        if not (type(actor) is str and type(action) is str and type(obj) is str
+                and type(decision) is str and actor and action and obj and decision):
+            for name, value in (("actor", actor), ("action", action), ("object", obj),
+                                ("decision", decision)):
+                if not isinstance(value, str) or not value:
+                    raise InvalidInput(f"audit event needs a non-empty {name}")
         if not isinstance(reason, str) or not (request_id is None or isinstance(request_id, str)):
             raise InvalidInput("audit reason and request id must be strings")
         redacted = self.redactor.redact(details) if details else {}

@@ -44,9 +44,6 @@ def canonical_json(value: Any, *, checked: bool = False) -> bytes:
     audit log checks its entries' stricter types itself and passes ``checked``).
     """
 
-    def reject(obj: Any) -> Any:
-        raise InvalidInput(f"cannot canonicalise a {type(obj).__name__}", obj="statement")
-
     def check(obj: Any) -> None:
         if isinstance(obj, float):
             raise InvalidInput("floats are not allowed in signed statements", obj="statement")
@@ -59,10 +56,18 @@ def canonical_json(value: Any, *, checked: bool = False) -> bytes:
 
     if not checked:
         check(value)
-    return json.dumps(
-        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False,
-        default=reject,
-    ).encode("utf-8")
+    return _CANONICAL.encode(value).encode("utf-8")
+
+
+def _reject(obj: Any) -> Any:
+    raise InvalidInput(f"cannot canonicalise a {type(obj).__name__}", obj="statement")
+
+
+# One encoder for every call (its encode() keeps no state between calls): json.dumps
+# with these options built a new one each time, a third of an audit entry's encoding.
+_CANONICAL = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=_reject,
+)
 
 
 def key_id(public_key: Ed25519PublicKey) -> str:

@@ -1,0 +1,140 @@
+"""Group commit under many concurrent appenders: durable, ordered, one verifiable tree."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from strongroom.audit import AuditLog, InclusionProof
+from strongroom.audit.entry import EntryEncoder, format_time
+from strongroom.audit.redaction import Redactor
+from strongroom.crypto.note import Ed25519Signer
+from strongroom.errors import InvalidInput
+from strongroom.store.db import Store
+
+from audit_helpers import ORIGIN
+
+THREADS = 64
+PER_THREAD = 12
+
+
+def test_64_appenders_share_commits_and_every_entry_is_durable_in_order(
+    store: Store, db_url: str, signer: Ed25519Signer
+) -> None:
+    """64 threads append() in a loop: each index names the caller's own entry, each caller's
+    entries are in its own order, commits grouped them, and a fresh store sees one tree."""
+    log = AuditLog(store, signer, ORIGIN)
+    commits: list[int] = []
+    log.observe_commits(lambda entries, _seconds: commits.append(entries))
+    got: dict[int, list[int]] = {}
+    failures: list[BaseException] = []
+    start = threading.Barrier(THREADS)
+
+    def appender(t: int) -> None:
+        mine = got.setdefault(t, [])
+        try:
+            start.wait()
+            for i in range(PER_THREAD):
+                mine.append(
+                    log.append(
+                        actor=f"t{t}",
+                        action="weights.read",
+                        obj=f"{t}:{i}",
+                        decision="allow",
+                        details={"i": i},
+                    )
+                )
+        except BaseException as exc:  # reported below, not swallowed
+            failures.append(exc)
+
+    threads = [threading.Thread(target=appender, args=(t,)) for t in range(THREADS)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert not failures
+    total = THREADS * PER_THREAD
+    assert sorted(i for mine in got.values() for i in mine) == list(range(total))
+    for mine in got.values():
+        assert mine == sorted(mine)  # a caller's later append never lands before its earlier one
+    assert sum(commits) == total
+    assert len(commits) < total  # concurrent appends shared transactions
+    log.checkpoint()
+    log.close()
+
+    # Durable: another store on the same database reads every entry where its caller was told.
+    again = Store.open(db_url)
+    reopened = AuditLog(again, signer, ORIGIN)
+    try:
+        assert reopened.size() == total
+        for t, mine in got.items():
+            for i, index in enumerate(mine):
+                ev = reopened.event(index)
+                assert (ev.index, ev.actor, ev.object, ev.details) == (
+                    index,
+                    f"t{t}",
+                    f"{t}:{i}",
+                    {"i": i},
+                )
+        report = reopened.verify()
+        assert report.size == total
+        for index in (0, total // 2, total - 1):
+            proof = InclusionProof.parse(reopened.prove(index).to_text())
+            assert proof.verify(signer.vkey).index == index
+    finally:
+        reopened.close()
+        again.close()
+
+
+def test_concurrent_append_many_batches_stay_contiguous(
+    store: Store, signer: Ed25519Signer
+) -> None:
+    """append_many from several threads: each call's entries get consecutive indices."""
+    log = AuditLog(store, signer, ORIGIN)
+    try:
+        results: dict[int, list[int]] = {}
+
+        def batcher(t: int) -> None:
+            results[t] = log.append_many(
+                [
+                    dict(actor=f"b{t}", action="key.release", obj=f"{t}:{i}", decision="allow")
+                    for i in range(10)
+                ]
+            )
+
+        threads = [threading.Thread(target=batcher, args=(t,)) for t in range(16)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        for t, indices in results.items():
+            assert indices == list(range(indices[0], indices[0] + 10))
+            assert [log.event(i).object for i in indices] == [f"{t}:{i}" for i in range(10)]
+        assert log.verify().size == 160
+    finally:
+        log.close()
+
+
+def test_entry_time_is_utc_with_z_whatever_the_clock_zone() -> None:
+    utc = datetime(2026, 3, 4, 5, 6, 7, 89, tzinfo=UTC)
+    assert format_time(utc) == "2026-03-04T05:06:07.000089Z"
+    assert format_time(utc.astimezone(timezone(timedelta(hours=-7)))) == format_time(utc)
+    assert format_time(datetime(2026, 3, 4, 5, 6, 7, tzinfo=ZoneInfo("UTC"))) == (
+        "2026-03-04T05:06:07.000000Z"
+    )
+    with pytest.raises(InvalidInput, match="timezone-aware"):
+        format_time(datetime(2026, 3, 4, 5, 6, 7))
+
+
+@pytest.mark.parametrize("field", ["actor", "action", "obj", "decision"])
+@pytest.mark.parametrize("bad", ["", 7, None])
+def test_each_required_field_is_checked(field: str, bad: object) -> None:
+    encoder = EntryEncoder(Redactor(bytes(16)), lambda: datetime(2026, 1, 1, tzinfo=UTC))
+    fields: dict[str, object] = dict(actor="a", action="b", obj="c", decision="allow")
+    fields[field] = bad
+    name = "object" if field == "obj" else field
+    with pytest.raises(InvalidInput, match=f"non-empty {name}"):
+        encoder.encode(*fields.values(), "", None, None, None, None)  # type: ignore[arg-type]
