@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import subprocess
 import time
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from strongroom.keys.identity import Identity
 from strongroom.redteam.schema import load_builtin
 from strongroom.server.client import Client, KnownServers
 
+import cli_zygote
 from cli_fixtures import serve_process, strongroom_exe, unseal_home
 from vault_fixtures import make_model
 
@@ -91,7 +91,11 @@ def test_live_run_against_serve(tmp_path: Path, db_url: str) -> None:
     gw = prepare_gateway(run, env, tmp_path, [tmp_path / "approver1.identity",
                                               tmp_path / "approver2.identity"])
     run("seal")  # serve starts its own agent
-    with serve_process(env, tmp_path / "serve.log") as base, contextlib.ExitStack() as stack:
+    # its monitor loop ticks every 0.25 s (default 1 s): the run waits for the loop to have
+    # scanned each scenario's entries before grading (LiveTarget.scan_monitor), ~20 times
+    serve_env = dict(env, STRONGROOM_MONITOR_INTERVAL_S="0.25")
+    with serve_process(serve_env, tmp_path / "serve.log") as base, \
+            contextlib.ExitStack() as stack:
         shares = sorted((home.parent / "shares").glob("share-*.age"))
         for i in (1, 2):
             run("unseal", "--share", shares[i - 1], "--identity",
@@ -99,13 +103,12 @@ def test_live_run_against_serve(tmp_path: Path, db_url: str) -> None:
         red = {k: v for k, v in env.items() if k != "STRONGROOM_IDENTITY"}
         gateway = stack.enter_context(gateway_process(env, gw, tmp_path / "gateway.log"))
         t0 = time.monotonic()
-        out = subprocess.run([strongroom_exe(), "redteam", "run", "--json", "--target", str(base),
+        out = cli_zygote.run([strongroom_exe(), "redteam", "run", "--json", "--target", str(base),
                               "--identity", str(tmp_path / "rt.identity"),
                               "--database-url", db_url, "--blob-bucket", str(home / "blobs"), *lent,
                               "--officer-identity", env["STRONGROOM_IDENTITY"],
                               "--host-home", str(home), "--artifact", "tiny",
-                              *gw.redteam_args(gateway)],
-                             capture_output=True, text=True, env=red, timeout=300)
+                              *gw.redteam_args(gateway)], red, timeout=300)
         took = time.monotonic() - t0
         assert "Traceback" not in out.stderr, out.stderr
         doc = json.loads(out.stdout)
