@@ -223,3 +223,136 @@ def test_replay_through_another_gate_is_refused_by_the_ledger(store: Store,
         assert [d for _, d in _events(svc)] == ["allow", "deny"]
     finally:
         svc.seal()
+
+
+def test_a_batch_releases_each_good_request_and_refuses_each_bad_one(
+        unsealed: tuple[LocalKeyService, Identity]) -> None:
+    svc, officer = unsealed
+    keys = {b: os.urandom(16) for b in ("blob-1", "blob-2", "blob-3")}
+    for blob, key in keys.items():
+        svc.wrap_file_key(blob, key)
+    assert svc._audit is not None
+    commits: list[int] = []
+    svc._audit.observe_commits(lambda n, _: commits.append(n))
+    replayed = _request(officer, blob="blob-2")
+    out = svc.release_many([
+        _request(officer, blob="blob-1"), _request(Identity.generate("mallory"), blob="blob-1"),
+        replayed, replayed, _request(officer, blob="missing"), _request(officer, blob="blob-3")])
+    assert bytes(out[0]) == keys["blob-1"]  # type: ignore[arg-type]
+    assert isinstance(out[1], AccessDenied) and "not a security officer" in out[1].message
+    assert bytes(out[2]) == keys["blob-2"]  # type: ignore[arg-type]
+    assert isinstance(out[3], AccessDenied) and "replay" in out[3].message
+    assert isinstance(out[4], NotFound)
+    assert bytes(out[5]) == keys["blob-3"]  # type: ignore[arg-type]
+    assert 3 in commits  # the three allow entries went in one transaction
+    # Each allow entry was durable before its key came back: another connection reads them.
+    other = Store.open(svc.store.url)
+    try:
+        with other.session(readonly=True) as s:
+            bodies = [bytes(b) for (b,) in s.execute(text("SELECT body FROM audit_entries"))]
+    finally:
+        other.close()
+    assert sum(b'"key.release"' in b and b'"allow"' in b for b in bodies) == 3
+    assert sorted(d for _, d in _events(svc)) == ["allow"] * 3 + ["deny"] * 3
+    assert svc._audit.verify().size == svc._audit.size()
+
+
+def test_a_batch_counts_its_charges_in_order(unsealed: tuple[LocalKeyService, Identity]) -> None:
+    from strongroom.monitor.egress import Budget
+
+    svc, officer = unsealed
+    svc.wrap_file_key("blob-1", os.urandom(16))
+    assert svc._gate is not None
+    svc._gate.egress.set_budget(Budget("principal", "*", 86400, 2500))  # type: ignore[attr-defined]
+    out = svc.release_many([_request(officer, nbytes=1000) for _ in range(4)])
+    assert [isinstance(o, bytearray) for o in out] == [True, True, False, False]
+    assert all(isinstance(o, BudgetExceeded) for o in out[2:])
+    used = svc._gate.egress.usage(officer.public.principal, "m@1")  # type: ignore[attr-defined]
+    assert {u.budget.scope: u.used for u in used}["principal"] == 2000
+    assert [d for _, d in _events(svc)] == ["allow", "allow", "deny", "deny"]
+
+
+def test_a_failed_batch_commit_charges_and_releases_nothing(store: Store, tmp_path: Path) -> None:
+    svc, _, _, officer = unsealed_service(store, tmp_path)
+    try:
+        svc.wrap_file_key("blob-1", os.urandom(16))
+        audit = svc._audit
+        assert audit is not None
+        real = audit._writer._insert_entry
+        audit._writer._insert_entry = "INSERT INTO no_such_table VALUES (?, ?, ?)"
+        try:
+            out = svc.release_many([_request(officer, nbytes=1000) for _ in range(3)])
+        finally:
+            audit._writer._insert_entry = real
+        assert all(isinstance(o, AuditUnavailable) for o in out)
+        with store.session(readonly=True) as s:
+            assert s.execute(text("SELECT count(*) FROM egress_charges")).scalar() == 0
+        assert _events(svc) == []
+    finally:
+        svc.seal()
+
+
+def test_releases_on_one_event_loop_reach_the_agent_as_one_batch(store: Store,
+                                                                 tmp_path: Path) -> None:
+    # A real agent protocol (AgentServer's connection handler on a Unix socket) in front
+    # of an in-process service; the server's asyncio client coalesces what is in flight.
+    import asyncio
+    import shutil
+    import socket
+    import threading
+
+    from strongroom.runtime.agent import SOCKET_NAME, AgentClient, AgentServer
+    from strongroom.runtime.services import AgentKeyService
+
+    svc, _, _, officer = unsealed_service(store, tmp_path)
+    home = Path(f"/tmp/srb-{os.urandom(4).hex()}")  # a short path: a Unix socket's limit
+    home.mkdir(mode=0o700)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        key = os.urandom(16)
+        svc.wrap_file_key("blob-1", key)
+        sizes: list[int] = []
+        real = svc.release_many
+
+        def counted(requests: list[ReleaseRequest]) -> list[object]:
+            sizes.append(len(requests))
+            return real(requests)  # type: ignore[return-value]
+
+        svc.release_many = counted  # type: ignore[assignment,method-assign]
+        agent = AgentServer(home)
+        agent.service = svc
+        listener.bind(str(home / SOCKET_NAME))
+        listener.listen(8)
+
+        def accept() -> None:
+            while True:
+                try:
+                    conn, _ = listener.accept()
+                except OSError:
+                    return
+                threading.Thread(target=agent._handle, args=(conn,), daemon=True).start()
+
+        threading.Thread(target=accept, daemon=True).start()
+        keys = AgentKeyService(AgentClient(home, start=False))
+        requests = [_request(officer) for _ in range(5)]
+        requests.insert(2, _request(Identity.generate("mallory")))
+
+        async def go() -> list[object]:
+            try:
+                return await asyncio.gather(*(keys.release_async(r) for r in requests),
+                                            return_exceptions=True)
+            finally:
+                assert keys._async is not None
+                for _, writer in keys._async._idle:
+                    writer.close()
+
+        out = asyncio.run(go())
+        assert sizes == [6]  # one release_many for all six, none waiting on a timer
+        assert [bytes(o) if isinstance(o, bytearray) else type(o) for o in out] == \
+            [key, key, AccessDenied, key, key, key]
+        out = asyncio.run(go())  # each request's nonce is spent: each its own refusal
+        assert all(isinstance(o, AccessDenied) for o in out)
+    finally:
+        listener.close()
+        svc.seal()
+        shutil.rmtree(home, ignore_errors=True)

@@ -18,7 +18,7 @@ from strongroom.access.directory import KeyRevocation, Resource, publish
 from strongroom.access.evidence import GrantEvidence
 from strongroom.access.grants import issue_grant, revoke_grant
 from strongroom.access.policy import PolicyEngine
-from strongroom.errors import AccessDenied
+from strongroom.errors import AccessDenied, StrongroomError
 from strongroom.monitor.detectors import ActivityEvent
 from strongroom.release import ReleaseRequest, sign_release_evidence
 from strongroom.runtime.agent import request_from_json, request_to_json
@@ -232,3 +232,49 @@ def test_release_records_the_client_host_for_the_detectors(
     r = _request(w, "alice", host="ws-9")
     assert request_from_json(request_to_json(r)).host == "ws-9"
     assert request_from_json(request_to_json(_request(w, "alice"))).host is None
+
+
+def _batch(w: World, requests: list[ReleaseRequest]) -> list[bytearray | StrongroomError]:
+    gate = w.keys.gate
+    assert gate is not None
+    return gate.release_many(requests)
+
+
+def test_a_batch_spends_a_grant_budget_in_order(world: World) -> None:
+    # Four requests against a budget of two shards in one batch: the ledger decides them
+    # in order in one transaction, so the first two are released and the last two refused.
+    w = world
+    size = w.vault.manifest("minilm").files[0].size
+    req, _ = _granted(w, "alice", budget=2 * size)
+    out = _batch(w, [_request(w, "alice") for _ in range(4)])
+    assert [isinstance(o, bytearray) for o in out] == [True, True, False, False]
+    assert all(isinstance(o, AccessDenied) and "byte budget is spent" in o.message
+               for o in out[2:])
+    assert w.rule.used(statements.payload_digest(req)) == 2 * size
+    assert w.keys.gate is not None
+    decisions = [e.decision for e in w.keys.gate.audit.events() if e.action == "key.release"]
+    assert decisions == ["allow", "allow", "deny", "deny"]
+
+
+def test_a_batch_sees_revocations_made_before_it(world: World) -> None:
+    w = world
+    _granted(w, "alice")
+    _, bob_grant = _granted(w, "bob")
+    _granted(w, "carol")
+    assert all(isinstance(o, bytearray) for o in _batch(w, [_request(w, n) for n in
+                                                            ("alice", "bob", "carol")]))
+    revoke_grant(w.store, w.people["bob"].private_key, "bob", bob_grant, "done",
+                 now=time.time())
+    alice, bob, carol = _batch(w, [_request(w, n) for n in ("alice", "bob", "carol")])
+    assert isinstance(alice, bytearray) and isinstance(carol, bytearray)
+    assert isinstance(bob, AccessDenied) and "revoked" in bob.message
+    publish(w.store, "revocation",
+            KeyRevocation(w.people["alice"].public.key_id, "lost laptop", int(time.time()))
+            .sign(*[o.private_key for o in w.officers]))
+    alice, carol = _batch(w, [_request(w, n) for n in ("alice", "carol")])
+    assert isinstance(alice, AccessDenied) and "enrolled" in alice.message
+    assert isinstance(carol, AccessDenied)  # alice approved carol's Grant: it counts no more
+    assert w.keys.gate is not None
+    decisions = [e.decision for e in w.keys.gate.audit.events() if e.action == "key.release"]
+    # A request refused by its checks is audited at once, before the batch's allow entries.
+    assert decisions == ["allow"] * 3 + ["deny", "allow", "allow"] + ["deny"] * 2

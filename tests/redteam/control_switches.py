@@ -74,6 +74,12 @@ def _nonces_forgotten(mp: pytest.MonkeyPatch) -> None:
         return charge(self, *args, **{**kw, "charge_id": None})
 
     mp.setattr(EgressMeter, "charge_with_event", without_id)
+    charge_many = EgressMeter.charge_many_with_event
+
+    def none_with_id(self: Any, audit: Any, charges: Any) -> Any:  # the agent's batches
+        return charge_many(self, audit, [{**c, "charge_id": None} for c in charges])
+
+    mp.setattr(EgressMeter, "charge_many_with_event", none_with_id)
 
 
 def _client_size_trusted(mp: pytest.MonkeyPatch) -> None:

@@ -56,7 +56,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from strongroom.audit.checkpoint import OpenedCheckpoint
-from strongroom.audit.entry import AuditEvent, EntryEncoder, utcnow
+from strongroom.audit.entry import AuditEvent, EncodedEntry, EntryEncoder, utcnow
 from strongroom.audit.recent import RecentEntries
 from strongroom.audit.redaction import Redactor, Secret
 from strongroom.audit.signing import CheckpointSigner
@@ -194,20 +194,38 @@ class AuditLog:
 
     def append_many(self, events: Iterable[Mapping[str, Any]]) -> list[int]:
         """Record several decisions (keyword dicts as for :meth:`append`) in one batch."""
-        items = []
-        for e in events:
-            kw = dict(e)
-            items.append(self._encoder.encode(
-                kw.pop("actor"), kw.pop("action"), kw.pop("obj"), kw.pop("decision"),
-                kw.pop("reason", ""), kw.pop("request_id", None), kw.pop("details", None),
-                kw.pop("shard", None), kw.pop("nbytes", None),
-            ))
-            if kw:
-                raise InvalidInput(f"unknown audit event fields: {', '.join(sorted(kw))}")
+        items = [self._encode(e) for e in events]
         if not items:
             return []
         batch, offset = self._writer.enqueue(items)
         return cast(list[int], self._writer.wait(batch, offset, len(items)))
+
+    def append_many_if(
+        self, guard: AppendGuard, claimed: Sequence[tuple[Any, Mapping[str, Any]]]
+    ) -> list[int | None]:
+        """Several :meth:`append_if` at once: (claim, event keywords) pairs, one batch, in order.
+
+        The guard decides the claims in order inside the one transaction that
+        appends the admitted entries; each result is an index once durable, or
+        None where the guard refused that claim.
+        """
+        items = [self._encode(event) for _, event in claimed]
+        if not items:
+            return []
+        batch, offset = self._writer.enqueue(
+            items, claims=[(i, guard, claim) for i, (claim, _) in enumerate(claimed)])
+        return self._writer.wait(batch, offset, len(items))
+
+    def _encode(self, event: Mapping[str, Any]) -> EncodedEntry:
+        kw = dict(event)
+        item = self._encoder.encode(
+            kw.pop("actor"), kw.pop("action"), kw.pop("obj"), kw.pop("decision"),
+            kw.pop("reason", ""), kw.pop("request_id", None), kw.pop("details", None),
+            kw.pop("shard", None), kw.pop("nbytes", None),
+        )
+        if kw:
+            raise InvalidInput(f"unknown audit event fields: {', '.join(sorted(kw))}")
+        return item
 
     def submit(
         self,

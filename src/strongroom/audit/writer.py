@@ -245,9 +245,14 @@ class GroupCommitWriter:
                         self._wake.notify()
 
     def enqueue(
-        self, items: list[EncodedEntry], guarded: tuple[AppendGuard, Any] | None = None
+        self, items: list[EncodedEntry], guarded: tuple[AppendGuard, Any] | None = None,
+        *, claims: Sequence[tuple[int, AppendGuard, Any]] = (),
     ) -> tuple[_Batch, int]:
-        """Queue ``items`` (one guarded claim at most); their batch and first offset in it."""
+        """Queue ``items``; their batch and first offset in it.
+
+        ``guarded`` is the first item's guard and claim; ``claims`` gives
+        (position in ``items``, guard, claim) for several, all in one batch.
+        """
         announced = getattr(self._announced, "pending", False)
         with self._lock:
             if self._closed:
@@ -260,6 +265,7 @@ class GroupCommitWriter:
             batch.items.extend(items)
             if guarded is not None:
                 batch.guarded.append((offset, *guarded))
+            batch.guarded.extend((offset + i, guard, claim) for i, guard, claim in claims)
             if offset == 0 or self._gathering:
                 self._wake.notify()
         return batch, offset

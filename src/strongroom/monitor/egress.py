@@ -82,13 +82,13 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import Connection, delete, select
 from sqlalchemy.orm import Session
 
 from strongroom.artifacts import base_name
-from strongroom.errors import AccessDenied, BudgetExceeded, InvalidInput
+from strongroom.errors import AccessDenied, BudgetExceeded, InvalidInput, StrongroomError
 from strongroom.monitor.alerts import Alert
 from strongroom.monitor.budgets import (
     DAY,
@@ -467,6 +467,49 @@ class EgressMeter:
         if index is None:  # pragma: no cover - refused items raise in _report
             raise BudgetExceeded("the egress charge was refused", obj=principal)
         return index
+
+    def charge_many_with_event(self, audit: AuditLog, charges: Sequence[Mapping[str, Any]]
+                               ) -> list[int | StrongroomError]:
+        """Several :meth:`charge_with_event` in one audit batch, decided in order.
+
+        Each charge is a mapping of that method's keywords (``principal``,
+        ``nbytes``, ``now``, ``event`` and optionally ``artifact``,
+        ``charge_id``, ``budget``). A charge sees the ones before it in the same
+        transaction, so two charges against one budget are counted in order and
+        the one that passes the cap is refused. Each result is the entry's index
+        (durable once this returns) or the refusal that method would have raised
+        for it; nothing is appended or recorded for a refused charge. Raises
+        :class:`~strongroom.errors.AuditUnavailable` when the batch failed
+        (nothing of it charged).
+        """
+        results: list[int | StrongroomError | None] = [None] * len(charges)
+        claimed: list[tuple[_PendingCharge, Mapping[str, Any]]] = []
+        where: list[int] = []
+        for i, c in enumerate(charges):
+            try:
+                item = self._pending(str(c["principal"]), int(c["nbytes"]), float(c["now"]),
+                                     c.get("artifact"), c.get("charge_id"), c.get("budget"))
+            except InvalidInput as exc:
+                results[i] = exc
+                continue
+            claimed.append((item, c["event"]))
+            where.append(i)
+        indices = audit.append_many_if(self, claimed)
+        for i, (item, _), index in zip(where, claimed, indices, strict=True):
+            if item.duplicate:
+                results[i] = AccessDenied(
+                    "the evidence was already used (replay): its nonce is already charged in "
+                    "the egress ledger", obj=f"{item.artifact} for {item.principal}",
+                    remedy="sign a fresh request for each release")
+                continue
+            try:
+                self._report(item)
+            except (BudgetExceeded, AccessDenied) as exc:
+                results[i] = exc
+                continue
+            results[i] = index if index is not None else BudgetExceeded(
+                "the egress charge was refused", obj=item.principal)
+        return cast(list[int | StrongroomError], results)  # every position was filled above
 
     # AppendGuard
     def admit(self, conn: Connection, claims: Sequence[Any]) -> list[bool]:

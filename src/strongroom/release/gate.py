@@ -35,6 +35,12 @@ or finds the key's standing admission; the allow entry records the measurement,
 chip and policy; and the file key leaves the gate only as an age stanza wrapped to
 that ephemeral key (:class:`~strongroom.errors.AttestationRefused` names a failed check).
 
+**Batches.** :meth:`ReleaseGate.release_many` runs steps 1 to 5 for each request
+in order (a refusal is audited at once and answers that request only), then step
+6 for all admitted ones in one audit batch, one transaction, in which each charge
+sees those before it, and step 7 for each once that batch is durable. Attested
+releases are never batched.
+
 Every refusal after step 1 is audited as ``deny``. An optional
 :class:`~strongroom.release.ports.ReleaseObserver` counts each decision, its
 time and the bytes released, for the deployment's metrics; a refusal is
@@ -62,7 +68,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 from strongroom.attest.admission import Admission, AttestationService, AttestedClaim
@@ -95,6 +101,7 @@ from strongroom.release.request import ReleaseRequest
 
 if TYPE_CHECKING:
     from strongroom.audit.log import AuditLog
+    from strongroom.keys.kek import Located
     from strongroom.keys.keyring import Keyring
 
 __all__ = ["ACTION", "REFUSAL_CLASSES", "ReleaseGate", "refusal_class"]
@@ -137,6 +144,22 @@ def _budget_of(accepted: Mapping[str, Any]) -> tuple[str, int] | None:
     if isinstance(bid, str) and bid and isinstance(cap, int) and not isinstance(cap, bool):
         return bid, cap
     return None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Prepared:
+    """A request that passed steps 1 to 5: what its charge, its entry and its unwrap need."""
+
+    request: ReleaseRequest
+    located: Located
+    accepted: dict[str, Any]
+    event: dict[str, Any]
+    charge_id: str | None
+    budget: tuple[str, int] | None
+    rule: LedgerBudgetedEvidence | None
+    admission: Admission | None
+    now: float
+    joined: bool
 
 
 class ReleaseGate:
@@ -237,6 +260,33 @@ class ReleaseGate:
 
     def _release(self, request: ReleaseRequest,
                  claim: AttestedClaim | None) -> tuple[bytearray, int, Admission | None]:
+        p = self._prepare(request, claim)
+        request, meter = p.request, self.egress
+        if p.joined:
+            try:
+                cast(AuditedEgressPort, meter).charge_with_event(
+                    self.audit, request.principal, request.nbytes, p.now,
+                    artifact=request.artifact, charge_id=p.charge_id, event=p.event,
+                    budget=p.budget)
+            except (BudgetExceeded, AccessDenied) as exc:
+                self._charge_refused(p, exc)
+                raise
+            return self._granted(p)
+        try:
+            meter.charge(request.principal, request.nbytes, p.now, artifact=request.artifact,
+                         charge_id=p.charge_id)
+        except BudgetExceeded as exc:
+            self._deny(request, exc, **p.accepted)
+            raise
+        try:
+            self.audit.append(**p.event)
+        except BaseException:
+            meter.refund(request.principal, request.nbytes, p.now, charge_id=p.charge_id)
+            raise
+        return self._granted(p)
+
+    def _prepare(self, request: ReleaseRequest, claim: AttestedClaim | None) -> _Prepared:
+        """Steps 1 to 5 for one request, each refusal audited; what its charge and entry need."""
         self.keyring.require_unsealed()
         intact = getattr(self.audit, "require_intact", None)
         if callable(intact):
@@ -255,10 +305,10 @@ class ReleaseGate:
             raise
         request, claimed = self._derive(request)
         now = self.clock()
-        meter = self.egress
+        joined = self._joined(self.egress)
         # With a joined meter the ledger charges the evidence's byte budget (shared, and
         # only for releases that commit); the rule then only pre-checks it.
-        rule = self._budgeted() if self._joined(meter) else None
+        rule = self._budgeted() if joined else None
         try:
             accepted = dict(rule.verify_unreserved(request, now) if rule is not None
                             else self.evidence.verify(request, now))
@@ -290,40 +340,103 @@ class ReleaseGate:
                  "details": {"purpose": request.purpose, "blob_id": request.blob_id,
                              "kek_version": located.version, **_host(request, self.server), **claimed,
                              **accepted}}
-        if self._joined(meter):
-            budget = _budget_of(accepted) if rule is not None else None
-            if rule is not None and budget is None:  # unreserved and unbounded: fail closed
-                refused = AccessDenied("the accepted evidence names no byte budget",
-                                       obj=request.obj, remedy="report this: the evidence "
-                                       "rule must name the Grant's budget")
-                self._deny(request, refused, **accepted)
-                raise refused
+        budget = _budget_of(accepted) if rule is not None else None
+        if rule is not None and budget is None:  # unreserved and unbounded: fail closed
+            refused = AccessDenied("the accepted evidence names no byte budget",
+                                   obj=request.obj, remedy="report this: the evidence "
+                                   "rule must name the Grant's budget")
+            self._deny(request, refused, **accepted)
+            raise refused
+        return _Prepared(request, located, accepted, event, charge_id, budget, rule, admission,
+                         now, joined)
+
+    def _charge_refused(self, p: _Prepared, exc: StrongroomError) -> None:
+        """Audit a charge the ledger refused (and warm the rule's pre-check with its total)."""
+        used = getattr(exc, "used", None)
+        if (p.rule is not None and p.budget is not None and isinstance(used, int)
+                and getattr(exc, "budget_id", None) == p.budget[0]):
+            p.rule.observe(p.budget[0], used)  # the ledger's total: a warmer pre-check
+        self._deny(p.request, exc, **p.accepted)
+
+    def _granted(self, p: _Prepared) -> tuple[bytearray, int, Admission | None]:
+        """Step 7, once the charge and the allow entry are durable."""
+        if p.rule is not None and p.budget is not None:
+            p.rule.charged(p.budget[0], p.request.nbytes)
+        return self.keyring.unwrap(p.request.blob_id, p.located), p.request.nbytes, p.admission
+
+    def release_many(self, requests: Sequence[ReleaseRequest]
+                     ) -> list[bytearray | StrongroomError]:
+        """Run the gate for several requests; each gets its file key or its own refusal.
+
+        Every check of :meth:`release` runs for each request, in order; the
+        admitted ones are charged and their allow entries appended in one
+        audit batch (one transaction), in which each charge sees the ones
+        before it (two requests spending one budget: the one passing it is
+        refused). A key is unwrapped only once its entry is durable. The
+        caller zeroes the keys. Without a meter that joins the audit
+        transaction, the requests run one after another as :meth:`release`.
+        """
+        if not self._joined(self.egress):
+            return [self._one(r) for r in requests]
+        expecting = getattr(self.audit, "expecting", None)
+        with expecting() if callable(expecting) else contextlib.nullcontext():
+            return self._many(list(requests))
+
+    def _one(self, request: ReleaseRequest) -> bytearray | StrongroomError:
+        try:
+            return self.release(request)
+        except StrongroomError as exc:
+            return exc
+
+    def _many(self, requests: list[ReleaseRequest]) -> list[bytearray | StrongroomError]:
+        observer = self.observer
+        start = time.perf_counter()
+        results: list[bytearray | StrongroomError | None] = [None] * len(requests)
+
+        def refused(i: int, exc: StrongroomError) -> None:
+            results[i] = exc
+            if observer is not None:
+                observer.refused(refusal_class(exc), time.perf_counter() - start)
+
+        prepared: list[tuple[int, _Prepared]] = []
+        for i, request in enumerate(requests):
+            if not request.blob_id or not request.principal or not request.artifact:
+                refused(i, InvalidInput("release request needs a principal, an artifact and "
+                                        "a blob id", obj=request.obj))
+                continue
             try:
-                cast(AuditedEgressPort, meter).charge_with_event(
-                    self.audit, request.principal, request.nbytes, now,
-                    artifact=request.artifact, charge_id=charge_id, event=event, budget=budget)
-            except (BudgetExceeded, AccessDenied) as exc:
-                used = getattr(exc, "used", None)
-                if (rule is not None and budget is not None and isinstance(used, int)
-                        and getattr(exc, "budget_id", None) == budget[0]):
-                    rule.observe(budget[0], used)  # the ledger's total: a warmer pre-check
-                self._deny(request, exc, **accepted)
-                raise
-            if rule is not None and budget is not None:
-                rule.charged(budget[0], request.nbytes)
-            return self.keyring.unwrap(request.blob_id, located), request.nbytes, admission
-        try:
-            meter.charge(request.principal, request.nbytes, now, artifact=request.artifact,
-                         charge_id=charge_id)
-        except BudgetExceeded as exc:
-            self._deny(request, exc, **accepted)
-            raise
-        try:
-            self.audit.append(**event)
-        except BaseException:
-            meter.refund(request.principal, request.nbytes, now, charge_id=charge_id)
-            raise
-        return self.keyring.unwrap(request.blob_id, located), request.nbytes, admission
+                prepared.append((i, self._prepare(request, None)))
+            except StrongroomError as exc:
+                refused(i, exc)
+        if prepared:
+            meter = cast(AuditedEgressPort, self.egress)
+            try:
+                outcomes: list[int | StrongroomError] = meter.charge_many_with_event(
+                    self.audit, [{"principal": p.request.principal, "nbytes": p.request.nbytes,
+                                  "now": p.now, "artifact": p.request.artifact,
+                                  "charge_id": p.charge_id, "event": p.event,
+                                  "budget": p.budget} for _, p in prepared])
+            except AuditUnavailable as exc:  # nothing of the batch was charged or appended
+                outcomes = [exc] * len(prepared)
+            for (i, p), outcome in zip(prepared, outcomes, strict=True):
+                if isinstance(outcome, (BudgetExceeded, AccessDenied)):
+                    try:
+                        self._charge_refused(p, outcome)
+                    except AuditUnavailable as audit_exc:
+                        refused(i, audit_exc)
+                        continue
+                if isinstance(outcome, StrongroomError):
+                    refused(i, outcome)
+                    continue
+                try:
+                    key, nbytes, _ = self._granted(p)
+                except StrongroomError as exc:
+                    refused(i, exc)
+                    continue
+                results[i] = key
+                if observer is not None:
+                    observer.allowed(nbytes, time.perf_counter() - start)
+        return cast(list[bytearray | StrongroomError], results)  # every position was filled
 
     def _attested(self, request: ReleaseRequest, claim: AttestedClaim | None,
                   accepted: Mapping[str, Any]) -> Admission | None:

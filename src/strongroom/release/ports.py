@@ -26,7 +26,7 @@ A new rule implements the protocol; it never bypasses the gate.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -34,6 +34,7 @@ from strongroom.release.request import ReleaseRequest, Shard
 
 if TYPE_CHECKING:
     from strongroom.audit.log import AuditLog
+    from strongroom.errors import StrongroomError
 
 __all__ = [
     "AuditedEgressPort",
@@ -128,6 +129,16 @@ class AuditedEgressPort(EgressPort, Protocol):
         in the same transaction. Raises BudgetExceeded (nothing appended or
         charged), AccessDenied when ``charge_id`` was already charged or the
         budget is spent, AuditUnavailable when the append failed.
+        """
+        ...
+
+    def charge_many_with_event(
+        self, audit: AuditLog, charges: Sequence[Mapping[str, Any]]
+    ) -> list[int | StrongroomError]:
+        """Several :meth:`charge_with_event` (keyword mappings) in one audit batch, in order.
+
+        Each result is the durable entry's index or that charge's refusal;
+        raises AuditUnavailable when the batch failed (nothing charged).
         """
         ...
 

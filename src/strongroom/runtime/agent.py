@@ -32,6 +32,11 @@ big-endian length and a JSON object; binary fields are base64. Request
 ``{"op": ..., "args": {...}}``, reply ``{"ok": true, "result": ...}`` or
 ``{"ok": false, "error": {"type", "message", "obj", "remedy"}}`` naming a
 :mod:`strongroom.errors` class. The peer's uid is checked once per connection.
+``release_many`` (``{"requests": [...]}``, at most :data:`MAX_BATCH`) answers
+one such reply per request, in order: the gate checks each request alone and
+commits the admitted ones' charges and audit entries in one transaction
+before any key is returned. A worker's :class:`AsyncAgentClient` sends the
+releases that arrive while one batch is out as the next batch.
 
 Do not expose the socket beyond the local user (no chmod, no forwarding), and
 do not run the agent as a different user than the CLI.
@@ -54,7 +59,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from strongroom import errors
 from strongroom.crypto.age import Stanza
@@ -76,6 +81,8 @@ _POLL_S = 0.25
 _SUN_PATH_MAX = 107
 #: How long an orphaned agent may take to seal before it exits anyway (the keys die with it).
 _ORPHAN_EXIT_S = 5.0
+#: The most release requests one ``release_many`` carries.
+MAX_BATCH = 256
 
 log = logging.getLogger(__name__)
 
@@ -209,6 +216,8 @@ class AgentServer:
                 return b64(key)
             finally:
                 key[:] = bytes(len(key))
+        if op == "release_many":
+            return self._release_many(args["requests"])
         if op == "attest_nonce":
             return b64(svc.attest_nonce())
         if op == "release_attested":
@@ -245,6 +254,30 @@ class AgentServer:
         if op == "vitals":  # the metrics' witness lag (no key material)
             return svc.vitals()
         raise InvalidInput(f"unknown agent operation {op!r}", obj="agent")
+
+    def _release_many(self, wire: Any) -> list[dict[str, Any]]:
+        """Each request's ``{"ok": true, "result": key}`` or ``{"ok": false, "error": ...}``."""
+        if not isinstance(wire, list) or len(wire) > MAX_BATCH:
+            raise InvalidInput(f"release_many takes a list of at most {MAX_BATCH} requests",
+                               obj="agent")
+        answers: list[dict[str, Any] | None] = [None] * len(wire)
+        requests, where = [], []
+        for i, d in enumerate(wire):
+            try:
+                requests.append(request_from_json(d))
+                where.append(i)
+            except (KeyError, TypeError, ValueError, AttributeError) as exc:
+                answers[i] = {"ok": False, "error": _error_to_json(InvalidInput(
+                    f"malformed release request ({type(exc).__name__})", obj="agent"))}
+        for i, outcome in zip(where, self.service.release_many(requests), strict=True):
+            if isinstance(outcome, StrongroomError):
+                answers[i] = {"ok": False, "error": _error_to_json(outcome)}
+                continue
+            try:
+                answers[i] = {"ok": True, "result": b64(outcome)}
+            finally:
+                outcome[:] = bytes(len(outcome))
+        return cast(list[dict[str, Any]], answers)  # every position was filled above
 
     def _handle(self, conn: socket.socket) -> None:
         with conn:
@@ -541,6 +574,63 @@ class AsyncAgentClient:
         self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._slots: asyncio.Semaphore | None = None
+        # Releases waiting for the next release_many of this loop, and whether one is out.
+        self._queued: list[tuple[dict[str, Any], asyncio.Future[str]]] = []
+        self._sending = False
+        self._batch_loop: asyncio.AbstractEventLoop | None = None
+        self._sender: asyncio.Task[None] | None = None
+
+    async def release(self, request: dict[str, Any]) -> str:
+        """One release (a request as :func:`request_to_json`): its key as base64, or its refusal.
+
+        Releases made on one event loop while a ``release_many`` of that loop
+        is in flight wait for it to return and then go together in the next
+        one (no timer: a lone release goes at once). Each caller gets its own
+        key or its own error; a transport failure fails every release of its
+        batch, as it would have failed each alone.
+        """
+        loop = asyncio.get_running_loop()
+        if self._batch_loop is not loop:  # queue and sender belong to the loop that made them
+            self._queued, self._sending, self._batch_loop = [], False, loop
+        future: asyncio.Future[str] = loop.create_future()
+        self._queued.append((request, future))
+        if not self._sending:
+            self._sending = True
+            self._sender = loop.create_task(self._send_batches())  # referenced while it runs
+        return await future
+
+    async def _send_batches(self) -> None:
+        """Send what is queued as one release_many, then again until the queue is empty."""
+        try:
+            while self._queued:
+                batch, self._queued = self._queued[:MAX_BATCH], self._queued[MAX_BATCH:]
+                try:
+                    answers = await self.call("release_many",
+                                              requests=[request for request, _ in batch])
+                    if not isinstance(answers, list) or len(answers) != len(batch):
+                        raise StrongroomError("the key agent answered a release batch wrongly",
+                                              obj=str(_socket_path(self.home)),
+                                              remedy="restart strongroom serve (agent and "
+                                              "server must be the same version)")
+                except Exception as exc:
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(exc)
+                    continue
+                except BaseException:  # the sender was cancelled (the loop is closing)
+                    for _, future in batch + self._queued:
+                        future.cancel()
+                    raise
+                for (_, future), answer in zip(batch, answers, strict=True):
+                    if future.done():  # its caller was cancelled: the key goes nowhere
+                        continue
+                    if isinstance(answer, dict) and answer.get("ok"):
+                        future.set_result(str(answer.get("result")))
+                    else:
+                        error = answer.get("error") if isinstance(answer, dict) else None
+                        future.set_exception(_error_from_json(error or {}))
+        finally:
+            self._sending = False
 
     async def _open(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         try:

@@ -41,7 +41,7 @@ import os
 import secrets
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -493,6 +493,17 @@ class LocalKeyService:
             raise Sealed("the release gate is not open", obj="keyring")
         return gate.release(request)
 
+    def release_many(self, requests: Sequence[ReleaseRequest]) -> list[bytearray | StrongroomError]:
+        """Run the gate for several requests at once: each its key or its own refusal."""
+        gate = self._gate
+        if gate is None:
+            try:
+                self.keyring.require_unsealed()
+            except Sealed as exc:
+                return [exc] * len(requests)
+            return [Sealed("the release gate is not open", obj="keyring")] * len(requests)
+        return gate.release_many(requests)
+
     def attest_nonce(self) -> bytes:
         """A fresh single-use nonce from the gate for an enclave's evidence."""
         return self._attested_gate().attestation.desk.challenge()  # type: ignore[union-attr]
@@ -613,7 +624,7 @@ class AgentKeyService:
 
         if self._async is None:
             self._async = AsyncAgentClient(self.client.home)
-        result = await self._async.call("release", request=request_to_json(request))
+        result = await self._async.release(request_to_json(request))
         return bytearray(unb64(result))
 
     def vitals(self) -> dict[str, Any]:
