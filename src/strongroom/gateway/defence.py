@@ -24,7 +24,7 @@ import unicodedata
 from collections import Counter, deque
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -32,11 +32,14 @@ from strongroom.errors import InvalidInput, Throttled
 from strongroom.gateway.alerts import GatewayAlert
 
 __all__ = [
+    "BudgetLedger",
+    "BudgetWindow",
     "DetectorConfig",
     "ExtractionDetector",
     "Limits",
     "LimitsConfig",
     "OutputPolicy",
+    "PendingCharge",
     "QueryBudgetReached",
     "Throttled",
     "looks_random",
@@ -126,7 +129,9 @@ class _Bucket:
         return (1.0 - self.tokens) / self.rate
 
 
-class _Window:
+class BudgetWindow:
+    """Charges ``(time, texts)`` in time order within a sliding window, and their total."""
+
     def __init__(self) -> None:
         self.events: deque[tuple[float, int]] = deque()
         self.total = 0
@@ -141,17 +146,47 @@ class _Window:
         self.total += n
 
 
-class Limits:
-    """Token-bucket rate limits and sliding-window query budgets."""
+class BudgetLedger(Protocol):
+    """Budgets kept outside this process (:class:`strongroom.gateway.usage.UsageLedger`)."""
 
-    def __init__(self, config: LimitsConfig | None = None) -> None:
+    def check(self, principal: str, texts: int, now: float) -> None:
+        """Raise :class:`QueryBudgetReached` when ``texts`` more would pass a budget."""
+        ...
+
+
+@dataclass(frozen=True)
+class PendingCharge:
+    """A charge :meth:`Limits.admit` allowed, to be made durable with the answer's audit entry."""
+
+    principal: str
+    texts: int
+    now: float
+
+
+class Limits:
+    """Token-bucket rate limits and sliding-window query budgets.
+
+    With a ``ledger`` the budgets are the ledger's (durable, shared by every gateway on the
+    database): :meth:`admit` pre-checks them and returns the :class:`PendingCharge` the
+    gateway appends with its ``allow`` entry.
+    """
+
+    def __init__(self, config: LimitsConfig | None = None, *,
+                 ledger: BudgetLedger | None = None) -> None:
         self.config = config or LimitsConfig()
+        self.ledger = ledger
         self._lock = threading.Lock()
         self._buckets: dict[str, _Bucket] = {}
-        self._windows: dict[str, _Window] = {}
+        self._windows: dict[str, BudgetWindow] = {}
 
-    def admit(self, principal: str, n_texts: int, now: float) -> None:
-        """Charge one request of ``n_texts`` texts, or raise Throttled (charging nothing)."""
+    def admit(self, principal: str, n_texts: int, now: float) -> PendingCharge | None:
+        """Charge one request of ``n_texts`` texts, or raise Throttled (charging nothing).
+
+        Without a ledger the budgets are charged here, in memory (None is returned); with
+        one they are pre-checked against it and the charge is returned for the gateway to
+        append with its ``allow`` entry (:meth:`strongroom.gateway.usage.UsageLedger.charge`),
+        where it survives a restart and is shared by every gateway on the database.
+        """
         c = self.config
         with self._lock:
             for key, rate, burst in ((f"p:{principal}", c.principal_rate, c.principal_burst),
@@ -164,19 +199,29 @@ class Limits:
                     who = principal if key != "global" else "all callers"
                     raise Throttled(f"request rate limit reached for {who}", obj=principal,
                                     retry_after=wait)
-            pw = self._windows.setdefault(f"p:{principal}", _Window())
-            gw = self._windows.setdefault("global", _Window())
-            for window, cap, who in ((pw, c.principal_budget, principal),
-                                     (gw, c.global_budget, "all callers")):
-                used = window.used(now, c.budget_window_s)
-                if used + n_texts > cap:
-                    retry = (window.events[0][0] + c.budget_window_s - now) if window.events else 1
-                    raise QueryBudgetReached(
-                        f"query budget of {cap} texts per {c.budget_window_s:.0f} s reached for {who}",
-                        obj=principal, retry_after=retry, budget=cap,
-                        window_s=c.budget_window_s, everyone=window is gw)
-            pw.add(now, n_texts)
-            gw.add(now, n_texts)
+            if self.ledger is None:
+                self._charge(principal, n_texts, now)
+                return None
+        # outside the lock: the ledger may be waiting on the audit log (another batch)
+        self.ledger.check(principal, n_texts, now)
+        return PendingCharge(principal, n_texts, now)
+
+    def _charge(self, principal: str, n_texts: int, now: float) -> None:
+        """Charge the in-memory budget windows (under the lock), or raise QueryBudgetReached."""
+        c = self.config
+        pw = self._windows.setdefault(f"p:{principal}", BudgetWindow())
+        gw = self._windows.setdefault("global", BudgetWindow())
+        for window, cap, who in ((pw, c.principal_budget, principal),
+                                 (gw, c.global_budget, "all callers")):
+            used = window.used(now, c.budget_window_s)
+            if used + n_texts > cap:
+                retry = (window.events[0][0] + c.budget_window_s - now) if window.events else 1
+                raise QueryBudgetReached(
+                    f"query budget of {cap} texts per {c.budget_window_s:.0f} s reached for {who}",
+                    obj=principal, retry_after=retry, budget=cap,
+                    window_s=c.budget_window_s, everyone=window is gw)
+        pw.add(now, n_texts)
+        gw.add(now, n_texts)
 
     def used(self, principal: str, now: float) -> int:
         """Texts charged to ``principal`` in the current budget window."""

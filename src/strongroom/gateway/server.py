@@ -40,6 +40,7 @@ from starlette.concurrency import run_in_threadpool
 from strongroom.errors import (
     AccessDenied,
     AuditUnavailable,
+    IntegrityError,
     InvalidInput,
     StrongroomError,
 )
@@ -57,6 +58,7 @@ from strongroom.gateway.defence import (
 )
 from strongroom.gateway.memory import MemoryLock
 from strongroom.gateway.models import Model
+from strongroom.gateway.usage import Suspended, UsageLedger, suspension_details
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -91,6 +93,10 @@ class GatewayConfig:
     #: While serving, the installed modules are checked against the signed code release
     #: again before the first request after each of these intervals (0: every request).
     code_check_s: float = 60.0
+    #: Charge query budgets and record suspensions in the audit log, so that they survive a
+    #: restart and are shared by every gateway serving the model on the database
+    #: (:mod:`strongroom.gateway.usage`). Off: in this process's memory only (tests).
+    persist_usage: bool = True
 
     @classmethod
     def unprotected(cls) -> GatewayConfig:
@@ -164,9 +170,12 @@ class Gateway:
         clock: Callable[[], float] = time.time,
         on_close: Callable[[], None] | None = None,
         code_check: Callable[[], object] | None = None,
+        usage: UsageLedger | None = None,
     ) -> None:
         """``code_check`` re-verifies the code release (raising IntegrityError naming the file
-        changed); :func:`start_gateway` passes the check it made at start."""
+        changed); :func:`start_gateway` passes the check it made at start. ``usage`` (loaded)
+        charges the query budgets and keeps suspensions in the audit log; without it they
+        live in this process's memory only."""
         self.model = model
         self.model_ref = model_ref
         self.auth = auth
@@ -175,9 +184,11 @@ class Gateway:
         self.alerts = alerts
         self.config = config or GatewayConfig()
         self.clock = clock
-        self.limits = Limits(self.config.limits)
+        self.limits = Limits(self.config.limits, ledger=usage)
         self.detector = ExtractionDetector(self.config.detector)
         self.memory: MemoryLock | None = None
+        self.usage = usage
+        self._usage_alerted = False
         self._on_close = on_close
         #: When each caller's spent budget was last alerted (one alert per caller and window).
         self._budget_alerted: dict[str, float] = {}
@@ -204,9 +215,14 @@ class Gateway:
         try:
             return self._handle(method, path, headers, body, host, request_id)
         except AuditUnavailable:
+            if self.usage is not None and self.usage.broken is not None:
+                return self._usage_broken(host, request_id)
             return _error(503, "audit_unavailable",
                           "the audit log cannot record this request, so it is refused", request_id)
         except Exception as exc:  # the caller sees no internals, only a request id
+            if (isinstance(exc, IntegrityError) and self.usage is not None
+                    and self.usage.broken is not None):
+                return self._usage_broken(host, request_id)
             with contextlib.suppress(StrongroomError):
                 self._record(GATEWAY_ACTOR, "error", request_id, reason=type(exc).__name__,
                              host=host)
@@ -241,6 +257,8 @@ class Gateway:
             return _error(503, "code_changed", "the gateway's code changed since it started; "
                           "an operator must restore the signed release", request_id)
         wait = self.detector.suspended(who, host, now)
+        if self.usage is not None:
+            wait = max(wait, self.usage.suspended(who, host, now))
         if wait > 0:
             self._record(who, "throttle", request_id, "suspended after an extraction alert",
                          host=host, input_sha256=in_digest)
@@ -253,7 +271,9 @@ class Gateway:
             self._record(who, "deny", request_id, exc.message, host=host, input_sha256=in_digest)
             return _error(400, "invalid_request", str(exc), request_id)
         try:
-            self.limits.admit(who, len(texts), now)
+            pending = self.limits.admit(who, len(texts), now)
+        except Suspended:
+            return self._suspended(who, host, request_id, in_digest)
         except Throttled as exc:
             self._record(who, "throttle", request_id, exc.message, host=host,
                          input_sha256=in_digest, texts=len(texts))
@@ -265,9 +285,13 @@ class Gateway:
         for alert in alerts:
             self.alerts.emit(alert)
         if any(_suspends(a) for a in alerts):
+            subjects = [f"h:{host}" if a.kind == "many-principals-one-host" else f"p:{who}"
+                        for a in alerts if _suspends(a)]
             self._record(who, "throttle", request_id, "extraction pattern detected: "
                          + ", ".join(a.kind for a in alerts), host=host,
-                         input_sha256=in_digest, texts=len(texts))
+                         input_sha256=in_digest, texts=len(texts),
+                         suspend=suspension_details(subjects,
+                                                    now + self.config.detector.suspend_s))
             return _error(429, "suspended", "suspended after an extraction alert; an operator "
                           "will review", request_id,
                           {"Retry-After": str(int(self.config.detector.suspend_s))})
@@ -284,10 +308,48 @@ class Gateway:
                          input_sha256=in_digest, texts=len(texts))
             return _error(413, "too_large", "response would exceed the size cap; send fewer "
                           "texts or ask for fewer dimensions", request_id)
-        self._record(who, "allow", request_id, host=host, input_sha256=in_digest,
-                     output_sha256=hashlib.sha256(out).hexdigest(), texts=len(texts),
-                     dimensions=dims)
+        details: dict[str, Any] = {"host": host, "input_sha256": in_digest,
+                   "output_sha256": hashlib.sha256(out).hexdigest(), "texts": len(texts),
+                   "dimensions": dims}
+        if pending is None or self.usage is None:  # budgets charged in memory (or none)
+            self._record(who, "allow", request_id, **details)
+            return Reply(200, out, {"X-Request-Id": request_id})
+        try:  # the charge and the allow entry commit together, before the answer leaves
+            self.usage.charge(who, host, pending.texts, now, {
+                "actor": who, "action": "gateway.infer", "obj": self.model_ref,
+                "decision": "allow", "reason": "", "request_id": request_id,
+                "details": details})
+        except Suspended:
+            return self._suspended(who, host, request_id, in_digest)
+        except QueryBudgetReached as exc:
+            self._record(who, "throttle", request_id, exc.message, host=host,
+                         input_sha256=in_digest, texts=len(texts))
+            self._alert_budget(who, host, exc, now)
+            return _error(429, "throttled", str(exc), request_id,
+                          {"Retry-After": str(int(exc.retry_after) + 1)})
         return Reply(200, out, {"X-Request-Id": request_id})
+
+    def _suspended(self, who: str, host: str, request_id: str, in_digest: str) -> Reply:
+        """Refuse a caller (or host) another gateway process suspended."""
+        self._record(who, "throttle", request_id, "suspended after an extraction alert",
+                     host=host, input_sha256=in_digest)
+        return _error(429, "suspended", "suspended after an extraction alert; an operator "
+                      "will review", request_id,
+                      {"Retry-After": str(int(self.config.detector.suspend_s))})
+
+    def _usage_broken(self, host: str, request_id: str) -> Reply:
+        """Refuse: the usage evidence was found deleted or altered (alerted once)."""
+        assert self.usage is not None and self.usage.broken is not None
+        if not self._usage_alerted:
+            self._usage_alerted = True
+            with contextlib.suppress(StrongroomError):
+                self.alerts.emit(GatewayAlert(
+                    "usage-evidence", "critical", GATEWAY_ACTOR, host,
+                    f"the gateway's query-budget evidence was tampered with: "
+                    f"{self.usage.broken.message}; every request is refused", self.clock(),
+                    {"model": self.model_ref}))
+        return _error(503, "usage_evidence", "the gateway cannot prove what its callers already "
+                      "used, so it refuses; an operator must restore the audit log", request_id)
 
 
     def check_code(self, who: str, host: str, now: float) -> str | None:
@@ -390,14 +452,20 @@ def start_gateway(
         raise
     if blas_threads is not None:
         limit_blas_threads(blas_threads)
+    config = config or GatewayConfig()
     weights = vault.open_weights(artifact, version)
     lock: MemoryLock | None = None
+    usage: UsageLedger | None = None
     try:
         model = load_model(weights, weights.file_bytes)
         lock = MemoryLock.lock(model.arrays())
+        extra: dict[str, Any] = {}
+        if config.persist_usage:
+            usage = _load_usage(vault, weights.manifest.ref, config, alerts)
+            extra["usage_entries_replayed"] = usage.replayed
         vault.record("gateway.start", weights.manifest.ref, "allow",
                      release_signers=list(signed.signers), modules=len(signed.files),
-                     memory_locked=lock.locked, memory=lock.describe())
+                     memory_locked=lock.locked, memory=lock.describe(), **extra)
     except BaseException:
         if lock is not None:
             lock.release()
@@ -412,9 +480,30 @@ def start_gateway(
     gateway = Gateway(model, weights.manifest.ref, auth=auth, authorizer=authorizer,
                       audit=vault.audit, alerts=alerts, config=config, on_close=close,
                       code_check=lambda: verify_release(release, code_owners, threshold,
-                                                        code_root))
+                                                        code_root), usage=usage)
     gateway.memory = lock
     return gateway
+
+
+def _load_usage(vault: Vault, model_ref: str, config: GatewayConfig,
+                alerts: GatewayAlertSink) -> UsageLedger:
+    """The model's query usage and suspensions replayed from the audit log; refuses (alerted,
+    audited) to start when that evidence was deleted or altered."""
+    usage = UsageLedger(vault.audit, model_ref, config.limits,
+                        suspend_s=config.detector.suspend_s)
+    now = time.time()
+    try:
+        usage.load(now)
+    except IntegrityError as exc:
+        with contextlib.suppress(StrongroomError):
+            alerts.emit(GatewayAlert(
+                "usage-evidence", "critical", GATEWAY_ACTOR, "-",
+                f"the gateway's query-budget evidence was tampered with: {exc.message}; "
+                "the gateway refused to start", now, {"model": model_ref}))
+        with contextlib.suppress(StrongroomError):
+            vault.record("gateway.start", model_ref, "deny", reason=exc.message)
+        raise
+    return usage
 
 
 class GatewayServer:
