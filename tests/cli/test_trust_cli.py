@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from strongroom.crypto.dsse import key_id
 from strongroom.server.client import Client, KnownServers
 
+import cli_zygote
 from cli_fixtures import strongroom_exe
 
 URL = "https://vault.example:8420"
@@ -26,8 +27,7 @@ def _key() -> tuple[str, str]:
 
 def _trust(pins: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "STRONGROOM_KNOWN_SERVERS": str(pins)}
-    out = subprocess.run([strongroom_exe(), "trust", *args], capture_output=True, text=True,
-                         env=env, timeout=60)
+    out = cli_zygote.run([strongroom_exe(), "trust", *args], env, timeout=60)  # forked
     assert "Traceback" not in out.stderr, out.stderr
     return out
 

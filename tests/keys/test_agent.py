@@ -15,6 +15,7 @@ import pytest
 
 from strongroom.runtime.agent import LOCK_NAME, SOCKET_NAME, AgentClient
 
+import cli_zygote
 from keyring_fixtures import make_custodians
 
 STRONGROOM = [str(Path(sys.executable).parent / "strongroom")]
@@ -55,8 +56,7 @@ def home(tmp_path: Path) -> Iterator[Path]:
 def _run(home: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     e = {**os.environ, "STRONGROOM_HOME": str(home), **(env or {})}
     e.pop("STRONGROOM_DATABASE_URL", None)
-    return subprocess.run([*STRONGROOM, *args], capture_output=True, text=True, env=e,
-                          timeout=60)
+    return cli_zygote.run([*STRONGROOM, *args], e, timeout=60)  # a forked process
 
 
 def _init(home: Path, tmp: Path) -> list[tuple[Path, Path]]:

@@ -9,14 +9,15 @@ from pathlib import Path
 
 import pytest
 
+import cli_zygote
 from cli_fixtures import strongroom_exe
 
 
 def _run(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("STRONGROOM_")}
     env["STRONGROOM_HOME"] = str(tmp_path / "home")
-    return subprocess.run([strongroom_exe(), "redteam", "run", *args], capture_output=True,
-                          text=True, env=env, timeout=120)
+    return cli_zygote.run([strongroom_exe(), "redteam", "run", *args], env,
+                          timeout=120)  # a forked process
 
 
 def test_json_output_and_exit_status(tmp_path: Path) -> None:
