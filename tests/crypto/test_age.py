@@ -629,3 +629,14 @@ def test_input_file_that_changes_size_is_refused(tmp_path: Path, change: str, wo
     ):
         meddle = _meddler(sealed, change, len(blob) // 2)
         age.decrypt_stream(src, io.BytesIO(), [IDENTITY], threads=1, progress=meddle)
+
+
+def test_hybrid_prefixes_match_age_pq() -> None:
+    """age parses X25519 keys without loading age_pq; its copy of the prefixes must agree."""
+    from strongroom.crypto import age_pq
+
+    assert age._PQ_RECIPIENT_PREFIX == age_pq.RECIPIENT_PREFIX
+    assert age._PQ_IDENTITY_PREFIX == age_pq.IDENTITY_PREFIX
+    hybrid = age_pq.HybridIdentity.generate()
+    assert isinstance(age.parse_recipient(str(hybrid.recipient)), age_pq.HybridRecipient)
+    assert isinstance(age.parse_identity(str(hybrid)), age_pq.HybridIdentity)

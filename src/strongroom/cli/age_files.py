@@ -133,17 +133,19 @@ def _ask_passphrase(*, confirm: bool) -> str:
 def encrypt(recipient: list[str] | None, output: Path | None, input_path: Path | None,
             passphrase: bool = False, armor: bool = False) -> None:
     """Encrypt ``input_path`` (stdin) to every recipient or a passphrase, into ``output``."""
-    from strongroom.crypto import age_scrypt
-
     if passphrase and recipient:
         raise InvalidInput("-p cannot be combined with -r", obj="encrypt",
                            remedy="a passphrase must be the file's only recipient: drop -r or -p")
     if not recipient and not passphrase:
         raise InvalidInput("no recipients given",
                            remedy="pass -r age1pq1…/age1… at least once, or -p")
-    recipients: list[age.Recipient] = (
-        [age_scrypt.ScryptRecipient(_ask_passphrase(confirm=True))] if passphrase
-        else [age.parse_recipient(r) for r in recipient or []])
+    recipients: list[age.Recipient]
+    if passphrase:
+        from strongroom.crypto import age_scrypt  # loads hashlib: only when asked for
+
+        recipients = [age_scrypt.ScryptRecipient(_ask_passphrase(confirm=True))]
+    else:
+        recipients = [age.parse_recipient(r) for r in recipient or []]
     with (
         _input(input_path) as (src, size),
         _output(output, binary_to_terminal=armor) as dst,

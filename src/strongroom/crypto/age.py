@@ -649,12 +649,19 @@ class X25519Identity:
         return None
 
 
+#: How hybrid key strings begin (:mod:`strongroom.crypto.age_pq`'s ``RECIPIENT_PREFIX`` and
+#: ``IDENTITY_PREFIX``), known here so an X25519 key is parsed without loading ML-KEM,
+#: HPKE and ``hashlib`` (~10 ms of a ``strongroom encrypt`` start-up).
+_PQ_RECIPIENT_PREFIX = "age1pq1"
+_PQ_IDENTITY_PREFIX = "AGE-SECRET-KEY-PQ-1"
+
+
 def parse_recipient(s: str) -> Recipient:
     """Parse a recipient string: ``age1pq1...`` (hybrid ML-KEM-768 + X25519) or ``age1...``."""
-    from strongroom.crypto import age_pq  # it builds on this module
-
     s = s.strip()
-    if s.startswith(age_pq.RECIPIENT_PREFIX):
+    if s.startswith(_PQ_RECIPIENT_PREFIX):
+        from strongroom.crypto import age_pq  # it builds on this module
+
         return age_pq.HybridRecipient.parse(s)
     if s.startswith(_RECIPIENT_HRP + "1"):
         return X25519Recipient.parse(s)
@@ -666,9 +673,9 @@ def parse_recipient(s: str) -> Recipient:
 
 def parse_identity(s: str) -> AgeIdentity:
     """Parse one secret key: ``AGE-SECRET-KEY-PQ-1...`` (hybrid) or ``AGE-SECRET-KEY-1...``."""
-    from strongroom.crypto import age_pq  # it builds on this module
+    if s.startswith(_PQ_IDENTITY_PREFIX):
+        from strongroom.crypto import age_pq  # it builds on this module
 
-    if s.startswith(age_pq.IDENTITY_PREFIX):
         return age_pq.HybridIdentity.parse(s)
     if s.startswith(_IDENTITY_HRP + "1"):
         return X25519Identity.parse(s)
