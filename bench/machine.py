@@ -12,13 +12,16 @@ order flips every round), and the median is judged, the best printed beside it.
     print(summary("strongroom", rounds["strongroom"], "releases/s"))
 
 Reference figures (each the best of a few short runs, one thread): memcpy into
-a reused buffer, first-touch page faults of a fresh allocation, ChaCha20-Poly1305
+a reused buffer, first-touch page faults of a fresh allocation (as numpy allocates,
+then an anonymous mapping with 4 KiB pages and one with transparent huge pages,
+``MADV_HUGEPAGE``), ChaCha20-Poly1305
 and AES-256-GCM on 64 KiB chunks (the age STREAM chunk size), SHA-256.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import mmap
 import os
 import platform
 import statistics
@@ -94,6 +97,24 @@ def reference(nbytes: int = _REF_BYTES) -> dict[str, float]:
         fresh.fill(1)  # first touch of every page
 
     out["page faults (fresh buffer, first touch)"] = _best(fault, nbytes)
+
+    def mapped(advice: int | None) -> Callable[[], None]:
+        def run() -> None:  # an anonymous mapping of its own, advised, then first touch
+            area = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+            if advice is not None:
+                area.madvise(advice)
+            view = np.frombuffer(area, dtype=np.uint8)
+            view.fill(1)
+            del view
+            area.close()
+        return run
+
+    # numpy advises huge pages for large arrays itself, so the figure above is usually
+    # the huge-page one; these two say what each page size costs on this kernel.
+    for label, advice in (("4 KiB pages", getattr(mmap, "MADV_NOHUGEPAGE", None)),
+                          ("2 MiB huge pages", getattr(mmap, "MADV_HUGEPAGE", None))):
+        if advice is not None:
+            out[f"page faults, {label}"] = _best(mapped(advice), nbytes)
     chunk = bytes(_CHUNK)
     sink = bytearray(_CHUNK + 16)
     nonce = bytes(12)

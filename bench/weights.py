@@ -367,6 +367,8 @@ def main() -> None:
     print(f"\n== strongroom weights benchmark\n{describe(with_reference=False)}")
     print("reference, one thread: " + ", ".join(f"{k} {v:.2f} GiB/s" for k, v in rates.items()))
     fault = next(v for k, v in rates.items() if k.startswith("page faults"))
+    huge = rates.get("page faults, 2 MiB huge pages", fault)
+    small = rates.get("page faults, 4 KiB pages", fault)
     chacha = next(v for k, v in rates.items() if k.startswith("ChaCha20"))
     aes = next(v for k, v in rates.items() if k.startswith("AES-256-GCM"))
     gib = size / 2**30
@@ -374,7 +376,8 @@ def main() -> None:
     assert isinstance(full_rounds, dict)
     print(f"full load, {gib:.2f} GiB (target: ≥ 1.2 at the median). Limits from the reference "
           f"rates: first touch of {gib:.2f} GiB of fresh memory {gib / fault * 1000:.0f} ms "
-          f"(one thread); decryption alone {gib / chacha / 2 * 1000:.0f} ms ChaCha20-Poly1305, "
+          f"(one thread; huge pages {gib / huge * 1000:.0f} ms, 4 KiB pages "
+          f"{gib / small * 1000:.0f} ms); decryption alone {gib / chacha / 2 * 1000:.0f} ms ChaCha20-Poly1305, "
           f"{gib / aes / 2 * 1000:.0f} ms AES-256-GCM (two threads, ideal)")
     for line in _ratio_lines(full_rounds, "load_file"):
         print("  " + line)
