@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +32,7 @@ from strongroom.gateway import (
     sign_release,
     start_gateway,
 )
+from strongroom.gateway import usage as usage_module
 from strongroom.gateway.defence import DetectorConfig, LimitsConfig
 from strongroom.gateway.server import Gateway, GatewayConfig
 from strongroom.gateway.usage import UsageLedger
@@ -278,7 +280,7 @@ def test_a_dba_deleting_or_editing_a_charge_does_not_reset_the_budget(
     # check an edited one is believed
     check, refused, believed = {
         "delete": ("_contiguous", f"audit entry {victim} is missing", 8),
-        "edit": ("_prove", f"audit entry {victim} .* altered", 1),
+        "edit": ("_prove", "do not match the signed checkpoint: an entry was altered", 1),
     }[attack]
     restart_after_tampering(
         db_url, key, None if guarded else check, monkeypatch, refused=refused, believed=believed
@@ -343,3 +345,48 @@ def test_start_gateway_replays_the_day_from_the_vaults_audit_log(
     starts = [e for e in vault.audit.tail(10) if e.action == "gateway.start"]
     if persist:
         assert starts[-1].details["usage_entries_replayed"] == 1
+
+
+@pytest.mark.parametrize("edited", [False, True])
+def test_the_replay_from_inside_the_log_is_proven_against_the_signed_root(
+    db_url: str, key: Ed25519PrivateKey, edited: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The window starts mid-log: the subtrees left of it come from one inclusion proof."""
+    monkeypatch.setattr(usage_module, "_BATCH", 4)
+    then = [datetime.now(UTC) - timedelta(days=3)]
+    store = Store.open(db_url)
+    log = AuditLog(store, Ed25519Signer("gateway.test/log", key), clock=lambda: then[0])
+    try:
+        for i in range(11):  # last week's entries, outside the window
+            log.append(actor="ops", action="demo", obj=f"x{i}", decision="allow")
+        then[0] = datetime.now(UTC)
+        for i in range(5):
+            log.append(
+                actor="ivy",
+                action="gateway.infer",
+                obj=MODEL,
+                decision="allow",
+                details={"texts": 2, "n": i},
+            )
+        log.append(actor="ops", action="demo", obj="after", decision="allow")
+        log.checkpoint(require_quorum=False)
+        if edited:
+            victim = log.size() - 3
+            with store.engine.begin() as conn:
+                body = conn.execute(
+                    text("SELECT body FROM audit_entries WHERE idx = :i"), {"i": victim}
+                ).scalar_one()
+                conn.execute(
+                    text("UPDATE audit_entries SET body = :b WHERE idx = :i"),
+                    {"b": bytes(body).replace(b'"texts":2', b'"texts":0'), "i": victim},
+                )
+    finally:
+        log.close()
+        store.close()
+    with restarted(db_url, key) as usage:  # a fresh log: nothing cached from the appends
+        if edited:
+            with pytest.raises(IntegrityError, match="an entry was altered"):
+                usage.load(time.time())
+            return
+        assert usage.load(time.time()) == 5
+        assert usage.used("ivy", time.time()) == 10

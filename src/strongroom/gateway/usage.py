@@ -27,8 +27,8 @@ exactly; a restart replays what was spent::
 
 Tampering fails closed. A row deleted from the entries the ledger reads (a gap in the
 indices), a log shorter than its latest signed checkpoint or than what the ledger already
-read, or a counted entry whose Merkle path does not lead to the latest signed checkpoint's
-root (an edited ``texts``) raises :class:`~strongroom.errors.IntegrityError`: at start the
+read, or replayed entries from which the latest signed checkpoint's root cannot be
+recomputed (an edited ``texts``) raises :class:`~strongroom.errors.IntegrityError`: at start the
 gateway refuses to start; while serving every later request is refused (503) until an
 operator restores the log and restarts, and the gateway raises a ``usage-evidence`` alert.
 Counts never go down because rows vanished: what was read stays counted.
@@ -45,14 +45,15 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 
 from strongroom.audit.entry import AuditEvent
-from strongroom.audit.merkle import leaf_hash, verify_inclusion
-from strongroom.errors import IntegrityError, Throttled
+from strongroom.audit.merkle import leaf_hash, node_hash
+from strongroom.errors import IntegrityError, InvalidProof, Throttled
 from strongroom.gateway.defence import BudgetWindow, LimitsConfig, QueryBudgetReached
 from strongroom.store.tables.audit import AuditEntry, AuditHead
 
 if TYPE_CHECKING:
     from sqlalchemy import Connection
 
+    from strongroom.audit.checkpoint import Checkpoint
     from strongroom.audit.log import AuditLog
 
 __all__ = ["INFER_ACTION", "Suspended", "UsageLedger"]
@@ -82,6 +83,27 @@ class _Claim:
     texts: int
     now: float
     refusal: Throttled | None = None
+
+
+def _left_siblings(m: int, n: int, hashes: Sequence[bytes]) -> dict[tuple[int, int], bytes]:
+    """The ranges (RFC 9162 PATH order: leaf level first) of an inclusion proof of leaf ``m``
+    in a tree of ``n``, keeping those left of ``m``: together they cover ``[0, m)``."""
+    ranges: list[tuple[int, int]] = []
+    a, b = 0, n
+    while b - a > 1:
+        k = 1 << ((b - a - 1).bit_length() - 1)
+        if m - a < k:
+            ranges.append((a + k, b))
+            b = a + k
+        else:
+            ranges.append((a, a + k))
+            a = a + k
+    ranges.reverse()
+    if len(ranges) != len(hashes):
+        raise InvalidProof(
+            f"inclusion proof of entry {m} has {len(hashes)} hashes, not {len(ranges)}"
+        )
+    return {r: h for r, h in zip(ranges, hashes, strict=True) if r[1] <= m}
 
 
 def suspension_details(subjects: Sequence[str], until: float) -> list[dict[str, Any]]:
@@ -130,24 +152,27 @@ class UsageLedger:
             )
         since = now - self.horizon_s
         found: list[AuditEvent] = []
+        leaves: dict[int, bytes] = {}  # leaf hashes of every entry read below the checkpoint
+        cut = 0 if signed is None else signed.size
         end = size
         while end > 0:
             start = max(0, end - _BATCH)
             batch = audit.events(start, end)
             self._contiguous(batch, start, end)
-            older = False
-            for ev in reversed(batch):
-                if ev.at <= since:
-                    older = True
-                    break
-                if ev.action == INFER_ACTION and ev.object == self.model_ref:
-                    found.append(ev)
-            if older:
+            leaves.update((ev.index, leaf_hash(ev.body)) for ev in batch if ev.index < cut)
+            old = [ev.index for ev in batch if ev.at <= since]
+            first = max(old) + 1 if old else start
+            found += [
+                ev
+                for ev in reversed(batch)
+                if ev.index >= first and ev.action == INFER_ACTION and ev.object == self.model_ref
+            ]
+            if old:
                 break
             end = start
         found.reverse()
-        if signed is not None:
-            self._prove([ev for ev in found if ev.index < signed.size])
+        if signed is not None and leaves:
+            self._prove(leaves, signed)
         with self._lock:
             for ev in found:
                 self._apply(ev)
@@ -155,33 +180,67 @@ class UsageLedger:
             self.replayed = len(found)
         return len(found)
 
-    def _prove(self, events: Sequence[AuditEvent]) -> None:
-        """Each counted event's Merkle path leads to a signed checkpoint's root.
+    def _prove(self, leaves: Mapping[int, bytes], signed: Checkpoint) -> None:
+        """The entries read from ``lo = min(leaves)`` up to the signed checkpoint are the ones
+        its root commits to: one inclusion proof (of entry ``lo``) supplies the subtrees left
+        of ``lo``; the rest of the root is recomputed from the entries' own bytes.
 
         An edited body (fewer ``texts``, a suspension removed) hashes to another leaf, and
         the signed root cannot be rewritten without the log's key.
         """
-        opened: dict[str, Any] = {}
-        for ev in events:
-            if not self._counts(ev):
-                continue
-            try:
-                proof = self.audit.prove(ev.index)
-                cp = opened.get(proof.checkpoint)
-                if cp is None:
-                    cp = opened[proof.checkpoint] = self.audit.opened(proof.checkpoint).checkpoint
-                verify_inclusion(ev.index, cp.size, leaf_hash(ev.body), list(proof.hashes), cp.root)
-            except IntegrityError:
-                raise self._fail(
-                    f"audit entry {ev.index} (a gateway charge or suspension) does "
-                    "not match the signed checkpoint: it was altered"
-                ) from None
+        lo, n = min(leaves), signed.size
+        left: dict[tuple[int, int], bytes] = {}
+        if lo > 0:
+            proof = self.audit.prove(lo)
+            cp = self.audit.opened(proof.checkpoint).checkpoint
+            if cp.size != n:  # a checkpoint signed since: prove against it instead
+                return self._prove_at(leaves, lo, cp, proof.hashes)
+            left = _left_siblings(lo, n, proof.hashes)
+        self._check_root(leaves, lo, n, left, signed.root)
+        return None
 
-    @staticmethod
-    def _counts(ev: AuditEvent) -> bool:
-        return (ev.decision == "allow" and "texts" in ev.details) or (
-            ev.decision == "throttle" and "suspend" in ev.details
+    def _prove_at(
+        self, leaves: Mapping[int, bytes], lo: int, cp: Checkpoint, hashes: Sequence[bytes]
+    ) -> None:
+        more = {ev.index: leaf_hash(ev.body) for ev in self.audit.events(max(leaves) + 1, cp.size)}
+        self._contiguous_indices(more, max(leaves) + 1, cp.size)
+        self._check_root(
+            {**leaves, **more}, lo, cp.size, _left_siblings(lo, cp.size, hashes), cp.root
         )
+
+    def _contiguous_indices(self, have: Mapping[int, bytes], start: int, end: int) -> None:
+        gap = next((i for i in range(start, end) if i not in have), None)
+        if gap is not None:
+            raise self._fail(
+                f"audit entry {gap} is missing: the gateway's usage evidence was deleted"
+            )
+
+    def _check_root(
+        self,
+        leaves: Mapping[int, bytes],
+        lo: int,
+        n: int,
+        left: Mapping[tuple[int, int], bytes],
+        root: bytes,
+    ) -> None:
+        def mth(a: int, b: int) -> bytes:
+            if b <= lo:
+                return left[(a, b)]
+            if b - a == 1:
+                return leaves[a]
+            k = 1 << ((b - a - 1).bit_length() - 1)
+            return node_hash(mth(a, a + k), mth(a + k, b))
+
+        try:
+            ok = mth(0, n) == root
+        except KeyError:
+            ok = False
+        if not ok:
+            raise self._fail(
+                f"the audit entries from {lo} to {n - 1} (the gateway's charges "
+                "and suspensions among them) do not match the signed checkpoint: "
+                "an entry was altered"
+            )
 
     def _contiguous(self, batch: Sequence[AuditEvent], start: int, end: int) -> None:
         if len(batch) != end - start or any(ev.index != start + i for i, ev in enumerate(batch)):
