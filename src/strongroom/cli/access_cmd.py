@@ -140,15 +140,17 @@ def revoke_cmd(
 ) -> None:
     """Revoke a grant (requester, its approvers, or officers); effective at the next release.
 
-    A threshold vault (STRONGROOM_THRESHOLD_SERVERS) also sends it to each key server at once.
+    A threshold vault's key servers get it at once: from the server (STRONGROOM_URL) that has
+    them, else from here with STRONGROOM_THRESHOLD_SERVERS set.
     """
     with service() as svc:
         out = svc.access_revoke(grant_id, reason=reason)
     _out.print(f"grant {out['grant'][:16]} revoked by {out['by']}", markup=False)
     from strongroom.cli.keyserver_cmd import push_restriction
 
+    # a threshold vault's key servers get it now (from serve itself when it has them)
     if out.get("envelope"):
-        push_restriction("grant-revocation", str(out["envelope"]))  # a threshold vault's key servers: now
+        push_restriction("grant-revocation", str(out["envelope"]), out.get("key_servers"))
 
 
 @access_app.command("break-glass")

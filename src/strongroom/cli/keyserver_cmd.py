@@ -251,25 +251,32 @@ def rewrap(
     typer.echo(json.dumps({"rewrapped": changed}, indent=2))
 
 
-def push_restriction(kind: str, envelope: str) -> None:
-    """Best effort: a revocation just signed at the vault, to each of its key servers at once
-    (``STRONGROOM_THRESHOLD_SERVERS``), each server's answer printed; one not reached is named
-    with ``keyserver sync`` as the remedy. Nothing to do for a vault without key servers."""
+def push_restriction(kind: str, envelope: str, pushed: Any = None) -> None:
+    """Best effort: a revocation just signed, to each of the vault's key servers at once, each
+    server's answer printed; one not reached is named with ``keyserver sync`` as the remedy.
+    ``pushed``: the answers of the key servers the server (``STRONGROOM_URL``) pushed it to
+    itself; else it is sent from here (``STRONGROOM_THRESHOLD_SERVERS``). Nothing to do for a
+    vault without key servers."""
     from strongroom import errors
     from strongroom.keys.config import KeysSettings
     from strongroom.runtime.keyserver_sync import push
     from strongroom.runtime.threshold_keys import parse_servers
 
-    try:
-        servers = parse_servers(KeysSettings().threshold_servers)
-    except errors.StrongroomError as exc:
-        typer.echo(f"warning: the {kind} was not sent to the key servers: {exc.message}; fix "
-                   "STRONGROOM_THRESHOLD_SERVERS and run `strongroom keyserver sync`", err=True)
-        return
-    if not servers:
-        return
+    results: dict[str, dict[str, Any]]
+    if isinstance(pushed, dict):
+        results = pushed
+    else:
+        try:
+            servers = parse_servers(KeysSettings().threshold_servers)
+        except errors.StrongroomError as exc:
+            typer.echo(f"warning: the {kind} was not sent to the key servers: {exc.message}; fix "
+                       "STRONGROOM_THRESHOLD_SERVERS and run `strongroom keyserver sync`", err=True)
+            return
+        if not servers:
+            return
+        results = push(servers, [{"kind": kind, "envelope": envelope}])
     missed = []
-    for name, result in push(servers, [{"kind": kind, "envelope": envelope}]).items():
+    for name, result in results.items():
         if "error" in result:
             missed.append(name)
             typer.echo(f"key server {name}: NOT SENT ({result['error']})", err=True)

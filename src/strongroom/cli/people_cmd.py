@@ -73,10 +73,10 @@ def cosign(statement_id: Annotated[str, typer.Argument(help="statement id (8+ ch
     """Add your officer signature to a stored enrollment, revocation, label or policy."""
     with service() as svc:
         out = svc.people_cosign(statement_id)
-    envelope = str(out.pop("envelope", ""))
+    envelope, pushed = str(out.pop("envelope", "")), out.pop("key_servers", None)
     _signed(out, as_json, f"{out['signer']} cosigned {out['kind']} {out['statement'][:16]}")
     if out["kind"] == "revocation" and envelope:  # each key server merges the signatures as they come
-        _to_key_servers(envelope)
+        _to_key_servers(envelope, pushed)
 
 
 @people_app.command("revoke")
@@ -88,18 +88,19 @@ def revoke(
     """Sign (as an officer) a key revocation: the key's enrollment and approvals stop counting."""
     with service() as svc:
         out = svc.people_revoke(name, reason=reason)
-    envelope = str(out.pop("envelope", ""))
+    envelope, pushed = str(out.pop("envelope", "")), out.pop("key_servers", None)
     _signed(out, as_json, f"revocation {out['statement'][:16]} of key {out['key_id']} "
                           f"signed by {out['signer']}")
     if envelope:
-        _to_key_servers(envelope)
+        _to_key_servers(envelope, pushed)
 
 
-def _to_key_servers(envelope: str) -> None:
-    """A threshold vault's key servers get the key revocation now, not at the next sync."""
+def _to_key_servers(envelope: str, pushed: Any) -> None:
+    """A threshold vault's key servers get the key revocation now, not at the next sync
+    (``pushed``: the answers of the server's own key servers, when it pushed it itself)."""
     from strongroom.cli.keyserver_cmd import push_restriction
 
-    push_restriction("revocation", envelope)
+    push_restriction("revocation", envelope, pushed)
 
 
 def _signed(out: dict[str, Any], as_json: bool, what: str) -> None:

@@ -144,6 +144,9 @@ class StoredOut(BaseModel):
     digest: str
     kind: str
     signatures: int = 0
+    #: A revocation on a server with key servers: each one's answer to the push, by name
+    #: (``{"stored", "held", "refused"}`` or ``{"error", "remedy"}``); None without key servers.
+    key_servers: dict[str, dict[str, Any]] | None = None
 
 
 class ArtifactOut(BaseModel):

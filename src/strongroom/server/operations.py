@@ -50,6 +50,13 @@ def as_recorded(entry: dict[str, Any]) -> Row:
     return d
 
 
+def _pushed(out: Any) -> Row:
+    """``{"key_servers": ...}`` when the server pushed a revocation to its key servers itself
+    (each one's answer by name, for the CLI to print), else nothing."""
+    pushed = out.get("key_servers") if isinstance(out, dict) else None
+    return {"key_servers": pushed} if isinstance(pushed, dict) else {}
+
+
 class Operations:
     """Listings, reports and signed statements over the API (mixed into ``Client``)."""
 
@@ -178,8 +185,8 @@ class Operations:
         env = statements.sign("grant-revocation",
                               revocation_statement(full, name, kid, reason, now=time.time()), key,
                               pq=self._pq())
-        self.post(f"/v1/access/grants/{full}/revocations", {"envelope": env})
-        return {"grant": full, "by": name, "envelope": env}
+        out = self.post(f"/v1/access/grants/{full}/revocations", {"envelope": env})
+        return {"grant": full, "by": name, "envelope": env, **_pushed(out)}
 
     def break_glass(self, resource: str, *, reason: str, action: str = "load",
                     window_s: int = 1800) -> Row:
@@ -262,7 +269,7 @@ class Operations:
         env = KeyRevocation(kid, reason, int(time.time())).sign(signing_key, pq=self._pq())
         out = self._publish("revocation", env)
         return {"statement": out["digest"], "key_id": kid, "signatures": out["signatures"],
-                "threshold": self._officer_threshold(), "envelope": env}
+                "threshold": self._officer_threshold(), "envelope": env, **_pushed(out)}
 
     def label(self, resource: str, *, classification: str, compartments: Sequence[str] = (),
               rules: dict[str, str] | None = None, break_glass: Sequence[str] = (),
@@ -303,7 +310,7 @@ class Operations:
             mine = add_mldsa_signature(mine, statements.payload_type(kind), pq)
         out = self._publish(kind, mine)
         return {"statement": out["digest"], "kind": kind, "signatures": out["signatures"],
-                "threshold": self._officer_threshold(), "envelope": mine}
+                "threshold": self._officer_threshold(), "envelope": mine, **_pushed(out)}
 
     def _officer_threshold(self) -> int:
         return int(self.get("/v1/sys/seal-status", signed=False).get("officer_threshold", 0))

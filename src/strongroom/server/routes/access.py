@@ -20,6 +20,7 @@ from strongroom.errors import AccessDenied, IntegrityError, InvalidInput, NotFou
 from strongroom.server import models as M
 from strongroom.server.auth import PrincipalKeys, caller_of
 from strongroom.server.context import ServerContext
+from strongroom.server.keyserver_push import push_revocation
 from strongroom.server.signatures import Caller
 
 __all__ = ["build_router"]
@@ -217,7 +218,8 @@ def build_router(ctx: ServerContext, keys: PrincipalKeys) -> APIRouter:
         ctx.vault(actor=caller.name).record(
             "access.revoke", full[:16], "allow", reason=str(st.get("reason", "")), grant=full,
             **journal_details("grant-revocation", body.envelope, subject=full))
-        return M.StoredOut(digest=digest, kind="grant-revocation")
+        pushed = push_revocation(ctx, caller.name, "grant-revocation", body.envelope)
+        return M.StoredOut(digest=digest, kind="grant-revocation", key_servers=pushed)
 
     @r.post("/break-glass", response_model=M.StoredOut, status_code=201)
     def break_glass(request: Request, body: M.Envelope) -> M.StoredOut:

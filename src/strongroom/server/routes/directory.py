@@ -21,6 +21,7 @@ from strongroom.errors import AccessDenied, AlreadyExists, IntegrityError, Inval
 from strongroom.server import models as M
 from strongroom.server.auth import PrincipalKeys, caller_of
 from strongroom.server.context import ServerContext
+from strongroom.server.keyserver_push import push_revocation
 
 __all__ = ["build_router"]
 
@@ -131,7 +132,10 @@ def build_router(ctx: ServerContext, keys: PrincipalKeys) -> APIRouter:
         if body.kind == "revocation":
             keys.forget()
         stored = statements.by_digest(ctx.store, digest) or body.envelope
+        # every signature gathered so far: each key server merges them and counts them itself
+        pushed = (push_revocation(ctx, caller.name, "revocation", stored)
+                  if body.kind == "revocation" else None)
         return M.StoredOut(digest=digest, kind=body.kind,
-                           signatures=statements.signer_count(stored))
+                           signatures=statements.signer_count(stored), key_servers=pushed)
 
     return r
