@@ -16,10 +16,10 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from strongroom.crypto import age
-from strongroom.errors import AccessDenied, ServerError
+from strongroom.errors import AccessDenied, InvalidInput, ServerError
 from strongroom.keys.threshold import find_wrapped, request_digest
 from strongroom.runtime.keyserver import PartialRequest
-from strongroom.runtime.threshold_client import ThresholdClient
+from strongroom.runtime.threshold_client import ThresholdClient, ThresholdRelease
 from strongroom.threshold.group import random_scalar
 from strongroom.threshold.shares import KeyShare, combine, deal
 from strongroom.threshold.wrap import Partial, partial_decrypt
@@ -84,6 +84,9 @@ class Servers:
                     threading.Event().wait(0.01)
                 else:
                     raise AccessDenied(f"{other} was not asked while {name} was slow", obj=name)
+            if how is not None and how.startswith("forwards:"):  # another server's genuine partial
+                other = how.partition(":")[2]
+                return _honest(self.shares[int(other.rpartition("-")[2])])(body)
             if how == "down":
                 raise ServerError("cannot reach the key server (ConnectError)", obj=name)
             if how == "refuses":
@@ -97,14 +100,23 @@ class Servers:
 
         return ask
 
-    def client(self) -> ThresholdClient:
+    def client(self, *, pinned: bool = False) -> ThresholdClient:
+        indices = {f"ks-{i}": i for i in self.shares} if pinned else None
         return ThresholdClient(
-            self.links, [*next(iter(self.shares.values())).commitments], vault_id=VAULT
+            self.links,
+            [*next(iter(self.shares.values())).commitments],
+            vault_id=VAULT,
+            indices=indices,
         )
 
 
-def _release(servers: Servers) -> tuple[bytes, list[str], list[str]]:
-    client = servers.client()
+def _release(servers: Servers, *, pinned: bool = False) -> tuple[bytes, list[str], list[str]]:
+    released = _released(servers, pinned=pinned)
+    return bytes(released.key), released.answered, [r.server for r in released.refusals]
+
+
+def _released(servers: Servers, *, pinned: bool = False) -> ThresholdRelease:
+    client = servers.client(pinned=pinned)
     blob = make_blob(client.commitments[0], MANIFEST_KEY, size=1024)
     try:
         released = client.release(release_request(PRINCIPAL, blob), blob.manifest, blob.header)
@@ -114,7 +126,7 @@ def _release(servers: Servers) -> tuple[bytes, list[str], list[str]]:
 
     plain = age.decrypt(blob.encrypted, [FileKeyIdentity(released.key)])
     assert plain == blob.plaintext
-    return bytes(released.key), released.answered, [r.server for r in released.refusals]
+    return released
 
 
 def test_exactly_k_servers_are_asked_and_at_the_same_time() -> None:
@@ -173,3 +185,46 @@ def test_the_asking_threads_are_kept_across_releases_and_closed() -> None:
     assert threading.active_count() - before <= 2
     client.close()
     assert threading.active_count() <= before
+
+
+def test_a_server_answering_with_another_servers_index_is_refused_by_name() -> None:
+    # ks-1 relays ks-2's genuine partial (it verifies: it is ks-2's, for this request). Pinned
+    # to its index, ks-1 is refused as itself, misbehaving, and ks-2 and ks-3 release.
+    servers = Servers(2, 3, bad={"ks-1": "forwards:ks-2"})
+    released = _released(servers, pinned=True)
+    assert sorted(released.answered) == ["ks-2", "ks-3"]
+    (refusal,) = released.refusals
+    assert refusal.server == "ks-1" and refusal.kind == "IntegrityError" and refusal.misbehaved
+    assert "share index 2, not its own 1" in refusal.message and "relayed" in refusal.message
+    assert released.misbehaving == ["ks-1"] and not released.disagreement
+
+
+def test_without_pinned_indices_a_relayed_partial_counts_as_the_relaying_servers() -> None:
+    # The control, with ks-2 itself down: unpinned, ks-1's relayed partial is taken as ks-1's
+    # answer and nobody is named; pinned, ks-1 is refused and one honest server is not enough.
+    bad = {"ks-1": "forwards:ks-2", "ks-2": "down"}
+    released = _released(Servers(2, 3, bad=bad))
+    assert sorted(released.answered) == ["ks-1", "ks-3"] and released.misbehaving == []
+    with pytest.raises(AccessDenied) as exc:
+        _released(Servers(2, 3, bad=bad), pinned=True)
+    assert "1 of the 2 key servers" in exc.value.message
+    assert "ks-1: IntegrityError: " in exc.value.message and "not its own 1" in exc.value.message
+
+
+@pytest.mark.parametrize(
+    ("indices", "words"),
+    [
+        ({"ks-1": 1, "ks-2": 2}, "'ks-3' has no pinned share index"),
+        ({"ks-1": 1, "ks-2": 2, "ks-3": 3, "ks-9": 4}, "'ks-9', which is not a configured"),
+        ({"ks-1": 1, "ks-2": 1, "ks-3": 3}, "same share index"),
+        ({"ks-1": 1, "ks-2": 2, "ks-3": "3"}, "'ks-3' is not a number"),
+    ],
+)
+def test_pinned_indices_that_do_not_fit_the_servers_are_refused(
+    indices: dict[str, object], words: str
+) -> None:
+    servers = Servers(2, 3)
+    with pytest.raises(InvalidInput) as exc:
+        ThresholdClient(servers.links, [*servers.shares[1].commitments], vault_id=VAULT,
+                        indices=indices)  # type: ignore[arg-type]  # fmt: skip
+    assert words in exc.value.message and exc.value.remedy

@@ -7,7 +7,11 @@ commitments, which the requester pins (never taken from a server's answer) —
 and this request's digest; a refusal, an unreachable server or a partial that
 does not verify is recorded by server name and the next server is asked. With
 k verified partials the file key opens; with fewer, :class:`AccessDenied` names
-every server and why. When some servers released and others refused on
+every server and why. With ``indices`` (each server's share index, recorded at
+setup in the pinned commitments file) a partial under any index but the asked
+server's own is refused by that server's name, as misbehaviour
+(:attr:`Refusal.misbehaved`): a hostile server relaying another's genuine
+partial is caught as itself, not blamed on the honest server that answers next. When some servers released and others refused on
 policy (one server answering for a Grant the others consider revoked), the
 result says so (:attr:`ThresholdRelease.disagreement`) so the caller alerts.
 
@@ -22,7 +26,7 @@ Use it like this::
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -31,16 +35,27 @@ import httpx
 
 from strongroom import errors
 from strongroom.crypto import age
-from strongroom.errors import AccessDenied, InvalidInput, StrongroomError
+from strongroom.errors import AccessDenied, IntegrityError, InvalidInput, StrongroomError
 from strongroom.keys.threshold import find_wrapped, request_digest
 from strongroom.release import ReleaseRequest
 from strongroom.runtime.keyserver import PartialRequest
 from strongroom.threshold.group import Element
 from strongroom.threshold.wrap import Combiner, Partial, binding, unwrap
 
-__all__ = ["Ask", "Refusal", "ThresholdClient", "ThresholdRelease", "answer", "http_link"]
+__all__ = [
+    "Ask",
+    "Refusal",
+    "ThresholdClient",
+    "ThresholdRelease",
+    "answer",
+    "http_link",
+    "pinned_indices",
+]
 
 _POLICY_REFUSALS = ("AccessDenied", "ApprovalRequired", "BudgetExceeded", "GrantBudgetSpent", "Throttled")
+#: Refusals that are the server's fault, not its checks nor the network: a partial that does not
+#: verify, one under another server's index, a malformed answer.
+_MISBEHAVIOUR = ("IntegrityError", "InvalidInput")
 
 
 @dataclass(frozen=True)
@@ -56,6 +71,11 @@ class Refusal:
         """Whether the server refused on its checks (not down, not a bad partial)."""
         return self.kind in _POLICY_REFUSALS
 
+    @property
+    def misbehaved(self) -> bool:
+        """Whether the server answered with something no honest key server sends: alert on it."""
+        return self.kind in _MISBEHAVIOUR
+
 
 @dataclass
 class ThresholdRelease:
@@ -70,6 +90,11 @@ class ThresholdRelease:
         """Some key servers released while another refused on its own checks: alert on it."""
         return any(r.on_policy for r in self.refusals)
 
+    @property
+    def misbehaving(self) -> list[str]:
+        """Key servers that answered with a partial no honest server sends (alert on each)."""
+        return [r.server for r in self.refusals if r.misbehaved]
+
 
 def answer(r: httpx.Response, name: str) -> Any:
     """A key server's JSON answer, or its refusal rebuilt as the error class it raised."""
@@ -82,6 +107,34 @@ def answer(r: httpx.Response, name: str) -> Any:
         raise errors.from_wire(str(err.get("type", "ServerError")), str(err.get("message", "")),
                                obj=name, remedy=err.get("remedy"))
     return data
+
+
+def pinned_indices(names: Sequence[str], indices: Mapping[str, int] | None) -> dict[str, int]:
+    """``indices`` checked against the configured server ``names``: one distinct share index
+    (1-255) for each, none for a server not configured; ``{}`` when nothing is pinned."""
+    if not indices:
+        return {}
+    obj, remedy = "threshold key-server indices", (
+        'record each key server\'s index from setup, e.g. {"ks-a": 1, "ks-b": 2, ...}'
+    )
+    unknown = sorted(set(indices) - set(names))
+    if unknown:
+        raise InvalidInput(f"an index is pinned for {unknown[0]!r}, which is not a configured key "
+                           "server", obj=obj, remedy=remedy)
+    missing = [n for n in names if n not in indices]
+    if missing:
+        raise InvalidInput(f"key server {missing[0]!r} has no pinned share index", obj=obj,
+                           remedy=remedy)
+    out = {}
+    for name, index in indices.items():
+        if isinstance(index, bool) or not isinstance(index, int) or not 1 <= index <= 255:
+            raise InvalidInput(f"the share index of {name!r} is not a number from 1 to 255",
+                               obj=obj, remedy=remedy)
+        out[name] = index
+    if len(set(out.values())) != len(out):
+        raise InvalidInput("two key servers are pinned to the same share index", obj=obj,
+                           remedy=remedy)
+    return out
 
 
 #: How the requester reaches one key server: the body in, the server's partial out (or its refusal).
@@ -113,11 +166,14 @@ class ThresholdClient:
         vault_id: str,
         http: httpx.Client | None = None,
         timeout: float = 10.0,
+        indices: Mapping[str, int] | None = None,
     ) -> None:
-        """``servers``: (name, URL) pairs, or (name, :data:`Ask`) for a server reached another way."""
+        """``servers``: (name, URL) pairs, or (name, :data:`Ask`) for a server reached another way;
+        ``indices``: each server's share index as recorded at setup (then every server needs one)."""
         if not servers:
             raise InvalidInput("no key servers configured", obj="threshold release",
                                remedy="name at least k key servers")
+        self.indices = pinned_indices([name for name, _ in servers], indices)
         # An HTTP client only when a server is reached over HTTP and the caller lent none.
         self._owns_http = http is None and any(isinstance(target, str) for _, target in servers)
         self._http = httpx.Client(timeout=timeout) if self._owns_http else http
@@ -170,7 +226,17 @@ class ThresholdClient:
         pool = self._executor()
 
         def verified(name: str, ask: Ask) -> None:  # in the pool: ask, then verify the partial once
-            combiner.add(ask(body), server=name)
+            partial = ask(body)
+            own = self.indices.get(name)
+            if own is not None and partial.index != own:  # checked before it can take the index
+                raise IntegrityError(
+                    f"answered with share index {partial.index}, not its own {own} as recorded at "
+                    "setup: another key server's partial, relayed (misbehaviour)",
+                    obj=name,
+                    remedy="the next key server is asked; investigate this server, and fix the "
+                    "pinned indices if the key servers were re-shared",
+                )
+            combiner.add(partial, server=name)
 
         # Ask exactly k servers at once (separate hosts answer in parallel); the moment one
         # refuses, is down, or sends a partial that does not verify, ask the next one.

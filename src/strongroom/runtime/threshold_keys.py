@@ -56,7 +56,7 @@ if TYPE_CHECKING:
     from strongroom.vault.manifest import FileEntry, Manifest
     from strongroom.vault.vault import Vault
 
-__all__ = ["ThresholdKeyService", "load_commitments", "parse_servers", "wrapped_to_group"]
+__all__ = ["ThresholdKeyService", "load_commitments", "load_indices", "parse_servers", "wrapped_to_group"]
 
 _SETTING_SERVERS = "STRONGROOM_THRESHOLD_SERVERS"
 _SETTING_COMMITMENTS = "STRONGROOM_THRESHOLD_COMMITMENTS"
@@ -83,6 +83,18 @@ def parse_servers(text: str, *, obj: str = _SETTING_SERVERS,
         raise InvalidInput("a key server name is given twice", obj=obj,
                            remedy="give each key server one distinct name")
     return servers
+
+
+def load_indices(data: Any, *, obj: str) -> dict[str, int] | None:
+    """Each key server's share index as recorded at setup (``{"commitments": [...], "indices":
+    {"ks-a": 1, ...}}``); None for a file without them (partials are then not pinned to servers)."""
+    if not isinstance(data, dict) or data.get("indices") is None:
+        return None
+    indices = data["indices"]
+    if not isinstance(indices, dict):
+        raise InvalidInput("the commitments file's indices are not an object", obj=obj,
+                           remedy='write them as {"ks-a": 1, "ks-b": 2, ...}')
+    return {str(name): index for name, index in indices.items()}
 
 
 def load_commitments(data: Any, *, obj: str) -> list[Element]:
@@ -131,11 +143,12 @@ class ThresholdKeyService:
             raise InvalidInput(f"the commitments file cannot be read ({type(exc).__name__})", obj=str(path),
                                remedy="write the commitments as a JSON list of hex strings") from None
         commitments = load_commitments(data, obj=str(path))
+        indices = load_indices(data, obj=str(path))
         status = inner.status()
         if status.vault_id is None:
             raise Sealed("the vault is not initialised", obj="keyring", remedy="run `strongroom init`")
-        return cls(inner, ThresholdClient(servers, commitments, vault_id=status.vault_id),
-                   vault_id=status.vault_id)
+        client = ThresholdClient(servers, commitments, vault_id=status.vault_id, indices=indices)
+        return cls(inner, client, vault_id=status.vault_id)
 
     def attach(self, vault: Vault) -> None:
         """Read signed manifests and blob headers through ``vault`` (the key servers check both);
@@ -208,12 +221,15 @@ class ThresholdKeyService:
             vault.record("key.release", request.obj, "deny", reason=exc.message[:500], shard=request.shard,
                          error=type(exc).__name__, purpose=request.purpose)
             raise
-        # The host's own log says which key servers released it, and any that refused on policy.
+        # The host's own log says which key servers released it, any that refused on policy, and
+        # any that misbehaved (a partial that does not verify, or under another server's index).
         refused = [f"{r.server}: {r.kind}" for r in released.refusals if r.on_policy]
+        bad = released.misbehaving
         vault.record("key.release", request.obj, "allow",
-                     reason="key servers disagreed" if released.disagreement else "",
+                     reason="key servers disagreed" if released.disagreement
+                     else f"key server misbehaved: {', '.join(bad)}" if bad else "",
                      shard=request.shard, nbytes=request.nbytes, key_servers=released.answered,
-                     refused=refused, purpose=request.purpose)
+                     refused=refused, purpose=request.purpose, **({"misbehaved": bad} if bad else {}))
         return released.key
 
     def sign(self, purpose: SignPurpose, message: bytes) -> bytes:
@@ -242,7 +258,8 @@ class ThresholdKeyService:
         if old_kid == group_key_id(self.group_key):
             raise InvalidInput("the old commitments are the current group's", obj="rewrap",
                                remedy="pass the commitments of the group key rotated away from")
-        self._previous[old_kid] = ThresholdClient(self.client.links, old_commitments, vault_id=self.vault_id)
+        self._previous[old_kid] = ThresholdClient(self.client.links, old_commitments, vault_id=self.vault_id,
+                                                  indices=self.client.indices)
         with vault.store.session(readonly=True) as s:
             versions = list(s.execute(select(Artifact.name, Artifact.version)).all())
         changed = []
