@@ -86,6 +86,46 @@ def admin(
     typer.echo(json.dumps(data, indent=2, sort_keys=True))
 
 
+@keyserver_app.command()
+def pin(
+    out: Annotated[Path, typer.Option("--out", help="the commitments file to write "
+                                      "(what STRONGROOM_THRESHOLD_COMMITMENTS names)")],
+    servers: Annotated[str | None, typer.Option(
+        "--servers", help="name=URL,... (default STRONGROOM_THRESHOLD_SERVERS)")] = None,
+) -> None:
+    """Pin the group: write each key server's share index and the commitments they all show.
+
+    Run it after the key generation and again after every re-sharing (a server added, removed,
+    or refreshed): the file then pins each server to its index, so a server that relays another
+    one's partial is refused by its own name."""
+    import httpx
+
+    from strongroom import errors
+    from strongroom.keys.config import KeysSettings
+    from strongroom.runtime.threshold_client import answer
+    from strongroom.runtime.threshold_keys import parse_servers, pins_from_statuses, write_pins
+
+    spec = servers if servers is not None else KeysSettings().threshold_servers
+    targets = parse_servers(spec, obj="--servers" if servers is not None else "STRONGROOM_THRESHOLD_SERVERS")
+    statuses: dict[str, Any] = {}
+    with httpx.Client(timeout=30) as http:
+        for name, url in targets:
+            try:
+                r = http.get(f"{url.rstrip('/')}/v1/keyserver/status")
+            except httpx.HTTPError as exc:
+                raise errors.ServerError(f"no answer from the key server ({type(exc).__name__})", obj=name,
+                                         remedy=f"check {url} and that `strongroom keyserver serve` runs; "
+                                         "nothing was written") from None
+            statuses[name] = answer(r, name)
+    pins = pins_from_statuses(statuses)
+    previous = write_pins(out, pins)
+    if previous is not None:
+        typer.echo(f"the previous group key's commitments are kept in {previous} "
+                   "(for `strongroom keyserver rewrap --old-commitments`)", err=True)
+    pinned = ", ".join(f"{name}={index}" for name, index in pins["indices"].items())
+    typer.echo(f"pinned {len(pins['indices'])} key servers to their share indices ({pinned}) in {out}", err=True)
+
+
 def _post_statements(url: str, items: list[dict[str, str]]) -> dict[str, int]:
     """Send signed statements to one key server; what it stored, by kind (one it already held: none)."""
     import httpx

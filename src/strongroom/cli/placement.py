@@ -48,7 +48,7 @@ ANYWHERE = frozenset({
     "gateway sign-release", "gateway verify-release",
     "keys new-identity", "keys verify-share",
     # a key server is its own data directory and host, never the vault's
-    "keyserver admin", "keyserver revoke-grant", "keyserver revoke-key", "keyserver serve",
+    "keyserver admin", "keyserver pin", "keyserver revoke-grant", "keyserver revoke-key", "keyserver serve",
     "redteam list",
     "serve",
     "trust ls", "trust rm", "trust set",

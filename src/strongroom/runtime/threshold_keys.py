@@ -29,6 +29,12 @@ old group (audited, purpose ``rewrap``), writes the blob again as a new blob
 whose header wraps the same file key to the new group key (the payload is
 copied as it is), re-signs the artifact's manifest and deletes the old blob;
 finally the key servers' officers ``retire`` the old group key.
+
+The commitments file pins each key server to its share index when it is
+written by :func:`pins_from_statuses` and :func:`write_pins` (``strongroom
+keyserver pin``, after setup and after every re-sharing); a list-only file
+still works, but :meth:`ThresholdKeyService.from_settings` warns on stderr
+(:func:`unpinned_warning`) because partials are then not pinned to servers.
 """
 
 from __future__ import annotations
@@ -37,15 +43,19 @@ import contextlib
 import dataclasses
 import hashlib
 import json
-from collections.abc import Sequence
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from strongroom.artifacts import ArtifactRef
 from strongroom.crypto import age
 from strongroom.errors import InvalidInput, NotFound, Sealed, StrongroomError
 from strongroom.keys.threshold import STANZA_TYPE, ThresholdRecipient, group_key_id
-from strongroom.runtime.threshold_client import ThresholdClient
+from strongroom.runtime.threshold_client import ThresholdClient, pinned_indices
 from strongroom.threshold.group import Element
+from strongroom.threshold.shares import public_share
 
 if TYPE_CHECKING:
     from strongroom.crypto.age import Stanza
@@ -56,7 +66,16 @@ if TYPE_CHECKING:
     from strongroom.vault.manifest import FileEntry, Manifest
     from strongroom.vault.vault import Vault
 
-__all__ = ["ThresholdKeyService", "load_commitments", "load_indices", "parse_servers", "wrapped_to_group"]
+__all__ = [
+    "ThresholdKeyService",
+    "load_commitments",
+    "load_indices",
+    "parse_servers",
+    "pins_from_statuses",
+    "unpinned_warning",
+    "wrapped_to_group",
+    "write_pins",
+]
 
 _SETTING_SERVERS = "STRONGROOM_THRESHOLD_SERVERS"
 _SETTING_COMMITMENTS = "STRONGROOM_THRESHOLD_COMMITMENTS"
@@ -111,6 +130,74 @@ def load_commitments(data: Any, *, obj: str) -> list[Element]:
                            remedy="copy the commitments exactly as the key servers show them") from None
 
 
+def unpinned_warning(path: Path | str) -> str:
+    """What to tell the operator about a list-only commitments file at ``path`` (no indices)."""
+    return (f"warning: the threshold commitments file {path} pins no share indices (a list-only file): "
+            "a key server that relays another server's partial is counted as its own answer; run "
+            f"`strongroom keyserver pin --out {path}` to pin each key server to its index")
+
+
+#: Commitments files already warned about in this process (one warning each, not one per vault open).
+_WARNED: set[str] = set()
+
+
+def pins_from_statuses(statuses: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """The pinned commitments file (``{"commitments": [...], "indices": {name: index}}``) from each
+    configured key server's ``GET /v1/keyserver/status``; every server must be unsealed, set up,
+    hold a share, and show the same commitments (else the server is named with the remedy)."""
+    if not statuses:
+        raise InvalidInput("no key servers to pin", obj=_SETTING_SERVERS,
+                           remedy="list the key servers as ks-a=https://...,ks-b=...")
+    commitments: list[str] | None = None
+    first = ""
+    indices: dict[str, int] = {}
+    for name, st in statuses.items():
+        if st.get("sealed", True):
+            raise InvalidInput("the key server is sealed", obj=name,
+                               remedy="unseal it with its custodians, then run `keyserver pin` again")
+        if "index" not in st or "commitments" not in st:
+            raise InvalidInput("the key server holds no share yet (no setup, or no accepted dealing)",
+                               obj=name, remedy="finish the key generation or re-sharing on it first")
+        shown = [str(c) for c in st["commitments"]]
+        decoded = load_commitments(shown, obj=name)
+        index = st["index"]
+        if isinstance(index, int) and not isinstance(index, bool) and 1 <= index <= 255 and \
+                public_share(index, decoded).hex() != st.get("public_share"):
+            raise InvalidInput(f"the key server's public share is not the commitments' at its index {index}",
+                               obj=name, remedy="it claims another server's index or shows the wrong share: "
+                               "investigate it before pinning; nothing was written")
+        if commitments is None:
+            commitments, first = shown, name
+        elif shown != commitments:
+            raise InvalidInput(f"the key server shows other commitments than {first!r}", obj=name,
+                               remedy="finish the re-sharing on every key server (each one's `accept`), "
+                               "compare their status, then run `keyserver pin` again")
+        indices[name] = index
+    assert commitments is not None
+    return {"commitments": commitments, "indices": pinned_indices(list(statuses), indices)}
+
+
+def write_pins(path: Path, pins: Mapping[str, Any]) -> Path | None:
+    """Write the pinned commitments file at ``path`` (whole or not at all). When ``path`` held
+    another group key's commitments they are kept at ``<path>.previous`` (for ``keyserver rewrap
+    --old-commitments``), and that path is returned."""
+    load_commitments(pins, obj=str(path))
+    pinned_indices(list(pins.get("indices") or {}), pins.get("indices"))
+    previous: Path | None = None
+    try:
+        old = load_commitments(json.loads(path.read_text(encoding="utf-8")), obj=str(path))
+    except (OSError, ValueError, StrongroomError):
+        old = None
+    if old is not None and old[0].hex() != pins["commitments"][0]:
+        previous = path.with_name(path.name + ".previous")
+        previous.write_bytes(path.read_bytes())
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(dict(pins), indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    _WARNED.discard(str(path))
+    return previous
+
+
 class ThresholdKeyService:
     """A key service whose file keys only k of the key servers release (host keyring for the rest)."""
 
@@ -144,6 +231,9 @@ class ThresholdKeyService:
                                remedy="write the commitments as a JSON list of hex strings") from None
         commitments = load_commitments(data, obj=str(path))
         indices = load_indices(data, obj=str(path))
+        if indices is None and str(path) not in _WARNED:
+            _WARNED.add(str(path))
+            sys.stderr.write(f"strongroom: {unpinned_warning(path)}\n")
         status = inner.status()
         if status.vault_id is None:
             raise Sealed("the vault is not initialised", obj="keyring", remedy="run `strongroom init`")

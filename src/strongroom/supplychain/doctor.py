@@ -15,7 +15,10 @@ payload mode the stored blobs are in (an info line), and a warning when the
 vault requires AES-256-GCM (``STRONGROOM_CIPHER``) but files are in age's
 ChaCha20-Poly1305, which is not FIPS-approved; and a warning for custodians'
 shares and transfer bundles wrapped to classical X25519 keys rather than hybrid
-post-quantum ones (:mod:`strongroom.supplychain.pq_wraps`).
+post-quantum ones (:mod:`strongroom.supplychain.pq_wraps`); on the threshold
+file-key backend, a warning when the pinned commitments file
+(``STRONGROOM_THRESHOLD_COMMITMENTS``) pins no share indices (list-only), with
+``strongroom keyserver pin`` as the remedy.
 
 Each check takes its inputs as parameters, so tests give real values; it
 never changes anything. Do not read ``ok`` as "secure": it means none of
@@ -207,7 +210,29 @@ def run_doctor(
                         f"chmod 600 {ident}"))
     _check_payload_modes(home, payload_modes, cipher, add)
     _check_post_quantum(home, wraps, add, officers)
+    _check_threshold_pins(keys_settings, add)
     return report
+
+
+def _check_threshold_pins(keys_settings: KeysSettings, add: Callable[[Finding], None]) -> None:
+    """A warning when the threshold backend's commitments file pins no key server to its index."""
+    import json
+
+    path = keys_settings.threshold_commitments
+    if keys_settings.file_keys != "threshold" or path is None:
+        return
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        add(Finding("threshold-pins", "error",
+                    f"the threshold commitments file {path} cannot be read ({type(exc).__name__})",
+                    "fix STRONGROOM_THRESHOLD_COMMITMENTS or run `strongroom keyserver pin --out` to it"))
+        return
+    if not isinstance(data, dict) or not data.get("indices"):
+        add(Finding("threshold-pins", "warning",
+                    f"the threshold commitments file {path} pins no share indices (list-only): a key server "
+                    "that relays another server's partial is counted as its own answer",
+                    f"run `strongroom keyserver pin --out {path}` (after setup and after every re-sharing)"))
 
 
 def _check_post_quantum(home: Path, wraps: Wraps | None, add: Callable[[Finding], None],
