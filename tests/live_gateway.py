@@ -1,4 +1,5 @@
-"""A real ``strongroom gateway serve`` for the live red-team test, set up as an operator would.
+"""A real ``strongroom gateway serve`` (the live red-team test, the gateway restart test),
+set up as an operator would.
 
 Before the vault is sealed, :func:`prepare_gateway` imports a tiny BERT encoder
 (MiniLM's tokenizer, one small random layer: the gateway's own model family, fast
@@ -62,7 +63,8 @@ class GatewaySetup:
         return out
 
 
-def _enroll(run: Run, tmp: Path, name: str, role: str) -> Path:
+def enroll(run: Run, tmp: Path, name: str, role: str) -> Path:
+    """Enroll a new principal ``name`` with ``role`` (top secret, vetted); its identity file."""
     ident = Identity.generate(name)
     ident.save(tmp / f"{name}.identity")
     (tmp / f"{name}.pub").write_text(ident.public.to_text())
@@ -161,11 +163,11 @@ def prepare_gateway(
 ) -> GatewaySetup:
     """Everything the operator does before the gateway starts (vault unsealed, CLI as officer)."""
     run("weights", "import", make_tiny_bert(tmp / "tiny-bert"), "--name", MODEL)
-    service = _enroll(run, tmp, "gateway-svc", "requesters")
+    service = enroll(run, tmp, "gateway-svc", "requesters")
     _granted(env, service, "load", approvers)
     callers = []
     for name in CALLERS:
-        callers.append(_enroll(run, tmp, name, "requesters"))
+        callers.append(enroll(run, tmp, name, "requesters"))
         _granted(env, callers[-1], "infer", approvers)
     owners = []
     for name in ("owner1", "owner2"):
