@@ -459,9 +459,10 @@ class KeyServer:
                                remedy=f"send at most {_MAX_STATEMENTS} at a time")
         store = self.svc.store
         parsed = [_statement(item, n) for n, item in enumerate(items)]
+        verdicts, parsed = admit(store, _keys(config["officers"]),
+                                 _mldsa_keys(config.get("officers_mldsa", {})),
+                                 int(config["officer_threshold"]), parsed)
         writers = [(kind, _writer(store, kind, env)) for kind, env in parsed]  # all checked first
-        verdicts = admit(store, _keys(config["officers"]), _mldsa_keys(config.get("officers_mldsa", {})),
-                         int(config["officer_threshold"]), parsed)
         refused = [{"statement": n, "kind": kind, "digest": payload_digest(env), "reason": v[0]}
                    for n, ((kind, env), v) in enumerate(zip(parsed, verdicts, strict=True)) if v is not None]
         if refused and not skip_refused:

@@ -18,12 +18,13 @@ again (nor audited), so resending, or replaying a valid statement, does not grow
 the database; :func:`inventory` is what ``strongroom keyserver sync`` asks for to
 send only what a server lacks. Use it from :meth:`KeyServer.receive`::
 
-    refusals = admit(store, officers, mldsa, threshold, [(kind, env), ...])
-    fresh = lacking(store, [(kind, env), ...])
+    refusals, storable = admit(store, officers, mldsa, threshold, [(kind, env), ...])
+    fresh = lacking(store, storable)
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -33,6 +34,7 @@ from sqlalchemy import select
 from strongroom.access import fido, statements
 from strongroom.access.directory import DirectoryReader, Enrollment
 from strongroom.access.statements import VerifyCache
+from strongroom.crypto.hybrid_sig import mldsa_key_id
 from strongroom.errors import IntegrityError, InvalidInput
 from strongroom.store.db import Store
 from strongroom.store.tables.access import AccessStatement
@@ -60,9 +62,13 @@ def admit(
     officer_mldsa: Mapping[str, MLDSA65PublicKey],
     threshold: int,
     items: Sequence[tuple[str, str]],
-) -> list[tuple[str, str] | None]:
+) -> tuple[list[tuple[str, str] | None], list[tuple[str, str]]]:
     """For each ``(kind, envelope)``: None when its signer is one this server lets in, else
-    ``(why, remedy)``. Reads the enrollments it needs; writes nothing."""
+    ``(why, remedy)``; and the items as they may be stored: each envelope keeps only the
+    signatures of keys known here (pinned officers, enrolled people). Verification ignores
+    the others, so without this anyone could append signatures under made-up key ids to a
+    valid statement, again and again, and grow its row. Reads the enrollments it needs;
+    writes nothing."""
     cache = VerifyCache(size=max(16, 2 * len(items)))
     reader = DirectoryReader(
         store, lambda: dict(officers), threshold, cache, mldsa=lambda: dict(officer_mldsa)
@@ -104,7 +110,25 @@ def admit(
                     _OFFICER_REMEDY if kind in OFFICER_KINDS else _PERSON_REMEDY,
                 )
             )
-    return out
+    known = set(officers) | {
+        mldsa_key_id(k) for k in officer_mldsa.values()
+    }
+    for e in people.values():
+        known.add(e.key_id)
+        known.update(mldsa_key_id(k) for k in e.pq_pins().values())
+    return out, [(kind, _known_signatures(env, known)) for kind, env in items]
+
+
+def _known_signatures(env: str, known: set[str]) -> str:
+    """``env`` without the signature entries of key ids not in ``known`` (unchanged when none)."""
+    parsed = json.loads(env)
+    sigs = parsed.get("signatures") if isinstance(parsed, dict) else None
+    if not isinstance(sigs, list):
+        return env
+    kept = [s for s in sigs if isinstance(s, dict) and s.get("keyid") in known]
+    if len(kept) == len(sigs):
+        return env
+    return json.dumps({**parsed, "signatures": kept}, sort_keys=True, separators=(",", ":"))
 
 
 def _by_person(
