@@ -80,6 +80,18 @@ def database_urls(kind: str, n: int) -> Iterator[list[str | None]]:
         yield [stack.enter_context(pg_schema(base)) for _ in range(n)]
 
 
+def start_officer_keyservers(tmp: Path, databases: list[str | None], manifest_key: bytes,
+                             officer: Identity, servers: list[KeyServerProc]) -> None:
+    """Start ks-1..ks-3 (databases[1..3]) into ``servers`` (so a caller's ``finally`` stops
+    those started before a failure); each one's own officer pins ``officer`` (1 of 1)."""
+    for i in (1, 2, 3):
+        servers.append(start_keyserver(tmp, i, databases[i], manifest_key, []))
+    for s in servers:
+        s.admin("setup", index=s.index, manifest_key=base64.b64encode(manifest_key).decode(),
+                principals=[], officers=[base64.b64encode(officer.public.public_bytes).decode()],
+                officer_threshold=1)
+
+
 def start_keyserver(tmp: Path, index: int, db_url: str | None, manifest_key: bytes, principals: list[bytes]) -> KeyServerProc:
     name = f"ks-{index}"
     home = tmp / name

@@ -17,7 +17,6 @@ SQLite, and PostgreSQL for the vault and all three key servers.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import json
 import os
@@ -29,7 +28,7 @@ import numpy as np
 import pytest
 from test_serve_lifecycle import _port, _start_serve, _unseal
 
-from keyserver_procs import KeyServerProc, database_urls, keygen, start_keyserver
+from keyserver_procs import KeyServerProc, database_urls, keygen, start_officer_keyservers
 from strongroom.access import statements
 from strongroom.errors import AccessDenied
 from strongroom.keys.identity import Identity
@@ -70,17 +69,7 @@ def test_serve_releases_threshold_blobs_through_the_key_servers(
     try:
         manifest_pub = key_service(home).public_keys()["manifest"]
         officer = Identity.load(Path(env["STRONGROOM_IDENTITY"]))
-        for i in (1, 2, 3):
-            servers.append(start_keyserver(tmp_path, i, databases[i], manifest_pub, []))
-        for s in servers:  # each key server's own officer pins the vault's officer (1 of 1)
-            s.admin(
-                "setup",
-                index=s.index,
-                manifest_key=base64.b64encode(manifest_pub).decode(),
-                principals=[],
-                officers=[base64.b64encode(officer.public.public_bytes).decode()],
-                officer_threshold=1,
-            )
+        start_officer_keyservers(tmp_path, databases, manifest_pub, officer, servers)
         commitments = keygen(servers, threshold=2)
         pinned = tmp_path / "commitments.json"
         # each key server's share index recorded with the commitments: partials pinned to servers

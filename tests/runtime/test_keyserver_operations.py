@@ -17,7 +17,6 @@ rule against the vault's officer. Where the operator meets each:
 
 from __future__ import annotations
 
-import base64
 import json
 import time
 from collections.abc import Iterator
@@ -30,7 +29,7 @@ import pytest
 from sqlalchemy import text
 
 import strongroom
-from keyserver_procs import KeyServerProc, database_urls, keygen, start_keyserver
+from keyserver_procs import KeyServerProc, database_urls, keygen, start_officer_keyservers
 from strongroom.access import statements
 from strongroom.access.approvals import AccessRequest
 from strongroom.access.directory import Enrollment, Vetting, level
@@ -97,12 +96,7 @@ def test_key_servers_in_operation(
     try:
         manifest_pub = key_service(home).public_keys()["manifest"]
         officer = Identity.load(Path(env["STRONGROOM_IDENTITY"]))
-        for i in (1, 2, 3):
-            servers.append(start_keyserver(tmp_path, i, databases[i], manifest_pub, []))
-        for s in servers:  # each key server's own officer pins the vault's officer (1 of 1)
-            s.admin("setup", index=s.index, manifest_key=base64.b64encode(manifest_pub).decode(),
-                    principals=[], officers=[base64.b64encode(officer.public.public_bytes).decode()],
-                    officer_threshold=1)  # fmt: skip
+        start_officer_keyservers(tmp_path, databases, manifest_pub, officer, servers)
         commitments = keygen(servers, threshold=2)
         pinned = tmp_path / "commitments.json"
         pinned.write_text(json.dumps([c.hex() for c in commitments]))
