@@ -19,11 +19,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from live_gateway import CALLERS, QUERY_BUDGET, enroll, gateway_process, prepare_gateway
 from strongroom.gateway.auth import sign_request
 from strongroom.keys.identity import Identity
 
 from cli_fixtures import unseal_home
+from live_gateway import CALLERS, QUERY_BUDGET, enroll, gateway_process, prepare_gateway
 
 PATH = "/v1/embeddings"
 

@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 import pytest
-from live_gateway import gateway_process, prepare_gateway
 
 from strongroom.keys.identity import Identity
 from strongroom.redteam.schema import load_builtin
@@ -23,6 +22,7 @@ from strongroom.server.client import Client, KnownServers
 
 import cli_zygote
 from cli_fixtures import serve_process, strongroom_exe, unseal_home
+from live_gateway import gateway_process, prepare_gateway
 from vault_fixtures import make_model
 
 #: The scenarios a live run supplies the needs of with --identity alone.
