@@ -12,6 +12,9 @@ process per key server, each on its own data directory and database. Routes
   signed access statements for the Grant rule (enrollments, labels, policies, requests, approvals,
   Grants and their revocations); no sender authentication, but each must be signed by a pinned
   officer or a person they enrolled before anything is stored (:mod:`.keyserver_intake`);
+  Each client address may send :data:`STATEMENT_RATE` such requests a second (bursts of
+  :data:`STATEMENT_BURST`) before anything is read: more is 429 with ``Retry-After``, so junk
+  cannot keep a key server verifying signatures; ``keyserver sync`` waits and resends;
 * ``GET  /v1/keyserver/statements`` — the digests held (officer statements with their signers),
   for ``strongroom keyserver sync`` to send only what is missing;
 * ``POST /v1/keyserver/partial`` — a :class:`~strongroom.runtime.keyserver.PartialRequest`: the
@@ -23,6 +26,10 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import os
+import threading
+import time
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
@@ -38,18 +45,52 @@ from strongroom.errors import (
     NotFound,
     Sealed,
     StrongroomError,
+    Throttled,
 )
 from strongroom.runtime.keyserver import KeyServer, PartialRequest
 
-__all__ = ["create_app", "status_of"]
+__all__ = ["STATEMENT_BURST", "STATEMENT_RATE", "StatementLimiter", "create_app", "status_of"]
 
 _MAX_BODY = 1 << 20
 _T = TypeVar("_T")
+#: ``POST /v1/keyserver/statements`` requests a second per client address, and the burst
+#: (``STRONGROOM_KEYSERVER_STATEMENTS_RATE`` / ``_BURST``). ``keyserver sync`` sends at most a
+#: few dozen requests for a whole directory, and waits out a 429.
+STATEMENT_RATE = float(os.environ.get("STRONGROOM_KEYSERVER_STATEMENTS_RATE", "5"))
+STATEMENT_BURST = float(os.environ.get("STRONGROOM_KEYSERVER_STATEMENTS_BURST", "40"))
+#: Client addresses remembered at once (the idlest forgotten first).
+_LIMITER_HOSTS = 4096
+
+
+class StatementLimiter:
+    """A token bucket per client address for the unauthenticated statements route."""
+
+    def __init__(self, rate: float = STATEMENT_RATE, burst: float = STATEMENT_BURST,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.rate, self.burst, self.clock = max(rate, 0.001), max(burst, 1.0), clock
+        self._buckets: dict[str, tuple[float, float]] = {}
+        self._lock = threading.Lock()
+
+    def take(self, host: str) -> None:
+        """Spend one request of ``host``'s bucket; Throttled (429, Retry-After) when empty."""
+        now = self.clock()
+        with self._lock:
+            tokens, then = self._buckets.pop(host, (self.burst, now))
+            tokens = min(self.burst, tokens + (now - then) * self.rate)
+            if tokens < 1.0:
+                self._buckets[host] = (tokens, now)
+                raise Throttled(f"too many statement requests from {host}", obj="statements",
+                                retry_after=(1.0 - tokens) / self.rate,
+                                remedy=f"send at most {self.rate:g} a second (bursts of "
+                                f"{self.burst:g}); `keyserver sync` waits and resends")
+            self._buckets[host] = (tokens - 1.0, now)  # re-inserted: the newest is last
+            while len(self._buckets) > _LIMITER_HOSTS:
+                del self._buckets[next(iter(self._buckets))]
 
 
 def status_of(exc: StrongroomError) -> int:
     """The HTTP status a refusal travels with."""
-    for cls, code in ((AccessDenied, 403), (NotFound, 404), (Sealed, 503), (AuditUnavailable, 503),
+    for cls, code in ((Throttled, 429), (AccessDenied, 403), (NotFound, 404), (Sealed, 503), (AuditUnavailable, 503),
                       (IntegrityError, 409), (ConfigError, 409), (InvalidInput, 400)):
         if isinstance(exc, cls):
             return code
@@ -57,8 +98,10 @@ def status_of(exc: StrongroomError) -> int:
 
 
 def _error(exc: StrongroomError) -> JSONResponse:
+    headers = ({"Retry-After": str(max(1, round(exc.retry_after)))}
+               if isinstance(exc, Throttled) else None)
     return JSONResponse({"error": {"type": type(exc).__name__, "message": exc.message, "obj": exc.obj,
-                                   "remedy": exc.remedy}}, status_code=status_of(exc))
+                                   "remedy": exc.remedy}}, status_code=status_of(exc), headers=headers)
 
 
 async def _body(request: Request) -> Any:
@@ -87,8 +130,9 @@ def _field(body: Any, name: str, kind: type[_T], obj: str, shape: str) -> _T:
     return value
 
 
-def create_app(server: KeyServer) -> FastAPI:
+def create_app(server: KeyServer, *, limiter: StatementLimiter | None = None) -> FastAPI:
     """The key server's ASGI app over one :class:`KeyServer`."""
+    limits = limiter or StatementLimiter()
     app = FastAPI(title="strongroom key server", docs_url=None, redoc_url=None, openapi_url=None)
 
     @app.exception_handler(StrongroomError)
@@ -117,6 +161,7 @@ def create_app(server: KeyServer) -> FastAPI:
 
     @app.post("/v1/keyserver/statements")
     async def receive(request: Request) -> dict[str, Any]:
+        limits.take(request.client.host if request.client else "unknown")  # before any reading
         body = await _body(request)
         items = _field(body, "statements", list, "statements", "[{\"kind\": ..., \"envelope\": ...}]")
         skip = body.get("skip_refused", False) is True

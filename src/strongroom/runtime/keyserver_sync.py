@@ -17,6 +17,7 @@ Each key server still verifies every statement itself
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -32,6 +33,10 @@ __all__ = ["MAX_BATCH_BYTES", "lacking_items", "push", "send", "sync_one"]
 #: Statements per request, and bytes per request (the key server refuses bodies over 1 MiB).
 MAX_BATCH = 200
 MAX_BATCH_BYTES = 768 * 1024
+#: A batch the key server's rate limit refused (429) is resent after its Retry-After, this
+#: many tries in all, waiting at most this long each time.
+_THROTTLED_TRIES = 6
+_THROTTLED_WAIT_S = 5.0
 _RUNS = "check the URL and that `strongroom keyserver serve` runs"
 
 
@@ -106,14 +111,19 @@ def send(
     done = 0
     for batch in _batches(items):
         body = {"statements": batch, **({"skip_refused": True} if skip_refused else {})}
-        try:
-            r = http.post(
-                f"{url.rstrip('/')}/v1/keyserver/statements",
-                content=json.dumps(body),
-                headers={"content-type": "application/json"},
-            )
-        except httpx.HTTPError as exc:
-            raise _unreachable(url, exc) from None
+        for attempt in range(_THROTTLED_TRIES):
+            try:
+                r = http.post(
+                    f"{url.rstrip('/')}/v1/keyserver/statements",
+                    content=json.dumps(body),
+                    headers={"content-type": "application/json"},
+                )
+            except httpx.HTTPError as exc:
+                raise _unreachable(url, exc) from None
+            if r.status_code != 429 or attempt == _THROTTLED_TRIES - 1:
+                break
+            wait = r.headers.get("retry-after", "1")  # the key server's rate limit: wait it out
+            time.sleep(min(float(wait) if wait.isdigit() else 1.0, _THROTTLED_WAIT_S))
         data = answer(r, url)
         for kind, n in data.get("stored", {}).items():
             stored[kind] = stored.get(kind, 0) + int(n)
