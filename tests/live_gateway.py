@@ -169,7 +169,18 @@ def prepare_gateway(
     for name in CALLERS:
         callers.append(enroll(run, tmp, name, "requesters"))
         _granted(env, callers[-1], "infer", approvers)
-    owners = []
+    code = sign_gateway_code(run, env, tmp, tmp / "release.json")
+    return GatewaySetup(tmp / "release.json", service, tuple(callers), code)
+
+
+def sign_gateway_code(run: Run, env: dict[str, str], tmp: Path, release: Path) -> Path:
+    """Pin two code owners (2 of 2) with ``gateway owners set``, copy the installed package
+    as the gateway host's code, and have both owners sign its release into ``release``.
+
+    Returns the directory holding the copy's ``strongroom`` package (its ``PYTHONPATH``): a
+    copy, because the tree the suite runs from may change while the gateway runs.
+    """
+    owners: list[str | Path] = []
     for name in ("owner1", "owner2"):
         ident = Identity.generate(name)
         ident.save(tmp / f"{name}.identity")
@@ -180,8 +191,7 @@ def prepare_gateway(
     shutil.copytree(
         package_root(), code / "strongroom", ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
     )
-    setup = GatewaySetup(tmp / "release.json", service, tuple(callers), code)
-    make_runner(setup.env(env))(
+    make_runner(dict(env, PYTHONPATH=str(code)))(
         "gateway",
         "sign-release",
         "--identity",
@@ -189,9 +199,9 @@ def prepare_gateway(
         "--identity",
         tmp / "owner2.identity",
         "--out",
-        setup.release,
+        release,
     )
-    return setup
+    return code
 
 
 @contextlib.contextmanager

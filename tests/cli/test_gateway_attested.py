@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -28,12 +27,12 @@ from strongroom.access import statements
 from strongroom.attest.enclave import TEST_CHIP_ENV
 from strongroom.attest.forge import ForgedVendor
 from strongroom.attest.policy import AttestationPolicy, sign_policy
-from strongroom.gateway.codesign import package_root
 from strongroom.keys.identity import Identity
 from strongroom.settings import Settings
 from strongroom.store.db import Store
 
 from cli_fixtures import grant_cli, make_runner, strongroom_exe, unseal_home
+from live_gateway import sign_gateway_code
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "gateway"))
 from gateway_helpers import minilm_dir
@@ -80,29 +79,9 @@ def test_gateway_serve_attest_loads_weights_only_into_its_enclave(tmp_path: Path
         "inference",
     )
     grant_cli(env, "minilm")
-    owners = []
-    for name in ("owner1", "owner2"):
-        ident = Identity.generate(name)
-        ident.save(tmp_path / f"{name}.identity")
-        (tmp_path / f"{name}.pub").write_text(ident.public.to_text())
-        owners += ["--code-owner", tmp_path / f"{name}.pub"]
-    run("gateway", "owners", "set", *owners, "--threshold", "2")
-    code = tmp_path / "gateway-host"  # a copy: the tree the suite runs from may change
-    shutil.copytree(
-        package_root(), code / "strongroom", ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
-    )
-    gw_env = dict(env, PYTHONPATH=str(code), PYTHONUNBUFFERED="1")
     release = tmp_path / "release.json"
-    make_runner(gw_env)(
-        "gateway",
-        "sign-release",
-        "--identity",
-        tmp_path / "owner1.identity",
-        "--identity",
-        tmp_path / "owner2.identity",
-        "--out",
-        release,
-    )
+    code = sign_gateway_code(run, env, tmp_path, release)
+    gw_env = dict(env, PYTHONPATH=str(code), PYTHONUNBUFFERED="1")
 
     plain = make_runner(gw_env)(
         "gateway", "serve", "minilm", "--release", release, "--port", str(_port()), ok=False
