@@ -49,18 +49,28 @@ def event(i: int) -> dict[str, object]:
                 reason="policy: clearance ok", details={"bytes": 4096})
 
 
+#: CPU seconds per append of the latest appends_threads() call (every thread of the process).
+CPU_PER_APPEND: list[float] = []
+
+
 def appends_threads(log: AuditLog, threads: int, per_thread: int) -> float:
     """Each thread calls append() and waits for durability before the next."""
     def work() -> None:
         for i in range(per_thread):
             log.append(**event(i))  # type: ignore[arg-type]
     ts = [threading.Thread(target=work) for _ in range(threads)]
+    c0 = time.process_time()
     t0 = time.perf_counter()
     for t in ts:
         t.start()
     for t in ts:
         t.join()
+    CPU_PER_APPEND.append((time.process_time() - c0) / (threads * per_thread))
     return threads * per_thread / (time.perf_counter() - t0)
+
+
+#: CPU seconds per row of the latest plain_sqlite() call.
+CPU_PER_ROW: list[float] = []
 
 
 def plain_sqlite(path: Path, log: AuditLog, rows: int, batch: int = 64) -> float:
@@ -74,6 +84,7 @@ def plain_sqlite(path: Path, log: AuditLog, rows: int, batch: int = 64) -> float
     db.execute("PRAGMA synchronous=FULL")
     db.execute("CREATE TABLE IF NOT EXISTS t (idx INTEGER PRIMARY KEY, leaf_hash BLOB, body BLOB)")
     start = db.execute("SELECT COALESCE(MAX(idx) + 1, 0) FROM t").fetchone()[0]
+    c0 = time.process_time()
     t0 = time.perf_counter()
     for b in range(0, rows, batch):
         chunk = []
@@ -84,6 +95,7 @@ def plain_sqlite(path: Path, log: AuditLog, rows: int, batch: int = 64) -> float
         db.executemany("INSERT INTO t VALUES (?, ?, ?)", chunk)
         db.execute("COMMIT")
     rate = rows / (time.perf_counter() - t0)
+    CPU_PER_ROW.append((time.process_time() - c0) / rows)
     db.close()
     return rate
 
@@ -137,6 +149,14 @@ def main() -> None:
         print(f"append() / plain SQLite: {r1 / statistics.median(limit):.2f} at the medians "
               f"({min(pairs):.2f}-{max(pairs):.2f} over {len(pairs)} pairs; target >= 0.5); "
               f"{r1 / APPEND_TARGET:.2f}x the 20,000/s target; load average {loadavg()}")
+        print(f"CPU: append() {statistics.median(CPU_PER_APPEND) * 1e6:.0f} us an append (every "
+              f"thread), plain SQLite {statistics.median(CPU_PER_ROW) * 1e6:.1f} us a row "
+              "(medians; the CPU bounds both when fsync is fast)")
+        del CPU_PER_APPEND[:]
+        one = [appends_threads(log, 1, 300) for _ in range(3)]
+        print(f"append() from one thread (one commit each, the fixed cost of a commit): "
+              f"{statistics.median(one):,.0f}/s, {statistics.median(CPU_PER_APPEND) * 1e6:.0f} us "
+              f"of CPU an append; load average {loadavg()}")
         r2 = appends_pipelined(log, 8, n_small // 8, 256)
         filled = log.size()
         print(f"submit(), 8 producers x 256 in flight: {r2:7,.0f} events/s "

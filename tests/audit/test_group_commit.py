@@ -118,6 +118,95 @@ def test_concurrent_append_many_batches_stay_contiguous(
         log.close()
 
 
+class _ThreadSeen:
+    """An append guard that admits every claim and records the thread deciding it."""
+
+    def __init__(self) -> None:
+        self.threads: list[threading.Thread] = []
+        self.held = threading.Event()
+        self.go = threading.Event()
+        self.go.set()
+
+    def admit(self, conn: object, claims: list[object]) -> list[bool]:
+        self.threads.append(threading.current_thread())
+        self.held.set()
+        assert self.go.wait(10)
+        return [True] * len(claims)
+
+    def settle(self, claims: list[object], committed: bool) -> None:
+        pass
+
+
+def test_an_append_on_an_idle_log_commits_on_the_callers_own_thread(
+    store: Store, signer: Ed25519Signer
+) -> None:
+    """Leader/follower: no hand-off to another thread when nothing else is committing."""
+    log = AuditLog(store, signer, ORIGIN)
+    try:
+        guard = _ThreadSeen()
+        assert log.append_if(guard, "c", actor="a", action="x", obj="o", decision="allow") == 0
+        assert guard.threads == [threading.current_thread()]
+    finally:
+        log.close()
+
+
+def test_appends_queued_behind_a_commit_are_led_by_one_of_their_callers(
+    store: Store, signer: Ed25519Signer
+) -> None:
+    """While a leader commits, later appends queue; one of their callers then commits them
+    all in one batch, and every caller gets its own index."""
+    log = AuditLog(store, signer, ORIGIN)
+    commits: list[int] = []
+    log.observe_commits(lambda entries, _seconds: commits.append(entries))
+    try:
+        guard = _ThreadSeen()
+        guard.go.clear()
+        got: dict[str, int | None] = {}
+
+        def call(name: str) -> None:
+            got[name] = log.append_if(guard, name, actor=name, action="x", obj=name,
+                                      decision="allow")
+
+        first = threading.Thread(target=call, args=("first",))
+        first.start()
+        assert guard.held.wait(10)  # the first caller leads and is inside its transaction
+        later = [threading.Thread(target=call, args=(f"t{i}",)) for i in range(8)]
+        for th in later:
+            th.start()
+        while len(log._writer._batch.items) < 8:
+            threading.Event().wait(0.001)
+        guard.go.set()
+        for th in [first, *later]:
+            th.join()
+        assert commits == [1, 8]
+        assert guard.threads[0] is first and guard.threads[1] in later
+        assert sorted(i for i in got.values() if i is not None) == list(range(9))
+        assert all(log.event(i).actor == name for name, i in got.items() if i is not None)
+    finally:
+        log.close()
+
+
+def test_submitted_appends_commit_with_the_next_caller_or_at_close(
+    store: Store, db_url: str, signer: Ed25519Signer
+) -> None:
+    """submit() only queues: the next caller that waits commits it, and so does close()."""
+    log = AuditLog(store, signer, ORIGIN)
+    pending = [log.submit(actor="p", action="x", obj=f"o{i}", decision="allow")
+               for i in range(3)]
+    assert log.append(actor="a", action="x", obj="o", decision="allow") == 3
+    assert [p.result() for p in pending] == [0, 1, 2]
+    log.submit(actor="p", action="x", obj="last", decision="allow")
+    log.close()
+    again = Store.open(db_url)
+    reopened = AuditLog(again, signer, ORIGIN)
+    try:
+        assert reopened.size() == 5 and reopened.event(4).object == "last"
+        reopened.verify()
+    finally:
+        reopened.close()
+        again.close()
+
+
 def test_entry_time_is_utc_with_z_whatever_the_clock_zone() -> None:
     utc = datetime(2026, 3, 4, 5, 6, 7, 89, tzinfo=UTC)
     assert format_time(utc) == "2026-03-04T05:06:07.000089Z"

@@ -14,9 +14,11 @@ and must refuse the operation (fail closed)::
 
 How it stays fast and correct:
 
-* **Group commit.** Appends from any number of threads are queued to one
-  writer thread, which commits everything queued in one transaction (one
-  fsync) and then wakes the callers with their indices.
+* **Group commit.** Appends from any number of threads are queued; the
+  first caller to wait while no commit is under way leads: it commits
+  everything queued in one transaction (one fsync) on its own thread, then
+  wakes the other callers with their indices and hands the next batch to one
+  of its callers (no hand-off to a writer thread of its own).
 * **No gaps, no forks across processes.** The batch transaction first locks
   the single ``audit_head`` row (``SELECT ... FOR UPDATE`` on PostgreSQL;
   SQLite's ``BEGIN IMMEDIATE`` serialises writers), reads the size, and
@@ -243,7 +245,9 @@ class AuditLog:
         """Queue one decision without waiting; ``.result()`` waits until it is durable.
 
         For pipelined producers (like Tessera's futures): the decision must not
-        take effect before ``result()`` has returned its index.
+        take effect before ``result()`` has returned its index. The entry is
+        committed by the next caller that waits (this ``result()``, another
+        append) or by :meth:`close`, with whatever else is queued then.
         """
         item = self._encoder.encode(actor, action, obj, decision, reason, request_id, details,
                                     shard, nbytes)
@@ -412,7 +416,7 @@ class AuditLog:
         return self.redactor.matches(stored, value)
 
     def close(self) -> None:
-        """Commit what is queued, then stop the writer thread."""
+        """Commit what is queued (``submit()`` included), then let the writer's connection go."""
         self._writer.close()
         self._tree.close()
 

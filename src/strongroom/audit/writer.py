@@ -1,8 +1,12 @@
-"""The group-commit writer: one thread commits every queued audit append in one transaction.
+"""The group-commit writer: every queued audit append commits in one transaction.
 
-Appends from any number of threads are queued to one writer thread, which
-commits everything queued in one transaction (one fsync) and then wakes the
-callers with their indices. The batch transaction first locks the single
+Appends from any number of threads are queued; the first caller that waits
+while no commit is under way becomes the batch's *leader* and commits
+everything queued in one transaction (one fsync) on its own thread, then wakes
+the other callers (followers) with their indices and, when more appends queued
+meanwhile, makes one of their callers the next leader. No thread of its own:
+an append that finds the writer idle commits without a hand-off between
+threads. The batch transaction first locks the single
 ``audit_head`` row (``SELECT ... FOR UPDATE`` on PostgreSQL; SQLite's
 ``BEGIN IMMEDIATE`` serialises writers), waiting at most ``lock_timeout`` for
 it, reads the size and extends the stored tree from there; the in-memory
@@ -13,7 +17,7 @@ same transaction. :class:`strongroom.audit.log.AuditLog` owns one writer::
     writer = GroupCommitWriter(store, tree, encoder.refusal, origin=origin)
     batch, offset = writer.enqueue([encoder.encode(...)])
     index = writer.wait(batch, offset, 1)[0]     # durable, or AuditUnavailable
-    writer.close()
+    writer.close()                               # commits what is still queued
 """
 
 from __future__ import annotations
@@ -67,7 +71,7 @@ class AppendGuard(Protocol):
     def admit(self, conn: Connection, claims: Sequence[Any]) -> Sequence[bool]:
         """Decide ``claims`` in order; True keeps the claim's entry, False drops it.
 
-        Runs on the audit writer thread inside the batch's transaction, after the
+        Runs on the batch leader's thread inside the batch's transaction, after the
         audit head is locked, and may write through ``conn``: those rows commit
         with the entries or not at all. Raising fails the whole batch (every
         append in it gets :class:`AuditUnavailable`).
@@ -81,45 +85,20 @@ class AppendGuard(Protocol):
 
 
 class _Done:
-    """A one-shot event that wakes each waiter through its own lock.
+    """A batch's outcome: a flag, and each waiting appender's own lock.
 
     ``threading.Event.set`` notifies a shared condition: with 64 appenders
     waiting, its O(n^2) notify and each waiter re-taking the condition's lock in
-    turn cost the writer thread more than the batch's own inserts. Here each
-    waiter blocks on a lock of its own, which :meth:`set` releases.
+    turn cost more than the batch's own inserts. Here each waiter blocks on a
+    lock of its own, which the leader releases. The writer's ``_lock`` guards
+    ``flag`` and ``waiters``.
     """
 
-    __slots__ = ("_flag", "_mutex", "_waiters")
+    __slots__ = ("flag", "waiters")
 
     def __init__(self) -> None:
-        self._flag = False
-        self._mutex = threading.Lock()
-        self._waiters: list[Any] = []
-
-    def set(self) -> None:
-        """Mark done and wake every waiter."""
-        with self._mutex:
-            self._flag = True
-            waiters, self._waiters = self._waiters, []
-        for waiter in waiters:
-            waiter.release()
-
-    def wait(self, timeout: float) -> bool:
-        """Whether it was set within ``timeout`` seconds."""
-        if self._flag:
-            return True
-        waiter = _allocate_lock()
-        waiter.acquire()
-        with self._mutex:
-            if self._flag:
-                return True
-            self._waiters.append(waiter)
-        if waiter.acquire(timeout=timeout):
-            return True
-        with self._mutex:  # timed out: withdraw, unless set meanwhile
-            with contextlib.suppress(ValueError):
-                self._waiters.remove(waiter)
-            return self._flag
+        self.flag = False
+        self.waiters: list[Any] = []
 
 
 class _Batch:
@@ -167,7 +146,7 @@ def lock_timed_out(exc: BaseException | None) -> bool:
 
 
 class GroupCommitWriter:
-    """The writer thread and its queue; ``refusal`` turns a failed entry into a refusal."""
+    """The queue and its leader/follower commits; ``refusal`` turns a failed entry into a refusal."""
 
     def __init__(
         self,
@@ -208,23 +187,23 @@ class GroupCommitWriter:
             f"WHERE id = 1 AND size = {mark}"
         )
         self._frontier: Frontier | None = None
-        # The writer thread's own connection, kept between batches (see _connection), and
-        # whether this thread emits SQLite's BEGIN IMMEDIATE itself (store.db.writer_engine).
+        # The writer's own connection, kept between batches (see _connection), and
+        # whether the leader emits SQLite's BEGIN IMMEDIATE itself (store.db.writer_engine).
         self._conn: Connection | None = None
         self._engine, self._begin_raw = writer_engine(store)
         self._used = 0.0  # when the connection last ran a batch (monotonic)
         self._db_errors = dbapi_errors(store.engine)  # SQLAlchemy's and the driver's
         # Entries of failed batches, turned into refusals: they ride on the next batch.
         self._unrecorded: list[EncodedEntry] = []
+        # Guards the open batch, the leader's state and every batch's _Done.
         self._lock = threading.Lock()
-        self._wake = threading.Condition(self._lock)
-        self._batch = _Batch()
+        self._wake = threading.Condition(self._lock)  # a gathering leader waits on it
+        self._batch = _Batch()  # the open batch: appends queue here
+        self._inflight: _Batch | None = None  # the batch a leader is committing
         self._closed = False
         self._expected = 0  # announced appends (expecting()) not yet enqueued
         self._gathering = False
         self._announced = threading.local()
-        self._thread = threading.Thread(target=self._run, name="audit-writer", daemon=True)
-        self._thread.start()
 
     # -- callers --------------------------------------------------------------
 
@@ -266,7 +245,7 @@ class GroupCommitWriter:
             if guarded is not None:
                 batch.guarded.append((offset, *guarded))
             batch.guarded.extend((offset + i, guard, claim) for i, guard, claim in claims)
-            if offset == 0 or self._gathering:
+            if self._gathering:
                 self._wake.notify()
         return batch, offset
 
@@ -275,8 +254,37 @@ class GroupCommitWriter:
         return PendingAppend(self, batch, offset)
 
     def wait(self, batch: _Batch, offset: int, count: int) -> list[int | None]:
-        """The indices of ``count`` items from ``offset`` once durable (None: guard refused)."""
-        if not batch.done.wait(self.append_timeout):
+        """The indices of ``count`` items from ``offset`` once durable (None: guard refused).
+
+        Leads the commit itself when ``batch`` is still open and no commit is
+        under way; otherwise waits for the leader that has it, or to be made the
+        next one.
+        """
+        done = batch.done
+        deadline = 0.0
+        while not done.flag:
+            lock = self._lock
+            with lock:
+                if done.flag:
+                    break
+                lead = self._inflight is None and batch is self._batch
+                if not lead:
+                    waiter = _allocate_lock()
+                    waiter.acquire()
+                    done.waiters.append(waiter)
+            if lead:
+                self._lead()
+                continue
+            if not deadline:
+                deadline = time.monotonic() + self.append_timeout
+            left = deadline - time.monotonic()
+            if left > 0 and waiter.acquire(timeout=left):
+                continue  # done, or made the next leader (then the loop leads)
+            with lock:
+                try:
+                    done.waiters.remove(waiter)
+                except ValueError:  # released meanwhile: done, or made the leader
+                    continue
             raise AuditUnavailable(
                 f"audit append not durable after {self.append_timeout:.0f} s",
                 obj=self.store.url,
@@ -295,13 +303,22 @@ class GroupCommitWriter:
         return list(range(first, first + count))
 
     def close(self) -> None:
-        """Commit what is queued, then stop the thread."""
+        """Commit what is queued (after any commit under way), then let the connection go."""
         with self._lock:
             self._closed = True
-            self._wake.notify()
-        self._thread.join()
+            self._wake.notify()  # a gathering leader commits now
+        while True:
+            with self._lock:
+                batch = self._inflight or self._batch
+                if batch is self._batch and not batch.items:
+                    break
+            with contextlib.suppress(AuditUnavailable):  # its callers got the error
+                self.wait(batch, 0, 0)
+        self._drop(reuse=True)
+        if self._engine is not self.store.engine:
+            self._engine.dispose()
 
-    # -- the writer thread ----------------------------------------------------
+    # -- the leader -----------------------------------------------------------
 
     def _gather(self) -> None:
         """With the lock held and a batch waiting: let announced appends join it (bounded)."""
@@ -318,54 +335,73 @@ class GroupCommitWriter:
         finally:
             self._gathering = False
 
-    def _run(self) -> None:
-        while True:
-            with self._lock:
-                while not self._batch.items and not self._closed:
-                    self._wake.wait()
-                if not self._batch.items and self._closed:
-                    self._drop(reuse=True)
-                    if self._engine is not self.store.engine:
-                        self._engine.dispose()
-                    return
+    def _lead(self) -> None:
+        """Commit the open batch on this thread (the caller claimed it under the lock).
+
+        The caller set nothing yet: here the open batch becomes the one in flight,
+        and once it is over every follower is woken and, when appends queued
+        meanwhile, one of their callers is made the next leader.
+        """
+        with self._lock:
+            batch = self._batch
+            self._inflight = batch
+            try:
                 self._gather()
-                batch = self._batch
+            finally:
                 self._batch = _Batch()
                 carried, self._unrecorded = self._unrecorded, []
-            own = len(batch.items)
-            batch.items.extend(carried)  # after the callers' items: their offsets stand
-            committed = False
-            started = time.perf_counter()
-            try:
-                batch.first = self._commit(batch)
-                committed = True
-            except BaseException as exc:  # every failure reaches the callers: fail closed
-                self._frontier = None
-                batch.error = exc
-                log.error("audit batch of %d entries failed: %s", len(batch.items), exc)
-                # Refused before anything was written (the locks were never had): recorded
-                # as refusals by the next batch that commits.
-                refused = ([self._refusal(item, exc) for item in batch.items[:own]]
-                           if lock_timed_out(exc.__cause__) else [])
-                with self._lock:
-                    self._unrecorded[:0] = carried + refused
-                    del self._unrecorded[:-_MAX_UNRECORDED]
+        own = len(batch.items)
+        batch.items.extend(carried)  # after the callers' items: their offsets stand
+        committed = False
+        started = time.perf_counter()
+        try:
+            batch.first = self._commit(batch)
+            committed = True
+        except BaseException as exc:  # every failure reaches the callers: fail closed
+            self._frontier = None
+            batch.error = exc
+            log.error("audit batch of %d entries failed: %s", len(batch.items), exc)
+            # Refused before anything was written (the locks were never had): recorded
+            # as refusals by the next batch that commits.
+            refused = ([self._refusal(item, exc) for item in batch.items[:own]]
+                       if lock_timed_out(exc.__cause__) else [])
+            with self._lock:
+                self._unrecorded[:0] = carried + refused
+                del self._unrecorded[:-_MAX_UNRECORDED]
+        finally:
             took = time.perf_counter() - started
-            if batch.guarded:
-                self._settle(batch, committed)
-            batch.done.set()
-            if committed and self.on_commit is not None:  # after the wake-up: off the callers' path
-                try:
-                    self.on_commit(len(batch.items), took)
-                except Exception:  # a metric must never stop the writer
-                    log.exception("the audit commit observer failed")
+            try:
+                if batch.guarded:
+                    self._settle(batch, committed)
+            finally:
+                self._finish(batch)
+        if committed and self.on_commit is not None:  # after the wake-ups
+            try:
+                self.on_commit(len(batch.items), took)
+            except Exception:  # a metric must never fail an append
+                log.exception("the audit commit observer failed")
+
+    def _finish(self, batch: _Batch) -> None:
+        """Mark ``batch`` done, make a caller of the next one its leader, wake the followers."""
+        with self._lock:
+            done = batch.done
+            done.flag = True
+            waiters, done.waiters = done.waiters, []
+            self._inflight = None
+            following = self._batch.done.waiters
+            # The longest waiter of the next batch leads it (its loop finds the writer idle).
+            nxt = following.pop(0) if following and self._batch.items else None
+        if nxt is not None:
+            nxt.release()
+        for waiter in waiters:
+            waiter.release()
 
     def _connection(self) -> Connection:
-        """The writer thread's connection: opened once, kept between batches.
+        """The writer's connection: opened once, kept between batches.
 
         Checking a pooled connection out and back in (with its reset, and the lock
         bound set and restored each time) cost more than the batch's own
-        statements; only this thread uses it. SQLite's busy timeout is set to the
+        statements; only the batch's leader uses it, one leader at a time. SQLite's busy timeout is set to the
         bound once; PostgreSQL's bounds are set per transaction (``set_config(...,
         true)``), so nothing of the writer's leaks into the pool.
         """
