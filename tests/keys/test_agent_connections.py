@@ -15,13 +15,19 @@ from typing import Any
 
 import pytest
 
-from strongroom.errors import InvalidInput
+from strongroom.crypto.age import Stanza
+from strongroom.errors import AccessDenied, InvalidInput, Sealed
+from strongroom.release import ReleaseRequest
 from strongroom.runtime.agent import (
     LOCK_NAME,
     SOCKET_NAME,
     AgentClient,
     AgentUnavailable,
     AsyncAgentClient,
+    _encode_answers,
+    decode_release_answers,
+    decode_release_many,
+    encode_release_many,
 )
 from strongroom.store.db import Store
 
@@ -179,3 +185,73 @@ def test_a_cancelled_call_does_not_return_its_connection(home: Path) -> None:
         assert (await client.call("ping"))["pid"] == _pid(home)
 
     asyncio.run(run())
+
+
+def _requests() -> list[ReleaseRequest]:
+    return [
+        ReleaseRequest(principal="alice", principal_key=os.urandom(32), artifact="m@1",
+                       shard="model.safetensors", blob_id="b" * 64, nbytes=1 << 40,
+                       purpose="load", evidence='{"payload": "x"}',
+                       stanzas=(Stanza("strongroom-kek", ("vault-1", "2"), os.urandom(60)),
+                                Stanza("X25519", (), b"")), host="ws-9"),
+        ReleaseRequest(principal="bøb", principal_key=b"", artifact="m@1", shard="dir/ü.bin",
+                       blob_id="c", nbytes=0, purpose="load", evidence="", host=None),
+    ]
+
+
+def test_the_compact_release_batch_round_trips() -> None:
+    requests = _requests()
+    message = encode_release_many(requests)
+    assert message[0] == 0x01 and b"base64" not in message
+    assert decode_release_many(message) == requests
+    assert decode_release_many(encode_release_many([])) == []
+    key = bytearray(os.urandom(32))
+    frame = _encode_answers([key, AccessDenied("no", obj="m@1/x", remedy="ask")])
+    (n,) = struct.unpack(">I", frame[:4])
+    answers = decode_release_answers(bytes(frame[4:]), 2)
+    assert n == len(frame) - 4 and answers[0] == bytes(key)
+    assert isinstance(answers[1], AccessDenied) and answers[1].remedy == "ask"
+
+
+@pytest.mark.parametrize("cut", [1, 2, 3, 10, 40, -1])
+def test_a_truncated_or_padded_compact_batch_is_refused(cut: int) -> None:
+    message = encode_release_many(_requests())
+    with pytest.raises(ValueError):
+        decode_release_many(message[:cut])
+    with pytest.raises(ValueError):
+        decode_release_many(message + b"\x00")
+    answer = bytes(_encode_answers([bytearray(32)])[4:])
+    with pytest.raises(ValueError):
+        decode_release_answers(answer[:min(cut, 30)], 1)
+    with pytest.raises(ValueError):
+        decode_release_answers(answer + b"\x00", 1)
+
+
+def test_the_agent_answers_a_compact_batch_in_kind(home: Path) -> None:
+    AgentClient(home).call("ping")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.connect(str(home / SOCKET_NAME))
+
+        def exchange(data: bytes) -> bytes:
+            sock.sendall(struct.pack(">I", len(data)) + data)
+            (n,) = struct.unpack(">I", sock.recv(4, socket.MSG_WAITALL))
+            return sock.recv(n, socket.MSG_WAITALL)
+
+        answers = decode_release_answers(exchange(encode_release_many(_requests())), 2)
+        assert all(isinstance(a, Sealed) for a in answers)  # each its own refusal
+        # A message it cannot parse: one JSON error for the batch; the connection stays usable.
+        with pytest.raises(InvalidInput, match="malformed release batch"):
+            decode_release_answers(exchange(b"\x01\x00\x01garbage"), 1)
+        assert b'"ok": true' in exchange(b'{"op": "ping", "args": {}}')
+
+
+def test_the_asyncio_client_releases_in_compact_batches(home: Path) -> None:
+    AgentClient(home).call("ping")
+    client = AsyncAgentClient(home)
+
+    async def run() -> list[Any]:
+        return await asyncio.gather(*(client.release(r) for r in _requests() * 3),
+                                    return_exceptions=True)
+
+    out = asyncio.run(run())
+    assert len(out) == 6 and all(isinstance(o, Sealed) for o in out)

@@ -36,7 +36,16 @@ big-endian length and a JSON object; binary fields are base64. Request
 one such reply per request, in order: the gate checks each request alone and
 commits the admitted ones' charges and audit entries in one transaction
 before any key is returned. A worker's :class:`AsyncAgentClient` sends the
-releases that arrive while one batch is out as the next batch.
+releases that arrive while one batch is out as the next batch, in the
+compact form below.
+
+Compact ``release_many`` (the workers' hot path): a message whose first byte
+is ``0x01`` (a JSON object never starts with it) carries the batch as
+length-prefixed fields (:func:`encode_release_many`) and is answered in kind,
+one tagged answer per request with the file key as raw bytes
+(:func:`decode_release_answers`); a message the agent cannot parse is
+answered with the JSON error reply, for the whole batch. It saves the JSON,
+base64 and per-request dictionaries on both ends (same checks, same order).
 
 Do not expose the socket beyond the local user (no chmod, no forwarding), and
 do not run the agent as a different user than the CLI.
@@ -58,6 +67,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -125,6 +135,182 @@ def request_from_json(d: dict[str, Any]) -> ReleaseRequest:
         host=str(d["host"]) if d.get("host") is not None else None)
 
 
+# -- compact release_many -------------------------------------------------------------
+
+#: First byte of a compact ``release_many`` message and of its answer.
+COMPACT = 0x01
+_U16 = struct.Struct(">H")
+_U32 = struct.Struct(">I")
+_I64 = struct.Struct(">q")
+_NONE = 0xFFFFFFFF  # a field's length when the value is None (host)
+
+
+#: Per request: the byte lengths of principal, artifact, shard, blob_id, purpose,
+#: evidence, principal_key and host (``_NONE``: no host), nbytes, and the stanza count;
+#: then those eight fields' bytes, then each stanza.
+_HEAD = struct.Struct(">8IqH")
+#: Per stanza: the byte lengths of its type and body and its argument count; then each
+#: argument's length (u32), then the type, the arguments and the body.
+_STANZA = struct.Struct(">IIH")
+
+
+def _field(out: bytearray, data: bytes) -> None:
+    out += _U32.pack(len(data))
+    out += data
+
+
+def encode_release_many(requests: Sequence[ReleaseRequest]) -> bytes:
+    """A compact ``release_many`` message (ValueError when a request cannot be encoded)."""
+    if len(requests) > MAX_BATCH:
+        raise ValueError(f"at most {MAX_BATCH} requests in one batch")
+    out = bytearray((COMPACT,))
+    out += _U16.pack(len(requests))
+    for r in requests:
+        fields = [r.principal.encode(), r.artifact.encode(), r.shard.encode(),
+                  r.blob_id.encode(), r.purpose.encode(), r.evidence.encode(),
+                  bytes(r.principal_key)]
+        host = None if r.host is None else r.host.encode()
+        try:
+            out += _HEAD.pack(*(len(f) for f in fields),
+                              _NONE if host is None else len(host), r.nbytes, len(r.stanzas))
+        except struct.error as exc:
+            raise ValueError(f"a field is out of range ({exc})") from None
+        for f in fields:
+            out += f
+        if host is not None:
+            out += host
+        for st in r.stanzas:
+            args = [a.encode() for a in st.args]
+            kind, body = st.type.encode(), bytes(st.body)
+            out += _STANZA.pack(len(kind), len(body), len(args))
+            for arg in args:
+                out += _U32.pack(len(arg))
+            out += kind
+            for arg in args:
+                out += arg
+            out += body
+    return bytes(out)
+
+
+def decode_release_many(data: bytes) -> list[ReleaseRequest]:
+    """Inverse of :func:`encode_release_many`; ValueError when malformed."""
+    if not data or data[0] != COMPACT:
+        raise ValueError("not a compact release_many message")
+    head, stanza_head, end = _HEAD, _STANZA, len(data)
+    try:
+        (n,) = _U16.unpack_from(data, 1)
+        if n > MAX_BATCH:
+            raise ValueError(f"more than {MAX_BATCH} requests")
+        pos, out = 3, []
+        for _ in range(n):
+            (lp, la, ls, lb, lu, le, lk, lh, nbytes, nst) = head.unpack_from(data, pos)
+            pos += head.size
+            if pos + lp + la + ls + lb + lu + le + lk + (0 if lh == _NONE else lh) > end:
+                raise ValueError("truncated request")
+            fields = []
+            for length in (lp, la, ls, lb, lu, le):
+                fields.append(data[pos:pos + length].decode())
+                pos += length
+            principal_key = data[pos:pos + lk]
+            pos += lk
+            host = None
+            if lh != _NONE:
+                host = data[pos:pos + lh].decode()
+                pos += lh
+            stanzas = []
+            for _ in range(nst):
+                lt, lbody, nargs = stanza_head.unpack_from(data, pos)
+                pos += stanza_head.size
+                lengths = struct.unpack_from(f">{nargs}I", data, pos)
+                pos += 4 * nargs
+                if pos + lt + sum(lengths) + lbody > end:
+                    raise ValueError("truncated stanza")
+                kind = data[pos:pos + lt].decode()
+                pos += lt
+                args = []
+                for length in lengths:
+                    args.append(data[pos:pos + length].decode())
+                    pos += length
+                stanzas.append(Stanza(kind, tuple(args), data[pos:pos + lbody]))
+                pos += lbody
+            principal, artifact, shard, blob_id, purpose, evidence = fields
+            out.append(ReleaseRequest(
+                principal=principal, principal_key=principal_key, artifact=artifact,
+                shard=shard, blob_id=blob_id, nbytes=nbytes, purpose=purpose,
+                evidence=evidence, stanzas=tuple(stanzas), host=host))
+    except struct.error as exc:
+        raise ValueError(f"truncated message ({exc})") from None
+    if pos != end:
+        raise ValueError("trailing bytes after the last request")
+    return out
+
+
+class _Fields:
+    """Reads the answers' tagged, length-prefixed fields (struct.error when truncated)."""
+
+    __slots__ = ("buf", "pos")
+
+    def __init__(self, buf: bytes, pos: int) -> None:
+        self.buf, self.pos = buf, pos
+
+    def data(self) -> bytes:
+        buf, pos = self.buf, self.pos
+        (n,) = _U32.unpack_from(buf, pos)
+        end = pos + 4 + n
+        if end > len(buf):
+            raise ValueError("truncated field")
+        self.pos = end
+        return buf[pos + 4:end]
+
+
+def _encode_answers(outcomes: Sequence[bytearray | StrongroomError]) -> bytearray:
+    """The compact answer frame (length prefix included); the caller zeroes it once sent."""
+    out = bytearray(4)
+    out.append(COMPACT)
+    for outcome in outcomes:
+        if isinstance(outcome, StrongroomError):
+            out.append(1)
+            _field(out, json.dumps(_error_to_json(outcome)).encode())
+        else:
+            out.append(0)
+            out += _U32.pack(len(outcome))
+            out += outcome
+    _U32.pack_into(out, 0, len(out) - 4)
+    return out
+
+
+def decode_release_answers(data: bytes, n: int) -> list[bytes | StrongroomError]:
+    """Each request's file key or its refusal from a compact answer to ``n`` requests.
+
+    A JSON reply (the agent refused the whole message) raises its error.
+    """
+    if not data or data[0] != COMPACT:
+        reply = json.loads(data)
+        error = reply.get("error") if isinstance(reply, dict) else None
+        raise _error_from_json(error or {"type": "StrongroomError",
+                                         "message": "the key agent answered a release batch "
+                                                    "wrongly"})
+    f = _Fields(data, 1)
+    out: list[bytes | StrongroomError] = []
+    try:
+        for _ in range(n):
+            tag = data[f.pos]
+            f.pos += 1
+            body = f.data()
+            if tag == 0:
+                out.append(body)
+            elif tag == 1:
+                error = json.loads(body)
+                out.append(_error_from_json(error if isinstance(error, dict) else {}))
+            else:
+                raise ValueError("bad answer tag")
+    except (struct.error, IndexError) as exc:
+        raise ValueError(f"truncated answer ({type(exc).__name__})") from None
+    if f.pos != len(data):
+        raise ValueError("trailing bytes after the last answer")
+    return out
+
+
 def _send(sock: socket.socket, obj: Any) -> None:
     data = json.dumps(obj).encode()
     sock.sendall(struct.pack(">I", len(data)) + data)
@@ -146,11 +332,15 @@ def _recv_exact(sock: socket.socket, n: int, *, first: bool = False) -> bytes:
     return bytes(buf)
 
 
-def _recv(sock: socket.socket) -> Any:
+def _recv_message(sock: socket.socket) -> bytes:
     (n,) = struct.unpack(">I", _recv_exact(sock, 4, first=True))
     if n > _MAX_MESSAGE:
         raise ConnectionError("message too large")
-    return json.loads(_recv_exact(sock, n))
+    return _recv_exact(sock, n)
+
+
+def _recv(sock: socket.socket) -> Any:
+    return json.loads(_recv_message(sock))
 
 
 def _socket_path(home: Path) -> Path:
@@ -290,12 +480,54 @@ class AgentServer:
                     return
                 while not self._stop.is_set():
                     try:
-                        request = _recv(conn)
+                        message = _recv_message(conn)
                     except _Closed:
                         return  # the client is done with this connection
-                    _send(conn, self._answer(request))
+                    if message[:1] == b"\x01":  # COMPACT: a worker's release batch
+                        frame = self._answer_compact(message)
+                        try:
+                            conn.sendall(frame)
+                        finally:
+                            frame[:] = bytes(len(frame))  # it held the file keys
+                        continue
+                    _send(conn, self._answer(json.loads(message)))
             except (OSError, ConnectionError, ValueError) as exc:
                 log.info("connection dropped: %s", type(exc).__name__)
+
+    def _answer_compact(self, message: bytes) -> bytearray:
+        """The framed answer to a compact ``release_many`` (a JSON error reply if malformed)."""
+        with self._lock:
+            self._busy += 1
+        try:
+            try:
+                requests = decode_release_many(message)
+            except (ValueError, TypeError) as exc:
+                reply = {"ok": False, "error": _error_to_json(InvalidInput(
+                    f"malformed release batch ({exc})", obj="agent",
+                    remedy="agent and server must be the same version (restart strongroom "
+                    "serve)"))}
+                data = json.dumps(reply).encode()
+                return bytearray(struct.pack(">I", len(data)) + data)
+            try:
+                outcomes = self.service.release_many(requests)
+            except StrongroomError as exc:
+                outcomes = [exc] * len(requests)
+            except Exception as exc:  # a fault must be answered, not drop the connection
+                log.exception("request 'release_many' failed")
+                outcomes = [StrongroomError(
+                    f"the key agent failed on 'release_many' ({type(exc).__name__})",
+                    obj="agent", remedy="read the agent log (agent.log in STRONGROOM_HOME)")
+                ] * len(requests)
+            try:
+                return _encode_answers(outcomes)
+            finally:
+                for outcome in outcomes:
+                    if isinstance(outcome, bytearray):
+                        outcome[:] = bytes(len(outcome))
+        finally:
+            with self._lock:
+                self._busy -= 1
+                self._last = time.monotonic()
 
     def _answer(self, request: Any) -> dict[str, Any]:
         with self._lock:
@@ -575,13 +807,13 @@ class AsyncAgentClient:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._slots: asyncio.Semaphore | None = None
         # Releases waiting for the next release_many of this loop, and whether one is out.
-        self._queued: list[tuple[dict[str, Any], asyncio.Future[str]]] = []
+        self._queued: list[tuple[ReleaseRequest, asyncio.Future[bytes]]] = []
         self._sending = False
         self._batch_loop: asyncio.AbstractEventLoop | None = None
         self._sender: asyncio.Task[None] | None = None
 
-    async def release(self, request: dict[str, Any]) -> str:
-        """One release (a request as :func:`request_to_json`): its key as base64, or its refusal.
+    async def release(self, request: ReleaseRequest) -> bytes:
+        """One release: its file key, or its refusal.
 
         Releases made on one event loop while a ``release_many`` of that loop
         is in flight wait for it to return and then go together in the next
@@ -592,7 +824,7 @@ class AsyncAgentClient:
         loop = asyncio.get_running_loop()
         if self._batch_loop is not loop:  # queue and sender belong to the loop that made them
             self._queued, self._sending, self._batch_loop = [], False, loop
-        future: asyncio.Future[str] = loop.create_future()
+        future: asyncio.Future[bytes] = loop.create_future()
         self._queued.append((request, future))
         if not self._sending:
             self._sending = True
@@ -605,13 +837,7 @@ class AsyncAgentClient:
             while self._queued:
                 batch, self._queued = self._queued[:MAX_BATCH], self._queued[MAX_BATCH:]
                 try:
-                    answers = await self.call("release_many",
-                                              requests=[request for request, _ in batch])
-                    if not isinstance(answers, list) or len(answers) != len(batch):
-                        raise StrongroomError("the key agent answered a release batch wrongly",
-                                              obj=str(_socket_path(self.home)),
-                                              remedy="restart strongroom serve (agent and "
-                                              "server must be the same version)")
+                    answers = await self._release_batch([request for request, _ in batch])
                 except Exception as exc:
                     for _, future in batch:
                         if not future.done():
@@ -624,13 +850,32 @@ class AsyncAgentClient:
                 for (_, future), answer in zip(batch, answers, strict=True):
                     if future.done():  # its caller was cancelled: the key goes nowhere
                         continue
-                    if isinstance(answer, dict) and answer.get("ok"):
-                        future.set_result(str(answer.get("result")))
+                    if isinstance(answer, StrongroomError):
+                        future.set_exception(answer)
                     else:
-                        error = answer.get("error") if isinstance(answer, dict) else None
-                        future.set_exception(_error_from_json(error or {}))
+                        future.set_result(answer)
         finally:
             self._sending = False
+
+    async def _release_batch(self, requests: list[ReleaseRequest]
+                             ) -> list[bytes | StrongroomError]:
+        """One compact ``release_many``: each request's key or refusal, in order."""
+        try:
+            message = encode_release_many(requests)
+        except (ValueError, UnicodeError) as exc:
+            raise InvalidInput(f"a release request cannot be sent to the key agent ({exc})",
+                               obj="agent") from None
+        pool, slots = self._pool()
+        async with slots:
+            data = await self._call(pool, message)
+        try:
+            answers = decode_release_answers(data, len(requests))
+        except ValueError as exc:
+            raise StrongroomError("the key agent answered a release batch wrongly",
+                                  obj=str(_socket_path(self.home)),
+                                  remedy="restart strongroom serve (agent and server must be "
+                                  "the same version)") from exc
+        return answers
 
     async def _open(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         try:
@@ -650,9 +895,8 @@ class AsyncAgentClient:
 
     @staticmethod
     async def _exchange(conn: tuple[asyncio.StreamReader, asyncio.StreamWriter],
-                        message: dict[str, Any]) -> Any:
+                        data: bytes) -> bytes:
         reader, writer = conn
-        data = json.dumps(message).encode()
         writer.write(struct.pack(">I", len(data)) + data)
         await writer.drain()
         try:
@@ -665,7 +909,7 @@ class AsyncAgentClient:
         if n > _MAX_MESSAGE:
             raise ConnectionError("message too large")
         try:
-            return json.loads(await reader.readexactly(n))
+            return await reader.readexactly(n)
         except asyncio.IncompleteReadError:
             raise ConnectionError("connection closed") from None
 
@@ -673,10 +917,19 @@ class AsyncAgentClient:
         """As :meth:`AgentClient.call`; :class:`AgentUnavailable` when no agent answers."""
         pool, slots = self._pool()
         async with slots:
-            return await self._call(pool, {"op": op, "args": args})
+            data = await self._call(pool, json.dumps({"op": op, "args": args}).encode())
+        try:
+            reply = json.loads(data)
+        except ValueError as exc:
+            raise _failed(self.home, exc) from exc
+        if not isinstance(reply, dict) or not reply.get("ok"):
+            error = reply.get("error") if isinstance(reply, dict) else None
+            raise _error_from_json(error or {})
+        return reply.get("result")
 
     async def _call(self, pool: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]],
-                    message: dict[str, Any]) -> Any:
+                    message: bytes) -> bytes:
+        """One exchange on a pooled connection: the reply's bytes."""
         conn = pool.pop() if pool else None
         reused = conn is not None
         if conn is None:
@@ -701,10 +954,7 @@ class AsyncAgentClient:
             pool.append(conn)
         else:
             conn[1].close()
-        if not isinstance(reply, dict) or not reply.get("ok"):
-            error = reply.get("error") if isinstance(reply, dict) else None
-            raise _error_from_json(error or {})
-        return reply.get("result")
+        return reply
 
 
 def _failed(home: Path, exc: Exception) -> StrongroomError:

@@ -620,12 +620,11 @@ class AgentKeyService:
 
     async def release_async(self, request: ReleaseRequest) -> bytearray:
         """Run the agent's gate from an event loop (raises AgentUnavailable when none runs)."""
-        from strongroom.runtime.agent import AsyncAgentClient, request_to_json, unb64
+        from strongroom.runtime.agent import AsyncAgentClient
 
         if self._async is None:
             self._async = AsyncAgentClient(self.client.home)
-        result = await self._async.release(request_to_json(request))
-        return bytearray(unb64(result))
+        return bytearray(await self._async.release(request))
 
     def vitals(self) -> dict[str, Any]:
         """The agent's :meth:`LocalKeyService.vitals`."""
