@@ -186,6 +186,55 @@ def test_appends_queued_behind_a_commit_are_led_by_one_of_their_callers(
         log.close()
 
 
+def test_one_leader_at_a_time(store: Store, signer: Ed25519Signer) -> None:
+    """Callers racing to lead (append, submit().result(), append_many) never commit
+    two batches at once on the writer's one connection."""
+    log = AuditLog(store, signer, ORIGIN)
+    inside = [0]
+    most = [0]
+    guard = threading.Lock()
+    real = log._writer._commit
+
+    def counted(batch: object) -> int:
+        with guard:
+            inside[0] += 1
+            most[0] = max(most[0], inside[0])
+        try:
+            threading.Event().wait(0.0005)  # callers pile up and race to lead the next
+            return real(batch)  # type: ignore[arg-type]
+        finally:
+            with guard:
+                inside[0] -= 1
+
+    log._writer._commit = counted  # type: ignore[method-assign]
+    failures: list[BaseException] = []
+
+    def caller(t: int) -> None:
+        try:
+            for i in range(8):
+                if t % 3 == 0:
+                    log.submit(actor="s", action="x", obj=f"{t}:{i}", decision="allow").result()
+                elif t % 3 == 1:
+                    log.append(actor="a", action="x", obj=f"{t}:{i}", decision="allow")
+                else:
+                    log.append_many([dict(actor="m", action="x", obj=f"{t}:{i}",
+                                          decision="allow")])
+        except BaseException as exc:  # reported below
+            failures.append(exc)
+
+    try:
+        threads = [threading.Thread(target=caller, args=(t,)) for t in range(24)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        assert not failures
+        assert most[0] == 1
+        assert log.verify().size == 24 * 8
+    finally:
+        log.close()
+
+
 def test_submitted_appends_commit_with_the_next_caller_or_at_close(
     store: Store, db_url: str, signer: Ed25519Signer
 ) -> None:

@@ -161,8 +161,7 @@ class AuditLog:
         """Record one decision durably and return its index; raises AuditUnavailable."""
         item = self._encoder.encode(actor, action, obj, decision, reason, request_id, details,
                                     shard, nbytes)
-        batch, offset = self._writer.enqueue([item])
-        index = self._writer.wait(batch, offset, 1)[0]
+        index = self._writer.append([item])[0]
         assert index is not None  # only guarded appends are ever dropped
         return index
 
@@ -191,16 +190,14 @@ class AuditLog:
         """
         item = self._encoder.encode(actor, action, obj, decision, reason, request_id, details,
                                     shard, nbytes)
-        batch, offset = self._writer.enqueue([item], (guard, claim))
-        return self._writer.wait(batch, offset, 1)[0]
+        return self._writer.append([item], (guard, claim))[0]
 
     def append_many(self, events: Iterable[Mapping[str, Any]]) -> list[int]:
         """Record several decisions (keyword dicts as for :meth:`append`) in one batch."""
         items = [self._encode(e) for e in events]
         if not items:
             return []
-        batch, offset = self._writer.enqueue(items)
-        return cast(list[int], self._writer.wait(batch, offset, len(items)))
+        return cast(list[int], self._writer.append(items))
 
     def append_many_if(
         self, guard: AppendGuard, claimed: Sequence[tuple[Any, Mapping[str, Any]]]
@@ -214,9 +211,8 @@ class AuditLog:
         items = [self._encode(event) for _, event in claimed]
         if not items:
             return []
-        batch, offset = self._writer.enqueue(
+        return self._writer.append(
             items, claims=[(i, guard, claim) for i, (claim, _) in enumerate(claimed)])
-        return self._writer.wait(batch, offset, len(items))
 
     def _encode(self, event: Mapping[str, Any]) -> EncodedEntry:
         kw = dict(event)

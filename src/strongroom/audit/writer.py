@@ -232,22 +232,51 @@ class GroupCommitWriter:
         ``guarded`` is the first item's guard and claim; ``claims`` gives
         (position in ``items``, guard, claim) for several, all in one batch.
         """
-        announced = getattr(self._announced, "pending", False)
         with self._lock:
-            if self._closed:
-                raise AuditUnavailable("the audit log is closed", remedy="open the log again")
-            if announced:
-                self._announced.pending = False
-                self._expected -= 1
-            batch = self._batch
-            offset = len(batch.items)
-            batch.items.extend(items)
-            if guarded is not None:
-                batch.guarded.append((offset, *guarded))
+            return self._queue(items, guarded, claims)
+
+    def _queue(self, items: list[EncodedEntry], guarded: tuple[AppendGuard, Any] | None,
+               claims: Sequence[tuple[int, AppendGuard, Any]]) -> tuple[_Batch, int]:
+        """:meth:`enqueue` with the lock held."""
+        if self._closed:
+            raise AuditUnavailable("the audit log is closed", remedy="open the log again")
+        announced = self._announced
+        if getattr(announced, "pending", False):
+            announced.pending = False
+            self._expected -= 1
+        batch = self._batch
+        offset = len(batch.items)
+        batch.items.extend(items)
+        if guarded is not None:
+            batch.guarded.append((offset, *guarded))
+        if claims:
             batch.guarded.extend((offset + i, guard, claim) for i, guard, claim in claims)
-            if self._gathering:
-                self._wake.notify()
+        if self._gathering:
+            self._wake.notify()
         return batch, offset
+
+    def append(
+        self, items: list[EncodedEntry], guarded: tuple[AppendGuard, Any] | None = None,
+        *, claims: Sequence[tuple[int, AppendGuard, Any]] = (),
+    ) -> list[int | None]:
+        """:meth:`enqueue` then :meth:`wait` for all of ``items``, taking the lock once.
+
+        With 64 appenders the writer's lock is contended: queueing and, when a
+        commit is under way, registering as its follower in one hold of it
+        halves the lock traffic of an append.
+        """
+        with self._lock:
+            batch, offset = self._queue(items, guarded, claims)
+            if self._inflight is None:
+                self._inflight = batch  # this thread leads it: claimed under the lock
+                waiter = None
+            else:
+                waiter = _allocate_lock()
+                waiter.acquire()
+                batch.done.waiters.append(waiter)
+        if waiter is None:
+            self._lead()
+        return self._await(batch, offset, len(items), waiter)
 
     def pending(self, batch: _Batch, offset: int) -> PendingAppend:
         """A handle that waits for the item at ``offset`` of ``batch``."""
@@ -260,30 +289,39 @@ class GroupCommitWriter:
         under way; otherwise waits for the leader that has it, or to be made the
         next one.
         """
+        return self._await(batch, offset, count, None)
+
+    def _await(self, batch: _Batch, offset: int, count: int, waiter: Any) -> list[int | None]:
+        """:meth:`wait`, ``waiter`` already registered with the batch (or None)."""
         done = batch.done
+        lock = self._lock
         deadline = 0.0
         while not done.flag:
-            lock = self._lock
-            with lock:
-                if done.flag:
-                    break
-                lead = self._inflight is None and batch is self._batch
-                if not lead:
-                    waiter = _allocate_lock()
-                    waiter.acquire()
-                    done.waiters.append(waiter)
-            if lead:
-                self._lead()
-                continue
+            if waiter is None:
+                with lock:
+                    if done.flag:
+                        break
+                    lead = self._inflight is None and batch is self._batch
+                    if lead:
+                        self._inflight = batch  # claimed under the lock
+                    else:
+                        waiter = _allocate_lock()
+                        waiter.acquire()
+                        done.waiters.append(waiter)
+                if lead:
+                    self._lead()
+                    continue
             if not deadline:
                 deadline = time.monotonic() + self.append_timeout
             left = deadline - time.monotonic()
             if left > 0 and waiter.acquire(timeout=left):
+                waiter = None
                 continue  # done, or made the next leader (then the loop leads)
             with lock:
                 try:
                     done.waiters.remove(waiter)
                 except ValueError:  # released meanwhile: done, or made the leader
+                    waiter = None
                     continue
             raise AuditUnavailable(
                 f"audit append not durable after {self.append_timeout:.0f} s",
@@ -336,15 +374,15 @@ class GroupCommitWriter:
             self._gathering = False
 
     def _lead(self) -> None:
-        """Commit the open batch on this thread (the caller claimed it under the lock).
+        """Commit the open batch on this thread.
 
-        The caller set nothing yet: here the open batch becomes the one in flight,
-        and once it is over every follower is woken and, when appends queued
-        meanwhile, one of their callers is made the next leader.
+        The caller made the open batch the one in flight under the lock (so no
+        other thread leads meanwhile); appends still join it while the leader
+        gathers. Once it is over every follower is woken and, when appends
+        queued meanwhile, one of their callers is made the next leader.
         """
         with self._lock:
-            batch = self._batch
-            self._inflight = batch
+            batch = self._batch  # the one in flight
             try:
                 self._gather()
             finally:
