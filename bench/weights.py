@@ -86,8 +86,18 @@ def timed(fn) -> float:  # type: ignore[no-untyped-def]
     return time.perf_counter() - t0
 
 
+def cpu_seconds() -> float:
+    """CPU time of this process so far (every thread, user and system)."""
+    t = os.times()
+    return t.user + t.system
+
+
 def bench_load(vault: Vault, names: dict[str, str], plain: Path, rounds: int) -> dict[str, object]:
-    """Full loads, interleaved round by round with ``load_file`` of the plaintext (seconds)."""
+    """Full loads, interleaved round by round with ``load_file`` of the plaintext (seconds).
+
+    Beside each wall time, the process's CPU time for that load (every thread):
+    on a shared machine the wall times swing with the load, the CPU times less so.
+    """
     page_cache(plain)
     for f in (vault.settings.resolved_home / "blobs").rglob("*"):
         if f.is_file():
@@ -107,7 +117,18 @@ def bench_load(vault: Vault, names: dict[str, str], plain: Path, rounds: int) ->
     for label, name in names.items():
         subjects[f"open_weights {label}"] = enc_load(name)
         subjects[f"open_weights {label} into="] = into_load(name, label)
-    return {"size": plain.stat().st_size, "rounds": interleave(rounds, subjects)}
+    cpu: dict[str, list[float]] = {name: [] for name in subjects}
+
+    def counted(name: str, run):  # type: ignore[no-untyped-def]
+        def measure(r: int) -> float:
+            before = cpu_seconds()
+            wall = run(r)
+            cpu[name].append(cpu_seconds() - before)
+            return wall
+        return measure
+
+    rounds_out = interleave(rounds, {name: counted(name, run) for name, run in subjects.items()})
+    return {"size": plain.stat().st_size, "rounds": rounds_out, "cpu": cpu}
 
 
 def bench_lazy(vault: Vault, names: dict[str, str], plain: Path, rounds: int) -> dict[str, object]:
@@ -379,8 +400,17 @@ def main() -> None:
           f"(one thread; huge pages {gib / huge * 1000:.0f} ms, 4 KiB pages "
           f"{gib / small * 1000:.0f} ms); decryption alone {gib / chacha / 2 * 1000:.0f} ms ChaCha20-Poly1305, "
           f"{gib / aes / 2 * 1000:.0f} ms AES-256-GCM (two threads, ideal)")
+    for cipher, rate in (("ChaCha20-Poly1305", chacha), ("AES-256-GCM", aes)):
+        print(f"  physical limit, {cipher}, two threads: fresh buffers (first touch with huge "
+              f"pages + decryption) {(gib / huge + gib / rate) / 2 * 1000:.0f} ms, with 4 KiB "
+              f"pages {(gib / small + gib / rate) / 2 * 1000:.0f} ms; into= (decryption) "
+              f"{gib / rate / 2 * 1000:.0f} ms")
     for line in _ratio_lines(full_rounds, "load_file"):
         print("  " + line)
+    full_cpu = full["cpu"]
+    assert isinstance(full_cpu, dict)
+    print("  CPU per load (this process, every thread): " + ", ".join(
+        f"{name} {statistics.median(times) * 1000:,.0f} ms" for name, times in full_cpu.items()))
     lazy_rounds, first = lazy["rounds"], lazy["first_tensor"]
     assert isinstance(lazy_rounds, dict) and isinstance(first, dict)
     print("lazy, one tensor of an open handle (target: ≥ 1.0 at the median):")

@@ -4,6 +4,7 @@ read-only to the caller, zeroed on close and unmapped once dropped."""
 from __future__ import annotations
 
 import gc
+import itertools
 import sys
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from vault_fixtures import make_model
 pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="reads /proc/self/smaps"
 )
+HUGE = 2 << 20
 
 
 def _mapping(address: int) -> tuple[int, int, str] | None:
@@ -37,9 +39,12 @@ def _mapping(address: int) -> tuple[int, int, str] | None:
 
 
 def _own_mapping(start: int, size: int) -> bool:
-    """Whether a mapping of its own (``size`` rounded up to pages) starts at ``start``."""
-    found = _mapping(start)
-    return found is not None and found[0] == start and 0 <= found[1] - start - size < 4096
+    """Whether ``[start, start + size)`` lies in mappings of its own: they begin at most
+    2 MiB before it and end at most 2 MiB after it (the buffer starts on a 2 MiB boundary;
+    segments populated with 4 KiB pages split the mapping)."""
+    first, last = _mapping(start), _mapping(start + size - 1)
+    return (first is not None and last is not None and 0 <= start - first[0] < HUGE
+            and 0 <= last[1] - start - size < HUGE)
 
 
 def test_an_unpopulated_buffer_is_its_own_huge_page_mapping_and_reads_zero() -> None:
@@ -48,8 +53,9 @@ def test_an_unpopulated_buffer_is_its_own_huge_page_mapping_and_reads_zero() -> 
     assert buf.flags.writeable and buf.nbytes == size
     found = _mapping(buf.ctypes.data)
     assert found is not None
-    start, end, flags = found
-    assert (start, end) == (buf.ctypes.data, buf.ctypes.data + size)  # a mapping of its own
+    flags = found[2]
+    assert buf.ctypes.data % HUGE == 0  # whole huge pages from its first byte
+    assert _own_mapping(buf.ctypes.data, size)
     assert " hg" in flags  # MADV_HUGEPAGE: THP in madvise mode gives none without it
     assert not buf.any()  # what the kernel maps in is zeroed
     buf[size // 2] = 7
@@ -132,3 +138,48 @@ def test_fresh_shard_split_over_threads_and_segments_is_bit_identical(
     size = vault.manifest("big").files[0].size
     assert sorted(calls)[0][0] == 0 and sum(n for _, n in calls) == size  # covered once
     assert len(calls) > 4 and all(off % (64 << 10) == 0 for off, _ in calls)
+
+
+def test_page_sizes_keep_huge_pages_while_cheap_and_take_the_cheaper_once_not() -> None:
+    sizes = loader._PageSizes()
+    assert sizes.pick() is True  # huge pages first
+    sizes.note(True, 0.1e-9 * 2**24, 2**24)  # backed: ~0.1 s per GiB
+    assert sizes.pick() is True  # 4 KiB pages are not tried
+    sizes.note(True, 1.2e-9 * 2**24, 2**24)  # reported to the host: ~1.2 s per GiB
+    assert sizes.pick() is False  # tried
+    sizes.note(False, 0.4e-9 * 2**24, 2**24)
+    picks = []
+    for _ in range(loader._RETRY + 1):
+        huge = sizes.pick()
+        picks.append(huge)
+        sizes.note(huge, (1.2e-9 if huge else 0.4e-9) * 2**24, 2**24)
+    assert picks[:loader._RETRY - 1] == [False] * (loader._RETRY - 1)  # the cheaper one
+    assert True in picks  # huge pages tried again after _RETRY segments
+    for _ in range(8 * loader._RETRY):
+        huge = sizes.pick()
+        picks.append(huge)
+        sizes.note(huge, (1.2e-9 if huge else 0.4e-9) * 2**24, 2**24)
+    tries = [i for i, huge in enumerate(picks) if huge]
+    gaps = [b - a for a, b in itertools.pairwise(tries)]
+    assert gaps[1] >= 2 * gaps[0] - 1  # each retry still dearer waits twice as long
+    sizes.note(False, 2.0e-9 * 2**24, 2**24)  # 4 KiB pages got dearer than huge ones
+    assert sizes.pick() is True
+
+
+@pytest.mark.parametrize("lazy", [False, True])
+def test_segments_of_either_page_size_give_the_same_plaintext(
+    vault: Vault, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, lazy: bool
+) -> None:
+    """Segments populated with 4 KiB and huge pages alternately; lazy tensors at any offset."""
+    monkeypatch.setattr(loader, "_PREFAULT_MIN", 0)
+    monkeypatch.setattr(loader, "_SEGMENT_ALIGN", 64 << 10)
+    monkeypatch.setattr(loader, "_SEGMENT", 128 << 10)
+    turns = iter(range(10**6))
+    monkeypatch.setattr(loader._PageSizes, "pick", lambda self: next(turns) % 2 == 0)
+    src = tmp_path / "big.safetensors"
+    tensors = make_model(src, big=True)
+    vault.import_weights(src, "big")
+    with vault.open_weights("big", lazy=lazy) as w:
+        for name, expected in tensors.items():
+            assert w[name].tobytes() == expected.tobytes(), name
+    assert next(turns) > 4  # several segments, both page sizes

@@ -16,14 +16,17 @@ allocation, no intermediate copy). Each shard's blob is opened once and its
 key released once, by the release gate through :meth:`Vault.open_reader`
 (audited, metered). ``close()`` zeroes the plaintext buffers.
 
-Fresh memory costs the kernel a zeroed page on first touch, which bounds a full
-load. Each shard's buffer is an anonymous mapping advised for transparent huge
-pages (one fault per 2 MiB instead of per 4 KiB), left unpopulated: each
-decrypting thread takes a range and populates it a segment at a time just
-before decrypting into it, so zeroing and decryption run on every configured
-thread at once. To load the same model
-again without paying for fresh memory at all, keep the buffers and pass them
-back (``into``); they are zeroed on ``close()`` and refilled::
+Fresh memory costs the kernel a zeroed page on first touch (in a VM, often the
+host's fault too), which bounds a full load. Each shard's buffer (and a large
+lazy tensor's) is an anonymous mapping of its own on a 2 MiB boundary, left
+unpopulated: each decrypting thread takes a range and populates it a segment
+at a time just before decrypting into it, so zeroing and decryption run on
+every configured thread at once, each segment with the page size that
+populates cheaper at that moment, as measured (:class:`_PageSizes`: huge pages
+while they are cheap, 4 KiB pages when the host has taken the huge blocks
+back). To load the same model again without paying for fresh memory at all,
+keep the buffers and pass them back (``into``); they are zeroed on ``close()``
+and refilled::
 
     buffers = shard_buffers(manifest)                    # once
     with vault.open_weights("minilm", into=buffers) as w:
@@ -35,6 +38,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import mmap
+import time
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Protocol
@@ -93,41 +97,65 @@ NUMPY_DTYPES: dict[str, str] = {
 
 _TORCH_DTYPES = {"BF16": "bfloat16", "F8_E5M2": "float8_e5m2", "F8_E4M3": "float8_e4m3fn"}
 
-#: Buffers from this size up are their own mappings, advised for huge pages.
+#: Buffers from this size up are their own mappings, aligned to 2 MiB (huge pages).
 _PREFAULT_MIN = 8 << 20
 _MADV_POPULATE_WRITE = 23  # Linux 5.14+
-#: A full load populates and decrypts a fresh buffer this much at a time per thread; each
+_MADV_HUGEPAGE = 14
+_MADV_NOHUGEPAGE = 15
+_HUGE = 2 << 20
+#: A fresh buffer is populated and decrypted this much at a time per thread; each
 #: thread's range starts on a multiple of _SEGMENT_ALIGN (huge pages, whole 64 KiB chunks).
-_SEGMENT = 32 << 20
-_SEGMENT_ALIGN = 2 << 20
+_SEGMENT = 16 << 20
+_SEGMENT_ALIGN = _HUGE
+#: Populating at this CPU cost per byte or less (4 GiB/s a thread), huge pages are
+#: backed and cheap: 4 KiB pages are not tried. Above it they are tried, and the cheaper
+#: size measured is taken; the other is tried again after _RETRY segments, then after
+#: twice as many each time it is still the dearer.
+_HUGE_CHEAP = 0.25e-9
+_RETRY = 8
 _libc: ctypes.CDLL | None = None
+
+
+def _madvise(array: np.ndarray[Any, Any], start: int, end: int, advice: int) -> bool:
+    """``madvise(2)`` on ``array[start:end]`` (``start`` page-aligned) through ctypes."""
+    global _libc
+    if _libc is None:
+        _libc = ctypes.CDLL(None, use_errno=True)
+    return int(_libc.madvise(ctypes.c_void_p(array.ctypes.data + start),
+                             ctypes.c_size_t(end - start), advice)) == 0
 
 
 def fresh_buffer(nbytes: int, *, populate: bool = True) -> np.ndarray[Any, Any]:
     """A writable uint8 buffer; with ``populate``, its pages are already faulted in.
 
-    Large buffers are anonymous mappings advised for transparent huge pages
-    (``MADV_HUGEPAGE``: in ``madvise`` mode the kernel gives none otherwise),
-    unmapped once the last array over them is dropped. ``populate`` faults them
-    all in now, in one kernel call (``MADV_POPULATE_WRITE``, which releases the
-    GIL through ctypes; a fill on older kernels): for buffers that are reused
-    (``into=``) or filled on one thread. A full load passes ``populate=False``
-    and populates each segment on the thread that decrypts it
-    (:func:`_decrypt_fresh`). Full load of 1 GiB on 2 threads, medians of three
-    interleaved rounds at load 8-9 (ChaCha20-Poly1305 / AES-256-GCM): populated
-    first on one thread 4.6 / 1.8 s; faulted in by the decrypting threads' own
-    writes 5.1 / 1.9 s; populated a segment at a time by each decrypting
-    thread 2.8 / 1.1 s (``load_file`` of the plaintext: 2.6 s).
+    Large buffers are anonymous mappings of their own, starting on a 2 MiB
+    boundary and advised for transparent huge pages (``MADV_HUGEPAGE``: in
+    ``madvise`` mode the kernel gives none otherwise), unmapped once the last
+    array over them is dropped. ``populate`` faults them all in now, in one kernel
+    call (``MADV_POPULATE_WRITE``, which releases the GIL through ctypes; a fill on
+    older kernels): for buffers that are reused (``into=``). A load populates its
+    fresh buffers itself, on the decrypting threads (:func:`_decrypt_fresh`).
     """
     if nbytes < _PREFAULT_MIN:
         return np.empty(nbytes, dtype=np.uint8)
-    area = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    size = -(-nbytes // _HUGE) * _HUGE
+    area = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    pad = -_address(area) % _HUGE
+    if pad:  # a kernel that does not align large anonymous mappings: align within a larger one
+        area.close()
+        area = mmap.mmap(-1, size + _HUGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        pad = -_address(area) % _HUGE
     with contextlib.suppress(AttributeError, OSError):
         area.madvise(mmap.MADV_HUGEPAGE)
-    array: np.ndarray[Any, Any] = np.frombuffer(area, dtype=np.uint8)
+    array: np.ndarray[Any, Any] = np.frombuffer(area, dtype=np.uint8, count=nbytes, offset=pad)
     if populate:
         _populate(array, 0, nbytes)
     return array
+
+
+def _address(area: mmap.mmap) -> int:
+    """Where an mmap starts in memory."""
+    return int(np.frombuffer(area, dtype=np.uint8, count=1).ctypes.data)
 
 
 def _populate(array: np.ndarray[Any, Any], start: int, end: int) -> None:
@@ -136,31 +164,88 @@ def _populate(array: np.ndarray[Any, Any], start: int, end: int) -> None:
     ``start`` must be page-aligned. A kernel without ``MADV_POPULATE_WRITE``
     (before 5.14) gets a fill instead.
     """
-    global _libc
-    if _libc is None:
-        _libc = ctypes.CDLL(None, use_errno=True)
-    if _libc.madvise(ctypes.c_void_p(array.ctypes.data + start), ctypes.c_size_t(end - start),
-                     _MADV_POPULATE_WRITE) != 0:
+    if not _madvise(array, start, end, _MADV_POPULATE_WRITE):
         array[start:end].fill(0)
 
 
-def _decrypt_fresh(reader: age.AgeReader, buffer: np.ndarray[Any, Any], threads: int) -> None:
-    """Decrypt a whole shard into an unpopulated ``buffer`` on ``threads`` threads.
+class _PageSizes:
+    """Which page size populates fresh memory cheaper right now, as measured segment by segment.
 
-    Each thread takes one contiguous range and, a segment at a time, populates
-    the segment (the kernel zeroes its huge pages) and decrypts into it, so the
-    faulting is spread over every thread and each segment is written while it is
-    still in cache. The first failure (lowest offset) is raised once all stop.
+    Fresh memory costs what the kernel (and, in a VM, the host) pays to back it,
+    and that changes from one load to the next. Measured on a 2-vCPU Firecracker
+    VM with free page reporting (virtio-balloon, order 9): huge pages from blocks
+    freed moments ago populate at ~0.1 s per GiB of CPU, but blocks idle for ~2 s
+    are reported to the host, which discards them, and then cost ~1.2 s per GiB
+    (the host faults them back); 4 KiB pages come from smaller free fragments,
+    which are never reported: ~0.43 s per GiB (~1.6 s when they must come from
+    reported blocks too). So huge pages come first, and once a segment shows them
+    slow, the next segment tries 4 KiB pages and each segment after takes the
+    cheaper one, trying the other again after ``_RETRY`` segments (twice as many
+    each time it is still the dearer: blocks freed during a load are rare). CPU time
+    of the populating thread is what is compared (a loaded machine's waits do not
+    count; a vCPU's time in the host's fault handler does). Shared by one load's
+    threads; their races only misplace a retry.
+    """
+
+    def __init__(self) -> None:
+        self.cost: dict[bool, float | None] = {True: None, False: None}
+        self.unused = {True: 0, False: 0}
+        self.retry = {True: _RETRY, False: _RETRY}
+
+    def _cheaper(self) -> bool | None:
+        huge, small = self.cost[True], self.cost[False]
+        return None if huge is None or small is None else huge <= small
+
+    def pick(self) -> bool:
+        """True: huge pages for the next segment; False: 4 KiB pages."""
+        huge = self.cost[True]
+        if huge is None or huge <= _HUGE_CHEAP:
+            return True
+        cheaper = self._cheaper()
+        if cheaper is None:
+            return False
+        return not cheaper if self.unused[not cheaper] >= self.retry[not cheaper] else cheaper
+
+    def note(self, huge: bool, seconds: float, nbytes: int) -> None:
+        """A segment of ``nbytes`` took ``seconds`` of CPU to populate with that page size."""
+        was = self._cheaper()
+        self.cost[huge] = seconds / nbytes
+        if was is not None and was != huge:  # a retry of the dearer size
+            self.retry[huge] = self.retry[huge] * 2 if self._cheaper() != huge else _RETRY
+        self.unused[huge] = 0
+        self.unused[not huge] += 1
+
+
+def _decrypt_fresh(reader: age.AgeReader, buffer: np.ndarray[Any, Any], threads: int,
+                   offset: int = 0) -> None:
+    """Decrypt plaintext ``[offset, offset + buffer.nbytes)`` into an unpopulated ``buffer``.
+
+    ``buffer`` comes from ``fresh_buffer(populate=False)``. Each of ``threads``
+    threads takes one contiguous range and, a segment at a time, populates the
+    segment with the page size :class:`_PageSizes` picks (the kernel zeroes the
+    pages) and decrypts into it while it is still in cache, so the faulting is
+    spread over every thread. The first failure (lowest offset) is raised once
+    all stop.
     """
     size = buffer.nbytes
     step = -(-size // threads // _SEGMENT_ALIGN) * _SEGMENT_ALIGN
     ranges = [(lo, min(lo + step, size)) for lo in range(0, size, step)]
+    sizes = _PageSizes()
 
     def run(lo: int, hi: int) -> None:
+        advised = True  # fresh_buffer advised the whole mapping for huge pages
         for start in range(lo, hi, _SEGMENT):
             end = min(start + _SEGMENT, hi)
+            huge = sizes.pick()
+            if huge != advised:  # the rest of the range, so that a size kept is not advised
+                # again: madvise takes the mmap lock for writing, waiting out the other
+                # threads' populates
+                _madvise(buffer, start, hi, _MADV_HUGEPAGE if huge else _MADV_NOHUGEPAGE)
+                advised = huge
+            began = time.thread_time()
             _populate(buffer, start, end)
-            reader.decrypt_into(buffer.data[start:end], start, threads=1)
+            sizes.note(huge, time.thread_time() - began, end - start)
+            reader.decrypt_into(buffer.data[start:end], offset + start, threads=1)
 
     if len(ranges) == 1:
         run(*ranges[0])
@@ -211,10 +296,14 @@ class Weights(Mapping[str, Any]):
             raise KeyError(name)
         if self.lazy:
             reader = self._reader(self.manifest.file(ref.file))
-            data = fresh_buffer(ref.nbytes)
+            data = fresh_buffer(ref.nbytes, populate=False)
             self._buffers[f"tensor:{name}"] = data  # zeroed on close, even after a failure
+            threads = self.vault.settings.threads
             with renamed_errors(f"{self.manifest.ref}/{ref.file}"):
-                reader.decrypt_into(data.data, ref.start, threads=self.vault.settings.threads)
+                if ref.nbytes >= _PREFAULT_MIN:
+                    _decrypt_fresh(reader, data, threads, ref.start)
+                else:
+                    reader.decrypt_into(data.data, ref.start, threads=threads)
             array = _view(data, 0, ref)
         else:
             array = _view(self._buffers[ref.file], ref.start, ref)
