@@ -42,7 +42,7 @@ from cryptography.hazmat.primitives.asymmetric.mldsa import MLDSA65PrivateKey
 
 from strongroom.access import fido, statements
 from strongroom.access.directory import Directory, Enrollment, Resource, Rule, base_name
-from strongroom.access.policy import ACTIONS, PolicyEngine
+from strongroom.access.policy import ACTIONS, Decision, PolicyEngine, PreparedAsks
 from strongroom.access.statements import VerifyCache
 from strongroom.crypto.dsse import key_id
 from strongroom.errors import AccessDenied, AlreadyExists, IntegrityError, InvalidInput, NotFound
@@ -358,6 +358,8 @@ class Counted:
     approvals: list[Approval] = field(default_factory=list)
     refused: list[str] = field(default_factory=list)
     requester_allowed: bool | None = None
+    #: Cedar's evaluation errors in the requester's decision (a refusal's text), if any.
+    requester_errors: str = ""
 
 
 def count_approvals(
@@ -463,30 +465,73 @@ def decide_approvals(
     *,
     now: float,
     requester: Enrollment | None = None,
+    prepared: PreparedAsks | None = None,
 ) -> Counted:
-    """Ask Cedar at ``now`` (one batched call) which candidates count, and about the requester."""
+    """Ask Cedar at ``now`` (one batched call) which candidates count, and about the requester.
+
+    ``prepared``: :func:`approval_asks` of the same ``found``, ``request`` and
+    ``requester`` prepared by :meth:`PolicyEngine.prepare` for ``resource`` (kept
+    by a caller that keeps ``found``): Cedar is asked the same, without
+    rebuilding its inputs.
+    """
     out = Counted(refused=list(found.refused))
-    asks = [(who, "approve") for who, _ in found.found]
+    if prepared is not None:
+        decisions = engine.decide_prepared(prepared, now)
+    else:
+        decisions = engine.decide_many(approval_asks(found, request, requester), resource, now)
     if requester is not None:
-        asks.append((requester, request.action))
-    decisions = engine.decide_many(asks, resource, now)
-    if requester is not None:
-        out.requester_allowed = decisions.pop().allowed
+        mine = decisions.pop()
+        out.requester_allowed, out.requester_errors = mine.allowed, _cedar_errors(mine)
     for (who, a), decision in zip(found.found, decisions, strict=True):
         if decision.allowed:
             out.approvers.append(who)
             out.approvals.append(a)
         else:
-            out.refused.append(f"{who.name} is not vetted and cleared to approve {resource.name}")
+            out.refused.append(f"{who.name} is not vetted and cleared to approve {resource.name}"
+                               + _cedar_errors(decision))
     return out
+
+
+def _cedar_errors(decision: Decision) -> str:
+    """Cedar's evaluation errors of a denial, for the refusal's text (empty if none)."""
+    return f" (Cedar: {'; '.join(decision.errors)[:200]})" if decision.errors else ""
+
+
+def approval_asks(found: Candidates, request: AccessRequest,
+                  requester: Enrollment | None) -> list[tuple[Enrollment, str]]:
+    """What :func:`decide_approvals` asks Cedar: each candidate approves, then the requester."""
+    asks = [(who, "approve") for who, _ in found.found]
+    if requester is not None:
+        asks.append((requester, request.action))
+    return asks
+
+
+#: :func:`satisfy`'s answers by everything they depend on (the rule, and each approver's
+#: name and roles in order): a pure function's memo, so never stale. Bounded.
+_SATISFIED: dict[tuple[Rule, tuple[tuple[str, tuple[str, ...]], ...]],
+                 dict[str, list[str]] | None] = {}
+_SATISFIED_SIZE = 4096
 
 
 def satisfy(rule: Rule, approvers: Sequence[Enrollment]) -> dict[str, list[str]] | None:
     """Assign each approver to at most one term so every ``k of group`` is met, or None.
 
     A bipartite matching (approvers to term slots): someone with two roles
-    still fills one slot only.
+    still fills one slot only. The rule is applied on every call; the matching
+    for the same rule and approvers (names and roles) is computed once.
     """
+    key = (rule, tuple((a.name, a.roles) for a in approvers))
+    try:
+        hit = _SATISFIED[key]
+    except KeyError:
+        hit = _match(rule, approvers)
+        if len(_SATISFIED) >= _SATISFIED_SIZE:
+            _SATISFIED.clear()
+        _SATISFIED[key] = hit
+    return None if hit is None else {term: list(names) for term, names in hit.items()}
+
+
+def _match(rule: Rule, approvers: Sequence[Enrollment]) -> dict[str, list[str]] | None:
     slots = [t for t in rule.terms for _ in range(t.k)]
     match: dict[int, int] = {}  # slot -> approver index
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Callable, Mapping, MutableMapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -39,6 +39,7 @@ from strongroom.access.approvals import (
     AccessRequest,
     Approval,
     Candidates,
+    approval_asks,
     approval_candidates,
     decide_approvals,
     denial_refusal,
@@ -47,7 +48,7 @@ from strongroom.access.approvals import (
 )
 from strongroom.access.caps import AccessCaps, holders
 from strongroom.access.directory import Directory, Enrollment, Resource, base_name
-from strongroom.access.policy import PolicyEngine
+from strongroom.access.policy import PolicyEngine, PreparedAsks
 from strongroom.access.statements import VerifyCache
 from strongroom.crypto.dsse import key_id
 from strongroom.errors import AccessDenied, ApprovalRequired, IntegrityError, InvalidInput, NotFound
@@ -250,6 +251,9 @@ class GrantParts:
     expires: int
     issuer_kid: str
     candidates: Candidates
+    #: Cedar's inputs for the candidates and the requester, prepared on first use (they
+    #: depend on the same directory entries as the rest; the time is added per use).
+    cedar: list[PreparedAsks] = field(default_factory=list, compare=False, repr=False)
 
 
 #: A caller-owned memo of :class:`GrantParts`, valid only for one directory view.
@@ -356,11 +360,14 @@ def check_grant_parts(parts: GrantParts, directory: Directory, engine: PolicyEng
         raise _deny("the grant is issued in the future", obj)
     if now >= parts.expires:
         raise _deny("the grant has expired", obj, "request access again")
+    if not parts.cedar:  # racing threads prepare the same inputs; either is kept
+        parts.cedar.append(engine.prepare(
+            approval_asks(parts.candidates, req, requester), resource))
     counted = decide_approvals(parts.candidates, req, engine, resource, now=now,
-                               requester=requester)
+                               requester=requester, prepared=parts.cedar[0])
     if not counted.requester_allowed:
         raise _deny(f"policy denies {requester.name} {req.action} on {resource.name} "
-                    "(clearance, compartments or vetting)", obj,
+                    "(clearance, compartments or vetting)" + counted.requester_errors, obj,
                     "the security officers must update the enrollment")
     rule = directory.rule(resource.name, req.action)
     assignment = satisfy(rule, counted.approvers)

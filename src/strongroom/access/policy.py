@@ -37,15 +37,23 @@ from cryptography.hazmat.primitives.asymmetric.mldsa import MLDSA65PrivateKey
 from strongroom.access import statements
 from strongroom.access.directory import DirectoryReader, Enrollment, Resource
 from strongroom.crypto.dsse import ExternalKey
-from strongroom.errors import IntegrityError, InvalidInput
+from strongroom.errors import AccessDenied, IntegrityError, InvalidInput
+
+_cedar_core: Any
+try:  # cedarpy's Rust core: used directly only once _Core's self-check passes
+    from cedarpy import _internal as _cedar_core
+except ImportError:  # pragma: no cover - a cedarpy without it: the public API serves
+    _cedar_core = None
 
 __all__ = [
     "ACTIONS",
     "Decision",
     "PolicyEngine",
     "PolicySnapshot",
+    "PreparedAsks",
     "action_for_purpose",
     "current_policy",
+    "evaluate",
     "schema_text",
     "shipped_policy",
     "sign_policy",
@@ -138,10 +146,16 @@ def current_policy(reader: DirectoryReader) -> tuple[str, int]:
 
 @dataclass(frozen=True)
 class Decision:
-    """Allowed or not, and the ids of the policies that decided it."""
+    """Allowed or not, the ids of the policies that decided it, and Cedar's evaluation errors.
+
+    Fail-closed: a decision Cedar reports with errors (a policy that could not
+    be evaluated is skipped by Cedar, which can turn a skipped ``forbid`` into
+    an allow) is a deny here, and the errors say why.
+    """
 
     allowed: bool
     reasons: tuple[str, ...] = ()
+    errors: tuple[str, ...] = ()
 
 
 def _principal_entity(p: Enrollment) -> dict[str, Any]:
@@ -162,22 +176,184 @@ def _resource_entity(r: Resource) -> dict[str, Any]:
             "parents": []}
 
 
+#: The action uids, built once (cedarpy only reads a request's dicts).
+_ACTION_UIDS = {a: {"type": f"{_NS}::Action", "id": a} for a in ACTIONS}
+_PRINCIPAL, _RESOURCE = f"{_NS}::Principal", f"{_NS}::Resource"
+
+
 def _request(kid: str, action: str, resource: str, now: int) -> dict[str, Any]:
-    if action not in ACTIONS:
+    """A Cedar request; the context is already a JSON string (what cedarpy's core takes)."""
+    uid = _ACTION_UIDS.get(action)
+    if uid is None:
         raise InvalidInput(f"unknown action {action!r}", obj="policy",
                            remedy="use one of " + ", ".join(ACTIONS))
-    return {"principal": {"type": f"{_NS}::Principal", "id": kid},
-            "action": {"type": f"{_NS}::Action", "id": action},
-            "resource": {"type": f"{_NS}::Resource", "id": resource},
-            "context": json.dumps({"now": now})}
+    return {"principal": {"type": _PRINCIPAL, "id": kid}, "action": uid,
+            "resource": {"type": _RESOURCE, "id": resource},
+            "context": f'{{"now":{int(now)}}}'}
+
+
+def _named(diagnostics: Mapping[str, Any]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The determining policies (by their ``@id`` where they have one) and the errors, sorted."""
+    reasons = diagnostics.get("reason", [])
+    annotations = diagnostics.get("id_annotations_by_reason", {})
+    errors = diagnostics.get("errors", [])
+    if not isinstance(reasons, list) or not isinstance(annotations, Mapping) \
+            or not isinstance(errors, list):
+        raise ValueError("Cedar diagnostics malformed")
+    # Cedar keeps both in hash sets: sorted, so the same outcome reads the same.
+    return (tuple(sorted(str(annotations.get(r, r)) for r in reasons)),
+            tuple(sorted(str(e) for e in errors)))
 
 
 def _decision(result: cedarpy.AuthzResult) -> Decision:
-    reasons = tuple(result.diagnostics.reasons)
-    annotations = result.diagnostics.id_annotations_by_reason
-    named = tuple(str(annotations.get(r, r)) if isinstance(annotations, Mapping) else r
-                  for r in reasons)
-    return Decision(result.allowed, named)
+    """A decision from cedarpy's public result object (the fallback path)."""
+    diagnostics = {"reason": list(result.diagnostics.reasons),
+                   "id_annotations_by_reason": result.diagnostics.id_annotations_by_reason,
+                   "errors": list(result.diagnostics.errors)}
+    named, errors = _named(diagnostics)
+    return Decision(result.allowed and not errors, named, errors)
+
+
+#: Parsed results by their text up to the (per-call) metrics: a handful of distinct ones.
+_PARSED: dict[str, Decision] = {}
+_PARSED_SIZE = 4096
+_METRICS = ',"metrics":'
+
+
+def _parse_result(text: str) -> Decision:
+    """A decision from the JSON text cedarpy's core returns for one request.
+
+    The text is ``{"decision":…,"correlation_id":…,"diagnostics":{…},"metrics":{…}}``;
+    only the metrics (timings) differ between calls with the same outcome, so
+    the part before them is parsed once and its decision reused. ``,"metrics":``
+    cannot occur inside a JSON string (a quote there is escaped), and the last
+    occurrence is the top-level key; if the layout is ever different (no such
+    key, or decision/diagnostics missing from the part before it) the whole
+    text is parsed. Anything unreadable raises ValueError: never an allow.
+    """
+    cut = text.rfind(_METRICS)
+    head = text[:cut] if cut > 0 else text
+    hit = _PARSED.get(head)
+    if hit is not None:
+        return hit
+    obj: Any = None
+    if cut > 0:
+        try:
+            obj = json.loads(head + "}")
+        except ValueError:
+            obj = None
+    from_head = isinstance(obj, dict) and "decision" in obj and "diagnostics" in obj
+    if not from_head:
+        obj = json.loads(text)  # another layout: read all of it (and remember nothing)
+    if not isinstance(obj, dict):
+        raise ValueError(f"Cedar returned no decision: {text[:200]}")
+    verdict, diagnostics = obj.get("decision"), obj.get("diagnostics")
+    if verdict not in ("Allow", "Deny") or not isinstance(diagnostics, Mapping):
+        raise ValueError(f"Cedar returned no decision: {text[:200]}")
+    named, errors = _named(diagnostics)
+    hit = Decision(verdict == "Allow" and not errors, named, errors)
+    if from_head and len(_PARSED) < _PARSED_SIZE:
+        _PARSED[head] = hit
+    return hit
+
+
+class _Core:
+    """cedarpy's Rust entry points, called directly when they pass a self-check.
+
+    cedarpy's public ``is_authorized`` wraps ``cedarpy._internal``: it copies
+    each request, ``json.loads`` every result and builds result and diagnostics
+    objects, which here cost as much as Cedar's evaluation. cedarpy is pinned
+    by hash (requirements.lock), so the core's signature is fixed for this
+    lock; should a new cedarpy change it, the self-check (the same requests
+    through both paths, which must agree on decisions, determining policies
+    and errors) fails and every decision goes through the public API.
+    """
+
+    _checked: bool | None = None
+    _lock = threading.Lock()
+
+    @classmethod
+    def usable(cls) -> bool:
+        if cls._checked is None:
+            with cls._lock:
+                if cls._checked is None:
+                    cls._checked = cls._self_check()
+        return cls._checked
+
+    @staticmethod
+    def _self_check() -> bool:
+        if _cedar_core is None:
+            return False
+        try:
+            policies = validate_policy(shipped_policy())
+            schema = cedarpy.Schema.from_str(schema_text())
+            who = {"uid": {"type": f"{_NS}::Principal", "id": "k"},
+                   "attrs": {"kind": "person", "clearance": 2, "compartments": ["a"],
+                             "vetting_status": "active", "vetting_expires": 100,
+                             "vetting_flags": [], "employment": "active"},
+                   "parents": [{"type": f"{_NS}::Role", "id": "approvers"}]}
+            res = {"uid": {"type": f"{_NS}::Resource", "id": "m@1"},
+                   "attrs": {"kind": "weights", "classification": 1, "compartments": ["a"]},
+                   "parents": []}
+            role = {"uid": {"type": f"{_NS}::Role", "id": "approvers"}, "attrs": {},
+                    "parents": []}
+            entities = cedarpy.Entities.from_json_str(json.dumps([who, res, role]), schema)
+            asks = [_request(kid, action, "m@1", now) for kid in ("k", "absent")
+                    for action in ("load", "write", "administer") for now in (50, 150)]
+            public = [_decision(r) for r in
+                      cedarpy.is_authorized_batch(asks, policies, entities)]
+            batch = [_parse_result(t) for t in
+                     _cedar_core.is_authorized_batch(asks, policies, entities._inner, None,
+                                                     False)]
+            single = [_parse_result(_cedar_core.is_authorized(q, policies, entities._inner,
+                                                              None, False)) for q in asks]
+            return public == batch == single and any(d.allowed for d in public) \
+                and any(d.errors for d in public)
+        except Exception:  # any change of the core: the public API serves
+            return False
+
+
+def evaluate(requests: Sequence[dict[str, Any]], policies: cedarpy.PolicySet,
+             entities: cedarpy.Entities) -> list[Decision]:
+    """Cedar's decisions for ``requests`` (built by :func:`_request`), in order."""
+    if not _Core.usable():
+        return [_decision(r) for r in cedarpy.is_authorized_batch(list(requests), policies,
+                                                                   entities)]
+    if len(requests) == 1:
+        return [_evaluate_one(requests[0], policies, entities._inner)]
+    texts = _cedar_core.is_authorized_batch(list(requests), policies, entities._inner, None,
+                                            False)
+    try:
+        return [_parse_result(t) for t in texts]
+    except ValueError as exc:
+        raise _unreadable(exc) from None
+
+
+def _evaluate_one(request: dict[str, Any], policies: cedarpy.PolicySet, inner: Any) -> Decision:
+    """One request through cedarpy's core (``inner``: the entities' core handle)."""
+    try:
+        return _parse_result(_cedar_core.is_authorized(request, policies, inner, None, False))
+    except ValueError as exc:
+        raise _unreadable(exc) from None
+
+
+def _unreadable(exc: ValueError) -> AccessDenied:
+    """Never an allow: a decision that cannot be read refuses the request, saying why."""
+    return AccessDenied(f"the policy decision could not be read: {exc}", obj="policy",
+                        remedy="report this: cedarpy's answer changed shape")
+
+
+@dataclass(frozen=True, eq=False)
+class PreparedAsks:
+    """Several (principal, action) on one resource, ready for Cedar but for the time.
+
+    Compared and hashed by identity (it is immutable); built by
+    :meth:`PolicyEngine.prepare`. ``uids``: (principal, action, resource) of
+    each request, in the order asked; the dicts are shared, never mutated.
+    """
+
+    entities: Any
+    uids: tuple[tuple[dict[str, str], dict[str, str], dict[str, str]], ...]
 
 
 class PolicyEngine:
@@ -191,6 +367,8 @@ class PolicyEngine:
         self._parsed: OrderedDict[tuple[tuple[Enrollment, ...], Resource], Any] = OrderedDict()
         self._decided: dict[tuple[Any, ...], tuple[Decision, ...]] = {}
         self._decided_second = 0
+        self._prepared: dict[tuple[tuple[tuple[Enrollment, str], ...], Resource],
+                             PreparedAsks] = {}
 
     def decide(self, principal: Enrollment, action: str, resource: Resource, now: float) -> Decision:
         """One decision; builds an entity set of just this principal, its roles and the resource."""
@@ -212,13 +390,61 @@ class PolicyEngine:
         if hit is not None:
             return list(hit)
         entities = self._entities(principals, resource)
-        results = cedarpy.is_authorized_batch(
-            [_request(p.key_id, action, resource.name, second) for p, action in asks],
-            self._policies, entities)
-        out = [_decision(r) for r in results]
+        out = evaluate([_request(p.key_id, action, resource.name, second)
+                        for p, action in asks], self._policies, entities)
         with self._lock:
             if self._decided_second != second:
                 self._decided.clear()  # entries of past seconds can never be hit again
+                self._decided_second = second
+            if len(self._decided) < ENTITY_CACHE_SIZE:
+                self._decided[key] = tuple(out)
+        return out
+
+    def prepare(self, asks: Sequence[tuple[Enrollment, str]],
+                resource: Resource) -> PreparedAsks:
+        """The time-independent Cedar inputs of ``asks`` on ``resource`` (entities parsed).
+
+        Use with :meth:`decide_prepared` of this or any engine (the entities
+        are validated against the one shipped schema; the policy is the deciding
+        engine's). The holder must drop it when the directory entries it was
+        built from may have changed, as it would the entries themselves.
+        """
+        key = (tuple(asks), resource)  # full (frozen) values: a changed entry is a new key
+        with self._lock:
+            hit = self._prepared.get(key)
+        if hit is not None:
+            return hit
+        principals = tuple(sorted({p.key_id: p for p, _ in asks}.values(),
+                                  key=lambda p: p.key_id))
+        requests = tuple(_request(p.key_id, action, resource.name, 0) for p, action in asks)
+        made = PreparedAsks(self._entities(principals, resource) if asks else None,
+                            tuple((q["principal"], q["action"], q["resource"])
+                                  for q in requests))
+        with self._lock:
+            if len(self._prepared) >= ENTITY_CACHE_SIZE:
+                self._prepared.clear()  # bounded: prepared again on demand
+            return self._prepared.setdefault(key, made)
+
+    def decide_prepared(self, prepared: PreparedAsks, now: float) -> list[Decision]:
+        """:meth:`decide_many` for prepared asks: Cedar at ``int(now)``, entities not rehashed.
+
+        Decisions are reused within the same second only (keyed by the prepared
+        object itself, which is immutable, and the second; cleared when the
+        second changes), exactly as :meth:`decide_many` reuses them.
+        """
+        if not prepared.uids:
+            return []
+        second = int(now)
+        key = (prepared, second)
+        hit = self._decided.get(key)
+        if hit is not None:
+            return list(hit)
+        context = f'{{"now":{second}}}'
+        out = evaluate([{"principal": p, "action": a, "resource": r, "context": context}
+                        for p, a, r in prepared.uids], self._policies, prepared.entities)
+        with self._lock:
+            if self._decided_second != second:
+                self._decided.clear()
                 self._decided_second = second
             if len(self._decided) < ENTITY_CACHE_SIZE:
                 self._decided[key] = tuple(out)
@@ -279,12 +505,15 @@ class PolicySnapshot:
         except ValueError as exc:
             raise InvalidInput(f"directory does not fit the schema: {str(exc)[:200]}",
                                obj="directory") from None
+        #: The entities' core handle where the core is called directly (else None).
+        self._inner = self._entities._inner if _Core.usable() else None
 
     def decide(self, kid: str, action: str, resource: str, now: float) -> Decision:
         """The decision for principal key ``kid`` doing ``action`` on ``resource``."""
-        result = cedarpy.is_authorized(_request(kid, action, resource, int(now)),
-                                       self._policies, self._entities)
-        return _decision(result)
+        request = _request(kid, action, resource, int(now))
+        if self._inner is not None:
+            return _evaluate_one(request, self._policies, self._inner)
+        return evaluate([request], self._policies, self._entities)[0]
 
     def allowed(self, kid: str, action: str, resource: str, now: float) -> bool:
         """Just the verdict."""
