@@ -142,12 +142,13 @@ def test_fresh_shard_split_over_threads_and_segments_is_bit_identical(
 
 def test_page_sizes_keep_huge_pages_while_cheap_and_take_the_cheaper_once_not() -> None:
     sizes = loader._PageSizes()
-    assert sizes.pick() is True  # huge pages first
+    assert sizes.pick() is True and not sizes.settled(True)  # huge pages first, a trial
     sizes.note(True, 0.1e-9 * 2**24, 2**24)  # backed: ~0.1 s per GiB
-    assert sizes.pick() is True  # 4 KiB pages are not tried
+    assert sizes.pick() is True and sizes.settled(True)  # 4 KiB pages are not tried
     sizes.note(True, 1.2e-9 * 2**24, 2**24)  # reported to the host: ~1.2 s per GiB
-    assert sizes.pick() is False  # tried
+    assert sizes.pick() is False and not sizes.settled(False)  # tried
     sizes.note(False, 0.4e-9 * 2**24, 2**24)
+    assert sizes.settled(False) and not sizes.settled(True)  # huge pages' retries are trials
     picks = []
     for _ in range(loader._RETRY + 1):
         huge = sizes.pick()

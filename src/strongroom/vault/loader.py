@@ -113,6 +113,9 @@ _SEGMENT_ALIGN = _HUGE
 #: twice as many each time it is still the dearer.
 _HUGE_CHEAP = 0.25e-9
 _RETRY = 8
+#: A page size not yet measured in this load, or the dearer one tried again, populates
+#: a segment of this size first (one huge page): a trial costs little either way.
+_TRIAL = _HUGE
 _libc: ctypes.CDLL | None = None
 
 
@@ -181,9 +184,10 @@ class _PageSizes:
     reported blocks too). So huge pages come first, and once a segment shows them
     slow, the next segment tries 4 KiB pages and each segment after takes the
     cheaper one, trying the other again after ``_RETRY`` segments (twice as many
-    each time it is still the dearer: blocks freed during a load are rare). CPU time
-    of the populating thread is what is compared (a loaded machine's waits do not
-    count; a vCPU's time in the host's fault handler does). Shared by one load's
+    each time it is still the dearer: blocks freed during a load are rare). A
+    trial populates ``_TRIAL`` bytes, not a whole segment. CPU time of the
+    populating thread is what is compared (a loaded machine's waits do not count;
+    a vCPU's time in the host's fault handler does). Shared by one load's
     threads; their races only misplace a retry.
     """
 
@@ -205,6 +209,13 @@ class _PageSizes:
         if cheaper is None:
             return False
         return not cheaper if self.unused[not cheaper] >= self.retry[not cheaper] else cheaper
+
+    def settled(self, huge: bool) -> bool:
+        """Whether ``huge`` is measured and the size to keep (else the next segment is a trial)."""
+        cost = self.cost[True]
+        if huge and cost is not None and cost <= _HUGE_CHEAP:
+            return True
+        return self._cheaper() == huge
 
     def note(self, huge: bool, seconds: float, nbytes: int) -> None:
         """A segment of ``nbytes`` took ``seconds`` of CPU to populate with that page size."""
@@ -234,9 +245,10 @@ def _decrypt_fresh(reader: age.AgeReader, buffer: np.ndarray[Any, Any], threads:
 
     def run(lo: int, hi: int) -> None:
         advised = True  # fresh_buffer advised the whole mapping for huge pages
-        for start in range(lo, hi, _SEGMENT):
-            end = min(start + _SEGMENT, hi)
+        start = lo
+        while start < hi:
             huge = sizes.pick()
+            end = min(start + (_SEGMENT if sizes.settled(huge) else min(_TRIAL, _SEGMENT)), hi)
             if huge != advised:  # the rest of the range, so that a size kept is not advised
                 # again: madvise takes the mmap lock for writing, waiting out the other
                 # threads' populates
@@ -246,6 +258,7 @@ def _decrypt_fresh(reader: age.AgeReader, buffer: np.ndarray[Any, Any], threads:
             _populate(buffer, start, end)
             sizes.note(huge, time.thread_time() - began, end - start)
             reader.decrypt_into(buffer.data[start:end], offset + start, threads=1)
+            start = end
 
     if len(ranges) == 1:
         run(*ranges[0])
