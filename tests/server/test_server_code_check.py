@@ -147,6 +147,9 @@ def test_a_module_changed_while_serving_is_refused_audited_and_alerted(
         r = http.get("/v1/sys/version")
         assert r.status_code == 503 and r.json()["type"] == "code_unverified", r.text
         assert "no code owners are pinned" in r.json()["error"]
+        # the key release's hot path (entered below FastAPI's layers) passes the check too
+        r = http.post("/v1/keys/release", json={})
+        assert r.status_code == 503 and r.json()["type"] == "code_unverified", r.text
         _pin_owner(world)
         assert http.get("/v1/sys/version").status_code == 200  # verified: served
         target = root / "vault" / "__init__.py"
@@ -157,6 +160,8 @@ def test_a_module_changed_while_serving_is_refused_audited_and_alerted(
         r = http.get("/v1/sys/version")
         assert r.status_code == 503 and r.json()["type"] == "code_changed", r.text
         assert str(target) in r.json()["error"]
+        r = http.post("/v1/keys/release", json={})
+        assert r.status_code == 503 and r.json()["type"] == "code_changed", r.text
         target.write_text((signed / "vault" / "__init__.py").read_text())  # restored: still
         clock[0] += 120  # refused until a restart from the signed code
         assert http.get("/v1/sys/version").status_code == 503

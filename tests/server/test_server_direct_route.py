@@ -96,6 +96,17 @@ def test_unsigned_releases_never_reach_the_direct_route(world: ServerWorld,
     assert calls == before
 
 
+def test_a_release_enters_the_stack_at_strongroom_s_first_middleware(
+        world: ServerWorld, calls: dict[str, int]) -> None:
+    """FastAPI's outer layers are skipped for the hot path; ours (signatures first) are not."""
+    app: Any = world.http.app  # type: ignore[attr-defined]
+    assert ("POST", "/v1/keys/release") in app.hot_paths
+    assert world.client("alice").post("/v1/keys/release",
+                                      world.release_body("alice")).status_code == 200
+    assert app._front is _middleware(world)  # no request ids or code check in this world
+    assert world.client("alice").get("/v1/whoami").status_code == 200  # others: as before
+
+
 def test_the_schema_still_documents_the_route(world: ServerWorld) -> None:
     schema = world.http.get("/openapi.json").json()
     op = schema["paths"]["/v1/keys/release"]["post"]

@@ -32,6 +32,8 @@ __all__ = ["MAX_DEPTH", "decode_json"]
 MAX_DEPTH = 32
 #: Integers outside [-2**63, 2**63) are refused (no field counts that far).
 _INT_BOUND = 1 << 63
+#: The types a JSON value is made of, bool before int (a subclass of it).
+_JSON_TYPES = (str, bool, int, float, dict, list)
 _REMEDY = "send one UTF-8 JSON document (RFC 8259), as the strongroom client does"
 
 
@@ -54,25 +56,33 @@ def decode_json(body: bytes) -> object:
 
 def _check(value: object) -> None:
     """Depth, NUL in strings, integer range and finite floats, without recursion."""
+    # The parser makes exact builtin types only, so type() is compared first; a
+    # subclass (not from the parser) is judged as its JSON type, as by isinstance().
     stack: list[tuple[object, int]] = [(value, 1)]
     while stack:
         item, depth = stack.pop()
-        if isinstance(item, str):
-            if "\x00" in item:
+        kind: type | None = type(item)
+        if kind not in _JSON_TYPES:
+            kind = next((t for t in _JSON_TYPES if isinstance(item, t)), None)
+        if kind is str:
+            if "\x00" in item:  # type: ignore[operator]
                 raise _refused("a string holds a NUL character")
-        elif isinstance(item, bool) or item is None:
-            continue
-        elif isinstance(item, int):
-            if not -_INT_BOUND <= item < _INT_BOUND:
-                raise _refused("an integer does not fit in 64 bits")
-        elif isinstance(item, float):
-            if not math.isfinite(item):
-                raise _refused("a number is out of range (not a finite double)")
-        elif isinstance(item, list | dict):
+        elif kind is dict or kind is list:
             if depth > MAX_DEPTH:
                 raise _refused(f"arrays and objects nest deeper than {MAX_DEPTH}")
-            if isinstance(item, dict):
-                stack.extend((k, depth) for k in item)
-                stack.extend((v, depth + 1) for v in item.values())
+            if kind is dict:
+                for k, v in item.items():  # type: ignore[attr-defined]
+                    if type(k) is str and type(v) is str:  # the common case, checked here
+                        if "\x00" in k or "\x00" in v:
+                            raise _refused("a string holds a NUL character")
+                    else:
+                        stack.append((k, depth))
+                        stack.append((v, depth + 1))
             else:
-                stack.extend((v, depth + 1) for v in item)
+                stack.extend((v, depth + 1) for v in item)  # type: ignore[attr-defined]
+        elif kind is int:
+            if not -_INT_BOUND <= item < _INT_BOUND:  # type: ignore[operator]
+                raise _refused("an integer does not fit in 64 bits")
+        elif kind is float and not math.isfinite(item):  # type: ignore[arg-type]
+            raise _refused("a number is out of range (not a finite double)")
+        # bool and None (and anything else) need no check

@@ -25,10 +25,12 @@ import base64
 from typing import Any
 
 from fastapi import APIRouter, Request
+from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
 
 from strongroom.artifacts import ArtifactRef
 from strongroom.crypto.age import Stanza
-from strongroom.errors import AttestationRefused, InvalidInput, NotFound
+from strongroom.errors import AgentUnavailable, AttestationRefused, InvalidInput, NotFound
 from strongroom.release.request import ReleaseRequest, build_request
 from strongroom.server import models as M
 from strongroom.server.auth import DirectRoute, caller_of
@@ -90,10 +92,6 @@ def build_router(ctx: ServerContext) -> tuple[APIRouter, dict[tuple[str, str], D
 
     async def release_out(caller: Caller, body: M.KeyReleaseIn, host: str | None
                           ) -> M.KeyReleaseOut:
-        from starlette.concurrency import run_in_threadpool
-
-        from strongroom.errors import AgentUnavailable
-
         release_async = getattr(ctx.keys, "release_async", None)
         hit = None
         if release_async is not None:
@@ -121,8 +119,6 @@ def build_router(ctx: ServerContext) -> tuple[APIRouter, dict[tuple[str, str], D
     async def release_direct(scope: Any, caller: Caller, document: object
                              ) -> tuple[int, bytes] | None:
         """The same route served by the signing middleware (see auth.DirectRoute)."""
-        from pydantic import ValidationError
-
         try:
             body = M.KeyReleaseIn.model_validate(document)
         except ValidationError:
@@ -158,8 +154,6 @@ def build_router(ctx: ServerContext) -> tuple[APIRouter, dict[tuple[str, str], D
     @r.post("/keys/attest/nonce", response_model=M.AttestNonceOut)
     async def attest_nonce(request: Request) -> M.AttestNonceOut:
         """A single-use nonce from the gate for one piece of enclave evidence."""
-        from starlette.concurrency import run_in_threadpool
-
         caller_of(request)  # signed callers only
         nonce: bytes = await run_in_threadpool(lambda: attested_keys().attest_nonce())
         return M.AttestNonceOut(nonce=base64.b64encode(nonce).decode())
@@ -168,8 +162,6 @@ def build_router(ctx: ServerContext) -> tuple[APIRouter, dict[tuple[str, str], D
     async def release_into_enclave(request: Request, body: M.AttestedReleaseIn
                                    ) -> M.AttestedReleaseOut:
         """Run the gate for an enclave: the file key comes back wrapped to its ephemeral key."""
-        from starlette.concurrency import run_in_threadpool
-
         caller = caller_of(request)
         host = request.client.host if request.client is not None else None
         out: M.AttestedReleaseOut = await run_in_threadpool(release_attested, caller, body, host)
