@@ -90,6 +90,7 @@ def serve(
         raise ConfigError(f"refusing plain HTTP on {host}", obj="serve",
                           remedy="pass --tls-cert/--tls-key, listen on 127.0.0.1 behind a TLS "
                           "proxy, or pass --plain-http if a proxy on this host terminates TLS")
+    os.environ[FORMAT_ENV] = log_format  # the agent and the workers log alike (and _note)
     _check_code(code_release)  # before anything of this installation runs
     settings = Settings()
     home = settings.resolved_home
@@ -99,16 +100,15 @@ def serve(
 
     fast = importlib.util.find_spec("httptools") is not None
     if not fast:
-        typer.echo("warning: httptools is not installed; uvicorn falls back to h11, which "
-                   "serves signed requests several times slower (pip install httptools uvloop)",
-                   err=True)
+        _note("warning: httptools is not installed; uvicorn falls back to h11, which "
+              "serves signed requests several times slower (pip install httptools uvloop)",
+              "warning")
     os.environ["STRONGROOM_SERVER_MAX_BODY"] = str(max_body)
     os.environ["STRONGROOM_SERVER_MAX_UPLOAD"] = str(max_upload)
     os.environ.setdefault("STRONGROOM_HOST_ID", settings.host_id)
     # The agent serves the workers; a quiet night must not seal the server.
     os.environ.setdefault("STRONGROOM_AGENT_IDLE", str(30 * 24 * 3600))
     _stop_stray_agent(home)
-    os.environ[FORMAT_ENV] = log_format  # the agent and the workers log alike
     _fresh_metrics_dir(home)  # before any process of this server imports prometheus_client
     lifeline = Lifeline()
     agent = start_owned_agent(home, lifeline, dict(os.environ))
@@ -136,6 +136,20 @@ def serve(
             agent.wait(10)
 
 
+def _note(message: str, level: str = "info") -> None:
+    """One line to stderr: plain text, or with ``--log-format json`` one JSON object as the logs'."""
+    import logging
+
+    from strongroom.runtime.logs import JsonFormatter, log_format
+
+    if log_format() != "json":
+        typer.echo(message, err=True)
+        return
+    record = logging.LogRecord("strongroom.serve", logging.getLevelName(level.upper()),
+                               __file__, 0, message, None, None)
+    typer.echo(JsonFormatter().format(record), err=True)
+
+
 def _check_code(option: Path | None) -> None:
     """Refuse to start when an installed module differs from the code release (named).
 
@@ -149,8 +163,8 @@ def _check_code(option: Path | None) -> None:
 
     release = option or Settings().code_release
     if release is None:
-        typer.echo("warning: no --code-release: this server does not check its installed "
-                   "modules against a signed release (docs/operations.md)", err=True)
+        _note("warning: no --code-release: this server does not check its installed "
+              "modules against a signed release (docs/operations.md)", "warning")
         return
     release = release.expanduser().resolve()
     try:
@@ -162,8 +176,8 @@ def _check_code(option: Path | None) -> None:
                           obj=str(release)) from None
     version = check_installed(envelope)
     os.environ["STRONGROOM_CODE_RELEASE"] = str(release)
-    typer.echo(f"code: the installed modules match release {release} (strongroom {version}); "
-               "its signers are checked against the pinned code owners once unsealed", err=True)
+    _note(f"code: the installed modules match release {release} (strongroom {version}); "
+          "its signers are checked against the pinned code owners once unsealed")
 
 
 def _fresh_metrics_dir(home: Path) -> None:
@@ -206,8 +220,8 @@ def _stop_stray_agent(home: Path) -> None:
     deadline = time.monotonic() + 10
     while _alive(int(info.get("pid") or 0)) and time.monotonic() < deadline:
         time.sleep(0.05)
-    typer.echo(f"stopped the sealed key agent (pid {info.get('pid')}) that was running for "
-               f"{home}; serve starts its own", err=True)
+    _note(f"stopped the sealed key agent (pid {info.get('pid')}) that was running for "
+          f"{home}; serve starts its own")
 
 
 def _alive(pid: int) -> bool:
@@ -226,8 +240,8 @@ def _stop_with(agent: subprocess.Popen[bytes], stopping: threading.Event) -> Non
         code = agent.wait()
         if stopping.is_set():
             return
-        typer.echo(f"error: the key agent (pid {agent.pid}) exited ({code}); stopping the "
-                   "server", err=True)
+        _note(f"error: the key agent (pid {agent.pid}) exited ({code}); stopping the server",
+              "error")
         os.kill(os.getpid(), signal.SIGTERM)
 
     threading.Thread(target=wait, name="agent-watch", daemon=True).start()
