@@ -356,3 +356,53 @@ def test_releases_on_one_event_loop_reach_the_agent_as_one_batch(store: Store,
         listener.close()
         svc.seal()
         shutil.rmtree(home, ignore_errors=True)
+
+
+def test_a_batch_reads_its_wrapped_keys_once(unsealed: tuple[LocalKeyService, Identity],
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    # Every blob of a batch is looked up in one statement, taken when the batch is run:
+    # each request still gets its own key, or its own refusal, audited in order.
+    from strongroom.keys import kek
+
+    svc, officer = unsealed
+    keys = {b: os.urandom(16) for b in ("blob-1", "blob-2")}
+    for blob, key in keys.items():
+        svc.wrap_file_key(blob, key)
+    reads: list[str] = []
+    real = kek.raw_query
+
+    def counted(engine: object, sql: str, params: tuple[object, ...] = ()) -> object:
+        if "wrapped_keys" in sql:
+            reads.append(sql)
+        return real(engine, sql, params)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(kek, "raw_query", counted)
+    out = svc.release_many([_request(officer, blob=b) for b in
+                            ("blob-1", "blob-2", "missing", "blob-1", "blob-2")])
+    assert len(reads) == 1 and " IN (" in reads[0]
+    assert [bytes(o) if isinstance(o, bytearray) else type(o) for o in out] == \
+        [keys["blob-1"], keys["blob-2"], NotFound, keys["blob-1"], keys["blob-2"]]
+    assert [d for _, d in _events(svc)] == ["deny"] + ["allow"] * 4
+
+
+def test_a_batch_never_unwraps_a_stale_wrapping(unsealed: tuple[LocalKeyService, Identity]
+                                                ) -> None:
+    # Nothing of the wrapped keys outlives a batch: after a rotation, a rewrap and the old
+    # version's retirement the next batch unwraps under the new version, and a blob's
+    # wrapping written again (a new file key) is what the next batch releases.
+    svc, officer = unsealed
+    first = os.urandom(16)
+    svc.wrap_file_key("blob-1", first)
+    assert [bytes(o) for o in svc.release_many([_request(officer)])] == [first]  # type: ignore[arg-type]
+    old = svc.rotate() - 1
+    svc.rewrap()
+    svc.retire(old)
+    out = svc.release_many([_request(officer), _request(officer)])
+    assert [bytes(o) for o in out] == [first, first]  # type: ignore[arg-type]
+    assert svc._audit is not None
+    allowed = [e for e in svc._audit.events(0, svc._audit.size())
+               if e.action == "key.release" and e.decision == "allow"]
+    assert [e.details["kek_version"] for e in allowed] == [old, old + 1, old + 1]
+    second = os.urandom(16)
+    svc.wrap_file_key("blob-1", second)  # the same blob and version, a new wrapping
+    assert [bytes(o) for o in svc.release_many([_request(officer)])] == [second]  # type: ignore[arg-type]

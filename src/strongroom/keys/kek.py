@@ -29,7 +29,13 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from strongroom.crypto import age
-from strongroom.errors import IntegrityError, InvalidInput, NotFound, StorageError
+from strongroom.errors import (
+    IntegrityError,
+    InvalidInput,
+    NotFound,
+    StorageError,
+    StrongroomError,
+)
 from strongroom.keys.barrier import KEK_PREFIX, NONCE_LEN, Barrier, KekVersion, b64
 from strongroom.store.db import Store, dbapi_errors, raw_query, reader_engine
 from strongroom.store.tables.keys import KeyringEntry, WrappedKey
@@ -39,6 +45,8 @@ __all__ = ["STANZA_TYPE", "KekRing", "Located"]
 #: age stanza type of a file key wrapped by a keyring KEK: args (vault id, KEK version).
 STANZA_TYPE = "strongroom-keyring"
 _REWRAP_BATCH = 64
+#: Blob ids asked in one statement by :meth:`KekRing.locate_many` (bounds its parameters).
+_LOCATE_CHUNK = 64
 
 
 def _wrap_aad(vault_id: str, version: int, blob_id: str) -> bytes:
@@ -71,10 +79,11 @@ class KekRing:
         # Pooled connections are kept (not closed and reopened) for up to 64 threads
         # releasing at once.
         self._reader = reader_engine(store, pool_size=64, max_overflow=64)
-        mark = "?" if store.dialect == "sqlite" else "%s"
+        mark = self._mark = "?" if store.dialect == "sqlite" else "%s"
         # Plain DB-API statement: built from constants only; every release runs it.
         self._locate_sql = ("SELECT kek_version, wrapped FROM wrapped_keys "  # noqa: S608
                             f"WHERE blob_id = {mark} ORDER BY kek_version DESC")
+        self._locate_many_sql: dict[int, str] = {}
 
     # -- holding the KEKs ---------------------------------------------------------
 
@@ -159,7 +168,51 @@ class KekRing:
         except dbapi_errors(self._reader) as exc:
             raise StorageError(f"cannot read wrapped keys ({type(exc).__name__})",
                                obj=f"blob {blob_id}", remedy="check the database") from exc
-        candidates = [(int(v), bytes(w)) for v, w in rows]
+        return self._pick(blob_id, [(int(v), bytes(w)) for v, w in rows], stanzas)
+
+    def locate_many(self, wanted: Sequence[tuple[str, Sequence[age.Stanza]]]
+                    ) -> list[Located | StrongroomError]:
+        """:meth:`locate` for each ``(blob_id, stanzas)``, from one read of the table.
+
+        For a release batch: every blob's rows are read in one statement, taken
+        when called (nothing is cached across calls: a rewrap, a retirement or a
+        wrapping overwritten since is seen by the next batch). Each answer is that
+        blob's :class:`Located` or its own refusal; a failed read refuses them all.
+        """
+        self._require_unsealed()
+        blobs = list(dict.fromkeys(b for b, _ in wanted))
+        rows: dict[str, list[tuple[int, bytes]]] = {b: [] for b in blobs}
+        try:
+            for start in range(0, len(blobs), _LOCATE_CHUNK):
+                chunk = blobs[start:start + _LOCATE_CHUNK]
+                for blob, version, wrapped in raw_query(self._reader, self._many_sql(len(chunk)),
+                                                        tuple(chunk)):
+                    rows[blob].append((int(version), bytes(wrapped)))
+        except dbapi_errors(self._reader) as exc:
+            failed = StorageError(f"cannot read wrapped keys ({type(exc).__name__})",
+                                  obj=f"{len(blobs)} blob(s)", remedy="check the database")
+            return [failed] * len(wanted)
+        out: list[Located | StrongroomError] = []
+        for blob_id, stanzas in wanted:
+            try:
+                out.append(self._pick(blob_id, list(rows[blob_id]), stanzas))
+            except StrongroomError as exc:
+                out.append(exc)
+        return out
+
+    def _many_sql(self, n: int) -> str:
+        sql = self._locate_many_sql.get(n)
+        if sql is None:
+            marks = ", ".join([self._mark] * n)
+            # Built from constants and a count only; the blob ids travel as parameters.
+            sql = self._locate_many_sql[n] = (
+                "SELECT blob_id, kek_version, wrapped FROM wrapped_keys "  # noqa: S608
+                f"WHERE blob_id IN ({marks}) ORDER BY kek_version DESC")
+        return sql
+
+    def _pick(self, blob_id: str, candidates: list[tuple[int, bytes]],
+              stanzas: Sequence[age.Stanza]) -> Located:
+        """The newest usable of ``candidates`` (stored rows, newest first) and the stanzas'."""
         vid = self.vault_id
         for stanza in stanzas:
             args = stanza.args

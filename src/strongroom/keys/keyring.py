@@ -66,6 +66,7 @@ from strongroom.errors import (
     NotFound,
     Sealed,
     StorageError,
+    StrongroomError,
 )
 from strongroom.keys.barrier import (
     EXT_PREFIX,
@@ -408,6 +409,11 @@ class Keyring:
     def locate(self, blob_id: str, stanzas: Sequence[age.Stanza] = ()) -> Located:
         """Find the newest usable wrapping of ``blob_id``'s file key (no decryption)."""
         return self._keks.locate(blob_id, stanzas)
+
+    def locate_many(self, wanted: Sequence[tuple[str, Sequence[age.Stanza]]]
+                    ) -> list[Located | StrongroomError]:
+        """:meth:`locate` for each ``(blob_id, stanzas)`` of a release batch, one read for all."""
+        return self._keks.locate_many(wanted)
 
     def unwrap(self, blob_id: str, located: Located) -> bytearray:
         """The file key (caller zeroes it). Only ``strongroom.release`` may call this."""

@@ -38,8 +38,12 @@ that ephemeral key (:class:`~strongroom.errors.AttestationRefused` names a faile
 **Batches.** :meth:`ReleaseGate.release_many` runs steps 1 to 5 for each request
 in order (a refusal is audited at once and answers that request only), then step
 6 for all admitted ones in one audit batch, one transaction, in which each charge
-sees those before it, and step 7 for each once that batch is durable. Attested
-releases are never batched.
+sees those before it, and step 7 for each once that batch is durable. Reads that
+are the same for every request are taken once per batch, when it is run: the
+wrapped keys of all its blobs (step 3, one statement; nothing of them is kept for
+the next batch) and, when the evidence rule offers a ``batch()`` scope, what it
+reads once for all (the access statements' marker: a revocation committed before
+the batch is run refuses every request in it). Attested releases are never batched.
 
 Every refusal after step 1 is audited as ``deny``. An optional
 :class:`~strongroom.release.ports.ReleaseObserver` counts each decision, its
@@ -285,8 +289,12 @@ class ReleaseGate:
             raise
         return self._granted(p)
 
-    def _prepare(self, request: ReleaseRequest, claim: AttestedClaim | None) -> _Prepared:
-        """Steps 1 to 5 for one request, each refusal audited; what its charge and entry need."""
+    def _prepare(self, request: ReleaseRequest, claim: AttestedClaim | None,
+                 found: Located | StrongroomError | None = None) -> _Prepared:
+        """Steps 1 to 5 for one request, each refusal audited; what its charge and entry need.
+
+        ``found``: the batch's read of the request's wrapped key (None: read it here).
+        """
         self.keyring.require_unsealed()
         intact = getattr(self.audit, "require_intact", None)
         if callable(intact):
@@ -299,7 +307,12 @@ class ReleaseGate:
                     self._deny(request, exc)
                 raise
         try:
-            located = self.keyring.locate(request.blob_id, request.stanzas)
+            if found is None:
+                located = self.keyring.locate(request.blob_id, request.stanzas)
+            elif isinstance(found, StrongroomError):
+                raise found
+            else:
+                located = found
         except (NotFound, IntegrityError) as exc:
             self._deny(request, exc)
             raise
@@ -399,15 +412,26 @@ class ReleaseGate:
                 observer.refused(refusal_class(exc), time.perf_counter() - start)
 
         prepared: list[tuple[int, _Prepared]] = []
+        well_formed: list[int] = []
         for i, request in enumerate(requests):
             if not request.blob_id or not request.principal or not request.artifact:
                 refused(i, InvalidInput("release request needs a principal, an artifact and "
                                         "a blob id", obj=request.obj))
                 continue
-            try:
-                prepared.append((i, self._prepare(request, None)))
-            except StrongroomError as exc:
-                refused(i, exc)
+            well_formed.append(i)
+        # Reads every request of the batch shares, each taken once, now that the batch is
+        # here: the wrapped keys of all its blobs (one statement) and, in the evidence rule's
+        # batch scope, the access statements' marker (a revocation committed before this
+        # point refuses every request of the batch; one committed later, the next batch).
+        found = dict(zip(well_formed, self._locate_all([requests[i] for i in well_formed]),
+                         strict=True))
+        scope = getattr(self.evidence, "batch", None)
+        with scope() if callable(scope) else contextlib.nullcontext():
+            for i in well_formed:
+                try:
+                    prepared.append((i, self._prepare(requests[i], None, found[i])))
+                except StrongroomError as exc:
+                    refused(i, exc)
         if prepared:
             meter = cast(AuditedEgressPort, self.egress)
             try:
@@ -437,6 +461,23 @@ class ReleaseGate:
                 if observer is not None:
                     observer.allowed(nbytes, time.perf_counter() - start)
         return cast(list[bytearray | StrongroomError], results)  # every position was filled
+
+    def _locate_all(self, requests: list[ReleaseRequest]
+                    ) -> list[Located | StrongroomError | None]:
+        """Each request's wrapped key from one read (None each: the keyring reads one by one).
+
+        A keyring without ``locate_many``, or one that refuses the whole read (sealed),
+        leaves each request to :meth:`_prepare`, which asks and refuses it in order.
+        """
+        locate_many = getattr(self.keyring, "locate_many", None)
+        if not requests or not callable(locate_many):
+            return [None] * len(requests)
+        try:
+            found: list[Located | StrongroomError] = locate_many(
+                [(r.blob_id, r.stanzas) for r in requests])
+        except StrongroomError:
+            return [None] * len(requests)
+        return list(found)
 
     def _attested(self, request: ReleaseRequest, claim: AttestedClaim | None,
                   accepted: Mapping[str, Any]) -> Admission | None:
