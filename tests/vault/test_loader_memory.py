@@ -4,7 +4,6 @@ read-only to the caller, zeroed on close and unmapped once dropped."""
 from __future__ import annotations
 
 import gc
-import itertools
 import sys
 from pathlib import Path
 
@@ -140,47 +139,28 @@ def test_fresh_shard_split_over_threads_and_segments_is_bit_identical(
     assert len(calls) > 4 and all(off % (64 << 10) == 0 for off, _ in calls)
 
 
-def test_page_sizes_keep_huge_pages_while_cheap_and_take_the_cheaper_once_not() -> None:
-    sizes = loader._PageSizes()
-    assert sizes.pick() is True and not sizes.settled(True)  # huge pages first, a trial
-    sizes.note(True, 0.1e-9 * 2**24, 2**24)  # backed: ~0.1 s per GiB
-    assert sizes.pick() is True and sizes.settled(True)  # 4 KiB pages are not tried
-    sizes.note(True, 1.2e-9 * 2**24, 2**24)  # reported to the host: ~1.2 s per GiB
-    assert sizes.pick() is False and not sizes.settled(False)  # tried
-    sizes.note(False, 0.4e-9 * 2**24, 2**24)
-    assert sizes.settled(False) and not sizes.settled(True)  # huge pages' retries are trials
-    picks = []
-    for _ in range(loader._RETRY + 1):
-        huge = sizes.pick()
-        picks.append(huge)
-        sizes.note(huge, (1.2e-9 if huge else 0.4e-9) * 2**24, 2**24)
-    assert picks[:loader._RETRY - 1] == [False] * (loader._RETRY - 1)  # the cheaper one
-    assert True in picks  # huge pages tried again after _RETRY segments
-    for _ in range(8 * loader._RETRY):
-        huge = sizes.pick()
-        picks.append(huge)
-        sizes.note(huge, (1.2e-9 if huge else 0.4e-9) * 2**24, 2**24)
-    tries = [i for i, huge in enumerate(picks) if huge]
-    gaps = [b - a for a, b in itertools.pairwise(tries)]
-    assert gaps[1] >= 2 * gaps[0] - 1  # each retry still dearer waits twice as long
-    sizes.note(False, 2.0e-9 * 2**24, 2**24)  # 4 KiB pages got dearer than huge ones
-    assert sizes.pick() is True
-
-
-@pytest.mark.parametrize("lazy", [False, True])
-def test_segments_of_either_page_size_give_the_same_plaintext(
-    vault: Vault, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, lazy: bool
+def test_large_lazy_tensors_are_populated_and_decrypted_in_segments_too(
+    vault: Vault, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Segments populated with 4 KiB and huge pages alternately; lazy tensors at any offset."""
+    """A lazy tensor of _PREFAULT_MIN or more takes the full load's path, at its own offset."""
     monkeypatch.setattr(loader, "_PREFAULT_MIN", 0)
     monkeypatch.setattr(loader, "_SEGMENT_ALIGN", 64 << 10)
     monkeypatch.setattr(loader, "_SEGMENT", 128 << 10)
-    turns = iter(range(10**6))
-    monkeypatch.setattr(loader._PageSizes, "pick", lambda self: next(turns) % 2 == 0)
     src = tmp_path / "big.safetensors"
     tensors = make_model(src, big=True)
     vault.import_weights(src, "big")
-    with vault.open_weights("big", lazy=lazy) as w:
+    calls: list[int] = []
+    real = loader._decrypt_fresh
+
+    def counting(reader: age.AgeReader, buffer: np.ndarray, threads: int,
+                 offset: int = 0) -> None:
+        calls.append(offset)
+        real(reader, buffer, threads, offset)
+
+    monkeypatch.setattr(loader, "_decrypt_fresh", counting)
+    with vault.open_weights("big", lazy=True) as w:
         for name, expected in tensors.items():
-            assert w[name].tobytes() == expected.tobytes(), name
-    assert next(turns) > 4  # several segments, both page sizes
+            got = w[name]
+            assert got.tobytes() == expected.tobytes(), name
+            assert got.ctypes.data % HUGE == 0  # a mapping of its own
+    assert len(calls) == len(tensors) and any(off % (64 << 10) for off in calls)

@@ -18,15 +18,12 @@ key released once, by the release gate through :meth:`Vault.open_reader`
 
 Fresh memory costs the kernel a zeroed page on first touch (in a VM, often the
 host's fault too), which bounds a full load. Each shard's buffer (and a large
-lazy tensor's) is an anonymous mapping of its own on a 2 MiB boundary, left
-unpopulated: each decrypting thread takes a range and populates it a segment
-at a time just before decrypting into it, so zeroing and decryption run on
-every configured thread at once, each segment with the page size that
-populates cheaper at that moment, as measured (:class:`_PageSizes`: huge pages
-while they are cheap, 4 KiB pages when the host has taken the huge blocks
-back). To load the same model again without paying for fresh memory at all,
-keep the buffers and pass them back (``into``); they are zeroed on ``close()``
-and refilled::
+lazy tensor's) is an anonymous mapping of its own on a 2 MiB boundary, advised
+for transparent huge pages and left unpopulated: each decrypting thread takes a
+range and populates it a segment at a time just before decrypting into it, so
+zeroing and decryption run on every configured thread at once. To load the same
+model again without paying for fresh memory at all, keep the buffers and pass
+them back (``into``); they are zeroed on ``close()`` and refilled::
 
     buffers = shard_buffers(manifest)                    # once
     with vault.open_weights("minilm", into=buffers) as w:
@@ -38,7 +35,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import mmap
-import time
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Protocol
@@ -100,22 +96,11 @@ _TORCH_DTYPES = {"BF16": "bfloat16", "F8_E5M2": "float8_e5m2", "F8_E4M3": "float
 #: Buffers from this size up are their own mappings, aligned to 2 MiB (huge pages).
 _PREFAULT_MIN = 8 << 20
 _MADV_POPULATE_WRITE = 23  # Linux 5.14+
-_MADV_HUGEPAGE = 14
-_MADV_NOHUGEPAGE = 15
 _HUGE = 2 << 20
 #: A fresh buffer is populated and decrypted this much at a time per thread; each
 #: thread's range starts on a multiple of _SEGMENT_ALIGN (huge pages, whole 64 KiB chunks).
 _SEGMENT = 16 << 20
 _SEGMENT_ALIGN = _HUGE
-#: Populating at this CPU cost per byte or less (4 GiB/s a thread), huge pages are
-#: backed and cheap: 4 KiB pages are not tried. Above it they are tried, and the cheaper
-#: size measured is taken; the other is tried again after _RETRY segments, then after
-#: twice as many each time it is still the dearer.
-_HUGE_CHEAP = 0.25e-9
-_RETRY = 8
-#: A page size not yet measured in this load, or the dearer one tried again, populates
-#: a segment of this size first (one huge page): a trial costs little either way.
-_TRIAL = _HUGE
 _libc: ctypes.CDLL | None = None
 
 
@@ -171,94 +156,35 @@ def _populate(array: np.ndarray[Any, Any], start: int, end: int) -> None:
         array[start:end].fill(0)
 
 
-class _PageSizes:
-    """Which page size populates fresh memory cheaper right now, as measured segment by segment.
-
-    Fresh memory costs what the kernel (and, in a VM, the host) pays to back it,
-    and that changes from one load to the next. Measured on a 2-vCPU Firecracker
-    VM with free page reporting (virtio-balloon, order 9): huge pages from blocks
-    freed moments ago populate at ~0.1 s per GiB of CPU, but blocks idle for ~2 s
-    are reported to the host, which discards them, and then cost ~1.2 s per GiB
-    (the host faults them back); 4 KiB pages come from smaller free fragments,
-    which are never reported: ~0.43 s per GiB (~1.6 s when they must come from
-    reported blocks too). So huge pages come first, and once a segment shows them
-    slow, the next segment tries 4 KiB pages and each segment after takes the
-    cheaper one, trying the other again after ``_RETRY`` segments (twice as many
-    each time it is still the dearer: blocks freed during a load are rare). A
-    trial populates ``_TRIAL`` bytes, not a whole segment. CPU time of the
-    populating thread is what is compared (a loaded machine's waits do not count;
-    a vCPU's time in the host's fault handler does). Shared by one load's
-    threads; their races only misplace a retry.
-    """
-
-    def __init__(self) -> None:
-        self.cost: dict[bool, float | None] = {True: None, False: None}
-        self.unused = {True: 0, False: 0}
-        self.retry = {True: _RETRY, False: _RETRY}
-
-    def _cheaper(self) -> bool | None:
-        huge, small = self.cost[True], self.cost[False]
-        return None if huge is None or small is None else huge <= small
-
-    def pick(self) -> bool:
-        """True: huge pages for the next segment; False: 4 KiB pages."""
-        huge = self.cost[True]
-        if huge is None or huge <= _HUGE_CHEAP:
-            return True
-        cheaper = self._cheaper()
-        if cheaper is None:
-            return False
-        return not cheaper if self.unused[not cheaper] >= self.retry[not cheaper] else cheaper
-
-    def settled(self, huge: bool) -> bool:
-        """Whether ``huge`` is measured and the size to keep (else the next segment is a trial)."""
-        cost = self.cost[True]
-        if huge and cost is not None and cost <= _HUGE_CHEAP:
-            return True
-        return self._cheaper() == huge
-
-    def note(self, huge: bool, seconds: float, nbytes: int) -> None:
-        """A segment of ``nbytes`` took ``seconds`` of CPU to populate with that page size."""
-        was = self._cheaper()
-        self.cost[huge] = seconds / nbytes
-        if was is not None and was != huge:  # a retry of the dearer size
-            self.retry[huge] = self.retry[huge] * 2 if self._cheaper() != huge else _RETRY
-        self.unused[huge] = 0
-        self.unused[not huge] += 1
-
-
 def _decrypt_fresh(reader: age.AgeReader, buffer: np.ndarray[Any, Any], threads: int,
                    offset: int = 0) -> None:
     """Decrypt plaintext ``[offset, offset + buffer.nbytes)`` into an unpopulated ``buffer``.
 
-    ``buffer`` comes from ``fresh_buffer(populate=False)``. Each of ``threads``
-    threads takes one contiguous range and, a segment at a time, populates the
-    segment with the page size :class:`_PageSizes` picks (the kernel zeroes the
-    pages) and decrypts into it while it is still in cache, so the faulting is
-    spread over every thread. The first failure (lowest offset) is raised once
-    all stop.
+    ``buffer`` comes from ``fresh_buffer(populate=False)`` (huge pages). Each of
+    ``threads`` threads takes one contiguous range and, a segment at a time,
+    populates the segment (the kernel zeroes its pages) and decrypts into it while
+    it is still in cache, so the faulting is spread over every thread. The first
+    failure (lowest offset) is raised once all stop.
+
+    Huge pages throughout, measured against choosing 4 KiB pages per segment by
+    their populate CPU cost (2026-12-02, 2-vCPU Firecracker VM with free page
+    reporting): huge pages from blocks the host took back cost ~1.2 s of CPU per
+    GiB against ~0.4 s for 4 KiB pages from small free fragments, but the two
+    threads' 4 KiB populates hardly overlap there (wall about their CPU time),
+    while huge-page populates do, and a load that follows one which freed its
+    huge pages gets them back at ~0.1 s per GiB. In bench/weights.py's order the
+    choice cost wall time: 1 GiB AES-256-GCM fresh load 383 ms (huge pages only)
+    vs 1,294 ms, ChaCha20-Poly1305 1,569 vs 1,421 ms, the same total CPU.
     """
     size = buffer.nbytes
     step = -(-size // threads // _SEGMENT_ALIGN) * _SEGMENT_ALIGN
     ranges = [(lo, min(lo + step, size)) for lo in range(0, size, step)]
-    sizes = _PageSizes()
 
     def run(lo: int, hi: int) -> None:
-        advised = True  # fresh_buffer advised the whole mapping for huge pages
-        start = lo
-        while start < hi:
-            huge = sizes.pick()
-            end = min(start + (_SEGMENT if sizes.settled(huge) else min(_TRIAL, _SEGMENT)), hi)
-            if huge != advised:  # the rest of the range, so that a size kept is not advised
-                # again: madvise takes the mmap lock for writing, waiting out the other
-                # threads' populates
-                _madvise(buffer, start, hi, _MADV_HUGEPAGE if huge else _MADV_NOHUGEPAGE)
-                advised = huge
-            began = time.thread_time()
+        for start in range(lo, hi, _SEGMENT):
+            end = min(start + _SEGMENT, hi)
             _populate(buffer, start, end)
-            sizes.note(huge, time.thread_time() - began, end - start)
             reader.decrypt_into(buffer.data[start:end], offset + start, threads=1)
-            start = end
 
     if len(ranges) == 1:
         run(*ranges[0])
