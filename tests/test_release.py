@@ -343,8 +343,7 @@ def test_releases_on_one_event_loop_reach_the_agent_as_one_batch(store: Store,
                                             return_exceptions=True)
             finally:
                 assert keys._async is not None
-                for _, writer in keys._async._idle:
-                    writer.close()
+                keys._async.close()
 
         out = asyncio.run(go())
         assert sizes == [6]  # one release_many for all six, none waiting on a timer

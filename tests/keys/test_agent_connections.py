@@ -23,12 +23,12 @@ from strongroom.runtime.agent import (
     SOCKET_NAME,
     AgentClient,
     AgentUnavailable,
-    AsyncAgentClient,
     _encode_answers,
     decode_release_answers,
     decode_release_many,
     encode_release_many,
 )
+from strongroom.runtime.agent_async import AsyncAgentClient
 from strongroom.store.db import Store
 
 
@@ -155,10 +155,10 @@ def test_the_asyncio_client_bounds_its_calls_in_flight(home: Path,
     opened = 0
     real_open = client._open
 
-    async def counting_open() -> Any:
+    async def counting_open(*args: Any) -> Any:
         nonlocal opened
         opened += 1
-        return await real_open()
+        return await real_open(*args)
 
     client._open = counting_open  # type: ignore[method-assign]
 
@@ -255,3 +255,132 @@ def test_the_asyncio_client_releases_in_compact_batches(home: Path) -> None:
 
     out = asyncio.run(run())
     assert len(out) == 6 and all(isinstance(o, Sealed) for o in out)
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])  # serve's workers run uvloop
+def test_the_asyncio_release_after_a_restart_and_without_an_agent(home: Path, loop: str) -> None:
+    run_on = pytest.importorskip("uvloop").run if loop == "uvloop" else asyncio.run
+    AgentClient(home).call("ping")
+    client = AsyncAgentClient(home)
+
+    async def run() -> None:
+        with pytest.raises(Sealed):
+            await client.release(_requests()[0])
+        _stop(home)
+        AgentClient(home).call("ping")  # a new agent: the kept connection is closed
+        with pytest.raises(Sealed):
+            await client.release(_requests()[0])  # retried once on a fresh connection
+        _stop(home)
+        await asyncio.sleep(0.05)
+        with pytest.raises(AgentUnavailable):  # the caller falls back to the blocking client
+            await client.release(_requests()[0])
+
+    run_on(run())
+    assert not AgentClient(home, start=False).running()
+
+
+def _fake_agent(path: str, answer: Any) -> Any:
+    """A server on this loop that reads one frame per exchange and lets ``answer`` reply."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                (n,) = struct.unpack(">I", await reader.readexactly(4))
+                await answer(await reader.readexactly(n), writer)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    return asyncio.start_unix_server(handle, path)
+
+
+def _answers(*outcomes: Any) -> bytes:
+    return bytes(_encode_answers(list(outcomes)))
+
+
+def test_each_caller_of_a_batch_gets_its_own_key_and_a_cancelled_one_none(
+        tmp_path: Path) -> None:
+    home = Path(f"/tmp/sra-{os.urandom(4).hex()}")
+    home.mkdir(mode=0o700)
+    path = str(home / SOCKET_NAME)
+    sizes: list[int] = []
+    keys = [bytearray(os.urandom(32)) for _ in range(6)]
+
+    async def answer(data: bytes, writer: asyncio.StreamWriter) -> None:
+        n = len(decode_release_many(data))
+        sizes.append(n)
+        await asyncio.sleep(0.01)
+        frame = _encode_answers([AccessDenied("no", obj="x") if i == 1 else keys[i]
+                                 for i in range(n)])
+        writer.write(bytes(frame))
+
+    async def run() -> list[Any]:
+        server = await _fake_agent(path, answer)
+        client = AsyncAgentClient(home)
+        try:
+            await client.release(_requests()[0])  # connected
+            first = asyncio.ensure_future(client.release(_requests()[0]))
+            await asyncio.sleep(0)  # the first batch (one release) is out
+            rest = [asyncio.ensure_future(client.release(r)) for r in _requests() * 2]
+            await asyncio.sleep(0)
+            rest[2].cancel()  # cancelled while queued for the next batch
+            out = await asyncio.gather(first, *rest, return_exceptions=True)
+            assert client._state is not None and not client._state.sending
+            return out
+        finally:
+            client.close()
+            server.close()
+
+    try:
+        out = asyncio.run(run())
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+    assert sizes == [1, 1, 3]  # the cancelled one never went
+    assert out[0] == keys[0] and isinstance(out[0], bytearray)
+    assert out[1] == keys[0] and isinstance(out[2], AccessDenied)
+    assert isinstance(out[3], asyncio.CancelledError) and out[4] == keys[2]
+
+
+@pytest.mark.parametrize("reply", ["close", "too-large", "trailing", "garbage"])
+def test_a_transport_failure_fails_its_batch_and_the_next_goes_on(reply: str) -> None:
+    home = Path(f"/tmp/sra-{os.urandom(4).hex()}")
+    home.mkdir(mode=0o700)
+    path = str(home / SOCKET_NAME)
+    calls = 0
+    key = bytearray(os.urandom(32))
+
+    async def answer(data: bytes, writer: asyncio.StreamWriter) -> None:
+        nonlocal calls
+        calls += 1
+        if calls > 1:
+            writer.write(_answers(*[key] * len(decode_release_many(data))))
+        elif reply == "close":
+            writer.write(b"\x00\x00")  # half a length, then gone
+            writer.close()
+        elif reply == "too-large":
+            writer.write(struct.pack(">I", (16 << 20) + 1))
+        elif reply == "trailing":
+            frame = _encode_answers([key] * len(decode_release_many(data)))
+            writer.write(bytes(frame) + b"\x00")
+        else:
+            writer.write(struct.pack(">I", 3) + b"\x01\x07\x07")
+
+    async def run() -> list[Any]:
+        server = await _fake_agent(path, answer)
+        client = AsyncAgentClient(home)
+        try:
+            failed = await asyncio.gather(client.release(_requests()[0]),
+                                          return_exceptions=True)
+            ok = await client.release(_requests()[0])
+            return [*failed, ok]
+        finally:
+            client.close()
+            server.close()
+
+    try:
+        failed, ok = asyncio.run(run())
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+    assert type(failed).__name__ == "StrongroomError" and ok == key
+    assert key.hex() not in str(failed)

@@ -35,9 +35,9 @@ big-endian length and a JSON object; binary fields are base64. Request
 ``release_many`` (``{"requests": [...]}``, at most :data:`MAX_BATCH`) answers
 one such reply per request, in order: the gate checks each request alone and
 commits the admitted ones' charges and audit entries in one transaction
-before any key is returned. A worker's :class:`AsyncAgentClient` sends the
-releases that arrive while one batch is out as the next batch, in the
-compact form below.
+before any key is returned. A worker's :class:`~strongroom.runtime.agent_async.AsyncAgentClient`
+sends the releases that arrive while one batch is out as the next batch, in
+the compact form below.
 
 Compact ``release_many`` (the workers' hot path): a message whose first byte
 is ``0x01`` (a JSON object never starts with it) carries the batch as
@@ -53,7 +53,6 @@ do not run the agent as a different user than the CLI.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import contextlib
 import fcntl
@@ -79,8 +78,8 @@ from strongroom.keys.config import KeysSettings
 from strongroom.release import ReleaseRequest
 from strongroom.runtime.lifeline import Lifeline
 
-__all__ = ["SOCKET_NAME", "AgentClient", "AgentServer", "AgentUnavailable", "AsyncAgentClient",
-           "main", "start_owned_agent"]
+__all__ = ["SOCKET_NAME", "AgentClient", "AgentServer", "AgentUnavailable", "main",
+           "start_owned_agent"]
 
 SOCKET_NAME = "agent.sock"
 LOCK_NAME = "agent.lock"
@@ -785,176 +784,6 @@ class AgentClient:
 
     def _failed(self, exc: Exception) -> StrongroomError:
         return _failed(self.home, exc)
-
-
-class AsyncAgentClient:
-    """The same protocol on asyncio streams, for a server worker's event loop.
-
-    A worker that awaits the agent instead of blocking a pool thread on it
-    saves the thread hop (~50 us of CPU a release) and keeps any number of
-    releases in flight on one loop. Connections are kept per event loop and
-    reused like :class:`AgentClient`'s. It never starts an agent: when none
-    answers it raises, and the caller falls back to :class:`AgentClient`.
-    """
-
-    #: Calls in flight at once per event loop (each holds one agent connection, and the
-    #: agent a thread per connection); further calls wait their turn.
-    POOL_SIZE = 64
-
-    def __init__(self, home: Path) -> None:
-        self.home = home
-        self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._slots: asyncio.Semaphore | None = None
-        # Releases waiting for the next release_many of this loop, and whether one is out.
-        self._queued: list[tuple[ReleaseRequest, asyncio.Future[bytes]]] = []
-        self._sending = False
-        self._batch_loop: asyncio.AbstractEventLoop | None = None
-        self._sender: asyncio.Task[None] | None = None
-
-    async def release(self, request: ReleaseRequest) -> bytes:
-        """One release: its file key, or its refusal.
-
-        Releases made on one event loop while a ``release_many`` of that loop
-        is in flight wait for it to return and then go together in the next
-        one (no timer: a lone release goes at once). Each caller gets its own
-        key or its own error; a transport failure fails every release of its
-        batch, as it would have failed each alone.
-        """
-        loop = asyncio.get_running_loop()
-        if self._batch_loop is not loop:  # queue and sender belong to the loop that made them
-            self._queued, self._sending, self._batch_loop = [], False, loop
-        future: asyncio.Future[bytes] = loop.create_future()
-        self._queued.append((request, future))
-        if not self._sending:
-            self._sending = True
-            self._sender = loop.create_task(self._send_batches())  # referenced while it runs
-        return await future
-
-    async def _send_batches(self) -> None:
-        """Send what is queued as one release_many, then again until the queue is empty."""
-        try:
-            while self._queued:
-                batch, self._queued = self._queued[:MAX_BATCH], self._queued[MAX_BATCH:]
-                try:
-                    answers = await self._release_batch([request for request, _ in batch])
-                except Exception as exc:
-                    for _, future in batch:
-                        if not future.done():
-                            future.set_exception(exc)
-                    continue
-                except BaseException:  # the sender was cancelled (the loop is closing)
-                    for _, future in batch + self._queued:
-                        future.cancel()
-                    raise
-                for (_, future), answer in zip(batch, answers, strict=True):
-                    if future.done():  # its caller was cancelled: the key goes nowhere
-                        continue
-                    if isinstance(answer, StrongroomError):
-                        future.set_exception(answer)
-                    else:
-                        future.set_result(answer)
-        finally:
-            self._sending = False
-
-    async def _release_batch(self, requests: list[ReleaseRequest]
-                             ) -> list[bytes | StrongroomError]:
-        """One compact ``release_many``: each request's key or refusal, in order."""
-        try:
-            message = encode_release_many(requests)
-        except (ValueError, UnicodeError) as exc:
-            raise InvalidInput(f"a release request cannot be sent to the key agent ({exc})",
-                               obj="agent") from None
-        pool, slots = self._pool()
-        async with slots:
-            data = await self._call(pool, message)
-        try:
-            answers = decode_release_answers(data, len(requests))
-        except ValueError as exc:
-            raise StrongroomError("the key agent answered a release batch wrongly",
-                                  obj=str(_socket_path(self.home)),
-                                  remedy="restart strongroom serve (agent and server must be "
-                                  "the same version)") from exc
-        return answers
-
-    async def _open(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        try:
-            return await asyncio.open_unix_connection(str(_socket_path(self.home)),
-                                                      limit=_MAX_MESSAGE + 4)
-        except (FileNotFoundError, ConnectionRefusedError) as exc:
-            raise AgentUnavailable("no key agent is running",
-                                   obj=str(_socket_path(self.home))) from exc
-
-    def _pool(self) -> tuple[list[tuple[asyncio.StreamReader, asyncio.StreamWriter]],
-                             asyncio.Semaphore]:
-        loop = asyncio.get_running_loop()
-        if self._loop is not loop or self._slots is None:  # they belong to the loop that made them
-            self._idle, self._loop = [], loop
-            self._slots = asyncio.Semaphore(self.POOL_SIZE)
-        return self._idle, self._slots
-
-    @staticmethod
-    async def _exchange(conn: tuple[asyncio.StreamReader, asyncio.StreamWriter],
-                        data: bytes) -> bytes:
-        reader, writer = conn
-        writer.write(struct.pack(">I", len(data)) + data)
-        await writer.drain()
-        try:
-            head = await reader.readexactly(4)
-        except asyncio.IncompleteReadError as exc:
-            if not exc.partial:
-                raise _Closed("connection closed") from None
-            raise ConnectionError("connection closed") from None
-        (n,) = struct.unpack(">I", head)
-        if n > _MAX_MESSAGE:
-            raise ConnectionError("message too large")
-        try:
-            return await reader.readexactly(n)
-        except asyncio.IncompleteReadError:
-            raise ConnectionError("connection closed") from None
-
-    async def call(self, op: str, **args: Any) -> Any:
-        """As :meth:`AgentClient.call`; :class:`AgentUnavailable` when no agent answers."""
-        pool, slots = self._pool()
-        async with slots:
-            data = await self._call(pool, json.dumps({"op": op, "args": args}).encode())
-        try:
-            reply = json.loads(data)
-        except ValueError as exc:
-            raise _failed(self.home, exc) from exc
-        if not isinstance(reply, dict) or not reply.get("ok"):
-            error = reply.get("error") if isinstance(reply, dict) else None
-            raise _error_from_json(error or {})
-        return reply.get("result")
-
-    async def _call(self, pool: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]],
-                    message: bytes) -> bytes:
-        """One exchange on a pooled connection: the reply's bytes."""
-        conn = pool.pop() if pool else None
-        reused = conn is not None
-        if conn is None:
-            conn = await self._open()
-        while True:
-            try:
-                reply = await self._exchange(conn, message)
-                break
-            except (BrokenPipeError, ConnectionResetError, _Closed) as exc:
-                conn[1].close()
-                if not reused:
-                    raise _failed(self.home, exc) from exc
-                reused = False
-                conn = await self._open()
-            except (OSError, ConnectionError, ValueError) as exc:
-                conn[1].close()
-                raise _failed(self.home, exc) from exc
-            except BaseException:  # cancelled mid-exchange: the stream is in an unknown state
-                conn[1].close()
-                raise
-        if len(pool) < self.POOL_SIZE:
-            pool.append(conn)
-        else:
-            conn[1].close()
-        return reply
 
 
 def _failed(home: Path, exc: Exception) -> StrongroomError:

@@ -76,7 +76,8 @@ if TYPE_CHECKING:
     from strongroom.keys.identity import Identity
     from strongroom.monitor.alert_outbox import RouteDeliverer
     from strongroom.monitor.alerts import AlertManager
-    from strongroom.runtime.agent import AgentClient, AsyncAgentClient
+    from strongroom.runtime.agent import AgentClient
+    from strongroom.runtime.agent_async import AsyncAgentClient
     from strongroom.runtime.monitor_loop import MonitorLoop
     from strongroom.runtime.state_guard import StateGuard
     from strongroom.settings import Settings
@@ -620,11 +621,11 @@ class AgentKeyService:
 
     async def release_async(self, request: ReleaseRequest) -> bytearray:
         """Run the agent's gate from an event loop (raises AgentUnavailable when none runs)."""
-        from strongroom.runtime.agent import AsyncAgentClient
+        from strongroom.runtime.agent_async import AsyncAgentClient
 
         if self._async is None:
             self._async = AsyncAgentClient(self.client.home)
-        return bytearray(await self._async.release(request))
+        return await self._async.release(request)
 
     def vitals(self) -> dict[str, Any]:
         """The agent's :meth:`LocalKeyService.vitals`."""
