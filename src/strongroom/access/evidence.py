@@ -39,9 +39,11 @@ Cost: everything read from ``access_statements`` and verified (directory
 view, labels, the policy engine, the principal's candidate grants, grant
 revocations, cap holders) is cached in a :class:`_Snapshot` tagged with
 :func:`strongroom.access.statements.marker`, which is re-read (one query) on
-every release; any new statement, merged cosignature or deleted row changes
-it and the snapshot is rebuilt. Signed manifests are the shard locator's
-(verified once per artifact ref and manifest key: immutable). The release
+every release, or once per release batch, when the batch is run, inside
+:meth:`GrantEvidence.batch` (the gate opens it); any new statement, merged
+cosignature or deleted row changes it and the snapshot is rebuilt. Signed
+manifests are the shard locator's (verified once per artifact ref and
+manifest key: immutable). The release
 evidence (signature, expiry, nonce) is checked on every release; a Grant
 decision (verification, Cedar, revocations, denials, caps) is kept in the
 snapshot for the rest of its whole second, since Cedar and every expiry it
@@ -75,11 +77,12 @@ the shared ledger also refuses a nonce it already charged.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -109,7 +112,13 @@ from strongroom.access.grants import (
 from strongroom.access.policy import PolicyEngine, action_for_purpose, current_policy
 from strongroom.access.statements import VerifyCache
 from strongroom.crypto.dsse import key_id
-from strongroom.errors import AccessDenied, ApprovalRequired, GrantBudgetSpent, InvalidInput
+from strongroom.errors import (
+    AccessDenied,
+    ApprovalRequired,
+    GrantBudgetSpent,
+    InvalidInput,
+    StorageError,
+)
 from strongroom.release.ports import LocatedShard, ShardLocator
 from strongroom.release.request import (
     ReleaseRequest,
@@ -136,6 +145,8 @@ DOCUMENT_CLASSIFICATION_KEY = "strongroom.classification"
 CAPS_TTL_S = 10.0
 #: How many entries a snapshot keeps before starting afresh (views, grant lists, revocations).
 SNAPSHOT_MEMO_SIZE = 20_000
+#: Principal keys kept parsed with their key ids (cleared when full).
+_KEY_MEMO_SIZE = 4096
 _RELEASE_ACTION = "key.release"
 #: Why a rule built with ``break_glass=False`` (each threshold key server's) refuses break-glass.
 NO_BREAK_GLASS = ("threshold key servers do not honour break-glass, by design: a key server "
@@ -239,6 +250,10 @@ class GrantEvidence:
         self._revoked: set[str] = set()
         self._engine: tuple[str, PolicyEngine] | None = None
         self._snap: _Snapshot | None = None
+        #: The snapshot a release batch shares on this thread (see :meth:`batch`).
+        self._batch = threading.local()
+        #: Principal keys seen (raw bytes -> the key and its key id), bounded.
+        self._keys: dict[bytes, tuple[Ed25519PublicKey, str]] = {}
         #: Called with the statements' marker when it changed, before the table is read
         #: again (the runtime's restriction journal restores deleted rows there).
         self.on_change: Callable[[tuple[int, int, int]], bool] | None = None
@@ -322,11 +337,7 @@ class GrantEvidence:
             action = action_for_purpose(request.purpose)
         except InvalidInput as exc:
             raise AccessDenied(exc.message, obj=obj, remedy=exc.remedy) from None
-        try:
-            public = Ed25519PublicKey.from_public_bytes(request.principal_key)
-        except ValueError:
-            raise AccessDenied("the principal's public key is malformed", obj=obj, remedy=_CLIENT_REMEDY) from None
-        kid = key_id(public)
+        public, kid = self._principal_key(request.principal_key, obj)
         release_env, grant_env, bg_env = self._split(request.evidence, obj)
         if bg_env and not self.break_glass:
             raise AccessDenied(NO_BREAK_GLASS, obj=obj, remedy=NO_BREAK_GLASS_REMEDY)
@@ -351,6 +362,20 @@ class GrantEvidence:
                 raise
         return {"evidence_key": kid, "nonce": nonce, "expires": expires, "action": action,
                 **details}
+
+    def _principal_key(self, raw: bytes, obj: str) -> tuple[Ed25519PublicKey, str]:
+        """The principal's public key and its key id (a SHA-256), parsed once per key."""
+        hit = self._keys.get(raw)
+        if hit is not None:
+            return hit
+        try:
+            public = Ed25519PublicKey.from_public_bytes(raw)
+        except ValueError:
+            raise AccessDenied("the principal's public key is malformed", obj=obj, remedy=_CLIENT_REMEDY) from None
+        if len(self._keys) >= _KEY_MEMO_SIZE:
+            self._keys.clear()  # bounded: parsed again on demand
+        hit = self._keys[bytes(raw)] = (public, key_id(public))
+        return hit
 
     @staticmethod
     def _decision_key(kid: str, request: ReleaseRequest, action: str, grant_env: str | None,
@@ -469,8 +494,28 @@ class GrantEvidence:
 
     # -- the cached snapshot of verified statements -------------------------------------
 
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Within it, this thread's releases share one read of the statements' marker.
+
+        For a release batch (:meth:`strongroom.release.gate.ReleaseGate.release_many`):
+        the marker is read once, on entry, after the batch arrived, so a revocation
+        committed before then refuses every request of the batch; one committed later
+        refuses from the next batch on. Everything else is checked per request.
+        """
+        self._batch.snap = None
+        with contextlib.suppress(StorageError):  # then each request reads and refuses itself
+            self._batch.snap = self._snapshot()
+        try:
+            yield
+        finally:
+            self._batch.snap = None
+
     def _snapshot(self) -> _Snapshot:
         """The snapshot for the table as it is now (one query; rebuilt when it changed)."""
+        held: _Snapshot | None = getattr(self._batch, "snap", None)
+        if held is not None:
+            return held  # this thread's batch read the marker when it began
         mark = statements.marker(self.store)
         stale = self._snap is None or self._snap.marker != mark
         if stale and self.on_change is not None and self.on_change(mark):
