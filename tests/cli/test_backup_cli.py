@@ -9,6 +9,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -104,6 +105,12 @@ def drilled(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
         tensors = make_model(src)
         run("weights", "import", src, "--name", "tiny", "--compartment", "atlas")
         grant_cli(env, "tiny", ("load",), compartments=("atlas",))
+        # The agent's checkpoint publisher records new entries in the high-water file on its
+        # interval (2 s); a host that has been running has one, and the backup must carry it.
+        deadline = time.monotonic() + 20
+        while not (home / "audit-high-water").is_file() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert (home / "audit-high-water").is_file(), "no checkpoint published within 20 s"
         made = run("backup", "create", "--to", root / "backup").stdout
         backup = root / "backup"
         assert src.read_bytes() not in b"".join(p.read_bytes() for p in backup.rglob("*")
