@@ -9,6 +9,9 @@ skipping it, so CI can never pass by silently skipping a backend.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +22,31 @@ from strongroom.store.db import Store
 from testsupport import CONFORMANCE, need_service, pg_schema
 
 pytest_plugins = ["vault_fixtures", "cli_fixtures"]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _stop_stray_agents(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """At the session's end, stop the key agents its tests left running.
+
+    ``unseal_home`` starts an agent that would otherwise seal only after its idle
+    timeout, long after ``make test`` returned. Only agents whose data directory
+    (``STRONGROOM_HOME``) lies under this session's (this xdist worker's) base
+    temporary directory are stopped, with SIGTERM: the agent seals as it exits.
+    """
+    yield
+    base = os.fsencode(tmp_path_factory.getbasetemp()) + b"/"
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if b"strongroom.runtime.agent" not in (proc / "cmdline").read_bytes():
+                continue
+            environ = (proc / "environ").read_bytes().split(b"\0")
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+        if any(e.startswith(b"STRONGROOM_HOME=" + base) for e in environ):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(proc.name), signal.SIGTERM)
 
 
 @pytest.fixture(scope="session")
