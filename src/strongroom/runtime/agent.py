@@ -66,7 +66,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -153,7 +153,7 @@ _HEAD = struct.Struct(">8IqH")
 _STANZA = struct.Struct(">IIH")
 
 
-def _field(out: bytearray, data: bytes) -> None:
+def _field(out: bytearray, data: bytes | bytearray) -> None:
     out += _U32.pack(len(data))
     out += data
 
@@ -272,8 +272,7 @@ def _encode_answers(outcomes: Sequence[bytearray | StrongroomError]) -> bytearra
             _field(out, json.dumps(_error_to_json(outcome)).encode())
         else:
             out.append(0)
-            out += _U32.pack(len(outcome))
-            out += outcome
+            _field(out, outcome)
     _U32.pack_into(out, 0, len(out) - 4)
     return out
 
@@ -310,9 +309,21 @@ def decode_release_answers(data: bytes, n: int) -> list[bytes | StrongroomError]
     return out
 
 
-def _send(sock: socket.socket, obj: Any) -> None:
+def _framed(obj: Any) -> bytes:
+    """``obj`` as one message: a big-endian length, then its JSON."""
     data = json.dumps(obj).encode()
-    sock.sendall(struct.pack(">I", len(data)) + data)
+    return struct.pack(">I", len(data)) + data
+
+
+def _send(sock: socket.socket, obj: Any) -> None:
+    sock.sendall(_framed(obj))
+
+
+def _fault(op: object, exc: Exception) -> StrongroomError:
+    """What a caller is told when the agent fails on ``op`` (the details go to its log)."""
+    log.exception("request %r failed", op)
+    return StrongroomError(f"the key agent failed on {op!r} ({type(exc).__name__})",
+                           obj="agent", remedy="read the agent log (agent.log in STRONGROOM_HOME)")
 
 
 class _Closed(ConnectionError):
@@ -482,7 +493,7 @@ class AgentServer:
                         message = _recv_message(conn)
                     except _Closed:
                         return  # the client is done with this connection
-                    if message[:1] == b"\x01":  # COMPACT: a worker's release batch
+                    if message and message[0] == COMPACT:  # a worker's release batch
                         frame = self._answer_compact(message)
                         try:
                             conn.sendall(frame)
@@ -493,44 +504,46 @@ class AgentServer:
             except (OSError, ConnectionError, ValueError) as exc:
                 log.info("connection dropped: %s", type(exc).__name__)
 
-    def _answer_compact(self, message: bytes) -> bytearray:
-        """The framed answer to a compact ``release_many`` (a JSON error reply if malformed)."""
+    @contextlib.contextmanager
+    def _working(self) -> Iterator[None]:
+        """Counts a request in flight (the idle timeout waits for none) and when it ended."""
         with self._lock:
             self._busy += 1
         try:
+            yield
+        finally:
+            with self._lock:
+                self._busy -= 1
+                self._last = time.monotonic()
+
+    def _answer_compact(self, message: bytes) -> bytearray:
+        """The framed answer to a compact ``release_many`` (a JSON error reply if malformed)."""
+        with self._working():
             try:
                 requests = decode_release_many(message)
             except (ValueError, TypeError) as exc:
-                reply = {"ok": False, "error": _error_to_json(InvalidInput(
+                return bytearray(_framed({"ok": False, "error": _error_to_json(InvalidInput(
                     f"malformed release batch ({exc})", obj="agent",
                     remedy="agent and server must be the same version (restart strongroom "
-                    "serve)"))}
-                data = json.dumps(reply).encode()
-                return bytearray(struct.pack(">I", len(data)) + data)
+                    "serve)"))}))
             try:
                 outcomes = self.service.release_many(requests)
             except StrongroomError as exc:
                 outcomes = [exc] * len(requests)
             except Exception as exc:  # a fault must be answered, not drop the connection
-                log.exception("request 'release_many' failed")
-                outcomes = [StrongroomError(
-                    f"the key agent failed on 'release_many' ({type(exc).__name__})",
-                    obj="agent", remedy="read the agent log (agent.log in STRONGROOM_HOME)")
-                ] * len(requests)
+                outcomes = [_fault("release_many", exc)] * len(requests)
             try:
                 return _encode_answers(outcomes)
             finally:
                 for outcome in outcomes:
                     if isinstance(outcome, bytearray):
                         outcome[:] = bytes(len(outcome))
-        finally:
-            with self._lock:
-                self._busy -= 1
-                self._last = time.monotonic()
 
     def _answer(self, request: Any) -> dict[str, Any]:
-        with self._lock:
-            self._busy += 1
+        with self._working():
+            return self._reply(request)
+
+    def _reply(self, request: Any) -> dict[str, Any]:
         op = request.get("op") if isinstance(request, dict) else None
         try:
             if not isinstance(request, dict):
@@ -543,14 +556,7 @@ class AgentServer:
             return {"ok": False, "error": _error_to_json(InvalidInput(
                 f"malformed agent request ({type(exc).__name__})", obj="agent"))}
         except Exception as exc:  # a fault must be answered, not drop the connection
-            log.exception("request %r failed", op)
-            return {"ok": False, "error": _error_to_json(StrongroomError(
-                f"the key agent failed on {op!r} ({type(exc).__name__})",
-                obj="agent", remedy="read the agent log (agent.log in STRONGROOM_HOME)"))}
-        finally:
-            with self._lock:
-                self._busy -= 1
-                self._last = time.monotonic()
+            return {"ok": False, "error": _error_to_json(_fault(op, exc))}
 
     def _home_id(self) -> tuple[int, int] | None:
         try:
