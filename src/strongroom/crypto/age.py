@@ -89,6 +89,7 @@ from strongroom.crypto.stream import (
     _frozen_setattr,
     _init_frozen,
     first_failure,
+    io_buffer,
     payload_key,
     sealed_size,
 )
@@ -1081,7 +1082,7 @@ def _seal_stream(
     progress: Callable[[int], None] | None,
 ) -> int:
     reader = BlockReader(src, CHUNK_SIZE, _STREAM_BLOCK_CHUNKS)
-    outs = [memoryview(bytearray(_STREAM_BLOCK_CHUNKS * ENCRYPTED_CHUNK_SIZE)) for _ in range(2)]
+    outs = [io_buffer(_STREAM_BLOCK_CHUNKS * ENCRYPTED_CHUNK_SIZE) for _ in range(2)]
     total = index = turn = 0
 
     def emit(sealed: memoryview, plain_size: int) -> None:
@@ -1184,8 +1185,7 @@ def _in_order(
 def _slots(threads: int, blocks: int, in_size: int, out_size: int
            ) -> list[tuple[memoryview, memoryview]]:
     count = 1 if blocks <= 1 or threads == 1 else min(blocks, threads * _FILE_BLOCKS_PER_WORKER)
-    return [(memoryview(bytearray(in_size)), memoryview(bytearray(out_size)))
-            for _ in range(count)]
+    return [(io_buffer(in_size), io_buffer(out_size)) for _ in range(count)]
 
 
 def _seal_file(

@@ -22,6 +22,7 @@ the last one without a second pass.
 
 from __future__ import annotations
 
+import mmap
 import os
 import threading
 from collections.abc import Callable
@@ -51,6 +52,7 @@ __all__ = [
     "chunk_count",
     "chunk_nonce",
     "first_failure",
+    "io_buffer",
     "payload_key",
     "sealed_size",
 ]
@@ -179,6 +181,19 @@ class PayloadGeometry:
         return None
 
 
+def io_buffer(size: int) -> memoryview:
+    """A zeroed, page-aligned buffer of ``size`` bytes for reads and sealing (private mapping).
+
+    Not a ``bytearray``: glibc serves a buffer of 128 KiB or more from its own
+    mapping with the data 16 bytes past a page boundary, and the kernel's copy
+    from the page cache into a destination at that offset runs ~4x slower here
+    (preadv of 1 GiB from the page cache: 0.45 s of system time into a bytearray,
+    0.12 s into a page-aligned buffer; AMD EPYC, measured 2026-12-02).
+    """
+    area = mmap.mmap(-1, max(size, 1), flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    return memoryview(area)[:size]
+
+
 _pool_lock = threading.Lock()
 _pool: ThreadPoolExecutor | None = None
 
@@ -234,19 +249,22 @@ class PayloadCipher:
     def _seal_range(
         self, plaintext: memoryview, out: memoryview, first: int, lo: int, hi: int, last: int
     ) -> None:
-        aead = self._aead()
-        size = len(plaintext)
-        encrypt_into = aead.encrypt_into
-        for k in range(lo, hi):
+        encrypt_into = self._aead().encrypt_into
+        # Every chunk before the payload's last one is whole and unflagged: its nonce is
+        # the counter shifted past the flag byte (half the Python time a chunk of
+        # chunk_nonce and min(), the time each sealing thread holds the GIL).
+        tail = last - first if lo <= last - first < hi else hi
+        for k in range(lo, tail):
             p0 = k * CHUNK_SIZE
-            p1 = min(p0 + CHUNK_SIZE, size)
             c0 = k * ENCRYPTED_CHUNK_SIZE
-            encrypt_into(
-                chunk_nonce(first + k, first + k == last),
-                plaintext[p0:p1],
-                None,
-                out[c0 : c0 + (p1 - p0) + TAG_SIZE],
-            )
+            encrypt_into(((first + k) << 8).to_bytes(12, "big"), plaintext[p0 : p0 + CHUNK_SIZE],
+                         None, out[c0 : c0 + ENCRYPTED_CHUNK_SIZE])
+        if tail < hi:  # the last chunk: flagged, and the only one that may be short or empty
+            p0 = tail * CHUNK_SIZE
+            p1 = min(p0 + CHUNK_SIZE, len(plaintext))
+            c0 = tail * ENCRYPTED_CHUNK_SIZE
+            encrypt_into(chunk_nonce(last, True), plaintext[p0:p1], None,
+                         out[c0 : c0 + (p1 - p0) + TAG_SIZE])
 
     @staticmethod
     def _seal_plan(plaintext: memoryview, first: int, final: bool) -> tuple[int, int]:
@@ -423,7 +441,7 @@ class BlockReader:
             raise ValueError("prefix larger than a block")
         self._src = src
         self._unit = unit
-        self._views = (memoryview(bytearray(size)), memoryview(bytearray(size)))
+        self._views = (io_buffer(size), io_buffer(size))
         self._which = 0
         self._views[0][: len(prefix)] = prefix
         self._filled = len(prefix)
