@@ -95,8 +95,11 @@ def report(title: str, rounds: dict[str, list[float]], subjects: dict[str, Calla
     for ours, theirs in pairs:
         ratio = [b / a for a, b in zip(rounds[ours], rounds[theirs], strict=True)]
         mid = statistics.median(rounds[theirs]) / statistics.median(rounds[ours])
+        cpu_ours, cpu_theirs = (statistics.median(CPU[subjects[n].key][-len(rounds[n]):])  # type: ignore[attr-defined]
+                                for n in (ours, theirs))
+        # On a loaded machine the wall ratio follows the CPU ratio; quiet, two threads beat one.
         print(f"{theirs} / {ours} = {mid:.2f} at the medians ({min(ratio):.2f}-{max(ratio):.2f}"
-              f" over {len(ratio)} pairs; > 1 = {ours} faster)")
+              f" over {len(ratio)} pairs; > 1 = {ours} faster); CPU {cpu_theirs / cpu_ours:.2f}")
 
 
 def startup(tmp: Path, rounds: int, recipient: str) -> None:
