@@ -6,9 +6,10 @@ import pytest
 from sqlalchemy import func, select
 
 from strongroom.errors import InvalidInput
+from strongroom.server.nonce_table import SharedNonceTable
 from strongroom.server.signatures import MemoryNonceCache, default_nonce_cache
 from strongroom.store.db import Store
-from strongroom.store.nonces import SqliteNonceCache, StoreNonceCache
+from strongroom.store.nonces import StoreNonceCache
 from strongroom.store.tables.server import ServerNonce
 
 N = "n" * 24
@@ -44,13 +45,13 @@ def test_default_cache_follows_the_database(store: Store, tmp_path: object,
     from pathlib import Path
 
     monkeypatch.delenv("STRONGROOM_SERVER_NONCES", raising=False)
-    host_file = Path(str(tmp_path)) / "n.db"
+    host_file = Path(str(tmp_path)) / "n.map"
     if store.dialect == "postgresql":
         assert isinstance(default_nonce_cache(store), StoreNonceCache)
         assert isinstance(default_nonce_cache(store, shared_host=host_file), StoreNonceCache)
     else:
         assert isinstance(default_nonce_cache(store), MemoryNonceCache)
-        assert isinstance(default_nonce_cache(store, shared_host=host_file), SqliteNonceCache)
+        assert isinstance(default_nonce_cache(store, shared_host=host_file), SharedNonceTable)
     monkeypatch.setenv("STRONGROOM_SERVER_NONCES", "database")
     assert isinstance(default_nonce_cache(store), StoreNonceCache)
     monkeypatch.setenv("STRONGROOM_SERVER_NONCES", "host")

@@ -10,6 +10,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from strongroom.crypto.dsse import key_id
 from strongroom.server.errors import DigestMismatch, Unauthenticated, status_for
+from strongroom.server.nonce_table import SharedNonceTable
 from strongroom.server.signatures import Caller, MemoryNonceCache, RequestVerifier, sign_request
 from strongroom.store.nonces import SqliteNonceCache
 
@@ -98,13 +99,13 @@ def test_replay_refused_in_memory_and_across_processes(tmp_path: Path) -> None:
     with pytest.raises(Unauthenticated, match="replayed"):
         mem.verify("GET", "/v1/x", h.items(), b"")
     # two workers: two caches on one file
-    worker1 = _verifier(SqliteNonceCache(tmp_path / "n.db"))
-    worker2 = _verifier(SqliteNonceCache(tmp_path / "n.db"))
+    worker1 = _verifier(SharedNonceTable(tmp_path / "n.map"))
+    worker2 = _verifier(SharedNonceTable(tmp_path / "n.map"))
     h2 = sign_request(KEY, "GET", "/v1/x")
     worker1.verify("GET", "/v1/x", h2.items(), b"")
     with pytest.raises(Unauthenticated, match="replayed"):
         worker2.verify("GET", "/v1/x", h2.items(), b"")
-    assert (tmp_path / "n.db").stat().st_mode & 0o077 == 0
+    assert (tmp_path / "n.map").stat().st_mode & 0o077 == 0
 
 
 def test_expired_nonces_are_forgotten(tmp_path: Path) -> None:

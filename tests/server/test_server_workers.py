@@ -9,9 +9,9 @@ from fastapi.testclient import TestClient
 from server_kit import ServerWorld, build_world
 
 from strongroom.server.app import create_app
+from strongroom.server.nonce_table import SharedNonceTable
 from strongroom.server.signatures import sign_request
 from strongroom.server.workers import NONCE_DB
-from strongroom.store.nonces import SqliteNonceCache
 
 
 @pytest.fixture(scope="module")
@@ -36,8 +36,8 @@ def test_release_through_the_agent_and_replay_to_another_worker(world: ServerWor
     # a second worker: its own context over the same agent, sharing the nonce file
     home = world.ctx.settings.resolved_home
     nonces = home / NONCE_DB
-    w1 = TestClient(create_app(world.ctx, nonces=SqliteNonceCache(nonces)))
-    w2 = TestClient(create_app(world.ctx, nonces=SqliteNonceCache(nonces)))
+    w1 = TestClient(create_app(world.ctx, nonces=SharedNonceTable(nonces)))
+    w2 = TestClient(create_app(world.ctx, nonces=SharedNonceTable(nonces)))
     headers = sign_request(world.people["bob"].private_key, "GET", "/v1/whoami")
     assert w1.get("/v1/whoami", headers=headers).json()["name"] == "bob"
     again = w2.get("/v1/whoami", headers=headers)

@@ -63,7 +63,7 @@ from strongroom.crypto.dsse import key_id
 from strongroom.errors import InvalidInput, StrongroomError
 from strongroom.keys.officers import Officers
 from strongroom.server.errors import DigestMismatch, Unauthenticated
-from strongroom.store.nonces import SqliteNonceCache, StoreNonceCache
+from strongroom.store.nonces import StoreNonceCache
 
 if TYPE_CHECKING:
     from strongroom.store.db import Store
@@ -257,8 +257,11 @@ def default_nonce_cache(store: Store, *, shared_host: Path | None = None) -> Non
     """The nonce cache a server on ``store`` uses unless told otherwise.
 
     ``STRONGROOM_SERVER_NONCES`` chooses: ``database`` (table ``server_nonces``,
-    shared by every host on the database), ``host`` (a SQLite file shared by the
-    workers of this host, ``shared_host``) or ``memory`` (this process only).
+    shared by every host on the database), ``host`` (a mapped file shared by the
+    workers of this host, ``shared_host``:
+    :class:`~strongroom.server.nonce_table.SharedNonceTable`, which adopts the live
+    nonces of the SQLite file of the same name ending ``.db`` that earlier releases
+    kept) or ``memory`` (this process only).
     Unset: ``database`` on PostgreSQL — the deployment where several hosts
     share the database — otherwise ``host`` when ``shared_host`` is given
     (several workers), otherwise ``memory``.
@@ -273,7 +276,10 @@ def default_nonce_cache(store: Store, *, shared_host: Path | None = None) -> Non
         if shared_host is None:
             raise InvalidInput("a per-host nonce cache needs several workers",
                                obj="STRONGROOM_SERVER_NONCES", remedy="use database or memory")
-        return SqliteNonceCache(shared_host)
+        from strongroom.server.nonce_table import SharedNonceTable
+
+        legacy = shared_host.with_suffix(".db")
+        return SharedNonceTable(shared_host, legacy=legacy if legacy != shared_host else None)
     if choice == "memory":
         return MemoryNonceCache()
     raise InvalidInput(f"unknown nonce cache {choice!r}", obj="STRONGROOM_SERVER_NONCES",

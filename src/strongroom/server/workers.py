@@ -8,7 +8,7 @@ watch, :mod:`strongroom.runtime.lifeline`) and never starts an agent itself. Eac
 (:meth:`ServerContext.agent`), its own store connections and audit-log handle,
 and shares one signature-nonce cache with the other workers — the
 ``server_nonces`` table of the database on PostgreSQL (every host), else the
-host's ``<home>/server-nonces.db`` (see
+host's ``<home>/server-nonces.map`` (see
 :func:`~strongroom.server.signatures.default_nonce_cache`) — so that a request
 replayed to another worker or host is still refused. ``serve`` passes its options in the environment
 (``STRONGROOM_SERVER_*``), which uvicorn's worker processes inherit.
@@ -31,8 +31,9 @@ from strongroom.settings import Settings
 
 __all__ = ["NONCE_DB", "agent_app", "local_app"]
 
-#: The nonce cache the workers of one host share, under the data directory.
-NONCE_DB = "server-nonces.db"
+#: The nonce cache the workers of one host share, under the data directory (a mapped
+#: table; it adopts the live nonces of ``server-nonces.db``, earlier releases' SQLite file).
+NONCE_DB = "server-nonces.map"
 _local_ctx: ServerContext | None = None
 
 
