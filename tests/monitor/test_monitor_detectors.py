@@ -155,3 +155,59 @@ def test_monitor_eval_cli_over_several_seeds() -> None:
     assert data["recall"]["min"] <= data["recall"]["mean"] <= 1
     assert set(data["scenarios"]) == set(SCENARIOS)
     assert set(data["on_target"]) <= {4, 5}
+
+
+class _Moving:
+    """Peers whose answer changes between events (an officer re-enrolls someone)."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+        self.role = "researcher"
+
+    def person(self, principal: str) -> Person:
+        self.asked.append(principal)
+        return Person(principal, self.role, "frontier")
+
+    def group_size(self, group: str) -> int:
+        return 6
+
+    def flag(self, principal: str, at: float) -> tuple[float, str] | None:
+        return None
+
+
+def test_the_rules_ask_the_directory_once_per_event_and_see_it_move_between_events() -> None:
+    peers = _Moving()
+    engine = RiskEngine(directory=peers, learn_s=0)
+    engine.process(_rel(T0 + 10 * HOUR, "p0", host="ws-0"))
+    assert peers.asked == ["p0"]  # five rules ask for the peer group: one lookup
+    peers.role = "officer"
+    engine.process(_rel(T0 + 11 * HOUR, "p1", host="ws-1"))
+    engine.process(_rel(T0 + 12 * HOUR, "p1", host="ws-1"))
+    assert peers.asked == ["p0", "p1", "p1"]  # asked afresh for each event
+    assert engine.ctx.person("p1").role == "officer"
+
+
+def test_a_rule_fires_on_the_nth_event_of_one_scanned_page() -> None:
+    # One page of the log (what a monitor tick hands the engine): four refusals, an allow,
+    # then the fifth refusal, which is the one SR-DENIALS (5 in a day) must name.
+    people = [Person(f"p{i}", "researcher", "frontier") for i in range(6)]
+    engine = RiskEngine(directory=Directory(people), learn_s=0)
+    page = [_rel(T0 + 9 * HOUR + i * 60, "p3", decision="deny", error="AccessDenied")
+            for i in range(4)]
+    page += [_rel(T0 + 10 * HOUR, "p3"),
+             _rel(T0 + 11 * HOUR, "p3", decision="deny", error="AccessDenied")]
+    fired = []
+    for i, ev in enumerate(page):
+        before = len(engine.findings)
+        engine.process(ev)
+        if any(f.rule == "SR-DENIALS" for f in engine.findings[before:]):
+            fired.append(i)
+    assert fired == [5]
+    assert [f.time for f in engine.findings if f.rule == "SR-DENIALS"] == [T0 + 11 * HOUR]
+
+
+def test_an_event_knows_its_artifact_from_its_object() -> None:
+    ev = _rel(T0, "p0", "m-7@2")
+    assert ev.artifact == "m-7@2"
+    assert ActivityEvent(T0, "p0", "weights.import", "m-7@2", "allow").artifact == "m-7@2"
+    assert ev == _rel(T0, "p0", "m-7@2")  # the derived field takes no part in equality

@@ -99,7 +99,7 @@ class FirstAccess(Detector):
             return None
         art = ev.artifact
         born = self._born.setdefault(art, ev.time)
-        group = ctx.directory.person(ev.actor).peer_group
+        group = ctx.person(ev.actor).peer_group
         members = self._members.setdefault(group, set())
         members.add(ev.actor)
         seen = self._seen.setdefault(ev.actor, set())
@@ -157,7 +157,7 @@ class Volume(Detector):
             return None
         day = int(ev.time // DAY)
         person = ev.actor
-        group = ctx.directory.person(person).peer_group
+        group = ctx.person(person).peer_group
         cur_day, total = self._today.get(person, (day, 0))
         if cur_day != day:  # close the previous day into both baselines
             own = self._own.setdefault(person, deque(maxlen=self.history_days))
@@ -237,7 +237,7 @@ class SustainedVolume(Detector):
             return None
         day = int(ev.time // DAY)
         person = ev.actor
-        group = ctx.directory.person(person).peer_group
+        group = ctx.person(person).peer_group
         self._first.setdefault(person, day)
         cur, total = self._today.get(person, (day, 0))
         if cur != day:  # close the previous day; its week goes into the peer baseline
@@ -318,7 +318,7 @@ class Breadth(Detector):
         if ev.action != RELEASE:
             return None
         day = int(ev.time // DAY)
-        group = ctx.directory.person(ev.actor).peer_group
+        group = ctx.person(ev.actor).peer_group
         cur, arts = self._today.get(ev.actor, (day, set()))
         if cur != day:
             if not self._flagged_since(ev.actor, cur - self.span_days):  # no poisoned baselines
@@ -461,7 +461,7 @@ class UnderCap(Detector):
         cap, window = ctx.principal_cap
         day = int(ev.time // window)
         if ev.decision == "allow" and ev.nbytes:
-            group = ctx.directory.person(ev.actor).peer_group
+            group = ctx.person(ev.actor).peer_group
             cur, total = self._today.get(ev.actor, (day, 0))
             if cur != day:
                 self._past.setdefault(ev.actor, deque(maxlen=self.history)).append(total)

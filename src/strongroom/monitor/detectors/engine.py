@@ -115,6 +115,7 @@ class RiskEngine:
         if self._start is None:
             self._start = ev.time
         learning = ev.time < self._start + self.learn_s
+        self.ctx.new_event()  # the directory may have moved since the last event
         alerts: list[Alert] = []
         for det in self.detectors:
             found = det.observe(ev, self.ctx)

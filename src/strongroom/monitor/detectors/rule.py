@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from strongroom.monitor.alerts import Alert
-from strongroom.monitor.peers import Flag, PeerGroups, StaticPeers
+from strongroom.monitor.peers import Flag, PeerGroups, Person, StaticPeers
 
 if TYPE_CHECKING:
     from strongroom.audit.log import AuditEvent
@@ -49,6 +49,11 @@ class ActivityEvent:
     shard: str | None = None
     nbytes: int | None = None
     index: int | None = None
+    #: ``object`` up to its first ``/``, split once (every rule reads it).
+    _artifact: str = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_artifact", self.object.split("/", 1)[0])
 
     @classmethod
     def from_audit(cls, ev: AuditEvent) -> ActivityEvent:
@@ -59,7 +64,7 @@ class ActivityEvent:
     @property
     def artifact(self) -> str:
         """The artifact reference (``name@version``) the event's object is in."""
-        return self.object.split("/", 1)[0]
+        return self._artifact
 
     @property
     def host(self) -> str | None:
@@ -107,6 +112,21 @@ class Context:
     canaries: Callable[[], frozenset[str]]
     principal_cap: tuple[int, int] | None
     flags: dict[str, list[Flag]] = field(default_factory=dict)
+    #: The person the current event's rules asked for (the engine clears it per event).
+    _seen: tuple[str, Person] | None = field(default=None, repr=False, compare=False)
+
+    def person(self, principal: str) -> Person:
+        """``directory.person(principal)``, asked once per event however many rules ask."""
+        seen = self._seen
+        if seen is not None and seen[0] == principal:
+            return seen[1]
+        who = self.directory.person(principal)
+        self._seen = (principal, who)
+        return who
+
+    def new_event(self) -> None:
+        """Forget the person asked for: the next event asks the directory again."""
+        self._seen = None
 
     def flag_of(self, principal: str, at: float) -> Flag | None:
         """The latest flag on ``principal`` at or before ``at``: audit ``person.flag`` or directory."""
