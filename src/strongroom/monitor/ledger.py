@@ -141,8 +141,8 @@ class LedgerCache:
     so a change by another process (or a rolled-back batch) forces a reload.
     """
 
-    __slots__ = ("at_high", "budgets", "epoch", "generation", "high", "hits", "lengths",
-                 "spent", "windows")
+    __slots__ = ("at_high", "budgets", "epoch", "generation", "high", "hits", "keys",
+                 "lengths", "spent", "windows")
 
     def __init__(self, generation: int, budgets: list[Budget], high: float,
                  epoch: int = 0, at_high: Iterable[str] = ()) -> None:
@@ -156,6 +156,8 @@ class LedgerCache:
         #: Lifetime bytes charged under each Grant / break-glass budget id loaded so far.
         self.spent: dict[str, int] = {}
         self.hits: dict[tuple[str, str], list[tuple[Budget, WindowKey]]] = {}
+        #: (principal, artifact) -> the window keys a charge of theirs counts in (see add).
+        self.keys: dict[tuple[str, str], list[WindowKey]] = {}
         self.lengths = {scope: sorted({b.window_s for b in budgets if b.scope == scope})
                         for scope in SCOPES}
 
@@ -174,19 +176,28 @@ class LedgerCache:
             charge_id: str = "") -> None:
         """Count a recorded charge in every loaded total whose filter it matches."""
         windows = self.windows
-        for scope in SCOPES:
-            if scope == "artifact" and artifact == UNKNOWN_ARTIFACT:
-                continue
-            who = subject_key(scope, principal, artifact)
-            for length in self.lengths[scope]:
-                w = windows.get((scope, who, length))
-                if w is not None:
-                    w.add(at, nbytes)
+        for key in self._keys(principal, artifact):
+            w = windows.get(key)
+            if w is not None:
+                w.add(at, nbytes)
         if at > self.high:
             self.high = at
             self.at_high = {charge_id}
         elif at == self.high:
             self.at_high.add(charge_id)
+
+    def _keys(self, principal: str, artifact: str) -> list[WindowKey]:
+        """Every window key whose filter a charge by ``principal`` on ``artifact`` matches."""
+        found = self.keys.get((principal, artifact))
+        if found is None:
+            if len(self.keys) > MAX_CACHED:
+                self.keys.clear()
+            found = [(scope, subject_key(scope, principal, artifact), length)
+                     for scope in SCOPES
+                     if not (scope == "artifact" and artifact == UNKNOWN_ARTIFACT)
+                     for length in self.lengths[scope]]
+            self.keys[principal, artifact] = found
+        return found
 
     def catch_up(self, rows: Iterable[ChargeRow]) -> int:
         """Count the appended rows (:meth:`LedgerStore.since`) not counted yet; how many."""
