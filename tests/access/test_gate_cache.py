@@ -278,3 +278,19 @@ def test_a_batch_sees_revocations_made_before_it(world: World) -> None:
     decisions = [e.decision for e in w.keys.gate.audit.events() if e.action == "key.release"]
     # A request refused by its checks is audited at once, before the batch's allow entries.
     assert decisions == ["allow"] * 3 + ["deny", "allow", "allow"] + ["deny"] * 2
+
+
+def test_a_shard_is_described_once_while_the_locator_hands_out_the_same_one() -> None:
+    from strongroom.access.evidence import GrantEvidence
+    from strongroom.release.ports import LocatedShard
+    from strongroom.release.request import Shard
+
+    rule = GrantEvidence.__new__(GrantEvidence)
+    rule._resources = {}
+    shard = Shard("minilm@1", "model.safetensors", "b" * 64, 10)
+    first = LocatedShard(shard, "weights", ("atlas",), {})
+    assert rule._described(first, "x") is rule._described(first, "x")
+    # A new manifest (another object, even if equal) is described afresh.
+    again = LocatedShard(shard, "weights", ("atlas", "bio"), {})
+    assert rule._described(again, "x").compartments == ("atlas", "bio")
+    assert rule._described(first, "x").compartments == ("atlas",)

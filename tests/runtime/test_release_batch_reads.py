@@ -4,6 +4,7 @@ it, and the next batch reads it afresh."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import pytest
@@ -68,3 +69,32 @@ def test_a_key_revoked_before_a_batch_refuses_every_request_in_it(world: World) 
     assert w.keys.gate is not None
     decisions = [e.decision for e in w.keys.gate.audit.events() if e.action == "key.release"]
     assert decisions == ["allow"] * 3 + ["deny"] * 4
+
+
+def test_a_batch_mixing_good_and_bad_requests_refuses_only_the_bad_ones(world: World) -> None:
+    # Each request of a batch is checked on its own, in order, although the batch shares
+    # its reads (the marker, the wrapped keys, the described shard, the Grant decision).
+    w = world
+    _grant(w)
+    good = _request(w)
+    replayed = _request(w)
+    other_blob = dataclasses.replace(_request(w), blob_id="0" * 64)
+    no_grant = _request(w, "carol")
+    out = _batch(w, [good, replayed, replayed, other_blob, no_grant, _request(w)])
+    assert [isinstance(o, bytearray) for o in out] == [True, True, False, False, False, True]
+    assert isinstance(out[2], AccessDenied) and "replay" in out[2].message
+    assert isinstance(out[3], StrongroomError)
+    assert isinstance(out[4], AccessDenied)
+    assert w.keys.gate is not None
+    decisions = [e.decision for e in w.keys.gate.audit.events() if e.action == "key.release"]
+    assert sorted(decisions) == ["allow"] * 3 + ["deny"] * 3
+
+
+def test_a_grant_budget_spent_inside_a_batch_refuses_from_that_request_on(world: World) -> None:
+    w = world
+    size = _request(w).nbytes
+    _grant(w, budget=2 * size + size // 2)
+    out = _batch(w, [_request(w) for _ in range(4)])
+    assert [isinstance(o, bytearray) for o in out] == [True, True, False, False]
+    assert all(isinstance(o, AccessDenied) and "budget" in o.message for o in out[2:]), out
+    assert not _released(w, 1)  # and in the next batch too

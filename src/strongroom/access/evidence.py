@@ -255,6 +255,8 @@ class GrantEvidence:
         self._batch = threading.local()
         #: Principal keys seen (raw bytes -> the key and its key id), bounded.
         self._keys: dict[bytes, tuple[Ed25519PublicKey, str]] = {}
+        #: Shards described as resources, by the located shard (kept to pin its id), bounded.
+        self._resources: dict[int, tuple[LocatedShard, Resource]] = {}
         #: Called with the statements' marker when it changed, before the table is read
         #: again (the runtime's restriction journal restores deleted rows there).
         self.on_change: Callable[[tuple[int, int, int]], bool] | None = None
@@ -343,7 +345,7 @@ class GrantEvidence:
         if bg_env and not self.break_glass:
             raise AccessDenied(NO_BREAK_GLASS, obj=obj, remedy=NO_BREAK_GLASS_REMEDY)
         nonce, expires = self._check_release(release_env, public, kid, request, now)
-        described = self._resource(self.shards.locate(request), obj)
+        described = self._described(self.shards.locate(request), obj)
         snap = self._snapshot()
         decided = self._decided(snap, kid, request, action, grant_env, bg_env, described, now)
         if decided is not None:  # this snapshot and second already accepted the same question
@@ -481,6 +483,22 @@ class GrantEvidence:
     def _consume(self, nonce: str, expires: int, request: ReleaseRequest, obj: str,
                  now: float) -> None:
         self.nonces.spend(nonce, expires, now, obj=obj)
+
+    def _described(self, located: LocatedShard, obj: str) -> Resource:
+        """:meth:`_resource` of ``located``, kept while the locator hands out that same object.
+
+        The locator keeps each verified manifest's shards (immutable) until its cache is
+        cleared; the description is a function of them alone, so a batch of releases of one
+        shard (a whole-model load asks for each shard again) describes it once.
+        """
+        hit = self._resources.get(id(located))
+        if hit is not None and hit[0] is located:
+            return hit[1]
+        described = self._resource(located, obj)
+        if len(self._resources) >= _KEY_MEMO_SIZE:
+            self._resources.clear()  # bounded: described again on demand
+        self._resources[id(located)] = (located, described)
+        return described
 
     @staticmethod
     def _resource(located: LocatedShard, obj: str) -> Resource:
