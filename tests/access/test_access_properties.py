@@ -16,7 +16,9 @@ import itertools
 import json
 import random
 import time
+from dataclasses import replace
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -31,8 +33,8 @@ from strongroom.access.directory import (
     Term,
     Vetting,
 )
-from strongroom.access.grants import build_grant, verify_grant
-from strongroom.access.policy import PolicyEngine
+from strongroom.access.grants import PartsMemo, VerifiedGrant, build_grant, verify_grant
+from strongroom.access.policy import PolicyEngine, shipped_policy
 from strongroom.access.statements import VerifyCache
 from strongroom.errors import AccessDenied
 from strongroom.keys.identity import Identity
@@ -230,3 +232,51 @@ def test_any_edit_of_a_grant_is_refused(field: str, delta: int, drop: int) -> No
     except AccessDenied:
         return
     raise AssertionError(f"an edited grant ({field}) was accepted")
+
+
+def _outcome(grant: str, directory: Directory, engine: PolicyEngine, now: int,
+             memo: PartsMemo | None = None) -> VerifiedGrant | str:
+    try:
+        return verify_grant(grant, directory, engine, RESOURCE, now=now, cache=CACHE, memo=memo)
+    except AccessDenied as exc:
+        return f"{type(exc).__name__}: {exc.message}"
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@given(batch=seeds, times=st.lists(st.integers(-60, 3700), min_size=2, max_size=8))
+def test_the_gate_path_decides_as_a_fresh_verification(batch: list[int],
+                                                       times: list[int]) -> None:
+    """The gate's path (one parts memo across calls, Cedar asked at each ``now``, the last
+    outcome reused only for the same decisions) accepts, refuses and returns exactly what a
+    fresh verification does, whatever the order of the times and whoever's vetting lapses
+    between them."""
+    for seed in batch:
+        rng = random.Random(seed)
+        directory, picked, rule, _ = _grant_state(rng)
+        for kid, p in list(directory.principals.items()):  # lapses within the grant's life
+            if rng.random() < 0.5:
+                directory.principals[kid] = replace(p, vetting=replace(
+                    p.vetting, expires=NOW + rng.randint(0, 3700)))
+        grant = build_grant(PEOPLE[0].private_key, REQUESTS[0],
+                            [APPROVALS[p] for p in picked], now=NOW)
+        memo: PartsMemo = {}
+        for t in times:
+            fresh = _outcome(grant, directory, ENGINE, NOW + t)
+            assert _outcome(grant, directory, ENGINE, NOW + t, memo) == fresh, (seed, t)
+            assert isinstance(fresh, VerifiedGrant) == _model(directory, picked, rule, NOW + t)
+
+
+def test_the_gate_path_asks_the_policy_in_force() -> None:
+    """An outcome held from one policy is not reused under another that refuses it."""
+    memo: PartsMemo = {}
+    held = _outcome(_VALID, _VALID_DIR, ENGINE, NOW, memo)
+    assert isinstance(held, VerifiedGrant)
+    assert _outcome(_VALID, _VALID_DIR, ENGINE, NOW + 1, memo) is held
+    with pytest.raises(TypeError):
+        held.assignment["2 of approvers"] = ()  # type: ignore[index]  # shared: read-only
+    no_approvals = PolicyEngine(shipped_policy() + "\nforbid (principal, "
+                                "action == Strongroom::Action::\"approve\", resource);")
+    refused = _outcome(_VALID, _VALID_DIR, no_approvals, NOW + 2, memo)
+    assert isinstance(refused, str) and refused.startswith("ApprovalRequired")
+    assert refused == _outcome(_VALID, _VALID_DIR, no_approvals, NOW + 2)
+    assert _outcome(_VALID, _VALID_DIR, ENGINE, NOW + 3, memo) == held

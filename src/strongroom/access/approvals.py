@@ -35,6 +35,7 @@ import re
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -58,8 +59,10 @@ __all__ = [
     "Verdict",
     "approval_candidates",
     "approve",
+    "assignment",
     "check_approval",
     "count_approvals",
+    "counted_from",
     "decide_approvals",
     "denial_refusal",
     "denials",
@@ -474,13 +477,23 @@ def decide_approvals(
     by a caller that keeps ``found``): Cedar is asked the same, without
     rebuilding its inputs.
     """
-    out = Counted(refused=list(found.refused))
     if prepared is not None:
         decisions = engine.decide_prepared(prepared, now)
     else:
         decisions = engine.decide_many(approval_asks(found, request, requester), resource, now)
-    if requester is not None:
-        mine = decisions.pop()
+    return counted_from(found, decisions, resource, requester=requester is not None)
+
+
+def counted_from(found: Candidates, decisions: Sequence[Decision], resource: Resource, *,
+                 requester: bool) -> Counted:
+    """What Cedar's ``decisions`` on :func:`approval_asks` of ``found`` count.
+
+    ``requester``: the asks ended with the requester's own (its decision is last).
+    """
+    out = Counted(refused=list(found.refused))
+    if requester:
+        mine = decisions[-1]
+        decisions = decisions[:-1]
         out.requester_allowed, out.requester_errors = mine.allowed, _cedar_errors(mine)
     for (who, a), decision in zip(found.found, decisions, strict=True):
         if decision.allowed:
@@ -506,10 +519,11 @@ def approval_asks(found: Candidates, request: AccessRequest,
     return asks
 
 
-#: :func:`satisfy`'s answers by everything they depend on (the rule, and each approver's
-#: name and roles in order): a pure function's memo, so never stale. Bounded.
+#: :func:`assignment`'s answers by everything they depend on (the rule, and each approver's
+#: name and roles in order): a pure function's memo of read-only values, so never stale.
+#: Bounded.
 _SATISFIED: dict[tuple[Rule, tuple[tuple[str, tuple[str, ...]], ...]],
-                 dict[str, list[str]] | None] = {}
+                 Mapping[str, tuple[str, ...]] | None] = {}
 _SATISFIED_SIZE = 4096
 
 
@@ -520,15 +534,24 @@ def satisfy(rule: Rule, approvers: Sequence[Enrollment]) -> dict[str, list[str]]
     still fills one slot only. The rule is applied on every call; the matching
     for the same rule and approvers (names and roles) is computed once.
     """
+    hit = assignment(rule, approvers)
+    return None if hit is None else {term: list(names) for term, names in hit.items()}
+
+
+def assignment(rule: Rule, approvers: Sequence[Enrollment]) -> Mapping[str, tuple[str, ...]] | None:
+    """:func:`satisfy`'s answer, read-only and shared between callers (not copied)."""
     key = (rule, tuple((a.name, a.roles) for a in approvers))
     try:
-        hit = _SATISFIED[key]
+        return _SATISFIED[key]
     except KeyError:
-        hit = _match(rule, approvers)
-        if len(_SATISFIED) >= _SATISFIED_SIZE:
-            _SATISFIED.clear()
-        _SATISFIED[key] = hit
-    return None if hit is None else {term: list(names) for term, names in hit.items()}
+        pass
+    matched = _match(rule, approvers)
+    hit = None if matched is None else MappingProxyType(
+        {term: tuple(names) for term, names in matched.items()})
+    if len(_SATISFIED) >= _SATISFIED_SIZE:
+        _SATISFIED.clear()
+    _SATISFIED[key] = hit
+    return hit
 
 
 def _match(rule: Rule, approvers: Sequence[Enrollment]) -> dict[str, list[str]] | None:

@@ -41,14 +41,14 @@ from strongroom.access.approvals import (
     Candidates,
     approval_asks,
     approval_candidates,
-    decide_approvals,
+    assignment,
+    counted_from,
     denial_refusal,
     denials,
-    satisfy,
 )
 from strongroom.access.caps import AccessCaps, holders
-from strongroom.access.directory import Directory, Enrollment, Resource, base_name
-from strongroom.access.policy import PolicyEngine, PreparedAsks
+from strongroom.access.directory import Directory, Enrollment, Resource, Rule, base_name
+from strongroom.access.policy import Decision, PolicyEngine, PreparedAsks
 from strongroom.access.statements import VerifyCache
 from strongroom.crypto.dsse import key_id
 from strongroom.errors import AccessDenied, ApprovalRequired, IntegrityError, InvalidInput, NotFound
@@ -84,13 +84,14 @@ CLOCK_SKEW_S = 300
 
 @dataclass(frozen=True)
 class VerifiedGrant:
-    """A grant whose every signature and rule was checked."""
+    """A grant whose every signature and rule was checked (immutable: it may be shared)."""
 
     grant_id: str
     request: AccessRequest
     request_digest: str
     approvers: tuple[str, ...]
-    assignment: Mapping[str, list[str]]
+    #: Which approvers filled each term of the rule (read-only).
+    assignment: Mapping[str, tuple[str, ...]]
     issued: int
     expires: int
     byte_budget: int
@@ -254,6 +255,12 @@ class GrantParts:
     #: Cedar's inputs for the candidates and the requester, prepared on first use (they
     #: depend on the same directory entries as the rest; the time is added per use).
     cedar: list[PreparedAsks] = field(default_factory=list, compare=False, repr=False)
+    #: The last outcome that held: (the rule, Cedar's decisions, the grant they verify).
+    #: Everything after Cedar is a pure function of these and the fields above, so the
+    #: same rule and decisions at a later ``now`` verify the same grant; Cedar is still
+    #: asked at every use, and any other decisions are counted afresh.
+    held: list[tuple[Rule, tuple[Decision, ...], VerifiedGrant]] = field(
+        default_factory=list, compare=False, repr=False)
 
 
 #: A caller-owned memo of :class:`GrantParts`, valid only for one directory view.
@@ -363,25 +370,36 @@ def check_grant_parts(parts: GrantParts, directory: Directory, engine: PolicyEng
     if not parts.cedar:  # racing threads prepare the same inputs; either is kept
         parts.cedar.append(engine.prepare(
             approval_asks(parts.candidates, req, requester), resource))
-    counted = decide_approvals(parts.candidates, req, engine, resource, now=now,
-                               requester=requester, prepared=parts.cedar[0])
+    decisions = tuple(engine.decide_prepared(parts.cedar[0], now))
+    held = parts.held
+    if held:  # one slot, replaced whole (atomic under races)
+        last = held[0]
+        # Decisions are interned (policy._parse_result), so these compare by identity first.
+        if last[1] == decisions:
+            rule = directory.rule(resource.name, req.action)
+            if last[0] is rule or last[0] == rule:
+                return last[2]
+    counted = counted_from(parts.candidates, decisions, resource, requester=True)
     if not counted.requester_allowed:
         raise _deny(f"policy denies {requester.name} {req.action} on {resource.name} "
                     "(clearance, compartments or vetting)" + counted.requester_errors, obj,
                     "the security officers must update the enrollment")
     rule = directory.rule(resource.name, req.action)
-    assignment = satisfy(rule, counted.approvers)
-    if assignment is None:
+    assigned = assignment(rule, counted.approvers)
+    if assigned is None:
         why = "; ".join(counted.refused[:4])
         raise ApprovalRequired(
             f"approvals do not meet the rule {rule} ({len(counted.approvers)} counted"
             + (f"; not counted: {why}" if why else "") + ")", obj=obj,
             remedy="collect approvals from distinct, vetted and cleared approvers")
     names = {p.key_id: p.name for p in (requester, *counted.approvers)}
-    return VerifiedGrant(parts.grant_id, req, parts.request_digest,
-                         tuple(p.name for p in counted.approvers), assignment, parts.issued,
-                         parts.expires, req.byte_budget, names.get(parts.issuer_kid,
-                                                                   parts.issuer_kid))
+    verified = VerifiedGrant(
+        parts.grant_id, req, parts.request_digest, tuple(p.name for p in counted.approvers),
+        assigned,
+        parts.issued, parts.expires, req.byte_budget,
+        names.get(parts.issuer_kid, parts.issuer_kid))
+    parts.held[:] = [(rule, decisions, verified)]
+    return verified
 
 
 def issue_grant(
