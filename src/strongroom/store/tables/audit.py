@@ -34,19 +34,28 @@ class AuditHead(Base):
 
 
 class AuditEntry(Base):
-    """One event: its index, canonical JSON bytes and leaf hash."""
+    """One event: its index, canonical JSON bytes and leaf hash.
+
+    On SQLite ``idx`` is ``INTEGER PRIMARY KEY``, the rowid itself (one b-tree,
+    migration ``0015_audit_rowid``); ``BIGINT`` elsewhere.
+    """
 
     __tablename__ = "audit_entries"
 
-    idx: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    idx: Mapped[int] = mapped_column(BigInteger().with_variant(Integer(), "sqlite"),
+                                     primary_key=True, autoincrement=False)
     leaf_hash: Mapped[bytes] = mapped_column(LargeBinary(32), nullable=False)
     body: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
 
 
 class AuditNode(Base):
-    """A perfect subtree hash: ``2**level`` leaves starting at ``idx << level``."""
+    """A perfect subtree hash: ``2**level`` leaves starting at ``idx << level``.
+
+    ``WITHOUT ROWID`` on SQLite: the rows live in their primary key's b-tree alone.
+    """
 
     __tablename__ = "audit_nodes"
+    __table_args__ = ({"sqlite_with_rowid": False},)
 
     level: Mapped[int] = mapped_column(SmallInteger, primary_key=True, autoincrement=False)
     idx: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
