@@ -87,3 +87,42 @@ def test_secrets_are_redacted_at_every_depth() -> None:
 def test_canonical_json_checks_unless_told_otherwise() -> None:
     with pytest.raises(InvalidInput, match=re.escape("entry.details.x: floats")):
         canonical_json({"details": {"x": 2.5}})
+
+
+class _Name(str):
+    """A str subclass: takes the encoder's general path."""
+
+
+_AWKWARD = ["plain", 'q"uote\\back/slash', "tab\tnew\nline\x00\x1f\x7f", "émigré Ωμέγα 漢字 🙂",
+            "\u2028\u2029", ""]
+
+
+@pytest.mark.parametrize("text", _AWKWARD)
+@pytest.mark.parametrize(("shard", "nbytes", "request_id"),
+                         [(None, None, None), ("model-00001", 0, "r-1"),
+                          ("s", 2**63 + 5, None), (None, True, "r")])
+def test_encoding_is_the_canonical_json_of_the_record(text: str, shard: str | None,
+                                                      nbytes: int | None,
+                                                      request_id: str | None) -> None:
+    """Each field written in sorted order is byte for byte what sorting the record gives."""
+    when = datetime(2026, 12, 2, 1, 2, 3, 456789, tzinfo=UTC)
+    redactor = Redactor(SALT)
+    enc = EntryEncoder(redactor, lambda: when)
+    nested = {"z": text, "a": {"nested": [1, text, None]}, "token": Secret("s3cret"), text: 1}
+    flat = {"z": text, "n": -(2**70), "t": True, "f": False, "none": None, "password": text,
+            text + "k": 0}
+    reason = text
+    for actor, details in (("alice" + text, nested), (_Name("alice"), flat), ("bob", {}),
+                           ("carol", flat)):
+        head, tail = enc.encode(actor, "key." + text, "m@1" + text, "allow", reason,
+                                request_id, details, shard, nbytes)
+        record: dict[str, Any] = {
+            "index": 41, "time": "2026-12-02T01:02:03.456789Z", "actor": actor,
+            "action": "key." + text, "object": "m@1" + text, "decision": "allow",
+            "reason": reason, "request_id": request_id,
+            "details": redactor.redact(details) if details else {}}
+        if shard is not None:
+            record["shard"] = shard
+        if nbytes is not None:
+            record["bytes"] = int(nbytes)
+        assert head + b"41" + tail == canonical_json(record)

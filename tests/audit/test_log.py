@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -117,13 +118,25 @@ def test_fail_closed_when_commit_fails(audit_log: AuditLog, store: Store) -> Non
     def fail(*_: object) -> None:
         raise OperationalError("COMMIT", {}, Exception("disk I/O error"))
 
-    engine = audit_log._writer._engine  # the writer's (on SQLite a second engine on the file)
-    event.listen(engine, "commit", fail)
-    try:
-        with pytest.raises(AuditUnavailable):
+    writer = audit_log._writer
+    if writer._begin_raw:
+        # SQLite (file): the writer commits on the driver's connection itself, so the
+        # driver's COMMIT is what fails (the authorizer refuses to prepare it).
+        raw = writer._connection().connection.dbapi_connection
+        assert raw is not None
+        raw.set_authorizer(lambda action, arg, *_: sqlite3.SQLITE_DENY
+                           if action == sqlite3.SQLITE_TRANSACTION and arg == "COMMIT"
+                           else sqlite3.SQLITE_OK)
+        with pytest.raises(AuditUnavailable, match=r"audit store failed .* DatabaseError"):
             release_weights()
-    finally:
-        event.remove(engine, "commit", fail)
+    else:
+        engine = writer._engine
+        event.listen(engine, "commit", fail)
+        try:
+            with pytest.raises(AuditUnavailable):
+                release_weights()
+        finally:
+            event.remove(engine, "commit", fail)
     assert performed == []
     release_weights()
     assert performed == ["released"]

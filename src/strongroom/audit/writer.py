@@ -61,6 +61,16 @@ COMMIT_DELAY_S = 0.002
 LOCK_TIMEOUT_S = 5.0
 #: A PostgreSQL connection idle this long is pinged before its next batch, seconds.
 _PING_AFTER_S = 1.0
+#: PostgreSQL: the batch transaction's bounds on lock waits and statements (local to it).
+_SET_BOUNDS = ("SELECT set_config('lock_timeout', %s, true), "
+               "set_config('statement_timeout', %s, true)")
+#: PostgreSQL: a batch's entries, nodes and head move in one statement.
+_WRITE_BATCH = (
+    "WITH e AS (INSERT INTO audit_entries (idx, leaf_hash, body) "
+    "SELECT * FROM unnest(%s::bigint[], %s::bytea[], %s::bytea[])), "
+    "n AS (INSERT INTO audit_nodes (level, idx, hash) "
+    "SELECT * FROM unnest(%s::smallint[], %s::bigint[], %s::bytea[])) "
+    "UPDATE audit_head SET size = %s, root = %s WHERE id = 1 AND size = %s")
 #: Refusals kept in memory while the store cannot take them (oldest dropped beyond).
 _MAX_UNRECORDED = 10_000
 
@@ -174,7 +184,9 @@ class GroupCommitWriter:
         self._pg = store.dialect == "postgresql"
         # Statements are built from constants and placeholders only (no values).
         mark = "%s" if self._pg else "?"
-        self._insert_entry = (
+        # The statement that writes a batch's entries: on PostgreSQL the one that writes
+        # its entries, nodes and head together (_WRITE_BATCH); per row elsewhere.
+        self._insert_entry = _WRITE_BATCH if self._pg else (
             f"INSERT INTO audit_entries (idx, leaf_hash, body) VALUES ({mark}, {mark}, {mark})"  # noqa: S608
         )
         self._insert_node = (
@@ -489,21 +501,27 @@ class GroupCommitWriter:
         head, the egress ledger) can otherwise stall every release: past the
         bound the batch is refused with :class:`AuditUnavailable`.
         """
-        ms = max(1, int(self.lock_timeout * 1000))
         try:
             conn = self._connection()
             try:
-                with conn.begin():  # SQLite: BEGIN IMMEDIATE, under the bound
-                    if self._begin_raw:
-                        conn.connection.dbapi_connection.execute(  # type: ignore[union-attr]
-                            "BEGIN IMMEDIATE")
-                    elif self._pg:
-                        cur = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-                        cur.execute("SELECT set_config('lock_timeout', %s, true), "
-                                    "set_config('statement_timeout', %s, true)", (f"{ms}ms",) * 2)
-                        cur.close()
+                if self._begin_raw:
+                    # SQLite: the transaction on the DB-API connection alone (BEGIN IMMEDIATE,
+                    # under the bound; SQLAlchemy's begin and commit around it cost ~10 us a
+                    # commit). A guard whose SQLAlchemy statement began a transaction on
+                    # ``conn`` meanwhile ends it (the driver's commit) through SQLAlchemy.
+                    raw = conn.connection.dbapi_connection
+                    raw.execute("BEGIN IMMEDIATE")  # type: ignore[union-attr]
                     yield conn
-            except BaseException:
+                    if conn.in_transaction():
+                        conn.commit()
+                    else:
+                        raw.commit()  # type: ignore[union-attr]
+                else:
+                    # PostgreSQL: _extend sets the bounds (lock_timeout, statement_timeout) in
+                    # the transaction's first round trip, before it locks the head.
+                    with conn.begin():
+                        yield conn
+            except BaseException:  # discarded: SQLite rolls back what the failure left open
                 self._drop()
                 raise
             finally:
@@ -582,7 +600,18 @@ class GroupCommitWriter:
 
         Returns the size before, the new frontier and the bodies appended.
         """
-        cur.execute(self._select_size)
+        pipeline = cur.connection.pipeline if self._pg else None
+        if pipeline is not None:
+            # One round trip for psycopg's BEGIN, the transaction's lock bounds and the
+            # head's lock (sent together, run in order: the bounds hold for the lock wait).
+            bounds = cur.connection.cursor()
+            ms = f"{max(1, int(self.lock_timeout * 1000))}ms"
+            with pipeline():
+                bounds.execute(_SET_BOUNDS, (ms, ms))
+                cur.execute(self._select_size)
+            bounds.close()
+        else:
+            cur.execute(self._select_size)
         found = cur.fetchone()
         if found is None:
             raise AuditUnavailable("the audit head row is missing", obj=self.store.url,
@@ -606,10 +635,20 @@ class GroupCommitWriter:
             entries.append((size + i, lh, body))
             bodies.append(body)
             nodes += append(lh)
-        cur.executemany(self._insert_entry, entries)
-        if nodes:
-            cur.executemany(self._insert_node, nodes)
-        cur.execute(self._move_head, (frontier.size, frontier.root(), size))
-        if cur.rowcount != 1:
+        head = (frontier.size, frontier.root(), size)
+        if pipeline is not None:
+            # The rows and the head in one statement (one round trip, one parse): the
+            # entries and nodes as arrays, unnested into their tables.
+            cur.execute(self._insert_entry, (
+                [e[0] for e in entries], [e[1] for e in entries], bodies,
+                [n[0] for n in nodes], [n[1] for n in nodes], [n[2] for n in nodes], *head))
+            moved = cur.rowcount
+        else:
+            cur.executemany(self._insert_entry, entries)
+            if nodes:
+                cur.executemany(self._insert_node, nodes)
+            cur.execute(self._move_head, head)
+            moved = cur.rowcount
+        if moved != 1:
             raise AuditUnavailable("audit head moved during a batch (lost lock)")
         return size, frontier, bodies
