@@ -92,6 +92,41 @@ def test_a_release_and_a_refusal_move_the_counters(world: ServerWorld) -> None:
     assert check.returncode == 0, check.stdout + check.stderr
 
 
+def test_a_release_batch_counts_each_release(world: ServerWorld) -> None:
+    """The gate's batch (the key agent's path) counts its releases at once: each still counted,
+    its time observed, its bytes added; a refusal inside the batch counted as its own."""
+    from cryptography.hazmat.primitives import serialization
+
+    from strongroom.release.request import Shard, build_request
+
+    world.grant_load()
+    m = world.client("alice").get("/v1/weights/tiny/manifest").json()["manifest"]
+    f = m["files"][0]
+    shard = Shard(f"{m['name']}@{m['version']}", f["path"], f["blob"], f["size"])
+
+    def request(who: str) -> object:
+        body = world.release_body(who)
+        raw = world.people[who].private_key.public_key().public_bytes(
+            serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        return build_request(shard, principal=who, principal_key=raw, purpose="load",
+                             evidence=body["evidence"])
+
+    before = samples(scrape(world))
+    out = world.ctx.keys.release_many([request("alice"), request("bob"), request("alice")])
+    assert [isinstance(o, bytearray) for o in out] == [True, False, True], out
+    after = samples(scrape(world))
+
+    def moved(name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    assert moved("strongroom_releases_total", decision="allow", reason="granted") == 2
+    assert moved("strongroom_release_duration_seconds_count", decision="allow") == 2
+    assert moved("strongroom_release_duration_seconds_sum", decision="allow") > 0
+    assert moved("strongroom_egress_bytes_total") == 2 * f["size"]
+    assert moved("strongroom_releases_total", decision="deny", reason="approval_required") == 1
+    assert moved("strongroom_release_duration_seconds_count", decision="deny") == 1
+
+
 def test_seal_shows_in_the_metrics(world: ServerWorld) -> None:
     world.ctx.keys.seal()
     after = samples(scrape(world))
