@@ -111,7 +111,7 @@ from strongroom.access.grants import (
 )
 from strongroom.access.policy import PolicyEngine, action_for_purpose, current_policy
 from strongroom.access.statements import VerifyCache
-from strongroom.crypto import ed25519
+from strongroom.crypto import dsse, ed25519
 from strongroom.crypto.dsse import key_id
 from strongroom.errors import (
     AccessDenied,
@@ -462,7 +462,7 @@ class GrantEvidence:
 
     def _split(self, evidence: str, obj: str) -> tuple[str, str | None, str | None]:
         try:
-            data = json.loads(evidence)
+            data = dsse.loads(evidence)
         except ValueError:
             raise AccessDenied("the release evidence is not JSON", obj=obj, remedy=_CLIENT_REMEDY) from None
         if isinstance(data, dict) and "release" in data:

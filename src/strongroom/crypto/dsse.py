@@ -17,8 +17,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import json.scanner
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, cast
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
@@ -30,6 +31,7 @@ __all__ = [
     "ExternalKey",
     "canonical_json",
     "key_id",
+    "loads",
     "pae",
     "parse_envelope",
     "sign_statement",
@@ -68,6 +70,37 @@ def _reject(obj: Any) -> Any:
 _CANONICAL = json.JSONEncoder(
     sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=_reject,
 )
+
+
+# json.loads' own scanner, called directly: json.loads goes through JSONDecoder.decode and
+# raw_decode (whitespace regexes, a BOM check, the bytes' encoding sniffed), ~1.2 us a call
+# of the ~2.5 a release evidence's envelope costs; the key agent parses three documents
+# a release (evidence, envelope, payload). The same scanner json.loads uses, shared the same
+# way (the C scanner runs under the GIL and clears its memo each call).
+_SCAN: Callable[[str, int], tuple[Any, int]] = json.scanner.make_scanner(
+    cast(Any, json.JSONDecoder()))  # typeshed types the argument as the scanner itself
+
+
+def loads(data: str | bytes) -> Any:
+    """``json.loads(data)``, the same value or the same ValueError, faster for the usual input.
+
+    The fast path takes UTF-8 text that is exactly one JSON document (nothing before
+    or after it); anything else (whitespace around it, a BOM, UTF-16/32 bytes,
+    surrogate escapes, malformed JSON) is decided by ``json.loads`` itself.
+    """
+    text = data
+    if not isinstance(text, str):
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError:
+            return json.loads(data)
+    try:
+        value, end = _SCAN(text, 0)
+    except (StopIteration, ValueError):
+        return json.loads(data)
+    if end != len(text):
+        return json.loads(data)
+    return value
 
 
 def key_id(public_key: Ed25519PublicKey) -> str:
@@ -112,7 +145,7 @@ def parse_envelope(envelope: str | bytes, payload_type: str, *,
                    obj: str = "statement") -> tuple[bytes, list[Any]]:
     """The payload (unverified!) and signature entries of a DSSE envelope of ``payload_type``."""
     try:
-        env = json.loads(envelope)
+        env = loads(envelope)
         if env["payloadType"] != payload_type:
             raise IntegrityError(
                 f"envelope has payload type {env['payloadType']!r}, expected {payload_type!r}",
@@ -162,7 +195,7 @@ def verify_statement(
             remedy="the statement was not signed by a trusted key; do not use it",
         )
     try:
-        statement = json.loads(payload)
+        statement = loads(payload)
     except ValueError as exc:
         raise IntegrityError("signed payload is not JSON", obj=obj) from exc
     if not isinstance(statement, dict):
