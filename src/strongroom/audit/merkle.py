@@ -155,8 +155,8 @@ class Frontier:
             return EMPTY_ROOT
         hashes = self._hashes
         h = hashes[-1]
-        for left in reversed(hashes[:-1]):
-            h = _sha256(NODE_PREFIX + left + h).digest()
+        for i in range(len(hashes) - 2, -1, -1):
+            h = _sha256(NODE_PREFIX + hashes[i] + h).digest()
         return h
 
 

@@ -48,12 +48,18 @@ class RecentEntries:
 
     def add_bodies(self, first: int, bodies: Sequence[bytes]) -> None:
         """Entries ``first, first + 1, ...`` as committed (parsed later, when first read)."""
+        top = first + len(bodies) - 1
         with self._lock:
             items = self._items
-            for i, body in enumerate(bodies, first):
-                items[i] = body
-            self._top = max(self._top, first + len(bodies) - 1)
-            self._trim()
+            if top == first:  # one entry: every release's commit
+                items[first] = bodies[0]
+            else:
+                for i, body in enumerate(bodies, first):
+                    items[i] = body
+            if top > self._top:
+                self._top = top
+            if len(items) > self.capacity + self.capacity // 4:
+                self._trim()
 
     def put(self, events: Iterable[AuditEvent]) -> None:
         """Entries read from the database; one already held is kept as it was."""

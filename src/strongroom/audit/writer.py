@@ -202,6 +202,11 @@ class GroupCommitWriter:
         # The writer's own connection, kept between batches (see _connection), and
         # whether the leader emits SQLite's BEGIN IMMEDIATE itself (store.db.writer_engine).
         self._conn: Connection | None = None
+        # SQLite with BEGIN IMMEDIATE on the driver (_begin_raw): the driver's connection
+        # and one cursor of it, kept with ``_conn`` (reached through SQLAlchemy's
+        # wrappers once, not per commit).
+        self._raw: Any = None
+        self._cur: Any = None
         self._engine, self._begin_raw = writer_engine(store)
         self._used = 0.0  # when the connection last ran a batch (monotonic)
         self._db_errors = dbapi_errors(store.engine)  # SQLAlchemy's and the driver's
@@ -396,7 +401,8 @@ class GroupCommitWriter:
         with self._lock:
             batch = self._batch  # the one in flight
             try:
-                self._gather()
+                if self._expected > 0:
+                    self._gather()
             finally:
                 self._batch = _Batch()
                 carried, self._unrecorded = self._unrecorded, []
@@ -482,6 +488,12 @@ class GroupCommitWriter:
         (a lost server, a half-finished transaction) goes with it.
         """
         conn, self._conn = self._conn, None
+        cur, self._cur, self._raw = self._cur, None, None
+        if cur is not None:
+            # First: a statement a cursor still holds (a failed one) would keep the driver's
+            # connection, and its open transaction with SQLite's write lock, past close().
+            with contextlib.suppress(Exception):
+                cur.close()
         if conn is None or conn.closed:
             return
         shared = self._engine is self.store.engine
@@ -528,14 +540,7 @@ class GroupCommitWriter:
                 self._used = time.monotonic()
         except self._db_errors as exc:
             if lock_timed_out(exc):
-                raise AuditUnavailable(
-                    f"the audit database stayed locked for more than {self.lock_timeout:g} s "
-                    f"while trying to {what}: the decision was refused (nothing took effect)",
-                    obj=self.store.url,
-                    remedy="find what holds the database's write lock (a long transaction, a "
-                    "backup, another process) and end it, then retry; the refusal is audited "
-                    "once the log can write again (STRONGROOM_DB_LOCK_TIMEOUT_S sets the bound)",
-                ) from exc
+                raise self._locked(what) from exc
             raise self.tree.failed(what, exc) from exc
 
     @staticmethod
@@ -580,19 +585,63 @@ class GroupCommitWriter:
                 log.error("append guard %r failed to settle: %s", guard, exc)
 
     def _commit(self, batch: _Batch) -> int:
-        with self._write_tx(f"append {len(batch.items)} entries") as conn:
-            # DB-API statements on the transaction's own connection: this transaction is
-            # the hot loop of every append (an SQLAlchemy execute costs ~5x a cursor's).
-            cur = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-            try:
-                size, frontier, bodies = self._extend(conn, cur, batch)
-            finally:
-                cur.close()
+        if self._begin_raw:
+            size, frontier, bodies = self._commit_raw(batch)
+        else:
+            with self._write_tx(f"append {len(batch.items)} entries") as conn:
+                # DB-API statements on the transaction's own connection: this transaction
+                # is the hot loop of every append (an SQLAlchemy execute costs ~5x a cursor's).
+                cur = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+                try:
+                    size, frontier, bodies = self._extend(conn, cur, batch)
+                finally:
+                    cur.close()
         if frontier is not None:  # once committed
             self._frontier = frontier
             if self.recent is not None:
                 self.recent.add_bodies(size, bodies)
         return size
+
+    def _commit_raw(self, batch: _Batch) -> tuple[int, Frontier | None, list[bytes]]:
+        """SQLite: :meth:`_write_tx` and the batch's statements without its generator.
+
+        The same transaction, bound and failure handling as :meth:`_write_tx`, written
+        out for the one-entry commit every release pays: the driver's connection and
+        a cursor of it are kept with the writer's connection, and the description of
+        what failed is only built when something did.
+        """
+        try:
+            conn, cur = self._conn, self._cur
+            if conn is None or cur is None:  # _drop forgets both
+                conn = self._connection()
+                raw = conn.connection.dbapi_connection
+                cur = raw.cursor()  # type: ignore[union-attr]
+                self._raw, self._cur = raw, cur
+            try:
+                cur.execute("BEGIN IMMEDIATE")
+                done = self._extend(conn, cur, batch)
+                if conn.in_transaction():  # a guard's (or the frontier's) SQLAlchemy statement
+                    conn.commit()
+                else:
+                    self._raw.commit()
+            except BaseException:  # discarded: SQLite rolls back what the failure left open
+                self._drop()
+                raise
+            return done
+        except self._db_errors as exc:
+            if lock_timed_out(exc):
+                raise self._locked(f"append {len(batch.items)} entries") from exc
+            raise self.tree.failed(f"append {len(batch.items)} entries", exc) from exc
+
+    def _locked(self, what: str) -> AuditUnavailable:
+        return AuditUnavailable(
+            f"the audit database stayed locked for more than {self.lock_timeout:g} s "
+            f"while trying to {what}: the decision was refused (nothing took effect)",
+            obj=self.store.url,
+            remedy="find what holds the database's write lock (a long transaction, a "
+            "backup, another process) and end it, then retry; the refusal is audited "
+            "once the log can write again (STRONGROOM_DB_LOCK_TIMEOUT_S sets the bound)",
+        )
 
     def _extend(self, conn: Connection, cur: Any, batch: _Batch
                 ) -> tuple[int, Frontier | None, list[bytes]]:
@@ -623,7 +672,8 @@ class GroupCommitWriter:
         frontier = self._frontier
         if frontier is None or frontier.size != size:
             frontier = self.tree.load_frontier(conn, size)
-        frontier = frontier.copy()
+        # Extended in place, not copied: any failure from here on (the statements, the
+        # commit) makes _lead forget the frontier, so the next batch reloads it.
         sha = hashlib.sha256
         append = frontier.append
         entries = []
@@ -644,8 +694,13 @@ class GroupCommitWriter:
                 [n[0] for n in nodes], [n[1] for n in nodes], [n[2] for n in nodes], *head))
             moved = cur.rowcount
         else:
-            cur.executemany(self._insert_entry, entries)
-            if nodes:
+            if len(entries) == 1:  # a single row: execute, not executemany's iteration
+                cur.execute(self._insert_entry, entries[0])
+            else:
+                cur.executemany(self._insert_entry, entries)
+            if len(nodes) == 1:
+                cur.execute(self._insert_node, nodes[0])
+            elif nodes:
                 cur.executemany(self._insert_node, nodes)
             cur.execute(self._move_head, head)
             moved = cur.rowcount
