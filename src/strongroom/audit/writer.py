@@ -114,12 +114,14 @@ class _Done:
 class _Batch:
     """Appends that will commit together: one wake-up for all of them."""
 
-    __slots__ = ("done", "error", "first", "guarded", "indices", "items")
+    __slots__ = ("done", "error", "first", "groups", "guarded", "indices", "items")
 
     def __init__(self) -> None:
         self.items: list[EncodedEntry] = []
         # (position in items, guard, claim) of each conditional append
         self.guarded: list[tuple[int, AppendGuard, Any]] = []
+        # ``guarded`` by guard, made once the batch is closed (admit, then settle).
+        self.groups: list[tuple[AppendGuard, list[int], list[Any]]] | None = None
         self.done = _Done()
         self.first = -1
         # Each item's index (-1: refused by its guard) when a guard dropped any item.
@@ -545,12 +547,21 @@ class GroupCommitWriter:
 
     @staticmethod
     def _by_guard(batch: _Batch) -> list[tuple[AppendGuard, list[int], list[Any]]]:
+        """The closed batch's claims grouped by guard, in order (made once, kept on it)."""
+        if batch.groups is not None:
+            return batch.groups
+        guarded = batch.guarded
+        first = guarded[0][1]
+        if all(g is first for _, g, _ in guarded):  # one guard: every release batch
+            batch.groups = [(first, [o for o, _, _ in guarded], [c for _, _, c in guarded])]
+            return batch.groups
         groups: dict[int, tuple[AppendGuard, list[int], list[Any]]] = {}
-        for offset, guard, claim in batch.guarded:
+        for offset, guard, claim in guarded:
             group = groups.setdefault(id(guard), (guard, [], []))
             group[1].append(offset)
             group[2].append(claim)
-        return list(groups.values())
+        batch.groups = list(groups.values())
+        return batch.groups
 
     def _admit(self, conn: Connection, batch: _Batch, size: int) -> list[EncodedEntry]:
         """Ask each guard about its claims; return the items to write from index ``size``.
@@ -558,15 +569,19 @@ class GroupCommitWriter:
         When a guard drops any item, ``batch.indices`` maps every item to its index
         (-1 when dropped).
         """
-        keep = [True] * len(batch.items)
+        keep: list[bool] | None = None  # made when a guard refuses something
         for guard, offsets, claims in self._by_guard(batch):
             verdicts = list(guard.admit(conn, claims))
             if len(verdicts) != len(claims):
                 raise AuditUnavailable(f"an append guard answered {len(verdicts)} of "
                                        f"{len(claims)} claims", obj=self.origin)
+            if all(verdicts):
+                continue
+            if keep is None:
+                keep = [True] * len(batch.items)
             for offset, ok in zip(offsets, verdicts, strict=True):
                 keep[offset] = bool(ok)
-        if all(keep):
+        if keep is None:
             return batch.items
         indices: list[int] = []
         items: list[EncodedEntry] = []
