@@ -405,9 +405,8 @@ class ReleaseGate:
         observer = self.observer
         start = time.perf_counter()
         results: list[bytearray | StrongroomError | None] = [None] * len(requests)
-        # An observer that counts a batch at once (the metrics: ``allowed_many``) gets the
-        # batch's releases in one call after the loop; each release's time is still its own.
-        count_many = getattr(observer, "allowed_many", None)
+        # The observer counts the batch's releases in one call after the loop (the metrics
+        # write each counter once a batch); each release's time is still its own.
         took: list[float] = []
         released = 0
 
@@ -463,13 +462,10 @@ class ReleaseGate:
                     refused(i, exc)
                     continue
                 results[i] = key
-                if callable(count_many):
-                    took.append(time.perf_counter() - start)
-                    released += nbytes
-                elif observer is not None:
-                    observer.allowed(nbytes, time.perf_counter() - start)
-            if callable(count_many):
-                count_many(released, took)
+                took.append(time.perf_counter() - start)
+                released += nbytes
+            if observer is not None:
+                observer.allowed_many(released, took)
         return cast(list[bytearray | StrongroomError], results)  # every position was filled
 
     def _locate_all(self, requests: list[ReleaseRequest]

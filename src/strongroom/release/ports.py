@@ -198,6 +198,11 @@ class ReleaseObserver(Protocol):
         """A file key of ``nbytes`` plaintext bytes was released after ``seconds``."""
         ...
 
+    def allowed_many(self, nbytes: int, seconds: Sequence[float]) -> None:
+        """A batch released ``len(seconds)`` file keys of ``nbytes`` plaintext bytes in all,
+        each after its own entry of ``seconds``."""
+        ...
+
     def refused(self, reason: str, seconds: float) -> None:
         """A release was refused (class ``reason``) after ``seconds``."""
         ...
