@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import multiprocessing.synchronize
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -11,7 +13,6 @@ import pytest
 from strongroom.errors import InvalidInput
 from strongroom.server.errors import Unauthenticated
 from strongroom.server.nonce_table import SLOTS, SharedNonceTable
-from strongroom.store.nonces import SqliteNonceCache
 
 N = "n" * 24
 
@@ -80,10 +81,12 @@ def test_the_first_table_adopts_the_sqlite_file_of_earlier_releases(tmp_path: Pa
 
     legacy = tmp_path / "server-nonces.db"
     now = time.time()
-    old = SqliteNonceCache(legacy)
-    assert old.spend("k", N, expires=now + 60, now=now)
-    assert old.spend("k", N + "old", expires=now - 1, now=now - 70)
-    del old
+    with contextlib.closing(sqlite3.connect(legacy)) as old:  # as earlier releases kept it
+        old.execute("CREATE TABLE nonces (key TEXT NOT NULL, nonce TEXT NOT NULL, "
+                    "expires REAL NOT NULL, PRIMARY KEY (key, nonce))")
+        old.executemany("INSERT INTO nonces VALUES (?, ?, ?)",
+                        [("k", N, now + 60), ("k", N + "old", now - 1)])
+        old.commit()
     table = SharedNonceTable(tmp_path / "server-nonces.map", legacy=legacy)
     assert not table.spend("k", N, expires=now + 60, now=now)  # spent before the upgrade
     assert table.spend("k", N + "old", expires=now + 60, now=now)  # its window had closed

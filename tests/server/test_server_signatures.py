@@ -12,7 +12,6 @@ from strongroom.crypto.dsse import key_id
 from strongroom.server.errors import DigestMismatch, Unauthenticated, status_for
 from strongroom.server.nonce_table import SharedNonceTable
 from strongroom.server.signatures import Caller, MemoryNonceCache, RequestVerifier, sign_request
-from strongroom.store.nonces import SqliteNonceCache
 
 KEY = Ed25519PrivateKey.generate()
 KID = key_id(KEY.public_key())
@@ -109,7 +108,7 @@ def test_replay_refused_in_memory_and_across_processes(tmp_path: Path) -> None:
 
 
 def test_expired_nonces_are_forgotten(tmp_path: Path) -> None:
-    cache = SqliteNonceCache(tmp_path / "n.db")
+    cache = SharedNonceTable(tmp_path / "n.map")
     assert cache.spend("k", "n" * 20, expires=100.0, now=50.0)
     assert not cache.spend("k", "n" * 20, expires=100.0, now=60.0)
     assert cache.spend("k", "n" * 20, expires=300.0, now=200.0)

@@ -1,68 +1,28 @@
-"""Spent request nonces kept in storage: a SQLite file per host, or the database's table.
+"""Spent request nonces kept in the database's table, shared by every host on it.
 
 (:class:`StoreAttestNonces` keeps the gates' attestation nonces the same way:
 every host on the database spends them, once.)
 
 The server's RFC 9421 verifier (:mod:`strongroom.server.signatures`) refuses a
-signed request whose nonce was already spent; these are the two shared places
-it remembers them (the in-process one stays with the verifier)::
+signed request whose nonce was already spent; this is where it remembers them
+across hosts (the in-process one stays with the verifier; the workers of
+one host share :class:`strongroom.server.nonce_table.SharedNonceTable`)::
 
     nonces = StoreNonceCache(store)            # every host on one database (``server_nonces``)
-    nonces = SqliteNonceCache(home / "nonces.db")   # the workers of one host
     nonces.spend(key_id, nonce, expires, now)  # False: already spent (a replay)
 """
 
 from __future__ import annotations
 
-import sqlite3
 import threading
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from strongroom.datadir import create_private_file
 from strongroom.errors import InvalidInput
 
 if TYPE_CHECKING:  # SQLAlchemy loads only when a database cache is made (CLI start-up)
     from strongroom.store.db import Store
 
-__all__ = ["SqliteNonceCache", "StoreAttestNonces", "StoreNonceCache"]
-
-
-class SqliteNonceCache:
-    """Nonces shared by the worker processes of one host (a SQLite file in WAL mode)."""
-
-    #: spend() is one local WAL write (microseconds): fine on the event loop.
-    inline = True
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._local = threading.local()
-        self._next_prune = 0.0
-        create_private_file(path)  # 0600 before SQLite (and its -wal/-shm files) use it
-        conn = self._conn()
-        conn.execute("CREATE TABLE IF NOT EXISTS nonces (key TEXT NOT NULL, nonce TEXT NOT NULL,"
-                     " expires REAL NOT NULL, PRIMARY KEY (key, nonce))")
-        conn.commit()
-
-    def _conn(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = sqlite3.connect(self.path, timeout=10.0, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            self._local.conn = conn
-        return conn
-
-    def spend(self, key: str, nonce: str, expires: float, now: float) -> bool:
-        """Insert the nonce; False when a live row already holds it."""
-        conn = self._conn()
-        if now >= self._next_prune:
-            self._next_prune = now + 10.0
-            conn.execute("DELETE FROM nonces WHERE expires <= ?", (now,))
-        cur = conn.execute("INSERT INTO nonces (key, nonce, expires) VALUES (?, ?, ?) "
-                           "ON CONFLICT (key, nonce) DO UPDATE SET expires = excluded.expires "
-                           "WHERE nonces.expires <= ?", (key, nonce, expires, now))
-        return cur.rowcount == 1
+__all__ = ["StoreAttestNonces", "StoreNonceCache"]
 
 
 class StoreNonceCache:
