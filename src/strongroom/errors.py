@@ -38,6 +38,7 @@ __all__ = [
     "StorageError",
     "StrongroomError",
     "Throttled",
+    "WeakPublicKey",
     "WitnessConflict",
     "WitnessError",
     "WitnessProofRejected",
@@ -72,6 +73,20 @@ class InvalidInput(StrongroomError):
     """The caller gave something malformed: a bad argument, file or name."""
 
     exit_code = 2
+
+
+class WeakPublicKey(InvalidInput, ValueError):
+    """An Ed25519 public key no honest key generation produces: refused wherever a key enters.
+
+    A non-canonical encoding, a point off the curve, one of the 8 small-order
+    points or a point with a small-order component: under a small-order key a
+    forged signature (``R`` = identity, ``S`` = 0) verifies for any message in
+    OpenSSL. A ValueError too, as ``Ed25519PublicKey.from_public_bytes``'s errors.
+    """
+
+    default_remedy = ("have its holder make a new one (`strongroom keys new-identity --out "
+                      "FILE`) and use that .pub; key generation never makes such a key, so "
+                      "find out where this one came from")
 
 
 class ConfigError(StrongroomError):

@@ -33,7 +33,7 @@ from strongroom.access.evidence import GrantEvidence
 from strongroom.crypto import ed25519
 from strongroom.crypto.dsse import key_id
 from strongroom.crypto.ed25519 import SodiumEd25519PublicKey, public_key
-from strongroom.errors import AccessDenied
+from strongroom.errors import AccessDenied, WeakPublicKey
 from strongroom.release.request import ReleaseRequest, UsedNonces, sign_release_evidence
 from strongroom.server.errors import Unauthenticated
 from strongroom.server.signatures import Caller, MemoryNonceCache, RequestVerifier, sign_request
@@ -115,14 +115,25 @@ def test_wycheproof_vectors_libsodium_and_fallback() -> None:
     assert wrong == []
 
 
+def _sodium(raw: bytes) -> SodiumEd25519PublicKey:
+    """The key verifying through libsodium, past :func:`public_key`'s own check of it."""
+    return SodiumEd25519PublicKey(Ed25519PublicKey.from_public_bytes(raw), ed25519._SODIUM)
+
+
 def test_libsodium_refuses_small_order_and_noncanonical_keys_openssl_accepts() -> None:
-    """R = identity, S = 0 "verifies" every message under a small-order key in OpenSSL."""
+    """R = identity, S = 0 "verifies" every message under a small-order key in OpenSSL.
+
+    :func:`public_key` refuses such keys before any verify (tests/crypto/test_ed25519_keys.py);
+    libsodium's verify refuses them too, should one get past.
+    """
     forged = _IDENTITY + bytes(32)
     order_two = (_P - 1).to_bytes(32, "little")  # (0, -1)
     noncanonical = (_P + 1).to_bytes(32, "little")  # the identity, y encoded as p + 1
     for raw in (_IDENTITY, order_two, noncanonical):
-        assert not _verifies(public_key(raw), forged, b"release everything"), raw.hex()
-        assert not _verifies(public_key(raw), forged, b""), raw.hex()
+        with pytest.raises(WeakPublicKey):
+            public_key(raw)
+        assert not _verifies(_sodium(raw), forged, b"release everything"), raw.hex()
+        assert not _verifies(_sodium(raw), forged, b""), raw.hex()
     # The looser answer libsodium does not give (documents why stricter is right here).
     assert _verifies(_openssl(_IDENTITY), forged, b"release everything")
     assert _verifies(_openssl(noncanonical), forged, b"release everything")
@@ -166,7 +177,8 @@ def test_buffers_and_the_key_interface() -> None:
     der = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     assert key.public_bytes(*der) == openssl.public_bytes(*der)
     assert key == openssl and openssl == key and key == public_key(raw)
-    assert hash(key) == hash(public_key(raw)) and key != public_key(bytes(31) + b"\x01")
+    other = Ed25519PrivateKey.generate().public_key().public_bytes_raw()
+    assert hash(key) == hash(public_key(raw)) and key != public_key(other)
     assert raw.hex() in repr(key)
 
 

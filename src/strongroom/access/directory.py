@@ -44,6 +44,7 @@ from strongroom.access.fido import SecurityKey
 from strongroom.access.statements import VerifyCache
 from strongroom.artifacts import base_name as base_name  # re-exported: labels and Grants key on it
 from strongroom.crypto.dsse import ExternalKey, key_id
+from strongroom.crypto.ed25519 import check_public_key
 from strongroom.errors import IntegrityError, InvalidInput
 from strongroom.keys.officers import Officers
 from strongroom.store.db import Store
@@ -155,6 +156,8 @@ class Enrollment:
         _check_name(self.name, "principal name")
         if len(self.key) != 32:
             raise InvalidInput("an Ed25519 public key is 32 bytes", obj=self.name)
+        # a small-order key "signs" any approval: refused here, on enrolling and on reading
+        check_public_key(self.key, obj=f"enrollment of {self.name}")
         if self.mldsa_key:
             try:
                 MLDSA65PublicKey.from_public_bytes(self.mldsa_key)
@@ -537,9 +540,11 @@ def publish(store: Store, kind: str, env: str) -> str:
     st = statements.unverified_payload(env)
     if kind == "enrollment":
         try:
-            subject = key_id(Ed25519PublicKey.from_public_bytes(bytes.fromhex(str(st["key"]))))
+            raw = bytes.fromhex(str(st["key"]))
+            subject = key_id(Ed25519PublicKey.from_public_bytes(raw))
         except (KeyError, ValueError):
             raise InvalidInput("enrollment statement has no valid key", obj="enrollment") from None
+        check_public_key(raw, obj="enrollment statement")  # before anything is stored
         return statements.put(store, kind, env, subject=subject)
     if kind == "revocation":
         return statements.put(store, kind, env, subject=str(st.get("key_id", "")))

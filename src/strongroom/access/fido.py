@@ -48,6 +48,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from strongroom.access import statements
 from strongroom.crypto.dsse import canonical_json, pae
+from strongroom.crypto.ed25519 import checked
 from strongroom.errors import IntegrityError, InvalidInput
 
 if TYPE_CHECKING:
@@ -140,7 +141,7 @@ def _public_key(cose: bytes, alg: int) -> Ed25519PublicKey | ec.EllipticCurvePub
             x = key[-2]
             if not isinstance(x, bytes) or len(x) != 32:
                 raise ValueError("Ed25519 key is not 32 bytes")
-            return Ed25519PublicKey.from_public_bytes(x)
+            return checked(Ed25519PublicKey.from_public_bytes(x), obj="security key")
         if alg == -257 and key.get(1) == 3:
             n, e = key[-1], key[-2]
             if not isinstance(n, bytes) or not isinstance(e, bytes) or len(n) < 256:

@@ -39,15 +39,19 @@ KeyOpt = Annotated[
 def _pinned(text: str | None) -> Ed25519PublicKey | None:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+    from strongroom.crypto.ed25519 import checked
+
     text = text or os.environ.get("STRONGROOM_MANIFEST_KEY")
     if not text:
         return None
     try:
-        return Ed25519PublicKey.from_public_bytes(base64.b64decode(text, validate=True))
+        raw = base64.b64decode(text, validate=True)
+        key = Ed25519PublicKey.from_public_bytes(raw)
     except ValueError as exc:
         raise InvalidInput("not an Ed25519 public key in base64", obj="--manifest-key",
                            remedy="give the key `strongroom keys public` prints for "
                            "'manifest'") from exc
+    return checked(key, obj="--manifest-key")
 
 
 @backup_app.command("create")

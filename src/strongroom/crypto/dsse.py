@@ -25,6 +25,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from strongroom.crypto import ed25519
 from strongroom.errors import IntegrityError, InvalidInput
 
 __all__ = [
@@ -34,6 +35,7 @@ __all__ = [
     "loads",
     "pae",
     "parse_envelope",
+    "refuse_weak_key",
     "sign_statement",
     "verify_statement",
 ]
@@ -160,6 +162,17 @@ def parse_envelope(envelope: str | bytes, payload_type: str, *,
     return payload, signatures
 
 
+def refuse_weak_key(public: Ed25519PublicKey, kid: str, obj: str) -> None:
+    """IntegrityError if a trusted key is one no key generation makes (a key row written
+    by hand: under a small-order key OpenSSL accepts a forged signature for any message)."""
+    reason = ed25519.weakness(public.public_bytes_raw())
+    if reason is not None:
+        raise IntegrityError(f"trusted key {kid} is refused: it {reason}", obj=obj,
+                             remedy="the key was not made by key generation; treat where it "
+                                    "is stored as tampered with and restore it from a "
+                                    "trusted copy")
+
+
 def verify_statement(
     envelope: str | bytes,
     payload_type: str,
@@ -183,6 +196,7 @@ def verify_statement(
         public = trusted.get(kid) if isinstance(kid, str) else None
         if public is None or kid in good:
             continue
+        refuse_weak_key(public, str(kid), obj)
         try:
             public.verify(base64.b64decode(entry.get("sig", ""), validate=True), message)
         except (InvalidSignature, ValueError) as exc:

@@ -122,6 +122,8 @@ def verify_hybrid_statement(envelope: str | bytes, payload_type: str,
                 complete = False
                 missing.append(kid)
                 continue
+            if isinstance(public, Ed25519PublicKey):
+                dsse.refuse_weak_key(public, kid, obj)
             try:
                 public.verify(sig, message)
             except InvalidSignature:

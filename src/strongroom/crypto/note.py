@@ -39,6 +39,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from strongroom.crypto.ed25519 import check_public_key, weakness
 from strongroom.errors import InvalidInput, NoteError
 
 __all__ = [
@@ -151,6 +152,8 @@ class _Key:
         return f"{self.name}+{self.key_id:08x}+{material}"
 
     def _check(self, message: bytes, sig: bytes) -> bool:
+        if weakness(_raw_public(self.public)) is not None:
+            return False  # under a small-order key OpenSSL accepts forgeries (crypto.ed25519)
         try:
             self.public.verify(sig, message)
         except InvalidSignature:
@@ -321,6 +324,7 @@ def new_verifier(vkey: str) -> Ed25519Verifier | CosignatureVerifier:
         raise InvalidInput("verifier key ID does not match its key", obj=name)
     if key[0] not in _ALGORITHMS or len(key) != 33:
         raise InvalidInput(f"unsupported verifier key type 0x{key[0]:02x}", obj=name)
+    check_public_key(key[1:], obj=f"verifier key {name}")  # a small-order key signs anything
     public = Ed25519PublicKey.from_public_bytes(key[1:])
     if key[0] == SIG_ED25519:
         return Ed25519Verifier(name, public)

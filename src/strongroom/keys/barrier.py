@@ -38,6 +38,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from sqlalchemy import select
 
 from strongroom.crypto.dsse import key_id
+from strongroom.crypto.ed25519 import checked
 from strongroom.errors import IntegrityError
 from strongroom.store.db import Store
 from strongroom.store.tables.keys import KeyringEntry, KeyringState
@@ -243,7 +244,8 @@ class Barrier:
                                                         bool(v["retired"]), str(v["created"]))
                 for path, v in entries.items() if path.startswith(KEK_PREFIX)
             }
-            officer_keys = [Ed25519PublicKey.from_public_bytes(unb64(k)) for k in officers["keys"]]
+            officer_keys = [checked(Ed25519PublicKey.from_public_bytes(unb64(k)), obj="officer key")
+                            for k in officers["keys"]]
             officer_threshold = int(officers["threshold"])
             officer_mldsa = {str(kid): MLDSA65PublicKey.from_public_bytes(unb64(v))
                              for kid, v in dict(officers.get("mldsa") or {}).items()}

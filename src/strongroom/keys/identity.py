@@ -39,6 +39,7 @@ from cryptography.hazmat.primitives.asymmetric.mldsa import MLDSA65PrivateKey, M
 
 from strongroom.crypto import bech32
 from strongroom.crypto.dsse import key_id
+from strongroom.crypto.ed25519 import check_public_key
 from strongroom.errors import InvalidInput, NotFound
 from strongroom.outputs import write_output
 
@@ -120,6 +121,10 @@ class PublicIdentity:
     #: Raw ML-DSA-65 public key of a hybrid identity; empty for a classical one.
     mldsa_bytes: bytes = b""
 
+    def __post_init__(self) -> None:
+        # a small-order key would "sign" anything (crypto.ed25519.check_public_key)
+        check_public_key(self.public_bytes, obj=self.name or "public key")
+
     @property
     def mldsa_key(self) -> MLDSA65PublicKey | None:
         """The ML-DSA-65 public key, or None for a classical identity."""
@@ -156,6 +161,7 @@ class PublicIdentity:
         """Parse public key file text (an ``sr-ed25519-pub1...`` line)."""
         data, name, pq = _parse(text, PUBLIC_HRP, "strongroom Ed25519 public key", obj,
                                 (MLDSA_PUBLIC_HRP, _MLDSA_PUBLIC_LEN))
+        check_public_key(data, obj=obj)  # names the file, not only the key's name
         if pq:
             try:
                 MLDSA65PublicKey.from_public_bytes(pq)

@@ -26,6 +26,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.mldsa import MLDSA65PrivateKey, MLDSA65PublicKey
 
+from strongroom.crypto.ed25519 import checked
 from strongroom.crypto.hybrid_sig import verify_pinned
 from strongroom.errors import AccessDenied, IntegrityError
 
@@ -49,7 +50,7 @@ class Officers:
         """The officers among a key service's raw public keys (``officer:``/``officer-mldsa65:``)."""
         try:
             ed = {
-                k[len(OFFICER_PREFIX) :]: Ed25519PublicKey.from_public_bytes(v)
+                k[len(OFFICER_PREFIX) :]: checked(Ed25519PublicKey.from_public_bytes(v))
                 for k, v in raw.items()
                 if k.startswith(OFFICER_PREFIX)
             }
@@ -60,7 +61,7 @@ class Officers:
             }
         except ValueError as exc:
             raise IntegrityError(
-                "the keyring reports a malformed officer key",
+                f"the keyring reports a malformed officer key ({exc})",
                 obj="officers",
                 remedy="restore the keyring tables from a trusted backup",
             ) from exc

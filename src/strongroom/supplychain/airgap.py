@@ -69,6 +69,7 @@ from cryptography.hazmat.primitives.asymmetric.mldsa import MLDSA65PrivateKey, M
 
 from strongroom.crypto import age
 from strongroom.crypto.dsse import sign_statement, verify_statement
+from strongroom.crypto.ed25519 import checked
 from strongroom.crypto.hybrid_sig import (
     PinnedSigner,
     add_mldsa_signature,
@@ -432,7 +433,8 @@ def verify_bundle(root: Path, *, sender: PublicIdentity, enclave: str,
             raise _refuse(f"{obj}/{rel}", f"file is {size} bytes, the signed manifest says {info['size']}")
         if digest != info["sha256"]:
             raise _refuse(f"{obj}/{rel}", "file content differs from the signed manifest (tampered)")
-    manifest_key = Ed25519PublicKey.from_public_bytes(base64.b64decode(source["manifest_key"]))
+    manifest_key = checked(Ed25519PublicKey.from_public_bytes(
+        base64.b64decode(source["manifest_key"])), obj=f"{obj}: manifest key")
     manifest = Manifest.verify((root / "manifest.dsse").read_text(encoding="utf-8"), manifest_key,
                                obj=f"{obj}/manifest.dsse")
     if manifest.ref != artifact:
