@@ -7,13 +7,14 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from strongroom.errors import AccessDenied, IntegrityError, InvalidInput, Sealed
+from strongroom.errors import AccessDenied, IntegrityError, InvalidInput, Sealed, WeakPublicKey
 from threshold_fixtures import admin_statement, inprocess_keyservers
 
 
 def test_admin_statements_are_officer_signed_and_single_use(tmp_path: Path) -> None:
     principal = Ed25519PrivateKey.generate().public_key().public_bytes_raw()
-    servers, commitments = inprocess_keyservers(tmp_path, 2, 2, bytes(32), [principal])
+    manifest_key = Ed25519PrivateKey.generate().public_key().public_bytes_raw()
+    servers, commitments = inprocess_keyservers(tmp_path, 2, 2, manifest_key, [principal])
     ks = servers[0]
     try:
         status = ks.server.status()
@@ -26,7 +27,15 @@ def test_admin_statements_are_officer_signed_and_single_use(tmp_path: Path) -> N
         # a statement is spent once, and stays spent after the server restarts
         import base64
 
-        stmt = admin_statement(ks.officer, "setup", index=1, manifest_key=base64.b64encode(bytes(32)).decode(),
+        # a key no key generation makes (here the small-order point of all zero bytes) is refused
+        # by name, before anything is set up
+        weak = base64.b64encode(bytes(32)).decode()
+        with pytest.raises(WeakPublicKey, match=r"keyserver-admin setup.*small order"):
+            ks.server.admin(admin_statement(ks.officer, "setup", index=1, manifest_key=weak, principals=[]))
+        with pytest.raises(WeakPublicKey, match="small order"):
+            ks.server.admin(admin_statement(ks.officer, "setup", index=1, principals=[weak],
+                                            manifest_key=base64.b64encode(principal).decode()))
+        stmt = admin_statement(ks.officer, "setup", index=1, manifest_key=base64.b64encode(manifest_key).decode(),
                                principals=[])
         ks.server.admin(stmt)
         with pytest.raises(AccessDenied):

@@ -63,6 +63,7 @@ from cryptography.hazmat.primitives.asymmetric.mldsa import MLDSA65PublicKey
 from strongroom.crypto import age
 from strongroom.crypto.age_pq import HybridIdentity
 from strongroom.crypto.dsse import key_id, sign_statement
+from strongroom.crypto.ed25519 import check_public_key, checked
 from strongroom.errors import (
     AccessDenied,
     ConfigError,
@@ -71,6 +72,7 @@ from strongroom.errors import (
     NotFound,
     Sealed,
     StrongroomError,
+    WeakPublicKey,
 )
 from strongroom.keys.config import KeysSettings
 from strongroom.keys.officers import Officers
@@ -554,12 +556,13 @@ class KeyServer:
         obj = "keyserver-admin setup"
         try:
             index = int(st["index"])
-            Ed25519PublicKey.from_public_bytes(base64.b64decode(st["manifest_key"], validate=True))
-            principals = {key_id(Ed25519PublicKey.from_public_bytes(base64.b64decode(p, validate=True))): p
-                          for p in st.get("principals", [])}
+            _key(st["manifest_key"])
+            principals = {key_id(_key(p)): p for p in st.get("principals", [])}
             officers = _keys(list(st.get("officers", [])))
             officers_mldsa = _mldsa_keys(dict(st.get("officers_mldsa") or {}))
             officer_threshold = int(st.get("officer_threshold", 0))
+        except WeakPublicKey as exc:
+            raise WeakPublicKey(exc.message, obj=obj) from None
         except (KeyError, TypeError, ValueError) as exc:
             raise InvalidInput("setup needs index, manifest_key, and officers with officer_threshold (the Grant "
                                "rule) or principals (base64 Ed25519 keys)", obj=obj) from exc
@@ -719,8 +722,14 @@ def _mldsa_keys(encoded: Mapping[str, str]) -> dict[str, MLDSA65PublicKey]:
 
 def _keys(encoded: Sequence[str]) -> dict[str, Ed25519PublicKey]:
     """Base64 Ed25519 public keys by DSSE key id (raises ValueError on a malformed one)."""
-    keys = [Ed25519PublicKey.from_public_bytes(base64.b64decode(p, validate=True)) for p in encoded]
+    keys = [_key(p) for p in encoded]
     return {key_id(k): k for k in keys}
+
+
+def _key(encoded: str) -> Ed25519PublicKey:
+    """The base64 Ed25519 public key ``encoded``: ValueError on a malformed one, and
+    :class:`WeakPublicKey` on one no key generation makes (small-order, non-canonical)."""
+    return checked(Ed25519PublicKey.from_public_bytes(base64.b64decode(encoded, validate=True)))
 
 
 #: Statement kinds a key server's Grant rule reads. Break-glass is stored only to name it when
@@ -758,7 +767,7 @@ def _writer(store: Store, kind: str, env: str) -> Callable[[], str]:
     st = statements.unverified_payload(env)
     try:
         if kind == "enrollment":
-            Ed25519PublicKey.from_public_bytes(bytes.fromhex(str(st["key"])))
+            check_public_key(bytes.fromhex(str(st["key"])), obj=f"enrollment of {st.get('name', '?')}")
         if kind in ("enrollment", "revocation", "label"):
             return lambda: publish(store, kind, env)
         if kind == "policy":
@@ -783,6 +792,8 @@ def _writer(store: Store, kind: str, env: str) -> Callable[[], str]:
             return lambda: submit_break_glass(store, env)
         grant = str(st["grant"])  # grant-revocation
         return lambda: statements.put(store, kind, env, subject=grant)
+    except WeakPublicKey:
+        raise
     except (KeyError, TypeError, ValueError, IntegrityError) as exc:
         raise InvalidInput(f"a {kind} statement lacks its fields ({type(exc).__name__})", obj=kind,
                            remedy="send the statement exactly as it was signed") from None
