@@ -9,14 +9,15 @@ naming where it is, and a secret is stored only as its HMAC however deep.
 from __future__ import annotations
 
 import enum
+import json
 import re
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
-from strongroom.audit.entry import EntryEncoder, canonical_json
-from strongroom.audit.redaction import Redactor, Secret
+from strongroom.audit.entry import EntryEncoder, canonical_json, format_time, utcnow
+from strongroom.audit.redaction import SECRET_FIELDS, Redactor, Secret
 from strongroom.errors import InvalidInput
 
 SALT = bytes(range(16))
@@ -41,6 +42,7 @@ class _Level(enum.IntEnum):
         ({"a": {"b": {"c": 0.1}}}, "details.a.b.c"),
         ({"a": [1, {"b": 2.0}]}, "details.a[1].b"),
         ({"a": (1, 2, float("nan"))}, "details.a[2]"),
+        ({"n": 1, "a": ["x", 2.5]}, "details.a[1]"),
     ],
 )
 def test_a_float_anywhere_is_refused_naming_where(details: dict[str, Any], where: str) -> None:
@@ -112,8 +114,10 @@ def test_encoding_is_the_canonical_json_of_the_record(text: str, shard: str | No
     flat = {"z": text, "n": -(2**70), "t": True, "f": False, "none": None, "password": text,
             text + "k": 0}
     reason = text
+    plain = {k: v for k, v in flat.items() if k != "password"}  # nothing to redact
+    plain["approvers"] = ["alice", text, 3, None, True]
     for actor, details in (("alice" + text, nested), (_Name("alice"), flat), ("bob", {}),
-                           ("carol", flat)):
+                           ("carol", flat), ("dave", plain)):
         head, tail = enc.encode(actor, "key." + text, "m@1" + text, "allow", reason,
                                 request_id, details, shard, nbytes)
         record: dict[str, Any] = {
@@ -126,3 +130,28 @@ def test_encoding_is_the_canonical_json_of_the_record(text: str, shard: str | No
         if nbytes is not None:
             record["bytes"] = int(nbytes)
         assert head + b"41" + tail == canonical_json(record)
+
+
+@pytest.mark.parametrize("key", sorted(SECRET_FIELDS))
+def test_a_secret_key_in_flat_details_is_redacted(key: str) -> None:
+    """Flat details of plain scalars skip the redacted copy, never a secret under its key."""
+    for name in (key, key.upper()):
+        body = _encode({"a": 1, "b": "visible", name: "s3cr3t-value", "z": None})
+        assert b"s3cr3t-value" not in body
+        listed = _encode({"a": ["x"], "b": "visible", name: ["s3cr3t-value", "x"]})
+        assert b"s3cr3t-value" not in listed
+        assert Redactor(SALT).hmac("s3cr3t-value").encode() in listed
+        assert Redactor(SALT).hmac("s3cr3t-value").encode() in body
+        assert b'"b":"visible"' in body
+
+
+def test_the_default_clock_writes_the_time_as_format_time_does() -> None:
+    """The default clock's text (made once a second) has format_time's form and is now."""
+    enc = EntryEncoder(Redactor(SALT), utcnow)
+    before = datetime.now(UTC).replace(microsecond=0)
+    head, tail = enc.encode("alice", "key.release", "m@1", "allow", "", None, None, None, None)
+    after = datetime.now(UTC)
+    when = json.loads(head + b"0" + tail)["time"]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", when)
+    assert before <= datetime.fromisoformat(when[:-1] + "+00:00") <= after
+    assert len(when) == len(format_time(after))

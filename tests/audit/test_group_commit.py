@@ -12,7 +12,7 @@ from strongroom.audit import AuditLog, InclusionProof
 from strongroom.audit.entry import EntryEncoder, format_time
 from strongroom.audit.redaction import Redactor
 from strongroom.crypto.note import Ed25519Signer
-from strongroom.errors import InvalidInput
+from strongroom.errors import AuditUnavailable, InvalidInput
 from strongroom.store.db import Store
 
 from audit_helpers import ORIGIN
@@ -182,6 +182,33 @@ def test_appends_queued_behind_a_commit_are_led_by_one_of_their_callers(
         assert guard.threads[0] is first and guard.threads[1] in later
         assert sorted(i for i in got.values() if i is not None) == list(range(9))
         assert all(log.event(i).actor == name for name, i in got.items() if i is not None)
+    finally:
+        log.close()
+
+
+def test_an_append_queued_past_its_timeout_is_refused_and_the_log_goes_on(
+    store: Store, signer: Ed25519Signer
+) -> None:
+    """A follower whose batch has not committed within ``append_timeout`` gets
+    AuditUnavailable (it must refuse its decision); its entry stays queued and commits
+    with the next batch, and later appends get their indices as usual."""
+    log = AuditLog(store, signer, ORIGIN, append_timeout=0.2)
+    try:
+        guard = _ThreadSeen()
+        guard.go.clear()
+        got: list[int | None] = []
+        first = threading.Thread(target=lambda: got.append(log.append_if(
+            guard, "c", actor="first", action="x", obj="o", decision="allow")))
+        first.start()
+        assert guard.held.wait(10)  # the leader is inside its transaction
+        with pytest.raises(AuditUnavailable, match="not durable after"):
+            log.append(actor="late", action="x", obj="o", decision="allow")
+        assert log._writer._batch.done.waiters == []  # no longer waiting
+        guard.go.set()
+        first.join()
+        assert got == [0]
+        assert log.append(actor="next", action="x", obj="o", decision="allow") == 2
+        assert [e.actor for e in log.events(0, 3)] == ["first", "late", "next"]
     finally:
         log.close()
 

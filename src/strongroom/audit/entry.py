@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import json
 import json.encoder
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
 from typing import Any
 
-from strongroom.audit.redaction import Redactor
+from strongroom.audit.redaction import Redactor, _secret_key
 from strongroom.crypto.dsse import canonical_json as dsse_canonical_json
 from strongroom.errors import IntegrityError, InvalidInput
 from strongroom.timefmt import parse_utc
@@ -51,6 +52,53 @@ EncodedEntry = tuple[bytes, bytes]
 def utcnow() -> datetime:
     """The default audit clock: now, in UTC."""
     return datetime.now(UTC)
+
+
+def _reject(value: Any) -> Any:
+    raise InvalidInput(f"{type(value).__name__} cannot go into an audit entry")
+
+
+#: Canonical JSON of checked values in C: the options of
+#: :func:`strongroom.crypto.dsse.canonical_json`'s encoder (sorted keys, no spaces,
+#: ``ensure_ascii=False``) called directly, without ``JSONEncoder.encode``'s set-up per
+#: call or its circular-reference map (a checked value has no cycles: the check recurses
+#: first). None where the interpreter has no C encoder (then the encoder's own path).
+def _c_encoder() -> Callable[[Any, int], Any] | None:
+    make = getattr(json.encoder, "c_make_encoder", None)
+    escape = getattr(json.encoder, "c_encode_basestring", None)
+    if make is None or escape is None:
+        return None
+    # (markers, default, encoder, indent, key separator, item separator, sort_keys,
+    # skipkeys, allow_nan), as JSONEncoder.iterencode passes them.
+    encoder: Callable[[Any, int], Any] = make(None, _reject, escape, None, ":", ",", True,
+                                              False, False)
+    return encoder
+
+
+_C_ENCODE = _c_encoder()
+
+
+def _json(value: Any) -> bytes:
+    """Canonical JSON of a checked value (the same bytes as ``dsse.canonical_json``)."""
+    if _C_ENCODE is None:
+        return dsse_canonical_json(value, checked=True)
+    return "".join(_C_ENCODE(value, 0)).encode("utf-8")
+
+
+#: The whole second of the last entry written with the default clock, and its text.
+_second: tuple[int, str] = (-1, "")
+
+
+def _now_text() -> str:
+    """``format_time(utcnow())`` without a datetime an entry: the text of the current
+    second is made once a second, the microseconds added to it (floored, as ``utcnow``)."""
+    global _second
+    sec, ns = divmod(time.time_ns(), 1_000_000_000)
+    cached = _second
+    if cached[0] != sec:
+        cached = (sec, datetime.fromtimestamp(sec, UTC).isoformat(timespec="seconds")[:-6])
+        _second = cached
+    return f"{cached[1]}.{ns // 1000:06d}Z"
 
 
 def format_time(t: datetime) -> str:
@@ -90,23 +138,6 @@ def _check_json(value: Any, where: str) -> None:
             _check_json(v, f"{where}[{i}]")
     elif not (value is None or isinstance(value, str | int | bool)):
         raise InvalidInput(f"{where}: {type(value).__name__} cannot go into an audit entry")
-
-
-def _flat_json(details: dict[str, Any]) -> bytes:
-    """Canonical JSON of checked ``details``: a flat mapping of plain scalars written here
-    (sorted keys, the encoder's escaping and ``int`` form), anything deeper by the encoder."""
-    parts = []
-    for k, v in sorted(details.items()):
-        kind = type(v)
-        if kind is str:
-            parts.append(_string(k) + ":" + _string(v))
-        elif kind is int:
-            parts.append(_string(k) + ":" + int.__repr__(v))
-        elif v is None or kind is bool:
-            parts.append(_string(k) + (":null" if v is None else ":true" if v else ":false"))
-        else:
-            return dsse_canonical_json(details, checked=True)
-    return ("{" + ",".join(parts) + "}").encode("utf-8")
 
 
 def canonical_json(value: Any, *, checked: bool = False) -> bytes:
@@ -179,12 +210,23 @@ class AuditEvent:
         return out
 
 
+def _plain_items(values: list[Any]) -> bool:
+    """Whether every item of ``values`` is an exact ``str``, ``int``, ``bool`` or None."""
+    for v in values:
+        kind = type(v)
+        if not (kind is str or kind is int or kind is bool or v is None):
+            return False
+    return True
+
+
 class EntryEncoder:
     """Turns a decision's fields into an :data:`EncodedEntry` (redacted, timestamped)."""
 
     def __init__(self, redactor: Redactor, clock: Callable[[], datetime]) -> None:
         self.redactor = redactor
         self.clock = clock
+        # The default clock's text without a datetime an entry (_now_text).
+        self._now: Callable[[], str] | None = _now_text if clock is utcnow else None
 
     def encode(
         self,
@@ -192,40 +234,45 @@ class EntryEncoder:
         action: str,
         obj: str,
         decision: str,
-        reason: str,
-        request_id: str | None,
-        details: Mapping[str, Any] | None,
-        shard: str | None,
-        nbytes: int | None,
+        reason: str = "",
+        request_id: str | None = None,
+        details: Mapping[str, Any] | None = None,
+        shard: str | None = None,
+        nbytes: int | None = None,
     ) -> EncodedEntry:
-        """Check and encode one decision; raises :class:`InvalidInput` for bad fields."""
-        if not (type(actor) is str and type(action) is str and type(obj) is str
-                and type(decision) is str and actor and action and obj and decision):
-            for name, value in (("actor", actor), ("action", action), ("object", obj),
-                                ("decision", decision)):
-                if not isinstance(value, str) or not value:
-                    raise InvalidInput(f"audit event needs a non-empty {name}")
-        if not isinstance(reason, str) or not (request_id is None or isinstance(request_id, str)):
-            raise InvalidInput("audit reason and request id must be strings")
-        redacted = self.redactor.redact(details) if details else {}
-        if redacted:
-            _check_json(redacted, "details")
+        """Check and encode one decision; raises :class:`InvalidInput` for bad fields.
+
+        The parameters are an event's keywords (:meth:`AuditLog.append`'s), so an
+        event mapping encodes as ``encode(**event)``.
+        """
         if (type(actor) is str and type(action) is str and type(obj) is str
                 and type(decision) is str and type(reason) is str
+                and actor and action and obj and decision
                 and (shard is None or type(shard) is str)
                 and (request_id is None or type(request_id) is str)):
-            # The fields in canonical (sorted) order, each string through the encoder's own
-            # escaping: the same bytes as the record below, without building and sorting it.
-            when = format_time(self.clock())
+            # Every field a plain, valid str (the checks below pass): the fields in canonical
+            # (sorted) order, each string through the encoder's own escaping, the same bytes
+            # as the record below without building and sorting it.
+            details_json = self._details(details) if details else b"{}"
+            now = self._now
+            when = now() if now is not None else format_time(self.clock())
             front = ('{"action":' + _string(action) + ',"actor":' + _string(actor)
                     + ("" if nbytes is None else ',"bytes":' + int.__repr__(int(nbytes)))
                     + ',"decision":' + _string(decision) + ',"details":').encode("utf-8")
-            details_json = _flat_json(redacted) if redacted else b"{}"
             back = (',"object":' + _string(obj) + ',"reason":' + _string(reason)
                     + ',"request_id":' + ("null" if request_id is None else _string(request_id))
                     + ("" if shard is None else ',"shard":' + _string(shard))
                     + ',"time":' + _string(when) + "}")
             return front + details_json + b',"index":', back.encode("utf-8")
+        for name, value in (("actor", actor), ("action", action), ("object", obj),
+                            ("decision", decision)):
+            if not isinstance(value, str) or not value:
+                raise InvalidInput(f"audit event needs a non-empty {name}")
+        if not isinstance(reason, str) or not (request_id is None or isinstance(request_id, str)):
+            raise InvalidInput("audit reason and request id must be strings")
+        redacted = self.redactor.redact(details) if details else {}
+        if redacted:
+            _check_json(redacted, "details")
         record: dict[str, Any] = {
             "index": 0,
             "time": format_time(self.clock()),
@@ -244,6 +291,35 @@ class EntryEncoder:
         body = canonical_json(record, checked=True)
         head, _, tail = body.rpartition(_INDEX_PLACEHOLDER)
         return head + INDEX_KEY, tail
+
+    def _details(self, details: Mapping[str, Any]) -> bytes:
+        """The canonical JSON of non-empty ``details``, redacted and checked.
+
+        Details that are a flat dict of plain scalars (exact ``str``, ``int``, ``bool``
+        or None) and lists of them under string keys, with no string under a secret
+        key, have nothing to redact or refuse: they are encoded as they are, without the redacted copy
+        and the type check's second pass. Anything else takes the redactor and the check.
+        """
+        if type(details) is dict:
+            for k, v in details.items():
+                kind = type(v)
+                if type(k) is not str:
+                    break
+                if kind is str:
+                    if _secret_key(k):
+                        break
+                elif kind is list:  # a Grant's approvers: plain strings, none a secret
+                    if _secret_key(k) or not _plain_items(v):
+                        break
+                elif not (kind is int or kind is bool or v is None):
+                    break
+            else:
+                return _json(details)
+        redacted = self.redactor.redact(details)
+        if not redacted:
+            return b"{}"
+        _check_json(redacted, "details")
+        return _json(redacted)
 
     def refusal(self, item: EncodedEntry, error: BaseException) -> EncodedEntry:
         """A failed batch's entry as the refusal it became (its fields already redacted)."""

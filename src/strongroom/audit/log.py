@@ -161,9 +161,7 @@ class AuditLog:
         """Record one decision durably and return its index; raises AuditUnavailable."""
         item = self._encoder.encode(actor, action, obj, decision, reason, request_id, details,
                                     shard, nbytes)
-        index = self._writer.append([item])[0]
-        assert index is not None  # only guarded appends are ever dropped
-        return index
+        return self._writer.append_one(item)
 
     def append_if(
         self,
@@ -215,6 +213,11 @@ class AuditLog:
             items, claims=[(i, guard, claim) for i, (claim, _) in enumerate(claimed)])
 
     def _encode(self, event: Mapping[str, Any]) -> EncodedEntry:
+        if type(event) is dict:
+            try:  # the event's keywords are the encoder's parameters
+                return self._encoder.encode(**event)
+            except TypeError:
+                pass  # a field unknown or missing (or of a bad type): named below
         kw = dict(event)
         item = self._encoder.encode(
             kw.pop("actor"), kw.pop("action"), kw.pop("obj"), kw.pop("decision"),

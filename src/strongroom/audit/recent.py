@@ -54,8 +54,7 @@ class RecentEntries:
             if top == first:  # one entry: every release's commit
                 items[first] = bodies[0]
             else:
-                for i, body in enumerate(bodies, first):
-                    items[i] = body
+                items.update(zip(range(first, top + 1), bodies, strict=True))
             if top > self._top:
                 self._top = top
             if len(items) > self.capacity + self.capacity // 4:

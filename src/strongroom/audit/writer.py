@@ -23,7 +23,6 @@ same transaction. :class:`strongroom.audit.log.AuditLog` owns one writer::
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import threading
 import time
@@ -71,6 +70,10 @@ _WRITE_BATCH = (
     "n AS (INSERT INTO audit_nodes (level, idx, hash) "
     "SELECT * FROM unnest(%s::smallint[], %s::bigint[], %s::bytea[])) "
     "UPDATE audit_head SET size = %s, root = %s WHERE id = 1 AND size = %s")
+#: A leader lets the callers its predecessor woke join its batch (_let_join) when that
+#: batch woke this many or more, for at most this many turns of the GIL.
+_LET_JOIN_AFTER = 8
+_LET_JOIN_TURNS = 4
 #: Refusals kept in memory while the store cannot take them (oldest dropped beyond).
 _MAX_UNRECORDED = 10_000
 
@@ -223,6 +226,7 @@ class GroupCommitWriter:
         self._expected = 0  # announced appends (expecting()) not yet enqueued
         self._gathering = False
         self._announced = threading.local()
+        self._woken = 0  # callers the last finished batch woke (_let_join)
 
     # -- callers --------------------------------------------------------------
 
@@ -259,9 +263,10 @@ class GroupCommitWriter:
         """:meth:`enqueue` with the lock held."""
         if self._closed:
             raise AuditUnavailable("the audit log is closed", remedy="open the log again")
-        announced = self._announced
-        if getattr(announced, "pending", False):
-            announced.pending = False
+        # No thread announced an append (expecting()): this one did not either, and the
+        # thread-local flag is not read (a missing attribute raises inside getattr).
+        if self._expected and getattr(self._announced, "pending", False):
+            self._announced.pending = False
             self._expected -= 1
         batch = self._batch
         offset = len(batch.items)
@@ -284,18 +289,46 @@ class GroupCommitWriter:
         commit is under way, registering as its follower in one hold of it
         halves the lock traffic of an append.
         """
+        batch, offset, waiter = self._join(items, guarded, claims)
+        if waiter is None:
+            self._lead()
+        return self._await(batch, offset, len(items), waiter)
+
+    def _join(self, items: list[EncodedEntry], guarded: tuple[AppendGuard, Any] | None,
+              claims: Sequence[tuple[int, AppendGuard, Any]]) -> tuple[_Batch, int, Any]:
+        """Queue ``items`` and, in the same hold of the lock, lead (waiter None) or follow."""
         with self._lock:
             batch, offset = self._queue(items, guarded, claims)
             if self._inflight is None:
                 self._inflight = batch  # this thread leads it: claimed under the lock
-                waiter = None
-            else:
-                waiter = _allocate_lock()
-                waiter.acquire()
-                batch.done.waiters.append(waiter)
+                return batch, offset, None
+            waiter = _allocate_lock()
+            waiter.acquire()
+            batch.done.waiters.append(waiter)
+            return batch, offset, waiter
+
+    def append_one(self, item: EncodedEntry) -> int:
+        """:meth:`append` of one unconditional item: its index once durable.
+
+        Every :meth:`AuditLog.append` comes here: the same queueing and waiting as
+        :meth:`append`, without the lists around one item; a follower woken with its
+        batch committed returns its index straight away.
+        """
+        batch, offset, waiter = self._join([item], None, ())
         if waiter is None:
             self._lead()
-        return self._await(batch, offset, len(items), waiter)
+        elif not waiter.acquire(timeout=self.append_timeout):
+            return self._index(self._await(batch, offset, 1, waiter, expired=True))
+        if batch.done.flag and batch.error is None and batch.indices is None:
+            return batch.first + offset
+        # Made the next leader (or the batch failed): the general path.
+        return self._index(self._await(batch, offset, 1, None))
+
+    @staticmethod
+    def _index(found: list[int | None]) -> int:
+        index = found[0]
+        assert index is not None  # only guarded appends are ever dropped
+        return index
 
     def pending(self, batch: _Batch, offset: int) -> PendingAppend:
         """A handle that waits for the item at ``offset`` of ``batch``."""
@@ -310,11 +343,15 @@ class GroupCommitWriter:
         """
         return self._await(batch, offset, count, None)
 
-    def _await(self, batch: _Batch, offset: int, count: int, waiter: Any) -> list[int | None]:
-        """:meth:`wait`, ``waiter`` already registered with the batch (or None)."""
+    def _await(self, batch: _Batch, offset: int, count: int, waiter: Any, *,
+               expired: bool = False) -> list[int | None]:
+        """:meth:`wait`, ``waiter`` already registered with the batch (or None).
+
+        ``expired``: the caller already waited ``append_timeout`` on ``waiter`` in vain.
+        """
         done = batch.done
         lock = self._lock
-        deadline = 0.0
+        deadline = -1.0 if expired else 0.0
         while not done.flag:
             if waiter is None:
                 with lock:
@@ -392,6 +429,28 @@ class GroupCommitWriter:
         finally:
             self._gathering = False
 
+    def _let_join(self, woken: int) -> None:
+        """Before this leader takes its batch: let the callers just woken append again.
+
+        Many synchronous callers (threads that append in a loop) otherwise split into
+        two halves that alternate: the callers of the last batch, woken, need the GIL
+        to queue their next appends, while the leader, holding it, commits the batch
+        without them. Letting the GIL go (``time.sleep(0)``) a few times while the
+        batch grows towards the woken callers' number joins them (a 64-thread loop
+        then commits ~56 entries a batch, not ~31, and spends less CPU an append); as
+        soon as a turn adds nothing (callers that do not append again) it commits.
+        Only after a batch that woke ``_LET_JOIN_AFTER`` callers or more.
+        """
+        if woken < _LET_JOIN_AFTER:
+            return
+        items = self._batch.items
+        want = len(items) + woken
+        for _ in range(_LET_JOIN_TURNS):
+            had = len(items)
+            time.sleep(0)  # the GIL: the woken callers queue meanwhile
+            if len(items) >= want or len(items) == had:
+                return
+
     def _lead(self) -> None:
         """Commit the open batch on this thread.
 
@@ -400,6 +459,10 @@ class GroupCommitWriter:
         gathers. Once it is over every follower is woken and, when appends
         queued meanwhile, one of their callers is made the next leader.
         """
+        woken = self._woken
+        if woken:
+            self._woken = 0
+            self._let_join(woken)
         with self._lock:
             batch = self._batch  # the one in flight
             try:
@@ -449,6 +512,7 @@ class GroupCommitWriter:
             following = self._batch.done.waiters
             # The longest waiter of the next batch leads it (its loop finds the writer idle).
             nxt = following.pop(0) if following and self._batch.items else None
+            self._woken = len(waiters)
         if nxt is not None:
             nxt.release()
         for waiter in waiters:
@@ -689,30 +753,23 @@ class GroupCommitWriter:
             frontier = self.tree.load_frontier(conn, size)
         # Extended in place, not copied: any failure from here on (the statements, the
         # commit) makes _lead forget the frontier, so the next batch reloads it.
-        sha = hashlib.sha256
-        append = frontier.append
-        entries = []
-        bodies = []
-        nodes: list[tuple[int, int, bytes]] = []
-        for i, (prefix, suffix) in enumerate(items):
-            body = prefix + str(size + i).encode() + suffix
-            lh = sha(b"\x00" + body).digest()
-            entries.append((size + i, lh, body))
-            bodies.append(body)
-            nodes += append(lh)
+        bodies = [b"%b%d%b" % (prefix, i, suffix)
+                  for i, (prefix, suffix) in enumerate(items, size)]
+        leaves, nodes = frontier.extend(bodies)
         head = (frontier.size, frontier.root(), size)
         if pipeline is not None:
             # The rows and the head in one statement (one round trip, one parse): the
             # entries and nodes as arrays, unnested into their tables.
             cur.execute(self._insert_entry, (
-                [e[0] for e in entries], [e[1] for e in entries], bodies,
+                list(range(size, frontier.size)), leaves, bodies,
                 [n[0] for n in nodes], [n[1] for n in nodes], [n[2] for n in nodes], *head))
             moved = cur.rowcount
         else:
-            if len(entries) == 1:  # a single row: execute, not executemany's iteration
-                cur.execute(self._insert_entry, entries[0])
+            if len(bodies) == 1:  # a single row: execute, not executemany's iteration
+                cur.execute(self._insert_entry, (size, leaves[0], bodies[0]))
             else:
-                cur.executemany(self._insert_entry, entries)
+                cur.executemany(self._insert_entry, zip(range(size, frontier.size), leaves,
+                                                         bodies, strict=True))
             if len(nodes) == 1:
                 cur.execute(self._insert_node, nodes[0])
             elif nodes:
