@@ -106,3 +106,63 @@ def test_expired_entry_is_looked_up_again() -> None:
     keys(KID)
     keys(KID)
     assert keys.lookups == 2
+
+
+def _wait_for(condition: Any, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def test_a_hit_late_in_its_entry_renews_it_in_the_background() -> None:
+    keys = _Keys(ttl_s=2.0)
+    keys(KID)
+    expires = keys._cache[KID][0]
+    time.sleep(1.1)  # past RENEW_AFTER of the entry's time
+    assert keys(KID).name == "alice"  # served from the cache, not waiting for the lookup
+    _wait_for(lambda: keys._cache[KID][0] > expires)
+    assert keys.lookups == 2
+    assert keys.cached(KID)  # requests keep verifying on the event loop
+
+
+def test_a_renewal_that_finds_the_key_revoked_drops_the_entry() -> None:
+    keys = _Keys(ttl_s=2.0)
+    keys(KID)
+    keys.revoked = True
+    time.sleep(1.1)
+    keys(KID)  # still within its time: served, and renewal asked for
+    _wait_for(lambda: KID not in keys._cache)
+    assert not keys.cached(KID)
+    try:
+        keys(KID)
+    except Unauthenticated:
+        pass
+    else:
+        raise AssertionError("the revoked key was accepted after its renewal failed")
+
+
+def test_forget_during_a_renewal_keeps_its_answer_out_of_the_cache() -> None:
+    keys = _Keys(ttl_s=2.0)
+    keys(KID)
+    time.sleep(1.1)
+    keys.entered.clear()
+    keys.release.clear()
+    keys(KID)
+    assert keys.entered.wait(10)  # the renewal reads the old directory...
+    keys.forget()  # ...while a revocation is published
+    keys.release.set()
+    _wait_for(lambda: not keys._renewing)
+    assert not keys.cached(KID)
+
+
+def test_the_renewal_thread_ends_when_idle_and_a_later_renewal_starts_another() -> None:
+    keys = _Keys(ttl_s=2.0)
+    keys.RENEWER_IDLE_S = 0.1
+    for _ in range(2):
+        keys(KID)
+        time.sleep(1.1)
+        keys(KID)  # renews: starts the thread when none runs
+        _wait_for(lambda: keys._renewals is None)  # done, idle, ended
+    assert keys.lookups == 3  # the first, and one renewal by each thread
+    assert keys.cached(KID)

@@ -59,3 +59,36 @@ def test_cached_releases_await_the_agent_on_the_event_loop(world: ServerWorld) -
     again = world.client("alice").post("/v1/keys/release", body)  # the agent's gate refuses
     assert again.status_code == 403 and "replay" in again.json()["error"]
     assert again.json()["type"] == "AccessDenied"
+
+
+
+def test_the_event_loop_answer_is_the_models_json_with_the_same_key(
+        world: ServerWorld, monkeypatch: pytest.MonkeyPatch) -> None:
+    from strongroom.errors import AgentUnavailable
+    from strongroom.server.models import KeyReleaseOut
+
+    world.grant_load()
+    r = world.client("alice").post("/v1/keys/release", world.release_body("alice"))
+    assert r.status_code == 200, r.text
+    assert world.ctx.keys._async is not None  # type: ignore[union-attr]  # the event-loop path
+    assert r.content == KeyReleaseOut(**r.json()).model_dump_json().encode()
+    assert r.headers["content-length"] == str(len(r.content))
+
+    async def unavailable(request: object) -> bytearray:
+        raise AgentUnavailable("no key agent is running", obj="test")
+
+    monkeypatch.setattr(world.ctx.keys, "release_async", unavailable)
+    blocking = world.client("alice").post("/v1/keys/release", world.release_body("alice"))
+    assert blocking.status_code == 200, blocking.text
+    assert blocking.json() == r.json()  # same shard, same answer, whichever path gave it
+
+
+def test_a_signature_in_another_shape_is_verified_by_the_package(world: ServerWorld) -> None:
+    """The middleware hands every field line to the package when the fast path declines."""
+    headers = sign_request(world.people["bob"].private_key, "GET", "/v1/whoami")
+    # Another label: not the fast path's shape; the signature base does not include it.
+    headers["Signature-Input"] = "other=" + headers["Signature-Input"].removeprefix("sr=")
+    headers["Signature"] = "other=" + headers["Signature"].removeprefix("sr=")
+    r = world.http.get("/v1/whoami", headers=headers)
+    assert r.status_code == 200, r.text
+    assert r.json()["name"] == "bob"

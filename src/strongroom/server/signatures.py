@@ -359,7 +359,19 @@ class RequestVerifier:
         before acting on it.
         """
         fields = headers if type(headers) is list else [(k, v) for k, v in headers]
-        inputs, signatures, digests = _signature_fields(fields)
+        return self.verify_signed(method, target, _signature_fields(fields), lambda: fields)
+
+    def verify_signed(self, method: str, target: str,
+                      signed: tuple[list[str], list[str], list[str]],
+                      fields: Callable[[], list[tuple[str, str]]]) -> tuple[Caller, bytes]:
+        """:meth:`verify_headers` of a request whose signature fields were already found.
+
+        ``signed``: the values of every Signature-Input, Signature and Content-Digest
+        field, in order (as :func:`_signature_fields` finds them); ``fields``: all of the
+        request's field lines, asked for only when the request is not in the shape
+        :func:`sign_request` makes (the package then reads them).
+        """
+        inputs, signatures, digests = signed
         if not signatures or not inputs:
             raise _refused("the request is not signed (no Signature / Signature-Input header)")
         if not target.startswith("/") or "#" in target:
@@ -371,7 +383,7 @@ class RequestVerifier:
                      if self.fast_path else None)
         checked = self._verify_canonical(canonical, now) if canonical is not None else None
         if checked is None:
-            checked = self._verify_with_library(method, target, fields)
+            checked = self._verify_with_library(method, target, fields())
         caller, params, value = checked
         created = params.get("created")
         if not isinstance(created, int) or now - created > self.window_s:

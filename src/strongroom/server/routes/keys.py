@@ -22,6 +22,7 @@ key is released by k of them instead
 from __future__ import annotations
 
 import base64
+import binascii
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -31,7 +32,7 @@ from starlette.concurrency import run_in_threadpool
 from strongroom.artifacts import ArtifactRef
 from strongroom.crypto.age import Stanza
 from strongroom.errors import AgentUnavailable, AttestationRefused, InvalidInput, NotFound
-from strongroom.release.request import ReleaseRequest, build_request
+from strongroom.release.request import ReleaseRequest, Shard, build_request
 from strongroom.server import models as M
 from strongroom.server.auth import DirectRoute, caller_of
 from strongroom.server.context import ServerContext
@@ -40,6 +41,11 @@ from strongroom.server.threshold_release import ThresholdReleases
 from strongroom.vault.manifest import FileEntry, Manifest
 
 __all__ = ["build_router"]
+
+#: Entries a route's caches of derived values hold before they start again.
+_CACHED = 1024
+#: How a release's JSON answer with an empty file key ends (the key goes before ``"}``).
+_LAST = b'"file_key":""}'
 
 
 def build_router(ctx: ServerContext) -> tuple[APIRouter, dict[tuple[str, str], DirectRoute]]:
@@ -55,15 +61,41 @@ def build_router(ctx: ServerContext) -> tuple[APIRouter, dict[tuple[str, str], D
     shards = ctx.signed_shards()  # shared with the blob route
     threshold = ThresholdReleases(ctx)  # STRONGROOM_FILE_KEYS=threshold: through the key servers
 
+    #: Parsed name@version references, and each released shard's Shard and the bytes of
+    #: its answer around the key (all derived from immutable values; bounded).
+    refs: dict[str, ArtifactRef] = {}
+    framed: dict[tuple[str, str, str, int], tuple[Shard, bytes, bytes]] = {}
+
     def ref_of(body: M.KeyReleaseIn) -> ArtifactRef:
+        ref = refs.get(body.artifact)
+        if ref is not None:
+            return ref
         ref = ArtifactRef.parse(body.artifact)
         if ref.version is None:
             raise InvalidInput("name the artifact as name@version", obj=body.artifact)
+        if len(refs) >= _CACHED:
+            refs.clear()
+        refs[body.artifact] = ref
         return ref
+
+    def frame_of(m: Manifest, entry: FileEntry) -> tuple[Shard, bytes, bytes]:
+        """The shard a release names, and its JSON answer before and after the file key."""
+        key = (m.ref, entry.path, entry.blob, entry.size)
+        hit = framed.get(key)
+        if hit is None:
+            text = M.KeyReleaseOut(artifact=m.ref, shard=entry.path, blob=entry.blob,
+                                   file_key="").model_dump_json().encode()
+            if not text.endswith(_LAST):  # the model's last field: the key goes between quotes
+                raise AssertionError("KeyReleaseOut no longer ends with file_key")
+            before, after = text[:-2], text[-2:]
+            if len(framed) >= _CACHED:
+                framed.clear()
+            hit = framed[key] = (m.shard(entry), before, after)
+        return hit
 
     def request_for(caller: Caller, body: M.KeyReleaseIn, host: str | None, m: Manifest,
                     entry: FileEntry, stanzas: tuple[Stanza, ...]) -> ReleaseRequest:
-        return build_request(m.shard(entry), principal=caller.name,
+        return build_request(frame_of(m, entry)[0], principal=caller.name,
                              principal_key=caller.public_bytes, purpose=body.purpose,
                              evidence=body.evidence, stanzas=stanzas, host=host)
 
@@ -90,8 +122,22 @@ def build_router(ctx: ServerContext) -> tuple[APIRouter, dict[tuple[str, str], D
         key = ctx.keys.release(request)
         return answer(m, entry, key)
 
+    def answer_json(m: Manifest, entry: FileEntry, key: bytearray) -> bytes:
+        """:func:`answer` as the bytes of its JSON (no model, no copy of the key but base64's)."""
+        _, before, after = frame_of(m, entry)
+        try:
+            return before + binascii.b2a_base64(key, newline=False) + after
+        finally:
+            key[:] = bytes(len(key))
+
     async def release_out(caller: Caller, body: M.KeyReleaseIn, host: str | None
                           ) -> M.KeyReleaseOut:
+        out = await release_raw(caller, body, host)
+        return out if isinstance(out, M.KeyReleaseOut) else M.KeyReleaseOut.model_validate_json(out)
+
+    async def release_raw(caller: Caller, body: M.KeyReleaseIn, host: str | None
+                          ) -> M.KeyReleaseOut | bytes:
+        """The answer: JSON bytes on the event-loop path, else the model."""
         release_async = getattr(ctx.keys, "release_async", None)
         hit = None
         if release_async is not None:
@@ -103,7 +149,7 @@ def build_router(ctx: ServerContext) -> tuple[APIRouter, dict[tuple[str, str], D
             m, entry, stanzas = hit
             try:
                 key = await release_async(request_for(caller, body, host, m, entry, stanzas))
-                return answer(m, entry, key)
+                return answer_json(m, entry, key)
             except AgentUnavailable:
                 pass  # the blocking client starts the agent (sealed) and reports it
         out: M.KeyReleaseOut = await run_in_threadpool(release_key, caller, body, host)
@@ -125,8 +171,8 @@ def build_router(ctx: ServerContext) -> tuple[APIRouter, dict[tuple[str, str], D
             return None  # FastAPI's route answers with its standard 422
         client = scope.get("client")
         host = str(client[0]) if client else None
-        out = await release_out(caller, body, host)
-        return 200, out.model_dump_json().encode()
+        out = await release_raw(caller, body, host)
+        return 200, out if isinstance(out, bytes) else out.model_dump_json().encode()
 
     def attested_keys() -> Any:
         keys = ctx.keys
