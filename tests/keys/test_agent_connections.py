@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import shutil
 import signal
@@ -211,6 +212,18 @@ def test_the_compact_release_batch_round_trips() -> None:
     answers = decode_release_answers(bytes(frame[4:]), 2)
     assert n == len(frame) - 4 and answers[0] == bytes(key)
     assert isinstance(answers[1], AccessDenied) and answers[1].remedy == "ask"
+
+
+def test_requests_for_one_blob_share_their_parsed_stanzas() -> None:
+    # The stanzas are the blob's public age header: parsed once per distinct bytes (in one
+    # batch or the next), equal to what was sent; different bytes are parsed on their own.
+    requests = _requests()
+    same = [requests[0], dataclasses.replace(requests[1], stanzas=requests[0].stanzas)]
+    first = decode_release_many(encode_release_many(same))
+    again = decode_release_many(encode_release_many(same[:1]))
+    assert first == same and first[0].stanzas is first[1].stanzas is again[0].stanzas
+    other = decode_release_many(encode_release_many(requests))
+    assert other == requests and other[1].stanzas == requests[1].stanzas
 
 
 @pytest.mark.parametrize("cut", [1, 2, 3, 10, 40, -1])

@@ -467,8 +467,8 @@ class GrantEvidence:
             raise AccessDenied("the release evidence is not JSON", obj=obj, remedy=_CLIENT_REMEDY) from None
         if isinstance(data, dict) and "release" in data:
             release, grant, bg = data.get("release"), data.get("grant"), data.get("break_glass")
-            if not isinstance(release, str) or not all(isinstance(x, str | None)
-                                                       for x in (grant, bg)):
+            if (not isinstance(release, str) or not (grant is None or isinstance(grant, str))
+                    or not (bg is None or isinstance(bg, str))):
                 raise AccessDenied("the release evidence is malformed", obj=obj, remedy=_CLIENT_REMEDY)
             return release, grant, bg
         return evidence, None, None

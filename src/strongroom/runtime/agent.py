@@ -153,6 +153,13 @@ _HEAD = struct.Struct(">8IqH")
 _STANZA = struct.Struct(">IIH")
 
 
+#: Stanzas parsed from a request's header bytes, keyed by those exact bytes: immutable
+#: public values (the age header's recipient stanzas), so requests naming the same blob,
+#: in one batch or the next, share one tuple instead of decoding it again (bounded).
+_SEEN_STANZAS: dict[bytes, tuple[Stanza, ...]] = {}
+_SEEN_STANZAS_SIZE = 1024
+
+
 def _field(out: bytearray, data: bytes | bytearray) -> None:
     out += _U32.pack(len(data))
     out += data
@@ -195,12 +202,12 @@ def decode_release_many(data: bytes) -> list[ReleaseRequest]:
     """Inverse of :func:`encode_release_many`; ValueError when malformed."""
     if not data or data[0] != COMPACT:
         raise ValueError("not a compact release_many message")
-    head, stanza_head, end = _HEAD, _STANZA, len(data)
+    head, end = _HEAD, len(data)
     try:
         (n,) = _U16.unpack_from(data, 1)
         if n > MAX_BATCH:
             raise ValueError(f"more than {MAX_BATCH} requests")
-        pos, out = 3, []
+        pos, out, seen = 3, [], _SEEN_STANZAS
         for _ in range(n):
             (lp, la, ls, lb, lu, le, lk, lh, nbytes, nst) = head.unpack_from(data, pos)
             pos += head.size
@@ -216,32 +223,58 @@ def decode_release_many(data: bytes) -> list[ReleaseRequest]:
             if lh != _NONE:
                 host = data[pos:pos + lh].decode()
                 pos += lh
-            stanzas = []
-            for _ in range(nst):
-                lt, lbody, nargs = stanza_head.unpack_from(data, pos)
-                pos += stanza_head.size
-                lengths = struct.unpack_from(f">{nargs}I", data, pos)
-                pos += 4 * nargs
-                if pos + lt + sum(lengths) + lbody > end:
-                    raise ValueError("truncated stanza")
-                kind = data[pos:pos + lt].decode()
-                pos += lt
-                args = []
-                for length in lengths:
-                    args.append(data[pos:pos + length].decode())
-                    pos += length
-                stanzas.append(Stanza(kind, tuple(args), data[pos:pos + lbody]))
-                pos += lbody
+            start = pos
+            pos = _stanzas_end(data, pos, nst, end)
+            raw = data[start:pos]
+            stanzas = seen.get(raw)
+            if stanzas is None:  # every request for one blob carries the same header
+                if len(seen) >= _SEEN_STANZAS_SIZE:
+                    seen.clear()  # bounded: parsed again on demand
+                stanzas = seen[raw] = _stanzas(data, start, nst)
             principal, artifact, shard, blob_id, purpose, evidence = fields
             out.append(ReleaseRequest(
                 principal=principal, principal_key=principal_key, artifact=artifact,
                 shard=shard, blob_id=blob_id, nbytes=nbytes, purpose=purpose,
-                evidence=evidence, stanzas=tuple(stanzas), host=host))
+                evidence=evidence, stanzas=stanzas, host=host))
     except struct.error as exc:
         raise ValueError(f"truncated message ({exc})") from None
     if pos != end:
         raise ValueError("trailing bytes after the last request")
     return out
+
+
+def _stanzas_end(data: bytes, pos: int, count: int, end: int) -> int:
+    """Where the ``count`` stanzas starting at ``pos`` end (ValueError when truncated)."""
+    for _ in range(count):
+        lt, lbody, nargs = _STANZA.unpack_from(data, pos)
+        pos += _STANZA.size
+        lengths = struct.unpack_from(f">{nargs}I", data, pos)
+        pos += 4 * nargs + lt + sum(lengths) + lbody
+        if pos > end:
+            raise ValueError("truncated stanza")
+    return pos
+
+
+def _stanzas(data: bytes, pos: int, count: int) -> tuple[Stanza, ...]:
+    """The ``count`` stanzas at ``pos`` (bounds already checked by :func:`_stanzas_end`).
+
+    Immutable, so one tuple serves every request of a batch whose header is the same bytes.
+    """
+    stanzas = []
+    for _ in range(count):
+        lt, lbody, nargs = _STANZA.unpack_from(data, pos)
+        pos += _STANZA.size
+        lengths = struct.unpack_from(f">{nargs}I", data, pos)
+        pos += 4 * nargs
+        kind = data[pos:pos + lt].decode()
+        pos += lt
+        args = []
+        for length in lengths:
+            args.append(data[pos:pos + length].decode())
+            pos += length
+        stanzas.append(Stanza(kind, tuple(args), data[pos:pos + lbody]))
+        pos += lbody
+    return tuple(stanzas)
 
 
 class _Fields:

@@ -32,6 +32,8 @@ severity, witness name, error class): never a principal, an artifact or a messag
 
 from __future__ import annotations
 
+import bisect
+import math
 import os
 import threading
 import time
@@ -147,14 +149,38 @@ class ReleaseMetrics:
             return
         self._allowed.inc(len(seconds))
         self._bytes.inc(nbytes)
-        observe = self._allow_s.observe
-        for took in seconds:
-            observe(took)
+        _observe_many(self._allow_s, seconds)
 
     def refused(self, reason: str, seconds: float) -> None:
         """Count one refusal of class ``reason``."""
         self._refused.get(reason, self._refused["error"]).inc()
         self._deny_s.observe(seconds)
+
+
+def _observe_many(histogram: Histogram, amounts: Sequence[float]) -> None:
+    """``histogram.observe(a)`` for each of ``amounts``: the same figures, fewer writes.
+
+    Each observation is a locked write of the sum and of its bucket (in the key agent,
+    to the memory-mapped file); here the amounts are binned first, so the sum and each
+    bucket they land in are written once. A histogram without prometheus-client's usual
+    fields (``_sum``, ``_buckets``, ``_upper_bounds``) is observed one amount at a time.
+    """
+    bounds = getattr(histogram, "_upper_bounds", None)
+    buckets = getattr(histogram, "_buckets", None)
+    total = getattr(histogram, "_sum", None)
+    if (len(amounts) < 2 or total is None or not isinstance(bounds, list)
+            or not isinstance(buckets, list) or len(buckets) != len(bounds)
+            or not bounds or bounds[-1] != float("inf")):
+        for amount in amounts:
+            histogram.observe(amount)
+        return
+    counts: dict[int, int] = {}
+    for amount in amounts:
+        i = bisect.bisect_left(bounds, amount)  # the first bound >= amount, as observe picks
+        counts[i] = counts.get(i, 0) + 1
+    total.inc(math.fsum(amounts))
+    for i, n in counts.items():
+        buckets[i].inc(n)
 
 
 def observe_audit(audit: AuditLog) -> None:

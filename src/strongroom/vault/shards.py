@@ -136,13 +136,14 @@ class SignedShards:
         Raises AccessDenied when the artifact has no manifest, the manifest does
         not verify, or it does not list this shard with this blob.
         """
-        artifact, obj = request.artifact, request.obj
+        artifact = request.artifact
         mkey = self.manifest_key()
         cache_key = (artifact, mkey.public_bytes_raw())
-        with self._lock:
-            files = self._located.get(cache_key)
+        # Asked twice a release (the gate's size, the rule's lookup): a plain dict read,
+        # atomic under the GIL; the lock only orders the writers (clear, then insert).
+        files = self._located.get(cache_key)
         if files is None:
-            files = self._load(artifact, mkey, obj)
+            files = self._load(artifact, mkey, request.obj)
             with self._lock:
                 if len(self._located) >= _CACHE_SIZE:
                     self._located.clear()
@@ -150,8 +151,8 @@ class SignedShards:
         found = files.get((request.shard, request.blob_id))
         if found is None:
             raise AccessDenied("the blob is not this shard of this artifact in its signed "
-                               "manifest", obj=obj, remedy="release keys only for the shards "
-                               "the artifact's signed manifest lists")
+                               "manifest", obj=request.obj, remedy="release keys only for the "
+                               "shards the artifact's signed manifest lists")
         return found
 
     def _load(self, artifact: str, mkey: Ed25519PublicKey,
