@@ -621,9 +621,9 @@ class AgentKeyService:
 
     async def release_async(self, request: ReleaseRequest) -> bytearray:
         """Run the agent's gate from an event loop (raises AgentUnavailable when none runs)."""
-        from strongroom.runtime.agent_async import AsyncAgentClient
+        if self._async is None:  # the import runs once, not on every release
+            from strongroom.runtime.agent_async import AsyncAgentClient
 
-        if self._async is None:
             self._async = AsyncAgentClient(self.client.home)
         return await self._async.release(request)
 
