@@ -13,6 +13,7 @@ from strongroom.errors import (
     AccessDenied,
     AuditUnavailable,
     BudgetExceeded,
+    IntegrityError,
     NotFound,
     Sealed,
 )
@@ -357,16 +358,10 @@ def test_releases_on_one_event_loop_reach_the_agent_as_one_batch(store: Store,
         shutil.rmtree(home, ignore_errors=True)
 
 
-def test_a_batch_reads_its_wrapped_keys_once(unsealed: tuple[LocalKeyService, Identity],
-                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    # Every blob of a batch is looked up in one statement, taken when the batch is run:
-    # each request still gets its own key, or its own refusal, audited in order.
+def _wrapped_key_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The statements the keyring runs on ``wrapped_keys`` from now on (a live list)."""
     from strongroom.keys import kek
 
-    svc, officer = unsealed
-    keys = {b: os.urandom(16) for b in ("blob-1", "blob-2")}
-    for blob, key in keys.items():
-        svc.wrap_file_key(blob, key)
     reads: list[str] = []
     real = kek.raw_query
 
@@ -376,6 +371,18 @@ def test_a_batch_reads_its_wrapped_keys_once(unsealed: tuple[LocalKeyService, Id
         return real(engine, sql, params)  # type: ignore[arg-type]
 
     monkeypatch.setattr(kek, "raw_query", counted)
+    return reads
+
+
+def test_a_batch_reads_its_wrapped_keys_once(unsealed: tuple[LocalKeyService, Identity],
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    # Every blob of a batch is looked up in one statement, taken when the batch is run:
+    # each request still gets its own key, or its own refusal, audited in order.
+    svc, officer = unsealed
+    keys = {b: os.urandom(16) for b in ("blob-1", "blob-2")}
+    for blob, key in keys.items():
+        svc.wrap_file_key(blob, key)
+    reads = _wrapped_key_reads(monkeypatch)
     out = svc.release_many([_request(officer, blob=b) for b in
                             ("blob-1", "blob-2", "missing", "blob-1", "blob-2")])
     assert len(reads) == 1 and " IN (" in reads[0]
@@ -384,11 +391,45 @@ def test_a_batch_reads_its_wrapped_keys_once(unsealed: tuple[LocalKeyService, Id
     assert [d for _, d in _events(svc)] == ["deny"] + ["allow"] * 4
 
 
+def test_later_batches_use_the_wrapping_that_authenticated(
+        unsealed: tuple[LocalKeyService, Identity], monkeypatch: pytest.MonkeyPatch) -> None:
+    # A wrapped key read by a batch is kept once it unwrapped (authenticated under its KEK):
+    # later batches skip the read, and a row edited in the database since is never used
+    # unverified. A wrapping taken from a request's header is not kept.
+    import dataclasses
+
+    from sqlalchemy import delete, update
+
+    from strongroom.store.tables.keys import WrappedKey
+
+    svc, officer = unsealed
+    key = os.urandom(16)
+    stanza = svc.wrap_file_key("blob-1", key)
+    reads = _wrapped_key_reads(monkeypatch)
+    assert [bytes(o) for o in svc.release_many([_request(officer)])] == [key]  # type: ignore[arg-type]
+    assert len(reads) == 1
+    with svc.store.session() as session:  # a hostile edit of the row after it authenticated
+        session.execute(update(WrappedKey).where(WrappedKey.blob_id == "blob-1")
+                        .values(wrapped=b"\x00" * len(stanza.body)))
+    out = svc.release_many([_request(officer), _request(officer)])
+    assert [bytes(o) for o in out] == [key, key] and len(reads) == 1  # type: ignore[arg-type]
+    header = svc.wrap_file_key("blob-2", key)
+    with svc.store.session() as session:  # only the request's header holds blob-2's wrapping
+        session.execute(delete(WrappedKey).where(WrappedKey.blob_id == "blob-2"))
+    with_header = dataclasses.replace(_request(officer, blob="blob-2"), stanzas=(header,))
+    assert [bytes(o) for o in svc.release_many([with_header])] == [key]  # type: ignore[arg-type]
+    assert isinstance(svc.release_many([_request(officer, blob="blob-2")])[0], NotFound)
+    assert len(reads) == 3
+    svc.keyring._keks._forget()  # type: ignore[attr-defined]
+    refused = svc.release_many([_request(officer)])  # read again: the edited row fails
+    assert isinstance(refused[0], IntegrityError)
+
+
 def test_a_batch_never_unwraps_a_stale_wrapping(unsealed: tuple[LocalKeyService, Identity]
                                                 ) -> None:
-    # Nothing of the wrapped keys outlives a batch: after a rotation, a rewrap and the old
-    # version's retirement the next batch unwraps under the new version, and a blob's
-    # wrapping written again (a new file key) is what the next batch releases.
+    # A kept (verified) wrapping never outlives a change of the ring here: after a rotation,
+    # a rewrap and the old version's retirement the next batch unwraps under the new
+    # version, and a blob's wrapping written again (a new file key) is what it releases.
     svc, officer = unsealed
     first = os.urandom(16)
     svc.wrap_file_key("blob-1", first)

@@ -47,6 +47,8 @@ STANZA_TYPE = "strongroom-keyring"
 _REWRAP_BATCH = 64
 #: Blob ids asked in one statement by :meth:`KekRing.locate_many` (bounds its parameters).
 _LOCATE_CHUNK = 64
+#: Verified wrapped keys kept at most (then dropped all at once and read again).
+_VERIFIED_MAX = 16384
 
 
 def _wrap_aad(vault_id: str, version: int, blob_id: str) -> bytes:
@@ -84,6 +86,11 @@ class KekRing:
         self._locate_sql = ("SELECT kek_version, wrapped FROM wrapped_keys "  # noqa: S608
                             f"WHERE blob_id = {mark} ORDER BY kek_version DESC")
         self._locate_many_sql: dict[int, str] = {}
+        # Wrapped keys a release batch read, by blob id, kept once they authenticated under
+        # their KEK (see locate_many); _fresh holds the picks of batches not yet unwrapped.
+        self._verified: dict[str, Located] = {}
+        self._fresh: dict[str, tuple[Located, int]] = {}
+        self._epoch = 0
 
     # -- holding the KEKs ---------------------------------------------------------
 
@@ -91,11 +98,19 @@ class KekRing:
         """Hold the KEK versions just opened from ``barrier`` (at unseal)."""
         self._barrier = barrier
         self._keks = keks
+        self._forget()
 
     def drop(self) -> None:
         """Forget every KEK (at seal)."""
         self._barrier = None
         self._keks = {}
+        self._forget()
+
+    def _forget(self) -> None:
+        """Drop the verified wrapped keys (the ring or the table changed here)."""
+        self._epoch += 1
+        self._verified = {}
+        self._fresh = {}
 
     def close(self) -> None:
         """Release the reader connections (SQLite; PostgreSQL reads through the store's own)."""
@@ -152,6 +167,7 @@ class KekRing:
                                        created_at=self.clock()))
             else:
                 row.wrapped, row.created_at = body, self.clock()
+        self._forget()
         return age.Stanza(STANZA_TYPE, (vid, str(version)), body)
 
     @staticmethod
@@ -174,14 +190,33 @@ class KekRing:
                     ) -> list[Located | StrongroomError]:
         """:meth:`locate` for each ``(blob_id, stanzas)``, from one read of the table.
 
-        For a release batch: every blob's rows are read in one statement, taken
-        when called (nothing is cached across calls: a rewrap, a retirement or a
-        wrapping overwritten since is seen by the next batch). Each answer is that
-        blob's :class:`Located` or its own refusal; a failed read refuses them all.
+        For a release batch: the rows of every blob not yet verified are read in
+        one statement, taken when called. A wrapping read from the table is kept
+        for the blob once :meth:`unwrap` authenticated it under its KEK (AES-GCM
+        bound to vault, version and blob id), and later batches use it without
+        reading the table: it is the same file key, and every release still
+        unwraps (authenticates) it. A kept wrapping is dropped when its version
+        is retired or unknown here (then the table is read again), and all are
+        dropped by a rotation, a rewrap, a retirement or a wrapping written by
+        this ring, and at seal. The table is only a store of wrapped bytes (a
+        release's own header may carry them too): a row edited or added later
+        is never trusted without authenticating, and revocation lives in the
+        access statements, which the gate reads on every batch. Each answer is
+        that blob's :class:`Located` or its own refusal; a failed read refuses
+        them all.
         """
         self._require_unsealed()
-        blobs = list(dict.fromkeys(b for b, _ in wanted))
+        keks, verified = self._keks, self._verified
+        known: dict[str, Located] = {}
+        for blob, _ in wanted:
+            hit = verified.get(blob)
+            if hit is not None:
+                kek = keks.get(hit.version)
+                if kek is not None and not kek.retired:
+                    known[blob] = hit
+        blobs = [b for b in dict.fromkeys(b for b, _ in wanted) if b not in known]
         rows: dict[str, list[tuple[int, bytes]]] = {b: [] for b in blobs}
+        epoch = self._epoch
         try:
             for start in range(0, len(blobs), _LOCATE_CHUNK):
                 chunk = blobs[start:start + _LOCATE_CHUNK]
@@ -193,11 +228,23 @@ class KekRing:
                                   obj=f"{len(blobs)} blob(s)", remedy="check the database")
             return [failed] * len(wanted)
         out: list[Located | StrongroomError] = []
+        fresh = self._fresh
         for blob_id, stanzas in wanted:
+            hit = known.get(blob_id)
+            if hit is not None:
+                out.append(hit)
+                continue
+            stored = rows[blob_id]
             try:
-                out.append(self._pick(blob_id, list(rows[blob_id]), stanzas))
+                located = self._pick(blob_id, list(stored), stanzas)
             except StrongroomError as exc:
                 out.append(exc)
+                continue
+            if any(w is located.wrapped for _, w in stored):  # from the table, not a header
+                if len(fresh) >= _VERIFIED_MAX:
+                    fresh.clear()
+                fresh[blob_id] = (located, epoch)
+            out.append(located)
         return out
 
     def _many_sql(self, n: int) -> str:
@@ -259,6 +306,12 @@ class KekRing:
                 f"wrapped file key fails authentication under KEK version {located.version}",
                 obj=f"blob {blob_id}",
             ) from None
+        picked = self._fresh.get(blob_id)
+        if picked is not None and picked[0] is located and picked[1] == self._epoch:
+            verified = self._verified  # it authenticated: later batches need not read it
+            if len(verified) >= _VERIFIED_MAX:
+                verified.clear()
+            verified[blob_id] = located
         return bytearray(key)
 
     # -- versions ---------------------------------------------------------------------
@@ -276,6 +329,7 @@ class KekRing:
                                   {"key": b64(raw), "created": created, "retired": False},
                                   self.clock())
             self._keks[version] = KekVersion(version, AESGCM(raw), False, created)
+            self._forget()
             return version
 
     def rewrap(self, progress: Callable[[int], None] | None = None) -> int:
@@ -288,6 +342,7 @@ class KekRing:
         vid = self.vault_id
         done = 0
         while True:
+            self._forget()  # each batch adds rows of the newest version
             with self.store.session() as session:
                 have_newest = select(WrappedKey.blob_id).where(WrappedKey.kek_version == newest)
                 rows = session.execute(
@@ -370,6 +425,7 @@ class KekRing:
                 raise StorageError("cannot retire", obj=f"KEK version {version}") from exc
             kek.retired = True
             kek.aead = AESGCM(bytes(32))  # the old key is gone from the barrier and memory
+            self._forget()
             return total
 
     def count_wrapped(self) -> int:
