@@ -425,6 +425,31 @@ def test_later_batches_use_the_wrapping_that_authenticated(
     assert isinstance(refused[0], IntegrityError)
 
 
+def test_a_deleted_wrapping_is_noticed_within_the_ttl(
+        unsealed: tuple[LocalKeyService, Identity], monkeypatch: pytest.MonkeyPatch) -> None:
+    # Absence is evidence: a row removed by something other than this ring (another host's
+    # retirement, an operator) stops releases once the kept wrapping's second has passed.
+    import types
+
+    from sqlalchemy import delete
+
+    from strongroom.keys import kek as kek_module
+    from strongroom.store.tables.keys import WrappedKey
+
+    clock = [1000.0]
+    monkeypatch.setattr(kek_module, "time", types.SimpleNamespace(monotonic=lambda: clock[0]))
+    svc, officer = unsealed
+    key = os.urandom(16)
+    svc.wrap_file_key("blob-1", key)
+    assert [bytes(o) for o in svc.release_many([_request(officer)])] == [key]  # type: ignore[arg-type]
+    with svc.store.session() as session:
+        session.execute(delete(WrappedKey).where(WrappedKey.blob_id == "blob-1"))
+    clock[0] += kek_module.VERIFIED_TTL_S / 2
+    assert [bytes(o) for o in svc.release_many([_request(officer)])] == [key]  # type: ignore[arg-type]
+    clock[0] += kek_module.VERIFIED_TTL_S
+    assert isinstance(svc.release_many([_request(officer)])[0], NotFound)
+
+
 def test_a_batch_never_unwraps_a_stale_wrapping(unsealed: tuple[LocalKeyService, Identity]
                                                 ) -> None:
     # A kept (verified) wrapping never outlives a change of the ring here: after a rotation,

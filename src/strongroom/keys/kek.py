@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -49,6 +50,10 @@ _REWRAP_BATCH = 64
 _LOCATE_CHUNK = 64
 #: Verified wrapped keys kept at most (then dropped all at once and read again).
 _VERIFIED_MAX = 16384
+#: Seconds a verified wrapped key is used without reading the table again. Bounds how long
+#: a change this ring did not make (another host's rewrap or retirement, a deleted row)
+#: goes unseen here: absence of the row is noticed within this time.
+VERIFIED_TTL_S = 1.0
 
 
 def _wrap_aad(vault_id: str, version: int, blob_id: str) -> bytes:
@@ -88,8 +93,8 @@ class KekRing:
         self._locate_many_sql: dict[int, str] = {}
         # Wrapped keys a release batch read, by blob id, kept once they authenticated under
         # their KEK (see locate_many); _fresh holds the picks of batches not yet unwrapped.
-        self._verified: dict[str, Located] = {}
-        self._fresh: dict[str, tuple[Located, int]] = {}
+        self._verified: dict[str, tuple[Located, float]] = {}  # with its expiry (monotonic)
+        self._fresh: dict[str, tuple[Located, int, float]] = {}  # pick, epoch, read at
         self._epoch = 0
 
     # -- holding the KEKs ---------------------------------------------------------
@@ -195,7 +200,10 @@ class KekRing:
         for the blob once :meth:`unwrap` authenticated it under its KEK (AES-GCM
         bound to vault, version and blob id), and later batches use it without
         reading the table: it is the same file key, and every release still
-        unwraps (authenticates) it. A kept wrapping is dropped when its version
+        unwraps (authenticates) it. A kept wrapping is used for
+        :data:`VERIFIED_TTL_S` from the read that found it, then read again (a
+        rewrap or retirement on another host, or a deleted row, is seen within
+        that second); it is dropped sooner when its version
         is retired or unknown here (then the table is read again), and all are
         dropped by a rotation, a rewrap, a retirement or a wrapping written by
         this ring, and at seal. The table is only a store of wrapped bytes (a
@@ -208,9 +216,11 @@ class KekRing:
         self._require_unsealed()
         keks, verified = self._keks, self._verified
         known: dict[str, Located] = {}
+        now = time.monotonic()
         for blob, _ in wanted:
-            hit = verified.get(blob)
-            if hit is not None:
+            kept = verified.get(blob)
+            if kept is not None and kept[1] > now:
+                hit = kept[0]
                 kek = keks.get(hit.version)
                 if kek is not None and not kek.retired:
                     known[blob] = hit
@@ -230,9 +240,8 @@ class KekRing:
         out: list[Located | StrongroomError] = []
         fresh = self._fresh
         for blob_id, stanzas in wanted:
-            hit = known.get(blob_id)
-            if hit is not None:
-                out.append(hit)
+            if blob_id in known:
+                out.append(known[blob_id])
                 continue
             stored = rows[blob_id]
             try:
@@ -243,7 +252,7 @@ class KekRing:
             if any(w is located.wrapped for _, w in stored):  # from the table, not a header
                 if len(fresh) >= _VERIFIED_MAX:
                     fresh.clear()
-                fresh[blob_id] = (located, epoch)
+                fresh[blob_id] = (located, epoch, now)
             out.append(located)
         return out
 
@@ -308,10 +317,11 @@ class KekRing:
             ) from None
         picked = self._fresh.get(blob_id)
         if picked is not None and picked[0] is located and picked[1] == self._epoch:
+            # kept from the read on: a change the ring did not make is seen within the TTL
             verified = self._verified  # it authenticated: later batches need not read it
             if len(verified) >= _VERIFIED_MAX:
                 verified.clear()
-            verified[blob_id] = located
+            verified[blob_id] = (located, picked[2] + VERIFIED_TTL_S)
         return bytearray(key)
 
     # -- versions ---------------------------------------------------------------------
