@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import os
 import shutil
@@ -397,3 +398,48 @@ def test_a_transport_failure_fails_its_batch_and_the_next_goes_on(reply: str) ->
         shutil.rmtree(home, ignore_errors=True)
     assert type(failed).__name__ == "StrongroomError" and ok == key
     assert key.hex() not in str(failed)
+
+
+def test_a_burst_of_signals_stops_the_agent(home: Path) -> None:
+    # The handler once called Event.set: a second signal arriving inside the first handler's
+    # set waited forever on the lock that set held, and the agent hung, unsealed, after its
+    # serve was gone (seen after a clean-clone run). Now it only sets a flag.
+    pid = AgentClient(home).call("ping")["pid"]
+    for _ in range(300):
+        for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with contextlib.suppress(ChildProcessError):
+            if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                break
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.05)
+    else:
+        pytest.fail(f"the agent ({pid}) did not exit after a burst of signals")
+    assert not (home / SOCKET_NAME).exists()
+
+
+def test_the_signal_handler_takes_no_lock(tmp_path: Path) -> None:
+    # Deterministic half of the test above: a handler runs between two bytecodes of the
+    # main thread, possibly inside another handler's Event.set, which holds the event's
+    # lock; a handler that took that lock again would wait forever.
+    import threading
+
+    from strongroom.runtime.agent import AgentServer
+
+    server = AgentServer(tmp_path)
+
+    def interrupted_inside_set() -> None:
+        with server._stop._cond:  # type: ignore[attr-defined]  # what Event.set holds while it runs
+            server._on_signal(signal.SIGTERM, None)
+
+    t = threading.Thread(target=interrupted_inside_set, daemon=True)
+    t.start()
+    t.join(5)
+    assert not t.is_alive(), "the signal handler blocked on a lock"
+    assert server._signalled

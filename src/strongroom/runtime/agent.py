@@ -418,6 +418,8 @@ class AgentServer:
         self.owner = owner
         self._lifeline_fd = lifeline_fd
         self._stop = threading.Event()
+        #: Set by the signal handler, which must not take a lock (see _on_signal).
+        self._signalled = False
         self._last = time.monotonic()
         self._busy = 0
         self._lock = threading.Lock()
@@ -617,10 +619,18 @@ class AgentServer:
 
     def _orphaned(self) -> None:
         """The owning ``serve`` is gone: seal and exit (at the latest after a few seconds)."""
-        self._stop.set()
         timer = threading.Timer(_ORPHAN_EXIT_S, os._exit, args=(0,))
         timer.daemon = True
-        timer.start()
+        timer.start()  # first: the backstop holds whatever happens to the orderly stop
+        self._stop.set()
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        """SIGTERM, SIGINT, SIGHUP: stop. Only a flag, no lock: Python runs a handler on the
+        main thread between two bytecodes, also inside another handler's ``Event.set``,
+        where a second ``set`` waits forever on the lock the first one holds (an agent
+        sent two signals in a row hung there, unsealed, after its ``serve`` was gone).
+        The accept loop reads the flag at least every ``_POLL_S``."""
+        self._signalled = True
 
     def serve(self) -> int:
         """Run until sealed, idle, orphaned or signalled; returns an exit status."""
@@ -649,7 +659,7 @@ class AgentServer:
         store = Store.open(Settings().resolved_database_url, schema="current")
         self.service = LocalKeyService(store, self.settings, alerts_file=self.home / "alerts.jsonl")
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-            signal.signal(sig, lambda *_: self._stop.set())
+            signal.signal(sig, self._on_signal)
         if self.owner is not None:
             from strongroom.runtime.lifeline import watch_parent
 
@@ -659,7 +669,7 @@ class AgentServer:
         watcher.start()
         os.write(lock_fd, f"{os.getpid()}\n".encode())
         try:
-            while not self._stop.is_set():
+            while not (self._signalled or self._stop.is_set()):
                 try:
                     conn, _ = server.accept()
                 except TimeoutError:
@@ -669,6 +679,7 @@ class AgentServer:
                 conn.settimeout(None)
                 threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
         finally:
+            self._stop.set()  # the watcher and the connections' threads end too
             server.close()
             with contextlib.suppress(OSError):
                 if path.exists() and os.stat(path).st_ino:
