@@ -150,30 +150,12 @@ class Frontier:
         return made
 
     def extend(self, bodies: Sequence[bytes]) -> tuple[list[bytes], list[tuple[int, int, bytes]]]:
-        """Append the leaves of entry ``bodies``: their leaf hashes and the nodes they complete.
-
-        :meth:`append` of each ``leaf_hash(body)`` in one loop (a batch's entries): the
-        same hashes and nodes, in the same order.
-        """
-        index = self.size
-        hashes = self._hashes
-        pop = hashes.pop
-        push = hashes.append
-        leaves: list[bytes] = []
+        """Append the leaves of entry ``bodies``: their leaf hashes and the nodes they complete
+        (:meth:`append` of each ``leaf_hash(body)``, in order)."""
+        leaves = [_sha256(LEAF_PREFIX + body).digest() for body in bodies]
         made: list[tuple[int, int, bytes]] = []
-        for body in bodies:
-            h = _sha256(LEAF_PREFIX + body).digest()
-            leaves.append(h)
-            if index & 1:  # each trailing one bit of the old size: a subtree that now has a sibling
-                at, level = index, 0
-                while at & 1:
-                    h = _sha256(NODE_PREFIX + pop() + h).digest()
-                    level += 1
-                    at >>= 1
-                    made.append((level, at, h))
-            push(h)
-            index += 1
-        self.size = index
+        for h in leaves:
+            made += self.append(h)
         return leaves, made
 
     def root(self) -> bytes:
