@@ -42,23 +42,28 @@ def _pid(home: Path) -> int | None:
     return int(lines[-1]) if lines else None
 
 
-def _stop(home: Path) -> None:
-    pid = _pid(home)
-    if AgentClient(home, start=False).running():
-        AgentClient(home, start=False).call("shutdown")
-    deadline = time.monotonic() + 10
-    while pid and time.monotonic() < deadline:
+def _exited(pid: int, seconds: float) -> bool:
+    """Whether the agent ``pid`` is gone within ``seconds`` (reaped when it is our child)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
         try:
             if os.waitpid(pid, os.WNOHANG)[0] == pid:
-                return  # our child (AgentClient spawned it here): reaped
+                return True  # our child (AgentClient spawned it here): reaped
         except ChildProcessError:
             pass
         try:
             os.kill(pid, 0)
         except ProcessLookupError:
-            return
+            return True
         time.sleep(0.05)
-    if pid:
+    return False
+
+
+def _stop(home: Path) -> None:
+    pid = _pid(home)
+    if AgentClient(home, start=False).running():
+        AgentClient(home, start=False).call("shutdown")
+    if pid and not _exited(pid, 10):
         os.kill(pid, signal.SIGKILL)
 
 
@@ -409,17 +414,7 @@ def test_a_burst_of_signals_stops_the_agent(home: Path) -> None:
         for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, sig)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        with contextlib.suppress(ChildProcessError):
-            if os.waitpid(pid, os.WNOHANG)[0] == pid:
-                break
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            break
-        time.sleep(0.05)
-    else:
+    if not _exited(pid, 10):
         pytest.fail(f"the agent ({pid}) did not exit after a burst of signals")
     assert not (home / SOCKET_NAME).exists()
 
