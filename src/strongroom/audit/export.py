@@ -57,6 +57,7 @@ __all__ = [
     "AuditExporter",
     "EntrySource",
     "ExportCursor",
+    "StopSignal",
     "check_cursor",
     "export_line",
     "run_export",
@@ -259,6 +260,14 @@ class EntrySource(Protocol):
         """Entries ``start..`` in order, checked; [] when none is new."""
 
 
+class StopSignal(Protocol):
+    """What stops a following export: a :class:`threading.Event`, or anything with its reads."""
+
+    def is_set(self) -> bool: ...
+
+    def wait(self, timeout: float | None = None) -> bool: ...
+
+
 def run_export(
     exporter: EntrySource,
     cursor: ExportCursor,
@@ -267,7 +276,7 @@ def run_export(
     on_batch: Callable[[ExportCursor], None] | None = None,
     follow: bool = False,
     interval_s: float = 1.0,
-    stop: threading.Event | None = None,
+    stop: StopSignal | None = None,
     actions: Iterable[str] | None = None,
 ) -> ExportCursor:
     """Export from ``cursor`` until the head (``follow``: until ``stop``); return the last cursor.

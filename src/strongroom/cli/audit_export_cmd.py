@@ -25,7 +25,7 @@ import os
 import signal
 import stat
 import sys
-import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import FrameType
@@ -54,15 +54,43 @@ IntervalOpt = Annotated[float, typer.Option("--interval", min=0.05,
                                             help="seconds between polls with --follow")]
 
 
+class SignalStop:
+    """What SIGTERM and SIGINT set to stop the export between batches: a flag, no lock.
+
+    Python runs a handler on the main thread between two bytecodes, also inside
+    another handler: a handler calling ``threading.Event.set`` there waits forever
+    on the lock the first one holds, as the key agent once did (d660935). The
+    handler only sets the flag; :meth:`wait` polls it.
+    """
+
+    #: Longest a following export sleeps before it looks at the flag again.
+    POLL_S = 0.05
+
+    def __init__(self) -> None:
+        self.signalled = False
+
+    def handler(self, signum: int, frame: FrameType | None) -> None:
+        self.signalled = True
+
+    def is_set(self) -> bool:
+        return self.signalled
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Sleep up to ``timeout`` seconds (None: until signalled); whether it was signalled."""
+        end = None if timeout is None else time.monotonic() + timeout
+        while not self.signalled:
+            left = self.POLL_S if end is None else min(self.POLL_S, end - time.monotonic())
+            if left <= 0:
+                break
+            time.sleep(left)
+        return self.signalled
+
+
 @contextlib.contextmanager
-def _stop_on_signals() -> Iterator[threading.Event]:
-    """An event SIGTERM and SIGINT set, so the export stops between batches."""
-    stop = threading.Event()
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+def _stop_on_signals() -> Iterator[SignalStop]:
+    """A :class:`SignalStop` that SIGTERM and SIGINT set while the block runs."""
+    stop = SignalStop()
+    previous = {s: signal.signal(s, stop.handler) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
         yield stop
     finally:
