@@ -38,18 +38,32 @@ looked up in the store) or the JSON object ``{"release": <DSSE>, "grant":
 Cost: everything read from ``access_statements`` and verified (directory
 view, labels, the policy engine, the principal's candidate grants, grant
 revocations, cap holders) is cached in a :class:`_Snapshot` tagged with
-:func:`strongroom.access.statements.marker`, which is re-read (one query) on
-every release, or once per release batch, when the batch is run, inside
-:meth:`GrantEvidence.batch` (the gate opens it); any new statement, merged
-cosignature or deleted row changes it and the snapshot is rebuilt. Signed
+:func:`strongroom.access.statements.marker` (generation, row count, highest
+id: the count scans the table). Once per release batch, when the batch is run,
+inside :meth:`GrantEvidence.batch` (the gate opens it; a lone release is a
+batch of one), only its :func:`~strongroom.access.statements.head`
+(generation and highest id, through indexes, whatever the table's size) is
+read: any statement put, merged cosignature or row inserted changes it, and
+the full marker is then read and the snapshot rebuilt. A row deleted by SQL
+changes only the count, and cannot change what the snapshot already holds
+(read before the deletion, it still has the row); it matters to a read that
+follows it, so the invariant is: **every decision uses statement data read
+after a full marker matching its snapshot was read**. A batch's first read of
+statements reads the full marker first (a changed one: ``on_change``, which
+restores deleted restrictive rows from the log, a new snapshot, the request
+decided again on it), and what a batch read is kept in the snapshot only if
+the full marker still matches at the batch's end (else the snapshot is
+dropped), so the snapshot never holds a read that followed an unseen
+deletion. An UPDATE by SQL moves no marker; the runtime's restriction
+journal compares restrictive rows with the log on an interval. Signed
 manifests are the shard locator's (verified once per artifact ref and
 manifest key: immutable). The release
 evidence (signature, expiry, nonce) is checked on every release; a Grant
 decision (verification, Cedar, revocations, denials, caps) is kept in the
 snapshot for the rest of its whole second, since Cedar and every expiry it
 compares see whole seconds, and the byte-budget hint is checked again each
-time. A revocation or any other statement moves the marker, so the very next
-release decides afresh.
+time. A revocation or any other statement moves the head, so the very next
+batch decides afresh.
 
 Byte budgets: a Grant's byte budget is charged per *request digest* (what the
 approvers approved), so several Grants assembled from one request share one
@@ -219,9 +233,27 @@ class _Snapshot:
     marker: tuple[int, int, int]
     memo: dict[tuple[Any, ...], Any] = field(default_factory=dict)
 
+    @property
+    def head(self) -> tuple[int, int]:
+        """Its marker's :func:`~strongroom.access.statements.head`: generation and highest id."""
+        return (self.marker[0], self.marker[2])
+
+
+class _Stale(Exception):  # an internal signal: never leaves GrantEvidence
+    """A read found the statements' full marker changed under the snapshot: decide afresh."""
+
+    def __init__(self, mark: tuple[int, int, int]) -> None:
+        super().__init__("the access statements changed")
+        self.mark = mark
+
 
 class GrantEvidence:
-    """Accepts a release only with a valid Grant (or break-glass) for the principal, from signatures."""
+    """Accepts a release only with a valid Grant (or break-glass) for the principal, from signatures.
+
+    Invariant of its snapshot (module docstring, "Cost"): every decision uses statement
+    data read after a full marker matching its snapshot was read, and the snapshot keeps
+    only data a full marker read after it still matched; per batch, only the head is read.
+    """
 
     def __init__(
         self,
@@ -346,13 +378,15 @@ class GrantEvidence:
             raise AccessDenied(NO_BREAK_GLASS, obj=obj, remedy=NO_BREAK_GLASS_REMEDY)
         nonce, expires = self._check_release(release_env, public, kid, request, now)
         described = self._described(self.shards.locate(request), obj)
-        snap = self._snapshot()
-        decided = self._decided(snap, kid, request, action, grant_env, bg_env, described, now)
-        if decided is not None:  # this snapshot and second already accepted the same question
-            details, budget = decided
-        else:
-            details, budget = self._decide(snap, kid, request, action, grant_env, bg_env,
-                                           described, now, reserve=reserve)
+        with self.batch():  # a release outside a gate's batch is a batch of one
+            try:
+                details, budget = self._decision(self._snapshot(), kid, request, action,
+                                                 grant_env, bg_env, described, now,
+                                                 reserve=reserve)
+            except _Stale as stale:  # a row went missing before this read: decide afresh
+                details, budget = self._decision(self._restart(stale.mark), kid, request,
+                                                 action, grant_env, bg_env, described, now,
+                                                 reserve=reserve)
         if not reserve:  # the ledger charges it; the candidates were pre-checked on the hint
             self._consume(nonce, expires, request, obj, now)
         else:
@@ -365,6 +399,15 @@ class GrantEvidence:
                 raise
         return {"evidence_key": kid, "nonce": nonce, "expires": expires, "action": action,
                 **details}
+
+    def _decision(self, snap: _Snapshot, kid: str, request: ReleaseRequest, action: str,
+                  grant_env: str | None, bg_env: str | None, described: Resource, now: float,
+                  *, reserve: bool) -> tuple[dict[str, Any], int]:
+        decided = self._decided(snap, kid, request, action, grant_env, bg_env, described, now)
+        if decided is not None:  # this snapshot and second already accepted the same question
+            return decided
+        return self._decide(snap, kid, request, action, grant_env, bg_env, described, now,
+                            reserve=reserve)
 
     def _principal_key(self, raw: bytes, obj: str) -> tuple[Ed25519PublicKey, str]:
         """The principal's public key and its key id (a SHA-256), parsed once per key."""
@@ -399,8 +442,8 @@ class GrantEvidence:
         hint moves between releases: it is checked again here, and a spent one
         takes the full path (which picks another candidate or reports it).
         """
-        hit: tuple[dict[str, Any], int] | None = snap.memo.get(
-            self._decision_key(kid, request, action, grant_env, bg_env, described, now))
+        hit: tuple[dict[str, Any], int] | None = self._get(
+            snap, self._decision_key(kid, request, action, grant_env, bg_env, described, now))
         if hit is None or self.used(str(hit[0]["request_digest"])) + request.nbytes > hit[1]:
             return None
         return hit
@@ -415,10 +458,12 @@ class GrantEvidence:
         elif bg_env:
             candidates = []
         else:
-            candidates = self._memo(snap, ("grants", kid, base_name(request.artifact)),
-                                    lambda: statements.envelopes(
-                                        self.store, "grant", subject=kid,
-                                        resource=base_name(request.artifact)))
+            def grants() -> list[str]:
+                self._reading(snap)
+                return statements.envelopes(self.store, "grant", subject=kid,
+                                            resource=base_name(request.artifact))
+
+            candidates = self._memo(snap, ("grants", kid, base_name(request.artifact)), grants)
         approver_ids = {kid}
         for env in candidates:  # unverified hints of whom to load; memoised per snapshot
             approver_ids |= self._memo(snap, ("claimed", env),
@@ -515,27 +560,56 @@ class GrantEvidence:
 
     @contextlib.contextmanager
     def batch(self) -> Iterator[None]:
-        """Within it, this thread's releases share one read of the statements' marker.
+        """Within it, this thread's releases share one snapshot of the verified statements.
 
         For a release batch (:meth:`strongroom.release.gate.ReleaseGate.release_many`):
-        the marker is read once, on entry, after the batch arrived, so a revocation
-        committed before then refuses every request of the batch; one committed later
-        refuses from the next batch on. Everything else is checked per request.
+        on entry, after the batch arrived, the statements' :func:`~strongroom.access.statements.head`
+        (generation and highest id, through indexes) is read once; unchanged, the batch
+        keeps the current snapshot, else the full marker is read and a snapshot taken for it.
+        So a statement put (a revocation) or a row inserted before then refuses every
+        request of the batch; one committed later, from the next batch on. A row deleted
+        by SQL changes only the full marker's count: what the snapshot holds was read
+        before the deletion and still has the row; the first read of statements in the
+        batch reads the full marker first (:meth:`_reading`), and a changed one starts a
+        new snapshot (after ``on_change`` restored the row) on which the request is decided
+        again; its end reads it once more before what the batch read is kept in the
+        snapshot. A release outside such a scope is a batch of one. Nested scopes are one.
         """
-        self._batch.snap = None
+        b = self._batch
+        if getattr(b, "open", False):
+            yield
+            return
+        b.open, b.snap, b.checked, b.unconfirmed, b.pending = True, None, False, False, {}
         with contextlib.suppress(StorageError):  # then each request reads and refuses itself
-            self._batch.snap = self._snapshot()
+            b.snap = self._current()
         try:
             yield
         finally:
-            self._batch.snap = None
+            try:
+                self._settle()
+            finally:
+                b.open, b.snap, b.checked, b.unconfirmed, b.pending = False, None, False, False, {}
 
     def _snapshot(self) -> _Snapshot:
-        """The snapshot for the table as it is now (one query; rebuilt when it changed)."""
-        held: _Snapshot | None = getattr(self._batch, "snap", None)
-        if held is not None:
-            return held  # this thread's batch read the marker when it began
-        mark = statements.marker(self.store)
+        """This thread's batch's snapshot (taken now if the batch could not take it)."""
+        b = self._batch
+        snap: _Snapshot | None = getattr(b, "snap", None)
+        if snap is None:
+            snap = self._current()
+            if getattr(b, "open", False):
+                b.snap = snap
+        return snap
+
+    def _current(self) -> _Snapshot:
+        """The snapshot for the table as it is now: the held one while the head is unchanged
+        (one index read), else one for the full marker (one scan; rebuilt when it changed)."""
+        held = self._snap
+        if held is not None and statements.head(self.store) == held.head:
+            return held
+        return self._rebuild(statements.marker(self.store))
+
+    def _rebuild(self, mark: tuple[int, int, int]) -> _Snapshot:
+        """The snapshot for the full marker ``mark`` just read (``on_change`` first if new)."""
         stale = self._snap is None or self._snap.marker != mark
         if stale and self.on_change is not None and self.on_change(mark):
             mark = statements.marker(self.store)  # deleted restrictive rows were put back
@@ -543,15 +617,79 @@ class GrantEvidence:
             snap = self._snap
             if snap is None or snap.marker != mark:
                 snap = self._snap = _Snapshot(mark)
-            return snap
+        b = self._batch
+        b.checked = True  # a full marker matching it was read: reads may follow
+        return snap
 
-    @staticmethod
-    def _memo(snap: _Snapshot, key: tuple[Any, ...], make: Callable[[], Any]) -> Any:
+    def _restart(self, mark: tuple[int, int, int]) -> _Snapshot:
+        """This batch's snapshot after :meth:`_reading` found the full marker at ``mark``."""
+        b = self._batch
+        b.pending, b.unconfirmed = {}, False  # read under the old snapshot: never kept
+        snap = b.snap = self._rebuild(mark)
+        return snap
+
+    def _reading(self, snap: _Snapshot) -> None:
+        """Call before reading statements from the store for ``snap``.
+
+        The invariant (see :func:`strongroom.access.statements.marker`): every decision
+        uses statement data read after a full marker matching its snapshot was read. The
+        batch's first read reads the full marker; a changed one means rows were deleted
+        (or written) since ``snap`` was taken: :class:`_Stale` makes the request be decided
+        again on a new snapshot. What is read stays this batch's (``pending``) until
+        :meth:`_settle` has read a matching full marker after it.
+        """
+        b = self._batch
+        if not b.checked:
+            mark = statements.marker(self.store)
+            if mark != snap.marker:
+                raise _Stale(mark)
+            b.checked = True
+        b.unconfirmed = True
+
+    def _settle(self) -> None:
+        """At a batch's end: keep what it read in its snapshot if the full marker still
+        matches (no row went missing before those reads), else drop it and the snapshot."""
+        b = self._batch
+        snap: _Snapshot | None = b.snap
+        if not b.unconfirmed or snap is None:
+            return
+        try:
+            mark = statements.marker(self.store)
+        except StorageError:
+            return  # not kept: read again, and checked, by a later batch
+        if mark != snap.marker:
+            with self._lock:
+                if self._snap is snap:
+                    self._snap = None  # the next batch reads the full marker (and on_change)
+            return
+        if len(snap.memo) + len(b.pending) > SNAPSHOT_MEMO_SIZE:
+            snap.memo.clear()  # bounded: recomputed on demand, never served stale
+        snap.memo.update(b.pending)
+
+    def _get(self, snap: _Snapshot, key: tuple[Any, ...]) -> Any:
+        """What ``snap`` (or this batch, reading for it) holds under ``key``; None if nothing."""
         hit = snap.memo.get(key)
         if hit is None:
-            if len(snap.memo) > SNAPSHOT_MEMO_SIZE:
-                snap.memo.clear()  # bounded: recomputed on demand, never served stale
-            hit = snap.memo[key] = make()
+            pending: dict[tuple[Any, ...], Any] | None = getattr(self._batch, "pending", None)
+            if pending:
+                hit = pending.get(key)
+        return hit
+
+    def _put(self, snap: _Snapshot, key: tuple[Any, ...], value: Any) -> None:
+        """Keep ``value``: in ``snap`` if this batch read nothing yet, else until it settles."""
+        b = self._batch
+        if getattr(b, "unconfirmed", False):
+            b.pending[key] = value
+            return
+        if len(snap.memo) > SNAPSHOT_MEMO_SIZE:
+            snap.memo.clear()  # bounded: recomputed on demand, never served stale
+        snap.memo[key] = value
+
+    def _memo(self, snap: _Snapshot, key: tuple[Any, ...], make: Callable[[], Any]) -> Any:
+        hit = self._get(snap, key)
+        if hit is None:
+            hit = make()
+            self._put(snap, key, hit)
         return hit
 
     def _view(self, snap: _Snapshot, key_ids: Iterable[str],
@@ -563,13 +701,18 @@ class GrantEvidence:
                    resources: tuple[str, ...]) -> tuple[Directory, PartsMemo]:
         """The cached directory view and the memo of grant parts verified against it."""
         ids = tuple(sorted(set(key_ids)))
-        return self._memo(snap, ("view", ids, resources),  # type: ignore[no-any-return]
-                          lambda: (self.reader.view(key_ids=ids, resources=resources), {}))
+
+        def load() -> tuple[Directory, PartsMemo]:
+            self._reading(snap)
+            return self.reader.view(key_ids=ids, resources=resources), {}
+
+        return self._memo(snap, ("view", ids, resources), load)  # type: ignore[no-any-return]
 
     def _policy(self, snap: _Snapshot | None = None) -> PolicyEngine:
         snap = snap or self._snapshot()
 
         def load() -> PolicyEngine:
+            self._reading(snap)
             text, _ = current_policy(self.reader)
             with self._lock:
                 if self._engine is None or self._engine[0] != text:
@@ -666,6 +809,7 @@ class GrantEvidence:
     def _denied_by(self, snap: _Snapshot, request_digest: str) -> list[str]:
         """Who denied the request (verified denials; cached per snapshot)."""
         def load() -> list[str]:
+            self._reading(snap)
             envs = statements.envelopes(self.store, "denial", subject=request_digest)
             if not envs:
                 return []
@@ -678,11 +822,12 @@ class GrantEvidence:
                        directory: Directory) -> set[str]:
         """Ids of ``grants`` validly revoked (one query for those not yet known in ``snap``)."""
         out = {g.grant_id for g in grants if g.grant_id in self._revoked
-               or snap.memo.get(("revoked", g.grant_id)) is True}
+               or self._get(snap, ("revoked", g.grant_id)) is True}
         todo = [g for g in grants if g.grant_id not in out
-                and ("revoked", g.grant_id) not in snap.memo]
+                and self._get(snap, ("revoked", g.grant_id)) is None]
         if not todo:
             return out
+        self._reading(snap)
         envs = statements.envelopes(self.store, "grant-revocation",
                                     subjects=sorted({g.grant_id for g in todo}))
         by_grant: dict[str, list[str]] = {}
@@ -706,7 +851,7 @@ class GrantEvidence:
             revoked = bool(found) and grant_revoked(
                 g, found, revokers, officers, self.cache,
                 officer_mldsa=self.reader.mldsa()) is not None
-            snap.memo[("revoked", g.grant_id)] = revoked
+            self._put(snap, ("revoked", g.grant_id), revoked)
             if revoked:
                 with self._lock:
                     self._revoked.add(g.grant_id)
@@ -723,8 +868,9 @@ class GrantEvidence:
         may lapse meanwhile); expiry is checked at ``now`` on every call.
         """
         key = ("holders", base_name(resource.name), action)
-        hit: tuple[float, list[tuple[int, str]]] | None = snap.memo.get(key)
+        hit: tuple[float, list[tuple[int, str]]] | None = self._get(snap, key)
         if fresh or hit is None or hit[0] <= time.monotonic():
+            self._reading(snap)
             envs = statements.envelopes(self.store, "grant", resource=key[1],
                                         newest_first=False)
             ids: set[str] = set()
@@ -745,7 +891,7 @@ class GrantEvidence:
             hit = (time.monotonic() + CAPS_TTL_S,
                    [(g.expires, g.request.requester) for g in valid
                     if g.grant_id not in revoked])
-            snap.memo[key] = hit
+            self._put(snap, key, hit)
         order: list[str] = []
         for expires, requester in hit[1]:
             if now < expires and requester not in order:
@@ -758,8 +904,12 @@ class GrantEvidence:
                             refused: AccessDenied) -> tuple[dict[str, Any], int]:
         """A break-glass statement of the principal's in the store, else the grant refusal."""
         base = base_name(request.artifact)
-        envs = self._memo(snap, ("break-glass", kid, base), lambda: statements.envelopes(
-            self.store, "break-glass", subject=kid, resource=base))
+
+        def stored() -> list[str]:
+            self._reading(snap)
+            return statements.envelopes(self.store, "break-glass", subject=kid, resource=base)
+
+        envs = self._memo(snap, ("break-glass", kid, base), stored)
         if envs and not self.break_glass:  # taken at the vault: name why it does not count here
             raise AccessDenied(f"{refused.message}; break-glass {statements.payload_digest(envs[0])[:16]} "
                                f"does not stand in for it: {NO_BREAK_GLASS}", obj=refused.obj,
