@@ -392,13 +392,17 @@ class LedgerStore:
             found.update(str(r[0]) for r in rows)
         return found
 
-    def ids_since(self, floor: float) -> set[str]:
-        """Charge ids of the rows stamped after ``floor`` (one read-only query; no ledger lock)."""
+    def ids_since(self, floor: float, conn: Connection | None = None) -> set[str]:
+        """Charge ids of the rows stamped after ``floor`` (one query; no ledger lock).
+
+        In ``conn``'s transaction when given, else on a read-only connection of its own.
+        """
+        sql = f"SELECT charge_id FROM egress_charges WHERE at > {self._mark}"  # noqa: S608
+        if conn is not None:
+            return {str(r[0]) for r in _driver_rows(conn, sql, (floor,))}
         try:
-            with self.store.engine.connect().execution_options(**{READONLY: True}) as conn:
-                rows: Any = conn.exec_driver_sql(
-                    f"SELECT charge_id FROM egress_charges WHERE at > {self._mark}",  # noqa: S608
-                    (floor,))
+            with self.store.engine.connect().execution_options(**{READONLY: True}) as own:
+                rows: Any = own.exec_driver_sql(sql, (floor,))
                 return {str(r[0]) for r in rows}
         except SQLAlchemyError as exc:
             raise StorageError(f"cannot read the egress ledger: {type(exc).__name__}",
