@@ -28,12 +28,24 @@ Use it like this::
 marker changed (any insert or deletion), so a deleted row is restored before
 the next decision that could read its absence; the runtime also reconciles
 on an interval, which catches edits that leave the marker as it was.
+
+What a run costs is bounded as the table grows. A run that finds the marker
+changed (and the first, at unseal) compares every restrictive row with the
+journal. One that finds it as the last run left it (the interval's usual
+case: no row inserted or deleted since) looks up by digest only the
+statements the log recorded since, plus one slice of a sweep over the whole
+journal sized by :func:`sweep_size`: an in-place edit that leaves the marker
+unchanged is found within ``sweep_max_s`` (60 s) plus one interval, sooner
+while the journal is small enough to sweep whole within ``sweep_share`` of a
+core, or at once by the next run that sees the marker move.
 """
 
 from __future__ import annotations
 
+import math
 import threading
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -55,6 +67,7 @@ __all__ = [
     "Tampered",
     "journal_details",
     "journaled_statement",
+    "sweep_size",
 ]
 
 #: Statement kinds whose absence would reopen access (a code-owner set replaces older ones).
@@ -66,6 +79,24 @@ JOURNAL_ACTION = "access.restriction"
 STATEMENT_DETAIL = "statement"
 #: Audit entries read per query while following the log.
 _PAGE = 2000
+#: Longest time a sweep of the journal takes to compare every statement once.
+SWEEP_MAX_S = 60.0
+#: Share of one core a sweep may take (from its measured cost per item) to go round faster.
+SWEEP_SHARE = 0.025
+#: Digests looked up per ``IN (...)`` query.
+_CHUNK = 500
+
+
+def sweep_size(size: int, dt: float, cost: float, max_s: float, share: float) -> int:
+    """Items a sweep over ``size`` items takes next, ``dt`` seconds after its last step.
+
+    Enough that a cycle ends within ``max_s`` of the clock, and more while the measured
+    ``cost`` per item (seconds; 0 when unknown) fits in ``share`` of a core; at least one.
+    """
+    n = math.ceil(size * dt / max_s) if max_s > 0 else size
+    if cost > 0 and share > 0:
+        n = max(n, int(share * dt / cost))
+    return max(n, 1)
 
 
 def journal_details(kind: str, env: str, *, subject: str, resource: str = "") -> dict[str, Any]:
@@ -138,14 +169,27 @@ class RestrictionJournal:
         *,
         on_tamper: Callable[[list[Tampered]], None] = lambda _: None,
         actor: str = "strongroom",
+        clock: Callable[[], float] = time.monotonic,
+        sweep_max_s: float = SWEEP_MAX_S,
+        sweep_share: float = SWEEP_SHARE,
     ) -> None:
         self.store = store
         self.audit = audit
         self.on_tamper = on_tamper
         self.actor = actor
+        self.clock = clock
+        self.sweep_max_s = sweep_max_s
+        self.sweep_share = sweep_share
+        #: Statements the last run looked up by digest (0 after a run that read every row).
+        self.looked_up = 0
         self._lock = threading.Lock()
         self._cursor = 0
         self._journal: dict[str, Journaled] = {}
+        self._order: list[str] = []  # the journal's digests, in the order first journaled
+        self._fresh: dict[str, None] = {}  # digests the log recorded since the last run
+        self._sweep = 0  # the position in _order the sweep looks up next
+        self._last: float | None = None  # the clock at the last run
+        self._cost = 0.0  # measured seconds per statement looked up (0: not measured)
         self._marker: tuple[int, int, int] | None = None
 
     def changed(self, mark: tuple[int, int, int]) -> bool:
@@ -166,7 +210,10 @@ class RestrictionJournal:
                 continue
             digest, st = found
             known = self._journal.get(digest)
-            if known is not None:  # several entries for one statement: keep every signature
+            self._fresh[digest] = None
+            if known is None:
+                self._order.append(digest)
+            else:  # several entries for one statement: keep every signature
                 try:
                     st = Journaled(known.kind, known.subject, known.resource,
                                    statements.merge(known.envelope, st.envelope), known.index)
@@ -190,19 +237,72 @@ class RestrictionJournal:
         return {str(d): _Row(str(k), str(sub), str(res), str(env))
                 for d, k, sub, res, env in rows}
 
-    def reconcile(self) -> list[Tampered]:
-        """Follow the log, journal new rows, restore lost ones; the tampering found."""
+    def _rows_of(self, digests: list[str]) -> dict[str, _Row]:
+        """The restrictive rows stored under ``digests`` (by the unique digest index)."""
+        found: dict[str, _Row] = {}
+        with self.store.session(readonly=True) as s:
+            for i in range(0, len(digests), _CHUNK):
+                rows = s.execute(select(AccessStatement.digest, AccessStatement.kind,
+                                        AccessStatement.subject, AccessStatement.resource,
+                                        AccessStatement.envelope)
+                                 .where(AccessStatement.digest.in_(digests[i:i + _CHUNK])))
+                # The kind is filtered here, not in SQL: a planner may then pick the kind index.
+                found.update((str(d), _Row(str(k), str(sub), str(res), str(env)))
+                             for d, k, sub, res, env in rows if k in RESTRICTIVE_KINDS)
+        return found
+
+    def _slice(self, now: float) -> list[str]:
+        """The sweep's next digests (under the lock; it wraps round the journal)."""
+        order = self._order
+        if not order or self._last is None:
+            return []
+        n = min(len(order), sweep_size(len(order), max(0.0, now - self._last), self._cost,
+                                       self.sweep_max_s, self.sweep_share))
+        start = self._sweep if self._sweep < len(order) else 0
+        taken = order[start:start + n]
+        taken += order[:n - len(taken)]  # wrapped round
+        self._sweep = (start + n) % len(order) if len(taken) < len(order) else 0
+        return taken
+
+    def reconcile(self, *, full: bool = False) -> list[Tampered]:
+        """Follow the log, journal new rows, restore lost ones; the tampering found.
+
+        Every restrictive row when ``full``, at the first run, or when the marker moved
+        since the last run; else the statements logged since and one sweep slice.
+        """
         with self._lock:
+            started = time.perf_counter()
+            now = self.clock()
             marker = statements.marker(self.store)  # read first: what follows is at least as new
             self._follow()
-            rows = self._rows()
-            tampered = [t for t in (self._compare(d, j, rows.get(d))
-                                    for d, j in self._journal.items()) if t is not None]
+            full = full or self._last is None or marker != self._marker
+            sweep = self._sweep
+            if full:
+                rows = self._rows()
+                digests: Iterable[str] = self._journal
+                self.looked_up = 0
+            else:
+                todo = list({**self._fresh, **dict.fromkeys(self._slice(now))})
+                try:
+                    rows = self._rows_of(todo)
+                except BaseException:
+                    self._sweep = sweep  # looked up by the next run
+                    raise
+                digests = todo
+                self.looked_up = len(todo)
+                if todo:  # the whole run's wall time: conservative on a loaded host
+                    self._cost = (time.perf_counter() - started) / len(todo)
+            self._fresh.clear()
+            self._last = now
+            journal = self._journal
+            tampered = [t for t in (self._compare(d, journal[d], rows.get(d))
+                                    for d in digests) if t is not None]
             for t in tampered:
                 j = self._journal[t.digest]
                 statements.restore(self.store, j.kind, j.envelope, subject=j.subject,
                                    resource=j.resource)
-            self._journal_new(rows)
+            if full:  # an unmoved marker: no row was inserted since the last run
+                self._journal_new(rows)
             if tampered:
                 marker = statements.marker(self.store)
             self._marker = marker
@@ -215,7 +315,8 @@ class RestrictionJournal:
         if row is None:
             return Tampered(digest, j.kind, j.subject, j.index, "missing")
         try:
-            kept = statements.signatures(j.envelope) <= statements.signatures(row.envelope)
+            kept = (row.envelope == j.envelope
+                    or statements.signatures(j.envelope) <= statements.signatures(row.envelope))
         except InvalidInput:
             kept = False
         if (row.kind, row.subject, row.resource) != (j.kind, j.subject, j.resource) or not kept:
@@ -235,3 +336,4 @@ class RestrictionJournal:
             for d, r in new)
         for (d, r), index in zip(new, indexes, strict=True):
             self._journal[d] = Journaled(r.kind, r.subject, r.resource, r.envelope, index)
+            self._order.append(d)

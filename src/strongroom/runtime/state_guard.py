@@ -30,13 +30,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import threading
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from strongroom.access.restrictions import RestrictionJournal, Tampered
+from strongroom.access.restrictions import RestrictionJournal, Tampered, sweep_size
 from strongroom.errors import StrongroomError
 from strongroom.monitor.alerts import Alert, AlertManager
 from strongroom.monitor.egress import ChargeRow, EgressMeter, charge_row
@@ -245,13 +244,10 @@ class EgressLedgerCheck:
         if self._sweep >= stop:  # a cycle ended: the next covers the horizon as it is now
             start, stop = self._head, end
             self._cycle, self._sweep = (start, stop), start
-        dt = max(0.0, now - self._last)
-        size = stop - start
-        n = math.ceil(size * dt / self.sweep_max_s) if self.sweep_max_s > 0 else size
-        if self._cost > 0 and self.sweep_share > 0:
-            n = max(n, int(self.sweep_share * dt / self._cost))
+        n = sweep_size(stop - start, max(0.0, now - self._last), self._cost,
+                       self.sweep_max_s, self.sweep_share)
         first = max(self._sweep, self._head)
-        last = min(stop, first + max(n, 1))
+        last = min(stop, first + n)
         self._sweep = last
         return self._within(first, last, floor)
 
