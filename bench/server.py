@@ -6,6 +6,7 @@ same Grant) run in-process through the gate in this run.
 
     .venv/bin/python bench/server.py [--releases 1000] [--rounds 5] [--threads 8] [--workers 2]
     .venv/bin/python bench/server.py --profile /tmp/agent   # py-spy on the agent (top frames)
+    .venv/bin/python bench/server.py --statements 20000 --history 300000   # a lab's history
 
 Each round signs its requests just before it is timed (a signature is valid
 for 60 s), then times them; the median round is judged and the best printed
@@ -32,6 +33,14 @@ release evidence and a fresh RFC 9421 signature, both made before timing
 starts (the client's cost); the server verifies the HTTP signature, looks up
 the caller, reads the manifest, runs the gate (Grant verification, replay,
 egress charge, durable audit append, unwrap) and returns the file key.
+
+A new deployment's database is nearly empty, so costs that grow with a lab's
+history stay hidden. ``--statements N`` and ``--history M`` write, before the
+server starts, ``N`` signed access statements of other people (enrollments,
+requests, approvals and Grants, each with its audit entry) and ``M`` past
+``key.release`` allow entries of the last 7 days with their egress ledger rows
+(bench/history.py says how); the run prints how long that took and the size
+of the database.
 """
 
 from __future__ import annotations
@@ -40,6 +49,7 @@ import argparse
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import statistics
@@ -58,6 +68,7 @@ sys.path[:0] = [str(HERE.parent / "tests"), str(HERE)]
 
 import httpx  # noqa: E402
 
+from history import populate  # noqa: E402
 from machine import describe, loadavg, summary  # noqa: E402
 from strongroom.access.approvals import AccessRequest, approve  # noqa: E402
 from strongroom.access.directory import (  # noqa: E402
@@ -247,8 +258,10 @@ class Profiler:
         spy = Path(sys.executable).parent / "py-spy"
         if self.prefix is None or self.pid is None:
             return self
+        if not spy.exists() and shutil.which("py-spy"):
+            spy = Path(str(shutil.which("py-spy")))
         if not spy.exists():
-            print("  (no py-spy in the venv: not profiled)")
+            print("  (no py-spy in the venv or on PATH: not profiled)")
             return self
         for kind, extra in (("gil", ["--gil"]), ("all", [])):
             out = Path(f"{self.prefix}.{kind}.txt")
@@ -313,6 +326,15 @@ class Rig:
     #: CPU seconds of the timed releases so far, by process (client, server, agent), and their count.
     cpu: dict[str, float] = field(default_factory=dict)
     cpu_n: int = 0
+    #: The last round's CPU per release (us) by process, as text.
+    last_cpu: str = ""
+    #: When the vault was unsealed over the API.
+    unsealed_at: float = 0.0
+
+    @property
+    def unsealed_s(self) -> float:
+        """Seconds since the unseal."""
+        return time.time() - self.unsealed_at
 
     def signed_releases(self, n: int) -> list[tuple[bytes, dict[str, str]]]:
         """``n`` release requests, each with fresh evidence and a fresh HTTP signature."""
@@ -335,7 +357,8 @@ class Rig:
     def releases(self, n: int, threads: int) -> tuple[float, float]:
         """Sign ``n`` releases, then time them from ``threads`` clients: (per second, p50 ms).
 
-        The CPU the timed part cost (not the signing) is added to :attr:`cpu`.
+        The CPU the timed part cost (not the signing) is added to :attr:`cpu`, and
+        this round's CPU per release by process kept in :attr:`last_cpu`.
         """
         prepared = self.signed_releases(n)
         before = self.meter.sample()
@@ -344,12 +367,18 @@ class Rig:
         for k in before:
             self.cpu[k] = self.cpu.get(k, 0.0) + after[k] - before[k]
         self.cpu_n += n
+        self.last_cpu = " ".join(f"{k} {(after[k] - before[k]) / n * 1e6:,.0f}"
+                                 for k in before)
         return len(lat) / elapsed, statistics.median(lat) * 1000
 
 
 @contextlib.contextmanager
-def release_server(workers: int) -> Iterator[Rig]:
-    """A throwaway vault served by ``strongroom serve --workers N``, set up for releases."""
+def release_server(workers: int, statements: int = 0, history: int = 0) -> Iterator[Rig]:
+    """A throwaway vault served by ``strongroom serve --workers N``, set up for releases.
+
+    ``statements`` and ``history``: a lab's past written into the database before
+    the server starts (:func:`history.populate`).
+    """
     tmp = Path(tempfile.mkdtemp(prefix="bench-server-"))
     home = tmp / "home"
     url = f"sqlite:///{tmp / 'bench.db'}"
@@ -362,9 +391,15 @@ def release_server(workers: int) -> Iterator[Rig]:
     result = ceremony.init_vault(store, custodians=cust.pubfiles, threshold=2,
                                  shares_dir=tmp / "shares",
                                  settings=KeysSettings(key_backend="shamir"))
-    store.close()
     assert result.officer_identity is not None
     officer = Identity.load(result.officer_identity)
+    if statements or history:
+        shares = [(result.share_files[i], cust.identities[i]) for i in (0, 1)]
+        print(populate(store, shares, officer, statements_n=statements,
+                       history_n=history).describe())
+        size = sum(f.stat().st_size for f in tmp.glob("bench.db*"))
+        print(f"  database {size / 2**20:,.0f} MiB before the server starts")
+    store.close()
     port = _free_port()
     # What `strongroom serve --port P --workers N` runs (without loading every CLI group).
     code = ("from strongroom.cli.serve_cmd import serve; "
@@ -385,6 +420,7 @@ def release_server(workers: int) -> Iterator[Rig]:
                   {n: Identity.generate(n) for n in ("officer", "alice", "bob", "carol")},
                   result, cust)
         rig.people["officer"] = officer
+        print(f"deployment: {tmp}")
         _setup(rig)
         host, port_text = base.removeprefix("http://").split(":")
         rig.send = RawClient(host, int(port_text)).send
@@ -408,10 +444,23 @@ def main() -> None:
     ap.add_argument("--profile", metavar="PREFIX", help="py-spy the agent during the rounds")
     ap.add_argument("--no-direct", action="store_true",
                     help="skip the agent-socket and in-process comparisons")
+    ap.add_argument("--keep", action="store_true",
+                    help="keep the deployment's directory (printed) instead of removing it")
+    ap.add_argument("--monitor-wait", type=float, default=300.0, metavar="S",
+                    help="wait up to S s for the monitor's replay after unseal (0: don't)")
+    ap.add_argument("--idle", type=float, default=5.0, metavar="S",
+                    help="seconds without requests before the rounds: the background CPU")
+    ap.add_argument("--statements", type=int, default=0, metavar="N",
+                    help="first store N signed access statements of other people")
+    ap.add_argument("--history", type=int, default=0, metavar="N",
+                    help="first write N past key.release entries (last 7 days) and their "
+                         "egress ledger rows")
     args = ap.parse_args()
     print(describe())
-    with release_server(args.workers) as rig:
+    with release_server(args.workers, args.statements, args.history) as rig:
         _bench(args, rig)
+    if not args.keep:  # with --history the database alone is ~1.4 kB an entry
+        shutil.rmtree(rig.tmp, ignore_errors=True)
 
 
 def _setup(rig: Rig) -> None:
@@ -423,6 +472,7 @@ def _setup(rig: Rig) -> None:
             status = KeyringStatus.from_dict(c.status())
             content = ceremony.read_share_file(result.share_files[i - 1], [cust.identities[i - 1]])
             c.unseal(ceremony.build_submission(status, content))
+        rig.unsealed_at = time.time()
         path = rig.tmp / "tiny.safetensors"
         make_model(path)
         c.import_weights(path, "tiny", compartments=("atlas",))  # streamed over the API
@@ -469,14 +519,21 @@ def _bench(args: argparse.Namespace, rig: Rig) -> None:
              "requests")
     meter.report(before, meter.sample(), len(noop))
     _run(4, rig.signed_releases(50), over_http)  # warm-up: connections, caches
+    _await_monitor(rig, args.monitor_wait)
+    if args.idle > 0:  # background work (state guard, monitor) is charged to the releases too
+        before, t0 = meter.sample(), time.perf_counter()
+        time.sleep(args.idle)
+        after, span = meter.sample(), time.perf_counter() - t0
+        print(f"  at rest for {args.idle:g} s, CPU ms a second: " + ", ".join(
+            f"{k} {(after[k] - before[k]) / span * 1e3:,.0f}" for k in ("server", "agent")))
     rates, p50s = [], []
     with Profiler(args.profile, meter.agent_pid()):
         for r in range(args.rounds):
             rate, p50 = rig.releases(args.releases, args.threads)
             rates.append(rate)
             p50s.append(p50)
-            print(f"  round {r + 1}/{args.rounds}: {rate:,.0f} releases/s, p50 {p50:.2f} ms "
-                  f"(load average {loadavg()})")
+            print(f"  round {r + 1}/{args.rounds}: {rate:,.0f} releases/s, p50 {p50:.2f} ms, "
+                  f"CPU us a release: {rig.last_cpu} (load average {loadavg()})")
     print(summary(f"HTTP, {args.workers} workers, {args.threads} client threads", rates,
                   "releases/s") + f"; p50 median {statistics.median(p50s):.2f} ms")
     meter.report({k: 0.0 for k in rig.cpu}, rig.cpu, rig.cpu_n)
@@ -509,6 +566,38 @@ def _bench(args: argparse.Namespace, rig: Rig) -> None:
     finally:
         store.close()
     print(f"HTTP / in-process: {http_rate / rate:.2f}")
+
+
+def _await_monitor(rig: Rig, limit_s: float) -> None:
+    """Wait until the agent's monitor loop has caught up with the log (at most ``limit_s``).
+
+    On taking its lease the loop primes the detectors by replaying the log's last
+    ``replay_days`` (45): a cost each unseal pays in proportion to the history,
+    which would otherwise fall into the first timed rounds. Prints how long it took.
+    """
+    from strongroom.runtime.monitor_loop import read_lease
+    from strongroom.settings import Settings
+
+    if limit_s <= 0:
+        return
+    mark = time.time()
+    store = Store.open(Settings().resolved_database_url)
+    try:
+        agent = rig.meter.agent_pid()
+        cpu0 = _cpu(agent) if agent else 0.0
+        while True:
+            lease = read_lease(store)
+            if lease is not None and lease.caught_up_at >= mark:
+                break
+            if time.time() - mark > limit_s:
+                print(f"  monitor: not caught up with the log after {limit_s:g} s; timing now")
+                return
+            time.sleep(0.25)
+    finally:
+        store.close()
+    used = (_cpu(agent) - cpu0) if agent else 0.0
+    print(f"  monitor caught up with the log {time.time() - mark:.1f} s after the warm-up "
+          f"(agent CPU meanwhile {used:.1f} s; since unseal {rig.unsealed_s:.1f} s)")
 
 
 def _direct(args: argparse.Namespace, label: str, keys: Any, ref: str, entry: dict[str, Any],
