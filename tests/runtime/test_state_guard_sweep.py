@@ -223,3 +223,17 @@ def test_new_rows_a_failed_check_did_not_look_up_are_looked_up_next(
     monkeypatch.setattr(env.meter, "missing", missing)
     env.clock.now += STEP
     assert [t.digest for t in check.check()] == [new[2]]
+
+
+def test_rows_leaving_the_horizon_are_dropped_from_memory(env: Setup) -> None:
+    env.release(2500)  # more than one log page: the list is compacted, not just skipped
+    check = env.check()
+    check.check()
+    env.clock.now += 8 * 24 * 3600
+    check.check()
+    assert len(check._rows) == 0
+    new = env.release(2)
+    env.delete(new[1])
+    env.clock.now += STEP
+    assert [t.digest for t in check.check()] == [new[1]]  # positions still line up
+    assert len(check._rows) == 2
