@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import json
 import math
-from collections.abc import Iterator
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -69,12 +68,8 @@ class Setup:
 
 
 @pytest.fixture
-def env(db_url: str) -> Iterator[Setup]:
-    store = Store.open(db_url)
-    try:
-        yield Setup(store)
-    finally:
-        store.close()
+def env(store: Store) -> Setup:
+    return Setup(store)
 
 
 def test_an_unmoved_marker_reads_no_whole_table(env: Setup,

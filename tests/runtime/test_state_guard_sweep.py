@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 import time
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -103,12 +102,8 @@ class Setup:
 
 
 @pytest.fixture
-def env(db_url: str) -> Iterator[Setup]:
-    store = Store.open(db_url)
-    try:
-        yield Setup(store)
-    finally:
-        store.close()
+def env(store: Store) -> Setup:
+    return Setup(store)
 
 
 def test_the_first_check_compares_the_whole_horizon(env: Setup) -> None:
