@@ -20,6 +20,7 @@ from strongroom.access import statements
 from strongroom.access.restrictions import SWEEP_MAX_S, RestrictionJournal, journal_details
 from strongroom.audit.log import AuditLog
 from strongroom.crypto.note import Ed25519Signer
+from strongroom.errors import StorageError
 from strongroom.store.db import Store
 from strongroom.store.tables.access import AccessStatement
 
@@ -146,3 +147,22 @@ def test_the_first_run_compares_every_row(env: Setup) -> None:
     digests = env.put(ROWS)
     env.edit(digests[ROWS - 1])
     assert [t.digest for t in env.journal().reconcile()] == [digests[ROWS - 1]]
+
+
+def test_a_run_that_failed_to_restore_makes_the_next_one_full(
+        env: Setup, monkeypatch: pytest.MonkeyPatch) -> None:
+    digests = env.put(ROWS)
+    j = env.journal()
+    j.reconcile()
+    env.edit(digests[ROWS - 1])
+    restore = statements.restore
+
+    def down(*args: object, **kw: object) -> str:
+        raise StorageError("cannot write the access statements", obj="test")
+
+    monkeypatch.setattr(statements, "restore", down)
+    with pytest.raises(StorageError):
+        j.reconcile(full=True)
+    monkeypatch.setattr(statements, "restore", restore)
+    env.now += STEP
+    assert [t.digest for t in j.reconcile()] == [digests[ROWS - 1]]

@@ -191,6 +191,7 @@ class RestrictionJournal:
         self._last: float | None = None  # the clock at the last run
         self._cost = 0.0  # measured seconds per statement looked up (0: not measured)
         self._marker: tuple[int, int, int] | None = None
+        self._failed = False  # the last run raised: the next compares every row
 
     def changed(self, mark: tuple[int, int, int]) -> bool:
         """The statements' marker reads ``mark``: reconcile unless the last run saw it.
@@ -275,8 +276,9 @@ class RestrictionJournal:
             now = self.clock()
             marker = statements.marker(self.store)  # read first: what follows is at least as new
             self._follow()
-            full = full or self._last is None or marker != self._marker
+            full = full or self._last is None or marker != self._marker or self._failed
             sweep = self._sweep
+            self._failed = True  # until this run succeeds: a failed one makes the next full
             if full:
                 rows = self._rows()
                 digests: Iterable[str] = self._journal
@@ -305,7 +307,7 @@ class RestrictionJournal:
                 self._journal_new(rows)
             if tampered:
                 marker = statements.marker(self.store)
-            self._marker = marker
+            self._marker, self._failed = marker, False
         if tampered:
             self.on_tamper(tampered)
         return tampered
