@@ -163,3 +163,28 @@ def test_the_gateway_loads_as_a_service_with_a_load_grant(world: World) -> None:
         gw.close()
     starts = [e for e in w.vault.audit.tail(100) if e.action == "gateway.start"]
     assert starts and starts[-1].actor == "gw-toy"
+
+
+def test_a_kept_decision_costs_one_index_read_not_a_count(world: World,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """Per request the gateway reads the statements' head (an index read at any table size),
+    never the full marker's count(*), which scans the table."""
+    w = world
+    _grant(w, "ivy", "infer")
+    auth = _authorizer(w, ttl_s=3600.0)
+    auth.check("ivy", "infer", "toy@1")
+    heads: list[tuple[int, int]] = []
+    real_head = statements.head
+
+    def counted_head(store: object) -> tuple[int, int]:
+        heads.append(real_head(store))  # type: ignore[arg-type]
+        return heads[-1]
+
+    def no_scan(store: object) -> tuple[int, int, int]:
+        raise AssertionError("a kept decision read the full marker (a table scan)")
+
+    monkeypatch.setattr(statements, "head", counted_head)
+    monkeypatch.setattr(statements, "marker", no_scan)
+    for _ in range(3):
+        auth.check("ivy", "infer", "toy@1")
+    assert len(heads) == 3

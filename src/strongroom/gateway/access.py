@@ -11,12 +11,16 @@ Two pieces replace the fixed caller list and the interim allow-list:
   their authors, rule met, unexpired, unrevoked) — checked from signatures.
 
 Both keep their verified view (and a caller's positive decision) only while
-the access statements are unchanged — one cheap marker query per request
-(:func:`strongroom.access.statements.marker`), as the release gate does — so a
-revoked key, a revoked Grant or a new denial stops a caller at its next
-request; the view is also rebuilt every ``ttl_s`` seconds (default 10), and
-vetting dates and Grant expiry are judged at the time of each decision. A ``load`` or ``export`` Grant does not allow ``infer`` through the
-gateway, and an ``infer`` Grant never releases a key (the gate maps no release
+the access statements' head is unchanged — one index read per request
+(:func:`strongroom.access.statements.head`: the generation every put bumps and
+the highest id), as the release gate reads per batch — so a revoked key, a
+revoked Grant or a new denial stops a caller at its next request. A row
+deleted by SQL moves only the full marker's count (a scan): it cannot make a
+view or a positive decision kept from before it any more permissive, and a
+rebuild reads the table as it then is either way. The view is also rebuilt
+every ``ttl_s`` seconds (default 10), and vetting dates and Grant expiry are
+judged at the time of each decision. A ``load`` or ``export`` Grant does not
+allow ``infer`` through the gateway, and an ``infer`` Grant never releases a key (the gate maps no release
 purpose to ``infer``)::
 
     callers = DirectoryCallers(reader)
@@ -62,13 +66,13 @@ def directory_reader(store: Store, public_keys: dict[str, bytes],
     return DirectoryReader.for_officers(store, officers, threshold)
 
 
-Marker = tuple[int, int, int]
+Marker = tuple[int, int]
 
 
 class _CachedDirectory:
     """A verified view of every enrollment and label, kept while the statements are unchanged.
 
-    Rebuilt when the access statements' marker moves, and at least every ``ttl_s``.
+    Rebuilt when the access statements' head moves, and at least every ``ttl_s``.
     """
 
     def __init__(self, reader: DirectoryReader, ttl_s: float,
@@ -80,9 +84,9 @@ class _CachedDirectory:
         self._view: tuple[float, Marker, Directory] | None = None
 
     def get(self) -> tuple[Marker, Directory]:
-        """The current marker and the view it guards (read the marker first)."""
+        """The statements' current head and the view it guards (read the head first)."""
         now = self.clock()
-        mark = statements.marker(self.reader.store)
+        mark = statements.head(self.reader.store)
         with self._lock:
             if self._view is not None and self._view[0] > now and self._view[1] == mark:
                 return mark, self._view[2]
