@@ -53,3 +53,18 @@ def test_capacity_bounds_memory_and_misses_fall_back_to_the_database() -> None:
     assert len(recent._items) <= 8 + 8 // 4
     assert recent.get(0, 4) is None and recent.gap(0, 40) == (0, 32)
     assert recent.get(39, 39) == []
+
+
+def test_a_range_older_than_the_cache_keeps_is_read_once(audit_log: AuditLog) -> None:
+    """A replay from the past (the detectors' at unseal, a guard's first pass) while the cache
+    holds the newest entries: each page is read from the database once, not twice."""
+    fill(audit_log, 40)
+    audit_log._recent = RecentEntries(capacity=8)
+    assert len(audit_log.events(32, 40)) == 8  # the newest entries are held, as in an agent
+    reads: list[str] = []
+    event.listen(audit_log._tree._reader, "before_cursor_execute",
+                 lambda *a: reads.append(str(a[2])) if "body" in str(a[2]) else None)
+    old = audit_log.events(0, 6)
+    assert [e.index for e in old] == list(range(6))
+    assert len(reads) == 1
+    assert [e.body for e in old] == [e.body for e in audit_log._tree.events(0, 6)]

@@ -314,10 +314,12 @@ class AuditLog:
         found = recent.get(start, end)
         if found is None:
             lo, hi = recent.gap(start, end)
-            recent.put(self._tree.events(lo, hi))
+            read = self._tree.events(lo, hi)
+            recent.put(read)
             found = recent.get(start, end)
-            if found is None:  # rows missing from the database (or already evicted)
-                return self._tree.events(start, end)
+            if found is None:  # rows missing from the database, or older than the cache keeps
+                # (a replay from the past): what was just read, unless it was only the gap.
+                return read if (lo, hi) == (start, end) else self._tree.events(start, end)
         return found
 
     def recent(self, since: float, *, batch: int = 2000) -> Iterator[AuditEvent]:
