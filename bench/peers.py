@@ -148,20 +148,27 @@ def openbao(venv: Path, tmp: Path) -> Iterator[tuple[str, str, str]]:
         log.close()
 
 
+def transit_decrypt(addr: str, token: str, ciphertext: str) -> Callable[[object], None]:
+    """One transit decrypt at ``addr`` on a keep-alive connection per thread (the raw client
+    bench/server.py drives strongroom with)."""
+    host, port = addr.removeprefix("http://").split(":")
+    send = bench_module("server").RawClient(host, int(port)).send
+    body = json.dumps({"ciphertext": ciphertext}).encode()
+    headers = {"X-Vault-Token": token, "content-type": "application/json"}
+    path = f"/v1/transit/decrypt/{TRANSIT_KEY}"
+
+    def decrypt(_: object) -> None:
+        send("POST", path, body, headers)
+
+    return decrypt
+
+
 def bench_openbao(args: argparse.Namespace, tmp: Path) -> None:
     """Authorised releases over HTTP against OpenBao transit decrypt, interleaved."""
     server_bench = bench_module("server")
     with openbao(args.venv, tmp) as (addr, token, ciphertext), \
             server_bench.release_server(args.workers) as rig:
-        host, port = addr.removeprefix("http://").split(":")
-        send = server_bench.RawClient(host, int(port)).send
-        body = json.dumps({"ciphertext": ciphertext}).encode()
-        headers = {"X-Vault-Token": token, "content-type": "application/json"}
-        path = f"/v1/transit/decrypt/{TRANSIT_KEY}"
-
-        def decrypt(_: object) -> None:
-            send("POST", path, body, headers)
-
+        decrypt = transit_decrypt(addr, token, ciphertext)
         p50: dict[str, list[float]] = {"strongroom": [], "openbao": []}
 
         def ours(_: int) -> float:

@@ -655,16 +655,8 @@ def main() -> None:
                 addr, token, ciphertext = stack.enter_context(peers.openbao(venv, tmp))
             except peers.Skip as exc:
                 raise SystemExit(f"OpenBao cannot run here: {exc}") from exc
-            host, port = addr.removeprefix("http://").split(":")
-            bao_send = server_bench.RawClient(host, int(port)).send
-            bao_body = json.dumps({"ciphertext": ciphertext}).encode()
-            bao_headers = {"X-Vault-Token": token, "content-type": "application/json"}
-            bao_path = f"/v1/transit/decrypt/{peers.TRANSIT_KEY}"
-
-            def decrypt(_: object) -> None:
-                bao_send("POST", bao_path, bao_body, bao_headers)
-
-            bao = _bao_pid(int(port))
+            decrypt = peers.transit_decrypt(addr, token, ciphertext)
+            bao = _bao_pid(int(addr.rsplit(":", 1)[1]))
             subjects["openbao"] = timed("openbao", decrypt, [0] * args.requests,
                                         lambda: server_bench._tree(bao) if bao else [], None)
         rounds = interleave(args.rounds, subjects)
