@@ -636,9 +636,10 @@ class EgressMeter:
             self.insert(conn, new)
         return [row[0] for row in new]
 
-    def ids_since(self, floor: float) -> set[str]:
-        """Charge ids of the ledger rows stamped after ``floor`` (a read; no ledger lock)."""
-        return self._db.ids_since(floor)
+    def ids_since(self, floor: float, conn: Connection | None = None) -> set[str]:
+        """Charge ids of the ledger rows stamped after ``floor`` (a read; no ledger lock),
+        in ``conn``'s transaction when given."""
+        return self._db.ids_since(floor, conn)
 
     def held(self, conn: Connection, ids: Sequence[str]) -> set[str]:
         """Which of ``ids`` the ledger holds, read in ``conn``'s transaction."""

@@ -39,7 +39,6 @@ from strongroom.access.restrictions import RestrictionJournal, Tampered, sweep_s
 from strongroom.errors import StrongroomError
 from strongroom.monitor.alerts import Alert, AlertManager
 from strongroom.monitor.egress import ChargeRow, EgressMeter, charge_row
-from strongroom.monitor.ledger import LedgerStore
 
 if TYPE_CHECKING:
     from sqlalchemy import Connection
@@ -114,7 +113,6 @@ class EgressLedgerCheck:
         self.remember_nonce: Callable[[str, float], None] | None = None
         #: Charge ids looked up by the last call (its new entries and its sweep slice).
         self.looked_up = 0
-        self._db = LedgerStore(meter.store)
         self._lock = threading.Lock()
         self._cursor = 0  # the next audit index to read
         # The release rows read from the log, in log order; positions count from the first
@@ -178,7 +176,7 @@ class EgressLedgerCheck:
         with self._lock:
             end = self._follow(floor)
             rows = self._within(self._head, end, floor)
-        held = self._db.ids_since(floor - _STAMP_MARGIN_S, conn)
+        held = self.meter.ids_since(floor - _STAMP_MARGIN_S, conn)
         lost = {r[0][0]: r for r in rows if r[0][0] not in held}
         if lost:
             lost = {c: lost[c] for c in sorted(lost.keys() - self.meter.held(conn, list(lost)))}
@@ -222,7 +220,7 @@ class EgressLedgerCheck:
         """Look ``rows`` up in the ledger and put back the ones it lost (see :meth:`check`):
         against every id stamped after ``floor`` when given (a full pass), else by id."""
         if floor is not None:
-            held = self._db.ids_since(floor - _STAMP_MARGIN_S)
+            held = self.meter.ids_since(floor - _STAMP_MARGIN_S)
             lost = {r[0][0]: r for r in rows if r[0][0] not in held}
             self.looked_up = 0
         else:
