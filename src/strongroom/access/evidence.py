@@ -96,7 +96,7 @@ import functools
 import json
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -138,7 +138,9 @@ from strongroom.release.ports import LocatedShard, ShardLocator
 from strongroom.release.request import (
     ReleaseRequest,
     UsedNonces,
+    VerifiedEvidence,
     check_release_signature,
+    sign_load_evidence,
     sign_release_evidence,
 )
 from strongroom.store.db import Store
@@ -152,6 +154,7 @@ __all__ = [
     "GrantEvidence",
     "describe_resource",
     "make_evidence",
+    "make_load_evidence",
 ]
 
 #: Manifest metadata key holding a secret document's classification (documents only).
@@ -195,6 +198,22 @@ def make_evidence(key: Ed25519PrivateKey, *, artifact: str, shard: str, blob_id:
     """Release evidence carrying a grant (or break-glass) and a fresh signature by ``key``."""
     release = sign_release_evidence(key, artifact=artifact, shard=shard, blob_id=blob_id,
                                     purpose=purpose, ttl_s=ttl_s, now=now)
+    return _wrapped(release, grant, break_glass)
+
+
+def make_load_evidence(key: Ed25519PrivateKey, *, artifact: str,
+                       shards: Sequence[tuple[str, str]], purpose: str,
+                       grant: str | None = None, break_glass: str | None = None,
+                       ttl_s: int = 300, now: float | None = None) -> str:
+    """Evidence for a whole load: like :func:`make_evidence`, one signature for every
+    (shard path, blob id) in ``shards``, each of which it releases at most once."""
+    release = sign_load_evidence(key, artifact=artifact, shards=shards, purpose=purpose,
+                                 ttl_s=ttl_s, now=now)
+    return _wrapped(release, grant, break_glass)
+
+
+def _wrapped(release: str, grant: str | None, break_glass: str | None) -> str:
+    """The evidence JSON: the signed release request with the Grant or break-glass named."""
     out: dict[str, str] = {"release": release}
     if grant is not None:
         out["grant"] = grant
@@ -279,6 +298,8 @@ class GrantEvidence:
         self.caps = caps or AccessCaps()
         self._lock = threading.Lock()
         self.nonces = UsedNonces()
+        #: Load evidence verified once for all the shards it names.
+        self._verified = VerifiedEvidence()
         self._used: dict[str, int] = {}
         self._revoked: set[str] = set()
         self._engine: tuple[str, PolicyEngine] | None = None
@@ -521,7 +542,8 @@ class GrantEvidence:
     def _check_release(self, env: str, public: Ed25519PublicKey, kid: str,
                        request: ReleaseRequest, now: float) -> tuple[str, int]:
         obj = request.obj
-        nonce, expires = check_release_signature(env, public, kid, request, now)
+        nonce, expires = check_release_signature(env, public, kid, request, now,
+                                                 self._verified)
         self.nonces.check(nonce, obj=obj)
         return nonce, expires
 

@@ -27,19 +27,25 @@ from strongroom.release.ports import (
 )
 from strongroom.release.request import (
     EVIDENCE_PAYLOAD_TYPE,
+    LOAD_EVIDENCE_PAYLOAD_TYPE,
     MAX_EVIDENCE_LIFETIME_S,
+    MAX_LOAD_SHARDS,
     PublicKeys,
     ReleaseRequest,
     Shard,
     UsedNonces,
+    VerifiedEvidence,
     build_request,
     check_release_signature,
+    sign_load_evidence,
     sign_release_evidence,
 )
 
 __all__ = [
     "EVIDENCE_PAYLOAD_TYPE",
+    "LOAD_EVIDENCE_PAYLOAD_TYPE",
     "MAX_EVIDENCE_LIFETIME_S",
+    "MAX_LOAD_SHARDS",
     "AuditedEgressPort",
     "CanaryCheck",
     "EgressPort",
@@ -54,7 +60,9 @@ __all__ = [
     "ShardSizes",
     "StateGuard",
     "UsedNonces",
+    "VerifiedEvidence",
     "build_request",
     "check_release_signature",
+    "sign_load_evidence",
     "sign_release_evidence",
 ]
