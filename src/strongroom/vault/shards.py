@@ -12,7 +12,10 @@
   file key comes from the release gate: handed to
   :meth:`~strongroom.crypto.age.AgeReader.open`, it signs fresh evidence for its
   shard and asks the key service, so a shard's blob is opened once and its header
-  parsed once.
+  parsed once. Given a :class:`LoadEvidence`, it sends that instead.
+* :class:`LoadEvidence` — one signed load evidence for every shard a full load
+  reads (one signature, one verification at the gate), each shard released once
+  under it.
 * :func:`read_manifest` — a stored manifest, verified (what ``Vault.manifest`` returns).
 
 Use it like this::
@@ -22,6 +25,10 @@ Use it like this::
     located = shards.locate(request)       # .shard, .kind, .compartments, .metadata
 
     identity = GateIdentity(keys, lambda: me, manifest.shard(entry), "load")
+    # a full load: one signature for all its shards
+    load = LoadEvidence(lambda: me, manifest.ref, [manifest.shard(f) for f in manifest.files],
+                        "load")
+    identity = GateIdentity(keys, lambda: me, manifest.shard(entry), "load", load=load)
     reader = AgeReader.open(source, [identity], plaintext_size=entry.size,
                             check_header=lambda h, b: pinned or refuse)
 
@@ -49,9 +56,11 @@ from strongroom.crypto import age
 from strongroom.errors import AccessDenied, IntegrityError, InvalidInput, NotFound, StorageError
 from strongroom.release.ports import LocatedShard
 from strongroom.release.request import (
+    MAX_LOAD_SHARDS,
     ReleaseRequest,
     Shard,
     build_request,
+    sign_load_evidence,
     sign_release_evidence,
 )
 from strongroom.store.db import Store
@@ -67,6 +76,7 @@ if TYPE_CHECKING:
 __all__ = [
     "HEADER_MISMATCH",
     "GateIdentity",
+    "LoadEvidence",
     "MappedSource",
     "SignedShards",
     "header_pinned",
@@ -80,6 +90,8 @@ _HEADER_CACHE_SIZE = 100_000
 #: The refusal when a blob's header is not the one its signed manifest pins.
 HEADER_MISMATCH = "blob header does not match the signed manifest (blob swapped or altered)"
 _HEADER_REMEDY = "restore the blob from a verified backup and report the tampering"
+#: What the gate's refusal of spent evidence says (the nonce table's and the ledger's).
+_REPLAY = "already used (replay)"
 
 
 def read_manifest(
@@ -242,32 +254,113 @@ class SignedShards:
         return stanzas
 
 
+class LoadEvidence:
+    """One signed load evidence for the shards a full load reads, each taken once.
+
+    A full load of N shards used to sign N release evidences, and the gate verified
+    N signatures; under one load evidence (:func:`~strongroom.release.request.
+    sign_load_evidence`) the load signs once and the gate verifies once, while each
+    shard is still requested, decided, charged and audited on its own, and released
+    at most once under it. It is signed when the first shard's key is needed (a load
+    refused before that signs nothing), over every shard not yet taken (at most
+    :data:`~strongroom.release.request.MAX_LOAD_SHARDS`; a larger load signs again
+    for the rest), and signed again over the rest when less than :data:`RENEW_S` of
+    its lifetime is left (a load that outlasts it).
+
+    :meth:`take` hands it out once per listed shard; a shard it does not list (or
+    whose blob differs), one already taken, or another purpose gets None, and its
+    caller signs per-shard evidence as before. :meth:`finish` drops it once the
+    load is done: what was not taken (a failed load) is never handed out later.
+    """
+
+    #: Seconds of lifetime it must have left to be handed out; less, it is signed again.
+    RENEW_S = 60
+
+    def __init__(self, signer: Callable[[], Identity], artifact: str, shards: Sequence[Shard],
+                 purpose: str, *, ttl_s: int = 300) -> None:
+        self.signer = signer
+        self.artifact = artifact
+        self.purpose = purpose
+        self.ttl_s = ttl_s
+        self._pending = {s.path: s.blob_id for s in shards if s.artifact == artifact}
+        self._listed: frozenset[str] = frozenset()
+        self._evidence: str | None = None
+        self._expires = 0.0
+        self._lock = threading.Lock()
+        #: Envelopes signed so far (one for a load that fits in MAX_LOAD_SHARDS and its ttl).
+        self.signed = 0
+
+    def take(self, shard: Shard, purpose: str) -> str | None:
+        """The load evidence for ``shard``'s one release under it, or None (sign your own)."""
+        with self._lock:
+            if (purpose != self.purpose or shard.artifact != self.artifact
+                    or self._pending.get(shard.path) != shard.blob_id):
+                return None
+            now = time.time()
+            if (self._evidence is None or shard.path not in self._listed
+                    or now > self._expires - self.RENEW_S):
+                listed = list(self._pending.items())[:MAX_LOAD_SHARDS]
+                if shard.path not in dict(listed):
+                    listed = [(shard.path, shard.blob_id), *listed[:MAX_LOAD_SHARDS - 1]]
+                me = self.signer()
+                self._evidence = sign_load_evidence(me.private_key, artifact=self.artifact,
+                                                    shards=listed, purpose=self.purpose,
+                                                    ttl_s=self.ttl_s, now=now)
+                self._listed = frozenset(p for p, _ in listed)
+                self._expires = now + self.ttl_s
+                self.signed += 1
+            del self._pending[shard.path]
+            return self._evidence
+
+    def finish(self) -> None:
+        """The load is over: hand nothing more out (shards read later sign their own)."""
+        with self._lock:
+            self._pending.clear()
+            self._evidence = None
+            self._listed = frozenset()
+
+
 class GateIdentity:
     """An age identity whose file key the release gate releases, for one shard and purpose.
 
     Each :meth:`unwrap` signs fresh release evidence with the caller's identity
     (``signer``, read when first needed) and runs the key service's gate with the
     header's stanzas; the gate decides, audits and meters. It never answers "not
-    mine": the gate's refusal is raised as it is.
+    mine": the gate's refusal is raised as it is. With ``load`` (a full load's
+    :class:`LoadEvidence`), it sends that load's one evidence instead when it covers
+    the shard, and signs its own only where it does not, or where the gate refuses
+    it as already used (a replay: the shard's one release under it is spent).
     """
 
     def __init__(self, keys: KeyService, signer: Callable[[], Identity], shard: Shard,
-                 purpose: str, *, host: str | None = None) -> None:
+                 purpose: str, *, host: str | None = None,
+                 load: LoadEvidence | None = None) -> None:
         self.keys = keys
         self.signer = signer
         self.shard = shard
         self.purpose = purpose
         self.host = host
+        self.load = load
 
     def release(self, stanzas: Sequence[age.Stanza]) -> bytearray:
         """The shard's file key from the gate (the caller zeroes it)."""
         me = self.signer()
         shard = self.shard
+        shared = None if self.load is None else self.load.take(shard, self.purpose)
+        if shared is not None:
+            try:
+                return self._ask(me, shared, stanzas)
+            except AccessDenied as exc:
+                if _REPLAY not in exc.message:
+                    raise
         evidence = sign_release_evidence(me.private_key, artifact=shard.artifact,
                                          shard=shard.path, blob_id=shard.blob_id,
                                          purpose=self.purpose)
+        return self._ask(me, evidence, stanzas)
+
+    def _ask(self, me: Identity, evidence: str, stanzas: Sequence[age.Stanza]) -> bytearray:
         return self.keys.release(build_request(
-            shard, principal=me.public.principal, principal_key=me.public.public_bytes,
+            self.shard, principal=me.public.principal, principal_key=me.public.public_bytes,
             purpose=self.purpose, evidence=evidence, stanzas=stanzas, host=self.host))
 
     def unwrap(self, stanzas: Sequence[age.Stanza]) -> bytes | None:

@@ -21,7 +21,10 @@ file key, signs manifests and checkpoints, and runs the release gate
 (:mod:`strongroom.release.gate`) — the only code that unwraps a file key. The
 vault never sees a KEK: it opens each shard's blob once and hands the age reader
 a :class:`~strongroom.vault.shards.GateIdentity`, which signs release evidence
-with the caller's identity (``STRONGROOM_IDENTITY``) and asks the gate.
+with the caller's identity (``STRONGROOM_IDENTITY``) and asks the gate. A full
+load (:meth:`Vault.open_weights` without ``lazy``) signs one load evidence for all
+the shards it reads (:class:`~strongroom.vault.shards.LoadEvidence`) and still
+asks the gate for each shard's key as it comes to that shard.
 """
 
 from __future__ import annotations
@@ -66,6 +69,7 @@ from strongroom.vault.shards import (
     HEADER_MISMATCH,
     AttestedGateIdentity,
     GateIdentity,
+    LoadEvidence,
     MappedSource,
     header_pinned,
     read_manifest,
@@ -522,24 +526,27 @@ class Vault:
 
     @contextlib.contextmanager
     def open_reader(
-        self, manifest: Manifest, entry: FileEntry, purpose: str
+        self, manifest: Manifest, entry: FileEntry, purpose: str, *,
+        load: LoadEvidence | None = None,
     ) -> Iterator[age.AgeReader]:
         """An authenticated random-access reader over one shard's plaintext.
 
         The blob is opened once and its header parsed once: the header is checked
         against the manifest's pin, then the gate releases the file key to the age
-        reader through a :class:`~strongroom.vault.shards.GateIdentity`.
+        reader through a :class:`~strongroom.vault.shards.GateIdentity` (with
+        ``load``, under that load's one evidence where it covers the shard).
         """
         source = self._open_source(entry.blob)
         try:
-            with self._reader(source, manifest, entry, purpose) as reader:
+            with self._reader(source, manifest, entry, purpose, load) as reader:
                 yield reader
         finally:
             _close(source)
 
     @contextlib.contextmanager
     def _reader(
-        self, source: age.ByteSource, manifest: Manifest, entry: FileEntry, purpose: str
+        self, source: age.ByteSource, manifest: Manifest, entry: FileEntry, purpose: str,
+        load: LoadEvidence | None = None,
     ) -> Iterator[age.AgeReader]:
         """The reader over an open ``source`` (the caller closes it)."""
         obj = f"{manifest.ref}/{entry.path}"
@@ -549,7 +556,7 @@ class Vault:
 
         with renamed_errors(obj):
             reader = age.AgeReader.open(
-                source, [self._gate_identity(manifest, entry, purpose)],
+                source, [self._gate_identity(manifest, entry, purpose, load)],
                 plaintext_size=entry.size, check_header=pinned)
         with reader, renamed_errors(obj):
             yield reader
@@ -565,12 +572,13 @@ class Vault:
                              remedy="restore the blob from a verified backup and report "
                              "the tampering")
 
-    def _gate_identity(self, manifest: Manifest, entry: FileEntry, purpose: str) -> GateIdentity:
-        if self.enclave is not None:
+    def _gate_identity(self, manifest: Manifest, entry: FileEntry, purpose: str,
+                       load: LoadEvidence | None = None) -> GateIdentity:
+        if self.enclave is not None:  # attested releases keep their per-shard evidence
             return AttestedGateIdentity(self.keys, lambda: self.identity, manifest.shard(entry),
                                         purpose, self.enclave, host=client_host())
         return GateIdentity(self.keys, lambda: self.identity, manifest.shard(entry), purpose,
-                            host=client_host())
+                            host=client_host(), load=load)
 
     def _open_source(self, blob_id: str) -> age.ByteSource:
         """A ciphertext source; local blobs are mapped (:class:`MappedSource`).
@@ -590,11 +598,22 @@ class Vault:
         """A read-only mapping of tensor name -> array, decrypted in memory.
 
         ``into``: the caller's buffers per shard path (see ``loader.shard_buffers``).
+        A full load signs one load evidence for every shard it reads and asks the
+        gate for each shard's key when it comes to it (:class:`_FullLoad`); a lazy
+        one signs evidence for each shard it opens, as it opens it: it may never
+        read most shards, and a load evidence naming them would stay spendable for
+        them until it expired.
         """
         from strongroom.vault.loader import load_weights
 
-        return load_weights(self, self.manifest(name, version), lazy=lazy, framework=framework,
-                            into=into)
+        manifest = self.manifest(name, version)
+        if lazy:
+            return load_weights(self, manifest, lazy=True, framework=framework, into=into)
+        full = _FullLoad(self, manifest)
+        try:
+            return load_weights(full, manifest, framework=framework, into=into)
+        finally:
+            full.evidence.finish()
 
     # -- verify / export ------------------------------------------------------
 
@@ -698,6 +717,32 @@ class Vault:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         return dest
+
+
+class _FullLoad:
+    """The shard readers of one full load: every shard's key under one load evidence.
+
+    Keys are still released one shard at a time, when the load comes to the
+    shard, and each is zeroed as soon as that shard's reader is open; releasing
+    them all up front (``release_many``) would keep every shard's key in memory
+    while the shards before it decrypt, and would release (and charge) keys for
+    shards a failed load never reaches, to save a local call per shard. A reader for
+    another manifest or purpose (``file_bytes`` after the load) signs its own.
+    """
+
+    def __init__(self, vault: Vault, manifest: Manifest, purpose: str = "load") -> None:
+        self.vault = vault
+        self.settings = vault.settings
+        self.manifest = manifest
+        self.evidence = LoadEvidence(
+            lambda: vault.identity, manifest.ref,
+            [manifest.shard(f) for f in manifest.files if f.kind == "safetensors"], purpose)
+
+    def open_reader(self, manifest: Manifest, entry: FileEntry, purpose: str
+                    ) -> contextlib.AbstractContextManager[age.AgeReader]:
+        """The vault's reader; the shard's key under the load's evidence where it covers it."""
+        load = self.evidence if manifest is self.manifest else None
+        return self.vault.open_reader(manifest, entry, purpose, load=load)
 
 
 def _close(source: object) -> None:
