@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
+
+from strongroom.release.request import MAX_LOAD_SHARDS
 
 __all__ = [
     "AlertAck",
@@ -25,6 +27,9 @@ __all__ = [
     "ErrorOut",
     "GrantOut",
     "KeyReleaseIn",
+    "KeyReleaseManyIn",
+    "KeyReleaseManyItem",
+    "KeyReleaseManyOut",
     "KeyReleaseOut",
     "ManifestOut",
     "PrincipalOut",
@@ -208,6 +213,45 @@ class KeyReleaseOut(BaseModel):
     shard: str
     blob: str
     file_key: str
+
+
+class KeyReleaseManyIn(BaseModel):
+    """One load evidence (``strongroom.access.evidence.make_load_evidence``) for several shards.
+
+    Each shard is released as by ``/v1/keys/release`` with this evidence: the gate
+    decides, charges and audits each one on its own.
+    """
+
+    artifact: str = Field(min_length=3, max_length=256, description="name@version")
+    shards: list[Annotated[str, Field(min_length=1, max_length=1024)]] = Field(
+        min_length=1, max_length=MAX_LOAD_SHARDS, json_schema_extra={"uniqueItems": True},
+        description="shard paths, each once, in the order to answer")
+    purpose: str = Field(min_length=1, max_length=512)
+    evidence: str = Field(min_length=2, max_length=786432)
+
+    @field_validator("shards")
+    @classmethod
+    def _each_once(cls, shards: list[str]) -> list[str]:
+        if len(set(shards)) != len(shards):
+            raise ValueError("a shard is named more than once")
+        return shards
+
+
+class KeyReleaseManyItem(BaseModel):
+    """One shard's answer: its file key (base64; zero it after use), or its refusal."""
+
+    shard: str
+    blob: str
+    file_key: str | None = None
+    error: ErrorOut | None = Field(default=None,
+                                   description="the refusal, as the API's error body")
+
+
+class KeyReleaseManyOut(BaseModel):
+    """Each named shard's answer, in the order of the request."""
+
+    artifact: str
+    keys: list[KeyReleaseManyItem]
 
 
 class AttestNonceOut(BaseModel):
