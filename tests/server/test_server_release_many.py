@@ -3,15 +3,19 @@ real uvicorn socket; each shard released, refused, charged and audited on its ow
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
 import pytest
 from server_kit import ServerWorld, UvicornThread, build_world, server_db  # noqa: F401
 
 from strongroom.access.evidence import make_evidence, make_load_evidence
+from strongroom.errors import AccessDenied, NotFound, ServerError
 from strongroom.server.client import Client, KnownServers
 from strongroom.server.models import KeyReleaseManyOut
+from strongroom.server.remote_vault import RemoteVault
 
 from vault_fixtures import make_model
 
@@ -87,6 +91,19 @@ def _releases(world: ServerWorld, since: int) -> list[Any]:
     return [e for e in world.ctx.audit().events(since) if e.action == "key.release"]
 
 
+def _count_posts(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The path of every POST the clients make from now on."""
+    posted: list[str] = []
+    real = Client.post
+
+    def counting(self: Client, path: str, body: Any = None, **kw: Any) -> Any:
+        posted.append(path)
+        return real(self, path, body, **kw)
+
+    monkeypatch.setattr(Client, "post", counting)
+    return posted
+
+
 def test_every_shard_of_a_model_in_one_request_each_audited(world: ServerWorld) -> None:
     world.grant_load("alice", resource=MULTI)
     ref, shards = _shards(world)
@@ -103,6 +120,21 @@ def test_every_shard_of_a_model_in_one_request_each_audited(world: ServerWorld) 
     assert sorted(e.shard for e in allowed) == sorted(p for p, _ in shards)
     assert {e.actor for e in allowed} == {"alice"}
     assert all(e.object.startswith(ref) for e in allowed)
+
+
+def test_each_key_decrypts_its_own_shard(world: ServerWorld) -> None:
+    world.grant_load("alice", resource=MULTI)
+    with _client(world) as c:
+        m = c.verified_manifest(MULTI)
+        keys = c.release_many(m.ref, [(f.path, f.blob) for f in m.files], "load")
+        assert len(keys) == SHARDS
+        for entry, key in zip(m.files, keys, strict=True):
+            with c.open_reader(m, entry, "load", file_key=key) as reader:
+                digest = hashlib.sha256()
+                for i in range(reader.num_chunks):
+                    digest.update(reader.decrypt_chunk(i))
+            assert digest.hexdigest() == entry.sha256
+            assert not any(key)  # zeroed once the reader held it
 
 
 def test_the_same_evidence_again_is_refused_per_shard(world: ServerWorld) -> None:
@@ -201,6 +233,82 @@ def test_each_shard_is_charged_to_the_grant(world: ServerWorld) -> None:
     assert first["file_key"] and second["file_key"]
     assert third.get("file_key") is None
     assert third["error"]["type"] == "GrantBudgetSpent", third  # the Grant's bytes, per shard
+
+
+def test_the_client_raises_a_shards_refusal_and_keeps_no_key(
+        world: ServerWorld, monkeypatch: pytest.MonkeyPatch) -> None:
+    world.grant_load("alice", resource=MULTI)
+    _, shards = _shards(world)
+    handed: list[bytearray] = []
+    real = bytearray
+
+    with _client(world) as c:
+        m = c.verified_manifest(MULTI)
+        evidence_for = make_load_evidence
+
+        def narrow(key: Any, **kw: Any) -> str:  # names only the first shard
+            return evidence_for(key, **{**kw, "shards": kw["shards"][:1]})
+
+        monkeypatch.setattr("strongroom.access.evidence.make_load_evidence", narrow)
+        import strongroom.server.client as client_module
+
+        def keep(*a: Any) -> bytearray:
+            out = real(*a)
+            handed.append(out)
+            return out
+
+        monkeypatch.setattr(client_module, "bytearray", keep, raising=False)
+        with pytest.raises(AccessDenied):
+            c.release_many(m.ref, shards, "load")
+    assert handed and all(not any(k) for k in handed)  # the first shard's key was zeroed
+
+
+def test_a_full_remote_load_asks_once_and_a_lazy_one_per_shard(
+        world: ServerWorld, monkeypatch: pytest.MonkeyPatch) -> None:
+    world.grant_load("alice", resource=MULTI)
+    posted = _count_posts(monkeypatch)
+    before = world.audit_size()
+    with RemoteVault(_client(world)) as rv, rv.open_weights(MULTI) as w:
+        assert set(w) == {k for k in world.model if k[:3] in ("s0.", "s1.", "s2.")}
+        for name in w:
+            np.testing.assert_array_equal(w[name], world.model[name])
+    assert posted == ["/v1/keys/release-many"]
+    assert len([e for e in _releases(world, before) if e.decision == "allow"]) == SHARDS
+    posted.clear()
+    with RemoteVault(_client(world)) as rv, rv.open_weights(MULTI, lazy=True) as w:
+        np.testing.assert_array_equal(w["s1.layer.0.w"], world.model["s1.layer.0.w"])
+    assert posted == ["/v1/keys/release"]
+
+
+def test_a_full_load_from_a_server_without_the_route_goes_shard_by_shard(
+        world: ServerWorld, monkeypatch: pytest.MonkeyPatch) -> None:
+    world.grant_load("alice", resource=MULTI)
+    real = Client.post
+    with _client(world) as c, pytest.raises(ServerError, match="HTTP 404"):
+        real(c, "/v1/keys/no-such-route", {})  # what an older server answers
+    posted: list[str] = []
+
+    def older(self: Client, path: str, body: Any = None, **kw: Any) -> Any:
+        posted.append(path)
+        if path == "/v1/keys/release-many":
+            path = "/v1/keys/no-such-route"
+        return real(self, path, body, **kw)
+
+    monkeypatch.setattr(Client, "post", older)
+    with RemoteVault(_client(world)) as rv, rv.open_weights(MULTI) as w:
+        np.testing.assert_array_equal(w["s2.embed.weight"], world.model["s2.embed.weight"])
+    assert posted == ["/v1/keys/release-many"] + ["/v1/keys/release"] * SHARDS
+    with _client(world) as c, pytest.raises(NotFound, match="release-many"):
+        c.release_many(*_shards(world), "load")
+
+
+def test_a_full_load_refused_by_the_gate_raises_its_error(
+        world: ServerWorld, monkeypatch: pytest.MonkeyPatch) -> None:
+    """eve has no Grant: one request, every shard refused, its error raised as its class."""
+    posted = _count_posts(monkeypatch)
+    with RemoteVault(_client(world, "eve")) as rv, pytest.raises(AccessDenied):
+        rv.open_weights(MULTI)
+    assert posted == ["/v1/keys/release-many"]
 
 
 def test_cached_shards_are_released_together_on_the_event_loop(

@@ -164,6 +164,19 @@ class _ServerGate:
             key[:] = bytes(len(key))
 
 
+class _Released:
+    """An age identity holding a file key the gate already released (zeroed once handed)."""
+
+    def __init__(self, key: bytearray) -> None:
+        self.key = key
+
+    def unwrap(self, stanzas: object) -> bytes | None:
+        try:
+            return bytes(self.key)
+        finally:
+            self.key[:] = bytes(len(self.key))
+
+
 class Client(Operations):
     """Signed requests to one strongroom server as one identity.
 
@@ -479,6 +492,66 @@ class Client(Operations):
                                               "purpose": purpose, "evidence": evidence})
         return bytearray(base64.b64decode(out["file_key"]))
 
+    def release_many(self, artifact: str, shards: Sequence[tuple[str, str]], purpose: str, *,
+                     grant: str | None = None) -> list[bytearray]:
+        """File keys of several shards of ``artifact`` ((path, blob id) each) in one request,
+        under one signed load evidence; in the order given (zero them after use).
+
+        The gate decides, charges and audits each shard on its own: if any was refused,
+        the keys the others got are zeroed and the first refusal is raised.
+        """
+        from strongroom.access.evidence import make_load_evidence
+
+        if self.identity is None:
+            raise AccessDenied("no identity to sign the release evidence with",
+                               obj="STRONGROOM_IDENTITY")
+        evidence = make_load_evidence(self.identity.private_key, artifact=artifact,
+                                      shards=list(shards), purpose=purpose, grant=grant)
+        paths = [path for path, _ in shards]
+        try:
+            out = self.post("/v1/keys/release-many", {"artifact": artifact, "shards": paths,
+                                                       "purpose": purpose, "evidence": evidence})
+        except ServerError as exc:
+            if exc.message.startswith("HTTP 404"):  # no strongroom error: the route is missing
+                raise errors.NotFound("the server has no /v1/keys/release-many (older than "
+                                      "this client)", obj=self.url,
+                                      remedy="release shard by shard, or upgrade the server"
+                                      ) from None
+            raise
+        keys: list[bytearray] = []
+        refusal: errors.StrongroomError | None = None
+        try:
+            items = out.get("keys") if isinstance(out, dict) else None
+            if not isinstance(items, list) or len(items) != len(shards):
+                raise ServerError("the server's release-many answer does not match the request",
+                                  obj=f"{artifact} ({len(shards)} shards)",
+                                  remedy="the server is misbehaving; report it")
+            for (path, blob), item in zip(shards, items, strict=True):
+                if not isinstance(item, dict) or item.get("shard") != path \
+                        or item.get("blob") != blob:
+                    raise ServerError("the server answered for another shard",
+                                      obj=f"{artifact}/{path}",
+                                      remedy="the server is misbehaving; report it")
+                error = item.get("error")
+                if isinstance(error, dict):
+                    refusal = refusal or errors.from_wire(
+                        str(error.get("type", "")), str(error.get("error", "")),
+                        obj=error.get("object"), remedy=error.get("remedy"))
+                    continue
+                text = item.get("file_key")
+                if not isinstance(text, str) or not text:
+                    raise ServerError("the server answered neither a key nor a refusal",
+                                      obj=f"{artifact}/{path}",
+                                      remedy="the server is misbehaving; report it")
+                keys.append(bytearray(base64.b64decode(text)))
+            if refusal is not None:
+                raise refusal
+        except BaseException:
+            for key in keys:
+                key[:] = bytes(len(key))
+            raise
+        return keys
+
     def attest_nonce(self) -> bytes:
         """A single-use nonce from the server's gate, to bind in the enclave's report data."""
         return base64.b64decode(self.post("/v1/keys/attest/nonce", {})["nonce"])
@@ -526,11 +599,14 @@ class Client(Operations):
 
     @contextlib.contextmanager
     def open_reader(self, m: Manifest, entry: FileEntry, purpose: str, *,
-                    source: ByteSource | None = None) -> Iterator[AgeReader]:
+                    source: ByteSource | None = None,
+                    file_key: bytearray | None = None) -> Iterator[AgeReader]:
         """A decrypting reader over one shard: its header checked against the signed
         manifest's pin, its file key released by the server's gate (zeroed on exit).
 
         ``source`` defaults to a :class:`RangeSource` (exact ranged reads).
+        ``file_key``: the shard's key already released (by :meth:`release_many`); it is
+        zeroed once the reader holds it, and the gate is not asked again.
         """
         from strongroom.crypto import age
         from strongroom.vault.shards import HEADER_MISMATCH, header_pinned
@@ -545,10 +621,16 @@ class Client(Operations):
             if not header_pinned(header, head, entry.header_sha256):
                 raise IntegrityError(HEADER_MISMATCH, obj=obj)
 
-        gate = _ServerGate(self, m.ref, entry.path, entry.blob, purpose)
-        with age.AgeReader.open(source, [gate], plaintext_size=entry.size,
-                                check_header=pinned) as reader:
-            yield reader
+        gate: _ServerGate | _Released = (
+            _ServerGate(self, m.ref, entry.path, entry.blob, purpose) if file_key is None
+            else _Released(file_key))
+        try:
+            with age.AgeReader.open(source, [gate], plaintext_size=entry.size,
+                                    check_header=pinned) as reader:
+                yield reader
+        finally:
+            if file_key is not None:
+                file_key[:] = bytes(len(file_key))  # also when the header check refused
 
     def verify(self, name: str, version: int | None = None, *, purpose: str = "verify"
                ) -> tuple[str, int, int]:

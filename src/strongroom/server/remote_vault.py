@@ -8,7 +8,9 @@ class instead of a local data directory::
 
 Per shard: the manifest is verified with the pinned manifest key, the blob's
 header is checked against the manifest's pin, the file key is released by the
-server's gate (signed evidence; audited and metered there), and the ciphertext
+server's gate (signed evidence; audited and metered there; a full load asks for
+every shard's key in one request under one load evidence, ``POST
+/v1/keys/release-many``, a lazy load for each shard as it is opened), and the ciphertext
 is read by byte ranges — on a full load each load thread reads its part of a
 shard in order, :data:`READ_AHEAD_FACTOR` times what it asks per request (at
 most :data:`READ_AHEAD` bytes); a lazy load fetches exactly the tensor's
@@ -109,9 +111,11 @@ class RemoteVault:
         """
         from strongroom.vault.loader import load_weights
 
-        shards = self if lazy else _FullLoad(self)
-        return load_weights(shards, self.manifest(name, version), lazy=lazy, framework=framework,
-                            into=into)
+        manifest = self.manifest(name, version)
+        if lazy:
+            return load_weights(self, manifest, lazy=True, framework=framework, into=into)
+        with contextlib.closing(_FullLoad(self, manifest)) as full:  # zeroes keys left unused
+            return load_weights(full, manifest, framework=framework, into=into)
 
     def close(self) -> None:
         """Close the HTTP connections."""
@@ -125,19 +129,60 @@ class RemoteVault:
 
 
 class _FullLoad:
-    """The shard readers of a full load: ciphertext through a :class:`ReadAheadSource`."""
+    """The shard readers of a full load: every shard's key from one release up front
+    (``POST /v1/keys/release-many``, one load evidence), ciphertext through a
+    :class:`ReadAheadSource`.
 
-    def __init__(self, vault: RemoteVault) -> None:
+    The keys are asked for at the first shard's reader, with its purpose; each is
+    handed to its shard's reader (which zeroes it) and :meth:`close` zeroes any left.
+    A reader for another purpose or manifest, or a shard the batch did not cover,
+    has its key released alone, as does every shard of a server without the route.
+    """
+
+    def __init__(self, vault: RemoteVault, manifest: Manifest) -> None:
         self.vault = vault
         self.settings = vault.settings
+        self.manifest = manifest
+        self._purpose: str | None = None  # the purpose the keys were released for
+        self._keys: dict[str, bytearray] = {}
+        self._lock = threading.Lock()
+
+    def _key(self, manifest: Manifest, entry: FileEntry, purpose: str) -> bytearray | None:
+        """``entry``'s key from the batch (released on the first call), or None."""
+        from strongroom.errors import NotFound
+        from strongroom.release.request import MAX_LOAD_SHARDS
+
+        if manifest is not self.manifest:
+            return None
+        with self._lock:
+            if self._purpose is None:
+                self._purpose = purpose
+                loads = [f for f in manifest.files if f.kind == "safetensors"]
+                try:
+                    for i in range(0, len(loads), MAX_LOAD_SHARDS):
+                        part = loads[i: i + MAX_LOAD_SHARDS]
+                        keys = self.vault.client.release_many(
+                            manifest.ref, [(f.path, f.blob) for f in part], purpose)
+                        self._keys.update(zip((f.path for f in part), keys, strict=True))
+                except NotFound:
+                    pass  # a server older than the route: shard by shard
+            return self._keys.pop(entry.path, None) if purpose == self._purpose else None
 
     @contextlib.contextmanager
     def open_reader(self, manifest: Manifest, entry: FileEntry, purpose: str
                     ) -> Iterator[AgeReader]:
         """A reader over one shard whose whole ciphertext will be read."""
         client = self.vault.client
+        key = self._key(manifest, entry, purpose)
         source = ReadAheadSource(
             client, f"/v1/weights/{manifest.name}/versions/{manifest.version}/blobs/{entry.blob}",
             entry.ct_size)
-        with client.open_reader(manifest, entry, purpose, source=source) as reader:
+        with client.open_reader(manifest, entry, purpose, source=source, file_key=key) as reader:
             yield reader
+
+    def close(self) -> None:
+        """Zero the keys no reader took."""
+        with self._lock:
+            keys, self._keys = self._keys, {}
+        for key in keys.values():
+            key[:] = bytes(len(key))
