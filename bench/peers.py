@@ -20,7 +20,11 @@ cannot be installed or started is skipped with a message saying why.
   requests to each, the order flipping every round. Note the asymmetry in
   OpenBao's favour: dev mode keeps its storage in memory and the file audit
   device does not fsync each entry, while every strongroom release waits for
-  its audit entry to be committed with ``synchronous=FULL``.
+  its audit entry to be committed with ``synchronous=FULL``. Then, with
+  ``--batch K`` (default 8), a whole load's keys in one request: ``POST
+  /v1/keys/release-many`` of a ``K``-shard version under one load evidence
+  (each shard still decided, charged and audited on its own) against one
+  transit decrypt of ``K`` ciphertexts (``batch_input``), in keys per second.
 * **age** (the ``age`` CLI on the PATH): ``age -r RECIPIENT`` and ``age -d``
   against ``strongroom encrypt|decrypt`` on the same ``--size-mib`` file, whole
   processes (start-up included), output to ``/dev/null`` (and encrypt once more
@@ -53,6 +57,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE)]
@@ -148,17 +153,25 @@ def openbao(venv: Path, tmp: Path) -> Iterator[tuple[str, str, str]]:
         log.close()
 
 
-def transit_decrypt(addr: str, token: str, ciphertext: str) -> Callable[[object], None]:
+def transit_decrypt(addr: str, token: str, ciphertext: str, batch: int = 0
+                    ) -> Callable[[object], None]:
     """One transit decrypt at ``addr`` on a keep-alive connection per thread (the raw client
-    bench/server.py drives strongroom with)."""
+    bench/server.py drives strongroom with); ``batch`` > 0: one request of that many
+    ciphertexts (``batch_input``), each of whose results must hold a plaintext."""
     host, port = addr.removeprefix("http://").split(":")
     send = bench_module("server").RawClient(host, int(port)).send
-    body = json.dumps({"ciphertext": ciphertext}).encode()
+    doc: dict[str, object] = ({"batch_input": [{"ciphertext": ciphertext}] * batch} if batch
+                              else {"ciphertext": ciphertext})
+    body = json.dumps(doc).encode()
     headers = {"X-Vault-Token": token, "content-type": "application/json"}
     path = f"/v1/transit/decrypt/{TRANSIT_KEY}"
 
     def decrypt(_: object) -> None:
-        send("POST", path, body, headers)
+        data = send("POST", path, body, headers)
+        if batch:
+            results = json.loads(data)["data"]["batch_results"]
+            if len(results) != batch or not all(r.get("plaintext") for r in results):
+                raise RuntimeError(f"OpenBao batch decrypt failed: {data[:300]!r}")
 
     return decrypt
 
@@ -191,6 +204,44 @@ def bench_openbao(args: argparse.Namespace, tmp: Path) -> None:
                   f"; p50 median {statistics.median(p50[name]):.2f} ms")
         print(ratio_line("releases/s", rounds["strongroom"], rounds["openbao"]))
         rig.meter.report({k: 0.0 for k in rig.cpu}, rig.cpu, rig.cpu_n)
+        if args.batch > 1:
+            _bench_openbao_batch(args, rig, addr, token, ciphertext)
+
+
+def _bench_openbao_batch(args: argparse.Namespace, rig: object, addr: str, token: str,
+                         ciphertext: str) -> None:
+    """A whole load's keys per request: strongroom's release-many of ``--batch`` shards under
+    one load evidence against one OpenBao decrypt of as many ciphertexts (keys per second)."""
+    server_bench = bench_module("server")
+    r: Any = rig
+    r.add_shards(args.batch)
+    decrypt = transit_decrypt(addr, token, ciphertext, args.batch)
+    n = max(1, args.releases // args.batch)
+    p50: dict[str, list[float]] = {"strongroom": [], "openbao": []}
+    cpu: list[str] = []
+
+    def ours(_: int) -> float:
+        rate, median = r.keys_many(n, args.threads)
+        p50["strongroom"].append(median)
+        cpu.append(r.last_cpu)
+        return float(rate)
+
+    def theirs(_: int) -> float:
+        lat, elapsed = server_bench._run(args.threads, [0] * n, decrypt)
+        p50["openbao"].append(statistics.median(lat) * 1000)
+        return n * args.batch / elapsed
+
+    r.keys_many(10, 4)  # warm-up both
+    server_bench._run(4, [0] * 10, decrypt)
+    print(f"\n== a whole load's keys in one request ({args.batch} shards), {args.threads} "
+          f"clients, {n} requests a round: strongroom POST /v1/keys/release-many (one load "
+          f"evidence) vs OpenBao transit decrypt batch_input of {args.batch}")
+    rounds = interleave(args.rounds, {"strongroom": ours, "openbao": theirs})
+    for name in rounds:
+        print(summary(name, rounds[name], "keys/s") +
+              f"; p50 median {statistics.median(p50[name]):.2f} ms a request")
+    print(ratio_line("keys/s", rounds["strongroom"], rounds["openbao"]))
+    print(f"  strongroom CPU us a key, by round: {' | '.join(cpu)}")
 
 
 # -- age -----------------------------------------------------------------------------
@@ -415,6 +466,9 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds (median judged)")
     ap.add_argument("--releases", type=int, default=1000, help="requests a round (openbao)")
     ap.add_argument("--threads", type=int, default=8, help="closed-loop clients (openbao)")
+    ap.add_argument("--batch", type=int, default=8,
+                    help="openbao: also compare a whole load's keys in one request, this many "
+                         "shards (0 or 1: don't)")
     ap.add_argument("--workers", type=int, default=2, help="`strongroom serve --workers`")
     ap.add_argument("--size-mib", type=int, default=256, help="file size (age, cryptotensors)")
     ap.add_argument("--venv", type=Path, default=DEFAULT_VENV,

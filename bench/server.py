@@ -218,7 +218,8 @@ class RawClient:
             self.local.sock, self.local.buf = sock, b""
         return sock
 
-    def send(self, method: str, path: str, body: bytes, headers: dict[str, str]) -> None:
+    def send(self, method: str, path: str, body: bytes, headers: dict[str, str]) -> bytes:
+        """The response body (a status other than 200 raises)."""
         sock = self._sock()
         head = [f"{method} {path} HTTP/1.1", f"Host: {self.host}:{self.port}",
                 f"Content-Length: {len(body)}"]
@@ -245,6 +246,7 @@ class RawClient:
         data, self.local.buf = rest[:length], rest[length:]
         if status != 200:
             raise RuntimeError(f"HTTP {status}: {data[:300]!r}")
+        return data
 
 
 class Profiler:
@@ -330,6 +332,9 @@ class Rig:
     last_cpu: str = ""
     #: When the vault was unsealed over the API.
     unsealed_at: float = 0.0
+    #: A version of the model with several shards (:meth:`add_shards`): its ref and entries.
+    many_ref: str = ""
+    many: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def unsealed_s(self) -> float:
@@ -353,6 +358,57 @@ class Rig:
     def over_http(self, item: tuple[bytes, dict[str, str]]) -> None:
         """Send one prepared release (fails the run unless answered 200)."""
         self.send("POST", "/v1/keys/release", item[0], item[1])
+
+    def add_shards(self, k: int) -> None:
+        """Import a new version of the model with ``k`` shards (alice's Grant covers it)."""
+        from strongroom.runtime.services import open_vault
+        from strongroom.settings import Settings
+
+        folder = self.tmp / f"shards-{k}"
+        folder.mkdir()
+        for i in range(k):
+            make_model(folder / f"model-{i + 1:05d}-of-{k:05d}.safetensors", seed=i,
+                       prefix=f"s{i}.")
+        with open_vault(Settings(), identity=self.people["officer"]) as v:
+            m = v.import_weights(folder, "tiny", compartments=("atlas",), new_version=True)
+        shutil.rmtree(folder)
+        self.many_ref = m.ref
+        self.many = [{"path": f.path, "blob": f.blob} for f in m.files]
+
+    def signed_release_many(self, n: int) -> list[tuple[bytes, dict[str, str]]]:
+        """``n`` requests for every shard of :meth:`add_shards`'s version, one load evidence each."""
+        from strongroom.access.evidence import make_load_evidence
+
+        key = self.people["alice"].private_key
+        pairs = [(e["path"], e["blob"]) for e in self.many]
+        out = []
+        for _ in range(n):
+            ev = make_load_evidence(key, artifact=self.many_ref, shards=pairs, purpose="load",
+                                    ttl_s=600)
+            body = json.dumps({"artifact": self.many_ref, "shards": [p for p, _ in pairs],
+                               "purpose": "load", "evidence": ev}).encode()
+            headers = sign_request(key, "POST", "/v1/keys/release-many", body)
+            headers["content-type"] = "application/json"
+            out.append((body, headers))
+        return out
+
+    def release_many_http(self, item: tuple[bytes, dict[str, str]]) -> None:
+        """Send one prepared release-many; fails the run unless every shard's key came back."""
+        data = self.send("POST", "/v1/keys/release-many", item[0], item[1])
+        keys = json.loads(data)["keys"]
+        if len(keys) != len(self.many) or not all(k.get("file_key") for k in keys):
+            raise RuntimeError(f"a shard was refused: {[k.get('error') for k in keys]}")
+
+    def keys_many(self, n: int, threads: int) -> tuple[float, float]:
+        """Like :meth:`releases` with ``n`` release-many requests: (keys per second, p50 ms)."""
+        prepared = self.signed_release_many(n)
+        before = self.meter.sample()
+        lat, elapsed = _run(threads, prepared, self.release_many_http)
+        after = self.meter.sample()
+        keys = n * len(self.many)
+        self.last_cpu = " ".join(f"{k} {(after[k] - before[k]) / keys * 1e6:,.0f}"
+                                 for k in before)
+        return keys / elapsed, statistics.median(lat) * 1000
 
     def releases(self, n: int, threads: int) -> tuple[float, float]:
         """Sign ``n`` releases, then time them from ``threads`` clients: (per second, p50 ms).
