@@ -12,15 +12,29 @@ each (4 float16 tensors a shard), imported as one artifact.
 Each round, in rotating order:
 
 * remote: ``RemoteVault`` (the ``STRONGROOM_URL`` path) full load — every
-  shard's file key released by serve's gate with the one Grant in the
-  evidence, ciphertext fetched by signed ranged GETs, decrypted here;
+  shard's file key released by serve's gate as RemoteVault asks for them (one
+  ``POST /v1/keys/release-many`` under one load evidence where the server has
+  the route), ciphertext fetched by signed ranged GETs, decrypted here;
 * embedded: ``open_vault().open_weights`` on this data directory, keys released
-  by serve's key agent;
+  by serve's key agent one shard at a time under one load evidence (one
+  signature for the load);
+* embedded_per_shard: the same load with per-shard evidence (one signature a
+  shard, as every full load signed before load evidence): ``load_weights`` over
+  the vault itself;
 * lazy: a lazy remote open up to the first tensor in hand (time to first
   tensor), beside plaintext ``safe_open().get_tensor`` of the same tensor;
 * plain: the floor, ``safetensors.numpy.load_file`` of every shard;
-* keys: the remote load's key releases alone (manifest, then each shard's key
-  in turn, as the load asks for them), to show what of the load is the gate;
+* keys: every shard's key alone, per-shard evidence: the manifest, then one
+  ``POST /v1/keys/release`` a shard, each with its own signature, to show what of
+  a load is the gate;
+* keys_load_posts: the same keys under one load evidence, still one ``POST
+  /v1/keys/release`` a shard (one signature, one verification at the gate);
+* keys_load: the same keys under one load evidence in one ``POST
+  /v1/keys/release-many`` (``Client.release_many``, what RemoteVault's full load
+  does; per-shard posts where the client or server has no such route);
+* embedded_keys, embedded_keys_load: the embedded load's key releases alone
+  (serve's key agent, headers read beforehand), per-shard evidence and one load
+  evidence (``GateIdentity`` with and without the load's ``LoadEvidence``);
 * embedded_lazy: the embedded lazy open up to the first tensor.
 
 Printed: medians (judged) and best, whole-model loads per second, the ratios
@@ -31,6 +45,8 @@ ticks) of this process, serve's workers and the agent, and the load average.
 from __future__ import annotations
 
 import argparse
+import base64
+import contextlib
 import os
 import signal
 import statistics
@@ -145,6 +161,39 @@ def _rounds(args: argparse.Namespace, embedded: Any, remote: Any, shards: list[P
             key = remote.client.release(manifest.ref, f.path, f.blob, "load")
             key[:] = bytes(len(key))
 
+    def keys_load() -> None:
+        manifest = remote.manifest(rl.NAME)
+        for key in _release_under_one_evidence(remote.client, manifest):
+            key[:] = bytes(len(key))
+
+    def keys_load_posts() -> None:
+        manifest = remote.manifest(rl.NAME)
+        for key in _release_under_one_evidence(remote.client, manifest, batch=False):
+            key[:] = bytes(len(key))
+
+    emb_manifest = embedded.manifest(rl.NAME)
+    stanzas = _stanzas(embedded, emb_manifest)
+
+    def embedded_keys(load: bool) -> Any:
+        from strongroom.vault.shards import GateIdentity, LoadEvidence
+
+        def run() -> None:
+            m = emb_manifest
+            ev = (LoadEvidence(lambda: embedded.identity, m.ref, [m.shard(f) for f in m.files],
+                               "load") if load else None)
+            for f in m.files:
+                key = GateIdentity(embedded.keys, lambda: embedded.identity, m.shard(f), "load",
+                                   load=ev).release(stanzas[f.path])
+                key[:] = bytes(len(key))
+        return run
+
+    def embedded_per_shard() -> None:
+        from strongroom.vault.loader import load_weights
+
+        w = load_weights(embedded, embedded.manifest(rl.NAME))  # the vault's own readers
+        assert len(w) == 4 * args.shards
+        w.close()
+
     def embedded_lazy() -> None:
         with embedded.open_weights(rl.NAME, lazy=True) as w:
             assert w[first].nbytes == args.size_mib * MIB // 4
@@ -157,8 +206,11 @@ def _rounds(args: argparse.Namespace, embedded: Any, remote: Any, shards: list[P
         with safe_open(str(shards[0]), framework="numpy") as f:
             f.get_tensor(first)
 
-    fns = {"remote": full(remote), "embedded": full(embedded), "plain": plain,
-           "keys": keys, "lazy": lazy, "embedded_lazy": embedded_lazy,
+    fns = {"remote": full(remote), "embedded": full(embedded),
+           "embedded_per_shard": embedded_per_shard, "plain": plain, "keys": keys,
+           "keys_load_posts": keys_load_posts, "keys_load": keys_load,
+           "embedded_keys": embedded_keys(False), "embedded_keys_load": embedded_keys(True),
+           "lazy": lazy, "embedded_lazy": embedded_lazy,
            "plain_first": plain_first}
     for fn in fns.values():  # warm-up: page cache, connections, imports
         fn()
@@ -173,6 +225,39 @@ def _rounds(args: argparse.Namespace, embedded: Any, remote: Any, shards: list[P
     return out
 
 
+def _stanzas(vault: Any, manifest: Any) -> dict[str, Any]:
+    """Each shard's header stanzas, read once (what the load's reader parses)."""
+    from strongroom.crypto import age
+
+    out = {}
+    for f in manifest.files:
+        source = vault.blobs.open(f.blob)
+        try:
+            out[f.path] = age.read_header(source)[0].stanzas
+        finally:
+            source.close()
+    return out
+
+
+def _release_under_one_evidence(client: Any, manifest: Any, *,
+                                batch: bool = True) -> list[bytearray]:
+    """Every shard's key under one load evidence: ``release_many`` where client and
+    server have it (and ``batch``), else one ``/v1/keys/release`` a shard carrying it."""
+    from strongroom.access.evidence import make_load_evidence
+    from strongroom.errors import NotFound
+
+    pairs = [(f.path, f.blob) for f in manifest.files]
+    if batch and hasattr(client, "release_many"):
+        with contextlib.suppress(NotFound):
+            keys: list[bytearray] = client.release_many(manifest.ref, pairs, "load")
+            return keys
+    evidence = make_load_evidence(client.identity.private_key, artifact=manifest.ref,
+                                  shards=pairs, purpose="load")
+    return [bytearray(base64.b64decode(client.post("/v1/keys/release", {
+        "artifact": manifest.ref, "shard": path, "purpose": "load",
+        "evidence": evidence})["file_key"])) for path, _ in pairs]
+
+
 def _report(args: argparse.Namespace, out: dict[str, list[tuple[float, dict[str, float]]]],
             size: int) -> None:
     load = os.getloadavg()
@@ -180,16 +265,24 @@ def _report(args: argparse.Namespace, out: dict[str, list[tuple[float, dict[str,
           f"{size / MIB:,.0f} MiB, threads {args.threads}, serve --workers {args.workers}, "
           f"{os.cpu_count()} cores, load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     med = {k: statistics.median(t for t, _ in rows) for k, rows in out.items()}
-    for kind in ("remote", "embedded", "plain"):
+    for kind in ("remote", "embedded", "embedded_per_shard", "plain"):
         times = [t for t, _ in out[kind]]
-        print(f"{kind:9} {1 / med[kind]:6.2f} loads/s (best {1 / min(times):.2f}), median "
+        print(f"{kind:18} {1 / med[kind]:6.2f} loads/s (best {1 / min(times):.2f}), median "
               f"{med[kind] * 1000:,.0f} ms = {size / med[kind] / 2**30:.2f} GiB/s; "
               f"{med['plain'] / med[kind]:.2f}x plaintext load_file; CPU per load: "
               f"{_mean_cpu(out[kind])}")
-    keys = [t for t, _ in out["keys"]]
-    print(f"keys only, {args.shards} remote releases in turn (manifest + gate + audit): median "
-          f"{med['keys'] * 1000:,.0f} ms (best {min(keys) * 1000:,.0f} ms) = "
-          f"{med['keys'] / med['remote']:.0%} of the remote load; CPU: {_mean_cpu(out['keys'])}")
+    n = args.shards
+    for kind, what in (("keys", f"{n} remote releases in turn, per-shard evidence"),
+                       ("keys_load_posts", f"{n} remote releases in turn, one load evidence"),
+                       ("keys_load", f"{n} remote releases, one load evidence, release-many"),
+                       ("embedded_keys", f"{n} embedded releases, per-shard evidence"),
+                       ("embedded_keys_load", f"{n} embedded releases, one load evidence")):
+        keys = [t for t, _ in out[kind]]
+        print(f"keys only, {what} (gate + audit): median "
+              f"{med[kind] * 1000:,.1f} ms (best {min(keys) * 1000:,.1f} ms) = "
+              f"{med[kind] / med['remote' if kind.startswith('keys') else 'embedded']:.0%} of "
+              f"the {'remote' if kind.startswith('keys') else 'embedded'} load; "
+              f"CPU: {_mean_cpu(out[kind])}")
     for kind, what in (("lazy", "remote lazy open"), ("embedded_lazy", "embedded lazy open"),
                        ("plain_first", "plaintext safe_open")):
         times = [t for t, _ in out[kind]]
