@@ -429,7 +429,8 @@ class Rig:
 
 
 @contextlib.contextmanager
-def release_server(workers: int, statements: int = 0, history: int = 0) -> Iterator[Rig]:
+def release_server(workers: int, statements: int = 0, history: int = 0,
+                   server_env: dict[str, str] | None = None) -> Iterator[Rig]:
     """A throwaway vault served by ``strongroom serve --workers N``, set up for releases.
 
     ``statements`` and ``history``: a lab's past written into the database before
@@ -441,6 +442,7 @@ def release_server(workers: int, statements: int = 0, history: int = 0) -> Itera
     env = {k: v for k, v in os.environ.items() if not k.startswith("STRONGROOM_")}
     env.update(STRONGROOM_HOME=str(home), STRONGROOM_DATABASE_URL=url,
                STRONGROOM_LOG_LEVEL="warning", STRONGROOM_AGENT_IDLE="600")
+    env.update(server_env or {})
     os.environ.update({k: env[k] for k in ("STRONGROOM_HOME", "STRONGROOM_DATABASE_URL")})
     store = Store.open(url)
     cust = make_custodians(tmp / "custodians", 3)
@@ -508,12 +510,16 @@ def main() -> None:
                     help="seconds without requests before the rounds: the background CPU")
     ap.add_argument("--statements", type=int, default=0, metavar="N",
                     help="first store N signed access statements of other people")
+    ap.add_argument("--server-env", action="append", default=[], metavar="NAME=VALUE",
+                    help="set this in the server's environment (repeatable), e.g. "
+                         "STRONGROOM_AUDIT_COMMIT_DELAY_MS=0")
     ap.add_argument("--history", type=int, default=0, metavar="N",
                     help="first write N past key.release entries (last 7 days) and their "
                          "egress ledger rows")
     args = ap.parse_args()
     print(describe())
-    with release_server(args.workers, args.statements, args.history) as rig:
+    server_env = dict(kv.split("=", 1) for kv in args.server_env)
+    with release_server(args.workers, args.statements, args.history, server_env) as rig:
         _bench(args, rig)
     if not args.keep:  # with --history the database alone is ~1.4 kB an entry
         shutil.rmtree(rig.tmp, ignore_errors=True)
