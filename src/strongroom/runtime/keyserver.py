@@ -85,7 +85,13 @@ from strongroom.keys.threshold import (
     request_digest,
     share_entry,
 )
-from strongroom.release import ReleaseGate, ReleaseRequest, UsedNonces, check_release_signature
+from strongroom.release import (
+    ReleaseGate,
+    ReleaseRequest,
+    UsedNonces,
+    VerifiedEvidence,
+    check_release_signature,
+)
 from strongroom.release.ports import LocatedShard
 from strongroom.release.request import MAX_EVIDENCE_LIFETIME_S, PublicKeys
 from strongroom.runtime.services import LocalKeyService
@@ -176,6 +182,8 @@ class PinnedPrincipals:
         self.principals = dict(principals)
         self._keys = PublicKeys()
         self.nonces = UsedNonces()
+        #: Load evidence verified once for all the shards it names.
+        self._verified = VerifiedEvidence()
 
     def seed_from_audit(self, audit: AuditLog, now: float) -> None:
         """Remember the nonces this server's own log shows spent and not yet expired."""
@@ -195,7 +203,8 @@ class PinnedPrincipals:
             raise AccessDenied(f"principal {request.principal} (key {kid}) is not pinned on this key server",
                                obj=obj, remedy="ask this key server's officers to pin the principal "
                                "(`keyserver-admin` set-up); each key server decides for itself")
-        nonce, expires = check_release_signature(request.evidence, public, kid, request, now)
+        nonce, expires = check_release_signature(request.evidence, public, kid, request, now,
+                                                 self._verified)
         self.nonces.spend(nonce, expires, now, obj=obj)
         return {"evidence_key": kid, "nonce": nonce, "expires": expires}
 
