@@ -30,7 +30,7 @@ LIVE = {"RT-CRED-001", "RT-SRV-001", "RT-ABS-006"}
 #: ... and with --database-url (a DBA) and --blob-bucket (read access to the blob store).
 LIVE_STORAGE = {"RT-DBA-001", "RT-DNA-001"}
 #: ... and with the approvers the operator lends (--approver-identity).
-LIVE_APPROVERS = {"RT-GRT-001", "RT-CRED-003"}
+LIVE_APPROVERS = {"RT-GRT-001", "RT-CRED-003", "RT-CRED-004"}
 #: ... and with a running gateway and the callers the operator lends (--gateway,
 #: --gateway-caller): ai-specific; with the code owners it pinned and a shell on the serving
 #: host (--host-home), a gateway started there from unsigned code (RT-GW-001).

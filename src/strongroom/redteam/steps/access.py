@@ -13,7 +13,14 @@ import time
 from typing import TYPE_CHECKING, cast
 
 from strongroom.redteam.context import RunContext
-from strongroom.redteam.steps.registry import SHARD, ask_gate, attempt, step
+from strongroom.redteam.steps.registry import (
+    SHARD,
+    ask_gate,
+    attempt,
+    release_request,
+    send_request,
+    step,
+)
 from strongroom.redteam.target import ARTIFACT, COMPARTMENT, DECOY, OTHER
 
 if TYPE_CHECKING:
@@ -93,6 +100,32 @@ def replay_release(ctx: RunContext, victim: str) -> None:
     """A release request ``victim`` sent earlier, captured on the wire, is sent again."""
     captured = ctx.vars[f"last_evidence:{victim}"]
     ask_gate(ctx, victim, evidence=captured)
+
+
+@step("load_with_load_evidence")
+def load_with_load_evidence(ctx: RunContext, who: str, resource: str = ARTIFACT,
+                            purpose: str = "load") -> None:
+    """``who`` loads every shard of ``resource`` with their Grant under ONE signed load
+    evidence (one signature over ``[[path, blob], ...]``), each shard asked of the gate on its
+    own; the evidence is kept as ``load_evidence:<who>``."""
+    from strongroom.access.evidence import make_load_evidence
+
+    manifest = ctx.target.vault.manifest(resource)
+    shards = [(f.path, f.blob) for f in manifest.files]
+    evidence = make_load_evidence(ctx.person(who).private_key, artifact=manifest.ref,
+                                  shards=shards, purpose=purpose,
+                                  grant=ctx.vars.get(f"grant:{who}"))
+    ctx.vars[f"load_evidence:{who}"] = evidence
+    for path, _ in shards:
+        send_request(ctx, who, release_request(ctx, who, resource=resource, purpose=purpose,
+                                               evidence=evidence, shard=path))
+
+
+@step("replay_load_evidence")
+def replay_load_evidence(ctx: RunContext, victim: str, resource: str = ARTIFACT) -> None:
+    """The load evidence ``victim`` loaded with, captured on the wire, is sent again for a shard
+    it already released (the model's weights shard, which every load lists)."""
+    ask_gate(ctx, victim, resource=resource, evidence=ctx.vars[f"load_evidence:{victim}"])
 
 
 def _forge(ctx: RunContext, who: str, approval_envs: list[str], *, store: bool) -> str:

@@ -61,8 +61,10 @@ def ask_gate(ctx: RunContext, who: str, *, resource: str = ARTIFACT, purpose: st
 def release_request(ctx: RunContext, who: str, *, resource: str = ARTIFACT,
                      purpose: str = "load", grant: str | None = None,
                      break_glass: str | None = None, blob_of: str | None = None,
-                     evidence: str | None = None, nbytes: int | None = None) -> ReleaseRequest:
-    """The release request ``who`` would send (signed evidence, read from the manifest)."""
+                     evidence: str | None = None, nbytes: int | None = None,
+                     shard: str | None = None) -> ReleaseRequest:
+    """The release request ``who`` would send (signed evidence, read from the manifest), for
+    ``shard`` (default: :func:`shard_of` the manifest)."""
     from strongroom.access.evidence import make_evidence
     from strongroom.release import ReleaseRequest
 
@@ -70,7 +72,7 @@ def release_request(ctx: RunContext, who: str, *, resource: str = ARTIFACT,
     ident = ctx.person(who)
     manifest = t.vault.manifest(resource)
     source = t.vault.manifest(blob_of) if blob_of else manifest
-    shard = shard_of(manifest)
+    shard = shard or shard_of(manifest)
     entry = next(f for f in source.files if f.path == shard)
     if evidence is None:
         evidence = make_evidence(ident.private_key, artifact=manifest.ref, shard=shard,
