@@ -34,7 +34,12 @@ from strongroom.crypto import ed25519
 from strongroom.crypto.dsse import key_id
 from strongroom.crypto.ed25519 import SodiumEd25519PublicKey, public_key
 from strongroom.errors import AccessDenied, WeakPublicKey
-from strongroom.release.request import ReleaseRequest, UsedNonces, sign_release_evidence
+from strongroom.release.request import (
+    ReleaseRequest,
+    UsedNonces,
+    VerifiedEvidence,
+    sign_release_evidence,
+)
 from strongroom.server.errors import Unauthenticated
 from strongroom.server.signatures import Caller, MemoryNonceCache, RequestVerifier, sign_request
 
@@ -228,7 +233,7 @@ def test_the_agent_release_evidence_verifies_through_libsodium() -> None:
     raw = sk.public_key().public_bytes_raw()
     now = time.time()
     gate: Any = GrantEvidence.__new__(GrantEvidence)  # only the evidence signature step
-    gate._keys, gate.nonces = {}, UsedNonces()
+    gate._keys, gate.nonces, gate._verified = {}, UsedNonces(), VerifiedEvidence()
     env = sign_release_evidence(sk, artifact="a", shard="s", blob_id="b" * 64,
                                 purpose="inference", now=now)
     request = ReleaseRequest("alice", raw, "a", "s", "b" * 64, 1, "inference", env)
