@@ -199,13 +199,19 @@ def bench_openbao(args: argparse.Namespace, tmp: Path) -> None:
         print(f"\n== key releases over HTTP, {args.threads} clients, {args.releases} a round: "
               f"strongroom serve --workers {args.workers} vs OpenBao transit decrypt")
         rounds = interleave(args.rounds, {"strongroom": ours, "openbao": theirs})
-        for name in rounds:
-            print(summary(name, rounds[name], "/s") +
-                  f"; p50 median {statistics.median(p50[name]):.2f} ms")
-        print(ratio_line("releases/s", rounds["strongroom"], rounds["openbao"]))
+        _print_rounds(rounds, p50, "/s", "releases/s")
         rig.meter.report({k: 0.0 for k in rig.cpu}, rig.cpu, rig.cpu_n)
         if args.batch > 1:
             _bench_openbao_batch(args, rig, addr, token, ciphertext)
+
+
+def _print_rounds(rounds: dict[str, list[float]], p50: dict[str, list[float]], unit: str,
+                  what: str, per: str = "") -> None:
+    """Each side's median and best with its median p50, then strongroom / OpenBao."""
+    for name in rounds:
+        print(summary(name, rounds[name], unit) +
+              f"; p50 median {statistics.median(p50[name]):.2f} ms{per}")
+    print(ratio_line(what, rounds["strongroom"], rounds["openbao"]))
 
 
 def _bench_openbao_batch(args: argparse.Namespace, rig: object, addr: str, token: str,
@@ -237,10 +243,7 @@ def _bench_openbao_batch(args: argparse.Namespace, rig: object, addr: str, token
           f"clients, {n} requests a round: strongroom POST /v1/keys/release-many (one load "
           f"evidence) vs OpenBao transit decrypt batch_input of {args.batch}")
     rounds = interleave(args.rounds, {"strongroom": ours, "openbao": theirs})
-    for name in rounds:
-        print(summary(name, rounds[name], "keys/s") +
-              f"; p50 median {statistics.median(p50[name]):.2f} ms a request")
-    print(ratio_line("keys/s", rounds["strongroom"], rounds["openbao"]))
+    _print_rounds(rounds, p50, "keys/s", "keys/s", " a request")
     print(f"  strongroom CPU us a key, by round: {' | '.join(cpu)}")
 
 
