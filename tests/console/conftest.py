@@ -2,18 +2,11 @@
 
 from __future__ import annotations
 
-import sys
+from collections.abc import Iterator
 from pathlib import Path
 
-_ACCESS = str(Path(__file__).resolve().parents[1] / "access")
-if _ACCESS not in sys.path:
-    sys.path.insert(0, _ACCESS)
-
-
-from collections.abc import Iterator  # noqa: E402
-
-import pytest  # noqa: E402
-from console_kit import Env, make_env  # noqa: E402
+import pytest
+from console_kit import Env, make_env
 
 
 @pytest.fixture
