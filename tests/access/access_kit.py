@@ -8,7 +8,9 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from strongroom.access import statements
@@ -22,6 +24,7 @@ from strongroom.keys.config import KeysSettings
 from strongroom.keys.identity import Identity
 from strongroom.keys.keyring import KeyringStatus
 from strongroom.release import ReleaseGate, ReleaseRequest
+from strongroom.release import request as release_request
 from strongroom.runtime.services import LocalKeyService
 from strongroom.runtime.wiring import default_meter, shard_locator
 from strongroom.settings import Settings
@@ -176,3 +179,16 @@ def model_world(db_url: str, tmp: Path,
 
 def stored(store: Store, kind: str) -> list[str]:
     return statements.envelopes(store, kind)
+
+
+def count_verifications(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The payload type of each evidence signature verified from now on (grows as they are)."""
+    seen: list[str] = []
+    real = release_request.verify_statement
+
+    def counting(envelope: Any, payload_type: str, *a: Any, **k: Any) -> dict[str, Any]:
+        seen.append(payload_type)
+        return real(envelope, payload_type, *a, **k)
+
+    monkeypatch.setattr(release_request, "verify_statement", counting)
+    return seen

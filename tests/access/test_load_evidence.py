@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from access_kit import GatedKeys, World, model_world
+from access_kit import GatedKeys, World, count_verifications, model_world
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -36,7 +36,6 @@ from strongroom.release import (
     sign_load_evidence,
     sign_release_evidence,
 )
-from strongroom.release import request as request_mod
 from strongroom.runtime.wiring import default_meter, shard_locator
 from strongroom.vault.manifest import Manifest
 
@@ -102,14 +101,7 @@ def _load(w: World, who: str, m: Manifest, idx: tuple[int, ...] = (0, 1, 2), **k
 def test_one_signature_releases_each_named_shard_once(world: World,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     w, m = world, _manifest(world)
-    verified: list[str] = []
-    real = request_mod.verify_statement
-
-    def counting(envelope: Any, payload_type: str, *a: Any, **k: Any) -> dict[str, Any]:
-        verified.append(payload_type)
-        return real(envelope, payload_type, *a, **k)
-
-    monkeypatch.setattr(request_mod, "verify_statement", counting)
+    verified = count_verifications(monkeypatch)
     ev = _load(w, "alice", m)
     out = _gate(w).release_many([_req(w, "alice", m, i, ev) for i in range(3)])
     assert all(isinstance(k, bytearray) and len(k) == 16 for k in out)

@@ -4,14 +4,13 @@ every shard it names, each shard's share released once under it."""
 from __future__ import annotations
 
 import time
-from typing import Any
 
 import pytest
+from access_kit import count_verifications
 
 from strongroom.errors import AccessDenied
 from strongroom.keys.identity import Identity
 from strongroom.release import ReleaseRequest, sign_load_evidence
-from strongroom.release import request as request_mod
 from strongroom.runtime.keyserver import PinnedPrincipals
 
 
@@ -24,14 +23,7 @@ def _req(ident: Identity, shard: str, blob: str, evidence: str) -> ReleaseReques
 def test_load_evidence_verified_once_and_each_shard_once(monkeypatch: pytest.MonkeyPatch) -> None:
     alice = Identity.generate("alice")
     rule = PinnedPrincipals({alice.public.key_id: alice.public.public_key})
-    calls: list[str] = []
-    real = request_mod.verify_statement
-
-    def counting(envelope: Any, payload_type: str, *a: Any, **k: Any) -> dict[str, Any]:
-        calls.append(payload_type)
-        return real(envelope, payload_type, *a, **k)
-
-    monkeypatch.setattr(request_mod, "verify_statement", counting)
+    calls = count_verifications(monkeypatch)
     shards = [(f"s{i}", f"b{i}") for i in range(3)]
     ev = sign_load_evidence(alice.private_key, artifact="llama@3", shards=shards,
                             purpose="load")
