@@ -341,19 +341,21 @@ class Rig:
         """Seconds since the unseal."""
         return time.time() - self.unsealed_at
 
+    def _signed(self, path: str, doc: dict[str, Any]) -> tuple[bytes, dict[str, str]]:
+        """``doc`` as a JSON POST to ``path`` with alice's fresh HTTP signature."""
+        body = json.dumps(doc).encode()
+        headers = sign_request(self.people["alice"].private_key, "POST", path, body)
+        headers["content-type"] = "application/json"
+        return body, headers
+
     def signed_releases(self, n: int) -> list[tuple[bytes, dict[str, str]]]:
         """``n`` release requests, each with fresh evidence and a fresh HTTP signature."""
         key, entry = self.people["alice"].private_key, self.entry
-        out = []
-        for _ in range(n):
-            ev = make_evidence(key, artifact=self.ref, shard=entry["path"],
-                               blob_id=entry["blob"], purpose="load", ttl_s=600)
-            body = json.dumps({"artifact": self.ref, "shard": entry["path"], "purpose": "load",
-                               "evidence": ev}).encode()
-            headers = sign_request(key, "POST", "/v1/keys/release", body)
-            headers["content-type"] = "application/json"
-            out.append((body, headers))
-        return out
+        return [self._signed("/v1/keys/release", {
+            "artifact": self.ref, "shard": entry["path"], "purpose": "load",
+            "evidence": make_evidence(key, artifact=self.ref, shard=entry["path"],
+                                      blob_id=entry["blob"], purpose="load", ttl_s=600)})
+            for _ in range(n)]
 
     def over_http(self, item: tuple[bytes, dict[str, str]]) -> None:
         """Send one prepared release (fails the run unless answered 200)."""
@@ -381,16 +383,11 @@ class Rig:
 
         key = self.people["alice"].private_key
         pairs = [(e["path"], e["blob"]) for e in self.many]
-        out = []
-        for _ in range(n):
-            ev = make_load_evidence(key, artifact=self.many_ref, shards=pairs, purpose="load",
-                                    ttl_s=600)
-            body = json.dumps({"artifact": self.many_ref, "shards": [p for p, _ in pairs],
-                               "purpose": "load", "evidence": ev}).encode()
-            headers = sign_request(key, "POST", "/v1/keys/release-many", body)
-            headers["content-type"] = "application/json"
-            out.append((body, headers))
-        return out
+        return [self._signed("/v1/keys/release-many", {
+            "artifact": self.many_ref, "shards": [p for p, _ in pairs], "purpose": "load",
+            "evidence": make_load_evidence(key, artifact=self.many_ref, shards=pairs,
+                                           purpose="load", ttl_s=600)})
+            for _ in range(n)]
 
     def release_many_http(self, item: tuple[bytes, dict[str, str]]) -> None:
         """Send one prepared release-many; fails the run unless every shard's key came back."""
@@ -402,13 +399,7 @@ class Rig:
     def keys_many(self, n: int, threads: int) -> tuple[float, float]:
         """Like :meth:`releases` with ``n`` release-many requests: (keys per second, p50 ms)."""
         prepared = self.signed_release_many(n)
-        before = self.meter.sample()
-        lat, elapsed = _run(threads, prepared, self.release_many_http)
-        after = self.meter.sample()
-        keys = n * len(self.many)
-        self.last_cpu = " ".join(f"{k} {(after[k] - before[k]) / keys * 1e6:,.0f}"
-                                 for k in before)
-        return keys / elapsed, statistics.median(lat) * 1000
+        return self._timed(threads, prepared, self.release_many_http, n * len(self.many))
 
     def releases(self, n: int, threads: int) -> tuple[float, float]:
         """Sign ``n`` releases, then time them from ``threads`` clients: (per second, p50 ms).
@@ -416,16 +407,25 @@ class Rig:
         The CPU the timed part cost (not the signing) is added to :attr:`cpu`, and
         this round's CPU per release by process kept in :attr:`last_cpu`.
         """
-        prepared = self.signed_releases(n)
+        return self._timed(threads, self.signed_releases(n), self.over_http, n, keep=True)
+
+    def _timed(self, threads: int, prepared: list[tuple[bytes, dict[str, str]]],
+               send: Any, units: int, *, keep: bool = False) -> tuple[float, float]:
+        """Send ``prepared`` from ``threads`` clients: (``units`` per second, p50 ms a request).
+
+        This round's CPU per unit by process goes to :attr:`last_cpu`; with ``keep``
+        it is also added to :attr:`cpu` (and ``units`` to :attr:`cpu_n`).
+        """
         before = self.meter.sample()
-        lat, elapsed = _run(threads, prepared, self.over_http)
+        lat, elapsed = _run(threads, prepared, send)
         after = self.meter.sample()
-        for k in before:
-            self.cpu[k] = self.cpu.get(k, 0.0) + after[k] - before[k]
-        self.cpu_n += n
-        self.last_cpu = " ".join(f"{k} {(after[k] - before[k]) / n * 1e6:,.0f}"
+        if keep:
+            for k in before:
+                self.cpu[k] = self.cpu.get(k, 0.0) + after[k] - before[k]
+            self.cpu_n += units
+        self.last_cpu = " ".join(f"{k} {(after[k] - before[k]) / units * 1e6:,.0f}"
                                  for k in before)
-        return len(lat) / elapsed, statistics.median(lat) * 1000
+        return units / elapsed, statistics.median(lat) * 1000
 
 
 @contextlib.contextmanager
