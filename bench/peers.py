@@ -180,7 +180,7 @@ def bench_openbao(args: argparse.Namespace, tmp: Path) -> None:
     """Authorised releases over HTTP against OpenBao transit decrypt, interleaved."""
     server_bench = bench_module("server")
     with openbao(args.venv, tmp) as (addr, token, ciphertext), \
-            server_bench.release_server(args.workers) as rig:
+            server_bench.release_server(args.workers, postgres=args.postgres) as rig:
         decrypt = transit_decrypt(addr, token, ciphertext)
         p50: dict[str, list[float]] = {"strongroom": [], "openbao": []}
 
@@ -476,6 +476,7 @@ def main() -> None:
     ap.add_argument("--size-mib", type=int, default=256, help="file size (age, cryptotensors)")
     ap.add_argument("--venv", type=Path, default=DEFAULT_VENV,
                     help="where peers are pip-installed (never the project's venv)")
+    bench_module("server").database_arg(ap)  # --postgres URL (openbao: strongroom on PostgreSQL)
     args = ap.parse_args()
     print(describe())
     for name in [n.strip() for n in args.only.split(",") if n.strip()]:

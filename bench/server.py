@@ -429,16 +429,55 @@ class Rig:
 
 
 @contextlib.contextmanager
+def bench_database(tmp: Path, postgres: str | None) -> Iterator[str]:
+    """The deployment's database: SQLite in ``tmp``, or a fresh schema on the PostgreSQL
+    server at ``postgres`` (dropped afterwards), as a lab's deployment would use."""
+    if not postgres:
+        yield f"sqlite:///{tmp / 'bench.db'}"
+        return
+    import secrets
+
+    import sqlalchemy as sa
+
+    schema = "bench_" + secrets.token_hex(6)
+    admin = sa.create_engine(postgres, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
+    sep = "&" if "?" in postgres else "?"
+    try:
+        yield f"{postgres}{sep}options=-csearch_path%3D{schema}"
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
+        admin.dispose()
+
+
+def database_arg(ap: argparse.ArgumentParser) -> None:
+    """``--postgres URL``: the deployment on PostgreSQL instead of SQLite."""
+    ap.add_argument("--postgres", metavar="URL", default=None,
+                    help="run the deployment on this PostgreSQL server (a fresh schema, "
+                         "dropped after), e.g. $STRONGROOM_TEST_PG_URL after "
+                         "scripts/services.sh start; default: SQLite")
+
+
+@contextlib.contextmanager
 def release_server(workers: int, statements: int = 0, history: int = 0,
-                   server_env: dict[str, str] | None = None) -> Iterator[Rig]:
+                   server_env: dict[str, str] | None = None, postgres: str | None = None
+                   ) -> Iterator[Rig]:
     """A throwaway vault served by ``strongroom serve --workers N``, set up for releases.
 
     ``statements`` and ``history``: a lab's past written into the database before
-    the server starts (:func:`history.populate`).
+    the server starts (:func:`history.populate`). ``postgres``: a PostgreSQL server
+    to hold the deployment's database (:func:`bench_database`).
     """
     tmp = Path(tempfile.mkdtemp(prefix="bench-server-"))
+    with bench_database(tmp, postgres) as url:
+        yield from _release_server(tmp, url, workers, statements, history, server_env)
+
+
+def _release_server(tmp: Path, url: str, workers: int, statements: int, history: int,
+                    server_env: dict[str, str] | None) -> Iterator[Rig]:
     home = tmp / "home"
-    url = f"sqlite:///{tmp / 'bench.db'}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("STRONGROOM_")}
     env.update(STRONGROOM_HOME=str(home), STRONGROOM_DATABASE_URL=url,
                STRONGROOM_LOG_LEVEL="warning", STRONGROOM_AGENT_IDLE="600")
@@ -455,8 +494,9 @@ def release_server(workers: int, statements: int = 0, history: int = 0,
         shares = [(result.share_files[i], cust.identities[i]) for i in (0, 1)]
         print(populate(store, shares, officer, statements_n=statements,
                        history_n=history).describe())
-        size = sum(f.stat().st_size for f in tmp.glob("bench.db*"))
-        print(f"  database {size / 2**20:,.0f} MiB before the server starts")
+        if url.startswith("sqlite"):
+            size = sum(f.stat().st_size for f in tmp.glob("bench.db*"))
+            print(f"  database {size / 2**20:,.0f} MiB before the server starts")
     store.close()
     port = _free_port()
     # What `strongroom serve --port P --workers N` runs (without loading every CLI group).
@@ -478,7 +518,7 @@ def release_server(workers: int, statements: int = 0, history: int = 0,
                   {n: Identity.generate(n) for n in ("officer", "alice", "bob", "carol")},
                   result, cust)
         rig.people["officer"] = officer
-        print(f"deployment: {tmp}")
+        print(f"deployment: {tmp} ({'PostgreSQL' if url.startswith('postgresql') else 'SQLite'})")
         _setup(rig)
         host, port_text = base.removeprefix("http://").split(":")
         rig.send = RawClient(host, int(port_text)).send
@@ -516,10 +556,12 @@ def main() -> None:
     ap.add_argument("--history", type=int, default=0, metavar="N",
                     help="first write N past key.release entries (last 7 days) and their "
                          "egress ledger rows")
+    database_arg(ap)
     args = ap.parse_args()
     print(describe())
     server_env = dict(kv.split("=", 1) for kv in args.server_env)
-    with release_server(args.workers, args.statements, args.history, server_env) as rig:
+    with release_server(args.workers, args.statements, args.history, server_env,
+                        args.postgres) as rig:
         _bench(args, rig)
     if not args.keep:  # with --history the database alone is ~1.4 kB an entry
         shutil.rmtree(rig.tmp, ignore_errors=True)
