@@ -46,7 +46,7 @@ from strongroom.server.errors import (
     error_body,
     status_for,
 )
-from strongroom.server.signatures import Caller, RequestVerifier, check_body_digest
+from strongroom.server.signatures import Caller, RequestVerifier, check_body_digest, replayed
 
 __all__ = [
     "DEFAULT_MAX_BODY",
@@ -474,7 +474,17 @@ class SignedRequestMiddleware:
         if self.verifier.inline_ok(claimed):
             # CPU only (cached caller, local nonce cache): cheaper than a thread hop.
             return self._verify_now(scope, target, signed, body)
-        caller: Caller = await run_in_threadpool(self._verify_now, scope, target, signed, body)
+        spend_async = self.verifier.async_spend(claimed)
+        if spend_async is not None:
+            # Cached caller, database nonce cache with an awaitable spend (PostgreSQL):
+            # the checks on the loop, the spend awaited there, still before the body is read.
+            caller, digest, spend = self.verifier.check_signed(
+                scope["method"], target, signed, lambda: _target_and_headers(scope)[1])
+            if not await spend_async(*spend):
+                raise replayed()
+            check_body_digest(digest, hashlib.sha256(body).digest())
+            return caller
+        caller = await run_in_threadpool(self._verify_now, scope, target, signed, body)
         return caller
 
     def _verify_now(self, scope: Scope, target: str,

@@ -41,7 +41,7 @@ import re
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
@@ -310,6 +310,11 @@ def _refused(message: str) -> Unauthenticated:
     return Unauthenticated(message, obj="request signature", remedy=_REMEDY)
 
 
+def replayed() -> Unauthenticated:
+    """The refusal of a request whose nonce was already spent."""
+    return _refused("this signed request was already used (replayed nonce)")
+
+
 class RequestVerifier:
     """Checks a request's signature, freshness, nonce and body digest; returns the caller."""
 
@@ -371,6 +376,33 @@ class RequestVerifier:
         request's field lines, asked for only when the request is not in the shape
         :func:`sign_request` makes (the package then reads them).
         """
+        caller, digest, spend = self.check_signed(method, target, signed, fields)
+        if not self.nonces.spend(*spend):
+            raise replayed()
+        return caller, digest
+
+    def async_spend(self, claimed_key_id: str) -> Callable[..., Awaitable[bool]] | None:
+        """The nonce cache's ``spend_async`` when the server may await it on its event loop.
+
+        That is: the cache offers one (:class:`~strongroom.store.nonces.StoreNonceCache`
+        on PostgreSQL) and the caller's key is cached, so the rest of the
+        verification is CPU only (:meth:`check_signed`); None otherwise.
+        """
+        spend: Callable[..., Awaitable[bool]] | None = getattr(self.nonces, "spend_async", None)
+        if spend is None or not getattr(self.nonces, "asynchronous", False):
+            return None
+        cached = getattr(self.lookup, "cached", None)
+        if not (claimed_key_id and callable(cached) and cached(claimed_key_id)):
+            return None
+        return spend
+
+    def check_signed(self, method: str, target: str,
+                     signed: tuple[list[str], list[str], list[str]],
+                     fields: Callable[[], list[tuple[str, str]]]
+                     ) -> tuple[Caller, bytes, tuple[str, str, float, float]]:
+        """:meth:`verify_signed` but the nonce's spend: the caller, the signed body digest
+        and the arguments of the spend (key id, nonce, expiry, now) the caller must make,
+        and refuse the request if it returns False (:func:`replayed`), before acting on it."""
         inputs, signatures, digests = signed
         if not signatures or not inputs:
             raise _refused("the request is not signed (no Signature / Signature-Input header)")
@@ -399,10 +431,7 @@ class RequestVerifier:
         nonce = params.get("nonce")
         if not isinstance(nonce, str) or not 16 <= len(nonce) <= 128:
             raise _refused("the signature has no nonce (16-128 characters)")
-        if not self.nonces.spend(caller.key_id, nonce, created + self.window_s + self.skew_s,
-                                 now):
-            raise _refused("this signed request was already used (replayed nonce)")
-        return caller, digest
+        return caller, digest, (caller.key_id, nonce, created + self.window_s + self.skew_s, now)
 
     def _verify_with_library(self, method: str, target: str, fields: list[tuple[str, str]]
                              ) -> tuple[Caller, Mapping[str, object], str | None]:
