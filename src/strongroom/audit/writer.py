@@ -12,7 +12,10 @@ threads. The batch transaction first locks the single
 it, reads the size and extends the stored tree from there; the in-memory
 frontier is reloaded whenever another process moved the head. Conditional
 appends hand a claim to an :class:`AppendGuard` that decides it inside that
-same transaction. :class:`strongroom.audit.log.AuditLog` owns one writer::
+same transaction; on PostgreSQL a :class:`PipelinedGuard` (the egress meter)
+sends its statements with the writer's own, so a release batch's transaction
+takes three round trips (locks and reads; entries, nodes, head and the guard's
+rows in one statement; commit). :class:`strongroom.audit.log.AuditLog` owns one writer::
 
     writer = GroupCommitWriter(store, tree, encoder.refusal, origin=origin)
     batch, offset = writer.enqueue([encoder.encode(...)])
@@ -28,7 +31,7 @@ import threading
 import time
 from _thread import allocate_lock as _allocate_lock
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from sqlalchemy import Connection
 
@@ -46,6 +49,7 @@ __all__ = [
     "AppendGuard",
     "GroupCommitWriter",
     "PendingAppend",
+    "PipelinedGuard",
 ]
 
 log = logging.getLogger(__name__)
@@ -78,6 +82,13 @@ _LET_JOIN_TURNS = 4
 _MAX_UNRECORDED = 10_000
 
 
+def _with(parts: Sequence[tuple[str, Sequence[Any]]], statement: str) -> str:
+    """``statement`` with the data-modifying ``parts`` run as its first ``WITH`` queries."""
+    named = ", ".join(f"g{i} AS ({sql})" for i, (sql, _) in enumerate(parts))
+    rest = statement.removeprefix("WITH ")
+    return f"WITH {named}, {rest}" if rest is not statement else f"WITH {named} {statement}"
+
+
 class AppendGuard(Protocol):
     """Decides conditional appends inside the batch's transaction (:meth:`AuditLog.append_if`)."""
 
@@ -94,6 +105,35 @@ class AppendGuard(Protocol):
     def settle(self, claims: Sequence[Any], committed: bool) -> None:
         """Called once the transaction is over: ``committed`` is False when it failed
         or its outcome is unknown (forget anything cached from :meth:`admit`)."""
+        ...
+
+
+class PipelinedGuard(AppendGuard, Protocol):
+    """An :class:`AppendGuard` whose statements ride on the batch's own statements (PostgreSQL).
+
+    The writer sends :meth:`queue_first`'s statements in the pipeline that begins the
+    batch's transaction, after the transaction's lock bounds and the audit head's
+    lock (run in that order: each a consistent read of its own once the locks before
+    it are held), and hands what it returned to :meth:`admit`; once the guard has
+    decided, the data-modifying statements :meth:`writes` names run as parts
+    (``WITH``) of the statement that writes the batch's entries and moves the head,
+    or on their own when no entry is written. A statement of either that fails
+    fails the batch, as one run by :meth:`AppendGuard.admit` would. Elsewhere
+    (SQLite) the writer calls ``admit(conn, claims)`` alone.
+    """
+
+    def queue_first(self, conn: Connection, claims: Sequence[Any]) -> Any:
+        """Send (not await) the statements the decision needs first; returned to admit."""
+        ...
+
+    def admit(self, conn: Connection, claims: Sequence[Any], queued: Any = None
+              ) -> Sequence[bool]:
+        """:meth:`AppendGuard.admit`, with what :meth:`queue_first` returned."""
+        ...
+
+    def writes(self, queued: Any) -> Sequence[tuple[str, Sequence[Any]]]:
+        """What :meth:`admit` decided to write: INSERT or UPDATE statements (no RETURNING,
+        ``%s`` placeholders) and their parameters."""
         ...
 
 
@@ -627,15 +667,29 @@ class GroupCommitWriter:
         batch.groups = list(groups.values())
         return batch.groups
 
-    def _admit(self, conn: Connection, batch: _Batch, size: int) -> list[EncodedEntry]:
+    def _queue_first(self, conn: Connection, batch: _Batch) -> list[tuple[PipelinedGuard, Any]]:
+        """In the batch's first pipeline: each :class:`PipelinedGuard`'s first statements."""
+        queued: list[tuple[PipelinedGuard, Any]] = []
+        for guard, _, claims in self._by_guard(batch):
+            if callable(getattr(guard, "queue_first", None)):
+                pipelined = cast(PipelinedGuard, guard)
+                queued.append((pipelined, pipelined.queue_first(conn, claims)))
+        return queued
+
+    def _admit(self, conn: Connection, batch: _Batch, size: int,
+               queued: Sequence[tuple[PipelinedGuard, Any]] = ()) -> list[EncodedEntry]:
         """Ask each guard about its claims; return the items to write from index ``size``.
 
+        ``queued``: what each :class:`PipelinedGuard` sent in the first round trip.
         When a guard drops any item, ``batch.indices`` maps every item to its index
         (-1 when dropped).
         """
         keep: list[bool] | None = None  # made when a guard refuses something
+        sent = {id(guard): (guard, token) for guard, token in queued}
         for guard, offsets, claims in self._by_guard(batch):
-            verdicts = list(guard.admit(conn, claims))
+            pipelined = sent.get(id(guard))
+            verdicts = list(guard.admit(conn, claims) if pipelined is None
+                            else pipelined[0].admit(conn, claims, pipelined[1]))
             if len(verdicts) != len(claims):
                 raise AuditUnavailable(f"an append guard answered {len(verdicts)} of "
                                        f"{len(claims)} claims", obj=self.origin)
@@ -729,14 +783,18 @@ class GroupCommitWriter:
         Returns the size before, the new frontier and the bodies appended.
         """
         pipeline = cur.connection.pipeline if self._pg else None
+        queued: list[tuple[PipelinedGuard, Any]] = []
         if pipeline is not None:
-            # One round trip for psycopg's BEGIN, the transaction's lock bounds and the
-            # head's lock (sent together, run in order: the bounds hold for the lock wait).
+            # One round trip for psycopg's BEGIN, the transaction's lock bounds, the
+            # head's lock and the guards' first statements (the egress ledger's lock and
+            # reads): sent together, run in order, so the bounds hold for every lock wait.
             bounds = cur.connection.cursor()
             ms = f"{max(1, int(self.lock_timeout * 1000))}ms"
             with pipeline():
                 bounds.execute(_SET_BOUNDS, (ms, ms))
                 cur.execute(self._select_size)
+                if batch.guarded:
+                    queued = self._queue_first(conn, batch)
             bounds.close()
         else:
             cur.execute(self._select_size)
@@ -745,8 +803,11 @@ class GroupCommitWriter:
             raise AuditUnavailable("the audit head row is missing", obj=self.store.url,
                                    remedy="run the migrations (Store.open) on this database")
         size = int(found[0])
-        items = self._admit(conn, batch, size) if batch.guarded else batch.items
+        items = self._admit(conn, batch, size, queued) if batch.guarded else batch.items
+        writes = [w for guard, sent in queued for w in guard.writes(sent)]
         if not items:
+            for sql, values in writes:  # what the guards decided to write, though no entry is
+                cur.execute(sql, values)
             return size, None, []  # every item was conditional and refused: nothing appended
         frontier = self._frontier
         if frontier is None or frontier.size != size:
@@ -759,10 +820,14 @@ class GroupCommitWriter:
         head = (frontier.size, frontier.root(), size)
         if pipeline is not None:
             # The rows and the head in one statement (one round trip, one parse): the
-            # entries and nodes as arrays, unnested into their tables.
-            cur.execute(self._insert_entry, (
-                list(range(size, frontier.size)), leaves, bodies,
-                [n[0] for n in nodes], [n[1] for n in nodes], [n[2] for n in nodes], *head))
+            # entries and nodes as arrays, unnested into their tables, and the guards'
+            # writes (the egress ledger's rows) as parts of it.
+            params: list[Any] = [p for _, values in writes for p in values]
+            params.extend((list(range(size, frontier.size)), leaves, bodies,
+                           [n[0] for n in nodes], [n[1] for n in nodes], [n[2] for n in nodes],
+                           *head))
+            cur.execute(_with(writes, self._insert_entry) if writes else self._insert_entry,
+                        params)
             moved = cur.rowcount
         else:
             if len(bodies) == 1:  # a single row: execute, not executemany's iteration

@@ -106,6 +106,7 @@ from strongroom.monitor.ledger import (
     MAX_BUDGET_ID,
     ChargeRow,
     LedgerCache,
+    LedgerRound,
     LedgerStore,
     charge_row,
 )
@@ -298,19 +299,26 @@ class EgressMeter:
         """
         return self._db.missing(ids)
 
-    def _decide(self, conn: Connection, batch: Sequence[_PendingCharge]) -> None:
+    def _decide(self, conn: Connection, batch: Sequence[_PendingCharge],
+                queued: LedgerRound | None = None) -> None:
         """Decide ``batch`` in arrival order inside ``conn``'s transaction; fill in each outcome.
 
         Each charge sees the ones before it. The totals are taken out of the
         cache and updated as the rows are written; they go back (:meth:`_publish`)
-        only once the transaction is known to have committed.
+        only once the transaction is known to have committed. ``queued``: the ledger
+        lock and the held ids already sent (PostgreSQL, :meth:`queue_first`); the rows
+        are then left in it for :meth:`writes` instead of being written here.
         """
-        generation, epoch = self._db.lock(conn)
+        if queued is None:
+            generation, epoch = self._db.lock(conn)
+            held = None
+        else:
+            generation, epoch, held = queued.locked()
         previous = self._ledger
         # The cache itself while it is valid (caught up on other hosts' appends).
         current, moved_empty = self._current(conn, generation, epoch)
         self._ledger = None  # nobody may use totals that this transaction is changing
-        ledger, fresh = self._prepare(conn, current, batch)
+        ledger, fresh = self._prepare(conn, current, batch, held)
         if moved_empty or (previous is not None and ledger is not previous
                            and ledger.fell_below(previous)):
             # Charges leave a total only by ageing out or by a refund: rows deleted behind
@@ -353,16 +361,24 @@ class EgressMeter:
                 ledger.add(it.principal, it.artifact, t, it.nbytes, it.charge_id)
                 if bid is not None:
                     spent[bid] += it.nbytes
-        self._db.insert(conn, rows)
-        ledger.generation = self._db.appended(conn) if rows else generation
+        if queued is not None:  # written with the batch's entries; the lock holds the row
+            queued.rows = rows
+            ledger.generation = generation + 1 if rows else generation
+        else:
+            self._db.insert(conn, rows)
+            ledger.generation = self._db.appended(conn) if rows else generation
         ledger.prune()
         for it in batch:
             it.decided = ledger
 
-    def _prepare(self, conn: Connection, ledger: LedgerCache, batch: Sequence[_PendingCharge]
-                 ) -> tuple[LedgerCache, list[_PendingCharge]]:
-        """Mark replays in ``batch``; load every total its new charges need (under the lock)."""
-        seen = self._db.held(conn, [it.charge_id for it in batch])
+    def _prepare(self, conn: Connection, ledger: LedgerCache, batch: Sequence[_PendingCharge],
+                 held: set[str] | None = None) -> tuple[LedgerCache, list[_PendingCharge]]:
+        """Mark replays in ``batch``; load every total its new charges need (under the lock).
+
+        ``held``: which of the batch's charge ids the ledger holds, read under the lock
+        (None: read here).
+        """
+        seen = self._db.held(conn, [it.charge_id for it in batch]) if held is None else held
         fresh: list[_PendingCharge] = []
         for it in batch:
             it.duplicate = it.charge_id in seen
@@ -512,10 +528,23 @@ class EgressMeter:
         return cast(list[int | StrongroomError], results)  # every position was filled above
 
     # AppendGuard
-    def admit(self, conn: Connection, claims: Sequence[Any]) -> list[bool]:
-        """Decide the claims (:class:`_PendingCharge`) in the audit batch's transaction."""
-        self._decide(conn, claims)
+    def admit(self, conn: Connection, claims: Sequence[Any],
+              queued: LedgerRound | None = None) -> list[bool]:
+        """Decide the claims (:class:`_PendingCharge`) in the audit batch's transaction.
+
+        ``queued``: what :meth:`queue_first` sent in the batch's first round trip.
+        """
+        self._decide(conn, claims, queued)
         return [it.admitted for it in claims]
+
+    # PipelinedGuard (PostgreSQL: the audit writer's round trips carry the ledger's statements)
+    def queue_first(self, conn: Connection, claims: Sequence[Any]) -> LedgerRound:
+        """Send the ledger lock and the read of the claims' held charge ids (not answered yet)."""
+        return self._db.queue_lock(conn, [it.charge_id for it in claims])
+
+    def writes(self, queued: LedgerRound) -> list[tuple[str, list[Any]]]:
+        """The rows :meth:`admit` charged and the generation's bump, as statements."""
+        return self._db.append_statements(queued.rows)
 
     def settle(self, claims: Sequence[Any], committed: bool) -> None:
         """Keep the batch's totals if it committed (else the next batch reloads them)."""

@@ -19,6 +19,9 @@ the changes that are not appends bump (refunds, repairs, budgets).
           if new:
               generation = db.appended(conn)
 
+  On PostgreSQL, inside the audit log's batch (:class:`LedgerRound`), the lock and the
+  held ids are sent in the batch's first round trip and the rows with the bump are
+  written by the statement that writes the batch's entries.
 * :class:`LedgerCache` and :class:`WindowTotal` — what a process knows of the
   ledger at one generation (budgets, the newest charge time, one running total
   per budget window, lifetime totals per Grant budget). Valid as it is while the
@@ -65,6 +68,7 @@ __all__ = [
     "MAX_BUDGET_ID",
     "ChargeRow",
     "LedgerCache",
+    "LedgerRound",
     "LedgerStore",
     "WindowKey",
     "WindowTotal",
@@ -255,6 +259,40 @@ def _driver_rows(conn: Connection, sql: str, params: Any = ()) -> list[Any]:
                                   dialect=conn.dialect) from exc
 
 
+class LedgerRound:
+    """PostgreSQL: one batch's ledger statements, sent in the audit writer's round trips.
+
+    :meth:`LedgerStore.queue_lock` sends the ledger lock and the read of the batch's
+    charge ids already held into the pipeline that begins the audit batch's
+    transaction (after the audit head's lock and the transaction's lock bounds, in
+    that order: the server runs a pipeline's statements one after another, each a
+    consistent read of its own, so the ids are read once the ledger lock is held);
+    :meth:`locked` gives their answers once that round trip is back. The rows the
+    batch charges (:attr:`rows`) and the generation's bump are then written by the
+    statement that writes the batch's entries (:meth:`LedgerStore.append_statements`).
+    Used on the audit batch leader's thread only, for one transaction.
+    """
+
+    __slots__ = ("_held", "_lock", "_store", "rows")
+
+    def __init__(self, store: LedgerStore, lock: Any, held: Any) -> None:
+        self._store = store
+        self._lock = lock
+        self._held = held
+        #: The rows the batch charges, written with its entries.
+        self.rows: list[ChargeRow] = []
+
+    def locked(self) -> tuple[int, int, set[str]]:
+        """(generation, epoch) under the ledger lock, and which of the ids the ledger holds."""
+        try:
+            state = self._lock.fetchall()
+            held = {str(r[0]) for r in self._held.fetchall()}
+        finally:
+            self._lock.close()
+            self._held.close()
+        return (*self._store.state(state), held)
+
+
 def _like_escape(text_: str) -> str:
     return text_.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
@@ -284,6 +322,14 @@ class LedgerStore:
         self._sql_insert = ("INSERT INTO egress_charges (charge_id, principal, artifact, "  # noqa: S608
                             f"nbytes, at, budget_id) VALUES ({mark}, {mark}, {mark}, {mark}, "
                             f"{mark}, {mark})")
+        # PostgreSQL (LedgerRound): the held ids of a batch in one statement whatever its size,
+        # and its rows and the generation's bump in one statement (the rows as arrays).
+        self._sql_held = "SELECT charge_id FROM egress_charges WHERE charge_id = ANY(%s::varchar[])"
+        self._sql_append = (
+            "INSERT INTO egress_charges (charge_id, principal, artifact, nbytes, at, budget_id) "
+            "SELECT * FROM unnest(%s::varchar[], %s::varchar[], %s::varchar[], %s::bigint[], "
+            "%s::float8[], %s::varchar[])")
+        self._sql_bump_only = "UPDATE egress_ledger SET generation = generation + 1 WHERE id = 1"
 
     @contextlib.contextmanager
     def begin(self) -> Iterator[Connection]:
@@ -310,11 +356,37 @@ class LedgerStore:
         lock. PostgreSQL: ``FOR UPDATE`` (or the ``UPDATE``) locks the one state
         row until commit.
         """
-        rows = _driver_rows(conn, self._sql_rewrite if rewrite else self._sql_lock)
+        return self.state(_driver_rows(conn, self._sql_rewrite if rewrite else self._sql_lock))
+
+    def state(self, rows: Sequence[Any]) -> tuple[int, int]:
+        """(generation, epoch) from the rows of the ledger lock; StorageError when missing."""
         if not rows or rows[0][0] is None:
             raise StorageError("the egress ledger's state row is missing", obj=self.store.url,
                                remedy="run the migrations (Store.open) on this database")
         return int(rows[0][0]), int(rows[0][1])
+
+    def queue_lock(self, conn: Connection, ids: Sequence[str]) -> LedgerRound:
+        """PostgreSQL, in a pipeline on ``conn``: the ledger lock, then the read of ``ids`` held.
+
+        Nothing is answered until the pipeline's round trip is back
+        (:meth:`LedgerRound.locked`); a statement that fails there (a lock wait past
+        the transaction's ``lock_timeout``) fails the pipeline, and the transaction.
+        """
+        raw = conn.connection.dbapi_connection
+        assert raw is not None
+        lock, held = raw.cursor(), raw.cursor()
+        lock.execute(self._sql_lock)
+        held.execute(self._sql_held, (list(ids),))
+        return LedgerRound(self, lock, held)
+
+    def append_statements(self, rows: Sequence[ChargeRow]) -> list[tuple[str, list[Any]]]:
+        """PostgreSQL, under :meth:`lock`: the statements that insert ``rows`` and bump the
+        generation (to the locked one plus one: the lock is held), for the audit writer to
+        run as parts of the statement that writes the batch's entries (none without rows)."""
+        if not rows:
+            return []
+        return [(self._sql_append, [list(c) for c in zip(*rows, strict=True)]),
+                (self._sql_bump_only, [])]
 
     def appended(self, conn: Connection) -> int:
         """Bump the generation after inserting charges under :meth:`lock`; the new one."""
