@@ -53,3 +53,18 @@ def test_dispose_closes_kept_connections(store: Store) -> None:
         with pytest.raises(Exception):  # noqa: B017 - sqlite3 and psycopg raise their own
             conn.cursor().execute("SELECT 1")
     assert raw_query(store.engine, "SELECT 1") == [(1,)]  # and the engine still works
+
+
+def test_postgresql_reads_are_one_statement_each_and_stay_prepared(store: Store) -> None:
+    """In autocommit a read is one round trip (no BEGIN before it, no ROLLBACK after it),
+    and psycopg keeps its prepared statements (a ROLLBACK would forget them)."""
+    if store.dialect != "postgresql":
+        pytest.skip("psycopg's transactions")
+    for _ in range(8):  # psycopg prepares a statement from its fifth run on
+        raw_query(store.engine, "SELECT generation FROM access_generation WHERE id = 1")
+    readers = _raw_readers[store.engine]
+    assert len(readers._idle) == 1 and readers._idle[0].autocommit
+    prepared = raw_query(store.engine, "SELECT count(*) FROM pg_prepared_statements")
+    assert prepared[0][0] >= 1
+    # still no stale read: the kept connection holds no snapshot between reads
+    test_each_query_sees_every_commit_before_it(store)

@@ -54,8 +54,10 @@ class _RawReaders:
     Checking a connection out of SQLAlchemy's pool and back in (queue, events,
     reset) cost ~20 us of CPU, twice what the statement costs; a key release
     makes two such lookups. These connections were opened by the engine's pool
-    (its connect hooks ran) and then detached from it; each is rolled back after
-    its statement, as the pool's reset would, closed after any error, and all
+    (its connect hooks ran) and then detached from it; each runs in autocommit on
+    PostgreSQL (a statement is its own transaction: one round trip), is rolled
+    back after its statement, as the pool's reset would (a no-op in autocommit),
+    closed after any error, and all
     are closed when the engine is disposed (a connection in use then is closed
     when it comes back).
     """
@@ -91,6 +93,11 @@ class _RawReaders:
         fairy = engine.raw_connection()
         conn = fairy.dbapi_connection
         fairy.detach()  # ours now: the pool opens another when it needs one
+        if engine.dialect.name == "postgresql":
+            # One statement, one round trip: psycopg otherwise sends BEGIN before it and
+            # ROLLBACK after it, each a round trip, and the ROLLBACK forgets the prepared
+            # statements (SQLite's connections are in autocommit already).
+            conn.autocommit = True  # type: ignore[union-attr]
         return self._run(conn, sql, params, epoch)
 
     def _run(self, conn: Any, sql: str, params: tuple[Any, ...],
