@@ -435,21 +435,10 @@ def bench_database(tmp: Path, postgres: str | None) -> Iterator[str]:
     if not postgres:
         yield f"sqlite:///{tmp / 'bench.db'}"
         return
-    import secrets
+    from testsupport import pg_schema  # the tests' fresh schema, dropped afterwards
 
-    import sqlalchemy as sa
-
-    schema = "bench_" + secrets.token_hex(6)
-    admin = sa.create_engine(postgres, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
-    sep = "&" if "?" in postgres else "?"
-    try:
-        yield f"{postgres}{sep}options=-csearch_path%3D{schema}"
-    finally:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
-        admin.dispose()
+    with pg_schema(postgres) as url:
+        yield url
 
 
 def database_arg(ap: argparse.ArgumentParser) -> None:
