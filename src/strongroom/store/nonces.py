@@ -44,23 +44,22 @@ if TYPE_CHECKING:  # SQLAlchemy loads only when a database cache is made (CLI st
 __all__ = ["StoreAttestNonces", "StoreNonceCache"]
 
 
-#: PostgreSQL: spend a nonce (a row whose window closed is taken over); a row back: spent now.
-_PG_SPEND = ("INSERT INTO server_nonces (key_id, nonce, expires) VALUES (%s, %s, %s) "
-             "ON CONFLICT (key_id, nonce) DO UPDATE SET expires = EXCLUDED.expires "
-             "WHERE server_nonces.expires <= %s RETURNING 1")
 _PG_PRUNE = "DELETE FROM server_nonces WHERE expires <= %s"
 
 
 @functools.lru_cache(maxsize=64)
-def _pg_spend_many(n: int) -> str:
-    """:data:`_PG_SPEND` for ``n`` distinct (key id, nonce) rows, returning those spent."""
+def _pg_spend(n: int) -> str:
+    """PostgreSQL: spend ``n`` distinct (key id, nonce) rows (a row whose window closed is
+    taken over; the last parameter is now); the pairs returned are the ones spent now."""
     rows = ", ".join(["(%s, %s, %s)"] * n)
     return ("INSERT INTO server_nonces (key_id, nonce, expires) VALUES " + rows  # noqa: S608
             + " ON CONFLICT (key_id, nonce) DO UPDATE SET expires = EXCLUDED.expires "
             "WHERE server_nonces.expires <= %s RETURNING key_id, nonce")
-#: Set on each of the cache's own PostgreSQL connections when it is opened.
-_PG_SESSION = ("SET synchronous_commit TO off", "SET statement_timeout TO '5s'",
-               "SET lock_timeout TO '5s'")
+
+
+#: Settings of each of the cache's own PostgreSQL connections (libpq ``options``: set
+#: as it connects, no statement of their own).
+_PG_SESSION = "-c synchronous_commit=off -c statement_timeout=5s -c lock_timeout=5s"
 #: Idle connections :meth:`StoreNonceCache.spend` keeps (spend_async has one per loop).
 _KEEP = 8
 
@@ -146,6 +145,7 @@ class StoreNonceCache:
         _, params = engine.dialect.create_connect_args(engine.url)
         params.pop("context", None)  # SQLAlchemy's adapters: the driver's own are wanted
         params["autocommit"] = True
+        params["options"] = f"{params.get('options', '')} {_PG_SESSION}".strip()
         return dict(params)
 
     async def spend_async(self, key: str, nonce: str, expires: float, now: float) -> bool:
@@ -206,10 +206,8 @@ class StoreNonceCache:
         try:
             if conn is None or conn.closed:
                 state.conn = None
-                conn = await psycopg.AsyncConnection.connect(**self._connect_args())
-                for statement in _PG_SESSION:
-                    await conn.execute(statement)
-                state.conn = conn
+                conn = state.conn = await psycopg.AsyncConnection.connect(
+                    **self._connect_args())
             earliest = min(now for *_, now in spends)
             if self._prune_due(earliest):
                 await conn.execute(_PG_PRUNE, (earliest,))
@@ -221,7 +219,7 @@ class StoreNonceCache:
             params: list[Any] = []
             for (key, nonce), expires in first.items():
                 params += (key, nonce, expires)
-            cur = await conn.execute(_pg_spend_many(len(first)), [*params, earliest])
+            cur = await conn.execute(_pg_spend(len(first)), [*params, earliest])
             spent = {(str(k), str(n)) for k, n in await cur.fetchall()}
         except BaseException:  # whatever state it was left in goes with it
             state.conn = None
@@ -242,11 +240,9 @@ class StoreNonceCache:
         try:
             if conn is None or conn.closed:
                 conn = psycopg.Connection.connect(**self._connect_args())
-                for statement in _PG_SESSION:
-                    conn.execute(statement)
             if self._prune_due(now):
                 conn.execute(_PG_PRUNE, (now,))
-            spent = conn.execute(_PG_SPEND, (key, nonce, expires, now)).fetchone() is not None
+            spent = conn.execute(_pg_spend(1), (key, nonce, expires, now)).fetchone() is not None
         except psycopg.Error as exc:
             if conn is not None:
                 conn.close()
