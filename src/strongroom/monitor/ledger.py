@@ -313,8 +313,8 @@ class LedgerStore:
         # PostgreSQL: the row lock serialises charges; SQLite: BEGIN IMMEDIATE already did.
         self._sql_lock = ("SELECT generation, epoch FROM egress_ledger WHERE id = 1"  # noqa: S608
                           + (" FOR UPDATE" if store.dialect == "postgresql" else ""))
-        self._sql_bump = ("UPDATE egress_ledger SET generation = generation + 1 WHERE id = 1 "
-                          "RETURNING generation")
+        self._sql_bump_only = "UPDATE egress_ledger SET generation = generation + 1 WHERE id = 1"
+        self._sql_bump = self._sql_bump_only + " RETURNING generation"
         self._sql_rewrite = ("UPDATE egress_ledger SET generation = generation + 1, "
                              "epoch = epoch + 1 WHERE id = 1 RETURNING generation, epoch")
         self._sql_since = ("SELECT charge_id, principal, artifact, nbytes, at, budget_id "  # noqa: S608
@@ -323,13 +323,12 @@ class LedgerStore:
                             f"nbytes, at, budget_id) VALUES ({mark}, {mark}, {mark}, {mark}, "
                             f"{mark}, {mark})")
         # PostgreSQL (LedgerRound): the held ids of a batch in one statement whatever its size,
-        # and its rows and the generation's bump in one statement (the rows as arrays).
+        # and its rows in one statement (the rows as arrays), with _sql_bump_only.
         self._sql_held = "SELECT charge_id FROM egress_charges WHERE charge_id = ANY(%s::varchar[])"
         self._sql_append = (
             "INSERT INTO egress_charges (charge_id, principal, artifact, nbytes, at, budget_id) "
             "SELECT * FROM unnest(%s::varchar[], %s::varchar[], %s::varchar[], %s::bigint[], "
             "%s::float8[], %s::varchar[])")
-        self._sql_bump_only = "UPDATE egress_ledger SET generation = generation + 1 WHERE id = 1"
 
     @contextlib.contextmanager
     def begin(self) -> Iterator[Connection]:
