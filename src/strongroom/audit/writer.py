@@ -85,8 +85,9 @@ _MAX_UNRECORDED = 10_000
 def _with(parts: Sequence[tuple[str, Sequence[Any]]], statement: str) -> str:
     """``statement`` with the data-modifying ``parts`` run as its first ``WITH`` queries."""
     named = ", ".join(f"g{i} AS ({sql})" for i, (sql, _) in enumerate(parts))
-    rest = statement.removeprefix("WITH ")
-    return f"WITH {named}, {rest}" if rest is not statement else f"WITH {named} {statement}"
+    if statement.startswith("WITH "):
+        return f"WITH {named}, {statement.removeprefix('WITH ')}"
+    return f"WITH {named} {statement}"
 
 
 class AppendGuard(Protocol):
