@@ -153,6 +153,17 @@ def openbao(venv: Path, tmp: Path) -> Iterator[tuple[str, str, str]]:
         log.close()
 
 
+def bao_pid(addr: str) -> int | None:
+    """The ``bao server`` this process started listening at ``addr`` (for its CPU)."""
+    server_bench = bench_module("server")
+    listen = f"-dev-listen-address={addr.removeprefix('http://')}".encode()
+    for pid in server_bench._tree(os.getpid()):
+        with contextlib.suppress(OSError):
+            if listen in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0"):
+                return pid
+    return None
+
+
 def transit_decrypt(addr: str, token: str, ciphertext: str, batch: int = 0
                     ) -> Callable[[object], None]:
     """One transit decrypt at ``addr`` on a keep-alive connection per thread (the raw client
@@ -189,8 +200,14 @@ def bench_openbao(args: argparse.Namespace, tmp: Path) -> None:
             p50["strongroom"].append(median)
             return rate
 
+        bao = bao_pid(addr)
+        bao_cpu = {"client": 0.0, "server": 0.0}
+
         def theirs(_: int) -> float:
+            before = (server_bench._cpu(os.getpid()), server_bench._cpu(bao) if bao else 0.0)
             lat, elapsed = server_bench._run(args.threads, [0] * args.releases, decrypt)
+            bao_cpu["client"] += server_bench._cpu(os.getpid()) - before[0]
+            bao_cpu["server"] += (server_bench._cpu(bao) if bao else 0.0) - before[1]
             p50["openbao"].append(statistics.median(lat) * 1000)
             return len(lat) / elapsed
 
@@ -200,7 +217,10 @@ def bench_openbao(args: argparse.Namespace, tmp: Path) -> None:
               f"strongroom serve --workers {args.workers} vs OpenBao transit decrypt")
         rounds = interleave(args.rounds, {"strongroom": ours, "openbao": theirs})
         _print_rounds(rounds, p50, "/s", "releases/s")
-        rig.meter.report({k: 0.0 for k in rig.cpu}, rig.cpu, rig.cpu_n)
+        rig.meter.report({k: 0.0 for k in rig.cpu}, rig.cpu, rig.cpu_n, "strongroom")
+        if bao:  # the same figure for the peer: what each side spends of the machine's cores
+            rig.meter.report({k: 0.0 for k in bao_cpu}, bao_cpu, args.releases * args.rounds,
+                             "openbao")
         if args.batch > 1:
             _bench_openbao_batch(args, rig, addr, token, ciphertext)
 

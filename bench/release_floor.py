@@ -570,17 +570,6 @@ def requests_like_releases(n: int) -> tuple[list[tuple[bytes, dict[str, str]]], 
     return out, alice.public.public_bytes.hex()
 
 
-def _bao_pid(port: int) -> int | None:
-    """The ``bao server`` this process started listening on ``port`` (for its CPU)."""
-    server_bench = bench_module("server")
-    for pid in server_bench._tree(os.getpid()):
-        with contextlib.suppress(OSError):
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-            if f"-dev-listen-address=127.0.0.1:{port}".encode() in cmd:
-                return pid
-    return None
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--requests", type=int, default=4000, help="requests a round to each")
@@ -656,7 +645,7 @@ def main() -> None:
             except peers.Skip as exc:
                 raise SystemExit(f"OpenBao cannot run here: {exc}") from exc
             decrypt = peers.transit_decrypt(addr, token, ciphertext)
-            bao = _bao_pid(int(addr.rsplit(":", 1)[1]))
+            bao = peers.bao_pid(addr)
             subjects["openbao"] = timed("openbao", decrypt, [0] * args.requests,
                                         lambda: server_bench._tree(bao) if bao else [], None)
         rounds = interleave(args.rounds, subjects)

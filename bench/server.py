@@ -191,10 +191,12 @@ class CpuMeter:
                 "agent": _cpu(agent) if agent else 0.0}
 
     @staticmethod
-    def report(before: dict[str, float], after: dict[str, float], n: int) -> None:
+    def report(before: dict[str, float], after: dict[str, float], n: int,
+               who: str = "") -> None:
         parts = [f"{k} {(after[k] - before[k]) / n * 1e6:,.0f} us" for k in before]
         total = sum(after[k] - before[k] for k in before) / n * 1e6
-        print(f"  CPU per request: {', '.join(parts)}; total {total:,.0f} us")
+        print(f"  {who + ' ' if who else ''}CPU per request: {', '.join(parts)}; "
+              f"total {total:,.0f} us")
 
 
 class RawClient:
