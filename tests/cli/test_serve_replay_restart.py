@@ -361,11 +361,6 @@ def test_replayed_releases_stay_refused_across_restart_and_dba(tmp_path: Path,
         run("audit", "verify")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: ledger rows deleted while serve is down are put back silently at unseal: "
-    "runtime/services.py builds the meter with runtime/wiring.default_meter(backfill=True), "
-    "whose EgressMeter.backfill re-inserts them before the state guard's first check, which "
-    "then finds nothing missing (no SR-STATE-TAMPER alert, no alert.raise audit entry)"))
 @pytest.mark.timeout(600)
 def test_ledger_rows_deleted_while_serve_is_down_are_alerted_at_unseal(
         tmp_path: Path, db_url: str) -> None:

@@ -246,7 +246,11 @@ class LocalKeyService:
                     self._rollback_alert(rollback)
                 self._report_failures(status, alerts)
                 canaries = CanaryRegistry(self.store, alerts)
-                meter = default_meter(self.store, self._audit, alerts=alerts)
+                # No backfill here: rows the log says exist but the ledger lacks are the
+                # state guard's to put back (its first, full check runs next, before any
+                # release), and it alerts on each (SR-STATE-TAMPER). A backfill first would
+                # restore rows deleted while the vault was sealed without a word.
+                meter = default_meter(self.store, self._audit, alerts=alerts, backfill=False)
                 guard = self._start_guard(meter, alerts)
                 shards = shard_locator(self.keyring)  # the gate's and the rule's, verified once
                 rule = self._evidence_factory(self.keyring, self.store, self._audit, shards)
