@@ -25,9 +25,9 @@ the signature's replay window (60 s after the request was signed): a replay late
 than that would be refused as stale and prove nothing, so the test checks the
 clock before each replay and each refusal's exact reason.
 
-The same ledger deletion made while ``serve`` is down must be noticed at the next
-unseal too; it is not yet (an expected failure naming the bug): the meter's
-backfill at unseal puts the rows back before the state guard's first check looks.
+The same ledger deletion made while ``serve`` is down is noticed at the next
+unseal: the state guard's first check puts the rows back with the alert (an
+egress-meter backfill that ran before it at unseal used to restore them silently).
 """
 
 from __future__ import annotations
