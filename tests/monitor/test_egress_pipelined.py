@@ -157,3 +157,20 @@ def test_a_repair_inside_an_audited_batch_checks_replays_again(store: Store) -> 
             assert s.execute(text("SELECT count(*) FROM egress_charges")).scalar() == 2
     finally:
         log.close()
+
+
+def test_held_ids_are_read_whatever_their_number(store: Store) -> None:
+    """``LedgerStore.held``: one ``ANY`` read on PostgreSQL, ``IN`` lists of ``ID_CHUNK`` ids
+    elsewhere; the same answer either way, past one chunk's size."""
+    from strongroom.monitor.ledger import ID_CHUNK, LedgerStore
+
+    ledger = LedgerStore(store)
+    n = ID_CHUNK * 2 + 7
+    rows = [(f"charge-{i}", "alice", "m@1", 10, 1_000.0 + i, None) for i in range(0, n, 3)]
+    with ledger.begin() as conn:
+        ledger.lock(conn)
+        ledger.insert(conn, rows)
+    asked = [f"charge-{i}" for i in range(n)] + ["charge-elsewhere"]
+    with ledger.begin() as conn:
+        assert ledger.held(conn, asked) == {r[0] for r in rows}
+        assert ledger.held(conn, []) == set()

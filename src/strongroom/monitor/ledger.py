@@ -322,8 +322,8 @@ class LedgerStore:
         self._sql_insert = ("INSERT INTO egress_charges (charge_id, principal, artifact, "  # noqa: S608
                             f"nbytes, at, budget_id) VALUES ({mark}, {mark}, {mark}, {mark}, "
                             f"{mark}, {mark})")
-        # PostgreSQL (LedgerRound): the held ids of a batch in one statement whatever its size,
-        # and its rows in one statement (the rows as arrays), with _sql_bump_only.
+        # PostgreSQL: the held ids of a batch in one statement whatever its size (held() and
+        # LedgerRound), and its rows in one statement (the rows as arrays), with _sql_bump_only.
         self._sql_held = "SELECT charge_id FROM egress_charges WHERE charge_id = ANY(%s::varchar[])"
         self._sql_append = (
             "INSERT INTO egress_charges (charge_id, principal, artifact, nbytes, at, budget_id) "
@@ -453,6 +453,9 @@ class LedgerStore:
 
     def held(self, conn: Connection, ids: Sequence[str]) -> set[str]:
         """Which of ``ids`` the ledger already holds, read in ``conn``'s transaction."""
+        if self.store.dialect == "postgresql":  # one statement whatever the size (_sql_held)
+            return ({str(r[0]) for r in _driver_rows(conn, self._sql_held, (list(ids),))}
+                    if ids else set())
         found: set[str] = set()
         for i in range(0, len(ids), ID_CHUNK):
             chunk = ids[i:i + ID_CHUNK]
