@@ -518,9 +518,13 @@ def _release_server(tmp: Path, url: str, workers: int, statements: int, history:
         if server.poll() is None:
             os.killpg(server.pid, signal.SIGTERM)
             server.wait(30)
+        from strongroom.errors import Sealed
         from strongroom.runtime.services import key_service
 
-        key_service(home, start=False).seal()  # no-op when the bench already sealed it
+        # A no-op when the bench already sealed it; the owned agent may also have
+        # exited with serve in between (then there is nothing left to seal).
+        with contextlib.suppress(Sealed):
+            key_service(home, start=False).seal()
 
 
 def main() -> None:
