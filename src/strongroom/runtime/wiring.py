@@ -45,13 +45,19 @@ def default_meter(
     *,
     alerts: Any = None,
     clock: Callable[[], float] = time.time,
-    backfill: bool = True,
+    backfill: bool = False,
 ) -> EgressMeter:
     """The monitor's durable egress meter with the configured per-principal cap.
 
     ``STRONGROOM_EGRESS_CAP_BYTES`` caps each principal per 24 h; the artifact and
     lab-wide budgets are the monitor's defaults (see docs/monitoring.md). Alerts
     near and at a cap go to the alert store and the audit log.
+
+    ``backfill`` charges the log's releases that the ledger lacks, silently. Off by
+    default: a ledger row that is missing was deleted (absence is evidence), and the
+    state guard's first check puts it back *with* an ``SR-STATE-TAMPER`` alert; a
+    backfill before that check erased the evidence (the unseal bug fixed in 263313a).
+    Turn it on only for a store known to predate the ledger.
     """
     cap = KeysSettings().egress_cap_bytes
     budgets = [Budget("principal", "*", EGRESS_WINDOW_S, cap), *DEFAULT_BUDGETS[1:]]
