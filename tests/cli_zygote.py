@@ -152,21 +152,23 @@ def _enabled() -> bool:
 
 
 def run(argv: Sequence[str], env: Mapping[str, str], timeout: float,
-        ) -> subprocess.CompletedProcess[str]:
-    """Like ``subprocess.run(argv, env=env, capture_output=True, text=True, timeout=...)``
-    for the console script ``argv[0]``."""
+        cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """Like ``subprocess.run(argv, env=env, cwd=cwd, capture_output=True, text=True,
+    timeout=...)`` for the console script ``argv[0]`` (``cwd`` None: the caller's)."""
     args = [str(a) for a in argv]
+    where = str(cwd) if cwd is not None else os.getcwd()
     path, base = "", None
     if _enabled():
         with _lock:
             _, path, base = _start()
     if base is None or _at_import(env) != base:
         STATS["spawned"] += 1
-        return subprocess.run(args, capture_output=True, text=True, env=dict(env), timeout=timeout)
+        return subprocess.run(args, capture_output=True, text=True, env=dict(env), cwd=where,
+                              timeout=timeout)
     STATS["forked"] += 1
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
-    request = json.dumps({"argv": args, "env": dict(env), "cwd": os.getcwd(),
+    request = json.dumps({"argv": args, "env": dict(env), "cwd": where,
                           "umask": _umask()}).encode() + b"\n"
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
         conn.connect(path)

@@ -56,6 +56,7 @@ from strongroom.server.client import Client, KnownServers
 from strongroom.server.signatures import REPLAY_WINDOW_S
 from strongroom.server.workers import NONCE_DB
 
+import cli_zygote
 from cli_fixtures import Run, make_runner, serve_process, strongroom_exe, unseal_home
 from vault_fixtures import make_model
 
@@ -123,9 +124,10 @@ def _desk_env(desk: Path, base: str, identity: Path) -> dict[str, str]:
 
 
 def _remote(desk: Path, base: str, identity: Path, *args: str) -> str:
-    """``strongroom ARGS`` run in ``desk`` against the server; its stdout."""
-    out = subprocess.run([strongroom_exe(), *args], env=_desk_env(desk, base, identity),
-                         cwd=desk, capture_output=True, text=True, timeout=120, check=False)
+    """``strongroom ARGS`` run in ``desk`` against the server; its stdout (a forked process:
+    the desk's environment differs from the test's only in ``STRONGROOM_*`` settings)."""
+    out = cli_zygote.run([strongroom_exe(), *args], _desk_env(desk, base, identity),
+                         timeout=120, cwd=desk)
     assert out.returncode == 0 and "Traceback" not in out.stderr, out.stdout + out.stderr
     return out.stdout
 
