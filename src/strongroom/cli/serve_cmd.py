@@ -34,6 +34,10 @@ from strongroom.errors import ConfigError
 
 __all__ = ["register", "serve"]
 
+#: uvicorn's httptools protocol with each response's headers and body sent in one
+#: write (:mod:`strongroom.server.http_protocol`), imported by every worker.
+FAST_HTTP = "strongroom.server.http_protocol:CoalescingHttpTools"
+
 
 def _loopback(host: str) -> bool:
     if host == "localhost":
@@ -120,7 +124,7 @@ def serve(
     try:
         # No access log: release responses carry file keys; the audit log records requests.
         uvicorn.run("strongroom.server.workers:agent_app", factory=True, host=host, port=port,
-                    workers=workers, http="httptools" if fast else "h11",
+                    workers=workers, http=FAST_HTTP if fast else "h11",
                     ssl_certfile=str(tls_cert) if tls_cert else None,
                     ssl_keyfile=str(tls_key) if tls_key else None,
                     log_level=level,
