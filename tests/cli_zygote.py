@@ -9,7 +9,9 @@ script's is: it gets the caller's stdin and two new pipes as stdout and stderr
 (passed over a Unix socket), the command's environment, working directory and umask,
 runs ``strongroom.cli.entry.main`` as the script does and shuts down as the
 interpreter would (non-daemon threads joined, ``atexit`` handlers run, streams
-flushed). Nothing a command does reaches the zygote or the next command.
+flushed). Nothing a command does reaches the zygote or the next command. The zygote
+also builds Typer's command tree once (:func:`_build_the_command_tree_once`), which each
+child gets untouched instead of building it again.
 
 What the zygote cannot reproduce is a setting read at import time, so a command
 whose environment differs from the zygote's other than in the ``STRONGROOM_*``
@@ -35,6 +37,7 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 #: Modules the zygote imports before forking: what nearly every vault command loads.
 PRELOAD = ("strongroom.cli.entry", "strongroom.cli.main", "strongroom.keys.keyring",
@@ -289,12 +292,36 @@ def _handle(conn: socket.socket) -> None:
     conn.close()
 
 
+def _build_the_command_tree_once() -> None:
+    """Build Typer's Click command tree for the CLI's app here, once, and have every child
+    use it: building it is half a forked command's CPU (~0.13 s on a 2-core VM; twice for a
+    remote command, whose placement check walks the tree too).
+
+    Each child runs on a copy of this process's memory, so it gets the tree as freshly built
+    and untouched by any earlier command, exactly what the console script would build: the
+    tree depends only on the app's code (Click reads options' environment variables when a
+    command is parsed, not when the tree is built). Any other Typer app is built as before.
+    """
+    import typer.main
+
+    from strongroom.cli.main import app
+
+    build = typer.main.get_command
+    built = build(app)
+
+    def get_command(typer_instance: typer.Typer) -> Any:
+        return built if typer_instance is app else build(typer_instance)
+
+    typer.main.get_command = get_command
+
+
 def _serve(path: str) -> None:
     import importlib
     import signal
 
     for name in PRELOAD:
         importlib.import_module(name)
+    _build_the_command_tree_once()
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # handlers are reaped without waiting
     parent = os.getppid()
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as server:
