@@ -518,12 +518,12 @@ def _release_server(tmp: Path, url: str, workers: int, statements: int, history:
         if server.poll() is None:
             os.killpg(server.pid, signal.SIGTERM)
             server.wait(30)
-        from strongroom.errors import Sealed
+        from strongroom.errors import StrongroomError
         from strongroom.runtime.services import key_service
 
-        # A no-op when the bench already sealed it; the owned agent may also have
-        # exited with serve in between (then there is nothing left to seal).
-        with contextlib.suppress(Sealed):
+        # A no-op when the bench already sealed it. The owned agent seals and exits
+        # with serve, so it may be gone (Sealed) or going (its connection reset) by now.
+        with contextlib.suppress(StrongroomError):
             key_service(home, start=False).seal()
 
 
