@@ -15,7 +15,10 @@ cannot be installed or started is skipped with a message saying why.
   aes256-gcm96 key and a non-root token whose policy allows only
   ``transit/decrypt/<key>``. Against it, authorised key releases over HTTP
   from ``bench/server.py`` (``strongroom serve --workers N``, Grant evidence,
-  durable audit entry, unwrap). Both driven by the same raw keep-alive client
+  durable audit entry, unwrap). ``--workers 1,2`` (the default) runs one
+  deployment per worker count, all in the same rounds: ``serve``'s default
+  (one worker) and the two that ``bench/server.py`` uses (issue 7's target).
+  Both driven by the same raw keep-alive client
   from ``--threads`` closed-loop threads; each round sends ``--releases``
   requests to each, the order flipping every round. Note the asymmetry in
   OpenBao's favour: dev mode keeps its storage in memory and the file audit
@@ -188,17 +191,26 @@ def transit_decrypt(addr: str, token: str, ciphertext: str, batch: int = 0
 
 
 def bench_openbao(args: argparse.Namespace, tmp: Path) -> None:
-    """Authorised releases over HTTP against OpenBao transit decrypt, interleaved."""
-    server_bench = bench_module("server")
-    with openbao(args.venv, tmp) as (addr, token, ciphertext), \
-            server_bench.release_server(args.workers, postgres=args.postgres) as rig:
-        decrypt = transit_decrypt(addr, token, ciphertext)
-        p50: dict[str, list[float]] = {"strongroom": [], "openbao": []}
+    """Authorised releases over HTTP against OpenBao transit decrypt, interleaved.
 
-        def ours(_: int) -> float:
-            rate, median = rig.releases(args.releases, args.threads)
-            p50["strongroom"].append(median)
-            return rate
+    ``--workers 1,2``: one deployment per worker count, all in the same rounds
+    (each idle while another is timed), each compared with OpenBao.
+    """
+    server_bench = bench_module("server")
+    counts = [int(w) for w in str(args.workers).split(",")]
+    with contextlib.ExitStack() as stack:
+        addr, token, ciphertext = stack.enter_context(openbao(args.venv, tmp))
+        rigs = {_name(w, counts): stack.enter_context(
+            server_bench.release_server(w, postgres=args.postgres)) for w in counts}
+        decrypt = transit_decrypt(addr, token, ciphertext)
+        p50: dict[str, list[float]] = {name: [] for name in [*rigs, "openbao"]}
+
+        def ours(name: str) -> Callable[[int], float]:
+            def run(_: int) -> float:
+                rate, median = rigs[name].releases(args.releases, args.threads)
+                p50[name].append(median)
+                return rate
+            return run
 
         bao = bao_pid(addr)
         bao_cpu = {"client": 0.0, "server": 0.0}
@@ -211,18 +223,29 @@ def bench_openbao(args: argparse.Namespace, tmp: Path) -> None:
             p50["openbao"].append(statistics.median(lat) * 1000)
             return len(lat) / elapsed
 
-        rig.releases(100, 4)  # warm-up both
+        for rig in rigs.values():  # warm-up every side
+            rig.releases(100, 4)
         server_bench._run(4, [0] * 100, decrypt)
         print(f"\n== key releases over HTTP, {args.threads} clients, {args.releases} a round: "
-              f"strongroom serve --workers {args.workers} vs OpenBao transit decrypt")
-        rounds = interleave(args.rounds, {"strongroom": ours, "openbao": theirs})
+              f"strongroom serve --workers {' and '.join(map(str, counts))} vs OpenBao "
+              f"transit decrypt")
+        rounds = interleave(args.rounds, {**{n: ours(n) for n in rigs}, "openbao": theirs})
         _print_rounds(rounds, p50, "/s", "releases/s")
-        rig.meter.report({k: 0.0 for k in rig.cpu}, rig.cpu, rig.cpu_n, "strongroom")
+        for name, rig in rigs.items():
+            rig.meter.report({k: 0.0 for k in rig.cpu}, rig.cpu, rig.cpu_n, name)
         if bao:  # the same figure for the peer: what each side spends of the machine's cores
-            rig.meter.report({k: 0.0 for k in bao_cpu}, bao_cpu, args.releases * args.rounds,
-                             "openbao")
+            rigs[_name(counts[0], counts)].meter.report(
+                {k: 0.0 for k in bao_cpu}, bao_cpu, args.releases * args.rounds, "openbao")
         if args.batch > 1:
-            _bench_openbao_batch(args, rig, addr, token, ciphertext)
+            for name, rig in rigs.items():
+                _bench_openbao_batch(args, rig, addr, token, ciphertext, name)
+
+
+def _name(workers: int, counts: list[int]) -> str:
+    """A deployment's name in the output: ``strongroom``, or with its worker count."""
+    if len(counts) == 1:
+        return "strongroom"
+    return f"strongroom ({workers} worker{'s' if workers > 1 else ''})"
 
 
 def _print_rounds(rounds: dict[str, list[float]], p50: dict[str, list[float]], unit: str,
@@ -231,11 +254,14 @@ def _print_rounds(rounds: dict[str, list[float]], p50: dict[str, list[float]], u
     for name in rounds:
         print(summary(name, rounds[name], unit) +
               f"; p50 median {statistics.median(p50[name]):.2f} ms{per}")
-    print(ratio_line(what, rounds["strongroom"], rounds["openbao"]))
+    for name in rounds:
+        if name.startswith("strongroom"):
+            label = what if name == "strongroom" else f"{what}, {name}"
+            print(ratio_line(label, rounds[name], rounds["openbao"]))
 
 
 def _bench_openbao_batch(args: argparse.Namespace, rig: object, addr: str, token: str,
-                         ciphertext: str) -> None:
+                         ciphertext: str, name: str = "strongroom") -> None:
     """A whole load's keys per request: strongroom's release-many of ``--batch`` shards under
     one load evidence against one OpenBao decrypt of as many ciphertexts (keys per second)."""
     server_bench = bench_module("server")
@@ -243,12 +269,12 @@ def _bench_openbao_batch(args: argparse.Namespace, rig: object, addr: str, token
     r.add_shards(args.batch)
     decrypt = transit_decrypt(addr, token, ciphertext, args.batch)
     n = max(1, args.releases // args.batch)
-    p50: dict[str, list[float]] = {"strongroom": [], "openbao": []}
+    p50: dict[str, list[float]] = {name: [], "openbao": []}
     cpu: list[str] = []
 
     def ours(_: int) -> float:
         rate, median = r.keys_many(n, args.threads)
-        p50["strongroom"].append(median)
+        p50[name].append(median)
         cpu.append(r.last_cpu)
         return float(rate)
 
@@ -260,11 +286,11 @@ def _bench_openbao_batch(args: argparse.Namespace, rig: object, addr: str, token
     r.keys_many(10, 4)  # warm-up both
     server_bench._run(4, [0] * 10, decrypt)
     print(f"\n== a whole load's keys in one request ({args.batch} shards), {args.threads} "
-          f"clients, {n} requests a round: strongroom POST /v1/keys/release-many (one load "
+          f"clients, {n} requests a round: {name} POST /v1/keys/release-many (one load "
           f"evidence) vs OpenBao transit decrypt batch_input of {args.batch}")
-    rounds = interleave(args.rounds, {"strongroom": ours, "openbao": theirs})
+    rounds = interleave(args.rounds, {name: ours, "openbao": theirs})
     _print_rounds(rounds, p50, "keys/s", "keys/s", " a request")
-    print(f"  strongroom CPU us a key, by round: {' | '.join(cpu)}")
+    print(f"  {name} CPU us a key, by round: {' | '.join(cpu)}")
 
 
 # -- age -----------------------------------------------------------------------------
@@ -492,7 +518,9 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=8,
                     help="openbao: also compare a whole load's keys in one request, this many "
                          "shards (0 or 1: don't)")
-    ap.add_argument("--workers", type=int, default=2, help="`strongroom serve --workers`")
+    ap.add_argument("--workers", default="1,2",
+                    help="`strongroom serve --workers`; several (1,2): one deployment each, "
+                         "interleaved in the same rounds (openbao)")
     ap.add_argument("--size-mib", type=int, default=256, help="file size (age, cryptotensors)")
     ap.add_argument("--venv", type=Path, default=DEFAULT_VENV,
                     help="where peers are pip-installed (never the project's venv)")

@@ -314,6 +314,21 @@ def _enroll(c: Client, officer: Identity, ident: Identity, roles: tuple[str, ...
     c.post("/v1/statements", {"kind": "enrollment", "envelope": env})
 
 
+@contextlib.contextmanager
+def _environ(values: dict[str, str]) -> Iterator[None]:
+    """``values`` in ``os.environ`` while the block runs (what was there before, after)."""
+    before = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 @dataclass
 class Rig:
     """A running ``strongroom serve`` with alice's Grant for one shard, and a raw client."""
@@ -337,6 +352,8 @@ class Rig:
     #: A version of the model with several shards (:meth:`add_shards`): its ref and entries.
     many_ref: str = ""
     many: list[dict[str, Any]] = field(default_factory=list)
+    #: This deployment's STRONGROOM_HOME and STRONGROOM_DATABASE_URL (several rigs may be up).
+    env: dict[str, str] = field(default_factory=dict)
 
     @property
     def unsealed_s(self) -> float:
@@ -373,7 +390,7 @@ class Rig:
         for i in range(k):
             make_model(folder / f"model-{i + 1:05d}-of-{k:05d}.safetensors", seed=i,
                        prefix=f"s{i}.")
-        with open_vault(Settings(), identity=self.people["officer"]) as v:
+        with _environ(self.env), open_vault(Settings(), identity=self.people["officer"]) as v:
             m = v.import_weights(folder, "tiny", compartments=("atlas",), new_version=True)
         shutil.rmtree(folder)
         self.many_ref = m.ref
@@ -509,6 +526,7 @@ def _release_server(tmp: Path, url: str, workers: int, statements: int, history:
                   {n: Identity.generate(n) for n in ("officer", "alice", "bob", "carol")},
                   result, cust)
         rig.people["officer"] = officer
+        rig.env = {k: env[k] for k in ("STRONGROOM_HOME", "STRONGROOM_DATABASE_URL")}
         print(f"deployment: {tmp} ({'PostgreSQL' if url.startswith('postgresql') else 'SQLite'})")
         _setup(rig)
         host, port_text = base.removeprefix("http://").split(":")
