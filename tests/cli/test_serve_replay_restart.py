@@ -366,9 +366,6 @@ def test_replayed_releases_stay_refused_across_restart_and_dba(tmp_path: Path,
 @pytest.mark.timeout(600)
 def test_ledger_rows_deleted_while_serve_is_down_are_alerted_at_unseal(
         tmp_path: Path, db_url: str) -> None:
-    if db_url.startswith("postgresql"):  # ~50 s of the suite's 20 minutes
-        pytest.skip("one backend is enough: the unseal's order is the same code on both, and "
-                    "PostgreSQL's restore of deleted ledger rows is step (iv) of the replay test")
     d = _deployment(tmp_path, db_url)
     engineer = Identity.load(d.people["engineer"])
     with serve_process(d.env, tmp_path / "serve-1.log") as base:
