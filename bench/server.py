@@ -314,21 +314,6 @@ def _enroll(c: Client, officer: Identity, ident: Identity, roles: tuple[str, ...
     c.post("/v1/statements", {"kind": "enrollment", "envelope": env})
 
 
-@contextlib.contextmanager
-def _environ(values: dict[str, str]) -> Iterator[None]:
-    """``values`` in ``os.environ`` while the block runs (what was there before, after)."""
-    before = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for k, v in before.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
 @dataclass
 class Rig:
     """A running ``strongroom serve`` with alice's Grant for one shard, and a raw client."""
@@ -352,8 +337,9 @@ class Rig:
     #: A version of the model with several shards (:meth:`add_shards`): its ref and entries.
     many_ref: str = ""
     many: list[dict[str, Any]] = field(default_factory=list)
-    #: This deployment's STRONGROOM_HOME and STRONGROOM_DATABASE_URL (several rigs may be up).
-    env: dict[str, str] = field(default_factory=dict)
+    #: This deployment's database URL (its home is ``tmp / "home"``): several rigs may be up,
+    #: and the environment names only the last one started.
+    db_url: str = ""
 
     @property
     def unsealed_s(self) -> float:
@@ -390,7 +376,8 @@ class Rig:
         for i in range(k):
             make_model(folder / f"model-{i + 1:05d}-of-{k:05d}.safetensors", seed=i,
                        prefix=f"s{i}.")
-        with _environ(self.env), open_vault(Settings(), identity=self.people["officer"]) as v:
+        mine = Settings(home=self.tmp / "home", database_url=self.db_url)
+        with open_vault(mine, identity=self.people["officer"]) as v:
             m = v.import_weights(folder, "tiny", compartments=("atlas",), new_version=True)
         shutil.rmtree(folder)
         self.many_ref = m.ref
@@ -526,7 +513,7 @@ def _release_server(tmp: Path, url: str, workers: int, statements: int, history:
                   {n: Identity.generate(n) for n in ("officer", "alice", "bob", "carol")},
                   result, cust)
         rig.people["officer"] = officer
-        rig.env = {k: env[k] for k in ("STRONGROOM_HOME", "STRONGROOM_DATABASE_URL")}
+        rig.db_url = url
         print(f"deployment: {tmp} ({'PostgreSQL' if url.startswith('postgresql') else 'SQLite'})")
         _setup(rig)
         host, port_text = base.removeprefix("http://").split(":")
