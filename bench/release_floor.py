@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/release_floor.py [--requests 4000] [--rounds 3] [--threads 8]
     .venv/bin/python bench/release_floor.py --rounds 3 --openbao   # OpenBao in the same rounds
+    .venv/bin/python bench/release_floor.py --workers 1 --modes agent-serial --strongroom --openbao
 
 Beside the OpenBao figure (``bench/peers.py --only openbao``) this says how
 much of the machine's cores a request costs before strongroom checks
@@ -42,6 +43,15 @@ against the requests sent to it (the run fails on a mismatch).
 With ``--openbao``, OpenBao transit decrypt (``bench/peers.py``'s dev server:
 file audit device, non-root token, the same raw client) runs in the same
 interleaved rounds, and the agent floor's ratio to it is printed.
+
+With ``--strongroom``, ``strongroom serve`` itself (``bench/server.py``'s
+deployment at the same ``--workers``: Grant evidence, durable audit entry,
+egress ledger, unwrap) runs in the same rounds too, and the run prints
+strongroom against each agent floor: its own work beyond the floor in CPU
+per release for the client, the server and the agent, and the rate the key
+agent's CPU per release bounds it at (the agent is one process under one
+GIL, the serial stage of every release, so ``1 / its CPU per release`` is
+its ceiling however many cores there are).
 
 All are driven by the raw keep-alive client and closed-loop threads of
 ``bench/server.py`` (what ``bench/peers.py`` uses for both strongroom and
