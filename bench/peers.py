@@ -2,6 +2,8 @@
 
     .venv/bin/python bench/peers.py                       # every peer that installs here
     .venv/bin/python bench/peers.py --only openbao --rounds 7 --releases 1000
+    .venv/bin/python bench/peers.py --only openbao --workers 1 --batch 0 \
+        --variant guard60=STRONGROOM_STATE_CHECK_INTERVAL_S=60   # A/B a setting, same rounds
     .venv/bin/python bench/peers.py --only age --size-mib 256
     .venv/bin/python bench/peers.py --only cryptotensors --size-mib 1024 --rounds 5
 
@@ -202,6 +204,9 @@ def bench_openbao(args: argparse.Namespace, tmp: Path) -> None:
         addr, token, ciphertext = stack.enter_context(openbao(args.venv, tmp))
         rigs = {_name(w, counts): stack.enter_context(
             server_bench.release_server(w, postgres=args.postgres)) for w in counts}
+        for name, env in _variants(args.variant).items():  # same rounds, another environment
+            rigs[name] = stack.enter_context(server_bench.release_server(
+                counts[0], server_env=env, postgres=args.postgres))
         decrypt = transit_decrypt(addr, token, ciphertext)
         p50: dict[str, list[float]] = {name: [] for name in [*rigs, "openbao"]}
 
@@ -239,6 +244,19 @@ def bench_openbao(args: argparse.Namespace, tmp: Path) -> None:
         if args.batch > 1:
             for name, rig in rigs.items():
                 _bench_openbao_batch(args, rig, addr, token, ciphertext, name)
+
+
+def _variants(specs: list[str]) -> dict[str, dict[str, str]]:
+    """``--variant NAME=VAR=VALUE[,VAR=VALUE...]``: each a deployment's name and environment."""
+    out: dict[str, dict[str, str]] = {}
+    for spec in specs:
+        name, _, assignments = spec.partition("=")
+        env = dict(a.split("=", 1) for a in assignments.split(",") if "=" in a)
+        if not name or not env or name in out:
+            raise SystemExit(f"--variant {spec!r}: say NAME=VAR=VALUE[,VAR=VALUE...], "
+                             "a new name each")
+        out[f"strongroom ({name})"] = env
+    return out
 
 
 def _name(workers: int, counts: list[int]) -> str:
@@ -518,6 +536,10 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=8,
                     help="openbao: also compare a whole load's keys in one request, this many "
                          "shards (0 or 1: don't)")
+    ap.add_argument("--variant", action="append", default=[], metavar="NAME=VAR=VALUE,...",
+                    help="openbao: one more deployment (the first --workers count) whose "
+                         "server runs with these variables, in the same rounds (repeatable; "
+                         "for A/B measurements of a setting or an experiment)")
     ap.add_argument("--workers", default="1,2",
                     help="`strongroom serve --workers`; several (1,2): one deployment each, "
                          "interleaved in the same rounds (openbao)")

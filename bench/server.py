@@ -7,6 +7,7 @@ same Grant) run in-process through the gate in this run.
     .venv/bin/python bench/server.py [--releases 1000] [--rounds 5] [--threads 8] [--workers 2]
     .venv/bin/python bench/server.py --profile /tmp/agent   # py-spy on the agent (top frames)
     .venv/bin/python bench/server.py --statements 20000 --history 300000   # a lab's history
+    .venv/bin/python bench/server.py --workers 1 --direct-batches 1,4,8   # a batch's fixed cost
 
 Each round signs its requests just before it is timed (a signature is valid
 for 60 s), then times them; the median round is judged and the best printed
@@ -58,7 +59,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -69,7 +70,7 @@ sys.path[:0] = [str(HERE.parent / "tests"), str(HERE)]
 import httpx  # noqa: E402
 
 from history import populate  # noqa: E402
-from machine import describe, loadavg, summary  # noqa: E402
+from machine import describe, interleave, loadavg, summary  # noqa: E402
 from strongroom.access.approvals import AccessRequest, approve  # noqa: E402
 from strongroom.access.directory import (  # noqa: E402
     Enrollment,
@@ -542,6 +543,10 @@ def main() -> None:
     ap.add_argument("--profile", metavar="PREFIX", help="py-spy the agent during the rounds")
     ap.add_argument("--no-direct", action="store_true",
                     help="skip the agent-socket and in-process comparisons")
+    ap.add_argument("--direct-batches", default="", metavar="SIZES",
+                    help="also time the in-process gate's release_many at these batch sizes "
+                         "(e.g. 1,4,8), interleaved: CPU a release at each, and a batch's "
+                         "fixed cost")
     ap.add_argument("--keep", action="store_true",
                     help="keep the deployment's directory (printed) instead of removing it")
     ap.add_argument("--monitor-wait", type=float, default=300.0, metavar="S",
@@ -666,6 +671,8 @@ def _bench(args: argparse.Namespace, rig: Rig) -> None:
         with Profiler(prefix, os.getpid()):
             rate = _direct(args, "in-process gate (LocalKeyService)", svc, ref, entry,
                            people["alice"])
+        if args.direct_batches:
+            _batches(args, svc, ref, entry, people["alice"])
         svc.seal()
     finally:
         store.close()
@@ -707,6 +714,20 @@ def _await_monitor(rig: Rig, limit_s: float) -> None:
 def _direct(args: argparse.Namespace, label: str, keys: Any, ref: str, entry: dict[str, Any],
             alice: Identity) -> float:
     """The same authorised release through a gate without HTTP (same run)."""
+    from strongroom.release import ReleaseRequest
+
+    requests = _requests(ref, entry, alice, args.releases // 2)
+
+    def direct(r: ReleaseRequest) -> None:
+        k = keys.release(r)
+        k[:] = bytes(len(k))
+
+    lat, elapsed = _run(args.threads, requests, direct)
+    return _summary(label, lat, elapsed)
+
+
+def _requests(ref: str, entry: dict[str, Any], alice: Identity, n: int) -> list[Any]:
+    """``n`` release requests for the shard ``entry``, each with fresh evidence of alice's."""
     from strongroom.crypto.age import read_header
     from strongroom.release import ReleaseRequest
     from strongroom.settings import Settings
@@ -717,19 +738,57 @@ def _direct(args: argparse.Namespace, label: str, keys: Any, ref: str, entry: di
         header, _ = read_header(source)
     finally:
         source.close()
-    requests = [ReleaseRequest(
+    return [ReleaseRequest(
         principal="alice", principal_key=alice.public.public_bytes, artifact=ref,
         shard=entry["path"], blob_id=entry["blob"], nbytes=int(entry["size"]), purpose="load",
         evidence=make_evidence(alice.private_key, artifact=ref, shard=entry["path"],
                                blob_id=entry["blob"], purpose="load", ttl_s=600),
-        stanzas=tuple(header.stanzas)) for _ in range(args.releases // 2)]
+        stanzas=tuple(header.stanzas)) for _ in range(n)]
 
-    def direct(r: ReleaseRequest) -> None:
-        k = keys.release(r)
-        k[:] = bytes(len(k))
 
-    lat, elapsed = _run(args.threads, requests, direct)
-    return _summary(label, lat, elapsed)
+def _batches(args: argparse.Namespace, keys: Any, ref: str, entry: dict[str, Any],
+             alice: Identity) -> None:
+    """The in-process gate's ``release_many`` at each of ``--direct-batches``, interleaved.
+
+    One thread sends the batches one after another, as a worker's batches reach the
+    agent. Printed: releases/s and the CPU a release (``time.process_time``: every
+    thread of this process, the gate's background threads included) at each size, and
+    the fit ``CPU = each + fixed / size`` through the smallest and largest size, which
+    splits a release's cost into its own and its share of its batch's fixed cost.
+    """
+    sizes = sorted({int(b) for b in args.direct_batches.split(",") if b.strip()})
+    if not sizes or sizes[0] < 1:
+        raise SystemExit("--direct-batches takes sizes of at least 1")
+    n = max(args.releases // 2, sizes[-1])
+    cpu: dict[int, list[float]] = {b: [] for b in sizes}
+
+    def subject(b: int) -> Callable[[int], float]:
+        def run(_: int) -> float:
+            requests = _requests(ref, entry, alice, n - n % b)  # fresh evidence, not timed
+            t0, w0 = time.process_time(), time.perf_counter()
+            for i in range(0, len(requests), b):
+                for key in keys.release_many(requests[i:i + b]):
+                    if not isinstance(key, bytearray):
+                        raise RuntimeError(f"a release was refused: {key}")
+                    key[:] = bytes(len(key))
+            wall, used = time.perf_counter() - w0, time.process_time() - t0
+            cpu[b].append(used / len(requests) * 1e6)
+            return len(requests) / wall
+        return run
+
+    print(f"\n== the in-process gate's release_many, batches of {', '.join(map(str, sizes))}, "
+          f"{n} releases a round, interleaved")
+    rates = interleave(args.rounds, {f"batches of {b}": subject(b) for b in sizes})
+    for b in sizes:
+        print(summary(f"batches of {b}", rates[f"batches of {b}"], "releases/s")
+              + f"; CPU {statistics.median(cpu[b]):,.0f} us a release (median)")
+    if len(sizes) > 1:
+        lo, hi = sizes[0], sizes[-1]
+        c_lo, c_hi = statistics.median(cpu[lo]), statistics.median(cpu[hi])
+        fixed = (c_lo - c_hi) / (1 / lo - 1 / hi)
+        print(f"fit through {lo} and {hi}: each release ~{c_hi - fixed / hi:,.0f} us, a batch's "
+              f"fixed cost ~{fixed:,.0f} us (~{fixed / 4:,.0f} us a release at 4 a batch, what "
+              f"8 clients give one worker); load average {loadavg()}")
 
 
 if __name__ == "__main__":
