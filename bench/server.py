@@ -767,10 +767,13 @@ def _batches(args: argparse.Namespace, keys: Any, ref: str, entry: dict[str, Any
             requests = _requests(ref, entry, alice, n - n % b)  # fresh evidence, not timed
             t0, w0 = time.process_time(), time.perf_counter()
             for i in range(0, len(requests), b):
-                for key in keys.release_many(requests[i:i + b]):
-                    if not isinstance(key, bytearray):
-                        raise RuntimeError(f"a release was refused: {key}")
-                    key[:] = bytes(len(key))
+                answers = keys.release_many(requests[i:i + b])
+                for key in answers:
+                    if isinstance(key, bytearray):
+                        key[:] = bytes(len(key))
+                refused = [a for a in answers if not isinstance(a, bytearray)]
+                if refused:
+                    raise RuntimeError(f"a release was refused: {refused[0]}")
             wall, used = time.perf_counter() - w0, time.process_time() - t0
             cpu[b].append(used / len(requests) * 1e6)
             return len(requests) / wall
