@@ -737,14 +737,10 @@ def _against_floor(rounds: dict[str, list[float]], cpu: dict[str, dict[str, floa
               + ", ".join(f"{k} {per[k] - base.get(k, 0.0):+,.0f}" for k in ("client", "server", "agent"))
               + f"; p50 {statistics.median(p50['strongroom']):.2f} vs "
               f"{statistics.median(p50[floor]):.2f} ms")
-    if with_openbao:
-        theirs = rounds["openbao"]
-        pairs = [a / b for a, b in zip(ours, theirs, strict=True)]
-        print(f"strongroom / OpenBao = {statistics.median(ours) / statistics.median(theirs):.2f} "
-              f"req/s at the medians ({min(pairs):.2f}-{max(pairs):.2f} over {len(pairs)} "
-              f"interleaved pairs; > 1 = strongroom faster); p50 "
-              f"{statistics.median(p50['strongroom']):.2f} vs "
-              f"{statistics.median(p50['openbao']):.2f} ms; load average {loadavg()}")
+    if with_openbao:  # the line bench/peers.py prints for the same comparison
+        print(bench_module("peers").ratio_line("req/s against OpenBao", ours, rounds["openbao"])
+              + f"; p50 {statistics.median(p50['strongroom']):.2f} vs "
+              f"{statistics.median(p50['openbao']):.2f} ms")
 
 
 if __name__ == "__main__":
