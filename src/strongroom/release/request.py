@@ -301,8 +301,16 @@ class UsedNonces:
         self._expiry: deque[tuple[float, str]] = deque()
 
     def remember(self, nonce: str, expires: float) -> None:
-        """Mark ``nonce`` spent until ``expires``."""
+        """Mark ``nonce`` spent until ``expires`` (at least: a later expiry held stands).
+
+        The state guard remembers every release nonce it reads from the log, this
+        gate's own included: one already held until then or later is left as it is,
+        so it is neither queued twice for expiry nor shortened.
+        """
         with self._lock:
+            held = self._seen.get(nonce)
+            if held is not None and held >= expires:
+                return
             self._seen[nonce] = expires
             self._expiry.append((expires, nonce))
 
