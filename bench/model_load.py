@@ -1,6 +1,6 @@
 """What users feel: whole-model loads of an 8-shard model per second (issue 24, item 4).
 
-    .venv/bin/python bench/model_load.py [--size-mib 16] [--shards 8] [--rounds 7] [--workers 2]
+    .venv/bin/python bench/model_load.py [--size-mib 16] [--shards 8] [--rounds 7] [--workers 1]
 
 Set-up (not timed), bench/remote_load.py's: a throwaway 2-of-3 vault, a real
 ``strongroom serve --workers N`` on loopback, unsealed over the API, alice, bob
@@ -296,7 +296,8 @@ def main() -> None:
     ap.add_argument("--size-mib", type=int, default=16, help="MiB per shard")
     ap.add_argument("--shards", type=int, default=8, help="shard files")
     ap.add_argument("--rounds", type=int, default=7, help="timed rounds (median judged)")
-    ap.add_argument("--workers", type=int, default=2, help="`strongroom serve --workers`")
+    ap.add_argument("--workers", type=int, default=1,
+                    help="`strongroom serve --workers` (default 1: serve's own default)")
     ap.add_argument("--threads", type=int, default=2, help="load threads")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-model-load-") as name:
