@@ -41,6 +41,7 @@ from strongroom.audit.recent import RecentEntries
 from strongroom.audit.tree import StoredTree
 from strongroom.errors import AuditUnavailable
 from strongroom.store.db import Store, dbapi_errors, writer_engine
+from strongroom.store.pg_arrays import ByteaArray, Int2Array, Int8Array
 
 __all__ = [
     "APPEND_TIMEOUT_S",
@@ -248,11 +249,14 @@ class GroupCommitWriter:
         # The writer's own connection, kept between batches (see _connection), and
         # whether the leader emits SQLite's BEGIN IMMEDIATE itself (store.db.writer_engine).
         self._conn: Connection | None = None
-        # SQLite with BEGIN IMMEDIATE on the driver (_begin_raw): the driver's connection
-        # and one cursor of it, kept with ``_conn`` (reached through SQLAlchemy's
-        # wrappers once, not per commit).
+        # The driver's connection and cursors of it, kept with ``_conn`` (reached through
+        # SQLAlchemy's wrappers once, not per commit): SQLite with BEGIN IMMEDIATE on the
+        # driver (_begin_raw) uses ``_cur``; PostgreSQL ``_cur`` and ``_bounds``, whose
+        # psycopg adaptation state (the dumpers each parameter needs) lives on with them
+        # instead of being found again for every batch.
         self._raw: Any = None
         self._cur: Any = None
+        self._bounds: Any = None
         self._engine, self._begin_raw = writer_engine(store)
         self._used = 0.0  # when the connection last ran a batch (monotonic)
         self._db_errors = dbapi_errors(store.engine)  # SQLAlchemy's and the driver's
@@ -595,8 +599,11 @@ class GroupCommitWriter:
         (a lost server, a half-finished transaction) goes with it.
         """
         conn, self._conn = self._conn, None
-        cur, self._cur, self._raw = self._cur, None, None
-        if cur is not None:
+        cursors = (self._cur, self._bounds)
+        self._cur, self._bounds, self._raw = None, None, None
+        for cur in cursors:
+            if cur is None:
+                continue
             # First: a statement a cursor still holds (a failed one) would keep the driver's
             # connection, and its open transaction with SQLite's write lock, past close().
             with contextlib.suppress(Exception):
@@ -725,11 +732,12 @@ class GroupCommitWriter:
             with self._write_tx(f"append {len(batch.items)} entries") as conn:
                 # DB-API statements on the transaction's own connection: this transaction
                 # is the hot loop of every append (an SQLAlchemy execute costs ~5x a cursor's).
-                cur = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-                try:
-                    size, frontier, bodies = self._extend(conn, cur, batch)
-                finally:
-                    cur.close()
+                # Its cursors are kept with the connection (_drop closes them with it).
+                raw = conn.connection.dbapi_connection
+                if self._cur is None or self._raw is not raw:
+                    self._raw, self._cur = raw, raw.cursor()  # type: ignore[union-attr]
+                    self._bounds = raw.cursor()  # type: ignore[union-attr]
+                size, frontier, bodies = self._extend(conn, self._cur, batch)
         if frontier is not None:  # once committed
             self._frontier = frontier
             if self.recent is not None:
@@ -789,14 +797,15 @@ class GroupCommitWriter:
             # One round trip for psycopg's BEGIN, the transaction's lock bounds, the
             # head's lock and the guards' first statements (the egress ledger's lock and
             # reads): sent together, run in order, so the bounds hold for every lock wait.
-            bounds = cur.connection.cursor()
+            bounds = self._bounds if self._bounds is not None else cur.connection.cursor()
             ms = f"{max(1, int(self.lock_timeout * 1000))}ms"
             with pipeline():
                 bounds.execute(_SET_BOUNDS, (ms, ms))
                 cur.execute(self._select_size)
                 if batch.guarded:
                     queued = self._queue_first(conn, batch)
-            bounds.close()
+            if bounds is not self._bounds:
+                bounds.close()
         else:
             cur.execute(self._select_size)
         found = cur.fetchone()
@@ -824,8 +833,9 @@ class GroupCommitWriter:
             # entries and nodes as arrays, unnested into their tables, and the guards'
             # writes (the egress ledger's rows) as parts of it.
             params: list[Any] = [p for _, values in writes for p in values]
-            params.extend((list(range(size, frontier.size)), leaves, bodies,
-                           [n[0] for n in nodes], [n[1] for n in nodes], [n[2] for n in nodes],
+            params.extend((Int8Array(range(size, frontier.size)), ByteaArray(leaves),
+                           ByteaArray(bodies), Int2Array([n[0] for n in nodes]),
+                           Int8Array([n[1] for n in nodes]), ByteaArray([n[2] for n in nodes]),
                            *head))
             cur.execute(_with(writes, self._insert_entry) if writes else self._insert_entry,
                         params)

@@ -57,6 +57,7 @@ from strongroom.monitor.budgets import (
     subject_key,
 )
 from strongroom.store.db import READONLY
+from strongroom.store.pg_arrays import Float8Array, Int8Array, VarcharArray
 from strongroom.store.tables.monitor import EgressBudgetRow, EgressCharge
 
 if TYPE_CHECKING:
@@ -284,12 +285,8 @@ class LedgerRound:
 
     def locked(self) -> tuple[int, int, set[str]]:
         """(generation, epoch) under the ledger lock, and which of the ids the ledger holds."""
-        try:
-            state = self._lock.fetchall()
-            held = {str(r[0]) for r in self._held.fetchall()}
-        finally:
-            self._lock.close()
-            self._held.close()
+        state = self._lock.fetchall()
+        held = {str(r[0]) for r in self._held.fetchall()}
         return (*self._store.state(state), held)
 
 
@@ -307,6 +304,11 @@ class LedgerStore:
 
     def __init__(self, store: Store) -> None:
         self.store = store
+        #: PostgreSQL: the connection :meth:`queue_lock` last ran on and two cursors of it,
+        #: kept for the next batch on it (a fresh psycopg cursor finds the dumpers of its
+        #: parameters again; the audit writer keeps its own likewise). A batch on another
+        #: connection (the writer's was discarded after a failure) replaces them.
+        self._round_cursors: tuple[Any, Any, Any] | None = None
         mark = "%s" if store.dialect == "postgresql" else "?"
         self._mark = mark
         # Statements are built from constants and placeholders only (no values).
@@ -373,9 +375,14 @@ class LedgerStore:
         """
         raw = conn.connection.dbapi_connection
         assert raw is not None
-        lock, held = raw.cursor(), raw.cursor()
+        kept = self._round_cursors
+        if kept is not None and kept[0] is raw and not raw.closed:
+            lock, held = kept[1], kept[2]
+        else:
+            lock, held = raw.cursor(), raw.cursor()
+            self._round_cursors = (raw, lock, held)
         lock.execute(self._sql_lock)
-        held.execute(self._sql_held, (list(ids),))
+        held.execute(self._sql_held, (VarcharArray(ids),))
         return LedgerRound(self, lock, held)
 
     def append_statements(self, rows: Sequence[ChargeRow]) -> list[tuple[str, list[Any]]]:
@@ -384,7 +391,10 @@ class LedgerStore:
         run as parts of the statement that writes the batch's entries (none without rows)."""
         if not rows:
             return []
-        return [(self._sql_append, [list(c) for c in zip(*rows, strict=True)]),
+        cids, principals, artifacts, sizes, stamps, budgets = zip(*rows, strict=True)
+        return [(self._sql_append, [VarcharArray(cids), VarcharArray(principals),
+                                    VarcharArray(artifacts), Int8Array(sizes),
+                                    Float8Array(stamps), VarcharArray(budgets)]),
                 (self._sql_bump_only, [])]
 
     def appended(self, conn: Connection) -> int:
@@ -454,7 +464,7 @@ class LedgerStore:
     def held(self, conn: Connection, ids: Sequence[str]) -> set[str]:
         """Which of ``ids`` the ledger already holds, read in ``conn``'s transaction."""
         if self.store.dialect == "postgresql":  # one statement whatever the size (_sql_held)
-            return ({str(r[0]) for r in _driver_rows(conn, self._sql_held, (list(ids),))}
+            return ({str(r[0]) for r in _driver_rows(conn, self._sql_held, (VarcharArray(ids),))}
                     if ids else set())
         found: set[str] = set()
         for i in range(0, len(ids), ID_CHUNK):

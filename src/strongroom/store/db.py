@@ -271,6 +271,10 @@ class Store:
             kwargs["connect_args"] = {"timeout": 30, "isolation_level": None}
         else:
             kwargs["pool_pre_ping"] = True
+            if "psycopg" in url.split("://", 1)[0]:
+                from strongroom.store.pg_arrays import register_dumpers
+
+                register_dumpers()  # the release path's arrays, before any connection
         try:
             engine = create_engine(url, **kwargs)
         except (SQLAlchemyError, ImportError, ValueError) as exc:
