@@ -28,7 +28,7 @@ from strongroom.store.pg_arrays import (
 def test_literals() -> None:
     assert _ints([1, -2, 2**62]) == b"{1,-2,4611686018427387904}"
     assert _ints([]) == b"{}"
-    assert _floats([1.5, 1e16, 0.1]) == b"{1.5,1e+16,0.1}"
+    assert _floats([1.5, 1e16, 0.1, 1733275200]) == b"{1.5,1e+16,0.1,1733275200.0}"
     assert _byteas([b"\x00\xff", b""]) == b'{"\\\\x00ff","\\\\x"}'
     assert _texts(["a", None, 'q"b\\s', "NULL", ""], "utf-8") == \
         b'{"a",NULL,"q\\"b\\\\s","NULL",""}'
@@ -36,7 +36,7 @@ def test_literals() -> None:
 
 @pytest.mark.parametrize(("make", "bad"), [
     (_ints, [True]), (_ints, [1.0]), (_floats, [math.nan]), (_floats, [math.inf]),
-    (_floats, [1]),
+    (_floats, [True]), (_floats, ["1.0"]),
 ])
 def test_values_of_another_type_are_refused(make: Callable[[Any], bytes], bad: list[Any]) -> None:
     with pytest.raises(TypeError):

@@ -44,7 +44,7 @@ class Int2Array(list[int]):
 
 
 class Float8Array(list[float]):
-    """A ``double precision[]`` parameter (finite values)."""
+    """A ``double precision[]`` parameter (finite values; whole ``int`` seconds too)."""
 
     __slots__ = ()
 
@@ -77,10 +77,17 @@ def _ints(obj: list[int]) -> bytes:
 
 
 def _floats(obj: list[float]) -> bytes:
+    out = []
     for v in obj:
-        if type(v) is not float or not math.isfinite(v):
-            raise TypeError("a float array holds a value that is not a finite float")
-    return ("{" + ",".join(map(repr, obj)) + "}").encode()
+        kind = type(v)
+        if kind is int:  # a clock may give whole seconds; exact below 2**53, as psycopg's
+            v = float(v)
+        elif kind is not float:
+            raise TypeError(f"a float array holds {kind.__name__}")
+        if not math.isfinite(v):
+            raise TypeError("a float array holds a value that is not finite")
+        out.append(repr(v))
+    return ("{" + ",".join(out) + "}").encode()
 
 
 def _byteas(obj: list[bytes]) -> bytes:
