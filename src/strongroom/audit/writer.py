@@ -797,15 +797,14 @@ class GroupCommitWriter:
             # One round trip for psycopg's BEGIN, the transaction's lock bounds, the
             # head's lock and the guards' first statements (the egress ledger's lock and
             # reads): sent together, run in order, so the bounds hold for every lock wait.
-            bounds = self._bounds if self._bounds is not None else cur.connection.cursor()
+            bounds = self._bounds  # kept with ``cur`` by _commit, as PostgreSQL's batches run
+            assert bounds is not None
             ms = f"{max(1, int(self.lock_timeout * 1000))}ms"
             with pipeline():
                 bounds.execute(_SET_BOUNDS, (ms, ms))
                 cur.execute(self._select_size)
                 if batch.guarded:
                     queued = self._queue_first(conn, batch)
-            if bounds is not self._bounds:
-                bounds.close()
         else:
             cur.execute(self._select_size)
         found = cur.fetchone()
